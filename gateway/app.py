@@ -1,0 +1,165 @@
+"""The composition root: create_app() wires config, store, pipeline, workers and routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.worker import Worker, WorkerSettings, make_client
+from gateway.destinations import DESTINATIONS
+from gateway.store.base import Store
+from gateway.store.sqlite import SqliteStore
+from gateway.web.admin import Admin
+from gateway.web.api import EventsApi, Health
+from gateway.web.middleware import errors_middleware, request_id_middleware
+from gateway.web.pipeline import Pipeline, Site, route_name
+
+log = logging.getLogger("signalgate")
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class Runtime:
+    """Live objects of a running gateway (exposed to tests through RUNTIME)."""
+
+    config: Config
+    store: Store
+    sites: list[Site]
+    pipeline: Pipeline
+    workers: dict[str, Worker] = field(default_factory=dict)
+
+    def route_health(self) -> Mapping[str, Mapping[str, object]]:
+        """Return each route's health."""
+        return {name: w.health() for name, w in self.workers.items()}
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def make_store(config: Config) -> Store:
+    """Return the configured store backend (not yet opened)."""
+    path = Path(config.storage.path)
+    return SqliteStore(
+        path,
+        synchronous=config.storage.synchronous,
+        dedup_seconds=config.delivery.dedup_hours * 3600,
+    )
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    clock: Clock = time.time,
+    rng: random.Random | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    run_workers: bool = True,
+) -> web.Application:
+    """Build the aiohttp application; resources open and close with its lifecycle."""
+    store = store if store is not None else make_store(config)
+    rng = rng or random.Random()  # noqa: S311 - jitter, not security
+    sites = [Site.from_config(s) for s in config.sites]
+    pipeline = Pipeline(store, clock=clock)
+    runtime = Runtime(config=config, store=store, sites=sites, pipeline=pipeline)
+    app = web.Application(
+        middlewares=[errors_middleware, request_id_middleware],
+        client_max_size=config.server.max_body_bytes,
+    )
+    app[RUNTIME] = runtime
+    api = EventsApi(
+        pipeline,
+        sites,
+        clock=clock,
+        max_body_bytes=config.server.max_body_bytes,
+        max_events=config.server.max_events_per_request,
+    )
+    health = Health(store.ping, runtime.route_health)
+    admin = Admin(store, config.server.admin_token, runtime.route_health)
+    app.router.add_post("/v1/events", api.post_events)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/v1/debug/recent", admin.recent)
+    app.router.add_get("/v1/debug/dead", admin.dead)
+    app.cleanup_ctx.append(_store_ctx(store))
+    app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
+    return app
+
+
+def _store_ctx(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await store.open()
+        yield
+        await store.close()
+
+    return ctx
+
+
+def _workers_ctx(
+    runtime: Runtime,
+    clock: Clock,
+    rng: random.Random,
+    transport: httpx.AsyncBaseTransport | None,
+    run_workers: bool,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        cfg = runtime.config.delivery
+        settings = WorkerSettings(
+            lease_seconds=cfg.lease_seconds,
+            poll_interval=cfg.poll_interval,
+            pause_seconds=cfg.pause_seconds,
+            policy=RetryPolicy(base=cfg.retry_base_seconds, cap=cfg.retry_cap_seconds),
+        )
+        clients: list[httpx.AsyncClient] = []
+        for site in runtime.config.sites:
+            for name, dest_settings in site.destinations.items():
+                destination = DESTINATIONS[name].factory(dest_settings)
+                client = make_client(cfg.timeout_seconds, transport)
+                clients.append(client)
+                route = route_name(site.id, name)
+                runtime.workers[route] = Worker(
+                    route,
+                    destination,
+                    runtime.store,
+                    client,
+                    clock=clock,
+                    rng=rng,
+                    settings=settings,
+                )
+        tasks: list[asyncio.Task[None]] = []
+        if run_workers:
+            tasks = [
+                asyncio.create_task(w.run(), name=f"worker {r}") for r, w in runtime.workers.items()
+            ]
+            tasks.append(asyncio.create_task(_compact_loop(runtime, clock), name="compactor"))
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for client in clients:
+            await client.aclose()
+
+    return ctx
+
+
+async def _compact_loop(runtime: Runtime, clock: Clock, every: float = 60.0) -> None:
+    cfg = runtime.config.delivery
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await runtime.store.compact(clock(), cfg.keep_done_seconds, cfg.dedup_hours * 3600)
+        except Exception:
+            log.exception("Outbox compaction failed; will try again.")

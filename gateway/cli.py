@@ -1,0 +1,200 @@
+"""Command line: `signalgate run | demo | check-config`. The only place that prints and exits."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway import __version__
+from gateway.app import create_app
+from gateway.config import Config, ConfigError, load, parse
+from gateway.sandbox.meta import MetaSandbox
+from gateway.telemetry import setup_logging
+
+DEMO_PIXEL = "1234567890"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="signalgate", description="First-party tracking gateway.")
+    parser.add_argument("--version", action="version", version=f"signalgate {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve with a config file")
+    run.add_argument("--config", required=True, help="TOML config file")
+    check = sub.add_parser("check-config", help="validate a config file; exit 1 on errors")
+    check.add_argument("--config", required=True)
+    demo = sub.add_parser("demo", help="run on embedded defaults against a local Meta sandbox")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--sandbox-port", type=int, default=8090)
+    demo.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check(args.config)
+    setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
+    if args.command == "run":
+        try:
+            config = load(args.config)
+        except ConfigError as exc:
+            _print_errors(exc)
+            return 1
+        _serve(_run(config))
+        return 0
+    _serve(_demo(args.host, args.port, args.sandbox_port, args.data_dir))
+    return 0
+
+
+def _check(path: str) -> int:
+    try:
+        load(path)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return 1
+    print("OK")
+    return 0
+
+
+def _print_errors(exc: ConfigError) -> None:
+    print(f"config has {len(exc.errors)} error(s):", file=sys.stderr)
+    for key, reason in exc.errors:
+        print(f"  {key}: {reason}", file=sys.stderr)
+
+
+def _serve(coro: Any) -> None:
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        runner = asyncio.run
+    with contextlib.suppress(KeyboardInterrupt):
+        runner(coro)
+
+
+async def _run(config: Config) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    await site.start()
+    print(f"signalgate listening on http://{config.server.host}:{config.server.port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def demo_config(
+    host: str, port: int, sandbox_url: str, data_dir: Path, api_key: str, admin: str
+) -> Config:
+    """Return the embedded demo configuration."""
+    doc: dict[str, Any] = {
+        "server": {"host": host, "port": port, "admin_token": admin},
+        "storage": {"path": str(data_dir / "signalgate.db")},
+        "delivery": {"poll_interval": 0.1, "retry_base_seconds": 0.5},
+        "sites": [
+            {
+                "id": "demo",
+                "api_keys": [api_key],
+                "default_country": "us",
+                "destinations": {
+                    "meta": {
+                        "pixel_id": DEMO_PIXEL,
+                        "access_token": "demo-access-token",
+                        "api_base": sandbox_url,
+                        "test_event_code": "TEST12345",
+                    }
+                },
+            }
+        ],
+    }
+    return parse(doc, {}, data_dir)
+
+
+def demo_curl(gateway: str, sandbox: str, api_key: str) -> str:
+    """Return a shell one-liner that posts a Purchase and then shows what the sandbox got."""
+    body = {
+        "events": [
+            {
+                "event": "Purchase",
+                "url": "https://shop.example/checkout/thank-you",
+                "user": {
+                    "email": "Jane.Doe@Example.com",
+                    "phone": "(650) 555-1212",
+                    "ip": "203.0.113.7",
+                    "user_agent": "Mozilla/5.0 (demo)",
+                },
+                "data": {"value": 49.9, "currency": "EUR", "order_id": "ORDER-1001"},
+            }
+        ]
+    }
+    post = (
+        f"curl -sS -X POST {gateway}/v1/events -H 'Authorization: Bearer {api_key}' "
+        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
+    )
+    return f"{post} && echo && sleep 1 && curl -sS {sandbox}/_sandbox/events"
+
+
+async def _demo(host: str, port: int, sandbox_port: int, data_dir: str | None) -> None:
+    folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="signalgate-demo-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    sandbox = MetaSandbox()
+    sandbox_runner = web.AppRunner(sandbox.app(), access_log=None)
+    await sandbox_runner.setup()
+    sandbox_site = web.TCPSite(sandbox_runner, "127.0.0.1", sandbox_port)
+    await sandbox_site.start()
+    sandbox_url = f"http://127.0.0.1:{_bound_port(sandbox_runner)}"
+    api_key = "sg_demo_" + secrets.token_urlsafe(18)
+    admin = secrets.token_urlsafe(18)
+    config = demo_config(host, port, sandbox_url, folder, api_key, admin)
+    runner = web.AppRunner(create_app(config), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    gateway = f"http://{host}:{_bound_port(runner)}"
+    print(
+        "\n".join(
+            [
+                "signalgate demo is running (Ctrl-C to stop)",
+                f"  gateway        {gateway}",
+                f"  Meta sandbox   {sandbox_url}/   (open it to see delivered events)",
+                f"  data dir       {folder}",
+                f"  API key        {api_key}",
+                f"  admin token    {admin}",
+                "",
+                "Post a Purchase and see it delivered to the sandbox:",
+                "  " + demo_curl(gateway, sandbox_url, api_key),
+                "",
+                "Delivery state (admin):",
+                f"  curl -sS -H 'Authorization: Bearer {admin}' {gateway}/v1/debug/recent",
+            ]
+        ),
+        flush=True,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await sandbox_runner.cleanup()
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise RuntimeError("server has no TCP address")  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

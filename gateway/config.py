@@ -1,0 +1,327 @@
+"""TOML file + environment → one frozen, validated Config; every error names its key.
+
+Secrets are written `env:NAME` or `file:PATH` (a literal is accepted but discouraged) and are
+resolved at load time. Environment variables `SIGNALGATE__<SECTION>__<KEY>` override scalar keys
+of the top-level tables (e.g. `SIGNALGATE__SERVER__PORT=9000`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from gateway.core.secret import Secret
+from gateway.destinations import DESTINATIONS
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; `errors` lists (key path, reason) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(f"{path}: {reason}" for path, reason in errors))
+
+
+def _f(default: Any, help_: str, **meta: Any) -> Any:
+    if isinstance(default, list | dict | tuple) and not isinstance(default, tuple):
+        raise TypeError("use tuples for defaults")
+    return field(default=default, metadata={"help": help_, **meta})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """`[server]`: the HTTP listener."""
+
+    host: str = _f("127.0.0.1", "Address to bind.")
+    port: int = _f(8080, "TCP port.", min=0, max=65535)
+    trusted_proxies: tuple[str, ...] = _f(
+        (), "CIDRs whose X-Forwarded-For is believed (e.g. your nginx).", cidr=True
+    )
+    max_body_bytes: int = _f(1_048_576, "Largest request body, after decompression.", min=1024)
+    max_events_per_request: int = _f(1000, "Events per POST /v1/events.", min=1, max=10_000)
+    admin_token: Secret | None = _f(None, "Token for /v1/debug and admin pages (secret).")
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """`[storage]`: where the outbox lives."""
+
+    backend: str = _f("sqlite", "Store backend.", choices=("sqlite",))
+    path: str = _f("data/signalgate.db", "SQLite database file.")
+    synchronous: str = _f(
+        "NORMAL",
+        "SQLite synchronous mode (NORMAL survives kill -9; FULL power loss).",
+        choices=("NORMAL", "FULL"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryConfig:
+    """`[delivery]`: how workers send to platforms."""
+
+    poll_interval: float = _f(0.2, "Seconds between outbox polls when idle.", min=0.0)
+    lease_seconds: float = _f(60.0, "How long a claimed batch is held before another try.", min=0.1)
+    timeout_seconds: float = _f(10.0, "HTTP timeout per platform request.", min=0.1)
+    retry_base_seconds: float = _f(1.0, "First retry backoff (doubles, full jitter).", min=0.0)
+    retry_cap_seconds: float = _f(600.0, "Longest backoff between retries.", min=0.0)
+    pause_seconds: float = _f(300.0, "Pause of a route whose credentials were refused.", min=0.0)
+    keep_done_seconds: float = _f(3600.0, "How long delivered rows stay for /v1/debug.", min=0.0)
+    dedup_hours: float = _f(48.0, "Window in which a repeated event_id is not sent again.", min=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    """`[[sites]]`: one shop and where its conversions go."""
+
+    id: str = _f(
+        "",
+        "Short site id.",
+        pattern=r"[a-z0-9][a-z0-9_-]{0,39}",
+        expected="lowercase letters, digits, '-', '_'",
+    )
+    api_keys: tuple[Secret, ...] = _f((), "Bearer keys of the shop backend (secrets).")
+    hosts: tuple[str, ...] = _f((), "Hostnames this site's browser traffic arrives on.")
+    allowed_origins: tuple[str, ...] = _f((), "Origins allowed to call the collect endpoint.")
+    default_country: str | None = _f(
+        None,
+        "ISO country for phone numbers without a country code.",
+        pattern=r"[A-Za-z]{2}",
+        expected="ISO 3166-1 alpha-2",
+    )
+    max_event_age_days: float = _f(
+        7.0, "Refuse events older than this (physical_store: 62).", min=0.01
+    )
+    rate_limit_per_second: float = _f(0.0, "API events/s per site (0 = unlimited).", min=0.0)
+    destinations: Mapping[str, Any] = field(
+        default_factory=dict, metadata={"help": "One table per platform (see below)."}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    sites: tuple[SiteConfig, ...] = ()
+
+    @property
+    def proxy_networks(self) -> tuple[Network, ...]:
+        """Return trusted proxy CIDRs as networks."""
+        return tuple(ipaddress.ip_network(c, strict=False) for c in self.server.trusted_proxies)
+
+
+SECTIONS: Mapping[str, type[Any]] = {
+    "server": ServerConfig,
+    "storage": StorageConfig,
+    "delivery": DeliveryConfig,
+}
+
+
+class _Loader:
+    def __init__(self, environ: Mapping[str, str], base_dir: Path) -> None:
+        self.environ = environ
+        self.base_dir = base_dir
+        self.errors: list[tuple[str, str]] = []
+
+    def err(self, path: str, reason: str) -> None:
+        self.errors.append((path, reason))
+
+    def secret(self, raw: Any, path: str) -> Secret | None:
+        if not isinstance(raw, str) or not raw:
+            self.err(path, "expected a secret: env:NAME, file:PATH or a string")
+            return None
+        if raw.startswith("env:"):
+            name = raw[4:]
+            value = self.environ.get(name)
+            if not value:
+                self.err(path, f"environment variable {name} is not set")
+                return None
+            return Secret(value, raw)
+        if raw.startswith("file:"):
+            file = Path(raw[5:])
+            file = file if file.is_absolute() else self.base_dir / file
+            try:
+                value = file.read_text().strip()
+            except OSError as exc:
+                self.err(path, f"cannot read secret file: {exc.strerror}")
+                return None
+            if not value:
+                self.err(path, "secret file is empty")
+                return None
+            return Secret(value, raw)
+        return Secret(raw, "literal")
+
+    def value(self, tp: Any, raw: Any, path: str, meta: Mapping[str, Any]) -> Any:
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if raw is None:
+                return None
+            return self.value(args[0], raw, path, meta)
+        if tp is Secret:
+            return self.secret(raw, path)
+        if origin is tuple:
+            (inner,) = get_args(tp)[:1]
+            if not isinstance(raw, list):
+                self.err(path, "expected a list")
+                return ()
+            return tuple(self.value(inner, v, f"{path}[{i}]", meta) for i, v in enumerate(raw))
+        if tp is bool:
+            if not isinstance(raw, bool):
+                self.err(path, "expected true or false")
+            return raw
+        if tp in (int, float):
+            ok = isinstance(raw, int) if tp is int else isinstance(raw, int | float)
+            if not ok or isinstance(raw, bool):
+                self.err(path, "expected an integer" if tp is int else "expected a number")
+                return raw
+            if "min" in meta and raw < meta["min"]:
+                self.err(path, f"expected >= {meta['min']}")
+            if "max" in meta and raw > meta["max"]:
+                self.err(path, f"expected <= {meta['max']}")
+            return tp(raw)
+        if tp is str:
+            if not isinstance(raw, str):
+                self.err(path, "expected a string")
+                return raw
+            if "pattern" in meta and not re.fullmatch(meta["pattern"], raw):
+                self.err(path, f"expected {meta.get('expected', meta['pattern'])}")
+            if "choices" in meta and raw not in meta["choices"]:
+                self.err(path, "expected one of " + ", ".join(meta["choices"]))
+            if meta.get("url") and not re.match(r"^https?://[^/\s]+", raw):
+                self.err(path, "expected an http(s) URL")
+            if meta.get("cidr"):
+                try:
+                    ipaddress.ip_network(raw, strict=False)
+                except ValueError:
+                    self.err(path, "expected an IP network such as 10.0.0.0/8")
+            return raw
+        raise TypeError(f"unsupported config type {tp!r}")  # pragma: no cover - programming error
+
+    def build(self, cls: type[Any], raw: Any, path: str) -> Any:
+        if not isinstance(raw, dict):
+            self.err(path, "expected a table")
+            return None
+        before = len(self.errors)
+        hints = get_type_hints(cls)
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        for key in raw:
+            if key not in known:
+                self.err(f"{path}.{key}", "unknown key")
+        kwargs: dict[str, Any] = {}
+        for name, fld in known.items():
+            sub = f"{path}.{name}" if path else name
+            if name not in raw:
+                no_default = (
+                    fld.default is dataclasses.MISSING
+                    and fld.default_factory is dataclasses.MISSING
+                )
+                if no_default:
+                    self.err(sub, "required")
+                continue
+            if name == "destinations" and cls is SiteConfig:
+                kwargs[name] = self.destinations(raw[name], sub)
+                continue
+            kwargs[name] = self.value(hints[name], raw[name], sub, fld.metadata)
+        if len(self.errors) > before:
+            return None
+        return cls(**kwargs)
+
+    def destinations(self, raw: Any, path: str) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            self.err(path, "expected a table")
+            return {}
+        out: dict[str, Any] = {}
+        for name, table in raw.items():
+            if name not in DESTINATIONS:
+                self.err(f"{path}.{name}", "unknown destination; known: " + ", ".join(DESTINATIONS))
+                continue
+            settings_cls = DESTINATIONS[name].settings
+            built = self.build(settings_cls, table, f"{path}.{name}")
+            if built is not None:
+                out[name] = built
+        return out
+
+
+def _env_overrides(doc: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for key, value in environ.items():
+        if not key.startswith("SIGNALGATE__"):
+            continue
+        parts = key[len("SIGNALGATE__") :].lower().split("__")
+        if len(parts) != 2 or parts[0] not in SECTIONS:
+            continue
+        try:
+            parsed: Any = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        doc.setdefault(parts[0], {})[parts[1]] = parsed
+
+
+def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Config:
+    """Validate a parsed TOML document into a Config, or raise ConfigError with every error."""
+    doc = {k: dict(v) if isinstance(v, dict) else v for k, v in doc.items()}
+    _env_overrides(doc, environ)
+    loader = _Loader(environ, base_dir)
+    for key in doc:
+        if key not in SECTIONS and key != "sites":
+            loader.err(key, "unknown section")
+    sections = {
+        name: loader.build(cls, doc.get(name, {}), name) or cls() for name, cls in SECTIONS.items()
+    }
+    raw_sites = doc.get("sites", [])
+    sites: list[SiteConfig] = []
+    if not isinstance(raw_sites, list):
+        loader.err("sites", "expected an array of tables ([[sites]])")
+        raw_sites = []
+    for i, raw_site in enumerate(raw_sites):
+        site = loader.build(SiteConfig, raw_site, f"sites[{i}]")
+        if site is not None:
+            sites.append(site)
+    _check_sites(sites, loader)
+    if loader.errors:
+        raise ConfigError(loader.errors)
+    return Config(sites=tuple(sites), **sections)
+
+
+def _check_sites(sites: list[SiteConfig], loader: _Loader) -> None:
+    seen_ids: set[str] = set()
+    seen_keys: set[str] = set()
+    for i, site in enumerate(sites):
+        if not site.id:
+            loader.err(f"sites[{i}].id", "required")
+        if site.id in seen_ids:
+            loader.err(f"sites[{i}].id", f"duplicate site id {site.id!r}")
+        seen_ids.add(site.id)
+        for j, key in enumerate(site.api_keys):
+            if len(key.value) < 16:
+                loader.err(f"sites[{i}].api_keys[{j}]", "expected at least 16 characters")
+            if key.value in seen_keys:
+                loader.err(f"sites[{i}].api_keys[{j}]", "the same key is used twice")
+            seen_keys.add(key.value)
+
+
+def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a TOML config file."""
+    environ = os.environ if environ is None else environ
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {file}: {exc.strerror}")]) from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("(file)", f"not valid TOML: {exc}")]) from exc
+    return parse(doc, environ, file.parent)

@@ -1,0 +1,1 @@
+"""Pure core: event model, normalisation, mapping helpers. No I/O, no clock, no randomness."""

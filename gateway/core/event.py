@@ -1,0 +1,643 @@
+"""Canonical, platform-neutral event model and its parser with field-path errors."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+JSON = Any
+
+# Size limits for strings accepted from clients: generous for real data, small enough that a
+# hostile body cannot blow up storage or platform payloads.
+MAX_NAME = 100
+MAX_ID = 256
+MAX_URL = 4096
+MAX_TEXT = 1024
+MAX_UA = 1024
+MAX_LIST = 10
+MAX_CONTENTS = 500
+MAX_CUSTOM_KEYS = 50
+
+# Ms-since-epoch values are ~1.7e12 today; seconds are ~1.7e9. Anything above this bound is
+# almost certainly milliseconds (platforms.md §11 pitfall 5) and is refused with that reason.
+_MS_THRESHOLD: Final = 100_000_000_000
+FUTURE_SKEW = 300.0
+"""Client clocks up to five minutes ahead are clamped to now; further ahead is rejected."""
+
+
+class Source(StrEnum):
+    """Where the conversion happened (Meta's action_source vocabulary)."""
+
+    WEBSITE = "website"
+    APP = "app"
+    EMAIL = "email"
+    PHONE_CALL = "phone_call"
+    CHAT = "chat"
+    PHYSICAL_STORE = "physical_store"
+    SYSTEM_GENERATED = "system_generated"
+    BUSINESS_MESSAGING = "business_messaging"
+    OTHER = "other"
+
+
+STANDARD_EVENTS: Final = frozenset(
+    {
+        "PageView",
+        "ViewContent",
+        "Search",
+        "AddToCart",
+        "AddToWishlist",
+        "InitiateCheckout",
+        "AddPaymentInfo",
+        "Purchase",
+        "Lead",
+        "CompleteRegistration",
+        "Contact",
+        "CustomizeProduct",
+        "Donate",
+        "FindLocation",
+        "Schedule",
+        "StartTrial",
+        "SubmitApplication",
+        "Subscribe",
+    }
+)
+"""Standard event names (platforms.md §1.6, §10.1); anything else is a custom event."""
+
+VALUE_EVENTS: Final = frozenset({"Purchase"})
+"""Events that platforms refuse without a value and a currency (platforms.md §1.5)."""
+
+PII_FIELDS: Final[Mapping[str, str]] = {
+    "email": "em",
+    "phone": "ph",
+    "first_name": "fn",
+    "last_name": "ln",
+    "city": "ct",
+    "state": "st",
+    "zip": "zp",
+    "country": "country",
+    "date_of_birth": "db",
+    "gender": "ge",
+    "external_id": "external_id",
+}
+"""Input name → identifier key (Meta's user_data keys are our internal vocabulary)."""
+
+LIST_PII: Final = frozenset({"email", "phone", "external_id"})
+"""PII inputs that may carry several values (a list of strings)."""
+
+CLICK_ID_KEYS: Final = frozenset(
+    {
+        "fbclid",
+        "gclid",
+        "gbraid",
+        "wbraid",
+        "ttclid",
+        "ttp",
+        "sccid",
+        "scid",
+        "msclkid",
+        "li_fat_id",
+        "epik",
+        "rdt_cid",
+        "twclid",
+    }
+)
+
+CONSENT_KEYS: Final = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one input field, addressed by its JSON path."""
+
+    path: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        """Return the JSON shape used in API answers."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """Who did it: raw PII (in memory only), hashed identifiers, and plain browser ids.
+
+    `pii` holds raw values keyed by identifier key (em, ph, …) between parsing and hashing;
+    `hashed` holds, per hashing rule set ("meta", …), the SHA-256 values a destination sends.
+    Only events whose `pii` is empty may be stored (see `to_record`).
+    """
+
+    pii: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    hashed: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    ip: str | None = None
+    user_agent: str | None = None
+    visitor_id: str | None = None
+    fbc: str | None = None
+    fbp: str | None = None
+    click_ids: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Content:
+    """One line item."""
+
+    id: str
+    quantity: int | None = None
+    price: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """What happened: value, currency, order and line items, plus custom properties."""
+
+    value: float | None = None
+    currency: str | None = None
+    order_id: str | None = None
+    contents: tuple[Content, ...] = ()
+    content_type: str | None = None
+    content_name: str | None = None
+    content_category: str | None = None
+    num_items: int | None = None
+    search_string: str | None = None
+    status: str | None = None
+    predicted_ltv: float | None = None
+    custom: Mapping[str, str | float | bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    """Explicit consent state (Consent Mode v2 vocabulary); None means not stated."""
+
+    ad_storage: bool | None = None
+    analytics_storage: bool | None = None
+    ad_user_data: bool | None = None
+    ad_personalization: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A conversion or browser event in the gateway's platform-neutral shape."""
+
+    event: str
+    event_id: str
+    time: int
+    source: Source
+    url: str | None = None
+    referrer: str | None = None
+    user: User = field(default_factory=User)
+    data: Data = field(default_factory=Data)
+    consent: Consent | None = None
+    test_code: str | None = None
+
+    @property
+    def is_standard(self) -> bool:
+        """Return whether the name is a standard event."""
+        return self.event in STANDARD_EVENTS
+
+
+def derive_event_id(order_id: str) -> str:
+    """Return the event_id used when the caller gave none but an order id.
+
+    The rule is the identity: the order id *is* the event id. A backend and a browser that both
+    know the order id therefore send the same id without sharing any state (platforms dedup on
+    event name + event id, so one order can carry several event kinds).
+    """
+    return order_id
+
+
+@dataclass(frozen=True, slots=True)
+class ParseLimits:
+    """Per-site bounds applied while parsing."""
+
+    max_age_seconds: float = 7 * 86400
+    max_age_offline_seconds: float = 62 * 86400
+
+
+_EVENT_KEYS: Final = frozenset(
+    {
+        "event",
+        "event_id",
+        "time",
+        "source",
+        "url",
+        "referrer",
+        "user",
+        "data",
+        "consent",
+        "test_code",
+    }
+)
+_USER_KEYS: Final = frozenset(
+    set(PII_FIELDS) | {"ip", "user_agent", "visitor_id", "fbc", "fbp", "click_ids"}
+)
+_DATA_KEYS: Final = frozenset(
+    {
+        "value",
+        "currency",
+        "order_id",
+        "contents",
+        "content_type",
+        "content_name",
+        "content_category",
+        "num_items",
+        "search_string",
+        "status",
+        "predicted_ltv",
+        "custom",
+    }
+)
+_CONTENT_KEYS: Final = frozenset({"id", "quantity", "price"})
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .:\-]{0,99}$")
+_CURRENCY_RE: Final = re.compile(r"^[A-Za-z]{3}$")
+_PRINTABLE_RE: Final = re.compile(r"^[^\x00-\x1f\x7f]*$")
+_COOKIE_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9._\-~]{1,500}$")
+
+
+class _Errors:
+    """Collects field errors under a path prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.items: list[FieldError] = []
+
+    def add(self, path: str, reason: str) -> None:
+        self.items.append(FieldError(f"{self.prefix}{path}" if path else self.prefix, reason))
+
+
+def _unknown(obj: Mapping[str, JSON], allowed: frozenset[str], path: str, errs: _Errors) -> None:
+    for key in obj:
+        if key not in allowed:
+            errs.add(f"{path}{_key(key)}", "unknown field")
+
+
+def _key(key: str) -> str:
+    return f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{key[:40]!r}]"
+
+
+def _string(
+    obj: Mapping[str, JSON],
+    key: str,
+    path: str,
+    errs: _Errors,
+    *,
+    max_len: int = MAX_TEXT,
+    allow_number: bool = False,
+) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if allow_number and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        errs.add(f"{path}.{key}", "expected a string" + (" or an integer" if allow_number else ""))
+        return None
+    value = value.strip()
+    if len(value) > max_len:
+        errs.add(f"{path}.{key}", f"longer than {max_len} characters")
+        return None
+    if not _PRINTABLE_RE.match(value):
+        errs.add(f"{path}.{key}", "contains control characters")
+        return None
+    return value or None
+
+
+def _number(
+    obj: Mapping[str, JSON], key: str, path: str, errs: _Errors, *, minimum: float | None = None
+) -> float | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            errs.add(f"{path}.{key}", "expected a number")
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        errs.add(f"{path}.{key}", "expected a number")
+        return None
+    if not math.isfinite(value) or abs(value) > 1e12:
+        errs.add(f"{path}.{key}", "expected a finite number below 1e12")
+        return None
+    if minimum is not None and value < minimum:
+        errs.add(f"{path}.{key}", f"must be >= {minimum:g}")
+        return None
+    return float(value)
+
+
+def _integer(obj: Mapping[str, JSON], key: str, path: str, errs: _Errors) -> int | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000_000:
+        errs.add(f"{path}.{key}", "expected an integer between 0 and 1000000")
+        return None
+    return value
+
+
+def parse_time(value: JSON) -> float | str:
+    """Return unix seconds from unix seconds or ISO-8601, or a reason string."""
+    if isinstance(value, bool):
+        return "expected unix seconds or an ISO-8601 string"
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            return "expected non-negative unix seconds"
+        if value >= _MS_THRESHOLD:
+            return "looks like milliseconds; expected unix seconds"
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40:
+            return "expected unix seconds or an ISO-8601 string"
+        if re.fullmatch(r"\d{1,11}(\.\d+)?", text):
+            return parse_time(float(text))
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return "expected unix seconds or an ISO-8601 string"
+        if stamp.tzinfo is None:
+            return "ISO-8601 time needs a timezone (e.g. Z or +02:00)"
+        return stamp.timestamp()
+    return "expected unix seconds or an ISO-8601 string"
+
+
+def _parse_user(obj: JSON, errs: _Errors) -> User:
+    if obj is None:
+        return User()
+    if not isinstance(obj, dict):
+        errs.add(".user", "expected an object")
+        return User()
+    _unknown(obj, _USER_KEYS, ".user", errs)
+    pii: dict[str, tuple[str, ...]] = {}
+    for name, key in PII_FIELDS.items():
+        raw = obj.get(name)
+        if raw is None:
+            continue
+        path = f".user.{name}"
+        values: list[JSON] = raw if isinstance(raw, list) and name in LIST_PII else [raw]
+        if len(values) > MAX_LIST:
+            errs.add(path, f"at most {MAX_LIST} values")
+            continue
+        kept: list[str] = []
+        for i, item in enumerate(values):
+            item_path = path if values is not raw else f"{path}[{i}]"
+            if (
+                isinstance(item, int)
+                and not isinstance(item, bool)
+                and name in {"phone", "zip", "external_id", "date_of_birth"}
+            ):
+                item = str(item)
+            if not isinstance(item, str):
+                hint = " or a list of strings" if name in LIST_PII else ""
+                errs.add(item_path, f"expected a string{hint}")
+                continue
+            if len(item) > MAX_TEXT:
+                errs.add(item_path, f"longer than {MAX_TEXT} characters")
+                continue
+            if item.strip():
+                kept.append(item)
+        if kept:
+            pii[key] = tuple(dict.fromkeys(kept))
+    click_ids: dict[str, str] = {}
+    raw_ids = obj.get("click_ids")
+    if raw_ids is not None:
+        if not isinstance(raw_ids, dict):
+            errs.add(".user.click_ids", "expected an object")
+        else:
+            for k, v in raw_ids.items():
+                if k.lower() not in CLICK_ID_KEYS:
+                    errs.add(f".user.click_ids{_key(k)}", "unknown click id")
+                elif not isinstance(v, str) or not _COOKIE_SAFE_RE.match(v):
+                    errs.add(f".user.click_ids{_key(k)}", "expected 1-500 URL-safe characters")
+                else:
+                    click_ids[k.lower()] = v
+    fbc = _string(obj, "fbc", ".user", errs, max_len=500)
+    fbp = _string(obj, "fbp", ".user", errs, max_len=200)
+    for key, val in (("fbc", fbc), ("fbp", fbp)):
+        if val is not None and not re.fullmatch(r"fb\.\d\.\d{10,16}\.[A-Za-z0-9_\-.]{1,400}", val):
+            errs.add(f".user.{key}", "expected fb.<index>.<ms>.<id> as set by the pixel")
+    return User(
+        pii=pii,
+        ip=_ip(obj, errs),
+        user_agent=_string(obj, "user_agent", ".user", errs, max_len=MAX_UA),
+        visitor_id=_string(obj, "visitor_id", ".user", errs, max_len=MAX_ID),
+        fbc=fbc,
+        fbp=fbp,
+        click_ids=click_ids,
+    )
+
+
+def _ip(obj: Mapping[str, JSON], errs: _Errors) -> str | None:
+    value = _string(obj, "ip", ".user", errs, max_len=64)
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        errs.add(".user.ip", "expected an IPv4 or IPv6 address")
+        return None
+
+
+def _parse_contents(raw: JSON, errs: _Errors) -> tuple[Content, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        errs.add(".data.contents", "expected a list of {id, quantity, price}")
+        return ()
+    if len(raw) > MAX_CONTENTS:
+        errs.add(".data.contents", f"at most {MAX_CONTENTS} items")
+        return ()
+    items: list[Content] = []
+    for i, item in enumerate(raw):
+        path = f".data.contents[{i}]"
+        if not isinstance(item, dict):
+            errs.add(path, "expected an object")
+            continue
+        _unknown(item, _CONTENT_KEYS, path, errs)
+        cid = _string(item, "id", path, errs, max_len=MAX_ID, allow_number=True)
+        if cid is None:
+            if "id" not in item:
+                errs.add(f"{path}.id", "required")
+            continue
+        items.append(
+            Content(
+                id=cid,
+                quantity=_integer(item, "quantity", path, errs),
+                price=_number(item, "price", path, errs),
+            )
+        )
+    return tuple(items)
+
+
+def _parse_custom(raw: JSON, errs: _Errors) -> dict[str, str | float | bool]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        errs.add(".data.custom", "expected an object")
+        return {}
+    if len(raw) > MAX_CUSTOM_KEYS:
+        errs.add(".data.custom", f"at most {MAX_CUSTOM_KEYS} keys")
+        return {}
+    out: dict[str, str | float | bool] = {}
+    for k, v in raw.items():
+        path = f".data.custom{_key(k)}"
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", k):
+            errs.add(path, "keys are 1-64 letters, digits or underscores")
+        elif isinstance(v, bool):
+            out[k] = v
+        elif isinstance(v, int | float) and math.isfinite(v):
+            out[k] = float(v)
+        elif isinstance(v, str) and len(v) <= MAX_TEXT and _PRINTABLE_RE.match(v):
+            out[k] = v
+        else:
+            errs.add(path, f"expected a boolean, number or string up to {MAX_TEXT} characters")
+    return out
+
+
+def _parse_data(obj: JSON, errs: _Errors) -> Data:
+    if obj is None:
+        return Data()
+    if not isinstance(obj, dict):
+        errs.add(".data", "expected an object")
+        return Data()
+    _unknown(obj, _DATA_KEYS, ".data", errs)
+    currency = _string(obj, "currency", ".data", errs, max_len=3)
+    if currency is not None and not _CURRENCY_RE.match(currency):
+        errs.add(".data.currency", "expected an ISO 4217 code such as EUR")
+        currency = None
+    return Data(
+        value=_number(obj, "value", ".data", errs),
+        currency=currency.upper() if currency else None,
+        order_id=_string(obj, "order_id", ".data", errs, max_len=MAX_ID, allow_number=True),
+        contents=_parse_contents(obj.get("contents"), errs),
+        content_type=_string(obj, "content_type", ".data", errs, max_len=MAX_NAME),
+        content_name=_string(obj, "content_name", ".data", errs),
+        content_category=_string(obj, "content_category", ".data", errs),
+        num_items=_integer(obj, "num_items", ".data", errs),
+        search_string=_string(obj, "search_string", ".data", errs),
+        status=_string(obj, "status", ".data", errs, max_len=MAX_NAME),
+        predicted_ltv=_number(obj, "predicted_ltv", ".data", errs),
+        custom=_parse_custom(obj.get("custom"), errs),
+    )
+
+
+def _parse_consent(obj: JSON, errs: _Errors) -> Consent | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        errs.add(".consent", "expected an object")
+        return None
+    _unknown(obj, frozenset(CONSENT_KEYS), ".consent", errs)
+    values: dict[str, bool | None] = {}
+    for key in CONSENT_KEYS:
+        raw = obj.get(key)
+        if raw is None:
+            values[key] = None
+        elif raw in ("granted", True):
+            values[key] = True
+        elif raw in ("denied", False):
+            values[key] = False
+        else:
+            errs.add(f".consent.{key}", 'expected "granted" or "denied"')
+    return Consent(**values)
+
+
+def _url(obj: Mapping[str, JSON], key: str, errs: _Errors) -> str | None:
+    value = _string(obj, key, "", errs, max_len=MAX_URL)
+    if value is not None and not re.match(r"^https?://[^\s/?#]+", value, re.IGNORECASE):
+        errs.add(f".{key}", "expected an absolute http(s) URL")
+        return None
+    return value
+
+
+def parse_event(
+    obj: JSON,
+    *,
+    now: float,
+    new_id: Callable[[], str],
+    path: str = "",
+    limits: ParseLimits = ParseLimits(),
+) -> Event | list[FieldError]:
+    """Parse one event object; return the Event or every field error found.
+
+    `now` is the receipt time (unix seconds) and `new_id` makes a random id when neither an
+    event_id nor an order_id is present; both come from the edge, so this stays pure.
+    """
+    errs = _Errors(path)
+    if not isinstance(obj, dict):
+        errs.add("", "expected an object")
+        return errs.items
+    _unknown(obj, _EVENT_KEYS, "", errs)
+    name = obj.get("event")
+    if name is None:
+        errs.add(".event", "required")
+    elif not isinstance(name, str) or not _NAME_RE.match(name):
+        errs.add(".event", "expected a name of 1-100 letters, digits, '_', '-', '.', ':' or spaces")
+        name = None
+    event_id = _string(obj, "event_id", "", errs, max_len=MAX_ID, allow_number=True)
+    url = _url(obj, "url", errs)
+    referrer = _url(obj, "referrer", errs)
+    source_raw = obj.get("source")
+    source: Source | None
+    if source_raw is None:
+        source = Source.WEBSITE if url else Source.OTHER
+    else:
+        try:
+            source = Source(source_raw)
+        except ValueError:
+            errs.add(".source", "expected one of " + ", ".join(s.value for s in Source))
+            source = None
+    when = now
+    if obj.get("time") is not None:
+        parsed = parse_time(obj["time"])
+        if isinstance(parsed, str):
+            errs.add(".time", parsed)
+        else:
+            max_age = (
+                limits.max_age_offline_seconds
+                if source is Source.PHYSICAL_STORE
+                else limits.max_age_seconds
+            )
+            if parsed > now + FUTURE_SKEW:
+                errs.add(".time", "is in the future")
+            elif parsed < now - max_age:
+                errs.add(".time", f"is older than {max_age / 86400:g} days")
+            else:
+                when = min(parsed, now)
+    user = _parse_user(obj.get("user"), errs)
+    data = _parse_data(obj.get("data"), errs)
+    consent = _parse_consent(obj.get("consent"), errs)
+    test_code = _string(obj, "test_code", "", errs, max_len=MAX_NAME)
+    if source is Source.WEBSITE and url is None and "url" not in obj:
+        errs.add(".url", "required when source is website")
+    if name in VALUE_EVENTS and not errs.items:
+        if data.value is None:
+            errs.add(".data.value", f"required for {name}")
+        if data.currency is None:
+            errs.add(".data.currency", f"required for {name}")
+    if errs.items or name is None or source is None:
+        return errs.items
+    if event_id is None:
+        event_id = derive_event_id(data.order_id) if data.order_id else new_id()
+    return Event(
+        event=name,
+        event_id=event_id,
+        time=int(when),
+        source=source,
+        url=url,
+        referrer=referrer,
+        user=user,
+        data=data,
+        consent=consent,
+        test_code=test_code,
+    )
+
+
+def with_user(event: Event, **changes: Any) -> Event:
+    """Return the event with its user fields replaced."""
+    return replace(event, user=replace(event.user, **changes))

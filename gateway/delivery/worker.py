@@ -1,0 +1,269 @@
+"""Delivery worker for one route: claim → build → send → classify → record.
+
+One worker per (site, destination) route. It leases due rows from the outbox, drops those the
+platform would refuse anyway (too old, invalid), sends the rest in platform-sized batches through
+the route's single `httpx.AsyncClient`, and records one fate per row. A request the platform
+rejected as a whole is bisected so one bad event never sinks its neighbours. A refused credential
+pauses the route (no hammering) and `health()` says so; Retry-After pauses it for that long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from gateway.core.event import Event
+from gateway.core.record import decode
+from gateway.delivery.retry import RetryPolicy
+from gateway.destinations.base import (
+    BatchVerdict,
+    Delivered,
+    Destination,
+    Outcome,
+    Paused,
+    Permanent,
+    Retry,
+)
+from gateway.store.base import DeadReason, Delivery, Store
+
+log = logging.getLogger("signalgate.delivery")
+
+Clock = Callable[[], float]
+
+
+@dataclass
+class RouteStats:
+    """Counters of one route since start (the store holds the durable totals)."""
+
+    delivered: int = 0
+    dead: int = 0
+    retried: int = 0
+    requests: int = 0
+    bisections: int = 0
+    latency_sum: float = 0.0
+    last_error: str | None = None
+    dead_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """Timing knobs of a worker (from `[delivery]`)."""
+
+    lease_seconds: float = 60.0
+    poll_interval: float = 0.2
+    pause_seconds: float = 300.0
+    policy: RetryPolicy = RetryPolicy()
+
+
+def make_client(
+    timeout: float, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """Return the HTTP client of one route: no redirects followed, bounded timeouts."""
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(timeout),
+        follow_redirects=False,
+        headers={"user-agent": "signalgate/0.1"},
+    )
+
+
+class Worker:
+    """Delivers the outbox rows of one route."""
+
+    def __init__(
+        self,
+        route: str,
+        destination: Destination,
+        store: Store,
+        client: httpx.AsyncClient,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        settings: WorkerSettings = WorkerSettings(),
+    ) -> None:
+        self.route = route
+        self.destination = destination
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.rng = rng
+        self.settings = settings
+        self.stats = RouteStats()
+        self.resume_at = 0.0
+        self.paused_reason: str | None = None
+
+    def health(self) -> dict[str, object]:
+        """Return the route's state for /readyz and the admin page."""
+        now = self.clock()
+        return {
+            "route": self.route,
+            "paused": self.paused_reason is not None and now < self.resume_at,
+            "paused_reason": self.paused_reason if now < self.resume_at else None,
+            "waiting_seconds": max(0.0, self.resume_at - now),
+            "delivered": self.stats.delivered,
+            "dead": self.stats.dead,
+            "retried": self.stats.retried,
+            "requests": self.stats.requests,
+            "last_error": self.stats.last_error,
+        }
+
+    @property
+    def paused(self) -> bool:
+        """Return whether credentials were refused and the pause has not ended."""
+        return self.paused_reason is not None and self.clock() < self.resume_at
+
+    async def run(self) -> None:
+        """Deliver forever (until cancelled), sleeping when idle or paused."""
+        while True:
+            try:
+                handled = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Delivery round failed; retrying.", extra={"route": self.route})
+                handled = 0
+            wait = max(0.0, self.resume_at - self.clock())
+            if handled == 0 or wait > 0:
+                await asyncio.sleep(
+                    max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
+                )
+
+    async def drain(self, max_rounds: int = 100) -> int:
+        """Run rounds until nothing is due (or the route waits); return rows handled."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            total += handled
+            if handled == 0:
+                break
+        return total
+
+    async def run_once(self) -> int:
+        """Lease one batch and give every row a fate; return rows handled (0 = idle/waiting)."""
+        now = self.clock()
+        if now < self.resume_at:
+            return 0
+        rows = await self.store.lease(
+            self.route, self.destination.max_batch, now, self.settings.lease_seconds
+        )
+        if not rows:
+            return 0
+        ready: dict[str, list[tuple[Delivery, Event]]] = {}
+        for row in rows:
+            event = self._decode(row)
+            if event is None:
+                await self._dead([row], DeadReason.INTERNAL, "stored record is unreadable")
+                continue
+            if self.destination.too_old(event, now):
+                await self._dead([row], DeadReason.TOO_OLD, "outside the platform's time window")
+                continue
+            problem = self.destination.validate(event)
+            if problem is not None:
+                await self._dead([row], DeadReason.INVALID_FIELD, problem)
+                continue
+            ready.setdefault(self.destination.batch_key(event), []).append((row, event))
+        for group in ready.values():
+            await self._send(group)
+        return len(rows)
+
+    def _decode(self, row: Delivery) -> Event | None:
+        try:
+            return decode(row.record)
+        except (ValueError, KeyError, TypeError):
+            log.exception("Unreadable outbox record.", extra={"route": self.route, "id": row.id})
+            return None
+
+    async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
+        if self.clock() < self.resume_at:
+            # An earlier request in this round paused the route: hand the rows back untouched.
+            await self.store.mark_retry(
+                [r.id for r, _ in group],
+                self.resume_at,
+                "route paused",
+                self.clock(),
+                count_attempt=False,
+            )
+            return
+        events = [e for _, e in group]
+        verdict = await self._request(events)
+        if verdict.bisect and len(group) > 1:
+            self.stats.bisections += 1
+            middle = len(group) // 2
+            await self._send(group[:middle])
+            await self._send(group[middle:])
+            return
+        outcomes = verdict.per_event or (verdict.outcome,) * len(group)
+        by_outcome: dict[Outcome, list[Delivery]] = {}
+        for (row, _), outcome in zip(group, outcomes, strict=True):
+            by_outcome.setdefault(outcome, []).append(row)
+        for outcome, rows in by_outcome.items():
+            await self._apply(outcome, rows)
+
+    async def _request(self, events: Sequence[Event]) -> BatchVerdict:
+        request = self.destination.build_request(events)
+        started = self.clock()
+        self.stats.requests += 1
+        try:
+            response = await self.client.send(request)
+            await response.aread()
+        except httpx.TimeoutException:
+            return BatchVerdict(Retry("timeout"))
+        except httpx.TransportError as exc:
+            return BatchVerdict(Retry(f"transport error: {type(exc).__name__}"))
+        finally:
+            self.stats.latency_sum += self.clock() - started
+        return self.destination.classify(events, response, self.clock())
+
+    async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
+        now = self.clock()
+        ids = [r.id for r in rows]
+        match outcome:
+            case Delivered():
+                await self.store.mark_done(ids, now)
+                self.stats.delivered += len(ids)
+                if self.paused_reason is not None:
+                    log.info("Route resumed.", extra={"route": self.route})
+                    self.paused_reason = None
+            case Retry(reason=reason, after=after):
+                self.stats.retried += len(ids)
+                self.stats.last_error = reason
+                if after is not None:
+                    self.resume_at = max(self.resume_at, now + after)
+                for row in rows:
+                    wait = self.settings.policy.delay(row.attempts, self.rng.random(), after)
+                    await self.store.mark_retry([row.id], now + wait, reason, now)
+                log.warning(
+                    "Delivery will be retried.",
+                    extra={"route": self.route, "rows": len(ids), "reason": reason},
+                )
+            case Permanent(reason=reason, detail=detail):
+                await self._dead(rows, reason, detail)
+            case Paused(reason=reason):
+                self.stats.last_error = reason
+                if self.paused_reason is None:
+                    log.error(
+                        "Route paused: credentials or configuration refused.",
+                        extra={"route": self.route, "reason": reason},
+                    )
+                self.paused_reason = reason
+                self.resume_at = now + self.settings.pause_seconds
+                await self.store.mark_retry(ids, self.resume_at, reason, now, count_attempt=False)
+
+    async def _dead(self, rows: Sequence[Delivery], reason: DeadReason, detail: str) -> None:
+        await self.store.mark_dead([r.id for r in rows], reason, detail, self.clock())
+        self.stats.dead += len(rows)
+        self.stats.dead_reasons[reason.value] = self.stats.dead_reasons.get(reason.value, 0) + len(
+            rows
+        )
+        self.stats.last_error = f"{reason.value}: {detail}"
+        level = logging.ERROR if reason is DeadReason.INTERNAL else logging.WARNING
+        log.log(
+            level,
+            "Delivery dead-lettered.",
+            extra={"route": self.route, "rows": len(rows), "reason": reason.value},
+        )

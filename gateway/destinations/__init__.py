@@ -1,0 +1,25 @@
+"""Platform destinations: one module each, registered here by name (one line per platform)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from gateway.destinations import meta
+from gateway.destinations.base import Destination
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """How config and the app find a destination: its settings class and constructor."""
+
+    settings: type[Any]
+    factory: Callable[[Any], Destination]
+    hash_rules: str
+
+
+DESTINATIONS: Final[dict[str, Registration]] = {
+    "meta": Registration(meta.MetaSettings, meta.Meta, meta.Meta.hash_rules),
+}
+"""Destination name → registration."""

@@ -1,0 +1,1 @@
+"""Durable storage: the outbox of deliveries (and, later, visitor profiles and rollups)."""

@@ -1,0 +1,159 @@
+"""The Store protocol, delivery row states and the value types that cross it.
+
+Outbox state machine (one row per accepted event and destination route)::
+
+    pending ──lease──► leased ──done──► done (compacted later)
+       ▲                 │  └──dead───► dead (reason kept)
+       │                 └──retry─────► retry (not_before = t) ──lease when t has come──► leased
+       └──── a leased row whose lease expired is leased again (its worker crashed) ────┘
+
+`append` returns only after the rows are durably committed (the HTTP answer waits for it);
+a 2xx therefore means the event survives a `kill -9` the next instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class DeliveryState(StrEnum):
+    """Where a delivery row is in its life."""
+
+    PENDING = "pending"
+    LEASED = "leased"
+    RETRY = "retry"
+    DONE = "done"
+    DEAD = "dead"
+
+
+class DeadReason(StrEnum):
+    """Why a delivery was given up: a closed set, each with one meaning.
+
+    invalid_field      the platform (or our pre-send check) rejected a field of this event
+    too_old            the event left the platform's accepted time window before delivery
+    auth               credentials were refused permanently (e.g. wrong pixel id / permission)
+    platform_rejected  any other permanent platform answer
+    consent_denied     consent withdrawn before delivery
+    erased             removed by an erasure request
+    internal           a bug in the gateway (the only reason logged at ERROR)
+    """
+
+    INVALID_FIELD = "invalid_field"
+    TOO_OLD = "too_old"
+    AUTH = "auth"
+    PLATFORM_REJECTED = "platform_rejected"
+    CONSENT_DENIED = "consent_denied"
+    ERASED = "erased"
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An accepted event to make durable, fanned out to one row per route."""
+
+    site: str
+    event_name: str
+    event_id: str
+    event_time: float
+    record: bytes
+    """The event as stored (JSON bytes of `gateway.core.record.to_record`); never raw PII."""
+    routes: tuple[str, ...]
+    """Destination routes ("<site>:<destination>") that must each deliver it."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What `append` did with one NewEvent."""
+
+    created: int
+    """Delivery rows created."""
+    deduplicated: int
+    """Routes skipped because the same (route, event_name, event_id) was appended within the
+    dedup window."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A leased delivery row handed to a worker."""
+
+    id: int
+    route: str
+    event_name: str
+    event_id: str
+    event_time: float
+    record: bytes
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryInfo:
+    """A read-only view of one row, for debug pages and dead-letter listings."""
+
+    id: int
+    route: str
+    event_name: str
+    event_id: str
+    state: DeliveryState
+    attempts: int
+    reason: str | None
+    updated_at: float
+
+
+class Store(Protocol):
+    """Outbox storage shared by the API (append) and the delivery workers (lease/mark).
+
+    Implementations: `sqlite.SqliteStore` (embedded default); a Redis implementation of the
+    same protocol comes for scale-out. Every implementation passes tests/unit/store/contract.py.
+    All methods are coroutines and must never block the event loop.
+    """
+
+    async def open(self) -> None:
+        """Create or migrate the schema and start background machinery."""
+
+    async def close(self) -> None:
+        """Flush pending work and release resources."""
+
+    async def ping(self) -> None:
+        """Raise if the store cannot durably write right now (readiness)."""
+
+    async def append(self, events: Sequence[NewEvent], now: float) -> list[AppendResult]:
+        """Durably add the events' delivery rows; return one result per event, in order."""
+
+    async def lease(
+        self, route: str, limit: int, now: float, lease_seconds: float
+    ) -> list[Delivery]:
+        """Lease up to `limit` due rows of one route, oldest first, until `now + lease_seconds`.
+
+        Due rows are pending ones, retry rows whose time has come, and leased rows whose lease
+        expired.
+        """
+
+    async def mark_done(self, ids: Sequence[int], now: float) -> None:
+        """Mark rows delivered."""
+
+    async def mark_retry(
+        self, ids: Sequence[int], at: float, reason: str, now: float, *, count_attempt: bool = True
+    ) -> None:
+        """Schedule rows again at `at`; `count_attempt=False` for pauses that were no attempt."""
+
+    async def mark_dead(
+        self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
+    ) -> None:
+        """Give rows up with a reason from the closed set and the platform's message."""
+
+    async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
+        """Return row counts by (route, state), compacted done rows included."""
+
+    async def recent(self, limit: int, route: str | None = None) -> list[DeliveryInfo]:
+        """Return the most recently updated rows, newest first."""
+
+    async def dead_letters(self, route: str, limit: int) -> list[DeliveryInfo]:
+        """Return dead rows of a route, newest first."""
+
+    async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
+        """Delete done rows older than `keep_done_seconds` and dedup keys older than
+        `dedup_seconds` (their counts survive in `counts`); return rows deleted."""

@@ -1,0 +1,776 @@
+"""SQLite outbox: the embedded, durable `Store` (one file, WAL mode, one writer thread).
+
+State machine (one ``deliveries`` row per accepted event and route)::
+
+    append ──► pending ──lease──► leased ──mark_done──► done ──compact──► compacted_counts
+                                 ▲ ▲  │ └──mark_dead──► dead   (reason "invalid_field: <detail>")
+                                 │ │  └───mark_retry──► retry  (not_before = at, attempts + 1)
+                                 │ └── lease again once lease_until <= now (its worker died)
+                                 └──── lease once a retry row's not_before <= now
+
+Pending is only ever the initial state. Lease takes the due rows of one route oldest first:
+pending rows in id order, retry rows and expired leases in due-time order; of those candidates
+the lowest ids win (every candidate stream is an index range, never a scan of the backlog).
+
+`mark_done` / `mark_retry` / `mark_dead` change only rows that are currently ``leased`` and
+silently ignore other ids. So a late worker cannot resurrect a row that is already done, dead or
+waiting for a retry (which would deliver it twice or lose its dead reason). The protocol carries no
+lease token, so a worker whose lease expired *and* whose row was leased again by another worker
+can still mark that row; delivery is at-least-once and platforms deduplicate by event_id.
+
+Column ``not_before`` is the time key of the row's state, so one index
+``(route, state, not_before)`` serves every hot query: 0 for pending rows (so pending rows are in
+id order inside the index), the retry time for retry rows, ``lease_until`` for leased rows (an
+expired lease is a range scan) and the time of the change for done / dead rows (compaction and
+the dead-letter listing are range scans too).
+
+Durability argument
+-------------------
+*WAL + synchronous=NORMAL survives kill -9.* In WAL mode a commit appends the transaction's pages
+and a commit frame to the ``-wal`` file with ``write()``; with NORMAL it does not fsync at
+commit. Once ``write()`` returned, the bytes are in the OS page cache, which belongs to the kernel,
+not to our process: killing the process (SIGKILL, OOM killer, a crash) cannot take them back.
+The next opener replays every WAL frame up to the last valid commit frame (checksummed), so each
+transaction is there completely or not at all. Only an OS crash or power loss can lose the last
+commits under NORMAL; ``synchronous="FULL"`` fsyncs the WAL at every commit to cover that too.
+
+*2xx means committed.* `append` resolves its future only after the ``COMMIT`` of the transaction
+that holds its rows returned, and the HTTP answer awaits `append`.
+
+*Group commit.* Every operation is a job on a queue owned by one writer thread, which also owns
+the only write connection. The thread takes all jobs queued at that moment (appends of many
+concurrent requests, leases, marks), runs them in ONE ``BEGIN IMMEDIATE`` transaction, each inside
+its own ``SAVEPOINT``, commits once and only then resolves their futures (one
+``call_soon_threadsafe`` per event loop per batch). A job that raises is rolled back to its
+savepoint and only its own future fails; if the transaction as a whole fails (BEGIN/COMMIT error,
+or SQLite rolled it back, e.g. disk full or ``RAISE(ROLLBACK)``) every future of the batch gets the
+exception and nothing of it is written. While one transaction runs the next requests queue up, so
+batches grow with load by themselves; the writer lingers at most ``commit_interval`` seconds for
+company only when the previous batch was a group and the current one is a single job, so a lone
+request never waits.
+
+Reads that change nothing (`counts`, `recent`, `dead_letters`) run on a second thread with its own
+read-only connection inside a read transaction (a consistent snapshot); WAL lets them run while
+the writer commits. SQLite work therefore never runs on, or blocks, the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from gateway.store.base import (
+    AppendResult,
+    DeadReason,
+    Delivery,
+    DeliveryInfo,
+    DeliveryState,
+    NewEvent,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 1
+"""Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
+
+SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
+"""OFF is refused: it is not part of the durability contract this module documents."""
+
+MAX_BATCH: Final = 1024
+"""Most jobs in one group-commit transaction."""
+
+COMPACT_CHUNK: Final = 5000
+"""Rows deleted per compaction transaction, so appends interleave with a long compaction."""
+
+_SCHEMA: Final = """
+CREATE TABLE events(
+    id          INTEGER PRIMARY KEY,
+    site        TEXT NOT NULL,
+    event_name  TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    event_time  REAL NOT NULL,
+    record      BLOB NOT NULL,
+    created_at  REAL NOT NULL
+);
+CREATE TABLE deliveries(
+    id          INTEGER PRIMARY KEY,
+    event_ref   INTEGER NOT NULL REFERENCES events(id),
+    route       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    not_before  REAL NOT NULL DEFAULT 0,
+    lease_until REAL,
+    reason      TEXT,
+    updated_at  REAL NOT NULL
+);
+CREATE INDEX deliveries_due ON deliveries(route, state, not_before);
+CREATE INDEX deliveries_event ON deliveries(event_ref);
+CREATE TABLE dedup(
+    route       TEXT NOT NULL,
+    event_name  TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    first_seen  REAL NOT NULL,
+    PRIMARY KEY(route, event_name, event_id)
+) WITHOUT ROWID;
+CREATE INDEX dedup_first_seen ON dedup(first_seen);
+CREATE TABLE compacted_counts(
+    route       TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY(route, state)
+) WITHOUT ROWID;
+CREATE TABLE heartbeat(
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    at          REAL NOT NULL
+);
+"""
+
+_MIGRATIONS: Final[Mapping[int, str]] = {}
+"""``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
+
+_DEDUP_UPSERT: Final = """
+INSERT INTO dedup(route, event_name, event_id, first_seen) VALUES (?, ?, ?, ?)
+ON CONFLICT(route, event_name, event_id) DO UPDATE SET first_seen = excluded.first_seen
+WHERE dedup.first_seen <= ?
+"""
+
+_LEASE_CANDIDATES: Final = """
+SELECT id FROM (
+    SELECT id FROM deliveries
+    WHERE route = :route AND state = 'pending' AND not_before = 0
+    ORDER BY id LIMIT :limit)
+UNION ALL
+SELECT id FROM (
+    SELECT id FROM deliveries
+    WHERE route = :route AND state = 'retry' AND not_before <= :now
+    ORDER BY not_before, id LIMIT :limit)
+UNION ALL
+SELECT id FROM (
+    SELECT id FROM deliveries
+    WHERE route = :route AND state = 'leased' AND not_before <= :now
+    ORDER BY not_before, id LIMIT :limit)
+ORDER BY id LIMIT :limit
+"""
+
+_ROUTES: Final = """
+WITH RECURSIVE r(route) AS (
+    SELECT (SELECT min(route) FROM deliveries)
+    UNION ALL
+    SELECT (SELECT min(route) FROM deliveries WHERE route > r.route) FROM r
+    WHERE r.route IS NOT NULL
+)
+SELECT route FROM r WHERE route IS NOT NULL
+"""
+
+_INFO: Final = """
+SELECT d.id, d.route, e.event_name, e.event_id, d.state, d.attempts, d.reason, d.updated_at
+FROM deliveries d JOIN events e ON e.id = d.event_ref
+"""
+_RECENT: Final = _INFO + "ORDER BY d.updated_at DESC, d.id DESC LIMIT ?"
+_RECENT_ROUTE: Final = _INFO + "WHERE d.route = ? ORDER BY d.updated_at DESC, d.id DESC LIMIT ?"
+_DEAD_LETTERS: Final = (
+    _INFO + "WHERE d.route = ? AND d.state = 'dead' ORDER BY d.not_before DESC, d.id DESC LIMIT ?"
+)
+
+
+class StoreClosedError(RuntimeError):
+    """The store is not open (never opened, closed, or its worker thread died)."""
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+_Outcome = tuple[_Job, Any, BaseException | None]
+
+
+def _apply(outcomes: list[_Outcome]) -> None:
+    """On the event loop: resolve futures whose callers are still waiting."""
+    for job, value, exc in outcomes:
+        if job.future.done():  # the caller was cancelled; its write happened anyway
+            continue
+        if exc is None:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(exc)
+
+
+def _resolve(outcomes: Iterable[_Outcome]) -> None:
+    """From a worker thread: hand outcomes to their loops, one wake-up per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(_apply, items)
+
+
+class _Worker:
+    """One thread owning one SQLite connection and running submitted jobs in batches."""
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], sqlite3.Connection],
+        execute: Callable[[sqlite3.Connection, list[_Job]], None],
+        *,
+        linger: float,
+    ) -> None:
+        self._name = name
+        self._connect = connect
+        self._execute = execute
+        self._linger = linger
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed: BaseException | None = StoreClosedError(f"{name} is not started")
+        self._thread: threading.Thread | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        self._closed = None
+        self._thread = threading.Thread(
+            target=self._run, args=(loop, ready), name=self._name, daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    def submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed is not None:
+                raise StoreClosedError(f"{self._name} is closed") from self._closed
+            self._queue.put(job)
+
+    async def stop(self) -> None:
+        """Run every job queued so far, then end the thread (waited for off the loop)."""
+        with self._lock:
+            if self._closed is None:
+                self._closed = StoreClosedError(f"{self._name} is closed")
+                self._queue.put(None)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: asyncio.Future[None]) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            with self._lock:
+                self._closed = exc
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, ready, exc)
+            return
+        loop.call_soon_threadsafe(_settle, ready, None)
+        failure: BaseException | None = None
+        try:
+            self._serve(conn)
+        except BaseException as exc:  # a bug in this module: fail loudly, never hang callers
+            failure = exc
+        finally:
+            with self._lock:
+                if failure is not None or self._closed is None:
+                    self._closed = failure or StoreClosedError(f"{self._name} died")
+            leftovers: list[_Outcome] = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    job = self._queue.get_nowait()
+                    if job is not None:
+                        leftovers.append((job, None, StoreClosedError(f"{self._name} died")))
+            _resolve(leftovers)
+            conn.close()
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        last_size = 1
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = self._drain(batch)
+            if not stopping and len(batch) == 1 and last_size > 1 and self._linger > 0:
+                try:
+                    more = self._queue.get(timeout=self._linger)
+                except queue.Empty:
+                    pass
+                else:
+                    stopping = more is None or self._drain(batch, more)
+            last_size = len(batch)
+            try:
+                self._execute(conn, batch)
+            except BaseException as exc:
+                _resolve((job, None, exc) for job in batch)
+                raise
+            if stopping:
+                return
+
+    def _drain(self, batch: list[_Job], first: _Job | None = None) -> bool:
+        """Move queued jobs into `batch` (up to MAX_BATCH); True if the stop mark was met."""
+        if first is not None:
+            batch.append(first)
+        while len(batch) < MAX_BATCH:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if job is None:
+                return True
+            batch.append(job)
+        return False
+
+
+def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)
+
+
+class SqliteStore:
+    """The `Store` protocol on one SQLite file (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        commit_interval: float = 0.002,
+        busy_timeout_ms: int = 5000,
+        dedup_seconds: float = 172800.0,
+    ) -> None:
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
+        if commit_interval < 0 or busy_timeout_ms < 0 or dedup_seconds < 0:
+            raise ValueError("commit_interval, busy_timeout_ms and dedup_seconds must be >= 0")
+        if str(path) == ":memory:" or str(path).startswith("file:"):
+            raise ValueError("SqliteStore needs a file path (two connections share it)")
+        self.path = Path(path)
+        self.synchronous = mode
+        self.commit_interval = commit_interval
+        self.busy_timeout_ms = busy_timeout_ms
+        self.dedup_seconds = dedup_seconds
+        self.commits = 0
+        """Transactions committed by the writer thread (one per group commit)."""
+        self._writer = _Worker(
+            "sqlite-store-writer",
+            self._connect_writer,
+            self._execute_writes,
+            linger=commit_interval,
+        )
+        self._reader = _Worker(
+            "sqlite-store-reader", self._connect_reader, self._execute_reads, linger=0.0
+        )
+        self._open = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the directory and schema (or migrate it), then start both threads."""
+        if self._open:
+            return
+        await self._writer.start()
+        try:
+            await self._reader.start()
+        except BaseException:
+            await self._writer.stop()
+            raise
+        self._open = True
+
+    async def close(self) -> None:
+        """Finish every job already submitted, stop the threads, close the connections."""
+        self._open = False
+        await self._reader.stop()
+        await self._writer.stop()
+
+    async def ping(self) -> None:
+        """Raise unless a small write transaction commits right now."""
+        await self._write(partial(_ping_tx, now=time.time()))
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def append(self, events: Sequence[NewEvent], now: float) -> list[AppendResult]:
+        if not events:
+            return []
+        return await self._write(
+            partial(_append_tx, events=tuple(events), now=now, cutoff=now - self.dedup_seconds)
+        )
+
+    async def lease(
+        self, route: str, limit: int, now: float, lease_seconds: float
+    ) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        return await self._write(
+            partial(_lease_tx, route=route, limit=limit, now=now, until=now + lease_seconds)
+        )
+
+    async def mark_done(self, ids: Sequence[int], now: float) -> None:
+        if ids:
+            await self._write(
+                partial(
+                    _mark_tx,
+                    sql="UPDATE deliveries SET state = 'done', not_before = ?, lease_until = NULL,"
+                    " updated_at = ? WHERE id = ? AND state = 'leased'",
+                    rows=[(now, now, i) for i in ids],
+                )
+            )
+
+    async def mark_retry(
+        self, ids: Sequence[int], at: float, reason: str, now: float, *, count_attempt: bool = True
+    ) -> None:
+        if ids:
+            inc = 1 if count_attempt else 0
+            await self._write(
+                partial(
+                    _mark_tx,
+                    sql="UPDATE deliveries SET state = 'retry', not_before = ?, lease_until = NULL,"
+                    " reason = ?, attempts = attempts + ?, updated_at = ?"
+                    " WHERE id = ? AND state = 'leased'",
+                    rows=[(at, reason, inc, now, i) for i in ids],
+                )
+            )
+
+    async def mark_dead(
+        self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
+    ) -> None:
+        if ids:
+            text = f"{reason.value}: {detail}" if detail else reason.value
+            await self._write(
+                partial(
+                    _mark_tx,
+                    sql="UPDATE deliveries SET state = 'dead', not_before = ?, lease_until = NULL,"
+                    " reason = ?, updated_at = ? WHERE id = ? AND state = 'leased'",
+                    rows=[(now, text, now, i) for i in ids],
+                )
+            )
+
+    async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
+        """Delete old done rows, events nothing refers to and old dedup keys, in chunks.
+
+        Returns the delivery rows plus dedup keys deleted (event records freed along the way are
+        storage detail and not counted).
+        """
+        total = 0
+        while True:
+            deleted, more = await self._write(
+                partial(
+                    _compact_tx,
+                    done_cutoff=now - keep_done_seconds,
+                    dedup_cutoff=now - dedup_seconds,
+                    budget=COMPACT_CHUNK,
+                )
+            )
+            total += deleted
+            if not more:
+                return total
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
+        return await self._read(_counts_tx)
+
+    async def recent(self, limit: int, route: str | None = None) -> list[DeliveryInfo]:
+        if limit <= 0:
+            return []
+        return await self._read(partial(_recent_tx, limit=limit, route=route))
+
+    async def dead_letters(self, route: str, limit: int) -> list[DeliveryInfo]:
+        if limit <= 0:
+            return []
+        return await self._read(partial(_dead_letters_tx, route=route, limit=limit))
+
+    # -- machinery ---------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(self._writer, fn)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(self._reader, fn)
+
+    @staticmethod
+    async def _submit(worker: _Worker, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        worker.submit(_Job(fn, loop, future))
+        return await future
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=True, cached_statements=64
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._connection()
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL mode on {self.path} (got {mode})")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute("PRAGMA journal_size_limit = 67108864")
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = self._connection()
+        conn.execute("PRAGMA query_only = ON")
+        return conn
+
+    def _execute_writes(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Run the batch as one transaction, one savepoint per job; commit; resolve."""
+        outcomes: list[_Outcome] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.fn(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled the whole transaction back: fail the batch
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((job, value, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            _resolve((job, None, exc) for job in batch)
+            return
+        self.commits += 1
+        _resolve(outcomes)
+
+    @staticmethod
+    def _execute_reads(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """Run each job in its own read transaction (a consistent snapshot)."""
+        outcomes: list[_Outcome] = []
+        for job in batch:
+            try:
+                conn.execute("BEGIN")
+                try:
+                    outcomes.append((job, job.fn(conn), None))
+                finally:
+                    conn.execute("COMMIT")
+            except Exception as exc:
+                outcomes.append((job, None, exc))
+        _resolve(outcomes)
+
+
+# -- schema ------------------------------------------------------------------------------------
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(
+                f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}"
+            )
+        if version == 0:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        else:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in _MIGRATIONS[step].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+# -- transactions (run on the writer / reader thread) ------------------------------------------
+
+
+def _ping_tx(conn: sqlite3.Connection, *, now: float) -> None:
+    conn.execute(
+        "INSERT INTO heartbeat(id, at) VALUES (1, ?)"
+        " ON CONFLICT(id) DO UPDATE SET at = excluded.at",
+        (now,),
+    )
+
+
+def _append_tx(
+    conn: sqlite3.Connection, *, events: tuple[NewEvent, ...], now: float, cutoff: float
+) -> list[AppendResult]:
+    results: list[AppendResult] = []
+    for event in events:
+        created = deduplicated = 0
+        event_ref: int | None = None
+        for route in event.routes:
+            claimed = conn.execute(
+                _DEDUP_UPSERT, (route, event.event_name, event.event_id, now, cutoff)
+            ).rowcount
+            if claimed == 0:
+                deduplicated += 1
+                continue
+            if event_ref is None:
+                event_ref = conn.execute(
+                    "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        event.site,
+                        event.event_name,
+                        event.event_id,
+                        event.event_time,
+                        event.record,
+                        now,
+                    ),
+                ).lastrowid
+            conn.execute(
+                "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+                " VALUES (?, ?, 'pending', 0, 0, ?)",
+                (event_ref, route, now),
+            )
+            created += 1
+        results.append(AppendResult(created=created, deduplicated=deduplicated))
+    return results
+
+
+def _lease_tx(
+    conn: sqlite3.Connection, *, route: str, limit: int, now: float, until: float
+) -> list[Delivery]:
+    ids = [
+        row[0]
+        for row in conn.execute(_LEASE_CANDIDATES, {"route": route, "limit": limit, "now": now})
+    ]
+    if not ids:
+        return []
+    id_list = json.dumps(ids)
+    conn.execute(
+        "UPDATE deliveries SET state = 'leased', not_before = ?1, lease_until = ?1,"
+        " updated_at = ?2 WHERE id IN (SELECT value FROM json_each(?3))",
+        (until, now, id_list),
+    )
+    rows = conn.execute(
+        "SELECT d.id, d.route, e.event_name, e.event_id, e.event_time, e.record, d.attempts,"
+        " e.created_at FROM deliveries d JOIN events e ON e.id = d.event_ref"
+        " WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.id",
+        (id_list,),
+    )
+    return [
+        Delivery(
+            id=r[0],
+            route=r[1],
+            event_name=r[2],
+            event_id=r[3],
+            event_time=r[4],
+            record=bytes(r[5]),
+            attempts=r[6],
+            created_at=r[7],
+        )
+        for r in rows
+    ]
+
+
+def _mark_tx(conn: sqlite3.Connection, *, sql: str, rows: list[tuple[object, ...]]) -> None:
+    conn.executemany(sql, rows)
+
+
+def _compact_tx(
+    conn: sqlite3.Connection, *, done_cutoff: float, dedup_cutoff: float, budget: int
+) -> tuple[int, bool]:
+    """Delete up to `budget` rows; return (rows deleted, whether more may be left)."""
+    deleted = 0
+    routes = [row[0] for row in conn.execute(_ROUTES)]
+    for route in routes:
+        rows = conn.execute(
+            "SELECT id, event_ref FROM deliveries"
+            " WHERE route = ? AND state = 'done' AND not_before < ? ORDER BY not_before LIMIT ?",
+            (route, done_cutoff, budget - deleted),
+        ).fetchall()
+        if not rows:
+            continue
+        conn.executemany("DELETE FROM deliveries WHERE id = ?", [(r[0],) for r in rows])
+        conn.execute(
+            "INSERT INTO compacted_counts(route, state, n) VALUES (?, 'done', ?)"
+            " ON CONFLICT(route, state) DO UPDATE SET n = n + excluded.n",
+            (route, len(rows)),
+        )
+        conn.executemany(
+            "DELETE FROM events WHERE id = ?1"
+            " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_ref = ?1)",
+            [(ref,) for ref in sorted({r[1] for r in rows})],
+        )
+        deleted += len(rows)
+        if deleted >= budget:
+            return deleted, True
+    deleted += conn.execute(
+        "DELETE FROM dedup WHERE (route, event_name, event_id) IN ("
+        " SELECT route, event_name, event_id FROM dedup WHERE first_seen < ? LIMIT ?)",
+        (dedup_cutoff, budget - deleted),
+    ).rowcount
+    return deleted, deleted >= budget
+
+
+def _counts_tx(conn: sqlite3.Connection) -> dict[tuple[str, DeliveryState], int]:
+    counts: dict[tuple[str, DeliveryState], int] = {}
+    rows = itertools.chain(
+        conn.execute("SELECT route, state, count(*) FROM deliveries GROUP BY route, state"),
+        conn.execute("SELECT route, state, n FROM compacted_counts"),
+    )
+    for route, state, n in rows:
+        key = (route, DeliveryState(state))
+        counts[key] = counts.get(key, 0) + n
+    return {key: n for key, n in counts.items() if n}
+
+
+def _info(row: Sequence[Any]) -> DeliveryInfo:
+    return DeliveryInfo(
+        id=row[0],
+        route=row[1],
+        event_name=row[2],
+        event_id=row[3],
+        state=DeliveryState(row[4]),
+        attempts=row[5],
+        reason=row[6],
+        updated_at=row[7],
+    )
+
+
+def _recent_tx(conn: sqlite3.Connection, *, limit: int, route: str | None) -> list[DeliveryInfo]:
+    if route is None:
+        rows = conn.execute(_RECENT, (limit,))
+    else:
+        rows = conn.execute(_RECENT_ROUTE, (route, limit))
+    return [_info(row) for row in rows]
+
+
+def _dead_letters_tx(conn: sqlite3.Connection, *, route: str, limit: int) -> list[DeliveryInfo]:
+    return [_info(row) for row in conn.execute(_DEAD_LETTERS, (route, limit))]

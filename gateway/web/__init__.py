@@ -1,0 +1,1 @@
+"""aiohttp edge: parse the request, call the core, append to the store, answer."""

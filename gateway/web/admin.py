@@ -1,0 +1,88 @@
+"""Operator surfaces behind the admin token: recent deliveries, dead letters, route health."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Mapping
+
+from aiohttp import web
+
+from gateway.core.secret import Secret
+from gateway.store.base import DeliveryInfo, Store
+from gateway.web.middleware import error_response
+
+
+class Admin:
+    """Handlers for /v1/debug/*; every one requires `Authorization: Bearer <admin_token>`."""
+
+    def __init__(
+        self,
+        store: Store,
+        token: Secret | None,
+        routes: Callable[[], Mapping[str, Mapping[str, object]]],
+    ) -> None:
+        self.store = store
+        self.token = token
+        self.routes = routes
+
+    def _denied(self, request: web.Request) -> web.Response | None:
+        if self.token is None:
+            return error_response(
+                403, "forbidden", "admin surfaces are off: set server.admin_token"
+            )
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(given.encode(), self.token.value.encode()):
+            return error_response(401, "unauthorized", "admin token required")
+        return None
+
+    async def recent(self, request: web.Request) -> web.Response:
+        """Return the most recently updated deliveries and per-route state."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        limit = _limit(request)
+        rows = await self.store.recent(limit, request.query.get("route") or None)
+        counts = await self.store.counts()
+        totals: dict[str, dict[str, int]] = {}
+        for (route, state), n in counts.items():
+            totals.setdefault(route, {})[state.value] = n
+        return web.json_response(
+            {"deliveries": [_info(r) for r in rows], "totals": totals, "routes": self.routes()}
+        )
+
+    async def dead(self, request: web.Request) -> web.Response:
+        """Return dead letters of one route (?route=site:destination)."""
+        denied = self._denied(request)
+        if denied is not None:
+            return denied
+        route = request.query.get("route", "")
+        if not route:
+            return error_response(
+                400,
+                "bad_request",
+                "query parameter route is required",
+                [{"path": "route", "reason": "required"}],
+            )
+        rows = await self.store.dead_letters(route, _limit(request))
+        return web.json_response({"dead": [_info(r) for r in rows]})
+
+
+def _limit(request: web.Request) -> int:
+    try:
+        return max(1, min(500, int(request.query.get("limit", "50"))))
+    except ValueError:
+        return 50
+
+
+def _info(row: DeliveryInfo) -> dict[str, object]:
+    return {
+        "id": row.id,
+        "route": row.route,
+        "event": row.event_name,
+        "event_id": row.event_id,
+        "state": row.state.value,
+        "attempts": row.attempts,
+        "reason": row.reason,
+        "updated_at": row.updated_at,
+    }

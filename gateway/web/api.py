@@ -1,0 +1,186 @@
+"""Server API: POST /v1/events for shop backends, plus /healthz and /readyz."""
+
+from __future__ import annotations
+
+import hmac
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from gateway.core.event import Event, FieldError
+from gateway.web.middleware import BodyError, error_response, read_json_body
+from gateway.web.pipeline import Pipeline, Site
+
+
+@dataclass
+class TokenBucket:
+    """Events-per-second quota of one site (burst = one second's worth, at least one batch)."""
+
+    rate: float
+    burst: float
+    tokens: float = field(default=0.0)
+    stamp: float = field(default=0.0)
+
+    def take(self, n: int, now: float) -> float:
+        """Take n tokens; return 0 if allowed, else the seconds until they would be."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if n <= self.tokens:
+            self.tokens -= n
+            return 0.0
+        return (n - self.tokens) / self.rate
+
+
+class KeyRing:
+    """Maps Bearer API keys to sites, comparing in constant time against every key."""
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self._keys = [(key.value.encode(), site) for site in sites for key in site.config.api_keys]
+
+    def site_for(self, header: str | None) -> Site | None:
+        """Return the site whose key the Authorization header carries, if any."""
+        if not header or not header.startswith("Bearer "):
+            return None
+        given = header[7:].strip().encode()
+        found: Site | None = None
+        for key, site in self._keys:
+            if hmac.compare_digest(given, key):
+                found = site
+        return found
+
+
+class EventsApi:
+    """Handlers of the authenticated server API."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        sites: Sequence[Site],
+        *,
+        clock: Callable[[], float],
+        max_body_bytes: int,
+        max_events: int,
+    ) -> None:
+        self.pipeline = pipeline
+        self.keys = KeyRing(sites)
+        self.clock = clock
+        self.max_body_bytes = max_body_bytes
+        self.max_events = max_events
+        self.buckets: dict[str, TokenBucket] = {
+            s.config.id: TokenBucket(
+                s.config.rate_limit_per_second,
+                max(s.config.rate_limit_per_second, float(max_events)),
+                tokens=max(s.config.rate_limit_per_second, float(max_events)),
+                stamp=clock(),
+            )
+            for s in sites
+            if s.config.rate_limit_per_second > 0
+        }
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        """Accept a batch of events: 202 after the accepted ones are durably committed."""
+        site = self.keys.site_for(request.headers.get("Authorization"))
+        if site is None:
+            return error_response(
+                401,
+                "unauthorized",
+                "missing or invalid API key (Authorization: Bearer <key>)",
+                headers={"WWW-Authenticate": 'Bearer realm="signalgate"'},
+            )
+        try:
+            doc = await read_json_body(request, self.max_body_bytes)
+        except BodyError as exc:
+            return error_response(exc.status, exc.code, exc.reason)
+        items, problem = self._events_of(doc)
+        if problem is not None:
+            return error_response(400, "bad_request", "not an events document", [problem.as_dict()])
+        bucket = self.buckets.get(site.config.id)
+        if bucket is not None:
+            wait = bucket.take(len(items), self.clock())
+            if wait > 0:
+                return error_response(
+                    429,
+                    "rate_limited",
+                    "site event quota exceeded",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        now = self.clock()
+        accepted: list[Event] = []
+        rejected: list[dict[str, Any]] = []
+        warnings: list[dict[str, str]] = []
+        for index, obj in enumerate(items):
+            prepared = self.pipeline.prepare(site, obj, path=f"events[{index}]", now=now)
+            if prepared.event is None:
+                rejected.append({"index": index, "errors": _dicts(prepared.errors)})
+                continue
+            accepted.append(prepared.event)
+            warnings.extend(_dicts(prepared.warnings))
+        results = await self.pipeline.commit(site, accepted)
+        body: dict[str, Any] = {
+            "accepted": len(accepted),
+            "deduplicated": sum(1 for r in results if r.created == 0 and r.deduplicated > 0),
+            "rejected": rejected,
+        }
+        if warnings:
+            body["warnings"] = warnings
+        if not accepted:
+            body["error"] = "unprocessable"
+            body["message"] = "no event was accepted"
+            return web.json_response(body, status=422)
+        return web.json_response(body, status=202)
+
+    def _events_of(self, doc: Any) -> tuple[list[Any], FieldError | None]:
+        if not isinstance(doc, dict):
+            return [], FieldError("", 'expected an object {"events": [...]}')
+        unknown = [k for k in doc if k != "events"]
+        if unknown:
+            return [], FieldError(unknown[0], "unknown field")
+        events = doc.get("events")
+        if not isinstance(events, list):
+            return [], FieldError("events", "expected a list of events")
+        if not events:
+            return [], FieldError("events", "empty")
+        if len(events) > self.max_events:
+            return [], FieldError("events", f"at most {self.max_events} events per request")
+        return events, None
+
+
+def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:
+    return [e.as_dict() for e in errors]
+
+
+class Health:
+    """Liveness and readiness."""
+
+    def __init__(
+        self,
+        ping: Callable[[], Any],
+        routes: Callable[[], Mapping[str, Mapping[str, object]]],
+    ) -> None:
+        self.ping = ping
+        self.routes = routes
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """Return 200 while the process serves requests."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Return 200 when the store is writable and no destination is paused, else 503."""
+        problems: list[str] = []
+        try:
+            await self.ping()
+        except Exception as exc:
+            problems.append(f"store not writable: {type(exc).__name__}")
+        routes = self.routes()
+        for name, state in routes.items():
+            if state.get("paused"):
+                problems.append(f"{name} paused: {state.get('paused_reason')}")
+        body = {
+            "status": "ok" if not problems else "unavailable",
+            "problems": problems,
+            "routes": routes,
+        }
+        return web.json_response(body, status=200 if not problems else 503)

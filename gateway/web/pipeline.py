@@ -1,0 +1,102 @@
+"""The shared request-path pipeline: parse → hash identifiers → durable append.
+
+Used by every ingest endpoint (the server API now; the collect endpoint and the pixel proxy
+later), so each accepted event takes exactly the same road to the outbox.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.config import SiteConfig
+from gateway.core.event import Event, FieldError, ParseLimits, parse_event
+from gateway.core.identity import hash_identifiers
+from gateway.core.record import encode
+from gateway.destinations import DESTINATIONS
+from gateway.store.base import AppendResult, NewEvent, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A configured site with what the request path needs precomputed."""
+
+    config: SiteConfig
+    routes: tuple[str, ...]
+    rulesets: tuple[str, ...]
+    limits: ParseLimits
+
+    @classmethod
+    def from_config(cls, config: SiteConfig) -> Site:
+        """Build the runtime view of a site."""
+        rulesets = sorted({DESTINATIONS[name].hash_rules for name in config.destinations})
+        days = config.max_event_age_days
+        return cls(
+            config=config,
+            routes=tuple(route_name(config.id, name) for name in config.destinations),
+            rulesets=tuple(rulesets),
+            limits=ParseLimits(
+                max_age_seconds=days * 86400, max_age_offline_seconds=max(days, 62.0) * 86400
+            ),
+        )
+
+
+def route_name(site_id: str, destination: str) -> str:
+    """Return the outbox route of a site's destination."""
+    return f"{site_id}:{destination}"
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An event ready to append, or the reasons it was refused, plus dropped-field warnings."""
+
+    event: Event | None
+    errors: list[FieldError]
+    warnings: list[FieldError]
+
+
+class Pipeline:
+    """Parses, hashes and appends events for any ingest endpoint."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], float],
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.new_id = new_id
+
+    def prepare(
+        self, site: Site, obj: Any, *, path: str = "", now: float | None = None
+    ) -> Prepared:
+        """Parse one event object and hash its PII; raw PII never leaves this call."""
+        now = self.clock() if now is None else now
+        parsed = parse_event(obj, now=now, new_id=self.new_id, path=path, limits=site.limits)
+        if isinstance(parsed, list):
+            return Prepared(None, parsed, [])
+        event, warnings = hash_identifiers(
+            parsed, site.rulesets, default_country=site.config.default_country, path=path
+        )
+        return Prepared(event, [], warnings)
+
+    async def commit(self, site: Site, events: Sequence[Event]) -> list[AppendResult]:
+        """Durably append the events to every route of the site; return per-event results."""
+        if not events:
+            return []
+        batch = [
+            NewEvent(
+                site=site.config.id,
+                event_name=e.event,
+                event_id=e.event_id,
+                event_time=float(e.time),
+                record=encode(e),
+                routes=site.routes,
+            )
+            for e in events
+        ]
+        return await self.store.append(batch, self.clock())

@@ -1,0 +1,204 @@
+"""End-to-end delivery to the Meta sandbox: faults, bisection, pauses, windows, exactly-once."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from typing import Any
+
+from conftest import ACCESS_TOKEN, ADMIN_TOKEN, FakeClock, auth, runtime_of
+
+from gateway.store.base import DeliveryState
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def purchase(i: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "event": "Purchase",
+        "url": f"https://shop.example/thanks/{i}",
+        "user": {
+            "email": f"Customer.{i}@Example.com",
+            "phone": f"+1 650 555 {i % 10000:04d}",
+            "ip": "203.0.113.7",
+            "user_agent": "Mozilla/5.0 (test)",
+        },
+        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
+        **extra,
+    }
+
+
+async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def test_5000_events_with_5xx_and_429_burst_arrive_exactly_once(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    sandbox, base = meta_sandbox
+    sandbox.faults.error_rate = 0.10
+    sandbox.faults.burst_429 = 3
+    sandbox.faults.retry_after = 0.2
+    client = await gateway(make_config(base, meta={"max_batch": 500}))
+    sem = asyncio.Semaphore(16)
+
+    async def post(events: list[dict[str, Any]]) -> int:
+        async with sem:
+            resp = await client.post("/v1/events", json={"events": events}, headers=auth())
+            body = await resp.json()
+            assert resp.status == 202, body
+            assert body["rejected"] == []
+            return int(body["accepted"])
+
+    batched = [
+        post([purchase(i) for i in range(start, start + 100)]) for start in range(0, 4000, 100)
+    ]
+    single = [post([purchase(i)]) for i in range(4000, 5000)]
+    accepted = sum(await asyncio.gather(*batched, *single))
+    assert accepted == 5000
+
+    def all_arrived() -> bool:
+        return len({e["event_id"] for e in sandbox.recorder.accepted}) >= 5000
+
+    await wait_for(all_arrived, timeout=90)
+    keys = Counter((e["event_name"], e["event_id"]) for e in sandbox.recorder.accepted)
+    assert len(keys) == 5000
+    assert max(keys.values()) == 1, "an event reached the sandbox twice"
+    assert set(keys) == {("Purchase", f"order-{i}") for i in range(5000)}
+    for event in sandbox.recorder.accepted:
+        assert HEX64.match(event["user_data"]["em"])
+        assert HEX64.match(event["user_data"]["ph"])
+    assert any(r["status"] == 429 for r in sandbox.recorder.rejected)
+    assert sum(1 for r in sandbox.recorder.rejected if r["status"] >= 500) > 0
+    counts = await runtime_of(client).store.counts()
+    assert counts.get(("shop:meta", DeliveryState.DONE), 0) == 5000
+    assert counts.get(("shop:meta", DeliveryState.DEAD), 0) == 0
+
+
+async def test_bad_event_in_batch_of_500_does_not_sink_the_other_499(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    sandbox, base = meta_sandbox
+    sandbox.faults.reject_event_ids = {"order-137"}
+    client = await gateway(make_config(base, meta={"max_batch": 500}), run_workers=False)
+    resp = await client.post(
+        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
+    )
+    assert resp.status == 202
+    worker = runtime_of(client).workers["shop:meta"]
+    await worker.drain()
+    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
+    assert len(delivered) == 499
+    assert "order-137" not in delivered
+    assert worker.stats.bisections > 0
+    assert worker.stats.requests <= 2 * 9 + 2  # log2(500) levels, two requests each at most
+    dead = await runtime_of(client).store.dead_letters("shop:meta", 10)
+    assert [d.event_id for d in dead] == ["order-137"]
+    assert dead[0].reason is not None
+    assert dead[0].reason.startswith("invalid_field")
+
+
+async def test_invalid_event_is_dead_lettered_before_sending(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    sandbox, base = meta_sandbox
+    client = await gateway(make_config(base), run_workers=False)
+    no_ua = purchase(1)
+    del no_ua["user"]["user_agent"]
+    resp = await client.post("/v1/events", json={"events": [no_ua, purchase(2)]}, headers=auth())
+    assert resp.status == 202
+    await runtime_of(client).workers["shop:meta"].drain()
+    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-2"]
+    assert sandbox.recorder.rejected == []
+    dead = await runtime_of(client).store.dead_letters("shop:meta", 10)
+    assert dead[0].event_id == "order-1"
+    assert "user_agent" in (dead[0].reason or "")
+
+
+async def test_expired_token_pauses_route_without_hammering(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    sandbox, base = meta_sandbox
+    sandbox.faults.token_expired = True
+    clock = FakeClock(time.time())
+    client = await gateway(
+        make_config(base, delivery={"pause_seconds": 60}), run_workers=False, clock=clock
+    )
+    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
+    worker = runtime_of(client).workers["shop:meta"]
+    await worker.drain()
+    await worker.drain()
+    assert sandbox.recorder.requests == 1
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert "paused" in (await ready.json())["problems"][0]
+    sandbox.faults.token_expired = False
+    clock.advance(61)
+    await worker.drain()
+    assert len(sandbox.recorder.accepted) == 2
+    assert (await client.get("/readyz")).status == 200
+
+
+async def test_retry_after_is_honoured(make_config: Any, gateway: Any, meta_sandbox: Any) -> None:
+    sandbox, base = meta_sandbox
+    sandbox.faults.burst_429 = 1
+    sandbox.faults.retry_after = 30
+    clock = FakeClock(time.time())
+    client = await gateway(make_config(base), run_workers=False, clock=clock)
+    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    worker = runtime_of(client).workers["shop:meta"]
+    await worker.drain()
+    clock.advance(29)
+    await worker.drain()
+    assert sandbox.recorder.requests == 1
+    clock.advance(2)
+    await worker.drain()
+    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-1"]
+
+
+async def test_event_that_ages_out_is_dead_lettered_not_sent(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    sandbox, base = meta_sandbox
+    clock = FakeClock(time.time())
+    client = await gateway(make_config(base), run_workers=False, clock=clock)
+    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    clock.advance(7 * 86400)
+    await runtime_of(client).workers["shop:meta"].drain()
+    assert sandbox.recorder.requests == 0
+    dead = await runtime_of(client).store.dead_letters("shop:meta", 10)
+    assert (dead[0].reason or "").startswith("too_old")
+
+
+async def test_duplicate_event_id_is_sent_once(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    sandbox, base = meta_sandbox
+    client = await gateway(make_config(base), run_workers=False)
+    first = await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    again = await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    assert (await first.json())["deduplicated"] == 0
+    assert (await again.json())["deduplicated"] == 1
+    await runtime_of(client).workers["shop:meta"].drain()
+    assert len(sandbox.recorder.accepted) == 1
+
+
+async def test_debug_recent_requires_admin_token(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    _, base = meta_sandbox
+    client = await gateway(make_config(base), run_workers=False)
+    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    await runtime_of(client).workers["shop:meta"].drain()
+    assert (await client.get("/v1/debug/recent")).status == 401
+    resp = await client.get("/v1/debug/recent", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    body = await resp.json()
+    assert body["deliveries"][0]["state"] == "done"
+    assert body["totals"]["shop:meta"]["done"] == 1
+    assert ACCESS_TOKEN not in await resp.text()

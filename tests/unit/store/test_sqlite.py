@@ -1,0 +1,324 @@
+"""SqliteStore: the Store contract plus what is specific to SQLite (WAL, group commit, threads)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, closing, contextmanager
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+pytest.register_assert_rewrite("contract")
+
+from contract import LEASE, T0, StoreContract, StoreFactory, ev  # noqa: E402
+
+import gateway.store.sqlite as sqlite_module  # noqa: E402
+from gateway.store.base import AppendResult, DeliveryState, Store  # noqa: E402
+from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, StoreClosedError  # noqa: E402
+
+
+class TestSqliteContract(StoreContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> StoreFactory:
+        path = tmp_path / "data" / "outbox.db"  # the directory does not exist yet
+
+        def factory() -> Store:
+            return SqliteStore(path)
+
+        return factory
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "outbox.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextmanager
+def raw(path: Path) -> Iterator[sqlite3.Connection]:
+    """A second, plain connection to the same file (what an operator's sqlite3 shell sees)."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        yield conn
+
+
+def scalar(path: Path, sql: str) -> object:
+    with raw(path) as conn:
+        return conn.execute(sql).fetchone()[0]
+
+
+@asynccontextmanager
+async def writer_paused(store: SqliteStore) -> AsyncIterator[None]:
+    """Hold the writer thread inside a job so that everything submitted meanwhile queues up and
+    then runs as ONE batch (one transaction) once the block exits."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
+        gate.wait(10)
+
+    blocker = asyncio.ensure_future(store._write(hold))
+    try:
+        while not entered.is_set():
+            await asyncio.sleep(0.001)
+        yield
+    finally:
+        gate.set()
+        await blocker
+
+
+async def submitted() -> None:
+    """Let every task created so far run up to its first await (its job is queued then)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+# -- configuration & schema --------------------------------------------------------------------
+
+
+async def test_wal_mode_schema_version_and_synchronous(store: SqliteStore, db_path: Path) -> None:
+    assert scalar(db_path, "PRAGMA journal_mode") == "wal"
+    assert scalar(db_path, "PRAGMA user_version") == SCHEMA_VERSION
+    assert store.synchronous == "NORMAL"
+    level = await store._write(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+    assert level == 1  # NORMAL
+
+
+async def test_synchronous_full(db_path: Path) -> None:
+    store = SqliteStore(db_path, synchronous="full")
+    await store.open()
+    try:
+        level = await store._write(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+        assert level == 2  # FULL
+        assert await store.append([ev("a")], T0) == [AppendResult(1, 0)]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "kwargs"),
+    [
+        ("x.db", {"synchronous": "OFF"}),
+        ("x.db", {"commit_interval": -1.0}),
+        (":memory:", {}),
+    ],
+)
+def test_rejects_bad_configuration(path: str, kwargs: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        SqliteStore(path, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_newer_schema_is_refused(db_path: Path) -> None:
+    with raw(db_path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    store = SqliteStore(db_path)
+    with pytest.raises(sqlite3.DatabaseError, match="newer"):
+        await store.open()
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        await store.append([ev("a")], T0)
+
+
+async def test_closed_store_refuses_work(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    with pytest.raises(StoreClosedError):
+        await store.ping()
+    await store.open()
+    await store.open()  # idempotent
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(StoreClosedError):
+        await store.append([ev("a")], T0)
+    with pytest.raises(StoreClosedError):
+        await store.counts()
+    await store.open()  # the same object opens again on the same file
+    try:
+        assert await store.append([ev("a")], T0) == [AppendResult(1, 0)]
+    finally:
+        await store.close()
+
+
+# -- threads, group commit, transactions -------------------------------------------------------
+
+
+async def test_group_commit_coalesces_concurrent_appends(store: SqliteStore) -> None:
+    calls = 500
+    before = store.commits
+    results = await asyncio.gather(*(store.append([ev(f"g{i}")], T0) for i in range(calls)))
+    commits = store.commits - before
+    print(f"group commit: {commits} commits for {calls} concurrent appends")
+    assert all(r == [AppendResult(1, 0)] for r in results)
+    assert 1 <= commits <= calls // 10
+    counts = await store.counts()
+    assert counts[("shop:meta", DeliveryState.PENDING)] == calls
+
+
+async def test_sequential_appends_commit_each_time(store: SqliteStore) -> None:
+    before = store.commits
+    for i in range(5):
+        await store.append([ev(f"s{i}")], T0)
+    assert store.commits - before == 5
+
+
+async def test_failed_transaction_fails_all_its_futures(store: SqliteStore, db_path: Path) -> None:
+    with raw(db_path) as conn:
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.route = 'poison:x'"
+            " BEGIN SELECT RAISE(ROLLBACK, 'poisoned'); END"
+        )
+    async with writer_paused(store):
+        good = [asyncio.create_task(store.append([ev(f"ok{i}")], T0)) for i in range(10)]
+        bad = asyncio.create_task(store.append([ev("p", "shop:meta", "poison:x")], T0))
+        later = [asyncio.create_task(store.append([ev(f"late{i}")], T0)) for i in range(10)]
+        await submitted()
+        commits = store.commits  # stable: the writer is held inside a job
+    results = await asyncio.gather(*good, bad, *later, return_exceptions=True)
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
+    assert "poisoned" in str(results[0])
+    assert store.commits == commits + 1  # only the pausing job's own transaction
+    assert await store.counts() == {}
+    assert scalar(db_path, "SELECT count(*) FROM events") == 0
+    assert scalar(db_path, "SELECT count(*) FROM dedup") == 0
+    # the writer carries on
+    assert await store.append([ev("ok0")], T0) == [AppendResult(1, 0)]
+
+
+async def test_failing_job_rolls_back_alone(store: SqliteStore, db_path: Path) -> None:
+    with raw(db_path) as conn:
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.route = 'poison:x'"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+        )
+    async with writer_paused(store):
+        good = [asyncio.create_task(store.append([ev(f"ok{i}")], T0)) for i in range(10)]
+        # "shop:meta" is written before "poison:x" fails: that half must vanish too
+        bad = asyncio.create_task(store.append([ev("p", "shop:meta", "poison:x")], T0))
+        await submitted()
+        commits = store.commits  # stable: the writer is held inside a job
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(results[-1], sqlite3.IntegrityError)
+    assert results[:-1] == [[AppendResult(1, 0)]] * 10
+    assert store.commits == commits + 2  # the pausing job's + ONE for all eleven
+    assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 10}
+    assert scalar(db_path, "SELECT count(*) FROM events") == 10
+    assert scalar(db_path, "SELECT count(*) FROM dedup WHERE event_id = 'p'") == 0
+
+
+async def test_event_loop_keeps_running_during_large_append(store: SqliteStore) -> None:
+    # The ticker sleeps 1 ms per tick like an idle server between requests. (A ticker spinning
+    # on sleep(0) works too but makes the writer fight it for the GIL and slows the append ~10x.)
+    ticks = 0
+    running = True
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while running:
+            ticks += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start = ticks
+    events = [ev(f"big{i}", "shop:meta", "shop:ga4") for i in range(5000)]
+    results = await store.append(events, T0)
+    during = ticks - start
+    running = False
+    await task
+    assert results == [AppendResult(2, 0)] * 5000
+    # the append takes ~0.1 s; a loop blocked by it would tick at most once
+    assert during >= 5, during
+    writer_thread = await store._write(lambda conn: threading.get_ident())
+    reader_thread = await store._read(lambda conn: threading.get_ident())
+    assert threading.get_ident() not in (writer_thread, reader_thread)
+    assert writer_thread != reader_thread
+
+
+async def test_close_drains_queued_jobs(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    tasks = [asyncio.create_task(store.append([ev(f"d{i}")], T0)) for i in range(200)]
+    await submitted()
+    await store.close()
+    assert all(t.result() == [AppendResult(1, 0)] for t in tasks)
+
+    reopened = SqliteStore(db_path)
+    await reopened.open()
+    try:
+        assert await reopened.counts() == {("shop:meta", DeliveryState.PENDING): 200}
+    finally:
+        await reopened.close()
+
+
+async def test_cancelled_append_still_commits(store: SqliteStore) -> None:
+    task = asyncio.create_task(store.append([ev("c")], T0))
+    await submitted()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.ping()  # jobs run in order: the append is committed now
+    assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 1}
+
+
+# -- compaction detail -------------------------------------------------------------------------
+
+
+async def test_compact_frees_records_only_when_no_route_needs_them(
+    store: SqliteStore, db_path: Path
+) -> None:
+    await store.append([ev("a", "shop:meta", "shop:ga4"), ev("b")], T0)
+    meta = await store.lease("shop:meta", 10, T0, LEASE)
+    await store.mark_done([d.id for d in meta], T0)
+    assert await store.compact(T0 + 100, keep_done_seconds=10, dedup_seconds=1e9) == 2
+    assert scalar(db_path, "SELECT group_concat(event_id) FROM events") == "a"  # ga4 pending
+
+    (ga4,) = await store.lease("shop:ga4", 10, T0 + 100, LEASE)
+    assert ga4.record == b'{"id":"a"}'
+    await store.mark_done([ga4.id], T0 + 100)
+    assert await store.compact(T0 + 200, keep_done_seconds=10, dedup_seconds=1e9) == 1
+    assert scalar(db_path, "SELECT count(*) FROM events") == 0
+    assert scalar(db_path, "SELECT count(*) FROM deliveries") == 0
+    assert await store.counts() == {
+        ("shop:meta", DeliveryState.DONE): 2,
+        ("shop:ga4", DeliveryState.DONE): 1,
+    }
+
+
+async def test_compact_works_in_chunks(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_module, "COMPACT_CHUNK", 3)
+    await store.append([ev(f"e{i}", "s:a", "s:b") for i in range(10)], T0)
+    for route in ("s:a", "s:b"):
+        rows = await store.lease(route, 100, T0, LEASE)
+        await store.mark_done([d.id for d in rows], T0)
+    before = store.commits
+    assert await store.compact(T0 + 10, keep_done_seconds=1, dedup_seconds=5) == 40
+    assert store.commits - before >= 40 // 3
+    assert await store.counts() == {
+        ("s:a", DeliveryState.DONE): 10,
+        ("s:b", DeliveryState.DONE): 10,
+    }
+
+
+async def test_lease_uses_the_index(store: SqliteStore, db_path: Path) -> None:
+    with raw(db_path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN " + sqlite_module._LEASE_CANDIDATES,
+            {"route": "r", "limit": 10, "now": T0},
+        ).fetchall()
+    details = [row[3] for row in plan]
+    searches = [d for d in details if d.startswith("SEARCH deliveries")]
+    assert len(searches) == 3
+    assert all("deliveries_due" in d for d in searches)
+    assert not any(d.startswith("SCAN deliveries") for d in details)
