@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="serve with a config file")
     run.add_argument("--config", required=True, help="TOML config file")
+    run.add_argument(
+        "--no-delivery", action="store_true", help="accept and store only; run no delivery workers"
+    )
     check = sub.add_parser("check-config", help="validate a config file; exit 1 on errors")
     check.add_argument("--config", required=True)
     demo = sub.add_parser("demo", help="run on embedded defaults against a local Meta sandbox")
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        _serve(_run(config))
+        _serve(_run(config, delivery=not args.no_delivery))
         return 0
     _serve(_demo(args.host, args.port, args.sandbox_port, args.data_dir))
     return 0
@@ -83,8 +86,8 @@ def _serve(coro: Any) -> None:
         runner(coro)
 
 
-async def _run(config: Config) -> None:
-    app = create_app(config)
+async def _run(config: Config, *, delivery: bool = True) -> None:
+    app = create_app(config, run_workers=delivery)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, config.server.host, config.server.port)
