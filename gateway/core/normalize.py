@@ -387,7 +387,7 @@ _NSN_LENGTHS: Final = _parse_nsn_lengths()
 # Marino, and the West African plans that moved the 0 into the number).
 _NSN_MAY_START_WITH_ZERO: Final = frozenset({"39", "378", "225", "229", "241", "242"})
 
-# National trunk prefixes that differ from the usual "0" ("" = none: the 0 is part of the number).
+# National trunk prefixes that differ from the usual "0"; () = none, the 0 belongs to the number.
 _TRUNK_PREFIXES: Final[Mapping[str, tuple[str, ...]]] = {
     "it": (),
     "sm": (),

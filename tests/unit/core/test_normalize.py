@@ -36,6 +36,11 @@ def dropped(field: str, value: str, platform: str = "meta", default: str | None 
     return result.reason
 
 
+def fullwidth(text: str) -> str:
+    """Return `text` with ASCII letters, digits and symbols in their fullwidth forms."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
 def nanp_lookalike(digits: str) -> bool:
     """Ten digits shaped like a US/Canada national number: read as national on a second pass."""
     return re.fullmatch(r"[2-9][0-9]{2}[2-9][0-9]{6}", digits) is not None
@@ -275,7 +280,7 @@ class TestPhone:
             ("+1 650 555 1212 ext. 33", None, "16505551212"),
             ("+1 650 555 1212 x33", None, "16505551212"),
             ("+1 650 555 1212 #33", None, "16505551212"),
-            ("＋１ ６５０ ５５５ １２１２", None, "16505551212"),
+            (fullwidth("+1 650 555 1212"), None, "16505551212"),
             ("+٤٤ ٢٠ ٧٩٤٦ ٠٩٥٨", None, "442079460958"),
             ("+1\u2013650\u2013555\u20131212", None, "16505551212"),
         ],
@@ -357,7 +362,7 @@ class TestNames:
             ("Mary Ann", "maryann"),
             ("J.R.R.", "jrr"),
             ("Smith, Jr.", "smithjr"),
-            ("ＭＡＲＹ", "mary"),
+            (fullwidth("MARY"), "mary"),
             ("정", "정"),
             ("Müller-Lüdenscheidt", "müllerlüdenscheidt"),
             ("Ελένη", "ελένη"),
@@ -435,7 +440,7 @@ class TestZip:
             ("10115", "10115"),
             ("1000-001", "1000"),
             ("00-950", "00"),
-            ("１２３４５", "12345"),
+            (fullwidth("12345"), "12345"),
         ],
     )
     def test_lowercase_no_spaces_us_five_digits(self, value: str, expected: str) -> None:
@@ -512,7 +517,7 @@ class TestDateOfBirth:
             ("2000-02-29", "20000229"),
             ("1900-01-01", "19000101"),
             ("2099-12-31", "20991231"),
-            ("１９９７-０２-１６", "19970216"),
+            (fullwidth("1997-02-16"), "19970216"),
         ],
     )
     def test_accepted_forms_become_yyyymmdd(self, value: str, expected: str) -> None:
@@ -586,8 +591,31 @@ PLATFORMS = st.sampled_from(RULESETS)
 DEFAULTS = st.sampled_from([None, "us", "gb", "de", "fr", "it", "in", "br", "jp", "au", "no"])
 SEPARATORS = st.sampled_from(["", " ", "-", ".", " - "])
 CALLING_CODES = st.sampled_from(
-    ["1", "7", "20", "33", "34", "39", "44", "47", "49", "61", "65", "86", "91", "352", "354"]
-    + ["358", "378", "420", "598", "682", "852", "880", "971"]
+    [
+        "1",
+        "7",
+        "20",
+        "33",
+        "34",
+        "39",
+        "44",
+        "47",
+        "49",
+        "61",
+        "65",
+        "86",
+        "91",
+        "352",
+        "354",
+        "358",
+        "378",
+        "420",
+        "598",
+        "682",
+        "852",
+        "880",
+        "971",
+    ]
 )
 
 
@@ -607,8 +635,14 @@ def dates_of_birth(draw: st.DrawFn) -> str:
     day = draw(st.dates(min_value=date(1890, 1, 1), max_value=date(2110, 12, 31)))
     form = draw(
         st.sampled_from(
-            ["{y:04d}{m:02d}{d:02d}", "{y}-{m:02d}-{d:02d}", "{m}/{d}/{y}", "{d}.{m}.{y}"]
-            + ["{d}/{m}/{y}", "{y}/{m}/{d}"]
+            [
+                "{y:04d}{m:02d}{d:02d}",
+                "{y}-{m:02d}-{d:02d}",
+                "{m}/{d}/{y}",
+                "{d}.{m}.{y}",
+                "{d}/{m}/{y}",
+                "{y}/{m}/{d}",
+            ]
         )
     )
     return form.format(y=day.year, m=day.month, d=day.day)
