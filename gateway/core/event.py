@@ -255,6 +255,9 @@ _CONTENT_KEYS: Final = frozenset({"id", "quantity", "price"})
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .:\-]{0,99}$")
 _CURRENCY_RE: Final = re.compile(r"^[A-Za-z]{3}$")
 _PRINTABLE_RE: Final = re.compile(r"^[^\x00-\x1f\x7f]*$")
+_IPV4_RE: Final = re.compile(
+    r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$"
+)
 _COOKIE_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9._\-~]{1,500}$")
 
 
@@ -291,6 +294,8 @@ def _string(
     value = obj.get(key)
     if value is None:
         return None
+    if type(value) is str and len(value) <= max_len and value.isprintable():
+        return value.strip() or None  # the common case, checked in C
     if allow_number and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str):
@@ -374,8 +379,9 @@ def _parse_user(obj: JSON, errs: _Errors) -> User:
         return User()
     _unknown(obj, _USER_KEYS, ".user", errs)
     pii: dict[str, tuple[str, ...]] = {}
-    for name, key in PII_FIELDS.items():
-        raw = obj.get(name)
+    for name in [n for n in PII_FIELDS if n in obj]:
+        key = PII_FIELDS[name]
+        raw = obj[name]
         if raw is None:
             continue
         path = f".user.{name}"
@@ -436,6 +442,8 @@ def _ip(obj: Mapping[str, JSON], errs: _Errors) -> str | None:
     value = _string(obj, "ip", ".user", errs, max_len=64)
     if value is None:
         return None
+    if _IPV4_RE.match(value):
+        return value
     try:
         return str(ipaddress.ip_address(value))
     except ValueError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from gateway.core.event import PII_FIELDS, Event, FieldError
+from gateway.core.event import PII_FIELDS, Event, FieldError, User
 from gateway.core.normalize import Dropped, check, sha256_hex
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
@@ -45,7 +45,11 @@ def hash_identifiers(
             if digests:
                 out[key] = tuple(digests)
         hashed[rules] = out
-    user = replace(event.user, pii={}, hashed=hashed)
+    u = event.user
+    user = User(
+        hashed=hashed, ip=u.ip, user_agent=u.user_agent, visitor_id=u.visitor_id,
+        fbc=u.fbc, fbp=u.fbp, click_ids=u.click_ids,
+    )  # fmt: skip
     return replace(event, user=user), list(warnings.values())
 
 

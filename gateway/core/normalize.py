@@ -49,6 +49,7 @@ ambiguities listed under `ph`):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
@@ -466,6 +467,8 @@ def sha256_hex(value: str) -> str:
 
 def _ascii_digits(text: str) -> str:
     """Replace every Unicode decimal digit (Arabic-Indic, fullwidth …) by its ASCII digit."""
+    if text.isascii():
+        return text
     return "".join(
         str(unicodedata.decimal(c)) if not c.isascii() and unicodedata.decimal(c, -1) >= 0 else c
         for c in text
@@ -503,7 +506,7 @@ _Rule: TypeAlias = Callable[[str, str | None], str | Dropped]
 # ---------------------------------------------------------------------------------------------
 # em
 
-_EMAIL_FORBIDDEN: Final = frozenset('<>()[]\\,;:"')
+_EMAIL_FORBIDDEN_RE: Final = re.compile(r'[\s<>()\[\]\\,;:"]')
 _NOT_EMAIL: Final = Dropped("not an email address")
 
 
@@ -514,7 +517,7 @@ def _email(value: str, _default: str | None) -> str | Dropped:
         return Dropped("email address too long")
     if text.count("@") != 1:
         return _NOT_EMAIL
-    if any(c.isspace() or c in _EMAIL_FORBIDDEN or not c.isprintable() for c in text):
+    if _EMAIL_FORBIDDEN_RE.search(text) is not None or not text.isprintable():
         return _NOT_EMAIL
     local, domain = text.split("@")
     labels = domain.split(".")
@@ -545,6 +548,8 @@ def _email_google(value: str, default: str | None) -> str | Dropped:
 _TEL_SCHEME_RE: Final = re.compile(r"^\s*tel:", re.IGNORECASE)
 _EXTENSION_RE: Final = re.compile(r"(?:[;#,]|ext|x).*$", re.IGNORECASE)
 _PHONE_SEPARATORS: Final = frozenset(" -./()\u00a0")
+_ASCII_SEPARATORS_RE: Final = re.compile(r"[\s\-./()]+")
+"""The ASCII fast path of the separator filter (whitespace, dashes, dots, slashes, parens)."""
 _PHONE_SHAPE_RE: Final = re.compile(r"\+?[0-9]+")
 _NANP_NSN_RE: Final = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
 _CN_MOBILE_RE: Final = re.compile(r"1[3-9][0-9]{9}")
@@ -592,11 +597,14 @@ def _phone_clean(value: str) -> tuple[str, bool] | Dropped:
     text = _TEL_SCHEME_RE.sub("", text)
     text = _EXTENSION_RE.sub("", text)
     text = text.replace("(0)", "")
-    text = "".join(
-        c
-        for c in text
-        if c not in _PHONE_SEPARATORS and not c.isspace() and unicodedata.category(c) != "Pd"
-    )
+    if text.isascii():
+        text = _ASCII_SEPARATORS_RE.sub("", text)
+    else:
+        text = "".join(
+            c
+            for c in text
+            if c not in _PHONE_SEPARATORS and not c.isspace() and unicodedata.category(c) != "Pd"
+        )
     if not text or text == "+":
         return Dropped("not a phone number: no digits")
     if _PHONE_SHAPE_RE.fullmatch(text) is None:
@@ -947,6 +955,7 @@ def _rule(field: str, platform: str) -> _Rule:
     return rule
 
 
+@functools.lru_cache(maxsize=256)
 def _default_country(default_country: str | None) -> str | None:
     if default_country is None:
         return None

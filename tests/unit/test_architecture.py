@@ -1,4 +1,4 @@
-"""Import boundaries that the type checker cannot see: the core is pure, clients live in one place."""
+"""Import boundaries the type checker cannot see: a pure core, HTTP clients in one place."""
 
 from __future__ import annotations
 
