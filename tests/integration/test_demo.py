@@ -73,6 +73,14 @@ def field(lines: list[str], label: str) -> str:
     raise AssertionError(f"demo banner has no {label!r} line: {lines}")
 
 
+def debug_recent(gateway: str, admin: str) -> Any:
+    request = urllib.request.Request(
+        f"{gateway}/v1/debug/recent", headers={"Authorization": f"Bearer {admin}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -145,11 +153,12 @@ def test_demo_prints_a_curl_that_delivers_a_purchase_to_the_sandbox(tmp_path: Pa
         assert "Jane" not in json.dumps(event)
         assert got["rejected"] == []
 
-        request = urllib.request.Request(
-            f"{gateway}/v1/debug/recent", headers={"Authorization": f"Bearer {admin}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            recent = json.loads(resp.read())
+        # The sandbox records the event a moment before the gateway records the delivery done.
+        recent = debug_recent(gateway, admin)
+        deadline = time.monotonic() + 10
+        while recent["deliveries"][0]["state"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            recent = debug_recent(gateway, admin)
         (delivery,) = recent["deliveries"]
         assert delivery["event_id"] == "ORDER-1001"
         assert delivery["state"] == "done", recent
