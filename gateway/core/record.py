@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.core.event import Consent, Content, Data, Event, Source, User
@@ -119,3 +120,18 @@ def encode(event: Event) -> bytes:
 def decode(raw: bytes) -> Event:
     """Return the event from its stored bytes."""
     return from_record(json.loads(raw))
+
+
+def record_carries(record: Mapping[str, Any], visitor_id: str | None, keys: Iterable[str]) -> bool:
+    """Return whether a stored event record belongs to the visitor or carries one of the keys."""
+    user = record.get("u", {})
+    if visitor_id is not None and user.get("vid") == visitor_id:
+        return True
+    wanted = set(keys)
+    if not wanted:
+        return False
+    for ids in user.get("h", {}).values():
+        for key, digests in ids.items():
+            if any(f"{key}:{d}" in wanted for d in digests):
+                return True
+    return False

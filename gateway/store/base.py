@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from gateway.core.profile import ProfileUpdate, VisitorProfile
+
 
 class DeliveryState(StrEnum):
     """Where a delivery row is in its life."""
@@ -157,3 +159,45 @@ class Store(Protocol):
     async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
         """Delete done rows older than `keep_done_seconds` and dedup keys older than
         `dedup_seconds` (their counts survive in `counts`); return rows deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileQuery:
+    """Find a visitor profile by its id, else by any of its lookup keys ("em:<digest>", …)."""
+
+    visitor_id: str | None = None
+    keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EraseResult:
+    """What an erasure removed."""
+
+    profiles: int
+    deliveries: int
+
+
+class ProfileStore(Protocol):
+    """Visitor profiles: merged on every browser hit, read to enrich backend events."""
+
+    async def touch_profile(
+        self, site: str, visitor_id: str, update: ProfileUpdate, now: float
+    ) -> VisitorProfile:
+        """Create or merge the profile atomically (see core.profile.merge); return it."""
+
+    async def find_profiles(
+        self, site: str, queries: Sequence[ProfileQuery]
+    ) -> list[VisitorProfile | None]:
+        """Return one profile (or None) per query, in order, in one read."""
+
+    async def erase(
+        self, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float
+    ) -> EraseResult:
+        """Delete matching profiles and dead-letter (as erased) undelivered rows carrying them."""
+
+    async def expire_profiles(self, now: float, ttl_seconds: float) -> int:
+        """Delete profiles not seen for ttl_seconds; return how many."""
+
+
+class GatewayStore(Store, ProfileStore, Protocol):
+    """Everything the gateway needs from storage (the SQLite store implements it all)."""

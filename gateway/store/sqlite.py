@@ -70,20 +70,30 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gateway.core.profile import ProfileUpdate, VisitorProfile
 from gateway.store.base import (
     AppendResult,
     DeadReason,
     Delivery,
     DeliveryInfo,
     DeliveryState,
+    EraseResult,
     NewEvent,
+    ProfileQuery,
+)
+from gateway.store.sqlite_profiles import (
+    PROFILE_SCHEMA,
+    erase_tx,
+    expire_profiles_tx,
+    find_profiles_tx,
+    touch_profile_tx,
 )
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -95,7 +105,8 @@ MAX_BATCH: Final = 1024
 COMPACT_CHUNK: Final = 5000
 """Rows deleted per compaction transaction, so appends interleave with a long compaction."""
 
-_SCHEMA: Final = """
+_SCHEMA: Final = (
+    """
 CREATE TABLE events(
     id          INTEGER PRIMARY KEY,
     site        TEXT NOT NULL,
@@ -137,8 +148,11 @@ CREATE TABLE heartbeat(
     at          REAL NOT NULL
 );
 """
+    + PROFILE_SCHEMA
+)
 
-_MIGRATIONS: Final[Mapping[int, str]] = {}
+_MIGRATIONS: Final[Mapping[int, str]] = {1: PROFILE_SCHEMA}
+"""Statements that take the schema from version N to N + 1."""
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
 _DEDUP_UPSERT: Final = """
@@ -496,6 +510,32 @@ class SqliteStore:
         if limit <= 0:
             return []
         return await self._read(partial(_dead_letters_tx, route=route, limit=limit))
+
+    # -- visitor profiles --------------------------------------------------------------------
+
+    async def touch_profile(
+        self, site: str, visitor_id: str, update: ProfileUpdate, now: float
+    ) -> VisitorProfile:
+        return await self._write(
+            partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now)
+        )
+
+    async def find_profiles(
+        self, site: str, queries: Sequence[ProfileQuery]
+    ) -> list[VisitorProfile | None]:
+        if not queries:
+            return []
+        return await self._read(partial(find_profiles_tx, site=site, queries=tuple(queries)))
+
+    async def erase(
+        self, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float
+    ) -> EraseResult:
+        return await self._write(
+            partial(erase_tx, site=site, visitor_id=visitor_id, keys=tuple(keys), now=now)
+        )
+
+    async def expire_profiles(self, now: float, ttl_seconds: float) -> int:
+        return await self._write(partial(expire_profiles_tx, cutoff=now - ttl_seconds))
 
     # -- machinery ---------------------------------------------------------------------------
 

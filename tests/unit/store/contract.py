@@ -25,12 +25,16 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
+from gateway.core.profile import ProfileUpdate
 from gateway.store.base import (
     AppendResult,
     DeadReason,
     Delivery,
     DeliveryState,
+    EraseResult,
+    GatewayStore,
     NewEvent,
+    ProfileQuery,
     Store,
 )
 
@@ -447,3 +451,110 @@ class StoreContract:
     async def test_ping(self, store: Store) -> None:
         await store.ping()
         await store.ping()
+
+
+# -- visitor profiles ----------------------------------------------------------------------------
+
+EM = "e" * 64
+XID = "f" * 64
+
+
+class ProfileContract:
+    """Contract of the visitor-profile half of a backend (`ProfileStore`)."""
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[], GatewayStore]:
+        """Return a factory of unopened stores sharing one storage. Subclasses override."""
+        raise NotImplementedError("a backend's test class must provide make_store")
+
+    @pytest.fixture
+    async def store(self, make_store: Callable[[], GatewayStore]) -> AsyncIterator[GatewayStore]:
+        store = make_store()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def test_touch_creates_then_merges(self, store: GatewayStore) -> None:
+        first = await store.touch_profile(
+            "shop", "v1", ProfileUpdate(click_ids={"fbclid": "A"}, ip="1.1.1.1"), T0
+        )
+        assert first.first_seen == T0
+        second = await store.touch_profile(
+            "shop",
+            "v1",
+            ProfileUpdate(
+                click_ids={"fbclid": "A", "gclid": "G"}, browser_ids={"_fbp": "fb.1.1.2"}
+            ),
+            T0 + 10,
+        )
+        assert second.first_seen == T0
+        assert second.last_seen == T0 + 10
+        assert second.click_ids["fbclid"] == ("A", T0)
+        assert second.click_ids["gclid"] == ("G", T0 + 10)
+        assert second.ip == "1.1.1.1"
+        assert second.browser_ids == {"_fbp": "fb.1.1.2"}
+
+    async def test_new_click_id_value_takes_new_time(self, store: GatewayStore) -> None:
+        await store.touch_profile("shop", "v1", ProfileUpdate(click_ids={"fbclid": "A"}), T0)
+        p = await store.touch_profile(
+            "shop", "v1", ProfileUpdate(click_ids={"fbclid": "B"}), T0 + 5
+        )
+        assert p.click_ids["fbclid"] == ("B", T0 + 5)
+
+    async def test_concurrent_touches_lose_nothing(self, store: GatewayStore) -> None:
+        await asyncio.gather(
+            *(
+                store.touch_profile("shop", "v1", ProfileUpdate(browser_ids={f"c{i}": str(i)}), T0)
+                for i in range(50)
+            )
+        )
+        (found,) = await store.find_profiles("shop", [ProfileQuery(visitor_id="v1")])
+        assert found is not None
+        assert len(found.browser_ids) == 50
+
+    async def test_find_by_visitor_or_lookup_key_and_sites_are_separate(
+        self, store: GatewayStore
+    ) -> None:
+        hashed = {"meta": {"em": (EM,), "external_id": (XID,)}}
+        await store.touch_profile("shop", "v1", ProfileUpdate(hashed=hashed), T0)
+        found = await store.find_profiles(
+            "shop",
+            [
+                ProfileQuery(visitor_id="v1"),
+                ProfileQuery(keys=(f"em:{EM}",)),
+                ProfileQuery(keys=("em:nope", f"external_id:{XID}")),
+                ProfileQuery(visitor_id="missing"),
+            ],
+        )
+        assert [p.visitor_id if p else None for p in found] == ["v1", "v1", "v1", None]
+        (other,) = await store.find_profiles("other", [ProfileQuery(keys=(f"em:{EM}",))])
+        assert other is None
+
+    async def test_erase_removes_profile_and_undelivered_events(self, store: GatewayStore) -> None:
+        hashed = {"meta": {"em": (EM,)}}
+        await store.touch_profile("shop", "v1", ProfileUpdate(hashed=hashed), T0)
+        carrying = b'{"id":"a","u":{"vid":"v1"}}'
+        by_email = f'{{"id":"b","u":{{"h":{{"meta":{{"em":["{EM}"]}}}}}}}}'.encode()
+        other = b'{"id":"c","u":{"vid":"v2"}}'
+        await store.append(
+            [ev("a", record=carrying), ev("b", record=by_email), ev("c", record=other)], T0
+        )
+        result = await store.erase("shop", visitor_id=None, keys=[f"em:{EM}"], now=T0 + 1)
+        assert result == EraseResult(profiles=1, deliveries=2)
+        assert await store.find_profiles("shop", [ProfileQuery(visitor_id="v1")]) == [None]
+        leased = await store.lease("shop:meta", 10, T0 + 2, LEASE)
+        assert [d.event_id for d in leased] == ["c"]
+        dead = await store.dead_letters("shop:meta", 10)
+        assert {d.event_id for d in dead} == {"a", "b"}
+        assert all((d.reason or "").startswith("erased") for d in dead)
+
+    async def test_expire_profiles_by_last_seen(self, store: GatewayStore) -> None:
+        await store.touch_profile("shop", "old", ProfileUpdate(), T0)
+        await store.touch_profile("shop", "new", ProfileUpdate(), T0 + 100)
+        assert await store.expire_profiles(T0 + 150, 100) == 1
+        found = await store.find_profiles(
+            "shop", [ProfileQuery(visitor_id="old"), ProfileQuery(visitor_id="new")]
+        )
+        assert [p.visitor_id if p else None for p in found] == [None, "new"]

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract")
 
-from contract import LEASE, T0, StoreContract, StoreFactory, ev  # noqa: E402
+from contract import LEASE, T0, ProfileContract, StoreContract, StoreFactory, ev  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.store.base import AppendResult, DeliveryState, Store  # noqa: E402
@@ -28,6 +28,17 @@ class TestSqliteContract(StoreContract):
         path = tmp_path / "data" / "outbox.db"  # the directory does not exist yet
 
         def factory() -> Store:
+            return SqliteStore(path)
+
+        return factory
+
+
+class TestSqliteProfileContract(ProfileContract):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> StoreFactory:
+        path = tmp_path / "profiles.db"
+
+        def factory() -> SqliteStore:
             return SqliteStore(path)
 
         return factory
