@@ -18,7 +18,7 @@ from gateway.config import Config
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
 from gateway.destinations import DESTINATIONS
-from gateway.store.base import Store
+from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
@@ -35,7 +35,7 @@ class Runtime:
     """Live objects of a running gateway (exposed to tests through RUNTIME)."""
 
     config: Config
-    store: Store
+    store: GatewayStore
     sites: list[Site]
     pipeline: Pipeline
     workers: dict[str, Worker] = field(default_factory=dict)
@@ -48,7 +48,7 @@ class Runtime:
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
-def make_store(config: Config) -> Store:
+def make_store(config: Config) -> GatewayStore:
     """Return the configured store backend (not yet opened)."""
     path = Path(config.storage.path)
     return SqliteStore(
@@ -61,7 +61,7 @@ def make_store(config: Config) -> Store:
 def create_app(
     config: Config,
     *,
-    store: Store | None = None,
+    store: GatewayStore | None = None,
     clock: Clock = time.time,
     rng: random.Random | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -97,7 +97,7 @@ def create_app(
     return app
 
 
-def _store_ctx(store: Store) -> Callable[[web.Application], AsyncIterator[None]]:
+def _store_ctx(store: GatewayStore) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         await store.open()
         yield

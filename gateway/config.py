@@ -7,6 +7,7 @@ of the top-level tables (e.g. `SIGNALGATE__SERVER__PORT=9000`).
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import ipaddress
 import os
@@ -22,6 +23,8 @@ from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_COOKIE_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}"
+_PATH = r"/[A-Za-z0-9/_.-]{0,63}"
 
 
 class ConfigError(Exception):
@@ -50,6 +53,9 @@ class ServerConfig:
     max_body_bytes: int = _f(1_048_576, "Largest request body, after decompression.", min=1024)
     max_events_per_request: int = _f(1000, "Events per POST /v1/events.", min=1, max=10_000)
     admin_token: Secret | None = _f(None, "Token for /v1/debug and admin pages (secret).")
+    cookie_secret: Secret | None = _f(
+        None, "HMAC key signing visitor cookies; default: generated next to the database."
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +86,28 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsentConfig:
+    """`[sites.consent]`: which signals decide the consent tier (none | analytics | full)."""
+
+    default: str = _f(
+        "full",
+        "Tier when no signal is present; EU opt-in sites set none.",
+        choices=("none", "analytics", "full"),
+    )
+    gpc: bool = _f(True, "Honour Sec-GPC: 1 (caps the tier at analytics).")
+    tcf: bool = _f(False, "Read an IAB TCF v2.2 string (cookie euconsent-v2 or the loader).")
+    tcf_vendor_ids: tuple[int, ...] = _f((), "TCF vendors that must have consent too.")
+    cmp_cookie: str | None = _f(
+        None, "Name of a CMP cookie to read.", pattern=_COOKIE_NAME, expected="a cookie name"
+    )
+    cmp_mapping: Mapping[str, str] = field(
+        default_factory=dict,
+        metadata={"help": 'CMP cookie value (substring) → tier, e.g. {marketing = "full"}.'},
+    )
+    ldu_regions: tuple[str, ...] = _f((), "Regions (US-CA, …) whose events get Meta LDU.")
+
+
+@dataclass(frozen=True, slots=True)
 class SiteConfig:
     """`[[sites]]`: one shop and where its conversions go."""
 
@@ -102,6 +130,34 @@ class SiteConfig:
         7.0, "Refuse events older than this (physical_store: 62).", min=0.01
     )
     rate_limit_per_second: float = _f(0.0, "API events/s per site (0 = unlimited).", min=0.0)
+    collect_path: str = _f(
+        "/e", "Path of the browser collect endpoint.", pattern=_PATH, expected="a path such as /e"
+    )
+    loader_path: str = _f(
+        "/sg.js",
+        "Path the loader script is served at.",
+        pattern=_PATH,
+        expected="a path such as /sg.js",
+    )
+    cookie_domain: str | None = _f(
+        None, "Cookie Domain; default: the registrable domain of the request host (PSL)."
+    )
+    visitor_cookie: str = _f(
+        "_sgv",
+        "Name of the gateway's own HttpOnly visitor cookie.",
+        pattern=r"[A-Za-z0-9_]{1,32}",
+        expected="letters, digits, '_'",
+    )
+    click_cookie_days: float = _f(
+        90.0, "Max-Age of click-id cookies (_fbc, _gcl_aw, ttclid…).", min=1.0, max=400.0
+    )
+    id_cookie_days: float = _f(
+        400.0, "Max-Age of browser-id cookies (_fbp, _ttp, _scid, ours).", min=1.0, max=400.0
+    )
+    profile_ttl_days: float = _f(400.0, "Visitor profiles unseen this long are deleted.", min=1.0)
+    consent: ConsentConfig = field(
+        default_factory=ConsentConfig, metadata={"help": "Consent policy (see [sites.consent])."}
+    )
     destinations: Mapping[str, Any] = field(
         default_factory=dict, metadata={"help": "One table per platform (see below)."}
     )
@@ -172,6 +228,13 @@ class _Loader:
             return self.value(args[0], raw, path, meta)
         if tp is Secret:
             return self.secret(raw, path)
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            return self.build(tp, raw, path)
+        if origin in (collections.abc.Mapping, dict) and get_args(tp) == (str, str):
+            if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+                self.err(path, "expected a table of strings")
+                return {}
+            return dict(raw)
         if origin is tuple:
             (inner,) = get_args(tp)[:1]
             if not isinstance(raw, list):
@@ -304,6 +367,11 @@ def _check_sites(sites: list[SiteConfig], loader: _Loader) -> None:
         if site.id in seen_ids:
             loader.err(f"sites[{i}].id", f"duplicate site id {site.id!r}")
         seen_ids.add(site.id)
+        for value, tier in site.consent.cmp_mapping.items():
+            if tier not in ("none", "analytics", "full"):
+                loader.err(
+                    f"sites[{i}].consent.cmp_mapping.{value}", "expected none, analytics or full"
+                )
         for j, key in enumerate(site.api_keys):
             if len(key.value) < 16:
                 loader.err(f"sites[{i}].api_keys[{j}]", "expected at least 16 characters")

@@ -118,6 +118,7 @@ class EventsApi:
                 continue
             accepted.append(prepared.event)
             warnings.extend(_dicts(prepared.warnings))
+        accepted = await self.pipeline.enrich(site, accepted)
         results = await self.pipeline.commit(site, accepted)
         body: dict[str, Any] = {
             "accepted": len(accepted),

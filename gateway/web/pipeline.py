@@ -14,9 +14,10 @@ from typing import Any
 from gateway.config import SiteConfig
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import hash_identifiers
+from gateway.core.profile import ProfileUpdate, enrich, lookup_keys
 from gateway.core.record import encode
 from gateway.destinations import DESTINATIONS
-from gateway.store.base import AppendResult, NewEvent, Store
+from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class Pipeline:
 
     def __init__(
         self,
-        store: Store,
+        store: GatewayStore,
         *,
         clock: Callable[[], float],
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
@@ -83,6 +84,30 @@ class Pipeline:
             parsed, site.rulesets, default_country=site.config.default_country, path=path
         )
         return Prepared(event, [], warnings)
+
+    async def enrich(self, site: Site, events: Sequence[Event]) -> list[Event]:
+        """Fill events from stored visitor profiles (by visitor id, else hashed e-mail/id).
+
+        An event that names its visitor and brings hashed identifiers also teaches them to the
+        profile, so later events found only by e-mail reach the same click ids.
+        """
+        queries = [
+            ProfileQuery(e.user.visitor_id, tuple(lookup_keys(e.user.hashed))) for e in events
+        ]
+        wanted = [i for i, q in enumerate(queries) if q.visitor_id or q.keys]
+        if not wanted:
+            return list(events)
+        found = await self.store.find_profiles(site.config.id, [queries[i] for i in wanted])
+        out = list(events)
+        now = self.clock()
+        for i, profile in zip(wanted, found, strict=True):
+            out[i] = enrich(events[i], profile)
+            vid = events[i].user.visitor_id
+            if profile is not None and vid == profile.visitor_id and events[i].user.hashed:
+                await self.store.touch_profile(
+                    site.config.id, vid, ProfileUpdate(hashed=events[i].user.hashed), now
+                )
+        return out
 
     async def commit(self, site: Site, events: Sequence[Event]) -> list[AppendResult]:
         """Durably append the events to every route of the site; return per-event results."""

@@ -10,11 +10,16 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import SECTIONS, ConfigError, SiteConfig, load, parse
+from gateway.config import SECTIONS, ConfigError, ConsentConfig, SiteConfig, load, parse
 from gateway.destinations import DESTINATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"SHOP_API_KEY": "k" * 24, "META_ACCESS_TOKEN": "tok", "SIGNALGATE_ADMIN_TOKEN": "adm"}
+ENV = {
+    "SHOP_API_KEY": "k" * 24,
+    "META_ACCESS_TOKEN": "tok",
+    "SIGNALGATE_ADMIN_TOKEN": "adm",
+    "SIGNALGATE_COOKIE_SECRET": "cookie-secret-0123456789",
+}
 
 
 def errors_of(doc: dict[str, object], environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -139,6 +144,7 @@ def test_readme_table_lists_every_key() -> None:
         f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in dataclasses.fields(cls)
     }
     expected |= {f"sites[].{f.name}" for f in dataclasses.fields(SiteConfig)}
+    expected |= {f"sites[].consent.{f.name}" for f in dataclasses.fields(ConsentConfig)}
     for dest, reg in DESTINATIONS.items():
         expected |= {
             f"sites[].destinations.{dest}.{f.name}" for f in dataclasses.fields(reg.settings)
