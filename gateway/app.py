@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import os
 import random
+import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +25,10 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
+from gateway.web.collect import Collect
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
+from gateway.web.static import LOADER_FILE, Asset, loader_asset
 
 log = logging.getLogger("signalgate")
 
@@ -39,6 +44,7 @@ class Runtime:
     sites: list[Site]
     pipeline: Pipeline
     workers: dict[str, Worker] = field(default_factory=dict)
+    collect: Collect | None = None
 
     def route_health(self) -> Mapping[str, Mapping[str, object]]:
         """Return each route's health."""
@@ -92,9 +98,62 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/v1/debug/recent", admin.recent)
     app.router.add_get("/v1/debug/dead", admin.dead)
+    _browser_routes(app, runtime, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     return app
+
+
+def _browser_routes(app: web.Application, runtime: Runtime, config: Config, clock: Clock) -> None:
+    """Add the collect endpoint and the loader for every distinct path the sites configure."""
+    if not runtime.sites:
+        return
+    collect = Collect(
+        runtime.pipeline,
+        runtime.sites,
+        clock=clock,
+        trusted_proxies=config.proxy_networks,
+        cookie_key=cookie_key(config),
+        new_token=lambda: secrets.token_hex(8),
+    )
+    runtime.collect = collect
+    for path in sorted({s.config.collect_path for s in runtime.sites}):
+        app.router.add_post(path, collect.post)
+        app.router.add_route("OPTIONS", path, collect.preflight)
+    loaders: dict[str, Asset] = {}
+    for site in runtime.sites:
+        path = site.config.loader_path
+        if path not in loaders and LOADER_FILE.exists():
+            loaders[path] = loader_asset(path, site.config.collect_path)
+    for path, asset in loaders.items():
+        app.router.add_get(path, _serve(asset))
+
+
+def _serve(asset: Asset) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return asset.respond(request)
+
+    return handler
+
+
+def cookie_key(config: Config) -> bytes:
+    """Return the HMAC key of visitor cookies: from config, else a key file beside the database.
+
+    The key must outlive restarts (a new key invalidates every visitor cookie), so a generated
+    one is written once with mode 0600 and reused.
+    """
+    if config.server.cookie_secret is not None:
+        return hashlib.sha256(config.server.cookie_secret.value.encode()).digest()
+    path = Path(config.storage.path).with_suffix(".cookie-key")
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key.hex())
+        return key
 
 
 def _store_ctx(store: GatewayStore) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -193,6 +193,8 @@ class Event:
     data: Data = field(default_factory=Data)
     consent: Consent | None = None
     test_code: str | None = None
+    ldu: bool = False
+    """Limited Data Use applies (US state privacy; set by the consent decision)."""
 
     @property
     def is_standard(self) -> bool:

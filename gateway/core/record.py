@@ -66,6 +66,8 @@ def to_record(event: Event) -> dict[str, Any]:
     for key, value in (("url", event.url), ("ref", event.referrer), ("tc", event.test_code)):
         if value is not None:
             rec[key] = value
+    if event.ldu:
+        rec["ldu"] = 1
     if event.consent is not None:
         c = event.consent
         rec["c"] = [c.ad_storage, c.analytics_storage, c.ad_user_data, c.ad_personalization]
@@ -109,6 +111,7 @@ def from_record(rec: dict[str, Any]) -> Event:
             custom=d.get("custom", {}),
         ),
         consent=Consent(*consent) if consent is not None else None,
+        ldu=bool(rec.get("ldu")),
     )
 
 

@@ -175,6 +175,11 @@ class Meta:
         custom = _custom_data(event)
         if custom:
             body["custom_data"] = custom
+        if event.ldu:
+            # Limited Data Use, geolocated by Meta (country 0, state 0): platforms.md §1.2.
+            body["data_processing_options"] = ["LDU"]
+            body["data_processing_options_country"] = 0
+            body["data_processing_options_state"] = 0
         return body
 
     def build_request(self, events: Sequence[Event]) -> httpx.Request:
