@@ -238,7 +238,7 @@ class Collect:
             profile_values = profile.browser_ids if profile is not None else {}
         url, referrer = _text(body.get("url")), _text(body.get("referrer"))
         click_ids = capture(url, referrer)
-        index = subdomain_index(domain) if domain else 1
+        index = subdomain_index(domain)
         plan = plan_cookies(
             click_ids=click_ids,
             existing=cookies,
