@@ -54,7 +54,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import unquote
 
-from gateway.core.event import CLICK_ID_KEYS, Consent, Event, User
+from gateway.core.event import CLICK_ID_KEYS, CONSENT_KEYS, Consent, Event, User
 
 
 class Tier(StrEnum):
@@ -114,7 +114,7 @@ class ConsentPolicy:
                     raise ValueError(f"cmp_mapping: {key!r} is not a valid regex: {exc}") from exc
             mapping[key] = _tier(tier, f"cmp_mapping[{key!r}]")
         object.__setattr__(self, "cmp_mapping", MappingProxyType(mapping))
-        if isinstance(self.ldu_regions, str) or not all(_is_text(r) for r in self.ldu_regions):
+        if not _is_text_list(self.ldu_regions):
             raise ValueError(f"ldu_regions: {self.ldu_regions!r} is not a list of region codes")
         regions = tuple(dict.fromkeys(_region(r) for r in self.ldu_regions))
         object.__setattr__(self, "ldu_regions", regions)
@@ -223,15 +223,7 @@ def decide(policy: ConsentPolicy, signals: Signals) -> Decision:
     notes: list[str] = []
     verdicts: list[tuple[Tier, tuple[str, ...]]] = []
     consent = signals.consent
-    if consent is not None and any(
-        v is not None
-        for v in (
-            consent.ad_storage,
-            consent.analytics_storage,
-            consent.ad_user_data,
-            consent.ad_personalization,
-        )
-    ):
+    if consent is not None and any(getattr(consent, k) is not None for k in CONSENT_KEYS):
         verdicts.append(_consent_mode(consent))
     if policy.tcf and signals.tc_string and signals.tc_string.strip():
         tc = decode_tc_string(signals.tc_string.strip())
@@ -297,6 +289,10 @@ def _is_vendor_id(value: object) -> bool:
 
 def _is_text(value: object) -> bool:
     return isinstance(value, str) and bool(value.strip())
+
+
+def _is_text_list(value: object) -> bool:
+    return isinstance(value, tuple | list) and all(_is_text(v) for v in value)
 
 
 def _region(value: str) -> str:

@@ -27,7 +27,7 @@ from gateway.core.consent import (
 from gateway.core.event import Consent, Data, Event, Source, User
 
 PROPERTY = settings(
-    max_examples=150,
+    max_examples=60,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -191,7 +191,8 @@ class TestDecodePublishedStrings:
         assert (d.version, d.cmp_id, d.cmp_version, d.consent_screen) == (2, 27, 0, 0)
         assert d.created == d.last_updated == pytest.approx(1582243059.3)
         assert (d.consent_language, d.vendor_list_version, d.policy_version) == ("EN", 15, 2)
-        assert not d.is_service_specific and not d.use_non_standard_texts
+        assert not d.is_service_specific
+        assert not d.use_non_standard_texts
         assert d.special_feature_opt_ins == frozenset()
         assert d.purposes_consent == {1, 2, 3}
         assert d.purposes_li_transparency == frozenset()
@@ -230,12 +231,14 @@ class TestDecodePublishedStrings:
         li = [4, 7, 8, 11, 12, 13, 19, 22, 27, 31, 33, 35, 37, 43, 45, 47, 48, 49, 54, 55, 59]
         li += [64, 65, 68, 69, 77, 79, 81, 94, 95, 110, 113]
         assert list(d.vendor_legitimate_interests) == li
-        assert len(d.vendor_consents) == 91 and 115 in d.vendor_consents
+        assert len(d.vendor_consents) == 91
+        assert 115 in d.vendor_consents
         assert 6 not in d.vendor_consents
 
     def test_rust_publisher_restriction(self) -> None:
         d = decoded(RUST_RESTRICTION)
-        assert d.use_non_standard_texts and d.purpose_one_treatment
+        assert d.use_non_standard_texts
+        assert d.purpose_one_treatment
         assert d.special_feature_opt_ins == d.purposes_consent == {1, 2, 3, 4, 5, 6, 7, 8, 9, 11}
         assert d.purposes_li_transparency == set(range(12, 19))
         assert list(d.vendor_consents) == [2, 3, 4, 5]
@@ -264,7 +267,9 @@ class TestDecodeConstructed:
         assert (d.created, d.last_updated) == (1_720_000_000.0, 1_721_000_000.0)
         assert (d.consent_language, d.publisher_cc) == ("FR", "DE")
         assert (d.vendor_list_version, d.policy_version) == (88, 4)
-        assert d.is_service_specific and d.use_non_standard_texts and d.purpose_one_treatment
+        assert d.is_service_specific
+        assert d.use_non_standard_texts
+        assert d.purpose_one_treatment
         assert d.special_feature_opt_ins == {1, 12}
         assert d.purposes_consent == {1, 2, 7, 24}
         assert d.purposes_li_transparency == {2, 7, 8}
@@ -276,7 +281,8 @@ class TestDecodeConstructed:
         ids = frozenset({1, 2, 3, 4, 10, 500, 501, 755, 65535})
         li = frozenset({5, 6, 7, 1200})
         d = decoded(tc(vendors=ids, vendors_li=li, vendors_ranged=ranged, li_ranged=li_ranged))
-        assert set(d.vendor_consents) == ids and set(d.vendor_legitimate_interests) == li
+        assert set(d.vendor_consents) == ids
+        assert set(d.vendor_legitimate_interests) == li
         assert d.vendor_consents.ranges == (
             (1, 4),
             (10, 10),
@@ -284,7 +290,8 @@ class TestDecodeConstructed:
             (755, 755),
             (65535, 65535),
         )
-        assert 11 not in d.vendor_consents and 0 not in d.vendor_consents
+        assert 11 not in d.vendor_consents
+        assert 0 not in d.vendor_consents
 
     def test_range_entries_may_overlap_and_come_unsorted(self) -> None:
         bits = Core().bits()
@@ -327,16 +334,19 @@ class TestDecodeConstructed:
         started = time.perf_counter()
         d = decoded(text)
         assert time.perf_counter() - started < 0.5
-        assert len(d.vendor_consents) == 65535 and d.vendor_consents.ranges == ((1, 65535),)
+        assert len(d.vendor_consents) == 65535
+        assert d.vendor_consents.ranges == ((1, 65535),)
 
     def test_hostile_range_lists_stay_small_and_fast(self) -> None:
-        everyone = frozenset(range(1, 65536))
-        restrictions = tuple((p % 24 + 1, 0, everyone) for p in range(2000))
-        text = full_tc(restrictions=restrictions)
+        head = Core(purposes=ALL_PURPOSES, vendors=frozenset({GOOGLE})).bits()[:-12]
+        everyone = range_bits([(1, 65535)])  # each entry covers every possible vendor
+        entries = "".join(num(p % 24 + 1, 6) + "00" + everyone for p in range(3000))
+        text = b64(head + num(3000, 12) + entries)
+        assert len(text) <= MAX_TC_LENGTH
         started = time.perf_counter()
         d = decoded(text)
         assert time.perf_counter() - started < 0.5
-        assert len(d.publisher_restrictions) == 2000
+        assert len(d.publisher_restrictions) == 3000
         assert all(r.vendors.ranges == ((1, 65535),) for r in d.publisher_restrictions)
 
 
@@ -427,7 +437,7 @@ class TestDecodeRejects:
 
 def cores() -> st.SearchStrategy[Core]:
     """Return a strategy for valid Core values."""
-    ids = st.frozensets(st.integers(1, 3000), max_size=40)
+    ids = st.frozensets(st.integers(1, 700), max_size=30)
     return st.builds(
         Core,
         created_ds=st.integers(0, 2**36 - 1),
@@ -1046,7 +1056,8 @@ class TestApply:
     def test_url_click_ids(self, url: str | None, expected: str | None) -> None:
         event = replace(IDENTIFIED, url=url, referrer=None)
         out = apply(Decision(Tier.ANALYTICS, (), False), event)
-        assert out is not None and out.url == expected
+        assert out is not None
+        assert out.url == expected
 
 
 # --- properties ----------------------------------------------------------------------------------
@@ -1089,9 +1100,11 @@ RANK = {Tier.NONE: 0, Tier.ANALYTICS: 1, Tier.FULL: 2}
 def test_decide_never_raises_and_always_explains(policy: ConsentPolicy, signals: Signals) -> None:
     decision = decide(policy, signals)
     assert decision.tier in Tier
-    assert decision.reasons and all(isinstance(r, str) and r for r in decision.reasons)
+    assert decision.reasons
+    assert all(decision.reasons)
     if policy.honor_gpc and signals.gpc:
-        assert decision.tier is not Tier.FULL and decision.ldu
+        assert decision.tier is not Tier.FULL
+        assert decision.ldu
 
 
 @PROPERTY
@@ -1129,14 +1142,21 @@ def test_applied_decisions_never_leak_identifiers(policy: ConsentPolicy, signals
     if decision.tier is Tier.NONE:
         assert out is None
     elif decision.tier is Tier.ANALYTICS:
-        assert out is not None and out.user == User()
-        assert "gclid" not in (out.url or "").lower() and "fbclid" not in (out.url or "").lower()
+        assert out is not None
+        assert out.user == User()
+        assert "gclid" not in (out.url or "").lower()
+        assert "fbclid" not in (out.url or "").lower()
 
 
 def test_vendor_set_basics() -> None:
     ids = VendorSet.of([5, 1, 2, 3, 9, 2])
     assert ids.ranges == ((1, 3), (5, 5), (9, 9))
-    assert list(ids) == [1, 2, 3, 5, 9] and len(ids) == 5
-    assert 3 in ids and 4 not in ids and 10 not in ids and 0 not in ids
+    assert list(ids) == [1, 2, 3, 5, 9]
+    assert len(ids) == 5
+    assert 3 in ids
+    assert 4 not in ids
+    assert 10 not in ids
+    assert 0 not in ids
     assert "3" not in ids
-    assert len(VendorSet()) == 0 and 1 not in VendorSet()
+    assert len(VendorSet()) == 0
+    assert 1 not in VendorSet()
