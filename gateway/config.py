@@ -368,10 +368,19 @@ def _check_sites(sites: list[SiteConfig], loader: _Loader) -> None:
             loader.err(f"sites[{i}].id", f"duplicate site id {site.id!r}")
         seen_ids.add(site.id)
         for value, tier in site.consent.cmp_mapping.items():
+            where = f"sites[{i}].consent.cmp_mapping.{value}"
             if tier not in ("none", "analytics", "full"):
-                loader.err(
-                    f"sites[{i}].consent.cmp_mapping.{value}", "expected none, analytics or full"
-                )
+                loader.err(where, "expected none, analytics or full")
+            if not value.strip():
+                loader.err(where, "expected a non-empty cookie value or re:<regex>")
+            elif value.startswith("re:"):
+                try:
+                    re.compile(value[3:])
+                except re.error as exc:
+                    loader.err(where, f"invalid regular expression: {exc}")
+        for j, region in enumerate(site.consent.ldu_regions):
+            if not re.fullmatch(r"[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?", region):
+                loader.err(f"sites[{i}].consent.ldu_regions[{j}]", "expected US or US-CA style")
         for j, key in enumerate(site.api_keys):
             if len(key.value) < 16:
                 loader.err(f"sites[{i}].api_keys[{j}]", "expected at least 16 characters")

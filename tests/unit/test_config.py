@@ -151,3 +151,27 @@ def test_readme_table_lists_every_key() -> None:
         }
     assert expected - documented_keys() == set()
     assert documented_keys() - expected == set()
+
+
+def test_consent_table_is_validated() -> None:
+    doc = {
+        "sites": [
+            {
+                "id": "s",
+                "consent": {
+                    "default": "maybe",
+                    "cmp_mapping": {"x": "all", "re:(": "full"},
+                    "ldu_regions": ["California"],
+                },
+            }
+        ]
+    }
+    assert set(errors_of(doc)) == {
+        "sites[0].consent.default",
+    }
+    doc["sites"][0]["consent"]["default"] = "none"
+    assert set(errors_of(doc)) == {
+        "sites[0].consent.cmp_mapping.x",
+        "sites[0].consent.cmp_mapping.re:(",
+        "sites[0].consent.ldu_regions[0]",
+    }
