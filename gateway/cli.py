@@ -21,6 +21,7 @@ from gateway import __version__
 from gateway.app import create_app
 from gateway.config import Config, ConfigError, load, parse
 from gateway.sandbox.meta import MetaSandbox
+from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
 
 DEMO_PIXEL = "1234567890"
@@ -42,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--sandbox-port", type=int, default=8090)
+    demo.add_argument("--shop-port", type=int, default=8081)
     demo.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
     args = parser.parse_args(argv)
     if args.command == "check-config":
@@ -55,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         _serve(_run(config, delivery=not args.no_delivery))
         return 0
-    _serve(_demo(args.host, args.port, args.sandbox_port, args.data_dir))
+    _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
     return 0
 
 
@@ -99,10 +101,20 @@ async def _run(config: Config, *, delivery: bool = True) -> None:
         await runner.cleanup()
 
 
+DEMO_SHOP_HOST = "www.shop.localhost"
+DEMO_TRACK_HOST = "track.shop.localhost"
+
+
 def demo_config(
-    host: str, port: int, sandbox_url: str, data_dir: Path, api_key: str, admin: str
+    host: str,
+    port: int,
+    sandbox_url: str,
+    data_dir: Path,
+    api_key: str,
+    admin: str,
+    shop_origin: str = "",
 ) -> Config:
-    """Return the embedded demo configuration."""
+    """Return the embedded demo configuration (*.localhost names resolve to loopback)."""
     doc: dict[str, Any] = {
         "server": {"host": host, "port": port, "admin_token": admin},
         "storage": {"path": str(data_dir / "signalgate.db")},
@@ -112,6 +124,8 @@ def demo_config(
                 "id": "demo",
                 "api_keys": [api_key],
                 "default_country": "us",
+                "hosts": [DEMO_TRACK_HOST, "127.0.0.1", "localhost"],
+                "allowed_origins": [shop_origin] if shop_origin else [],
                 "destinations": {
                     "meta": {
                         "pixel_id": DEMO_PIXEL,
@@ -150,7 +164,9 @@ def demo_curl(gateway: str, sandbox: str, api_key: str) -> str:
     return f"{post} && echo && sleep 1 && curl -sS {sandbox}/_sandbox/events"
 
 
-async def _demo(host: str, port: int, sandbox_port: int, data_dir: str | None) -> None:
+async def _demo(
+    host: str, port: int, sandbox_port: int, shop_port: int, data_dir: str | None
+) -> None:
     folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="signalgate-demo-"))
     folder.mkdir(parents=True, exist_ok=True)
     sandbox = MetaSandbox()
@@ -159,19 +175,27 @@ async def _demo(host: str, port: int, sandbox_port: int, data_dir: str | None) -
     sandbox_site = web.TCPSite(sandbox_runner, "127.0.0.1", sandbox_port)
     await sandbox_site.start()
     sandbox_url = f"http://127.0.0.1:{_bound_port(sandbox_runner)}"
+    shop = Shop("")
+    shop_runner = web.AppRunner(shop.app(), access_log=None)
+    await shop_runner.setup()
+    await web.TCPSite(shop_runner, host, shop_port).start()
+    shop_url = f"http://{DEMO_SHOP_HOST}:{_bound_port(shop_runner)}"
     api_key = "sg_demo_" + secrets.token_urlsafe(18)
     admin = secrets.token_urlsafe(18)
-    config = demo_config(host, port, sandbox_url, folder, api_key, admin)
+    config = demo_config(host, port, sandbox_url, folder, api_key, admin, shop_url)
     runner = web.AppRunner(create_app(config), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     gateway = f"http://{host}:{_bound_port(runner)}"
+    shop.loader_src = f"http://{DEMO_TRACK_HOST}:{_bound_port(runner)}/sg.js"
     print(
         "\n".join(
             [
                 "signalgate demo is running (Ctrl-C to stop)",
                 f"  gateway        {gateway}",
                 f"  Meta sandbox   {sandbox_url}/   (open it to see delivered events)",
+                f"  demo shop      {shop_url}/?fbclid=AbC-123   (click through to a purchase;"
+                " *.localhost resolves to this machine in Chrome and Firefox)",
                 f"  data dir       {folder}",
                 f"  API key        {api_key}",
                 f"  admin token    {admin}",
@@ -189,6 +213,7 @@ async def _demo(host: str, port: int, sandbox_port: int, data_dir: str | None) -
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        await shop_runner.cleanup()
         await sandbox_runner.cleanup()
 
 

@@ -111,6 +111,8 @@ def test_demo_prints_a_curl_that_delivers_a_purchase_to_the_sandbox(tmp_path: Pa
                 str(port),
                 "--sandbox-port",
                 str(sandbox_port),
+                "--shop-port",
+                "0",
                 "--data-dir",
                 str(data_dir),
             ],
