@@ -7,7 +7,8 @@ Two layouts, as in production:
 
 Query flags on every page: `?pixel=stub` defines a recording `fbq` (window.__fbq_calls) so
 forwarding can be watched; `?pixel=blocked` adds a Meta pixel script from a host that does not
-resolve, as an ad blocker would leave it.
+resolve, as an ad blocker would leave it; `?consent=denied` starts with every consent purpose
+denied and shows an "Accept cookies" button that grants them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 
 PRODUCT: Final = {"id": "SKU-42", "name": "Signal Mug", "price": 19.5, "currency": "EUR"}
 PREFIX: Final = "/t/"
+CONSENT_KEYS: Final = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
 _HOP: Final = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
      "content-length", "proxy-authorization", "proxy-authenticate"}
@@ -62,10 +64,20 @@ class Shop:
             )
         elif pixel == "blocked":
             vendor = '<script async src="https://connect.facebook.net/en_US/fbevents.js"></script>'
+        consent = ""
+        if request.query.get("consent") == "denied":
+            denied = {k: "denied" for k in CONSENT_KEYS}
+            consent = f"sg('consent',{json.dumps(denied)});"
+            body += '<button id="accept">Accept cookies</button>'
+            granted = json.dumps({k: "granted" for k in CONSENT_KEYS})
+            script += (
+                f"document.getElementById('accept').onclick=function(){{sg('consent',{granted})}};"
+            )
         head = (
             '<meta charset="utf-8"><link rel="icon" href="data:,">'
             f"<title>{html.escape(title)} - Demo shop</title>"
-            "<script>window.sg=window.sg||function(){(sg.q=sg.q||[]).push(arguments)};</script>"
+            "<script>window.sg=window.sg||function(){(sg.q=sg.q||[]).push(arguments)};"
+            f"{consent}</script>"
             f'{vendor}<script async src="{html.escape(self.loader_src)}"></script>'
             "<style>body{font-family:sans-serif;max-width:40em;margin:2em auto}</style>"
         )

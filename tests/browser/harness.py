@@ -80,7 +80,11 @@ async def _serve(app: web.Application) -> TestServer:
 
 @asynccontextmanager
 async def stack(
-    tmp_path: Path, *, mode: str = "subdomain", consent: dict[str, Any] | None = None
+    tmp_path: Path,
+    *,
+    mode: str = "subdomain",
+    consent: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start sandbox, gateway, shop and a fresh browser context; tear all down after."""
     sandbox = MetaSandbox(access_tokens={"browser-token"})
@@ -124,7 +128,7 @@ async def stack(
     errors: list[str] = []
     async with async_playwright() as pw:
         browser: Browser = await pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        context = await browser.new_context()
+        context = await browser.new_context(extra_http_headers=headers)
         try:
             yield Stack(shop_origin, gateway_url, sandbox, app[RUNTIME], context, errors)
         finally:

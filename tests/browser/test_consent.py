@@ -1,0 +1,55 @@
+"""Consent in real Chromium: GPC and a denied consent state stop cookies and forwarding."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import chromium_available, open_page, stack
+
+if not chromium_available():
+    if os.environ.get("CI"):
+        raise RuntimeError("CI must run the browser tests: .ci/run installs Debian's chromium")
+    pytestmark = pytest.mark.skip(reason="Debian chromium is not installed (.ci/run installs it)")
+
+LANDING = "/?fbclid=AbC-123&gclid=Cj0KCQ&ttclid=E.C.P.x"
+CLICK_COOKIES = {"_fbc", "_gcl_aw", "ttclid", "_fbp", "_sgv"}
+
+
+async def test_gpc_sets_no_click_cookie_and_forwards_no_identifiers(tmp_path: Path) -> None:
+    async with stack(tmp_path, headers={"Sec-GPC": "1"}) as s:
+        page = await open_page(s, LANDING)
+        await page.close()
+        assert CLICK_COOKIES & set(await s.cookies()) == set()
+        await s.drain()
+        for event in s.accepted():
+            user = event["user_data"]
+            assert not {"fbc", "fbp", "em", "client_ip_address"} & set(user), user
+        assert s.runtime.collect is not None
+        assert s.runtime.collect.stats.by_tier.get("analytics", 0) >= 1
+        assert s.console_errors == []
+
+
+async def test_denied_consent_sends_nothing_until_granted(tmp_path: Path) -> None:
+    async with stack(tmp_path, consent={"default": "none"}) as s:
+        page = await open_page(s, LANDING + "&consent=denied")
+        assert CLICK_COOKIES & set(await s.cookies()) == set()
+        await s.drain()
+        assert s.accepted() == []
+        await page.click("#accept")
+        await page.wait_for_load_state("networkidle")
+        await page.wait_for_timeout(300)
+        cookies = await s.cookies()
+        assert {"_fbc", "_gcl_aw", "ttclid", "_fbp", "_sgv"} <= set(cookies)
+        assert cookies["_fbc"]["value"].endswith(".AbC-123")
+        # The next page (the CMP now says granted; the loader remembers it) is delivered.
+        await page.goto(s.shop_url + "/cart", wait_until="networkidle")
+        await s.drain()
+        assert s.accepted(), "granting consent must start capture"
+        assert all("fbc" in e["user_data"] for e in s.accepted())
+        assert s.console_errors == []
