@@ -1,11 +1,11 @@
 /*! signalgate first-party loader; docs: static_js/README.md */
 !function(w,d){'use strict';
-var old=w.sg,U,last='',user={},cons={},loc=location,E,
+var old=w.sg,U,last='',user={},cons={},loc=location,E,vid,
 COLLECT="__SG_COLLECT__",
 DK='value currency order_id contents content_type content_name content_category num_items search_string status predicted_ltv'.split(' '),
 UK='email phone external_id first_name last_name city state zip country date_of_birth gender'.split(' '),
 CK=['ad_storage','analytics_storage','ad_user_data','ad_personalization'],
-// standard name: 'GA4 Snap Pinterest' ('' = GA4/Pinterest keep the name, Snap skips)
+// name:'GA4 Snap Pinterest' names (README)
 N={PageView:'page_view PAGE_VIEW pagevisit',ViewContent:'view_item VIEW_CONTENT pagevisit',
 Search:'search SEARCH search',AddToCart:'add_to_cart ADD_CART addtocart',
 AddToWishlist:'add_to_wishlist ADD_TO_WISHLIST',InitiateCheckout:'begin_checkout START_CHECKOUT',
@@ -18,13 +18,13 @@ A=a=>a.length?a:U,
 J=o=>JSON.parse(JSON.stringify(o)),
 get=k=>{try{return JSON.parse(localStorage.getItem(k))}catch(e){}},
 put=(k,v)=>{try{v&&v.length!==0?localStorage.setItem(k,JSON.stringify(v)):localStorage.removeItem(k)}catch(e){}},
-queue=()=>{var a=get('sg_q');return Array.isArray(a)?a:[]},
+queue=()=>{var a=get('sg_q');return Array.isArray(a)?a.filter(Array.isArray):[]},
 rid=()=>{try{return crypto.randomUUID()}catch(e){
   return Array.from(crypto.getRandomValues(new Uint8Array(16)),b=>(b+256).toString(16).slice(1)).join('')}},
 send=(b,ok,ko)=>{
   try{fetch(E,{method:'POST',body:b,keepalive:true,credentials:'include',headers:{'Content-Type':'text/plain'}}).then(ok,ko)}
   catch(e){try{navigator.sendBeacon(E,b)?ok():ko()}catch(e){ko()}}},
-S=(o,q)=>{var b=JSON.stringify(o);
+S=(o,q)=>{o.vid=vid;var b=JSON.stringify(o);
   new Blob([b]).size<64e3&&send(b,nop,q?()=>{try{
     var a=queue();b=JSON.stringify(Object.assign({},o,{user:U}));
     if(b.length<16e3){a.push([Date.now(),b]);
@@ -70,20 +70,25 @@ sg=function(c,a,b,e){try{
     user=Z(user)||{};H('sg:identify','user',Z(user))}
   else if(c=='consent'){K(a);put('sg_consent',cons);H('sg:consent','consent',Z(cons))}
 }catch(e){}},
-auto=()=>{loc.href!=last&&sg('page')};
-try{
-  if(old&&old.v)return;
-  var s=d.currentScript||[...d.scripts].reverse().find(e=>/\/sg\.js$/.test(String(e.src).split(/[?#]/)[0])),
-  now=Date.now(),q=queue().filter(x=>now-x[0]<864e5);
-  E=new URL(COLLECT.indexOf('__')?COLLECT:'e',s&&s.src||loc.origin+'/').href;
+auto=()=>{loc.href!=last&&sg('page')},
+start=()=>{try{
+  var now=Date.now(),q=queue().filter(x=>now-x[0]<864e5);
+  vid=now+'-'+rid().replace(/-/g,'').slice(0,16);
   K(get('sg_consent'));
   put('sg_q',q);
   q.forEach(x=>send(x[1],()=>put('sg_q',queue().filter(y=>y[1]!=x[1])),nop));
   w.sg=sg;sg.v=1;
-  (old&&old.q||[]).forEach(a=>sg.apply(0,a));
+  (old.q||[]).forEach(a=>sg.apply(0,a));
   auto();
   w.addEventListener('popstate',auto);
   ['pushState','replaceState'].forEach(k=>{var f=history[k];
     f&&(history[k]=function(){var r=f.apply(this,arguments);auto();return r})});
+}catch(e){}};
+try{
+  if(old&&old.v)return;
+  var s=d.currentScript||[...d.scripts].reverse().find(e=>/\/sg\.js$/.test(String(e.src).split(/[?#]/)[0]));
+  E=new URL(COLLECT.indexOf('__')?COLLECT:'e',s&&s.src||loc.origin+'/').href;
+  old=w.sg=old||function(){(old.q=old.q||[]).push(arguments)};old.v=1;
+  d.prerendering?d.addEventListener('prerenderingchange',start,{once:true}):start();
 }catch(e){}
 }(window,document);

@@ -107,7 +107,9 @@ class Collect:
         self.new_token = new_token
         self.stats = CollectStats()
         self.by_host: dict[str, Site] = {h.lower(): s for s in sites for h in s.config.hosts}
-        self.fallback = sites[0] if len(sites) == 1 else None
+        # A single site without configured hosts answers on any Host (development); otherwise
+        # the Host must be one of the site's, so cookies are never set for a stranger's domain.
+        self.fallback = sites[0] if len(sites) == 1 and not sites[0].config.hosts else None
         self.policies = {s.config.id: _policy(s) for s in sites}
 
     def site_for(self, request: web.Request) -> Site | None:
@@ -119,7 +121,9 @@ class Collect:
         origin = request.headers.get("Origin")
         if origin is None:
             return {}
-        if origin not in site.config.allowed_origins:
+        # Same origin (the path deployment behind the shop's own nginx) is always allowed.
+        same = origin.split("://", 1)[-1].lower() == request.host.lower()
+        if origin not in site.config.allowed_origins and not same:
             return None
         return {
             "Access-Control-Allow-Origin": origin,
