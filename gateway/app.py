@@ -28,6 +28,7 @@ from gateway.web.api import EventsApi, Health
 from gateway.web.collect import Collect
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
+from gateway.web.privacy import Erasure
 from gateway.web.static import LOADER_FILE, Asset, loader_asset
 
 log = logging.getLogger("signalgate")
@@ -98,6 +99,9 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/v1/debug/recent", admin.recent)
     app.router.add_get("/v1/debug/dead", admin.dead)
+    erasure = Erasure(pipeline, sites, clock)
+    app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
+    app.router.add_post("/v1/erase", erasure.erase)
     _browser_routes(app, runtime, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
@@ -220,5 +224,7 @@ async def _compact_loop(runtime: Runtime, clock: Clock, every: float = 60.0) -> 
         await asyncio.sleep(every)
         try:
             await runtime.store.compact(clock(), cfg.keep_done_seconds, cfg.dedup_hours * 3600)
+            ttl = min((s.config.profile_ttl_days for s in runtime.sites), default=400.0)
+            await runtime.store.expire_profiles(clock(), ttl * 86400)
         except Exception:
             log.exception("Outbox compaction failed; will try again.")
