@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -51,6 +52,10 @@ class Runtime:
         """Return each route's health."""
         return {name: w.health() for name, w in self.workers.items()}
 
+    def browser_stats(self) -> Mapping[str, object]:
+        """Return the collect endpoint's counters (hits, tiers, consent reasons)."""
+        return dataclasses.asdict(self.collect.stats) if self.collect is not None else {}
+
 
 RUNTIME = web.AppKey("runtime", Runtime)
 
@@ -93,7 +98,7 @@ def create_app(
         max_events=config.server.max_events_per_request,
     )
     health = Health(store.ping, runtime.route_health)
-    admin = Admin(store, config.server.admin_token, runtime.route_health)
+    admin = Admin(store, config.server.admin_token, runtime.route_health, runtime.browser_stats)
     app.router.add_post("/v1/events", api.post_events)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

@@ -20,10 +20,12 @@ class Admin:
         store: Store,
         token: Secret | None,
         routes: Callable[[], Mapping[str, Mapping[str, object]]],
+        browser: Callable[[], Mapping[str, object]] = dict,
     ) -> None:
         self.store = store
         self.token = token
         self.routes = routes
+        self.browser = browser
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if self.token is None:
@@ -48,7 +50,12 @@ class Admin:
         for (route, state), n in counts.items():
             totals.setdefault(route, {})[state.value] = n
         return web.json_response(
-            {"deliveries": [_info(r) for r in rows], "totals": totals, "routes": self.routes()}
+            {
+                "deliveries": [_info(r) for r in rows],
+                "totals": totals,
+                "routes": self.routes(),
+                "browser": self.browser(),
+            }
         )
 
     async def dead(self, request: web.Request) -> web.Response:
