@@ -180,6 +180,9 @@ class EraseResult:
 class ProfileStore(Protocol):
     """Visitor profiles: merged on every browser hit, read to enrich backend events."""
 
+    async def has_profiles(self, site: str) -> bool:
+        """Return whether the site has any profile at all (lets the API skip lookups cheaply)."""
+
     async def touch_profile(
         self, site: str, visitor_id: str, update: ProfileUpdate, now: float
     ) -> VisitorProfile:

@@ -155,11 +155,13 @@ _MIGRATIONS: Final[Mapping[int, str]] = {1: PROFILE_SCHEMA}
 """Statements that take the schema from version N to N + 1."""
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
-_DEDUP_UPSERT: Final = """
-INSERT INTO dedup(route, event_name, event_id, first_seen) VALUES (?, ?, ?, ?)
-ON CONFLICT(route, event_name, event_id) DO UPDATE SET first_seen = excluded.first_seen
-WHERE dedup.first_seen <= ?
-"""
+_STAGING: Final = (
+    "CREATE TEMP TABLE IF NOT EXISTS staging("
+    "i INTEGER NOT NULL, route TEXT NOT NULL, name TEXT NOT NULL, eid TEXT NOT NULL,"
+    " claimed INTEGER NOT NULL DEFAULT 0)"
+)
+"""Per-connection scratch table of the set-based append."""
+_STAGING_INDEX: Final = "CREATE INDEX IF NOT EXISTS temp.staging_key ON staging(route, name, eid)"
 
 _LEASE_CANDIDATES: Final = """
 SELECT id FROM (
@@ -209,6 +211,9 @@ class _Job:
     fn: Callable[[sqlite3.Connection], Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    events: tuple[NewEvent, ...] | None = None
+    """Set on append jobs: the writer merges all appends of a batch into one set-based insert."""
+    now: float = 0.0
 
 
 _Outcome = tuple[_Job, Any, BaseException | None]
@@ -393,6 +398,7 @@ class SqliteStore:
             "sqlite-store-reader", self._connect_reader, self._execute_reads, linger=0.0
         )
         self._open = False
+        self._profile_sites: set[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -423,9 +429,14 @@ class SqliteStore:
     async def append(self, events: Sequence[NewEvent], now: float) -> list[AppendResult]:
         if not events:
             return []
-        return await self._write(
-            partial(_append_tx, events=tuple(events), now=now, cutoff=now - self.dedup_seconds)
-        )
+        batch = tuple(events)
+        cutoff = now - self.dedup_seconds
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AppendResult]] = loop.create_future()
+        job = _Job(partial(_append_tx, events=batch, now=now, cutoff=cutoff), loop, future)
+        job.events, job.now = batch, now
+        self._writer.submit(job)
+        return await future
 
     async def lease(
         self, route: str, limit: int, now: float, lease_seconds: float
@@ -513,9 +524,20 @@ class SqliteStore:
 
     # -- visitor profiles --------------------------------------------------------------------
 
+    async def has_profiles(self, site: str) -> bool:
+        """Return whether the site has any visitor profile (cached; no I/O after the first)."""
+        if self._profile_sites is None:
+            rows = await self._read(
+                lambda c: c.execute("SELECT DISTINCT site FROM profiles").fetchall()
+            )
+            self._profile_sites = {row[0] for row in rows}
+        return site in self._profile_sites
+
     async def touch_profile(
         self, site: str, visitor_id: str, update: ProfileUpdate, now: float
     ) -> VisitorProfile:
+        if self._profile_sites is not None:
+            self._profile_sites.add(site)
         return await self._write(
             partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now)
         )
@@ -574,6 +596,8 @@ class SqliteStore:
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 67108864")
             _migrate(conn)
+            conn.execute(_STAGING)
+            conn.execute(_STAGING_INDEX)
         except BaseException:
             conn.close()
             raise
@@ -585,11 +609,20 @@ class SqliteStore:
         return conn
 
     def _execute_writes(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
-        """Run the batch as one transaction, one savepoint per job; commit; resolve."""
+        """Run the batch as one transaction; commit; resolve.
+
+        All append jobs of the batch run as ONE set-based insert (a handful of statements
+        whatever the number of requests); if that fails, each append is retried alone so one bad
+        job cannot fail its neighbours. Other jobs run one savepoint each.
+        """
         outcomes: list[_Outcome] = []
+        appends = [job for job in batch if job.events is not None]
+        singles = [job for job in batch if job.events is None]
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job in batch:
+            if len(appends) > 1 and self._merged_appends(conn, appends, outcomes):
+                appends = []
+            for job in (*appends, *singles):
                 conn.execute("SAVEPOINT job")
                 try:
                     value = job.fn(conn)
@@ -611,6 +644,29 @@ class SqliteStore:
             return
         self.commits += 1
         _resolve(outcomes)
+
+    def _merged_appends(
+        self, conn: sqlite3.Connection, jobs: list[_Job], outcomes: list[_Outcome]
+    ) -> bool:
+        """Run several append jobs as one insert; False (nothing written) if it failed."""
+        events = tuple(e for job in jobs for e in job.events or ())
+        now = max(job.now for job in jobs)
+        conn.execute("SAVEPOINT appends")
+        try:
+            results = _append_tx(conn, events=events, now=now, cutoff=now - self.dedup_seconds)
+        except Exception:
+            if not conn.in_transaction:
+                raise
+            conn.execute("ROLLBACK TO appends")
+            conn.execute("RELEASE appends")
+            return False
+        conn.execute("RELEASE appends")
+        start = 0
+        for job in jobs:
+            size = len(job.events or ())
+            outcomes.append((job, results[start : start + size], None))
+            start += size
+        return True
 
     @staticmethod
     def _execute_reads(conn: sqlite3.Connection, batch: list[_Job]) -> None:
@@ -669,38 +725,56 @@ def _ping_tx(conn: sqlite3.Connection, *, now: float) -> None:
 def _append_tx(
     conn: sqlite3.Connection, *, events: tuple[NewEvent, ...], now: float, cutoff: float
 ) -> list[AppendResult]:
-    results: list[AppendResult] = []
-    for event in events:
-        created = deduplicated = 0
-        event_ref: int | None = None
-        for route in event.routes:
-            claimed = conn.execute(
-                _DEDUP_UPSERT, (route, event.event_name, event.event_id, now, cutoff)
-            ).rowcount
-            if claimed == 0:
-                deduplicated += 1
-                continue
-            if event_ref is None:
-                event_ref = conn.execute(
-                    "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        event.site,
-                        event.event_name,
-                        event.event_id,
-                        event.event_time,
-                        event.record,
-                        now,
-                    ),
-                ).lastrowid
-            conn.execute(
-                "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-                " VALUES (?, ?, 'pending', 0, 0, ?)",
-                (event_ref, route, now),
-            )
-            created += 1
-        results.append(AppendResult(created=created, deduplicated=deduplicated))
-    return results
+    """Insert the events' delivery rows, skipping (route, name, id) keys seen since `cutoff`.
+
+    Set-based: the (event, route) pairs go to a temporary staging table in one executemany,
+    and a fixed number of statements then claim dedup keys, insert the records and deliveries.
+    The first occurrence of a key inside the batch wins, as it would one by one.
+    """
+    conn.execute("DELETE FROM temp.staging")
+    conn.executemany(
+        "INSERT INTO temp.staging(i, route, name, eid) VALUES (?, ?, ?, ?)",
+        [(i, route, e.event_name, e.event_id) for i, e in enumerate(events) for route in e.routes],
+    )
+    conn.execute(
+        "UPDATE temp.staging SET claimed = 1"
+        " WHERE rowid = (SELECT min(s.rowid) FROM temp.staging s WHERE s.route = staging.route"
+        "  AND s.name = staging.name AND s.eid = staging.eid)"
+        " AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.route = staging.route"
+        "  AND d.event_name = staging.name AND d.event_id = staging.eid AND d.first_seen > ?)",
+        (cutoff,),
+    )
+    conn.execute(
+        "INSERT INTO dedup(route, event_name, event_id, first_seen)"
+        " SELECT route, name, eid, ? FROM temp.staging WHERE claimed = 1"
+        " ON CONFLICT(route, event_name, event_id) DO UPDATE SET first_seen = excluded.first_seen",
+        (now,),
+    )
+    claimed: dict[int, list[str]] = {}
+    for i, route in conn.execute("SELECT i, route FROM temp.staging WHERE claimed = 1"):
+        claimed.setdefault(i, []).append(route)
+    (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+    refs = {i: base + n for n, i in enumerate(sorted(claimed), start=1)}
+    conn.executemany(
+        "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (ref, e.site, e.event_name, e.event_id, e.event_time, e.record, now)
+            for i, ref in refs.items()
+            for e in (events[i],)
+        ],
+    )
+    conn.executemany(
+        "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+        " VALUES (?, ?, 'pending', 0, 0, ?)",
+        [(refs[i], route, now) for i, routes in claimed.items() for route in routes],
+    )
+    return [
+        AppendResult(
+            created=len(claimed.get(i, ())), deduplicated=len(e.routes) - len(claimed.get(i, ()))
+        )
+        for i, e in enumerate(events)
+    ]
 
 
 def _lease_tx(

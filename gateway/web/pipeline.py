@@ -91,6 +91,8 @@ class Pipeline:
         An event that names its visitor and brings hashed identifiers also teaches them to the
         profile, so later events found only by e-mail reach the same click ids.
         """
+        if not await self.store.has_profiles(site.config.id):
+            return list(events)
         queries = [
             ProfileQuery(e.user.visitor_id, tuple(lookup_keys(e.user.hashed))) for e in events
         ]
