@@ -105,6 +105,12 @@ class ConsentConfig:
         metadata={"help": 'CMP cookie value (substring) → tier, e.g. {marketing = "full"}.'},
     )
     ldu_regions: tuple[str, ...] = _f((), "Regions (US-CA, …) whose events get Meta LDU.")
+    region_header: str | None = _f(
+        None,
+        "Request header with the visitor's region (e.g. set by the CDN: US-CA).",
+        pattern=_COOKIE_NAME,
+        expected="a header name",
+    )
 
 
 @dataclass(frozen=True, slots=True)

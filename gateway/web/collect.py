@@ -181,6 +181,7 @@ class Collect:
                 cmp_cookie_value=cookies.get(cfg.consent.cmp_cookie)
                 if cfg.consent.cmp_cookie
                 else None,
+                region=_region(request, cfg.consent.region_header),
             ),
         )
         self.stats.by_tier[decision.tier.value] = self.stats.by_tier.get(decision.tier.value, 0) + 1
@@ -377,6 +378,14 @@ def _policy(site: Site) -> ConsentPolicy:
         cmp_mapping={k: Tier(v) for k, v in c.cmp_mapping.items()},
         ldu_regions=c.ldu_regions,
     )
+
+
+def _region(request: web.Request, header: str | None) -> str | None:
+    """Return the region a trusted upstream (CDN, nginx GeoIP) put in the configured header."""
+    if header is None:
+        return None
+    value = request.headers.get(header, "").strip().upper()
+    return value if 0 < len(value) <= 8 and value.replace("-", "").isalnum() else None
 
 
 def _text(value: Any) -> str | None:

@@ -181,3 +181,12 @@ async def test_hostile_input(client: Any, body: bytes, extra: dict[str, str], st
 async def test_arbitrary_json_never_500(client: Any, body: Any) -> None:
     resp = await client.post("/e", data=json.dumps(body), headers=headers())
     assert resp.status < 500
+
+
+async def test_ldu_region_header_marks_events_for_meta(make_config: Any, gateway: Any) -> None:
+    consent = {"ldu_regions": ["US-CA"], "region_header": "X-Region"}
+    client = await gateway(make_config(site=site(consent=consent)), run_workers=False)
+    await client.post("/e", data=page(), headers=headers(**{"X-Region": "us-ca"}))
+    await client.post("/e", data=page(), headers=headers(**{"X-Region": "US-NY"}))
+    rows = await runtime_of(client).store.lease("shop:meta", 10, time.time(), 30)
+    assert [json.loads(r.record).get("ldu") for r in rows] == [1, None]
