@@ -30,6 +30,7 @@ from gateway.web.collect import Collect
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
+from gateway.web.proxy import PROXY, ScriptProxy
 from gateway.web.static import LOADER_FILE, Asset, loader_asset
 
 log = logging.getLogger("signalgate")
@@ -67,6 +68,7 @@ def make_store(config: Config) -> GatewayStore:
         path,
         synchronous=config.storage.synchronous,
         dedup_seconds=config.delivery.dedup_hours * 3600,
+        merge_seconds=config.delivery.merge_seconds,
     )
 
 
@@ -108,6 +110,7 @@ def create_app(
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
     _browser_routes(app, runtime, config, clock)
+    _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     return app
@@ -136,6 +139,17 @@ def _browser_routes(app: web.Application, runtime: Runtime, config: Config, cloc
             loaders[path] = loader_asset(path, site.config.collect_path)
     for path, asset in loaders.items():
         app.router.add_get(path, _serve(asset))
+
+
+def _script_proxy_routes(app: web.Application, config: Config, clock: Clock) -> None:
+    """Serve vendor scripts under each enabled site's proxy prefix (gateway/web/proxy.py)."""
+    proxy = ScriptProxy(config.sites, clock=clock)
+    if not proxy.prefixes:
+        return
+    app[PROXY] = proxy
+    for prefix in proxy.prefixes:
+        app.router.add_get(prefix + "{tail:.*}", proxy.handler(prefix))
+    app.cleanup_ctx.append(proxy.session_ctx)  # closes the one shared aiohttp ClientSession
 
 
 def _serve(asset: Asset) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -123,7 +123,7 @@ def demo_config(
     doc: dict[str, Any] = {
         "server": {"host": host, "port": port, "admin_token": admin},
         "storage": {"path": str(data_dir / "signalgate.db")},
-        "delivery": {"poll_interval": 0.1, "retry_base_seconds": 0.5},
+        "delivery": {"poll_interval": 0.1, "retry_base_seconds": 0.5, "merge_seconds": 0.3},
         "sites": [
             {
                 "id": "demo",

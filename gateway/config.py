@@ -82,6 +82,12 @@ class DeliveryConfig:
     retry_cap_seconds: float = _f(600.0, "Longest backoff between retries.", min=0.0)
     pause_seconds: float = _f(300.0, "Pause of a route whose credentials were refused.", min=0.0)
     keep_done_seconds: float = _f(3600.0, "How long delivered rows stay for /v1/debug.", min=0.0)
+    merge_seconds: float = _f(
+        3.0,
+        "New events wait this long so a browser and a backend copy merge into one.",
+        min=0.0,
+        max=600.0,
+    )
     dedup_hours: float = _f(48.0, "Window in which a repeated event_id is not sent again.", min=0.0)
 
 
@@ -111,6 +117,57 @@ class ConsentConfig:
         pattern=_COOKIE_NAME,
         expected="a header name",
     )
+
+
+# --- script proxy (sites[].proxy) ---------------------------------------------------------------
+PROXY_VENDORS = ("meta", "tiktok", "google", "snap", "pinterest", "microsoft", "reddit")
+_UPSTREAM = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?"
+_UPSTREAM_META = {"pattern": _UPSTREAM, "expected": "an http(s) base URL without query"}
+_PREFIX = r"/([A-Za-z0-9_-]{1,32}/){1,4}"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """`[sites.proxy]`: vendor scripts served from the site's own host (fixed route table)."""
+
+    enabled: bool = _f(False, "Serve vendor pixel scripts under `prefix` (see Script proxy).")
+    prefix: str = _f(
+        "/p/", "Path prefix of the script routes.", pattern=_PREFIX, expected="a path such as /p/"
+    )
+    vendors: tuple[str, ...] = _f(
+        PROXY_VENDORS, "Vendors whose scripts are served.", choices=PROXY_VENDORS
+    )
+    cache_seconds: float = _f(
+        300.0, "Fresh lifetime of a cached script; also the browser max-age.", min=0.0
+    )
+    max_stale_seconds: float = _f(
+        86_400.0, "How long past freshness a cached copy is served while upstream fails.", min=0.0
+    )
+    timeout_seconds: float = _f(5.0, "Total timeout of one upstream fetch.", min=0.1, max=60.0)
+    meta_upstream: str = _f(
+        "https://connect.facebook.net", "Meta script CDN (fbevents.js).", **_UPSTREAM_META
+    )
+    tiktok_upstream: str = _f(
+        "https://analytics.tiktok.com", "TikTok script CDN (events.js).", **_UPSTREAM_META
+    )
+    google_upstream: str = _f(
+        "https://www.googletagmanager.com", "Google tag CDN (gtag/js, gtm.js).", **_UPSTREAM_META
+    )
+    snap_upstream: str = _f(
+        "https://sc-static.net", "Snap script CDN (scevent.min.js).", **_UPSTREAM_META
+    )
+    pinterest_upstream: str = _f(
+        "https://s.pinimg.com", "Pinterest script CDN (ct/core.js).", **_UPSTREAM_META
+    )
+    microsoft_upstream: str = _f(
+        "https://bat.bing.com", "Microsoft UET script CDN (bat.js).", **_UPSTREAM_META
+    )
+    reddit_upstream: str = _f(
+        "https://www.redditstatic.com", "Reddit script CDN (ads/pixel.js).", **_UPSTREAM_META
+    )
+
+
+# --- end script proxy --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +220,9 @@ class SiteConfig:
     profile_ttl_days: float = _f(400.0, "Visitor profiles unseen this long are deleted.", min=1.0)
     consent: ConsentConfig = field(
         default_factory=ConsentConfig, metadata={"help": "Consent policy (see [sites.consent])."}
+    )
+    proxy: ProxyConfig = field(
+        default_factory=ProxyConfig, metadata={"help": "Vendor script proxy (see [sites.proxy])."}
     )
     destinations: Mapping[str, Any] = field(
         default_factory=dict, metadata={"help": "One table per platform (see below)."}

@@ -53,6 +53,7 @@ def base_doc(tmp_path: Path, api_base: str = "http://127.0.0.1:9") -> dict[str, 
             "retry_base_seconds": 0.01,
             "retry_cap_seconds": 0.05,
             "timeout_seconds": 5.0,
+            "merge_seconds": 0.0,
         },
         "sites": [
             {

@@ -195,6 +195,8 @@ class Event:
     test_code: str | None = None
     ldu: bool = False
     """Limited Data Use applies (US state privacy; set by the consent decision)."""
+    channel: str = "api"
+    """Which road it came by: "api" (shop backend), "loader" (browser), "pixel" (proxied hit)."""
 
     @property
     def is_standard(self) -> bool:
@@ -261,6 +263,12 @@ _IPV4_RE: Final = re.compile(
     r"^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$"
 )
 _COOKIE_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9._\-~]{1,500}$")
+_IDENTIFIER_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DECIMAL_TIME_RE: Final = re.compile(r"\d{1,11}(\.\d+)?")
+_FB_COOKIE_RE: Final = re.compile(r"fb\.\d\.\d{10,16}\.[A-Za-z0-9_\-.]{1,400}")
+_CUSTOM_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_URL_RE: Final = re.compile(r"^https?://[^\s/?#]+", re.IGNORECASE)
+_CONSENT_KEY_SET: Final = frozenset(CONSENT_KEYS)
 
 
 class _Errors:
@@ -281,7 +289,7 @@ def _unknown(obj: Mapping[str, JSON], allowed: frozenset[str], path: str, errs: 
 
 
 def _key(key: str) -> str:
-    return f".{key}" if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else f"[{key[:40]!r}]"
+    return f".{key}" if _IDENTIFIER_RE.fullmatch(key) else f"[{key[:40]!r}]"
 
 
 def _string(
@@ -361,7 +369,7 @@ def parse_time(value: JSON) -> float | str:
         text = value.strip()
         if len(text) > 40:
             return "expected unix seconds or an ISO-8601 string"
-        if re.fullmatch(r"\d{1,11}(\.\d+)?", text):
+        if _DECIMAL_TIME_RE.fullmatch(text):
             return parse_time(float(text))
         try:
             stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -427,7 +435,7 @@ def _parse_user(obj: JSON, errs: _Errors) -> User:
     fbc = _string(obj, "fbc", ".user", errs, max_len=500)
     fbp = _string(obj, "fbp", ".user", errs, max_len=200)
     for key, val in (("fbc", fbc), ("fbp", fbp)):
-        if val is not None and not re.fullmatch(r"fb\.\d\.\d{10,16}\.[A-Za-z0-9_\-.]{1,400}", val):
+        if val is not None and not _FB_COOKIE_RE.fullmatch(val):
             errs.add(f".user.{key}", "expected fb.<index>.<ms>.<id> as set by the pixel")
     return User(
         pii=pii,
@@ -496,7 +504,7 @@ def _parse_custom(raw: JSON, errs: _Errors) -> dict[str, str | float | bool]:
     out: dict[str, str | float | bool] = {}
     for k, v in raw.items():
         path = f".data.custom{_key(k)}"
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", k):
+        if not _CUSTOM_KEY_RE.fullmatch(k):
             errs.add(path, "keys are 1-64 letters, digits or underscores")
         elif isinstance(v, bool):
             out[k] = v
@@ -542,7 +550,7 @@ def _parse_consent(obj: JSON, errs: _Errors) -> Consent | None:
     if not isinstance(obj, dict):
         errs.add(".consent", "expected an object")
         return None
-    _unknown(obj, frozenset(CONSENT_KEYS), ".consent", errs)
+    _unknown(obj, _CONSENT_KEY_SET, ".consent", errs)
     values: dict[str, bool | None] = {}
     for key in CONSENT_KEYS:
         raw = obj.get(key)
@@ -559,7 +567,7 @@ def _parse_consent(obj: JSON, errs: _Errors) -> Consent | None:
 
 def _url(obj: Mapping[str, JSON], key: str, errs: _Errors) -> str | None:
     value = _string(obj, key, "", errs, max_len=MAX_URL)
-    if value is not None and not re.match(r"^https?://[^\s/?#]+", value, re.IGNORECASE):
+    if value is not None and not _URL_RE.match(value):
         errs.add(f".{key}", "expected an absolute http(s) URL")
         return None
     return value
@@ -578,6 +586,18 @@ def parse_event(
     `now` is the receipt time (unix seconds) and `new_id` makes a random id when neither an
     event_id nor an order_id is present; both come from the edge, so this stays pure.
     """
+    if type(obj) is dict:
+        try:
+            return _parse_common(obj, now, new_id, limits)
+        except _Unusual:
+            pass  # something is off or unusual: the precise parser decides and explains
+    return _parse_precise(obj, now=now, new_id=new_id, path=path, limits=limits)
+
+
+def _parse_precise(
+    obj: JSON, *, now: float, new_id: Callable[[], str], path: str, limits: ParseLimits
+) -> Event | list[FieldError]:
+    """Parse one event object field by field, collecting every error with its path."""
     errs = _Errors(path)
     if not isinstance(obj, dict):
         errs.add("", "expected an object")
@@ -646,6 +666,204 @@ def parse_event(
         consent=consent,
         test_code=test_code,
     )
+
+
+# -- Fast path ----------------------------------------------------------------------------------
+# Nearly every event the gateway receives is valid and uses the plain JSON types, and parsing
+# runs once per event on the request path. `_parse_common` accepts exactly such events with
+# few calls and no error bookkeeping; as soon as anything is unusual (an unknown key, a number
+# sent as a string, a list of e-mails, a value that fails a check, …) it raises `_Unusual` and
+# `parse_event` runs `_parse_precise`, which accepts the same valid events and reports every
+# problem with its field path. The fast path thus decides nothing on its own: for any input it
+# returns what `_parse_precise` would return, or defers to it. Each check below is the
+# precise path's check (same patterns, same bounds), narrowed to the common types.
+
+
+class _Unusual(Exception):
+    """Raised by the fast path when the precise parser must decide."""
+
+
+_SOURCES: Final[Mapping[str, Source]] = {s.value: s for s in Source}
+_PII_ITEMS: Final = tuple(PII_FIELDS.items())
+
+
+def _text(value: JSON, max_len: int) -> str | None:
+    """`_string` for None or a printable str within max_len; anything else is unusual."""
+    if value is None:
+        return None
+    if type(value) is str and len(value) <= max_len and value.isprintable():
+        return value.strip() or None
+    raise _Unusual
+
+
+def _finite(value: JSON) -> float | None:
+    """`_number` (no minimum) for None or a float/int within ±1e12; NaN fails the comparison."""
+    if value is None:
+        return None
+    if (type(value) is float or type(value) is int) and -1e12 <= value <= 1e12:
+        return float(value)
+    raise _Unusual
+
+
+def _count(value: JSON) -> int | None:
+    """`_integer` for None or an int in 0..1000000."""
+    if value is None or (type(value) is int and 0 <= value <= 1_000_000):
+        return value
+    raise _Unusual
+
+
+def _parse_common(
+    obj: dict[str, JSON], now: float, new_id: Callable[[], str], limits: ParseLimits
+) -> Event:
+    """Return the Event `_parse_precise` would return for a common valid event, else raise."""
+    if not obj.keys() <= _EVENT_KEYS:
+        raise _Unusual
+    name = obj.get("event")
+    if type(name) is not str or not _NAME_RE.match(name):
+        raise _Unusual
+    event_id = _text(obj.get("event_id"), MAX_ID)
+    url = _text(obj.get("url"), MAX_URL)
+    referrer = _text(obj.get("referrer"), MAX_URL)
+    if (url is not None and not _URL_RE.match(url)) or (
+        referrer is not None and not _URL_RE.match(referrer)
+    ):
+        raise _Unusual
+    source_raw = obj.get("source")
+    if source_raw is None:
+        source = Source.WEBSITE if url else Source.OTHER
+    elif type(source_raw) is str and source_raw in _SOURCES:
+        source = _SOURCES[source_raw]
+    else:
+        raise _Unusual
+    when = now
+    raw_time = obj.get("time")
+    if raw_time is not None:
+        parsed = parse_time(raw_time)
+        if isinstance(parsed, str):
+            raise _Unusual
+        max_age = (
+            limits.max_age_offline_seconds
+            if source is Source.PHYSICAL_STORE
+            else limits.max_age_seconds
+        )
+        if not now - max_age <= parsed <= now + FUTURE_SKEW:
+            raise _Unusual
+        when = min(parsed, now)
+    raw_user = obj.get("user")
+    user = User() if raw_user is None else _user_common(raw_user)
+    raw_data = obj.get("data")
+    data = Data() if raw_data is None else _data_common(raw_data)
+    consent = None
+    if obj.get("consent") is not None:  # rare enough to reuse the precise parser as is
+        errs = _Errors("")
+        consent = _parse_consent(obj["consent"], errs)
+        if errs.items:
+            raise _Unusual
+    test_code = _text(obj.get("test_code"), MAX_NAME)
+    if source is Source.WEBSITE and url is None and "url" not in obj:
+        raise _Unusual
+    if name in VALUE_EVENTS and (data.value is None or data.currency is None):
+        raise _Unusual
+    if event_id is None:
+        event_id = derive_event_id(data.order_id) if data.order_id else new_id()
+    return Event(name, event_id, int(when), source, url, referrer, user, data, consent, test_code)
+
+
+def _user_common(raw: JSON) -> User:
+    if type(raw) is not dict or not raw.keys() <= _USER_KEYS:
+        raise _Unusual
+    pii: dict[str, tuple[str, ...]] = {}
+    for name, key in _PII_ITEMS:  # in PII_FIELDS order, as the precise path keeps them
+        value = raw.get(name)
+        if value is None:
+            continue
+        if type(value) is not str or len(value) > MAX_TEXT:
+            raise _Unusual  # lists, numbers, over-long values
+        if value.strip():
+            pii[key] = (value,)
+    click_ids: dict[str, str] = {}
+    raw_ids = raw.get("click_ids")
+    if raw_ids is not None:
+        if type(raw_ids) is not dict:
+            raise _Unusual
+        for k, v in raw_ids.items():
+            if type(k) is not str or type(v) is not str:
+                raise _Unusual
+            key = k.lower()
+            if key not in CLICK_ID_KEYS or not _COOKIE_SAFE_RE.match(v):
+                raise _Unusual
+            click_ids[key] = v
+    fbc = _text(raw.get("fbc"), 500)
+    fbp = _text(raw.get("fbp"), 200)
+    if (fbc is not None and not _FB_COOKIE_RE.fullmatch(fbc)) or (
+        fbp is not None and not _FB_COOKIE_RE.fullmatch(fbp)
+    ):
+        raise _Unusual
+    ip = _text(raw.get("ip"), 64)
+    if ip is not None and not _IPV4_RE.match(ip):
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise _Unusual from None
+    user_agent = _text(raw.get("user_agent"), MAX_UA)
+    visitor_id = _text(raw.get("visitor_id"), MAX_ID)
+    return User(pii, {}, ip, user_agent, visitor_id, fbc, fbp, click_ids)
+
+
+def _data_common(raw: JSON) -> Data:
+    if type(raw) is not dict or not raw.keys() <= _DATA_KEYS:
+        raise _Unusual
+    currency = _text(raw.get("currency"), 3)
+    if currency is not None:
+        if not _CURRENCY_RE.match(currency):
+            raise _Unusual
+        currency = currency.upper()
+    contents: tuple[Content, ...] = ()
+    raw_contents = raw.get("contents")
+    if raw_contents is not None:
+        if type(raw_contents) is not list or len(raw_contents) > MAX_CONTENTS:
+            raise _Unusual
+        contents = tuple([_content_common(item) for item in raw_contents])
+    custom: dict[str, str | float | bool] = {}
+    raw_custom = raw.get("custom")
+    if raw_custom is not None:
+        if type(raw_custom) is not dict or len(raw_custom) > MAX_CUSTOM_KEYS:
+            raise _Unusual
+        for k, v in raw_custom.items():
+            if type(k) is not str or not _CUSTOM_KEY_RE.fullmatch(k):
+                raise _Unusual
+            kind = type(v)
+            if kind is bool:
+                custom[k] = v
+            elif (kind is float or kind is int) and math.isfinite(v):
+                custom[k] = float(v)
+            elif kind is str and len(v) <= MAX_TEXT and v.isprintable():
+                custom[k] = v
+            else:
+                raise _Unusual
+    return Data(
+        _finite(raw.get("value")),
+        currency,
+        _text(raw.get("order_id"), MAX_ID),
+        contents,
+        _text(raw.get("content_type"), MAX_NAME),
+        _text(raw.get("content_name"), MAX_TEXT),
+        _text(raw.get("content_category"), MAX_TEXT),
+        _count(raw.get("num_items")),
+        _text(raw.get("search_string"), MAX_TEXT),
+        _text(raw.get("status"), MAX_NAME),
+        _finite(raw.get("predicted_ltv")),
+        custom,
+    )
+
+
+def _content_common(item: JSON) -> Content:
+    if type(item) is not dict or not item.keys() <= _CONTENT_KEYS:
+        raise _Unusual
+    cid = _text(item.get("id"), MAX_ID)
+    if cid is None:
+        raise _Unusual  # missing ids are errors; blank ones are skipped by the precise path
+    return Content(cid, _count(item.get("quantity")), _finite(item.get("price")))
 
 
 def with_user(event: Event, **changes: Any) -> Event:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from gateway.core.event import Consent, Content, Data, Event, Source, User
+from gateway.core.merge import merge, source_pair
+
+# json.dumps(o, separators=(",", ":"), ensure_ascii=False), minus building an encoder per call.
+_dumps: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class RawPIIError(ValueError):
@@ -17,40 +21,45 @@ def to_record(event: Event) -> dict[str, Any]:
     """Return the JSON-able stored form; refuse events that still hold raw PII."""
     if event.user.pii:
         raise RawPIIError("raw PII must be hashed before an event is stored")
-    user: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("ip", event.user.ip),
-            ("ua", event.user.user_agent),
-            ("vid", event.user.visitor_id),
-            ("fbc", event.user.fbc),
-            ("fbp", event.user.fbp),
-        )
-        if v is not None
-    }
-    if event.user.hashed:
-        user["h"] = {
-            rule: {k: list(v) for k, v in ids.items()} for rule, ids in event.user.hashed.items()
-        }
-    if event.user.click_ids:
-        user["cid"] = dict(event.user.click_ids)
+    # Runs once per stored event: plain `if`s, no intermediate tuples or filtering generators.
+    u = event.user
+    user: dict[str, Any] = {}
+    if u.ip is not None:
+        user["ip"] = u.ip
+    if u.user_agent is not None:
+        user["ua"] = u.user_agent
+    if u.visitor_id is not None:
+        user["vid"] = u.visitor_id
+    if u.fbc is not None:
+        user["fbc"] = u.fbc
+    if u.fbp is not None:
+        user["fbp"] = u.fbp
+    if u.hashed:
+        user["h"] = {rule: {k: list(v) for k, v in ids.items()} for rule, ids in u.hashed.items()}
+    if u.click_ids:
+        user["cid"] = dict(u.click_ids)
     d = event.data
-    data: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("value", d.value),
-            ("currency", d.currency),
-            ("order_id", d.order_id),
-            ("content_type", d.content_type),
-            ("content_name", d.content_name),
-            ("content_category", d.content_category),
-            ("num_items", d.num_items),
-            ("search_string", d.search_string),
-            ("status", d.status),
-            ("predicted_ltv", d.predicted_ltv),
-        )
-        if v is not None
-    }
+    data: dict[str, Any] = {}
+    if d.value is not None:
+        data["value"] = d.value
+    if d.currency is not None:
+        data["currency"] = d.currency
+    if d.order_id is not None:
+        data["order_id"] = d.order_id
+    if d.content_type is not None:
+        data["content_type"] = d.content_type
+    if d.content_name is not None:
+        data["content_name"] = d.content_name
+    if d.content_category is not None:
+        data["content_category"] = d.content_category
+    if d.num_items is not None:
+        data["num_items"] = d.num_items
+    if d.search_string is not None:
+        data["search_string"] = d.search_string
+    if d.status is not None:
+        data["status"] = d.status
+    if d.predicted_ltv is not None:
+        data["predicted_ltv"] = d.predicted_ltv
     if d.contents:
         data["contents"] = [[c.id, c.quantity, c.price] for c in d.contents]
     if d.custom:
@@ -63,11 +72,16 @@ def to_record(event: Event) -> dict[str, Any]:
         "u": user,
         "d": data,
     }
-    for key, value in (("url", event.url), ("ref", event.referrer), ("tc", event.test_code)):
-        if value is not None:
-            rec[key] = value
+    if event.url is not None:
+        rec["url"] = event.url
+    if event.referrer is not None:
+        rec["ref"] = event.referrer
+    if event.test_code is not None:
+        rec["tc"] = event.test_code
     if event.ldu:
         rec["ldu"] = 1
+    if event.channel != "api":
+        rec["ch"] = event.channel
     if event.consent is not None:
         c = event.consent
         rec["c"] = [c.ad_storage, c.analytics_storage, c.ad_user_data, c.ad_personalization]
@@ -112,12 +126,13 @@ def from_record(rec: dict[str, Any]) -> Event:
         ),
         consent=Consent(*consent) if consent is not None else None,
         ldu=bool(rec.get("ldu")),
+        channel=rec.get("ch", "api"),
     )
 
 
 def encode(event: Event) -> bytes:
     """Return the stored bytes of an event."""
-    return json.dumps(to_record(event), separators=(",", ":"), ensure_ascii=False).encode()
+    return _dumps(to_record(event)).encode()
 
 
 def decode(raw: bytes) -> Event:
@@ -138,3 +153,19 @@ def record_carries(record: Mapping[str, Any], visitor_id: str | None, keys: Iter
             if any(f"{key}:{d}" in wanted for d in digests):
                 return True
     return False
+
+
+def merge_records(old: bytes, new: bytes) -> tuple[bytes, str]:
+    """Merge two stored copies of one conversion; return the new record and the source pair."""
+    a, b = decode(old), decode(new)
+    merged = merge(a, b, a.channel, b.channel)
+    return encode(merged), source_pair(a.channel, b.channel)
+
+
+def channel_of(raw: bytes) -> str:
+    """Return the channel of a stored record without decoding all of it."""
+    try:
+        value = json.loads(raw).get("ch", "api")
+    except (ValueError, AttributeError):
+        return "api"
+    return value if isinstance(value, str) else "api"

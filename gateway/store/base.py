@@ -150,6 +150,9 @@ class Store(Protocol):
     async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
         """Return row counts by (route, state), compacted done rows included."""
 
+    async def dedup_counts(self) -> Mapping[tuple[str, str], int]:
+        """Return duplicates seen by (route, source pair such as "api+loader")."""
+
     async def recent(self, limit: int, route: str | None = None) -> list[DeliveryInfo]:
         """Return the most recently updated rows, newest first."""
 

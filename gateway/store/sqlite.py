@@ -70,7 +70,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
+from gateway.core.merge import source_pair
 from gateway.core.profile import ProfileUpdate, VisitorProfile
+from gateway.core.record import channel_of, merge_records
 from gateway.store.base import (
     AppendResult,
     DeadReason,
@@ -93,7 +95,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -104,6 +106,16 @@ MAX_BATCH: Final = 1024
 
 COMPACT_CHUNK: Final = 5000
 """Rows deleted per compaction transaction, so appends interleave with a long compaction."""
+
+_MERGE_SCHEMA: Final = """
+CREATE INDEX IF NOT EXISTS events_key ON events(event_id, event_name);
+CREATE TABLE IF NOT EXISTS dedup_counts(
+    route       TEXT NOT NULL,
+    pair        TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY(route, pair)
+) WITHOUT ROWID;
+"""
 
 _SCHEMA: Final = (
     """
@@ -149,10 +161,10 @@ CREATE TABLE heartbeat(
 );
 """
     + PROFILE_SCHEMA
+    + _MERGE_SCHEMA
 )
 
-_MIGRATIONS: Final[Mapping[int, str]] = {1: PROFILE_SCHEMA}
-"""Statements that take the schema from version N to N + 1."""
+_MIGRATIONS: Final[Mapping[int, str]] = {1: PROFILE_SCHEMA, 2: _MERGE_SCHEMA}
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
 _STAGING: Final = (
@@ -166,8 +178,8 @@ _STAGING_INDEX: Final = "CREATE INDEX IF NOT EXISTS temp.staging_key ON staging(
 _LEASE_CANDIDATES: Final = """
 SELECT id FROM (
     SELECT id FROM deliveries
-    WHERE route = :route AND state = 'pending' AND not_before = 0
-    ORDER BY id LIMIT :limit)
+    WHERE route = :route AND state = 'pending' AND not_before <= :now
+    ORDER BY not_before, id LIMIT :limit)
 UNION ALL
 SELECT id FROM (
     SELECT id FROM deliveries
@@ -373,6 +385,7 @@ class SqliteStore:
         commit_interval: float = 0.002,
         busy_timeout_ms: int = 5000,
         dedup_seconds: float = 172800.0,
+        merge_seconds: float = 0.0,
     ) -> None:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
@@ -386,6 +399,8 @@ class SqliteStore:
         self.commit_interval = commit_interval
         self.busy_timeout_ms = busy_timeout_ms
         self.dedup_seconds = dedup_seconds
+        self.merge_seconds = merge_seconds
+        """New rows wait this long so a duplicate from the other channel can merge in."""
         self.commits = 0
         """Transactions committed by the writer thread (one per group commit)."""
         self._writer = _Worker(
@@ -433,7 +448,13 @@ class SqliteStore:
         cutoff = now - self.dedup_seconds
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
-        job = _Job(partial(_append_tx, events=batch, now=now, cutoff=cutoff), loop, future)
+        job = _Job(
+            partial(
+                _append_tx, events=batch, now=now, cutoff=cutoff, merge_seconds=self.merge_seconds
+            ),
+            loop,
+            future,
+        )
         job.events, job.now = batch, now
         self._writer.submit(job)
         return await future
@@ -508,6 +529,13 @@ class SqliteStore:
                 return total
 
     # -- reads -------------------------------------------------------------------------------
+
+    async def dedup_counts(self) -> Mapping[tuple[str, str], int]:
+        return await self._read(
+            lambda c: {
+                (r, p): n for r, p, n in c.execute("SELECT route, pair, n FROM dedup_counts")
+            }
+        )
 
     async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
         return await self._read(_counts_tx)
@@ -653,7 +681,13 @@ class SqliteStore:
         now = max(job.now for job in jobs)
         conn.execute("SAVEPOINT appends")
         try:
-            results = _append_tx(conn, events=events, now=now, cutoff=now - self.dedup_seconds)
+            results = _append_tx(
+                conn,
+                events=events,
+                now=now,
+                cutoff=now - self.dedup_seconds,
+                merge_seconds=self.merge_seconds,
+            )
         except Exception:
             if not conn.in_transaction:
                 raise
@@ -723,7 +757,12 @@ def _ping_tx(conn: sqlite3.Connection, *, now: float) -> None:
 
 
 def _append_tx(
-    conn: sqlite3.Connection, *, events: tuple[NewEvent, ...], now: float, cutoff: float
+    conn: sqlite3.Connection,
+    *,
+    events: tuple[NewEvent, ...],
+    now: float,
+    cutoff: float,
+    merge_seconds: float = 0.0,
 ) -> list[AppendResult]:
     """Insert the events' delivery rows, skipping (route, name, id) keys seen since `cutoff`.
 
@@ -754,6 +793,7 @@ def _append_tx(
     for i, route in conn.execute("SELECT i, route FROM temp.staging WHERE claimed = 1"):
         claimed.setdefault(i, []).append(route)
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+    due = now + merge_seconds if merge_seconds > 0 else 0.0
     refs = {i: base + n for n, i in enumerate(sorted(claimed), start=1)}
     conn.executemany(
         "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
@@ -766,15 +806,57 @@ def _append_tx(
     )
     conn.executemany(
         "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-        " VALUES (?, ?, 'pending', 0, 0, ?)",
-        [(refs[i], route, now) for i, routes in claimed.items() for route in routes],
+        " VALUES (?, ?, 'pending', 0, ?, ?)",
+        [(refs[i], route, due, now) for i, routes in claimed.items() for route in routes],
     )
+    _merge_duplicates(conn, events, now)
     return [
         AppendResult(
             created=len(claimed.get(i, ())), deduplicated=len(e.routes) - len(claimed.get(i, ()))
         )
         for i, e in enumerate(events)
     ]
+
+
+def _merge_duplicates(conn: sqlite3.Connection, events: tuple[NewEvent, ...], now: float) -> None:
+    """Fold duplicate copies into their still-undelivered original; count every duplicate.
+
+    A duplicate whose original delivery is still pending (inside its merge window, or simply not
+    sent yet) is merged into the stored record (core.merge: union of identifiers, backend values
+    win); after delivery it is only counted, per route and source pair (e.g. "api+loader").
+    """
+    merged: set[int] = set()
+    for i, route in conn.execute("SELECT i, route FROM temp.staging WHERE claimed = 0").fetchall():
+        new = events[i]
+        row = conn.execute(
+            "SELECT e.id, e.record, d.state FROM events e JOIN deliveries d ON d.event_ref = e.id"
+            " WHERE e.event_id = ? AND e.event_name = ? AND e.site = ? AND d.route = ?"
+            " ORDER BY e.id DESC LIMIT 1",
+            (new.event_id, new.event_name, new.site, route),
+        ).fetchone()
+        if row is None:
+            pair = source_pair_of(None, new.record)
+        else:
+            ref, old, state = row
+            pair = source_pair_of(bytes(old), new.record)
+            if state == "pending" and ref not in merged and bytes(old) != b"{}":
+                try:
+                    record, _ = merge_records(bytes(old), new.record)
+                except (ValueError, KeyError, TypeError):
+                    record = None  # not a gateway event record: keep the original untouched
+                if record is not None:
+                    conn.execute("UPDATE events SET record = ? WHERE id = ?", (record, ref))
+                    merged.add(ref)
+        conn.execute(
+            "INSERT INTO dedup_counts(route, pair, n) VALUES (?, ?, 1)"
+            " ON CONFLICT(route, pair) DO UPDATE SET n = n + 1",
+            (route, pair),
+        )
+
+
+def source_pair_of(old: bytes | None, new: bytes) -> str:
+    """Return the source pair of a duplicate ("api+loader"; "api" twice → "api+api")."""
+    return source_pair(channel_of(old) if old is not None else "unknown", channel_of(new))
 
 
 def _lease_tx(

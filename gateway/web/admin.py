@@ -46,6 +46,9 @@ class Admin:
         limit = _limit(request)
         rows = await self.store.recent(limit, request.query.get("route") or None)
         counts = await self.store.counts()
+        duplicates: dict[str, dict[str, int]] = {}
+        for (route, pair), n in (await self.store.dedup_counts()).items():
+            duplicates.setdefault(route, {})[pair] = n
         totals: dict[str, dict[str, int]] = {}
         for (route, state), n in counts.items():
             totals.setdefault(route, {})[state.value] = n
@@ -53,6 +56,7 @@ class Admin:
             {
                 "deliveries": [_info(r) for r in rows],
                 "totals": totals,
+                "deduplicated": duplicates,
                 "routes": self.routes(),
                 "browser": self.browser(),
             }

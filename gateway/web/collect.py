@@ -342,7 +342,7 @@ class Collect:
             )
         # Identifiers the visitor gave earlier (sg('identify') on the checkout page) live in the
         # profile, not in the page: add them to this event.
-        event = apply(decision, enrich(prepared.event, profile))
+        event = apply(decision, replace(enrich(prepared.event, profile), channel="loader"))
         if event is not None:
             if decision.ldu:
                 event = replace(event, ldu=True)

@@ -114,6 +114,7 @@ async def stack(
     doc = {
         "server": {"trusted_proxies": ["127.0.0.1/32"], "cookie_secret": "browser-test-secret"},
         "storage": {"path": str(tmp_path / "gw.db")},
+        "delivery": {"merge_seconds": 0.0},
         "sites": [site],
     }
     app = create_app(parse(doc, {}, tmp_path), run_workers=False)
