@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.config import SECTIONS, ConfigError, ConsentConfig, SiteConfig, load, parse
+from gateway.config import (
+    SECTIONS,
+    ConfigError,
+    ConsentConfig,
+    ProxyConfig,
+    SiteConfig,
+    load,
+    parse,
+)
 from gateway.destinations import DESTINATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,6 +153,7 @@ def test_readme_table_lists_every_key() -> None:
     }
     expected |= {f"sites[].{f.name}" for f in dataclasses.fields(SiteConfig)}
     expected |= {f"sites[].consent.{f.name}" for f in dataclasses.fields(ConsentConfig)}
+    expected |= {f"sites[].proxy.{f.name}" for f in dataclasses.fields(ProxyConfig)}
     for dest, reg in DESTINATIONS.items():
         expected |= {
             f"sites[].destinations.{dest}.{f.name}" for f in dataclasses.fields(reg.settings)

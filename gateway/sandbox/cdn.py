@@ -1,0 +1,227 @@
+"""A fake vendor script CDN: the real script paths, small JavaScript bodies, validators, faults.
+
+One app stands in for every vendor host (tests and the demo point each upstream base at it). It
+serves the paths the real CDNs serve (shared platforms.md §1.10, §2.8, §3.6, §4.2, §5.4 and
+browser.md §4.1/§5.1):
+
+    /<locale>/fbevents.js and /signals/config/<pixel_id>    Meta (connect.facebook.net)
+    /i18n/pixel/events.js                                   TikTok (analytics.tiktok.com)
+    /gtag/js and /gtm.js                                    Google (www.googletagmanager.com)
+    /scevent.min.js                                         Snap (sc-static.net)
+    /ct/core.js                                             Pinterest (s.pinimg.com)
+    /bat.js                                                 Microsoft UET (bat.bing.com)
+    /ads/pixel.js                                           Reddit (www.redditstatic.com)
+
+plus `/elsewhere.js`, the target of the redirect fault. A body names its path, query and the
+CDN's `version` (bump it to publish a new script). Every answer has a strong ETag and honours
+`If-None-Match` with 304; bodies are gzipped for clients that accept gzip. `counts` holds the
+requests per path (304s and faults included), `not_modified` the 304s, `seen` the last requests.
+
+Fault knobs (`CdnFaults`, also `POST /_sandbox/faults`): a status to fail with (e.g. 500), a
+latency, a redirect target, a Set-Cookie header, an oversized body, chunked transfer, no gzip, no
+ETag, another Content-Type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["SCRIPT_PATHS", "CdnFaults", "FakeCdn", "SeenRequest"]
+
+SCRIPT_PATHS = (
+    r"/{locale:[a-z]{2,3}_[A-Z]{2}}/fbevents.js",
+    r"/signals/config/{pixel_id:[0-9]+}",
+    "/i18n/pixel/events.js",
+    "/gtag/js",
+    "/gtm.js",
+    "/scevent.min.js",
+    "/ct/core.js",
+    "/bat.js",
+    "/ads/pixel.js",
+    "/elsewhere.js",
+)
+REDIRECT_TARGET = "/elsewhere.js"
+MAX_SEEN = 1000
+
+
+@dataclass
+class CdnFaults:
+    """Mutable knobs, read on every script request."""
+
+    status: int = 0
+    """Answer with this status (e.g. 500) instead of the script; 0 = off."""
+    latency: float = 0.0
+    """Seconds to wait before answering."""
+    redirect_to: str | None = None
+    """Answer 302 with this Location (the redirect target itself is never redirected)."""
+    set_cookie: bool = False
+    """Add `Set-Cookie: vendor_id=…` (a proxy must not pass it on)."""
+    oversized: int = 0
+    """Pad the script to this many bytes (before gzip); 0 = off."""
+    chunked: bool = False
+    """Send without Content-Length (chunked transfer)."""
+    gzip: bool = True
+    """Gzip the body when the client accepts gzip."""
+    etags: bool = True
+    """Send an ETag and answer If-None-Match with 304."""
+    content_type: str = "application/javascript; charset=utf-8"
+
+    def update(self, changes: Mapping[str, object]) -> None:
+        """Validate and apply `changes` all-or-nothing; raise ValueError on a bad knob."""
+        kinds = {f.name: f.type for f in fields(self)}
+        staged: dict[str, object] = {}
+        for name, value in changes.items():
+            kind = kinds.get(name)
+            if kind is None:
+                raise ValueError(f"unknown fault knob: {name}")
+            staged[name] = _coerce(name, str(kind), value)
+        for name, value in staged.items():
+            setattr(self, name, value)
+
+    def reset(self) -> None:
+        """Put every knob back to its default, in place."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(CdnFaults(), f.name))
+
+
+def _coerce(name: str, kind: str, value: object) -> object:
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be a boolean")
+        return value
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number")
+        if not math.isfinite(value) or value < 0 or (kind == "int" and value != int(value)):
+            raise ValueError(f"{name} must be a non-negative {kind}")
+        return int(value) if kind == "int" else float(value)
+    if value is None and "None" in kind:
+        return None
+    if not isinstance(value, str) or "\n" in value or "\r" in value:
+        raise ValueError(f"{name} must be a one-line string")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class SeenRequest:
+    """One script request as the CDN received it."""
+
+    path: str
+    query: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class FakeCdn:
+    """The fake CDN's state; `app()` builds the aiohttp application serving it."""
+
+    def __init__(self) -> None:
+        self.faults = CdnFaults()
+        self.version = 1
+        self.counts: Counter[str] = Counter()
+        self.not_modified: Counter[str] = Counter()
+        self.seen: list[SeenRequest] = []
+
+    @property
+    def total(self) -> int:
+        """Return how many script requests arrived, on every path."""
+        return sum(self.counts.values())
+
+    def reset(self) -> None:
+        """Forget requests, reset the faults and the version, in place."""
+        self.faults.reset()
+        self.version = 1
+        self.counts.clear()
+        self.not_modified.clear()
+        self.seen.clear()
+
+    def app(self) -> web.Application:
+        """Return the aiohttp application."""
+        app = web.Application()
+        for path in SCRIPT_PATHS:
+            app.router.add_get(path, self._script)
+        app.router.add_get("/_sandbox/state", self._state)
+        app.router.add_post("/_sandbox/faults", self._set_faults)
+        app.router.add_post("/_sandbox/reset", self._reset)
+        return app
+
+    def body_for(self, path: str, query: str) -> bytes:
+        """Return the script served at `path?query` for the current version."""
+        label = json.dumps(f"{path}?{query}" if query else path)
+        text = (
+            f"/* fake-cdn {path} v{self.version} */\n"
+            f"window.__fakeCdn = (window.__fakeCdn || []).concat([{label}]);\n"
+        )
+        body = text.encode()
+        if self.faults.oversized > len(body):
+            body += b" " * (self.faults.oversized - len(body))
+        return body
+
+    async def _script(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.counts[path] += 1
+        self.seen.append(SeenRequest(path, request.query_string, dict(request.headers)))
+        del self.seen[:-MAX_SEEN]
+        faults = self.faults
+        if faults.latency > 0:
+            await asyncio.sleep(faults.latency)
+        headers = {"X-Fake-Cdn": "1"}
+        if faults.set_cookie:
+            headers["Set-Cookie"] = "vendor_id=fake123; Path=/; Max-Age=3600"
+        if faults.status:
+            return web.Response(status=faults.status, text="fault\n", headers=headers)
+        if faults.redirect_to and path != REDIRECT_TARGET:
+            headers["Location"] = faults.redirect_to
+            return web.Response(status=302, headers=headers)
+        body = self.body_for(path, request.query_string)
+        if faults.etags:
+            etag = f'"v{self.version}-{hashlib.sha256(body).hexdigest()[:16]}"'
+            headers["ETag"] = etag
+            if etag in request.headers.get("If-None-Match", ""):
+                self.not_modified[path] += 1
+                return web.Response(status=304, headers=headers)
+        if faults.gzip and "gzip" in request.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, mtime=0)
+            headers["Content-Encoding"] = "gzip"
+        headers["Content-Type"] = faults.content_type
+        if not faults.chunked:
+            return web.Response(body=body, headers=headers)
+        response = web.StreamResponse(headers=headers)
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for start in range(0, len(body), 65_536):
+            await response.write(body[start : start + 65_536])
+        await response.write_eof()
+        return response
+
+    async def _state(self, request: web.Request) -> web.Response:
+        state: dict[str, Any] = {
+            "version": self.version,
+            "counts": dict(self.counts),
+            "not_modified": dict(self.not_modified),
+            "faults": asdict(self.faults),
+        }
+        return web.json_response(state)
+
+    async def _set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            self.faults.update(changes)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(asdict(self.faults))
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
