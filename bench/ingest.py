@@ -43,17 +43,22 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT
+"""Directory holding the `gateway` package the servers run: the work tree, or a snapshot of
+it taken at start (the default), so edits made while the benchmark runs do not leak in."""
 API_KEY = "sg_bench_key_0123456789abcdef"
 ID_MARK = "@@ID@@"
 PIXEL_ID = "1234567890"
 TARGET_SINGLE_RATIO = 0.80
 TARGET_BATCH_EVENTS = 20_000.0
+BUSY_OTHER_PCT = 20.0
+"""Cases during which other processes used more CPU than this (% of a core) are flagged."""
 MAX_BAD_FRACTION = 0.001
 """More non-202 answers (or socket errors) than this fraction of requests fails the run."""
 
@@ -224,6 +229,78 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(pid: int, timeout: float = 60.0, busy: float = 0.05) -> float:
+    """Wait until the process uses under `busy` of a core (requests cut off by the end of a
+    load run are still processed: aiohttp does not cancel handlers when the client leaves).
+    Return the seconds waited."""
+    start = time.monotonic()
+    before = cpu_seconds(pid)
+    while time.monotonic() - start < timeout:
+        time.sleep(0.25)
+        now = cpu_seconds(pid)
+        if not now - before > busy * 0.25:  # also stops on nan (process gone)
+            break
+        before = now
+    return time.monotonic() - start
+
+
+def core_times(cpu: int | None) -> tuple[int, int]:
+    """(busy, total) jiffies of one core (all cores when None) from /proc/stat."""
+    name = "cpu" if cpu is None else f"cpu{cpu}"
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            fields = line.split()
+            if fields and fields[0] == name:
+                values = [int(v) for v in fields[1:9]]
+                return sum(values) - values[3] - values[4], sum(values)
+    except OSError:
+        pass
+    return 0, 0
+
+
+def core_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the core's time not idle between two `core_times` readings (nan if unknown)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else float("nan")
+
+
+def wait_quiet(max_wait: float = 180.0, threshold: float = 0.15) -> float:
+    """Before a case: wait until the machine's cores are idle (other work, e.g. someone's test
+    run, would share the cores being measured). Return the busy cores seen last."""
+    deadline = time.monotonic() + max_wait
+    tick = os.sysconf("SC_CLK_TCK")
+    while True:
+        before = core_times(None)
+        time.sleep(0.5)
+        after = core_times(None)
+        busy = (after[0] - before[0]) / tick / 0.5
+        if busy < threshold or time.monotonic() > deadline:
+            return busy
+        time.sleep(1.0)
+
+
+@dataclass
+class Snapshot:
+    """User CPU seconds of the machine, the server and the reaped children (load generator)."""
+
+    machine_user: float
+    server_user: float
+    client_user: float
+
+    @classmethod
+    def take(cls, pid: int) -> Snapshot:
+        tick = os.sysconf("SC_CLK_TCK")
+        machine = 0.0
+        with contextlib.suppress(OSError):
+            fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+            machine = (int(fields[1]) + int(fields[2])) / tick
+        server = float("nan")
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            server = int(stat[11]) / tick
+        return cls(machine, server, resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime)
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -237,14 +314,14 @@ class Server:
         self.port = port
         self.log_path = workdir / f"{name}-{port}.log"
         self._log = self.log_path.open("wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env()
         self.proc = subprocess.Popen(
             pinned(cmd, cpu),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
-            cwd=ROOT,
-            preexec_fn=affinity_hook(cpu),  # noqa: PLW1509 - only when taskset is missing
+            cwd=SOURCE,
+            preexec_fn=affinity_hook(cpu),
         )
         self._wait_ready()
 
@@ -306,19 +383,23 @@ max_batch = 500
 """
 
 
-def start_gateway(
-    workdir: Path, cpu: int | None, *, api_base: str, delivery: bool
-) -> tuple[Server, Path]:
-    port = free_port()
+def write_config(workdir: Path, port: int, api_base: str) -> tuple[Path, Path]:
+    """Write a gateway config with its outbox in a fresh directory; return (config, db)."""
     case_dir = Path(tempfile.mkdtemp(prefix="gw-", dir=workdir))
     db = case_dir / "outbox.db"
     config = case_dir / "signalgate.toml"
     config.write_text(
         GATEWAY_TOML.format(port=port, db=db, key=API_KEY, pixel=PIXEL_ID, api_base=api_base)
     )
-    signalgate = Path(sys.executable).with_name("signalgate")
-    cmd = [str(signalgate)] if signalgate.exists() else [sys.executable, "-m", "gateway"]
-    cmd += ["run", "--config", str(config)]
+    return config, db
+
+
+def start_gateway(
+    workdir: Path, cpu: int | None, *, api_base: str, delivery: bool
+) -> tuple[Server, Path]:
+    port = free_port()
+    config, db = write_config(workdir, port, api_base)
+    cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
     if not delivery:
         cmd.append("--no-delivery")
     return Server("gateway", cmd, cpu, port, workdir), db
@@ -328,6 +409,21 @@ def start_bare(workdir: Path, cpu: int | None) -> Server:
     port = free_port()
     cmd = [sys.executable, str(Path(__file__).resolve()), "_bare", "--port", str(port)]
     return Server("bare", cmd, cpu, port, workdir)
+
+
+def child_env() -> dict[str, str]:
+    """Environment of server children: import `gateway` from SOURCE, unbuffered output."""
+    path = os.pathsep.join(p for p in (str(SOURCE), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
+
+
+def snapshot_source(workdir: Path) -> Path:
+    """Copy the gateway package into workdir/src; return that directory."""
+    dest = workdir / "src"
+    shutil.copytree(
+        ROOT / "gateway", dest / "gateway", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return dest
 
 
 def start_sandbox(workdir: Path, cpu: int | None) -> Server:
@@ -378,6 +474,9 @@ class Load:
     mean_ms: float
     sample: str = ""
     client_cpu_s: float = 0.0
+    server_cpu_s: float = 0.0
+    server_core_busy: float = float("nan")
+    other_cpu_s: float = float("nan")
 
 
 @dataclass
@@ -437,7 +536,7 @@ def run_load(settings: Settings, port: int, batch: int, seconds: float, prefix: 
         capture_output=True,
         text=True,
         check=False,
-        preexec_fn=affinity_hook(settings.client_cpu),  # noqa: PLW1509
+        preexec_fn=affinity_hook(settings.client_cpu),
         timeout=seconds + 120,
     )
     line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
@@ -446,7 +545,8 @@ def run_load(settings: Settings, port: int, batch: int, seconds: float, prefix: 
             f"load generator failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr}"
         )
     load = Load(**json.loads(line.removeprefix("BENCH_JSON ")))
-    load.client_cpu_s = children_cpu() - before
+    if not load.client_cpu_s:  # wrk; the Python client reports its own (without start-up)
+        load.client_cpu_s = children_cpu() - before
     return load
 
 
@@ -471,7 +571,9 @@ class Result:
     non_202: int
     socket_errors: int
     server_cpu_pct: float
+    server_core_busy_pct: float
     client_cpu_pct: float
+    other_cpu_pct: float
     rows: dict[str, int] | None = None
     expected_rows: int | None = None
     delivered: int | None = None
@@ -495,12 +597,26 @@ def measure(
     prefix = f"{settings.nonce}{tag}"
     warm = run_load(settings, server.port, batch, settings.warmup, prefix + "w")
     check_answers(f"{name} warm-up", warm)
-    cpu0 = cpu_seconds(server.proc.pid)
+    wait_idle(server.proc.pid)
+    cpu0, core0 = cpu_seconds(server.proc.pid), core_times(settings.server_cpu)
+    snap0 = Snapshot.take(server.proc.pid)
     load = run_load(settings, server.port, batch, settings.duration, prefix + "m")
-    cpu1 = cpu_seconds(server.proc.pid)
+    cpu1, core1 = cpu_seconds(server.proc.pid), core_times(settings.server_cpu)
+    snap1 = Snapshot.take(server.proc.pid)
     check_answers(name, load)
-    load.sample = f"{(cpu1 - cpu0) / load.duration_s:.4f}"  # server CPU share, see result()
+    load.server_cpu_s = cpu1 - cpu0
+    load.server_core_busy = core_busy(core0, core1)
+    load.other_cpu_s = other_cpu(snap0, snap1)
     return warm, load
+
+
+def other_cpu(before: Snapshot, after: Snapshot) -> float:
+    """User-mode CPU seconds the whole machine spent in neither the server nor the load
+    generator: other processes sharing the cores (kernel time is left out, as loopback
+    networking is charged to nobody in particular)."""
+    machine = after.machine_user - before.machine_user
+    ours = (after.server_user - before.server_user) + (after.client_user - before.client_user)
+    return machine - ours
 
 
 def result(name: str, batch: int, settings: Settings, load: Load) -> Result:
@@ -518,12 +634,15 @@ def result(name: str, batch: int, settings: Settings, load: Load) -> Result:
         ok_202=load.ok,
         non_202=load.bad,
         socket_errors=load.socket_errors,
-        server_cpu_pct=100 * float(load.sample),
+        server_cpu_pct=100 * load.server_cpu_s / load.duration_s,
+        server_core_busy_pct=100 * load.server_core_busy,
         client_cpu_pct=100 * load.client_cpu_s / load.duration_s,
+        other_cpu_pct=100 * load.other_cpu_s / load.duration_s,
     )
 
 
 def run_bare(settings: Settings, batch: int, tag: str) -> Result:
+    wait_quiet()
     server = start_bare(settings.workdir, settings.server_cpu)
     try:
         _, load = measure(settings, server, "bare", batch, tag)
@@ -532,7 +651,9 @@ def run_bare(settings: Settings, batch: int, tag: str) -> Result:
     return result("bare", batch, settings, load)
 
 
-def verify_rows(name: str, db: Path, batch: int, loads: Sequence[Load], conns: int) -> Result:
+def verify_rows(
+    name: str, db: Path, batch: int, loads: Sequence[Load], conns: int
+) -> tuple[dict[str, int], int]:
     """Count the outbox rows against the 202 answers; raise if any accepted event is missing."""
     rows = outbox_rows(db)
     expected = sum(x.ok for x in loads) * batch
@@ -543,13 +664,11 @@ def verify_rows(name: str, db: Path, batch: int, loads: Sequence[Load], conns: i
             f"{name}: outbox holds {rows} but {expected} events were answered 202 "
             f"(allowed surplus {slack}): the gateway is not storing what it accepts"
         )
-    placeholder = Result("", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-    placeholder.rows = rows
-    placeholder.expected_rows = expected
-    return placeholder
+    return rows, expected
 
 
 def run_gateway(settings: Settings, batch: int, tag: str) -> Result:
+    wait_quiet()
     server, db = start_gateway(
         settings.workdir, settings.server_cpu, api_base="http://127.0.0.1:9", delivery=False
     )
@@ -558,13 +677,15 @@ def run_gateway(settings: Settings, batch: int, tag: str) -> Result:
     finally:
         server.stop()
     res = result("gateway", batch, settings, load)
-    check = verify_rows("gateway", db, batch, [warm, load], settings.connections)
-    res.rows, res.expected_rows = check.rows, check.expected_rows
+    res.rows, res.expected_rows = verify_rows(
+        "gateway", db, batch, [warm, load], settings.connections
+    )
     return res
 
 
 def run_gateway_delivering(settings: Settings, batch: int, tag: str) -> Result:
     """Gateway with delivery workers, Meta sandbox in a third process on the client core."""
+    wait_quiet()
     sandbox = start_sandbox(settings.workdir, settings.client_cpu)
     try:
         server, db = start_gateway(
@@ -577,13 +698,18 @@ def run_gateway_delivering(settings: Settings, batch: int, tag: str) -> Result:
             prefix = f"{settings.nonce}{tag}"
             warm = run_load(settings, server.port, batch, settings.warmup, prefix + "w")
             check_answers("gateway+delivery warm-up", warm)
+            wait_idle(server.proc.pid)
             sent0 = sandbox_count(sandbox.port)
-            cpu0 = cpu_seconds(server.proc.pid)
+            cpu0, core0 = cpu_seconds(server.proc.pid), core_times(settings.server_cpu)
+            snap0 = Snapshot.take(server.proc.pid)
             load = run_load(settings, server.port, batch, settings.duration, prefix + "m")
-            cpu1 = cpu_seconds(server.proc.pid)
+            cpu1, core1 = cpu_seconds(server.proc.pid), core_times(settings.server_cpu)
+            snap1 = Snapshot.take(server.proc.pid)
             sent1 = sandbox_count(sandbox.port)
             check_answers("gateway+delivery", load)
-            load.sample = f"{(cpu1 - cpu0) / load.duration_s:.4f}"
+            load.server_cpu_s = cpu1 - cpu0
+            load.server_core_busy = core_busy(core0, core1)
+            load.other_cpu_s = other_cpu(snap0, snap1)  # the sandbox counts as other here
             accepted = (warm.ok + load.ok) * batch
             start = time.monotonic()
             drained = float("nan")
@@ -598,107 +724,350 @@ def run_gateway_delivering(settings: Settings, batch: int, tag: str) -> Result:
     finally:
         sandbox.stop()
     res = result("gateway+delivery", batch, settings, load)
-    check = verify_rows("gateway+delivery", db, batch, [warm, load], settings.connections)
-    res.rows, res.expected_rows = check.rows, check.expected_rows
+    res.rows, res.expected_rows = verify_rows(
+        "gateway+delivery", db, batch, [warm, load], settings.connections
+    )
     res.delivered = delivered
     res.delivered_per_s = (sent1 - sent0) / load.duration_s
     res.backlog_after_s = {"drain_seconds": drained}
     return res
 
 
+def run_micro(settings: Settings, seconds: float) -> dict[str, float]:
+    """Run `_micro` in a child pinned to the server core; return its costs."""
+    wait_quiet()
+    config, _db = write_config(settings.workdir, free_port(), "http://127.0.0.1:9")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_micro", "--config", str(config)]
+    cmd += ["--parts", json.dumps(settings.template_parts), "--duration", str(seconds)]
+    done = subprocess.run(
+        pinned(cmd, settings.server_cpu),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=SOURCE,
+        env=child_env(),
+        preexec_fn=affinity_hook(settings.server_cpu),
+        timeout=seconds * 3 + 300,
+    )
+    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"micro-benchmark failed:\n{done.stdout[-2000:]}\n{done.stderr}")
+    return {k: float(v) for k, v in json.loads(line.removeprefix("BENCH_JSON ")).items()}
+
+
+def budget(results: Sequence[Result], micro: dict[str, float]) -> dict[str, Any]:
+    """Split the gateway's extra core time over bare into measured in-process costs."""
+    out: dict[str, Any] = {}
+    b1, g1 = pick(results, "bare", 1), pick(results, "gateway", 1)
+    if b1 and g1:
+        bare_us, gw_us = 1e6 / b1.requests_per_s, 1e6 / g1.requests_per_s
+        parts = {
+            "auth (KeyRing.site_for)": micro["auth_us"],
+            "parse + hash (Pipeline.prepare)": micro["prepare_us"],
+            "record encode": micro["encode_us"],
+            "request id (uuid4)": micro["uuid4_us"],
+            "bigger JSON answer": micro["gateway_answer_us"] - micro["bare_answer_us"],
+            "Pipeline.enrich, 64 concurrent (visitor-profile read on the reader thread)": micro.get(
+                "enrich_conc64_1_per_event_us", 0.0
+            ),
+            "store.append, 64 concurrent 1-event jobs (handoff + SQL + COMMIT, amortised)": micro[
+                "append_conc64_1_per_event_us"
+            ],
+        }
+        out["single_us_per_request"] = {
+            "bare": bare_us,
+            "gateway": gw_us,
+            "extra": gw_us - bare_us,
+            "parts": parts,
+            "unexplained": gw_us - bare_us - sum(parts.values()),
+            "budget_for_80pct": bare_us / TARGET_SINGLE_RATIO - bare_us,
+        }
+    b100, g100 = pick(results, "bare", 100), pick(results, "gateway", 100)
+    if g100:
+        gw_us = 1e6 / g100.events_per_s
+        parts = {
+            "parse + hash (Pipeline.prepare)": micro["prepare_us"],
+            "record encode": micro["encode_us"],
+            "Pipeline.enrich, 64 concurrent 100-event jobs": micro.get(
+                "enrich_conc64_100_per_event_us", 0.0
+            ),
+            "store.append, 64 concurrent 100-event jobs (amortised)": micro[
+                "append_conc64_100_per_event_us"
+            ],
+        }
+        bare_us = 1e6 / b100.events_per_s if b100 else 0.0
+        out["batch100_us_per_event"] = {
+            "bare": bare_us,
+            "gateway": gw_us,
+            "extra": gw_us - bare_us,
+            "parts": parts,
+            "unexplained": gw_us - bare_us - sum(parts.values()),
+            "budget_for_target": 1e6 / TARGET_BATCH_EVENTS,
+            "ceiling_events_per_s": 1e6 / (bare_us + sum(parts.values())),
+        }
+    out["micro"] = micro
+    return out
+
+
+def budget_lines(b: dict[str, Any]) -> list[str]:
+    m = b["micro"]
+    lines = [
+        "where the time goes (core microseconds; gateway parts measured in-process on the server "
+        "core, see --no-breakdown):"
+    ]
+    if "single_us_per_request" in b:
+        s = b["single_us_per_request"]
+        lines += [
+            f"  1 event/request: bare {s['bare']:.0f} us/req, gateway {s['gateway']:.0f} us/req, "
+            f"extra {s['extra']:.0f} us/req (80% of bare allows {s['budget_for_80pct']:.0f})",
+        ]
+        lines += [f"    {v:7.1f} us  {k}" for k, v in s["parts"].items()]
+        lines.append(
+            f"    {s['unexplained']:7.1f} us  rest (GIL/thread handoffs under HTTP load, event "
+            "loop wake-ups, GC, body read)"
+        )
+        lines.append(
+            f"    store alone: {m['append_seq_1_per_event_us']:.0f} us per sequential 1-event "
+            f"commit; with 64 concurrent jobs {m['append_conc64_1_events_per_commit']:.1f} "
+            "events per group commit"
+        )
+    if "batch100_us_per_event" in b:
+        s = b["batch100_us_per_event"]
+        lines += [
+            f"  100 events/request: bare {s['bare']:.1f} us/event, gateway {s['gateway']:.1f} "
+            f"us/event, extra {s['extra']:.1f} us/event "
+            f"(20,000 events/s allows {s['budget_for_target']:.0f} us/event in all)",
+        ]
+        lines += [f"    {v:7.1f} us  {k}" for k, v in s["parts"].items()]
+        lines.append(f"    {s['unexplained']:7.1f} us  rest")
+        lines.append(
+            f"    ceiling with these parts and a free-of-charge everything else: "
+            f"{fmt(s['ceiling_events_per_s'])} events/s; store alone "
+            f"{fmt(1e6 / m['append_conc64_100_per_event_us'])} events/s "
+            f"({m['append_conc64_100_events_per_commit']:.0f} events per commit)"
+        )
+    return lines
+
+
 # -- profile -----------------------------------------------------------------------------------
 
 
-def profile_gateway(settings: Settings, out: Path, batch: int = 1) -> dict[str, Any]:
-    """Sample the gateway under load with py-spy (non-blocking); return the hotspots."""
+SPY_RATE = 250
+"""py-spy samples per second and thread."""
+
+
+def profile_server(settings: Settings, kind: str, prefix: str, batch: int) -> dict[str, Any]:
+    """Sample a server (gateway or bare) under load; return its hotspots.
+
+    py-spy samples non-blocking (its pausing mode halves the gateway's throughput on this kind
+    of VM and counts idle threads as busy); the price is torn stacks, so stages are computed
+    from complete stacks only. When ``perf`` is on PATH it samples the server's core at the same
+    time (kernel + native libraries, which py-spy cannot see). Profiling is a separate run, never
+    the one whose figures are reported.
+    """
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise RuntimeError("--profile needs py-spy (pip install py-spy into the venv)")
-    server, _db = start_gateway(
-        settings.workdir, settings.server_cpu, api_base="http://127.0.0.1:9", delivery=False
-    )
-    try:
-        run_load(settings, server.port, batch, settings.warmup, f"{settings.nonce}pw")
-        seconds = max(3, round(settings.duration))
-        spy_proc = subprocess.Popen(
-            pinned(
-                [
-                    spy,
-                    "record",
-                    "--pid",
-                    str(server.proc.pid),
-                    "--duration",
-                    str(seconds),
-                    "--rate",
-                    "250",
-                    "--nonblocking",
-                    "--threads",
-                    "--format",
-                    "raw",
-                    "--output",
-                    str(out),
-                ],
-                settings.client_cpu,
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+    perf = shutil.which("perf") if settings.server_cpu is not None else None
+    raw = Path(f"{prefix}.{kind}.b{batch}.txt")
+    perf_data = Path(f"{prefix}.{kind}.b{batch}.perf.data")
+    wait_quiet()
+    if kind == "gateway":
+        server, _db = start_gateway(
+            settings.workdir, settings.server_cpu, api_base="http://127.0.0.1:9", delivery=False
         )
-        time.sleep(0.5)
-        load = run_load(settings, server.port, batch, seconds, f"{settings.nonce}pm")
-        spy_out, _ = spy_proc.communicate(timeout=seconds + 60)
-        if spy_proc.returncode != 0:
-            raise RuntimeError(f"py-spy failed: {spy_out}")
+    else:
+        server = start_bare(settings.workdir, settings.server_cpu)
+    seconds = max(3, round(settings.duration))
+    try:
+        run_load(settings, server.port, batch, settings.warmup, f"{settings.nonce}p{kind}w")
+        wait_idle(server.proc.pid)
+        spy_cmd = [spy, "record", "--pid", str(server.proc.pid), "--duration", str(seconds)]
+        spy_cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads"]
+        spy_cmd += ["--format", "raw", "--output", str(raw)]
+        tools = [
+            subprocess.Popen(
+                pinned(spy_cmd, settings.client_cpu),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        ]
+        if perf:
+            perf_cmd = [perf, "record", "-q", "-e", "cpu-clock", "-F", "999"]
+            perf_cmd += ["-C", str(settings.server_cpu), "-o", str(perf_data)]
+            perf_cmd += ["--", "sleep", str(seconds)]
+            tools.append(
+                subprocess.Popen(
+                    pinned(perf_cmd, settings.client_cpu),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        time.sleep(0.3)
+        load = run_load(settings, server.port, batch, seconds + 1, f"{settings.nonce}p{kind}m")
+        for tool in tools:
+            output, _ = tool.communicate(timeout=seconds + 60)
+            if tool.returncode != 0:
+                raise RuntimeError(f"{tool.args[0]} failed: {output}")
     finally:
         server.stop()
-    report = hotspots(out)
-    report["requests_per_s_while_sampled"] = load.ok / load.duration_s
+    rps = load.ok / load.duration_s
+    report = hotspots(raw, requests=rps * seconds)
+    report.update(server=kind, batch=batch, requests_per_s_while_sampled=rps, py_spy_raw=str(raw))
+    if perf:
+        report["perf"] = perf_summary(perf, perf_data, spy_threads(raw, server.proc.pid))
     return report
 
 
-def _frame_name(frame: str) -> str:
-    """``func (path/to/file.py:12)`` -> ``func (file.py)``."""
+def perf_summary(perf: str, data: Path, threads: dict[int, str], top: int = 12) -> dict[str, Any]:
+    """Shares of the server core's samples: per process, and for the server's threads (`tid ->
+    name`) per thread, library and symbol (kernel work done for them, e.g. loopback TCP, shows
+    as [kernel.kallsyms]). perf's own --pid/--tid filters drop shared libraries here, so the
+    rows are grouped by thread id and filtered by hand."""
+
+    def report(sort: str) -> list[tuple[str, float]]:
+        cmd = [perf, "report", "-i", str(data), "--stdio", "--sort", sort]
+        text = subprocess.run(cmd, capture_output=True, text=True, check=False).stdout
+        rows = []
+        for line in text.splitlines():
+            m = re.match(r"^\s+([\d.]+)%\s+(.*\S)\s*$", line)
+            if m:
+                rows.append((re.sub(r"\s{2,}", "  ", m.group(2)), float(m.group(1))))
+        return rows
+
+    def mine(sort: str) -> tuple[Counter[str], Counter[str]]:
+        by_rest: Counter[str] = Counter()
+        by_thread: Counter[str] = Counter()
+        for key, share in report(sort):
+            m = re.match(r"^(\d+):\S*\s+(.*)$", key)
+            if m and int(m.group(1)) in threads:
+                by_rest[m.group(2)] += share
+                by_thread[threads[int(m.group(1))]] += share
+        return by_rest, by_thread
+
+    libraries, per_thread = mine("pid,dso")
+    symbols, _ = mine("pid,dso,sym")
+
+    def rounded(c: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(v, 1)) for k, v in c.most_common(top)]
+
+    return {
+        "core_by_process": report("comm")[:top],
+        "server_by_thread": rounded(per_thread),
+        "server_by_library": rounded(libraries),
+        "server_by_symbol": rounded(symbols),
+    }
+
+
+def spy_threads(raw: Path, pid: int) -> dict[int, str]:
+    """``tid -> thread name`` from a py-spy raw file (its stacks start ``thread (tid): name``)."""
+    found = {pid: "MainThread"}
+    for m in re.finditer(r"thread \((\d+)\): ([^;]+);", raw.read_text()):
+        found[int(m.group(1))] = m.group(2)
+    return found
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    """``func (gateway/web/api.py:12)`` -> ``("func", "gateway/web/api.py")``."""
     m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not m:
-        return frame
-    return f"{m.group(1)} ({Path(m.group(2)).name})"
+    return (m.group(1), m.group(2)) if m else (frame, "")
 
 
-def hotspots(path: Path, top: int = 15) -> dict[str, Any]:
-    """Summarise a py-spy raw (collapsed) file: self and inclusive share per function/thread."""
-    self_c: Counter[str] = Counter()
-    incl_c: Counter[str] = Counter()
-    thread_c: Counter[str] = Counter()
-    total = 0
+STAGES: tuple[tuple[str, str], ...] = (
+    ("main thread outside gateway code (aiohttp HTTP, uvloop)", "!"),
+    ("KeyRing.site_for (auth)", "KeyRing.site_for"),
+    ("read_json_body (read + json.loads)", "read_json_body"),
+    ("Pipeline.prepare (parse + hash)", "Pipeline.prepare"),
+    ("  parse_event", "parse_event"),
+    ("  hash_identifiers", "hash_identifiers"),
+    ("Pipeline.commit (encode record, queue, await)", "Pipeline.commit"),
+    ("  encode (record)", "encode"),
+    ("web.json_response (answer)", "json_response"),
+    ("uuid4 (request id in request_id_middleware)", "uuid4"),
+    ("store futures resolved on the loop (_apply)", "_apply"),
+    ("SQLite writer thread (all of it)", "@sqlite-store-writer"),
+    ("  _append_tx (SQL inserts)", "_append_tx"),
+    ("  COMMIT + savepoints (_execute_writes own)", "=SqliteStore._execute_writes"),
+    ("  waking in queue.get (runnable, waiting for the core)", "=_Worker._serve"),
+)
+"""(label, rule): a function on the stack; ``!`` main-thread samples without a gateway frame;
+``@name`` samples of that thread; ``=f`` samples whose innermost gateway frame is f."""
+
+_ENTRY = ("gateway/cli.py", "gateway/__main__.py")
+_ROOTS = ("<module>", "_run_module_as_main", "Thread._bootstrap", "_bootstrap")
+
+
+def hotspots(path: Path, requests: float, top: int = 15) -> dict[str, Any]:
+    """Summarise a py-spy raw (collapsed) file, in % of samples and sampled us per request.
+
+    Threads and leaf functions ("self") count every sample; stages and "owner" (the innermost
+    gateway function, so stdlib/aiohttp time is charged to the gateway code that called it)
+    count complete stacks only (non-blocking sampling tears some) and are scaled up to all.
+    """
+    threads: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    owner: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
+    total = complete = 0
     for line in path.read_text().splitlines():
         stack, _, count_s = line.rpartition(" ")
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
         frames = stack.split(";")
-        thread = frames[0] if frames[0].startswith(("thread", "process")) else "?"
-        if frames[0].startswith("process"):
-            frames = frames[1:]
-            thread = frames[0] if frames and frames[0].startswith("thread") else thread
-        if frames and frames[0].startswith("thread"):
-            frames = frames[1:]
-        names = [_frame_name(f) for f in frames]
-        if not names:
+        thread = "?"
+        while frames and frames[0].startswith(("process ", "thread ")):
+            thread = frames.pop(0).split(": ", 1)[-1]
+        parsed = [_frame(f) for f in frames]
+        if not parsed:
             continue
         total += count
-        thread_c[thread] += count
-        self_c[names[-1]] += count
-        for name in set(names):
-            incl_c[name] += count
+        threads[thread] += count
+        leaf[f"{parsed[-1][0]} ({parsed[-1][1]})"] += count
+        if parsed[0][0] not in _ROOTS:
+            continue
+        complete += count
+        mine = [f for f in parsed if f[1].startswith("gateway/") and f[1] not in _ENTRY]
+        innermost = mine[-1] if mine else parsed[-1]
+        owner[f"{innermost[0]} ({innermost[1]})"] += count
+        names = {f[0] for f in parsed}
+        for label, rule in STAGES:
+            if rule == "!":
+                hit = thread == "MainThread" and not mine
+            elif rule.startswith("@"):
+                hit = thread == rule[1:]
+            elif rule.startswith("="):
+                hit = bool(mine) and mine[-1][0] == rule[1:]
+            else:
+                hit = rule in names
+            if hit:
+                stages[label] += count
+    scale = total / max(1, complete)
+    per_sample_us = 1e6 / SPY_RATE / max(1.0, requests)
 
-    def pct(c: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in c.most_common(top)]
+    def rows(c: Counter[str], factor: float, n: int | None = top) -> list[tuple[str, float, float]]:
+        return [
+            (k, round(100 * v * factor / max(1, total), 1), round(v * factor * per_sample_us, 1))
+            for k, v in c.most_common(n)
+        ]
 
     return {
         "samples": total,
-        "threads": pct(thread_c),
-        "self": pct(self_c),
-        "inclusive": pct(incl_c),
+        "complete_stacks": complete,
+        "sampled_us_per_request": round(total * per_sample_us, 1),
+        "threads": rows(threads, 1.0),
+        "stages": [
+            (
+                label,
+                round(100 * stages[label] * scale / max(1, total), 1),
+                round(stages[label] * scale * per_sample_us, 1),
+            )
+            for label, _ in STAGES
+        ],
+        "owner": rows(owner, scale),
+        "self": rows(leaf, 1.0),
     }
 
 
@@ -711,8 +1080,9 @@ def fmt(x: float, digits: int = 0) -> str:
 
 def table(results: Sequence[Result]) -> str:
     head = (
-        f"{'case':<14}{'server':<18}{'req/s':>10}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'202s':>9}{'non-202':>9}{'srv CPU':>9}{'gen CPU':>9}  outbox rows / expected"
+        f"{'case':<16}{'server':<18}{'req/s':>10}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'202s':>9}{'non-202':>9}{'srv CPU':>9}{'core':>6}{'gen CPU':>9}{'other':>7}"
+        "  outbox rows / expected"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -721,12 +1091,24 @@ def table(results: Sequence[Result]) -> str:
         if r.rows is not None:
             rows = f"{r.rows['deliveries']:,} / {r.expected_rows:,}"
             if r.delivered is not None:
-                rows += f"  (delivered {r.delivered:,}, {fmt(r.delivered_per_s or 0)}/s)"
+                drain = (r.backlog_after_s or {}).get("drain_seconds", float("nan"))
+                rows += (
+                    f"  (delivered {r.delivered:,}; {fmt(r.delivered_per_s or 0)}/s under load, "
+                    f"backlog drained {drain:.1f} s after)"
+                )
+        if r.other_cpu_pct > BUSY_OTHER_PCT:
+            rows += "  !"
         lines.append(
-            f"{case:<14}{r.server:<18}{fmt(r.requests_per_s):>10}{fmt(r.events_per_s):>11}"
+            f"{case:<16}{r.server:<18}{fmt(r.requests_per_s):>10}{fmt(r.events_per_s):>11}"
             f"{fmt(r.p50_ms, 2):>9}{fmt(r.p99_ms, 2):>9}{r.ok_202:>9,}"
             f"{r.non_202 + r.socket_errors:>9,}{fmt(r.server_cpu_pct):>8}%"
-            f"{fmt(r.client_cpu_pct):>8}%  {rows}"
+            f"{fmt(r.server_core_busy_pct):>5}%"
+            f"{fmt(r.client_cpu_pct):>8}%{fmt(r.other_cpu_pct):>6}%  {rows}"
+        )
+    if any(r.other_cpu_pct > BUSY_OTHER_PCT for r in results):
+        lines.append(
+            f"! other processes used more than {BUSY_OTHER_PCT:g}% of a core during this case: "
+            "it may have shared the server's core (srv CPU < ~97% says it did)"
         )
     return "\n".join(lines)
 
@@ -793,15 +1175,42 @@ def verdict_lines(v: dict[str, Any]) -> list[str]:
 
 
 def profile_lines(report: dict[str, Any]) -> list[str]:
+    def row(item: Sequence[Any]) -> str:
+        return f"    {item[1]:5.1f}%  {item[2]:7.1f} us/req  {item[0]}"
+
+    gateway = report["server"] == "gateway"
     lines = [
-        f"py-spy: {report['samples']:,} samples of the gateway under 1-event load "
-        f"({fmt(report['requests_per_s_while_sampled'])} req/s while sampled; idle excluded)",
-        "  by thread:   " + ", ".join(f"{k} {v}%" for k, v in report["threads"]),
-        "  self time (leaf function):",
+        f"py-spy ({SPY_RATE} Hz, non-blocking, idle excluded): {report['server']} under "
+        f"{report['batch']}-event load, {fmt(report['requests_per_s_while_sampled'])} req/s "
+        f"while sampled, {report['samples']:,} samples "
+        f"({report['complete_stacks']:,} with complete stacks) = "
+        f"{report['sampled_us_per_request']:.0f} us of Python-visible thread time per request",
+        "  by thread:   " + ", ".join(f"{k} {p}%" for k, p, _ in report["threads"]),
     ]
-    lines += [f"    {v:5.1f}%  {k}" for k, v in report["self"]]
-    lines.append("  inclusive (function on the stack):")
-    lines += [f"    {v:5.1f}%  {k}" for k, v in report["inclusive"]]
+    if gateway:
+        lines.append("  by stage (inclusive; from complete stacks):")
+        lines += [row(item) for item in report["stages"]]
+        lines.append("  by innermost gateway function (stdlib/aiohttp time charged to its caller):")
+        lines += [row(item) for item in report["owner"]]
+    lines.append("  by leaf function (self time):")
+    lines += [row(item) for item in report["self"]]
+    if "perf" in report:
+        perf = report["perf"]
+        own = perf["server_by_thread"]
+        if sum(p for _, p in own) < 90:
+            lines.append(
+                "  WARNING: other processes used the server core during this profile "
+                f"(the server had {sum(p for _, p in own):.0f}% of it)"
+            )
+        lines.append("  perf, server core (cpu-clock), by process:")
+        lines += [f"    {p:5.1f}%  {k}" for k, p in perf["core_by_process"][:6]]
+        lines.append(
+            "  perf, server threads: " + ", ".join(f"{k} {p}%" for k, p in perf["server_by_thread"])
+        )
+        lines.append("  perf, server process, by library:")
+        lines += [f"    {p:5.1f}%  {k}" for k, p in perf["server_by_library"][:8]]
+        lines.append("  perf, server process, by symbol:")
+        lines += [f"    {p:5.1f}%  {k}" for k, p in perf["server_by_symbol"]]
     return lines
 
 
@@ -888,6 +1297,7 @@ async def _pyload(
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu0 = time.process_time()
         start = loop.time()
         deadline = start + duration
 
@@ -901,7 +1311,7 @@ async def _pyload(
                     async with session.post(url, data=body, headers=headers) as resp:
                         text = await resp.read()
                         status = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                     continue
                 latencies.append(time.perf_counter() - t0)
@@ -913,6 +1323,7 @@ async def _pyload(
 
         await asyncio.gather(*(client() for _ in range(connections)))
         elapsed = loop.time() - start
+        cpu = time.process_time() - cpu0
     latencies.sort()
 
     def pct(q: float) -> float:
@@ -932,7 +1343,117 @@ async def _pyload(
         "max_ms": 1000 * latencies[-1] if latencies else 0.0,
         "mean_ms": 1000 * statistics.fmean(latencies) if latencies else 0.0,
         "sample": sample,
+        "client_cpu_s": cpu,
     }
+
+
+def _best_us(fn: Any, items: Sequence[Any], repeat: int = 5) -> float:
+    """Best-of-`repeat` microseconds per call of fn(item) over `items`."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for item in items:
+            fn(item)
+        best = min(best, time.perf_counter() - t0)
+    return 1e6 * best / len(items)
+
+
+async def _micro(config_path: str, parts: list[str], seconds: float) -> dict[str, float]:
+    """In-process costs of the gateway's request path, without HTTP (see `budget_lines`)."""
+    import uuid
+
+    from aiohttp import web
+
+    from gateway.config import load
+    from gateway.core.record import encode
+    from gateway.store.base import NewEvent
+    from gateway.store.sqlite import SqliteStore
+    from gateway.web.api import KeyRing
+    from gateway.web.pipeline import Pipeline, Site
+
+    config = load(config_path)
+    site = Site.from_config(config.sites[0])
+    store = SqliteStore(Path(config.storage.path), synchronous=config.storage.synchronous)
+    pipeline = Pipeline(store, clock=time.time)
+    keys = KeyRing([site])
+    header = f"Bearer {API_KEY}"
+    n = 2000
+    bodies = [body_for(parts, "m", i, 1) for i in range(n)]
+    objs = [json.loads(b)["events"][0] for b in bodies]
+    now = time.time()
+    events = [pipeline.prepare(site, o, path="events[0]", now=now).event for o in objs]
+    big = body_for(parts, "b", 0, 100)
+    answer = {"accepted": 1, "deduplicated": 0, "rejected": []}
+    out = {
+        "auth_us": _best_us(lambda _: keys.site_for(header), range(n)),
+        "json_loads_1_us": _best_us(json.loads, bodies),
+        "json_loads_100_per_event_us": _best_us(json.loads, [big] * 50) / 100,
+        "prepare_us": _best_us(lambda o: pipeline.prepare(site, o, path="events[0]"), objs),
+        "encode_us": _best_us(encode, [e for e in events if e is not None]),
+        "uuid4_us": _best_us(lambda _: uuid.uuid4().hex[:16], range(n)),
+        "gateway_answer_us": _best_us(lambda _: web.json_response(answer, status=202), range(n)),
+        "bare_answer_us": _best_us(
+            lambda _: web.json_response({"accepted": 1}, status=202), range(n)
+        ),
+    }
+    await store.open()
+    try:
+        records = [encode(e) for e in events if e is not None]
+        counter = 0
+
+        async def appender(batch: int, deadline: float) -> int:
+            nonlocal counter
+            done = 0
+            while time.perf_counter() < deadline:
+                chunk = []
+                for _ in range(batch):
+                    counter += 1
+                    chunk.append(
+                        NewEvent(
+                            site=site.config.id,
+                            event_name="Purchase",
+                            event_id=f"s{counter}",
+                            event_time=now,
+                            record=records[counter % len(records)],
+                            routes=site.routes,
+                        )
+                    )
+                await store.append(chunk, time.time())
+                done += batch
+            return done
+
+        ready = [e for e in events if e is not None]
+        enrich = getattr(pipeline, "enrich", None)  # visitor-profile lookup, where it exists
+
+        async def enricher(batch: int, deadline: float) -> int:
+            done = 0
+            while time.perf_counter() < deadline:
+                await enrich(site, ready[done % n : done % n + batch])
+                done += batch
+            return done
+
+        for label, tasks, batch in (("enrich_conc64_1", 64, 1), ("enrich_conc64_100", 64, 100)):
+            if enrich is None:
+                break
+            deadline = time.perf_counter() + seconds
+            t0 = time.perf_counter()
+            total = sum(await asyncio.gather(*(enricher(batch, deadline) for _ in range(tasks))))
+            out[f"{label}_per_event_us"] = 1e6 * (time.perf_counter() - t0) / total
+
+        for label, tasks, batch in (
+            ("append_seq_1", 1, 1),
+            ("append_conc64_1", 64, 1),
+            ("append_conc64_100", 64, 100),
+        ):
+            commits = store.commits
+            deadline = time.perf_counter() + seconds
+            t0 = time.perf_counter()
+            total = sum(await asyncio.gather(*(appender(batch, deadline) for _ in range(tasks))))
+            out[f"{label}_per_event_us"] = 1e6 * (time.perf_counter() - t0) / total
+            out[f"{label}_events_per_commit"] = total / max(1, store.commits - commits)
+    finally:
+        await store.close()
+    return out
 
 
 def child_main(argv: Sequence[str]) -> int:
@@ -944,11 +1465,17 @@ def child_main(argv: Sequence[str]) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--prefix", default="x")
     parser.add_argument("--parts", default="[]")
+    parser.add_argument("--config", default="")
     args = parser.parse_args(argv[1:])
     if argv[0] == "_bare":
         _run_loop(_serve_bare(args.port))
     elif argv[0] == "_sandbox":
         _run_loop(_serve_sandbox(args.port))
+    elif argv[0] == "_micro":
+        import uvloop
+
+        micro = uvloop.run(_micro(args.config, json.loads(args.parts), args.duration))
+        print("BENCH_JSON " + json.dumps(micro), flush=True)
     else:
         import uvloop
 
@@ -969,6 +1496,29 @@ def child_main(argv: Sequence[str]) -> int:
 # -- main --------------------------------------------------------------------------------------
 
 
+def source_digest(source: Path) -> str:
+    """A digest of the gateway sources under `source` as they are on disk."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((source / "gateway").rglob("*.py")):
+        digest.update(path.relative_to(source).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_head() -> str:
+    return (
+        subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        or "?"
+    )
+
+
 def environment(settings: Settings) -> dict[str, Any]:
     import aiohttp
     import uvloop
@@ -983,6 +1533,9 @@ def environment(settings: Settings) -> dict[str, Any]:
     if settings.loadgen == "wrk":
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
     return {
+        "git_head": git_head(),
+        "gateway_src": source_digest(SOURCE),
+        "gateway_snapshot": SOURCE != ROOT,
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "uvloop": uvloop.__version__,
@@ -1017,9 +1570,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="also run the gateway with delivery to the Meta sandbox (informational)",
     )
-    parser.add_argument("--profile", metavar="FILE", help="py-spy the 1-event gateway case")
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="py-spy (and perf, if present) bare and gateway under load in extra runs; "
+        "raw samples go to PREFIX.<server>.b<batch>.txt / .perf.data",
+    )
+    parser.add_argument(
+        "--profile-batches", default="1", help="batch sizes to profile, comma-separated"
+    )
+    parser.add_argument(
+        "--no-breakdown",
+        action="store_true",
+        help="skip the in-process micro-benchmarks that split the gateway's extra time",
+    )
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--no-snapshot",
+        action="store_true",
+        help="run the work tree's gateway package instead of a copy taken at start",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = min(args.duration, 3.0), min(args.warmup, 1.0)
@@ -1027,7 +1598,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str]) -> int:
-    if argv and argv[0] in ("_bare", "_sandbox", "_pyload"):
+    if argv and argv[0] in ("_bare", "_sandbox", "_pyload", "_micro"):
         return child_main(argv)
     args = parse_args(argv)
     loadgen = args.loadgen
@@ -1041,6 +1612,8 @@ def main(argv: Sequence[str]) -> int:
     client_cpu = None if args.client_cpu < 0 or cores < 2 else args.client_cpu
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-bench-"))
+    global SOURCE
+    SOURCE = ROOT if args.no_snapshot else snapshot_source(workdir)
     parts = event_template(int(time.time())).split(ID_MARK)
     settings = Settings(
         loadgen=loadgen,
@@ -1057,14 +1630,17 @@ def main(argv: Sequence[str]) -> int:
         f"signalgate ingest bench: {env['loadgen']}, {args.connections} connections, "
         f"{args.warmup:g} s warm-up + {args.duration:g} s per case, server on core "
         f"{server_cpu}, load generator on core {client_cpu}, Python {env['python']}, "
-        f"aiohttp {env['aiohttp']}, uvloop {env['uvloop']}, {env['cpu']} x{env['cores']}",
+        f"aiohttp {env['aiohttp']}, uvloop {env['uvloop']}, {env['cpu']} x{env['cores']}, "
+        f"gateway code: HEAD {env['git_head']}, sources {env['gateway_src']}"
+        + (" (snapshot)" if env["gateway_snapshot"] else " (work tree)"),
         flush=True,
     )
     if server_cpu is None:
         print("warning: servers are not pinned (fewer than 2 cores?)", file=sys.stderr)
     results: list[Result] = []
     delivering: list[Result] = []
-    report: dict[str, Any] | None = None
+    reports: list[dict[str, Any]] = []
+    micro: dict[str, float] | None = None
     status = 0
     try:
         for rnd in range(args.rounds):
@@ -1072,17 +1648,24 @@ def main(argv: Sequence[str]) -> int:
                 for name, run in (("bare", run_bare), ("gateway", run_gateway)):
                     print(f"  round {rnd + 1}: {name}, {batch} event(s)/request ...", flush=True)
                     results.append(run(settings, batch, f"r{rnd}b{batch}{name[0]}"))
+        if not args.no_breakdown:
+            print("  in-process micro-benchmarks of the request path ...", flush=True)
+            micro = run_micro(settings, min(3.0, args.duration))
         if args.delivery_mode:
             for batch in batches:
                 print(f"  gateway+delivery, {batch} event(s)/request ...", flush=True)
                 delivering.append(run_gateway_delivering(settings, batch, f"d{batch}"))
         if args.profile:
-            print("  py-spy of the gateway under 1-event load ...", flush=True)
-            report = profile_gateway(settings, Path(args.profile))
+            for batch in [int(b) for b in args.profile_batches.split(",") if b.strip()]:
+                for kind in ("bare", "gateway"):
+                    print(f"  profiling {kind} under {batch}-event load ...", flush=True)
+                    reports.append(profile_server(settings, kind, args.profile, batch))
     except RuntimeError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         status = 1
     finally:
+        env["gateway_src_at_end"] = source_digest(SOURCE)
+        env["work_tree_src_at_end"] = source_digest(ROOT)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     print()
@@ -1091,12 +1674,28 @@ def main(argv: Sequence[str]) -> int:
     v = verdicts(results)
     for line in verdict_lines(v):
         print(line)
+    if env["gateway_src_at_end"] != env["gateway_src"]:
+        print(
+            f"WARNING: the gateway sources changed during the run ({env['gateway_src']} -> "
+            f"{env['gateway_src_at_end']}): the figures mix code versions (drop --no-snapshot)",
+            file=sys.stderr,
+        )
+    elif env["work_tree_src_at_end"] != env["gateway_src"]:
+        print(
+            f"note: measured the sources {env['gateway_src']} copied at start; the work tree "
+            f"has changed since ({env['work_tree_src_at_end']}, HEAD {git_head()})"
+        )
+    breakdown = budget(results, micro) if micro else None
+    if breakdown:
+        print()
+        print("\n".join(budget_lines(breakdown)))
     if delivering:
+        print()
         print(
             "gateway+delivery rows are informational: the Meta sandbox runs on the load "
             "generator's core and delivery workers share the gateway's core."
         )
-    if report:
+    for report in reports:
         print()
         print("\n".join(profile_lines(report)))
     if args.json:
@@ -1107,7 +1706,8 @@ def main(argv: Sequence[str]) -> int:
                     "results": [asdict(r) for r in results],
                     "delivery_mode": [asdict(r) for r in delivering],
                     "verdicts": v,
-                    "profile": report,
+                    "breakdown": breakdown,
+                    "profiles": reports,
                     "failed": bool(status),
                 },
                 indent=2,
