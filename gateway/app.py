@@ -27,6 +27,7 @@ from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import Collect
+from gateway.web.hits import install as install_hit_proxy
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
@@ -113,6 +114,7 @@ def create_app(
     _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
+    _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
     return app
 
 
@@ -150,6 +152,15 @@ def _script_proxy_routes(app: web.Application, config: Config, clock: Clock) -> 
     for prefix in proxy.prefixes:
         app.router.add_get(prefix + "{tail:.*}", proxy.handler(prefix))
     app.cleanup_ctx.append(proxy.session_ctx)  # closes the one shared aiohttp ClientSession
+
+
+# --- hit proxy (gateway/web/hits.py) ---
+def _hit_proxy_routes(app: web.Application, runtime: Runtime, clock: Clock) -> None:
+    """Forward and mirror vendor pixel hits under each enabled proxy prefix (and /g/collect)."""
+    install_hit_proxy(app, app.get(PROXY), runtime.collect, clock)
+
+
+# --- end hit proxy ---
 
 
 def _serve(asset: Asset) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:

@@ -165,6 +165,20 @@ class ProxyConfig:
     reddit_upstream: str = _f(
         "https://www.redditstatic.com", "Reddit script CDN (ads/pixel.js).", **_UPSTREAM_META
     )
+    # --- hit proxy (gateway/web/hits.py): where proxied pixel hits go, not the script CDNs ---
+    meta_hits_upstream: str = _f(
+        "https://www.facebook.com", "Meta pixel hits (`/tr/`).", **_UPSTREAM_META
+    )
+    tiktok_hits_upstream: str = _f(
+        "https://analytics.tiktok.com", "TikTok pixel hits (`/api/v2/pixel`).", **_UPSTREAM_META
+    )
+    snap_hits_upstream: str = _f(
+        "https://tr.snapchat.com", "Snap pixel hits (`/p`).", **_UPSTREAM_META
+    )
+    google_hits_upstream: str = _f(
+        "https://www.google-analytics.com", "GA4 hits (`/g/collect`).", **_UPSTREAM_META
+    )
+    # --- end hit proxy ---
 
 
 # --- end script proxy --------------------------------------------------------------------------

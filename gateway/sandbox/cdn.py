@@ -12,7 +12,15 @@ browser.md §4.1/§5.1):
     /bat.js                                                 Microsoft UET (bat.bing.com)
     /ads/pixel.js                                           Reddit (www.redditstatic.com)
 
-plus `/elsewhere.js`, the target of the redirect fault. A body names its path, query and the
+plus `/elsewhere.js`, the target of the redirect fault, and the vendors' hit endpoints (what the
+hit proxy forwards to; each recorded in `hits` with method, query, headers and body):
+
+    /tr and /tr/ (GET, POST)        Meta (www.facebook.com)         200 image/gif
+    /api/v2/pixel (POST)            TikTok (analytics.tiktok.com)   200 {"code": 0}
+    /p (POST)                       Snap (tr.snapchat.com)          200 text/plain
+    /g/collect (GET, POST)          GA4 (www.google-analytics.com)  204
+
+Hits honour the `status`, `latency` and `set_cookie` faults. A body names its path, query and the
 CDN's `version` (bump it to publish a new script). Every answer has a strong ETag and honours
 `If-None-Match` with 304; bodies are gzipped for clients that accept gzip. `counts` holds the
 requests per path (304s and faults included), `not_modified` the 304s, `seen` the last requests.
@@ -36,7 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["SCRIPT_PATHS", "CdnFaults", "FakeCdn", "SeenRequest"]
+__all__ = ["HIT_PATHS", "SCRIPT_PATHS", "CdnFaults", "FakeCdn", "SeenHit", "SeenRequest"]
 
 SCRIPT_PATHS = (
     r"/{locale:[a-z]{2,3}_[A-Z]{2}}/fbevents.js",
@@ -49,6 +57,18 @@ SCRIPT_PATHS = (
     "/bat.js",
     "/ads/pixel.js",
     "/elsewhere.js",
+)
+HIT_PATHS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("/tr", ("GET", "POST")),
+    ("/tr/", ("GET", "POST")),
+    ("/api/v2/pixel", ("POST",)),
+    ("/p", ("POST",)),
+    ("/g/collect", ("GET", "POST")),
+)
+"""Vendor hit endpoints and their methods."""
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
+    b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 REDIRECT_TARGET = "/elsewhere.js"
 MAX_SEEN = 1000
@@ -121,6 +141,18 @@ class SeenRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class SeenHit:
+    """One vendor hit as the fake upstream received it."""
+
+    method: str
+    path: str
+    query: str
+    """The raw query string, exactly as received."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
 class FakeCdn:
     """The fake CDN's state; `app()` builds the aiohttp application serving it."""
 
@@ -130,6 +162,7 @@ class FakeCdn:
         self.counts: Counter[str] = Counter()
         self.not_modified: Counter[str] = Counter()
         self.seen: list[SeenRequest] = []
+        self.hits: list[SeenHit] = []
 
     @property
     def total(self) -> int:
@@ -143,12 +176,16 @@ class FakeCdn:
         self.counts.clear()
         self.not_modified.clear()
         self.seen.clear()
+        self.hits.clear()
 
     def app(self) -> web.Application:
         """Return the aiohttp application."""
         app = web.Application()
         for path in SCRIPT_PATHS:
             app.router.add_get(path, self._script)
+        for path, methods in HIT_PATHS:
+            for method in methods:
+                app.router.add_route(method, path, self._hit)
         app.router.add_get("/_sandbox/state", self._state)
         app.router.add_post("/_sandbox/faults", self._set_faults)
         app.router.add_post("/_sandbox/reset", self._reset)
@@ -203,11 +240,36 @@ class FakeCdn:
         await response.write_eof()
         return response
 
+    async def _hit(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        raw_query = request.raw_path.partition("?")[2]  # as sent, not decoded
+        self.hits.append(
+            SeenHit(request.method, request.path, raw_query, dict(request.headers), body)
+        )
+        del self.hits[:-MAX_SEEN]
+        faults = self.faults
+        if faults.latency > 0:
+            await asyncio.sleep(faults.latency)
+        headers = {"X-Fake-Cdn": "1", "Connection": "keep-alive"}
+        if faults.set_cookie:
+            headers["Set-Cookie"] = "vendor_id=fake123; Path=/; Max-Age=3600"
+        if faults.status:
+            return web.Response(status=faults.status, text="fault\n", headers=headers)
+        path = request.path
+        if path.startswith("/tr"):
+            return web.Response(body=GIF, content_type="image/gif", headers=headers)
+        if path == "/api/v2/pixel":
+            return web.json_response({"code": 0, "message": "OK"}, headers=headers)
+        if path == "/p":
+            return web.Response(text="ok", headers=headers)
+        return web.Response(status=204, headers=headers)
+
     async def _state(self, request: web.Request) -> web.Response:
         state: dict[str, Any] = {
             "version": self.version,
             "counts": dict(self.counts),
             "not_modified": dict(self.not_modified),
+            "hits": len(self.hits),
             "faults": asdict(self.faults),
         }
         return web.json_response(state)

@@ -1,0 +1,497 @@
+"""Pixel hit proxy: vendor hits forwarded from the site's own host, and mirrored to the outbox.
+
+Routes (only when the site's `proxy.enabled` and the vendor is in its `proxy.vendors`):
+
+    <prefix>m/tr, <prefix>m/tr/   GET, POST   meta     <meta_hits_upstream>/tr/
+    <prefix>t/api/v2/pixel        POST        tiktok   <tiktok_hits_upstream>/api/v2/pixel
+    <prefix>s/p                   POST        snap     <snap_hits_upstream>/p
+    /g/collect                    GET, POST   google   <google_hits_upstream>/g/collect
+
+`/g/collect` is registered at the root: it is the path gtag.js uses with `server_container_url`
+/ `transport_url`. Meta's `privacy_sandbox/pixel/register/trigger` requests are not routed
+(404): they repeat a `/tr` hit and must never be counted twice (platforms.md §11 pitfall 24).
+
+Pass-through (platforms.md §1.10, §1.11, §2.8, §3.6, §4.2): the upstream request has the same
+method, the route's fixed upstream path, the raw query string unchanged, the body unchanged (after
+any request Content-Encoding is undone), the client's `User-Agent` and `Content-Type`,
+`X-Forwarded-For: <client ip>` (`client_ip` with the trusted proxies) and, in `Cookie`, only that
+vendor's cookies (`_fbp`/`_fbc`; `_ttp`/`ttclid`; `_scid`; `_ga`/`_ga_*`) — never our visitor or
+consent cookie nor another vendor's. Redirects are never followed (a 3xx is a bad gateway). The
+browser gets the upstream status, body, Content-Type (and Content-Encoding if any), with
+`Cache-Control: no-store`; never an upstream `Set-Cookie` or hop-by-hop header. Upstream down,
+timed out, redirecting or answering over `MAX_UPSTREAM_BODY` → 502. A path that is not exactly
+the route's (percent-escapes…) or a query with bytes outside printable ASCII → 400; a query over
+`MAX_QUERY_BYTES` → 414 (aiohttp itself refuses request lines over 8190 bytes with 400); a body
+over `MAX_HIT_BODY` → 413; unknown Host or vendor off → 404. The proxy sets no cookie.
+
+Mirror, run concurrently with the upstream call and always awaited before the answer (a
+cancelled request leaves it owned by `HitProxy`, which drains it at shutdown): the hit is parsed
+by `gateway.core.hits` (any exception is logged at WARNING without the hit's content and
+counted; the pass-through never depends on it). For each parsed event: `url` from the Referer
+when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own consent — GA4
+`gcs` — else the `_sgc` cookie, TCF and CMP cookies, region header); with full consent the server
+fields of `POST /e` are added (ip, user_agent, `fbp`/`fbc` from the cookies when the hit lacks
+them, click ids from cookies and URL, the visitor id from our signed cookie, read only, and that
+visitor's stored profile); then `Pipeline.prepare` → channel "pixel" → consent `apply` →
+`Pipeline.commit` to every destination of the site. The event keeps the hit's event id (GA4
+purchase: the transaction id), so the vendor deduplicates it against the pixel's own copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from gateway.core.clickids import (
+    VENDOR_COOKIES,
+    capture,
+    click_ids_from_cookies,
+    parse_fbc,
+    parse_fbp,
+)
+from gateway.core.consent import Signals, Tier, apply, decide
+from gateway.core.event import Event
+from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
+from gateway.core.profile import VisitorProfile, enrich
+from gateway.store.base import ProfileQuery
+from gateway.web.collect import (
+    CONSENT_COOKIE,
+    TC_COOKIE,
+    Collect,
+    _consent_of,
+    _decode_consent,
+    _region,
+)
+from gateway.web.cookies import MAX_COOKIE_HEADER, parse_cookie_header, verify_visitor_id
+from gateway.web.middleware import BodyError, client_ip, error_response, read_body
+from gateway.web.pipeline import Site
+from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, UpstreamError, _read_limited
+
+log = logging.getLogger("signalgate.hits")
+
+Clock = Callable[[], float]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_HIT_BODY: Final = 65_536
+"""Largest hit body forwarded (413 above)."""
+MAX_QUERY_BYTES: Final = 8_000
+"""Largest raw query forwarded (414 above); just under aiohttp's 8190-byte request line."""
+MAX_UPSTREAM_BODY: Final = 65_536
+"""Largest upstream answer passed back (502 above); hit answers are a pixel or a short JSON."""
+SHUTDOWN_WAIT: Final = 5.0
+"""Seconds the shutdown waits for mirrors of cancelled requests before cancelling them."""
+_QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
+_COOKIE_VALUE_RE: Final = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
+_GA_COOKIE_RE: Final = re.compile(r"_ga_[A-Za-z0-9]{1,32}")
+_CONTENT_TYPE_RE: Final = re.compile(r"[\x20-\x7e]{1,256}")
+_MAX_UA: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class HitRoute:
+    """One public hit path → one vendor upstream path and the cookies that vendor may see."""
+
+    vendor: str
+    """Config vendor name (`proxy.vendors`): meta, tiktok, snap, google."""
+    path: str
+    """Path under the site's prefix, or an absolute path when `root`."""
+    upstream: str
+    methods: tuple[str, ...]
+    cookies: frozenset[str]
+    cookie_pattern: re.Pattern[str] | None = None
+    root: bool = False
+
+    def keeps(self, name: str) -> bool:
+        """Tell whether the cookie `name` is forwarded to this vendor."""
+        pattern = self.cookie_pattern
+        return name in self.cookies or (pattern is not None and pattern.fullmatch(name) is not None)
+
+
+_META_COOKIES: Final = frozenset({"_fbp", "_fbc"})
+HIT_ROUTES: Final[tuple[HitRoute, ...]] = (
+    HitRoute("meta", "m/tr", "/tr/", ("GET", "POST"), _META_COOKIES),
+    HitRoute("meta", "m/tr/", "/tr/", ("GET", "POST"), _META_COOKIES),
+    HitRoute("tiktok", "t/api/v2/pixel", "/api/v2/pixel", ("POST",), frozenset({"_ttp", "ttclid"})),
+    HitRoute("snap", "s/p", "/p", ("POST",), frozenset({"_scid"})),
+    HitRoute(
+        "google",
+        "/g/collect",
+        "/g/collect",
+        ("GET", "POST"),
+        frozenset({"_ga"}),
+        _GA_COOKIE_RE,
+        root=True,
+    ),
+)
+
+
+@dataclass
+class HitStats:
+    """Counters of the hit proxy (aggregates only)."""
+
+    requests: int = 0
+    forwarded: int = 0
+    bad_gateway: int = 0
+    rejected: int = 0
+    not_events: int = 0
+    """Hits that parsed to no event (automatic events, engagement pings, garbage)."""
+    mirrored: int = 0
+    invalid: int = 0
+    """Parsed events the pipeline refused (e.g. a Purchase without value)."""
+    consent_dropped: int = 0
+    mirror_errors: int = 0
+    by_vendor: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the mirror needs from one request, taken before the handler returns."""
+
+    vendor: str
+    site: Site
+    method: str
+    query: tuple[tuple[str, str], ...]
+    body: bytes
+    content_type: str
+    cookies: Mapping[str, str]
+    ip: str | None
+    user_agent: str | None
+    referer: str | None
+    gpc: bool
+    region: str | None
+    now: float
+
+
+class HitProxy:
+    """Handlers of the hit routes; owns the mirror tasks still running."""
+
+    def __init__(self, proxy: ScriptProxy, collect: Collect, *, clock: Clock) -> None:
+        self.proxy = proxy
+        self.collect = collect
+        self.clock = clock
+        self.stats = HitStats()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def register(self, app: web.Application) -> None:
+        """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
+        for route in HIT_ROUTES:
+            paths = [route.path] if route.root else [p + route.path for p in self.proxy.prefixes]
+            for path in paths:
+                for method in route.methods:
+                    app.router.add_route(method, path, self.handler(route, path))
+        app.cleanup_ctx.append(self._drain_ctx)
+
+    def handler(self, route: HitRoute, path: str) -> Handler:
+        """Return the handler of `route` served at `path`."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.serve(request, route, path)
+
+        return handle
+
+    async def _drain_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        yield
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for mirrors left by cancelled requests (bounded), then cancel the rest."""
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def serve(self, request: web.Request, route: HitRoute, path: str) -> web.StreamResponse:
+        """Forward one hit and mirror it; answer with the upstream's answer (or 4xx/502)."""
+        self.stats.requests += 1
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        if raw_path != path or not _QUERY_RE.fullmatch(raw_query):
+            return self._reject(400, "bad_request", "malformed hit path")
+        if len(raw_query) > MAX_QUERY_BYTES:
+            return self._reject(414, "uri_too_long", "query too long")
+        scripts = self.proxy.site_for(request)
+        site = self.collect.site_for(request)
+        if (
+            scripts is None
+            or site is None
+            or not site.config.proxy.enabled
+            or route.vendor not in scripts.vendors
+            or (not route.root and not path.startswith(scripts.prefix))
+        ):
+            return self._reject(404, "not_found", "no such hit route")
+        body = b""
+        if request.method == "POST":
+            try:
+                body = await read_body(request, MAX_HIT_BODY)
+            except BodyError as exc:
+                return self._reject(exc.status, exc.code, exc.reason)
+        self.stats.by_vendor[route.vendor] = self.stats.by_vendor.get(route.vendor, 0) + 1
+        observed = self._observe(request, route.vendor, site, body)
+        task = asyncio.get_running_loop().create_task(self._mirror(observed))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            response = await self._forward(request, route, site, raw_query, body, observed)
+        finally:
+            await asyncio.shield(task)
+        cors = self.collect._cors(request, site)
+        if cors:
+            response.headers.update(cors)
+        return response
+
+    def _reject(self, status: int, code: str, message: str) -> web.Response:
+        self.stats.rejected += 1
+        return error_response(status, code, message, headers={"Cache-Control": "no-store"})
+
+    def _observe(self, request: web.Request, vendor: str, site: Site, body: bytes) -> Observed:
+        cfg = site.config
+        wanted = {*VENDOR_COOKIES, cfg.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
+        if cfg.consent.cmp_cookie:
+            wanted.add(cfg.consent.cmp_cookie)
+        return Observed(
+            vendor=vendor,
+            site=site,
+            method=request.method,
+            query=tuple(request.query.items()),
+            body=body,
+            content_type=request.headers.get("Content-Type", ""),
+            cookies=parse_cookie_header(request.headers.get("Cookie"), wanted),
+            ip=client_ip(request, self.collect.trusted),
+            user_agent=request.headers.get("User-Agent", "")[:_MAX_UA] or None,
+            referer=request.headers.get("Referer"),
+            gpc=request.headers.get("Sec-GPC", "").strip() == "1",
+            region=_region(request, cfg.consent.region_header),
+            now=self.clock(),
+        )
+
+    # --- pass-through -------------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        request: web.Request,
+        route: HitRoute,
+        site: Site,
+        raw_query: str,
+        body: bytes,
+        observed: Observed,
+    ) -> web.Response:
+        proxy_cfg = site.config.proxy
+        base = str(getattr(proxy_cfg, f"{route.vendor}_hits_upstream")).rstrip("/")
+        target = base + route.upstream + (f"?{raw_query}" if raw_query else "")
+        headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
+        skip: tuple[str, ...] = ()
+        if observed.user_agent:
+            headers["User-Agent"] = observed.user_agent
+        else:
+            skip = ("User-Agent",)
+        if observed.ip:
+            headers["X-Forwarded-For"] = observed.ip
+        cookie = vendor_cookies(request.headers.get("Cookie"), route)
+        if cookie:
+            headers["Cookie"] = cookie
+        content_type = request.headers.get("Content-Type")
+        if request.method == "POST" and content_type and _CONTENT_TYPE_RE.fullmatch(content_type):
+            headers["Content-Type"] = content_type
+        seconds = proxy_cfg.timeout_seconds
+        limits = aiohttp.ClientTimeout(total=seconds, connect=min(CONNECT_TIMEOUT, seconds))
+        session = self.proxy.cache._client()
+        try:
+            async with session.request(
+                request.method,
+                URL(target, encoded=True),
+                data=body if request.method == "POST" else None,
+                headers=headers,
+                skip_auto_headers=skip,
+                allow_redirects=False,
+                timeout=limits,
+            ) as resp:
+                if 300 <= resp.status < 400:
+                    raise UpstreamError(f"status {resp.status}")
+                answer = await _read_limited(resp, MAX_UPSTREAM_BODY)
+                out = {"Cache-Control": "no-store"}
+                for name in ("Content-Type", "Content-Encoding"):
+                    value = resp.headers.get(name)
+                    if value and _CONTENT_TYPE_RE.fullmatch(value):
+                        out[name] = value
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+            self.stats.bad_gateway += 1
+            reason = str(exc) if isinstance(exc, UpstreamError) else type(exc).__name__
+            log.warning(
+                "Hit upstream failed; answered 502 (the mirror still runs).",
+                extra={"vendor": route.vendor, "reason": reason},
+            )
+            return error_response(
+                502,
+                "bad_gateway",
+                "hit upstream unavailable",
+                headers={"Cache-Control": "no-store"},
+            )
+        self.stats.forwarded += 1
+        if status in (204, 304) or status < 200:
+            return web.Response(status=status, headers=out)
+        return web.Response(status=status, body=answer, headers=out)
+
+    # --- mirror -------------------------------------------------------------------------------
+
+    async def _mirror(self, observed: Observed) -> None:
+        try:
+            await self._mirror_hits(observed)
+        except Exception as exc:  # the pass-through never depends on the mirror
+            self.stats.mirror_errors += 1
+            log.warning(
+                "Mirroring a pixel hit failed; the hit was still forwarded.",
+                extra={"vendor": observed.vendor, "reason": type(exc).__name__},
+            )
+
+    async def _mirror_hits(self, observed: Observed) -> None:
+        hits = parse_hits(observed)
+        if not hits:
+            self.stats.not_events += 1
+            return
+        site = observed.site
+        pipeline = self.collect.pipeline
+        policy = self.collect.policies[site.config.id]
+        cookies = observed.cookies
+        events: list[Event] = []
+        for hit in hits:
+            doc: dict[str, Any] = dict(hit.event)
+            if "url" not in doc and _http_url(observed.referer):
+                doc["url"] = observed.referer
+            explicit = _consent_of(doc.get("consent")) or _decode_consent(
+                cookies.get(CONSENT_COOKIE)
+            )
+            cmp_cookie = site.config.consent.cmp_cookie
+            decision = decide(
+                policy,
+                Signals(
+                    gpc=observed.gpc,
+                    consent=explicit,
+                    tc_string=cookies.get(TC_COOKIE),
+                    cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
+                    region=observed.region,
+                ),
+            )
+            profile: VisitorProfile | None = None
+            if decision.tier is Tier.FULL:
+                doc["user"], profile = await self._server_user(observed, doc)
+            prepared = pipeline.prepare(site, doc, now=observed.now)
+            if prepared.event is None:
+                self.stats.invalid += 1
+                continue
+            event = apply(decision, replace(enrich(prepared.event, profile), channel="pixel"))
+            if event is None:
+                self.stats.consent_dropped += 1
+                continue
+            events.append(replace(event, ldu=True) if decision.ldu else event)
+        if events:
+            await pipeline.commit(site, events)
+            self.stats.mirrored += len(events)
+
+    async def _server_user(
+        self, observed: Observed, doc: Mapping[str, Any]
+    ) -> tuple[dict[str, Any], VisitorProfile | None]:
+        """Return the hit's user plus the server fields `POST /e` adds, and the stored profile."""
+        raw_user = doc.get("user")
+        user: dict[str, Any] = dict(raw_user) if isinstance(raw_user, dict) else {}
+        cookies = observed.cookies
+        if observed.ip:
+            user["ip"] = observed.ip
+        if observed.user_agent:
+            user["user_agent"] = observed.user_agent
+        for key, cookie, parse in (("fbp", "_fbp", parse_fbp), ("fbc", "_fbc", parse_fbc)):
+            value = cookies.get(cookie)
+            if key not in user and value is not None and parse(value) is not None:
+                user[key] = value
+        url, referrer = doc.get("url"), doc.get("referrer")
+        hit_clicks = user.get("click_ids")
+        user["click_ids"] = {
+            **click_ids_from_cookies(cookies),
+            **capture(url if isinstance(url, str) else None, _str(referrer)),
+            **(hit_clicks if isinstance(hit_clicks, dict) else {}),
+        }
+        profile: VisitorProfile | None = None
+        signed = cookies.get(observed.site.config.visitor_cookie)
+        vid = verify_visitor_id(signed, self.collect.key) if signed else None
+        if vid is not None:
+            user["visitor_id"] = vid
+            store = self.collect.pipeline.store
+            (profile,) = await store.find_profiles(observed.site.config.id, [ProfileQuery(vid)])
+        return user, profile
+
+
+HITS = web.AppKey("hit_proxy", HitProxy)
+
+
+def parse_hits(observed: Observed) -> list[Hit]:
+    """Return the events of a hit by its vendor's parser (may raise; the caller guards)."""
+    now = observed.now
+    if observed.vendor == "meta":
+        form: list[tuple[str, str]] = []
+        if observed.body and "json" not in observed.content_type.lower():
+            text = observed.body.decode("utf-8", "replace")
+            form = parse_qsl(text, keep_blank_values=True, max_num_fields=1000)
+        hit = parse_meta_tr(observed.query, form, now=now)
+        return [hit] if hit is not None else []
+    if observed.vendor == "tiktok":
+        return parse_tiktok(observed.body, now=now)
+    if observed.vendor == "snap":
+        snap = parse_snap(observed.query, observed.body, observed.content_type, now=now)
+        return [snap] if snap is not None else []
+    return parse_ga4(observed.query, observed.body, now=now)
+
+
+def vendor_cookies(header: str | None, route: HitRoute) -> str:
+    """Return a Cookie header holding only the route's vendor cookies (raw values, in order)."""
+    if not header or len(header) > MAX_COOKIE_HEADER:
+        return ""
+    kept: list[str] = []
+    seen: set[str] = set()
+    for pair in header.split(";"):
+        name, eq, value = pair.partition("=")
+        name, value = name.strip(" \t"), value.strip(" \t")
+        if not eq or name in seen or not route.keeps(name):
+            continue
+        if _COOKIE_VALUE_RE.fullmatch(value.strip('"')):
+            seen.add(name)
+            kept.append(f"{name}={value}")
+    return "; ".join(kept)
+
+
+def _http_url(value: str | None) -> bool:
+    return (
+        value is not None
+        and len(value) <= 4096
+        and value.lower().startswith(("http://", "https://"))
+        and value.isprintable()
+    )
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def install(
+    app: web.Application, proxy: ScriptProxy | None, collect: Collect | None, clock: Clock
+) -> HitProxy | None:
+    """Register the hit proxy when a site enables the proxy; return it (None when off)."""
+    if proxy is None or collect is None or not proxy.prefixes:
+        return None
+    hits = HitProxy(proxy, collect, clock=clock)
+    hits.register(app)
+    app[HITS] = hits
+    return hits

@@ -1,0 +1,408 @@
+"""Hit proxy: vendor pixel hits forwarded from the site's host and mirrored through the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from conftest import FakeClock, auth, runtime_of
+from yarl import URL
+
+from gateway.config import PROXY_VENDORS
+from gateway.sandbox.cdn import FakeCdn, SeenHit
+from gateway.sandbox.meta import MetaSandbox
+from gateway.web.hits import HITS, HitProxy
+
+HOST = "www.shop.test"
+UA = "Mozilla/5.0 (hit test)"
+EM = "a" * 64
+FBP = "fb.1.1700000000000.1234567890"
+CLIENT = "203.0.113.7"
+COOKIES = (
+    f"_fbp={FBP}; _ga=GA1.1.123.456; _ga_ABC123=GS1.1.1; _ttp=abcdefghijklmnopqrst; "
+    "_scid=abcdefghijklmnopqrstuvwx; _sgv=whatever; _sgc=gggg; other=1"
+)
+HIT_UPSTREAMS = ("meta", "tiktok", "snap", "google")
+
+
+@dataclass
+class Harness:
+    client: Any
+    cdn: FakeCdn
+    sandbox: MetaSandbox
+    clock: FakeClock
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"Host": HOST, "User-Agent": UA, "X-Forwarded-For": CLIENT, **extra}
+
+    async def get(self, path: str, **extra: str) -> aiohttp.ClientResponse:
+        url = URL(path, encoded=True)  # the query goes out exactly as written
+        return await self.client.get(url, headers=self.headers(**extra))
+
+    async def post(self, path: str, data: Any, **extra: str) -> aiohttp.ClientResponse:
+        url = URL(path, encoded=True)
+        return await self.client.post(url, data=data, headers=self.headers(**extra))
+
+    @property
+    def hits(self) -> HitProxy:
+        proxy: HitProxy = self.client.app[HITS]
+        return proxy
+
+    async def delivered(self) -> list[dict[str, Any]]:
+        self.clock.advance(10)
+        await runtime_of(self.client).workers["shop:meta"].drain()
+        return list(self.sandbox.recorder.accepted)
+
+
+@pytest.fixture
+async def cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
+    fake = FakeCdn()
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield fake, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+Start = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+def start(make_config: Any, gateway: Any, cdn: tuple[FakeCdn, str], meta_sandbox: Any) -> Start:
+    async def factory(
+        *, hits_base: str | None = None, proxy: dict[str, Any] | None = None, **config: Any
+    ) -> Harness:
+        fake, url = cdn
+        sandbox, api_base = meta_sandbox
+        upstreams = {f"{v}_upstream": url for v in PROXY_VENDORS}
+        upstreams |= {f"{v}_hits_upstream": hits_base or url for v in HIT_UPSTREAMS}
+        site = {"hosts": [HOST], "proxy": {"enabled": True, **upstreams, **(proxy or {})}}
+        # The sandbox checks event times against the real clock.
+        clock = FakeClock(time.time() - 120)
+        cfg = make_config(
+            api_base,
+            site=site,
+            server={"trusted_proxies": ["127.0.0.1/32"]},
+            **config,
+        )
+        client = await gateway(cfg, clock=clock, run_workers=False)
+        return Harness(client, fake, sandbox, clock)
+
+    return factory
+
+
+def meta_query(**extra: str) -> str:
+    params = {
+        "id": "1234567890",
+        "ev": "Purchase",
+        "eid": "order-42",
+        "dl": "https://www.shop.test/thanks",
+        "cd[value]": "25.5",
+        "cd[currency]": "EUR",
+        "ud[em]": EM,
+        "fbp": FBP,
+        "rqm": "GET",
+        **extra,
+    }
+    return urlencode(params, quote_via=quote, safe="[]")
+
+
+def assert_forwarded(seen: SeenHit, cookies: str) -> None:
+    assert seen.headers["X-Forwarded-For"] == CLIENT
+    assert seen.headers["User-Agent"] == UA
+    assert seen.headers.get("Cookie", "") == cookies
+    assert "Set-Cookie" not in seen.headers
+
+
+def assert_meta_purchase(event: dict[str, Any], event_id: str) -> None:
+    assert event["event_name"] == "Purchase"
+    assert event["event_id"] == event_id
+    user = event["user_data"]
+    assert user["client_ip_address"] == CLIENT
+    assert user["client_user_agent"] == UA
+
+
+# --- Meta /tr ---------------------------------------------------------------------------------
+
+
+async def test_meta_get_hit_is_forwarded_raw_and_mirrored_once(start: Start) -> None:
+    h = await start()
+    query = meta_query()
+    resp = await h.get(f"/p/m/tr/?{query}", Cookie=COOKIES)
+    assert resp.status == 200
+    assert resp.headers["Content-Type"] == "image/gif"
+    assert "Set-Cookie" not in resp.headers
+    assert (await resp.read()).startswith(b"GIF89a")
+    [seen] = h.cdn.hits
+    assert (seen.method, seen.path, seen.query) == ("GET", "/tr/", query)
+    assert_forwarded(seen, f"_fbp={FBP}")
+    [event] = await h.delivered()
+    assert_meta_purchase(event, "order-42")
+    assert event["user_data"]["fbp"] == FBP
+    assert event["user_data"]["em"] == EM, "a pixel digest is never hashed again"
+    assert event["custom_data"]["value"] == 25.5
+    assert event["custom_data"]["currency"] == "EUR"
+    assert event["event_source_url"] == "https://www.shop.test/thanks"
+    assert h.hits.stats.mirrored == 1
+
+
+async def test_meta_post_form_hit_is_forwarded_and_mirrored(start: Start) -> None:
+    h = await start()
+    body = meta_query(eid="order-43", rqm="SB")
+    resp = await h.post(
+        "/p/m/tr?id=1234567890",
+        body,
+        **{"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status == 200
+    [seen] = h.cdn.hits
+    assert (seen.method, seen.path, seen.query) == ("POST", "/tr/", "id=1234567890")
+    assert seen.body == body.encode()
+    assert seen.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert_forwarded(seen, "")
+    [event] = await h.delivered()
+    assert_meta_purchase(event, "order-43")
+    assert event["user_data"]["em"] == EM
+
+
+async def test_meta_fbp_cookie_fills_a_hit_without_fbp(start: Start) -> None:
+    h = await start()
+    query = meta_query(eid="order-44")
+    query = "&".join(p for p in query.split("&") if not p.startswith("fbp="))
+    assert (await h.get(f"/p/m/tr?{query}", Cookie=COOKIES)).status == 200
+    [event] = await h.delivered()
+    assert event["user_data"]["fbp"] == FBP
+
+
+async def test_privacy_sandbox_trigger_is_not_routed(start: Start) -> None:
+    h = await start()
+    for path in ("/p/m/privacy_sandbox/pixel/register/trigger/", "/p/m/privacy_sandbox/x"):
+        resp = await h.get(f"{path}?{meta_query()}")
+        assert resp.status in (400, 404)  # the script routes' answer: not a hit route
+    assert h.cdn.hits == []
+    assert await h.delivered() == []
+
+
+async def test_automatic_meta_events_are_forwarded_not_mirrored(start: Start) -> None:
+    h = await start()
+    resp = await h.get(f"/p/m/tr/?{meta_query(ev='Microdata')}")
+    assert resp.status == 200
+    assert len(h.cdn.hits) == 1
+    assert await h.delivered() == []
+    assert h.hits.stats.not_events == 1
+
+
+async def test_denied_consent_cookie_forwards_but_mirrors_nothing(start: Start) -> None:
+    h = await start()
+    resp = await h.get(f"/p/m/tr/?{meta_query()}", Cookie=f"_fbp={FBP}; _sgc=dddd")
+    assert resp.status == 200
+    [seen] = h.cdn.hits
+    assert seen.headers["Cookie"] == f"_fbp={FBP}", "our consent cookie stays with us"
+    assert await h.delivered() == []
+    assert h.hits.stats.consent_dropped == 1
+
+
+# --- GA4, TikTok, Snap --------------------------------------------------------------------------
+
+
+async def test_ga4_batched_purchase_is_forwarded_unchanged_and_mirrored(start: Start) -> None:
+    h = await start()
+    query = "v=2&tid=G-ABC123&cid=123.456&dl=https%3A%2F%2Fwww.shop.test%2Fthanks&gcs=G111"
+    body = (
+        "en=page_view&_et=12\n"
+        "en=purchase&ep.transaction_id=T-1001&epn.value=30&cu=USD&pr1=idSKU1~qt1~pr30\n"
+    )
+    resp = await h.post(
+        f"/g/collect?{query}", body, Cookie=COOKIES, **{"Content-Type": "text/plain"}
+    )
+    assert resp.status == 204
+    [seen] = h.cdn.hits
+    assert (seen.method, seen.path, seen.query) == ("POST", "/g/collect", query)
+    assert seen.body == body.encode()
+    assert_forwarded(seen, "_ga=GA1.1.123.456; _ga_ABC123=GS1.1.1")
+    events = await h.delivered()
+    [purchase] = [e for e in events if e["event_name"] == "Purchase"]
+    assert_meta_purchase(purchase, "T-1001")
+    assert purchase["custom_data"]["value"] == 30
+    assert {e["event_name"] for e in events} == {"PageView", "Purchase"}
+
+
+async def test_ga4_denied_consent_in_the_hit_mirrors_nothing(start: Start) -> None:
+    h = await start()
+    query = "v=2&tid=G-ABC123&en=purchase&ep.transaction_id=T-2&epn.value=3&cu=USD&gcs=G100"
+    assert (await h.get(f"/g/collect?{query}")).status == 204
+    assert len(h.cdn.hits) == 1
+    assert await h.delivered() == []
+    assert h.hits.stats.consent_dropped == 1
+
+
+async def test_tiktok_json_hit_is_forwarded_and_mirrored(start: Start) -> None:
+    h = await start()
+    body = json.dumps({
+        "event": "CompletePayment", "event_id": "tt-1", "context": {
+            "pixel": {"code": "C4ABCDEF12"}, "page": {"url": "https://www.shop.test/thanks"},
+            "user": {"email": EM}},
+        "properties": {"value": 12, "currency": "EUR"},
+    })  # fmt: skip
+    resp = await h.post(
+        "/p/t/api/v2/pixel", body, Cookie=COOKIES, **{"Content-Type": "application/json"}
+    )
+    assert resp.status == 200
+    assert await resp.json() == {"code": 0, "message": "OK"}
+    [seen] = h.cdn.hits
+    assert (seen.path, seen.body) == ("/api/v2/pixel", body.encode())
+    assert_forwarded(seen, "_ttp=abcdefghijklmnopqrst")
+    [event] = await h.delivered()
+    assert_meta_purchase(event, "tt-1")
+    assert event["user_data"]["em"] == EM
+
+
+async def test_snap_hit_is_forwarded_with_only_snap_cookies(start: Start) -> None:
+    h = await start()
+    body = (
+        "pid=abc-123&ev=PURCHASE&client_dedup_id=sn-1&e_pr=9&e_cur=EUR&pl=https%3A%2F%2Fx.test%2F"
+    )
+    resp = await h.post(
+        "/p/s/p", body, Cookie=COOKIES, **{"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert resp.status == 200
+    [seen] = h.cdn.hits
+    assert_forwarded(seen, "_scid=abcdefghijklmnopqrstuvwx")
+    [event] = await h.delivered()
+    assert_meta_purchase(event, "sn-1")
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type"),
+    [
+        ("/p/m/tr?ev=%FF%00&id=" + "x" * 300, b"\xff\xfe\x00garbage", "text/plain"),
+        ("/p/t/api/v2/pixel", b"{not json", "application/json"),
+        ("/p/t/api/v2/pixel", b'{"batch": [1, null, {"event": []}]}', "application/json"),
+        ("/p/s/p", b"\x00\x01", "application/json"),
+        ("/g/collect?v=2", b"en=%ZZ&&&\n\n=\xff", "text/plain"),
+    ],
+)
+async def test_garbage_is_forwarded_and_never_mirrored(
+    start: Start, path: str, body: bytes, content_type: str
+) -> None:
+    h = await start()
+    resp = await h.post(path, body, **{"Content-Type": content_type})
+    assert resp.status in (200, 204)
+    [seen] = h.cdn.hits
+    assert seen.body == body
+    assert await h.delivered() == []
+    assert h.hits.stats.mirror_errors == 0
+
+
+async def test_a_mirror_crash_never_breaks_the_pass_through(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("parser bug")
+
+    monkeypatch.setattr("gateway.web.hits.parse_meta_tr", boom)
+    resp = await h.get(f"/p/m/tr/?{meta_query()}")
+    assert resp.status == 200
+    assert len(h.cdn.hits) == 1
+    assert h.hits.stats.mirror_errors == 1
+
+
+async def test_upstream_down_is_502_but_the_mirror_is_stored(start: Start) -> None:
+    h = await start(hits_base="http://127.0.0.1:9")
+    resp = await h.get(f"/p/m/tr/?{meta_query()}")
+    assert resp.status == 502
+    [event] = await h.delivered()
+    assert_meta_purchase(event, "order-42")
+
+
+async def test_upstream_status_passes_through_without_set_cookie(start: Start) -> None:
+    h = await start()
+    h.cdn.faults.update({"status": 503, "set_cookie": True})
+    resp = await h.get(f"/p/m/tr/?{meta_query()}")
+    assert resp.status == 503
+    assert "Set-Cookie" not in resp.headers
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_size_limits(start: Start) -> None:
+    h = await start()
+    resp = await h.get("/p/m/tr?id=1&x=" + "a" * 8100)
+    assert resp.status == 414
+    resp = await h.get("/p/m/tr?id=1&x=" + "a" * 20_000)
+    assert resp.status in (400, 414)  # aiohttp refuses request lines over 8190 bytes itself
+    resp = await h.post("/p/m/tr", b"a" * (64 * 1024 + 1))
+    assert resp.status == 413
+    resp = await h.post("/p/m/tr", b"a" * (64 * 1024))
+    assert resp.status == 200
+    assert len(h.cdn.hits) == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "target", "status"),
+    [
+        ("evil.test", "/p/m/tr?ev=PageView", 404),
+        ("evil.test", "/g/collect?en=purchase", 404),
+        (HOST, "/p/m/%74r?ev=PageView", 400),
+        (HOST, "/p/m/x/../tr?ev=PageView", 400),
+        (HOST, "/p/m/..%2ftr?ev=PageView", 400),
+        (HOST, "/p/t/api/v2/pixel", 404),  # TikTok hits are POSTs; GET is a script path
+        (HOST, "/p/x/tr", 404),
+    ],
+)
+async def test_host_games_and_path_tricks_are_refused(
+    start: Start, host: str, target: str, status: int
+) -> None:
+    h = await start()
+    reader, writer = await asyncio.open_connection(h.client.host, h.client.port)
+    request = f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    writer.write(request.encode())
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    assert int(data.split(b" ", 2)[1]) == status
+    assert h.cdn.hits == []
+
+
+async def test_vendor_not_enabled_is_404(start: Start) -> None:
+    h = await start(proxy={"vendors": ["meta"]})
+    assert (await h.get("/g/collect?v=2&en=page_view")).status == 404
+    assert (await h.post("/p/t/api/v2/pixel", b"{}")).status == 404
+    assert (await h.get(f"/p/m/tr?{meta_query()}")).status == 200
+    assert [s.path for s in h.cdn.hits] == ["/tr/"]
+
+
+# --- merge with the backend copy ----------------------------------------------------------------
+
+
+async def test_hit_and_backend_copy_of_one_order_deliver_once(start: Start) -> None:
+    h = await start(delivery={"merge_seconds": 5.0})
+    resp = await h.get(f"/p/m/tr/?{meta_query(eid='order-7')}")
+    assert resp.status == 200
+    h.clock.advance(1)
+    backend = {"events": [{
+        "event": "Purchase", "source": "website", "url": "https://www.shop.test/o/7",
+        "user": {"email": "buyer@example.com", "ip": "10.0.0.1"},
+        "data": {"value": 40, "currency": "USD", "order_id": "order-7"},
+    }]}  # fmt: skip
+    resp = await h.client.post("/v1/events", json=backend, headers=auth())
+    assert resp.status == 202, await resp.text()
+    [event] = await h.delivered()
+    assert event["event_id"] == "order-7"
+    assert event["user_data"]["client_ip_address"] == CLIENT, "the browser's address wins"
+    assert event["user_data"]["fbp"] == FBP
+    assert event["custom_data"]["value"] == 40, "the backend's value wins"
