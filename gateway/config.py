@@ -178,6 +178,9 @@ class ProxyConfig:
     google_hits_upstream: str = _f(
         "https://www.google-analytics.com", "GA4 hits (`/g/collect`).", **_UPSTREAM_META
     )
+    mirror_to_all: bool = _f(
+        False, "Mirror each hit to every destination, not only its own vendor's server API."
+    )
     # --- end hit proxy ---
 
 

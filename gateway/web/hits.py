@@ -172,6 +172,15 @@ class Observed:
     now: float
 
 
+OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
+    "meta": frozenset({"meta"}),
+    "tiktok": frozenset({"tiktok"}),
+    "snap": frozenset({"snap"}),
+    "ga4": frozenset({"ga4", "google_ads"}),
+}
+"""Hit vendor → the destinations that may receive its mirror (unless `mirror_to_all`)."""
+
+
 class HitProxy:
     """Handlers of the hit routes; owns the mirror tasks still running."""
 
@@ -399,7 +408,10 @@ class HitProxy:
                 continue
             events.append(replace(event, ldu=True) if decision.ldu else event)
         if events:
-            await pipeline.commit(site, events)
+            # By default a hit is mirrored to its own vendor's server API only: another
+            # platform cannot deduplicate it against a pixel it never saw.
+            own = None if site.config.proxy.mirror_to_all else OWN_DESTINATIONS[hits[0].vendor]
+            await pipeline.commit(site, events, only=own)
             self.stats.mirrored += len(events)
 
     async def _server_user(

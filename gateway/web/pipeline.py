@@ -111,9 +111,14 @@ class Pipeline:
                 )
         return out
 
-    async def commit(self, site: Site, events: Sequence[Event]) -> list[AppendResult]:
-        """Durably append the events to every route of the site; return per-event results."""
-        if not events:
+    async def commit(
+        self, site: Site, events: Sequence[Event], *, only: frozenset[str] | None = None
+    ) -> list[AppendResult]:
+        """Durably append the events to the site's routes (or the destinations in `only`)."""
+        routes = site.routes
+        if only is not None:
+            routes = tuple(r for r in routes if r.split(":", 1)[1] in only)
+        if not events or not routes:
             return []
         batch = [
             NewEvent(
@@ -122,7 +127,7 @@ class Pipeline:
                 event_id=e.event_id,
                 event_time=float(e.time),
                 record=encode(e),
-                routes=site.routes,
+                routes=routes,
             )
             for e in events
         ]

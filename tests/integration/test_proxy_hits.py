@@ -215,7 +215,7 @@ async def test_denied_consent_cookie_forwards_but_mirrors_nothing(start: Start) 
 
 
 async def test_ga4_batched_purchase_is_forwarded_unchanged_and_mirrored(start: Start) -> None:
-    h = await start()
+    h = await start(proxy={"mirror_to_all": True})  # only a Meta sandbox here
     query = "v=2&tid=G-ABC123&cid=123.456&dl=https%3A%2F%2Fwww.shop.test%2Fthanks&gcs=G111"
     body = (
         "en=page_view&_et=12\n"
@@ -246,7 +246,7 @@ async def test_ga4_denied_consent_in_the_hit_mirrors_nothing(start: Start) -> No
 
 
 async def test_tiktok_json_hit_is_forwarded_and_mirrored(start: Start) -> None:
-    h = await start()
+    h = await start(proxy={"mirror_to_all": True})  # only a Meta sandbox here
     body = json.dumps({
         "event": "CompletePayment", "event_id": "tt-1", "context": {
             "pixel": {"code": "C4ABCDEF12"}, "page": {"url": "https://www.shop.test/thanks"},
@@ -267,7 +267,7 @@ async def test_tiktok_json_hit_is_forwarded_and_mirrored(start: Start) -> None:
 
 
 async def test_snap_hit_is_forwarded_with_only_snap_cookies(start: Start) -> None:
-    h = await start()
+    h = await start(proxy={"mirror_to_all": True})  # only a Meta sandbox here
     body = (
         "pid=abc-123&ev=PURCHASE&client_dedup_id=sn-1&e_pr=9&e_cur=EUR&pl=https%3A%2F%2Fx.test%2F"
     )
@@ -406,3 +406,16 @@ async def test_hit_and_backend_copy_of_one_order_deliver_once(start: Start) -> N
     assert event["user_data"]["client_ip_address"] == CLIENT, "the browser's address wins"
     assert event["user_data"]["fbp"] == FBP
     assert event["custom_data"]["value"] == 40, "the backend's value wins"
+
+
+async def test_hits_mirror_only_to_their_own_vendor_by_default(start: Start) -> None:
+    h = await start()
+    body = json.dumps({
+        "event": "CompletePayment", "event_id": "tt-own", "context": {
+            "page": {"url": "https://www.shop.test/thanks"}, "user": {"email": EM}},
+        "properties": {"value": 12, "currency": "EUR"},
+    })  # fmt: skip
+    resp = await h.post("/p/t/api/v2/pixel", body, **{"Content-Type": "application/json"})
+    assert resp.status == 200
+    assert len(h.cdn.hits) == 1
+    assert await h.delivered() == [], "a TikTok hit must not reach the Meta destination"
