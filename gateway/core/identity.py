@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import replace
+from typing import Final
 
-from gateway.core.event import PII_FIELDS, Event, FieldError, User
+from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
 from gateway.core.normalize import Dropped, check, sha256_hex
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
+_DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_identifiers(
@@ -23,13 +25,14 @@ def hash_identifiers(
     A value that cannot be normalised is dropped (never sent as garbage) and reported as a
     warning with its field path; the event itself is still accepted.
     """
-    if not event.user.pii:
+    u = event.user
+    if not u.pii:
         return event, []
     warnings: dict[tuple[str, str], FieldError] = {}
     hashed: dict[str, dict[str, tuple[str, ...]]] = {}
     for rules in rulesets:
         out: dict[str, tuple[str, ...]] = {}
-        for key, values in event.user.pii.items():
+        for key, values in u.pii.items():
             digests: list[str] = []
             for i, value in enumerate(values):
                 result = check(key, value, rules, default_country=default_country)
@@ -39,19 +42,13 @@ def hash_identifiers(
                     )
                     warnings.setdefault((where, result.reason), FieldError(where, result.reason))
                     continue
-                digest = result if _is_digest(result) else sha256_hex(result)
-                if digest not in digests:
-                    digests.append(digest)
+                # `check` passes a digest through; so is a value that normalises to one.
+                if len(result) != 64 or _DIGEST_RE.fullmatch(result) is None:
+                    result = sha256_hex(result)
+                if result not in digests:
+                    digests.append(result)
             if digests:
                 out[key] = tuple(digests)
         hashed[rules] = out
-    u = event.user
-    user = User(
-        hashed=hashed, ip=u.ip, user_agent=u.user_agent, visitor_id=u.visitor_id,
-        fbc=u.fbc, fbp=u.fbp, click_ids=u.click_ids,
-    )  # fmt: skip
-    return replace(event, user=user), list(warnings.values())
-
-
-def _is_digest(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    # Not dataclasses.replace: its per-call field introspection costs more than the hashing.
+    return with_hashed(event, hashed), list(warnings.values())
