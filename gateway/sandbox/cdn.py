@@ -71,6 +71,38 @@ GIF = (
     b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 REDIRECT_TARGET = "/elsewhere.js"
+
+# --- fake fbevents.js (browser tests): a tiny working `fbq` ---------------------------------------
+FAKE_FBEVENTS = r"""!function(w,d){try{
+var s=d.currentScript||[].slice.call(d.scripts).reverse().find(function(e){
+  return /\/[a-z]{2,3}_[A-Z]{2}\/[^\/?#]+\.js([?#]|$)/.test(e.src)}),
+src=String(s&&s.src||'').split(/[?#]/)[0],
+E=/\/[a-z]{2,3}_[A-Z]{2}\/[^\/]+$/.test(src)?src.replace(/\/[^\/]+\/[^\/]+$/,'/tr'):location.origin+'/tr',
+m=d.cookie.match(/(?:^|;\s*)_fbp=([^;]+)/),fbp=m?m[1]:'',ids=[],f=w.fbq;
+if(!fbp){fbp='fb.1.'+Date.now()+'.'+Math.floor(Math.random()*2147483647);
+  d.cookie='_fbp='+fbp+'; path=/; max-age=7776000; SameSite=Lax'}
+var hit=function(ev,p,o){p=p&&typeof p=='object'?p:{};ids.forEach(function(id){
+  var q=[['id',id],['ev',ev],['dl',location.href],['ts',Date.now()],['fbp',fbp]],k,v;
+  if(d.referrer)q.push(['rl',d.referrer]);
+  if(o&&o.eventID!=null)q.push(['eid',o.eventID]);
+  for(k in p){v=p[k];if(v!=null)q.push(['cd['+k+']',typeof v=='object'?JSON.stringify(v):v])}
+  new Image().src=E+'?'+q.map(function(x){
+    return encodeURIComponent(x[0])+'='+encodeURIComponent(x[1])}).join('&')})};
+if(!f){f=w.fbq=function(){f.callMethod?f.callMethod.apply(f,arguments):f.queue.push(arguments)};
+  f.queue=[];w._fbq=w._fbq||f}
+f.callMethod=function(c,a,b,o){try{
+  if(c=='init'){a=String(a);ids.indexOf(a)<0&&ids.push(a)}
+  else if(c=='track'||c=='trackCustom')hit(a,b,o)}catch(e){}};
+f.loaded=!0;f.version='2.0';
+var q=f.queue||[];f.queue=[];
+q.forEach(function(a){f.callMethod.apply(f,a)});
+}catch(e){}}(window,document);
+"""
+"""Appended to every `/<locale>/fbevents.js`: `fbq('init', id)` remembers the pixel id and
+`fbq('track'|'trackCustom', name, params, {eventID})` loads `<script dir>/../tr?id&ev&dl&ts&fbp
+&eid&cd[…]` (the script's src with `/<locale>/<file>` replaced by `/tr`, so through the gateway's
+`/p/m/en_US/e.js` the hits go to `/p/m/tr`). Sets `_fbp` when absent, like the real pixel."""
+# --- end fake fbevents.js ------------------------------------------------------------------------
 MAX_SEEN = 1000
 
 
@@ -198,6 +230,8 @@ class FakeCdn:
             f"/* fake-cdn {path} v{self.version} */\n"
             f"window.__fakeCdn = (window.__fakeCdn || []).concat([{label}]);\n"
         )
+        if path.endswith("/fbevents.js"):  # fake fbevents.js (see FAKE_FBEVENTS)
+            text += FAKE_FBEVENTS
         body = text.encode()
         if self.faults.oversized > len(body):
             body += b" " * (self.faults.oversized - len(body))

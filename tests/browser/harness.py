@@ -85,6 +85,7 @@ async def stack(
     mode: str = "subdomain",
     consent: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
+    proxy: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """Start sandbox, gateway, shop and a fresh browser context; tear all down after."""
     sandbox = MetaSandbox(access_tokens={"browser-token"})
@@ -111,6 +112,8 @@ async def stack(
             }
         },
     }
+    if proxy is not None:  # the site's [sites.proxy] table (script and hit proxy)
+        site["proxy"] = proxy
     doc = {
         "server": {"trusted_proxies": ["127.0.0.1/32"], "cookie_secret": "browser-test-secret"},
         "storage": {"path": str(tmp_path / "gw.db")},
