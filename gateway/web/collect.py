@@ -111,6 +111,14 @@ class Collect:
         # the Host must be one of the site's, so cookies are never set for a stranger's domain.
         self.fallback = sites[0] if len(sites) == 1 and not sites[0].config.hosts else None
         self.policies = {s.config.id: _policy(s) for s in sites}
+        self.wanted: dict[str, frozenset[str]] = {
+            s.config.id: frozenset(
+                {*VENDOR_COOKIES, s.config.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
+                | ({s.config.consent.cmp_cookie} if s.config.consent.cmp_cookie else set())
+            )
+            for s in sites
+        }
+        """Cookie names each site reads, computed once instead of on every hit."""
 
     def site_for(self, request: web.Request) -> Site | None:
         """Return the site served on the request's Host (the only site, if just one)."""
@@ -167,10 +175,7 @@ class Collect:
         now = self.clock()
         cfg = site.config
         policy = self.policies[cfg.id]
-        wanted = {*VENDOR_COOKIES, cfg.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
-        if cfg.consent.cmp_cookie:
-            wanted.add(cfg.consent.cmp_cookie)
-        cookies = parse_cookie_header(request.headers.get("Cookie"), wanted)
+        cookies = parse_cookie_header(request.headers.get("Cookie"), self.wanted[cfg.id])
         explicit = _consent_of(body.get("consent")) or _decode_consent(cookies.get(CONSENT_COOKIE))
         decision = decide(
             policy,

@@ -101,6 +101,7 @@ def normalize_host(host: str) -> str | None:
     return ascii_host
 
 
+@functools.lru_cache(maxsize=1024)
 def registrable_domain(host: str) -> str | None:
     """Return the eTLD+1 to use as cookie Domain for a Host header value, or None."""
     name = normalize_host(host)

@@ -53,7 +53,6 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.core.clickids import (
-    VENDOR_COOKIES,
     capture,
     click_ids_from_cookies,
     parse_fbc,
@@ -268,9 +267,6 @@ class HitProxy:
 
     def _observe(self, request: web.Request, vendor: str, site: Site, body: bytes) -> Observed:
         cfg = site.config
-        wanted = {*VENDOR_COOKIES, cfg.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
-        if cfg.consent.cmp_cookie:
-            wanted.add(cfg.consent.cmp_cookie)
         return Observed(
             vendor=vendor,
             site=site,
@@ -278,7 +274,7 @@ class HitProxy:
             query=tuple(request.query.items()),
             body=body,
             content_type=request.headers.get("Content-Type", ""),
-            cookies=parse_cookie_header(request.headers.get("Cookie"), wanted),
+            cookies=parse_cookie_header(request.headers.get("Cookie"), self.collect.wanted[cfg.id]),
             ip=client_ip(request, self.collect.trusted),
             user_agent=request.headers.get("User-Agent", "")[:_MAX_UA] or None,
             referer=request.headers.get("Referer"),
