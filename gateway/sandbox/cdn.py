@@ -103,6 +103,47 @@ q.forEach(function(a){f.callMethod.apply(f,a)});
 &eid&cd[…]` (the script's src with `/<locale>/<file>` replaced by `/tr`, so through the gateway's
 `/p/m/en_US/e.js` the hits go to `/p/m/tr`). Sets `_fbp` when absent, like the real pixel."""
 # --- end fake fbevents.js ------------------------------------------------------------------------
+# --- fake gtag.js (browser tests): a tiny working `gtag` over `dataLayer` ------------------------
+FAKE_GTAG = r"""!function(w,d){try{
+var s=d.currentScript,
+L=(String(s&&s.src||'').match(/[?&]l=([A-Za-z_][A-Za-z0-9_]*)/)||[])[1]||'dataLayer',
+dl=w[L]=w[L]||[],m=d.cookie.match(/(?:^|;\s*)_ga=GA1\.\d+\.(\d+\.\d+)/),cid=m?m[1]:'123.456',
+P=Math.floor(Math.random()*2147483647),n=0,T={},
+e=function(x){return encodeURIComponent(String(x))},
+q=function(a){return a.map(function(x){return e(x[0])+'='+e(x[1])}).join('&')},
+send=function(id,en,p){var c=T[id],base=c.server||'https://www.google-analytics.com',k,v,
+  u=base.replace(/\/+$/,'')+'/g/collect?'+q([['v',2],['tid',id],['cid',cid],['_p',P],['_s',++n],
+  ['dl',location.href],['dt',d.title]]),b=[['en',en]];
+  p=p&&typeof p=='object'?p:{};
+  for(k in p){v=p[k];if(v==null||k=='items'||k=='send_to')continue;
+    if(k=='currency')b.push(['cu',v]);
+    else b.push([(typeof v=='number'?'epn.':'ep.')+k,v])}
+  (p.items||[]).slice(0,200).forEach(function(it,i){var f=[];
+    if(it.item_id!=null)f.push('id'+it.item_id);if(it.item_name!=null)f.push('nm'+it.item_name);
+    if(it.price!=null)f.push('pr'+it.price);if(it.quantity!=null)f.push('qt'+it.quantity);
+    b.push(['pr'+(i+1),f.join('~')])});
+  navigator.sendBeacon(u,q(b))},
+run=function(a){try{a=[].slice.call(a);var c=a[0],id,o,k;
+  if(c=='config'){id=String(a[1]);o=a[2]||{};
+    T[id]={server:o.server_container_url||o.transport_url||''};
+    if(o.send_page_view!==false)send(id,'page_view',{})}
+  else if(c=='event'){o=a[2]||{};
+    for(k in T)if(!o.send_to||o.send_to==k)send(k,String(a[1]),o)}}catch(x){}},
+push=dl.push,each=function(l){[].forEach.call(l,function(a){
+  a&&typeof a=='object'&&'length' in a&&run(a)})};
+if(!w.gtag)w.gtag=function(){dl.push(arguments)};
+dl.push=function(){var r=push.apply(dl,arguments);each(arguments);return r};
+each(dl.slice(0));
+}catch(x){}}(window,document);
+"""
+"""Appended to `/gtag/js`: processes the `arguments` entries queued in `dataLayer` (or the `l=`
+layer) and every later push. `gtag('config', id, {server_container_url|transport_url,
+send_page_view})` remembers the server (default www.google-analytics.com) and sends `page_view`
+unless `send_page_view: false`; `gtag('event', name, params)` sends to every configured id (or
+`send_to`). Each event is one `navigator.sendBeacon` POST (platforms.md §4.2 batched form, one
+line): `<server>/g/collect?v=2&tid&cid&_p&_s&dl&dt` with body `en=<name>&ep.<k>=…&epn.<k>=…
+&cu=<currency>&pr<N>=id…~nm…~pr…~qt…` (text/plain). `cid` from `_ga`, else `123.456`."""
+# --- end fake gtag.js ----------------------------------------------------------------------------
 MAX_SEEN = 1000
 
 
@@ -232,6 +273,8 @@ class FakeCdn:
         )
         if path.endswith("/fbevents.js"):  # fake fbevents.js (see FAKE_FBEVENTS)
             text += FAKE_FBEVENTS
+        if path == "/gtag/js":  # fake gtag.js (see FAKE_GTAG)
+            text += FAKE_GTAG
         body = text.encode()
         if self.faults.oversized > len(body):
             body += b" " * (self.faults.oversized - len(body))
