@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import FakeClock, auth, runtime_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from yarl import URL
 
 from gateway.config import PROXY_VENDORS
@@ -419,3 +421,28 @@ async def test_hits_mirror_only_to_their_own_vendor_by_default(start: Start) -> 
     assert resp.status == 200
     assert len(h.cdn.hits) == 1
     assert await h.delivered() == [], "a TikTok hit must not reach the Meta destination"
+
+
+HIT_PATHS = ["/p/m/tr", "/p/t/api/v2/pixel", "/p/s/p", "/g/collect"]
+query_text = st.lists(st.tuples(st.text(max_size=12), st.text(max_size=40)), max_size=12).map(
+    lambda pairs: urlencode(pairs)
+)
+raw_query = st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=200)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(path=st.sampled_from(HIT_PATHS), query=query_text | raw_query, body=st.binary(max_size=600),
+       method=st.sampled_from(["GET", "POST"]))  # fmt: skip
+async def test_arbitrary_hits_never_raise_out_of_the_handler(
+    start: Start, path: str, query: str, body: bytes, method: str
+) -> None:
+    h = await start(proxy={"mirror_to_all": True})
+    target = f"{path}?{quote(query, safe='=&%')}" if query else path
+    if method == "GET":
+        resp = await h.get(target)
+    else:
+        resp = await h.post(target, body)
+    assert resp.status < 500 or resp.status == 502  # 502 = upstream refused, never a crash
+    assert h.hits.stats.mirror_errors == 0
