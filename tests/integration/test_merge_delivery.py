@@ -6,6 +6,7 @@ import json
 import random
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 from conftest import FakeClock, auth, runtime_of
 
@@ -22,6 +23,16 @@ def browser_copy(i: int) -> str:
     })  # fmt: skip
 
 
+def pixel_hit(i: int) -> str:
+    """A Meta pixel /tr hit for the order, as fbevents.js sends it through the gateway."""
+    query = urlencode({
+        "id": "1234567890", "ev": "Purchase", "eid": f"order-{i}",
+        "dl": f"https://www.shop.test/thank-you?order={i}&fbclid=Click{i}",
+        "cd[value]": "1", "cd[currency]": "EUR", "cd[order_id]": f"order-{i}",
+    })  # fmt: skip
+    return f"/p/m/tr?{query}"
+
+
 def backend_copy(i: int) -> dict[str, Any]:
     return {"events": [{
         "event": "Purchase", "source": "website", "url": f"https://www.shop.test/o/{i}",
@@ -31,7 +42,7 @@ def backend_copy(i: int) -> dict[str, Any]:
     }]}  # fmt: skip
 
 
-async def test_200_orders_from_two_channels_deliver_once_with_the_union(
+async def test_200_orders_from_browser_and_backend_deliver_once_with_the_union(
     make_config: Any, gateway: Any, meta_sandbox: Any
 ) -> None:
     sandbox, base = meta_sandbox
@@ -41,7 +52,12 @@ async def test_200_orders_from_two_channels_deliver_once_with_the_union(
     clock = FakeClock(time.time() - 900)
     config = make_config(
         base,
-        site={"hosts": ["track.shop.test"], "allowed_origins": [ORIGIN]},
+        site={
+            "hosts": ["track.shop.test"],
+            "allowed_origins": [ORIGIN],
+            # Pixel hits go to an upstream that is down: the browser gets 502, the mirror runs.
+            "proxy": {"enabled": True, "meta_hits_upstream": "http://127.0.0.1:9"},
+        },
         delivery={"merge_seconds": 5.0},
         meta={"max_batch": 500},
     )
@@ -49,9 +65,12 @@ async def test_200_orders_from_two_channels_deliver_once_with_the_union(
     for i in range(200):
         first_browser = rng.random() < 0.5
         for step in range(2):
-            if (step == 0) == first_browser:
+            if (step == 0) == first_browser and i % 2 == 0:
                 resp = await client.post("/e", data=browser_copy(i), headers=HEADERS)
                 assert resp.status == 204, await resp.text()
+            elif (step == 0) == first_browser:
+                resp = await client.get(pixel_hit(i), headers=HEADERS)
+                assert resp.status == 502, await resp.text()
             else:
                 resp = await client.post("/v1/events", json=backend_copy(i), headers=auth())
                 assert resp.status == 202, await resp.text()
@@ -81,5 +100,7 @@ async def test_200_orders_from_two_channels_deliver_once_with_the_union(
     assert len([e for e in sandbox.recorder.accepted if e["event_name"] == "Purchase"]) == 200
     counts = await runtime_of(client).store.dedup_counts()
     assert sum(n for (route, _), n in counts.items() if route == "shop:meta") == 250
-    # A reload duplicates the merged (backend + loader) delivery, so it counts as that pair too.
-    assert counts[("shop:meta", "api+loader")] == 250
+    # Even orders came from the loader, odd ones from the pixel; a reload duplicates the merged
+    # (backend + loader) delivery, so it counts as that pair too.
+    assert counts[("shop:meta", "api+loader")] == 100 + 50
+    assert counts[("shop:meta", "api+pixel")] == 100
