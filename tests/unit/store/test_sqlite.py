@@ -333,3 +333,36 @@ async def test_lease_uses_the_index(store: SqliteStore, db_path: Path) -> None:
     assert len(searches) == 3
     assert all("deliveries_due" in d for d in searches)
     assert not any(d.startswith("SCAN deliveries") for d in details)
+
+
+async def test_a_version_1_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
+    """A database written before profiles and merging existed opens, keeps its rows, and works."""
+    path = tmp_path / "v1.db"
+    v1 = sqlite_module._SCHEMA[: sqlite_module._SCHEMA.index(sqlite_module.PROFILE_SCHEMA)]
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in v1.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
+            " VALUES ('shop', 'Purchase', 'old', 1, x'7b7d', 1)"
+        )
+        conn.execute(
+            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+            " VALUES (1, 'shop:meta', 'pending', 0, 0, 1)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        leased = await store.lease("shop:meta", 10, T0, LEASE)
+        assert [d.event_id for d in leased] == ["old"]
+        await store.append([ev("new")], T0)
+        assert await store.dedup_counts() == {}
+        assert await store.find_profiles("shop", []) == []
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
