@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import RUNTIME, Runtime, create_app
 from gateway.config import Config, parse
+from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
 
 API_KEY = "sg_test_key_0123456789abcdef"
@@ -105,6 +106,18 @@ async def meta_sandbox() -> AsyncIterator[tuple[MetaSandbox, str]]:
     await server.start_server()
     try:
         yield sandbox, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
+    """Start the fake vendor CDN (scripts and pixel-hit endpoints); yield it and its base URL."""
+    fake = FakeCdn()
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield fake, str(server.make_url("")).rstrip("/")
     finally:
         await server.close()
 

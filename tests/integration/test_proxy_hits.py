@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from conftest import FakeClock, auth, runtime_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -62,17 +61,6 @@ class Harness:
         self.clock.advance(10)
         await runtime_of(self.client).workers["shop:meta"].drain()
         return list(self.sandbox.recorder.accepted)
-
-
-@pytest.fixture
-async def cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
-    fake = FakeCdn()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield fake, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
 
 
 Start = Callable[..., Awaitable[Harness]]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from conftest import FakeClock
 
 from gateway.config import PROXY_VENDORS, ConfigError, parse
@@ -31,17 +30,6 @@ class Harness:
 
     async def get(self, path: str, **headers: str) -> aiohttp.ClientResponse:
         return await self.client.get(path, headers={"Host": HOST, **headers})
-
-
-@pytest.fixture
-async def cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
-    fake = FakeCdn()
-    server = TestServer(fake.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield fake, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
 
 
 def proxy_site(base: str, **proxy: Any) -> dict[str, Any]:
