@@ -68,6 +68,7 @@ def make_store(config: Config) -> GatewayStore:
     return SqliteStore(
         path,
         synchronous=config.storage.synchronous,
+        writer=config.storage.writer,
         dedup_seconds=config.delivery.dedup_hours * 3600,
         merge_seconds=config.delivery.merge_seconds,
     )

@@ -69,6 +69,12 @@ class StorageConfig:
         "SQLite synchronous mode (NORMAL survives kill -9; FULL power loss).",
         choices=("NORMAL", "FULL"),
     )
+    writer: str = _f(
+        "loop",
+        "Where writes run: loop (the event loop's thread, one commit per loop turn; fastest on"
+        " one core) or thread (a writer thread; the loop never waits on SQLite).",
+        choices=("loop", "thread"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

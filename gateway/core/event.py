@@ -311,6 +311,9 @@ def _string(
         return value.strip() or None  # the common case, checked in C
     if allow_number and isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
+    elif allow_number and type(value) is float and abs(value) >= 2**63:
+        errs.add(f"{path}.{key}", "integer beyond 64 bits: send such ids as strings")
+        return None
     if not isinstance(value, str):
         errs.add(f"{path}.{key}", "expected a string" + (" or an integer" if allow_number else ""))
         return None

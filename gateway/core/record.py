@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any
 
 from gateway.core.event import Consent, Content, Data, Event, Source, User
+from gateway.core.jsoncodec import dumps, loads
 from gateway.core.merge import merge, source_pair
-
-# json.dumps(o, separators=(",", ":"), ensure_ascii=False), minus building an encoder per call.
-_dumps: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class RawPIIError(ValueError):
@@ -132,12 +129,12 @@ def from_record(rec: dict[str, Any]) -> Event:
 
 def encode(event: Event) -> bytes:
     """Return the stored bytes of an event."""
-    return _dumps(to_record(event)).encode()
+    return dumps(to_record(event))
 
 
 def decode(raw: bytes) -> Event:
     """Return the event from its stored bytes."""
-    return from_record(json.loads(raw))
+    return from_record(loads(raw))
 
 
 def record_carries(record: Mapping[str, Any], visitor_id: str | None, keys: Iterable[str]) -> bool:
@@ -165,7 +162,7 @@ def merge_records(old: bytes, new: bytes) -> tuple[bytes, str]:
 def channel_of(raw: bytes) -> str:
     """Return the channel of a stored record without decoding all of it."""
     try:
-        value = json.loads(raw).get("ch", "api")
+        value = loads(raw).get("ch", "api")
     except (ValueError, AttributeError):
         return "api"
     return value if isinstance(value, str) else "api"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+
+from gateway.core.jsoncodec import loads
 
 log = logging.getLogger("signalgate.web")
 
@@ -149,6 +150,6 @@ async def read_json_body(request: web.Request, max_bytes: int) -> Any:
     if not raw.strip():
         raise BodyError(400, "bad_request", "empty body")
     try:
-        return json.loads(raw)
+        return loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise BodyError(400, "bad_request", f"body is not valid JSON: {str(exc)[:120]}") from exc

@@ -21,25 +21,28 @@ import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.store.base import AppendResult, DeliveryState, Store  # noqa: E402
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, StoreClosedError  # noqa: E402
 
+WRITERS = ("loop", "thread")
+"""Both writer modes keep the whole contract: jobs on the event loop's thread, or on their own."""
+
 
 class TestSqliteContract(StoreContract):
-    @pytest.fixture
-    def make_store(self, tmp_path: Path) -> StoreFactory:
+    @pytest.fixture(params=WRITERS)
+    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
         path = tmp_path / "data" / "outbox.db"  # the directory does not exist yet
 
         def factory() -> Store:
-            return SqliteStore(path)
+            return SqliteStore(path, writer=request.param)
 
         return factory
 
 
 class TestSqliteProfileContract(ProfileContract):
-    @pytest.fixture
-    def make_store(self, tmp_path: Path) -> StoreFactory:
+    @pytest.fixture(params=WRITERS)
+    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
         path = tmp_path / "profiles.db"
 
         def factory() -> SqliteStore:
-            return SqliteStore(path)
+            return SqliteStore(path, writer=request.param)
 
         return factory
 
@@ -49,9 +52,9 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.db"
 
 
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(db_path)
+@pytest.fixture(params=WRITERS)
+async def store(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db_path, writer=request.param)
     await store.open()
     try:
         yield store
@@ -73,8 +76,22 @@ def scalar(path: Path, sql: str) -> object:
 
 @asynccontextmanager
 async def writer_paused(store: SqliteStore) -> AsyncIterator[None]:
-    """Hold the writer thread inside a job so that everything submitted meanwhile queues up and
-    then runs as ONE batch (one transaction) once the block exits."""
+    """Hold the writer so that everything submitted meanwhile queues up and then runs as ONE
+    batch (one transaction) once the block exits.
+
+    The thread writer is held inside a job of its own (one extra transaction, see `HOLD`); the
+    loop writer simply is not flushed until the block exits.
+    """
+    if store.writer == "loop":
+        worker = store._writer
+        assert isinstance(worker, sqlite_module._LoopWorker)
+        worker._scheduled = True  # a flush counts as scheduled: submit() schedules none
+        try:
+            yield
+        finally:
+            worker._scheduled = False
+            worker._flush()
+        return
     entered, gate = threading.Event(), threading.Event()
 
     def hold(conn: sqlite3.Connection) -> None:
@@ -89,6 +106,11 @@ async def writer_paused(store: SqliteStore) -> AsyncIterator[None]:
     finally:
         gate.set()
         await blocker
+
+
+def hold(store: SqliteStore) -> int:
+    """Transactions `writer_paused` itself commits: the thread writer's holding job."""
+    return 1 if store.writer == "thread" else 0
 
 
 async def submitted() -> None:
@@ -199,7 +221,7 @@ async def test_failed_transaction_fails_all_its_futures(store: SqliteStore, db_p
     results = await asyncio.gather(*good, bad, *later, return_exceptions=True)
     assert all(isinstance(r, sqlite3.IntegrityError) for r in results), results
     assert "poisoned" in str(results[0])
-    assert store.commits == commits + 1  # only the pausing job's own transaction
+    assert store.commits == commits + hold(store)  # the failed batch committed nothing
     assert await store.counts() == {}
     assert scalar(db_path, "SELECT count(*) FROM events") == 0
     assert scalar(db_path, "SELECT count(*) FROM dedup") == 0
@@ -222,13 +244,26 @@ async def test_failing_job_rolls_back_alone(store: SqliteStore, db_path: Path) -
     results = await asyncio.gather(*good, bad, return_exceptions=True)
     assert isinstance(results[-1], sqlite3.IntegrityError)
     assert results[:-1] == [[AppendResult(1, 0)]] * 10
-    assert store.commits == commits + 2  # the pausing job's + ONE for all eleven
+    assert store.commits == commits + hold(store) + 1  # ONE for all eleven
     assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 10}
     assert scalar(db_path, "SELECT count(*) FROM events") == 10
     assert scalar(db_path, "SELECT count(*) FROM dedup WHERE event_id = 'p'") == 0
 
 
-async def test_event_loop_keeps_running_during_large_append(store: SqliteStore) -> None:
+@pytest.fixture
+async def thread_store(db_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db_path, writer="thread")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_event_loop_keeps_running_during_large_append_with_thread_writer(
+    thread_store: SqliteStore,
+) -> None:
+    store = thread_store
     # The ticker sleeps 1 ms per tick like an idle server between requests. (A ticker spinning
     # on sleep(0) works too but makes the writer fight it for the GIL and slows the append ~10x.)
     ticks = 0
@@ -274,9 +309,10 @@ async def test_close_drains_queued_jobs(db_path: Path) -> None:
 
 
 async def test_cancelled_append_still_commits(store: SqliteStore) -> None:
-    task = asyncio.create_task(store.append([ev("c")], T0))
-    await submitted()
-    task.cancel()
+    async with writer_paused(store):
+        task = asyncio.create_task(store.append([ev("c")], T0))
+        await submitted()
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     await store.ping()  # jobs run in order: the append is committed now
@@ -338,7 +374,7 @@ async def test_lease_uses_the_index(store: SqliteStore, db_path: Path) -> None:
 async def test_a_version_1_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     """A database written before profiles and merging existed opens, keeps its rows, and works."""
     path = tmp_path / "v1.db"
-    v1 = sqlite_module._SCHEMA[: sqlite_module._SCHEMA.index(sqlite_module.PROFILE_SCHEMA)]
+    v1 = sqlite_module._BASE_SCHEMA
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
         for statement in v1.split(";"):
@@ -366,3 +402,49 @@ async def test_a_version_1_file_is_migrated_to_the_current_schema(tmp_path: Path
         await store.close()
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
+    tmp_path: Path,
+) -> None:
+    """Keys claimed before dedup rows named their event still block repeats (counted, not
+    merged); keys claimed after the migration merge into their pending original."""
+    path = tmp_path / "v3.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        for script in (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in (1, 2))):
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(
+            "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
+            " VALUES ('shop', 'Purchase', 'old', 1, x'7b7d', 1)"
+        )
+        conn.execute(
+            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+            " VALUES (1, 'shop:meta', 'pending', 0, 0, 1)"
+        )
+        conn.execute(
+            "INSERT INTO dedup(route, event_name, event_id, first_seen)"
+            f" VALUES ('shop:meta', 'Purchase', 'old', {T0})"
+        )
+        conn.execute("PRAGMA user_version = 3")
+        assert "events_key" in {r[1] for r in conn.execute("PRAGMA index_list(events)")}
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.append([ev("old")], T0 + 1) == [AppendResult(0, 1)]
+        assert await store.append([ev("new")], T0 + 1) == [AppendResult(1, 0)]
+        assert await store.append([ev("new")], T0 + 2) == [AppendResult(0, 1)]
+        assert await store.dedup_counts() == {
+            ("shop:meta", "api+unknown"): 1,  # "old": no event to merge into, only counted
+            ("shop:meta", "api+api"): 1,
+        }
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert "events_key" not in {r[1] for r in conn.execute("PRAGMA index_list(events)")}
+        refs = dict(conn.execute("SELECT event_id, event_ref FROM dedup").fetchall())
+    assert refs["old"] is None
+    assert refs["new"] is not None
