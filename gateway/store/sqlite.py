@@ -114,7 +114,16 @@ SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
 MAX_BATCH: Final = 1024
 """Most jobs in one group-commit transaction."""
 
-COMPACT_CHUNK: Final = 5000
+CHECKPOINT_INTERVAL: Final = 0.5
+"""Seconds between WAL checkpoints when writes run on the event loop's thread."""
+
+CHECKPOINT_BUSY_MS: Final = 200
+"""How long the checkpointer waits for a lock before trying again at its next tick."""
+
+WAL_RESTART_FRAMES: Final = 16384
+"""WAL frames (pages, 64 MiB at 4 KiB) beyond which the checkpointer rewinds the log."""
+
+COMPACT_CHUNK: Final = 1000
 """Rows deleted per compaction transaction, so appends interleave with a long compaction."""
 
 _BASE_SCHEMA: Final = """
@@ -446,6 +455,31 @@ class _LoopWorker:
             conn.close()
 
 
+def _execute_plain(conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    """Run each job as is (no transaction around it) and resolve it."""
+    outcomes: list[_Outcome] = []
+    for job in batch:
+        try:
+            outcomes.append((job, job.fn(conn), None))
+        except Exception as exc:
+            outcomes.append((job, None, exc))
+    _resolve(outcomes)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
+    """Checkpoint without blocking the writer; return SQLite's (busy, log frames, copied).
+
+    PASSIVE copies what it can while appends go on. If the log still grows past
+    WAL_RESTART_FRAMES (it can only be rewound once a checkpoint has caught up with the
+    writer), RESTART waits up to CHECKPOINT_BUSY_MS for a gap between transactions so the
+    next writer starts the log over.
+    """
+    busy, log, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if log > WAL_RESTART_FRAMES:
+        busy, log, done = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+    return int(busy), int(log), int(done)
+
+
 def _settle(future: asyncio.Future[None], exc: BaseException | None) -> None:
     if future.done():
         return
@@ -503,6 +537,15 @@ class SqliteStore:
         self._reader = _Worker(
             "sqlite-store-reader", self._connect_reader, self._execute_reads, linger=0.0
         )
+        self._checkpointer: _Worker | None = None
+        self._checkpoints: asyncio.Task[None] | None = None
+        if writer == "loop":
+            self._checkpointer = _Worker(
+                "sqlite-store-checkpointer",
+                self._connect_checkpointer,
+                _execute_plain,
+                linger=0.0,
+            )
         self._open = False
         self._profile_sites: set[str] | None = None
 
@@ -515,7 +558,13 @@ class SqliteStore:
         await self._writer.start()
         try:
             await self._reader.start()
+            if self._checkpointer is not None:
+                await self._checkpointer.start()
+                self._checkpoints = asyncio.get_running_loop().create_task(
+                    self._checkpoint_loop(self._checkpointer)
+                )
         except BaseException:
+            await self._reader.stop()
             await self._writer.stop()
             raise
         self._open = True
@@ -523,8 +572,29 @@ class SqliteStore:
     async def close(self) -> None:
         """Finish every job already submitted, stop the threads, close the connections."""
         self._open = False
+        task, self._checkpoints = self._checkpoints, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
         await self._reader.stop()
         await self._writer.stop()
+
+    async def _checkpoint_loop(self, worker: _Worker) -> None:
+        """Copy the WAL into the database file every CHECKPOINT_INTERVAL, off the loop.
+
+        The loop writer's own connection never checkpoints (``wal_autocheckpoint = 0``): an
+        automatic checkpoint runs inside the COMMIT that crosses the threshold and fsyncs,
+        which would stall the event loop. A failed checkpoint is retried at the next tick.
+        """
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            try:
+                await self._submit(worker, _checkpoint)
+            except sqlite3.Error:
+                continue
 
     async def ping(self) -> None:
         """Raise unless a small write transaction commits right now."""
@@ -714,7 +784,18 @@ class SqliteStore:
                 raise sqlite3.OperationalError(f"cannot use WAL mode on {self.path} (got {mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 67108864")
+            if self.writer == "loop":
+                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread's job
             _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
         except BaseException:
             conn.close()
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.core.event import Event, FieldError
+from gateway.core.jsoncodec import dumps
 from gateway.web.middleware import BodyError, error_response, read_json_body
 from gateway.web.pipeline import Pipeline, Site
 
@@ -120,9 +122,12 @@ class EventsApi:
             warnings.extend(_dicts(prepared.warnings))
         accepted = await self.pipeline.enrich(site, accepted)
         results = await self.pipeline.commit(site, accepted)
+        deduplicated = sum(1 for r in results if r.created == 0 and r.deduplicated > 0)
+        if accepted and not rejected and not warnings:
+            return _accepted(len(accepted), deduplicated)
         body: dict[str, Any] = {
             "accepted": len(accepted),
-            "deduplicated": sum(1 for r in results if r.created == 0 and r.deduplicated > 0),
+            "deduplicated": deduplicated,
             "rejected": rejected,
         }
         if warnings:
@@ -147,6 +152,21 @@ class EventsApi:
         if len(events) > self.max_events:
             return [], FieldError("events", f"at most {self.max_events} events per request")
         return events, None
+
+
+@functools.lru_cache(maxsize=1024)
+def _accepted_body(accepted: int, deduplicated: int) -> bytes:
+    return dumps({"accepted": accepted, "deduplicated": deduplicated, "rejected": []})
+
+
+def _accepted(accepted: int, deduplicated: int) -> web.Response:
+    """The 202 of a request whose events were all accepted without warnings (the usual one)."""
+    return web.Response(
+        body=_accepted_body(accepted, deduplicated),
+        status=202,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
 def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:

@@ -448,3 +448,27 @@ async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
         refs = dict(conn.execute("SELECT event_id, event_ref FROM dedup").fetchall())
     assert refs["old"] is None
     assert refs["new"] is not None
+
+
+async def test_loop_writer_leaves_checkpoints_to_the_checkpointer_thread(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop writer never checkpoints inside a COMMIT (that fsyncs on the event loop); the
+    checkpointer thread copies the WAL into the database file on its own schedule."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL", 0.02)
+    store = SqliteStore(db_path, writer="loop")
+    await store.open()
+    try:
+        assert await store._write(lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()) == (
+            0,
+        )
+        empty = db_path.stat().st_size
+        await store.append([ev(f"cp{i}", record=b"x" * 2000) for i in range(500)], T0)
+        for _ in range(250):  # up to 5 s
+            if db_path.stat().st_size > empty + 500 * 2000:
+                break
+            await asyncio.sleep(0.02)
+        assert db_path.stat().st_size > empty + 500 * 2000  # the rows reached the main file
+        assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 500}
+    finally:
+        await store.close()
