@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from aiohttp import web
@@ -27,6 +28,8 @@ from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import Collect
+from gateway.web.fastlane import LANE, FastRunner, Lane
+from gateway.web.hits import MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
@@ -116,7 +119,21 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
+    _fast_lane(app)
     return app
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane.py)."""
+    return FastRunner(app, **kwargs)
+
+
+def _fast_lane(app: web.Application) -> None:
+    """Answer fresh cached scripts straight from the socket (gateway/web/fastlane.py)."""
+    proxy = app.get(PROXY)
+    if proxy is None:
+        return
+    app[LANE] = Lane(proxy.cached_answer, None, MAX_HIT_BODY)
 
 
 def _browser_routes(app: web.Application, runtime: Runtime, config: Config, clock: Clock) -> None:

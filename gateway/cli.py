@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import create_app
+from gateway.app import create_app, make_runner
 from gateway.config import Config, ConfigError, load, parse
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
@@ -91,7 +91,7 @@ def _serve(coro: Any) -> None:
 
 async def _run(config: Config, *, delivery: bool = True) -> None:
     app = create_app(config, run_workers=delivery)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app, access_log=None)
     await runner.setup()
     # Long-lived start-up objects leave the GC's view, and young-generation collections run
     # less often: a request allocates many short-lived objects and none form cycles.

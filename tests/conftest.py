@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import BaseRunner, TestClient, TestServer
 
-from gateway.app import RUNTIME, Runtime, create_app
+from gateway.app import RUNTIME, Runtime, create_app, make_runner
 from gateway.config import Config, parse
 from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
@@ -125,6 +125,13 @@ async def cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
 GatewayFactory = Callable[..., Any]
 
 
+class GatewayTestServer(TestServer):
+    """A TestServer on the runner `signalgate run` uses (fast lane included)."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return make_runner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def gateway() -> AsyncIterator[Callable[..., Any]]:
     """Return an async factory: `client = await gateway(config, **create_app_kwargs)`."""
@@ -133,7 +140,7 @@ async def gateway() -> AsyncIterator[Callable[..., Any]]:
     async def factory(config: Config, **kwargs: Any) -> TestClient[web.Request, web.Application]:
         app = create_app(config, **kwargs)
         client: TestClient[web.Request, web.Application] = TestClient(
-            TestServer(app, host="127.0.0.1")
+            GatewayTestServer(app, host="127.0.0.1")
         )
         await client.start_server()
         clients.append(client)

@@ -54,6 +54,8 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 from aiohttp import web
+from multidict import MultiMapping
+from yarl import URL
 
 from gateway.config import PROXY_VENDORS, ProxyConfig, SiteConfig
 from gateway.web.middleware import error_response
@@ -80,6 +82,8 @@ JS_TYPES: Final = frozenset(
     }
 )
 _MAX_BACKOFF_KEYS: Final = 10_000
+_MAX_MEMO: Final = 4096
+"""Entries of each fast-lane memo (targets, header blocks, Accept-Encoding values)."""
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 _CHARSET: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -246,6 +250,14 @@ class ScriptCache:
         self._retry_at: dict[str, float] = {}
         self._session: aiohttp.ClientSession | None = None
 
+    def fresh(self, url: str, site: SiteScripts) -> Entry | None:
+        """Return the cached copy of `url` while it is fresh for `site` (a HIT), else None."""
+        entry = self._entries.get(url)
+        if entry is None or self.clock() - entry.validated_at >= site.cache_seconds:
+            return None
+        self._entries.move_to_end(url)
+        return entry
+
     async def get(self, url: str, site: SiteScripts) -> tuple[Entry, str]:
         """Return the script at `url` and how it was obtained; raise UpstreamError for none."""
         now = self.clock()
@@ -387,6 +399,9 @@ class ScriptProxy:
         only = sites[0] if len(sites) == 1 and not sites[0].hosts else None
         self.fallback = SiteScripts.from_config(only.proxy) if only and only.proxy.enabled else None
         self.prefixes = tuple(sorted({s.proxy.prefix for s in enabled}))
+        self._targets: dict[tuple[str, str], tuple[str, SiteScripts] | None] = {}
+        self._answers: dict[tuple[str, float, bool, bool], tuple[Entry, bytes, bytes]] = {}
+        self._gzip_ok: dict[str, bool] = {}
 
     def handler(self, prefix: str) -> Handler:
         """Return the handler of the routes under `prefix`."""
@@ -403,8 +418,7 @@ class ScriptProxy:
 
     def site_for(self, request: web.Request) -> SiteScripts | None:
         """Return the proxy settings of the site served on the request's Host."""
-        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
-        return self.by_host.get(host.lower().rstrip("."), self.fallback)
+        return self.by_host.get(_bare_host(request.host), self.fallback)
 
     async def serve(self, request: web.Request, prefix: str) -> web.StreamResponse:
         """Answer one script request (200/304 with the script, 400, 404 or 502)."""
@@ -437,6 +451,80 @@ class ScriptProxy:
         self.stats.rejected += 1
         return error_response(status, code, message, headers={"Cache-Control": "no-store"})
 
+    # --- fast lane (gateway/web/fastlane.py) ----------------------------------------------------
+
+    def cached_answer(
+        self,
+        raw_target: str,
+        host: str,
+        accept_encoding: str | None,
+        if_none_match: str | None,
+    ) -> tuple[bytes, bytes] | None:
+        """Return (status line + our headers, body) for a fresh cached script, else None.
+
+        The answer is byte for byte the one `serve` gives for a cache HIT (same headers, same
+        304 rule, same encoding choice); anything else — a malformed or unknown path, a bad
+        parameter, a stale or missing copy — is None, and the caller lets `serve` answer. The
+        caller adds Date, Server and Content-Length. Resolutions and header blocks are memoised
+        (bounded), so a hot script costs two dict lookups and a clock read.
+        """
+        key = (raw_target, host)
+        try:
+            target = self._targets[key]
+        except KeyError:
+            target = self._resolve(raw_target, host)
+            if len(self._targets) >= _MAX_MEMO:
+                self._targets.clear()
+            self._targets[key] = target
+        if target is None:
+            return None
+        url, site = target
+        entry = self.cache.fresh(url, site)
+        if entry is None:
+            return None
+        gzip_ok = False
+        if entry.gzipped is not None and accept_encoding:
+            known = self._gzip_ok.get(accept_encoding)
+            if known is None:
+                known = _accepts_gzip(accept_encoding)
+                if len(self._gzip_ok) >= _MAX_MEMO:
+                    self._gzip_ok.clear()
+                self._gzip_ok[accept_encoding] = known
+            gzip_ok = known
+        not_modified = _etag_matches(if_none_match, entry.etag)
+        answer_key = (url, site.cache_seconds, gzip_ok, not_modified)
+        built = self._answers.get(answer_key)
+        if built is None or built[0] is not entry:
+            head, body = _head_and_body(entry, site, "HIT", gzip_ok, not_modified)
+            if len(self._answers) >= _MAX_MEMO:
+                self._answers.clear()
+            built = self._answers[answer_key] = (entry, head, body)
+        self.stats.requests += 1
+        self.stats.hits += 1
+        return built[1], built[2]
+
+    def _resolve(self, raw_target: str, host: str) -> tuple[str, SiteScripts] | None:
+        """Return the upstream URL and site `serve` would use for this target, or None."""
+        raw_path, _, raw_query = raw_target.partition("?")
+        site = self.by_host.get(_bare_host(host), self.fallback)
+        # The route aiohttp would pick: the first registered prefix the path starts with.
+        prefix = next((p for p in self.prefixes if raw_path.startswith(p)), None)
+        if site is None or prefix is None or site.prefix != prefix:
+            return None
+        segments = _segments(raw_path, site.prefix)
+        found = _find(segments) if segments is not None else None
+        if found is None or found[0].vendor not in site.vendors:
+            return None
+        route, slots = found
+        try:
+            query = _query_of(URL.build(query_string=raw_query, encoded=True).query, route)
+        except ValueError:
+            return None
+        if query is None:
+            return None
+        url = site.upstreams[route.vendor] + route.upstream.format(**slots)
+        return (url + "?" + urlencode(query) if query else url), site
+
     def _count(self, how: str) -> None:
         if how == "HIT":
             self.stats.hits += 1
@@ -464,6 +552,13 @@ def _segments(raw_path: str, prefix: str) -> list[str] | None:
     return segments
 
 
+def _bare_host(host: str) -> str:
+    """Return the Host header without its port, lower-cased, without a trailing dot."""
+    if not host.endswith("]"):
+        host = host.rsplit(":", 1)[0]
+    return host.lower().rstrip(".")
+
+
 def _find(segments: Sequence[str]) -> tuple[Route, dict[str, str]] | None:
     for route in ROUTES:
         slots = route.match(segments)
@@ -474,9 +569,13 @@ def _find(segments: Sequence[str]) -> tuple[Route, dict[str, str]] | None:
 
 def _query(request: web.Request, route: Route) -> dict[str, str] | None:
     """Return the allow-listed parameters in table order; None when one is bad or repeated."""
+    return _query_of(request.query, route)
+
+
+def _query_of(params: MultiMapping[str], route: Route) -> dict[str, str] | None:
     out: dict[str, str] = {}
     for name, param in route.params.items():
-        values = request.query.getall(name, [])
+        values = params.getall(name, [])
         if len(values) > 1 or (param.required and not values):
             return None
         if values:
@@ -518,7 +617,20 @@ def _gunzip(data: bytes, limit: int) -> bytes:
     return out
 
 
-def _respond(request: web.Request, entry: Entry, site: SiteScripts, how: str) -> web.Response:
+def _head_and_body(
+    entry: Entry, site: SiteScripts, how: str, gzip_ok: bool, not_modified: bool
+) -> tuple[bytes, bytes]:
+    """Return the status line and headers (CRLF-terminated lines) and the body of an answer."""
+    headers = _headers(entry, site, how, gzip_ok, not_modified)
+    status = b"HTTP/1.1 304 Not Modified\r\n" if not_modified else b"HTTP/1.1 200 OK\r\n"
+    lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    body = b"" if not_modified else entry.gzipped if gzip_ok and entry.gzipped else entry.body
+    return status + lines.encode("latin-1"), body
+
+
+def _headers(
+    entry: Entry, site: SiteScripts, how: str, gzip_ok: bool, not_modified: bool
+) -> dict[str, str]:
     headers = {
         "Cache-Control": f"public, max-age={int(site.cache_seconds)}",
         "ETag": entry.etag,
@@ -526,14 +638,22 @@ def _respond(request: web.Request, entry: Entry, site: SiteScripts, how: str) ->
         "X-Content-Type-Options": "nosniff",
         "X-Cache": how,
     }
-    if _etag_matches(request.headers.get("If-None-Match"), entry.etag):
-        return web.Response(status=304, headers=headers)
-    body = entry.body
-    if entry.gzipped is not None and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
-        body = entry.gzipped
+    if not_modified:
+        return headers
+    if gzip_ok:
         headers["Content-Encoding"] = "gzip"
     headers["Content-Type"] = entry.content_type
-    return web.Response(body=body, headers=headers)
+    return headers
+
+
+def _respond(request: web.Request, entry: Entry, site: SiteScripts, how: str) -> web.Response:
+    if _etag_matches(request.headers.get("If-None-Match"), entry.etag):
+        return web.Response(status=304, headers=_headers(entry, site, how, False, True))
+    gzip_ok = entry.gzipped is not None and _accepts_gzip(
+        request.headers.get("Accept-Encoding", "")
+    )
+    body = entry.gzipped if gzip_ok and entry.gzipped is not None else entry.body
+    return web.Response(body=body, headers=_headers(entry, site, how, gzip_ok, False))
 
 
 def _etag_matches(header: str | None, etag: str) -> bool:

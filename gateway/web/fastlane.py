@@ -1,0 +1,394 @@
+"""Fast lane: the hottest proxy routes answered straight from the socket, the rest by aiohttp.
+
+Every accepted connection starts on `FrontProtocol`. It reads plain HTTP/1.1 requests and
+answers the ones it knows well — a cached script that is fresh (`ScriptProxy.cached_answer`) and
+the pixel hit routes (`HitProxy.fast_answer`) — without building aiohttp request, response and
+middleware objects (on the benchmark machine those cost more than the proxy work itself). On the
+first request it does not take, it hands the connection to an ordinary aiohttp `RequestHandler`
+with every byte not yet consumed, and the connection stays with aiohttp from then on; answers
+already queued are written first, so the order of answers is the order of requests.
+
+Taken only when unambiguous: `GET`/`POST` with an origin-form target, HTTP/1.1, a head of at most
+`MAX_HEAD` bytes whose lines are well-formed tokens and visible characters, no repeated header, no
+`Transfer-Encoding`, `Expect`, `Upgrade` or `Content-Encoding`, a `Content-Length` of digits
+only (none for `GET`), and a body of at most the route's limit. Anything else (HTTP/1.0, `HEAD`,
+chunked or compressed bodies, an oversized head or body, a script that is not a fresh cache hit,
+any other path) goes to aiohttp, which keeps its own limits, errors and middlewares.
+
+What the middlewares do is done here too: a sane `X-Request-Id` is echoed, and an unexpected
+exception is logged and answered with the same bare JSON 500. Answers carry `Date`, aiohttp's
+`Server` value and `Content-Length`; `Connection: close` is honoured. An idle keep-alive
+connection (or an unfinished head) is closed after `KEEPALIVE_SECONDS`, like aiohttp's default.
+Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any, Final, cast
+
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE
+
+log = logging.getLogger("signalgate.web")
+
+MAX_HEAD: Final = 8190
+"""Largest request head (request line + headers) the lane parses; a bigger one goes to aiohttp."""
+KEEPALIVE_SECONDS: Final = 75.0
+"""Idle connections (and unfinished heads) are closed after this long (aiohttp's default)."""
+_SWEEP_SECONDS: Final = 5.0
+_HEAD_RE: Final = re.compile(
+    rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n"
+    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
+)
+"""A request head the lane takes: request line and header lines (obs-fold and controls refused)."""
+_REFUSED: Final = frozenset({"transfer-encoding", "expect", "upgrade", "content-encoding"})
+_REQUEST_ID_MAX: Final = 64
+_SERVER_LINE: Final = f"Server: {SERVER_SOFTWARE}\r\n".encode("latin-1")
+_CLOSE_LINE: Final = b"Connection: close\r\n"
+_BODILESS: Final = frozenset({b"204", b"304", *(b"1%02d" % n for n in range(100))})
+_ERROR_500: Final = json.dumps({"error": "internal", "message": "internal error"}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class LaneRequest:
+    """One parsed request as the lane's handlers see it (header names lower-cased)."""
+
+    method: str
+    target: str
+    headers: dict[str, str]
+    body: bytes
+    peer: str | None
+
+
+Answer = tuple[bytes, bytes]
+"""(status line + headers without Date/Server/Content-Length, body)."""
+HitAnswerer = Callable[[LaneRequest], Awaitable[Answer] | None]
+"""Return the answer of a hit route (an awaitable), or None when the lane must not take it."""
+
+
+class Lane:
+    """What the lane serves: cached scripts and, when given, pixel hits."""
+
+    def __init__(
+        self,
+        cached_script: Callable[[str, str, str | None, str | None], Answer | None] | None,
+        hit: HitAnswerer | None,
+        body_limit: int,
+    ) -> None:
+        self.cached_script = cached_script
+        self.hit = hit
+        self.body_limit = body_limit
+        self.fast = 0
+        """Requests answered by the lane."""
+        self.handed_over = 0
+        """Connections given to aiohttp."""
+
+
+class _Clock:
+    """The Date header, formatted once per second."""
+
+    __slots__ = ("_line", "_second")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._line = b""
+
+    def date_line(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._line = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("ascii")
+        return self._line
+
+
+_CLOCK: Final = _Clock()
+
+
+def _frame(head: bytes, body: bytes, extra: bytes) -> bytes:
+    # 204, 304 and 1xx answers carry no body and (like aiohttp's) no Content-Length.
+    bodiless = head[9:12] in _BODILESS
+    length = b"\r\n" if bodiless else b"Content-Length: %d\r\n\r\n" % len(body)
+    return b"".join(
+        (head, extra, _CLOCK.date_line(), _SERVER_LINE, length, b"" if bodiless else body)
+    )
+
+
+def error_500() -> Answer:
+    """Return the answer of an unexpected exception (the errors middleware's JSON 500)."""
+    return (
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json; charset=utf-8\r\n",
+        _ERROR_500,
+    )
+
+
+class FrontProtocol(asyncio.Protocol):
+    """One client connection: fast answers in order until the first request aiohttp must take."""
+
+    __slots__ = (
+        "_buf",
+        "_busy",
+        "_close_after",
+        "_closed",
+        "_last",
+        "_paused",
+        "_peer",
+        "_server",
+        "_transport",
+    )
+
+    def __init__(self, server: FastServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buf = b""
+        self._busy = False
+        self._paused = False
+        self._close_after = False
+        self._closed = False
+        self._peer: str | None = None
+        self._last = 0.0
+
+    # --- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = self._transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        self._last = self._server.loop.time()
+        self._server.front.add(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._closed = True
+        self._server.front.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        self._last = self._server.loop.time()
+        if not self._busy:
+            self._process()
+        elif len(self._buf) > 4 * MAX_HEAD and not self._paused and self._transport is not None:
+            self._paused = True  # a pipelining client waits while a hit is in flight
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # closes the transport; an in-flight answer is dropped with it
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def idle_for(self, now: float) -> float:
+        """Return seconds since the last activity, 0 while an answer is in flight."""
+        return 0.0 if self._busy else now - self._last
+
+    @property
+    def busy(self) -> bool:
+        """Whether an answer is in flight."""
+        return self._busy
+
+    def close(self) -> None:
+        """Close the connection (shutdown, idle sweep)."""
+        if self._transport is not None and not self._closed:
+            self._transport.close()
+
+    def _process(self) -> None:
+        lane = self._server.lane
+        while self._buf and not self._closed and not self._close_after:
+            buf = self._buf
+            end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._hand_over()
+                return
+            request = self._parse(buf, end + 2)
+            if request is None:
+                self._hand_over()
+                return
+            method, target, headers, length = request
+            start = end + 4
+            if len(buf) - start < length:
+                return  # the body is still coming (length is bounded by the lane's limit)
+            answer: Answer | None = None
+            pending: Awaitable[Answer] | None = None
+            if method == "GET" and lane.cached_script is not None:
+                answer = lane.cached_script(
+                    target,
+                    headers.get("host", ""),
+                    headers.get("accept-encoding"),
+                    headers.get("if-none-match"),
+                )
+            if answer is None and lane.hit is not None:
+                try:
+                    body = buf[start : start + length]
+                    pending = lane.hit(LaneRequest(method, target, headers, body, self._peer))
+                except Exception:
+                    log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
+                    answer = error_500()
+            if answer is None and pending is None:
+                self._hand_over()
+                return
+            self._buf = buf[start + length :]
+            lane.fast += 1
+            if headers.get("connection", "").lower() == "close":
+                self._close_after = True
+            extra = _request_id_line(headers.get("x-request-id"))
+            if answer is not None:
+                self._write(answer, extra)
+                continue
+            assert pending is not None
+            self._busy = True
+            task = self._server.loop.create_task(self._finish(pending, extra, target))
+            self._server.tasks.add(task)
+            task.add_done_callback(self._server.tasks.discard)
+            return
+
+    async def _finish(self, pending: Awaitable[Answer], extra: bytes, target: str) -> None:
+        try:
+            answer = await pending
+        except Exception:
+            log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
+            answer = error_500()
+        self._busy = False
+        self._last = self._server.loop.time()
+        self._write(answer, extra)
+        if self._paused and self._transport is not None and not self._closed:
+            self._paused = False
+            self._transport.resume_reading()
+        if self._buf and not self._closed:
+            self._process()
+
+    def _write(self, answer: Answer, extra: bytes) -> None:
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        head, body = answer
+        if self._close_after:
+            extra += _CLOSE_LINE
+        transport.write(_frame(head, body, extra))
+        if self._close_after:
+            transport.close()
+
+    def _parse(self, buf: bytes, head_end: int) -> tuple[str, str, dict[str, str], int] | None:
+        """Return method, target, headers and body length of a head the lane takes, else None."""
+        if _HEAD_RE.fullmatch(buf, 0, head_end) is None:
+            return None
+        lines = buf[:head_end].decode("latin-1").split("\r\n")
+        method, target, _ = lines[0].split(" ")
+        headers: dict[str, str] = {}
+        for line in lines[1:-1]:
+            name, _, value = line.partition(":")
+            name = name.lower()
+            if name in headers or name in _REFUSED:
+                return None
+            headers[name] = value.strip(" \t")
+        raw_length = headers.get("content-length")
+        if raw_length is None:
+            return (method, target, headers, 0) if method == "GET" else None
+        if not raw_length.isdigit() or not raw_length.isascii() or len(raw_length) > 9:
+            return None
+        length = int(raw_length)
+        if (method == "GET" and length) or length > self._server.lane.body_limit:
+            return None
+        return method, target, headers, length
+
+    def _hand_over(self) -> None:
+        """Give the connection, with every byte not yet consumed, to aiohttp for good."""
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        self._server.lane.handed_over += 1
+        self._server.front.discard(self)
+        self._closed = True
+        handler = self._server.aiohttp_handler()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()
+        data, self._buf = self._buf, b""
+        if data:
+            handler.data_received(data)
+
+
+def _request_id_line(given: str | None) -> bytes:
+    """Echo a sane client X-Request-Id (the request-id middleware's rule)."""
+    if (
+        given
+        and len(given) <= _REQUEST_ID_MAX
+        and given.replace("-", "").isalnum()
+        and given.isascii()
+    ):
+        return f"X-Request-Id: {given}\r\n".encode("ascii")
+    return b""
+
+
+class FastServer(web.Server):
+    """aiohttp's Server whose connections start on the fast lane."""
+
+    def __init__(self, base: web.Server, lane: Lane, loop: asyncio.AbstractEventLoop) -> None:
+        kwargs: dict[str, Any] = dict(getattr(base, "_kwargs", {}))
+        super().__init__(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            loop=loop,
+            **kwargs,
+        )
+        self.loop = loop
+        self.lane = lane
+        self.front: set[FrontProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.TimerHandle | None = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    def __call__(self) -> Any:
+        """Return the protocol of a new connection (the fast lane's)."""
+        return FrontProtocol(self)
+
+    def aiohttp_handler(self) -> Any:
+        """Return a new aiohttp RequestHandler of this server."""
+        return super().__call__()
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in list(self.front):
+            if conn.idle_for(now) > KEEPALIVE_SECONDS:
+                conn.close()
+        self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    def pre_shutdown(self) -> None:
+        """Close idle fast-lane connections too (aiohttp closes its own)."""
+        super().pre_shutdown()
+        for conn in list(self.front):
+            if not conn.busy:
+                conn.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp API
+        """Let answers in flight finish (bounded), then close every connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+        for conn in list(self.front):
+            conn.close()
+        self.front.clear()
+        await super().shutdown(timeout)
+
+
+LANE = web.AppKey("fast_lane", Lane)
+
+
+class FastRunner(web.AppRunner):
+    """An AppRunner whose server puts connections on the app's fast lane (when it has one)."""
+
+    async def _make_server(self) -> web.Server:
+        base = await super()._make_server()
+        lane = self.app.get(LANE)
+        if lane is None:
+            return base
+        return FastServer(base, lane, asyncio.get_running_loop())

@@ -1,0 +1,199 @@
+"""Fast lane: hot proxy routes answered from the socket exactly as aiohttp answers them."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import FakeClock
+
+from gateway.config import PROXY_VENDORS
+from gateway.sandbox.cdn import FakeCdn
+from gateway.web.fastlane import LANE, MAX_HEAD, Lane
+from gateway.web.proxy import PROXY
+
+HOST = "www.shop.test"
+SCRIPT = "/p/s/e.js"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class Conn:
+    """One raw keep-alive connection: bytes out exactly as written, answers parsed back."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> Answer:
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ")[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        body = await asyncio.wait_for(self.reader.readexactly(length), 5) if length else b""
+        return Answer(status, headers, body)
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 5) == b""
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def get(target: str, **headers: str) -> bytes:
+    lines = [f"GET {target} HTTP/1.1", f"Host: {HOST}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@dataclass
+class Gateway:
+    client: Any
+    cdn: FakeCdn
+
+    @property
+    def lane(self) -> Lane:
+        lane: Lane = self.client.app[LANE]
+        return lane
+
+    async def connect(self) -> Conn:
+        reader, writer = await asyncio.open_connection(self.client.host, self.client.port)
+        return Conn(reader, writer)
+
+    async def once(self, data: bytes) -> Answer:
+        conn = await self.connect()
+        try:
+            await conn.send(data)
+            return await conn.answer()
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+async def gw(make_config: Any, gateway: Any, cdn: tuple[FakeCdn, str]) -> Gateway:
+    fake, url = cdn
+    upstreams = {f"{vendor}_upstream": url for vendor in PROXY_VENDORS}
+    config = make_config(site={"hosts": [HOST], "proxy": {"enabled": True, **upstreams}})
+    client = await gateway(config, clock=FakeClock(), run_workers=False)
+    return Gateway(client, fake)
+
+
+def comparable(answer: Answer) -> tuple[int, dict[str, str], bytes]:
+    headers = {k: v for k, v in answer.headers.items() if k != "date"}
+    return answer.status, headers, answer.body
+
+
+async def test_fresh_script_is_answered_by_the_lane_like_aiohttp(gw: Gateway) -> None:
+    miss = await gw.once(get(SCRIPT, Accept_Encoding="gzip"))
+    assert miss.status == 200
+    assert miss.headers["x-cache"] == "MISS"
+    assert gw.lane.fast == 0
+    assert gw.lane.handed_over == 1
+    # aiohttp's own answers for a HIT: a connection already handed over (an unknown path first).
+    slow = await gw.connect()
+    await slow.send(get("/nope"))
+    assert (await slow.answer()).status == 404
+    cases = [
+        {"Accept_Encoding": "gzip, deflate, br"},
+        {"Accept_Encoding": "br;q=1, gzip;q=0"},
+        {},
+        {"If_None_Match": miss.headers["etag"]},
+        {"If_None_Match": '"other", W/"x"', "Accept_Encoding": "gzip"},
+    ]
+    fast = await gw.connect()
+    for headers in cases:
+        await slow.send(get(SCRIPT, **headers))
+        await fast.send(get(SCRIPT, **headers))
+        expected, got = await slow.answer(), await fast.answer()
+        assert comparable(got) == comparable(expected)
+        assert got.headers["x-cache"] == "HIT"
+        assert "date" in got.headers
+    assert gw.lane.fast == len(cases)
+    assert gw.lane.handed_over == 2
+    slow.close()
+    fast.close()
+    gzipped = await gw.once(get(SCRIPT, Accept_Encoding="gzip"))
+    plain = await gw.once(get(SCRIPT))
+    assert gzipped.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(gzipped.body) == plain.body
+    assert "content-encoding" not in plain.headers
+    stats = gw.client.app[PROXY].stats
+    assert stats.hits == len(cases) * 2 + 2
+    assert stats.misses == 1
+
+
+async def test_pipelined_requests_are_answered_in_order_across_the_hand_over(gw: Gateway) -> None:
+    await gw.once(get(SCRIPT))  # cache it
+    conn = await gw.connect()
+    await conn.send(
+        get(SCRIPT, X_Request_Id="req-1")
+        + get(SCRIPT, X_Request_Id="bad id!")
+        + get("/healthz", X_Request_Id="req-3")
+        + get(SCRIPT, X_Request_Id="req-4")
+    )
+    answers = [await conn.answer() for _ in range(4)]
+    assert [a.status for a in answers] == [200, 200, 200, 200]
+    assert [a.headers.get("x-request-id") for a in answers] == ["req-1", None, "req-3", "req-4"]
+    assert [a.headers.get("x-cache") for a in answers] == ["HIT", "HIT", None, "HIT"]
+    assert gw.lane.fast == 2  # the last one came after the hand-over: aiohttp's
+    conn.close()
+
+
+async def test_connection_close_and_split_heads(gw: Gateway) -> None:
+    await gw.once(get(SCRIPT))
+    conn = await gw.connect()
+    data = get(SCRIPT, Connection="close")
+    for i in range(0, len(data), 7):  # a head arriving in pieces
+        await conn.send(data[i : i + 7])
+        await asyncio.sleep(0)
+    answer = await conn.answer()
+    assert answer.status == 200
+    assert answer.headers["connection"] == "close"
+    assert await conn.closed()
+    conn.close()
+    assert gw.lane.fast == 1
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /p/s/e.js HTTP/1.0\r\nHost: www.shop.test\r\n\r\n",
+        b"HEAD /p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\n\r\n",
+        b"GET /p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\nHost: www.shop.test\r\n\r\n",
+        b"GET /p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\n X-Folded: 1\r\n\r\n",
+        b"GET /p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n",
+        b"GET /p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\nContent-Length: 1\r\n\r\nx",
+        b"GET /p/s/%65.js HTTP/1.1\r\nHost: www.shop.test\r\n\r\n",
+        b"GET http://www.shop.test/p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\n\r\n",
+        b"GET /p/s/e.js HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n",
+        b"GET /p/s/e.js HTTP/1.1\r\nHost: www.shop.test\r\nX-Big: " + b"a" * MAX_HEAD + b"\r\n\r\n",
+    ],
+)
+async def test_anything_unusual_goes_to_aiohttp(gw: Gateway, request_bytes: bytes) -> None:
+    await gw.once(get(SCRIPT))
+    handed = gw.lane.handed_over
+    conn = await gw.connect()
+    await conn.send(request_bytes)
+    head = await asyncio.wait_for(conn.reader.readuntil(b"\r\n"), 5)  # HEAD: no body follows
+    conn.close()
+    assert gw.lane.fast == 0
+    assert gw.lane.handed_over == handed + 1
+    assert int(head.split(b" ")[1]) in (200, 400, 404, 431)
