@@ -29,7 +29,7 @@ from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import Collect
 from gateway.web.fastlane import LANE, FastRunner, Lane
-from gateway.web.hits import MAX_HIT_BODY
+from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
@@ -129,11 +129,12 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
 
 
 def _fast_lane(app: web.Application) -> None:
-    """Answer fresh cached scripts straight from the socket (gateway/web/fastlane.py)."""
+    """Answer fresh cached scripts and pixel hits straight from the socket (web/fastlane.py)."""
     proxy = app.get(PROXY)
     if proxy is None:
         return
-    app[LANE] = Lane(proxy.cached_answer, None, MAX_HIT_BODY)
+    hits = app.get(HITS)
+    app[LANE] = Lane(proxy.cached_answer, hits.fast_answer if hits else None, MAX_HIT_BODY)
 
 
 def _browser_routes(app: web.Application, runtime: Runtime, config: Config, clock: Clock) -> None:

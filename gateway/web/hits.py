@@ -24,6 +24,10 @@ the route's (percent-escapes…) or a query with bytes outside printable ASCII �
 `MAX_QUERY_BYTES` → 414 (aiohttp itself refuses request lines over 8190 bytes with 400); a body
 over `MAX_HIT_BODY` → 413; unknown Host or vendor off → 404. The proxy sets no cookie.
 
+The same checks, forwarding, mirror and answers serve requests from aiohttp (`serve`) and from
+the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose body it read
+whole (no Content-Encoding, at most MAX_HIT_BODY bytes) and leaves every other one to aiohttp.
+
 Mirror, run concurrently with the upstream call and always awaited before the answer (a
 cancelled request leaves it owned by `HitProxy`, which drains it at shutdown): the hit is parsed
 by `gateway.core.hits` (any exception is logged at WARNING without the hit's content and
@@ -41,10 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -69,12 +75,18 @@ from gateway.web.collect import (
     Collect,
     _consent_of,
     _decode_consent,
-    _region,
 )
 from gateway.web.cookies import MAX_COOKIE_HEADER, parse_cookie_header, verify_visitor_id
-from gateway.web.middleware import BodyError, client_ip, error_response, read_body
+from gateway.web.fastlane import Answer, LaneRequest
+from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.pipeline import Site
-from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, UpstreamError, _read_limited
+from gateway.web.proxy import (
+    CONNECT_TIMEOUT,
+    ScriptProxy,
+    UpstreamError,
+    _bare_host,
+    _read_limited,
+)
 
 log = logging.getLogger("signalgate.hits")
 
@@ -171,6 +183,51 @@ class Observed:
     now: float
 
 
+@dataclass(frozen=True, slots=True)
+class HitRequest:
+    """One hit request, from aiohttp or from the fast lane (header lookups by lower-case name)."""
+
+    method: str
+    raw_query: str
+    query: tuple[tuple[str, str], ...]
+    """The decoded query (yarl's decoding, as `request.query`)."""
+    host: str
+    headers: Mapping[str, str]
+    peer: str | None
+    forwarded: tuple[str, ...]
+    """The X-Forwarded-For header values."""
+    body: bytes
+
+
+_REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
+_JSON: Final = "application/json; charset=utf-8"
+
+
+@dataclass(slots=True)
+class HitAnswer:
+    """The answer to a hit: status, our headers, the body (None: a bodiless status)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes | None
+
+    @classmethod
+    def error(cls, status: int, code: str, message: str) -> HitAnswer:
+        """Return an `error_response`-shaped JSON answer, never cached."""
+        body = json.dumps({"error": code, "message": message}).encode()
+        return cls(status, {"Cache-Control": "no-store", "Content-Type": _JSON}, body)
+
+    def response(self) -> web.Response:
+        """Return the aiohttp response."""
+        return web.Response(status=self.status, body=self.body, headers=self.headers)
+
+    def encode(self) -> Answer:
+        """Return the status line and headers, and the body, for the fast lane."""
+        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, '')}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in self.headers.items()]
+        return "".join(lines).encode("latin-1"), self.body or b""
+
+
 OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
     "meta": frozenset({"meta"}),
     "tiktok": frozenset({"tiktok"}),
@@ -189,6 +246,7 @@ class HitProxy:
         self.clock = clock
         self.stats = HitStats()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lane_routes: dict[tuple[str, str], tuple[HitRoute, str]] = {}
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -197,6 +255,7 @@ class HitProxy:
             for path in paths:
                 for method in route.methods:
                     app.router.add_route(method, path, self.handler(route, path))
+                    self._lane_routes[(method, path)] = (route, path)
         app.cleanup_ctx.append(self._drain_ctx)
 
     def handler(self, route: HitRoute, path: str) -> Handler:
@@ -225,14 +284,79 @@ class HitProxy:
 
     async def serve(self, request: web.Request, route: HitRoute, path: str) -> web.StreamResponse:
         """Forward one hit and mirror it; answer with the upstream's answer (or 4xx/502)."""
-        self.stats.requests += 1
         raw_path, _, raw_query = request.raw_path.partition("?")
+        admitted = self._admit(route, path, raw_path, raw_query, request.host)
+        if isinstance(admitted, HitAnswer):
+            return admitted.response()
+        body = b""
+        if request.method == "POST":
+            try:
+                body = await read_body(request, MAX_HIT_BODY)
+            except BodyError as exc:
+                return self._reject(exc.status, exc.code, exc.reason).response()
+        hit = HitRequest(
+            method=request.method,
+            raw_query=raw_query,
+            query=tuple(request.query.items()),
+            host=request.host,
+            headers=request.headers,
+            peer=request.remote,
+            forwarded=tuple(request.headers.getall("X-Forwarded-For", ())),
+            body=body,
+        )
+        answer = await self.answer(route, admitted, hit)
+        return answer.response()
+
+    def lane_route(self, method: str, raw_path: str) -> tuple[HitRoute, str] | None:
+        """Return the hit route (and its public path) the router gives `method raw_path`."""
+        return self._lane_routes.get((method, raw_path))
+
+    def fast_answer(self, request: LaneRequest) -> Awaitable[Answer] | None:
+        """The fast lane's entry (gateway/web/fastlane.py): a hit route's answer, else None.
+
+        Same checks, forwarding, mirror and answers as `serve`; the lane only passes requests
+        whose body it read whole (no Content-Encoding, at most MAX_HIT_BODY bytes).
+        """
+        raw_path, _, raw_query = request.target.partition("?")
+        found = self._lane_routes.get((request.method, raw_path))
+        if found is None:
+            return None
+        return self._fast(found[0], found[1], raw_path, raw_query, request)
+
+    async def _fast(
+        self, route: HitRoute, path: str, raw_path: str, raw_query: str, request: LaneRequest
+    ) -> Answer:
+        host = request.headers.get("host", "")
+        admitted = self._admit(route, path, raw_path, raw_query, host)
+        if isinstance(admitted, HitAnswer):
+            return admitted.encode()
+        query = URL.build(query_string=raw_query, encoded=True).query if raw_query else {}
+        forwarded = request.headers.get("x-forwarded-for")
+        hit = HitRequest(
+            method=request.method,
+            raw_query=raw_query,
+            query=tuple(query.items()),
+            host=host,
+            headers=request.headers,
+            peer=request.peer,
+            forwarded=(forwarded,) if forwarded is not None else (),
+            body=request.body if request.method == "POST" else b"",
+        )
+        answer = await self.answer(route, admitted, hit)
+        return answer.encode()
+
+    def _admit(
+        self, route: HitRoute, path: str, raw_path: str, raw_query: str, host: str
+    ) -> Site | HitAnswer:
+        """Return the hit's site, or the rejection (malformed path/query, unknown host/vendor)."""
+        self.stats.requests += 1
         if raw_path != path or not _QUERY_RE.fullmatch(raw_query):
             return self._reject(400, "bad_request", "malformed hit path")
         if len(raw_query) > MAX_QUERY_BYTES:
             return self._reject(414, "uri_too_long", "query too long")
-        scripts = self.proxy.site_for(request)
-        site = self.collect.site_for(request)
+        bare = _bare_host(host)
+        scripts = self.proxy.by_host.get(bare, self.proxy.fallback)
+        site = self.collect.by_host.get(bare, self.collect.fallback)
         if (
             scripts is None
             or site is None
@@ -241,61 +365,56 @@ class HitProxy:
             or (not route.root and not path.startswith(scripts.prefix))
         ):
             return self._reject(404, "not_found", "no such hit route")
-        body = b""
-        if request.method == "POST":
-            try:
-                body = await read_body(request, MAX_HIT_BODY)
-            except BodyError as exc:
-                return self._reject(exc.status, exc.code, exc.reason)
+        return site
+
+    async def answer(self, route: HitRoute, site: Site, hit: HitRequest) -> HitAnswer:
+        """Mirror the admitted hit while forwarding it; return the answer for the browser."""
         self.stats.by_vendor[route.vendor] = self.stats.by_vendor.get(route.vendor, 0) + 1
-        observed = self._observe(request, route.vendor, site, body)
+        observed = self._observe(hit, route.vendor, site)
         task = asyncio.get_running_loop().create_task(self._mirror(observed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         try:
-            response = await self._forward(request, route, site, raw_query, body, observed)
+            answer = await self._forward(hit, route, site, observed)
         finally:
             await asyncio.shield(task)
-        cors = self.collect._cors(request, site)
+        cors = _cors(hit.headers.get("origin"), hit.host, site)
         if cors:
-            response.headers.update(cors)
-        return response
+            answer.headers.update(cors)
+        return answer
 
-    def _reject(self, status: int, code: str, message: str) -> web.Response:
+    def _reject(self, status: int, code: str, message: str) -> HitAnswer:
         self.stats.rejected += 1
-        return error_response(status, code, message, headers={"Cache-Control": "no-store"})
+        return HitAnswer.error(status, code, message)
 
-    def _observe(self, request: web.Request, vendor: str, site: Site, body: bytes) -> Observed:
+    def _observe(self, hit: HitRequest, vendor: str, site: Site) -> Observed:
         cfg = site.config
+        headers = hit.headers
+        region_header = cfg.consent.region_header
         return Observed(
             vendor=vendor,
             site=site,
-            method=request.method,
-            query=tuple(request.query.items()),
-            body=body,
-            content_type=request.headers.get("Content-Type", ""),
-            cookies=parse_cookie_header(request.headers.get("Cookie"), self.collect.wanted[cfg.id]),
-            ip=client_ip(request, self.collect.trusted),
-            user_agent=request.headers.get("User-Agent", "")[:_MAX_UA] or None,
-            referer=request.headers.get("Referer"),
-            gpc=request.headers.get("Sec-GPC", "").strip() == "1",
-            region=_region(request, cfg.consent.region_header),
+            method=hit.method,
+            query=hit.query,
+            body=hit.body,
+            content_type=headers.get("content-type", ""),
+            cookies=parse_cookie_header(headers.get("cookie"), self.collect.wanted[cfg.id]),
+            ip=client_ip_of(hit.peer, hit.forwarded, self.collect.trusted),
+            user_agent=headers.get("user-agent", "")[:_MAX_UA] or None,
+            referer=headers.get("referer"),
+            gpc=headers.get("sec-gpc", "").strip() == "1",
+            region=_region_of(headers.get(region_header.lower()) if region_header else None),
             now=self.clock(),
         )
 
     # --- pass-through -------------------------------------------------------------------------
 
     async def _forward(
-        self,
-        request: web.Request,
-        route: HitRoute,
-        site: Site,
-        raw_query: str,
-        body: bytes,
-        observed: Observed,
-    ) -> web.Response:
+        self, hit: HitRequest, route: HitRoute, site: Site, observed: Observed
+    ) -> HitAnswer:
         proxy_cfg = site.config.proxy
         base = str(getattr(proxy_cfg, f"{route.vendor}_hits_upstream")).rstrip("/")
+        raw_query = hit.raw_query
         target = base + route.upstream + (f"?{raw_query}" if raw_query else "")
         headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
         skip: tuple[str, ...] = ()
@@ -305,20 +424,20 @@ class HitProxy:
             skip = ("User-Agent",)
         if observed.ip:
             headers["X-Forwarded-For"] = observed.ip
-        cookie = vendor_cookies(request.headers.get("Cookie"), route)
+        cookie = vendor_cookies(hit.headers.get("cookie"), route)
         if cookie:
             headers["Cookie"] = cookie
-        content_type = request.headers.get("Content-Type")
-        if request.method == "POST" and content_type and _CONTENT_TYPE_RE.fullmatch(content_type):
+        content_type = hit.headers.get("content-type")
+        if hit.method == "POST" and content_type and _CONTENT_TYPE_RE.fullmatch(content_type):
             headers["Content-Type"] = content_type
         seconds = proxy_cfg.timeout_seconds
         limits = aiohttp.ClientTimeout(total=seconds, connect=min(CONNECT_TIMEOUT, seconds))
         session = self.proxy.cache._client()
         try:
             async with session.request(
-                request.method,
+                hit.method,
                 URL(target, encoded=True),
-                data=body if request.method == "POST" else None,
+                data=hit.body if hit.method == "POST" else None,
                 headers=headers,
                 skip_auto_headers=skip,
                 allow_redirects=False,
@@ -340,16 +459,12 @@ class HitProxy:
                 "Hit upstream failed; answered 502 (the mirror still runs).",
                 extra={"vendor": route.vendor, "reason": reason},
             )
-            return error_response(
-                502,
-                "bad_gateway",
-                "hit upstream unavailable",
-                headers={"Cache-Control": "no-store"},
-            )
+            return HitAnswer.error(502, "bad_gateway", "hit upstream unavailable")
         self.stats.forwarded += 1
         if status in (204, 304) or status < 200:
-            return web.Response(status=status, headers=out)
-        return web.Response(status=status, body=answer, headers=out)
+            return HitAnswer(status, out, None)
+        out.setdefault("Content-Type", "application/octet-stream")  # what aiohttp would add
+        return HitAnswer(status, out, answer)
 
     # --- mirror -------------------------------------------------------------------------------
 
@@ -478,6 +593,26 @@ def vendor_cookies(header: str | None, route: HitRoute) -> str:
             seen.add(name)
             kept.append(f"{name}={value}")
     return "; ".join(kept)
+
+
+def _cors(origin: str | None, host: str, site: Site) -> dict[str, str] | None:
+    """CORS headers of a hit answer: `Collect._cors`'s rule on the Origin and Host values."""
+    if origin is None:
+        return {}
+    same = origin.split("://", 1)[-1].lower() == host.lower()
+    if origin not in site.config.allowed_origins and not same:
+        return None
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+    }
+
+
+def _region_of(value: str | None) -> str | None:
+    """The region header's value when sane (`collect._region`'s rule)."""
+    value = (value or "").strip().upper()
+    return value if 0 < len(value) <= 8 and value.replace("-", "").isalnum() else None
 
 
 def _http_url(value: str | None) -> bool:

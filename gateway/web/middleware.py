@@ -76,7 +76,13 @@ def client_ip(request: web.Request, trusted: Sequence[Network]) -> str | None:
     Walks the X-Forwarded-For chain from the right (nearest hop) and returns the first address
     that is not itself a trusted proxy; a malformed entry stops the walk at the last good hop.
     """
-    peer = request.remote
+    return client_ip_of(request.remote, request.headers.getall("X-Forwarded-For", []), trusted)
+
+
+def client_ip_of(
+    peer: str | None, forwarded: Sequence[str], trusted: Sequence[Network]
+) -> str | None:
+    """`client_ip` from the peer address and the X-Forwarded-For header values."""
     try:
         addr = ipaddress.ip_address(peer) if peer else None
     except ValueError:
@@ -86,7 +92,7 @@ def client_ip(request: web.Request, trusted: Sequence[Network]) -> str | None:
     if not trusted or not _is_trusted(addr, trusted):
         return str(addr)
     hops: list[str] = []
-    for header in request.headers.getall("X-Forwarded-For", []):
+    for header in forwarded:
         hops.extend(h.strip() for h in header.split(","))
     current = addr
     for hop in reversed(hops):

@@ -13,6 +13,7 @@ from conftest import FakeClock
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn
 from gateway.web.fastlane import LANE, MAX_HEAD, Lane
+from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.proxy import PROXY
 
 HOST = "www.shop.test"
@@ -197,3 +198,81 @@ async def test_anything_unusual_goes_to_aiohttp(gw: Gateway, request_bytes: byte
     assert gw.lane.fast == 0
     assert gw.lane.handed_over == handed + 1
     assert int(head.split(b" ")[1]) in (200, 400, 404, 431)
+
+
+def post(target: str, body: bytes, **headers: str) -> bytes:
+    lines = [f"POST {target} HTTP/1.1", f"Host: {HOST}", f"Content-Length: {len(body)}"]
+    lines += [f"{name.replace('_', '-')}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+HIT = "/p/m/tr?id=1234567890&ev=PageView&eid={}&dl=https%3A%2F%2Fwww.shop.test%2F"
+HIT_HEADERS = {
+    "User_Agent": "Mozilla/5.0 (lane test)",
+    "Cookie": "_fbp=fb.1.1700000000000.1234567890; _ga=GA1.1.1.2; other=1",
+    "Referer": "https://www.shop.test/",
+    "Origin": "https://www.shop.test",
+}
+
+
+async def hits_gateway(make_config: Any, gateway: Any, hits_base: str, url: str) -> Gateway:
+    upstreams = {f"{vendor}_upstream": url for vendor in PROXY_VENDORS}
+    upstreams |= {f"{v}_hits_upstream": hits_base for v in ("meta", "tiktok", "snap", "google")}
+    site = {
+        "hosts": [HOST],
+        "allowed_origins": ["https://www.shop.test"],
+        "proxy": {"enabled": True, **upstreams},
+    }
+    client = await gateway(make_config(site=site), clock=FakeClock(), run_workers=False)
+    return Gateway(client, FakeCdn())
+
+
+@pytest.mark.parametrize("up", [True, False])
+async def test_hits_through_the_lane_match_aiohttp(
+    make_config: Any, gateway: Any, cdn: tuple[FakeCdn, str], up: bool
+) -> None:
+    fake, url = cdn
+    gw = await hits_gateway(make_config, gateway, url if up else "http://127.0.0.1:9", url)
+    slow = await gw.connect()
+    await slow.send(get("/nope"))
+    assert (await slow.answer()).status == 404
+    fast = await gw.connect()
+    requests = [
+        lambda n: get(HIT.format(n), **HIT_HEADERS),
+        lambda n: get(HIT.format(n), **{**HIT_HEADERS, "Origin": "https://evil.test"}),
+        lambda n: post("/p/t/api/v2/pixel", b'{"event":"Pageview","event_id":"%d"}' % n),
+        lambda n: get('/p/m/tr?a="b'),  # a query byte the hit proxy refuses (400)
+        lambda n: get("/p/t/api/v2/pixel"),  # not a hit method: aiohttp answers
+    ]
+    for i, make in enumerate(requests):
+        await slow.send(make(2 * i))
+        await fast.send(make(2 * i + 1))
+        expected, got = await slow.answer(), await fast.answer()
+        assert comparable(got) == comparable(expected), i
+    slow.close()
+    fast.close()
+    hits = gw.client.app[HITS]
+    assert gw.lane.fast == 4  # the GET of a POST-only hit path went to aiohttp
+    assert hits.stats.by_vendor == {"meta": 4, "tiktok": 2}
+    assert hits.stats.mirrored == 6  # upstream down or not, every hit was mirrored first
+    assert hits.stats.bad_gateway == (0 if up else 6)
+    if up:
+        tr = [h for h in fake.hits if h.path == "/tr/"]
+        assert len(tr) == 4
+        assert {h.headers.get("Cookie") for h in tr} == {"_fbp=fb.1.1700000000000.1234567890"}
+        assert {h.headers.get("X-Forwarded-For") for h in tr} == {"127.0.0.1"}
+
+
+async def test_a_compressed_or_oversized_hit_body_goes_to_aiohttp(
+    make_config: Any, gateway: Any, cdn: tuple[FakeCdn, str]
+) -> None:
+    _, url = cdn
+    gw = await hits_gateway(make_config, gateway, url, url)
+    body = gzip.compress(b'{"event":"Pageview","event_id":"z1"}')
+    answer = await gw.once(post("/p/t/api/v2/pixel", body, Content_Encoding="gzip"))
+    assert answer.status == 200
+    answer = await gw.once(post("/p/t/api/v2/pixel", b"x" * (MAX_HIT_BODY + 1)))
+    assert answer.status == 413
+    assert gw.lane.fast == 0
+    assert gw.lane.handed_over == 2
+    assert gw.client.app[HITS].stats.mirrored == 1
