@@ -586,18 +586,40 @@ def parse_event(
     new_id: Callable[[], str],
     path: str = "",
     limits: ParseLimits = ParseLimits(),
+    hasher: PiiHasher | None = None,
 ) -> Event | list[FieldError]:
     """Parse one event object; return the Event or every field error found.
 
     `now` is the receipt time (unix seconds) and `new_id` makes a random id when neither an
-    event_id nor an order_id is present; both come from the edge, so this stays pure.
+    event_id nor an order_id is present; both come from the edge, so this stays pure. With a
+    `hasher`, a valid event's raw PII is handed to it once and the event comes back holding
+    only what it returns (``user.pii`` empty, ``user.hashed`` set): one object built instead
+    of parsing and then rebuilding the event around its hashes.
     """
     if type(obj) is dict:
         try:
-            return _parse_common(obj, now, new_id, limits)
+            return _parse_common(obj, now, new_id, limits, hasher)
         except _Unusual:
             pass  # something is off or unusual: the precise parser decides and explains
-    return _parse_precise(obj, now=now, new_id=new_id, path=path, limits=limits)
+    parsed = _parse_precise(obj, now=now, new_id=new_id, path=path, limits=limits)
+    if hasher is None or isinstance(parsed, list):
+        return parsed
+    return _hash_user(parsed, hasher)
+
+
+PiiHasher = Callable[[Mapping[str, tuple[str, ...]]], Mapping[str, Mapping[str, tuple[str, ...]]]]
+"""Raw PII by identifier key → hashed identifiers by rule set (see `core.identity`)."""
+
+
+def _hash_user(event: Event, hasher: PiiHasher) -> Event:
+    """Return the parsed event with its PII replaced by what `hasher` makes of it."""
+    u = event.user
+    if not u.pii:
+        return event
+    user = _new_user({}, hasher(u.pii), u.ip, u.user_agent, u.visitor_id, u.fbc, u.fbp, u.click_ids)
+    values: list[Any] = list(_event_values(event))
+    values[_USER_AT] = user
+    return _new_event(*values)
 
 
 def _parse_precise(
@@ -797,7 +819,11 @@ def _count(value: JSON) -> int | None:
 
 
 def _parse_common(
-    obj: dict[str, JSON], now: float, new_id: Callable[[], str], limits: ParseLimits
+    obj: dict[str, JSON],
+    now: float,
+    new_id: Callable[[], str],
+    limits: ParseLimits,
+    hasher: PiiHasher | None = None,
 ) -> Event:
     """Return the Event `_parse_precise` would return for a common valid event, else raise."""
     if not obj.keys() <= _EVENT_KEYS:
@@ -848,6 +874,11 @@ def _parse_common(
         raise _Unusual
     if event_id is None:
         event_id = derive_event_id(data.order_id) if data.order_id else new_id()
+    if hasher is not None and user.pii:  # last: nothing below can send us to the precise path
+        u = user
+        user = _new_user(
+            {}, hasher(u.pii), u.ip, u.user_agent, u.visitor_id, u.fbc, u.fbp, u.click_ids
+        )
     return _new_event(
         name, event_id, int(when), source, url, referrer, user, data, consent, test_code
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
@@ -12,27 +12,58 @@ from gateway.core.normalize import Dropped, check, sha256_hex
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
 
+Hashed = dict[str, dict[str, tuple[str, ...]]]
+"""Hashed identifiers: rule set ("meta", …) → identifier key (em, ph, …) → SHA-256 values."""
 
-def hash_identifiers(
-    event: Event,
+
+class PiiHasher:
+    """Hashes one event's raw PII for fixed rule sets and keeps what had to be dropped.
+
+    Called by `parse_event` (its `hasher` argument) once the event is known to be valid, so the
+    event is built once, already hashed. `warnings` then holds a FieldError per dropped value,
+    with its path under `path` (e.g. ``events[3].user.phone``).
+    """
+
+    __slots__ = ("default_country", "path", "rulesets", "warnings")
+
+    def __init__(
+        self, rulesets: tuple[str, ...], *, default_country: str | None = None, path: str = ""
+    ) -> None:
+        self.rulesets = rulesets
+        self.default_country = default_country
+        self.path = path
+        self.warnings: list[FieldError] = []
+
+    def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
+        hashed, warnings = hash_pii(pii, self.rulesets, self.default_country, self.path)
+        self.warnings.extend(warnings)
+        return hashed
+
+
+def hash_pii(
+    pii: Mapping[str, tuple[str, ...]],
     rulesets: Iterable[str],
-    *,
     default_country: str | None = None,
     path: str = "",
-) -> tuple[Event, list[FieldError]]:
-    """Return the event with raw PII replaced by hashed values per rule set, and what was dropped.
+) -> tuple[Hashed, list[FieldError]]:
+    """Return the hashed identifiers of `pii` per rule set, and a warning per dropped value.
 
-    A value that cannot be normalised is dropped (never sent as garbage) and reported as a
-    warning with its field path; the event itself is still accepted.
+    A value that cannot be normalised is dropped (never sent as garbage) and reported with its
+    field path; the event itself is still accepted. A value that already is a SHA-256 digest
+    (or normalises to one) is passed through; repeated digests are kept once, in order.
     """
-    u = event.user
-    if not u.pii:
-        return event, []
     warnings: dict[tuple[str, str], FieldError] = {}
-    hashed: dict[str, dict[str, tuple[str, ...]]] = {}
+    hashed: Hashed = {}
     for rules in rulesets:
         out: dict[str, tuple[str, ...]] = {}
-        for key, values in u.pii.items():
+        for key, values in pii.items():
+            if len(values) == 1:  # the usual shape: one e-mail, one phone, …
+                result = check(key, values[0], rules, default_country=default_country)
+                if type(result) is str:
+                    if len(result) != 64 or _DIGEST_RE.fullmatch(result) is None:
+                        result = sha256_hex(result)
+                    out[key] = (result,)
+                    continue
             digests: list[str] = []
             for i, value in enumerate(values):
                 result = check(key, value, rules, default_country=default_country)
@@ -50,5 +81,23 @@ def hash_identifiers(
             if digests:
                 out[key] = tuple(digests)
         hashed[rules] = out
+    return hashed, list(warnings.values())
+
+
+def hash_identifiers(
+    event: Event,
+    rulesets: Iterable[str],
+    *,
+    default_country: str | None = None,
+    path: str = "",
+) -> tuple[Event, list[FieldError]]:
+    """Return the event with raw PII replaced by hashed values per rule set, and what was dropped.
+
+    (`parse_event` with a `PiiHasher` does the same while parsing, without a second event.)
+    """
+    u = event.user
+    if not u.pii:
+        return event, []
+    hashed, warnings = hash_pii(u.pii, rulesets, default_country, path)
     # Not dataclasses.replace: its per-call field introspection costs more than the hashing.
-    return with_hashed(event, hashed), list(warnings.values())
+    return with_hashed(event, hashed), warnings

@@ -13,7 +13,7 @@ from typing import Any
 
 from gateway.config import SiteConfig
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
-from gateway.core.identity import hash_identifiers
+from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, enrich, lookup_keys
 from gateway.core.record import encode
 from gateway.destinations import DESTINATIONS
@@ -77,13 +77,13 @@ class Pipeline:
     ) -> Prepared:
         """Parse one event object and hash its PII; raw PII never leaves this call."""
         now = self.clock() if now is None else now
-        parsed = parse_event(obj, now=now, new_id=self.new_id, path=path, limits=site.limits)
+        hasher = PiiHasher(site.rulesets, default_country=site.config.default_country, path=path)
+        parsed = parse_event(
+            obj, now=now, new_id=self.new_id, path=path, limits=site.limits, hasher=hasher
+        )
         if isinstance(parsed, list):
             return Prepared(None, parsed, [])
-        event, warnings = hash_identifiers(
-            parsed, site.rulesets, default_country=site.config.default_country, path=path
-        )
-        return Prepared(event, [], warnings)
+        return Prepared(parsed, [], hasher.warnings)
 
     async def enrich(self, site: Site, events: Sequence[Event]) -> list[Event]:
         """Fill events from stored visitor profiles (by visitor id, else hashed e-mail/id).
