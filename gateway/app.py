@@ -134,7 +134,7 @@ def _fast_lane(app: web.Application) -> None:
     if proxy is None:
         return
     hits = app.get(HITS)
-    app[LANE] = Lane(proxy.cached_answer, hits.fast_answer if hits else None, MAX_HIT_BODY)
+    app[LANE] = Lane(proxy.cached_answer, [hits.fast_answer] if hits else [], MAX_HIT_BODY)
 
 
 def _browser_routes(app: web.Application, runtime: Runtime, config: Config, clock: Clock) -> None:

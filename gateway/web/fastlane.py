@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any, Final, cast
@@ -75,16 +75,22 @@ HitAnswerer = Callable[[LaneRequest], Awaitable[Answer] | None]
 
 
 class Lane:
-    """What the lane serves: cached scripts and, when given, pixel hits."""
+    """What the lane serves: cached scripts and the routes of its answerers (hits, API, /e).
+
+    Each answerer looks at a request and returns its answer (an awaitable) or None: the first
+    that takes it answers; a request nobody takes hands the connection to aiohttp. An answerer
+    returns None too for what it would rather have aiohttp decide (e.g. a body over its own
+    size limit: aiohttp answers the 413). `body_limit` bounds what the lane reads at all.
+    """
 
     def __init__(
         self,
         cached_script: Callable[[str, str, str | None, str | None], Answer | None] | None,
-        hit: HitAnswerer | None,
+        answerers: Sequence[HitAnswerer],
         body_limit: int,
     ) -> None:
         self.cached_script = cached_script
-        self.hit = hit
+        self.answerers = tuple(answerers)
         self.body_limit = body_limit
         self.fast = 0
         """Requests answered by the lane."""
@@ -222,10 +228,15 @@ class FrontProtocol(asyncio.Protocol):
                     headers.get("accept-encoding"),
                     headers.get("if-none-match"),
                 )
-            if answer is None and lane.hit is not None:
+            if answer is None and lane.answerers:
+                lane_request = LaneRequest(
+                    method, target, headers, buf[start : start + length], self._peer
+                )
                 try:
-                    body = buf[start : start + length]
-                    pending = lane.hit(LaneRequest(method, target, headers, body, self._peer))
+                    for answerer in lane.answerers:
+                        pending = answerer(lane_request)
+                        if pending is not None:
+                            break
                 except Exception:
                     log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
                     answer = error_500()
