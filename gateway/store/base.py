@@ -13,7 +13,7 @@ a 2xx therefore means the event survives a `kill -9` the next instant.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -190,6 +190,21 @@ class ProfileStore(Protocol):
         self, site: str, visitor_id: str, update: ProfileUpdate, now: float
     ) -> VisitorProfile:
         """Create or merge the profile atomically (see core.profile.merge); return it."""
+
+    async def touch_and_append(
+        self,
+        site: str,
+        visitor_id: str,
+        update: ProfileUpdate,
+        now: float,
+        events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
+    ) -> tuple[VisitorProfile, list[AppendResult]]:
+        """`touch_profile`, then `append(events_for(profile), now)`, in one transaction.
+
+        A browser hit's event is enriched from the profile its own hit just updated; doing
+        both in one write saves a commit and a round trip per hit. `events_for` must be pure
+        (it may run on the store's writer thread) and must not raise.
+        """
 
     async def find_profiles(
         self, site: str, queries: Sequence[ProfileQuery]

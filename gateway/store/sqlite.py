@@ -731,6 +731,29 @@ class SqliteStore:
             partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now)
         )
 
+    async def touch_and_append(
+        self,
+        site: str,
+        visitor_id: str,
+        update: ProfileUpdate,
+        now: float,
+        events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
+    ) -> tuple[VisitorProfile, list[AppendResult]]:
+        if self._profile_sites is not None:
+            self._profile_sites.add(site)
+        return await self._write(
+            partial(
+                _touch_and_append_tx,
+                site=site,
+                visitor_id=visitor_id,
+                update=update,
+                now=now,
+                events_for=events_for,
+                cutoff=now - self.dedup_seconds,
+                merge_seconds=self.merge_seconds,
+            )
+        )
+
     async def find_profiles(
         self, site: str, queries: Sequence[ProfileQuery]
     ) -> list[VisitorProfile | None]:
@@ -1044,6 +1067,26 @@ def _merge_duplicates(
             " ON CONFLICT(route, pair) DO UPDATE SET n = n + 1",
             (route, pair),
         )
+
+
+def _touch_and_append_tx(
+    conn: sqlite3.Connection,
+    *,
+    site: str,
+    visitor_id: str,
+    update: ProfileUpdate,
+    now: float,
+    events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
+    cutoff: float,
+    merge_seconds: float,
+) -> tuple[VisitorProfile, list[AppendResult]]:
+    profile = touch_profile_tx(conn, site=site, visitor_id=visitor_id, update=update, now=now)
+    events = tuple(events_for(profile))
+    if not events:
+        return profile, []
+    return profile, _append_tx(
+        conn, events=events, now=now, cutoff=cutoff, merge_seconds=merge_seconds
+    )
 
 
 def source_pair_of(old: bytes | None, new: bytes) -> str:

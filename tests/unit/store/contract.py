@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
-from gateway.core.profile import ProfileUpdate
+from gateway.core.profile import ProfileUpdate, VisitorProfile
 from gateway.store.base import (
     AppendResult,
     DeadReason,
@@ -502,6 +502,33 @@ class ProfileContract:
             "shop", "v1", ProfileUpdate(click_ids={"fbclid": "B"}), T0 + 5
         )
         assert p.click_ids["fbclid"] == ("B", T0 + 5)
+
+    async def test_touch_and_append_enriches_from_the_touched_profile(
+        self, store: GatewayStore
+    ) -> None:
+        await store.touch_profile("shop", "v1", ProfileUpdate(click_ids={"fbclid": "A"}), T0)
+        seen: list[dict[str, tuple[str, float]]] = []
+
+        def events_for(profile: VisitorProfile) -> list[NewEvent]:
+            seen.append(dict(profile.click_ids))
+            return [ev("hit-1", record=f'{{"fbclid":"{profile.click_ids["fbclid"][0]}"}}'.encode())]
+
+        profile, results = await store.touch_and_append(
+            "shop", "v1", ProfileUpdate(click_ids={"gclid": "G"}), T0 + 1, events_for
+        )
+        assert seen == [{"fbclid": ("A", T0), "gclid": ("G", T0 + 1)}]  # after this hit's merge
+        assert profile.click_ids == seen[0]
+        assert results == [AppendResult(1, 0)]
+        (lease,) = await store.lease("shop:meta", 10, T0 + 10, LEASE)
+        assert (lease.event_id, lease.record) == ("hit-1", b'{"fbclid":"A"}')
+        _, again = await store.touch_and_append(
+            "shop", "v1", ProfileUpdate(), T0 + 2, lambda p: [ev("hit-1")]
+        )
+        assert again == [AppendResult(0, 1)]  # deduplicated like any append
+        _, none = await store.touch_and_append("shop", "v2", ProfileUpdate(), T0 + 2, lambda p: [])
+        assert none == []
+        (v2,) = await store.find_profiles("shop", [ProfileQuery(visitor_id="v2")])
+        assert v2 is not None  # the touch happened even with nothing to append
 
     async def test_concurrent_touches_lose_nothing(self, store: GatewayStore) -> None:
         await asyncio.gather(
