@@ -12,17 +12,26 @@ file, same run. Targets: <= 1 ms added p50 at 8 connections, >= 10,000 proxied h
 core, cached script >= 50% of nginx's requests/s.
 
 Processes and cores (two cores are assumed): the gateway (``python -m gateway run
---no-delivery``, i.e. ``signalgate run``) and nginx are pinned to ``--server-cpu`` (default 0);
-wrk (``-t1``) and the fake upstream (``gateway.sandbox.cdn.FakeCdn`` run by the ``_cdn`` mode of
-this file, aiohttp + uvloop, no access log) share ``--client-cpu`` (default 1). So the direct
+--no-delivery``, i.e. ``signalgate run``) and the script nginx are pinned to ``--server-cpu``
+(default 0); wrk (``-t1``) and the upstreams share ``--client-cpu`` (default 1). So the direct
 baseline runs wrk and the upstream on one core, while the proxied case adds the gateway on the
 other core: the latency difference is the gateway's hop (its CPU time plus one extra loopback
 round trip), not a contention artefact of the gateway sharing a core.
 
+Upstreams: the hit upstream (every ``*_hits_upstream``, and the direct case) is an nginx worker
+answering the vendors' hit paths with a fixed 200 like the vendors do (``/tr/``: the 1x1 GIF,
+``/api/v2/pixel``: ``{"code":0}``, ``/p``: ``ok``, ``/g/collect``: 204; GET only for ``/tr/``,
+which is all the cases send). An aiohttp upstream sharing wrk's core tops out at 7-9k requests/s
+by itself, below the 10,000 hits/s target, so it would measure itself rather than the gateway.
+The script upstream (every script ``*_upstream``) stays the fake CDN
+(``gateway.sandbox.cdn.FakeCdn`` run by the ``_cdn`` mode of this file, aiohttp + uvloop, no
+access log), which only serves the warm-up fetch of the script cases; the functional tests use the
+same FakeCdn for hits too.
+
 Cases (each a wrk Lua script, ``Host: track.shop.test``):
 
 * **direct c8**: ``GET /tr/?id=1234567890&ev=PageView&eid=<n>&dl=https%3A%2F%2Fwww.shop.test%2F
-  &ts=<ms>`` straight to the fake upstream, 8 connections;
+  &ts=<ms>`` straight to the hit upstream, 8 connections;
 * **proxied c8**: the same query on ``GET /p/m/tr`` through the gateway (forwarded to
   ``<meta_hits_upstream>/tr/`` and mirrored to the SQLite outbox), 8 connections;
 * **proxied c64**: the same at 64 connections: proxied hits/s;
@@ -228,10 +237,14 @@ UPSTREAM_KEYS = (
 )
 
 
-def start_gateway(workdir: Path, source: Path, cdn_url: str, cpu: int | None) -> Server:
+def start_gateway(
+    workdir: Path, source: Path, cdn_url: str, hits_url: str, cpu: int | None
+) -> Server:
     port = free_port()
     config = workdir / "signalgate.toml"
-    upstreams = "\n".join(f'{key} = "{cdn_url}"' for key in UPSTREAM_KEYS)
+    upstreams = "\n".join(
+        f'{key} = "{hits_url if "_hits_" in key else cdn_url}"' for key in UPSTREAM_KEYS
+    )
     config.write_text(
         GATEWAY_TOML.format(
             port=port, db=workdir / "outbox.db", host=HOST, upstreams=upstreams, pixel=PIXEL_ID
@@ -279,10 +292,66 @@ http {{
 """
 
 
-def start_nginx(workdir: Path, plain: bytes, gz: bytes, cpu: int | None) -> Server:
+HITS_NGINX_CONF = """
+{user}
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/tmp_body;
+  proxy_temp_path {dir}/tmp_proxy;
+  fastcgi_temp_path {dir}/tmp_fastcgi;
+  uwsgi_temp_path {dir}/tmp_uwsgi;
+  scgi_temp_path {dir}/tmp_scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /tr/ {{
+      default_type image/gif;
+      add_header Cache-Control "no-cache, must-revalidate, max-age=0";
+      root {dir}/www;
+      try_files /tr.gif =404;
+    }}
+    location = /api/v2/pixel {{ default_type application/json; return 200 '{{"code":0}}'; }}
+    location = /p {{ default_type text/plain; return 200 'ok'; }}
+    location = /g/collect {{ return 204; }}
+    location / {{ return 404; }}
+  }}
+}}
+"""
+GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
+    b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+"""The 1x1 GIF Meta's /tr/ answers (gateway.sandbox.cdn.GIF's bytes)."""
+
+
+def _nginx_binary() -> str:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(nginx).exists():
         raise RuntimeError("nginx not found (apt-get install -y nginx)")
+    return nginx
+
+
+def start_hits_nginx(workdir: Path, cpu: int | None) -> Server:
+    """The hit upstream: fixed vendor-like answers from one nginx worker (see the docstring)."""
+    base = workdir / "nginx-hits"
+    (base / "www").mkdir(parents=True)
+    (base / "www" / "tr.gif").write_bytes(GIF)
+    port = free_port()
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = base / "nginx.conf"
+    conf.write_text(HITS_NGINX_CONF.format(user=user, dir=base, port=port))
+    cmd = [_nginx_binary(), "-c", str(conf), "-p", str(base)]
+    return Server("nginx-hits", cmd, cpu, port, workdir, stop_signal=signal.SIGQUIT)
+
+
+def start_nginx(workdir: Path, plain: bytes, gz: bytes, cpu: int | None) -> Server:
+    nginx = _nginx_binary()
     base = workdir / "nginx"
     target = base / "www" / SCRIPT_PATH.lstrip("/")
     target.parent.mkdir(parents=True)
@@ -591,7 +660,7 @@ def main(argv: Sequence[str]) -> int:
     source = ROOT if args.no_snapshot else snapshot_source(workdir)
     env = environment(args)
     print(
-        f"gateway + nginx on core {args.server_cpu}, wrk + fake upstream on core "
+        f"gateway + nginx on core {args.server_cpu}, wrk + upstreams on core "
         f"{args.client_cpu}; {args.warmup:g} s warm-up + {args.duration:g} s per case; "
         f"Python {env['python']}, aiohttp {env['aiohttp']}, nginx {env['nginx']}",
         flush=True,
@@ -601,10 +670,18 @@ def main(argv: Sequence[str]) -> int:
     try:
         cdn = start_cdn(workdir, source, args.client_cpu)
         servers.append(cdn)
-        gateway = start_gateway(workdir, source, f"http://127.0.0.1:{cdn.port}", args.server_cpu)
+        upstream = start_hits_nginx(workdir, args.client_cpu)
+        servers.append(upstream)
+        gateway = start_gateway(
+            workdir,
+            source,
+            f"http://127.0.0.1:{cdn.port}",
+            f"http://127.0.0.1:{upstream.port}",
+            args.server_cpu,
+        )
         servers.append(gateway)
         query = HIT_QUERY.format(eid=1, ts=int(time.time() * 1000))
-        for port, path in ((cdn.port, "/tr/"), (gateway.port, "/p/m/tr")):
+        for port, path in ((upstream.port, "/tr/"), (gateway.port, "/p/m/tr")):
             status, _, body = fetch(port, f"{path}?{query}", gzip_ok=False)
             if status != 200 or not body.startswith(b"GIF"):
                 raise RuntimeError(f"hit {path} on {port}: {status} {body[:120]!r}")
@@ -620,9 +697,9 @@ def main(argv: Sequence[str]) -> int:
 
         hit_direct, hit_proxied = hit_lua("/tr/"), hit_lua("/p/m/tr")
         plan = (
-            ("direct c8", hit_direct, cdn, 8, ()),
-            ("proxied c8", hit_proxied, gateway, 8, (cdn.proc.pid,)),
-            ("proxied c64", hit_proxied, gateway, 64, (cdn.proc.pid,)),
+            ("direct c8", hit_direct, upstream, 8, ()),
+            ("proxied c8", hit_proxied, gateway, 8, (upstream.proc.pid,)),
+            ("proxied c64", hit_proxied, gateway, 64, (upstream.proc.pid,)),
             ("script gw", script_lua(SCRIPT_PATH), gateway, 64, ()),
         )
         for name, lua, server, conns, extra in plan:
@@ -647,8 +724,8 @@ def main(argv: Sequence[str]) -> int:
     print()
     print(text)
     print(
-        "\n(srv CPU: gateway, or nginx master + worker, on its core; up CPU: fake upstream, "
-        "which shares wrk's core; other: CPU of everything else on the machine)"
+        "\n(srv CPU: gateway, or nginx master + worker, on its core; up CPU: the hit upstream "
+        "(nginx), which shares wrk's core; other: CPU of everything else on the machine)"
     )
     if args.json:
         out = {"environment": env, "cases": cases, "verdict": verdict}
