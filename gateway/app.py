@@ -28,7 +28,8 @@ from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import Collect
-from gateway.web.fastlane import LANE, FastRunner, Lane
+from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest
+from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
 from gateway.web.middleware import errors_middleware, request_id_middleware
@@ -119,7 +120,7 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
-    _fast_lane(app)
+    _fast_lane(app, api, config.server.max_body_bytes)
     return app
 
 
@@ -128,13 +129,28 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     return FastRunner(app, **kwargs)
 
 
-def _fast_lane(app: web.Application) -> None:
-    """Answer fresh cached scripts and pixel hits straight from the socket (web/fastlane.py)."""
+def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> None:
+    """Answer the hot routes straight from the socket (web/fastlane.py): fresh cached scripts,
+    pixel hits and POST /v1/events; everything else is aiohttp's."""
     proxy = app.get(PROXY)
-    if proxy is None:
-        return
     hits = app.get(HITS)
-    app[LANE] = Lane(proxy.cached_answer, [hits.fast_answer] if hits else [], MAX_HIT_BODY)
+    answerers: list[LaneAnswerer] = [api.lane_answer]
+    if hits is not None:
+        answerers.append(_limited(hits.fast_answer, MAX_HIT_BODY))
+    app[LANE] = Lane(
+        proxy.cached_answer if proxy is not None else None,
+        answerers,
+        max(MAX_HIT_BODY, api_body_limit),
+    )
+
+
+def _limited(answerer: LaneAnswerer, body_limit: int) -> LaneAnswerer:
+    """Leave requests whose body exceeds `body_limit` to aiohttp (which answers the 413)."""
+
+    def answer(request: LaneRequest) -> Awaitable[Answer] | None:
+        return None if len(request.body) > body_limit else answerer(request)
+
+    return answer
 
 
 def _browser_routes(app: web.Application, runtime: Runtime, config: Config, clock: Clock) -> None:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import functools
 import hmac
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 
 from gateway.core.event import Event, FieldError
-from gateway.core.jsoncodec import dumps
-from gateway.web.middleware import BodyError, error_response, read_json_body
+from gateway.core.jsoncodec import dumps, loads
+from gateway.web.fastlane import Answer, LaneRequest, Reply
+from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
 
 
@@ -86,40 +87,65 @@ class EventsApi:
         """Accept a batch of events: 202 after the accepted ones are durably committed."""
         site = self.keys.site_for(request.headers.get("Authorization"))
         if site is None:
-            return error_response(
-                401,
-                "unauthorized",
-                "missing or invalid API key (Authorization: Bearer <key>)",
-                headers={"WWW-Authenticate": 'Bearer realm="signalgate"'},
-            )
+            return _UNAUTHORIZED.response()
         try:
-            doc = await read_json_body(request, self.max_body_bytes)
+            raw = await read_body(request, self.max_body_bytes)
         except BodyError as exc:
-            return error_response(exc.status, exc.code, exc.reason)
+            return error_reply(exc.status, exc.code, exc.reason).response()
+        return (await self.ingest(site, raw)).response()
+
+    def lane_answer(self, request: LaneRequest) -> Awaitable[Answer] | None:
+        """The fast lane's entry (web/fastlane.py): the same answers as `post_events`.
+
+        The lane passes only bodies it read whole and unencoded; a body over the API's own limit
+        is left to aiohttp (its 413), as is any other path or method.
+        """
+        if request.target != "/v1/events" or request.method != "POST":
+            return None
+        if len(request.body) > self.max_body_bytes:
+            return None
+        return self._lane(request)
+
+    async def _lane(self, request: LaneRequest) -> Answer:
+        site = self.keys.site_for(request.headers.get("authorization"))
+        if site is None:
+            return _UNAUTHORIZED.encode()
+        return (await self.ingest(site, request.body)).encode()
+
+    async def ingest(self, site: Site, raw: bytes) -> Reply:
+        """Parse, check, hash and durably append a posted events document; return the answer."""
+        if not raw.strip():
+            return error_reply(400, "bad_request", "empty body")
+        try:
+            doc = loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            return error_reply(400, "bad_request", f"body is not valid JSON: {str(exc)[:120]}")
         items, problem = self._events_of(doc)
         if problem is not None:
-            return error_response(400, "bad_request", "not an events document", [problem.as_dict()])
+            return error_reply(400, "bad_request", "not an events document", [problem.as_dict()])
         bucket = self.buckets.get(site.config.id)
         if bucket is not None:
             wait = bucket.take(len(items), self.clock())
             if wait > 0:
-                return error_response(
+                return error_reply(
                     429,
                     "rate_limited",
                     "site event quota exceeded",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                    headers=(("Retry-After", str(max(1, math.ceil(wait)))),),
                 )
         now = self.clock()
         accepted: list[Event] = []
         rejected: list[dict[str, Any]] = []
         warnings: list[dict[str, str]] = []
+        prepare = self.pipeline.prepare
         for index, obj in enumerate(items):
-            prepared = self.pipeline.prepare(site, obj, path=f"events[{index}]", now=now)
+            prepared = prepare(site, obj, path=f"events[{index}]", now=now)
             if prepared.event is None:
                 rejected.append({"index": index, "errors": _dicts(prepared.errors)})
                 continue
             accepted.append(prepared.event)
-            warnings.extend(_dicts(prepared.warnings))
+            if prepared.warnings:
+                warnings.extend(_dicts(prepared.warnings))
         accepted = await self.pipeline.enrich(site, accepted)
         results = await self.pipeline.commit(site, accepted)
         deduplicated = sum(1 for r in results if r.created == 0 and r.deduplicated > 0)
@@ -135,8 +161,8 @@ class EventsApi:
         if not accepted:
             body["error"] = "unprocessable"
             body["message"] = "no event was accepted"
-            return web.json_response(body, status=422)
-        return web.json_response(body, status=202)
+            return json_reply(422, body)
+        return json_reply(202, body)
 
     def _events_of(self, doc: Any) -> tuple[list[Any], FieldError | None]:
         if not isinstance(doc, dict):
@@ -154,19 +180,40 @@ class EventsApi:
         return events, None
 
 
+_JSON_TYPE: Final = ("Content-Type", "application/json; charset=utf-8")
+
+
+def json_reply(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    """Return a JSON answer (compact UTF-8)."""
+    return Reply(status, (_JSON_TYPE, *headers), dumps(body))
+
+
+def error_reply(
+    status: int,
+    code: str,
+    message: str,
+    errors: Sequence[dict[str, str]] = (),
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Reply:
+    """Return the JSON error answer: {"error": code, "message": …, "errors": [{path, reason}]}."""
+    body: dict[str, Any] = {"error": code, "message": message}
+    if errors:
+        body["errors"] = list(errors)
+    return json_reply(status, body, headers)
+
+
+_UNAUTHORIZED: Final = error_reply(
+    401,
+    "unauthorized",
+    "missing or invalid API key (Authorization: Bearer <key>)",
+    headers=(("WWW-Authenticate", 'Bearer realm="signalgate"'),),
+)
+
+
 @functools.lru_cache(maxsize=1024)
-def _accepted_body(accepted: int, deduplicated: int) -> bytes:
-    return dumps({"accepted": accepted, "deduplicated": deduplicated, "rejected": []})
-
-
-def _accepted(accepted: int, deduplicated: int) -> web.Response:
+def _accepted(accepted: int, deduplicated: int) -> Reply:
     """The 202 of a request whose events were all accepted without warnings (the usual one)."""
-    return web.Response(
-        body=_accepted_body(accepted, deduplicated),
-        status=202,
-        content_type="application/json",
-        charset="utf-8",
-    )
+    return json_reply(202, {"accepted": accepted, "deduplicated": deduplicated, "rejected": []})
 
 
 def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:

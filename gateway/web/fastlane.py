@@ -32,10 +32,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
+from multidict import CIMultiDict
 
 log = logging.getLogger("signalgate.web")
 
@@ -72,6 +74,36 @@ Answer = tuple[bytes, bytes]
 """(status line + headers without Date/Server/Content-Length, body)."""
 HitAnswerer = Callable[[LaneRequest], Awaitable[Answer] | None]
 """Return the answer of a hit route (an awaitable), or None when the lane must not take it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer both ways: `response()` for aiohttp, `encode()` for the lane.
+
+    Headers are (name, value) pairs so a name may repeat (Set-Cookie); values must already be
+    safe header text (no CR/LF), as for any aiohttp header.
+    """
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    def response(self) -> web.Response:
+        """Return the aiohttp response."""
+        headers = CIMultiDict(self.headers)
+        if self.status in (204, 304):
+            return web.Response(status=self.status, headers=headers)
+        return web.Response(status=self.status, body=self.body, headers=headers)
+
+    def encode(self) -> Answer:
+        """Return the status line and headers, and the body, for the lane."""
+        reason = HTTPStatus(self.status).phrase if self.status in _KNOWN_STATUS else ""
+        head = [f"HTTP/1.1 {self.status} {reason}\r\n"]
+        head += [f"{name}: {value}\r\n" for name, value in self.headers]
+        return "".join(head).encode("latin-1"), self.body
+
+
+_KNOWN_STATUS: Final = frozenset(s.value for s in HTTPStatus)
 
 
 class Lane:
