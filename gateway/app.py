@@ -27,6 +27,7 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
+from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
@@ -137,10 +138,13 @@ def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> Non
     answerers: list[LaneAnswerer] = [api.lane_answer]
     if hits is not None:
         answerers.append(_limited(hits.fast_answer, MAX_HIT_BODY))
+    collect = app[RUNTIME].collect
+    if collect is not None:
+        answerers.append(collect.fast_answer)  # leaves bodies over COLLECT_MAX_BODY to aiohttp
     app[LANE] = Lane(
         proxy.cached_answer if proxy is not None else None,
         answerers,
-        max(MAX_HIT_BODY, api_body_limit),
+        max(MAX_HIT_BODY, api_body_limit, COLLECT_MAX_BODY),
     )
 
 

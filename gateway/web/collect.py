@@ -3,25 +3,33 @@
 One hit: resolve the site by Host → check Origin (CORS) → read the body (JSON, also text/plain
 from beacons) → decide consent (Sec-GPC, the loader's consent state, CMP cookie, TCF) → resolve
 the visitor (signed cookie, else the loader's candidate id, else new) → plan and (re)issue vendor
-cookies (click ids from URL and referrer, lost cookies restored from the profile) → merge the
-profile → parse, hash and append the event through the shared pipeline → 204.
+cookies (click ids from URL and referrer, lost cookies restored from the profile) → parse and
+hash the event through the shared pipeline → merge the profile and append the event (enriched
+from the merged profile) in one store transaction → 204 once it is committed.
 
 Browser-supplied ip/user_agent/fbc/fbp/click ids are ignored: the gateway takes them from the
 connection, the headers and the cookies it manages.
+
+One code path serves both roads a request can take: aiohttp (`Collect.post`) and the fast lane
+(`Collect.fast_answer`, gateway/web/fastlane.py), which answers a `POST` to a collect path whose
+body it read whole (no Content-Encoding, at most `MAX_BODY` bytes) straight from the socket. Both
+turn the request into plain inputs (`CollectRequest`) and answer with the same `Reply`.
+The lane serves plain TCP only: `secure` there comes from `X-Forwarded-Proto` alone, as it does
+on aiohttp's road for a gateway without TLS (it never terminates TLS itself).
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from gateway.core.clickids import (
     VENDOR_COOKIES,
@@ -31,9 +39,11 @@ from gateway.core.clickids import (
     plan_cookies,
 )
 from gateway.core.consent import ConsentPolicy, Decision, Signals, Tier, apply, decide
-from gateway.core.event import Consent
+from gateway.core.event import Consent, Event
+from gateway.core.jsoncodec import loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, enrich
-from gateway.store.base import ProfileQuery
+from gateway.core.record import encode
+from gateway.store.base import NewEvent, ProfileQuery
 from gateway.web.cookies import (
     delete_cookie_header,
     parse_cookie_header,
@@ -43,7 +53,8 @@ from gateway.web.cookies import (
     subdomain_index,
     verify_visitor_id,
 )
-from gateway.web.middleware import BodyError, Network, client_ip, read_body
+from gateway.web.fastlane import Answer, LaneRequest, Reply
+from gateway.web.middleware import BodyError, Network, client_ip_of, read_body
 from gateway.web.pipeline import Pipeline, Site
 
 log = logging.getLogger("signalgate.collect")
@@ -73,6 +84,11 @@ _IDENTIFY_KEYS: Final = frozenset(
         "gender",
     }
 )
+_JSON: Final = "application/json; charset=utf-8"
+_MEMO_MAX: Final = 1024
+"""Entries kept by each per-process memo (consent decisions, client addresses)."""
+_MEMO_VALUE_MAX: Final = 512
+"""Signals with a longer TC string or CMP cookie are decided afresh, not memoised."""
 
 
 @dataclass
@@ -85,6 +101,31 @@ class CollectStats:
     control: int = 0
     by_tier: dict[str, int] = field(default_factory=dict)
     consent_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectRequest:
+    """One hit as plain inputs, whichever road it came by.
+
+    `headers` answers lower-case names (aiohttp's case-insensitive headers, or the lane's
+    lower-cased dict); `forwarded` holds every X-Forwarded-For value.
+    """
+
+    host: str
+    headers: Mapping[str, str]
+    peer: str | None
+    forwarded: tuple[str, ...]
+    body: bytes
+    secure: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a hit with full consent tells about its visitor (computed before the write)."""
+
+    visitor_id: str
+    update: ProfileUpdate
+    user: dict[str, Any]
 
 
 class Collect:
@@ -119,84 +160,140 @@ class Collect:
             for s in sites
         }
         """Cookie names each site reads, computed once instead of on every hit."""
+        self.paths = frozenset(s.config.collect_path for s in sites)
+        """The collect paths (every site's path takes every site's hits, as routed by aiohttp)."""
+        self._region_headers = {
+            s.config.id: s.config.consent.region_header.lower()
+            for s in sites
+            if s.config.consent.region_header
+        }
+        self._decisions: dict[tuple[str, Signals], Decision] = {}
+        self._ips: dict[tuple[str | None, tuple[str, ...]], str | None] = {}
 
     def site_for(self, request: web.Request) -> Site | None:
         """Return the site served on the request's Host (the only site, if just one)."""
-        host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+        return self._site(request.host)
+
+    def _site(self, host: str) -> Site | None:
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         return self.by_host.get(host.lower().rstrip("."), self.fallback)
 
-    def _cors(self, request: web.Request, site: Site) -> dict[str, str] | None:
-        origin = request.headers.get("Origin")
+    def _cors(self, origin: str | None, host: str, site: Site) -> list[tuple[str, str]] | None:
         if origin is None:
-            return {}
+            return []
         # Same origin (the path deployment behind the shop's own nginx) is always allowed.
-        same = origin.split("://", 1)[-1].lower() == request.host.lower()
+        same = origin.split("://", 1)[-1].lower() == host.lower()
         if origin not in site.config.allowed_origins and not same:
             return None
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Credentials": "true",
-            "Vary": "Origin",
-        }
+        return [
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Vary", "Origin"),
+        ]
 
     async def preflight(self, request: web.Request) -> web.Response:
         """Answer a CORS preflight for allowed origins only."""
         site = self.site_for(request)
-        cors = self._cors(request, site) if site else None
+        cors = self._cors(request.headers.get("Origin"), request.host, site) if site else None
         if not cors:
             return web.Response(status=403)
-        cors["Access-Control-Allow-Methods"] = "POST"
-        cors["Access-Control-Allow-Headers"] = "Content-Type"
-        cors["Access-Control-Max-Age"] = "86400"
-        return web.Response(status=204, headers=cors)
+        cors.append(("Access-Control-Allow-Methods", "POST"))
+        cors.append(("Access-Control-Allow-Headers", "Content-Type"))
+        cors.append(("Access-Control-Max-Age", "86400"))
+        return web.Response(status=204, headers=CIMultiDict(cors))
+
+    # --- the two roads in -------------------------------------------------------------------
 
     async def post(self, request: web.Request) -> web.Response:
-        """Take one browser event; answer 204 (or 4xx for bad input), never 500."""
-        self.stats.hits += 1
-        site = self.site_for(request)
-        if site is None:
-            return _reject(self.stats, 404, {}, "unknown site host")
-        cors = self._cors(request, site)
-        if cors is None:
-            return _reject(self.stats, 403, {}, "origin not allowed")
+        """Take one browser event from aiohttp; answer 204 (or 4xx for bad input), never 500."""
+        host = request.host
+        admitted = self._admit(host, request.headers.get("Origin"))
+        if isinstance(admitted, Reply):
+            return admitted.response()
+        site, cors = admitted
         try:
-            body = json.loads(await read_body(request, MAX_BODY))
+            body = await read_body(request, MAX_BODY)
         except BodyError as exc:
-            return _reject(self.stats, exc.status, cors, exc.reason)
-        except (ValueError, RecursionError):
-            return _reject(self.stats, 400, cors, "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _reject(self.stats, 400, cors, "expected a JSON object")
-        return await self._hit(request, site, body, cors)
+            return self._reject(exc.status, cors, exc.reason).response()
+        hit = CollectRequest(
+            host=host,
+            headers=request.headers,
+            peer=request.remote,
+            forwarded=tuple(request.headers.getall("X-Forwarded-For", ())),
+            body=body,
+            secure=request.secure,
+        )
+        return (await self.answer(site, cors, hit)).response()
 
-    async def _hit(
-        self, request: web.Request, site: Site, body: dict[str, Any], cors: dict[str, str]
-    ) -> web.Response:
+    def fast_answer(self, request: LaneRequest) -> Awaitable[Answer] | None:
+        """The fast lane's entry (gateway/web/fastlane.py): a collect hit's answer, else None.
+
+        Same checks and answers as `post`. A body over `MAX_BODY` and a request without Host
+        are left to aiohttp (its 413, its notion of the host).
+        """
+        if (
+            request.method != "POST"
+            or request.target.partition("?")[0] not in self.paths
+            or len(request.body) > MAX_BODY
+            or "host" not in request.headers
+        ):
+            return None
+        return self._fast(request)
+
+    async def _fast(self, request: LaneRequest) -> Answer:
+        headers = request.headers
+        host = headers["host"]
+        admitted = self._admit(host, headers.get("origin"))
+        if isinstance(admitted, Reply):
+            return admitted.encode()
+        site, cors = admitted
+        forwarded = headers.get("x-forwarded-for")
+        hit = CollectRequest(
+            host=host,
+            headers=headers,
+            peer=request.peer,
+            forwarded=(forwarded,) if forwarded is not None else (),
+            body=request.body,
+            secure=False,
+        )
+        return (await self.answer(site, cors, hit)).encode()
+
+    def _admit(self, host: str, origin: str | None) -> tuple[Site, list[tuple[str, str]]] | Reply:
+        """Return the hit's site and CORS headers, or the rejection (unknown host, origin)."""
+        self.stats.hits += 1
+        site = self._site(host)
+        if site is None:
+            return self._reject(404, [], "unknown site host")
+        cors = self._cors(origin, host, site)
+        if cors is None:
+            return self._reject(403, [], "origin not allowed")
+        return site, cors
+
+    # --- the hit ----------------------------------------------------------------------------
+
+    async def answer(self, site: Site, cors: list[tuple[str, str]], hit: CollectRequest) -> Reply:
+        """Answer an admitted hit: cookies, profile and event, committed before the 204."""
+        try:
+            body = loads(hit.body)
+        except (ValueError, RecursionError):
+            return self._reject(400, cors, "body is not valid JSON")
+        if not isinstance(body, dict):
+            return self._reject(400, cors, "expected a JSON object")
         now = self.clock()
         cfg = site.config
-        policy = self.policies[cfg.id]
-        cookies = parse_cookie_header(request.headers.get("Cookie"), self.wanted[cfg.id])
-        explicit = _consent_of(body.get("consent")) or _decode_consent(cookies.get(CONSENT_COOKIE))
-        decision = decide(
-            policy,
-            Signals(
-                gpc=request.headers.get("Sec-GPC", "").strip() == "1",
-                consent=explicit,
-                tc_string=cookies.get(TC_COOKIE),
-                cmp_cookie_value=cookies.get(cfg.consent.cmp_cookie)
-                if cfg.consent.cmp_cookie
-                else None,
-                region=_region(request, cfg.consent.region_header),
-            ),
-        )
-        self.stats.by_tier[decision.tier.value] = self.stats.by_tier.get(decision.tier.value, 0) + 1
+        headers = hit.headers
+        cookies = parse_cookie_header(headers.get("cookie"), self.wanted[cfg.id])
+        raw_consent = body.get("consent")
+        explicit = _consent_of(raw_consent) or _decode_consent(cookies.get(CONSENT_COOKIE))
+        decision = self._decide(site, headers, cookies, explicit)
+        stats = self.stats
+        stats.by_tier[decision.tier.value] = stats.by_tier.get(decision.tier.value, 0) + 1
         for reason in decision.reasons:
-            self.stats.consent_reasons[reason] = self.stats.consent_reasons.get(reason, 0) + 1
-        domain = cfg.cookie_domain or registrable_domain(request.host)
-        secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
-        headers = dict(cors)
+            stats.consent_reasons[reason] = stats.consent_reasons.get(reason, 0) + 1
+        domain = cfg.cookie_domain or registrable_domain(hit.host)
+        secure = hit.secure or headers.get("x-forwarded-proto") == "https"
         set_cookies: list[str] = []
-        if body.get("consent") is not None and explicit is not None:
+        if raw_consent is not None and explicit is not None:
             set_cookies.append(
                 set_cookie_header(
                     CONSENT_COOKIE,
@@ -207,26 +304,55 @@ class Collect:
                     http_only=True,
                 )
             )
-        user: dict[str, Any] = {}
-        profile: VisitorProfile | None = None
+        plan: _Plan | None = None
         if decision.tier is Tier.FULL:
-            user, profile = await self._identify(
-                request, site, body, cookies, domain, secure, set_cookies, now
-            )
+            plan = await self._identify(hit, site, body, cookies, domain, secure, set_cookies, now)
         elif decision.tier is Tier.NONE and explicit is not None:
             set_cookies.extend(
                 delete_cookie_header(name, domain, secure=secure)
                 for name in (*CLICK_COOKIES, cfg.visitor_cookie)
                 if name in cookies
             )
-        response = await self._event(site, body, user, profile, decision, now, headers)
-        for line in set_cookies:
-            response.headers.add("Set-Cookie", line)
-        return response
+        status, payload = await self._event(site, body, plan, decision, now)
+        headers_out = [*cors, *(("Set-Cookie", line) for line in set_cookies)]
+        if payload:
+            headers_out.append(("Content-Type", _JSON))
+        return Reply(status, tuple(headers_out), payload)
+
+    def _decide(
+        self,
+        site: Site,
+        headers: Mapping[str, str],
+        cookies: Mapping[str, str],
+        explicit: Consent | None,
+    ) -> Decision:
+        """Return the consent decision (memoised: `decide` is pure and signals repeat)."""
+        cfg = site.config
+        cmp_cookie = cfg.consent.cmp_cookie
+        region_header = self._region_headers.get(cfg.id)
+        signals = Signals(
+            gpc=headers.get("sec-gpc", "").strip() == "1",
+            consent=explicit,
+            tc_string=cookies.get(TC_COOKIE),
+            cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
+            region=_region(headers.get(region_header)) if region_header else None,
+        )
+        key = (cfg.id, signals)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = decide(self.policies[cfg.id], signals)
+            if (
+                len(signals.tc_string or "") <= _MEMO_VALUE_MAX
+                and len(signals.cmp_cookie_value or "") <= _MEMO_VALUE_MAX
+            ):
+                if len(self._decisions) >= _MEMO_MAX:
+                    self._decisions.clear()
+                self._decisions[key] = decision
+        return decision
 
     async def _identify(
         self,
-        request: web.Request,
+        hit: CollectRequest,
         site: Site,
         body: dict[str, Any],
         cookies: Mapping[str, str],
@@ -234,8 +360,8 @@ class Collect:
         secure: bool,
         set_cookies: list[str],
         now: float,
-    ) -> tuple[dict[str, Any], VisitorProfile]:
-        """Resolve the visitor, plan its cookies, merge its profile; return user fields, profile."""
+    ) -> _Plan:
+        """Resolve the visitor and plan its cookies; return its profile update and user fields."""
         cfg = site.config
         now_ms = int(now * 1000)
         signed = cookies.get(cfg.visitor_cookie)
@@ -243,31 +369,35 @@ class Collect:
         returning = known is not None
         vid = known or _candidate(body.get("vid"), now_ms) or f"{now_ms}-{self.new_token()}"
         profile_values: Mapping[str, str] = {}
-        if returning and any(name not in cookies for name in ("_fbp", "_fbc")):
+        if returning and ("_fbp" not in cookies or "_fbc" not in cookies):
             (profile,) = await self.pipeline.store.find_profiles(cfg.id, [ProfileQuery(vid)])
             profile_values = profile.browser_ids if profile is not None else {}
-        url, referrer = _text(body.get("url")), _text(body.get("referrer"))
-        click_ids = capture(url, referrer)
+        click_ids = capture(_text(body.get("url")), _text(body.get("referrer")))
         index = subdomain_index(domain)
+        bits = self._bits(vid)
         plan = plan_cookies(
             click_ids=click_ids,
             existing=cookies,
             profile_values=profile_values,
             now_ms=now_ms,
-            random_bits=self._bits(vid),
+            random_bits=bits,
             subdomain_index=index,
         )
         if "_fbp" in plan and plan["_fbp"] not in (cookies.get("_fbp"), profile_values.get("_fbp")):
             # A new _fbp is derived from the visitor id alone, so near-simultaneous first hits
             # of one visitor (same candidate id) can never mint two different values.
-            plan["_fbp"] = format_fbp(_minted_ms(vid, now_ms), self._bits(vid)(31), index)
+            plan["_fbp"] = format_fbp(_minted_ms(vid, now_ms), bits(31), index)
         click_age = int(cfg.click_cookie_days * 86400)
         id_age = int(cfg.id_cookie_days * 86400)
         for name, value in plan.items():
-            age = click_age if name in CLICK_COOKIES else id_age
             set_cookies.append(
                 set_cookie_header(
-                    name, value, domain=domain, max_age=age, secure=secure, http_only=False
+                    name,
+                    value,
+                    domain=domain,
+                    max_age=click_age if name in CLICK_COOKIES else id_age,
+                    secure=secure,
+                    http_only=False,
                 )
             )
         set_cookies.append(
@@ -280,96 +410,145 @@ class Collect:
                 http_only=True,
             )
         )
-        ip = client_ip(request, self.trusted)
-        ua = request.headers.get("User-Agent", "")[:1024] or None
+        ip = self._client_ip(hit.peer, hit.forwarded)
+        ua = hit.headers.get("user-agent", "")[:1024] or None
         all_clicks = {**click_ids_from_cookies(plan), **click_ids}
-        profile = await self.pipeline.store.touch_profile(
-            cfg.id,
-            vid,
-            ProfileUpdate(
-                click_ids=all_clicks,
-                browser_ids=plan,
-                ip=ip,
-                user_agent=ua,
-                consent=Tier.FULL.value,
-            ),
-            now,
-        )
         user: dict[str, Any] = {"visitor_id": vid, "click_ids": all_clicks}
-        server_fields: tuple[tuple[str, str | None], ...] = (
-            ("ip", ip),
-            ("user_agent", ua),
-            ("fbc", plan.get("_fbc")),
-            ("fbp", plan.get("_fbp")),
+        if ip:
+            user["ip"] = ip
+        if ua:
+            user["user_agent"] = ua
+        if fbc := plan.get("_fbc"):
+            user["fbc"] = fbc
+        if fbp := plan.get("_fbp"):
+            user["fbp"] = fbp
+        update = ProfileUpdate(
+            click_ids=all_clicks, browser_ids=plan, ip=ip, user_agent=ua, consent=Tier.FULL.value
         )
-        for key, found in server_fields:
-            if found:
-                user[key] = found
-        return user, profile
+        return _Plan(vid, update, user)
 
     async def _event(
         self,
         site: Site,
         body: dict[str, Any],
-        server_user: dict[str, Any],
-        profile: VisitorProfile | None,
+        plan: _Plan | None,
         decision: Decision,
         now: float,
-        headers: dict[str, str],
-    ) -> web.Response:
+    ) -> tuple[int, bytes]:
+        """Parse the event; merge the profile (full consent) and append it in one write.
+
+        Return the status and, for a refused event, its JSON error body.
+        """
         name = body.get("event")
         identify = body.get("user")
         user: dict[str, Any] = {}
         if isinstance(identify, dict):
             user = {k: v for k, v in identify.items() if k in _IDENTIFY_KEYS}
-        user.update(server_user)
+        if plan is not None:
+            user.update(plan.user)
         doc: dict[str, Any] = {k: body[k] for k in _ALLOWED_KEYS if k in body}
         doc["user"] = user
-        if isinstance(name, str) and name.startswith("sg:"):
+        control = isinstance(name, str) and name.startswith("sg:")
+        if control:
             self.stats.control += 1
-            if name == "sg:identify" and decision.tier is Tier.FULL and server_user:
+            if name == "sg:identify" and plan is not None:
                 doc["event"] = "Identify"
                 prepared = self.pipeline.prepare(site, doc, now=now)
                 if prepared.event is not None and prepared.event.user.hashed:
-                    await self.pipeline.store.touch_profile(
-                        site.config.id,
-                        server_user["visitor_id"],
-                        ProfileUpdate(hashed=prepared.event.user.hashed),
-                        now,
+                    plan = replace(
+                        plan, update=replace(plan.update, hashed=prepared.event.user.hashed)
                     )
-            return web.Response(status=204, headers=headers)
+            if plan is not None:
+                await self._touch(site, plan, now, None, decision)
+            return 204, b""
         prepared = self.pipeline.prepare(site, doc, now=now)
-        if prepared.event is None:
+        event = prepared.event
+        if plan is not None:
+            # Identifiers the visitor gave earlier (sg('identify') on the checkout page) live in
+            # the profile, not in the page: the event is enriched from the merged profile.
+            await self._touch(site, plan, now, event, decision)
+        elif event is not None:
+            stored = _loader_event(event, None, decision)
+            if stored is not None:
+                await self.pipeline.commit(site, [stored])
+        if event is None:
             self.stats.rejected += 1
             errors = [e.as_dict() for e in prepared.errors]
-            return web.json_response(
-                {"error": "bad_request", "errors": errors}, status=400, headers=headers
-            )
-        # Identifiers the visitor gave earlier (sg('identify') on the checkout page) live in the
-        # profile, not in the page: add them to this event.
-        event = apply(decision, replace(enrich(prepared.event, profile), channel="loader"))
-        if event is not None:
-            if decision.ldu:
-                event = replace(event, ldu=True)
-            await self.pipeline.commit(site, [event])
+            return 400, json.dumps({"error": "bad_request", "errors": errors}).encode()
+        if decision.tier is not Tier.NONE:
             self.stats.accepted += 1
-        return web.Response(status=204, headers=headers)
+        return 204, b""
+
+    async def _touch(
+        self, site: Site, plan: _Plan, now: float, event: Event | None, decision: Decision
+    ) -> None:
+        """Merge the visitor's profile and append its enriched event in one transaction."""
+        routes = site.routes
+        site_id = site.config.id
+
+        def events_for(profile: VisitorProfile) -> tuple[NewEvent, ...]:
+            if event is None or not routes:
+                return ()
+            stored = _loader_event(event, profile, decision)
+            if stored is None:
+                return ()
+            return (
+                NewEvent(
+                    site=site_id,
+                    event_name=stored.event,
+                    event_id=stored.event_id,
+                    event_time=float(stored.time),
+                    record=encode(stored),
+                    routes=routes,
+                ),
+            )
+
+        await self.pipeline.store.touch_and_append(
+            site_id, plan.visitor_id, plan.update, now, events_for
+        )
+
+    def _client_ip(self, peer: str | None, forwarded: tuple[str, ...]) -> str | None:
+        """`client_ip_of`, memoised (an address parse per hit costs more than the lookup)."""
+        key = (peer, forwarded)
+        try:
+            return self._ips[key]
+        except KeyError:
+            pass
+        ip = client_ip_of(peer, forwarded, self.trusted)
+        if len(self._ips) >= _MEMO_MAX:
+            self._ips.clear()
+        self._ips[key] = ip
+        return ip
 
     def _bits(self, vid: str) -> Callable[[int], int]:
         """Return deterministic random bits per visitor (keyed by the bit count)."""
+        memo: dict[int, int] = {}
 
         def bits(k: int) -> int:
-            mac = hmac.new(self.key, f"{vid}:{k}".encode(), hashlib.sha256).digest()
-            return int.from_bytes(mac, "big") >> (256 - k)
+            value = memo.get(k)
+            if value is None:
+                mac = hmac.digest(self.key, f"{vid}:{k}".encode(), "sha256")
+                value = memo[k] = int.from_bytes(mac, "big") >> (256 - k)
+            return value
 
         return bits
 
+    def _reject(self, status: int, headers: list[tuple[str, str]], reason: str) -> Reply:
+        self.stats.rejected += 1
+        return _json(status, headers, {"error": "rejected", "message": reason})
 
-def _reject(stats: CollectStats, status: int, headers: dict[str, str], reason: str) -> web.Response:
-    stats.rejected += 1
-    return web.json_response(
-        {"error": "rejected", "message": reason}, status=status, headers=headers
-    )
+
+def _json(status: int, headers: list[tuple[str, str]], doc: dict[str, Any]) -> Reply:
+    """Return a JSON answer shaped like aiohttp's `json_response`."""
+    return Reply(status, (*headers, ("Content-Type", _JSON)), json.dumps(doc).encode())
+
+
+def _loader_event(event: Event, profile: VisitorProfile | None, decision: Decision) -> Event | None:
+    """Return the event as stored: enriched, channel "loader", LDU marked, consent applied."""
+    enriched = enrich(event, profile)
+    if decision.ldu:
+        return apply(decision, replace(enriched, channel="loader", ldu=True))
+    return apply(decision, replace(enriched, channel="loader"))
 
 
 def _policy(site: Site) -> ConsentPolicy:
@@ -385,11 +564,11 @@ def _policy(site: Site) -> ConsentPolicy:
     )
 
 
-def _region(request: web.Request, header: str | None) -> str | None:
+def _region(raw: str | None) -> str | None:
     """Return the region a trusted upstream (CDN, nginx GeoIP) put in the configured header."""
-    if header is None:
+    if raw is None:
         return None
-    value = request.headers.get(header, "").strip().upper()
+    value = raw.strip().upper()
     return value if 0 < len(value) <= 8 and value.replace("-", "").isalnum() else None
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
 import hmac
 import ipaddress
 import re
@@ -136,11 +135,30 @@ def set_cookie_header(
     secure: bool,
     http_only: bool,
 ) -> str:
-    """Return a raw Set-Cookie header value; ValueError if any part is not cookie-safe."""
+    """Return a raw Set-Cookie header value; ValueError if any part is not cookie-safe.
+
+    Everything after the value is the same for every hit of a site, so it is built and checked
+    once per (domain, max_age, secure, http_only) and kept: a hit checks only name and value.
+    """
     _check_name_value(name, value)
     if type(max_age) is not int or max_age < 0:
         raise ValueError("max_age must be a non-negative int")
-    parts = [f"{name}={value}"]
+    key = (domain, max_age, secure, http_only)
+    tail = _TAILS.get(key)
+    if tail is None:
+        tail = _tail(domain, max_age, secure, http_only)
+        if len(_TAILS) >= _TAILS_MAX:
+            _TAILS.clear()
+        _TAILS[key] = tail
+    return f"{name}={value}{tail}"
+
+
+_TAILS: Final[dict[tuple[str | None, int, bool, bool], str]] = {}
+_TAILS_MAX: Final = 256
+
+
+def _tail(domain: str | None, max_age: int, secure: bool, http_only: bool) -> str:
+    parts = [""]
     if domain is not None:
         if not _HOSTNAME_RE.fullmatch(domain):
             raise ValueError("domain must be a lower-case ASCII host name")
@@ -159,12 +177,19 @@ def delete_cookie_header(name: str, domain: str | None, *, secure: bool = True) 
 
 
 def _check_name_value(name: str, value: str) -> None:
-    if not _TOKEN_RE.fullmatch(name):
-        raise ValueError("cookie name must be an RFC 6265 token")
+    if name not in _NAMES:
+        if not _TOKEN_RE.fullmatch(name):
+            raise ValueError("cookie name must be an RFC 6265 token")
+        if len(_NAMES) < _TAILS_MAX:
+            _NAMES.add(name)
     if not _COOKIE_OCTETS_RE.fullmatch(value):
         raise ValueError("cookie value must be cookie-octets (no space, quote, comma, ; or \\)")
     if len(name) + len(value) > _MAX_COOKIE_BYTES:
         raise ValueError("cookie name and value exceed 4096 bytes")
+
+
+_NAMES: Final[set[str]] = set()
+"""Cookie names already found to be tokens."""
 
 
 def parse_cookie_header(header: str | None, wanted: Collection[str]) -> dict[str, str]:
@@ -188,7 +213,7 @@ def parse_cookie_header(header: str | None, wanted: Collection[str]) -> dict[str
 
 
 def _signature(raw_id: str, key: bytes) -> str:
-    mac = hmac.new(key, _SIG_CONTEXT + raw_id.encode("ascii"), hashlib.sha256).digest()[:16]
+    mac = hmac.digest(key, _SIG_CONTEXT + raw_id.encode("ascii"), "sha256")[:16]
     return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
 
 
