@@ -242,6 +242,16 @@ class _Job:
     events: tuple[NewEvent, ...] | None = None
     """Set on append jobs: the writer merges all appends of a batch into one set-based insert."""
     now: float = 0.0
+    touch: _Touch | None = None
+    """Set on touch-and-append jobs, which join that merged insert after their profile merge."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Touch:
+    site: str
+    visitor_id: str
+    update: ProfileUpdate
+    events_for: Callable[[VisitorProfile], Sequence[NewEvent]]
 
 
 _Outcome = tuple[_Job, Any, BaseException | None]
@@ -741,7 +751,9 @@ class SqliteStore:
     ) -> tuple[VisitorProfile, list[AppendResult]]:
         if self._profile_sites is not None:
             self._profile_sites.add(site)
-        return await self._write(
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[VisitorProfile, list[AppendResult]]] = loop.create_future()
+        job = _Job(
             partial(
                 _touch_and_append_tx,
                 site=site,
@@ -751,8 +763,13 @@ class SqliteStore:
                 events_for=events_for,
                 cutoff=now - self.dedup_seconds,
                 merge_seconds=self.merge_seconds,
-            )
+            ),
+            loop,
+            future,
         )
+        job.now, job.touch = now, _Touch(site, visitor_id, update, events_for)
+        self._writer.submit(job)
+        return await future
 
     async def find_profiles(
         self, site: str, queries: Sequence[ProfileQuery]
@@ -837,8 +854,8 @@ class SqliteStore:
         job cannot fail its neighbours. Other jobs run one savepoint each.
         """
         outcomes: list[_Outcome] = []
-        appends = [job for job in batch if job.events is not None]
-        singles = [job for job in batch if job.events is None]
+        appends = [job for job in batch if job.events is not None or job.touch is not None]
+        singles = [job for job in batch if job.events is None and job.touch is None]
         try:
             conn.execute("BEGIN IMMEDIATE")
             if len(appends) > 1 and self._merged_appends(conn, appends, outcomes):
@@ -869,11 +886,28 @@ class SqliteStore:
     def _merged_appends(
         self, conn: sqlite3.Connection, jobs: list[_Job], outcomes: list[_Outcome]
     ) -> bool:
-        """Run several append jobs as one insert; False (nothing written) if it failed."""
-        events = tuple(e for job in jobs for e in job.events or ())
+        """Run several append jobs as one insert; False (nothing written) if it failed.
+
+        Touch-and-append jobs merge their profiles first (in order), then their events join
+        the one insert; their outcome is (profile, their results).
+        """
         now = max(job.now for job in jobs)
         conn.execute("SAVEPOINT appends")
         try:
+            profiles: dict[int, VisitorProfile] = {}
+            for i, job in enumerate(jobs):
+                touch = job.touch
+                if touch is not None:
+                    profile = touch_profile_tx(
+                        conn,
+                        site=touch.site,
+                        visitor_id=touch.visitor_id,
+                        update=touch.update,
+                        now=job.now,
+                    )
+                    profiles[i] = profile
+                    job.events = tuple(touch.events_for(profile))
+            events = tuple(e for job in jobs for e in job.events or ())
             results = _append_tx(
                 conn,
                 events=events,
@@ -882,6 +916,9 @@ class SqliteStore:
                 merge_seconds=self.merge_seconds,
             )
         except Exception:
+            for job in jobs:
+                if job.touch is not None:
+                    job.events = None  # the fallback runs the job's own transaction function
             if not conn.in_transaction:
                 raise
             conn.execute("ROLLBACK TO appends")
@@ -889,9 +926,10 @@ class SqliteStore:
             return False
         conn.execute("RELEASE appends")
         start = 0
-        for job in jobs:
+        for i, job in enumerate(jobs):
             size = len(job.events or ())
-            outcomes.append((job, results[start : start + size], None))
+            mine = results[start : start + size]
+            outcomes.append((job, (profiles[i], mine) if i in profiles else mine, None))
             start += size
         return True
 

@@ -8,11 +8,11 @@ one visitor are applied one after the other and never lose each other's values.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
 from typing import Final
 
+from gateway.core.jsoncodec import dumps, loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, from_json, merge, to_json
 from gateway.core.record import record_carries
 from gateway.store.base import DeadReason, EraseResult, ProfileQuery
@@ -44,7 +44,7 @@ def _load(conn: sqlite3.Connection, site: str, visitor_id: str) -> VisitorProfil
     ).fetchone()
     if row is None:
         return None
-    return from_json(site, visitor_id, row[0], row[1], json.loads(row[2]))
+    return from_json(site, visitor_id, row[0], row[1], loads(row[2]))
 
 
 def touch_profile_tx(
@@ -58,7 +58,7 @@ def touch_profile_tx(
         " ON CONFLICT(site, visitor_id) DO UPDATE SET last_seen = excluded.last_seen,"
         " doc = excluded.doc",
         (site, visitor_id, profile.first_seen, profile.last_seen,
-         json.dumps(to_json(profile), separators=(",", ":"))),
+         dumps(to_json(profile)).decode()),
     )  # fmt: skip
     old_keys = set(old.lookup_keys()) if old is not None else set()
     for key in profile.lookup_keys():
@@ -127,7 +127,7 @@ def erase_tx(
     ).fetchall()
     owners: list[str | None] = [*visitors] or [None]
     for event_ref, record in rows:
-        if not any(record_carries(json.loads(record), vid, all_keys) for vid in owners):
+        if not any(record_carries(loads(record), vid, all_keys) for vid in owners):
             continue
         deliveries += conn.execute(
             "UPDATE deliveries SET state = 'dead', reason = ?, not_before = ?, updated_at = ?"

@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, closing, contextmanager
 from pathlib import Path
 
@@ -18,7 +18,14 @@ pytest.register_assert_rewrite("contract")
 from contract import LEASE, T0, ProfileContract, StoreContract, StoreFactory, ev  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
-from gateway.store.base import AppendResult, DeliveryState, Store  # noqa: E402
+from gateway.core.profile import ProfileUpdate, VisitorProfile  # noqa: E402
+from gateway.store.base import (  # noqa: E402
+    AppendResult,
+    DeliveryState,
+    NewEvent,
+    ProfileQuery,
+    Store,
+)
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, StoreClosedError  # noqa: E402
 
 WRITERS = ("loop", "thread")
@@ -472,3 +479,74 @@ async def test_loop_writer_leaves_checkpoints_to_the_checkpointer_thread(
         assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 500}
     finally:
         await store.close()
+
+
+async def test_touch_and_append_jobs_join_the_batch_insert(
+    store: SqliteStore, db_path: Path
+) -> None:
+    """Hits of one loop turn (profile merge + event each) commit together, in order; a failing
+    job falls back to running alone, so only its own future fails."""
+    with raw(db_path) as conn:
+        conn.execute(
+            "CREATE TRIGGER poison BEFORE INSERT ON deliveries WHEN NEW.route = 'poison:x'"
+            " BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+        )
+
+    def hit(n: int, *routes: str) -> Callable[[VisitorProfile], list[NewEvent]]:
+        return lambda profile: [ev(f"hit{n}-{len(profile.browser_ids)}", *routes)]
+
+    async with writer_paused(store):
+        tasks = [
+            asyncio.create_task(
+                store.touch_and_append(
+                    "shop", "v1", ProfileUpdate(browser_ids={f"c{i}": "x"}), T0 + i, hit(i)
+                )
+            )
+            for i in range(5)
+        ]
+        plain = asyncio.create_task(store.append([ev("plain")], T0))
+        bad = asyncio.create_task(
+            store.touch_and_append(
+                "shop", "v2", ProfileUpdate(), T0, hit(9, "shop:meta", "poison:x")
+            )
+        )
+        await submitted()
+        commits = store.commits
+    results = await asyncio.gather(*tasks)
+    assert [len(profile.browser_ids) for profile, _ in results] == [1, 2, 3, 4, 5]  # in order
+    assert all(appended == [AppendResult(1, 0)] for _, appended in results)
+    assert await plain == [AppendResult(1, 0)]
+    with pytest.raises(sqlite3.IntegrityError):
+        await bad
+    assert store.commits == commits + hold(store) + 1  # one transaction for all of them
+    assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 6}
+    (v2,) = await store.find_profiles("shop", [ProfileQuery(visitor_id="v2")])
+    assert v2 is None  # the failed job's profile merge was rolled back with its append
+
+
+async def test_touch_and_append_batch_runs_as_one_set_based_insert(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def alone(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a job of the batch ran on its own")
+
+    monkeypatch.setattr(sqlite_module, "_touch_and_append_tx", alone)
+    async with writer_paused(store):
+        tasks = [
+            asyncio.create_task(
+                store.touch_and_append(
+                    "shop",
+                    f"v{i % 2}",
+                    ProfileUpdate(browser_ids={f"c{i}": "x"}),
+                    T0,
+                    lambda p, i=i: [ev(f"t{i}"), ev("same")],  # type: ignore[misc]
+                )
+            )
+            for i in range(6)
+        ]
+        await submitted()
+    results = await asyncio.gather(*tasks)
+    assert [len(p.browser_ids) for p, _ in results] == [1, 1, 2, 2, 3, 3]
+    assert results[0][1] == [AppendResult(1, 0), AppendResult(1, 0)]
+    assert all(r == [AppendResult(1, 0), AppendResult(0, 1)] for _, r in results[1:])
+    assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 7}
