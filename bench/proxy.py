@@ -449,8 +449,10 @@ duplicate-merge path, which real pixel hits (one id per event) rarely do."""
 
 
 def hit_lua(path: str) -> str:
+    # Lua's string.format pattern: the query's own "%" doubled, "%d"/"%s" for eid and ts (the
+    # value is inserted verbatim by Python's "%" formatting, so it is escaped once only).
     query = HIT_QUERY.replace("%", "%%").format(eid="%d", ts="%s")
-    body = LUA_HIT % {"host": HOST, "path": path, "query": query.replace("%", "%%")}
+    body = LUA_HIT % {"host": HOST, "path": path, "query": query}
     return LUA_HEAD + body + LUA_TAIL % {}
 
 

@@ -181,6 +181,7 @@ _GA4_RESERVED_PREFIXES: Final = ("dynamic_link_", "firebase_", "notification_")
 _UD_FIELDS: Final[Mapping[str, str]] = {key: name for name, key in PII_FIELDS.items()}
 """Meta ``ud[key]`` → canonical user field (em → email, ph → phone, …)."""
 _META_JSON_PARAMS: Final = frozenset({"cd[contents]", "cd[content_ids]"})
+_META_LIMITS: Final[Mapping[str, int]] = {key: MAX_BODY for key in _META_JSON_PARAMS}
 _META_DATA_KEYS: Final = frozenset(
     {
         "value",
@@ -343,8 +344,7 @@ def _guard(parse: Callable[[], _T], default: _T) -> _T:
 
 
 def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
-    limits = {key: MAX_BODY for key in _META_JSON_PARAMS}
-    params = _merge(_pairs(body_form, limits), _pairs(query, limits))
+    params = _merge(_pairs(body_form, _META_LIMITS), _pairs(query, _META_LIMITS))
     name = _name(params.get("ev"))
     if name is None or name in _META_SKIP_EVENTS or params.get("es") == "automatic":
         return None
@@ -357,15 +357,33 @@ def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
         if (m := _BRACKET_RE.fullmatch(key)) is not None:
             (cd if m[1] == "cd" else ud)[m[2]] = value
     user: dict[str, Any] = {}
-    for short, canonical in _UD_FIELDS.items():
-        _put(user, canonical, _text(ud.get(short), _MAX_PII_LEN))
-    _put(user, "fbp", _cookie(params.get("fbp"), parse_fbp))
-    _put(user, "fbc", _cookie(params.get("fbc"), parse_fbc))
+    for short, raw in ud.items():  # only the ud[…] the hit has (usually none)
+        canonical = _UD_FIELDS.get(short)
+        if canonical is not None:
+            _put(user, canonical, _text(raw, _MAX_PII_LEN))
+    if "fbp" in params:
+        _put(user, "fbp", _cookie(params["fbp"], parse_fbp))
+    if "fbc" in params:
+        _put(user, "fbc", _cookie(params["fbc"], parse_fbc))
+    data = _meta_data(cd) if cd else {}  # no cd[…] (a PageView): no data fields
+    event = _event(
+        name,
+        event_id=_text(params.get("eid"), MAX_ID),
+        when=_client_time(_epoch(params.get("ts")), now),
+        url=_url(params.get("dl")),
+        referrer=_url(params.get("rl")),
+        user=user,
+        data=data,
+    )
+    return Hit("meta", _vendor_id(params.get("id")), event)
+
+
+def _meta_data(cd: Mapping[str, object]) -> dict[str, Any]:
     contents = _contents_json(cd.get("contents"), "id", "item_price") or _content_ids(
         cd.get("content_ids")
     )
     custom = {k: v for k, v in cd.items() if k not in _META_DATA_KEYS}
-    data = _data(
+    return _data(
         value=cd.get("value"),
         currency=cd.get("currency"),
         order_id=cd.get("order_id"),
@@ -379,16 +397,6 @@ def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
         predicted_ltv=cd.get("predicted_ltv"),
         custom=_custom(custom, numbers=False),
     )
-    event = _event(
-        name,
-        event_id=_text(params.get("eid"), MAX_ID),
-        when=_client_time(_epoch(params.get("ts")), now),
-        url=_url(params.get("dl")),
-        referrer=_url(params.get("rl")),
-        user=user,
-        data=data,
-    )
-    return Hit("meta", _vendor_id(params.get("id")), event)
 
 
 # --- TikTok -------------------------------------------------------------------------------------

@@ -16,7 +16,9 @@ method, the route's fixed upstream path, the raw query string unchanged, the bod
 any request Content-Encoding is undone), the client's `User-Agent` and `Content-Type`,
 `X-Forwarded-For: <client ip>` (`client_ip` with the trusted proxies) and, in `Cookie`, only that
 vendor's cookies (`_fbp`/`_fbc`; `_ttp`/`ttclid`; `_scid`; `_ga`/`_ga_*`) — never our visitor or
-consent cookie nor another vendor's. Redirects are never followed (a 3xx is a bad gateway). The
+consent cookie nor another vendor's. Requests go through `UpstreamPool` (gateway/web/upstream.py:
+keep-alive connections to the configured hit upstreams only, strict answer parsing, timeouts
+`timeout_seconds` and `CONNECT_TIMEOUT`). Redirects are never followed (a 3xx is a bad gateway). The
 browser gets the upstream status, body, Content-Type (and Content-Encoding if any), with
 `Cache-Control: no-store`; never an upstream `Set-Cookie` or hop-by-hop header. Upstream down,
 timed out, redirecting or answering over `MAX_UPSTREAM_BODY` → 502. A path that is not exactly
@@ -28,8 +30,8 @@ The same checks, forwarding, mirror and answers serve requests from aiohttp (`se
 the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose body it read
 whole (no Content-Encoding, at most MAX_HIT_BODY bytes) and leaves every other one to aiohttp.
 
-Mirror, run concurrently with the upstream call and always awaited before the answer (a
-cancelled request leaves it owned by `HitProxy`, which drains it at shutdown): the hit is parsed
+Mirror, run while the upstream request travels (written first when a kept-alive connection is
+idle) in the request's own task, so it is always committed before the answer: the hit is parsed
 by `gateway.core.hits` (any exception is logged at WARNING without the hit's content and
 counted; the pass-through never depends on it). For each parsed event: `url` from the Referer
 when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own consent — GA4
@@ -43,8 +45,6 @@ purchase: the transaction id), so the vendor deduplicates it against the pixel's
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -52,9 +52,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 from aiohttp import web
 from yarl import URL
 
@@ -64,7 +63,7 @@ from gateway.core.clickids import (
     parse_fbc,
     parse_fbp,
 )
-from gateway.core.consent import Signals, Tier, apply, decide
+from gateway.core.consent import Decision, Signals, Tier, apply, decide
 from gateway.core.event import Event
 from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
 from gateway.core.profile import VisitorProfile, enrich
@@ -80,13 +79,8 @@ from gateway.web.cookies import MAX_COOKIE_HEADER, parse_cookie_header, verify_v
 from gateway.web.fastlane import Answer, LaneRequest
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.pipeline import Site
-from gateway.web.proxy import (
-    CONNECT_TIMEOUT,
-    ScriptProxy,
-    UpstreamError,
-    _bare_host,
-    _read_limited,
-)
+from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
+from gateway.web.upstream import Exchange, Origin, UpstreamError, UpstreamPool
 
 log = logging.getLogger("signalgate.hits")
 
@@ -99,13 +93,15 @@ MAX_QUERY_BYTES: Final = 8_000
 """Largest raw query forwarded (414 above); just under aiohttp's 8190-byte request line."""
 MAX_UPSTREAM_BODY: Final = 65_536
 """Largest upstream answer passed back (502 above); hit answers are a pixel or a short JSON."""
-SHUTDOWN_WAIT: Final = 5.0
-"""Seconds the shutdown waits for mirrors of cancelled requests before cancelling them."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
 _COOKIE_VALUE_RE: Final = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 _GA_COOKIE_RE: Final = re.compile(r"_ga_[A-Za-z0-9]{1,32}")
 _CONTENT_TYPE_RE: Final = re.compile(r"[\x20-\x7e]{1,256}")
+_UA_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _MAX_UA: Final = 1024
+_MEMO_MAX: Final = 1024
+_MEMO_VALUE_MAX: Final = 512
+_MISSING: Final = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,15 +234,26 @@ OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
 
 
 class HitProxy:
-    """Handlers of the hit routes; owns the mirror tasks still running."""
+    """Handlers of the hit routes; owns the upstream connection pool."""
 
     def __init__(self, proxy: ScriptProxy, collect: Collect, *, clock: Clock) -> None:
         self.proxy = proxy
         self.collect = collect
         self.clock = clock
         self.stats = HitStats()
-        self._tasks: set[asyncio.Task[None]] = set()
         self._lane_routes: dict[tuple[str, str], tuple[HitRoute, str]] = {}
+        sites = {id(s): s for s in (*collect.by_host.values(), collect.fallback) if s is not None}
+        bases = {
+            _hits_base(site, route)
+            for site in sites.values()
+            if site.config.proxy.enabled
+            for route in HIT_ROUTES
+        }
+        self.upstream = UpstreamPool(bases, connect_timeout=CONNECT_TIMEOUT)
+        """Keep-alive connections to the configured hit upstreams (and to nothing else)."""
+        self._targets: dict[tuple[str, str], tuple[Origin, str]] = {}
+        self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
+        self._decisions: dict[tuple[str, Signals], Decision] = {}
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -256,7 +263,7 @@ class HitProxy:
                 for method in route.methods:
                     app.router.add_route(method, path, self.handler(route, path))
                     self._lane_routes[(method, path)] = (route, path)
-        app.cleanup_ctx.append(self._drain_ctx)
+        app.cleanup_ctx.append(self._close_ctx)
 
     def handler(self, route: HitRoute, path: str) -> Handler:
         """Return the handler of `route` served at `path`."""
@@ -266,21 +273,9 @@ class HitProxy:
 
         return handle
 
-    async def _drain_ctx(self, app: web.Application) -> AsyncIterator[None]:
+    async def _close_ctx(self, app: web.Application) -> AsyncIterator[None]:
         yield
-        await self.drain()
-
-    async def drain(self) -> None:
-        """Wait for mirrors left by cancelled requests (bounded), then cancel the rest."""
-        tasks = list(self._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_WAIT)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self.upstream.close()
 
     async def serve(self, request: web.Request, route: HitRoute, path: str) -> web.StreamResponse:
         """Forward one hit and mirror it; answer with the upstream's answer (or 4xx/502)."""
@@ -371,13 +366,21 @@ class HitProxy:
         """Mirror the admitted hit while forwarding it; return the answer for the browser."""
         self.stats.by_vendor[route.vendor] = self.stats.by_vendor.get(route.vendor, 0) + 1
         observed = self._observe(hit, route.vendor, site)
-        task = asyncio.get_running_loop().create_task(self._mirror(observed))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         try:
-            answer = await self._forward(hit, route, site, observed)
-        finally:
-            await asyncio.shield(task)
+            exchange: Exchange | UpstreamError = self._send(hit, route, site, observed)
+        except UpstreamError as exc:
+            exchange = exc
+        # The request is on its way (on a kept-alive connection) while the mirror runs in
+        # this task, so the mirror's durable commit always precedes the answer. Only shutdown
+        # cancels a hit; once the mirror reached the store's append, the append is committed
+        # anyway (the store takes it before its first await).
+        try:
+            await self._mirror(observed)
+        except BaseException:
+            if isinstance(exchange, Exchange):
+                exchange.cancel()
+            raise
+        answer = await self._answer_of(exchange, route)
         cors = _cors(hit.headers.get("origin"), hit.host, site)
         if cors:
             answer.headers.update(cors)
@@ -399,7 +402,7 @@ class HitProxy:
             body=hit.body,
             content_type=headers.get("content-type", ""),
             cookies=parse_cookie_header(headers.get("cookie"), self.collect.wanted[cfg.id]),
-            ip=client_ip_of(hit.peer, hit.forwarded, self.collect.trusted),
+            ip=self._client_ip(hit.peer, hit.forwarded),
             user_agent=headers.get("user-agent", "")[:_MAX_UA] or None,
             referer=headers.get("referer"),
             gpc=headers.get("sec-gpc", "").strip() == "1",
@@ -407,64 +410,103 @@ class HitProxy:
             now=self.clock(),
         )
 
+    def _client_ip(self, peer: str | None, forwarded: tuple[str, ...]) -> str | None:
+        """`client_ip_of`, memoised (an address parse costs more than the lookup)."""
+        key = (peer, forwarded)
+        ip = self._ips.get(key, _MISSING)
+        if ip is _MISSING:
+            ip = client_ip_of(peer, forwarded, self.collect.trusted)
+            if len(self._ips) >= _MEMO_MAX:
+                self._ips.clear()
+            self._ips[key] = ip
+        return ip  # type: ignore[return-value]
+
+    def _decide(self, site: Site, signals: Signals) -> Decision:
+        """`decide` for the site's policy, memoised on short signals (a pure function)."""
+        key = (site.config.id, signals)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = decide(self.collect.policies[site.config.id], signals)
+            if (
+                len(signals.tc_string or "") <= _MEMO_VALUE_MAX
+                and len(signals.cmp_cookie_value or "") <= _MEMO_VALUE_MAX
+            ):
+                if len(self._decisions) >= _MEMO_MAX:
+                    self._decisions.clear()
+                self._decisions[key] = decision
+        return decision
+
     # --- pass-through -------------------------------------------------------------------------
 
-    async def _forward(
-        self, hit: HitRequest, route: HitRoute, site: Site, observed: Observed
-    ) -> HitAnswer:
-        proxy_cfg = site.config.proxy
-        base = str(getattr(proxy_cfg, f"{route.vendor}_hits_upstream")).rstrip("/")
+    def _send(self, hit: HitRequest, route: HitRoute, site: Site, observed: Observed) -> Exchange:
+        """Start the upstream request of a hit (written at once on an idle connection)."""
+        key = (site.config.id, route.path)
+        found = self._targets.get(key)
+        if found is None:
+            base = _hits_base(site, route)
+            path = urlsplit(base).path.rstrip("/") + route.upstream
+            found = self._targets[key] = (self.upstream.origin(base), path)
+        origin, path = found
+        method = hit.method
         raw_query = hit.raw_query
-        target = base + route.upstream + (f"?{raw_query}" if raw_query else "")
-        headers = {"Accept": "*/*", "Accept-Encoding": "identity"}
-        skip: tuple[str, ...] = ()
-        if observed.user_agent:
-            headers["User-Agent"] = observed.user_agent
-        else:
-            skip = ("User-Agent",)
+        parts = [
+            f"{method} {path}?{raw_query} HTTP/1.1\r\n"
+            if raw_query
+            else f"{method} {path} HTTP/1.1\r\n",
+            f"Host: {origin.host_header}\r\nAccept: */*\r\nAccept-Encoding: identity\r\n",
+        ]
+        user_agent = observed.user_agent
+        if user_agent and _UA_RE.fullmatch(user_agent):
+            parts.append(f"User-Agent: {user_agent}\r\n")
         if observed.ip:
-            headers["X-Forwarded-For"] = observed.ip
+            parts.append(f"X-Forwarded-For: {observed.ip}\r\n")
         cookie = vendor_cookies(hit.headers.get("cookie"), route)
         if cookie:
-            headers["Cookie"] = cookie
-        content_type = hit.headers.get("content-type")
-        if hit.method == "POST" and content_type and _CONTENT_TYPE_RE.fullmatch(content_type):
-            headers["Content-Type"] = content_type
-        seconds = proxy_cfg.timeout_seconds
-        limits = aiohttp.ClientTimeout(total=seconds, connect=min(CONNECT_TIMEOUT, seconds))
-        session = self.proxy.cache._client()
+            parts.append(f"Cookie: {cookie}\r\n")
+        body = b""
+        if method == "POST":
+            content_type = hit.headers.get("content-type")
+            if content_type and _CONTENT_TYPE_RE.fullmatch(content_type):
+                parts.append(f"Content-Type: {content_type}\r\n")
+            body = hit.body
+            parts.append(f"Content-Length: {len(body)}\r\n")
+        parts.append("\r\n")
+        data = "".join(parts).encode("utf-8", "surrogateescape") + body
+        seconds = site.config.proxy.timeout_seconds
+        return self.upstream.begin(
+            origin, data, seconds=seconds, limit=MAX_UPSTREAM_BODY, get=method == "GET"
+        )
+
+    async def _answer_of(self, exchange: Exchange | UpstreamError, route: HitRoute) -> HitAnswer:
+        """The browser's answer: the upstream's status, body and types, or 502."""
         try:
-            async with session.request(
-                hit.method,
-                URL(target, encoded=True),
-                data=hit.body if hit.method == "POST" else None,
-                headers=headers,
-                skip_auto_headers=skip,
-                allow_redirects=False,
-                timeout=limits,
-            ) as resp:
-                if 300 <= resp.status < 400:
-                    raise UpstreamError(f"status {resp.status}")
-                answer = await _read_limited(resp, MAX_UPSTREAM_BODY)
-                out = {"Cache-Control": "no-store"}
-                for name in ("Content-Type", "Content-Encoding"):
-                    value = resp.headers.get(name)
-                    if value and _CONTENT_TYPE_RE.fullmatch(value):
-                        out[name] = value
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, UpstreamError) as exc:
+            if isinstance(exchange, UpstreamError):
+                raise exchange
+            resp = await exchange
+            status = resp.status
+            if 300 <= status < 400:
+                raise UpstreamError(f"status {status}")
+        except UpstreamError as exc:
             self.stats.bad_gateway += 1
-            reason = str(exc) if isinstance(exc, UpstreamError) else type(exc).__name__
             log.warning(
                 "Hit upstream failed; answered 502 (the mirror still runs).",
-                extra={"vendor": route.vendor, "reason": reason},
+                extra={"vendor": route.vendor, "reason": str(exc)},
             )
             return HitAnswer.error(502, "bad_gateway", "hit upstream unavailable")
         self.stats.forwarded += 1
+        out = {"Cache-Control": "no-store"}
+        headers = resp.headers
+        for name, key in (
+            ("Content-Type", "content-type"),
+            ("Content-Encoding", "content-encoding"),
+        ):
+            value = headers.get(key)
+            if value and _CONTENT_TYPE_RE.fullmatch(value):
+                out[name] = value
         if status in (204, 304) or status < 200:
             return HitAnswer(status, out, None)
         out.setdefault("Content-Type", "application/octet-stream")  # what aiohttp would add
-        return HitAnswer(status, out, answer)
+        return HitAnswer(status, out, resp.body)
 
     # --- mirror -------------------------------------------------------------------------------
 
@@ -485,7 +527,6 @@ class HitProxy:
             return
         site = observed.site
         pipeline = self.collect.pipeline
-        policy = self.collect.policies[site.config.id]
         cookies = observed.cookies
         events: list[Event] = []
         for hit in hits:
@@ -496,8 +537,8 @@ class HitProxy:
                 cookies.get(CONSENT_COOKIE)
             )
             cmp_cookie = site.config.consent.cmp_cookie
-            decision = decide(
-                policy,
+            decision = self._decide(
+                site,
                 Signals(
                     gpc=observed.gpc,
                     consent=explicit,
@@ -576,6 +617,11 @@ def parse_hits(observed: Observed) -> list[Hit]:
         snap = parse_snap(observed.query, observed.body, observed.content_type, now=now)
         return [snap] if snap is not None else []
     return parse_ga4(observed.query, observed.body, now=now)
+
+
+def _hits_base(site: Site, route: HitRoute) -> str:
+    """The configured hit upstream base of `route`'s vendor for `site`."""
+    return str(getattr(site.config.proxy, f"{route.vendor}_hits_upstream")).rstrip("/")
 
 
 def vendor_cookies(header: str | None, route: HitRoute) -> str:
