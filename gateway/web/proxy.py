@@ -400,6 +400,7 @@ class ScriptProxy:
         self.fallback = SiteScripts.from_config(only.proxy) if only and only.proxy.enabled else None
         self.prefixes = tuple(sorted({s.proxy.prefix for s in enabled}))
         self._targets: dict[tuple[str, str], tuple[str, SiteScripts] | None] = {}
+        self._routes: dict[tuple[str, str], _Routed | None] = {}
         self._answers: dict[tuple[str, float, bool, bool], tuple[Entry, bytes, bytes]] = {}
         self._gzip_ok: dict[str, bool] = {}
 
@@ -472,7 +473,18 @@ class ScriptProxy:
         try:
             target = self._targets[key]
         except KeyError:
-            target = self._resolve(raw_target, host)
+            raw_path = raw_target.partition("?")[0]
+            path_key = (raw_path, host)
+            try:
+                routed = self._routes[path_key]
+            except KeyError:
+                routed = self._route_of(raw_path, host)
+                if len(self._routes) >= _MAX_MEMO:
+                    self._routes.clear()
+                self._routes[path_key] = routed
+            if routed is None:
+                return None  # not a script path (a pixel hit…): nothing memoised per query
+            target = _with_query(routed, raw_target.partition("?")[2])
             if len(self._targets) >= _MAX_MEMO:
                 self._targets.clear()
             self._targets[key] = target
@@ -503,9 +515,8 @@ class ScriptProxy:
         self.stats.hits += 1
         return built[1], built[2]
 
-    def _resolve(self, raw_target: str, host: str) -> tuple[str, SiteScripts] | None:
-        """Return the upstream URL and site `serve` would use for this target, or None."""
-        raw_path, _, raw_query = raw_target.partition("?")
+    def _route_of(self, raw_path: str, host: str) -> _Routed | None:
+        """Return the script route, its slots and the site `serve` would use for a path."""
         site = self.by_host.get(_bare_host(host), self.fallback)
         # The route aiohttp would pick: the first registered prefix the path starts with.
         prefix = next((p for p in self.prefixes if raw_path.startswith(p)), None)
@@ -516,14 +527,7 @@ class ScriptProxy:
         if found is None or found[0].vendor not in site.vendors:
             return None
         route, slots = found
-        try:
-            query = _query_of(URL.build(query_string=raw_query, encoded=True).query, route)
-        except ValueError:
-            return None
-        if query is None:
-            return None
-        url = site.upstreams[route.vendor] + route.upstream.format(**slots)
-        return (url + "?" + urlencode(query) if query else url), site
+        return route, slots, site
 
     def _count(self, how: str) -> None:
         if how == "HIT":
@@ -537,6 +541,23 @@ class ScriptProxy:
 
 
 PROXY = web.AppKey("script_proxy", ScriptProxy)
+
+
+_Routed = tuple[Route, dict[str, str], SiteScripts]
+"""A script path resolved: its route, slot values and site."""
+
+
+def _with_query(routed: _Routed, raw_query: str) -> tuple[str, SiteScripts] | None:
+    """Return the upstream URL and site for a routed path and its raw query, or None."""
+    route, slots, site = routed
+    try:
+        query = _query_of(URL.build(query_string=raw_query, encoded=True).query, route)
+    except ValueError:
+        return None
+    if query is None:
+        return None
+    url = site.upstreams[route.vendor] + route.upstream.format(**slots)
+    return (url + "?" + urlencode(query) if query else url), site
 
 
 def _segments(raw_path: str, prefix: str) -> list[str] | None:
