@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.core.profile import ProfileUpdate, VisitorProfile
 
@@ -52,9 +52,12 @@ class DeadReason(StrEnum):
     INTERNAL = "internal"
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """An accepted event to make durable, fanned out to one row per route."""
+class NewEvent(NamedTuple):
+    """An accepted event to make durable, fanned out to one row per route.
+
+    A NamedTuple, not a dataclass: one is built per accepted event on the request path, and a
+    tuple is several times cheaper to build than a frozen dataclass.
+    """
 
     site: str
     event_name: str
