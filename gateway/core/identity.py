@@ -17,14 +17,18 @@ Hashed = dict[str, dict[str, tuple[str, ...]]]
 
 
 class PiiHasher:
-    """Hashes one event's raw PII for fixed rule sets and keeps what had to be dropped.
+    """Hashes raw PII for fixed rule sets and keeps what had to be dropped.
 
     Called by `parse_event` (its `hasher` argument) once the event is known to be valid, so the
     event is built once, already hashed. `warnings` then holds a FieldError per dropped value,
-    with its path under `path` (e.g. ``events[3].user.phone``).
+    with its path under `path` (e.g. ``events[3].user.phone``). One hasher may serve all the
+    events of a request (set `path` per event): it remembers the result of each (rule set,
+    identifier, value) it has seen, so a value repeated across the batch (a phone number, a
+    country) is normalised and hashed once. Raw values live in that memo only as long as the
+    hasher, i.e. the request.
     """
 
-    __slots__ = ("default_country", "path", "rulesets", "warnings")
+    __slots__ = ("_memo", "default_country", "path", "rulesets", "warnings")
 
     def __init__(
         self, rulesets: tuple[str, ...], *, default_country: str | None = None, path: str = ""
@@ -33,11 +37,44 @@ class PiiHasher:
         self.default_country = default_country
         self.path = path
         self.warnings: list[FieldError] = []
+        self._memo: dict[tuple[str, str, str], str | Dropped] = {}
 
     def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
-        hashed, warnings = hash_pii(pii, self.rulesets, self.default_country, self.path)
+        memo = self._memo
+        country = self.default_country
+        hashed: Hashed = {}
+        for rules in self.rulesets:
+            out: dict[str, tuple[str, ...]] = {}
+            for key, values in pii.items():
+                if len(values) != 1:
+                    break  # lists: the general path below, warnings and all
+                value = values[0]
+                result = memo.get((rules, key, value))
+                if result is None:
+                    result = _digest_of(key, value, rules, country)
+                    memo[(rules, key, value)] = result
+                if type(result) is not str:
+                    break  # a dropped value: the general path reports it
+                out[key] = (result,)
+            else:
+                hashed[rules] = out
+                continue
+            break
+        else:
+            return hashed
+        hashed, warnings = hash_pii(pii, self.rulesets, country, self.path)
         self.warnings.extend(warnings)
         return hashed
+
+
+def _digest_of(key: str, value: str, rules: str, country: str | None) -> str | Dropped:
+    """Return the SHA-256 hex of the normalised value (a digest passes through), or why not."""
+    result = check(key, value, rules, default_country=country)
+    if isinstance(result, Dropped):
+        return result
+    if len(result) != 64 or _DIGEST_RE.fullmatch(result) is None:
+        return sha256_hex(result)
+    return result
 
 
 def hash_pii(

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.core.event import Event, FieldError
+from gateway.core.event import FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
@@ -134,18 +134,11 @@ class EventsApi:
                     headers=(("Retry-After", str(max(1, math.ceil(wait)))),),
                 )
         now = self.clock()
-        accepted: list[Event] = []
-        rejected: list[dict[str, Any]] = []
-        warnings: list[dict[str, str]] = []
-        prepare = self.pipeline.prepare
-        for index, obj in enumerate(items):
-            prepared = prepare(site, obj, path=f"events[{index}]", now=now)
-            if prepared.event is None:
-                rejected.append({"index": index, "errors": _dicts(prepared.errors)})
-                continue
-            accepted.append(prepared.event)
-            if prepared.warnings:
-                warnings.extend(_dicts(prepared.warnings))
+        accepted, refused, dropped = self.pipeline.prepare_all(
+            site, items, prefix="events", now=now
+        )
+        rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
+        warnings = _dicts(dropped)
         accepted = await self.pipeline.enrich(site, accepted)
         results = await self.pipeline.commit(site, accepted)
         deduplicated = sum(1 for r in results if r.created == 0 and r.deduplicated > 0)

@@ -85,6 +85,31 @@ class Pipeline:
             return Prepared(None, parsed, [])
         return Prepared(parsed, [], hasher.warnings)
 
+    def prepare_all(
+        self, site: Site, items: Sequence[Any], *, prefix: str, now: float
+    ) -> tuple[list[Event], list[tuple[int, list[FieldError]]], list[FieldError]]:
+        """`prepare` for every item of a batch (paths ``<prefix>[i]``), with one hasher.
+
+        Returns the accepted events, the (index, errors) of the refused items and the
+        warnings of the accepted ones.
+        """
+        hasher = PiiHasher(site.rulesets, default_country=site.config.default_country)
+        accepted: list[Event] = []
+        refused: list[tuple[int, list[FieldError]]] = []
+        limits, new_id = site.limits, self.new_id
+        for index, obj in enumerate(items):
+            path = hasher.path = f"{prefix}[{index}]"
+            seen = len(hasher.warnings)
+            parsed = parse_event(
+                obj, now=now, new_id=new_id, path=path, limits=limits, hasher=hasher
+            )
+            if isinstance(parsed, list):
+                refused.append((index, parsed))
+                del hasher.warnings[seen:]  # an event refused anyway has no warnings
+            else:
+                accepted.append(parsed)
+        return accepted, refused, hasher.warnings
+
     async def enrich(self, site: Site, events: Sequence[Event]) -> list[Event]:
         """Fill events from stored visitor profiles (by visitor id, else hashed e-mail/id).
 
