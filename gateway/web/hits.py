@@ -495,12 +495,11 @@ class HitProxy:
             return HitAnswer.error(502, "bad_gateway", "hit upstream unavailable")
         self.stats.forwarded += 1
         out = {"Cache-Control": "no-store"}
-        headers = resp.headers
         for name, key in (
             ("Content-Type", "content-type"),
             ("Content-Encoding", "content-encoding"),
         ):
-            value = headers.get(key)
+            value = resp.header(key)
             if value and _CONTENT_TYPE_RE.fullmatch(value):
                 out[name] = value
         if status in (204, 304) or status < 200:

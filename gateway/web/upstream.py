@@ -69,13 +69,30 @@ class UpstreamError(Exception):
     """The upstream request failed (the message is a short reason)."""
 
 
-@dataclass(frozen=True, slots=True)
 class UpstreamAnswer:
-    """A complete answer: status, headers (lower-case names), body."""
+    """A complete answer: status, body, and its headers (lower-case names) on demand."""
 
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
+    __slots__ = ("_all", "_fields", "_text", "body", "status")
+
+    def __init__(self, status: int, text: str, fields: Mapping[str, str], body: bytes) -> None:
+        self.status = status
+        self.body = body
+        self._text = text
+        self._fields = fields
+        self._all: dict[str, str] | None = None
+
+    def header(self, name: str) -> str | None:
+        """Return a header by lower-case name (repeated ones joined with ", ")."""
+        if name in FRAMING_FIELDS:
+            return self._fields.get(name)
+        return self.headers.get(name)
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Every header (parsed when first asked: most callers need `header` only)."""
+        if self._all is None:
+            self._all, _ = _parse_fields(self._text)
+        return self._all
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +147,7 @@ class _Conn(asyncio.Protocol):
         "_keep",
         "_length",
         "_status",
+        "_text",
         "_waiter",
         "closed",
         "idle_since",
@@ -150,7 +168,8 @@ class _Conn(asyncio.Protocol):
         self._buf = bytearray()
         self._waiter: _Waiter | None = None
         self._status = 0
-        self._headers: dict[str, str] | None = None
+        self._headers: Mapping[str, str] | None = None
+        self._text = ""
         self._length = -1
         """Body bytes still expected (Content-Length); -1 until known or when not so framed."""
         self._chunked = False
@@ -245,22 +264,18 @@ class _Conn(asyncio.Protocol):
     def _head(self, head: bytes, limit: int) -> None:
         if _HEAD_RE.fullmatch(head) is None:
             raise UpstreamError("malformed answer head")
-        lines = head.decode("latin-1").split("\r\n")
-        status_line = lines[0]
-        self._status = int(status_line[9:12])
-        headers: dict[str, str] = {}
-        lengths: set[str] = set()
-        for line in lines[1:-1]:
-            name, _, value = line.partition(":")
-            name = name.lower()
-            value = value.strip(" \t")
-            if name == "content-length":
-                lengths.add(value)
-            old = headers.get(name)
-            headers[name] = value if old is None else f"{old}, {value}"
+        text = head.decode("latin-1")
+        self._text = text
+        self._status = int(text[9:12])
+        headers = _framing_fields(text)
+        if headers is None:  # a field of FRAMING_FIELDS is repeated: parse every line
+            headers, lengths = _parse_fields(text)
+        else:
+            length = headers.get("content-length")
+            lengths = {length} if length is not None else set()
         self._headers = headers
         connection = headers.get("connection", "").lower()
-        keep = status_line.startswith("HTTP/1.1") and "close" not in connection
+        keep = text.startswith("HTTP/1.1") and "close" not in connection
         encoding = headers.get("transfer-encoding")
         if self._status in _BODILESS:
             self._keep = keep
@@ -323,7 +338,9 @@ class _Conn(asyncio.Protocol):
         assert self._headers is not None
         self._waiter = None
         if not waiter.future.done():
-            waiter.future.set_result(UpstreamAnswer(self._status, self._headers, bytes(self._body)))
+            waiter.future.set_result(
+                UpstreamAnswer(self._status, self._text, self._headers, bytes(self._body))
+            )
         self._body = bytearray()
         if keep and not self.closed:
             self.pool.release(self)
@@ -665,6 +682,43 @@ class UpstreamPool:
         for conn in [c for p in self._pools.values() for c in p.conns]:
             conn.fail("client closed")
         await asyncio.sleep(0)  # let the transports' connection_lost run
+
+
+FRAMING_FIELDS: Final = frozenset(
+    {"content-length", "transfer-encoding", "connection", "content-type", "content-encoding"}
+)
+"""Header fields picked out of every answer head (the rest is parsed only when asked for)."""
+_FIELD_KEYS: Final = tuple((name, f"\r\n{name}:") for name in sorted(FRAMING_FIELDS))
+
+
+def _framing_fields(text: str) -> dict[str, str] | None:
+    """Return the FRAMING_FIELDS of a checked head, or None when one of them is repeated."""
+    low = text.lower()
+    found: dict[str, str] = {}
+    for name, key in _FIELD_KEYS:
+        start = low.find(key)
+        if start < 0:
+            continue
+        start += len(key)
+        if low.find(key, start) >= 0:
+            return None
+        found[name] = text[start : text.index("\r\n", start)].strip(" \t")
+    return found
+
+
+def _parse_fields(text: str) -> tuple[dict[str, str], set[str]]:
+    """Return every header of a checked head (repeats joined) and its Content-Length values."""
+    headers: dict[str, str] = {}
+    lengths: set[str] = set()
+    for line in text.split("\r\n")[1:-1]:
+        name, _, value = line.partition(":")
+        name = name.lower()
+        value = value.strip(" \t")
+        if name == "content-length":
+            lengths.add(value)
+        old = headers.get(name)
+        headers[name] = value if old is None else f"{old}, {value}"
+    return headers, lengths
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

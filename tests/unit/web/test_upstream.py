@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.web.upstream import MAX_HEAD, Origin, UpstreamError, UpstreamPool
+from gateway.web.upstream import MAX_HEAD, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
 
 OK_GIF = b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nContent-Length: 3\r\n\r\nGIF"
 
@@ -87,7 +87,9 @@ async def pool(server: Scripted) -> AsyncIterator[UpstreamPool]:
     await client.close()
 
 
-async def get(pool: UpstreamPool, base: str, target: str = "/tr/?a=1", **kw: object) -> object:
+async def get(
+    pool: UpstreamPool, base: str, target: str = "/tr/?a=1", **kw: object
+) -> UpstreamAnswer:
     headers = kw.pop("headers", {"User-Agent": "t"})
     assert isinstance(headers, dict)
     seconds = kw.pop("seconds", 2.0)
@@ -140,9 +142,9 @@ async def test_chunked_answer_is_decoded(server: Scripted, pool: UpstreamPool) -
         b'4;ext=1\r\n{"co\r\n6\r\nde":0}\r\n0\r\nX-Trailer: 1\r\n\r\n'
     )
     answer = await get(pool, server.base)
-    assert answer.body == b'{"code":0}'  # type: ignore[attr-defined]
+    assert answer.body == b'{"code":0}'
     again = await get(pool, server.base)
-    assert again.body == b"GIF"  # type: ignore[attr-defined]
+    assert again.body == b"GIF"
     assert server.connections == 1
 
 
@@ -151,7 +153,7 @@ async def test_body_framed_by_close_is_read_and_the_connection_not_reused(
 ) -> None:
     server.replies.append(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nokCLOSE")
     answer = await get(pool, server.base)
-    assert answer.body == b"ok"  # type: ignore[attr-defined]
+    assert answer.body == b"ok"
     await get(pool, server.base)
     assert server.connections == 2
 
@@ -161,7 +163,7 @@ async def test_204_has_no_body_and_keeps_the_connection(
 ) -> None:
     server.replies.append(b"HTTP/1.1 204 No Content\r\n\r\n")
     answer = await get(pool, server.base)
-    assert (answer.status, answer.body) == (204, b"")  # type: ignore[attr-defined]
+    assert (answer.status, answer.body) == (204, b"")
     await get(pool, server.base)
     assert server.connections == 1
 
@@ -197,7 +199,7 @@ async def test_malformed_answers_fail_and_the_connection_is_dropped(
     with pytest.raises(UpstreamError):
         await get(pool, server.base)
     answer = await get(pool, server.base)
-    assert answer.body == b"GIF"  # type: ignore[attr-defined]
+    assert answer.body == b"GIF"
     assert server.connections == 2
 
 
@@ -234,7 +236,7 @@ async def test_slow_answer_times_out_and_the_connection_is_dropped(
         await get(pool, server.base, seconds=0.2)
     assert loop.time() - start < 0.8
     answer = await get(pool, server.base)
-    assert answer.body == b"GIF"  # type: ignore[attr-defined]
+    assert answer.body == b"GIF"
     assert server.connections == 2
 
 
@@ -271,7 +273,7 @@ async def test_server_closing_an_idle_connection_is_retried_for_get_only(
     await get(pool, server.base)
     # The pool may not have noticed the close yet: the GET is sent again on a new connection.
     answer = await get(pool, server.base)
-    assert answer.body == b"GIF"  # type: ignore[attr-defined]
+    assert answer.body == b"GIF"
     assert server.connections == 2
 
 
@@ -280,7 +282,7 @@ async def test_get_on_a_stale_connection_is_sent_again_once(server: Scripted) ->
     server.replies.extend([OK_GIF, b""])  # the second request is read, then the server hangs up
     await get(client, server.base)
     answer = await get(client, server.base)
-    assert answer.body == b"GIF"  # type: ignore[attr-defined]
+    assert answer.body == b"GIF"
     assert [s.conn for s in server.seen] == [1, 1, 2]
     await client.close()
 
@@ -311,7 +313,7 @@ async def test_pool_is_bounded_and_waiting_requests_get_a_connection(server: Scr
     client = UpstreamPool([server.base], connect_timeout=1.0, max_per_origin=2)
     server.replies.extend([b"DELAY:0.05:" + OK_GIF] * 6)
     answers = await asyncio.gather(*(get(client, server.base) for _ in range(6)))
-    assert all(a.body == b"GIF" for a in answers)  # type: ignore[attr-defined]
+    assert all(a.body == b"GIF" for a in answers)
     assert server.connections == 2
     await client.close()
 
@@ -341,7 +343,7 @@ async def test_cancelled_exchange_drops_its_connection(server: Scripted) -> None
     await asyncio.sleep(0.2)
     assert client.stats() == {"open": 0, "idle": 0}
     answer = await get(client, server.base)
-    assert answer.body == b"GIF"  # type: ignore[attr-defined]
+    assert answer.body == b"GIF"
     await client.close()
 
 
@@ -352,10 +354,10 @@ async def test_cancelled_request_while_waiting_for_a_connection(server: Scripted
     second = asyncio.create_task(get(client, server.base))
     await asyncio.sleep(0.02)
     second.cancel()
-    assert (await first).body == b"GIF"  # type: ignore[attr-defined]
+    assert (await first).body == b"GIF"
     with pytest.raises(asyncio.CancelledError):
         await second
-    assert (await get(client, server.base)).body == b"GIF"  # type: ignore[attr-defined]
+    assert (await get(client, server.base)).body == b"GIF"
     assert server.connections == 1
     await client.close()
 
@@ -368,3 +370,21 @@ def test_origins() -> None:
     for bad in ("ftp://x", "http://", "http://u:p@x", "http://x/?q=1"):
         with pytest.raises(ValueError, match="upstream"):
             Origin.parse(bad)
+
+
+async def test_headers_repeated_are_joined_and_parsed_on_demand(
+    server: Scripted, pool: UpstreamPool
+) -> None:
+    server.replies.append(
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Type: a/b\r\nx-a: 2\r\nContent-Length: 3\r\n"
+        b"content-length: 3\r\nContent-Encoding:  gzip \r\n\r\nGIF"
+    )
+    answer = await get(pool, server.base)
+    assert answer.body == b"GIF"
+    assert answer.header("content-type") == "a/b"
+    assert answer.header("content-encoding") == "gzip"
+    assert answer.header("x-a") == "1, 2"
+    assert answer.header("x-missing") is None
+    assert answer.headers["content-length"] == "3, 3"
+    assert (await get(pool, server.base)).header("content-type") == "image/gif"
+    assert server.connections == 1
