@@ -216,6 +216,7 @@ _CUSTOM_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _VENDOR_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 _BRACKET_RE: Final = re.compile(r"(cd|ud)\[([^\[\]]{1,64})\]")
+_BRACKET_HEADS: Final = frozenset({"cd[", "ud["})
 _GA4_ITEM_RE: Final = re.compile(r"pr([1-9]\d{0,2})")
 _GA4_CLIENT_ID_RE: Final = re.compile(r"\d{1,20}\.\d{1,20}")
 _GA4_SESSION_ID_RE: Final = re.compile(r"\d{1,20}")
@@ -354,7 +355,7 @@ def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
     cd: dict[str, object] = {}
     ud: dict[str, object] = {}
     for key, value in params.items():
-        if (m := _BRACKET_RE.fullmatch(key)) is not None:
+        if key[:3] in _BRACKET_HEADS and (m := _BRACKET_RE.fullmatch(key)) is not None:
             (cd if m[1] == "cd" else ud)[m[2]] = value
     user: dict[str, Any] = {}
     for short, raw in ud.items():  # only the ud[…] the hit has (usually none)
