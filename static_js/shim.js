@@ -3,7 +3,7 @@
 // vendor: [command, params index, options index, id key]; ttq.track(n,p,o) is checked as ['track',n,p,o]
 var V={fbq:[/^track(Custom)?$/,2,3,'eventID'],gtag:[/^event$/,2,2,'event_id'],
 snaptr:[/^track$/,2,2,'client_dedup_id']},TT=[/^track$/,2,3,'event_id'],
-P=new WeakSet,n=0,t,
+P=new WeakSet,n=0,t,hook,
 O=o=>o&&typeof o=='object'?o:{},
 rid=()=>{try{return crypto.randomUUID()}catch(e){return Date.now().toString(36)+Math.random().toString(36).slice(2)}},
 id=p=>{var v=O(p).order_id;v=v!=null&&v!==''?v:O(p).transaction_id;return v!=null&&v!==''?String(v):rid()},
@@ -22,7 +22,12 @@ chk=()=>{var k,f;
   for(k in V)try{f=w[k];if(typeof f=='function'&&!P.has(f)){
     qf(f.queue,V[k]);k=='gtag'&&qf(w.dataLayer,V[k]);w[k]=wrap(f,V[k])}}catch(e){}
   try{f=w.ttq;if(f&&typeof f.track=='function'&&!P.has(f.track)){qf(f,TT);f.track=wrap(f.track,TT,'track')}}catch(e){}};
+// a vendor global assigned after the shim (fbq / snaptr base code) is wrapped on assignment,
+// before the vendor script can drain its queue (it may run before DOMContentLoaded)
+hook=k=>{var c;if(w[k]===void 0)try{Object.defineProperty(w,k,{configurable:!0,enumerable:!0,
+  get:()=>c,set:f=>{c=typeof f=='function'&&!P.has(f)?(qf(f.queue,V[k]),wrap(f,V[k])):f}})}catch(e){}};
 try{
+  hook('fbq');hook('snaptr');
   chk();
   d.addEventListener('DOMContentLoaded',chk);
   w.addEventListener('load',chk);

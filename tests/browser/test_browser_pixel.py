@@ -46,7 +46,13 @@ PAGES = {
     # the shim loads first; the page passes no event id, only its order id
     "/shim": "fbq('init','1234567890');fbq('track','PageView');"
     "fbq('track','Purchase',{value:5,currency:'EUR',order_id:'ORD-5'});",
+    # fbevents.js runs before DOMContentLoaded and drains the queue at once (a fast or cached
+    # script): the shim must have fixed the Purchase by then, not on its next check
+    "/shim-early": "fbq('init','1234567890');fbq('track','PageView');"
+    "fbq('track','Purchase',{value:5,currency:'EUR',order_id:'ORD-7'});",
 }
+SYNC_PIXEL = '<script src="GATEWAY/p/m/en_US/e.js"></script>'
+"""/shim-early loads fbevents.js synchronously right after the base code."""
 
 
 @asynccontextmanager
@@ -65,11 +71,12 @@ async def pages(gateway_url: str) -> AsyncIterator[str]:
     """Serve the test pages on 127.0.0.1; return their www.shop.test origin."""
 
     async def page(request: web.Request) -> web.Response:
-        shim = '<script src="/shim.js"></script>' if request.path == "/shim" else ""
+        shim = '<script src="/shim.js"></script>' if request.path.startswith("/shim") else ""
         script = BASE_CODE.replace("GATEWAY", gateway_url) + PAGES[request.path]
+        sync = SYNC_PIXEL.replace("GATEWAY", gateway_url) if request.path == "/shim-early" else ""
         html = (
             f"<!doctype html><html><head><meta charset='utf-8'><title>pixel</title>{shim}"
-            f"<script>{script}</script></head><body>ok</body></html>"
+            f"<script>{script}</script>{sync}</head><body>ok</body></html>"
         )
         return web.Response(text=html, content_type="text/html")
 
@@ -104,7 +111,9 @@ def tr_hits(cdn: FakeCdn) -> list[dict[str, str]]:
     return [dict(parse_qsl(h.query)) for h in cdn.hits if h.path.startswith("/tr")]
 
 
-@pytest.mark.parametrize(("path", "event_id"), [("/", "ORDER-9"), ("/shim", "ORD-5")])
+@pytest.mark.parametrize(
+    ("path", "event_id"), [("/", "ORDER-9"), ("/shim", "ORD-5"), ("/shim-early", "ORD-7")]
+)
 async def test_meta_base_code_through_gateway_reaches_upstream_and_sandbox(
     tmp_path: Path, path: str, event_id: str
 ) -> None:
