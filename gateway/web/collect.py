@@ -337,10 +337,15 @@ class Collect:
             cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
             region=_region(headers.get(region_header)) if region_header else None,
         )
-        key = (cfg.id, signals)
+        return self.decide(site, signals)
+
+    def decide(self, site: Site, signals: Signals) -> Decision:
+        """`decide` for the site's policy, memoised on short signals (it is a pure function);
+        the hit proxy shares this memo."""
+        key = (site.config.id, signals)
         decision = self._decisions.get(key)
         if decision is None:
-            decision = decide(self.policies[cfg.id], signals)
+            decision = decide(self.policies[site.config.id], signals)
             if (
                 len(signals.tc_string or "") <= _MEMO_VALUE_MAX
                 and len(signals.cmp_cookie_value or "") <= _MEMO_VALUE_MAX

@@ -63,7 +63,7 @@ from gateway.core.clickids import (
     parse_fbc,
     parse_fbp,
 )
-from gateway.core.consent import Decision, Signals, Tier, apply, decide
+from gateway.core.consent import Signals, Tier, apply
 from gateway.core.event import Event
 from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
 from gateway.core.profile import VisitorProfile, enrich
@@ -100,7 +100,6 @@ _CONTENT_TYPE_RE: Final = re.compile(r"[\x20-\x7e]{1,256}")
 _UA_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _MAX_UA: Final = 1024
 _MEMO_MAX: Final = 1024
-_MEMO_VALUE_MAX: Final = 512
 _MISSING: Final = object()
 
 
@@ -253,7 +252,6 @@ class HitProxy:
         """Keep-alive connections to the configured hit upstreams (and to nothing else)."""
         self._targets: dict[tuple[str, str], tuple[Origin, str]] = {}
         self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
-        self._decisions: dict[tuple[str, Signals], Decision] = {}
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -421,21 +419,6 @@ class HitProxy:
             self._ips[key] = ip
         return ip  # type: ignore[return-value]
 
-    def _decide(self, site: Site, signals: Signals) -> Decision:
-        """`decide` for the site's policy, memoised on short signals (a pure function)."""
-        key = (site.config.id, signals)
-        decision = self._decisions.get(key)
-        if decision is None:
-            decision = decide(self.collect.policies[site.config.id], signals)
-            if (
-                len(signals.tc_string or "") <= _MEMO_VALUE_MAX
-                and len(signals.cmp_cookie_value or "") <= _MEMO_VALUE_MAX
-            ):
-                if len(self._decisions) >= _MEMO_MAX:
-                    self._decisions.clear()
-                self._decisions[key] = decision
-        return decision
-
     # --- pass-through -------------------------------------------------------------------------
 
     def _send(self, hit: HitRequest, route: HitRoute, site: Site, observed: Observed) -> Exchange:
@@ -536,7 +519,7 @@ class HitProxy:
                 cookies.get(CONSENT_COOKIE)
             )
             cmp_cookie = site.config.consent.cmp_cookie
-            decision = self._decide(
+            decision = self.collect.decide(
                 site,
                 Signals(
                     gpc=observed.gpc,
