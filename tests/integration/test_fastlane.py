@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from conftest import FakeClock
+from rawhttp import Answer, Conn
 
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn
@@ -18,44 +19,6 @@ from gateway.web.proxy import PROXY
 
 HOST = "www.shop.test"
 SCRIPT = "/p/s/e.js"
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class Conn:
-    """One raw keep-alive connection: bytes out exactly as written, answers parsed back."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def answer(self) -> Answer:
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split(" ")[1])
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        body = await asyncio.wait_for(self.reader.readexactly(length), 5) if length else b""
-        return Answer(status, headers, body)
-
-    async def closed(self) -> bool:
-        return await asyncio.wait_for(self.reader.read(1), 5) == b""
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def get(target: str, **headers: str) -> bytes:

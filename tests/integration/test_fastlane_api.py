@@ -6,49 +6,16 @@ import asyncio
 import gzip
 import json
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from conftest import API_KEY, runtime_of
+from rawhttp import Answer, Conn
 
 from gateway.store.base import DeliveryState
 from gateway.web.fastlane import LANE, Lane
 
 NOW = int(time.time())
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-class Conn:
-    """One raw keep-alive connection: bytes out exactly as written, answers parsed back."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def ask(self, data: bytes) -> Answer:
-        self.writer.write(data)
-        await self.writer.drain()
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
-        lines = head.decode("latin-1").split("\r\n")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        body = await asyncio.wait_for(self.reader.readexactly(length), 5) if length else b""
-        return Answer(int(lines[0].split(" ")[1]), headers, body)
-
-    async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
 
 
 def post(body: bytes, key: str | None = API_KEY, **headers: str) -> bytes:
@@ -106,7 +73,8 @@ async def connect(client: Any) -> Any:
 
     yield open_one
     for conn in opened:
-        await conn.close()
+        conn.close()
+        await conn.writer.wait_closed()
 
 
 def comparable(answer: Answer) -> tuple[int, dict[str, str], Any]:
