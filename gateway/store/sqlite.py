@@ -1048,7 +1048,8 @@ def _append_tx(
     before = conn.total_changes
     conn.executemany(_CLAIM, keys)
     claimed: dict[int, list[str]] = {}
-    if conn.total_changes - before == len(keys):  # every key was new (or expired): all won
+    won_all = conn.total_changes - before == len(keys)
+    if won_all:  # every key was new (or expired): all won
         for i, e in enumerate(events):
             claimed[i] = list(e.routes)
     else:  # a key won by this batch now names its event; a lost one names another (or none)
@@ -1067,11 +1068,23 @@ def _append_tx(
                 for e in (events[i],)
             ],
         )
-        conn.executemany(
-            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-            " VALUES (?, ?, 'pending', 0, ?, ?)",
-            [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
-        )
+        first = events[0].routes
+        if won_all and all(e.routes is first or e.routes == first for e in events):
+            # Every event won every route and all share one routes tuple (one site's request,
+            # the usual case): each route's rows are one INSERT … SELECT over the new ids.
+            for route in first:
+                conn.execute(
+                    "INSERT INTO deliveries(event_ref, route, state, attempts, not_before,"
+                    " updated_at) SELECT id, ?, 'pending', 0, ?, ? FROM events"
+                    " WHERE id BETWEEN ? AND ? ORDER BY id",
+                    (route, due, now, base + 1, base + len(events)),
+                )
+        else:
+            conn.executemany(
+                "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+                " VALUES (?, ?, 'pending', 0, ?, ?)",
+                [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
+            )
     if len(keys) > sum(len(routes) for routes in claimed.values()):
         lost = [
             (i, route)
