@@ -363,6 +363,13 @@ def _integer(obj: Mapping[str, JSON], key: str, path: str, errs: _Errors) -> int
 
 def parse_time(value: JSON) -> float | str:
     """Return unix seconds from unix seconds or ISO-8601, or a reason string."""
+    kind = type(value)
+    if kind is int or kind is float:  # the usual case first (and no union object per call)
+        if not math.isfinite(value) or value < 0:
+            return "expected non-negative unix seconds"
+        if value >= _MS_THRESHOLD:
+            return "looks like milliseconds; expected unix seconds"
+        return float(value)
     if isinstance(value, bool):
         return "expected unix seconds or an ISO-8601 string"
     if isinstance(value, int | float):
@@ -982,12 +989,25 @@ def _custom_common(raw: JSON) -> dict[str, str | float | bool]:
 
 
 def _content_common(item: JSON) -> Content:
+    # `_text`, `_count` and `_finite` inlined: a batch holds many line items.
     if type(item) is not dict or not item.keys() <= _CONTENT_KEYS:
         raise _Unusual
-    cid = _text(item.get("id"), MAX_ID)
-    if cid is None:
-        raise _Unusual  # missing ids are errors; blank ones are skipped by the precise path
-    return _new_content(cid, _count(item.get("quantity")), _finite(item.get("price")))
+    cid = item.get("id")
+    if type(cid) is not str or len(cid) > MAX_ID or not cid.isprintable():
+        raise _Unusual  # missing ids are errors
+    cid = cid.strip()
+    if not cid:
+        raise _Unusual  # blank ones are skipped by the precise path
+    quantity = item.get("quantity")
+    if quantity is not None and not (type(quantity) is int and 0 <= quantity <= 1_000_000):
+        raise _Unusual
+    price = item.get("price")
+    if price is not None:
+        if (type(price) is float or type(price) is int) and -1e12 <= price <= 1e12:
+            price = float(price)
+        else:
+            raise _Unusual
+    return _new_content(cid, quantity, price)
 
 
 def with_user(event: Event, **changes: Any) -> Event:
