@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -167,3 +168,46 @@ keys = st.sampled_from(["event", "event_id", "time", "source", "url", "user", "d
 def test_parse_never_raises_on_arbitrary_json(obj: Any) -> None:
     result = parse(obj)
     assert isinstance(result, Event | list)
+
+
+class TestFastBuilders:
+    """The request path's builders make ordinary, frozen instances equal to the constructor's."""
+
+    def test_builders_equal_the_constructors(self) -> None:
+        import dataclasses
+
+        from gateway.core import event as ev_module
+
+        content = ev_module._new_content("sku", 2, 9.5)
+        data = ev_module._new_data(10.0, "EUR", "o1", (content,))
+        user = ev_module._new_user({}, {"meta": {"em": ("d" * 64,)}}, "1.2.3.4", "ua")
+        made = ev_module._new_event(
+            "Purchase", "o1", 1, ev_module.Source.WEBSITE, "https://x.test/", None, user, data
+        )
+        expected = ev_module.Event(
+            event="Purchase",
+            event_id="o1",
+            time=1,
+            source=ev_module.Source.WEBSITE,
+            url="https://x.test/",
+            user=ev_module.User(
+                hashed={"meta": {"em": ("d" * 64,)}}, ip="1.2.3.4", user_agent="ua"
+            ),
+            data=ev_module.Data(
+                value=10.0,
+                currency="EUR",
+                order_id="o1",
+                contents=(ev_module.Content("sku", 2, 9.5),),
+            ),
+        )
+        assert made == expected
+        assert hash(content) == hash(ev_module.Content("sku", 2, 9.5))
+        assert repr(made) == repr(expected)
+        for obj, cls in ((content, ev_module.Content), (data, ev_module.Data),
+                         (user, ev_module.User), (made, ev_module.Event)):  # fmt: skip
+            assert type(obj) is cls
+            with pytest.raises(dataclasses.FrozenInstanceError):
+                obj.__setattr__(dataclasses.fields(cls)[0].name, None)
+        assert data.custom == {}
+        assert data.custom is not ev_module._new_data().custom  # a fresh default per instance
+        assert dataclasses.replace(made, event_id="o2").event_id == "o2"
