@@ -8,11 +8,23 @@ from dataclasses import dataclass
 
 @dataclass
 class Answer:
-    """One parsed answer (header names lower-cased; a repeated header keeps its last value)."""
+    """One parsed answer: `fields` in order (names lower-cased), `headers` by name (a repeated
+    header keeps its last value there; `all` gives every value)."""
 
     status: int
-    headers: dict[str, str]
+    fields: list[tuple[str, str]]
     body: bytes
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self.fields)
+
+    def all(self, name: str) -> list[str]:
+        return [value for key, value in self.fields if key == name]
+
+    def comparable(self) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, every header but Date (sorted), body: what two servers must agree on."""
+        return self.status, sorted(h for h in self.fields if h[0] != "date"), self.body
 
 
 class Conn:
@@ -29,14 +41,14 @@ class Conn:
     async def answer(self) -> Answer:
         head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
         lines = head.decode("latin-1").split("\r\n")
-        headers: dict[str, str] = {}
+        fields: list[tuple[str, str]] = []
         for line in lines[1:]:
             if line:
                 name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
+                fields.append((name.strip().lower(), value.strip()))
+        length = int(dict(fields).get("content-length", "0"))
         body = await asyncio.wait_for(self.reader.readexactly(length), 5) if length else b""
-        return Answer(int(lines[0].split(" ")[1]), headers, body)
+        return Answer(int(lines[0].split(" ")[1]), fields, body)
 
     async def ask(self, data: bytes) -> Answer:
         await self.send(data)

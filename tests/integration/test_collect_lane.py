@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import FakeClock, runtime_of
+from rawhttp import Answer, Conn
 
 from gateway.web.collect import MAX_BODY
 from gateway.web.fastlane import LANE, Lane
@@ -18,44 +19,6 @@ HOST = "track.shop.test"
 ORIGIN = "https://www.shop.test"
 VID = "1790000000000-0123456789abcdef"
 """A loader candidate id minted at the fake clock's time."""
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: list[tuple[str, str]]
-    body: bytes
-
-    def comparable(self) -> tuple[int, list[tuple[str, str]], bytes]:
-        return self.status, sorted(h for h in self.headers if h[0] != "date"), self.body
-
-    def all(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name]
-
-
-class Conn:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def answer(self) -> Answer:
-        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
-        lines = head.decode("latin-1").split("\r\n")
-        headers: list[tuple[str, str]] = []
-        for line in lines[1:]:
-            if line:
-                name, _, value = line.partition(":")
-                headers.append((name.strip().lower(), value.strip()))
-        length = int(dict(headers).get("content-length", "0"))
-        body = await asyncio.wait_for(self.reader.readexactly(length), 5) if length else b""
-        return Answer(int(lines[0].split(" ")[1]), headers, body)
-
-    def close(self) -> None:
-        self.writer.close()
 
 
 def post(body: bytes, **headers: str) -> bytes:
@@ -152,7 +115,7 @@ async def test_lane_answers_collect_hits_exactly_like_aiohttp(gw: Gateway) -> No
     assert first_fast is not None
     names = [line.split("=", 1)[0] for line in first_fast.all("set-cookie")]
     assert names == ["_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_sgv"]
-    assert dict(first_fast.headers)["access-control-allow-origin"] == ORIGIN
+    assert first_fast.headers["access-control-allow-origin"] == ORIGIN
     # the oversized body: the lane leaves it to aiohttp, which answers 413 on both roads
     big = post(b'{"event":"PageView","x":"' + b"a" * MAX_BODY + b'"}')
     await slow.send(big)
