@@ -31,8 +31,8 @@ def to_record(event: Event) -> dict[str, Any]:
         user["fbc"] = u.fbc
     if u.fbp is not None:
         user["fbp"] = u.fbp
-    if u.hashed:
-        user["h"] = {rule: {k: list(v) for k, v in ids.items()} for rule, ids in u.hashed.items()}
+    if u.hashed:  # tuples encode as JSON arrays: no list copies
+        user["h"] = {r: ids if type(ids) is dict else dict(ids) for r, ids in u.hashed.items()}
     if u.click_ids:
         user["cid"] = dict(u.click_ids)
     d = event.data
@@ -65,7 +65,7 @@ def to_record(event: Event) -> dict[str, Any]:
         "e": event.event,
         "id": event.event_id,
         "t": event.time,
-        "s": event.source.value,
+        "s": event.source,  # a StrEnum: encodes as its value, without the enum property
         "u": user,
         "d": data,
     }

@@ -211,3 +211,28 @@ class TestFastBuilders:
         assert data.custom == {}
         assert data.custom is not ev_module._new_data().custom  # a fresh default per instance
         assert dataclasses.replace(made, event_id="o2").event_id == "o2"
+
+
+def test_stored_record_bytes_are_plain_compact_json() -> None:
+    """The record keeps its documented JSON shape (hash lists, the source as its string)."""
+    import json
+
+    event = parse_event(
+        {"event": "Lead", "source": "app", "user": {"ip": "1.2.3.4"}},
+        now=1_700_000_000,
+        new_id=lambda: "x",
+    )
+    assert isinstance(event, Event)
+    from gateway.core.event import with_hashed
+
+    hashed = with_hashed(event, {"meta": {"em": ("a" * 64, "b" * 64)}})
+    expected = {
+        "e": "Lead",
+        "id": "x",
+        "t": 1_700_000_000,
+        "s": "app",
+        "u": {"ip": "1.2.3.4", "h": {"meta": {"em": ["a" * 64, "b" * 64]}}},
+        "d": {},
+    }
+    assert encode(hashed) == json.dumps(expected, separators=(",", ":")).encode()
+    assert decode(encode(hashed)) == hashed
