@@ -868,9 +868,21 @@ def _parse_common(
     name = obj.get("event")
     if type(name) is not str or not _NAME_RE.match(name):
         raise _Unusual
-    event_id = _text(obj.get("event_id"), MAX_ID)
-    url = _text(obj.get("url"), MAX_URL)
-    referrer = _text(obj.get("referrer"), MAX_URL)
+    event_id = obj.get("event_id")
+    if event_id is not None:  # `_text`, inlined
+        if type(event_id) is not str or len(event_id) > MAX_ID or not event_id.isprintable():
+            raise _Unusual
+        event_id = event_id.strip() or None
+    url = obj.get("url")
+    if url is not None:  # `_text`, inlined
+        if type(url) is not str or len(url) > MAX_URL or not url.isprintable():
+            raise _Unusual
+        url = url.strip() or None
+    referrer = obj.get("referrer")
+    if referrer is not None:  # `_text`, inlined
+        if type(referrer) is not str or len(referrer) > MAX_URL or not referrer.isprintable():
+            raise _Unusual
+        referrer = referrer.strip() or None
     if (url is not None and not _URL_RE.match(url)) or (
         referrer is not None and not _URL_RE.match(referrer)
     ):
@@ -904,7 +916,11 @@ def _parse_common(
         consent = _parse_consent(obj["consent"], errs)
         if errs.items:
             raise _Unusual
-    test_code = _text(obj.get("test_code"), MAX_NAME)
+    test_code = obj.get("test_code")
+    if test_code is not None:  # `_text`, inlined
+        if type(test_code) is not str or len(test_code) > MAX_NAME or not test_code.isprintable():
+            raise _Unusual
+        test_code = test_code.strip() or None
     if source is _WEBSITE and url is None and "url" not in obj:
         raise _Unusual
     if name in VALUE_EVENTS and (data.value is None or data.currency is None):
@@ -946,27 +962,51 @@ def _user_common(raw: JSON) -> User:
             if key not in CLICK_ID_KEYS or not _COOKIE_SAFE_RE.match(v):
                 raise _Unusual
             click_ids[key] = v
-    fbc = _text(raw.get("fbc"), 500)
-    fbp = _text(raw.get("fbp"), 200)
+    fbc = raw.get("fbc")
+    if fbc is not None:  # `_text`, inlined
+        if type(fbc) is not str or len(fbc) > 500 or not fbc.isprintable():
+            raise _Unusual
+        fbc = fbc.strip() or None
+    fbp = raw.get("fbp")
+    if fbp is not None:  # `_text`, inlined
+        if type(fbp) is not str or len(fbp) > 200 or not fbp.isprintable():
+            raise _Unusual
+        fbp = fbp.strip() or None
     if (fbc is not None and not _FB_COOKIE_RE.fullmatch(fbc)) or (
         fbp is not None and not _FB_COOKIE_RE.fullmatch(fbp)
     ):
         raise _Unusual
-    ip = _text(raw.get("ip"), 64)
+    ip = raw.get("ip")
+    if ip is not None:  # `_text`, inlined
+        if type(ip) is not str or len(ip) > 64 or not ip.isprintable():
+            raise _Unusual
+        ip = ip.strip() or None
     if ip is not None and not _IPV4_RE.match(ip):
         try:
             ip = str(ipaddress.ip_address(ip))
         except ValueError:
             raise _Unusual from None
-    user_agent = _text(raw.get("user_agent"), MAX_UA)
-    visitor_id = _text(raw.get("visitor_id"), MAX_ID)
+    user_agent = raw.get("user_agent")
+    if user_agent is not None:  # `_text`, inlined
+        if type(user_agent) is not str or len(user_agent) > MAX_UA or not user_agent.isprintable():
+            raise _Unusual
+        user_agent = user_agent.strip() or None
+    visitor_id = raw.get("visitor_id")
+    if visitor_id is not None:  # `_text`, inlined
+        if type(visitor_id) is not str or len(visitor_id) > MAX_ID or not visitor_id.isprintable():
+            raise _Unusual
+        visitor_id = visitor_id.strip() or None
     return _new_user(pii, {}, ip, user_agent, visitor_id, fbc, fbp, click_ids)
 
 
 def _data_common(raw: JSON) -> Data:
     if type(raw) is not dict or not raw.keys() <= _DATA_KEYS:
         raise _Unusual
-    currency = _text(raw.get("currency"), 3)
+    currency = raw.get("currency")
+    if currency is not None:  # `_text`, inlined
+        if type(currency) is not str or len(currency) > 3 or not currency.isprintable():
+            raise _Unusual
+        currency = currency.strip() or None
     if currency is not None:
         if not _CURRENCY_RE.match(currency):
             raise _Unusual
@@ -978,7 +1018,11 @@ def _data_common(raw: JSON) -> Data:
             raise _Unusual
         contents = tuple([_content_common(item) for item in raw_contents])
     value = _finite(raw.get("value"))
-    order_id = _text(raw.get("order_id"), MAX_ID)
+    order_id = raw.get("order_id")
+    if order_id is not None:  # `_text`, inlined
+        if type(order_id) is not str or len(order_id) > MAX_ID or not order_id.isprintable():
+            raise _Unusual
+        order_id = order_id.strip() or None
     if raw.keys() <= _DATA_CORE_KEYS:
         return _new_data(value, currency, order_id, contents)
     return _new_data(
