@@ -145,15 +145,10 @@ class Pipeline:
             routes = tuple(r for r in routes if r.split(":", 1)[1] in only)
         if not events or not routes:
             return []
+        site_id = site.config.id
+        # positional: (site, event_name, event_id, event_time, record, routes)
         batch = [
-            NewEvent(
-                site=site.config.id,
-                event_name=e.event,
-                event_id=e.event_id,
-                event_time=float(e.time),
-                record=encode(e),
-                routes=routes,
-            )
+            NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes)
             for e in events
         ]
         return await self.store.append(batch, self.clock())
