@@ -148,7 +148,6 @@ class Pipeline:
         site_id = site.config.id
         # positional: (site, event_name, event_id, event_time, record, routes)
         batch = [
-            NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes)
-            for e in events
+            NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
         return await self.store.append(batch, self.clock())
