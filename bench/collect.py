@@ -73,7 +73,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import http.client
 import json
 import os
@@ -94,6 +93,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchlib import affinity_hook, fmt, free_port, git_head, pinned, source_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT
@@ -118,30 +119,6 @@ CASES = ("first hit", "returning")
 
 
 # -- processes (small copies of bench/ingest.py's helpers) -------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pinned(cmd: list[str], cpu: int | None) -> list[str]:
-    """Prefix `cmd` with ``taskset -c cpu`` when pinning is wanted and possible."""
-    if cpu is None or not shutil.which("taskset"):
-        return cmd
-    return ["taskset", "-c", str(cpu), *cmd]
-
-
-def affinity_hook(cpu: int | None) -> Any:
-    """A preexec_fn pinning the child when taskset is missing (Linux only)."""
-    if cpu is None or shutil.which("taskset") or not hasattr(os, "sched_setaffinity"):
-        return None
-
-    def hook() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return hook
 
 
 def proc_times(pid: int) -> tuple[float, float]:
@@ -291,19 +268,6 @@ def snapshot_source(workdir: Path) -> Path:
         ROOT / "gateway", dest / "gateway", ignore=shutil.ignore_patterns("__pycache__")
     )
     return dest
-
-
-def source_digest(source: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted((source / "gateway").rglob("*.py")):
-        digest.update(path.relative_to(source).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def git_head() -> str:
-    cmd = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip() or "?"
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -829,10 +793,6 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
 
 
 # -- report ------------------------------------------------------------------------------------
-
-
-def fmt(x: float, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}"
 
 
 def table(results: Sequence[Result]) -> str:

@@ -48,6 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import affinity_hook, children_cpu, fmt, free_port, git_head, pinned, source_digest
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT
 """Directory holding the `gateway` package the servers run: the work tree, or a snapshot of
@@ -194,32 +196,6 @@ def lua_script(parts: Sequence[str], batch: int) -> str:
 # -- processes ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pinned(cmd: list[str], cpu: int | None) -> list[str]:
-    """Prefix `cmd` with ``taskset -c cpu`` when pinning is wanted and possible."""
-    if cpu is None:
-        return cmd
-    if shutil.which("taskset"):
-        return ["taskset", "-c", str(cpu), *cmd]
-    return cmd
-
-
-def affinity_hook(cpu: int | None) -> Any:
-    """A preexec_fn pinning the child when taskset is missing (Linux only)."""
-    if cpu is None or shutil.which("taskset") or not hasattr(os, "sched_setaffinity"):
-        return None
-
-    def hook() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return hook
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process (all its threads)."""
     try:
@@ -299,11 +275,6 @@ class Snapshot:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             server = int(stat[11]) / tick
         return cls(machine, server, resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime)
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 class Server:
@@ -1074,10 +1045,6 @@ def hotspots(path: Path, requests: float, top: int = 15) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------------------------
 
 
-def fmt(x: float, digits: int = 0) -> str:
-    return f"{x:,.{digits}f}"
-
-
 def table(results: Sequence[Result]) -> str:
     head = (
         f"{'case':<16}{'server':<18}{'req/s':>10}{'events/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
@@ -1494,29 +1461,6 @@ def child_main(argv: Sequence[str]) -> int:
 
 
 # -- main --------------------------------------------------------------------------------------
-
-
-def source_digest(source: Path) -> str:
-    """A digest of the gateway sources under `source` as they are on disk."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted((source / "gateway").rglob("*.py")):
-        digest.update(path.relative_to(source).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def git_head() -> str:
-    return (
-        subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        or "?"
-    )
 
 
 def environment(settings: Settings) -> dict[str, Any]:

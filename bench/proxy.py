@@ -53,7 +53,6 @@ import http.client
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import socket
@@ -64,6 +63,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from benchlib import children_cpu, fmt, free_port, pinned
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "track.shop.test"
@@ -78,18 +79,6 @@ TARGET_SCRIPT_RATIO = 0.5
 
 
 # -- processes (small copies of bench/collect.py's helpers) ------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pinned(cmd: list[str], cpu: int | None) -> list[str]:
-    if cpu is None or not shutil.which("taskset"):
-        return cmd
-    return ["taskset", "-c", str(cpu), *cmd]
 
 
 def proc_cpu(pid: int) -> float:
@@ -518,11 +507,6 @@ def measure(
     return load
 
 
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 # -- fake upstream (child mode) ----------------------------------------------------------------
 
 
@@ -555,10 +539,6 @@ def cdn_main(argv: Sequence[str]) -> int:
 
 
 # -- main --------------------------------------------------------------------------------------
-
-
-def fmt(x: float, digits: int = 0) -> str:
-    return "-" if x != x else f"{x:,.{digits}f}"
 
 
 def report(cases: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
