@@ -22,6 +22,7 @@ from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from gateway.app import RUNTIME, Runtime, create_app
 from gateway.config import parse
+from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 
@@ -70,6 +71,18 @@ class Stack:
         """Return the events the sandbox accepted (optionally of one name)."""
         events = self.sandbox.recorder.accepted
         return [e for e in events if name is None or e["event_name"] == name]
+
+
+@asynccontextmanager
+async def fake_cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
+    """A fake vendor CDN on 127.0.0.1; yields it and its base URL."""
+    cdn = FakeCdn()
+    server = TestServer(cdn.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield cdn, str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
 
 
 async def _serve(app: web.Application) -> TestServer:

@@ -24,7 +24,7 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import SHOP, Stack, chromium_available, stack
+from harness import SHOP, Stack, chromium_available, fake_cdn, stack
 
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn, SeenHit
@@ -46,17 +46,6 @@ SNIPPET = """window.dataLayer=window.dataLayer||[];function gtag(){dataLayer.pus
 gtag('js',new Date());gtag('config','G-TEST123',{server_container_url:'GATEWAY'});
 gtag('event','purchase',{transaction_id:'T-77',value:42.5,currency:'EUR',
 items:[{item_id:'SKU-1',quantity:2,price:21.25}]});"""
-
-
-@asynccontextmanager
-async def fake_cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
-    cdn = FakeCdn()
-    server = TestServer(cdn.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield cdn, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import SHOP, Stack, chromium_available, stack
+from harness import SHOP, Stack, chromium_available, fake_cdn, stack
 
 from gateway.sandbox.cdn import FakeCdn
 
@@ -53,17 +53,6 @@ PAGES = {
 }
 SYNC_PIXEL = '<script src="GATEWAY/p/m/en_US/e.js"></script>'
 """/shim-early loads fbevents.js synchronously right after the base code."""
-
-
-@asynccontextmanager
-async def fake_cdn() -> AsyncIterator[tuple[FakeCdn, str]]:
-    cdn = FakeCdn()
-    server = TestServer(cdn.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield cdn, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
 
 
 @asynccontextmanager
