@@ -464,13 +464,10 @@ class _LoopWorker:
             except BaseException as exc:  # a bug in this module: fail loudly, never hang callers
                 self._closed = exc
                 _resolve((job, None, exc) for job in batch)
-                self._fail_pending(exc)
+                pending, self._pending = self._pending, []
+                died = StoreClosedError(f"{self._name} died")
+                _resolve((job, None, died) for job in pending)
                 raise
-
-    def _fail_pending(self, exc: BaseException) -> None:
-        pending, self._pending = self._pending, []
-        _resolve((job, None, StoreClosedError(f"{self._name} died")) for job in pending)
-        del exc
 
     async def stop(self) -> None:
         """Run every job queued so far, then close the connection."""
