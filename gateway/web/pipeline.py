@@ -16,6 +16,7 @@ from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, enrich, lookup_keys
 from gateway.core.record import encode
+from gateway.core.wire import WireEvent, events_from
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
 
@@ -109,6 +110,22 @@ class Pipeline:
             else:
                 accepted.append(parsed)
         return accepted, refused, hasher.warnings
+
+    def prepare_wire(
+        self, site: Site, items: Sequence[WireEvent], *, prefix: str, now: float
+    ) -> tuple[list[Event], list[FieldError]] | None:
+        """`prepare_all` for typed items (core.wire): the events and warnings, or None.
+
+        None means some item is unusual: the caller runs `prepare_all` on the decoded JSON,
+        which accepts the same events and explains every refusal.
+        """
+        hasher = PiiHasher(site.rulesets, default_country=site.config.default_country)
+        events = events_from(
+            items, now=now, new_id=self.new_id, limits=site.limits, hasher=hasher, prefix=prefix
+        )
+        if events is None:
+            return None
+        return events, hasher.warnings
 
     async def enrich(self, site: Site, events: Sequence[Event]) -> list[Event]:
         """Fill events from stored visitor profiles (by visitor id, else hashed e-mail/id).
