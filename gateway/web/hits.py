@@ -45,14 +45,15 @@ purchase: the transaction id), so the vendor deduplicates it against the pixel's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from aiohttp import web
 from yarl import URL
@@ -63,7 +64,7 @@ from gateway.core.clickids import (
     parse_fbc,
     parse_fbp,
 )
-from gateway.core.consent import Signals, Tier, apply
+from gateway.core.consent import Decision, Signals, Tier, apply
 from gateway.core.event import Event
 from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
 from gateway.core.profile import VisitorProfile, enrich
@@ -93,6 +94,8 @@ MAX_QUERY_BYTES: Final = 8_000
 """Largest raw query forwarded (414 above); just under aiohttp's 8190-byte request line."""
 MAX_UPSTREAM_BODY: Final = 65_536
 """Largest upstream answer passed back (502 above); hit answers are a pixel or a short JSON."""
+DRAIN_SECONDS: Final = 10.0
+"""At shutdown, mirrors still on their way to the store are waited for this long at most."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
 _COOKIE_VALUE_RE: Final = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
 _GA_COOKIE_RE: Final = re.compile(r"_ga_[A-Za-z0-9]{1,32}")
@@ -156,42 +159,90 @@ class HitStats:
     """Parsed events the pipeline refused (e.g. a Purchase without value)."""
     consent_dropped: int = 0
     mirror_errors: int = 0
+    batches: int = 0
+    """Mirror batches run: one per loop turn in which hits arrived (one append per site)."""
     by_vendor: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
 class Observed:
-    """What the mirror needs from one request, taken before the handler returns."""
+    """What the mirror needs from one request, taken before the handler returns.
 
-    vendor: str
-    site: Site
-    method: str
-    query: tuple[tuple[str, str], ...]
-    body: bytes
-    content_type: str
-    cookies: Mapping[str, str]
-    ip: str | None
-    user_agent: str | None
-    referer: str | None
-    gpc: bool
-    region: str | None
-    now: float
+    A plain slotted class (one is built per hit): cheaper to build than a frozen dataclass.
+    """
+
+    __slots__ = (
+        "body",
+        "content_type",
+        "cookies",
+        "gpc",
+        "ip",
+        "method",
+        "now",
+        "query",
+        "referer",
+        "region",
+        "site",
+        "user_agent",
+        "vendor",
+    )
+
+    def __init__(
+        self,
+        vendor: str,
+        site: Site,
+        method: str,
+        query: Sequence[tuple[str, str]],
+        body: bytes,
+        content_type: str,
+        cookies: Mapping[str, str],
+        ip: str | None,
+        user_agent: str | None,
+        referer: str | None,
+        gpc: bool,
+        region: str | None,
+        now: float,
+    ) -> None:
+        self.vendor = vendor
+        self.site = site
+        self.method = method
+        self.query = query
+        self.body = body
+        self.content_type = content_type
+        self.cookies = cookies
+        self.ip = ip
+        self.user_agent = user_agent
+        self.referer = referer
+        self.gpc = gpc
+        self.region = region
+        self.now = now
 
 
-@dataclass(frozen=True, slots=True)
 class HitRequest:
     """One hit request, from aiohttp or from the fast lane (header lookups by lower-case name)."""
 
-    method: str
-    raw_query: str
-    query: tuple[tuple[str, str], ...]
-    """The decoded query (yarl's decoding, as `request.query`)."""
-    host: str
-    headers: Mapping[str, str]
-    peer: str | None
-    forwarded: tuple[str, ...]
-    """The X-Forwarded-For header values."""
-    body: bytes
+    __slots__ = ("body", "forwarded", "headers", "host", "method", "peer", "query", "raw_query")
+
+    def __init__(
+        self,
+        method: str,
+        raw_query: str,
+        query: Sequence[tuple[str, str]],
+        host: str,
+        headers: Mapping[str, str],
+        peer: str | None,
+        forwarded: tuple[str, ...],
+        body: bytes,
+    ) -> None:
+        self.method = method
+        self.raw_query = raw_query
+        self.query = query
+        """The decoded query (yarl's decoding, as `request.query`)."""
+        self.host = host
+        self.headers = headers
+        self.peer = peer
+        self.forwarded = forwarded
+        """The X-Forwarded-For header values."""
+        self.body = body
 
 
 _REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
@@ -252,6 +303,11 @@ class HitProxy:
         """Keep-alive connections to the configured hit upstreams (and to nothing else)."""
         self._targets: dict[tuple[str, str], tuple[Origin, str]] = {}
         self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
+        self._captures: dict[tuple[str | None, str | None], dict[str, str]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: list[tuple[Observed, asyncio.Future[None]]] = []
+        """Mirrors queued in this loop turn (the next turn's batch commits them together)."""
+        self._batches: set[asyncio.Task[None]] = set()
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -273,6 +329,8 @@ class HitProxy:
 
     async def _close_ctx(self, app: web.Application) -> AsyncIterator[None]:
         yield
+        if self._batches:  # mirrors on their way to the store (which closes after this)
+            await asyncio.wait(list(self._batches), timeout=DRAIN_SECONDS)
         await self.upstream.close()
 
     async def serve(self, request: web.Request, route: HitRoute, path: str) -> web.StreamResponse:
@@ -290,7 +348,7 @@ class HitProxy:
         hit = HitRequest(
             method=request.method,
             raw_query=raw_query,
-            query=tuple(request.query.items()),
+            query=decode_query(raw_query),
             host=request.host,
             headers=request.headers,
             peer=request.remote,
@@ -316,26 +374,29 @@ class HitProxy:
             return None
         return self._fast(found[0], found[1], raw_path, raw_query, request)
 
-    async def _fast(
+    def _fast(
         self, route: HitRoute, path: str, raw_path: str, raw_query: str, request: LaneRequest
-    ) -> Answer:
-        host = request.headers.get("host", "")
+    ) -> Awaitable[Answer]:
+        headers = request.headers
+        host = headers.get("host", "")
         admitted = self._admit(route, path, raw_path, raw_query, host)
         if isinstance(admitted, HitAnswer):
-            return admitted.encode()
-        query = URL.build(query_string=raw_query, encoded=True).query if raw_query else {}
-        forwarded = request.headers.get("x-forwarded-for")
+            return _ready(admitted.encode())
+        forwarded = headers.get("x-forwarded-for")
         hit = HitRequest(
-            method=request.method,
-            raw_query=raw_query,
-            query=tuple(query.items()),
-            host=host,
-            headers=request.headers,
-            peer=request.peer,
-            forwarded=(forwarded,) if forwarded is not None else (),
-            body=request.body if request.method == "POST" else b"",
+            request.method,
+            raw_query,
+            decode_query(raw_query),
+            host,
+            headers,
+            request.peer,
+            (forwarded,) if forwarded is not None else (),
+            request.body if request.method == "POST" else b"",
         )
-        answer = await self.answer(route, admitted, hit)
+        return self._encoded(route, admitted, hit)
+
+    async def _encoded(self, route: HitRoute, site: Site, hit: HitRequest) -> Answer:
+        answer = await self.answer(route, site, hit)
         return answer.encode()
 
     def _admit(
@@ -362,26 +423,31 @@ class HitProxy:
 
     async def answer(self, route: HitRoute, site: Site, hit: HitRequest) -> HitAnswer:
         """Mirror the admitted hit while forwarding it; return the answer for the browser."""
-        self.stats.by_vendor[route.vendor] = self.stats.by_vendor.get(route.vendor, 0) + 1
+        by_vendor = self.stats.by_vendor
+        by_vendor[route.vendor] = by_vendor.get(route.vendor, 0) + 1
         observed = self._observe(hit, route.vendor, site)
         try:
             exchange: Exchange | UpstreamError = self._send(hit, route, site, observed)
         except UpstreamError as exc:
             exchange = exc
-        # The request is on its way (on a kept-alive connection) while the mirror runs in
-        # this task, so the mirror's durable commit always precedes the answer. Only shutdown
-        # cancels a hit; once the mirror reached the store's append, the append is committed
-        # anyway (the store takes it before its first await).
+        # The request is on its way (on a kept-alive connection) while the mirror runs: the
+        # mirrors of every hit of this loop turn are parsed together and committed with one
+        # append (see `_mirror_turn`), and this hit waits for that durable commit, so it always
+        # precedes the answer. Only shutdown cancels a hit; once the turn's mirror reached the
+        # store's append, the append is committed anyway (the store takes it before its first
+        # await).
         try:
-            await self._mirror(observed)
+            await self._mirror_soon(observed)
         except BaseException:
             if isinstance(exchange, Exchange):
                 exchange.cancel()
             raise
         answer = await self._answer_of(exchange, route)
-        cors = _cors(hit.headers.get("origin"), hit.host, site)
-        if cors:
-            answer.headers.update(cors)
+        origin = hit.headers.get("origin")
+        if origin is not None:
+            cors = _cors(origin, hit.host, site)
+            if cors:
+                answer.headers.update(cors)
         return answer
 
     def _reject(self, status: int, code: str, message: str) -> HitAnswer:
@@ -392,20 +458,22 @@ class HitProxy:
         cfg = site.config
         headers = hit.headers
         region_header = cfg.consent.region_header
+        cookie = headers.get("cookie")
+        gpc = headers.get("sec-gpc")
         return Observed(
-            vendor=vendor,
-            site=site,
-            method=hit.method,
-            query=hit.query,
-            body=hit.body,
-            content_type=headers.get("content-type", ""),
-            cookies=parse_cookie_header(headers.get("cookie"), self.collect.wanted[cfg.id]),
-            ip=self._client_ip(hit.peer, hit.forwarded),
-            user_agent=headers.get("user-agent", "")[:_MAX_UA] or None,
-            referer=headers.get("referer"),
-            gpc=headers.get("sec-gpc", "").strip() == "1",
-            region=_region_of(headers.get(region_header.lower()) if region_header else None),
-            now=self.clock(),
+            vendor,
+            site,
+            hit.method,
+            hit.query,
+            hit.body,
+            headers.get("content-type", ""),
+            parse_cookie_header(cookie, self.collect.wanted[cfg.id]) if cookie else {},
+            self._client_ip(hit.peer, hit.forwarded),
+            headers.get("user-agent", "")[:_MAX_UA] or None,
+            headers.get("referer"),
+            gpc is not None and gpc.strip() == "1",
+            _region_of(headers.get(region_header.lower())) if region_header else None,
+            self.clock(),
         )
 
     def _client_ip(self, peer: str | None, forwarded: tuple[str, ...]) -> str | None:
@@ -492,33 +560,104 @@ class HitProxy:
 
     # --- mirror -------------------------------------------------------------------------------
 
-    async def _mirror(self, observed: Observed) -> None:
-        try:
-            await self._mirror_hits(observed)
-        except Exception as exc:  # the pass-through never depends on the mirror
-            self.stats.mirror_errors += 1
-            log.warning(
-                "Mirroring a pixel hit failed; the hit was still forwarded.",
-                extra={"vendor": observed.vendor, "reason": type(exc).__name__},
-            )
+    def _mirror_soon(self, observed: Observed) -> asyncio.Future[None]:
+        """Queue the hit's mirror for this loop turn's batch; the future is done once it is
+        committed (or failed, counted and logged: the pass-through never depends on it)."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        turn = self._turn
+        turn.append((observed, future))
+        if len(turn) == 1:  # the turn's first hit: its batch starts on the next loop turn
+            task = loop.create_task(self._mirror_turn())
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        return future
 
-    async def _mirror_hits(self, observed: Observed) -> None:
+    async def _mirror_turn(self) -> None:
+        """Mirror every hit queued since the batch was started, then wake their requests."""
+        batch, self._turn = self._turn, []
+        self.stats.batches += 1
+        cancelled = True
+        try:
+            try:
+                await self._mirror_batch([observed for observed, _ in batch])
+            except Exception as exc:  # not one hit's fault (e.g. the store is unreadable)
+                for observed, _ in batch:
+                    self._mirror_failed(observed.vendor, exc)
+            cancelled = False
+        finally:
+            for _, future in batch:
+                if not future.done():
+                    if cancelled:
+                        future.cancel()
+                    else:
+                        future.set_result(None)
+
+    async def _mirror_batch(self, batch: Sequence[Observed]) -> None:
+        """Parse the hits, add the server fields, prepare and commit their events.
+
+        Each hit is parsed on its own (a failure is that hit's mirror error); the events of all
+        hits of one site and destination set are committed with one append.
+        """
+        docs: list[_Doc] = []
+        for observed in batch:
+            try:
+                found = self._docs(observed)
+            except Exception as exc:
+                self._mirror_failed(observed.vendor, exc)
+                continue
+            if not found:
+                self.stats.not_events += 1
+            docs.extend(found)
+        if not docs:
+            return
+        profiles = await self._profiles(docs)
+        groups: dict[tuple[str, frozenset[str] | None], list[_Doc]] = {}
+        for doc in docs:
+            own = doc.own
+            groups.setdefault((doc.observed.site.config.id, own), []).append(doc)
+        commits = []
+        for items in groups.values():
+            events = self._events(items, profiles)
+            if events:
+                first = items[0]
+                commits.append(self._commit(first.observed, first.own, events))
+        if len(commits) == 1:
+            await commits[0]
+        elif commits:
+            await asyncio.gather(*commits)
+
+    def _mirror_failed(self, vendor: str, exc: BaseException) -> None:
+        self.stats.mirror_errors += 1
+        log.warning(
+            "Mirroring a pixel hit failed; the hit was still forwarded.",
+            extra={"vendor": vendor, "reason": type(exc).__name__},
+        )
+
+    def _docs(self, observed: Observed) -> list[_Doc]:
+        """The canonical event objects of one hit with its consent decision and server fields."""
         hits = parse_hits(observed)
         if not hits:
-            self.stats.not_events += 1
-            return
+            return []
         site = observed.site
-        pipeline = self.collect.pipeline
+        cfg = site.config
         cookies = observed.cookies
-        events: list[Event] = []
+        # By default a hit is mirrored to its own vendor's server API only: another platform
+        # cannot deduplicate it against a pixel it never saw.
+        own = None if cfg.proxy.mirror_to_all else OWN_DESTINATIONS[hits[0].vendor]
+        referer = observed.referer if _http_url(observed.referer) else None
+        cmp_cookie = cfg.consent.cmp_cookie
+        out: list[_Doc] = []
         for hit in hits:
             doc: dict[str, Any] = dict(hit.event)
-            if "url" not in doc and _http_url(observed.referer):
-                doc["url"] = observed.referer
-            explicit = _consent_of(doc.get("consent")) or _decode_consent(
-                cookies.get(CONSENT_COOKIE)
+            if referer is not None and "url" not in doc:
+                doc["url"] = referer
+            raw_consent = doc.get("consent")
+            explicit = (_consent_of(raw_consent) if raw_consent is not None else None) or (
+                _decode_consent(cookies.get(CONSENT_COOKIE)) if cookies else None
             )
-            cmp_cookie = site.config.consent.cmp_cookie
             decision = self.collect.decide(
                 site,
                 Signals(
@@ -529,29 +668,85 @@ class HitProxy:
                     region=observed.region,
                 ),
             )
-            profile: VisitorProfile | None = None
+            vid: str | None = None
             if decision.tier is Tier.FULL:
-                doc["user"], profile = await self._server_user(observed, doc)
-            prepared = pipeline.prepare(site, doc, now=observed.now)
-            if prepared.event is None:
+                doc["user"], vid = self._server_user(observed, doc)
+            out.append(_Doc(observed, doc, decision, vid, own))
+        return out
+
+    async def _profiles(self, docs: Sequence[_Doc]) -> dict[tuple[str, str], VisitorProfile]:
+        """The stored profiles of the batch's known visitors: one read per site."""
+        wanted: dict[str, set[str]] = {}
+        for doc in docs:
+            if doc.vid is not None:
+                wanted.setdefault(doc.observed.site.config.id, set()).add(doc.vid)
+        found: dict[tuple[str, str], VisitorProfile] = {}
+        store = self.collect.pipeline.store
+        for site_id, vids in wanted.items():
+            ordered = sorted(vids)
+            profiles = await store.find_profiles(site_id, [ProfileQuery(v) for v in ordered])
+            for vid, profile in zip(ordered, profiles, strict=True):
+                if profile is not None:
+                    found[(site_id, vid)] = profile
+        return found
+
+    def _events(
+        self, docs: Sequence[_Doc], profiles: Mapping[tuple[str, str], VisitorProfile]
+    ) -> list[Event]:
+        """Prepare the documents of one site; return the events consent lets through."""
+        site = docs[0].observed.site
+        pipeline = self.collect.pipeline
+        events: list[Event] = []
+        site_id = site.config.id
+        for doc in docs:
+            try:
+                event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
+            except Exception as exc:
+                self._mirror_failed(doc.observed.vendor, exc)
+                continue
+            if event is None:
                 self.stats.invalid += 1
                 continue
-            event = apply(decision, replace(enrich(prepared.event, profile), channel="pixel"))
-            if event is None:
+            decision = doc.decision
+            if decision.tier is Tier.NONE:
                 self.stats.consent_dropped += 1
                 continue
-            events.append(replace(event, ldu=True) if decision.ldu else event)
-        if events:
-            # By default a hit is mirrored to its own vendor's server API only: another
-            # platform cannot deduplicate it against a pixel it never saw.
-            own = None if site.config.proxy.mirror_to_all else OWN_DESTINATIONS[hits[0].vendor]
-            await pipeline.commit(site, events, only=own)
-            self.stats.mirrored += len(events)
+            if doc.vid is not None:
+                event = enrich(event, profiles.get((site_id, doc.vid)))
+            kept = apply(decision, _as_pixel(event, decision.ldu))
+            if kept is None:
+                self.stats.consent_dropped += 1
+                continue
+            events.append(kept)
+        return events
 
-    async def _server_user(
+    async def _commit(
+        self, first: Observed, own: frozenset[str] | None, events: list[Event]
+    ) -> None:
+        """Commit one group's events with one append (each event alone if that fails)."""
+        pipeline = self.collect.pipeline
+        site = first.site
+        try:
+            await pipeline.commit(site, events, only=own)
+        except Exception:
+            # One bad event must not lose its neighbours: commit each alone (one store batch).
+            results = await asyncio.gather(
+                *(pipeline.commit(site, [e], only=own) for e in events), return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result from None
+                    self._mirror_failed(first.vendor, result)
+                else:
+                    self.stats.mirrored += 1
+            return
+        self.stats.mirrored += len(events)
+
+    def _server_user(
         self, observed: Observed, doc: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], VisitorProfile | None]:
-        """Return the hit's user plus the server fields `POST /e` adds, and the stored profile."""
+    ) -> tuple[dict[str, Any], str | None]:
+        """Return the hit's user plus the server fields `POST /e` adds, and the visitor id."""
         raw_user = doc.get("user")
         user: dict[str, Any] = dict(raw_user) if isinstance(raw_user, dict) else {}
         cookies = observed.cookies
@@ -559,25 +754,58 @@ class HitProxy:
             user["ip"] = observed.ip
         if observed.user_agent:
             user["user_agent"] = observed.user_agent
-        for key, cookie, parse in (("fbp", "_fbp", parse_fbp), ("fbc", "_fbc", parse_fbc)):
-            value = cookies.get(cookie)
-            if key not in user and value is not None and parse(value) is not None:
-                user[key] = value
+        if cookies:
+            for key, cookie, parse in (("fbp", "_fbp", parse_fbp), ("fbc", "_fbc", parse_fbc)):
+                value = cookies.get(cookie)
+                if key not in user and value is not None and parse(value) is not None:
+                    user[key] = value
         url, referrer = doc.get("url"), doc.get("referrer")
         hit_clicks = user.get("click_ids")
         user["click_ids"] = {
-            **click_ids_from_cookies(cookies),
-            **capture(url if isinstance(url, str) else None, _str(referrer)),
+            **(click_ids_from_cookies(cookies) if cookies else {}),
+            **self._captured(url if isinstance(url, str) else None, _str(referrer)),
             **(hit_clicks if isinstance(hit_clicks, dict) else {}),
         }
-        profile: VisitorProfile | None = None
-        signed = cookies.get(observed.site.config.visitor_cookie)
-        vid = verify_visitor_id(signed, self.collect.key) if signed else None
-        if vid is not None:
-            user["visitor_id"] = vid
-            store = self.collect.pipeline.store
-            (profile,) = await store.find_profiles(observed.site.config.id, [ProfileQuery(vid)])
-        return user, profile
+        vid: str | None = None
+        signed = cookies.get(observed.site.config.visitor_cookie) if cookies else None
+        if signed:
+            vid = verify_visitor_id(signed, self.collect.key)
+            if vid is not None:
+                user["visitor_id"] = vid
+        return user, vid
+
+    def _captured(self, url: str | None, referrer: str | None) -> Mapping[str, str]:
+        """`capture`, memoised (pages repeat; the answer is read, never changed)."""
+        key = (url, referrer)
+        found = self._captures.get(key)
+        if found is None:
+            found = capture(url, referrer)
+            if len(self._captures) >= _MEMO_MAX:
+                self._captures.clear()
+            self._captures[key] = found
+        return found
+
+
+class _Doc:
+    """One canonical event object of a hit, on its way through the turn's batch."""
+
+    __slots__ = ("decision", "doc", "observed", "own", "vid")
+
+    def __init__(
+        self,
+        observed: Observed,
+        doc: dict[str, Any],
+        decision: Decision,
+        vid: str | None,
+        own: frozenset[str] | None,
+    ) -> None:
+        self.observed = observed
+        self.doc = doc
+        self.decision = decision
+        self.vid = vid
+        """The verified visitor id from our cookie (its profile enriches the event)."""
+        self.own = own
+        """The destinations the event may go to (None: every destination of the site)."""
 
 
 HITS = web.AppKey("hit_proxy", HitProxy)
@@ -599,6 +827,58 @@ def parse_hits(observed: Observed) -> list[Hit]:
         snap = parse_snap(observed.query, observed.body, observed.content_type, now=now)
         return [snap] if snap is not None else []
     return parse_ga4(observed.query, observed.body, now=now)
+
+
+def decode_query(raw: str) -> list[tuple[str, str]]:
+    """Return the decoded pairs of a raw query string exactly as yarl decodes `request.query`.
+
+    `+` is a space, percent-escapes are UTF-8; empty parts are skipped. A value whose escapes
+    are not valid UTF-8 (rare) is left to yarl itself, so both roads always agree.
+    """
+    if not raw:
+        return []
+    if "%" not in raw:
+        pairs = []
+        for part in raw.replace("+", " ").split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((name, value))
+        return pairs
+    try:
+        pairs = []
+        for part in raw.split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((_unquote_plus(name), _unquote_plus(value)))
+        return pairs
+    except UnicodeDecodeError:
+        return list(URL.build(query_string=raw, encoded=True).query.items())
+
+
+def _unquote_plus(text: str) -> str:
+    text = text.replace("+", " ")
+    if "%" not in text:
+        return text
+    return unquote_to_bytes(text).decode("utf-8")
+
+
+_EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))
+_set: Final = object.__setattr__
+
+
+def _as_pixel(event: Event, ldu: bool) -> Event:
+    """`replace(event, channel="pixel", ldu=True if ldu)` without `replace`'s overhead."""
+    copy = object.__new__(Event)
+    for name in _EVENT_FIELDS:
+        _set(copy, name, getattr(event, name))
+    _set(copy, "channel", "pixel")
+    if ldu:
+        _set(copy, "ldu", True)
+    return copy
+
+
+async def _ready(answer: Answer) -> Answer:
+    return answer
 
 
 def _hits_base(site: Site, route: HitRoute) -> str:

@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
+import gateway.web.pipeline as pipeline_module
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn, SeenHit
 from gateway.sandbox.meta import MetaSandbox
-from gateway.web.hits import HITS, HitProxy
+from gateway.web.hits import HITS, HitProxy, HitRequest, decode_query
 
 HOST = "www.shop.test"
 UA = "Mozilla/5.0 (hit test)"
@@ -434,3 +435,113 @@ async def test_arbitrary_hits_never_raise_out_of_the_handler(
         resp = await h.post(target, body)
     assert resp.status < 500 or resp.status == 502  # 502 = upstream refused, never a crash
     assert h.hits.stats.mirror_errors == 0
+
+
+# --- mirror batches (one per loop turn) ----------------------------------------------------------
+
+
+def lane_hit(query: str) -> HitRequest:
+    headers = {"host": HOST, "user-agent": UA, "x-forwarded-for": CLIENT}
+    return HitRequest("GET", query, decode_query(query), HOST, headers, "127.0.0.1", (CLIENT,), b"")
+
+
+async def answer_all(h: Harness, queries: list[str]) -> list[int]:
+    """Answer the hits concurrently: their mirrors are queued in one loop turn."""
+    proxy = h.hits
+    found = proxy.lane_route("GET", "/p/m/tr")
+    assert found is not None
+    site = proxy.collect.by_host[HOST]
+    answers = await asyncio.gather(*(proxy.answer(found[0], site, lane_hit(q)) for q in queries))
+    return [a.status for a in answers]
+
+
+async def test_the_hits_of_one_loop_turn_are_committed_with_one_append(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    store = runtime_of(h.client).store
+    appended: list[int] = []
+    append = store.append
+
+    async def spy(events: Any, now: float) -> Any:
+        appended.append(len(events))
+        return await append(events, now)
+
+    monkeypatch.setattr(store, "append", spy)
+    statuses = await answer_all(h, [meta_query(eid=f"turn-{i}") for i in range(5)])
+    assert statuses == [200] * 5
+    assert appended == [5]
+    assert h.hits.stats.batches == 1
+    assert h.hits.stats.mirrored == 5
+    assert sorted(e["event_id"] for e in await h.delivered()) == [f"turn-{i}" for i in range(5)]
+
+
+async def test_one_bad_event_does_not_lose_the_other_mirrors_of_its_turn(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    encode = pipeline_module.encode
+
+    def picky(event: Any) -> bytes:
+        if event.event_id == "poison":
+            raise ValueError("cannot encode")
+        return encode(event)
+
+    monkeypatch.setattr(pipeline_module, "encode", picky)
+    queries = [meta_query(eid="good-1"), meta_query(eid="poison"), meta_query(eid="good-2")]
+    assert await answer_all(h, queries) == [200, 200, 200]
+    assert h.hits.stats.mirror_errors == 1
+    assert h.hits.stats.mirrored == 2
+    assert sorted(e["event_id"] for e in await h.delivered()) == ["good-1", "good-2"]
+
+
+async def test_a_failing_store_still_answers_every_hit(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+
+    async def broken(events: Any, now: float) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(runtime_of(h.client).store, "append", broken)
+    assert await answer_all(h, [meta_query(eid="a"), meta_query(eid="b")]) == [200, 200]
+    assert h.hits.stats.mirror_errors == 2
+    assert h.hits.stats.mirrored == 0
+    resp = await h.get(f"/p/m/tr/?{meta_query(eid='c')}")  # the lane's road too
+    assert resp.status == 200
+    assert h.hits.stats.mirror_errors == 3
+
+
+async def test_the_answer_waits_for_the_durable_commit_of_its_mirror(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    store = runtime_of(h.client).store
+    gate = asyncio.Event()
+    committed: list[str] = []
+    append = store.append
+
+    async def slow(events: Any, now: float) -> Any:
+        await gate.wait()
+        results = await append(events, now)
+        committed.extend(e.event_id for e in events)
+        return results
+
+    resp = await h.get(f"/p/m/tr/?{meta_query(eid='warm')}")  # opens a kept-alive upstream
+    assert resp.status == 200
+    monkeypatch.setattr(store, "append", slow)
+    answer = asyncio.ensure_future(h.get(f"/p/m/tr/?{meta_query(eid='slow-1')}"))
+    try:
+        for _ in range(200):  # the upstream answers meanwhile; the browser's answer must wait
+            if len(h.cdn.hits) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(h.cdn.hits) == 2
+        await asyncio.sleep(0.1)
+        assert not answer.done()
+        assert committed == []
+    finally:
+        gate.set()
+    resp = await answer
+    assert resp.status == 200
+    assert committed == ["slow-1"]
