@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from datetime import datetime
@@ -327,6 +328,20 @@ def _string(
     return value or None
 
 
+def _isfinite(value: int | float) -> bool:
+    """`math.isfinite`, without its OverflowError for an int beyond any float (False then).
+
+    orjson reads such integers as floats, but the stdlib, which decodes what orjson refuses
+    (jsoncodec), keeps them exact; an int compares with a float without conversion.
+    """
+    if type(value) is int:
+        return -_FLOAT_MAX <= value <= _FLOAT_MAX
+    return math.isfinite(value)
+
+
+_FLOAT_MAX: Final = sys.float_info.max
+
+
 def _number(
     obj: Mapping[str, JSON], key: str, path: str, errs: _Errors, *, minimum: float | None = None
 ) -> float | None:
@@ -342,7 +357,7 @@ def _number(
     if isinstance(value, bool) or not isinstance(value, int | float):
         errs.add(f"{path}.{key}", "expected a number")
         return None
-    if not math.isfinite(value) or abs(value) > 1e12:
+    if not _isfinite(value) or abs(value) > 1e12:
         errs.add(f"{path}.{key}", "expected a finite number below 1e12")
         return None
     if minimum is not None and value < minimum:
@@ -365,7 +380,7 @@ def parse_time(value: JSON) -> float | str:
     """Return unix seconds from unix seconds or ISO-8601, or a reason string."""
     kind = type(value)
     if kind is int or kind is float:  # the usual case first (and no union object per call)
-        if not math.isfinite(value) or value < 0:
+        if not _isfinite(value) or value < 0:
             return "expected non-negative unix seconds"
         if value >= _MS_THRESHOLD:
             return "looks like milliseconds; expected unix seconds"
@@ -373,7 +388,7 @@ def parse_time(value: JSON) -> float | str:
     if isinstance(value, bool):
         return "expected unix seconds or an ISO-8601 string"
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
+        if not _isfinite(value) or value < 0:
             return "expected non-negative unix seconds"
         if value >= _MS_THRESHOLD:
             return "looks like milliseconds; expected unix seconds"
@@ -521,7 +536,7 @@ def _parse_custom(raw: JSON, errs: _Errors) -> dict[str, str | float | bool]:
             errs.add(path, "keys are 1-64 letters, digits or underscores")
         elif isinstance(v, bool):
             out[k] = v
-        elif isinstance(v, int | float) and math.isfinite(v):
+        elif isinstance(v, int | float) and _isfinite(v):
             out[k] = float(v)
         elif isinstance(v, str) and len(v) <= MAX_TEXT and _PRINTABLE_RE.match(v):
             out[k] = v
@@ -839,6 +854,40 @@ def _text(value: JSON, max_len: int) -> str | None:
     raise _Unusual
 
 
+def _matching(value: JSON, max_len: int, check: Callable[[str], object]) -> str | None:
+    """`_text` whose stripped text must also pass `check` (a pattern's match or fullmatch)."""
+    text = _text(value, max_len)
+    if text is not None and not check(text):
+        raise _Unusual
+    return text
+
+
+def _ip_common(value: JSON) -> str | None:
+    """`_text` for an IP address: IPv4 as sent, IPv6 in its canonical spelling."""
+    ip = _text(value, 64)
+    if ip is not None and not _IPV4_RE.match(ip):
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise _Unusual from None
+    return ip
+
+
+def _when_common(raw: JSON, now: float, source: Source, limits: ParseLimits) -> float:
+    """The event time: `raw` checked against the site's window (now when absent)."""
+    if raw is None:
+        return now
+    parsed = parse_time(raw)
+    if isinstance(parsed, str):
+        raise _Unusual
+    max_age = (
+        limits.max_age_offline_seconds if source is _PHYSICAL_STORE else limits.max_age_seconds
+    )
+    if not now - max_age <= parsed <= now + FUTURE_SKEW:
+        raise _Unusual
+    return min(parsed, now)
+
+
 def _finite(value: JSON) -> float | None:
     """`_number` (no minimum) for None or a float/int within ±1e12; NaN fails the comparison."""
     if value is None:
@@ -868,25 +917,9 @@ def _parse_common(
     name = obj.get("event")
     if type(name) is not str or not _NAME_RE.match(name):
         raise _Unusual
-    event_id = obj.get("event_id")
-    if event_id is not None:  # `_text`, inlined
-        if type(event_id) is not str or len(event_id) > MAX_ID or not event_id.isprintable():
-            raise _Unusual
-        event_id = event_id.strip() or None
-    url = obj.get("url")
-    if url is not None:  # `_text`, inlined
-        if type(url) is not str or len(url) > MAX_URL or not url.isprintable():
-            raise _Unusual
-        url = url.strip() or None
-    referrer = obj.get("referrer")
-    if referrer is not None:  # `_text`, inlined
-        if type(referrer) is not str or len(referrer) > MAX_URL or not referrer.isprintable():
-            raise _Unusual
-        referrer = referrer.strip() or None
-    if (url is not None and not _URL_RE.match(url)) or (
-        referrer is not None and not _URL_RE.match(referrer)
-    ):
-        raise _Unusual
+    event_id = _text(obj.get("event_id"), MAX_ID)
+    url = _matching(obj.get("url"), MAX_URL, _URL_RE.match)
+    referrer = _matching(obj.get("referrer"), MAX_URL, _URL_RE.match)
     source_raw = obj.get("source")
     if source_raw is None:
         source = _WEBSITE if url else _OTHER
@@ -894,18 +927,7 @@ def _parse_common(
         source = _SOURCES[source_raw]
     else:
         raise _Unusual
-    when = now
-    raw_time = obj.get("time")
-    if raw_time is not None:
-        parsed = parse_time(raw_time)
-        if isinstance(parsed, str):
-            raise _Unusual
-        max_age = (
-            limits.max_age_offline_seconds if source is _PHYSICAL_STORE else limits.max_age_seconds
-        )
-        if not now - max_age <= parsed <= now + FUTURE_SKEW:
-            raise _Unusual
-        when = min(parsed, now)
+    when = _when_common(obj.get("time"), now, source, limits)
     raw_user = obj.get("user")
     user = User() if raw_user is None else _user_common(raw_user)
     raw_data = obj.get("data")
@@ -950,67 +972,46 @@ def _user_common(raw: JSON) -> User:
             raise _Unusual  # lists, numbers, over-long values
         if value.strip():
             pii[key] = (value,)
-    click_ids: dict[str, str] = {}
-    raw_ids = raw.get("click_ids")
-    if raw_ids is not None:
-        if type(raw_ids) is not dict:
-            raise _Unusual
-        for k, v in raw_ids.items():
-            if type(k) is not str or type(v) is not str:
-                raise _Unusual
-            key = k.lower()
-            if key not in CLICK_ID_KEYS or not _COOKIE_SAFE_RE.match(v):
-                raise _Unusual
-            click_ids[key] = v
-    fbc = raw.get("fbc")
-    if fbc is not None:  # `_text`, inlined
-        if type(fbc) is not str or len(fbc) > 500 or not fbc.isprintable():
-            raise _Unusual
-        fbc = fbc.strip() or None
-    fbp = raw.get("fbp")
-    if fbp is not None:  # `_text`, inlined
-        if type(fbp) is not str or len(fbp) > 200 or not fbp.isprintable():
-            raise _Unusual
-        fbp = fbp.strip() or None
-    if (fbc is not None and not _FB_COOKIE_RE.fullmatch(fbc)) or (
-        fbp is not None and not _FB_COOKIE_RE.fullmatch(fbp)
-    ):
-        raise _Unusual
-    ip = raw.get("ip")
-    if ip is not None:  # `_text`, inlined
-        if type(ip) is not str or len(ip) > 64 or not ip.isprintable():
-            raise _Unusual
-        ip = ip.strip() or None
-    if ip is not None and not _IPV4_RE.match(ip):
-        try:
-            ip = str(ipaddress.ip_address(ip))
-        except ValueError:
-            raise _Unusual from None
-    user_agent = raw.get("user_agent")
-    if user_agent is not None:  # `_text`, inlined
-        if type(user_agent) is not str or len(user_agent) > MAX_UA or not user_agent.isprintable():
-            raise _Unusual
-        user_agent = user_agent.strip() or None
-    visitor_id = raw.get("visitor_id")
-    if visitor_id is not None:  # `_text`, inlined
-        if type(visitor_id) is not str or len(visitor_id) > MAX_ID or not visitor_id.isprintable():
-            raise _Unusual
-        visitor_id = visitor_id.strip() or None
+    click_ids = _click_ids_common(raw.get("click_ids"))
+    fbc = _matching(raw.get("fbc"), 500, _FB_COOKIE_RE.fullmatch)
+    fbp = _matching(raw.get("fbp"), 200, _FB_COOKIE_RE.fullmatch)
+    ip = _ip_common(raw.get("ip"))
+    user_agent = _text(raw.get("user_agent"), MAX_UA)
+    visitor_id = _text(raw.get("visitor_id"), MAX_ID)
     return _new_user(pii, {}, ip, user_agent, visitor_id, fbc, fbp, click_ids)
+
+
+def _click_ids_common(raw: JSON) -> dict[str, str]:
+    """Known click ids (keys lowercased) with cookie-safe values."""
+    click_ids: dict[str, str] = {}
+    if raw is None:
+        return click_ids
+    if type(raw) is not dict:
+        raise _Unusual
+    for k, v in raw.items():
+        if type(k) is not str or type(v) is not str:
+            raise _Unusual
+        key = k.lower()
+        if key not in CLICK_ID_KEYS or not _COOKIE_SAFE_RE.match(v):
+            raise _Unusual
+        click_ids[key] = v
+    return click_ids
+
+
+def _currency_common(value: JSON) -> str | None:
+    """A three-letter currency code, uppercased."""
+    currency = _text(value, 3)
+    if currency is None:
+        return None
+    if not _CURRENCY_RE.match(currency):
+        raise _Unusual
+    return currency.upper()
 
 
 def _data_common(raw: JSON) -> Data:
     if type(raw) is not dict or not raw.keys() <= _DATA_KEYS:
         raise _Unusual
-    currency = raw.get("currency")
-    if currency is not None:  # `_text`, inlined
-        if type(currency) is not str or len(currency) > 3 or not currency.isprintable():
-            raise _Unusual
-        currency = currency.strip() or None
-    if currency is not None:
-        if not _CURRENCY_RE.match(currency):
-            raise _Unusual
-        currency = currency.upper()
+    currency = _currency_common(raw.get("currency"))
     contents: tuple[Content, ...] = ()
     raw_contents = raw.get("contents")
     if raw_contents is not None:
@@ -1018,11 +1019,7 @@ def _data_common(raw: JSON) -> Data:
             raise _Unusual
         contents = tuple([_content_common(item) for item in raw_contents])
     value = _finite(raw.get("value"))
-    order_id = raw.get("order_id")
-    if order_id is not None:  # `_text`, inlined
-        if type(order_id) is not str or len(order_id) > MAX_ID or not order_id.isprintable():
-            raise _Unusual
-        order_id = order_id.strip() or None
+    order_id = _text(raw.get("order_id"), MAX_ID)
     if raw.keys() <= _DATA_CORE_KEYS:
         return _new_data(value, currency, order_id, contents)
     return _new_data(
@@ -1053,7 +1050,7 @@ def _custom_common(raw: JSON) -> dict[str, str | float | bool]:
         kind = type(v)
         if kind is bool:
             custom[k] = v
-        elif (kind is float or kind is int) and math.isfinite(v):
+        elif (kind is float or kind is int) and _isfinite(v):
             custom[k] = float(v)
         elif kind is str and len(v) <= MAX_TEXT and v.isprintable():
             custom[k] = v
@@ -1063,19 +1060,20 @@ def _custom_common(raw: JSON) -> dict[str, str | float | bool]:
 
 
 def _content_common(item: JSON) -> Content:
-    # `_text`, `_count` and `_finite` inlined: a batch holds many line items.
     if type(item) is not dict or not item.keys() <= _CONTENT_KEYS:
         raise _Unusual
-    cid = item.get("id")
+    return _content_of(item.get("id"), item.get("quantity"), item.get("price"))
+
+
+def _content_of(cid: JSON, quantity: JSON, price: JSON) -> Content:
+    """A line item from its id, quantity and price (`_text`, `_count`, `_finite` inlined)."""
     if type(cid) is not str or len(cid) > MAX_ID or not cid.isprintable():
         raise _Unusual  # missing ids are errors
     cid = cid.strip()
     if not cid:
         raise _Unusual  # blank ones are skipped by the precise path
-    quantity = item.get("quantity")
     if quantity is not None and not (type(quantity) is int and 0 <= quantity <= 1_000_000):
         raise _Unusual
-    price = item.get("price")
     if price is not None:
         if (type(price) is float or type(price) is int) and -1e12 <= price <= 1e12:
             price = float(price)

@@ -4,7 +4,8 @@
 a dict per event and line item, then checking each value's type in Python. Here msgspec
 decodes the whole ``{"events": [...]}`` body straight into typed structs, checking the JSON
 types and refusing unknown keys in C, and `events_from` turns the structs into Events with the
-few checks types cannot express (patterns, bounds, printable text).
+few checks types cannot express (patterns, bounds, printable text): the very helpers of
+`event._parse_common`, so the two fast paths cannot drift apart.
 
 Like `event._parse_common`, this decides nothing on its own: both functions return None as
 soon as anything is unusual (malformed JSON, a type the common path does not take, an unknown
@@ -16,8 +17,6 @@ holds the two paths to that).
 
 from __future__ import annotations
 
-import ipaddress
-import math
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Final
@@ -25,21 +24,15 @@ from typing import Final
 import msgspec
 
 from gateway.core.event import (
-    _COOKIE_SAFE_RE,
-    _CURRENCY_RE,
-    _CUSTOM_KEY_RE,
+    _DATA_CORE_KEYS,
+    _DATA_KEYS,
     _FB_COOKIE_RE,
-    _IPV4_RE,
     _NAME_RE,
     _OTHER,
-    _PHYSICAL_STORE,
     _SOURCES,
     _URL_RE,
     _WEBSITE,
-    CLICK_ID_KEYS,
-    FUTURE_SKEW,
     MAX_CONTENTS,
-    MAX_CUSTOM_KEYS,
     MAX_ID,
     MAX_NAME,
     MAX_TEXT,
@@ -52,12 +45,21 @@ from gateway.core.event import (
     Event,
     ParseLimits,
     User,
-    _new_content,
+    _click_ids_common,
+    _content_of,
+    _count,
+    _currency_common,
+    _custom_common,
+    _finite,
+    _ip_common,
+    _matching,
     _new_data,
     _new_event,
     _new_user,
+    _text,
+    _Unusual,
+    _when_common,
     derive_event_id,
-    parse_time,
 )
 from gateway.core.identity import PiiHasher
 
@@ -136,27 +138,9 @@ _RARE_PII: Final = tuple(name for name in PII_FIELDS if name not in ("email", "p
 _RARE_PII_KEYS: Final = tuple(PII_FIELDS[name] for name in _RARE_PII)
 _rare_pii: Final = attrgetter(*_RARE_PII)
 _NO_RARE_PII: Final = (None,) * len(_RARE_PII)
-_RARE_DATA: Final = (
-    "content_type",
-    "content_name",
-    "content_category",
-    "num_items",
-    "search_string",
-    "status",
-    "predicted_ltv",
-    "custom",
-)
+_RARE_DATA: Final = tuple(sorted(_DATA_KEYS - _DATA_CORE_KEYS))
 _rare_data: Final = attrgetter(*_RARE_DATA)
 _NO_RARE_DATA: Final = (None,) * len(_RARE_DATA)
-
-
-_BIG: Final = 2**63
-"""msgspec keeps integers of any size; orjson (the general path) reads those beyond 64 bits as
-floats. Such values go to the general path, which also never has to compare a huge int."""
-
-
-class _Unusual(Exception):
-    """Raised inside `events_from` when the general path must decide."""
 
 
 def decode_document(raw: bytes) -> list[WireEvent] | None:
@@ -190,15 +174,6 @@ def events_from(
         return None
 
 
-def _text(value: str | None, max_len: int) -> str | None:
-    """`event._text` for a value already known to be a str or None."""
-    if value is None:
-        return None
-    if len(value) <= max_len and value.isprintable():
-        return value.strip() or None
-    raise _Unusual
-
-
 def _event(
     item: WireEvent,
     index: int,
@@ -211,25 +186,9 @@ def _event(
     name = item.event
     if not _NAME_RE.match(name) or item.consent is not None:
         raise _Unusual  # explicit consent is rare: the general path parses it
-    event_id = item.event_id
-    if event_id is not None:  # `_text`, inlined (as in every hot spot below)
-        if len(event_id) > MAX_ID or not event_id.isprintable():
-            raise _Unusual
-        event_id = event_id.strip() or None
-    url = item.url
-    if url is not None:
-        if len(url) > MAX_URL or not url.isprintable():
-            raise _Unusual
-        url = url.strip() or None
-        if url is not None and not _URL_RE.match(url):
-            raise _Unusual
-    referrer = item.referrer
-    if referrer is not None:
-        if len(referrer) > MAX_URL or not referrer.isprintable():
-            raise _Unusual
-        referrer = referrer.strip() or None
-        if referrer is not None and not _URL_RE.match(referrer):
-            raise _Unusual
+    event_id = _text(item.event_id, MAX_ID)
+    url = _matching(item.url, MAX_URL, _URL_RE.match)
+    referrer = _matching(item.referrer, MAX_URL, _URL_RE.match)
     source_raw = item.source
     if source_raw is None:
         source = _WEBSITE if url else _OTHER
@@ -240,20 +199,7 @@ def _event(
         source = found
     if source is _WEBSITE and url is None:
         raise _Unusual  # whether the url was missing or blank, the general path explains
-    when = now
-    raw_time = item.time
-    if raw_time is not None:
-        if type(raw_time) is int and not 0 <= raw_time < _BIG:
-            raise _Unusual  # beyond any float-safe range: the general path explains
-        parsed = parse_time(raw_time)
-        if isinstance(parsed, str):
-            raise _Unusual
-        max_age = (
-            limits.max_age_offline_seconds if source is _PHYSICAL_STORE else limits.max_age_seconds
-        )
-        if not now - max_age <= parsed <= now + FUTURE_SKEW:
-            raise _Unusual
-        when = min(parsed, now)
+    when = _when_common(item.time, now, source, limits)
     raw_data = item.data
     data = _new_data() if raw_data is None else _data(raw_data)
     if name in VALUE_EVENTS and (data.value is None or data.currency is None):
@@ -287,38 +233,10 @@ def _user(raw: _User, index: int, hasher: PiiHasher, prefix: str) -> User:
                 raise _Unusual
             if value.strip():
                 pii[key] = (value,)
-    click_ids: dict[str, str] = {}
-    raw_ids = raw.click_ids
-    if raw_ids is not None:
-        for k, v in raw_ids.items():
-            key = k.lower()
-            if key not in CLICK_ID_KEYS or not _COOKIE_SAFE_RE.match(v):
-                raise _Unusual
-            click_ids[key] = v
-    fbc = raw.fbc
-    if fbc is not None:
-        if len(fbc) > 500 or not fbc.isprintable():
-            raise _Unusual
-        fbc = fbc.strip() or None
-        if fbc is not None and not _FB_COOKIE_RE.fullmatch(fbc):
-            raise _Unusual
-    fbp = raw.fbp
-    if fbp is not None:
-        if len(fbp) > 200 or not fbp.isprintable():
-            raise _Unusual
-        fbp = fbp.strip() or None
-        if fbp is not None and not _FB_COOKIE_RE.fullmatch(fbp):
-            raise _Unusual
-    ip = raw.ip
-    if ip is not None:
-        if len(ip) > 64 or not ip.isprintable():
-            raise _Unusual
-        ip = ip.strip() or None
-        if ip is not None and not _IPV4_RE.match(ip):
-            try:
-                ip = str(ipaddress.ip_address(ip))  # IPv6 in its canonical spelling
-            except ValueError:
-                raise _Unusual from None
+    click_ids = _click_ids_common(raw.click_ids)
+    fbc = _matching(raw.fbc, 500, _FB_COOKIE_RE.fullmatch)
+    fbp = _matching(raw.fbp, 200, _FB_COOKIE_RE.fullmatch)
+    ip = _ip_common(raw.ip)
     user_agent = _text(raw.user_agent, MAX_UA)
     visitor_id = _text(raw.visitor_id, MAX_ID)
     # Last: nothing after the hasher may send the document to the general path (the hasher
@@ -331,30 +249,15 @@ def _user(raw: _User, index: int, hasher: PiiHasher, prefix: str) -> User:
 
 
 def _data(raw: _Data) -> Data:
-    currency = raw.currency
-    if currency is not None:
-        if len(currency) > 3 or not currency.isprintable():
-            raise _Unusual
-        currency = currency.strip() or None
-        if currency is not None:
-            if not _CURRENCY_RE.match(currency):
-                raise _Unusual
-            currency = currency.upper()
+    currency = _currency_common(raw.currency)
     contents: tuple[Content, ...] = ()
     raw_contents = raw.contents
     if raw_contents is not None:
         if len(raw_contents) > MAX_CONTENTS:
             raise _Unusual
-        contents = tuple([_content(c) for c in raw_contents])
+        contents = tuple([_content_of(c.id, c.quantity, c.price) for c in raw_contents])
     value = _finite(raw.value)
-    order_id = raw.order_id
-    if order_id is not None:
-        if len(order_id) > MAX_ID or not order_id.isprintable():
-            raise _Unusual
-        order_id = order_id.strip() or None
-    num_items = raw.num_items
-    if num_items is not None and not 0 <= num_items <= 1_000_000:
-        raise _Unusual
+    order_id = _text(raw.order_id, MAX_ID)
     if _rare_data(raw) == _NO_RARE_DATA:  # the usual data: value, currency, order, contents
         return _new_data(value, currency, order_id, contents)
     return _new_data(
@@ -365,53 +268,9 @@ def _data(raw: _Data) -> Data:
         _text(raw.content_type, MAX_NAME),
         _text(raw.content_name, MAX_TEXT),
         _text(raw.content_category, MAX_TEXT),
-        num_items,
+        _count(raw.num_items),
         _text(raw.search_string, MAX_TEXT),
         _text(raw.status, MAX_NAME),
         _finite(raw.predicted_ltv),
-        _custom(raw.custom) if raw.custom is not None else {},
+        _custom_common(raw.custom),
     )
-
-
-def _finite(value: float | None) -> float | None:
-    if value is None or -1e12 <= value <= 1e12:  # NaN fails the comparison
-        return value
-    raise _Unusual
-
-
-def _content(item: _Content) -> Content:
-    cid = item.id
-    if len(cid) > MAX_ID or not cid.isprintable():
-        raise _Unusual
-    cid = cid.strip()
-    if not cid:
-        raise _Unusual
-    quantity = item.quantity
-    if quantity is not None and not 0 <= quantity <= 1_000_000:
-        raise _Unusual
-    price = item.price
-    if price is not None and not -1e12 <= price <= 1e12:
-        raise _Unusual
-    return _new_content(cid, quantity, price)
-
-
-def _custom(raw: dict[str, str | int | float | bool]) -> dict[str, str | float | bool]:
-    if len(raw) > MAX_CUSTOM_KEYS:
-        raise _Unusual
-    custom: dict[str, str | float | bool] = {}
-    for k, v in raw.items():
-        if not _CUSTOM_KEY_RE.fullmatch(k):
-            raise _Unusual
-        if isinstance(v, bool):
-            custom[k] = v
-        elif isinstance(v, str):
-            if len(v) > MAX_TEXT or not v.isprintable():
-                raise _Unusual
-            custom[k] = v
-        elif isinstance(v, int) and not -_BIG < v < _BIG:
-            raise _Unusual  # the general path sees such integers as floats (jsoncodec)
-        elif math.isfinite(v):
-            custom[k] = float(v)
-        else:
-            raise _Unusual
-    return custom

@@ -91,6 +91,17 @@ CASES: list[tuple[str, bytes, dict[str, str], int, str | None]] = [
     ("event-id-beyond-64-bits",
      b'{"events": [{"event": "Lead", "event_id": 123456789012345678901234567890}]}', {}, 422,
      "events[0].event_id"),
+    # A NaN elsewhere makes orjson refuse the body; the stdlib then keeps a 400-digit integer
+    # exact, which must be refused like any other out-of-range number, not crash a float().
+    ("time-huge-int-stdlib",
+     b'{"events": [{"event": "Lead", "time": 1' + b"0" * 400 + b', "referrer": NaN}]}', {}, 422,
+     "events[0].time"),
+    ("value-huge-int-stdlib",
+     b'{"events": [{"event": "Lead", "data": {"value": 1' + b"0" * 400
+     + b', "predicted_ltv": NaN}}]}', {}, 422, "events[0].data.value"),
+    ("custom-huge-int-stdlib",
+     b'{"events": [{"event": "Lead", "data": {"custom": {"n": 1' + b"0" * 400
+     + b', "m": NaN}}}]}', {}, 422, "events[0].data.custom.n"),
     ("currency-bad", doc(ev(data={"currency": "EURO"})), {}, 422, "events[0].data.currency"),
     ("contents-not-list", doc(ev(data={"contents": "sku"})), {}, 422, "events[0].data.contents"),
     ("contents-no-id", doc(ev(data={"contents": [{"quantity": 1}]})), {}, 422,
