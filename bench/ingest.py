@@ -756,8 +756,14 @@ def budget(results: Sequence[Result], micro: dict[str, float]) -> dict[str, Any]
     b100, g100 = pick(results, "bare", 100), pick(results, "gateway", 100)
     if g100:
         gw_us = 1e6 / g100.events_per_s
+        typed = micro.get("wire_100_per_event_us")
+        parse = (
+            {"decode + parse + hash (core.wire typed pass; bare decodes too)": typed}
+            if typed is not None
+            else {"parse + hash (Pipeline.prepare)": micro["prepare_us"]}
+        )
         parts = {
-            "parse + hash (Pipeline.prepare)": micro["prepare_us"],
+            **parse,
             "record encode": micro["encode_us"],
             "Pipeline.enrich, 64 concurrent 100-event jobs": micro.get(
                 "enrich_conc64_100_per_event_us", 0.0
@@ -1325,6 +1331,23 @@ def _best_us(fn: Any, items: Sequence[Any], repeat: int = 5) -> float:
     return 1e6 * best / len(items)
 
 
+def _typed_pass(pipeline: Any, site: Any, bodies: list[bytes]) -> dict[str, float]:
+    """Per-event cost of the typed pass over whole 100-event bodies (core.wire), if present."""
+    prepare_wire = getattr(pipeline, "prepare_wire", None)
+    if prepare_wire is None:
+        return {}
+    from gateway.core.wire import decode_document
+
+    now = time.time()
+
+    def run(body: bytes) -> None:
+        items = decode_document(body)
+        if items is None or prepare_wire(site, items, prefix="events", now=now) is None:
+            raise RuntimeError("the bench's body left the typed pass")
+
+    return {"wire_100_per_event_us": _best_us(run, bodies) / 100}
+
+
 async def _micro(config_path: str, parts: list[str], seconds: float) -> dict[str, float]:
     """In-process costs of the gateway's request path, without HTTP (see `budget_lines`)."""
     import uuid
@@ -1357,6 +1380,7 @@ async def _micro(config_path: str, parts: list[str], seconds: float) -> dict[str
         "json_loads_100_per_event_us": _best_us(json.loads, [big] * 50) / 100,
         "prepare_us": _best_us(lambda o: pipeline.prepare(site, o, path="events[0]"), objs),
         "encode_us": _best_us(encode, [e for e in events if e is not None]),
+        **_typed_pass(pipeline, site, [body_for(parts, f"w{i}", 0, 100) for i in range(20)]),
         "uuid4_us": _best_us(lambda _: uuid.uuid4().hex[:16], range(n)),
         "gateway_answer_us": _best_us(lambda _: web.json_response(answer, status=202), range(n)),
         "bare_answer_us": _best_us(
