@@ -216,7 +216,7 @@ _CUSTOM_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _VENDOR_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 _SHA256_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
 _BRACKET_RE: Final = re.compile(r"(cd|ud)\[([^\[\]]{1,64})\]")
-_BRACKET_HEADS: Final = frozenset({"cd[", "ud["})
+_BRACKET_HEADS: Final = ("cd[", "ud[")
 _GA4_ITEM_RE: Final = re.compile(r"pr([1-9]\d{0,2})")
 _GA4_CLIENT_ID_RE: Final = re.compile(r"\d{1,20}\.\d{1,20}")
 _GA4_SESSION_ID_RE: Final = re.compile(r"\d{1,20}")
@@ -345,7 +345,8 @@ def _guard(parse: Callable[[], _T], default: _T) -> _T:
 
 
 def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
-    params = _merge(_pairs(body_form, _META_LIMITS), _pairs(query, _META_LIMITS))
+    form = _pairs(body_form, _META_LIMITS) if body_form else []
+    params = _merge(form, _pairs(query, _META_LIMITS))
     name = _name(params.get("ev"))
     if name is None or name in _META_SKIP_EVENTS or params.get("es") == "automatic":
         return None
@@ -355,7 +356,7 @@ def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
     cd: dict[str, object] = {}
     ud: dict[str, object] = {}
     for key, value in params.items():
-        if key[:3] in _BRACKET_HEADS and (m := _BRACKET_RE.fullmatch(key)) is not None:
+        if key.startswith(_BRACKET_HEADS) and (m := _BRACKET_RE.fullmatch(key)) is not None:
             (cd if m[1] == "cd" else ud)[m[2]] = value
     user: dict[str, Any] = {}
     for short, raw in ud.items():  # only the ud[…] the hit has (usually none)
@@ -874,7 +875,9 @@ def _pairs(
     anything that is not a pair of strings is skipped.
     """
     items: Iterable[object]
-    if isinstance(source, Mapping):
+    if isinstance(source, list | tuple):  # the usual case first (an ABC check costs more)
+        items = source
+    elif isinstance(source, Mapping):
         items = source.items()
     elif isinstance(source, Iterable) and not isinstance(source, str | bytes | bytearray):
         items = source
@@ -887,8 +890,9 @@ def _pairs(
         key, value = item
         if not isinstance(key, str) or not isinstance(value, str) or len(key) > 256:
             continue
-        limit = long_values.get(key, MAX_VALUE) if long_values else MAX_VALUE
-        if len(value) <= limit:
+        if len(value) <= MAX_VALUE or (
+            long_values is not None and len(value) <= long_values.get(key, MAX_VALUE)
+        ):
             out.append((key, value))
     return out
 

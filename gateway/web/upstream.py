@@ -262,38 +262,17 @@ class _Conn(asyncio.Protocol):
             raise UpstreamError("body over the size limit")
 
     def _head(self, head: bytes, limit: int) -> None:
-        if _HEAD_RE.fullmatch(head) is None:
-            raise UpstreamError("malformed answer head")
-        text = head.decode("latin-1")
-        self._text = text
-        self._status = int(text[9:12])
-        headers = _framing_fields(text)
-        if headers is None:  # a field of FRAMING_FIELDS is repeated: parse every line
-            headers, lengths = _parse_fields(text)
-        else:
-            length = headers.get("content-length")
-            lengths = {length} if length is not None else set()
-        self._headers = headers
-        connection = headers.get("connection", "").lower()
-        keep = text.startswith("HTTP/1.1") and "close" not in connection
-        encoding = headers.get("transfer-encoding")
-        if self._status in _BODILESS:
-            self._keep = keep
-            return
-        if encoding is not None:
-            if encoding.strip().lower() != "chunked" or lengths:
-                raise UpstreamError("unsupported transfer encoding")
-            self._chunked = True
-        elif lengths:
-            (raw,) = lengths if len(lengths) == 1 else (None,)
-            if raw is None or not raw.isdigit() or not raw.isascii() or len(raw) > 12:
-                raise UpstreamError("bad content length")
-            self._length = int(raw)
-            if self._length > limit:
-                raise UpstreamError("body over the size limit")
-        else:
-            keep = False  # framed by the close of the connection
-        self._keep = keep
+        known = _HEADS.get(head)
+        if known is None:
+            known = _read_head(head)
+            if len(head) <= _MEMO_HEAD_MAX:
+                if len(_HEADS) >= _MEMO_HEADS:
+                    _HEADS.clear()
+                _HEADS[head] = known
+        self._status, self._text, self._headers, length, self._chunked, self._keep = known
+        if length > limit:
+            raise UpstreamError("body over the size limit")
+        self._length = length
 
     def _dechunk(self, limit: int) -> None:
         buf = self._buf
@@ -413,10 +392,10 @@ class Exchange:
         "_conn",
         "_data",
         "_deadline",
+        "_deadlines",
         "_get",
         "_limit",
         "_pool",
-        "_timer",
         "_waiter",
         "owner",
     )
@@ -427,6 +406,7 @@ class Exchange:
         pool: _OriginPool,
         data: bytes,
         deadline: float,
+        deadlines: _Deadlines,
         limit: int,
         get: bool,
     ) -> None:
@@ -434,20 +414,19 @@ class Exchange:
         self._pool = pool
         self._data = data
         self._deadline = deadline
+        self._deadlines = deadlines
         self._limit = limit
         self._get = get
         self._conn: _Conn | None = None
         self._waiter: _Waiter | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
     def start(self, conn: _Conn) -> None:
-        """Write the request on `conn`."""
-        loop = self.owner.loop
-        future: asyncio.Future[UpstreamAnswer] = loop.create_future()
+        """Write the request on `conn`; it fails with "timeout" at the deadline."""
+        future: asyncio.Future[UpstreamAnswer] = self.owner.loop.create_future()
         self._waiter = waiter = _Waiter(future, self._limit, conn.used)
         self._conn = conn
         conn.send(self._data, waiter)
-        self._timer = loop.call_at(self._deadline, _expire, future)
+        self._deadlines.add(self._deadline, future)
 
     def __await__(self) -> Generator[Any, None, UpstreamAnswer]:
         return self._result().__await__()
@@ -468,17 +447,10 @@ class Exchange:
             except BaseException:
                 conn.abandon(waiter)  # no-op once the answer is complete or failed
                 raise
-            finally:
-                if self._timer is not None:
-                    self._timer.cancel()
-                    self._timer = None
         raise AssertionError("unreachable")
 
     def cancel(self) -> None:
         """Give up a request that will not be awaited (its connection is not reused)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         conn, waiter = self._conn, self._waiter
         if conn is not None and waiter is not None:
             conn.abandon(waiter)
@@ -487,6 +459,54 @@ class Exchange:
                 future.exception()  # retrieved: no "never retrieved" log
             else:
                 future.cancel()
+
+
+class _Deadlines:
+    """The deadlines of requests sent with one timeout, in order: one timer, for the first.
+
+    Cheaper than a timer per request (most answers come long before their deadline): an entry
+    whose request is done is simply dropped when it reaches the front.
+    """
+
+    __slots__ = ("_entries", "_loop", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._entries: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, deadline: float, future: asyncio.Future[Any]) -> None:
+        """Fail `future` with "timeout" at `deadline` (no later than the deadlines added
+        before) unless it is done by then."""
+        entries = self._entries
+        while entries and entries[0][1].done():
+            entries.popleft()
+        entries.append((deadline, future))
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        entries = self._entries
+        due = self._loop.time() + _CLOCK_SLACK
+        while entries:
+            deadline, future = entries[0]
+            if not future.done():
+                if deadline > due:
+                    self._timer = self._loop.call_at(deadline, self._fire)
+                    return
+                _expire(future)
+            entries.popleft()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._entries.clear()
+
+
+_CLOCK_SLACK: Final = 0.001
+"""A deadline this close is due (the loop's clock may round a timer's time down)."""
 
 
 class UpstreamPool:
@@ -510,6 +530,8 @@ class UpstreamPool:
         self.idle_seconds = idle_seconds
         self._ssl = ssl_context
         self._pools: dict[Origin, _OriginPool] = {}
+        self._deadlines: dict[float, _Deadlines] = {}
+        """Request deadlines by timeout length (each in the order the requests were sent)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -582,7 +604,10 @@ class UpstreamPool:
         if pool is None:
             pool = self._pools[origin] = _OriginPool(self, origin)
             self._start_sweeper()
-        exchange = Exchange(self, pool, data, self.loop.time() + seconds, limit, get)
+        deadlines = self._deadlines.get(seconds)
+        if deadlines is None:
+            deadlines = self._deadlines[seconds] = _Deadlines(self.loop)
+        exchange = Exchange(self, pool, data, self.loop.time() + seconds, deadlines, limit, get)
         conn = pool.take_idle()
         if conn is not None:
             exchange.start(conn)
@@ -672,6 +697,8 @@ class UpstreamPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for deadlines in self._deadlines.values():
+            deadlines.close()
         for pool in self._pools.values():
             for future in pool.waiting:
                 if not future.done():
@@ -682,6 +709,45 @@ class UpstreamPool:
         for conn in [c for p in self._pools.values() for c in p.conns]:
             conn.fail("client closed")
         await asyncio.sleep(0)  # let the transports' connection_lost run
+
+
+_Head = tuple[int, str, Mapping[str, str], int, bool, bool]
+"""A checked answer head: status, text, framing fields, Content-Length (-1: none), chunked,
+keep-alive."""
+_HEADS: dict[bytes, _Head] = {}
+"""Answer heads seen lately, by their bytes: an upstream sends the same head again and again
+(only its Date changes, once a second), so most heads are read once."""
+_MEMO_HEADS: Final = 64
+_MEMO_HEAD_MAX: Final = 2048
+
+
+def _read_head(head: bytes) -> _Head:
+    """Check and read an answer head (status line and header lines, with the final CRLF)."""
+    if _HEAD_RE.fullmatch(head) is None:
+        raise UpstreamError("malformed answer head")
+    text = head.decode("latin-1")
+    status = int(text[9:12])
+    headers = _framing_fields(text)
+    if headers is None:  # a field of FRAMING_FIELDS is repeated: parse every line
+        headers, lengths = _parse_fields(text)
+    else:
+        length = headers.get("content-length")
+        lengths = {length} if length is not None else set()
+    connection = headers.get("connection", "").lower()
+    keep = text.startswith("HTTP/1.1") and "close" not in connection
+    encoding = headers.get("transfer-encoding")
+    if status in _BODILESS:
+        return status, text, headers, -1, False, keep
+    if encoding is not None:
+        if encoding.strip().lower() != "chunked" or lengths:
+            raise UpstreamError("unsupported transfer encoding")
+        return status, text, headers, -1, True, keep
+    if lengths:
+        (raw,) = lengths if len(lengths) == 1 else (None,)
+        if raw is None or not raw.isdigit() or not raw.isascii() or len(raw) > 12:
+            raise UpstreamError("bad content length")
+        return status, text, headers, int(raw), False, keep
+    return status, text, headers, -1, False, False  # framed by the close of the connection
 
 
 FRAMING_FIELDS: Final = frozenset(

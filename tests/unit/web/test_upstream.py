@@ -388,3 +388,42 @@ async def test_headers_repeated_are_joined_and_parsed_on_demand(
     assert answer.headers["content-length"] == "3, 3"
     assert (await get(pool, server.base)).header("content-type") == "image/gif"
     assert server.connections == 1
+
+
+async def test_a_repeated_answer_head_is_still_checked_against_each_request_limit(
+    server: Scripted, pool: UpstreamPool
+) -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n" + b"x" * 101
+    server.replies.extend([big, big, big])
+    assert (await get(pool, server.base, limit=1000)).body == b"x" * 101
+    with pytest.raises(UpstreamError, match="size limit"):
+        await get(pool, server.base, limit=100)  # the same head, read from the memo
+    answer = await get(pool, server.base, limit=101)
+    assert (answer.status, answer.header("content-length")) == (200, "101")
+
+
+async def test_each_request_times_out_at_its_own_deadline(server: Scripted) -> None:
+    """Deadlines share one timer per timeout length: a slow request still fails on time while
+    the ones sent after it are answered, and one sent later fails at its own deadline."""
+    pool = UpstreamPool([server.base], connect_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    try:
+        await get(pool, server.base)  # two kept-alive connections, so requests overlap
+        await asyncio.gather(get(pool, server.base), get(pool, server.base))
+        server.replies.extend([b"DELAY:2.0:" + OK_GIF, OK_GIF])
+        start = loop.time()
+        slow = asyncio.ensure_future(get(pool, server.base, seconds=0.3))
+        await asyncio.sleep(0.05)
+        fast = await get(pool, server.base, seconds=0.3)
+        assert fast.body == b"GIF"
+        with pytest.raises(UpstreamError, match="timeout"):
+            await slow
+        assert 0.25 <= loop.time() - start < 0.9
+        server.replies.extend([b"DELAY:2.0:" + OK_GIF])
+        later = loop.time()
+        with pytest.raises(UpstreamError, match="timeout"):
+            await get(pool, server.base, seconds=0.3)
+        assert 0.25 <= loop.time() - later < 0.9
+        assert not pool._deadlines[0.3]._entries  # a timer's pass drops the finished ones
+    finally:
+        await pool.close()
