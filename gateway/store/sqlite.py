@@ -105,7 +105,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -125,6 +125,12 @@ WAL_RESTART_FRAMES: Final = 16384
 
 COMPACT_CHUNK: Final = 1000
 """Rows deleted per compaction transaction, so appends interleave with a long compaction."""
+
+SWEEP_CHUNK: Final = 2000
+"""Dedup keys visited per sweep transaction (see `SqliteStore.compact`)."""
+
+SWEEP_FACTOR: Final = 2
+"""A compaction visits at least this many dedup keys per key claimed since the last one."""
 
 _BASE_SCHEMA: Final = """
 CREATE TABLE events(
@@ -188,7 +194,18 @@ DROP INDEX IF EXISTS events_key;
 finds its original through the dedup primary key; the events_key index (one random b-tree page
 written per appended event) goes."""
 
-_MIGRATIONS: Final[Mapping[int, str]] = {1: PROFILE_SCHEMA, 2: _MERGE_SCHEMA, 3: _DEDUP_REF_SCHEMA}
+_DEDUP_SWEEP_SCHEMA: Final = """
+DROP INDEX IF EXISTS dedup_first_seen;
+"""
+"""Version 5: expired dedup keys are found by a sweep along the primary key (`_sweep_tx`)
+instead of an index on first_seen, which cost a second b-tree insert per claimed key."""
+
+_MIGRATIONS: Final[Mapping[int, str]] = {
+    1: PROFILE_SCHEMA,
+    2: _MERGE_SCHEMA,
+    3: _DEDUP_REF_SCHEMA,
+    4: _DEDUP_SWEEP_SCHEMA,
+}
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
 _LEASE_CANDIDATES: Final = """
@@ -545,6 +562,10 @@ class SqliteStore:
         """New rows wait this long so a duplicate from the other channel can merge in."""
         self.commits = 0
         """Transactions committed by the writer thread (one per group commit)."""
+        self._sweep_from: tuple[str, str, str] | None = None
+        """Where the dedup sweep goes on (None: from the first key)."""
+        self._sweep_debt = 0
+        """Dedup keys claimed (at most) since the last compaction: the next sweep's budget."""
         self.writer = writer
         self._writer: _Worker | _LoopWorker
         if writer == "loop":
@@ -631,6 +652,7 @@ class SqliteStore:
             return []
         batch = tuple(events)
         cutoff = now - self.dedup_seconds
+        self._sweep_debt += len(batch) * len(batch[0].routes)  # the usual batch: one route set
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
         job = _Job(
@@ -697,21 +719,37 @@ class SqliteStore:
         """Delete old done rows, events nothing refers to and old dedup keys, in chunks.
 
         Returns the delivery rows plus dedup keys deleted (event records freed along the way are
-        storage detail and not counted).
+        storage detail and not counted). Expired dedup keys are found by a sweep along the
+        primary key that goes on where the last compaction stopped: each compaction visits
+        SWEEP_FACTOR keys per key claimed since the previous one (at least SWEEP_CHUNK), so
+        the sweep passes the whole table faster than new keys arrive, and an expired key is
+        deleted within about one dedup window of expiring. Until then it only takes space:
+        a claim treats a key older than the window as free (`_CLAIM`).
         """
         total = 0
         while True:
             deleted, more = await self._write(
-                partial(
-                    _compact_tx,
-                    done_cutoff=now - keep_done_seconds,
-                    dedup_cutoff=now - dedup_seconds,
-                    budget=COMPACT_CHUNK,
-                )
+                partial(_compact_tx, done_cutoff=now - keep_done_seconds, budget=COMPACT_CHUNK)
             )
             total += deleted
             if not more:
-                return total
+                break
+        budget = max(SWEEP_CHUNK, SWEEP_FACTOR * self._sweep_debt)
+        self._sweep_debt = 0
+        while budget > 0:
+            deleted, self._sweep_from = await self._write(
+                partial(
+                    _sweep_tx,
+                    cutoff=now - dedup_seconds,
+                    start=self._sweep_from,
+                    limit=min(budget, SWEEP_CHUNK),
+                )
+            )
+            total += deleted
+            budget -= SWEEP_CHUNK
+            if self._sweep_from is None:
+                break  # a whole pass: the next compaction starts from the first key again
+        return total
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -765,6 +803,7 @@ class SqliteStore:
     ) -> tuple[VisitorProfile, list[AppendResult]]:
         if self._profile_sites is not None:
             self._profile_sites.add(site)
+        self._sweep_debt += 4  # a hit's event or two, a route or two each
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[VisitorProfile, list[AppendResult]]] = loop.create_future()
         job = _Job(
@@ -1204,10 +1243,8 @@ def _mark_tx(conn: sqlite3.Connection, *, sql: str, rows: list[tuple[object, ...
     conn.executemany(sql, rows)
 
 
-def _compact_tx(
-    conn: sqlite3.Connection, *, done_cutoff: float, dedup_cutoff: float, budget: int
-) -> tuple[int, bool]:
-    """Delete up to `budget` rows; return (rows deleted, whether more may be left)."""
+def _compact_tx(conn: sqlite3.Connection, *, done_cutoff: float, budget: int) -> tuple[int, bool]:
+    """Delete up to `budget` done rows; return (rows deleted, whether more may be left)."""
     deleted = 0
     routes = [row[0] for row in conn.execute(_ROUTES)]
     for route in routes:
@@ -1232,12 +1269,39 @@ def _compact_tx(
         deleted += len(rows)
         if deleted >= budget:
             return deleted, True
-    deleted += conn.execute(
-        "DELETE FROM dedup WHERE (route, event_name, event_id) IN ("
-        " SELECT route, event_name, event_id FROM dedup WHERE first_seen < ? LIMIT ?)",
-        (dedup_cutoff, budget - deleted),
-    ).rowcount
-    return deleted, deleted >= budget
+    return deleted, False
+
+
+def _sweep_tx(
+    conn: sqlite3.Connection, *, cutoff: float, start: tuple[str, str, str] | None, limit: int
+) -> tuple[int, tuple[str, str, str] | None]:
+    """Visit up to `limit` dedup keys after `start` (in key order); delete those seen before
+    `cutoff`. Return the deletions and where to go on (None: the end of the table was reached).
+    """
+    if start is None:
+        rows = conn.execute(
+            "SELECT route, event_name, event_id, first_seen FROM dedup"
+            " ORDER BY route, event_name, event_id LIMIT ?",
+            (limit,),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            "SELECT route, event_name, event_id, first_seen FROM dedup"
+            " WHERE (route, event_name, event_id) > (?, ?, ?)"
+            " ORDER BY route, event_name, event_id LIMIT ?",
+            (*start, limit),
+        ).fetchall()
+    expired = [(r[0], r[1], r[2], cutoff) for r in rows if r[3] < cutoff]
+    before = conn.total_changes
+    conn.executemany(
+        "DELETE FROM dedup WHERE route = ? AND event_name = ? AND event_id = ? AND first_seen < ?",
+        expired,
+    )
+    deleted = conn.total_changes - before
+    if len(rows) < limit:
+        return deleted, None
+    last = rows[-1]
+    return deleted, (last[0], last[1], last[2])
 
 
 def _counts_tx(conn: sqlite3.Connection) -> dict[tuple[str, DeliveryState], int]:

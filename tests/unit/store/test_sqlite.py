@@ -352,6 +352,7 @@ async def test_compact_frees_records_only_when_no_route_needs_them(
 
 async def test_compact_works_in_chunks(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_module, "COMPACT_CHUNK", 3)
+    monkeypatch.setattr(sqlite_module, "SWEEP_CHUNK", 3)
     await store.append([ev(f"e{i}", "s:a", "s:b") for i in range(10)], T0)
     for route in ("s:a", "s:b"):
         rows = await store.lease(route, 100, T0, LEASE)
@@ -452,9 +453,67 @@ async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
     with closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert "events_key" not in {r[1] for r in conn.execute("PRAGMA index_list(events)")}
+        assert "dedup_first_seen" not in {r[1] for r in conn.execute("PRAGMA index_list(dedup)")}
         refs = dict(conn.execute("SELECT event_id, event_ref FROM dedup").fetchall())
     assert refs["old"] is None
     assert refs["new"] is not None
+
+
+class TestDedupSweep:
+    """Expired dedup keys are deleted by a sweep along the primary key, not found by an index."""
+
+    async def test_the_sweep_goes_on_where_the_last_compaction_stopped(
+        self, store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(sqlite_module, "SWEEP_CHUNK", 3)
+        monkeypatch.setattr(sqlite_module, "SWEEP_FACTOR", 0)  # budget: one chunk a compaction
+        await store.append([ev(f"e{i}") for i in range(10)], T0)
+        await store.append([ev("fresh")], T0 + 500)
+        deleted = [
+            await store.compact(T0 + 1000, keep_done_seconds=1e9, dedup_seconds=600)
+            for _ in range(5)
+        ]
+        # keys in order e0 e1 e2 | e3 e4 e5 | e6 e7 e8 | e9 fresh (end: back to the start)
+        assert deleted == [3, 3, 3, 1, 0]
+        assert scalar(db_path, "SELECT group_concat(event_id) FROM dedup") == "fresh"
+
+    async def test_a_full_pass_per_compaction_when_keys_arrive_faster_than_one_chunk(
+        self, store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(sqlite_module, "SWEEP_CHUNK", 4)
+        await store.append([ev(f"e{i}", "s:a", "s:b") for i in range(10)], T0)
+        # 20 keys claimed since the last compaction: it visits up to 40, i.e. all of them
+        assert await store.compact(T0 + 1000, keep_done_seconds=1e9, dedup_seconds=600) == 20
+        assert scalar(db_path, "SELECT count(*) FROM dedup") == 0
+
+    async def test_an_expired_key_not_yet_swept_is_claimed_again(
+        self, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(store, "dedup_seconds", 600)
+        assert await store.append([ev("a")], T0) == [AppendResult(1, 0)]
+        assert await store.append([ev("a")], T0 + 599) == [AppendResult(0, 1)]
+        assert await store.append([ev("a")], T0 + 700) == [AppendResult(1, 0)]
+
+    async def test_new_files_have_no_first_seen_index(
+        self, store: SqliteStore, db_path: Path
+    ) -> None:
+        with closing(sqlite3.connect(db_path)) as conn:
+            names = {r[1] for r in conn.execute("PRAGMA index_list(dedup)")}
+        assert "dedup_first_seen" not in names
+
+    async def test_the_sweep_reads_along_the_primary_key(self, db_path: Path) -> None:
+        store = SqliteStore(db_path)
+        await store.open()
+        await store.close()
+        with closing(sqlite3.connect(db_path)) as conn:
+            plan = conn.execute(
+                "EXPLAIN QUERY PLAN SELECT route, event_name, event_id, first_seen FROM dedup"
+                " WHERE (route, event_name, event_id) > (?, ?, ?)"
+                " ORDER BY route, event_name, event_id LIMIT ?",
+                ("a", "b", "c", 10),
+            ).fetchall()
+        assert any("SEARCH dedup USING PRIMARY KEY" in row[3] for row in plan)
+        assert not any("TEMP B-TREE" in row[3] for row in plan)
 
 
 async def test_loop_writer_leaves_checkpoints_to_the_checkpointer_thread(
