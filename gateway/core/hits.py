@@ -356,7 +356,7 @@ def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
     cd: dict[str, object] = {}
     ud: dict[str, object] = {}
     for key, value in params.items():
-        if key.startswith(_BRACKET_HEADS) and (m := _BRACKET_RE.fullmatch(key)) is not None:
+        if "[" in key and key.startswith(_BRACKET_HEADS) and (m := _BRACKET_RE.fullmatch(key)):
             (cd if m[1] == "cd" else ud)[m[2]] = value
     user: dict[str, Any] = {}
     for short, raw in ud.items():  # only the ud[…] the hit has (usually none)

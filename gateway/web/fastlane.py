@@ -59,7 +59,7 @@ _BODILESS: Final = frozenset({b"204", b"304", *(b"1%02d" % n for n in range(100)
 _ERROR_500: Final = json.dumps({"error": "internal", "message": "internal error"}).encode()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LaneRequest:
     """One parsed request as the lane's handlers see it (header names lower-cased)."""
 

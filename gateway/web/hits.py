@@ -94,6 +94,8 @@ MAX_QUERY_BYTES: Final = 8_000
 """Largest raw query forwarded (414 above); just under aiohttp's 8190-byte request line."""
 MAX_UPSTREAM_BODY: Final = 65_536
 """Largest upstream answer passed back (502 above); hit answers are a pixel or a short JSON."""
+LINGER_TURNS: Final = 8
+"""Loop turns a mirror batch may wait for more hits under load (see `_mirror_turn`)."""
 DRAIN_SECONDS: Final = 10.0
 """At shutdown, mirrors still on their way to the store are waited for this long at most."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
@@ -269,9 +271,19 @@ class HitAnswer:
 
     def encode(self) -> Answer:
         """Return the status line and headers, and the body, for the fast lane."""
-        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, '')}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in self.headers.items()]
-        return "".join(lines).encode("latin-1"), self.body or b""
+        key = (self.status, *self.headers.items())
+        head = _HEADS.get(key)
+        if head is None:  # hit answers repeat: the same few heads, built once
+            lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, '')}\r\n"]
+            lines += [f"{name}: {value}\r\n" for name, value in self.headers.items()]
+            head = "".join(lines).encode("latin-1")
+            if len(_HEADS) >= _MEMO_MAX:
+                _HEADS.clear()
+            _HEADS[key] = head
+        return head, self.body or b""
+
+
+_HEADS: dict[tuple[object, ...], bytes] = {}
 
 
 OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
@@ -579,9 +591,15 @@ class HitProxy:
     async def _mirror_turn(self) -> None:
         """Mirror every hit queued since the batch was started, then wake their requests."""
         if self._last_batch > 1:
-            # Under load (the last batch was a group) wait one more loop turn: the hits whose
-            # data arrived meanwhile join, and commits (a fixed cost each) are fewer.
-            await asyncio.sleep(0)
+            # Under load (the last batch was a group) wait more loop turns while hits keep
+            # joining (at most LINGER_TURNS): commits, a fixed cost each, are fewer. A lone hit
+            # never waits, and the batch goes as soon as a turn brings no new hit.
+            seen = len(self._turn)
+            for _ in range(LINGER_TURNS):
+                await asyncio.sleep(0)
+                if len(self._turn) == seen:
+                    break
+                seen = len(self._turn)
         batch, self._turn = self._turn, []
         self._last_batch = len(batch)
         self.stats.batches += 1
@@ -855,17 +873,31 @@ def decode_query(raw: str) -> list[tuple[str, str]]:
         for part in raw.split("&"):
             if part:
                 name, _, value = part.partition("=")
-                pairs.append((_unquote_plus(name), _unquote_plus(value)))
+                if "%" in name or "+" in name:
+                    name = _unquote_plus(name)
+                if "%" in value or "+" in value:
+                    value = _unquote_plus(value)
+                pairs.append((name, value))
         return pairs
     except UnicodeDecodeError:
         return list(URL.build(query_string=raw, encoded=True).query.items())
 
 
 def _unquote_plus(text: str) -> str:
-    text = text.replace("+", " ")
     if "%" not in text:
-        return text
-    return unquote_to_bytes(text).decode("utf-8")
+        return text.replace("+", " ")
+    decoded = _UNQUOTED.get(text)
+    if decoded is None:  # escaped values (page URLs) repeat from hit to hit
+        decoded = unquote_to_bytes(text.replace("+", " ")).decode("utf-8")
+        if len(text) <= _MEMO_TEXT_MAX:
+            if len(_UNQUOTED) >= _MEMO_MAX:
+                _UNQUOTED.clear()
+            _UNQUOTED[text] = decoded
+    return decoded
+
+
+_UNQUOTED: dict[str, str] = {}
+_MEMO_TEXT_MAX: Final = 512
 
 
 _EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))

@@ -545,3 +545,31 @@ async def test_the_answer_waits_for_the_durable_commit_of_its_mirror(
     resp = await answer
     assert resp.status == 200
     assert committed == ["slow-1"]
+
+
+async def test_under_load_a_batch_waits_for_the_hits_of_the_next_turns(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    store = runtime_of(h.client).store
+    appended: list[int] = []
+    append = store.append
+
+    async def spy(events: Any, now: float) -> Any:
+        appended.append(len(events))
+        return await append(events, now)
+
+    monkeypatch.setattr(store, "append", spy)
+    await answer_all(h, [meta_query(eid=f"group-{i}") for i in range(3)])  # a group: under load
+    proxy = h.hits
+    found = proxy.lane_route("GET", "/p/m/tr")
+    assert found is not None
+    site = proxy.collect.by_host[HOST]
+    first = asyncio.ensure_future(proxy.answer(found[0], site, lane_hit(meta_query(eid="late-1"))))
+    # The second hit runs in the turn in which the first one's batch starts (and, the last
+    # batch being a group, waits): it joins that batch, as hits of the next poll do.
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(proxy.answer(found[0], site, lane_hit(meta_query(eid="late-2"))))
+    assert [a.status for a in await asyncio.gather(first, second)] == [200, 200]
+    assert appended == [3, 2]
+    assert proxy.stats.batches == 2
