@@ -133,7 +133,7 @@ class User:
 
     `pii` holds raw values keyed by identifier key (em, ph, …) between parsing and hashing;
     `hashed` holds, per hashing rule set ("meta", …), the SHA-256 values a destination sends.
-    Only events whose `pii` is empty may be stored (see `to_record`).
+    Only events whose `pii` is empty may be stored (see `gateway.core.record.encode`).
     """
 
     pii: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -64,7 +64,7 @@ class NewEvent(NamedTuple):
     event_id: str
     event_time: float
     record: bytes
-    """The event as stored (JSON bytes of `gateway.core.record.to_record`); never raw PII."""
+    """The event as stored (`gateway.core.record.encode`: compact JSON); never raw PII."""
     routes: tuple[str, ...]
     """Destination routes ("<site>:<destination>") that must each deliver it."""
 
