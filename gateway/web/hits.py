@@ -81,7 +81,7 @@ from gateway.web.fastlane import Answer, LaneRequest
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.pipeline import Site
 from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
-from gateway.web.upstream import Exchange, Origin, UpstreamError, UpstreamPool
+from gateway.web.upstream import Exchange, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
 
 log = logging.getLogger("signalgate.hits")
 
@@ -321,6 +321,8 @@ class HitProxy:
         """Mirrors queued in this loop turn (the next turn's batch commits them together)."""
         self._batches: set[asyncio.Task[None]] = set()
         self._last_batch = 0
+        self._no_signals: dict[str, Decision] = {}
+        """Each site's consent decision for a hit without any consent signal."""
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -543,20 +545,31 @@ class HitProxy:
 
     async def _answer_of(self, exchange: Exchange | UpstreamError, route: HitRoute) -> HitAnswer:
         """The browser's answer: the upstream's status, body and types, or 502."""
-        try:
-            if isinstance(exchange, UpstreamError):
-                raise exchange
-            resp = await exchange
-            status = resp.status
-            if 300 <= status < 400:
-                raise UpstreamError(f"status {status}")
-        except UpstreamError as exc:
-            self.stats.bad_gateway += 1
-            log.warning(
-                "Hit upstream failed; answered 502 (the mirror still runs).",
-                extra={"vendor": route.vendor, "reason": str(exc)},
-            )
-            return HitAnswer.error(502, "bad_gateway", "hit upstream unavailable")
+        if isinstance(exchange, Exchange):
+            result = exchange.outcome()  # usually in by now: the answer came during the mirror
+            if result is None:
+                try:
+                    result = await exchange
+                except UpstreamError as exc:
+                    result = exc
+        else:
+            result = exchange
+        return self._answer_from(result, route)
+
+    def _answer_from(self, result: UpstreamAnswer | UpstreamError, route: HitRoute) -> HitAnswer:
+        if isinstance(result, UpstreamAnswer):
+            status = result.status
+            if not 300 <= status < 400:
+                return self._forward(result, status)
+            result = UpstreamError(f"status {status}")
+        self.stats.bad_gateway += 1
+        log.warning(
+            "Hit upstream failed; answered 502 (the mirror still runs).",
+            extra={"vendor": route.vendor, "reason": str(result)},
+        )
+        return HitAnswer.error(502, "bad_gateway", "hit upstream unavailable")
+
+    def _forward(self, resp: UpstreamAnswer, status: int) -> HitAnswer:
         self.stats.forwarded += 1
         out = {"Cache-Control": "no-store"}
         for name, key in (
@@ -675,23 +688,28 @@ class HitProxy:
         cmp_cookie = cfg.consent.cmp_cookie
         out: list[_Doc] = []
         for hit in hits:
-            doc: dict[str, Any] = dict(hit.event)
+            doc = hit.event  # the parser's own fresh object: filled in place
             if referer is not None and "url" not in doc:
                 doc["url"] = referer
             raw_consent = doc.get("consent")
             explicit = (_consent_of(raw_consent) if raw_consent is not None else None) or (
                 _decode_consent(cookies.get(CONSENT_COOKIE)) if cookies else None
             )
-            decision = self.collect.decide(
-                site,
-                Signals(
-                    gpc=observed.gpc,
-                    consent=explicit,
-                    tc_string=cookies.get(TC_COOKIE),
-                    cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
-                    region=observed.region,
-                ),
-            )
+            if explicit is None and not cookies and not observed.gpc and observed.region is None:
+                decision = self._no_signals.get(cfg.id)  # the usual hit: nothing to read
+                if decision is None:
+                    decision = self._no_signals[cfg.id] = self.collect.decide(site, Signals())
+            else:
+                decision = self.collect.decide(
+                    site,
+                    Signals(
+                        gpc=observed.gpc,
+                        consent=explicit,
+                        tc_string=cookies.get(TC_COOKIE),
+                        cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
+                        region=observed.region,
+                    ),
+                )
             vid: str | None = None
             if decision.tier is Tier.FULL:
                 doc["user"], vid = self._server_user(observed, doc)

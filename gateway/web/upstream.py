@@ -449,6 +449,22 @@ class Exchange:
                 raise
         raise AssertionError("unreachable")
 
+    def outcome(self) -> UpstreamAnswer | UpstreamError | None:
+        """The answer or failure if the request is over already, else None (await it then).
+
+        A reused connection closed before the answer began is not an outcome: awaiting the
+        exchange decides whether a GET is sent again.
+        """
+        waiter = self._waiter
+        if waiter is None or not waiter.future.done() or waiter.future.cancelled():
+            return None
+        error = waiter.future.exception()
+        if error is None:
+            return waiter.future.result()
+        if isinstance(error, _Retry) or not isinstance(error, UpstreamError):
+            return None
+        return error
+
     def cancel(self) -> None:
         """Give up a request that will not be awaited (its connection is not reused)."""
         conn, waiter = self._conn, self._waiter

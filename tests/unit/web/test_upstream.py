@@ -427,3 +427,29 @@ async def test_each_request_times_out_at_its_own_deadline(server: Scripted) -> N
         assert not pool._deadlines[0.3]._entries  # a timer's pass drops the finished ones
     finally:
         await pool.close()
+
+
+async def test_outcome_tells_a_finished_request_without_awaiting_it(
+    server: Scripted, pool: UpstreamPool
+) -> None:
+    await get(pool, server.base)  # a kept-alive connection: the next request is written at once
+    origin = pool.origin(server.base)
+    request = b"GET /tr/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    exchange = pool.begin(origin, request, seconds=2.0, limit=100, get=True)
+    assert exchange.outcome() is None
+    for _ in range(200):
+        if exchange.outcome() is not None:
+            break
+        await asyncio.sleep(0.005)
+    answer = exchange.outcome()
+    assert isinstance(answer, UpstreamAnswer)
+    assert (answer.status, answer.body) == (200, b"GIF")
+    server.replies.append(b"HTTP/1.1 200 OK\r\nContent-Length: 999\r\n\r\n")
+    failing = pool.begin(origin, request, seconds=2.0, limit=100, get=True)
+    for _ in range(200):
+        if failing.outcome() is not None:
+            break
+        await asyncio.sleep(0.005)
+    error = failing.outcome()
+    assert isinstance(error, UpstreamError)
+    assert "size limit" in str(error)
