@@ -74,6 +74,7 @@ def make_store(config: Config) -> GatewayStore:
         path,
         synchronous=config.storage.synchronous,
         writer=config.storage.writer,
+        cache_mb=config.storage.cache_mb,
         dedup_seconds=config.delivery.dedup_hours * 3600,
         merge_seconds=config.delivery.merge_seconds,
     )

@@ -75,6 +75,13 @@ class StorageConfig:
         " one core) or thread (a writer thread; the loop never waits on SQLite).",
         choices=("loop", "thread"),
     )
+    cache_mb: int = _f(
+        64,
+        "SQLite page cache per connection, MiB: keeps the dedup and delivery indexes in memory"
+        " (random event ids touch pages all over them).",
+        min=1,
+        max=65536,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -543,6 +543,7 @@ class SqliteStore:
         dedup_seconds: float = 172800.0,
         merge_seconds: float = 0.0,
         writer: str = "loop",
+        cache_mb: int = 64,
     ) -> None:
         if writer not in ("loop", "thread"):
             raise ValueError('writer must be "loop" or "thread"')
@@ -551,12 +552,16 @@ class SqliteStore:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}")
         if commit_interval < 0 or busy_timeout_ms < 0 or dedup_seconds < 0:
             raise ValueError("commit_interval, busy_timeout_ms and dedup_seconds must be >= 0")
+        if cache_mb < 1:
+            raise ValueError("cache_mb must be >= 1")
         if str(path) == ":memory:" or str(path).startswith("file:"):
             raise ValueError("SqliteStore needs a file path (two connections share it)")
         self.path = Path(path)
         self.synchronous = mode
         self.commit_interval = commit_interval
         self.busy_timeout_ms = busy_timeout_ms
+        self.cache_mb = cache_mb
+        """Page cache of each connection (writer, reader), MiB."""
         self.dedup_seconds = dedup_seconds
         self.merge_seconds = merge_seconds
         """New rows wait this long so a duplicate from the other channel can merge in."""
@@ -868,6 +873,7 @@ class SqliteStore:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute(f"PRAGMA cache_size = -{int(self.cache_mb) * 1024}")  # in KiB
         except BaseException:
             conn.close()
             raise

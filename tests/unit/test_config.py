@@ -90,6 +90,11 @@ class TestErrors:
             "sites[0].destinations.myspace",
         }
 
+    def test_storage_cache_size_is_bounded(self) -> None:
+        errs = errors_of({"storage": {"cache_mb": 0}, "sites": [site()]})
+        assert list(errs) == ["storage.cache_mb"]
+        assert "1" in errs["storage.cache_mb"]
+
     def test_required_destination_keys(self) -> None:
         doc = {"sites": [{"id": "s", "destinations": {"meta": {}}}]}
         assert errors_of(doc) == {

@@ -459,6 +459,18 @@ async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
     assert refs["new"] is not None
 
 
+async def test_connections_use_the_configured_page_cache(db_path: Path) -> None:
+    store = SqliteStore(db_path, cache_mb=8)
+    await store.open()
+    try:
+        size = await store._write(lambda c: c.execute("PRAGMA cache_size").fetchone()[0])
+        assert size == -8 * 1024  # KiB
+    finally:
+        await store.close()
+    with pytest.raises(ValueError, match="cache_mb"):
+        SqliteStore(db_path, cache_mb=0)
+
+
 class TestDedupSweep:
     """Expired dedup keys are deleted by a sweep along the primary key, not found by an index."""
 
