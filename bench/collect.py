@@ -64,27 +64,17 @@ wake-ups inflate ``_Worker._serve``).
 
 Exit status: 0 when the measurements are valid (PASS or MISS alike), 1 when a check failed.
 
-The process helpers are small copies of those in ``bench/ingest.py`` (not imported, so this
-script does not break when that one changes).
+The helpers this bench shares with ``bench/ingest.py`` (server processes, CPU accounting, the
+wrk Lua plumbing and its output, outbox counts, py-spy) live in ``bench/benchlib.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import http.client
 import json
-import os
-import platform
-import re
-import resource
 import secrets
 import shutil
-import signal
-import socket
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -94,9 +84,46 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchlib import affinity_hook, fmt, free_port, git_head, pinned, source_digest
+from benchlib import (
+    ROOT,
+    SPY_RATE,
+    SPY_ROOTS,
+    BenchSettings,
+    Load,
+    Server,
+    add_core_args,
+    add_output_args,
+    add_timing_args,
+    banner,
+    check_answers,
+    check_outbox,
+    core_arg,
+    end_run,
+    environment,
+    fmt,
+    gateway_frame,
+    load_figures,
+    measured,
+    median_run,
+    outbox_rows,
+    parse_bench_args,
+    proc_times,
+    profile_row,
+    run_forever,
+    run_loadgen,
+    serve_app,
+    snapshot_source,
+    source_warnings,
+    spy_stacks,
+    start_child,
+    start_gateway_config,
+    start_py_spy,
+    wait_idle,
+    wait_quiet,
+    write_json,
+    wrk_script,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT
 """Directory holding the `gateway` package the servers run (a snapshot, by default)."""
 HOST = "track.shop.test"
@@ -110,117 +137,12 @@ COOKIES = ("_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_sgv")
 CLICK_MAX_AGE = 90 * 86400
 ID_MAX_AGE = 400 * 86400
 TARGET_RATIO = 0.75
-MAX_BAD_FRACTION = 0.001
 MAX_OTHER_PCT = 10.0
 """Above this share of a core used by other processes during a case, its figures are suspect."""
-"""More non-204 answers (or socket errors) than this fraction of requests fails the run."""
-SPY_RATE = 250
 CASES = ("first hit", "returning")
 
 
-# -- processes (small copies of bench/ingest.py's helpers) -------------------------------------
-
-
-def proc_times(pid: int) -> tuple[float, float]:
-    """(user, user + system) CPU seconds of a live process (all threads); nan when gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan"), float("nan")
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, (int(fields[11]) + int(fields[12])) / tick
-
-
-def core_times(cpu: int | None) -> tuple[int, int, int]:
-    """(busy, total, user) jiffies of one core (all cores when None) from /proc/stat."""
-    name = "cpu" if cpu is None else f"cpu{cpu}"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/stat").read_text().splitlines():
-            fields = line.split()
-            if fields and fields[0] == name:
-                values = [int(v) for v in fields[1:9]]
-                return sum(values) - values[3] - values[4], sum(values), values[0] + values[1]
-    return 0, 0, 0
-
-
-def wait_idle(pid: int, timeout: float = 60.0, busy: float = 0.05) -> None:
-    """Wait until the server uses under `busy` of a core: aiohttp still runs the handlers of
-    requests the load generator cut off at its end."""
-    start = time.monotonic()
-    before = proc_times(pid)[1]
-    while time.monotonic() - start < timeout:
-        time.sleep(0.25)
-        now = proc_times(pid)[1]
-        if not now - before > busy * 0.25:  # also stops on nan (process gone)
-            return
-        before = now
-
-
-def wait_quiet(max_wait: float = 180.0, threshold: float = 0.15) -> None:
-    """Before a case: wait until the machine is idle (someone's test run would share the cores
-    being measured)."""
-    deadline = time.monotonic() + max_wait
-    tick = os.sysconf("SC_CLK_TCK")
-    while True:
-        before = core_times(None)
-        time.sleep(0.5)
-        after = core_times(None)
-        if (after[0] - before[0]) / tick / 0.5 < threshold or time.monotonic() > deadline:
-            return
-        time.sleep(1.0)
-
-
-def child_env() -> dict[str, str]:
-    """Environment of server children: import `gateway` from SOURCE, unbuffered output."""
-    path = os.pathsep.join(p for p in (str(SOURCE), os.environ.get("PYTHONPATH", "")) if p)
-    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=path)
-
-
-class Server:
-    """A server child process pinned to a core, its log file and a graceful stop."""
-
-    def __init__(self, name: str, cmd: list[str], cpu: int | None, port: int, workdir: Path):
-        self.name = name
-        self.port = port
-        self.log_path = workdir / f"{name}-{port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            pinned(cmd, cpu),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=child_env(),
-            cwd=SOURCE,
-            preexec_fn=affinity_hook(cpu),
-        )
-        deadline = time.monotonic() + 20.0
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited at start:\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"{name} did not listen on {port}:\n{self.log_tail()}"
-                    ) from None
-                time.sleep(0.05)
-
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGINT (the gateway drains its writer queue), then SIGKILL after 20 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+# -- processes ---------------------------------------------------------------------------------
 
 
 GATEWAY_TOML = """
@@ -247,27 +169,11 @@ api_base = "http://127.0.0.1:9"
 
 
 def start_gateway(workdir: Path, cpu: int | None) -> tuple[Server, Path]:
-    port = free_port()
-    case_dir = Path(tempfile.mkdtemp(prefix="gw-", dir=workdir))
-    db = case_dir / "outbox.db"
-    config = case_dir / "signalgate.toml"
-    config.write_text(GATEWAY_TOML.format(port=port, db=db, host=HOST, origin=ORIGIN))
-    cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config), "--no-delivery"]
-    return Server("gateway", cmd, cpu, port, workdir), db
+    return start_gateway_config(GATEWAY_TOML, workdir, cpu, SOURCE, host=HOST, origin=ORIGIN)
 
 
 def start_bare(workdir: Path, cpu: int | None) -> Server:
-    port = free_port()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "_bare", "--port", str(port)]
-    return Server("bare", cmd, cpu, port, workdir)
-
-
-def snapshot_source(workdir: Path) -> Path:
-    dest = workdir / "src"
-    shutil.copytree(
-        ROOT / "gateway", dest / "gateway", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return dest
+    return start_child(__file__, "_bare", workdir, cpu, SOURCE)
 
 
 # -- requests ----------------------------------------------------------------------------------
@@ -334,22 +240,10 @@ local headers = {
 }
 local cookie = [==[%(cookie)s]==]
 if cookie ~= "" then headers["Cookie"] = cookie end
-local threads = {}
-local tcount = 0
 
-function setup(thread)
-  tcount = tcount + 1
-  thread:set("tid", tcount)
-  table.insert(threads, thread)
-end
-
-function init(args)
+function start(args)
   nonce = args[1]
   ms = string.format("%%d", os.time() * 1000)
-  counter = 0
-  ok = 0
-  bad = 0
-  sample = ""
 end
 
 function request()
@@ -360,79 +254,21 @@ function request()
     '","referrer":"https://www.google.com/","vid":"' .. ms .. '-' .. hex .. '"}'
   return wrk.format("POST", "/e", headers, body)
 end
-
-function response(status, hdrs, body)
-  if status == 204 then
-    ok = ok + 1
-  else
-    bad = bad + 1
-    if sample == "" then
-      sample = tostring(status) .. " " .. string.sub(body or "", 1, 160)
-    end
-  end
-end
-
-function done(summary, latency, requests)
-  local okt, badt, smp = 0, 0, ""
-  for _, t in ipairs(threads) do
-    okt = okt + t:get("ok")
-    badt = badt + t:get("bad")
-    local s = t:get("sample")
-    if smp == "" and s ~= nil then smp = s end
-  end
-  smp = string.gsub(smp, '[^%%w%%s%%.:,_%%-]', '?')
-  smp = string.gsub(smp, '%%s', ' ')
-  local e = summary.errors
-  io.write(string.format(
-    'BENCH_JSON {"requests":%%d,"duration_s":%%.6f,"ok":%%d,"bad":%%d,' ..
-    '"socket_errors":%%d,"p50_ms":%%.3f,"p90_ms":%%.3f,"p99_ms":%%.3f,"max_ms":%%.3f,' ..
-    '"mean_ms":%%.3f,"sample":"%%s"}\\n',
-    summary.requests, summary.duration / 1e6, okt, badt,
-    e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(90) / 1000,
-    latency:percentile(99) / 1000, latency.max / 1000, latency.mean / 1000, smp))
-end
 """
 
 
 def lua_script(cookie: str) -> str:
     if "]==]" in cookie or "\n" in cookie:
         raise RuntimeError(f"unexpected Cookie header {cookie!r}")
-    return LUA_SCRIPT % {"host": HOST, "origin": ORIGIN, "ua": USER_AGENT, "cookie": cookie}
+    own = LUA_SCRIPT % {"host": HOST, "origin": ORIGIN, "ua": USER_AGENT, "cookie": cookie}
+    return wrk_script(own, 204)
 
 
 # -- load and measurement ----------------------------------------------------------------------
 
 
 @dataclass
-class Load:
-    """What one wrk run saw, plus the CPU figures around it."""
-
-    requests: int
-    duration_s: float
-    ok: int
-    bad: int
-    socket_errors: int
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    mean_ms: float
-    sample: str = ""
-    client_cpu_s: float = 0.0
-    server_cpu_s: float = float("nan")
-    server_core_busy: float = float("nan")
-    other_cpu_s: float = float("nan")
-
-
-@dataclass
-class Settings:
-    connections: int
-    duration: float
-    warmup: float
-    server_cpu: int | None
-    client_cpu: int | None
-    workdir: Path
+class Settings(BenchSettings):
     cookie: str = ""
     """The returning visitor's Cookie header (captured from the gateway's first response)."""
     replay: bytes = b""
@@ -449,54 +285,20 @@ def run_wrk(settings: Settings, port: int, case: str, seconds: float) -> Load:
     cmd = ["wrk", "-t1", f"-c{settings.connections}", f"-d{max(1, round(seconds))}s"]
     cmd += ["--latency", "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}/e"]
     cmd += ["--", secrets.token_hex(2)]
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
-        pinned(cmd, settings.client_cpu),
-        capture_output=True,
-        text=True,
-        check=False,
-        preexec_fn=affinity_hook(settings.client_cpu),
-        timeout=seconds + 120,
-    )
-    line = next((x for x in done.stdout.splitlines() if x.startswith("BENCH_JSON ")), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr}")
-    load = Load(**json.loads(line.removeprefix("BENCH_JSON ")))
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    load.client_cpu_s = (after.ru_utime + after.ru_stime) - (usage.ru_utime + usage.ru_stime)
-    return load
-
-
-def check_answers(name: str, load: Load) -> None:
-    wrong = load.bad + load.socket_errors
-    if load.ok == 0 or wrong > MAX_BAD_FRACTION * max(1, load.requests):
-        raise RuntimeError(
-            f"{name}: {load.ok} x 204, {load.bad} other answers, {load.socket_errors} socket "
-            f"errors; first other answer: {load.sample!r}"
-        )
+    return run_loadgen(cmd, settings.client_cpu, seconds, "wrk")
 
 
 def measure(settings: Settings, server: Server, name: str, case: str) -> tuple[Load, Load]:
     """Warm up, wait for the server to settle, measure; return (warm-up, measurement)."""
     warm = run_wrk(settings, server.port, case, settings.warmup)
-    check_answers(f"{name} ({case}) warm-up", warm)
+    check_answers(f"{name} ({case}) warm-up", warm, 204)
     wait_idle(server.proc.pid)
-    pid = server.proc.pid
-    user0, cpu0 = proc_times(pid)
-    core0, all0 = core_times(settings.server_cpu), core_times(None)
-    client0 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
-    load = run_wrk(settings, server.port, case, settings.duration)
-    user1, cpu1 = proc_times(pid)
-    core1, all1 = core_times(settings.server_cpu), core_times(None)
-    client1 = resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
-    check_answers(f"{name} ({case})", load)
-    load.server_cpu_s = cpu1 - cpu0
-    if core1[1] > core0[1]:
-        load.server_core_busy = (core1[0] - core0[0]) / (core1[1] - core0[1])
-    # user CPU of the machine spent in neither the server nor wrk (kernel time is left out:
-    # loopback networking is charged to nobody in particular)
-    machine = (all1[2] - all0[2]) / os.sysconf("SC_CLK_TCK")
-    load.other_cpu_s = machine - (user1 - user0) - (client1 - client0)
+    load = measured(
+        server.proc.pid,
+        settings.server_cpu,
+        lambda: run_wrk(settings, server.port, case, settings.duration),
+    )
+    check_answers(f"{name} ({case})", load, 204)
     return warm, load
 
 
@@ -526,25 +328,12 @@ class Result:
 
 
 def result(case: str, server: str, settings: Settings, load: Load) -> Result:
-    d = load.duration_s
     return Result(
         case=case,
         server=server,
         connections=settings.connections,
-        duration_s=round(d, 3),
-        requests_per_s=load.ok / d,
-        p50_ms=load.p50_ms,
-        p90_ms=load.p90_ms,
-        p99_ms=load.p99_ms,
-        max_ms=load.max_ms,
-        ok_204=load.ok,
-        non_204=load.bad,
-        socket_errors=load.socket_errors,
-        server_cpu_pct=100 * load.server_cpu_s / d,
         server_cpu_us_per_request=1e6 * load.server_cpu_s / max(1, load.requests),
-        server_core_busy_pct=100 * load.server_core_busy,
-        client_cpu_pct=100 * load.client_cpu_s / d,
-        other_cpu_pct=100 * load.other_cpu_s / d,
+        **load_figures(load, 204),
     )
 
 
@@ -606,32 +395,16 @@ def run_gateway(settings: Settings, case: str) -> Result:
     return res
 
 
-def outbox_rows(db: Path) -> dict[str, int]:
-    """Open the outbox read-only; return row counts (events, deliveries, profiles)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return {
-            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
-            for table in ("events", "deliveries", "profiles")
-        }
-    finally:
-        conn.close()
-
-
 def verify_rows(
     db: Path, case: str, loads: Sequence[Load], conns: int
 ) -> tuple[dict[str, int], int]:
     """Count outbox rows against the 204 answers; raise when the gateway did not store them."""
-    rows = outbox_rows(db)
+    rows = outbox_rows(db, profiles=True)
     expected = sum(x.ok for x in loads) + 1  # + the first hit sent before the load
-    # requests cut off by the end of a wrk run are still processed after wrk left
-    slack = len(loads) * conns
+    check_outbox(
+        f"gateway ({case})", rows, expected, len(loads) * conns, "requests were answered 204"
+    )
     profiles = expected if case == "first hit" else 1
-    if not expected <= rows["deliveries"] <= expected + slack or rows["events"] < expected:
-        raise RuntimeError(
-            f"gateway ({case}): outbox holds {rows} but {expected} requests were answered 204 "
-            f"(allowed surplus {slack}): the gateway is not storing what it accepts"
-        )
     if rows["profiles"] < profiles:
         raise RuntimeError(
             f"gateway ({case}): {rows['profiles']} visitor profiles for {expected} answers "
@@ -652,9 +425,6 @@ def profile_server(settings: Settings, kind: str, prefix: str) -> dict[str, Any]
     each sample cuts the gateway's throughput several times over and, with all threads stopped,
     py-spy can no longer tell idle threads (the store's, waiting in ``queue.get``) from busy ones.
     """
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        raise RuntimeError("--profile needs py-spy (.venv/bin/pip install py-spy)")
     raw = Path(f"{prefix}.{kind}.txt")
     wait_quiet()
     if kind == "gateway":
@@ -665,15 +435,7 @@ def profile_server(settings: Settings, kind: str, prefix: str) -> dict[str, Any]
     try:
         run_wrk(settings, server.port, "first hit", settings.warmup)
         wait_idle(server.proc.pid)
-        cmd = [spy, "record", "--pid", str(server.proc.pid), "--duration", str(seconds)]
-        cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads"]
-        cmd += ["--format", "raw", "--output", str(raw)]
-        tool = subprocess.Popen(
-            pinned(cmd, settings.client_cpu),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        tool = start_py_spy(server.proc.pid, seconds, raw, settings.client_cpu)
         time.sleep(0.3)
         cpu0 = proc_times(server.proc.pid)[1]
         load = run_wrk(settings, server.port, "first hit", seconds + 1)
@@ -683,7 +445,7 @@ def profile_server(settings: Settings, kind: str, prefix: str) -> dict[str, Any]
             raise RuntimeError(f"py-spy failed: {output}")
     finally:
         server.stop()
-    check_answers(f"{kind} (profiled)", load)
+    check_answers(f"{kind} (profiled)", load, 204)
     cost_us = 1e6 * cpu / max(1, load.requests)
     report = hotspots(raw, cost_us)
     report.update(
@@ -693,23 +455,6 @@ def profile_server(settings: Settings, kind: str, prefix: str) -> dict[str, Any]
         py_spy_raw=str(raw),
     )
     return report
-
-
-_ROOTS = ("<module>", "_run_module_as_main", "Thread._bootstrap", "_bootstrap")
-
-
-def _frame(frame: str) -> tuple[str, str]:
-    """``func (gateway/web/collect.py:12)`` -> ``("func", "gateway/web/collect.py")``."""
-    m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not m:
-        return frame, ""
-    path = m.group(2)
-    at = path.rfind("/gateway/")
-    return m.group(1), path[at + 1 :] if at >= 0 else path
-
-
-def _ours(path: str) -> bool:
-    return path.startswith("gateway/") and path not in ("gateway/cli.py", "gateway/__main__.py")
 
 
 def hotspots(path: Path, cost_us: float, top: int = 20) -> dict[str, Any]:
@@ -727,24 +472,13 @@ def hotspots(path: Path, cost_us: float, top: int = 20) -> dict[str, Any]:
     owner: Counter[str] = Counter()
     module: Counter[str] = Counter()
     total = complete = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack or not count_s.isdigit():
-            continue
-        count = int(count_s)
-        frames = stack.split(";")
-        thread = "?"
-        while frames and frames[0].startswith(("process ", "thread ")):
-            thread = frames.pop(0).split(": ", 1)[-1]
-        parsed = [_frame(f) for f in frames]
-        if not parsed:
-            continue
-        whole = parsed[0][0] in _ROOTS
+    for thread, parsed, count in spy_stacks(path):
+        whole = parsed[0][0] in SPY_ROOTS
         total += count
         complete += count if whole else 0
         threads[thread] += count
         leaf[f"{parsed[-1][0]} ({parsed[-1][1]})"] += count
-        mine = [f for f in parsed if _ours(f[1])]
+        mine = [f for f in parsed if gateway_frame(f[1])]
         if mine:
             owner[f"{mine[-1][0]} ({mine[-1][1]})"] += count
             module[f"{thread}: {mine[-1][1]}"] += count
@@ -771,9 +505,6 @@ def hotspots(path: Path, cost_us: float, top: int = 20) -> dict[str, Any]:
 
 
 def profile_lines(report: dict[str, Any]) -> list[str]:
-    def row(item: Sequence[Any]) -> str:
-        return f"    {item[1]:5.1f}%  {item[2]:7.1f} us/req  {item[0]}"
-
     lines = [
         f"py-spy ({SPY_RATE} Hz, non-blocking, idle excluded): {report['server']} under "
         f"first-hit load, {fmt(report['requests_per_s_while_sampled'])} req/s while sampled, "
@@ -784,11 +515,11 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
     ]
     if report["server"] == "gateway":
         lines.append("  by thread and innermost gateway module:")
-        lines += [row(item) for item in report["modules"] if item[1] >= 0.5]
+        lines += [profile_row(item) for item in report["modules"] if item[1] >= 0.5]
         lines.append("  by innermost gateway function (stdlib/aiohttp time charged to its caller):")
-        lines += [row(item) for item in report["owner"]]
+        lines += [profile_row(item) for item in report["owner"]]
     lines.append("  by leaf function (self time):")
-    lines += [row(item) for item in report["self"]]
+    lines += [profile_row(item) for item in report["self"]]
     return lines
 
 
@@ -818,11 +549,7 @@ def table(results: Sequence[Result]) -> str:
 
 def pick(results: Sequence[Result], case: str, server: str) -> Result | None:
     """The median run (by requests/s) of one case and server."""
-    runs = sorted(
-        (r for r in results if r.case == case and r.server == server),
-        key=lambda r: r.requests_per_s,
-    )
-    return runs[(len(runs) - 1) // 2] if runs else None
+    return median_run(r for r in results if r.case == case and r.server == server)
 
 
 def verdicts(results: Sequence[Result]) -> dict[str, Any]:
@@ -909,57 +636,18 @@ async def _serve_bare(port: int) -> None:
 
     app = web.Application(client_max_size=65_536)
     app.router.add_post("/e", collect)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"bare listening on {port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(app, port, "bare")
 
 
 def bare_main(argv: Sequence[str]) -> int:
-    import uvloop
-
     parser = argparse.ArgumentParser(prog="collect.py _bare")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve_bare(args.port))
+    run_forever(_serve_bare(args.port))
     return 0
 
 
 # -- main --------------------------------------------------------------------------------------
-
-
-def environment(settings: Settings) -> dict[str, Any]:
-    import aiohttp
-    import uvloop
-
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
-    return {
-        "git_head": git_head(),
-        "gateway_src": source_digest(SOURCE),
-        "gateway_snapshot": SOURCE != ROOT,
-        "python": platform.python_version(),
-        "aiohttp": aiohttp.__version__,
-        "uvloop": getattr(uvloop, "__version__", "?"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "loadgen": "wrk" + (f" ({wrk.split()[1]})" if len(wrk.split()) > 1 else ""),
-        "connections": settings.connections,
-        "duration_s": settings.duration,
-        "warmup_s": settings.warmup,
-        "server_cpu": settings.server_cpu,
-        "client_cpu": settings.client_cpu,
-    }
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -967,13 +655,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="bench/collect.py",
         description="POST /e throughput: gateway (cookies, profile, durable append) vs bare.",
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per case")
-    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per case")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
-    parser.add_argument("--quick", action="store_true", help="3 s cases, 1 s warm-up")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat all cases; report medians")
-    parser.add_argument("--server-cpu", type=int, default=0, help="core of the server (-1: none)")
-    parser.add_argument("--client-cpu", type=int, default=1, help="core of wrk (-1: none)")
+    add_timing_args(parser)
+    add_core_args(parser, "core of wrk (-1: none)")
     parser.add_argument(
         "--profile",
         metavar="PREFIX",
@@ -985,17 +668,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="with --profile: skip the measured cases, only profile",
     )
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--no-snapshot",
-        action="store_true",
-        help="run the work tree's gateway package instead of a copy taken at start",
-    )
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup = min(args.duration, 3.0), min(args.warmup, 1.0)
-    return args
+    add_output_args(parser)
+    return parse_bench_args(parser, argv)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -1005,7 +679,6 @@ def main(argv: Sequence[str]) -> int:
     if not shutil.which("wrk"):
         print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
         return 2
-    cores = os.cpu_count() or 1
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-collect-bench-"))
     global SOURCE
     SOURCE = ROOT if args.no_snapshot else snapshot_source(workdir)
@@ -1013,22 +686,12 @@ def main(argv: Sequence[str]) -> int:
         connections=args.connections,
         duration=args.duration,
         warmup=args.warmup,
-        server_cpu=None if args.server_cpu < 0 or cores < 2 else args.server_cpu,
-        client_cpu=None if args.client_cpu < 0 or cores < 2 else args.client_cpu,
+        server_cpu=core_arg(args.server_cpu),
+        client_cpu=core_arg(args.client_cpu),
         workdir=workdir,
     )
-    env = environment(settings)
-    print(
-        f"signalgate collect bench: POST /e, {env['loadgen']}, {args.connections} connections, "
-        f"{args.warmup:g} s warm-up + {args.duration:g} s per case, server on core "
-        f"{settings.server_cpu}, wrk on core {settings.client_cpu}, Python {env['python']}, "
-        f"aiohttp {env['aiohttp']}, uvloop {env['uvloop']}, {env['cpu']} x{env['cores']}, "
-        f"gateway code: HEAD {env['git_head']}, sources {env['gateway_src']}"
-        + (" (snapshot)" if env["gateway_snapshot"] else " (work tree)"),
-        flush=True,
-    )
-    if settings.server_cpu is None:
-        print("warning: servers are not pinned (fewer than 2 cores?)", file=sys.stderr)
+    env = environment(SOURCE, settings, "wrk")
+    banner("collect", "POST /e", env, settings, "wrk")
     results: list[Result] = []
     reports: list[dict[str, Any]] = []
     status = 0
@@ -1046,10 +709,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         status = 1
     finally:
-        env["gateway_src_at_end"] = source_digest(SOURCE)
-        env["work_tree_src_at_end"] = source_digest(ROOT)
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
+        end_run(env, SOURCE, args.keep, workdir)
     print()
     print(table(results))
     print()
@@ -1063,17 +723,7 @@ def main(argv: Sequence[str]) -> int:
             f"{', '.join(shared)}: those figures are not comparable; rerun on an idle machine",
             file=sys.stderr,
         )
-    if env["gateway_src_at_end"] != env["gateway_src"]:
-        print(
-            "WARNING: the gateway sources changed during the run: the figures mix code versions "
-            "(drop --no-snapshot)",
-            file=sys.stderr,
-        )
-    elif env["work_tree_src_at_end"] != env["gateway_src"]:
-        print(
-            f"note: measured the sources {env['gateway_src']} copied at start; the work tree "
-            f"has changed since ({env['work_tree_src_at_end']})"
-        )
+    source_warnings(env)
     for report in reports:
         print()
         print("\n".join(profile_lines(report)))
@@ -1085,8 +735,7 @@ def main(argv: Sequence[str]) -> int:
             "profiles": reports,
             "failed": bool(status),
         }
-        Path(args.json).write_text(json.dumps(doc, indent=2, default=str) + "\n")
-        print(f"\nresults written to {args.json}")
+        write_json(args.json, doc)
     return status
 
 
