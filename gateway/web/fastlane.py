@@ -32,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import partial
 from http import HTTPStatus
 from typing import Any, Final, cast
 
@@ -285,6 +286,10 @@ class FrontProtocol(asyncio.Protocol):
                 continue
             assert pending is not None
             self._busy = True
+            if isinstance(pending, asyncio.Future):  # no task needed: written when it is done
+                self._server.tasks.add(pending)
+                pending.add_done_callback(partial(self._done, extra, target))
+                return
             task = self._server.loop.create_task(self._finish(pending, extra, target))
             self._server.tasks.add(task)
             task.add_done_callback(self._server.tasks.discard)
@@ -296,6 +301,22 @@ class FrontProtocol(asyncio.Protocol):
         except Exception:
             log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
             answer = error_500()
+        self._complete(answer, extra)
+
+    def _done(self, extra: bytes, target: str, pending: asyncio.Future[Answer]) -> None:
+        """`_finish` for an answer that is a future (its done callback)."""
+        self._server.tasks.discard(pending)
+        if pending.cancelled():
+            return  # shutdown: like a cancelled task, nothing is written
+        error = pending.exception()
+        if error is None:
+            answer = pending.result()
+        else:
+            log.error("Unhandled error.", exc_info=error, extra={"path": target.partition("?")[0]})
+            answer = error_500()
+        self._complete(answer, extra)
+
+    def _complete(self, answer: Answer, extra: bytes) -> None:
         self._busy = False
         self._last = self._server.loop.time()
         self._write(answer, extra)
@@ -385,7 +406,8 @@ class FastServer(web.Server):
         self.loop = loop
         self.lane = lane
         self.front: set[FrontProtocol] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()
+        """Answers in flight (tasks, or futures the answerers resolve)."""
         self._sweeper: asyncio.TimerHandle | None = loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     def __call__(self) -> Any:

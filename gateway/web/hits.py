@@ -51,6 +51,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from functools import partial
 from http import HTTPStatus
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
@@ -317,9 +318,10 @@ class HitProxy:
         self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
         self._captures: dict[tuple[str | None, str | None], dict[str, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._turn: list[tuple[Observed, asyncio.Future[None]]] = []
+        self._turn: list[tuple[Observed, Callable[[bool], None]]] = []
         """Mirrors queued in this loop turn (the next turn's batch commits them together)."""
-        self._batches: set[asyncio.Task[None]] = set()
+        self._batches: set[asyncio.Future[None]] = set()
+        """Mirror batches (and the rare hit that still awaits its upstream) in progress."""
         self._last_batch = 0
         self._no_signals: dict[str, Decision] = {}
         """Each site's consent decision for a hit without any consent signal."""
@@ -394,9 +396,14 @@ class HitProxy:
     ) -> Awaitable[Answer]:
         headers = request.headers
         host = headers.get("host", "")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        out: asyncio.Future[Answer] = loop.create_future()
         admitted = self._admit(route, path, raw_path, raw_query, host)
         if isinstance(admitted, HitAnswer):
-            return _ready(admitted.encode())
+            out.set_result(admitted.encode())
+            return out
         forwarded = headers.get("x-forwarded-for")
         hit = HitRequest(
             request.method,
@@ -408,11 +415,12 @@ class HitProxy:
             (forwarded,) if forwarded is not None else (),
             request.body if request.method == "POST" else b"",
         )
-        return self._encoded(route, admitted, hit)
-
-    async def _encoded(self, route: HitRoute, site: Site, hit: HitRequest) -> Answer:
-        answer = await self.answer(route, site, hit)
-        return answer.encode()
+        # No task per hit: the flight is driven by callbacks (its mirror's commit, then its
+        # upstream answer) and resolves `out`, which the lane writes (same order as `answer`).
+        flight = _Flight(self, route, admitted, hit, out)
+        observed = flight.launch()
+        self._mirror_then(observed, flight.mirrored)
+        return out
 
     def _admit(
         self, route: HitRoute, path: str, raw_path: str, raw_query: str, host: str
@@ -438,13 +446,7 @@ class HitProxy:
 
     async def answer(self, route: HitRoute, site: Site, hit: HitRequest) -> HitAnswer:
         """Mirror the admitted hit while forwarding it; return the answer for the browser."""
-        by_vendor = self.stats.by_vendor
-        by_vendor[route.vendor] = by_vendor.get(route.vendor, 0) + 1
-        observed = self._observe(hit, route.vendor, site)
-        try:
-            exchange: Exchange | UpstreamError = self._send(hit, route, site, observed)
-        except UpstreamError as exc:
-            exchange = exc
+        observed, exchange = self._launch(route, site, hit)
         # The request is on its way (on a kept-alive connection) while the mirror runs: the
         # mirrors of every hit of this loop turn are parsed together and committed with one
         # append (see `_mirror_turn`), and this hit waits for that durable commit, so it always
@@ -457,7 +459,23 @@ class HitProxy:
             if isinstance(exchange, Exchange):
                 exchange.cancel()
             raise
-        answer = await self._answer_of(exchange, route)
+        return self._final(await self._answer_of(exchange, route), site, hit)
+
+    def _launch(
+        self, route: HitRoute, site: Site, hit: HitRequest
+    ) -> tuple[Observed, Exchange | UpstreamError]:
+        """Count the hit, take what its mirror needs and start its upstream request."""
+        by_vendor = self.stats.by_vendor
+        by_vendor[route.vendor] = by_vendor.get(route.vendor, 0) + 1
+        observed = self._observe(hit, route.vendor, site)
+        try:
+            return observed, self._send(hit, route, site, observed)
+        except UpstreamError as exc:
+            return observed, exc
+
+    @staticmethod
+    def _final(answer: HitAnswer, site: Site, hit: HitRequest) -> HitAnswer:
+        """The answer with its CORS headers."""
         origin = hit.headers.get("origin")
         if origin is not None:
             cors = _cors(origin, hit.host, site)
@@ -593,13 +611,22 @@ class HitProxy:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        self._mirror_then(observed, partial(_settle, future))
+        return future
+
+    def _mirror_then(self, observed: Observed, done: Callable[[bool], None]) -> None:
+        """Queue the hit's mirror for this loop turn's batch; `done(cancelled)` is called once
+        it is committed (or failed, counted and logged), or with True if the batch was
+        cancelled (shutdown)."""
         turn = self._turn
-        turn.append((observed, future))
+        turn.append((observed, done))
         if len(turn) == 1:  # the turn's first hit: its batch starts on the next loop turn
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
             task = loop.create_task(self._mirror_turn())
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
-        return future
 
     async def _mirror_turn(self) -> None:
         """Mirror every hit queued since the batch was started, then wake their requests."""
@@ -625,12 +652,11 @@ class HitProxy:
                     self._mirror_failed(observed.vendor, exc)
             cancelled = False
         finally:
-            for _, future in batch:
-                if not future.done():
-                    if cancelled:
-                        future.cancel()
-                    else:
-                        future.set_result(None)
+            for _, done in batch:
+                try:
+                    done(cancelled)
+                except Exception:  # a bug: never let one hit keep the others waiting
+                    log.exception("Answering a mirrored hit failed.")
 
     async def _mirror_batch(self, batch: Sequence[Observed]) -> None:
         """Parse the hits, add the server fields, prepare and commit their events.
@@ -828,6 +854,96 @@ class HitProxy:
         return found
 
 
+class _Flight:
+    """One hit of the fast lane on its way: mirror first, then the upstream answer.
+
+    Driven by callbacks instead of a task per hit: the mirror batch calls `mirrored` once the
+    hit's mirror is committed; the answer is built as soon as the upstream's is in too (it
+    usually is by then) and resolves `out`, which the lane writes.
+    """
+
+    __slots__ = ("exchange", "hit", "out", "proxy", "route", "site")
+
+    def __init__(
+        self,
+        proxy: HitProxy,
+        route: HitRoute,
+        site: Site,
+        hit: HitRequest,
+        out: asyncio.Future[Answer],
+    ) -> None:
+        self.proxy = proxy
+        self.route = route
+        self.site = site
+        self.hit = hit
+        self.out = out
+        self.exchange: Exchange | UpstreamError | None = None
+
+    def launch(self) -> Observed:
+        observed, self.exchange = self.proxy._launch(self.route, self.site, self.hit)
+        return observed
+
+    def mirrored(self, cancelled: bool) -> None:
+        exchange = self.exchange
+        if cancelled or self.out.done():
+            if isinstance(exchange, Exchange):
+                exchange.cancel()
+            self.out.cancel()
+            return
+        if isinstance(exchange, Exchange):
+            result = exchange.outcome()
+            if result is None:
+                if not exchange.notify(self._upstream):
+                    self._await_upstream(exchange)
+                return
+        else:
+            assert exchange is not None
+            result = exchange
+        self._answer(result)
+
+    def _upstream(self) -> None:
+        exchange = self.exchange
+        assert isinstance(exchange, Exchange)
+        result = exchange.outcome()
+        if result is None:  # a stale kept-alive connection: awaiting decides on sending again
+            self._await_upstream(exchange)
+        elif not self.out.done():
+            self._answer(result)
+
+    def _await_upstream(self, exchange: Exchange) -> None:
+        task = asyncio.ensure_future(self._later(exchange))
+        self.proxy._batches.add(task)
+        task.add_done_callback(self.proxy._batches.discard)
+
+    async def _later(self, exchange: Exchange) -> None:
+        result: UpstreamAnswer | UpstreamError
+        try:
+            result = await exchange
+        except UpstreamError as exc:
+            result = exc
+        except BaseException:
+            self.out.cancel()
+            raise
+        if not self.out.done():
+            self._answer(result)
+
+    def _answer(self, result: UpstreamAnswer | UpstreamError) -> None:
+        try:
+            proxy = self.proxy
+            answer = proxy._final(proxy._answer_from(result, self.route), self.site, self.hit)
+            self.out.set_result(answer.encode())
+        except Exception as exc:
+            self.out.set_exception(exc)
+
+
+def _settle(future: asyncio.Future[None], cancelled: bool) -> None:
+    if not future.done():
+        if cancelled:
+            future.cancel()
+        else:
+            future.set_result(None)
+
+
 class _Doc:
     """One canonical event object of a hit, on its way through the turn's batch."""
 
@@ -931,10 +1047,6 @@ def _as_pixel(event: Event, ldu: bool) -> Event:
     if ldu:
         _set(copy, "ldu", True)
     return copy
-
-
-async def _ready(answer: Answer) -> Answer:
-    return answer
 
 
 def _hits_base(site: Site, route: HitRoute) -> str:

@@ -40,7 +40,7 @@ import asyncio
 import re
 import ssl
 from collections import deque
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
 from urllib.parse import urlsplit
@@ -464,6 +464,15 @@ class Exchange:
         if isinstance(error, _Retry) or not isinstance(error, UpstreamError):
             return None
         return error
+
+    def notify(self, callback: Callable[[], None]) -> bool:
+        """Call `callback()` once the request written is over (see `outcome`); False if it is
+        not written yet (no idle connection was free): await the exchange then."""
+        waiter = self._waiter
+        if waiter is None:
+            return False
+        waiter.future.add_done_callback(lambda _: callback())
+        return True
 
     def cancel(self) -> None:
         """Give up a request that will not be awaited (its connection is not reused)."""

@@ -21,6 +21,7 @@ import gateway.web.pipeline as pipeline_module
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn, SeenHit
 from gateway.sandbox.meta import MetaSandbox
+from gateway.web.fastlane import LANE
 from gateway.web.hits import HITS, HitProxy, HitRequest, decode_query
 
 HOST = "www.shop.test"
@@ -573,3 +574,42 @@ async def test_under_load_a_batch_waits_for_the_hits_of_the_next_turns(
     assert [a.status for a in await asyncio.gather(first, second)] == [200, 200]
     assert appended == [3, 2]
     assert proxy.stats.batches == 2
+
+
+async def test_a_lane_hit_whose_upstream_answers_after_the_commit_is_answered_then(
+    start: Start,
+) -> None:
+    h = await start()
+    assert (await h.get(f"/p/m/tr/?{meta_query(eid='warm-up')}")).status == 200
+    lane = h.client.app[LANE]
+    h.cdn.faults.latency = 0.2  # the mirror is committed long before the upstream answers
+    loop = asyncio.get_running_loop()
+    begin = loop.time()
+    resp = await h.get(f"/p/m/tr/?{meta_query(eid='late-upstream')}")
+    assert resp.status == 200
+    assert loop.time() - begin >= 0.2
+    assert lane.fast == 2
+    assert sorted(e["event_id"] for e in await h.delivered()) == ["late-upstream", "warm-up"]
+
+
+async def test_a_lane_hit_whose_answer_fails_is_a_500_and_the_connection_goes_on(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    calls = 0
+    answer_from = HitProxy._answer_from
+
+    def flaky(self: HitProxy, result: Any, route: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("bug")
+        return answer_from(self, result, route)
+
+    monkeypatch.setattr(HitProxy, "_answer_from", flaky)
+    first = await h.get(f"/p/m/tr/?{meta_query(eid='bug-1')}")
+    assert first.status == 500
+    assert await first.json() == {"error": "internal", "message": "internal error"}
+    second = await h.get(f"/p/m/tr/?{meta_query(eid='bug-2')}")
+    assert second.status == 200
+    assert h.hits.stats.mirrored == 2, "both mirrors were committed before the answers"
