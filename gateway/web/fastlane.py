@@ -47,10 +47,8 @@ MAX_HEAD: Final = 8190
 KEEPALIVE_SECONDS: Final = 75.0
 """Idle connections (and unfinished heads) are closed after this long (aiohttp's default)."""
 _SWEEP_SECONDS: Final = 5.0
-_HEAD_RE: Final = re.compile(
-    rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n"
-    rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*"
-)
+_LINE_RE: Final = re.compile(rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n")
+_BLOCK_RE: Final = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
 """A request head the lane takes: request line and header lines (obs-fold and controls refused)."""
 _REFUSED: Final = frozenset({"transfer-encoding", "expect", "upgrade", "content-encoding"})
 _REQUEST_ID_MAX: Final = 64
@@ -339,17 +337,21 @@ class FrontProtocol(asyncio.Protocol):
 
     def _parse(self, buf: bytes, head_end: int) -> tuple[str, str, dict[str, str], int] | None:
         """Return method, target, headers and body length of a head the lane takes, else None."""
-        if _HEAD_RE.fullmatch(buf, 0, head_end) is None:
+        line_end = buf.find(b"\r\n", 0, head_end)
+        if _LINE_RE.fullmatch(buf, 0, line_end + 2) is None:
             return None
-        lines = buf[:head_end].decode("latin-1").split("\r\n")
-        method, target, _ = lines[0].split(" ")
-        headers: dict[str, str] = {}
-        for line in lines[1:-1]:
-            name, _, value = line.partition(":")
-            name = name.lower()
-            if name in headers or name in _REFUSED:
-                return None
-            headers[name] = value.strip(" \t")
+        block = buf[line_end + 2 : head_end]
+        known = _BLOCKS.get(block, _UNSEEN)
+        if known is _UNSEEN:  # a client sends the same header lines again and again
+            known = _read_block(block)
+            if len(block) <= _MEMO_BLOCK_MAX:
+                if len(_BLOCKS) >= _MEMO_BLOCKS:
+                    _BLOCKS.clear()
+                _BLOCKS[block] = known
+        if known is None:
+            return None
+        headers = dict(known)  # the handlers' own copy
+        method, target, _ = buf[:line_end].decode("latin-1").split(" ")
         raw_length = headers.get("content-length")
         if raw_length is None:
             return (method, target, headers, 0) if method == "GET" else None
@@ -377,6 +379,28 @@ class FrontProtocol(asyncio.Protocol):
         data, self._buf = self._buf, b""
         if data:
             handler.data_received(data)
+
+
+def _read_block(block: bytes) -> dict[str, str] | None:
+    """The header fields of a head's header lines (names lower-cased), or None when the lane
+    does not take them (malformed, a repeated or refused field)."""
+    if _BLOCK_RE.fullmatch(block) is None:
+        return None
+    headers: dict[str, str] = {}
+    for line in block.decode("latin-1").split("\r\n")[:-1]:
+        name, _, value = line.partition(":")
+        name = name.lower()
+        if name in headers or name in _REFUSED:
+            return None
+        headers[name] = value.strip(" \t")
+    return headers
+
+
+_BLOCKS: dict[bytes, dict[str, str] | None] = {}
+"""Header blocks seen lately and what they hold (never handed out: callers get copies)."""
+_UNSEEN: Final[Any] = object()
+_MEMO_BLOCKS: Final = 256
+_MEMO_BLOCK_MAX: Final = 2048
 
 
 def _request_id_line(given: str | None) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from rawhttp import Answer, Conn
 
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn
-from gateway.web.fastlane import LANE, MAX_HEAD, Lane
+from gateway.web.fastlane import LANE, MAX_HEAD, FrontProtocol, Lane
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.proxy import PROXY
 
@@ -239,3 +240,26 @@ async def test_a_compressed_or_oversized_hit_body_goes_to_aiohttp(
     assert gw.lane.fast == 0
     assert gw.lane.handed_over == 2
     assert gw.client.app[HITS].stats.mirrored == 1
+
+
+def test_repeated_header_blocks_are_read_once_and_every_request_gets_its_own_headers() -> None:
+    server: Any = SimpleNamespace(lane=SimpleNamespace(body_limit=1000))
+    proto = FrontProtocol(server)
+    head = get("/p/m/tr?id=1", User_Agent="ua", X_Request_Id="r1")
+    first = proto._parse(head, len(head) - 2)
+    assert first is not None
+    first[2]["host"] = "changed by a handler"
+    again = get("/p/m/tr?id=2", User_Agent="ua", X_Request_Id="r1")
+    second = proto._parse(again, len(again) - 2)
+    assert second == (
+        "GET",
+        "/p/m/tr?id=2",
+        {"host": HOST, "user-agent": "ua", "x-request-id": "r1"},
+        0,
+    )
+    repeated = get("/x", User_Agent="a") + b""
+    refused = repeated.replace(b"\r\n\r\n", b"\r\nuser-agent: b\r\n\r\n")
+    for _ in range(2):  # refused the first time and, from the memo, the second
+        assert proto._parse(refused, len(refused) - 2) is None
+    bad_line = b"GET /x HTTP/1.0\r\n" + again.partition(b"\r\n")[2]
+    assert proto._parse(bad_line, len(bad_line) - 2) is None
