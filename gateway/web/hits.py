@@ -31,16 +31,21 @@ the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose 
 whole (no Content-Encoding, at most MAX_HIT_BODY bytes) and leaves every other one to aiohttp.
 
 Mirror, run while the upstream request travels (written first when a kept-alive connection is
-idle) in the request's own task, so it is always committed before the answer: the hit is parsed
-by `gateway.core.hits` (any exception is logged at WARNING without the hit's content and
-counted; the pass-through never depends on it). For each parsed event: `url` from the Referer
-when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own consent — GA4
-`gcs` — else the `_sgc` cookie, TCF and CMP cookies, region header); with full consent the server
-fields of `POST /e` are added (ip, user_agent, `fbp`/`fbc` from the cookies when the hit lacks
-them, click ids from cookies and URL, the visitor id from our signed cookie, read only, and that
-visitor's stored profile); then `Pipeline.prepare` → channel "pixel" → consent `apply` →
-`Pipeline.commit` to every destination of the site. The event keeps the hit's event id (GA4
-purchase: the transaction id), so the vendor deduplicates it against the pixel's own copy.
+idle), always committed before the answer: the mirrors of the hits that arrive in one loop turn
+are one batch (under load the batch waits a few more turns while hits keep coming, at most
+`LINGER_TURNS`), parsed together and committed with one `Pipeline.commit` per site and
+destination set (each event alone if that fails); each hit's answer waits for its batch's
+durable commit. A lane hit needs no task: the batch and the upstream answer call it back. The
+hit is parsed by `gateway.core.hits` (any exception is logged at WARNING without the hit's
+content and counted; the pass-through never depends on it). For each parsed event: `url` from
+the Referer when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own
+consent — GA4 `gcs` — else the `_sgc` cookie, TCF and CMP cookies, region header); with full
+consent the server fields of `POST /e` are added (ip, user_agent, `fbp`/`fbc` from the cookies
+when the hit lacks them, click ids from cookies and URL, the visitor id from our signed cookie,
+read only, and that visitor's stored profile, read once per batch); then `Pipeline.prepare` →
+channel "pixel" → consent `apply` → `Pipeline.commit` to every destination of the site. The
+event keeps the hit's event id (GA4 purchase: the transaction id), so the vendor deduplicates
+it against the pixel's own copy.
 """
 
 from __future__ import annotations
@@ -848,9 +853,10 @@ class HitProxy:
         found = self._captures.get(key)
         if found is None:
             found = capture(url, referrer)
-            if len(self._captures) >= _MEMO_MAX:
-                self._captures.clear()
-            self._captures[key] = found
+            if len(url or "") + len(referrer or "") <= _MEMO_TEXT_MAX:
+                if len(self._captures) >= _MEMO_MAX:
+                    self._captures.clear()
+                self._captures[key] = found
         return found
 
 
@@ -1031,7 +1037,8 @@ def _unquote_plus(text: str) -> str:
 
 
 _UNQUOTED: dict[str, str] = {}
-_MEMO_TEXT_MAX: Final = 512
+_MEMO_TEXT_MAX: Final = 1024
+"""Longest text (escaped query value, page URLs) kept in a memo."""
 
 
 _EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))
