@@ -345,8 +345,13 @@ def _guard(parse: Callable[[], _T], default: _T) -> _T:
 
 
 def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
-    form = _pairs(body_form, _META_LIMITS) if body_form else []
-    params = _merge(form, _pairs(query, _META_LIMITS))
+    params: dict[str, object] = {}
+    brackets = False
+    for source in (body_form, query) if body_form else (query,):  # the body wins
+        for key, value in _pairs(source, _META_LIMITS):
+            if key not in params:
+                params[key] = value
+                brackets = brackets or "[" in key
     name = _name(params.get("ev"))
     if name is None or name in _META_SKIP_EVENTS or params.get("es") == "automatic":
         return None
@@ -355,7 +360,7 @@ def _meta_tr(query: object, body_form: object, now: float) -> Hit | None:
         return None
     cd: dict[str, object] = {}
     ud: dict[str, object] = {}
-    for key, value in params.items():
+    for key, value in params.items() if brackets else ():
         if "[" in key and key.startswith(_BRACKET_HEADS) and (m := _BRACKET_RE.fullmatch(key)):
             (cd if m[1] == "cd" else ud)[m[2]] = value
     user: dict[str, Any] = {}
@@ -785,8 +790,10 @@ def _text(raw: object, max_len: int, *, numbers: bool = False) -> str | None:
     if not isinstance(raw, str) or len(raw) > MAX_BODY:
         return None
     text = raw.strip()
-    if not text or len(text) > max_len or _BAD_CHARS_RE.search(text):
+    if not text or len(text) > max_len:
         return None
+    if not (text.isascii() and text.isprintable()) and _BAD_CHARS_RE.search(text):
+        return None  # (printable ASCII, the usual case, has no control or surrogate)
     return text
 
 
@@ -811,7 +818,9 @@ def _float(raw: object, limit: float) -> float | None:
         return float(raw) if abs(raw) <= limit else None
     if isinstance(raw, str):
         text = raw.strip()
-        if len(text) > 40 or not _NUMBER_RE.fullmatch(text):
+        if len(text) > 40:
+            return None
+        if not (text.isdigit() and text.isascii()) and not _NUMBER_RE.fullmatch(text):
             return None
         raw = float(text)
     if isinstance(raw, float) and math.isfinite(raw) and abs(raw) <= limit:
