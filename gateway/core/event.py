@@ -972,12 +972,13 @@ def _user_common(raw: JSON) -> User:
             raise _Unusual  # lists, numbers, over-long values
         if value.strip():
             pii[key] = (value,)
-    click_ids = _click_ids_common(raw.get("click_ids"))
-    fbc = _matching(raw.get("fbc"), 500, _FB_COOKIE_RE.fullmatch)
-    fbp = _matching(raw.get("fbp"), 200, _FB_COOKIE_RE.fullmatch)
-    ip = _ip_common(raw.get("ip"))
-    user_agent = _text(raw.get("user_agent"), MAX_UA)
-    visitor_id = _text(raw.get("visitor_id"), MAX_ID)
+    # Absent fields skip their helper's call: a browser's user often has only ip and agent.
+    click_ids = _click_ids_common(raw["click_ids"]) if "click_ids" in raw else {}
+    fbc = _matching(raw["fbc"], 500, _FB_COOKIE_RE.fullmatch) if "fbc" in raw else None
+    fbp = _matching(raw["fbp"], 200, _FB_COOKIE_RE.fullmatch) if "fbp" in raw else None
+    ip = _ip_common(raw["ip"]) if "ip" in raw else None
+    user_agent = _text(raw["user_agent"], MAX_UA) if "user_agent" in raw else None
+    visitor_id = _text(raw["visitor_id"], MAX_ID) if "visitor_id" in raw else None
     return _new_user(pii, {}, ip, user_agent, visitor_id, fbc, fbp, click_ids)
 
 
@@ -1011,6 +1012,8 @@ def _currency_common(value: JSON) -> str | None:
 def _data_common(raw: JSON) -> Data:
     if type(raw) is not dict or not raw.keys() <= _DATA_KEYS:
         raise _Unusual
+    if not raw:
+        return _new_data()  # a page view's empty data
     currency = _currency_common(raw.get("currency"))
     contents: tuple[Content, ...] = ()
     raw_contents = raw.get("contents")
