@@ -803,6 +803,20 @@ _event_values: Final = attrgetter(*_EVENT_FIELDS)
 _USER_AT: Final = _EVENT_FIELDS.index("user")
 
 
+_CHANNEL_AT: Final = _EVENT_FIELDS.index("channel")
+_LDU_AT: Final = _EVENT_FIELDS.index("ldu")
+
+
+def with_channel(event: Event, channel: str, *, ldu: bool | None = None) -> Event:
+    """Return ``replace(event, channel=channel)`` (and ``ldu=ldu`` unless None), for the
+    request path: one fast build instead of `replace`'s generic field walk."""
+    values: list[Any] = list(_event_values(event))
+    values[_CHANNEL_AT] = channel
+    if ldu is not None:
+        values[_LDU_AT] = ldu
+    return _new_event(*values)
+
+
 def with_hashed(event: Event, hashed: Mapping[str, Mapping[str, tuple[str, ...]]]) -> Event:
     """Return the event with its raw PII dropped and `hashed` as its hashed identifiers.
 

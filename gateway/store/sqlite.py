@@ -917,6 +917,21 @@ class SqliteStore:
         whatever the number of requests); if that fails, each append is retried alone so one bad
         job cannot fail its neighbours. Other jobs run one savepoint each.
         """
+        if len(batch) == 1:  # a lone job: the transaction itself is its unit, no savepoint
+            (job,) = batch
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                value = job.fn(conn)
+                conn.execute("COMMIT")
+            except Exception as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                _resolve([(job, None, exc)])
+                return
+            self.commits += 1
+            _resolve([(job, value, None)])
+            return
         outcomes: list[_Outcome] = []
         appends = [job for job in batch if job.events is not None or job.touch is not None]
         singles = [job for job in batch if job.events is None and job.touch is None]

@@ -55,7 +55,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from typing import Any, Final
@@ -71,7 +71,7 @@ from gateway.core.clickids import (
     parse_fbp,
 )
 from gateway.core.consent import Decision, Signals, Tier, apply
-from gateway.core.event import Event
+from gateway.core.event import Event, with_channel
 from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
 from gateway.core.profile import VisitorProfile, enrich
 from gateway.store.base import ProfileQuery
@@ -786,7 +786,7 @@ class HitProxy:
                 continue
             if doc.vid is not None:
                 event = enrich(event, profiles.get((site_id, doc.vid)))
-            kept = apply(decision, _as_pixel(event, decision.ldu))
+            kept = apply(decision, with_channel(event, "pixel", ldu=True if decision.ldu else None))
             if kept is None:
                 self.stats.consent_dropped += 1
                 continue
@@ -1039,21 +1039,6 @@ def _unquote_plus(text: str) -> str:
 _UNQUOTED: dict[str, str] = {}
 _MEMO_TEXT_MAX: Final = 1024
 """Longest text (escaped query value, page URLs) kept in a memo."""
-
-
-_EVENT_FIELDS: Final = tuple(f.name for f in fields(Event))
-_set: Final = object.__setattr__
-
-
-def _as_pixel(event: Event, ldu: bool) -> Event:
-    """`replace(event, channel="pixel", ldu=True if ldu)` without `replace`'s overhead."""
-    copy = object.__new__(Event)
-    for name in _EVENT_FIELDS:
-        _set(copy, name, getattr(event, name))
-    _set(copy, "channel", "pixel")
-    if ldu:
-        _set(copy, "ldu", True)
-    return copy
 
 
 def _hits_base(site: Site, route: HitRoute) -> str:

@@ -459,6 +459,19 @@ async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
     assert refs["new"] is not None
 
 
+async def test_a_lone_failing_write_leaves_nothing_and_the_next_one_works(
+    store: SqliteStore, db_path: Path
+) -> None:
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO heartbeat(id, at) VALUES (1, 5) ON CONFLICT DO UPDATE SET at = 5")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await store._write(half_then_fail)
+    assert scalar(db_path, "SELECT count(*) FROM heartbeat WHERE at = 5") == 0
+    assert await store.append([ev("after")], T0) == [AppendResult(1, 0)]
+
+
 async def test_connections_use_the_configured_page_cache(db_path: Path) -> None:
     store = SqliteStore(db_path, cache_mb=8)
     await store.open()
