@@ -456,10 +456,8 @@ async def answer_all(h: Harness, queries: list[str]) -> list[int]:
     return [a.status for a in answers]
 
 
-async def test_the_hits_of_one_loop_turn_are_committed_with_one_append(
-    start: Start, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    h = await start()
+def spy_appends(h: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every store append the gateway makes from now on."""
     store = runtime_of(h.client).store
     appended: list[int] = []
     append = store.append
@@ -469,6 +467,14 @@ async def test_the_hits_of_one_loop_turn_are_committed_with_one_append(
         return await append(events, now)
 
     monkeypatch.setattr(store, "append", spy)
+    return appended
+
+
+async def test_the_hits_of_one_loop_turn_are_committed_with_one_append(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    appended = spy_appends(h, monkeypatch)
     statuses = await answer_all(h, [meta_query(eid=f"turn-{i}") for i in range(5)])
     assert statuses == [200] * 5
     assert appended == [5]
@@ -552,15 +558,7 @@ async def test_under_load_a_batch_waits_for_the_hits_of_the_next_turns(
     start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = await start()
-    store = runtime_of(h.client).store
-    appended: list[int] = []
-    append = store.append
-
-    async def spy(events: Any, now: float) -> Any:
-        appended.append(len(events))
-        return await append(events, now)
-
-    monkeypatch.setattr(store, "append", spy)
+    appended = spy_appends(h, monkeypatch)
     await answer_all(h, [meta_query(eid=f"group-{i}") for i in range(3)])  # a group: under load
     proxy = h.hits
     found = proxy.lane_route("GET", "/p/m/tr")
