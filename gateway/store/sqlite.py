@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import queue
@@ -1104,6 +1105,30 @@ def _append_tx(
     ]
     before = conn.total_changes
     conn.executemany(_CLAIM, keys)
+    due = now + merge_seconds if merge_seconds > 0 else 0.0
+    first = events[0].routes
+    if conn.total_changes - before == len(keys) and all(
+        e.routes is first or e.routes == first for e in events
+    ):
+        # Every key was new (or expired), so every event won every route, and all share one
+        # routes tuple (one site's request, the usual case): the events go in with one
+        # executemany, each route's delivery rows with one INSERT … SELECT over the new ids.
+        conn.executemany(
+            "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (base + 1 + i, e.site, e.event_name, e.event_id, e.event_time, e.record, now)
+                for i, e in enumerate(events)
+            ],
+        )
+        for route in first:
+            conn.execute(
+                "INSERT INTO deliveries(event_ref, route, state, attempts, not_before,"
+                " updated_at) SELECT id, ?, 'pending', 0, ?, ? FROM events"
+                " WHERE id BETWEEN ? AND ? ORDER BY id",
+                (route, due, now, base + 1, base + len(events)),
+            )
+        return [_won_all(len(first))] * len(events)
     claimed: dict[int, list[str]] = {}
     won_all = conn.total_changes - before == len(keys)
     if won_all:  # every key was new (or expired): all won
@@ -1114,7 +1139,6 @@ def _append_tx(
             (owner,) = conn.execute(_OWNER, (route, name, event_id)).fetchone()
             if owner == ref:
                 claimed.setdefault(ref - base - 1, []).append(route)
-    due = now + merge_seconds if merge_seconds > 0 else 0.0
     if claimed:
         conn.executemany(
             "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
@@ -1125,23 +1149,11 @@ def _append_tx(
                 for e in (events[i],)
             ],
         )
-        first = events[0].routes
-        if won_all and all(e.routes is first or e.routes == first for e in events):
-            # Every event won every route and all share one routes tuple (one site's request,
-            # the usual case): each route's rows are one INSERT … SELECT over the new ids.
-            for route in first:
-                conn.execute(
-                    "INSERT INTO deliveries(event_ref, route, state, attempts, not_before,"
-                    " updated_at) SELECT id, ?, 'pending', 0, ?, ? FROM events"
-                    " WHERE id BETWEEN ? AND ? ORDER BY id",
-                    (route, due, now, base + 1, base + len(events)),
-                )
-        else:
-            conn.executemany(
-                "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-                " VALUES (?, ?, 'pending', 0, ?, ?)",
-                [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
-            )
+        conn.executemany(
+            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+            " VALUES (?, ?, 'pending', 0, ?, ?)",
+            [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
+        )
     if len(keys) > sum(len(routes) for routes in claimed.values()):
         lost = [
             (i, route)
@@ -1156,6 +1168,12 @@ def _append_tx(
         )
         for i, e in enumerate(events)
     ]
+
+
+@functools.cache
+def _won_all(routes: int) -> AppendResult:
+    """The result of an event that won all its `routes` (immutable: one shared instance)."""
+    return AppendResult(created=routes, deduplicated=0)
 
 
 def _merge_duplicates(
