@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
+
+from gateway.web.fastlane import LANE, Lane
 
 
 @dataclass
@@ -64,3 +67,19 @@ class Conn:
 async def connect(host: str, port: int) -> Conn:
     reader, writer = await asyncio.open_connection(host, port)
     return Conn(reader, writer)
+
+
+@dataclass
+class LaneClient:
+    """A test server's fast lane and raw connections to it (`client`: the aiohttp test client)."""
+
+    client: Any
+
+    @property
+    def lane(self) -> Lane:
+        lane: Lane = self.client.app[LANE]
+        return lane
+
+    async def connect(self) -> Conn:
+        reader, writer = await asyncio.open_connection(self.client.host, self.client.port)
+        return Conn(reader, writer)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from dataclasses import dataclass
@@ -10,10 +9,9 @@ from typing import Any
 
 import pytest
 from conftest import FakeClock, runtime_of
-from rawhttp import Answer, Conn
+from rawhttp import Answer, Conn, LaneClient
 
 from gateway.web.collect import MAX_BODY
-from gateway.web.fastlane import LANE, Lane
 
 HOST = "track.shop.test"
 ORIGIN = "https://www.shop.test"
@@ -51,18 +49,7 @@ def jar(answer: Answer) -> str:
 
 
 @dataclass
-class Gateway:
-    client: Any
-
-    @property
-    def lane(self) -> Lane:
-        lane: Lane = self.client.app[LANE]
-        return lane
-
-    async def connect(self) -> Conn:
-        reader, writer = await asyncio.open_connection(self.client.host, self.client.port)
-        return Conn(reader, writer)
-
+class Gateway(LaneClient):
     async def aiohttp_conn(self) -> Conn:
         """A connection already handed over to aiohttp (by a request the lane does not take)."""
         conn = await self.connect()

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from conftest import FakeClock
-from rawhttp import Answer, Conn
+from rawhttp import Answer, LaneClient
 
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn
-from gateway.web.fastlane import LANE, MAX_HEAD, FrontProtocol, Lane
+from gateway.web.fastlane import MAX_HEAD, FrontProtocol
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.proxy import PROXY
 
@@ -29,18 +29,8 @@ def get(target: str, **headers: str) -> bytes:
 
 
 @dataclass
-class Gateway:
-    client: Any
+class Gateway(LaneClient):
     cdn: FakeCdn
-
-    @property
-    def lane(self) -> Lane:
-        lane: Lane = self.client.app[LANE]
-        return lane
-
-    async def connect(self) -> Conn:
-        reader, writer = await asyncio.open_connection(self.client.host, self.client.port)
-        return Conn(reader, writer)
 
     async def once(self, data: bytes) -> Answer:
         conn = await self.connect()
