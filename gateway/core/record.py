@@ -28,7 +28,10 @@ class RawPIIError(ValueError):
 #    ad_user_data, ad_personalization]}
 
 
-class _StoredUser(msgspec.Struct, omit_defaults=True):
+# gc=False: a record's structs hold strings, numbers and plain containers only (no cycles).
+
+
+class _StoredUser(msgspec.Struct, omit_defaults=True, gc=False):
     ip: str | None = None
     ua: str | None = None
     vid: str | None = None
@@ -38,7 +41,7 @@ class _StoredUser(msgspec.Struct, omit_defaults=True):
     cid: dict[str, str] | None = None
 
 
-class _StoredData(msgspec.Struct, omit_defaults=True):
+class _StoredData(msgspec.Struct, omit_defaults=True, gc=False):
     value: float | None = None
     currency: str | None = None
     order_id: str | None = None
@@ -53,7 +56,7 @@ class _StoredData(msgspec.Struct, omit_defaults=True):
     custom: dict[str, str | float | bool] | None = None
 
 
-class _Stored(msgspec.Struct, omit_defaults=True):
+class _Stored(msgspec.Struct, omit_defaults=True, gc=False):
     e: str
     id: str
     t: int

@@ -68,15 +68,18 @@ from gateway.core.identity import PiiHasher
 # _CONTENT_KEYS); a key outside them fails the decode. Every field the common path reads as
 # "absent or null" defaults to None. PII that may come as a list (email, phone, external_id)
 # is typed as one string: a list sends the document to the general path.
+# gc=False: decoded JSON holds no reference cycles, so the structs need no GC tracking (cheaper
+# to make and free, and a 100-event body no longer brings the next collection ~1,500 objects
+# closer).
 
 
-class _Content(msgspec.Struct, forbid_unknown_fields=True):
+class _Content(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     id: str
     quantity: int | None = None
     price: float | None = None
 
 
-class _User(msgspec.Struct, forbid_unknown_fields=True):
+class _User(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     email: str | None = None
     phone: str | None = None
     first_name: str | None = None
@@ -96,7 +99,7 @@ class _User(msgspec.Struct, forbid_unknown_fields=True):
     click_ids: dict[str, str] | None = None
 
 
-class _Data(msgspec.Struct, forbid_unknown_fields=True):
+class _Data(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     value: float | None = None
     currency: str | None = None
     order_id: str | None = None
@@ -111,7 +114,7 @@ class _Data(msgspec.Struct, forbid_unknown_fields=True):
     custom: dict[str, str | int | float | bool] | None = None
 
 
-class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
+class WireEvent(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One event of a document, as typed JSON (not yet checked beyond its types)."""
 
     event: str
@@ -126,7 +129,7 @@ class WireEvent(msgspec.Struct, forbid_unknown_fields=True):
     test_code: str | None = None
 
 
-class _Document(msgspec.Struct, forbid_unknown_fields=True):
+class _Document(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     events: list[WireEvent]
 
 
