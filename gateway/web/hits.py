@@ -30,9 +30,10 @@ The same checks, forwarding, mirror and answers serve requests from aiohttp (`se
 the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose body it read
 whole (no Content-Encoding, at most MAX_HIT_BODY bytes) and leaves every other one to aiohttp.
 
-Mirror, run while the upstream request travels (written first when a kept-alive connection is
-idle), always committed before the answer: the mirrors of the hits that arrive in one loop turn
-are one batch (under load the batch waits a few more turns while hits keep coming, at most
+Mirror, run while the upstream request travels (on an idle kept-alive connection it is written
+at the end of the loop turn, with the turn's other hits, before the mirror batch's first step),
+always committed before the answer: the mirrors of the hits that arrive in one loop turn are one
+batch (under load the batch waits a few more turns while hits keep coming, at most
 `LINGER_TURNS`), parsed together and committed with one `Pipeline.commit` per site and
 destination set (each event alone if that fails); each hit's answer waits for its batch's
 durable commit. A lane hit needs no task: the batch and the upstream answer call it back. The
@@ -528,7 +529,7 @@ class HitProxy:
     # --- pass-through -------------------------------------------------------------------------
 
     def _send(self, hit: HitRequest, route: HitRoute, site: Site, observed: Observed) -> Exchange:
-        """Start the upstream request of a hit (written at once on an idle connection)."""
+        """Start the upstream request of a hit (written at the turn's end on an idle connection)."""
         key = (site.config.id, route.path)
         found = self._targets.get(key)
         if found is None:
