@@ -30,9 +30,10 @@ The same checks, forwarding, mirror and answers serve requests from aiohttp (`se
 the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose body it read
 whole (no Content-Encoding, at most MAX_HIT_BODY bytes) and leaves every other one to aiohttp.
 
-Mirror, run while the upstream request travels (written first when a kept-alive connection is
-idle), always committed before the answer: the mirrors of the hits that arrive in one loop turn
-are one batch (under load the batch waits a few more turns while hits keep coming, at most
+Mirror, run while the upstream request travels (on an idle kept-alive connection it is written
+at the end of the loop turn, with the turn's other hits, before the mirror batch's first step),
+always committed before the answer: the mirrors of the hits that arrive in one loop turn are one
+batch (under load the batch waits a few more turns while hits keep coming, at most
 `LINGER_TURNS`), parsed together and committed with one `Pipeline.commit` per site and
 destination set (each event alone if that fails); each hit's answer waits for its batch's
 durable commit. A lane hit needs no task: the batch and the upstream answer call it back. The
@@ -112,6 +113,7 @@ _UA_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _MAX_UA: Final = 1024
 _MEMO_MAX: Final = 1024
 _MISSING: Final = object()
+_UNSEEN: Final[Any] = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,6 +323,8 @@ class HitProxy:
         """Keep-alive connections to the configured hit upstreams (and to nothing else)."""
         self._targets: dict[tuple[str, str], tuple[Origin, str]] = {}
         self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
+        self._sites: dict[tuple[HitRoute, str, str], Site | None] = {}
+        """(route, path, Host header) → the admitted site or None (sites never change)."""
         self._captures: dict[tuple[str | None, str | None], dict[str, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn: list[tuple[Observed, Callable[[bool], None]]] = []
@@ -436,6 +440,19 @@ class HitProxy:
             return self._reject(400, "bad_request", "malformed hit path")
         if len(raw_query) > MAX_QUERY_BYTES:
             return self._reject(414, "uri_too_long", "query too long")
+        key = (route, path, host)
+        site: Site | None = self._sites.get(key, _UNSEEN)
+        if site is _UNSEEN:  # hosts repeat: each (route, path, Host value) is looked up once
+            site = self._site_of(route, path, host)
+            if len(self._sites) >= _MEMO_MAX:
+                self._sites.clear()
+            self._sites[key] = site
+        if site is None:
+            return self._reject(404, "not_found", "no such hit route")
+        return site
+
+    def _site_of(self, route: HitRoute, path: str, host: str) -> Site | None:
+        """The site serving `route` at `path` for the Host header `host`, else None."""
         bare = _bare_host(host)
         scripts = self.proxy.by_host.get(bare, self.proxy.fallback)
         site = self.collect.by_host.get(bare, self.collect.fallback)
@@ -446,7 +463,7 @@ class HitProxy:
             or route.vendor not in scripts.vendors
             or (not route.root and not path.startswith(scripts.prefix))
         ):
-            return self._reject(404, "not_found", "no such hit route")
+            return None
         return site
 
     async def answer(self, route: HitRoute, site: Site, hit: HitRequest) -> HitAnswer:
@@ -528,7 +545,7 @@ class HitProxy:
     # --- pass-through -------------------------------------------------------------------------
 
     def _send(self, hit: HitRequest, route: HitRoute, site: Site, observed: Observed) -> Exchange:
-        """Start the upstream request of a hit (written at once on an idle connection)."""
+        """Start the upstream request of a hit (written at the turn's end on an idle connection)."""
         key = (site.config.id, route.path)
         found = self._targets.get(key)
         if found is None:

@@ -49,7 +49,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -84,6 +84,7 @@ JS_TYPES: Final = frozenset(
 _MAX_BACKOFF_KEYS: Final = 10_000
 _MAX_MEMO: Final = 4096
 """Entries of each fast-lane memo (targets, header blocks, Accept-Encoding values)."""
+_UNSEEN: Final[Any] = object()
 _SEGMENT: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}")
 _CHARSET: Final = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
@@ -470,14 +471,12 @@ class ScriptProxy:
         (bounded), so a hot script costs two dict lookups and a clock read.
         """
         key = (raw_target, host)
-        try:
-            target = self._targets[key]
-        except KeyError:
+        target = self._targets.get(key, _UNSEEN)
+        if target is _UNSEEN:  # (no try/except: every pixel hit on the lane misses here)
             raw_path = raw_target.partition("?")[0]
             path_key = (raw_path, host)
-            try:
-                routed = self._routes[path_key]
-            except KeyError:
+            routed = self._routes.get(path_key, _UNSEEN)
+            if routed is _UNSEEN:
                 routed = self._route_of(raw_path, host)
                 if len(self._routes) >= _MAX_MEMO:
                     self._routes.clear()

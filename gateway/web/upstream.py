@@ -27,6 +27,13 @@ Rules:
   nobody asked for, is closed and forgotten. A GET that finds a reused connection closed before
   the first byte of its answer is retried once on a new connection (the usual keep-alive race);
   a POST is not (it may have reached the vendor).
+* **Writes.** A request is written at the end of the loop turn it was begun in, together with
+  every other request of that turn (`UpstreamPool.write_soon`): under load the writes of many
+  hits go out in one burst, which wakes the upstream's side once instead of once per request
+  (each wake-up of a sleeping reader on another core costs the writer an inter-processor
+  interrupt: on the benchmark machine the upstream writes were 18% of the gateway's CPU, the
+  burst-written answers to the browsers 3%). A request given up before its turn ends is never
+  written.
 * **Timeouts.** Connecting (TCP + TLS) is bounded by `connect_timeout`; the whole request
   (waiting for a connection, connecting, writing, reading) by the request's `timeout`.
 * `close()` closes every connection and fails requests in flight; the pool takes no new ones.
@@ -207,7 +214,8 @@ class _Conn(asyncio.Protocol):
     # --- requests ---------------------------------------------------------------------------
 
     def send(self, data: bytes, waiter: _Waiter) -> None:
-        """Write one request; its answer resolves `waiter.future`."""
+        """Queue one request for writing at the end of the loop turn; its answer resolves
+        `waiter.future`."""
         assert self.transport is not None
         assert self._waiter is None
         self._waiter = waiter
@@ -215,7 +223,12 @@ class _Conn(asyncio.Protocol):
         self._status, self._headers, self._length, self._chunked = 0, None, -1, False
         self._body = bytearray()
         self.used = True
-        self.transport.write(data)
+        self.pool.owner.write_soon(self, waiter, data)
+
+    def write_now(self, waiter: _Waiter, data: bytes) -> None:
+        """Write the queued request of `waiter` unless it was given up (or failed) meanwhile."""
+        if self._waiter is waiter and not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def abandon(self, waiter: _Waiter) -> None:
         """The request of `waiter` gave up (timeout, cancellation): never reuse the connection."""
@@ -560,6 +573,21 @@ class UpstreamPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._outgoing: list[tuple[_Conn, _Waiter, bytes]] = []
+        """Requests begun in this loop turn, written together at its end (`_write_out`)."""
+
+    def write_soon(self, conn: _Conn, waiter: _Waiter, data: bytes) -> None:
+        """Write the request `data` of `waiter` on `conn` once the callbacks already due in this
+        loop turn have run, with every other request begun meanwhile (one `call_soon`)."""
+        outgoing = self._outgoing
+        outgoing.append((conn, waiter, data))
+        if len(outgoing) == 1:
+            self.loop.call_soon(self._write_out)
+
+    def _write_out(self) -> None:
+        outgoing, self._outgoing = self._outgoing, []
+        for conn, waiter, data in outgoing:
+            conn.write_now(waiter, data)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -619,8 +647,10 @@ class UpstreamPool:
     ) -> Exchange:
         """Start sending a complete, checked request (see `head`); await it for the answer.
 
-        On an idle keep-alive connection the request is written before this returns, so the
-        caller can do other work while it travels; otherwise connecting starts when awaited.
+        On an idle keep-alive connection the request takes it at once and is written at the end
+        of this loop turn, with every other request begun in it, so the caller can do other
+        work meanwhile; otherwise connecting starts when awaited (and the request is written
+        at the end of the turn that got the connection).
         A caller that gives up without awaiting must `cancel()` it.
         """
         if self._closed:

@@ -22,7 +22,7 @@ from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn, SeenHit
 from gateway.sandbox.meta import MetaSandbox
 from gateway.web.fastlane import LANE
-from gateway.web.hits import HITS, HitProxy, HitRequest, decode_query
+from gateway.web.hits import HITS, HitAnswer, HitProxy, HitRequest, decode_query
 
 HOST = "www.shop.test"
 UA = "Mozilla/5.0 (hit test)"
@@ -368,6 +368,23 @@ async def test_host_games_and_path_tricks_are_refused(
     await writer.wait_closed()
     assert int(data.split(b" ", 2)[1]) == status
     assert h.cdn.hits == []
+
+
+async def test_admission_by_host_is_the_same_every_time(start: Start) -> None:
+    """Each (route, path, Host) is looked up once and remembered: a repeat gets the same
+    answer, and so does each spelling of a known host."""
+    h = await start()
+    route, path = h.hits.lane_route("GET", "/p/m/tr") or (None, "")
+    assert route is not None
+    hosts = [HOST, HOST.upper(), f"{HOST}:8080", f"{HOST}.", "evil.test", "", "[::1]:80"]
+    for _ in range(3):
+        admitted = [h.hits._admit(route, path, path, "ev=PageView", host) for host in hosts]
+        assert [isinstance(a, HitAnswer) for a in admitted] == [False] * 4 + [True] * 3
+        assert {id(a) for a in admitted[:4]} == {id(h.hits.collect.by_host[HOST])}
+        assert all(a.status == 404 for a in admitted[4:] if isinstance(a, HitAnswer))
+    refused = h.hits._admit(route, path, path, "ev=Page View", HOST)  # the query is still read
+    assert isinstance(refused, HitAnswer)
+    assert refused.status == 400
 
 
 async def test_vendor_not_enabled_is_404(start: Start) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -453,3 +455,38 @@ async def test_outcome_tells_a_finished_request_without_awaiting_it(
     error = failing.outcome()
     assert isinstance(error, UpstreamError)
     assert "size limit" in str(error)
+
+
+async def test_requests_begun_in_one_loop_turn_are_written_together_at_its_end(
+    server: Scripted, pool: UpstreamPool
+) -> None:
+    """Writes are one burst per loop turn; a request given up before then is never written."""
+    await asyncio.gather(*(get(pool, server.base) for _ in range(3)))  # three kept-alive
+    origin = pool.origin(server.base)
+    writes: list[bytes] = []
+    for conn in pool._pools[origin].idle:
+        transport = conn.transport
+        assert transport is not None
+        real = transport.write
+
+        def spy(data: bytes, real: Callable[[bytes], None] = real) -> None:
+            writes.append(bytes(data))
+            real(data)
+
+        conn.transport = cast(asyncio.Transport, SimpleNamespace(write=spy, close=transport.close))
+    begun = [
+        pool.begin(
+            origin, b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i, seconds=2.0, limit=100, get=True
+        )
+        for i in range(3)
+    ]
+    assert writes == []  # nothing written while the turn's callbacks run
+    begun[1].cancel()  # given up in the same turn: never reaches the upstream
+    await asyncio.sleep(0)
+    assert sorted(writes) == [
+        b"GET /0 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    for exchange in (begun[0], begun[2]):
+        assert (await exchange).body == b"GIF"
+    assert sorted(seen.head.split(b" ")[1] for seen in server.seen[3:]) == [b"/0", b"/2"]
