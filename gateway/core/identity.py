@@ -22,22 +22,42 @@ class PiiHasher:
     Called by `parse_event` (its `hasher` argument) once the event is known to be valid, so the
     event is built once, already hashed. `warnings` then holds a FieldError per dropped value,
     with its path under `path` (e.g. ``events[3].user.phone``). One hasher may serve all the
-    events of a request (set `path` per event): it remembers the result of each (rule set,
-    identifier, value) it has seen, so a value repeated across the batch (a phone number, a
-    country) is normalised and hashed once. Raw values live in that memo only as long as the
-    hasher, i.e. the request.
+    events of a request (set `path` per event, or `index` to mean ``<prefix>[index]`` without
+    formatting a path that is only needed if something is dropped): it remembers the result
+    of each (rule set, identifier, value) it has seen, so a value repeated across the batch (a
+    phone number, a country) is normalised and hashed once. Raw values live in that memo only
+    as long as the hasher, i.e. the request.
     """
 
-    __slots__ = ("_memo", "default_country", "path", "rulesets", "warnings")
+    __slots__ = ("_memo", "_path", "default_country", "index", "prefix", "rulesets", "warnings")
 
     def __init__(
-        self, rulesets: tuple[str, ...], *, default_country: str | None = None, path: str = ""
+        self,
+        rulesets: tuple[str, ...],
+        *,
+        default_country: str | None = None,
+        path: str = "",
+        prefix: str = "events",
     ) -> None:
         self.rulesets = rulesets
         self.default_country = default_country
-        self.path = path
+        self._path = path
+        self.prefix = prefix
+        self.index: int | None = None
         self.warnings: list[FieldError] = []
         self._memo: dict[tuple[str, str, str], str | Dropped] = {}
+
+    @property
+    def path(self) -> str:
+        """Where warnings point: ``<prefix>[index]`` while `index` is set, else the path."""
+        if self.index is not None:
+            return f"{self.prefix}[{self.index}]"
+        return self._path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        self._path = value
+        self.index = None
 
     def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
         memo = self._memo

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from typing import Final
+from typing import Final, NamedTuple
 
 import msgspec
 
@@ -27,6 +27,7 @@ from gateway.core.event import (
     _DATA_CORE_KEYS,
     _DATA_KEYS,
     _FB_COOKIE_RE,
+    _IPV4_RE,
     _NAME_RE,
     _OTHER,
     _SOURCES,
@@ -53,6 +54,7 @@ from gateway.core.event import (
     _finite,
     _ip_common,
     _matching,
+    _new_content,
     _new_data,
     _new_event,
     _new_user,
@@ -154,6 +156,26 @@ def decode_document(raw: bytes) -> list[WireEvent] | None:
         return None
 
 
+def is_clean(raw: bytes) -> bool:
+    """Tell whether every string a JSON body decodes to is printable and needs no strip.
+
+    True for a body that is ASCII without backslashes (so no escapes: each string is its raw
+    bytes), without DEL (0x7F, the one ASCII byte JSON allows raw in a string that is not
+    printable; bytes below 0x20 cannot appear raw in a JSON string at all) and without a quote
+    next to a space (so no string starts or ends with one; in ASCII, space is the only
+    whitespace a string can hold raw). Every string is then made of 0x20-0x7E and
+    ``s.isprintable() and s.strip() == s``. Compact machine-written JSON usually qualifies;
+    ``", "``-separated JSON does not, and takes the per-value checks.
+    """
+    return (
+        raw.isascii()
+        and b"\\" not in raw
+        and b"\x7f" not in raw
+        and b'" ' not in raw
+        and b' "' not in raw
+    )
+
+
 def events_from(
     items: Sequence[WireEvent],
     *,
@@ -162,19 +184,73 @@ def events_from(
     limits: ParseLimits,
     hasher: PiiHasher,
     prefix: str = "events",
+    clean: bool = False,
 ) -> list[Event] | None:
     """Return the Events of decoded items (PII hashed by `hasher`), or None if any is unusual.
 
     The hasher's warnings name their values under ``<prefix>[i]``. After None, the hasher may
     hold warnings of items that were hashed before the unusual one: use a fresh one.
+    `clean` says the items come from a body `is_clean` accepted: their strings then skip the
+    printable and strip checks (same Events, fewer steps).
     """
+    checks = _CLEAN if clean else _ANY
+    hasher.prefix = prefix
     try:
         out: list[Event] = []
         for index, item in enumerate(items):
-            out.append(_event(item, index, now, new_id, limits, hasher, prefix))
+            out.append(_event(item, index, now, new_id, limits, hasher, checks))
         return out
     except _Unusual:
         return None
+
+
+def _clean_text(value: str | None, max_len: int) -> str | None:
+    """`_text` for a string of a clean body (printable, nothing to strip): length only."""
+    if value is None:
+        return None
+    if len(value) <= max_len:
+        return value or None
+    raise _Unusual
+
+
+def _clean_matching(value: str | None, max_len: int, check: Callable[[str], object]) -> str | None:
+    """`_matching` for a string of a clean body (blank is absent, as `_matching` reads it)."""
+    if not value:
+        return None
+    if len(value) <= max_len and check(value):
+        return value
+    raise _Unusual
+
+
+def _clean_ip(value: str | None) -> str | None:
+    """`_ip_common` for a string of a clean body: IPv4 as sent, anything else the general way."""
+    if value is not None and len(value) <= 64 and _IPV4_RE.match(value):
+        return value
+    return _ip_common(value)
+
+
+def _clean_content(cid: str, quantity: int | None, price: float | None) -> Content:
+    """`_content_of` for a line item of a clean body."""
+    if not cid or len(cid) > MAX_ID:
+        raise _Unusual  # blank ids are skipped by the precise path, long ones refused
+    if quantity is not None and not 0 <= quantity <= 1_000_000:
+        raise _Unusual
+    if price is not None and not -1e12 <= price <= 1e12:
+        raise _Unusual
+    return _new_content(cid, quantity, price)
+
+
+class _Checks(NamedTuple):
+    """The string checks of one body: the general ones, or the clean body's shortcuts."""
+
+    text: Callable[[str | None, int], str | None]
+    matching: Callable[[str | None, int, Callable[[str], object]], str | None]
+    ip: Callable[[str | None], str | None]
+    content: Callable[[str, int | None, float | None], Content]
+
+
+_ANY: Final = _Checks(_text, _matching, _ip_common, _content_of)
+_CLEAN: Final = _Checks(_clean_text, _clean_matching, _clean_ip, _clean_content)
 
 
 def _event(
@@ -184,14 +260,15 @@ def _event(
     new_id: Callable[[], str],
     limits: ParseLimits,
     hasher: PiiHasher,
-    prefix: str,
+    checks: _Checks,
 ) -> Event:
+    text, matching = checks.text, checks.matching
     name = item.event
     if not _NAME_RE.match(name) or item.consent is not None:
         raise _Unusual  # explicit consent is rare: the general path parses it
-    event_id = _text(item.event_id, MAX_ID)
-    url = _matching(item.url, MAX_URL, _URL_RE.match)
-    referrer = _matching(item.referrer, MAX_URL, _URL_RE.match)
+    event_id = text(item.event_id, MAX_ID)
+    url = matching(item.url, MAX_URL, _URL_RE.match)
+    referrer = matching(item.referrer, MAX_URL, _URL_RE.match)
     source_raw = item.source
     if source_raw is None:
         source = _WEBSITE if url else _OTHER
@@ -204,18 +281,19 @@ def _event(
         raise _Unusual  # whether the url was missing or blank, the general path explains
     when = _when_common(item.time, now, source, limits)
     raw_data = item.data
-    data = _new_data() if raw_data is None else _data(raw_data)
+    data = _new_data() if raw_data is None else _data(raw_data, checks)
     if name in VALUE_EVENTS and (data.value is None or data.currency is None):
         raise _Unusual
-    test_code = _text(item.test_code, MAX_NAME)
+    test_code = text(item.test_code, MAX_NAME)
     if event_id is None:
         event_id = derive_event_id(data.order_id) if data.order_id else new_id()
     raw_user = item.user
-    user = _new_user() if raw_user is None else _user(raw_user, index, hasher, prefix)
+    user = _new_user() if raw_user is None else _user(raw_user, index, hasher, checks)
     return _new_event(name, event_id, int(when), source, url, referrer, user, data, None, test_code)
 
 
-def _user(raw: _User, index: int, hasher: PiiHasher, prefix: str) -> User:
+def _user(raw: _User, index: int, hasher: PiiHasher, checks: _Checks) -> User:
+    text, matching = checks.text, checks.matching
     pii: dict[str, tuple[str, ...]] = {}
     email, phone = raw.email, raw.phone
     if email is not None:
@@ -237,30 +315,32 @@ def _user(raw: _User, index: int, hasher: PiiHasher, prefix: str) -> User:
             if value.strip():
                 pii[key] = (value,)
     click_ids = _click_ids_common(raw.click_ids)
-    fbc = _matching(raw.fbc, 500, _FB_COOKIE_RE.fullmatch)
-    fbp = _matching(raw.fbp, 200, _FB_COOKIE_RE.fullmatch)
-    ip = _ip_common(raw.ip)
-    user_agent = _text(raw.user_agent, MAX_UA)
-    visitor_id = _text(raw.visitor_id, MAX_ID)
+    fbc = matching(raw.fbc, 500, _FB_COOKIE_RE.fullmatch)
+    fbp = matching(raw.fbp, 200, _FB_COOKIE_RE.fullmatch)
+    ip = checks.ip(raw.ip)
+    user_agent = text(raw.user_agent, MAX_UA)
+    visitor_id = text(raw.visitor_id, MAX_ID)
     # Last: nothing after the hasher may send the document to the general path (the hasher
     # records warnings for dropped values).
     hashed: Mapping[str, Mapping[str, tuple[str, ...]]] = {}
     if pii:
-        hasher.path = f"{prefix}[{index}]"
+        hasher.index = index
         hashed = hasher(pii)
     return _new_user({}, hashed, ip, user_agent, visitor_id, fbc, fbp, click_ids)
 
 
-def _data(raw: _Data) -> Data:
+def _data(raw: _Data, checks: _Checks) -> Data:
+    text = checks.text
     currency = _currency_common(raw.currency)
     contents: tuple[Content, ...] = ()
     raw_contents = raw.contents
     if raw_contents is not None:
         if len(raw_contents) > MAX_CONTENTS:
             raise _Unusual
-        contents = tuple([_content_of(c.id, c.quantity, c.price) for c in raw_contents])
+        content = checks.content
+        contents = tuple([content(c.id, c.quantity, c.price) for c in raw_contents])
     value = _finite(raw.value)
-    order_id = _text(raw.order_id, MAX_ID)
+    order_id = text(raw.order_id, MAX_ID)
     if _rare_data(raw) == _NO_RARE_DATA:  # the usual data: value, currency, order, contents
         return _new_data(value, currency, order_id, contents)
     return _new_data(
@@ -268,12 +348,12 @@ def _data(raw: _Data) -> Data:
         currency,
         order_id,
         contents,
-        _text(raw.content_type, MAX_NAME),
-        _text(raw.content_name, MAX_TEXT),
-        _text(raw.content_category, MAX_TEXT),
+        text(raw.content_type, MAX_NAME),
+        text(raw.content_name, MAX_TEXT),
+        text(raw.content_category, MAX_TEXT),
         _count(raw.num_items),
-        _text(raw.search_string, MAX_TEXT),
-        _text(raw.status, MAX_NAME),
+        text(raw.search_string, MAX_TEXT),
+        text(raw.status, MAX_NAME),
         _finite(raw.predicted_ltv),
         _custom_common(raw.custom),
     )

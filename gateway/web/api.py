@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
-from gateway.core.wire import decode_document
+from gateway.core.wire import decode_document, is_clean
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
@@ -121,7 +121,9 @@ class EventsApi:
             limited = self._rate_limited(site, len(typed))
             if limited is not None:
                 return limited
-            fast = self.pipeline.prepare_wire(site, typed, prefix="events", now=now)
+            fast = self.pipeline.prepare_wire(
+                site, typed, prefix="events", now=now, clean=is_clean(raw)
+            )
             if fast is not None:
                 return await self._commit(site, fast[0], [], fast[1])
         if not raw.strip():

@@ -112,7 +112,13 @@ class Pipeline:
         return accepted, refused, hasher.warnings
 
     def prepare_wire(
-        self, site: Site, items: Sequence[WireEvent], *, prefix: str, now: float
+        self,
+        site: Site,
+        items: Sequence[WireEvent],
+        *,
+        prefix: str,
+        now: float,
+        clean: bool = False,
     ) -> tuple[list[Event], list[FieldError]] | None:
         """`prepare_all` for typed items (core.wire): the events and warnings, or None.
 
@@ -121,7 +127,13 @@ class Pipeline:
         """
         hasher = PiiHasher(site.rulesets, default_country=site.config.default_country)
         events = events_from(
-            items, now=now, new_id=self.new_id, limits=site.limits, hasher=hasher, prefix=prefix
+            items,
+            now=now,
+            new_id=self.new_id,
+            limits=site.limits,
+            hasher=hasher,
+            prefix=prefix,
+            clean=clean,
         )
         if events is None:
             return None

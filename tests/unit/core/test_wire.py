@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.jsoncodec import loads
-from gateway.core.wire import decode_document, events_from
+from gateway.core.record import encode
+from gateway.core.wire import decode_document, events_from, is_clean
 
 NOW = 1_700_000_000.0
 LIMITS = ParseLimits()
@@ -67,19 +68,30 @@ def typed(raw: bytes) -> tuple[list[Event], list[FieldError]] | None:
     if items is None:
         return None
     hasher = PiiHasher(RULESETS, default_country="US")
-    events = events_from(items, now=NOW, new_id=ids(), limits=LIMITS, hasher=hasher)
+    events = events_from(
+        items, now=NOW, new_id=ids(), limits=LIMITS, hasher=hasher, clean=is_clean(raw)
+    )
     return None if events is None else (events, hasher.warnings)
 
 
 def agree(doc: Any, raw: bytes | None = None) -> bool:
-    """Assert the typed path returns what the general path does; return whether it decided."""
-    raw = json.dumps(doc).encode() if raw is None else raw
+    """Assert the typed path returns what the general path does; return whether it decided.
+
+    Without `raw`, the document is tried both as ``", "``-spaced JSON (never clean) and as
+    compact JSON (clean when ASCII), so both sets of string checks meet every case.
+    """
+    if raw is None:
+        spaced = agree(doc, json.dumps(doc).encode())
+        compact = agree(doc, json.dumps(doc, separators=(",", ":")).encode())
+        assert spaced == compact, "the clean and general checks decided differently"
+        return spaced
     fast = typed(raw)
     if fast is None:
         return False
     expected, warnings = general(loads(raw))
     assert all(isinstance(e, Event) for e in expected), "typed path accepted a refused event"
     assert fast[0] == expected
+    assert [encode(e) for e in fast[0]] == [encode(e) for e in expected]  # same types too
     assert [(w.path, w.reason) for w in fast[1]] == [(w.path, w.reason) for w in warnings]
     return True
 
@@ -306,3 +318,84 @@ def test_the_property_is_not_vacuous() -> None:
 
     count()
     assert decided >= 20
+
+
+# -- clean bodies ---------------------------------------------------------------------------------
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *_strings(v))]
+    return []
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON_VALUES, st.booleans(), st.booleans())
+def test_a_clean_body_holds_only_printable_strings_with_nothing_to_strip(
+    value: Any, compact: bool, ascii_only: bool
+) -> None:
+    separators = (",", ":") if compact else (", ", ": ")
+    raw = json.dumps(value, separators=separators, ensure_ascii=ascii_only).encode()
+    if is_clean(raw):
+        for text in _strings(loads(raw)):
+            assert text.isprintable(), text
+            assert text.strip() == text, text
+
+
+def test_clean_bodies_read_as_the_general_path_reads_them() -> None:
+    """Blank, boundary and odd values in compact ASCII bodies (the clean checks' cases)."""
+    cases: list[tuple[tuple[str, ...], Any, bool]] = [
+        (("event_id",), "", True),
+        (("url",), "", False),
+        (("referrer",), "", True),
+        (("test_code",), "", True),
+        (("user", "user_agent"), "", True),
+        (("user", "visitor_id"), "", True),
+        (("user", "fbp"), "", True),
+        (("user", "fbc"), "", True),
+        (("user", "fbc"), "fb.1.1596403881668.AbC", True),
+        (("user", "fbc"), "fb.1.15.AbC", False),
+        (("user", "ip"), "", True),
+        (("user", "ip"), "2001:DB8::0:1", True),
+        (("user", "ip"), "::ffff:1.2.3.4", True),
+        (("user", "ip"), "999.1.1.1", False),
+        (("user", "ip"), "1.2.3.4x", False),
+        (("data", "order_id"), "", True),
+        (("data", "currency"), "", False),
+        (("data", "content_name"), "", True),
+        (("data", "contents"), [{"id": ""}], False),
+        (("data", "contents"), [{"id": "a", "price": 1e13}], False),
+        (("data", "contents"), [{"id": "a", "price": -1e13}], False),
+        (("data", "contents"), [{"id": "a", "price": 1e12, "quantity": 10**6}], True),
+        (("data", "contents"), [{"id": "a", "quantity": 10**6 + 1}], False),
+        (("data", "contents"), [{"id": "a", "quantity": -1}], False),
+        (("data", "contents"), [{"id": "a" * 300}], False),
+        (("event_id",), "a" * 300, False),
+    ]
+    for path, value, decided in cases:
+        doc = {"events": [with_change(path, value)]}
+        assert is_clean(json.dumps(doc, separators=(",", ":")).encode()), (path, value)
+        assert agree(doc) is decided, (path, value)
+
+
+def test_is_clean_accepts_compact_ascii_and_refuses_what_needs_the_checks() -> None:
+    assert is_clean(b'{"events":[{"event":"Purchase","url":"https://a.example/x y"}]}')
+    for raw in (
+        b'{"events": [{"event": "Purchase"}]}',  # ", "-spaced: a quote next to a space
+        b'{"events":[{"event":" Purchase"}]}',
+        b'{"events":[{"event":"Purchase "}]}',
+        b'{"events":[{"event":"Pur\\u0063hase"}]}',  # an escape
+        b'{"events":[{"event":"Purchase\x7f"}]}',
+        '{"events":[{"event":"Purchäse"}]}'.encode(),
+    ):
+        assert not is_clean(raw), raw
