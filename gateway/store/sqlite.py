@@ -1079,6 +1079,26 @@ key inside the batch wins (the second meets the first's fresh `first_seen`)."""
 
 _OWNER: Final = "SELECT event_ref FROM dedup WHERE route = ? AND event_name = ? AND event_id = ?"
 
+_CLAIM_NEW: Final = (
+    "INSERT INTO dedup(route, event_name, event_id, first_seen, event_ref)"
+    " SELECT ?1, event_name, event_id, ?2, id FROM events WHERE id BETWEEN ?4 AND ?5 ORDER BY id"
+    " ON CONFLICT(route, event_name, event_id) DO UPDATE"
+    " SET first_seen = excluded.first_seen, event_ref = excluded.event_ref"
+    " WHERE dedup.first_seen <= ?3"
+)
+"""`_CLAIM` for every event row with an id in ?4..?5 (just inserted), in id order: the route's
+keys of a whole batch claimed by one statement, no parameters per key."""
+
+_INSERT_EVENT: Final = (
+    "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+_DELIVER_NEW: Final = (
+    "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+    " SELECT id, ?1, 'pending', 0, ?2, ?3 FROM events WHERE id BETWEEN ?4 AND ?5 ORDER BY id"
+)
+
 
 def _append_tx(
     conn: sqlite3.Connection,
@@ -1091,76 +1111,59 @@ def _append_tx(
     """Insert the events' delivery rows, skipping (route, name, id) keys seen since `cutoff`.
 
     A fixed handful of statements whatever the batch size: event i gets the id ``base + 1 + i``
-    up front, the dedup keys of every (event, route) pair are claimed by one executemany
-    upsert, and the won events and their deliveries go in with one executemany each. When the
-    upsert changed as many rows as it was given, every key was won (the common case);
-    otherwise each key is looked up to see which event owns it now. Ids of events that won
-    nothing stay unused (rowid gaps are harmless).
+    up front. When all events share one routes tuple (one site's request, the usual case), the
+    events go in with one executemany and each route's dedup keys are claimed by one
+    set-based upsert over the new rows (no per-key parameters); if the upserts changed one row
+    per key, every key was won and each route's delivery rows go in with one INSERT … SELECT.
+    Otherwise (and for mixed routes, where keys are claimed by one executemany upsert) each key
+    is looked up to see which event owns it now; events that won nothing are not kept (rowid
+    gaps are harmless) and the lost keys are merged or counted as duplicates.
     """
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
-    keys = [
-        (route, e.event_name, e.event_id, now, base + 1 + i, cutoff)
-        for i, e in enumerate(events)
-        for route in e.routes
-    ]
-    before = conn.total_changes
-    conn.executemany(_CLAIM, keys)
     due = now + merge_seconds if merge_seconds > 0 else 0.0
     first = events[0].routes
-    if conn.total_changes - before == len(keys) and all(
-        e.routes is first or e.routes == first for e in events
-    ):
-        # Every key was new (or expired), so every event won every route, and all share one
-        # routes tuple (one site's request, the usual case): the events go in with one
-        # executemany, each route's delivery rows with one INSERT … SELECT over the new ids.
-        conn.executemany(
-            "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (base + 1 + i, e.site, e.event_name, e.event_id, e.event_time, e.record, now)
-                for i, e in enumerate(events)
-            ],
-        )
+    rows = [
+        (base + 1 + i, e.site, e.event_name, e.event_id, e.event_time, e.record, now)
+        for i, e in enumerate(events)
+    ]
+    last = base + len(events)
+    if all(e.routes is first or e.routes == first for e in events):
+        conn.executemany(_INSERT_EVENT, rows)
+        before = conn.total_changes
         for route in first:
-            conn.execute(
-                "INSERT INTO deliveries(event_ref, route, state, attempts, not_before,"
-                " updated_at) SELECT id, ?, 'pending', 0, ?, ? FROM events"
-                " WHERE id BETWEEN ? AND ? ORDER BY id",
-                (route, due, now, base + 1, base + len(events)),
-            )
-        return [_won_all(len(first))] * len(events)
-    claimed: dict[int, list[str]] = {}
-    won_all = conn.total_changes - before == len(keys)
-    if won_all:  # every key was new (or expired): all won
-        for i, e in enumerate(events):
-            claimed[i] = list(e.routes)
-    else:  # a key won by this batch now names its event; a lost one names another (or none)
-        for route, name, event_id, _, ref, _ in keys:
-            (owner,) = conn.execute(_OWNER, (route, name, event_id)).fetchone()
-            if owner == ref:
-                claimed.setdefault(ref - base - 1, []).append(route)
-    if claimed:
-        conn.executemany(
-            "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (base + 1 + i, e.site, e.event_name, e.event_id, e.event_time, e.record, now)
-                for i in sorted(claimed)
-                for e in (events[i],)
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-            " VALUES (?, ?, 'pending', 0, ?, ?)",
-            [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
-        )
-    if len(keys) > sum(len(routes) for routes in claimed.values()):
-        lost = [
-            (i, route)
+            conn.execute(_CLAIM_NEW, (route, now, cutoff, base + 1, last))
+        if conn.total_changes - before == len(events) * len(first):
+            for route in first:
+                conn.execute(_DELIVER_NEW, (route, due, now, base + 1, last))
+            return [_won_all(len(first))] * len(events)
+        claimed = _owned(conn, events, base)
+        unclaimed = [(base + 1 + i,) for i in range(len(events)) if i not in claimed]
+        conn.executemany("DELETE FROM events WHERE id = ?", unclaimed)
+    else:
+        keys = [
+            (route, e.event_name, e.event_id, now, base + 1 + i, cutoff)
             for i, e in enumerate(events)
             for route in e.routes
-            if route not in claimed.get(i, ())
         ]
+        before = conn.total_changes
+        conn.executemany(_CLAIM, keys)
+        if conn.total_changes - before == len(keys):  # every key was new (or expired): all won
+            claimed = {i: list(e.routes) for i, e in enumerate(events)}
+        else:
+            claimed = _owned(conn, events, base)
+        conn.executemany(_INSERT_EVENT, [rows[i] for i in sorted(claimed)])
+    conn.executemany(
+        "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+        " VALUES (?, ?, 'pending', 0, ?, ?)",
+        [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
+    )
+    lost = [
+        (i, route)
+        for i, e in enumerate(events)
+        for route in e.routes
+        if route not in claimed.get(i, ())
+    ]
+    if lost:
         _merge_duplicates(conn, events, lost)
     return [
         AppendResult(
@@ -1168,6 +1171,23 @@ def _append_tx(
         )
         for i, e in enumerate(events)
     ]
+
+
+def _owned(
+    conn: sqlite3.Connection, events: tuple[NewEvent, ...], base: int
+) -> dict[int, list[str]]:
+    """The routes each event (by index) owns the dedup key of, after the batch's claims.
+
+    A key won by this batch names its event (id ``base + 1 + index``); a lost one names
+    another event, or none.
+    """
+    claimed: dict[int, list[str]] = {}
+    for i, e in enumerate(events):
+        for route in e.routes:
+            (owner,) = conn.execute(_OWNER, (route, e.event_name, e.event_id)).fetchone()
+            if owner == base + 1 + i:
+                claimed.setdefault(i, []).append(route)
+    return claimed
 
 
 @functools.cache

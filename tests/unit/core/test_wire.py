@@ -310,14 +310,14 @@ def test_the_property_is_not_vacuous() -> None:
     """Plenty of generated documents are decided by the typed path (and so compared)."""
     decided = 0
 
-    @settings(max_examples=200, deadline=None, database=None)
+    @settings(max_examples=400, deadline=None, database=None)
     @given(documents())
     def count(doc: dict[str, Any]) -> None:
         nonlocal decided
         decided += agree(doc)
 
     count()
-    assert decided >= 20
+    assert decided >= 25  # about 60 on average (15%); 200 examples once gave 19 of the 20 asked
 
 
 # -- clean bodies ---------------------------------------------------------------------------------

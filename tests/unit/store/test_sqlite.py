@@ -350,6 +350,23 @@ async def test_compact_frees_records_only_when_no_route_needs_them(
     }
 
 
+@pytest.mark.parametrize("routes", [("shop:meta",), ("shop:meta", "shop:ga4")])
+async def test_an_event_that_wins_no_key_keeps_no_row(
+    store: SqliteStore, db_path: Path, routes: tuple[str, ...]
+) -> None:
+    """Duplicates (in the batch and of an earlier one) leave one event row per key owner."""
+    await store.append([ev("a", *routes)], T0)
+    results = await store.append([ev("a", *routes), ev("b", *routes), ev("b", *routes)], T0 + 1)
+    assert [r.created for r in results] == [0, len(routes), 0]
+    assert scalar(db_path, "SELECT group_concat(event_id) FROM events ORDER BY id") == "a,b"
+    assert scalar(db_path, "SELECT count(*) FROM deliveries") == 2 * len(routes)
+    # one route lost, the other won: the event is kept for the route it won
+    await store.append([ev("c", "shop:meta")], T0 + 2)
+    (mixed,) = await store.append([ev("c", "shop:meta", "shop:ga4")], T0 + 3)
+    assert (mixed.created, mixed.deduplicated) == (1, 1)
+    assert scalar(db_path, "SELECT count(*) FROM events WHERE event_id = 'c'") == 2
+
+
 async def test_compact_works_in_chunks(store: SqliteStore, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_module, "COMPACT_CHUNK", 3)
     monkeypatch.setattr(sqlite_module, "SWEEP_CHUNK", 3)
