@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 
@@ -31,7 +31,11 @@ class RawPIIError(ValueError):
 # gc=False: a record's structs hold strings, numbers and plain containers only (no cycles).
 
 
-class _StoredUser(msgspec.Struct, omit_defaults=True, gc=False):
+StoredContent: TypeAlias = tuple[str, int | None, float | None]
+"""A line item as stored: [id, quantity, price]."""
+
+
+class StoredUser(msgspec.Struct, omit_defaults=True, gc=False):
     ip: str | None = None
     ua: str | None = None
     vid: str | None = None
@@ -41,7 +45,7 @@ class _StoredUser(msgspec.Struct, omit_defaults=True, gc=False):
     cid: dict[str, str] | None = None
 
 
-class _StoredData(msgspec.Struct, omit_defaults=True, gc=False):
+class StoredData(msgspec.Struct, omit_defaults=True, gc=False):
     value: float | None = None
     currency: str | None = None
     order_id: str | None = None
@@ -52,17 +56,17 @@ class _StoredData(msgspec.Struct, omit_defaults=True, gc=False):
     search_string: str | None = None
     status: str | None = None
     predicted_ltv: float | None = None
-    contents: list[tuple[str, int | None, float | None]] | None = None
+    contents: list[StoredContent] | None = None
     custom: dict[str, str | float | bool] | None = None
 
 
-class _Stored(msgspec.Struct, omit_defaults=True, gc=False):
+class Stored(msgspec.Struct, omit_defaults=True, gc=False):
     e: str
     id: str
     t: int
     s: str
-    u: _StoredUser
-    d: _StoredData
+    u: StoredUser
+    d: StoredData
     url: str | None = None
     ref: str | None = None
     tc: str | None = None
@@ -81,21 +85,24 @@ def _dict(value: Mapping[str, Any]) -> dict[str, Any] | None:
     return value if type(value) is dict else dict(value)
 
 
-def _stored(event: Event) -> _Stored:
+def stored_hashes(hashed: Mapping[str, Mapping[str, tuple[str, ...]]]) -> dict[str, Any] | None:
+    """The hashed identifiers as the encoder takes them: dicts (None when there are none)."""
+    for ids in hashed.values():
+        if type(ids) is not dict:  # the parsers make nothing else
+            return {r: dict(ids) for r, ids in hashed.items()}
+    return _dict(hashed)
+
+
+def _stored(event: Event) -> Stored:
     """Return the stored form of the event; refuse events that still hold raw PII."""
     u = event.user
     if u.pii:
         raise RawPIIError("raw PII must be hashed before an event is stored")
-    hashed = u.hashed
-    for ids in hashed.values():
-        if type(ids) is not dict:  # the encoder takes dicts; the parsers make nothing else
-            hashed = {r: dict(ids) for r, ids in hashed.items()}
-            break
-    user = _StoredUser(
-        u.ip, u.user_agent, u.visitor_id, u.fbc, u.fbp, _dict(hashed), _dict(u.click_ids)
+    user = StoredUser(
+        u.ip, u.user_agent, u.visitor_id, u.fbc, u.fbp, stored_hashes(u.hashed), _dict(u.click_ids)
     )
     d = event.data
-    data = _StoredData(
+    data = StoredData(
         d.value,
         d.currency,
         d.order_id,
@@ -110,7 +117,7 @@ def _stored(event: Event) -> _Stored:
         _dict(d.custom),
     )
     c = event.consent
-    return _Stored(
+    return Stored(
         event.event,
         event.event_id,
         event.time,
@@ -173,6 +180,11 @@ def from_record(rec: dict[str, Any]) -> Event:
 def encode(event: Event) -> bytes:
     """Return the stored bytes of an event (compact JSON, the shape above); never raw PII."""
     return _encoder.encode(_stored(event))
+
+
+def encode_stored(stored: Stored) -> bytes:
+    """Return the stored bytes of an event already in its stored form (`encode`'s last step)."""
+    return _encoder.encode(stored)
 
 
 def decode(raw: bytes) -> Event:

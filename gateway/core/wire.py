@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 
@@ -33,6 +33,7 @@ from gateway.core.event import (
     _SOURCES,
     _URL_RE,
     _WEBSITE,
+    JSON,
     MAX_CONTENTS,
     MAX_ID,
     MAX_NAME,
@@ -42,10 +43,9 @@ from gateway.core.event import (
     PII_FIELDS,
     VALUE_EVENTS,
     Content,
-    Data,
     Event,
     ParseLimits,
-    User,
+    Source,
     _click_ids_common,
     _content_of,
     _count,
@@ -64,6 +64,13 @@ from gateway.core.event import (
     derive_event_id,
 )
 from gateway.core.identity import PiiHasher
+from gateway.core.record import (
+    Stored,
+    StoredContent,
+    StoredData,
+    StoredUser,
+    stored_hashes,
+)
 
 # -- the accepted shape --------------------------------------------------------------------------
 # Field names are the JSON keys (gateway.core.event's _EVENT_KEYS, _USER_KEYS, _DATA_KEYS,
@@ -193,10 +200,43 @@ def events_from(
     `clean` says the items come from a body `is_clean` accepted: their strings then skip the
     printable and strip checks (same Events, fewer steps).
     """
-    checks = _CLEAN if clean else _ANY
+    out = _convert(items, now, new_id, limits, hasher, prefix, _CLEAN if clean else _ANY)
+    return cast("list[Event] | None", out)
+
+
+def records_from(
+    items: Sequence[WireEvent],
+    *,
+    now: float,
+    new_id: Callable[[], str],
+    limits: ParseLimits,
+    hasher: PiiHasher,
+    prefix: str = "events",
+    clean: bool = False,
+) -> list[Stored] | None:
+    """`events_from`, but each event straight in its stored form (`core.record.Stored`).
+
+    For a caller that only stores the events (nothing to enrich first): the same checks and
+    hashing, minus building each Event and then its record. ``encode_stored(s)`` of each is
+    byte for byte ``encode(e)`` of the Event `events_from` returns (a differential test holds
+    the two to that).
+    """
+    out = _convert(items, now, new_id, limits, hasher, prefix, _CLEAN_REC if clean else _ANY_REC)
+    return cast("list[Stored] | None", out)
+
+
+def _convert(
+    items: Sequence[WireEvent],
+    now: float,
+    new_id: Callable[[], str],
+    limits: ParseLimits,
+    hasher: PiiHasher,
+    prefix: str,
+    checks: _Checks,
+) -> list[Any] | None:
     hasher.prefix = prefix
     try:
-        out: list[Event] = []
+        out: list[Any] = []
         for index, item in enumerate(items):
             out.append(_event(item, index, now, new_id, limits, hasher, checks))
         return out
@@ -240,17 +280,116 @@ def _clean_content(cid: str, quantity: int | None, price: float | None) -> Conte
     return _new_content(cid, quantity, price)
 
 
+def _clean_row(cid: str, quantity: int | None, price: float | None) -> StoredContent:
+    """`_clean_content` in the stored form of a line item."""
+    if not cid or len(cid) > MAX_ID:
+        raise _Unusual
+    if quantity is not None and not 0 <= quantity <= 1_000_000:
+        raise _Unusual
+    if price is not None and not -1e12 <= price <= 1e12:
+        raise _Unusual
+    return (cid, quantity, price)
+
+
+def _row_of(cid: JSON, quantity: JSON, price: JSON) -> StoredContent:
+    """`_content_of` in the stored form of a line item."""
+    c = _content_of(cid, quantity, price)
+    return (c.id, c.quantity, c.price)
+
+
+# The stored forms, built with the Event builders' positional arguments (see `_stored` in
+# core.record for the mapping they must keep).
+
+
+def _stored_event(
+    name: str,
+    event_id: str,
+    when: int,
+    source: Source,
+    url: str | None,
+    referrer: str | None,
+    user: StoredUser,
+    data: StoredData,
+    consent: None,
+    test_code: str | None,
+) -> Stored:
+    return Stored(name, event_id, when, source, user, data, url, referrer, test_code)
+
+
+def _stored_user(
+    pii: Mapping[str, tuple[str, ...]] | None = None,
+    hashed: Mapping[str, Mapping[str, tuple[str, ...]]] | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
+    visitor_id: str | None = None,
+    fbc: str | None = None,
+    fbp: str | None = None,
+    click_ids: dict[str, str] | None = None,
+) -> StoredUser:
+    return StoredUser(
+        ip,
+        user_agent,
+        visitor_id,
+        fbc,
+        fbp,
+        stored_hashes(hashed) if hashed else None,
+        click_ids or None,
+    )
+
+
+def _stored_data(
+    value: float | None = None,
+    currency: str | None = None,
+    order_id: str | None = None,
+    contents: tuple[StoredContent, ...] = (),
+    content_type: str | None = None,
+    content_name: str | None = None,
+    content_category: str | None = None,
+    num_items: int | None = None,
+    search_string: str | None = None,
+    status: str | None = None,
+    predicted_ltv: float | None = None,
+    custom: dict[str, str | float | bool] | None = None,
+) -> StoredData:
+    return StoredData(
+        value,
+        currency,
+        order_id,
+        content_type,
+        content_name,
+        content_category,
+        num_items,
+        search_string,
+        status,
+        predicted_ltv,
+        list(contents) if contents else None,
+        custom or None,
+    )
+
+
 class _Checks(NamedTuple):
-    """The string checks of one body: the general ones, or the clean body's shortcuts."""
+    """How one body's strings are checked (general, or a clean body's shortcuts) and what is
+    built from them (Events, or straight their stored form)."""
 
     text: Callable[[str | None, int], str | None]
     matching: Callable[[str | None, int, Callable[[str], object]], str | None]
     ip: Callable[[str | None], str | None]
-    content: Callable[[str, int | None, float | None], Content]
+    content: Callable[[str, int | None, float | None], Any]
+    event: Callable[..., Any]
+    user: Callable[..., Any]
+    data: Callable[..., Any]
 
 
-_ANY: Final = _Checks(_text, _matching, _ip_common, _content_of)
-_CLEAN: Final = _Checks(_clean_text, _clean_matching, _clean_ip, _clean_content)
+_ANY: Final = _Checks(_text, _matching, _ip_common, _content_of, _new_event, _new_user, _new_data)
+_CLEAN: Final = _Checks(
+    _clean_text, _clean_matching, _clean_ip, _clean_content, _new_event, _new_user, _new_data
+)
+_ANY_REC: Final = _Checks(
+    _text, _matching, _ip_common, _row_of, _stored_event, _stored_user, _stored_data
+)
+_CLEAN_REC: Final = _Checks(
+    _clean_text, _clean_matching, _clean_ip, _clean_row, _stored_event, _stored_user, _stored_data
+)
 
 
 def _event(
@@ -261,7 +400,7 @@ def _event(
     limits: ParseLimits,
     hasher: PiiHasher,
     checks: _Checks,
-) -> Event:
+) -> Any:
     text, matching = checks.text, checks.matching
     name = item.event
     if not _NAME_RE.match(name) or item.consent is not None:
@@ -281,18 +420,20 @@ def _event(
         raise _Unusual  # whether the url was missing or blank, the general path explains
     when = _when_common(item.time, now, source, limits)
     raw_data = item.data
-    data = _new_data() if raw_data is None else _data(raw_data, checks)
+    data = checks.data() if raw_data is None else _data(raw_data, checks)
     if name in VALUE_EVENTS and (data.value is None or data.currency is None):
         raise _Unusual
     test_code = text(item.test_code, MAX_NAME)
     if event_id is None:
         event_id = derive_event_id(data.order_id) if data.order_id else new_id()
     raw_user = item.user
-    user = _new_user() if raw_user is None else _user(raw_user, index, hasher, checks)
-    return _new_event(name, event_id, int(when), source, url, referrer, user, data, None, test_code)
+    user = checks.user() if raw_user is None else _user(raw_user, index, hasher, checks)
+    return checks.event(
+        name, event_id, int(when), source, url, referrer, user, data, None, test_code
+    )
 
 
-def _user(raw: _User, index: int, hasher: PiiHasher, checks: _Checks) -> User:
+def _user(raw: _User, index: int, hasher: PiiHasher, checks: _Checks) -> Any:
     text, matching = checks.text, checks.matching
     pii: dict[str, tuple[str, ...]] = {}
     email, phone = raw.email, raw.phone
@@ -326,13 +467,13 @@ def _user(raw: _User, index: int, hasher: PiiHasher, checks: _Checks) -> User:
     if pii:
         hasher.index = index
         hashed = hasher(pii)
-    return _new_user({}, hashed, ip, user_agent, visitor_id, fbc, fbp, click_ids)
+    return checks.user({}, hashed, ip, user_agent, visitor_id, fbc, fbp, click_ids)
 
 
-def _data(raw: _Data, checks: _Checks) -> Data:
+def _data(raw: _Data, checks: _Checks) -> Any:
     text = checks.text
     currency = _currency_common(raw.currency)
-    contents: tuple[Content, ...] = ()
+    contents: tuple[Any, ...] = ()
     raw_contents = raw.contents
     if raw_contents is not None:
         if len(raw_contents) > MAX_CONTENTS:
@@ -342,8 +483,8 @@ def _data(raw: _Data, checks: _Checks) -> Data:
     value = _finite(raw.value)
     order_id = text(raw.order_id, MAX_ID)
     if _rare_data(raw) == _NO_RARE_DATA:  # the usual data: value, currency, order, contents
-        return _new_data(value, currency, order_id, contents)
-    return _new_data(
+        return checks.data(value, currency, order_id, contents)
+    return checks.data(
         value,
         currency,
         order_id,

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.wire import decode_document, is_clean
+from gateway.store.base import AppendResult
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
@@ -121,11 +122,20 @@ class EventsApi:
             limited = self._rate_limited(site, len(typed))
             if limited is not None:
                 return limited
-            fast = self.pipeline.prepare_wire(
-                site, typed, prefix="events", now=now, clean=is_clean(raw)
-            )
-            if fast is not None:
-                return await self._commit(site, fast[0], [], fast[1])
+            clean = is_clean(raw)
+            if not await self.pipeline.needs_enrich(site):  # nothing to add: stored forms
+                stored = self.pipeline.prepare_stored(
+                    site, typed, prefix="events", now=now, clean=clean
+                )
+                if stored is not None:
+                    results = await self.pipeline.commit_stored(site, stored[0])
+                    return _answer(len(stored[0]), results, [], _dicts(stored[1]))
+            else:
+                fast = self.pipeline.prepare_wire(
+                    site, typed, prefix="events", now=now, clean=clean
+                )
+                if fast is not None:
+                    return await self._commit(site, fast[0], [], fast[1])
         if not raw.strip():
             return error_reply(400, "bad_request", "empty body")
         try:
@@ -168,24 +178,9 @@ class EventsApi:
     ) -> Reply:
         """Enrich and durably append the accepted events; return the request's answer."""
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
-        warnings = _dicts(dropped)
         accepted = await self.pipeline.enrich(site, accepted)
         results = await self.pipeline.commit(site, accepted)
-        deduplicated = sum(1 for r in results if r.created == 0 and r.deduplicated > 0)
-        if accepted and not rejected and not warnings:
-            return _accepted(len(accepted), deduplicated)
-        body: dict[str, Any] = {
-            "accepted": len(accepted),
-            "deduplicated": deduplicated,
-            "rejected": rejected,
-        }
-        if warnings:
-            body["warnings"] = warnings
-        if not accepted:
-            body["error"] = "unprocessable"
-            body["message"] = "no event was accepted"
-            return json_reply(422, body)
-        return json_reply(202, body)
+        return _answer(len(accepted), results, rejected, _dicts(dropped))
 
     def _events_of(self, doc: Any) -> tuple[list[Any], FieldError | None]:
         if not isinstance(doc, dict):
@@ -237,6 +232,30 @@ _UNAUTHORIZED: Final = error_reply(
 def _accepted(accepted: int, deduplicated: int) -> Reply:
     """The 202 of a request whose events were all accepted without warnings (the usual one)."""
     return json_reply(202, {"accepted": accepted, "deduplicated": deduplicated, "rejected": []})
+
+
+def _answer(
+    accepted: int,
+    results: Sequence[AppendResult],
+    rejected: list[dict[str, Any]],
+    warnings: list[dict[str, str]],
+) -> Reply:
+    """The answer to a posted document: 202 (prebuilt when all is plain), or 422 if nothing."""
+    deduplicated = sum(1 for r in results if r.created == 0 and r.deduplicated > 0)
+    if accepted and not rejected and not warnings:
+        return _accepted(accepted, deduplicated)
+    body: dict[str, Any] = {
+        "accepted": accepted,
+        "deduplicated": deduplicated,
+        "rejected": rejected,
+    }
+    if warnings:
+        body["warnings"] = warnings
+    if not accepted:
+        body["error"] = "unprocessable"
+        body["message"] = "no event was accepted"
+        return json_reply(422, body)
+    return json_reply(202, body)
 
 
 def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:

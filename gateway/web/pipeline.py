@@ -15,8 +15,8 @@ from gateway.config import SiteConfig
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, enrich, lookup_keys
-from gateway.core.record import encode
-from gateway.core.wire import WireEvent, events_from
+from gateway.core.record import Stored, encode, encode_stored
+from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
 
@@ -139,6 +139,35 @@ class Pipeline:
             return None
         return events, hasher.warnings
 
+    def prepare_stored(
+        self,
+        site: Site,
+        items: Sequence[WireEvent],
+        *,
+        prefix: str,
+        now: float,
+        clean: bool = False,
+    ) -> tuple[list[Stored], list[FieldError]] | None:
+        """`prepare_wire` straight to the stored forms, for events with nothing to enrich
+        (`needs_enrich` is False): the same checks and hashing, no Event built."""
+        hasher = PiiHasher(site.rulesets, default_country=site.config.default_country)
+        stored = records_from(
+            items,
+            now=now,
+            new_id=self.new_id,
+            limits=site.limits,
+            hasher=hasher,
+            prefix=prefix,
+            clean=clean,
+        )
+        if stored is None:
+            return None
+        return stored, hasher.warnings
+
+    async def needs_enrich(self, site: Site) -> bool:
+        """Whether `enrich` can change the site's events (it has visitor profiles)."""
+        return await self.store.has_profiles(site.config.id)
+
     async def enrich(self, site: Site, events: Sequence[Event]) -> list[Event]:
         """Fill events from stored visitor profiles (by visitor id, else hashed e-mail/id).
 
@@ -164,6 +193,15 @@ class Pipeline:
                     site.config.id, vid, ProfileUpdate(hashed=events[i].user.hashed), now
                 )
         return out
+
+    async def commit_stored(self, site: Site, stored: Sequence[Stored]) -> list[AppendResult]:
+        """`commit` for events in their stored form (`prepare_stored`), to all the site's routes."""
+        routes = site.routes
+        if not stored or not routes:
+            return []
+        site_id = site.config.id
+        batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
+        return await self.store.append(batch, self.clock())
 
     async def commit(
         self, site: Site, events: Sequence[Event], *, only: frozenset[str] | None = None

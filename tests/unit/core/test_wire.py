@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.jsoncodec import loads
-from gateway.core.record import encode
-from gateway.core.wire import decode_document, events_from, is_clean
+from gateway.core.record import Stored, encode, encode_stored
+from gateway.core.wire import decode_document, events_from, is_clean, records_from
 
 NOW = 1_700_000_000.0
 LIMITS = ParseLimits()
@@ -74,9 +74,21 @@ def typed(raw: bytes) -> tuple[list[Event], list[FieldError]] | None:
     return None if events is None else (events, hasher.warnings)
 
 
+def stored_form(raw: bytes) -> tuple[list[Stored], list[FieldError]] | None:
+    items = decode_document(raw)
+    if items is None:
+        return None
+    hasher = PiiHasher(RULESETS, default_country="US")
+    stored = records_from(
+        items, now=NOW, new_id=ids(), limits=LIMITS, hasher=hasher, clean=is_clean(raw)
+    )
+    return None if stored is None else (stored, hasher.warnings)
+
+
 def agree(doc: Any, raw: bytes | None = None) -> bool:
     """Assert the typed path returns what the general path does; return whether it decided.
 
+    The stored forms `records_from` builds must be the Events' records, byte for byte.
     Without `raw`, the document is tried both as ``", "``-spaced JSON (never clean) and as
     compact JSON (clean when ASCII), so both sets of string checks meet every case.
     """
@@ -86,8 +98,12 @@ def agree(doc: Any, raw: bytes | None = None) -> bool:
         assert spaced == compact, "the clean and general checks decided differently"
         return spaced
     fast = typed(raw)
-    if fast is None:
+    stored = stored_form(raw)
+    assert (fast is None) == (stored is None), "events_from and records_from decided differently"
+    if fast is None or stored is None:
         return False
+    assert [encode_stored(s) for s in stored[0]] == [encode(e) for e in fast[0]]
+    assert [(w.path, w.reason) for w in stored[1]] == [(w.path, w.reason) for w in fast[1]]
     expected, warnings = general(loads(raw))
     assert all(isinstance(e, Event) for e in expected), "typed path accepted a refused event"
     assert fast[0] == expected
