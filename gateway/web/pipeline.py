@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.config import SiteConfig
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
@@ -19,6 +19,8 @@ from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +127,7 @@ class Pipeline:
         None means some item is unusual: the caller runs `prepare_all` on the decoded JSON,
         which accepts the same events and explains every refusal.
         """
-        hasher = PiiHasher(site.rulesets, default_country=site.config.default_country)
-        events = events_from(
-            items,
-            now=now,
-            new_id=self.new_id,
-            limits=site.limits,
-            hasher=hasher,
-            prefix=prefix,
-            clean=clean,
-        )
-        if events is None:
-            return None
-        return events, hasher.warnings
+        return self._typed(events_from, site, items, prefix, now, clean)
 
     def prepare_stored(
         self,
@@ -150,8 +140,19 @@ class Pipeline:
     ) -> tuple[list[Stored], list[FieldError]] | None:
         """`prepare_wire` straight to the stored forms, for events with nothing to enrich
         (`needs_enrich` is False): the same checks and hashing, no Event built."""
+        return self._typed(records_from, site, items, prefix, now, clean)
+
+    def _typed(
+        self,
+        convert: Callable[..., list[T] | None],
+        site: Site,
+        items: Sequence[WireEvent],
+        prefix: str,
+        now: float,
+        clean: bool,
+    ) -> tuple[list[T], list[FieldError]] | None:
         hasher = PiiHasher(site.rulesets, default_country=site.config.default_country)
-        stored = records_from(
+        out = convert(
             items,
             now=now,
             new_id=self.new_id,
@@ -160,9 +161,9 @@ class Pipeline:
             prefix=prefix,
             clean=clean,
         )
-        if stored is None:
+        if out is None:
             return None
-        return stored, hasher.warnings
+        return out, hasher.warnings
 
     async def needs_enrich(self, site: Site) -> bool:
         """Whether `enrich` can change the site's events (it has visitor profiles)."""

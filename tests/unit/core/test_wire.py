@@ -64,25 +64,21 @@ def general(doc: Any) -> tuple[list[Event | list[FieldError]], list[FieldError]]
 
 
 def typed(raw: bytes) -> tuple[list[Event], list[FieldError]] | None:
-    items = decode_document(raw)
-    if items is None:
-        return None
-    hasher = PiiHasher(RULESETS, default_country="US")
-    events = events_from(
-        items, now=NOW, new_id=ids(), limits=LIMITS, hasher=hasher, clean=is_clean(raw)
-    )
-    return None if events is None else (events, hasher.warnings)
+    return converted(events_from, raw)
 
 
 def stored_form(raw: bytes) -> tuple[list[Stored], list[FieldError]] | None:
+    return converted(records_from, raw)
+
+
+def converted(convert: Any, raw: bytes) -> Any:
+    """The typed path's output (`events_from` or `records_from`) and warnings, or None."""
     items = decode_document(raw)
     if items is None:
         return None
     hasher = PiiHasher(RULESETS, default_country="US")
-    stored = records_from(
-        items, now=NOW, new_id=ids(), limits=LIMITS, hasher=hasher, clean=is_clean(raw)
-    )
-    return None if stored is None else (stored, hasher.warnings)
+    out = convert(items, now=NOW, new_id=ids(), limits=LIMITS, hasher=hasher, clean=is_clean(raw))
+    return None if out is None else (out, hasher.warnings)
 
 
 def agree(doc: Any, raw: bytes | None = None) -> bool:
