@@ -135,9 +135,13 @@ _MISSING: Final = object()
 _UNSEEN: Final[Any] = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class HitRoute:
-    """One public hit path → one vendor upstream path and the cookies that vendor may see."""
+    """One public hit path → one vendor upstream path and the cookies that vendor may see.
+
+    Compared and hashed by identity (the routes are the constants of HIT_ROUTES): a route is
+    part of a memo key on every hit, and hashing its fields cost more than the look-up.
+    """
 
     vendor: str
     """Config vendor name (`proxy.vendors`): meta, tiktok, snap, google."""
@@ -837,8 +841,20 @@ class HitProxy:
         if event_id is None:
             order_id = data.order_id
             event_id = derive_event_id(order_id) if order_id else self.collect.pipeline.new_id()
+        # channel and ldu as `_events` sets them (`with_channel`) on the general road
         event = _new_event(
-            hit.name, event_id, hit.time, source, url, hit.referrer, user, data, None, None
+            hit.name,
+            event_id,
+            hit.time,
+            source,
+            url,
+            hit.referrer,
+            user,
+            data,
+            None,
+            None,
+            decision.ldu,
+            "pixel",
         )
         own = None if site.config.proxy.mirror_to_all else OWN_DESTINATIONS["meta"]
         return _Doc(observed, None, decision, vid, own, event)
@@ -896,7 +912,7 @@ class HitProxy:
         events: list[Event] = []
         site_id = site.config.id
         for doc in docs:
-            event = doc.event
+            event = ready = doc.event  # the fast road's event already has its channel and ldu
             if event is None:
                 try:
                     event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
@@ -912,7 +928,9 @@ class HitProxy:
                 continue
             if doc.vid is not None:
                 event = enrich(event, profiles.get((site_id, doc.vid)))
-            kept = apply(decision, with_channel(event, "pixel", ldu=True if decision.ldu else None))
+            if ready is None:
+                event = with_channel(event, "pixel", ldu=True if decision.ldu else None)
+            kept = apply(decision, event)
             if kept is None:
                 self.stats.consent_dropped += 1
                 continue
