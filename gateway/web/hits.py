@@ -357,6 +357,9 @@ class HitProxy:
         self._last_batch = 0
         self._no_signals: dict[str, Decision] = {}
         """Each site's consent decision for a hit without any consent signal."""
+        self._answer_heads: dict[tuple[int, str | None, str | None], tuple[bytes, bool]] = {}
+        """(status, Content-Type, Content-Encoding) of an upstream answer → the lane's head for
+        it and whether the body is passed (`_lane_answer`)."""
         self.fast_hits = True
         """Take the fast road for the usual Meta hit (core.hitwire); tests compare both roads."""
 
@@ -620,6 +623,27 @@ class HitProxy:
         else:
             result = exchange
         return self._answer_from(result, route)
+
+    def _lane_answer(
+        self, result: UpstreamAnswer | UpstreamError, route: HitRoute, site: Site, hit: HitRequest
+    ) -> Answer:
+        """`_final(_answer_from(…)).encode()`: a forwarded answer's head is built once per
+        (status, Content-Type, Content-Encoding) when no CORS header depends on the request."""
+        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers:
+            return self._final(self._answer_from(result, route), site, hit).encode()
+        key = (result.status, result.header("content-type"), result.header("content-encoding"))
+        found = self._answer_heads.get(key)
+        if found is not None:
+            self.stats.forwarded += 1
+            head, bodied = found
+            return head, result.body if bodied else b""
+        answer = self._answer_from(result, route)
+        encoded = answer.encode()
+        if not 300 <= result.status < 400:  # (a redirect is a bad gateway: logged each time)
+            if len(self._answer_heads) >= _MEMO_MAX:
+                self._answer_heads.clear()
+            self._answer_heads[key] = (encoded[0], answer.body is not None)
+        return encoded
 
     def _answer_from(self, result: UpstreamAnswer | UpstreamError, route: HitRoute) -> HitAnswer:
         if isinstance(result, UpstreamAnswer):
@@ -1079,9 +1103,7 @@ class _Flight:
 
     def _answer(self, result: UpstreamAnswer | UpstreamError) -> None:
         try:
-            proxy = self.proxy
-            answer = proxy._final(proxy._answer_from(result, self.route), self.site, self.hit)
-            self.out.set_result(answer.encode())
+            self.out.set_result(self.proxy._lane_answer(result, self.route, self.site, self.hit))
         except Exception as exc:
             self.out.set_exception(exc)
 

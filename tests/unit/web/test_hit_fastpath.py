@@ -363,3 +363,30 @@ def test_a_short_event_window_is_the_pipeline_s(hits: HitProxy) -> None:
         obs.site = short
         decided = agree(hits, obs)
         assert decided == (age == 60)
+
+
+def test_lane_answers_from_the_head_memo_are_the_slow_road_s(hits: HitProxy) -> None:
+    from gateway.web.hits import HIT_ROUTES, HitRequest
+    from gateway.web.upstream import UpstreamAnswer
+
+    site = hits.collect.by_host[HOST]
+    route = HIT_ROUTES[0]
+    answers = [
+        (200, {"content-type": "image/gif", "content-length": "3"}, b"GIF"),
+        (200, {"content-type": "text/plain", "content-encoding": "gzip"}, b"zz"),
+        (204, {"content-type": "image/gif"}, b"?"),  # (a body the answer must not carry)
+        (404, {"content-type": "bad\x01type"}, b"nope"),
+        (200, {}, b"raw"),
+        (302, {"location": "https://elsewhere.example/"}, b""),
+    ]
+    for origin in (None, "https://www.shop.test", "https://evil.example"):
+        headers = {"host": HOST} if origin is None else {"host": HOST, "origin": origin}
+        hit = HitRequest("GET", "", [], HOST, headers, None, (), b"")
+        for status, fields, body in answers:
+            for _ in range(2):  # the second one comes from the memo (when it may)
+                result = UpstreamAnswer(status, "", fields, body)
+                expected = hits._final(hits._answer_from(result, route), site, hit).encode()
+                forwarded = hits.stats.forwarded
+                assert hits._lane_answer(result, route, site, hit) == expected
+                assert hits.stats.forwarded - forwarded == (0 if status == 302 else 1)
+    assert (302, None, None) not in hits._answer_heads
