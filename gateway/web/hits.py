@@ -72,8 +72,27 @@ from gateway.core.clickids import (
     parse_fbp,
 )
 from gateway.core.consent import Decision, Signals, Tier, apply
-from gateway.core.event import Event, with_channel
+from gateway.core.event import (
+    _FB_COOKIE_RE,
+    _WEBSITE,
+    MAX_ID,
+    MAX_UA,
+    Consent,
+    Event,
+    User,
+    _click_ids_common,
+    _ip_common,
+    _matching,
+    _new_event,
+    _new_user,
+    _text,
+    _Unusual,
+    derive_event_id,
+    with_channel,
+)
 from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
+from gateway.core.hitwire import MetaHit, check_url, meta_hit
+from gateway.core.identity import PiiHasher
 from gateway.core.profile import VisitorProfile, enrich
 from gateway.store.base import ProfileQuery
 from gateway.web.collect import (
@@ -116,9 +135,13 @@ _MISSING: Final = object()
 _UNSEEN: Final[Any] = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class HitRoute:
-    """One public hit path → one vendor upstream path and the cookies that vendor may see."""
+    """One public hit path → one vendor upstream path and the cookies that vendor may see.
+
+    Compared and hashed by identity (the routes are the constants of HIT_ROUTES): a route is
+    part of a memo key on every hit, and hashing its fields cost more than the look-up.
+    """
 
     vendor: str
     """Config vendor name (`proxy.vendors`): meta, tiktok, snap, google."""
@@ -334,6 +357,11 @@ class HitProxy:
         self._last_batch = 0
         self._no_signals: dict[str, Decision] = {}
         """Each site's consent decision for a hit without any consent signal."""
+        self._answer_heads: dict[tuple[int, str | None, str | None], tuple[bytes, bool]] = {}
+        """(status, Content-Type, Content-Encoding) of an upstream answer → the lane's head for
+        it and whether the body is passed (`_lane_answer`)."""
+        self.fast_hits = True
+        """Take the fast road for the usual Meta hit (core.hitwire); tests compare both roads."""
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -596,6 +624,27 @@ class HitProxy:
             result = exchange
         return self._answer_from(result, route)
 
+    def _lane_answer(
+        self, result: UpstreamAnswer | UpstreamError, route: HitRoute, site: Site, hit: HitRequest
+    ) -> Answer:
+        """`_final(_answer_from(…)).encode()`: a forwarded answer's head is built once per
+        (status, Content-Type, Content-Encoding) when no CORS header depends on the request."""
+        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers:
+            return self._final(self._answer_from(result, route), site, hit).encode()
+        key = (result.status, result.header("content-type"), result.header("content-encoding"))
+        found = self._answer_heads.get(key)
+        if found is not None:
+            self.stats.forwarded += 1
+            head, bodied = found
+            return head, result.body if bodied else b""
+        answer = self._answer_from(result, route)
+        encoded = answer.encode()
+        if not 300 <= result.status < 400:  # (a redirect is a bad gateway: logged each time)
+            if len(self._answer_heads) >= _MEMO_MAX:
+                self._answer_heads.clear()
+            self._answer_heads[key] = (encoded[0], answer.body is not None)
+        return encoded
+
     def _answer_from(self, result: UpstreamAnswer | UpstreamError, route: HitRoute) -> HitAnswer:
         if isinstance(result, UpstreamAnswer):
             status = result.status
@@ -723,46 +772,144 @@ class HitProxy:
 
     def _docs(self, observed: Observed) -> list[_Doc]:
         """The canonical event objects of one hit with its consent decision and server fields."""
+        if observed.vendor == "meta" and not observed.body and self.fast_hits:
+            fast = self._fast_doc(observed)
+            if fast is not None:
+                return [fast]
         hits = parse_hits(observed)
         if not hits:
             return []
         site = observed.site
         cfg = site.config
-        cookies = observed.cookies
         # By default a hit is mirrored to its own vendor's server API only: another platform
         # cannot deduplicate it against a pixel it never saw.
         own = None if cfg.proxy.mirror_to_all else OWN_DESTINATIONS[hits[0].vendor]
         referer = observed.referer if _http_url(observed.referer) else None
-        cmp_cookie = cfg.consent.cmp_cookie
         out: list[_Doc] = []
         for hit in hits:
             doc = hit.event  # the parser's own fresh object: filled in place
             if referer is not None and "url" not in doc:
                 doc["url"] = referer
             raw_consent = doc.get("consent")
-            explicit = (_consent_of(raw_consent) if raw_consent is not None else None) or (
-                _decode_consent(cookies.get(CONSENT_COOKIE)) if cookies else None
+            decision = self._decision(
+                observed, _consent_of(raw_consent) if raw_consent is not None else None
             )
-            if explicit is None and not cookies and not observed.gpc and observed.region is None:
-                decision = self._no_signals.get(cfg.id)  # the usual hit: nothing to read
-                if decision is None:
-                    decision = self._no_signals[cfg.id] = self.collect.decide(site, Signals())
-            else:
-                decision = self.collect.decide(
-                    site,
-                    Signals(
-                        gpc=observed.gpc,
-                        consent=explicit,
-                        tc_string=cookies.get(TC_COOKIE),
-                        cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
-                        region=observed.region,
-                    ),
-                )
             vid: str | None = None
             if decision.tier is Tier.FULL:
                 doc["user"], vid = self._server_user(observed, doc)
             out.append(_Doc(observed, doc, decision, vid, own))
         return out
+
+    def _decision(self, observed: Observed, explicit: Consent | None) -> Decision:
+        """The hit's consent decision (`explicit`: the hit's own consent, if any)."""
+        site = observed.site
+        cfg = site.config
+        cookies = observed.cookies
+        if explicit is None and cookies:
+            explicit = _decode_consent(cookies.get(CONSENT_COOKIE))
+        if explicit is None and not cookies and not observed.gpc and observed.region is None:
+            decision = self._no_signals.get(cfg.id)  # the usual hit: nothing to read
+            if decision is None:
+                decision = self._no_signals[cfg.id] = self.collect.decide(site, Signals())
+            return decision
+        cmp_cookie = cfg.consent.cmp_cookie
+        return self.collect.decide(
+            site,
+            Signals(
+                gpc=observed.gpc,
+                consent=explicit,
+                tc_string=cookies.get(TC_COOKIE),
+                cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
+                region=observed.region,
+            ),
+        )
+
+    def _fast_doc(self, observed: Observed) -> _Doc | None:
+        """`_docs` + `Pipeline.prepare` of a bodiless Meta hit in one go (core.hitwire), giving
+        the same Event; None when anything is unusual (the general road then decides)."""
+        site = observed.site
+        hit = meta_hit(observed.query, now=observed.now, limits=site.limits)
+        if hit is None:
+            return None
+        try:
+            url, source, page = hit.url, hit.source, hit.url
+            if url is None:
+                referer = observed.referer
+                if referer is not None and _http_url(referer):
+                    url, source, page = check_url(referer), _WEBSITE, referer
+            decision = self._decision(observed, None)
+            vid: str | None = None
+            if decision.tier is Tier.FULL:
+                user, vid = self._fast_user(observed, hit, page)
+            else:
+                fbc, fbp = hit.fbc, hit.fbp
+                user = _new_user({}, {}, None, None, None, fbc, fbp, {})
+            data = hit.data
+            event_id = hit.event_id
+        except _Unusual:
+            return None
+        # Last (nothing below falls back): hashing, then a new id, in the pipeline's order.
+        if hit.pii:
+            cfg = site.config
+            hasher = PiiHasher(site.rulesets, default_country=cfg.default_country)
+            user = _new_user(
+                {},
+                hasher(hit.pii),
+                user.ip,
+                user.user_agent,
+                user.visitor_id,
+                user.fbc,
+                user.fbp,
+                user.click_ids,
+            )
+        if event_id is None:
+            order_id = data.order_id
+            event_id = derive_event_id(order_id) if order_id else self.collect.pipeline.new_id()
+        # channel and ldu as `_events` sets them (`with_channel`) on the general road
+        event = _new_event(
+            hit.name,
+            event_id,
+            hit.time,
+            source,
+            url,
+            hit.referrer,
+            user,
+            data,
+            None,
+            None,
+            decision.ldu,
+            "pixel",
+        )
+        own = None if site.config.proxy.mirror_to_all else OWN_DESTINATIONS["meta"]
+        return _Doc(observed, None, decision, vid, own, event)
+
+    def _fast_user(
+        self, observed: Observed, hit: MetaHit, page: str | None
+    ) -> tuple[User, str | None]:
+        """`_server_user` for a fast Meta hit, each field checked as `parse_event` checks it."""
+        cookies = observed.cookies
+        ip = _ip_common(observed.ip) if observed.ip else None
+        user_agent = _text(observed.user_agent, MAX_UA) if observed.user_agent else None
+        fbp, fbc = hit.fbp, hit.fbc
+        if cookies:
+            if fbp is None and (value := cookies.get("_fbp")) is not None and parse_fbp(value):
+                fbp = _matching(value, 200, _FB_COOKIE_RE.fullmatch)
+            if fbc is None and (value := cookies.get("_fbc")) is not None and parse_fbc(value):
+                fbc = _matching(value, 500, _FB_COOKIE_RE.fullmatch)
+            click_ids: Mapping[str, str] = {
+                **click_ids_from_cookies(cookies),
+                **self._captured(page, hit.referrer),
+            }
+        else:
+            click_ids = self._captured(page, hit.referrer)
+        clicks = _click_ids_common(click_ids) if click_ids else {}
+        vid: str | None = None
+        signed = cookies.get(observed.site.config.visitor_cookie) if cookies else None
+        if signed:
+            vid = verify_visitor_id(signed, self.collect.key)
+        visitor_id = _text(vid, MAX_ID)
+        user = _new_user({}, {}, ip, user_agent, visitor_id, fbc, fbp, clicks)
+        return user, vid
 
     async def _profiles(self, docs: Sequence[_Doc]) -> dict[tuple[str, str], VisitorProfile]:
         """The stored profiles of the batch's known visitors: one read per site."""
@@ -789,11 +936,13 @@ class HitProxy:
         events: list[Event] = []
         site_id = site.config.id
         for doc in docs:
-            try:
-                event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
-            except Exception as exc:
-                self._mirror_failed(doc.observed.vendor, exc)
-                continue
+            event = ready = doc.event  # the fast road's event already has its channel and ldu
+            if event is None:
+                try:
+                    event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
+                except Exception as exc:
+                    self._mirror_failed(doc.observed.vendor, exc)
+                    continue
             if event is None:
                 self.stats.invalid += 1
                 continue
@@ -803,7 +952,9 @@ class HitProxy:
                 continue
             if doc.vid is not None:
                 event = enrich(event, profiles.get((site_id, doc.vid)))
-            kept = apply(decision, with_channel(event, "pixel", ldu=True if decision.ldu else None))
+            if ready is None:
+                event = with_channel(event, "pixel", ldu=True if decision.ldu else None)
+            kept = apply(decision, event)
             if kept is None:
                 self.stats.consent_dropped += 1
                 continue
@@ -952,9 +1103,7 @@ class _Flight:
 
     def _answer(self, result: UpstreamAnswer | UpstreamError) -> None:
         try:
-            proxy = self.proxy
-            answer = proxy._final(proxy._answer_from(result, self.route), self.site, self.hit)
-            self.out.set_result(answer.encode())
+            self.out.set_result(self.proxy._lane_answer(result, self.route, self.site, self.hit))
         except Exception as exc:
             self.out.set_exception(exc)
 
@@ -970,18 +1119,22 @@ def _settle(future: asyncio.Future[None], cancelled: bool) -> None:
 class _Doc:
     """One canonical event object of a hit, on its way through the turn's batch."""
 
-    __slots__ = ("decision", "doc", "observed", "own", "vid")
+    __slots__ = ("decision", "doc", "event", "observed", "own", "vid")
 
     def __init__(
         self,
         observed: Observed,
-        doc: dict[str, Any],
+        doc: dict[str, Any] | None,
         decision: Decision,
         vid: str | None,
         own: frozenset[str] | None,
+        event: Event | None = None,
     ) -> None:
         self.observed = observed
         self.doc = doc
+        """The canonical event object, for `Pipeline.prepare` (None: `event` is ready)."""
+        self.event = event
+        """The event already built by the fast road (core.hitwire), else None."""
         self.decision = decision
         self.vid = vid
         """The verified visitor id from our cookie (its profile enriches the event)."""

@@ -1,0 +1,191 @@
+"""Meta ``/tr`` hits straight to their parts of an Event: the hit mirror's fast lane (pure).
+
+The general road of a mirrored hit is ``core.hits.parse_meta_tr`` → a canonical event object
+(a dict) → ``core.event.parse_event``, which checks that dict again and builds the Event. Here
+the usual hit (a decoded query, no body) is read once and its fields come out already in the
+Event's types, with the very helpers of both stages in the same order: ``core.hits``' checks
+(`_text`, `_url`, `_epoch`, `_client_time`, `_cookie`, `_meta_data`) give the value the event
+object would hold, then ``core.event``'s fast-path checks (`_text`, `_matching`, `_when_common`,
+`_data_common`) give the value `parse_event` would make of it. So the two roads cannot drift
+apart.
+
+Like ``core.wire``, this decides nothing on its own: `meta_hit` returns None as soon as anything
+is unusual (too many or too long parameters, a skipped or unknown kind of hit, a value either
+stage would refuse or hand to the precise parser, a Purchase without value or currency) and the
+caller then takes the general road, which counts, refuses or explains. A differential test holds
+the two roads to the same Event (tests/unit/web/test_hit_fastpath.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from gateway.core.clickids import parse_fbc, parse_fbp
+from gateway.core.event import (
+    _FB_COOKIE_RE,
+    _OTHER,
+    _URL_RE,
+    _WEBSITE,
+    MAX_ID,
+    MAX_URL,
+    PII_FIELDS,
+    VALUE_EVENTS,
+    Data,
+    ParseLimits,
+    Source,
+    _data_common,
+    _matching,
+    _new_data,
+    _text,
+    _Unusual,
+    _when_common,
+)
+from gateway.core.hits import (
+    _BRACKET_RE,
+    _MAX_PII_LEN,
+    _META_MODES,
+    _META_SKIP_EVENTS,
+    _UD_FIELDS,
+    MAX_PARAMS,
+    MAX_VALUE,
+    _client_time,
+    _cookie,
+    _epoch,
+    _meta_data,
+    _url,
+)
+from gateway.core.hits import _NAME_RE as _HIT_NAME_RE
+from gateway.core.hits import _text as _hit_text
+
+__all__ = ["MetaHit", "check_url", "meta_hit"]
+
+_MAX_KEY: Final = 256
+_PII_ORDER: Final = tuple(PII_FIELDS.items())
+_NO_PII: Final[Mapping[str, tuple[str, ...]]] = {}
+
+
+class MetaHit:
+    """The parts of a Meta ``/tr`` hit's Event, each already as `parse_event` makes it."""
+
+    __slots__ = (
+        "data",
+        "event_id",
+        "fbc",
+        "fbp",
+        "name",
+        "pii",
+        "referrer",
+        "source",
+        "time",
+        "url",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        event_id: str | None,
+        time: int,
+        source: Source,
+        url: str | None,
+        referrer: str | None,
+        fbp: str | None,
+        fbc: str | None,
+        pii: Mapping[str, tuple[str, ...]],
+        data: Data,
+    ) -> None:
+        self.name = name
+        self.event_id = event_id
+        """None: the caller derives it (order id) or makes one, as the pipeline does."""
+        self.time = time
+        self.source = source
+        self.url = url
+        """The hit's own page (``dl``); None when it has none (the caller may use the Referer)."""
+        self.referrer = referrer
+        self.fbp = fbp
+        self.fbc = fbc
+        self.pii = pii
+        """Raw ``ud[…]`` values by identifier key, in `PII_FIELDS` order (to hash)."""
+        self.data = data
+
+
+def meta_hit(
+    query: Sequence[tuple[str, str]], *, now: float, limits: ParseLimits
+) -> MetaHit | None:
+    """Return the Event parts of a bodiless Meta ``/tr`` hit, or None: take the general road.
+
+    `query` is the decoded query (pairs of strings); `now` and `limits` are what the pipeline
+    would parse the hit's event object with. The Event the caller builds from the result (with
+    the source ``website`` when it sets a Referer URL through `check_url`) is the one
+    ``parse_event(parse_meta_tr(query).event, …)`` returns; a hit that would give no event or a
+    refused one gives None.
+    """
+    try:
+        return _meta_hit(query, now, limits)
+    except _Unusual:
+        return None
+
+
+def check_url(raw: str) -> str:
+    """The page URL (a Referer) as `parse_event` keeps it; raises `_Unusual` if it would not."""
+    url = _matching(raw, MAX_URL, _URL_RE.match)
+    if url is None:
+        raise _Unusual
+    return url
+
+
+def _meta_hit(query: Sequence[tuple[str, str]], now: float, limits: ParseLimits) -> MetaHit | None:
+    if len(query) > MAX_PARAMS:
+        return None  # the general road reads the first MAX_PARAMS only
+    params: dict[str, str] = {}
+    brackets = False
+    for key, value in query:
+        if len(value) > MAX_VALUE or len(key) > _MAX_KEY:
+            return None  # skipped by the general road (a later duplicate could then count)
+        if key not in params:
+            params[key] = value
+            if "[" in key:
+                brackets = True
+    name = params.get("ev")
+    if name is None or not _HIT_NAME_RE.fullmatch(name) or name in _META_SKIP_EVENTS:
+        return None
+    if params.get("es") == "automatic":
+        return None
+    mode = params.get("rqm")
+    if mode is not None and mode.strip().upper() not in _META_MODES:
+        return None
+    cd: dict[str, object] = {}
+    pii: Mapping[str, tuple[str, ...]] = _NO_PII
+    if brackets:
+        ud: dict[str, str] = {}
+        for key, value in params.items():
+            if "[" in key and (m := _BRACKET_RE.fullmatch(key)) is not None:
+                if m[1] == "cd":
+                    cd[m[2]] = value
+                else:
+                    canonical = _UD_FIELDS.get(m[2])
+                    if canonical is not None and (text := _hit_text(value, _MAX_PII_LEN)):
+                        ud[canonical] = text
+        if ud:  # parse_event keeps them in PII_FIELDS order
+            pii = {key: (ud[name],) for name, key in _PII_ORDER if name in ud}
+    fbp = fbc = None
+    if "fbp" in params and (fbp := _cookie(params["fbp"], parse_fbp)) is not None:
+        fbp = _matching(fbp, 200, _FB_COOKIE_RE.fullmatch)
+    if "fbc" in params and (fbc := _cookie(params["fbc"], parse_fbc)) is not None:
+        fbc = _matching(fbc, 500, _FB_COOKIE_RE.fullmatch)
+    data = _data_common(_meta_data(cd)) if cd else _new_data()
+    if name in VALUE_EVENTS and (data.value is None or data.currency is None):
+        return None  # refused by the pipeline: the general road counts it
+    eid = params.get("eid")
+    event_id = _text(_hit_text(eid, MAX_ID), MAX_ID) if eid is not None else None
+    url = _url(params.get("dl"))
+    if url is not None:
+        url = _matching(url, MAX_URL, _URL_RE.match)
+    referrer = _url(params.get("rl"))
+    if referrer is not None:
+        referrer = _matching(referrer, MAX_URL, _URL_RE.match)
+    when = _client_time(_epoch(params.get("ts")), now)
+    source = _WEBSITE if url else _OTHER
+    # (the window is the same for website and other events: a Referer URL changes nothing)
+    time = int(_when_common(when, now, source, limits))
+    return MetaHit(name, event_id, time, source, url, referrer, fbp, fbc, pii, data)
