@@ -124,6 +124,10 @@ CHECKPOINT_BUSY_MS: Final = 200
 WAL_RESTART_FRAMES: Final = 16384
 """WAL frames (pages, 64 MiB at 4 KiB) beyond which the checkpointer rewinds the log."""
 
+BUSY_RETRY_SECONDS: Final = 0.002
+"""When the loop writer finds the write lock taken (the checkpointer's RESTART holds it while it
+rewinds the log), the batch waits this long on the loop's timer and tries again."""
+
 COMPACT_CHUNK: Final = 1000
 """Rows deleted per compaction transaction, so appends interleave with a long compaction."""
 
@@ -273,6 +277,16 @@ class _Touch:
 
 
 _Outcome = tuple[_Job, Any, BaseException | None]
+
+
+class _Busy(Exception):
+    """The write lock is held by another connection right now (nothing was done)."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """Whether SQLite answered SQLITE_BUSY (any extended form)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
 def _apply(outcomes: list[_Outcome]) -> None:
@@ -429,10 +443,15 @@ class _LoopWorker:
         name: str,
         connect: Callable[[], sqlite3.Connection],
         execute: Callable[[sqlite3.Connection, list[_Job]], None],
+        *,
+        give_up: float = 5.0,
     ) -> None:
         self._name = name
         self._connect = connect
         self._execute = execute
+        self.give_up = give_up
+        """Seconds a batch may wait for a busy write lock before it fails."""
+        self._busy_since: float | None = None
         self._pending: list[_Job] = []
         self._scheduled = False
         self._last = 0
@@ -472,6 +491,20 @@ class _LoopWorker:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._drain():
+            # The write lock is taken (the checkpointer rewinds the log): never wait for it on
+            # the loop, which goes on reading and parsing requests; try again shortly, with
+            # the jobs that arrive meanwhile in the same batch.
+            assert self._loop is not None
+            self._scheduled = True
+            self._loop.call_later(BUSY_RETRY_SECONDS, self._flush)
+
+    def _drain(self) -> bool:
+        """Run the queued jobs in batches; True if the write lock was busy (jobs kept).
+
+        A lock busy for longer than `give_up` seconds fails the batch with SQLite's error,
+        as a blocking busy timeout would have.
+        """
         conn = self._conn
         self._last = len(self._pending)
         while self._pending and conn is not None:
@@ -479,6 +512,17 @@ class _LoopWorker:
             del self._pending[:MAX_BATCH]
             try:
                 self._execute(conn, batch)
+                self._busy_since = None
+            except _Busy as busy:
+                assert self._loop is not None
+                now = self._loop.time()
+                if self._busy_since is None:
+                    self._busy_since = now
+                if now - self._busy_since < self.give_up:
+                    self._pending[:0] = batch
+                    return True
+                self._busy_since = None
+                _resolve((job, None, busy.__cause__ or busy) for job in batch)
             except BaseException as exc:  # a bug in this module: fail loudly, never hang callers
                 self._closed = exc
                 _resolve((job, None, exc) for job in batch)
@@ -486,12 +530,14 @@ class _LoopWorker:
                 died = StoreClosedError(f"{self._name} died")
                 _resolve((job, None, died) for job in pending)
                 raise
+        return False
 
     async def stop(self) -> None:
         """Run every job queued so far, then close the connection."""
         if self._closed is None:
             self._closed = StoreClosedError(f"{self._name} is closed")
-            self._flush()
+            while self._drain():  # noqa: ASYNC110 - polls a lock another thread holds
+                await asyncio.sleep(BUSY_RETRY_SECONDS)
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -576,7 +622,10 @@ class SqliteStore:
         self._writer: _Worker | _LoopWorker
         if writer == "loop":
             self._writer = _LoopWorker(
-                "sqlite-store-writer", self._connect_writer, self._execute_writes
+                "sqlite-store-writer",
+                self._connect_writer,
+                self._execute_writes,
+                give_up=busy_timeout_ms / 1000,
             )
         else:
             self._writer = _Worker(
@@ -839,7 +888,11 @@ class SqliteStore:
         if isinstance(self._writer, _LoopWorker):
             # A few primary-key look-ups: cheaper on the loop's own connection than a round
             # trip to the reader thread (two thread switches on a busy core).
-            return self._writer.run_now(read)
+            try:
+                return self._writer.run_now(read)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
         return await self._read(read)
 
     async def erase(
@@ -891,6 +944,9 @@ class SqliteStore:
             conn.execute("PRAGMA journal_size_limit = 67108864")
             if self.writer == "loop":
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread's job
+                # Never sleep on a lock on the loop: a busy BEGIN is retried on the loop's
+                # timer (`_LoopWorker`), a busy read goes to the reader thread.
+                conn.execute("PRAGMA busy_timeout = 0")
             _migrate(conn)
         except BaseException:
             conn.close()
@@ -918,10 +974,16 @@ class SqliteStore:
         whatever the number of requests); if that fails, each append is retried alone so one bad
         job cannot fail its neighbours. Other jobs run one savepoint each.
         """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if self.writer == "loop" and _is_busy(exc):
+                raise _Busy from exc  # the loop worker keeps the batch and tries again
+            _resolve((job, None, exc) for job in batch)
+            return
         if len(batch) == 1:  # a lone job: the transaction itself is its unit, no savepoint
             (job,) = batch
             try:
-                conn.execute("BEGIN IMMEDIATE")
                 value = job.fn(conn)
                 conn.execute("COMMIT")
             except Exception as exc:
@@ -937,7 +999,6 @@ class SqliteStore:
         appends = [job for job in batch if job.events is not None or job.touch is not None]
         singles = [job for job in batch if job.events is None and job.touch is None]
         try:
-            conn.execute("BEGIN IMMEDIATE")
             if len(appends) > 1 and self._merged_appends(conn, appends, outcomes):
                 appends = []
             for job in (*appends, *singles):

@@ -651,3 +651,70 @@ async def test_touch_and_append_batch_runs_as_one_set_based_insert(
     assert results[0][1] == [AppendResult(1, 0), AppendResult(1, 0)]
     assert all(r == [AppendResult(1, 0), AppendResult(0, 1)] for _, r in results[1:])
     assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 7}
+
+
+class TestTheLoopWriterNeverWaitsForALock:
+    """Another connection holding the write lock (as the checkpointer's RESTART does while it
+    rewinds the log) must not stop the event loop: the batch waits on the loop's timer."""
+
+    @staticmethod
+    @contextmanager
+    def write_lock(db_path: Path) -> Iterator[sqlite3.Connection]:
+        other = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            yield other
+        finally:
+            if other.in_transaction:
+                other.execute("ROLLBACK")
+            other.close()
+
+    async def test_an_append_waits_for_the_lock_while_the_loop_runs(self, db_path: Path) -> None:
+        store = SqliteStore(db_path, writer="loop")
+        await store.open()
+        try:
+            with self.write_lock(db_path):
+                append = asyncio.ensure_future(store.append([ev("a")], T0))
+                ticks = 0
+                for _ in range(20):  # the loop keeps turning while the append waits
+                    await asyncio.sleep(0.005)
+                    ticks += 1
+                assert not append.done()
+                later = asyncio.ensure_future(store.append([ev("b")], T0))
+                await asyncio.sleep(0.01)
+            assert ticks == 20
+            done = await asyncio.wait_for(asyncio.gather(append, later), timeout=5)
+            assert [r[0].created for r in done] == [1, 1]
+            assert scalar(db_path, "SELECT count(*) FROM deliveries") == 2
+        finally:
+            await store.close()
+
+    async def test_a_lock_held_past_the_busy_timeout_fails_the_batch(self, db_path: Path) -> None:
+        store = SqliteStore(db_path, writer="loop", busy_timeout_ms=50)
+        await store.open()
+        try:
+            with (
+                self.write_lock(db_path),
+                pytest.raises(sqlite3.OperationalError, match="locked"),
+            ):
+                await asyncio.wait_for(store.append([ev("a")], T0), timeout=5)
+            (result,) = await store.append([ev("a")], T0)  # the lock is free again
+            assert result.created == 1
+        finally:
+            await store.close()
+
+    async def test_close_waits_for_the_lock_then_commits_what_was_queued(
+        self, db_path: Path
+    ) -> None:
+        store = SqliteStore(db_path, writer="loop")
+        await store.open()
+        with self.write_lock(db_path) as other:
+            append = asyncio.ensure_future(store.append([ev("a")], T0))
+            await asyncio.sleep(0.01)
+            closing_ = asyncio.ensure_future(store.close())
+            await asyncio.sleep(0.02)
+            assert not closing_.done()
+            other.execute("COMMIT")
+        await asyncio.wait_for(closing_, timeout=5)
+        assert (await append)[0].created == 1
+        assert scalar(db_path, "SELECT count(*) FROM deliveries") == 1
