@@ -29,7 +29,7 @@ from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
-from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest
+from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
@@ -152,7 +152,7 @@ def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> Non
 def _limited(answerer: LaneAnswerer, body_limit: int) -> LaneAnswerer:
     """Leave requests whose body exceeds `body_limit` to aiohttp (which answers the 413)."""
 
-    def answer(request: LaneRequest) -> Awaitable[Answer] | None:
+    def answer(request: LaneRequest) -> Awaitable[Answer] | Later | None:
         return None if len(request.body) > body_limit else answerer(request)
 
     return answer

@@ -19,7 +19,7 @@ the two roads to the same Event (tests/unit/web/test_hit_fastpath.py).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, cast
 
 from gateway.core.clickids import parse_fbc, parse_fbp
 from gateway.core.event import (
@@ -134,6 +134,31 @@ def check_url(raw: str) -> str:
     return url
 
 
+def _page_url(raw: str) -> str | None:
+    """``_matching(_url(raw), MAX_URL, _URL_RE.match)`` (both stages), memoised: pages repeat."""
+    found = _PAGE_URLS.get(raw, _UNSEEN)
+    if found is _UNSEEN:
+        try:
+            url = _url(raw)
+            found = _matching(url, MAX_URL, _URL_RE.match) if url is not None else None
+        except _Unusual:
+            found = _REFUSED
+        if len(raw) <= _MEMO_TEXT_MAX:
+            if len(_PAGE_URLS) >= _MEMO_MAX:
+                _PAGE_URLS.clear()
+            _PAGE_URLS[raw] = found
+    if found is _REFUSED:
+        raise _Unusual
+    return cast("str | None", found)
+
+
+_PAGE_URLS: dict[str, object] = {}
+_UNSEEN: Final = object()
+_REFUSED: Final = object()
+_MEMO_MAX: Final = 4096
+_MEMO_TEXT_MAX: Final = 1024
+
+
 def _meta_hit(query: Sequence[tuple[str, str]], now: float, limits: ParseLimits) -> MetaHit | None:
     if len(query) > MAX_PARAMS:
         return None  # the general road reads the first MAX_PARAMS only
@@ -178,12 +203,10 @@ def _meta_hit(query: Sequence[tuple[str, str]], now: float, limits: ParseLimits)
         return None  # refused by the pipeline: the general road counts it
     eid = params.get("eid")
     event_id = _text(_hit_text(eid, MAX_ID), MAX_ID) if eid is not None else None
-    url = _url(params.get("dl"))
-    if url is not None:
-        url = _matching(url, MAX_URL, _URL_RE.match)
-    referrer = _url(params.get("rl"))
-    if referrer is not None:
-        referrer = _matching(referrer, MAX_URL, _URL_RE.match)
+    dl = params.get("dl")
+    url = _page_url(dl) if dl is not None else None
+    rl = params.get("rl")
+    referrer = _page_url(rl) if rl is not None else None
     when = _client_time(_epoch(params.get("ts")), now)
     source = _WEBSITE if url else _OTHER
     # (the window is the same for website and other events: a Referer URL changes nothing)

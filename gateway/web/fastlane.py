@@ -71,8 +71,55 @@ class LaneRequest:
 
 Answer = tuple[bytes, bytes]
 """(status line + headers without Date/Server/Content-Length, body)."""
-HitAnswerer = Callable[[LaneRequest], Awaitable[Answer] | None]
-"""Return the answer of a hit route (an awaitable), or None when the lane must not take it."""
+
+
+class Later:
+    """An answer that its answerer delivers later by a call: `resolve`, `fail` or `cancel`.
+
+    Cheaper than a future for the lane's busiest answers (proxied hits): no done callback,
+    no loop turn between the answer and its write. The lane `attach`es to it as soon as the
+    answerer returns it; an answer delivered before that is kept until then. The first call
+    counts; `cancel` (shutdown) writes nothing, like a cancelled task.
+    """
+
+    __slots__ = ("_answer", "_conn", "_error", "_extra", "_target", "done")
+
+    def __init__(self) -> None:
+        self.done = False
+        """Whether it was resolved, failed or cancelled."""
+        self._answer: Answer | None = None
+        self._error: BaseException | None = None
+        self._conn: FrontProtocol | None = None
+        self._extra = b""
+        self._target = ""
+
+    def resolve(self, answer: Answer) -> None:
+        """Deliver the answer (written at once when the lane is attached)."""
+        if not self.done:
+            self.done = True
+            self._answer = answer
+            if self._conn is not None:
+                self._conn._settled(self)
+
+    def fail(self, error: Exception) -> None:
+        """Deliver an unexpected error (logged; answered with the bare JSON 500)."""
+        if not self.done:
+            self.done = True
+            self._error = error
+            if self._conn is not None:
+                self._conn._settled(self)
+
+    def cancel(self) -> None:
+        """Drop the answer (shutdown): nothing is written."""
+        if not self.done:
+            self.done = True
+            if self._conn is not None:
+                self._conn._settled(self)
+
+
+HitAnswerer = Callable[[LaneRequest], Awaitable[Answer] | Later | None]
+"""Return the answer of a hit route (an awaitable or a `Later`), or None when the lane must not
+take it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +298,7 @@ class FrontProtocol(asyncio.Protocol):
             if len(buf) - start < length:
                 return  # the body is still coming (length is bounded by the lane's limit)
             answer: Answer | None = None
-            pending: Awaitable[Answer] | None = None
+            pending: Awaitable[Answer] | Later | None = None
             if method == "GET" and lane.cached_script is not None:
                 answer = lane.cached_script(
                     target,
@@ -284,10 +331,19 @@ class FrontProtocol(asyncio.Protocol):
                 continue
             assert pending is not None
             self._busy = True
+            if type(pending) is Later:  # written by `_settled` when it is delivered
+                pending._conn = self
+                pending._extra = extra
+                pending._target = target
+                self._server.later += 1
+                if pending.done:
+                    self._settled(pending)
+                return
             if isinstance(pending, asyncio.Future):  # no task needed: written when it is done
                 self._server.tasks.add(pending)
                 pending.add_done_callback(partial(self._done, extra, target))
                 return
+            assert not isinstance(pending, Later)
             task = self._server.loop.create_task(self._finish(pending, extra, target))
             self._server.tasks.add(task)
             task.add_done_callback(self._server.tasks.discard)
@@ -313,6 +369,19 @@ class FrontProtocol(asyncio.Protocol):
             log.error("Unhandled error.", exc_info=error, extra={"path": target.partition("?")[0]})
             answer = error_500()
         self._complete(answer, extra)
+
+    def _settled(self, later: Later) -> None:
+        """`_done` for a `Later` (called by it once it is delivered)."""
+        later._conn = None
+        self._server.later_settled()
+        error = later._error
+        if error is not None:
+            path = later._target.partition("?")[0]
+            log.error("Unhandled error.", exc_info=error, extra={"path": path})
+            self._complete(error_500(), later._extra)
+        elif later._answer is not None:
+            self._complete(later._answer, later._extra)
+        # else cancelled (shutdown): like a cancelled task, nothing is written
 
     def _complete(self, answer: Answer, extra: bytes) -> None:
         self._busy = False
@@ -432,6 +501,9 @@ class FastServer(web.Server):
         self.front: set[FrontProtocol] = set()
         self.tasks: set[asyncio.Future[Any]] = set()
         """Answers in flight (tasks, or futures the answerers resolve)."""
+        self.later = 0
+        """`Later` answers in flight."""
+        self._drained: asyncio.Future[None] | None = None
         self._sweeper: asyncio.TimerHandle | None = loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     def __call__(self) -> Any:
@@ -449,6 +521,13 @@ class FastServer(web.Server):
                 conn.close()
         self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._sweep)
 
+    def later_settled(self) -> None:
+        """Count a `Later` answer delivered (wakes a shutdown waiting for the last one)."""
+        self.later -= 1
+        drained = self._drained
+        if not self.later and drained is not None and not drained.done():
+            drained.set_result(None)
+
     def pre_shutdown(self) -> None:
         """Close idle fast-lane connections too (aiohttp closes its own)."""
         super().pre_shutdown()
@@ -461,8 +540,12 @@ class FastServer(web.Server):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self.tasks:
-            await asyncio.wait(list(self.tasks), timeout=timeout)
+        waits: list[asyncio.Future[Any]] = list(self.tasks)
+        if self.later:
+            self._drained = self.loop.create_future()
+            waits.append(self._drained)
+        if waits:
+            await asyncio.wait(waits, timeout=timeout)
         for conn in list(self.front):
             conn.close()
         self.front.clear()

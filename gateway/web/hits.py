@@ -103,7 +103,7 @@ from gateway.web.collect import (
     _decode_consent,
 )
 from gateway.web.cookies import MAX_COOKIE_HEADER, parse_cookie_header, verify_visitor_id
-from gateway.web.fastlane import Answer, LaneRequest
+from gateway.web.fastlane import Answer, LaneRequest, Later
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.pipeline import Site
 from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
@@ -416,7 +416,7 @@ class HitProxy:
         """Return the hit route (and its public path) the router gives `method raw_path`."""
         return self._lane_routes.get((method, raw_path))
 
-    def fast_answer(self, request: LaneRequest) -> Awaitable[Answer] | None:
+    def fast_answer(self, request: LaneRequest) -> Awaitable[Answer] | Later | None:
         """The fast lane's entry (gateway/web/fastlane.py): a hit route's answer, else None.
 
         Same checks, forwarding, mirror and answers as `serve`; the lane only passes requests
@@ -430,16 +430,13 @@ class HitProxy:
 
     def _fast(
         self, route: HitRoute, path: str, raw_path: str, raw_query: str, request: LaneRequest
-    ) -> Awaitable[Answer]:
+    ) -> Later:
         headers = request.headers
         host = headers.get("host", "")
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        out: asyncio.Future[Answer] = loop.create_future()
+        out = Later()
         admitted = self._admit(route, path, raw_path, raw_query, host)
         if isinstance(admitted, HitAnswer):
-            out.set_result(admitted.encode())
+            out.resolve(admitted.encode())
             return out
         forwarded = headers.get("x-forwarded-for")
         hit = HitRequest(
@@ -453,7 +450,8 @@ class HitProxy:
             request.body if request.method == "POST" else b"",
         )
         # No task per hit: the flight is driven by callbacks (its mirror's commit, then its
-        # upstream answer) and resolves `out`, which the lane writes (same order as `answer`).
+        # upstream answer) and resolves `out`, which the lane writes at once (same order as
+        # `answer`).
         flight = _Flight(self, route, admitted, hit, out)
         observed = flight.launch()
         self._mirror_then(observed, flight.mirrored)
@@ -1044,7 +1042,7 @@ class _Flight:
         route: HitRoute,
         site: Site,
         hit: HitRequest,
-        out: asyncio.Future[Answer],
+        out: Later,
     ) -> None:
         self.proxy = proxy
         self.route = route
@@ -1059,7 +1057,7 @@ class _Flight:
 
     def mirrored(self, cancelled: bool) -> None:
         exchange = self.exchange
-        if cancelled or self.out.done():
+        if cancelled or self.out.done:
             if isinstance(exchange, Exchange):
                 exchange.cancel()
             self.out.cancel()
@@ -1081,7 +1079,7 @@ class _Flight:
         result = exchange.outcome()
         if result is None:  # a stale kept-alive connection: awaiting decides on sending again
             self._await_upstream(exchange)
-        elif not self.out.done():
+        elif not self.out.done:
             self._answer(result)
 
     def _await_upstream(self, exchange: Exchange) -> None:
@@ -1098,14 +1096,16 @@ class _Flight:
         except BaseException:
             self.out.cancel()
             raise
-        if not self.out.done():
+        if not self.out.done:
             self._answer(result)
 
     def _answer(self, result: UpstreamAnswer | UpstreamError) -> None:
         try:
-            self.out.set_result(self.proxy._lane_answer(result, self.route, self.site, self.hit))
+            answer = self.proxy._lane_answer(result, self.route, self.site, self.hit)
         except Exception as exc:
-            self.out.set_exception(exc)
+            self.out.fail(exc)
+        else:
+            self.out.resolve(answer)
 
 
 def _settle(future: asyncio.Future[None], cancelled: bool) -> None:

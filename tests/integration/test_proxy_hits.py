@@ -21,7 +21,7 @@ import gateway.web.pipeline as pipeline_module
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn, SeenHit
 from gateway.sandbox.meta import MetaSandbox
-from gateway.web.fastlane import LANE
+from gateway.web.fastlane import LANE, FastServer
 from gateway.web.hits import HITS, HitAnswer, HitProxy, HitRequest, decode_query
 
 HOST = "www.shop.test"
@@ -629,3 +629,38 @@ async def test_a_lane_hit_whose_answer_fails_is_a_500_and_the_connection_goes_on
     second = await h.get(f"/p/m/tr/?{meta_query(eid='bug-2')}")
     assert second.status == 200
     assert h.hits.stats.mirrored == 2, "both mirrors were committed before the answers"
+
+
+async def test_shutdown_waits_for_the_lane_hits_in_flight(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await start()
+    assert (await h.get(f"/p/m/tr/?{meta_query(eid='warm')}")).status == 200
+    server = h.client.server.runner.server
+    assert isinstance(server, FastServer)
+    store = runtime_of(h.client).store
+    gate = asyncio.Event()
+    append = store.append
+
+    async def slow(events: Any, now: float) -> Any:
+        await gate.wait()
+        return await append(events, now)
+
+    monkeypatch.setattr(store, "append", slow)
+    answer = asyncio.ensure_future(h.get(f"/p/m/tr/?{meta_query(eid='in-flight')}"))
+    try:
+        for _ in range(200):
+            if server.later:
+                break
+            await asyncio.sleep(0.01)
+        assert server.later == 1, "the hit's answer is in flight (a Later)"
+        shutdown = asyncio.ensure_future(server.shutdown(5.0))
+        await asyncio.sleep(0.1)
+        assert not shutdown.done(), "shutdown waits for the answer in flight"
+    finally:
+        gate.set()
+    resp = await answer
+    assert resp.status == 200
+    await asyncio.wait_for(shutdown, 5.0)
+    assert server.later == 0
+    assert h.hits.stats.mirrored == 2
