@@ -164,23 +164,15 @@ def decode_document(raw: bytes) -> list[WireEvent] | None:
 
 
 def is_clean(raw: bytes) -> bool:
-    """Tell whether every string a JSON body decodes to is printable and needs no strip.
+    """Tell whether every string a JSON body decodes to is printable (``s.isprintable()``).
 
     True for a body that is ASCII without backslashes (so no escapes: each string is its raw
-    bytes), without DEL (0x7F, the one ASCII byte JSON allows raw in a string that is not
-    printable; bytes below 0x20 cannot appear raw in a JSON string at all) and without a quote
-    next to a space (so no string starts or ends with one; in ASCII, space is the only
-    whitespace a string can hold raw). Every string is then made of 0x20-0x7E and
-    ``s.isprintable() and s.strip() == s``. Compact machine-written JSON usually qualifies;
-    ``", "``-separated JSON does not, and takes the per-value checks.
+    bytes) and without DEL (0x7F, the one ASCII byte JSON allows raw in a string that is not
+    printable; bytes below 0x20 cannot appear raw in a JSON string at all): every string is
+    then made of 0x20-0x7E. Three fast scans of the body instead of one printable check per
+    value; most machine-written JSON qualifies.
     """
-    return (
-        raw.isascii()
-        and b"\\" not in raw
-        and b"\x7f" not in raw
-        and b'" ' not in raw
-        and b' "' not in raw
-    )
+    return raw.isascii() and b"\\" not in raw and b"\x7f" not in raw
 
 
 def events_from(
@@ -198,7 +190,7 @@ def events_from(
     The hasher's warnings name their values under ``<prefix>[i]``. After None, the hasher may
     hold warnings of items that were hashed before the unusual one: use a fresh one.
     `clean` says the items come from a body `is_clean` accepted: their strings then skip the
-    printable and strip checks (same Events, fewer steps).
+    printable checks (same Events, fewer steps).
     """
     out = _convert(items, now, new_id, limits, hasher, prefix, _CLEAN if clean else _ANY)
     return cast("list[Event] | None", out)
@@ -245,34 +237,50 @@ def _convert(
 
 
 def _clean_text(value: str | None, max_len: int) -> str | None:
-    """`_text` for a string of a clean body (printable, nothing to strip): length only."""
+    """`_text` for a string of a clean body (printable): length and strip only."""
     if value is None:
         return None
     if len(value) <= max_len:
-        return value or None
+        return value.strip() or None
     raise _Unusual
 
 
 def _clean_matching(value: str | None, max_len: int, check: Callable[[str], object]) -> str | None:
-    """`_matching` for a string of a clean body (blank is absent, as `_matching` reads it)."""
-    if not value:
+    """`_matching` for a string of a clean body."""
+    if value is None:
         return None
-    if len(value) <= max_len and check(value):
-        return value
+    if len(value) > max_len:
+        raise _Unusual
+    text = value.strip()
+    if not text:
+        return None
+    if check(text):
+        return text
     raise _Unusual
 
 
 def _clean_ip(value: str | None) -> str | None:
     """`_ip_common` for a string of a clean body: IPv4 as sent, anything else the general way."""
-    if value is not None and len(value) <= 64 and _IPV4_RE.match(value):
-        return value
+    if value is not None and len(value) <= 64:
+        text = value.strip()
+        if _IPV4_RE.match(text):
+            return text
     return _ip_common(value)
+
+
+def _clean_id(cid: str) -> str:
+    """A line item's id from a clean body, as `_content_of` reads it."""
+    if len(cid) > MAX_ID:
+        raise _Unusual  # long ids are refused
+    cid = cid.strip()
+    if not cid:
+        raise _Unusual  # blank ones are skipped by the precise path
+    return cid
 
 
 def _clean_content(cid: str, quantity: int | None, price: float | None) -> Content:
     """`_content_of` for a line item of a clean body."""
-    if not cid or len(cid) > MAX_ID:
-        raise _Unusual  # blank ids are skipped by the precise path, long ones refused
+    cid = _clean_id(cid)
     if quantity is not None and not 0 <= quantity <= 1_000_000:
         raise _Unusual
     if price is not None and not -1e12 <= price <= 1e12:
@@ -282,8 +290,7 @@ def _clean_content(cid: str, quantity: int | None, price: float | None) -> Conte
 
 def _clean_row(cid: str, quantity: int | None, price: float | None) -> StoredContent:
     """`_clean_content` in the stored form of a line item."""
-    if not cid or len(cid) > MAX_ID:
-        raise _Unusual
+    cid = _clean_id(cid)
     if quantity is not None and not 0 <= quantity <= 1_000_000:
         raise _Unusual
     if price is not None and not -1e12 <= price <= 1e12:
