@@ -89,6 +89,7 @@ class Front:
     ca: ssl.SSLContext
     sandbox: Any
     drain: Callable[[], Any]
+    gateway_port: int
 
     @property
     def shop_origin(self) -> str:
@@ -157,7 +158,7 @@ async def started(
             await worker.drain()
 
     async with running_nginx(nginx, conf, port):
-        yield Front(port, ca, sandbox, drain)
+        yield Front(port, ca, sandbox, drain, client.port)
 
 
 @pytest.fixture
@@ -277,3 +278,23 @@ async def test_a_body_over_the_gateway_limit_is_refused_by_nginx(front: Front) -
     )
     assert status == 413
     assert b"nginx" in body  # refused at the edge, before the gateway
+
+
+def _connections_from_nginx(gateway_port: int) -> int:
+    """Count the gateway's established TCP connections whose peer is nginx (127.0.0.2)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if state == "01" and int(local.split(":")[1], 16) == gateway_port:
+            count += remote.split(":")[0] == "0200007F"  # 127.0.0.2, little-endian hex
+    return count
+
+
+async def test_nginx_keeps_its_connection_to_the_gateway_open_and_reuses_it(front: Front) -> None:
+    assert _connections_from_nginx(front.gateway_port) == 0
+    for _ in range(5):  # five clients, one after the other, each on its own connection
+        status, _, _ = await front.request(TRACK, "GET", "/sg.js", {})
+        assert status == 200
+    # Each client closed its connection to nginx; nginx keeps one idle upstream connection.
+    assert 1 <= _connections_from_nginx(front.gateway_port) <= 2
