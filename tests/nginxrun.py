@@ -34,7 +34,7 @@ TRACK_PLACEHOLDER = "track.shop.example"
 UPSTREAM_PLACEHOLDER = "127.0.0.1:8080"
 CERTS_PLACEHOLDER = "/etc/nginx/certs/"
 ROOT_PLACEHOLDER = "/var/www/shop"
-LISTEN_PLACEHOLDER = "listen 443 ssl;"
+LISTEN_PLACEHOLDER = "listen 443 "
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def render_shipped(values: Placeholders, text: str | None = None) -> str:
     text = text.replace(UPSTREAM_PLACEHOLDER, values.upstream)
     text = text.replace(CERTS_PLACEHOLDER, f"{values.certs}/")
     text = text.replace(ROOT_PLACEHOLDER, str(values.shop_root))
-    return text.replace(LISTEN_PLACEHOLDER, f"listen {values.listen_address}:{values.port} ssl;")
+    return text.replace(LISTEN_PLACEHOLDER, f"listen {values.listen_address}:{values.port} ")
 
 
 def write_main_conf(directory: Path, include: Path, *, extra_http: str = "") -> Path:

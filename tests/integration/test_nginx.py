@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -298,3 +299,31 @@ async def test_nginx_keeps_its_connection_to_the_gateway_open_and_reuses_it(fron
         assert status == 200
     # Each client closed its connection to nginx; nginx keeps one idle upstream connection.
     assert 1 <= _connections_from_nginx(front.gateway_port) <= 2
+
+
+async def test_http2_clients_get_the_same_answer_host_and_port_included(
+    tmp_path: Path, make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    curl = require_binary("curl")
+    shipped = SHIPPED.read_text()
+    assert shipped.count("\n    listen 443 ssl;") == 2
+    h2 = shipped.replace("\n    listen 443 ssl;", "\n    listen 443 ssl http2;")
+    async with started(
+        tmp_path, make_config, gateway, meta_sandbox, text=h2, allowed_origins=False
+    ) as front:
+        hit = json.dumps(dict(HIT, url=front.shop_origin + PAGE))
+        headers = tmp_path / "headers.txt"
+        url = f"{front.shop_origin}/t/e"
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [curl, "-s", "--http2", "--cacert", str(tmp_path / "certs" / "ca.crt"),
+             "--resolve", f"{SHOP}:{front.port}:127.0.0.1", "-H", f"Origin: {front.shop_origin}",
+             "-H", "Content-Type: text/plain", "--data-binary", hit, "-D", str(headers),
+             "-o", "/dev/null", "-w", "%{http_version} %{response_code}", url],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.stdout == "2 204", (result.stdout, result.stderr)
+        head = headers.read_text().lower()
+        assert f"access-control-allow-origin: {front.shop_origin}" in head  # same origin, port
+        assert "set-cookie: _fbc=" in head
+        assert await client_ip_seen(front) == "127.0.0.1"
