@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
@@ -73,8 +75,7 @@ def test_shipped_file_passes_nginx_t_when_included_as_documented(tmp_path: Path)
 def test_nginx_t_rejects_a_broken_file_so_the_check_above_means_something(tmp_path: Path) -> None:
     nginx = require_binary("nginx")
     broken = SHIPPED.read_text().replace(
-        "client_max_body_size 1m;\n    }\n}",
-        "client_max_body_size 1m;\n        ssl_x on;\n    }\n}",
+        "proxy_http_version 1.1;", "proxy_http_version 1.1;\n        ssl_x on;", 1
     )
     assert broken != SHIPPED.read_text()
     result = nginx_check(nginx, _render(tmp_path, "127.0.0.1:9", free_port(), broken))
@@ -327,3 +328,32 @@ async def test_http2_clients_get_the_same_answer_host_and_port_included(
         assert f"access-control-allow-origin: {front.shop_origin}" in head  # same origin, port
         assert "set-cookie: _fbc=" in head
         assert await client_ip_seen(front) == "127.0.0.1"
+
+
+async def test_an_answer_head_with_several_large_cookies_passes_nginx(tmp_path: Path) -> None:
+    """A gateway answer may restore several cookies of up to 4 KiB: nginx's default 4k head
+    buffer would make that a 502; the shipped file gives it 16k."""
+    nginx = require_binary("nginx")
+
+    async def big_head(request: web.Request) -> web.Response:
+        response = web.Response(status=204)
+        for i in range(6):
+            response.headers.add("Set-Cookie", f"c{i}={'v' * 1500}; Domain=shop.test; Path=/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/e", big_head)
+    upstream = TestServer(app, host="127.0.0.1")
+    await upstream.start_server()
+    try:
+        port = free_port()
+        conf = _render(tmp_path, f"127.0.0.1:{upstream.port}", port)
+        ca = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.crt"))
+        front = Front(port, ca, None, lambda: None, upstream.port)
+        async with running_nginx(nginx, conf, port):
+            for host, target in ((SHOP, "/t/e"), (TRACK, "/e")):
+                status, headers, _ = await front.request(host, "POST", target, {})
+                assert status == 204, (host, status)
+                assert len(_cookies(headers)) == 6
+    finally:
+        await upstream.close()
