@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from binaries import require_binary
 from nginxrun import (
+    CERTS_PLACEHOLDER,
     SHIPPED,
     Placeholders,
     free_port,
@@ -63,12 +64,25 @@ def _render(tmp_path: Path, upstream: str, port: int, text: str | None = None) -
 
 def test_shipped_file_passes_nginx_t_when_included_as_documented(tmp_path: Path) -> None:
     nginx = require_binary("nginx")
-    header = SHIPPED.read_text().split("\n\n", 1)[0]
+    shipped = SHIPPED.read_text()
+    header = shipped.split("\n\n", 1)[0]
     assert "include /etc/nginx/signalgate.conf;" in header  # the documented include line
-    conf = _render(tmp_path, "127.0.0.1:9", free_port())
-    result = nginx_check(nginx, conf)
+    # Only the certificate directory is replaced: host names, ports, upstream and root stay as
+    # shipped (`nginx -t` binds nothing, but it loads the certificates).
+    certs = tmp_path / "certs"
+    make_certs(certs, ["www.shop.example", "track.shop.example"])
+    include = tmp_path / "signalgate.conf"
+    include.write_text(shipped.replace(CERTS_PLACEHOLDER, f"{certs}/"))
+    result = nginx_check(nginx, write_main_conf(tmp_path / "nginx", include))
     assert result.returncode == 0, result.stderr
     assert "syntax is ok" in result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_shipped_file_with_its_placeholders_filled_passes_nginx_t(tmp_path: Path) -> None:
+    nginx = require_binary("nginx")
+    result = nginx_check(nginx, _render(tmp_path, "127.0.0.1:9", free_port()))
+    assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
 
