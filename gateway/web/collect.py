@@ -38,7 +38,16 @@ from gateway.core.clickids import (
     format_fbp,
     plan_cookies,
 )
-from gateway.core.consent import ConsentPolicy, Decision, Signals, Tier, apply, decide
+from gateway.core.consent import (
+    TRACKING_COOKIES,
+    ConsentPolicy,
+    Decision,
+    Signals,
+    Tier,
+    apply,
+    decide,
+    is_explicit_denial,
+)
 from gateway.core.event import Consent, Event
 from gateway.core.jsoncodec import loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, enrich
@@ -307,12 +316,8 @@ class Collect:
         plan: _Plan | None = None
         if decision.tier is Tier.FULL:
             plan = await self._identify(hit, site, body, cookies, domain, secure, set_cookies, now)
-        elif decision.tier is Tier.NONE and explicit is not None:
-            set_cookies.extend(
-                delete_cookie_header(name, domain, secure=secure)
-                for name in (*CLICK_COOKIES, cfg.visitor_cookie)
-                if name in cookies
-            )
+        elif is_explicit_denial(decision):
+            set_cookies.extend(deletions(cookies, cfg.visitor_cookie, domain, secure))
         status, payload = await self._event(site, body, plan, decision, now)
         headers_out = [*cors, *(("Set-Cookie", line) for line in set_cookies)]
         if payload:
@@ -374,7 +379,11 @@ class Collect:
         returning = known is not None
         vid = known or _candidate(body.get("vid"), now_ms) or f"{now_ms}-{self.new_token()}"
         profile_values: Mapping[str, str] = {}
-        if returning and ("_fbp" not in cookies or "_fbc" not in cookies):
+        if returning and not all(
+            (value := cookies.get(name)) is not None and check(value) is not None
+            for name, check in VENDOR_COOKIES.items()
+        ):
+            # A lost or malformed vendor cookie of a known visitor is restored from the profile.
             (profile,) = await self.pipeline.store.find_profiles(cfg.id, [ProfileQuery(vid)])
             profile_values = profile.browser_ids if profile is not None else {}
         click_ids = capture(_text(body.get("url")), _text(body.get("referrer")))
@@ -474,8 +483,10 @@ class Collect:
             await self._touch(site, plan, now, event, decision)
         elif event is not None:
             stored = _loader_event(event, None, decision)
-            if stored is not None:
-                await self.pipeline.commit(site, [stored])
+            if stored is None:
+                self.pipeline.routes_for(site, decision.tier, 1)  # counts it consent_denied
+            else:
+                await self.pipeline.commit(site, [stored], tier=decision.tier)
         if event is None:
             self.stats.rejected += 1
             errors = [e.as_dict() for e in prepared.errors]
@@ -546,6 +557,18 @@ class Collect:
 def _json(status: int, headers: list[tuple[str, str]], doc: dict[str, Any]) -> Reply:
     """Return a JSON answer shaped like aiohttp's `json_response`."""
     return Reply(status, (*headers, ("Content-Type", _JSON)), json.dumps(doc).encode())
+
+
+def deletions(
+    cookies: Mapping[str, str], visitor_cookie: str, domain: str | None, secure: bool
+) -> list[str]:
+    """Return Set-Cookie lines deleting every tracking cookie the request carries (vendor
+    click and browser ids, our visitor cookie) on the Domain and Path they were set with."""
+    return [
+        delete_cookie_header(name, domain, secure=secure)
+        for name in (*TRACKING_COOKIES, visitor_cookie)
+        if name in cookies
+    ]
 
 
 def _loader_event(event: Event, profile: VisitorProfile | None, decision: Decision) -> Event | None:
