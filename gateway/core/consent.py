@@ -262,10 +262,20 @@ def forwards(tier: Tier, destination: str) -> bool:
 
 
 def stated(consent: Consent | None) -> Decision | None:
-    """Return the decision of an explicit Consent Mode state alone (server API events), or None
-    when no field is stated: the same tiers as the browser's Consent Mode signal."""
-    if consent is None or all(getattr(consent, k) is None for k in CONSENT_KEYS):
+    """Return the decision of a server API event's explicit Consent Mode state, or None when it
+    states none of the tier fields (``ad_storage``, ``ad_user_data``, ``analytics_storage``).
+
+    The browser's Consent Mode rules, with one server-side reading: an event stored nothing on
+    a device, so an unstated ``ad_storage`` follows ``ad_user_data`` (Google's server APIs carry
+    only ``ad_user_data`` and ``ad_personalization``). ``ad_personalization`` alone changes no
+    tier, as in the browser.
+    """
+    if consent is None or all(
+        v is None for v in (consent.ad_storage, consent.ad_user_data, consent.analytics_storage)
+    ):
         return None
+    if consent.ad_storage is None:
+        consent = replace(consent, ad_storage=consent.ad_user_data)
     tier, reasons = _consent_mode(consent)
     return Decision(tier=tier, reasons=reasons, ldu=False)
 

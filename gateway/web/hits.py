@@ -542,14 +542,16 @@ class HitProxy:
             return observed, exc
 
     @staticmethod
-    def _final(answer: HitAnswer, site: Site, hit: HitRequest, observed: Observed) -> HitAnswer:
+    def _final(
+        answer: HitAnswer, site: Site, hit: HitRequest, observed: Observed | None = None
+    ) -> HitAnswer:
         """The answer with its CORS headers (and cookie deletions after an explicit denial)."""
         origin = hit.headers.get("origin")
         if origin is not None:
             cors = _cors(origin, hit.host, site)
             if cors:
                 answer.headers.update(cors)
-        if observed.deny:
+        if observed is not None and observed.deny:
             cfg = site.config
             domain = cfg.cookie_domain or registrable_domain(hit.host)
             secure = hit.headers.get("x-forwarded-proto") == "https"
@@ -654,12 +656,13 @@ class HitProxy:
         route: HitRoute,
         site: Site,
         hit: HitRequest,
-        observed: Observed,
+        observed: Observed | None = None,
     ) -> Answer:
         """`_final(_answer_from(…)).encode()`: a forwarded answer's head is built once per
         (status, Content-Type, Content-Encoding) when nothing in it depends on the request
         (CORS, cookie deletions)."""
-        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers or observed.deny:
+        deny = observed is not None and observed.deny
+        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers or deny:
             return self._final(self._answer_from(result, route), site, hit, observed).encode()
         key = (result.status, result.header("content-type"), result.header("content-encoding"))
         found = self._answer_heads.get(key)
