@@ -51,8 +51,9 @@ Destinations by tier (`forwards`, browser.md §3.6): FULL reaches every destinat
 ANALYTICS reaches only `ANALYTICS_DESTINATIONS`: the ad platforms need what the tier strips
 (Meta refuses a website event without ``client_user_agent``, platforms.md §1.2, and the tier
 allows no user agent), so an analytics-tier event is never offered to them: it is counted as
-``consent_denied`` instead of ending as a platform's dead letter. No ad platform is listed yet:
-GA4-style identifier-free measurement would be the first.
+``consent_denied`` instead of ending as a platform's dead letter. The set is empty while every
+registered destination is an ad platform (Meta today); an analytics destination (e.g. GA4
+measurement without identifiers) would be listed here.
 """
 
 from __future__ import annotations

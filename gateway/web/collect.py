@@ -3,7 +3,8 @@
 One hit: resolve the site by Host → check Origin (CORS) → read the body (JSON, also text/plain
 from beacons) → decide consent (Sec-GPC, the loader's consent state, CMP cookie, TCF) → resolve
 the visitor (signed cookie, else the loader's candidate id, else new) → plan and (re)issue vendor
-cookies (click ids from URL and referrer, lost cookies restored from the profile) → parse and
+cookies (click ids from URL and referrer, lost or malformed cookies of a known visitor restored
+from the profile; an explicit denial deletes every tracking cookie instead) → parse and
 hash the event through the shared pipeline → merge the profile and append the event (enriched
 from the merged profile) in one store transaction → 204 once it is committed.
 

@@ -24,7 +24,9 @@ browser gets the upstream status, body, Content-Type (and Content-Encoding if an
 timed out, redirecting or answering over `MAX_UPSTREAM_BODY` → 502. A path that is not exactly
 the route's (percent-escapes…) or a query with bytes outside printable ASCII → 400; a query over
 `MAX_QUERY_BYTES` → 414 (aiohttp itself refuses request lines over 8190 bytes with 400); a body
-over `MAX_HIT_BODY` → 413; unknown Host or vendor off → 404. The proxy sets no cookie.
+over `MAX_HIT_BODY` → 413; unknown Host or vendor off → 404. The proxy sets no cookie; after an
+explicit consent denial (core.consent `is_explicit_denial`, seen by the mirror) the answer
+deletes the tracking cookies the request carries, as `POST /e` does (collect `deletions`).
 
 The same checks, forwarding, mirror and answers serve requests from aiohttp (`serve`) and from
 the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose body it read
@@ -44,7 +46,8 @@ consent — GA4 `gcs` — else the `_sgc` cookie, TCF and CMP cookies, region he
 consent the server fields of `POST /e` are added (ip, user_agent, `fbp`/`fbc` from the cookies
 when the hit lacks them, click ids from cookies and URL, the visitor id from our signed cookie,
 read only, and that visitor's stored profile, read once per batch); then `Pipeline.prepare` →
-channel "pixel" → consent `apply` → `Pipeline.commit` to every destination of the site. The
+channel "pixel" → consent `apply` → `Pipeline.commit` to every destination of the site that the
+event's tier may reach (core.consent `forwards`; the others count it `consent_denied`). The
 event keeps the hit's event id (GA4 purchase: the transaction id), so the vendor deduplicates
 it against the pixel's own copy.
 """
