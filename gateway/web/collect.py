@@ -380,10 +380,7 @@ class Collect:
         returning = known is not None
         vid = known or _candidate(body.get("vid"), now_ms) or f"{now_ms}-{self.new_token()}"
         profile_values: Mapping[str, str] = {}
-        if returning and not all(
-            (value := cookies.get(name)) is not None and check(value) is not None
-            for name, check in VENDOR_COOKIES.items()
-        ):
+        if returning and _needs_profile(cookies):
             # A lost or malformed vendor cookie of a known visitor is restored from the profile.
             (profile,) = await self.pipeline.store.find_profiles(cfg.id, [ProfileQuery(vid)])
             profile_values = profile.browser_ids if profile is not None else {}
@@ -558,6 +555,24 @@ class Collect:
 def _json(status: int, headers: list[tuple[str, str]], doc: dict[str, Any]) -> Reply:
     """Return a JSON answer shaped like aiohttp's `json_response`."""
     return Reply(status, (*headers, ("Content-Type", _JSON)), json.dumps(doc).encode())
+
+
+_ALWAYS_SET: Final = ("_fbp", "_ttp", "_scid", "_fbc")
+"""Vendor cookies a known visitor normally carries (browser ids, and `_fbc` as before): one
+missing sends the hit to the profile; a missing click cookie alone does not (most never had one)."""
+
+
+def _needs_profile(cookies: Mapping[str, str]) -> bool:
+    """Return whether a known visitor's vendor cookies need the profile: one is malformed, or
+    one of `_ALWAYS_SET` is missing."""
+    for name in _ALWAYS_SET:
+        if name not in cookies:
+            return True
+    for name, check in VENDOR_COOKIES.items():
+        value = cookies.get(name)
+        if value is not None and check(value) is None:
+            return True
+    return False
 
 
 def deletions(

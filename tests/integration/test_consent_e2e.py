@@ -153,6 +153,11 @@ async def test_malformed_vendor_cookies_of_a_known_visitor_are_restored(
     again = set_cookie_lines(await client.post("/e", data=plain, headers=headers(Cookie=broken)))
     for name in ("_fbp", "_ttp", "_scid", "_fbc"):
         assert again[name].split(";", 1)[0] == first[name].split(";", 1)[0], name
+    # A malformed click cookie alone sends the hit to the profile too.
+    whole = "; ".join(again[n].split(";", 1)[0] for n in ("_sgv", "_fbc", "_fbp", "_ttp", "_scid"))
+    jar = whole + "; _gcl_aw=nope"
+    third = set_cookie_lines(await client.post("/e", data=plain, headers=headers(Cookie=jar)))
+    assert third["_gcl_aw"].split(";", 1)[0] == first["_gcl_aw"].split(";", 1)[0]
 
 
 # --- 4. /v1/events with an explicit consent object ---------------------------------------------
