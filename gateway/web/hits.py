@@ -1011,6 +1011,10 @@ class HitProxy:
         destinations their consent tier lets them reach."""
         pipeline = self.collect.pipeline
         site = first.site
+        if tier is not Tier.FULL and not pipeline.routes_for(site, tier, 0, only=own):
+            pipeline.routes_for(site, tier, len(events), only=own)  # counted consent_denied
+            self.stats.consent_dropped += len(events)
+            return
         try:
             await pipeline.commit(site, events, only=own, tier=tier)
         except Exception:

@@ -262,6 +262,7 @@ async def test_a_gpc_hit_is_counted_consent_denied_never_dead(start: Start) -> N
     runtime = runtime_of(h.client)
     assert await runtime.store.dead_letters("shop:meta", 10) == []
     assert runtime.pipeline.consent_denied == {"shop:meta": 1}
+    assert (h.hits.stats.consent_dropped, h.hits.stats.mirrored) == (1, 0)
 
 
 # --- GA4, TikTok, Snap --------------------------------------------------------------------------
