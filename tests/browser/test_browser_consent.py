@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import chromium_available, open_page, stack
+from harness import chromium_available, fake_cdn, open_page, stack
 
 if not chromium_available():
     if os.environ.get("CI"):
@@ -84,3 +84,24 @@ async def test_a_denial_deletes_every_tracking_cookie_the_gateway_set(tmp_path: 
         await s.drain()
         assert len(s.accepted()) == before
         assert s.console_errors == []
+
+
+async def test_a_denial_seen_on_a_proxied_pixel_hit_deletes_them_too(tmp_path: Path) -> None:
+    consent = {"cmp_cookie": "cmp", "cmp_mapping": {"reject": "none"}}
+    async with fake_cdn() as (cdn, cdn_url):
+        proxy = {"enabled": True, "vendors": ["meta"], "meta_upstream": cdn_url,
+                 "meta_hits_upstream": cdn_url}  # fmt: skip
+        async with stack(tmp_path, consent=consent, proxy=proxy) as s:
+            page = await open_page(s, ALL_CLICKS)
+            assert set(await s.cookies()) >= TRACKING
+            # The CMP records the rejection in its own cookie; the next pixel hit carries it.
+            await page.evaluate("document.cookie='cmp=reject; domain=shop.test; path=/'")
+            query = "id=1234567890&ev=PageView&dl=https%3A%2F%2Fwww.shop.test%2F"
+            hit = f"{s.gateway_url}/p/m/tr/?{query}"
+            async with page.expect_response(lambda r: r.url.startswith(hit)) as r:
+                await page.evaluate(f"(new Image()).src={hit!r}")
+            assert (await r.value).status == 200
+            await page.wait_for_timeout(200)
+            left = await s.cookies()
+            assert TRACKING & set(left) == set(), sorted(left)
+            assert any(h.path.startswith("/tr") for h in cdn.hits), "the hit still went upstream"
