@@ -101,6 +101,30 @@ async def test_a_cmp_cookie_mapped_to_none_is_an_explicit_denial(
     assert all("Max-Age=0" in line for line in lines.values())
 
 
+def tc_string_without_purposes() -> str:
+    """A TCF v2 core segment with no purpose consent at all (fields in specification order)."""
+    bits = (
+        "000010" + "0" * 72 + "0" * 24 + "0" * 6 + "000100" * 2 + "0" * 12 + "000100"
+        + "0" * 2 + "0" * 12 + "0" * 48 + "0" + "000100" * 2 + "0" * 17 + "0" * 17 + "0" * 12
+    )  # fmt: skip
+    bits += "0" * (-len(bits) % 6)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    return "".join(alphabet[int(bits[i : i + 6], 2)] for i in range(0, len(bits), 6))
+
+
+async def test_a_tcf_string_without_purpose_one_deletes_them_too(
+    make_config: Any, gateway: Any
+) -> None:
+    client = await gateway(make_config(site=site(consent={"tcf": True})), run_workers=False)
+    first = set_cookie_lines(await client.post("/e", data=body(), headers=headers()))
+    jar = jar_of(first) + f"; euconsent-v2={tc_string_without_purposes()}"
+    resp = await client.post("/e", data=body(url=ORIGIN + "/cart"), headers=headers(Cookie=jar))
+    lines = set_cookie_lines(resp)
+    assert set(lines) == TRACKING
+    assert all("Max-Age=0" in line for line in lines.values())
+    assert runtime_of(client).collect.stats.consent_reasons["tcf:purpose1_denied"] == 1  # type: ignore[union-attr]
+
+
 async def test_the_default_tier_alone_deletes_nothing(make_config: Any, gateway: Any) -> None:
     client = await gateway(make_config(site=site()), run_workers=False)
     first = set_cookie_lines(await client.post("/e", data=body(), headers=headers()))
