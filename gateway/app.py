@@ -108,7 +108,13 @@ def create_app(
         max_events=config.server.max_events_per_request,
     )
     health = Health(store.ping, runtime.route_health)
-    admin = Admin(store, config.server.admin_token, runtime.route_health, runtime.browser_stats)
+    admin = Admin(
+        store,
+        config.server.admin_token,
+        runtime.route_health,
+        runtime.browser_stats,
+        pipeline.consent_denied,
+    )
     app.router.add_post("/v1/events", api.post_events)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

@@ -41,13 +41,26 @@ whose own tier equals the outcome, in the order consent mode, TCF, CMP cookie, d
 LDU (browser.md §3.4, §3.6 "US opt-out modifier"): ``ldu`` is set when the hit's region is in
 ``policy.ldu_regions`` (an entry "US" covers every "US-xx") or when an honoured GPC signal is
 present; Meta/Snap destinations then send ``data_processing_options: ["LDU"]``.
+
+Explicit denial (`is_explicit_denial`): the outcome is NONE because some signal said so (a
+Consent Mode denial, a TCF string without purpose 1 or measurement, a CMP cookie mapped to
+``none``), not because `policy.default` applied. Only an explicit denial deletes the tracking
+cookies the gateway set earlier (`TRACKING_COOKIES` plus the site's visitor cookie).
+
+Destinations by tier (`forwards`, browser.md §3.6): FULL reaches every destination, NONE none.
+ANALYTICS reaches only `ANALYTICS_DESTINATIONS`: the ad platforms need what the tier strips
+(Meta refuses a website event without ``client_user_agent``, platforms.md §1.2, and the tier
+allows no user agent), so an analytics-tier event is never offered to them: it is counted as
+``consent_denied`` instead of ending as a platform's dead letter. The set is empty while every
+registered destination is an ad platform (Meta today); an analytics destination (e.g. GA4
+measurement without identifiers) would be listed here.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum, StrEnum
 from types import MappingProxyType
@@ -216,6 +229,72 @@ class TCData:
             if vendor in r.vendors:
                 out.setdefault(r.purpose, set()).add(r.restriction)
         return out
+
+
+TRACKING_COOKIES: Final = (
+    "_fbc",
+    "_fbp",
+    "_gcl_aw",
+    "ttclid",
+    "_ttp",
+    "_scid",
+    "_scclid",
+    "_uetmsclkid",
+)
+"""Every vendor cookie the gateway sets (click ids and browser ids); with the site's visitor
+cookie, what an explicit denial deletes. `_sgc` (the consent state) is strictly necessary."""
+
+ANALYTICS_DESTINATIONS: Final[frozenset[str]] = frozenset()
+"""Destinations that take identifier-free (analytics-tier) events as the platform documents."""
+
+_NOT_SIGNALS: Final = frozenset({"default", "tcf:invalid", "cmp:unmatched"})
+
+
+def is_explicit_denial(decision: Decision) -> bool:
+    """Return whether a signal (not the site's default) denied everything (module docstring)."""
+    return decision.tier is Tier.NONE and any(r not in _NOT_SIGNALS for r in decision.reasons)
+
+
+def forwards(tier: Tier, destination: str) -> bool:
+    """Return whether an event of this tier may be offered to the destination."""
+    if tier is Tier.FULL:
+        return True
+    return tier is Tier.ANALYTICS and destination in ANALYTICS_DESTINATIONS
+
+
+def stated(consent: Consent | None) -> Decision | None:
+    """Return the decision of a server API event's explicit Consent Mode state, or None when it
+    states none of the tier fields (``ad_storage``, ``ad_user_data``, ``analytics_storage``).
+
+    The browser's Consent Mode rules, with one server-side reading: an event stored nothing on
+    a device, so an unstated ``ad_storage`` follows ``ad_user_data`` (Google's server APIs carry
+    only ``ad_user_data`` and ``ad_personalization``). ``ad_personalization`` alone changes no
+    tier, as in the browser.
+    """
+    if consent is None or all(
+        v is None for v in (consent.ad_storage, consent.ad_user_data, consent.analytics_storage)
+    ):
+        return None
+    if consent.ad_storage is None:
+        consent = replace(consent, ad_storage=consent.ad_user_data)
+    tier, reasons = _consent_mode(consent)
+    return Decision(tier=tier, reasons=reasons, ldu=False)
+
+
+def by_stated_tier(events: Sequence[Event]) -> tuple[list[Event], dict[Tier, list[Event]]]:
+    """Split server API events by their explicit `consent` object with the browser's tiers
+    (`stated`): the full-tier ones (and those without consent), and the others by tier,
+    stripped as their tier requires (the none-tier ones kept whole, for counting only)."""
+    full: list[Event] = []
+    restricted: dict[Tier, list[Event]] = {}
+    for event in events:
+        decision = stated(event.consent)
+        if decision is None or decision.tier is Tier.FULL:
+            full.append(event)
+            continue
+        kept = apply(decision, event)
+        restricted.setdefault(decision.tier, []).append(event if kept is None else kept)
+    return full, restricted
 
 
 def decide(policy: ConsentPolicy, signals: Signals) -> Decision:

@@ -21,11 +21,14 @@ class Admin:
         token: Secret | None,
         routes: Callable[[], Mapping[str, Mapping[str, object]]],
         browser: Callable[[], Mapping[str, object]] = dict,
+        consent_denied: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.token = token
         self.routes = routes
         self.browser = browser
+        self.consent_denied = consent_denied if consent_denied is not None else {}
+        """Route → events consent kept from it (the pipeline's live counter)."""
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if self.token is None:
@@ -57,6 +60,7 @@ class Admin:
                 "deliveries": [_info(r) for r in rows],
                 "totals": totals,
                 "deduplicated": duplicates,
+                "consent_denied": dict(self.consent_denied),
                 "routes": self.routes(),
                 "browser": self.browser(),
             }

@@ -11,6 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway.core.consent import Tier, by_stated_tier
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.wire import decode_document, is_clean
@@ -178,8 +179,14 @@ class EventsApi:
     ) -> Reply:
         """Enrich and durably append the accepted events; return the request's answer."""
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
-        accepted = await self.pipeline.enrich(site, accepted)
-        results = await self.pipeline.commit(site, accepted)
+        full, restricted = by_stated_tier(accepted)
+        full = await self.pipeline.enrich(site, full)
+        results = await self.pipeline.commit(site, full)
+        for tier, events in restricted.items():
+            if tier is Tier.NONE:
+                self.pipeline.routes_for(site, tier, len(events))  # counted consent_denied
+            else:
+                results += await self.pipeline.commit(site, events, tier=tier)
         return _answer(len(accepted), results, rejected, _dicts(dropped))
 
     def _events_of(self, doc: Any) -> tuple[list[Any], FieldError | None]:

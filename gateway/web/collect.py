@@ -3,7 +3,8 @@
 One hit: resolve the site by Host → check Origin (CORS) → read the body (JSON, also text/plain
 from beacons) → decide consent (Sec-GPC, the loader's consent state, CMP cookie, TCF) → resolve
 the visitor (signed cookie, else the loader's candidate id, else new) → plan and (re)issue vendor
-cookies (click ids from URL and referrer, lost cookies restored from the profile) → parse and
+cookies (click ids from URL and referrer, lost or malformed cookies of a known visitor restored
+from the profile; an explicit denial deletes every tracking cookie instead) → parse and
 hash the event through the shared pipeline → merge the profile and append the event (enriched
 from the merged profile) in one store transaction → 204 once it is committed.
 
@@ -38,7 +39,16 @@ from gateway.core.clickids import (
     format_fbp,
     plan_cookies,
 )
-from gateway.core.consent import ConsentPolicy, Decision, Signals, Tier, apply, decide
+from gateway.core.consent import (
+    TRACKING_COOKIES,
+    ConsentPolicy,
+    Decision,
+    Signals,
+    Tier,
+    apply,
+    decide,
+    is_explicit_denial,
+)
 from gateway.core.event import Consent, Event
 from gateway.core.jsoncodec import loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, enrich
@@ -307,12 +317,8 @@ class Collect:
         plan: _Plan | None = None
         if decision.tier is Tier.FULL:
             plan = await self._identify(hit, site, body, cookies, domain, secure, set_cookies, now)
-        elif decision.tier is Tier.NONE and explicit is not None:
-            set_cookies.extend(
-                delete_cookie_header(name, domain, secure=secure)
-                for name in (*CLICK_COOKIES, cfg.visitor_cookie)
-                if name in cookies
-            )
+        elif is_explicit_denial(decision):
+            set_cookies.extend(deletions(cookies, cfg.visitor_cookie, domain, secure))
         status, payload = await self._event(site, body, plan, decision, now)
         headers_out = [*cors, *(("Set-Cookie", line) for line in set_cookies)]
         if payload:
@@ -374,7 +380,8 @@ class Collect:
         returning = known is not None
         vid = known or _candidate(body.get("vid"), now_ms) or f"{now_ms}-{self.new_token()}"
         profile_values: Mapping[str, str] = {}
-        if returning and ("_fbp" not in cookies or "_fbc" not in cookies):
+        if returning and _needs_profile(cookies):
+            # A lost or malformed vendor cookie of a known visitor is restored from the profile.
             (profile,) = await self.pipeline.store.find_profiles(cfg.id, [ProfileQuery(vid)])
             profile_values = profile.browser_ids if profile is not None else {}
         click_ids = capture(_text(body.get("url")), _text(body.get("referrer")))
@@ -474,8 +481,10 @@ class Collect:
             await self._touch(site, plan, now, event, decision)
         elif event is not None:
             stored = _loader_event(event, None, decision)
-            if stored is not None:
-                await self.pipeline.commit(site, [stored])
+            if stored is None:
+                self.pipeline.routes_for(site, decision.tier, 1)  # counts it consent_denied
+            else:
+                await self.pipeline.commit(site, [stored], tier=decision.tier)
         if event is None:
             self.stats.rejected += 1
             errors = [e.as_dict() for e in prepared.errors]
@@ -546,6 +555,36 @@ class Collect:
 def _json(status: int, headers: list[tuple[str, str]], doc: dict[str, Any]) -> Reply:
     """Return a JSON answer shaped like aiohttp's `json_response`."""
     return Reply(status, (*headers, ("Content-Type", _JSON)), json.dumps(doc).encode())
+
+
+_ALWAYS_SET: Final = ("_fbp", "_ttp", "_scid", "_fbc")
+"""Vendor cookies a known visitor normally carries (browser ids, and `_fbc` as before): one
+missing sends the hit to the profile; a missing click cookie alone does not (most never had one)."""
+
+
+def _needs_profile(cookies: Mapping[str, str]) -> bool:
+    """Return whether a known visitor's vendor cookies need the profile: one is malformed, or
+    one of `_ALWAYS_SET` is missing."""
+    for name in _ALWAYS_SET:
+        if name not in cookies:
+            return True
+    for name, check in VENDOR_COOKIES.items():
+        value = cookies.get(name)
+        if value is not None and check(value) is None:
+            return True
+    return False
+
+
+def deletions(
+    cookies: Mapping[str, str], visitor_cookie: str, domain: str | None, secure: bool
+) -> list[str]:
+    """Return Set-Cookie lines deleting every tracking cookie the request carries (vendor
+    click and browser ids, our visitor cookie) on the Domain and Path they were set with."""
+    return [
+        delete_cookie_header(name, domain, secure=secure)
+        for name in (*TRACKING_COOKIES, visitor_cookie)
+        if name in cookies
+    ]
 
 
 def _loader_event(event: Event, profile: VisitorProfile | None, decision: Decision) -> Event | None:

@@ -24,7 +24,9 @@ browser gets the upstream status, body, Content-Type (and Content-Encoding if an
 timed out, redirecting or answering over `MAX_UPSTREAM_BODY` → 502. A path that is not exactly
 the route's (percent-escapes…) or a query with bytes outside printable ASCII → 400; a query over
 `MAX_QUERY_BYTES` → 414 (aiohttp itself refuses request lines over 8190 bytes with 400); a body
-over `MAX_HIT_BODY` → 413; unknown Host or vendor off → 404. The proxy sets no cookie.
+over `MAX_HIT_BODY` → 413; unknown Host or vendor off → 404. The proxy sets no cookie; after an
+explicit consent denial (core.consent `is_explicit_denial`, seen by the mirror) the answer
+deletes the tracking cookies the request carries, as `POST /e` does (collect `deletions`).
 
 The same checks, forwarding, mirror and answers serve requests from aiohttp (`serve`) and from
 the fast lane (`fast_answer`, gateway/web/fastlane.py), which takes a hit whose body it read
@@ -44,7 +46,8 @@ consent — GA4 `gcs` — else the `_sgc` cookie, TCF and CMP cookies, region he
 consent the server fields of `POST /e` are added (ip, user_agent, `fbp`/`fbc` from the cookies
 when the hit lacks them, click ids from cookies and URL, the visitor id from our signed cookie,
 read only, and that visitor's stored profile, read once per batch); then `Pipeline.prepare` →
-channel "pixel" → consent `apply` → `Pipeline.commit` to every destination of the site. The
+channel "pixel" → consent `apply` → `Pipeline.commit` to every destination of the site that the
+event's tier may reach (core.consent `forwards`; the others count it `consent_denied`). The
 event keeps the hit's event id (GA4 purchase: the transaction id), so the vendor deduplicates
 it against the pixel's own copy.
 """
@@ -63,6 +66,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.core.clickids import (
@@ -71,7 +75,7 @@ from gateway.core.clickids import (
     parse_fbc,
     parse_fbp,
 )
-from gateway.core.consent import Decision, Signals, Tier, apply
+from gateway.core.consent import Decision, Signals, Tier, apply, is_explicit_denial
 from gateway.core.event import (
     _FB_COOKIE_RE,
     _WEBSITE,
@@ -101,8 +105,14 @@ from gateway.web.collect import (
     Collect,
     _consent_of,
     _decode_consent,
+    deletions,
 )
-from gateway.web.cookies import MAX_COOKIE_HEADER, parse_cookie_header, verify_visitor_id
+from gateway.web.cookies import (
+    MAX_COOKIE_HEADER,
+    parse_cookie_header,
+    registrable_domain,
+    verify_visitor_id,
+)
 from gateway.web.fastlane import Answer, LaneRequest, Later
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.pipeline import Site
@@ -207,6 +217,7 @@ class Observed:
         "body",
         "content_type",
         "cookies",
+        "deny",
         "gpc",
         "ip",
         "method",
@@ -248,6 +259,9 @@ class Observed:
         self.gpc = gpc
         self.region = region
         self.now = now
+        self.deny = False
+        """Set by the mirror when a signal explicitly denied consent: the answer then deletes
+        the tracking cookies the request carries."""
 
 
 class HitRequest:
@@ -289,6 +303,8 @@ class HitAnswer:
     status: int
     headers: dict[str, str]
     body: bytes | None
+    cookies: tuple[str, ...] = ()
+    """Set-Cookie values (deletions after an explicit denial)."""
 
     @classmethod
     def error(cls, status: int, code: str, message: str) -> HitAnswer:
@@ -298,7 +314,12 @@ class HitAnswer:
 
     def response(self) -> web.Response:
         """Return the aiohttp response."""
-        return web.Response(status=self.status, body=self.body, headers=self.headers)
+        if not self.cookies:
+            return web.Response(status=self.status, body=self.body, headers=self.headers)
+        headers = CIMultiDict(self.headers)
+        for line in self.cookies:
+            headers.add("Set-Cookie", line)
+        return web.Response(status=self.status, body=self.body, headers=headers)
 
     def encode(self) -> Answer:
         """Return the status line and headers, and the body, for the fast lane."""
@@ -311,6 +332,8 @@ class HitAnswer:
             if len(_HEADS) >= _MEMO_MAX:
                 _HEADS.clear()
             _HEADS[key] = head
+        if self.cookies:
+            head += "".join(f"Set-Cookie: {line}\r\n" for line in self.cookies).encode("ascii")
         return head, self.body or b""
 
 
@@ -507,7 +530,7 @@ class HitProxy:
             if isinstance(exchange, Exchange):
                 exchange.cancel()
             raise
-        return self._final(await self._answer_of(exchange, route), site, hit)
+        return self._final(await self._answer_of(exchange, route), site, hit, observed)
 
     def _launch(
         self, route: HitRoute, site: Site, hit: HitRequest
@@ -522,13 +545,21 @@ class HitProxy:
             return observed, exc
 
     @staticmethod
-    def _final(answer: HitAnswer, site: Site, hit: HitRequest) -> HitAnswer:
-        """The answer with its CORS headers."""
+    def _final(
+        answer: HitAnswer, site: Site, hit: HitRequest, observed: Observed | None = None
+    ) -> HitAnswer:
+        """The answer with its CORS headers (and cookie deletions after an explicit denial)."""
         origin = hit.headers.get("origin")
         if origin is not None:
             cors = _cors(origin, hit.host, site)
             if cors:
                 answer.headers.update(cors)
+        if observed is not None and observed.deny:
+            cfg = site.config
+            domain = cfg.cookie_domain or registrable_domain(hit.host)
+            secure = hit.headers.get("x-forwarded-proto") == "https"
+            lines = deletions(observed.cookies, cfg.visitor_cookie, domain, secure)
+            answer.cookies = (*answer.cookies, *lines)
         return answer
 
     def _reject(self, status: int, code: str, message: str) -> HitAnswer:
@@ -623,12 +654,19 @@ class HitProxy:
         return self._answer_from(result, route)
 
     def _lane_answer(
-        self, result: UpstreamAnswer | UpstreamError, route: HitRoute, site: Site, hit: HitRequest
+        self,
+        result: UpstreamAnswer | UpstreamError,
+        route: HitRoute,
+        site: Site,
+        hit: HitRequest,
+        observed: Observed | None = None,
     ) -> Answer:
         """`_final(_answer_from(…)).encode()`: a forwarded answer's head is built once per
-        (status, Content-Type, Content-Encoding) when no CORS header depends on the request."""
-        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers:
-            return self._final(self._answer_from(result, route), site, hit).encode()
+        (status, Content-Type, Content-Encoding) when nothing in it depends on the request
+        (CORS, cookie deletions)."""
+        deny = observed is not None and observed.deny
+        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers or deny:
+            return self._final(self._answer_from(result, route), site, hit, observed).encode()
         key = (result.status, result.header("content-type"), result.header("content-encoding"))
         found = self._answer_heads.get(key)
         if found is not None:
@@ -742,20 +780,21 @@ class HitProxy:
                 continue
             if not found:
                 self.stats.not_events += 1
+                if observed.cookies and is_explicit_denial(self._decision(observed, None)):
+                    observed.deny = True
             docs.extend(found)
         if not docs:
             return
         profiles = await self._profiles(docs)
-        groups: dict[tuple[str, frozenset[str] | None], list[_Doc]] = {}
+        groups: dict[tuple[str, frozenset[str] | None, Tier], list[_Doc]] = {}
         for doc in docs:
-            own = doc.own
-            groups.setdefault((doc.observed.site.config.id, own), []).append(doc)
+            key = (doc.observed.site.config.id, doc.own, doc.decision.tier)
+            groups.setdefault(key, []).append(doc)
         commits = []
-        for items in groups.values():
+        for (_, own, tier), items in groups.items():
             events = self._events(items, profiles)
             if events:
-                first = items[0]
-                commits.append(self._commit(first.observed, first.own, events))
+                commits.append(self._commit(items[0].observed, own, events, tier))
         if len(commits) == 1:
             await commits[0]
         elif commits:
@@ -795,6 +834,8 @@ class HitProxy:
             vid: str | None = None
             if decision.tier is Tier.FULL:
                 doc["user"], vid = self._server_user(observed, doc)
+            elif is_explicit_denial(decision):
+                observed.deny = True
             out.append(_Doc(observed, doc, decision, vid, own))
         return out
 
@@ -840,6 +881,8 @@ class HitProxy:
             if decision.tier is Tier.FULL:
                 user, vid = self._fast_user(observed, hit, page)
             else:
+                if is_explicit_denial(decision):
+                    observed.deny = True
                 fbc, fbp = hit.fbc, hit.fbp
                 user = _new_user({}, {}, None, None, None, fbc, fbp, {})
             data = hit.data
@@ -947,6 +990,7 @@ class HitProxy:
             decision = doc.decision
             if decision.tier is Tier.NONE:
                 self.stats.consent_dropped += 1
+                pipeline.routes_for(site, Tier.NONE, 1, only=doc.own)  # counted consent_denied
                 continue
             if doc.vid is not None:
                 event = enrich(event, profiles.get((site_id, doc.vid)))
@@ -955,22 +999,29 @@ class HitProxy:
             kept = apply(decision, event)
             if kept is None:
                 self.stats.consent_dropped += 1
+                pipeline.routes_for(site, Tier.NONE, 1, only=doc.own)
                 continue
             events.append(kept)
         return events
 
     async def _commit(
-        self, first: Observed, own: frozenset[str] | None, events: list[Event]
+        self, first: Observed, own: frozenset[str] | None, events: list[Event], tier: Tier
     ) -> None:
-        """Commit one group's events with one append (each event alone if that fails)."""
+        """Commit one group's events with one append (each event alone if that fails) to the
+        destinations their consent tier lets them reach."""
         pipeline = self.collect.pipeline
         site = first.site
+        if tier is not Tier.FULL and not pipeline.routes_for(site, tier, 0, only=own):
+            pipeline.routes_for(site, tier, len(events), only=own)  # counted consent_denied
+            self.stats.consent_dropped += len(events)
+            return
         try:
-            await pipeline.commit(site, events, only=own)
+            await pipeline.commit(site, events, only=own, tier=tier)
         except Exception:
             # One bad event must not lose its neighbours: commit each alone (one store batch).
             results = await asyncio.gather(
-                *(pipeline.commit(site, [e], only=own) for e in events), return_exceptions=True
+                *(pipeline.commit(site, [e], only=own, tier=tier) for e in events),
+                return_exceptions=True,
             )
             for result in results:
                 if isinstance(result, BaseException):
@@ -1034,7 +1085,7 @@ class _Flight:
     usually is by then) and resolves `out`, which the lane writes.
     """
 
-    __slots__ = ("exchange", "hit", "out", "proxy", "route", "site")
+    __slots__ = ("exchange", "hit", "observed", "out", "proxy", "route", "site")
 
     def __init__(
         self,
@@ -1050,9 +1101,11 @@ class _Flight:
         self.hit = hit
         self.out = out
         self.exchange: Exchange | UpstreamError | None = None
+        self.observed: Observed | None = None
 
     def launch(self) -> Observed:
         observed, self.exchange = self.proxy._launch(self.route, self.site, self.hit)
+        self.observed = observed
         return observed
 
     def mirrored(self, cancelled: bool) -> None:
@@ -1101,7 +1154,8 @@ class _Flight:
 
     def _answer(self, result: UpstreamAnswer | UpstreamError) -> None:
         try:
-            answer = self.proxy._lane_answer(result, self.route, self.site, self.hit)
+            assert self.observed is not None
+            answer = self.proxy._lane_answer(result, self.route, self.site, self.hit, self.observed)
         except Exception as exc:
             self.out.fail(exc)
         else:

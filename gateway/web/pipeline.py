@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from gateway.config import SiteConfig
+from gateway.core.consent import Tier, forwards
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, enrich, lookup_keys
@@ -74,6 +75,8 @@ class Pipeline:
         self.store = store
         self.clock = clock
         self.new_id = new_id
+        self.consent_denied: dict[str, int] = {}
+        """Route → events consent kept from it (shown by /v1/debug/recent)."""
 
     def prepare(
         self, site: Site, obj: Any, *, path: str = "", now: float | None = None
@@ -204,13 +207,35 @@ class Pipeline:
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
         return await self.store.append(batch, self.clock())
 
-    async def commit(
-        self, site: Site, events: Sequence[Event], *, only: frozenset[str] | None = None
-    ) -> list[AppendResult]:
-        """Durably append the events to the site's routes (or the destinations in `only`)."""
+    def routes_for(
+        self, site: Site, tier: Tier, count: int, *, only: frozenset[str] | None = None
+    ) -> tuple[str, ...]:
+        """Return the site's routes (or those of the destinations in `only`) that `count` events
+        of this consent tier may reach; the others count them as `consent_denied`."""
         routes = site.routes
         if only is not None:
             routes = tuple(r for r in routes if r.split(":", 1)[1] in only)
+        if tier is Tier.FULL:
+            return routes
+        kept = tuple(r for r in routes if forwards(tier, r.split(":", 1)[1]))
+        if count and len(kept) < len(routes):
+            denied = self.consent_denied
+            for route in routes:
+                if route not in kept:
+                    denied[route] = denied.get(route, 0) + count
+        return kept
+
+    async def commit(
+        self,
+        site: Site,
+        events: Sequence[Event],
+        *,
+        only: frozenset[str] | None = None,
+        tier: Tier = Tier.FULL,
+    ) -> list[AppendResult]:
+        """Durably append the events to the site's routes (or the destinations in `only`) that
+        their consent tier lets them reach (`routes_for`)."""
+        routes = self.routes_for(site, tier, len(events), only=only)
         if not events or not routes:
             return []
         site_id = site.config.id

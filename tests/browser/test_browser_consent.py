@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import chromium_available, open_page, stack
+from harness import chromium_available, fake_cdn, open_page, stack
 
 if not chromium_available():
     if os.environ.get("CI"):
@@ -53,3 +53,55 @@ async def test_denied_consent_sends_nothing_until_granted(tmp_path: Path) -> Non
         assert s.accepted(), "granting consent must start capture"
         assert all("fbc" in e["user_data"] for e in s.accepted())
         assert s.console_errors == []
+
+
+TRACKING = {
+    "_fbc", "_fbp", "_gcl_aw", "ttclid", "_ttp", "_scid", "_scclid", "_uetmsclkid", "_sgv",
+}  # fmt: skip
+ALL_CLICKS = LANDING + "&sccid=snapclick123&msclkid=0123456789abcdef0123456789abcdef"
+DENY = "{ad_storage:'denied',analytics_storage:'denied',ad_user_data:'denied'}"
+
+
+async def test_a_denial_deletes_every_tracking_cookie_the_gateway_set(tmp_path: Path) -> None:
+    async with stack(tmp_path) as s:
+        page = await open_page(s, ALL_CLICKS)
+        cookies = await s.cookies()
+        assert set(cookies) >= TRACKING, sorted(cookies)
+        assert all(cookies[name]["domain"] == ".shop.test" for name in TRACKING)
+        await s.drain()
+        before = len(s.accepted())
+        assert before >= 1
+        async with page.expect_response(lambda r: r.url.startswith(s.gateway_url + "/e")) as r:
+            await page.evaluate(f"sg('consent',{DENY})")
+        assert (await r.value).status == 204
+        await page.wait_for_timeout(200)
+        left = await s.cookies()
+        assert TRACKING & set(left) == set(), sorted(left)
+        assert "_sgc" in left, "the consent choice itself is remembered"
+        # The next page sets nothing again and forwards nothing.
+        await page.goto(s.shop_url + "/cart", wait_until="networkidle")
+        assert TRACKING & set(await s.cookies()) == set()
+        await s.drain()
+        assert len(s.accepted()) == before
+        assert s.console_errors == []
+
+
+async def test_a_denial_seen_on_a_proxied_pixel_hit_deletes_them_too(tmp_path: Path) -> None:
+    consent = {"cmp_cookie": "cmp", "cmp_mapping": {"reject": "none"}}
+    async with fake_cdn() as (cdn, cdn_url):
+        proxy = {"enabled": True, "vendors": ["meta"], "meta_upstream": cdn_url,
+                 "meta_hits_upstream": cdn_url}  # fmt: skip
+        async with stack(tmp_path, consent=consent, proxy=proxy) as s:
+            page = await open_page(s, ALL_CLICKS)
+            assert set(await s.cookies()) >= TRACKING
+            # The CMP records the rejection in its own cookie; the next pixel hit carries it.
+            await page.evaluate("document.cookie='cmp=reject; domain=shop.test; path=/'")
+            query = "id=1234567890&ev=PageView&dl=https%3A%2F%2Fwww.shop.test%2F"
+            hit = f"{s.gateway_url}/p/m/tr/?{query}"
+            async with page.expect_response(lambda r: r.url.startswith(hit)) as r:
+                await page.evaluate(f"(new Image()).src={hit!r}")
+            assert (await r.value).status == 200
+            await page.wait_for_timeout(200)
+            left = await s.cookies()
+            assert TRACKING & set(left) == set(), sorted(left)
+            assert any(h.path.startswith("/tr") for h in cdn.hits), "the hit still went upstream"

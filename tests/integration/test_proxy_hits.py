@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -201,6 +202,67 @@ async def test_denied_consent_cookie_forwards_but_mirrors_nothing(start: Start) 
     assert seen.headers["Cookie"] == f"_fbp={FBP}", "our consent cookie stays with us"
     assert await h.delivered() == []
     assert h.hits.stats.consent_dropped == 1
+
+
+TRACKING_JAR = (
+    f"_fbp={FBP}; _fbc=fb.1.1700000000000.AbC-123; _ttp=abcdefghijklmnopqrst; "
+    "_scid=abcdefghijklmnopqrstuvwx; _gcl_aw=GCL.1700000000.Cj0KCQ; ttclid=E.C.P.x; "
+    "_scclid=snapclick123; _uetmsclkid=_uet0123456789abcdef0123456789abcdef; _sgv=a.b; other=1"
+)
+TRACKING_NAMES = {
+    "_fbp", "_fbc", "_ttp", "_scid", "_gcl_aw", "ttclid", "_scclid", "_uetmsclkid", "_sgv",
+}  # fmt: skip
+
+
+def assert_deletes_tracking_cookies(resp: aiohttp.ClientResponse) -> None:
+    lines = resp.headers.getall("Set-Cookie", [])
+    assert {line.split("=", 1)[0] for line in lines} == TRACKING_NAMES
+    for line in lines:
+        attrs = line.split("; ")
+        assert attrs[0].endswith("="), line
+        assert "Max-Age=0" in attrs
+        assert "Path=/" in attrs
+        assert "Domain=shop.test" in attrs, "deleted on the domain the collect endpoint set it on"
+
+
+async def test_an_explicit_denial_on_a_hit_deletes_every_tracking_cookie(start: Start) -> None:
+    h = await start()
+    jar = TRACKING_JAR + "; _sgc=dddd"
+    resp = await h.get(f"/p/m/tr/?{meta_query()}", Cookie=jar)  # the fast lane's road
+    assert resp.status == 200
+    assert_deletes_tracking_cookies(resp)
+    assert (await resp.read()).startswith(b"GIF89a")
+    # aiohttp's road (a compressed body is never the lane's) answers the same.
+    body = gzip.compress(meta_query(eid="order-45", rqm="SB").encode())
+    resp = await h.post(
+        "/p/m/tr?id=1234567890",
+        body,
+        Cookie=jar,
+        **{"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"},
+    )
+    assert resp.status == 200
+    assert_deletes_tracking_cookies(resp)
+    # The hit's own consent (GA4 gcs=G100) is an explicit denial too.
+    query = "v=2&tid=G-ABC123&en=purchase&ep.transaction_id=T-3&epn.value=3&cu=USD&gcs=G100"
+    resp = await h.get(f"/g/collect?{query}", Cookie=TRACKING_JAR)
+    assert resp.status == 204
+    assert_deletes_tracking_cookies(resp)
+    assert await h.delivered() == []
+    # Without a denial the proxy still sets no cookie, and the next answer's head is clean.
+    resp = await h.get(f"/p/m/tr/?{meta_query(eid='order-46')}", Cookie=TRACKING_JAR)
+    assert "Set-Cookie" not in resp.headers
+
+
+async def test_a_gpc_hit_is_counted_consent_denied_never_dead(start: Start) -> None:
+    h = await start()
+    resp = await h.get(f"/p/m/tr/?{meta_query()}", Cookie=COOKIES, **{"Sec-GPC": "1"})
+    assert resp.status == 200
+    assert "Set-Cookie" not in resp.headers, "GPC is not an explicit denial of everything"
+    assert await h.delivered() == []
+    runtime = runtime_of(h.client)
+    assert await runtime.store.dead_letters("shop:meta", 10) == []
+    assert runtime.pipeline.consent_denied == {"shop:meta": 1}
+    assert (h.hits.stats.consent_dropped, h.hits.stats.mirrored) == (1, 0)
 
 
 # --- GA4, TikTok, Snap --------------------------------------------------------------------------
