@@ -3,7 +3,8 @@ venv, run `signalgate run` from a directory outside the repository, and get the 
 shim with the repository's bytes; then remove the loader from the installed package and see
 start-up stop with one line instead of a silent 404 behind a green /healthz.
 
-The source is copied to tmp_path first so the build leaves no build/ or egg-info in the checkout.
+The wheel is built from a copy of the Docker build context (the files the Dockerfile's build
+stage copies), so the build leaves nothing in the checkout and the image's build is covered too.
 Dependencies come from pip's cache (or the package index, which CI reaches).
 """
 
@@ -19,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from deployfiles import context_sources, dockerignore_patterns, dockerignored, stages
 
 from gateway.web.static import PLACEHOLDER, collect_reference
 
@@ -27,20 +29,19 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sg_pkg_test_key_0123456789"
 STARTUP_TIMEOUT = 30.0
-IGNORE = shutil.ignore_patterns(
-    ".git",
-    ".venv",
-    "build",
-    "dist",
-    "*.egg-info",
-    "__pycache__",
-    ".*_cache",
-    ".hypothesis",
-    "node_modules",
-    "data",
-    "bench",
-    "tests",
-)
+
+
+def copy_build_context(destination: Path) -> None:
+    """Copy what the Dockerfile's build stage copies, minus what .dockerignore leaves out, so
+    this wheel is built from the same files as the image's."""
+    patterns = dockerignore_patterns()
+    for source in context_sources(stages((ROOT / "Dockerfile").read_text())[0]):
+        path = ROOT / source
+        for file in [path] if path.is_file() else sorted(path.rglob("*")):
+            rel = file.relative_to(ROOT)
+            if file.is_file() and not dockerignored(rel.as_posix(), patterns):
+                (destination / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, destination / rel)
 
 
 def free_port() -> int:
@@ -74,7 +75,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Return a fresh venv with only the built wheel (and its dependencies) installed."""
     base = tmp_path_factory.mktemp("pkg")
     source = base / "src"
-    shutil.copytree(ROOT, source, ignore=IGNORE)
+    copy_build_context(source)
     wheels = base / "wheels"
     sh(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, source, cwd=base)
     (wheel,) = wheels.glob("signalgate-*.whl")
