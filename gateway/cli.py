@@ -71,14 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        try:
-            _serve(_run(config, delivery=not args.no_delivery))
-        except AssetMissing as exc:
-            print(f"signalgate: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
-    return 0
+        return _serve(_run(config, delivery=not args.no_delivery))
+    return _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
 
 
 def _check(path: str) -> int:
@@ -115,15 +109,21 @@ def _print_errors(exc: ConfigError) -> None:
         print(f"  {key}: {reason}", file=sys.stderr)
 
 
-def _serve(coro: Any) -> None:
+def _serve(coro: Any) -> int:
+    """Run the server coroutine until interrupted; a missing browser asset is one line, exit 2."""
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         runner = asyncio.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(coro)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runner(coro)
+    except AssetMissing as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def _run(config: Config, *, delivery: bool = True) -> None:

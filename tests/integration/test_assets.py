@@ -127,6 +127,16 @@ def test_run_with_a_missing_asset_exits_with_one_line(tmp_path: Path) -> None:
     assert "listening" not in done.stdout
 
 
+def test_demo_with_a_missing_shim_exits_with_one_line(tmp_path: Path) -> None:
+    ports = ("--port", "0", "--sandbox-port", "0", "--shop-port", "0")
+    prelude = "import gateway.web.static as s\ns.SHIM = 'gone.js'"
+    done = run_cli("demo", *ports, "--data-dir", str(tmp_path), prelude=prelude)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "signalgate: shim asset gateway/static_js/gone.js is missing from the installed package"
+    ]
+
+
 def test_run_with_a_missing_config_file_exits_with_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     done = run_cli("run", "--config", str(missing))

@@ -24,7 +24,7 @@ from deployfiles import context_sources, dockerignore_patterns, dockerignored, s
 
 from gateway.web.static import PLACEHOLDER, collect_reference
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]  # the first test builds and installs
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "sg_pkg_test_key_0123456789"
