@@ -37,7 +37,7 @@ from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
-from gateway.web.static import LOADER_FILE, Asset, loader_asset
+from gateway.web.static import Asset, loader_asset, shim_asset
 
 log = logging.getLogger("signalgate")
 
@@ -180,12 +180,17 @@ def _browser_routes(app: web.Application, runtime: Runtime, config: Config, cloc
     for path in sorted({s.config.collect_path for s in runtime.sites}):
         app.router.add_post(path, collect.post)
         app.router.add_route("OPTIONS", path, collect.preflight)
-    loaders: dict[str, Asset] = {}
+    # A missing asset raises AssetMissing here: start-up stops rather than serving a 404.
+    assets: dict[str, Asset] = {}
     for site in runtime.sites:
         path = site.config.loader_path
-        if path not in loaders and LOADER_FILE.exists():
-            loaders[path] = loader_asset(path, site.config.collect_path)
-    for path, asset in loaders.items():
+        if path not in assets:
+            assets[path] = loader_asset(path, site.config.collect_path)
+    shim_paths = {s.config.shim_path for s in runtime.sites if s.config.shim_path}
+    if shim_paths:
+        shim = shim_asset()
+        assets.update(dict.fromkeys(shim_paths, shim))
+    for path, asset in assets.items():
         app.router.add_get(path, _serve(asset))
 
 

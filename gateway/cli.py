@@ -1,4 +1,7 @@
-"""Command line: `signalgate run | demo | check-config`. The only place that prints and exits."""
+"""Command line: `signalgate run | demo | check-config | healthcheck`.
+
+The only place that prints and exits.
+"""
 
 from __future__ import annotations
 
@@ -18,12 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, healthcheck
 from gateway.app import create_app, make_runner
 from gateway.config import Config, ConfigError, load, parse
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
+from gateway.web.static import AssetMissing
 
 GC_YOUNG_THRESHOLD = 200_000
 """Young-generation GC threshold of the server process (see `_run`)."""
@@ -43,6 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     check = sub.add_parser("check-config", help="validate a config file; exit 1 on errors")
     check.add_argument("--config", required=True)
+    health = sub.add_parser(
+        "healthcheck", help="exit 1 unless the running gateway answers /healthz and its scripts"
+    )
+    health.add_argument("--config", required=True, help="the running gateway's TOML config")
+    health.add_argument("--url", default=None, help="base URL; default: from [server]")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
     demo = sub.add_parser("demo", help="run on embedded defaults against a local Meta sandbox")
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
@@ -52,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check(args.config)
+    if args.command == "healthcheck":
+        return _healthcheck(args.config, args.url, args.timeout)
     setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     if args.command == "run":
         try:
@@ -59,10 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        _serve(_run(config, delivery=not args.no_delivery))
-        return 0
-    _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
-    return 0
+        return _serve(_run(config, delivery=not args.no_delivery))
+    return _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
 
 
 def _check(path: str) -> int:
@@ -75,21 +85,45 @@ def _check(path: str) -> int:
     return 0
 
 
+def _healthcheck(config_path: str, url: str | None, timeout: float) -> int:
+    try:
+        config = load(config_path)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return 1
+    problems = healthcheck.check(
+        url or healthcheck.local_base_url(config), healthcheck.probes(config), timeout
+    )
+    if problems:
+        print("signalgate healthcheck: " + "; ".join(problems), file=sys.stderr)
+        return 1
+    return 0
+
+
 def _print_errors(exc: ConfigError) -> None:
+    if [key for key, _ in exc.errors] == ["(file)"]:
+        print(f"signalgate: {exc.errors[0][1]}", file=sys.stderr)
+        return
     print(f"config has {len(exc.errors)} error(s):", file=sys.stderr)
     for key, reason in exc.errors:
         print(f"  {key}: {reason}", file=sys.stderr)
 
 
-def _serve(coro: Any) -> None:
+def _serve(coro: Any) -> int:
+    """Run the server coroutine until interrupted; a missing browser asset is one line, exit 2."""
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         runner = asyncio.run
-    with contextlib.suppress(KeyboardInterrupt):
-        runner(coro)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            runner(coro)
+    except AssetMissing as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def _run(config: Config, *, delivery: bool = True) -> None:

@@ -232,6 +232,12 @@ class SiteConfig:
         pattern=_PATH,
         expected="a path such as /sg.js",
     )
+    shim_path: str = _f(
+        "/i.js",
+        "Path the event-id shim (static_js/shim.js) is served at; empty: not served.",
+        pattern=f"({_PATH})?",
+        expected="a path such as /i.js, or empty",
+    )
     cookie_domain: str | None = _f(
         None, "Cookie Domain; default: the registrable domain of the request host (PSL)."
     )
@@ -454,7 +460,21 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
     return Config(sites=tuple(sites), **sections)
 
 
+def _check_paths(sites: list[SiteConfig], loader: _Loader) -> None:
+    """A path serves one thing: the collect endpoint, the loader or the shim, never two."""
+    owner: dict[str, str] = {}
+    for i, site in enumerate(sites):
+        for key in ("collect_path", "loader_path", "shim_path"):
+            path = getattr(site, key)
+            if not path:
+                continue
+            other = owner.setdefault(path, key)
+            if other != key:
+                loader.err(f"sites[{i}].{key}", f"{path} is already the {other} of a site")
+
+
 def _check_sites(sites: list[SiteConfig], loader: _Loader) -> None:
+    _check_paths(sites, loader)
     seen_ids: set[str] = set()
     seen_keys: set[str] = set()
     for i, site in enumerate(sites):
@@ -492,7 +512,7 @@ def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
     try:
         text = file.read_text()
     except OSError as exc:
-        raise ConfigError([("(file)", f"cannot read {file}: {exc.strerror}")]) from exc
+        raise ConfigError([("(file)", f"cannot read config file {file}: {exc.strerror}")]) from exc
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

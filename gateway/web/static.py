@@ -1,4 +1,5 @@
-"""Serves the first-party loader from memory: placeholder filled, ETag, gzip, cache headers."""
+"""Serves the browser assets from memory (the loader with its placeholder filled, the event-id
+shim as is): ETag, gzip, cache headers. The files are package data, read once at start-up."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import gzip
 import hashlib
 import posixpath
 from dataclasses import dataclass
-from pathlib import Path
+from importlib import resources
 from typing import Final
 
 from aiohttp import web
 
-STATIC_DIR: Final = Path(__file__).resolve().parents[2] / "static_js"
-LOADER_FILE: Final = STATIC_DIR / "loader.js"
+ASSET_PACKAGE: Final = "gateway.static_js"
+"""Where the browser assets are installed (the repository's static_js/, mapped in setup.py)."""
+LOADER: Final = "loader.js"
+SHIM: Final = "shim.js"
 PLACEHOLDER: Final = "__SG_COLLECT__"
 CACHE_CONTROL: Final = "public, max-age=3600, stale-while-revalidate=86400"
 """An hour: short enough that a loader fix reaches browsers the same day."""
@@ -64,7 +67,30 @@ class Asset:
         )
 
 
-def loader_asset(loader_path: str, collect_path: str, source: Path = LOADER_FILE) -> Asset:
-    """Return the loader with its collect endpoint filled in."""
-    text = source.read_text()
+class AssetMissing(Exception):
+    """A browser asset a configured route serves is not in the installed package."""
+
+    def __init__(self, role: str, name: str) -> None:
+        self.role = role
+        self.name = name
+        where = ASSET_PACKAGE.replace(".", "/") + "/" + name
+        super().__init__(f"{role} asset {where} is missing from the installed package")
+
+
+def read_asset(name: str, role: str) -> str:
+    """Return the text of asset `name` from the installed package, or raise AssetMissing."""
+    try:
+        return (resources.files(ASSET_PACKAGE) / name).read_bytes().decode("utf-8")
+    except (ImportError, OSError, UnicodeDecodeError) as exc:
+        raise AssetMissing(role, name) from exc
+
+
+def loader_asset(loader_path: str, collect_path: str, text: str | None = None) -> Asset:
+    """Return the loader with its collect endpoint filled in (`text`: the loader's source)."""
+    text = read_asset(LOADER, "loader") if text is None else text
     return Asset.build(text.replace(PLACEHOLDER, collect_reference(loader_path, collect_path)))
+
+
+def shim_asset(text: str | None = None) -> Asset:
+    """Return the event-id shim, served as is."""
+    return Asset.build(read_asset(SHIM, "shim") if text is None else text)
