@@ -15,6 +15,7 @@ from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.wire import decode_document, is_clean
 from gateway.store.base import AppendResult
+from gateway.web.baseline import Baseline
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
@@ -71,6 +72,7 @@ class EventsApi:
     ) -> None:
         self.pipeline = pipeline
         self.keys = KeyRing(sites)
+        self.baseline = Baseline(sites)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.max_events = max_events
@@ -129,7 +131,8 @@ class EventsApi:
                 )
                 if stored is not None:
                     results = await self.pipeline.commit_stored(site, stored[0])
-                    return _answer(len(stored[0]), results, [], _dicts(stored[1]))
+                    warnings = stored[1] + self.baseline.stored(site, stored[0], "events")
+                    return _answer(len(stored[0]), results, [], _dicts(warnings))
             else:
                 fast = self.pipeline.prepare_wire(
                     site, typed, prefix="events", now=now, clean=clean
@@ -180,7 +183,10 @@ class EventsApi:
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
         accepted = await self.pipeline.enrich(site, accepted)
         results = await self.pipeline.commit(site, accepted)
-        return _answer(len(accepted), results, rejected, _dicts(dropped))
+        refused_at = {index for index, _ in refused}
+        indexes = (i for i in range(len(accepted) + len(refused)) if i not in refused_at)
+        warnings = dropped + self.baseline.events(site, accepted, indexes, "events")
+        return _answer(len(accepted), results, rejected, _dicts(warnings))
 
     def _events_of(self, doc: Any) -> tuple[list[Any], FieldError | None]:
         if not isinstance(doc, dict):
