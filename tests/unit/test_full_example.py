@@ -136,3 +136,4 @@ def test_full_example_passes_check_config(
     assert main(["check-config", "--config", str(config)]) == 0
     out = capsys.readouterr()
     assert out.out.strip() == "OK", out.err
+    assert out.err == ""  # no warnings either: every secret is env: or file:
