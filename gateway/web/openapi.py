@@ -48,7 +48,20 @@ _RETRY_AFTER: Final = {
         "schema": {"type": "integer", "minimum": 1},
     }
 }
-_CONSENT_VALUE: Final[JSONSchema] = {"enum": ["granted", "denied"]}
+_CONSENT_VALUE: Final[JSONSchema] = {
+    "enum": ["granted", "denied", True, False],
+    "description": '"granted" or "denied" (true and false are read the same).',
+}
+
+
+def _nullable(obj: JSONSchema) -> JSONSchema:
+    """`obj` with each optional property also taking null (the parser reads null as absent)."""
+    required = set(obj.get("required", ()))
+    obj["properties"] = {
+        name: schema if name in required else {"anyOf": [schema, {"type": "null"}]}
+        for name, schema in obj["properties"].items()
+    }
+    return obj
 
 
 def _schemas() -> dict[str, JSONSchema]:
@@ -182,6 +195,8 @@ def _schemas() -> dict[str, JSONSchema]:
             "test_code": {"type": "string", "maxLength": 100},
         },
     }
+    for obj in (user, data, event["properties"]["consent"], event):
+        _nullable(obj)
     field_error: JSONSchema = {
         "type": "object",
         "required": ["path", "reason"],
@@ -234,24 +249,30 @@ def _schemas() -> dict[str, JSONSchema]:
                 "message": _STRING,
             },
         },
-        "CollectEvent": {
-            "type": "object",
-            "description": (
-                "A browser event from the loader: the Event's event, event_id, url, referrer,"
-                " data and consent, with user holding identify() fields only (ip, user agent,"
-                " cookies and click ids come from the request). Other keys are ignored."
-            ),
-            "properties": {
-                "event": _STRING,
-                "event_id": {"type": ["string", "integer"]},
-                "url": _STRING,
-                "referrer": _STRING,
-                "data": {"type": "object"},
-                "consent": {"type": "object"},
-                "user": {"type": "object"},
-                "vid": {"type": "string", "description": "The loader's visitor id candidate."},
-            },
-        },
+        "CollectEvent": _nullable(
+            {
+                "type": "object",
+                "description": (
+                    "A browser event from the loader: the Event's event, event_id, url, referrer,"
+                    " data and consent, with user holding identify() fields only (ip, user agent,"
+                    " cookies and click ids come from the request). Other keys are ignored."
+                ),
+                "properties": {
+                    "event": _STRING,
+                    "event_id": {"type": ["string", "integer"]},
+                    "url": _STRING,
+                    "referrer": _STRING,
+                    "data": {"type": ["object", "null"]},
+                    "consent": {
+                        "description": "As the Event's; anything but an object is ignored."
+                    },
+                    "user": {
+                        "description": "identify() fields; anything but an object is ignored."
+                    },
+                    "vid": {"description": "The loader's visitor id candidate (<ms>-<16 hex>)."},
+                },
+            }
+        ),
         "Erasure": {
             "type": "object",
             "additionalProperties": False,
