@@ -122,7 +122,7 @@ def _schemas() -> dict[str, JSONSchema]:
         "properties": {
             "id": {"type": ["string", "integer"]},
             "quantity": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
-            "price": {"type": "number"},
+            "price": {"type": ["number", "string"]},
         },
     }
     data: JSONSchema = {
@@ -195,7 +195,7 @@ def _schemas() -> dict[str, JSONSchema]:
             "test_code": {"type": "string", "maxLength": 100},
         },
     }
-    for obj in (user, data, event["properties"]["consent"], event):
+    for obj in (user, content, data, event["properties"]["consent"], event):
         _nullable(obj)
     field_error: JSONSchema = {
         "type": "object",
@@ -397,9 +397,10 @@ _COLLECT_EXAMPLE: Final = {
 }
 
 
-def _admin_answers(ok: dict[str, Any]) -> dict[str, Any]:
+def _admin_answers(ok: dict[str, Any], bad: str) -> dict[str, Any]:
     return {
         "200": ok,
+        "400": _error(bad),
         "401": _error("Missing or wrong admin token."),
         "403": _error("Admin surfaces are off: server.admin_token is not set."),
     }
@@ -502,7 +503,9 @@ def _paths() -> dict[str, Any]:
                         "schema": {"type": "string"},
                     },
                 ],
-                "responses": _admin_answers(_json(_ref("Recent"), "Recent deliveries.")),
+                "responses": _admin_answers(
+                    _json(_ref("Recent"), "Recent deliveries."), "An invalid limit."
+                ),
             }
         },
         "/v1/debug/dead": {
@@ -517,13 +520,13 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "required": True,
                         "description": "<site>:<destination>, e.g. shop:meta.",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "minLength": 1},
                     },
                 ],
-                "responses": {
-                    **_admin_answers(_json(_ref("DeadLetters"), "Dead letters.")),
-                    "400": _error("The route parameter is missing."),
-                },
+                "responses": _admin_answers(
+                    _json(_ref("DeadLetters"), "Dead letters."),
+                    "The route parameter is missing, or an invalid limit.",
+                ),
             }
         },
         "/v1/visitors/{visitor_id}": {

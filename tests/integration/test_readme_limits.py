@@ -7,10 +7,11 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ACCESS_TOKEN, FakeClock, auth, runtime_of
+from conftest import ACCESS_TOKEN, ADMIN_TOKEN, FakeClock, auth, runtime_of
 
 UA = "Mozilla/5.0 (test)"
 JSON = {"Content-Type": "application/json"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def lead(i: int, **over: Any) -> dict[str, Any]:
@@ -185,3 +186,28 @@ class TestPausedRouteResumes:
         clock.advance(fixed.delivery.pause_seconds + 1)
         await worker.drain()
         assert [e["event_id"] for e in sandbox.recorder.accepted] == ["lead-0"]
+
+
+class TestDebugLimit:
+    """Regression (schemathesis): an out-of-range or non-numeric `limit` was silently clamped
+    or replaced by the default; it is now a 400 naming the parameter, as the document says."""
+
+    @pytest.mark.parametrize("path", ["/v1/debug/recent", "/v1/debug/dead?route=shop:meta&"])
+    @pytest.mark.parametrize("limit", ["0", "501", "-1", "ten", "1.5", "٣"])
+    async def test_bad_limit_is_400(
+        self, make_config: Any, gateway: Any, path: str, limit: str
+    ) -> None:
+        client = await gateway(make_config(), run_workers=False)
+        sep = "" if path.endswith("&") else "?"
+        resp = await client.get(f"{path}{sep}limit={limit}", headers=ADMIN)
+        assert resp.status == 400
+        assert (await resp.json())["errors"] == [
+            {"path": "limit", "reason": "expected an integer from 1 to 500"}
+        ]
+
+    async def test_good_limit_and_default(self, make_config: Any, gateway: Any) -> None:
+        client = await gateway(make_config(), run_workers=False)
+        for query in ("", "?limit=1", "?limit=500"):
+            assert (await client.get(f"/v1/debug/recent{query}", headers=ADMIN)).status == 200
+        dead = await client.get("/v1/debug/dead?route=shop:meta&limit=7", headers=ADMIN)
+        assert await dead.json() == {"dead": []}
