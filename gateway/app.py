@@ -34,6 +34,8 @@ from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
 from gateway.web.middleware import errors_middleware, request_id_middleware
+from gateway.web.openapi import PATH as OPENAPI_PATH
+from gateway.web.openapi import OpenApi
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
@@ -123,6 +125,7 @@ def create_app(
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
+    app.router.add_get(OPENAPI_PATH, OpenApi().get)
     _browser_routes(app, runtime, config, clock)
     _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))

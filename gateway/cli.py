@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway import __version__, healthcheck
 from gateway.app import create_app, make_runner
 from gateway.config import Config, ConfigError, load, parse
+from gateway.config_warnings import warnings as config_warnings
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
@@ -77,10 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check(path: str) -> int:
     try:
-        load(path)
+        config = load(path)
     except ConfigError as exc:
         _print_errors(exc)
         return 1
+    for key, reason in config_warnings(config):
+        print(f"warning: {key}: {reason}", file=sys.stderr)
     print("OK")
     return 0
 

@@ -1,6 +1,7 @@
 """TOML file + environment → one frozen, validated Config; every error names its key.
 
-Secrets are written `env:NAME` or `file:PATH` (a literal is accepted but discouraged) and are
+Secrets are written `env:NAME` or `file:PATH` (a literal is accepted, for trials and tests, and
+`check-config` warns about each one: gateway/config_warnings.py) and are
 resolved at load time. Environment variables `SIGNALGATE__<SECTION>__<KEY>` override scalar keys
 of the top-level tables (e.g. `SIGNALGATE__SERVER__PORT=9000`).
 """

@@ -584,9 +584,9 @@ def _parse_consent(obj: JSON, errs: _Errors) -> Consent | None:
         raw = obj.get(key)
         if raw is None:
             values[key] = None
-        elif raw in ("granted", True):
+        elif raw == "granted" or raw is True:  # not `in`: 1 == True and 0 == False
             values[key] = True
-        elif raw in ("denied", False):
+        elif raw == "denied" or raw is False:
             values[key] = False
         else:
             errs.add(f".consent.{key}", 'expected "granted" or "denied"')

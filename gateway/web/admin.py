@@ -47,6 +47,8 @@ class Admin:
         if denied is not None:
             return denied
         limit = _limit(request)
+        if isinstance(limit, web.Response):
+            return limit
         rows = await self.store.recent(limit, request.query.get("route") or None)
         counts = await self.store.counts()
         duplicates: dict[str, dict[str, int]] = {}
@@ -79,15 +81,24 @@ class Admin:
                 "query parameter route is required",
                 [{"path": "route", "reason": "required"}],
             )
-        rows = await self.store.dead_letters(route, _limit(request))
+        limit = _limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        rows = await self.store.dead_letters(route, limit)
         return web.json_response({"dead": [_info(r) for r in rows]})
 
 
-def _limit(request: web.Request) -> int:
-    try:
-        return max(1, min(500, int(request.query.get("limit", "50"))))
-    except ValueError:
-        return 50
+def _limit(request: web.Request) -> int | web.Response:
+    """The `limit` query parameter (1-500, default 50), or the 400 naming it."""
+    raw = request.query.get("limit", "50")
+    if raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 500:
+        return int(raw)
+    return error_response(
+        400,
+        "bad_request",
+        "invalid query parameter limit",
+        [{"path": "limit", "reason": "expected an integer from 1 to 500"}],
+    )
 
 
 def _info(row: DeliveryInfo) -> dict[str, object]:

@@ -16,6 +16,7 @@ from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.wire import decode_document, is_clean
 from gateway.store.base import AppendResult
+from gateway.web.baseline import Baseline
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
@@ -72,6 +73,7 @@ class EventsApi:
     ) -> None:
         self.pipeline = pipeline
         self.keys = KeyRing(sites)
+        self.baseline = Baseline(sites)
         self.clock = clock
         self.max_body_bytes = max_body_bytes
         self.max_events = max_events
@@ -130,7 +132,8 @@ class EventsApi:
                 )
                 if stored is not None:
                     results = await self.pipeline.commit_stored(site, stored[0])
-                    return _answer(len(stored[0]), results, [], _dicts(stored[1]))
+                    warnings = stored[1] + self.baseline.stored(site, stored[0], "events")
+                    return _answer(len(stored[0]), results, [], _dicts(warnings))
             else:
                 fast = self.pipeline.prepare_wire(
                     site, typed, prefix="events", now=now, clean=clean
@@ -179,7 +182,12 @@ class EventsApi:
     ) -> Reply:
         """Enrich and durably append the accepted events; return the request's answer."""
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
+        refused_at = {index for index, _ in refused}
+        indexes = [i for i in range(len(accepted) + len(refused)) if i not in refused_at]
         full, restricted = by_stated_tier(accepted)
+        if restricted:  # only the events that will be forwarded whole are checked for Meta
+            kept = {id(event) for event in full}
+            indexes = [i for e, i in zip(accepted, indexes, strict=True) if id(e) in kept]
         full = await self.pipeline.enrich(site, full)
         results = await self.pipeline.commit(site, full)
         for tier, events in restricted.items():
@@ -187,7 +195,8 @@ class EventsApi:
                 self.pipeline.routes_for(site, tier, len(events))  # counted consent_denied
             else:
                 results += await self.pipeline.commit(site, events, tier=tier)
-        return _answer(len(accepted), results, rejected, _dicts(dropped))
+        warnings = dropped + self.baseline.events(site, full, indexes, "events")
+        return _answer(len(accepted), results, rejected, _dicts(warnings))
 
     def _events_of(self, doc: Any) -> tuple[list[Any], FieldError | None]:
         if not isinstance(doc, dict):

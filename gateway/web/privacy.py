@@ -74,14 +74,19 @@ class Erasure:
             probe, ["meta"], default_country=site.config.default_country
         )
         if dropped and len(dropped) == len(pii):
-            return error_response(
-                400, "bad_request", "no usable identifier", [d.as_dict() for d in dropped]
-            )
+            errors = [{"path": _request_field(d.path), "reason": d.reason} for d in dropped]
+            return error_response(400, "bad_request", "no usable identifier", errors)
         keys = lookup_keys(hashed.user.hashed)
         result = await self.pipeline.store.erase(
             site.config.id, visitor_id=None, keys=keys, now=self.clock()
         )
         return web.json_response({"profiles": result.profiles, "deliveries": result.deliveries})
+
+
+def _request_field(path: str) -> str:
+    """The request's own field for a path of the probe event (`.user.email` → `email`)."""
+    name = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    return name if name in _FIELDS else path
 
 
 def _check(doc: Any) -> list[dict[str, str]]:

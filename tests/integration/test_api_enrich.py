@@ -26,7 +26,7 @@ async def visit(client: Any) -> str:
 
 
 def purchase(event_id: str, visitor_id: str | None = None) -> dict[str, Any]:
-    user: dict[str, Any] = {"email": "Jane@Example.com", "ip": "203.0.113.9"}
+    user: dict[str, Any] = {"email": "Jane@Example.com", "ip": "203.0.113.9", "user_agent": "UA"}
     if visitor_id is not None:
         user["visitor_id"] = visitor_id
     return {

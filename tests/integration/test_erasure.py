@@ -63,3 +63,17 @@ async def test_erase_requires_key_and_valid_fields(make_config: Any, gateway: An
     assert (await bad.json())["errors"][0]["path"] == "mail"
     unusable = await client.post("/v1/erase", json={"email": "nope"}, headers=auth())
     assert unusable.status == 400
+
+
+async def test_unusable_identifiers_are_named_by_the_request_fields(
+    make_config: Any, gateway: Any
+) -> None:
+    """Regression (schemathesis): the errors named the internal `.user.email` paths."""
+    client = await make(make_config, gateway)
+    resp = await client.post(
+        "/v1/erase", json={"email": "0", "external_id": "0" * 300}, headers=auth()
+    )
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["message"] == "no usable identifier"
+    assert sorted(e["path"] for e in body["errors"]) == ["email", "external_id"]

@@ -1,0 +1,113 @@
+"""What the destinations will refuse, said at 202 time: a warning per accepted event.
+
+Each destination's `validate` is what the delivery worker runs before sending; an event it
+would refuse ends as an `invalid_field` dead letter. The same check runs here on the accepted
+events, so the caller learns it in the 202's `warnings` (with a field path) instead of only in
+`/v1/debug/dead` later. The event is still accepted: a browser copy with the same event_id
+may merge the missing fields in before delivery (`delivery.merge_seconds`).
+
+Most events carry a user agent and a strong identifier, which every check passes; those skip
+the destinations' checks (the usual request pays one look at a few fields per event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+from gateway.core.event import VALUE_EVENTS, Event, FieldError, Source
+from gateway.core.record import Stored, decode, encode_stored
+from gateway.destinations import DESTINATIONS
+from gateway.destinations.base import Destination
+from gateway.web.pipeline import Site
+
+_STRONG_KEYS: Final = ("em", "ph", "external_id")
+"""Hashed identifiers that alone meet any platform's matching baseline."""
+
+
+class Baseline:
+    """Per site, the destinations whose checks accepted events are held to."""
+
+    def __init__(self, sites: Sequence[Site]) -> None:
+        self._destinations: dict[str, list[Destination]] = {
+            site.config.id: [
+                DESTINATIONS[name].factory(settings)
+                for name, settings in site.config.destinations.items()
+            ]
+            for site in sites
+        }
+
+    def events(
+        self, site: Site, events: Sequence[Event], indexes: Iterable[int], prefix: str
+    ) -> list[FieldError]:
+        """Warnings for accepted events; `indexes` are their positions in the request."""
+        destinations = self._destinations.get(site.config.id)
+        if not destinations:
+            return []
+        out: list[FieldError] = []
+        for event, index in zip(events, indexes, strict=False):
+            if _surely_fine(event):
+                continue
+            out.extend(_check(event, f"{prefix}[{index}]", destinations))
+        return out
+
+    def stored(self, site: Site, stored: Sequence[Stored], prefix: str) -> list[FieldError]:
+        """`events` for events in their stored form (all of a request's, in order)."""
+        destinations = self._destinations.get(site.config.id)
+        if not destinations:
+            return []
+        out: list[FieldError] = []
+        for index, record in enumerate(stored):
+            if _stored_surely_fine(record):
+                continue
+            event = decode(encode_stored(record))
+            out.extend(_check(event, f"{prefix}[{index}]", destinations))
+        return out
+
+
+def _check(event: Event, path: str, destinations: Sequence[Destination]) -> list[FieldError]:
+    out: list[FieldError] = []
+    for destination in destinations:
+        problem = destination.validate(event)
+        if problem is not None:
+            reason = (
+                f"{destination.name} would refuse this event ({problem}); it is accepted but will"
+                " be dead-lettered as invalid_field unless a browser copy of it supplies that"
+            )
+            out.append(FieldError(path + _where(event), reason))
+    return out
+
+
+def _where(event: Event) -> str:
+    """The field a refusal is about: url, user.user_agent, data (value) or user (identifiers)."""
+    if event.source is Source.WEBSITE and not event.url:
+        return ".url"
+    if event.source is Source.WEBSITE and not event.user.user_agent:
+        return ".user.user_agent"
+    if event.event in VALUE_EVENTS and (event.data.value is None or not event.data.currency):
+        return ".data"
+    return ".user"
+
+
+def _surely_fine(event: Event) -> bool:
+    """Whether every destination's check passes without asking them (see module doc)."""
+    user = event.user
+    if event.source is Source.WEBSITE and not (event.url and user.user_agent):
+        return False
+    if event.event in VALUE_EVENTS and (event.data.value is None or not event.data.currency):
+        return False
+    if user.ip or user.fbc or user.fbp or "fbclid" in user.click_ids:
+        return True
+    return any(key in ids for ids in user.hashed.values() for key in _STRONG_KEYS)
+
+
+def _stored_surely_fine(record: Stored) -> bool:
+    """`_surely_fine` on the stored form."""
+    user = record.u
+    if record.s == Source.WEBSITE.value and not (record.url and user.ua):
+        return False
+    if record.e in VALUE_EVENTS and (record.d.value is None or not record.d.currency):
+        return False
+    if user.ip or user.fbc or user.fbp or (user.cid is not None and "fbclid" in user.cid):
+        return True
+    return user.h is not None and any(key in ids for ids in user.h.values() for key in _STRONG_KEYS)
