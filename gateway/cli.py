@@ -1,4 +1,4 @@
-"""Command line: `signalgate run | demo | check-config`. The only place that prints and exits."""
+"""Command line: `signalgate run | demo | check-config | certs dev`; the one place that prints."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,11 @@ from aiohttp import web
 from gateway import __version__
 from gateway.app import create_app, make_runner
 from gateway.config import Config, ConfigError, load, parse
+from gateway.devcerts import DevCertError, write_dev_certs
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
+from gateway.web.tls import TlsError, TlsServing
 
 GC_YOUNG_THRESHOLD = 200_000
 """Young-generation GC threshold of the server process (see `_run`)."""
@@ -49,9 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--sandbox-port", type=int, default=8090)
     demo.add_argument("--shop-port", type=int, default=8081)
     demo.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
+    certs = sub.add_parser("certs", help="certificates for serving HTTPS ([tls])")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    dev = certs_sub.add_parser("dev", help="a local CA and a certificate for HOST… (testing only)")
+    dev.add_argument("hosts", nargs="+", metavar="HOST", help="DNS names or IP addresses")
+    dev.add_argument("--dir", default="certs", help="output directory (default: certs/)")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check(args.config)
+    if args.command == "certs":
+        return _dev_certs(args.hosts, Path(args.dir))
     setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     if args.command == "run":
         try:
@@ -59,9 +69,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        _serve(_run(config, delivery=not args.no_delivery))
+        try:
+            tls = TlsServing.open(config.tls) if config.tls.enabled else None
+        except TlsError as exc:
+            print(f"signalgate: {exc}", file=sys.stderr)
+            return 1
+        _serve(_run(config, delivery=not args.no_delivery, tls=tls))
         return 0
     _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
+    return 0
+
+
+def _dev_certs(hosts: list[str], directory: Path) -> int:
+    try:
+        made = write_dev_certs(directory, hosts, datetime.now(UTC))
+    except DevCertError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 1
+    print(made.summary())
     return 0
 
 
@@ -92,7 +117,7 @@ def _serve(coro: Any) -> None:
         runner(coro)
 
 
-async def _run(config: Config, *, delivery: bool = True) -> None:
+async def _run(config: Config, *, delivery: bool = True, tls: TlsServing | None = None) -> None:
     app = create_app(config, run_workers=delivery)
     runner = make_runner(app, access_log=None)
     await runner.setup()
@@ -105,12 +130,20 @@ async def _run(config: Config, *, delivery: bool = True) -> None:
     # here) are still collected once that much garbage has piled up.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    print(f"signalgate listening on http://{config.server.host}:{config.server.port}", flush=True)
+    host, port = config.server.host, config.server.port
+    if tls is None:
+        await web.TCPSite(runner, host, port).start()
+    else:
+        await tls.start(runner, host, port)
+    scheme = "https" if tls is not None else "http"
+    print(f"signalgate listening on {scheme}://{host}:{port}", flush=True)
+    if tls is not None and config.tls.http_port:
+        print(f"  http://{host}:{config.tls.http_port} redirects to https", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
+        if tls is not None:
+            await tls.stop()
         await runner.cleanup()
 
 

@@ -67,6 +67,9 @@ class LaneRequest:
     headers: dict[str, str]
     body: bytes
     peer: str | None
+    secure: bool = False
+    """Whether the connection is TLS the gateway terminates (`tls.enabled`): aiohttp's
+    `request.secure`."""
 
 
 Answer = tuple[bytes, bytes]
@@ -224,6 +227,7 @@ class FrontProtocol(asyncio.Protocol):
         "_last",
         "_paused",
         "_peer",
+        "_secure",
         "_server",
         "_transport",
     )
@@ -237,6 +241,7 @@ class FrontProtocol(asyncio.Protocol):
         self._close_after = False
         self._closed = False
         self._peer: str | None = None
+        self._secure = False
         self._last = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -245,6 +250,8 @@ class FrontProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = self._transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        # Over TLS (web/tls.py) the transport decrypts; the lane and aiohttp read plain bytes.
+        self._secure = self._transport.get_extra_info("sslcontext") is not None
         self._last = self._server.loop.time()
         self._server.front.add(self)
 
@@ -308,7 +315,7 @@ class FrontProtocol(asyncio.Protocol):
                 )
             if answer is None and lane.answerers:
                 lane_request = LaneRequest(
-                    method, target, headers, buf[start : start + length], self._peer
+                    method, target, headers, buf[start : start + length], self._peer, self._secure
                 )
                 try:
                     for answerer in lane.answerers:
