@@ -19,7 +19,9 @@ What the middlewares do is done here too: a sane `X-Request-Id` is echoed, and a
 exception is logged and answered with the same bare JSON 500. Answers carry `Date`, aiohttp's
 `Server` value and `Content-Length`; `Connection: close` is honoured. An idle keep-alive
 connection (or an unfinished head) is closed after `KEEPALIVE_SECONDS`, like aiohttp's default.
-Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds.
+Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds. Over TLS
+(`[tls]`, gateway/web/tls.py) the protocol sits on the TLS transport and reads decrypted bytes;
+a handover gives aiohttp that same transport, and `LaneRequest.secure` tells the handlers.
 """
 
 from __future__ import annotations
