@@ -69,13 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        try:
-            tls = TlsServing.open(config.tls) if config.tls.enabled else None
-        except TlsError as exc:
-            print(f"signalgate: {exc}", file=sys.stderr)
-            return 1
-        _serve(_run(config, delivery=not args.no_delivery, tls=tls))
-        return 0
+        return _serve(_run(config, delivery=not args.no_delivery))
     _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
     return 0
 
@@ -106,7 +100,7 @@ def _print_errors(exc: ConfigError) -> None:
         print(f"  {key}: {reason}", file=sys.stderr)
 
 
-def _serve(coro: Any) -> None:
+def _serve(coro: Any) -> int:
     try:
         import uvloop
 
@@ -114,13 +108,21 @@ def _serve(coro: Any) -> None:
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(coro)
+        return int(runner(coro) or 0)
+    return 0
 
 
-async def _run(config: Config, *, delivery: bool = True, tls: TlsServing | None = None) -> None:
+async def _run(config: Config, *, delivery: bool = True) -> int:
     app = create_app(config, run_workers=delivery)
     runner = make_runner(app, access_log=None)
     await runner.setup()
+    # The TLS files are read once start-up hooks ran (one may write a placeholder pair).
+    try:
+        tls = TlsServing.open(config.tls) if config.tls.enabled else None
+    except TlsError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     # Long-lived start-up objects leave the GC's view, and young-generation collections run
     # less often. A young collection starts once the count of live container objects has grown
     # by the threshold, and then walks every one of them; under load that growth is mostly the
@@ -141,6 +143,7 @@ async def _run(config: Config, *, delivery: bool = True, tls: TlsServing | None 
         print(f"  http://{host}:{config.tls.http_port} redirects to https", flush=True)
     try:
         await asyncio.Event().wait()
+        return 0  # pragma: no cover - the wait ends by cancellation (Ctrl-C, SIGTERM)
     finally:
         if tls is not None:
             await tls.stop()
