@@ -214,7 +214,10 @@ def redirect_app(https_port: int, challenges: ChallengeStore) -> web.Application
         match = _HOST_RE.fullmatch(request.headers.get("Host", ""))
         if match is None:
             return web.Response(status=400, text="a Host header is required\n")
-        location = f"https://{match.group(1)}{port}{request.raw_path}"
+        target = request.raw_path
+        if not target.startswith("/"):  # absolute-form (`GET http://host/x`): keep path + query
+            target = request.rel_url.raw_path_qs
+        location = f"https://{match.group(1)}{port}{target}"
         return web.Response(status=308, headers={"Location": location})
 
     app.router.add_route("*", "/{tail:.*}", redirect)

@@ -254,6 +254,8 @@ async def test_the_http_port_redirects_to_https_except_acme_challenges(
         assert with_port.headers["location"] == f"https://{HOST}:{https}/"
         ipv6 = await raw_http(http_port, request("GET", "/a", Host="[::1]:80"))
         assert ipv6.headers["location"] == f"https://[::1]:{https}/a"
+        absolute = await raw_http(http_port, request("GET", "http://evil.example/p?q=1"))
+        assert absolute.headers["location"] == f"https://{HOST}:{https}/p?q=1"
         bad_host = await raw_http(http_port, request("GET", "/", Host="a b"))
         assert bad_host.status == 400
         # ACME HTTP-01: answered on the plain port (and on https), never redirected.
