@@ -307,3 +307,30 @@ def test_an_unusable_certificate_stops_start_up_with_one_line(
         capsys.readouterr().err
         == f"signalgate: tls.cert_file: {certs.cert} holds no PEM certificate\n"
     )
+
+
+async def test_tls_12_and_13_are_served_and_nothing_older(tmp_path: Path, certs: DevCerts) -> None:
+    async with serving(tls_config(tmp_path, certs), certs.ca) as served:
+        assert served.tls.context.minimum_version == ssl.TLSVersion.TLSv1_2
+        for version, name in (
+            (ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
+            (ssl.TLSVersion.TLSv1_3, "TLSv1.3"),
+        ):
+            client = ssl.create_default_context(cafile=certs.ca)
+            client.minimum_version = client.maximum_version = version
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", served.port, ssl=client, server_hostname=HOST
+            )
+            conn = Conn(reader, writer)
+            assert writer.get_extra_info("ssl_object").version() == name
+            assert (await conn.ask(request("GET", "/healthz"))).status == 200
+            conn.close()
+        # A client that offers no ALPN still gets HTTP/1.1 (curl --no-alpn, old libraries).
+        client = ssl.create_default_context(cafile=certs.ca)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", served.port, ssl=client, server_hostname=HOST
+        )
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+        conn = Conn(reader, writer)
+        assert (await conn.ask(request("POST", "/v1/events", EVENTS, **API))).status == 202
+        conn.close()
