@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,8 @@ class CertPair:
     key_pem: bytes
     serial: int
     subject: str
+    not_after: float
+    """End of the leaf's validity (unix seconds)."""
 
     @property
     def digest(self) -> str:
@@ -93,7 +96,13 @@ def read_pair(cert_file: Path, key_file: Path) -> CertPair:
         raise TlsError(
             f"tls.key_file: {key_file} is not the key of the first certificate in {cert_file}"
         )
-    return CertPair(cert_pem, key_pem, leaf.serial_number, leaf.subject.rfc4514_string())
+    return CertPair(
+        cert_pem,
+        key_pem,
+        leaf.serial_number,
+        leaf.subject.rfc4514_string(),
+        leaf.not_valid_after_utc.timestamp(),
+    )
 
 
 def server_context() -> ssl.SSLContext:
@@ -165,6 +174,7 @@ class CertReloader:
         pair = read_pair(cert_file, key_file)
         load_pair(reloader.context, pair, cert_file, key_file)
         reloader.loaded = pair
+        reloader.warn_if_expired(time.time())
         return reloader
 
     def _current_stamp(self) -> Stamp:
@@ -191,6 +201,19 @@ class CertReloader:
         self.loaded = pair
         self.reloads += 1
         log.info("TLS certificate reloaded from %s (serial %x).", self.cert_file, pair.serial)
+        self.warn_if_expired(time.time())
+        return True
+
+    def warn_if_expired(self, now: float) -> bool:
+        """Log one line when the served leaf has expired at `now` (browsers refuse it)."""
+        pair = self.loaded
+        if pair is None or pair.not_after > now:
+            return False
+        log.warning(
+            "TLS certificate in %s expired %.1f days ago; browsers refuse it.",
+            self.cert_file,
+            (now - pair.not_after) / 86400,
+        )
         return True
 
     async def run(self, every: float) -> None:

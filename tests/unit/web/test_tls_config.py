@@ -107,3 +107,16 @@ async def test_challenge_store_and_handler() -> None:
         store.remove("t1")
         store.remove("t1")  # removing twice is fine
         assert (await client.get("/.well-known/acme-challenge/t1")).status == 404
+
+
+def test_an_expired_leaf_is_served_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    made = write_dev_certs(tmp_path, ["a.example"], datetime(2020, 1, 1, tzinfo=UTC))
+    with caplog.at_level("WARNING", logger="signalgate.tls"):
+        reloader = CertReloader.open(made.cert, made.key)
+    assert reloader.loaded is not None
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith(f"TLS certificate in {made.cert} expired ")
+    assert line.endswith(" days ago; browsers refuse it.")
+    assert reloader.warn_if_expired(reloader.loaded.not_after - 1) is False
