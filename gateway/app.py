@@ -27,6 +27,7 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
+from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
@@ -126,6 +127,7 @@ def create_app(
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
     app.router.add_get(OPENAPI_PATH, OpenApi().get)
+    install_challenges(app)  # ACME HTTP-01 answers (app[CHALLENGES]); also on tls.http_port
     _browser_routes(app, runtime, config, clock)
     _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))

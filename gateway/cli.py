@@ -1,4 +1,4 @@
-"""Command line: `signalgate run | demo | check-config | healthcheck`.
+"""Command line: `signalgate run | demo | check-config | healthcheck | certs dev`.
 
 The only place that prints and exits.
 """
@@ -16,6 +16,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from gateway import __version__, healthcheck
 from gateway.app import create_app, make_runner
 from gateway.config import Config, ConfigError, load, parse
 from gateway.config_warnings import warnings as config_warnings
+from gateway.devcerts import DevCertError, write_dev_certs
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
 from gateway.web.static import AssetMissing
+from gateway.web.tls import TlsError, TlsServing
 
 GC_YOUNG_THRESHOLD = 200_000
 """Young-generation GC threshold of the server process (see `_run`)."""
@@ -60,11 +63,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--sandbox-port", type=int, default=8090)
     demo.add_argument("--shop-port", type=int, default=8081)
     demo.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
+    certs = sub.add_parser("certs", help="certificates for serving HTTPS ([tls])")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    dev = certs_sub.add_parser("dev", help="a local CA and a certificate for HOST… (testing only)")
+    dev.add_argument("hosts", nargs="+", metavar="HOST", help="DNS names or IP addresses")
+    dev.add_argument("--dir", default="certs", help="output directory (default: certs/)")
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check(args.config)
     if args.command == "healthcheck":
         return _healthcheck(args.config, args.url, args.timeout)
+    if args.command == "certs":
+        return _dev_certs(args.hosts, Path(args.dir))
     setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     if args.command == "run":
         try:
@@ -74,6 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return _serve(_run(config, delivery=not args.no_delivery))
     return _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
+
+
+def _dev_certs(hosts: list[str], directory: Path) -> int:
+    try:
+        made = write_dev_certs(directory, hosts, datetime.now(UTC))
+    except DevCertError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 1
+    print(made.summary())
+    return 0
 
 
 def _check(path: str) -> int:
@@ -122,17 +142,24 @@ def _serve(coro: Any) -> int:
         runner = asyncio.run
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            runner(coro)
+            return int(runner(coro) or 0)
     except AssetMissing as exc:
         print(f"signalgate: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-async def _run(config: Config, *, delivery: bool = True) -> None:
+async def _run(config: Config, *, delivery: bool = True) -> int:
     app = create_app(config, run_workers=delivery)
     runner = make_runner(app, access_log=None)
     await runner.setup()
+    # The TLS files are read once start-up hooks ran (one may write a placeholder pair).
+    try:
+        tls = TlsServing.open(config.tls) if config.tls.enabled else None
+    except TlsError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        await runner.cleanup()
+        return 1
     # Long-lived start-up objects leave the GC's view, and young-generation collections run
     # less often. A young collection starts once the count of live container objects has grown
     # by the threshold, and then walks every one of them; under load that growth is mostly the
@@ -142,12 +169,21 @@ async def _run(config: Config, *, delivery: bool = True) -> None:
     # here) are still collected once that much garbage has piled up.
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    print(f"signalgate listening on http://{config.server.host}:{config.server.port}", flush=True)
+    host, port = config.server.host, config.server.port
+    if tls is None:
+        await web.TCPSite(runner, host, port).start()
+    else:
+        await tls.start(runner, host, port)
+    scheme = "https" if tls is not None else "http"
+    print(f"signalgate listening on {scheme}://{host}:{port}", flush=True)
+    if tls is not None and config.tls.http_port:
+        print(f"  http://{host}:{config.tls.http_port} redirects to https", flush=True)
     try:
         await asyncio.Event().wait()
+        return 0  # pragma: no cover - the wait ends by cancellation (Ctrl-C, SIGTERM)
     finally:
+        if tls is not None:
+            await tls.stop()
         await runner.cleanup()
 
 

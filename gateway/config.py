@@ -106,6 +106,30 @@ class DeliveryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """`[tls]`: HTTPS served by the gateway itself on `server.port` (files relative to the
+    working directory, like `storage.path`)."""
+
+    enabled: bool = _f(False, "Serve HTTPS on server.port with cert_file and key_file.")
+    cert_file: str = _f(
+        "certs/cert.pem", "PEM certificate chain (leaf first); relative to the working directory."
+    )
+    key_file: str = _f("certs/key.pem", "PEM private key of the certificate (keep it mode 0600).")
+    http_port: int = _f(
+        0,
+        "Plain HTTP port that redirects to https (308), except ACME challenges; 0 = none.",
+        min=0,
+        max=65535,
+    )
+    reload_seconds: float = _f(
+        60.0,
+        "How often the certificate files are checked; a changed pair is loaded without restart.",
+        min=0.1,
+        max=86_400.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentConfig:
     """`[sites.consent]`: which signals decide the consent tier (none | analytics | full)."""
 
@@ -273,6 +297,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     sites: tuple[SiteConfig, ...] = ()
 
     @property
@@ -285,6 +310,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "server": ServerConfig,
     "storage": StorageConfig,
     "delivery": DeliveryConfig,
+    "tls": TlsConfig,
 }
 
 
@@ -456,6 +482,7 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
         if site is not None:
             sites.append(site)
     _check_sites(sites, loader)
+    _check_tls(sections, loader)
     if loader.errors:
         raise ConfigError(loader.errors)
     return Config(sites=tuple(sites), **sections)
@@ -472,6 +499,17 @@ def _check_paths(sites: list[SiteConfig], loader: _Loader) -> None:
             other = owner.setdefault(path, key)
             if other != key:
                 loader.err(f"sites[{i}].{key}", f"{path} is already the {other} of a site")
+
+
+def _check_tls(sections: Mapping[str, Any], loader: _Loader) -> None:
+    tls, server = sections["tls"], sections["server"]
+    if not isinstance(tls, TlsConfig) or not tls.enabled:
+        return
+    for key in ("cert_file", "key_file"):
+        if not getattr(tls, key).strip():
+            loader.err(f"tls.{key}", "required when tls.enabled is true")
+    if tls.http_port and isinstance(server, ServerConfig) and tls.http_port == server.port:
+        loader.err("tls.http_port", "must differ from server.port (which serves https)")
 
 
 def _check_sites(sites: list[SiteConfig], loader: _Loader) -> None:

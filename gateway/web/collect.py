@@ -15,8 +15,9 @@ One code path serves both roads a request can take: aiohttp (`Collect.post`) and
 (`Collect.fast_answer`, gateway/web/fastlane.py), which answers a `POST` to a collect path whose
 body it read whole (no Content-Encoding, at most `MAX_BODY` bytes) straight from the socket. Both
 turn the request into plain inputs (`CollectRequest`) and answer with the same `Reply`.
-The lane serves plain TCP only: `secure` there comes from `X-Forwarded-Proto` alone, as it does
-on aiohttp's road for a gateway without TLS (it never terminates TLS itself).
+`secure` (cookies marked `Secure`) is true on a connection the gateway terminates TLS on itself
+(`tls.enabled`: aiohttp's `request.secure`, the lane's `LaneRequest.secure`) or when
+`X-Forwarded-Proto: https` says a proxy in front did.
 """
 
 from __future__ import annotations
@@ -264,7 +265,7 @@ class Collect:
             peer=request.peer,
             forwarded=(forwarded,) if forwarded is not None else (),
             body=request.body,
-            secure=False,
+            secure=request.secure,
         )
         return (await self.answer(site, cors, hit)).encode()
 

@@ -19,7 +19,9 @@ What the middlewares do is done here too: a sane `X-Request-Id` is echoed, and a
 exception is logged and answered with the same bare JSON 500. Answers carry `Date`, aiohttp's
 `Server` value and `Content-Length`; `Connection: close` is honoured. An idle keep-alive
 connection (or an unfinished head) is closed after `KEEPALIVE_SECONDS`, like aiohttp's default.
-Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds.
+Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds. Over TLS
+(`[tls]`, gateway/web/tls.py) the protocol sits on the TLS transport and reads decrypted bytes;
+a handover gives aiohttp that same transport, and `LaneRequest.secure` tells the handlers.
 """
 
 from __future__ import annotations
@@ -67,6 +69,9 @@ class LaneRequest:
     headers: dict[str, str]
     body: bytes
     peer: str | None
+    secure: bool = False
+    """Whether the connection is TLS the gateway terminates (`tls.enabled`): aiohttp's
+    `request.secure`."""
 
 
 Answer = tuple[bytes, bytes]
@@ -224,6 +229,7 @@ class FrontProtocol(asyncio.Protocol):
         "_last",
         "_paused",
         "_peer",
+        "_secure",
         "_server",
         "_transport",
     )
@@ -237,6 +243,7 @@ class FrontProtocol(asyncio.Protocol):
         self._close_after = False
         self._closed = False
         self._peer: str | None = None
+        self._secure = False
         self._last = 0.0
 
     # --- asyncio.Protocol -------------------------------------------------------------------
@@ -245,6 +252,8 @@ class FrontProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = self._transport.get_extra_info("peername")
         self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        # Over TLS (web/tls.py) the transport decrypts; the lane and aiohttp read plain bytes.
+        self._secure = self._transport.get_extra_info("sslcontext") is not None
         self._last = self._server.loop.time()
         self._server.front.add(self)
 
@@ -308,7 +317,7 @@ class FrontProtocol(asyncio.Protocol):
                 )
             if answer is None and lane.answerers:
                 lane_request = LaneRequest(
-                    method, target, headers, buf[start : start + length], self._peer
+                    method, target, headers, buf[start : start + length], self._peer, self._secure
                 )
                 try:
                     for answerer in lane.answerers:
