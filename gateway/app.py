@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer
 from gateway.config import Config
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
@@ -27,6 +28,8 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
+from gateway.web.challenge import ChallengeStore
+from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
@@ -123,7 +126,31 @@ def create_app(
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
     _fast_lane(app, api, config.server.max_body_bytes)
+    _autocert(app, config, clock)
     return app
+
+
+# --- automatic certificates (gateway/autocert/) ---
+TLS_CERT_FILE = Path("certs/cert.pem")
+TLS_KEY_FILE = Path("certs/key.pem")
+
+
+def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
+    """With `[acme] enabled`: answer HTTP-01 challenges on this app and keep the TLS files
+    (TLS_CERT_FILE/TLS_KEY_FILE; `[tls]` cert_file/key_file once that table exists) issued and
+    renewed by a background task."""
+    if not config.acme.enabled:
+        return
+    challenges = ChallengeStore()
+    install_challenges(app, challenges)
+    renewer = make_renewer(
+        config.acme, config.acme_hosts, challenges, TLS_CERT_FILE, TLS_KEY_FILE, clock=clock
+    )
+    app[AUTOCERT] = renewer
+    app.cleanup_ctx.append(autocert_ctx(renewer))
+
+
+# --- end automatic certificates ---
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
