@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from gateway.autocert.files import read_certificate
+from gateway.autocert.files import is_placeholder, read_certificate, write_placeholder
 from gateway.autocert.issuer import AcmeFailure, Issued, safe_reason
 
 log = logging.getLogger("signalgate.acme")
@@ -41,6 +41,8 @@ def renewal_reason(
     """Return why a new certificate is needed (no cert, a host not covered, near expiry)."""
     if cert is None:
         return "no certificate yet"
+    if is_placeholder(cert):
+        return "only the self-signed placeholder so far"
     missing = sorted({h.lower() for h in hosts} - certificate_names(cert))
     if missing:
         return "certificate does not cover " + ", ".join(missing)
@@ -71,8 +73,10 @@ class Renewer:
         *,
         clock: Clock,
         sleep: Sleep = asyncio.sleep,
+        key_file: Path | None = None,
     ) -> None:
         self.cert_file = cert_file
+        self.key_file = key_file
         self.hosts = tuple(hosts)
         self.order = order
         self.settings = settings
@@ -80,6 +84,15 @@ class Renewer:
         self.sleep = sleep
         self.failures = 0
         self.renewals = 0
+
+    def ensure_files(self) -> None:
+        """Write the self-signed placeholder if there is no certificate yet (so a TLS listener
+        can start); the first check then orders the real one."""
+        if self.key_file is None:
+            return
+        now = dt.datetime.fromtimestamp(self.clock(), tz=dt.UTC)
+        if write_placeholder(self.cert_file, self.key_file, self.hosts, now):
+            log.info("ACME: no certificate yet; a self-signed placeholder stands in meanwhile")
 
     def reason(self) -> str | None:
         """Return why the current certificate must be replaced, or None if it is fine."""

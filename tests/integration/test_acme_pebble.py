@@ -30,6 +30,7 @@ from pebble import Pebble, free_port, running_pebble
 from playwright.async_api import async_playwright
 
 from gateway.app import create_app, make_runner
+from gateway.autocert.files import is_placeholder
 from gateway.autocert.renewal import Renewer
 from gateway.autocert.service import AUTOCERT
 from gateway.config import Config, parse
@@ -251,9 +252,23 @@ async def test_an_unreachable_ca_is_one_log_line_and_the_gateway_keeps_serving(
     assert "\n" not in failures[0].getMessage()
     assert "ConnectionError" in failures[0].getMessage()
     assert "retrying in 60s" in failures[0].getMessage()
-    assert not (tmp_path / "certs/cert.pem").exists()
     answer = await asyncio.wait_for(_plain_get(served.http_port, "/healthz"), 10)
     assert answer.startswith(b"HTTP/1.1 200")
+    # Meanwhile a self-signed placeholder lets the TLS listener start (and is still to renew).
+    cert_file, key_file = tmp_path / "certs/cert.pem", tmp_path / "certs/key.pem"
+    assert is_placeholder(x509.load_pem_x509_certificate(cert_file.read_bytes()))
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert served.renewer.reason() == "only the self-signed placeholder so far"
+    port = await served.https_port(cert_file, key_file)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname=HOST), 10
+    )
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+    assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")
+    writer.close()
 
 
 async def _plain_get(port: int, path: str) -> bytes:

@@ -3,10 +3,13 @@ HTTP-01 answer route. (tests/integration/test_acme_pebble.py runs the real proto
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,16 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.autocert.files import load_or_create_account_key, write_atomic
+from gateway.autocert.files import (
+    is_placeholder,
+    load_or_create_account_key,
+    read_certificate,
+    write_atomic,
+    write_placeholder,
+)
 from gateway.autocert.issuer import AcmeFailure, Issued, safe_reason
 from gateway.autocert.renewal import RenewalSettings, Renewer, renewal_reason
+from gateway.autocert.service import in_daemon_thread
 from gateway.config import LETS_ENCRYPT_DIRECTORY, ConfigError, parse
 from gateway.web.challenge import ChallengeStore, install
 
@@ -313,3 +323,66 @@ class TestChallengeRoute:
     def test_tokens_are_base64url(self) -> None:
         with pytest.raises(ValueError, match="base64url"):
             ChallengeStore().put("../etc/passwd", "x")
+
+
+class TestPlaceholder:
+    def test_written_once_when_files_are_missing_and_always_renewed(self, tmp_path: Path) -> None:
+        cert_file, key_file = tmp_path / "certs/cert.pem", tmp_path / "certs/key.pem"
+        assert write_placeholder(cert_file, key_file, ["a.example"], NOW) is True
+        cert = read_certificate(cert_file)
+        assert cert is not None
+        assert is_placeholder(cert)
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        reason = renewal_reason(cert, ["a.example"], NOW, renew_days=1)
+        assert reason == "only the self-signed placeholder so far"
+        assert write_placeholder(cert_file, key_file, ["a.example"], NOW) is False
+        assert read_certificate(cert_file) == cert
+
+    def test_a_real_certificate_is_left_alone(self, tmp_path: Path) -> None:
+        cert = certificate(["a.example"], NOW + dt.timedelta(days=60))
+        assert not is_placeholder(cert)
+
+    def test_renewer_writes_it_only_with_a_key_path(self, tmp_path: Path) -> None:
+        async def order() -> Issued:  # pragma: no cover - not called
+            raise AssertionError
+
+        cert_file = tmp_path / "cert.pem"
+        without = Renewer(cert_file, ["a.example"], order, RenewalSettings(), clock=NOW.timestamp)
+        without.ensure_files()
+        assert not cert_file.exists()
+        with_key = Renewer(
+            cert_file,
+            ["a.example"],
+            order,
+            RenewalSettings(),
+            clock=NOW.timestamp,
+            key_file=tmp_path / "key.pem",
+        )
+        with_key.ensure_files()
+        assert with_key.reason() == "only the self-signed placeholder so far"
+
+
+class TestDaemonThread:
+    async def test_result_and_error(self) -> None:
+        assert await in_daemon_thread(lambda: threading.current_thread().name) == "acme order"
+
+        def fail() -> None:
+            raise AcmeFailure("nope")
+
+        with pytest.raises(AcmeFailure, match="nope"):
+            await in_daemon_thread(fail)
+
+    async def test_a_cancelled_wait_returns_at_once_and_leaves_a_daemon(self) -> None:
+        release = threading.Event()
+        task = asyncio.create_task(in_daemon_thread(lambda: release.wait(30)))
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert time.monotonic() - started < 1.0
+        (worker,) = [t for t in threading.enumerate() if t.name == "acme order"]
+        assert worker.daemon
+        release.set()
+        worker.join(5)
+        await asyncio.sleep(0.05)  # its late result is dropped without an error
