@@ -28,7 +28,7 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
-from gateway.web.challenge import ChallengeStore
+from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
@@ -141,8 +141,9 @@ def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
     renewed by a background task."""
     if not config.acme.enabled:
         return
-    challenges = ChallengeStore()
-    install_challenges(app, challenges)
+    challenges = app.get(CHALLENGES)  # served already when another part installed the route
+    if challenges is None:
+        challenges = install_challenges(app)
     renewer = make_renewer(
         config.acme, config.acme_hosts, challenges, TLS_CERT_FILE, TLS_KEY_FILE, clock=clock
     )

@@ -39,9 +39,6 @@ class ChallengeStore:
         """Return the key authorisation of `token`, or None."""
         return self._answers.get(token)
 
-    def __len__(self) -> int:
-        return len(self._answers)
-
 
 CHALLENGES = web.AppKey("acme_challenges", ChallengeStore)
 
@@ -55,7 +52,10 @@ async def challenge_handler(request: web.Request) -> web.Response:
     return web.Response(text=answer, content_type="text/plain")
 
 
-def install(app: web.Application, store: ChallengeStore) -> None:
-    """Serve `store` on `app` under /.well-known/acme-challenge/."""
+def install(app: web.Application, store: ChallengeStore | None = None) -> ChallengeStore:
+    """Serve `store` (a new one by default) on `app` under /.well-known/acme-challenge/; return
+    it. Another listener (the plain one in front of HTTPS) may serve the same store."""
+    store = store if store is not None else ChallengeStore()
     app[CHALLENGES] = store
     app.router.add_get(CHALLENGE_ROUTE, challenge_handler)
+    return store

@@ -300,9 +300,8 @@ class TestFiles:
 class TestChallengeRoute:
     @pytest.fixture
     async def client(self) -> Any:
-        store = ChallengeStore()
         app = web.Application()
-        install(app, store)
+        store = install(app)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         yield client, store
@@ -318,11 +317,15 @@ class TestChallengeRoute:
         store.remove("tok_1")
         store.remove("tok_1")  # removing twice is fine
         assert (await http.get("/.well-known/acme-challenge/tok_1")).status == 404
-        assert len(store) == 0
+        assert store.get("tok_1") is None
 
     def test_tokens_are_base64url(self) -> None:
         with pytest.raises(ValueError, match="base64url"):
             ChallengeStore().put("../etc/passwd", "x")
+
+    def test_an_empty_store_is_truthy(self) -> None:
+        # `app.get(CHALLENGES) or ChallengeStore()` must keep the shared store while it is empty
+        assert ChallengeStore()
 
 
 class TestPlaceholder:
