@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer
+from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
@@ -131,21 +131,17 @@ def create_app(
 
 
 # --- automatic certificates (gateway/autocert/) ---
-TLS_CERT_FILE = Path("certs/cert.pem")
-TLS_KEY_FILE = Path("certs/key.pem")
-
-
 def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
-    """With `[acme] enabled`: answer HTTP-01 challenges on this app and keep the TLS files
-    (TLS_CERT_FILE/TLS_KEY_FILE; `[tls]` cert_file/key_file once that table exists) issued and
-    renewed by a background task."""
+    """With `[acme] enabled`: answer HTTP-01 challenges on this app (and on any listener that
+    shares app[CHALLENGES], such as tls.http_port) and keep the TLS files issued and renewed."""
     if not config.acme.enabled:
         return
     challenges = app.get(CHALLENGES)  # served already when another part installed the route
     if challenges is None:
         challenges = install_challenges(app)
+    cert_file, key_file = tls_files(config)
     renewer = make_renewer(
-        config.acme, config.acme_hosts, challenges, TLS_CERT_FILE, TLS_KEY_FILE, clock=clock
+        config.acme, config.acme_hosts, challenges, cert_file, key_file, clock=clock
     )
     app[AUTOCERT] = renewer
     app.cleanup_ctx.append(autocert_ctx(renewer))

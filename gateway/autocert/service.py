@@ -14,11 +14,24 @@ from aiohttp import web
 
 from gateway.autocert.issuer import AcmeAccount, ChallengeSink, Issued, issue
 from gateway.autocert.renewal import Clock, RenewalSettings, Renewer
-from gateway.config import AcmeConfig
+from gateway.config import AcmeConfig, Config
 
 AUTOCERT = web.AppKey("autocert", Renewer)
+DEFAULT_CERT_FILE = "certs/cert.pem"
+DEFAULT_KEY_FILE = "certs/key.pem"
 log = logging.getLogger("signalgate.acme")
 T = TypeVar("T")
+
+
+def tls_files(config: Config) -> tuple[Path, Path]:
+    """Return where the TLS listener reads its certificate chain and key: `[tls]` cert_file and
+    key_file, relative to the working directory (certs/cert.pem and certs/key.pem by default).
+    """
+    # The [tls] table comes from its own change; read it without depending on its type.
+    tls = getattr(config, "tls", None)
+    cert = getattr(tls, "cert_file", None) or DEFAULT_CERT_FILE
+    key = getattr(tls, "key_file", None) or DEFAULT_KEY_FILE
+    return Path(cert), Path(key)
 
 
 async def in_daemon_thread(work: Callable[[], T]) -> T:
