@@ -1,38 +1,34 @@
-"""ACME HTTP-01 answers: `GET /.well-known/acme-challenge/{token}` from an in-memory store.
+"""ACME HTTP-01 challenges: `GET /.well-known/acme-challenge/{token}` answered from memory.
 
-The ACME client (gateway/autocert/) puts a token's key authorisation here while the CA
-validates the order and removes it afterwards. Tokens and key authorisations are never logged.
+An ACME client (the `[acme]` section) `put`s token → key authorisation while an order is being
+validated and `remove`s it afterwards; the gateway serves the store on every listener (the
+HTTPS one and the plain `tls.http_port` one, which redirects everything else to https). The
+handler finds the store in the app under `CHALLENGES`. Unknown tokens are 404.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Final
 
 from aiohttp import web
 
-CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
-CHALLENGE_ROUTE = CHALLENGE_PREFIX + "{token}"
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # base64url, as RFC 8555 section 8.3 defines it
+CHALLENGE_PREFIX: Final = "/.well-known/acme-challenge/"
+"""Path prefix of HTTP-01 challenges (RFC 8555 §8.3)."""
+CHALLENGE_ROUTE: Final = CHALLENGE_PREFIX + "{token}"
 
 
 class ChallengeStore:
-    """Token → key authorisation of the HTTP-01 challenges in flight.
-
-    Plain dict operations: safe from one event loop, and each is atomic under the GIL, so the
-    ACME client may call put/remove from its worker thread while the loop serves get.
-    """
+    """Token → key authorisation of the HTTP-01 challenges being validated now."""
 
     def __init__(self) -> None:
         self._answers: dict[str, str] = {}
 
     def put(self, token: str, key_authorization: str) -> None:
         """Serve `key_authorization` for `token` until it is removed."""
-        if not _TOKEN.fullmatch(token):
-            raise ValueError("an ACME token is base64url text")
         self._answers[token] = key_authorization
 
     def remove(self, token: str) -> None:
-        """Stop serving `token` (no error if it is not there)."""
+        """Stop serving `token` (no error when it is unknown)."""
         self._answers.pop(token, None)
 
     def get(self, token: str) -> str | None:
@@ -44,17 +40,16 @@ CHALLENGES = web.AppKey("acme_challenges", ChallengeStore)
 
 
 async def challenge_handler(request: web.Request) -> web.Response:
-    """Answer an HTTP-01 validation request: the key authorisation as text, else 404."""
+    """Answer one HTTP-01 challenge: the key authorisation as text/plain, else 404."""
     store = request.app.get(CHALLENGES)
-    answer = store.get(request.match_info.get("token", "")) if store is not None else None
+    answer = store.get(request.match_info["token"]) if store is not None else None
     if answer is None:
-        raise web.HTTPNotFound(text="no such challenge\n")
+        return web.Response(status=404, text="unknown challenge token\n")
     return web.Response(text=answer, content_type="text/plain")
 
 
 def install(app: web.Application, store: ChallengeStore | None = None) -> ChallengeStore:
-    """Serve `store` (a new one by default) on `app` under /.well-known/acme-challenge/; return
-    it. Another listener (the plain one in front of HTTPS) may serve the same store."""
+    """Add the challenge route to `app` with `store` (a new one by default); return the store."""
     store = store if store is not None else ChallengeStore()
     app[CHALLENGES] = store
     app.router.add_get(CHALLENGE_ROUTE, challenge_handler)
