@@ -13,7 +13,6 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,6 @@ from aiohttp import web
 
 from gateway import __version__
 from gateway.app import create_app, make_runner
-from gateway.autocert.files import write_placeholder
-from gateway.autocert.service import tls_files
 from gateway.config import Config, ConfigError, load, parse
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
@@ -62,26 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        if not _acme_placeholder(config):
-            return 1
         _serve(_run(config, delivery=not args.no_delivery))
         return 0
     _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
     return 0
-
-
-def _acme_placeholder(config: Config) -> bool:
-    """With [acme]: write a self-signed stand-in if there is no certificate yet, so HTTPS can
-    start before the first order completes; False (after one line) if it cannot be written."""
-    if not config.acme.enabled:
-        return True
-    cert_file, key_file = tls_files(config)
-    try:
-        write_placeholder(cert_file, key_file, config.acme_hosts, datetime.now(UTC))
-    except OSError as exc:
-        print(f"signalgate: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return False
-    return True
 
 
 def _check(path: str) -> int:

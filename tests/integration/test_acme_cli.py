@@ -13,7 +13,6 @@ from cryptography import x509
 from pebble import free_port, running_pebble
 
 from gateway.autocert.files import is_placeholder
-from gateway.cli import main
 
 HOST = "track.signalgate.test"
 API_KEY = "sg_test_key_0123456789abcdef"
@@ -75,17 +74,3 @@ def test_signalgate_run_obtains_a_certificate(tmp_path: Path) -> None:
     assert f"ACME: ordering a certificate for {HOST}: only the self-signed placeholder" in text
     assert f"ACME: new certificate for {HOST} valid until" in text
     assert "Traceback" not in text
-
-
-def test_an_unwritable_certificate_directory_is_one_line(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "certs").write_text("a file where the directory should be")
-    ca = tmp_path / "ca.pem"
-    ca.write_text("")
-    config = tmp_path / "gateway.toml"
-    config.write_text(config_text(free_port(), "https://127.0.0.1:9/dir", ca))
-    assert main(["run", "--config", str(config)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["signalgate: cannot write certs: File exists"]

@@ -332,3 +332,26 @@ async def test_chromium_loads_the_loader_over_the_acme_certificate(
     assert "Pebble" in str(details.get("issuer"))
     answer, _ = await https_get(port, root.public_bytes(serialization.Encoding.PEM), "/sg.js")
     assert body == answer.split(b"\r\n\r\n", 1)[1]  # the same loader bytes
+
+
+async def test_an_unwritable_certificate_directory_is_one_log_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Callable[[Config, int], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "certs").write_text("a file where the directory should be")
+    doc: dict[str, Any] = {
+        "storage": {"path": str(tmp_path / "outbox.db")},
+        "sites": [{"id": "shop", "api_keys": [API_KEY], "hosts": [HOST]}],
+        "acme": {"enabled": True, "directory_url": f"https://127.0.0.1:{free_port()}/dir"},
+    }
+    served: Served = await serve(parse(doc, {}, tmp_path), free_port())
+    lines = [r for r in caplog.records if "placeholder" in r.getMessage()]
+    assert [r.getMessage() for r in lines] == [
+        "ACME: cannot write the placeholder certificate: [Errno 17] File exists: 'certs'"
+    ]
+    assert lines[0].exc_info is None
+    answer = await asyncio.wait_for(_plain_get(served.http_port, "/healthz"), 10)
+    assert answer.startswith(b"HTTP/1.1 200")
