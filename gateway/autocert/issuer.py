@@ -68,7 +68,7 @@ def safe_reason(exc: BaseException) -> str:
     nonces) are elided, whitespace folded, length bounded."""
     text = " ".join(str(exc).split()) or type(exc).__name__
     text = _SECRETISH.sub("…", text)
-    return text if len(text) <= 300 else text[:299] + "…"
+    return text if len(text) <= 500 else text[:499] + "…"
 
 
 def issue(

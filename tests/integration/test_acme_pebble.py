@@ -355,3 +355,34 @@ async def test_an_unwritable_certificate_directory_is_one_log_line(
     assert lines[0].exc_info is None
     answer = await asyncio.wait_for(_plain_get(served.http_port, "/healthz"), 10)
     assert answer.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.timeout(180)
+async def test_a_failed_validation_is_one_line_with_the_reason_and_no_token(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Callable[[Config, int], Any],
+    tokens: list[tuple[str, str]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    nobody = free_port()  # pebble validates here, where nothing answers
+    with running_pebble(tmp_path / "pebble", nobody) as pebble:
+        served: Served = await serve(acme_config(tmp_path, pebble), free_port())
+        await wait_for(lambda: served.renewer.failures >= 1, ORDER_TIMEOUT, "the failed order")
+    failed = [r for r in caplog.records if "certificate order failed" in r.getMessage()]
+    assert len(failed) == 1
+    message = failed[0].getMessage()
+    assert "\n" not in message
+    assert "urn:ietf:params:acme:error:connection" in message  # the CA's reason, verbatim
+    assert failed[0].exc_info is None
+    assert HOST in message
+    assert tokens
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for token, key_authorization in tokens:
+        assert token not in logged
+        assert key_authorization not in logged
+    assert is_placeholder(
+        x509.load_pem_x509_certificate((tmp_path / "certs/cert.pem").read_bytes())
+    )
