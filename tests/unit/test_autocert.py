@@ -11,14 +11,15 @@ import stat
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from gateway.autocert.files import (
@@ -30,7 +31,7 @@ from gateway.autocert.files import (
 )
 from gateway.autocert.issuer import AcmeFailure, Issued, safe_reason
 from gateway.autocert.renewal import RenewalSettings, Renewer, renewal_reason
-from gateway.autocert.service import in_daemon_thread
+from gateway.autocert.service import in_daemon_thread, tls_files
 from gateway.config import LETS_ENCRYPT_DIRECTORY, ConfigError, parse
 from gateway.web.challenge import ChallengeStore, install
 
@@ -289,6 +290,19 @@ class TestFiles:
         assert target.read_bytes() == b"old"
         assert os.listdir(tmp_path) == ["cert.pem"]
 
+    def test_an_account_key_of_another_type_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "account.pem"
+        write_atomic(path, key_pem_of(rsa.generate_private_key(65537, 2048)), mode=0o600)
+        with pytest.raises(ValueError, match="does not hold an ECDSA private key"):
+            load_or_create_account_key(path)
+
+    def test_tls_files_follow_the_tls_table_when_there_is_one(self) -> None:
+        config = parse({}, {}, Path("."))
+        assert tls_files(config) == (Path("certs/cert.pem"), Path("certs/key.pem"))
+        tls = SimpleNamespace(cert_file="/etc/sg/chain.pem", key_file="/etc/sg/key.pem")
+        with_tls: Any = SimpleNamespace(tls=tls)
+        assert tls_files(with_tls) == (Path("/etc/sg/chain.pem"), Path("/etc/sg/key.pem"))
+
     def test_account_key_is_created_once_with_mode_0600(self, tmp_path: Path) -> None:
         path = tmp_path / "certs" / "account.pem"
         first = load_or_create_account_key(path)
@@ -385,3 +399,11 @@ class TestDaemonThread:
         release.set()
         worker.join(5)
         await asyncio.sleep(0.05)  # its late result is dropped without an error
+
+
+def key_pem_of(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
