@@ -17,6 +17,7 @@ from typing import Protocol
 
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
@@ -98,6 +99,27 @@ def _issue(
 ) -> Issued:
     acme = _client(account)
     cert_key = new_private_key()
+    try:
+        order = _order(acme, account, hosts, sink, cert_key)
+    finally:
+        acme.net.session.close()
+    chain = order.fullchain_pem.encode()
+    leaf = x509.load_pem_x509_certificate(chain)
+    # Key first, then the chain: a reloader that looks between the two renames finds a pair
+    # that does not match, keeps the old one and picks the new pair up on its next look.
+    write_atomic(key_file, key_pem(cert_key), mode=0o600)
+    write_atomic(cert_file, chain, mode=0o644)
+    return Issued(hosts=hosts, not_after=leaf.not_valid_after_utc)
+
+
+def _order(
+    acme: client.ClientV2,
+    account: AcmeAccount,
+    hosts: tuple[str, ...],
+    sink: ChallengeSink,
+    cert_key: ec.EllipticCurvePrivateKey,
+) -> messages.OrderResource:
+    """Place the order, publish and answer its HTTP-01 challenges, wait for the certificate."""
     csr = crypto_util.make_csr(key_pem(cert_key), list(hosts))
     order = acme.new_order(csr)
     published: list[str] = []
@@ -112,17 +134,10 @@ def _issue(
             published.append(token)
             acme.answer_challenge(challb, response)
         deadline = _local_naive_now() + dt.timedelta(seconds=account.order_seconds)
-        order = acme.poll_and_finalize(order, deadline)
+        return acme.poll_and_finalize(order, deadline)
     finally:
         for token in published:
             sink.remove(token)
-    chain = order.fullchain_pem.encode()
-    leaf = x509.load_pem_x509_certificate(chain)
-    # Key first, then the chain: a reloader that looks between the two renames finds a pair
-    # that does not match, keeps the old one and picks the new pair up on its next look.
-    write_atomic(key_file, key_pem(cert_key), mode=0o600)
-    write_atomic(cert_file, chain, mode=0o644)
-    return Issued(hosts=hosts, not_after=leaf.not_valid_after_utc)
 
 
 def _client(account: AcmeAccount) -> client.ClientV2:
