@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
+from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
@@ -27,6 +28,7 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
+from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
@@ -134,7 +136,28 @@ def create_app(
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
     _fast_lane(app, api, config.server.max_body_bytes)
+    _autocert(app, config, clock)
     return app
+
+
+# --- automatic certificates (gateway/autocert/) ---
+def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
+    """With `[acme] enabled`: answer HTTP-01 challenges on this app (and on any listener that
+    shares app[CHALLENGES], such as tls.http_port) and keep the TLS files issued and renewed."""
+    if not config.acme.enabled:
+        return
+    challenges = app.get(CHALLENGES)  # served already when another part installed the route
+    if challenges is None:
+        challenges = install_challenges(app)
+    cert_file, key_file = tls_files(config)
+    renewer = make_renewer(
+        config.acme, config.acme_hosts, challenges, cert_file, key_file, clock=clock
+    )
+    app[AUTOCERT] = renewer
+    app.cleanup_ctx.append(autocert_ctx(renewer))
+
+
+# --- end automatic certificates ---
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:

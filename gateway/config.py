@@ -290,6 +290,43 @@ class SiteConfig:
     )
 
 
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+_HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+
+
+@dataclass(frozen=True, slots=True)
+class AcmeConfig:
+    """`[acme]`: automatic certificates through ACME HTTP-01 (gateway/autocert/)."""
+
+    enabled: bool = _f(False, "Obtain and renew the TLS certificate through ACME (HTTP-01).")
+    directory_url: str = _f(
+        LETS_ENCRYPT_DIRECTORY, "ACME directory URL (default: Let's Encrypt production).", url=True
+    )
+    email: str | None = _f(
+        None,
+        "Contact e-mail of the ACME account (expiry notices).",
+        pattern=r"[^@\s]+@[^@\s]+\.[^@\s]+",
+        expected="an e-mail address",
+    )
+    hosts: tuple[str, ...] = _f(
+        (),
+        "Names on the certificate; default: every site's hosts except IP addresses and"
+        " localhost names.",
+        pattern=_HOSTNAME,
+        expected="a DNS name such as track.shop.example",
+    )
+    renew_days: float = _f(
+        30.0, "Renew when fewer than this many days of validity remain.", min=1.0, max=365.0
+    )
+    check_hours: float = _f(12.0, "Hours between certificate expiry checks.", min=0.01, max=720.0)
+    ca_bundle: str | None = _f(
+        None, "CA file to trust for the ACME server itself (private CAs, tests)."
+    )
+    account_key_file: str = _f(
+        "certs/acme-account.pem", "ACME account key (created with mode 0600 if missing)."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration."""
@@ -299,11 +336,17 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     sites: tuple[SiteConfig, ...] = ()
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
 
     @property
     def proxy_networks(self) -> tuple[Network, ...]:
         """Return trusted proxy CIDRs as networks."""
         return tuple(ipaddress.ip_network(c, strict=False) for c in self.server.trusted_proxies)
+
+    @property
+    def acme_hosts(self) -> tuple[str, ...]:
+        """Return the names to certify: `acme.hosts`, else every site host ACME can validate."""
+        return self.acme.hosts or acme_default_hosts(self.sites)
 
 
 SECTIONS: Mapping[str, type[Any]] = {
@@ -311,7 +354,23 @@ SECTIONS: Mapping[str, type[Any]] = {
     "storage": StorageConfig,
     "delivery": DeliveryConfig,
     "tls": TlsConfig,
+    "acme": AcmeConfig,
 }
+
+
+def acme_default_hosts(sites: tuple[SiteConfig, ...] | list[SiteConfig]) -> tuple[str, ...]:
+    """Return the site hosts a public ACME CA can validate (no IPs, no *localhost), in order."""
+    out: dict[str, None] = {}
+    for site in sites:
+        for host in site.hosts:
+            name = host.lower().rstrip(".")
+            if re.fullmatch(_HOSTNAME, name) and not _is_local(name):
+                out[name] = None
+    return tuple(out)
+
+
+def _is_local(name: str) -> bool:
+    return name == "localhost" or name.endswith(".localhost")
 
 
 class _Loader:
@@ -483,6 +542,7 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
             sites.append(site)
     _check_sites(sites, loader)
     _check_tls(sections, loader)
+    _check_acme(sections["acme"], sites, loader)
     if loader.errors:
         raise ConfigError(loader.errors)
     return Config(sites=tuple(sites), **sections)
@@ -542,6 +602,15 @@ def _check_sites(sites: list[SiteConfig], loader: _Loader) -> None:
             if key.value in seen_keys:
                 loader.err(f"sites[{i}].api_keys[{j}]", "the same key is used twice")
             seen_keys.add(key.value)
+
+
+def _check_acme(acme: AcmeConfig, sites: list[SiteConfig], loader: _Loader) -> None:
+    if not acme.enabled:
+        return
+    if not acme.hosts and not acme_default_hosts(sites):
+        loader.err("acme.hosts", "no host to certify: set acme.hosts or a public sites[].hosts")
+    if acme.ca_bundle is not None and not Path(acme.ca_bundle).is_file():
+        loader.err("acme.ca_bundle", f"file not found: {acme.ca_bundle}")
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
