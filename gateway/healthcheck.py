@@ -4,11 +4,16 @@
 look healthy. So the check also fetches every configured loader and shim path and wants a 200
 with a non-empty JavaScript body. It is what the Docker image's HEALTHCHECK runs; stdlib only,
 blocking, bounded by a timeout per request.
+
+With `[tls]` enabled the probes go over HTTPS to the local listener. The certificate names the
+public host, not the loopback address the probe dials, so the probe does not verify it: it asks
+whether this process serves, not who it is (the TLS tests check the certificate itself).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -38,7 +43,8 @@ def local_base_url(config: Config) -> str:
         host = "::1" if address.version == 6 else "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{config.server.port}"
+    scheme = "https" if config.tls.enabled else "http"
+    return f"{scheme}://{host}:{config.server.port}"
 
 
 def probes(config: Config) -> list[Probe]:
@@ -51,12 +57,24 @@ def probes(config: Config) -> list[Probe]:
     return [Probe(HEALTH_PATH, script=False), *(Probe(p, script=True) for p in paths)]
 
 
+def _local_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False  # the probe dials loopback; the certificate names the host
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+_LOCAL_TLS: ssl.SSLContext = _local_tls()
+
+
 def problem(base_url: str, probe: Probe, timeout: float) -> str | None:
     """GET one probe; return why it is unhealthy, or None."""
     url = base_url.rstrip("/") + probe.path
     request = urllib.request.Request(url, headers={"Accept-Encoding": "identity"})  # noqa: S310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - see check
+        with urllib.request.urlopen(  # noqa: S310 - the scheme is checked in check()
+            request, timeout=timeout, context=_LOCAL_TLS if url.startswith("https:") else None
+        ) as answer:
             status = answer.status
             content_type = answer.headers.get("Content-Type", "")
             body = answer.read()

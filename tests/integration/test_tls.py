@@ -20,6 +20,7 @@ from conftest import API_KEY, base_doc
 from cryptography import x509
 from rawhttp import Conn
 
+from gateway import healthcheck
 from gateway.app import create_app, make_runner
 from gateway.cli import main
 from gateway.config import Config, parse
@@ -334,3 +335,20 @@ async def test_tls_12_and_13_are_served_and_nothing_older(tmp_path: Path, certs:
         conn = Conn(reader, writer)
         assert (await conn.ask(request("POST", "/v1/events", EVENTS, **API))).status == 202
         conn.close()
+
+
+async def test_healthcheck_probes_the_https_listener(tmp_path: Path, certs: DevCerts) -> None:
+    """`signalgate healthcheck` follows [tls]: https on server.port, loader and shim included."""
+    config = tls_config(tmp_path, certs)
+    assert healthcheck.local_base_url(config).startswith("https://127.0.0.1:")
+    async with serving(config, certs.ca) as served:
+        base = f"https://127.0.0.1:{served.port}"
+        probes = healthcheck.probes(config)
+        assert [p.path for p in probes] == ["/healthz", "/sg.js", "/i.js"]
+        problems = await asyncio.to_thread(healthcheck.check, base, probes, 5.0)
+        assert problems == []
+        plain = await asyncio.to_thread(
+            healthcheck.check, f"http://127.0.0.1:{served.port}", probes
+        )
+        assert plain
+        assert all("failed" in p for p in plain)
