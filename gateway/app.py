@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.config import Config
 from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.shutdown import stop_workers
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import GatewayStore
@@ -54,6 +55,14 @@ class Runtime:
     pipeline: Pipeline
     workers: dict[str, Worker] = field(default_factory=dict)
     collect: Collect | None = None
+    stop_by: float | None = None
+    """Loop time by which a graceful stop must be done (gateway/lifecycle.py), once begun."""
+
+    def begin_stop(self, deadline: float) -> None:
+        """Start a graceful stop: workers stop leasing now and finish by `deadline`."""
+        self.stop_by = deadline
+        for worker in self.workers.values():
+            worker.stop()
 
     def route_health(self) -> Mapping[str, Mapping[str, object]]:
         """Return each route's health."""
@@ -277,11 +286,16 @@ def _workers_ctx(
             ]
             tasks.append(asyncio.create_task(_compact_loop(runtime, clock), name="compactor"))
         yield
-        for task in tasks:
+        compactor, delivering = tasks[-1:], tasks[:-1]
+        for task in compactor:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*compactor)
+        loop = asyncio.get_running_loop()
+        deadline = runtime.stop_by
+        grace = runtime.config.server.shutdown_grace_seconds
+        left = grace if deadline is None else deadline - loop.time()
+        await stop_workers(runtime.workers.values(), delivering, left)
         for client in clients:
             await client.aclose()
 

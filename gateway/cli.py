@@ -19,8 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
-from gateway.app import create_app, make_runner
+from gateway.app import create_app
 from gateway.config import Config, ConfigError, load, parse
+from gateway.lifecycle import StartupError, serve
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
@@ -52,15 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return _check(args.config)
-    setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     if args.command == "run":
         try:
             config = load(args.config)
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        _serve(_run(config, delivery=not args.no_delivery))
+        level = os.environ.get("SIGNALGATE_LOG_LEVEL", config.server.log_level)
+        setup_logging(level, config.server.log_format)
+        try:
+            _serve(_run(config, delivery=not args.no_delivery))
+        except StartupError as exc:
+            print(f"signalgate: {exc}", file=sys.stderr)
+            return 1
         return 0
+    setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
     return 0
 
@@ -76,6 +83,9 @@ def _check(path: str) -> int:
 
 
 def _print_errors(exc: ConfigError) -> None:
+    if len(exc.errors) == 1 and exc.errors[0][0] == "(file)":  # missing, unreadable, not TOML
+        print(f"signalgate: {exc.errors[0][1]}", file=sys.stderr)
+        return
     print(f"config has {len(exc.errors)} error(s):", file=sys.stderr)
     for key, reason in exc.errors:
         print(f"  {key}: {reason}", file=sys.stderr)
@@ -93,25 +103,19 @@ def _serve(coro: Any) -> None:
 
 
 async def _run(config: Config, *, delivery: bool = True) -> None:
-    app = create_app(config, run_workers=delivery)
-    runner = make_runner(app, access_log=None)
-    await runner.setup()
-    # Long-lived start-up objects leave the GC's view, and young-generation collections run
-    # less often. A young collection starts once the count of live container objects has grown
-    # by the threshold, and then walks every one of them; under load that growth is mostly the
-    # in-flight requests' parsed events, which are alive (nothing to collect) and freed by
-    # reference counting moments later. At 50,000, 64 connections posting 100-event batches
-    # set off ~5 collections a second, 6.5% of the CPU; at 200,000 none, while cycles (rare
-    # here) are still collected once that much garbage has piled up.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    await site.start()
-    print(f"signalgate listening on http://{config.server.host}:{config.server.port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    def ready(url: str) -> None:
+        # Long-lived start-up objects leave the GC's view, and young-generation collections
+        # run less often. A young collection starts once the count of live container objects
+        # has grown by the threshold, and then walks every one of them; under load that growth
+        # is mostly the in-flight requests' parsed events, which are alive (nothing to collect)
+        # and freed by reference counting moments later. At 50,000, 64 connections posting
+        # 100-event batches set off ~5 collections a second, 6.5% of the CPU; at 200,000 none,
+        # while cycles (rare here) are still collected once that much garbage has piled up.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        print(f"signalgate listening on {url}", flush=True)
+
+    await serve(config, delivery=delivery, on_ready=ready)  # until SIGTERM / SIGINT
 
 
 DEMO_SHOP_HOST = "www.shop.localhost"

@@ -84,6 +84,7 @@ from typing import Any, Final, TypeVar
 from gateway.core.merge import source_pair
 from gateway.core.profile import ProfileUpdate, VisitorProfile
 from gateway.core.record import channel_of, merge_records
+from gateway.store.availability import Availability
 from gateway.store.base import (
     AppendResult,
     DeadReason,
@@ -648,6 +649,8 @@ class SqliteStore:
             )
         self._open = False
         self._profile_sites: set[str] | None = None
+        self.availability = Availability()
+        """Whether writes succeed; storage failures become StoreUnavailableError (503)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -719,7 +722,14 @@ class SqliteStore:
         )
         job.events, job.now = batch, now
         self._writer.submit(job)
-        return await future
+        try:
+            results = await future
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return results
 
     async def lease(
         self, route: str, limit: int, now: float, lease_seconds: float
@@ -877,7 +887,14 @@ class SqliteStore:
         )
         job.now, job.touch = now, _Touch(site, visitor_id, update, events_for)
         self._writer.submit(job)
-        return await future
+        try:
+            outcome = await future
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return outcome
 
     async def find_profiles(
         self, site: str, queries: Sequence[ProfileQuery]
@@ -908,7 +925,14 @@ class SqliteStore:
     # -- machinery ---------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(self._writer, fn)
+        try:
+            value = await self._submit(self._writer, fn)
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)  # raises StoreUnavailableError if it is the disk's
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return value
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(self._reader, fn)

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.wire import decode_document, is_clean
+from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
@@ -282,6 +283,8 @@ class Health:
         problems: list[str] = []
         try:
             await self.ping()
+        except StoreUnavailableError as exc:
+            problems.append(str(exc))
         except Exception as exc:
             problems.append(f"store not writable: {type(exc).__name__}")
         routes = self.routes()

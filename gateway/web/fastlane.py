@@ -40,6 +40,8 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
+from gateway.store.availability import RETRY_AFTER_SECONDS, StoreUnavailableError
+
 log = logging.getLogger("signalgate.web")
 
 MAX_HEAD: Final = 8190
@@ -213,6 +215,20 @@ def error_500() -> Answer:
     )
 
 
+def failure_answer(error: BaseException, target: str) -> Answer:
+    """Return the answer of an answerer's exception: 503 when the store cannot write (the
+    store logged that once), else the logged JSON 500 (the errors middleware's answers)."""
+    if isinstance(error, StoreUnavailableError):
+        body = json.dumps({"error": "store_unavailable", "message": str(error)}).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8"
+            f"\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\n"
+        )
+        return head.encode("ascii"), body
+    log.error("Unhandled error.", exc_info=error, extra={"path": target.partition("?")[0]})
+    return error_500()
+
+
 class FrontProtocol(asyncio.Protocol):
     """One client connection: fast answers in order until the first request aiohttp must take."""
 
@@ -315,9 +331,8 @@ class FrontProtocol(asyncio.Protocol):
                         pending = answerer(lane_request)
                         if pending is not None:
                             break
-                except Exception:
-                    log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
-                    answer = error_500()
+                except Exception as exc:
+                    answer = failure_answer(exc, target)
             if answer is None and pending is None:
                 self._hand_over()
                 return
@@ -352,9 +367,8 @@ class FrontProtocol(asyncio.Protocol):
     async def _finish(self, pending: Awaitable[Answer], extra: bytes, target: str) -> None:
         try:
             answer = await pending
-        except Exception:
-            log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
-            answer = error_500()
+        except Exception as exc:
+            answer = failure_answer(exc, target)
         self._complete(answer, extra)
 
     def _done(self, extra: bytes, target: str, pending: asyncio.Future[Answer]) -> None:
@@ -363,11 +377,7 @@ class FrontProtocol(asyncio.Protocol):
         if pending.cancelled():
             return  # shutdown: like a cancelled task, nothing is written
         error = pending.exception()
-        if error is None:
-            answer = pending.result()
-        else:
-            log.error("Unhandled error.", exc_info=error, extra={"path": target.partition("?")[0]})
-            answer = error_500()
+        answer = pending.result() if error is None else failure_answer(error, target)
         self._complete(answer, extra)
 
     def _settled(self, later: Later) -> None:
@@ -376,9 +386,7 @@ class FrontProtocol(asyncio.Protocol):
         self._server.later_settled()
         error = later._error
         if error is not None:
-            path = later._target.partition("?")[0]
-            log.error("Unhandled error.", exc_info=error, extra={"path": path})
-            self._complete(error_500(), later._extra)
+            self._complete(failure_answer(error, later._target), later._extra)
         elif later._answer is not None:
             self._complete(later._answer, later._extra)
         # else cancelled (shutdown): like a cancelled task, nothing is written
