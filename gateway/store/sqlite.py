@@ -700,8 +700,17 @@ class SqliteStore:
                 continue
 
     async def ping(self) -> None:
-        """Raise unless a small write transaction commits right now."""
-        await self._write(partial(_ping_tx, now=time.time()))
+        """Raise unless a small write transaction commits right now.
+
+        While the store is unavailable (a write failed for want of space or permission), the
+        ping also makes the file grow by a few pages and frees them again, so /readyz can
+        tell when space has returned even when no request is writing.
+        """
+        if self.availability.reason is None:
+            await self._write(partial(_ping_tx, now=time.time()))
+            return
+        await self._write(partial(_probe_tx, now=time.time()))
+        self.availability.succeeded()
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -925,14 +934,13 @@ class SqliteStore:
     # -- machinery ---------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a write job. Only appends (and the growing ping) declare the store recovered:
+        a lease or a mark can succeed on a full disk, since it needs no new page."""
         try:
-            value = await self._submit(self._writer, fn)
+            return await self._submit(self._writer, fn)
         except (sqlite3.Error, OSError) as exc:
             self.availability.failed(exc)  # raises StoreUnavailableError if it is the disk's
             raise
-        if self.availability.reason is not None:
-            self.availability.succeeded()
-        return value
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(self._reader, fn)
@@ -1150,6 +1158,26 @@ def _ping_tx(conn: sqlite3.Connection, *, now: float) -> None:
         " ON CONFLICT(id) DO UPDATE SET at = excluded.at",
         (now,),
     )
+
+
+PROBE_MAX_BYTES: Final = 8 << 20
+"""Largest blob the recovery probe writes (`_probe_tx`)."""
+
+
+def _probe_tx(conn: sqlite3.Connection, *, now: float) -> None:
+    """`_ping_tx`, and grow the file past its free pages by two pages, then free them: fails
+    with SQLITE_FULL / a disk I/O error while the store cannot grow (the pages stay free for
+    the next appends once it can)."""
+    _ping_tx(conn, now=now)
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    (page,) = conn.execute("PRAGMA page_size").fetchone()
+    size = min(PROBE_MAX_BYTES, (int(free) + 2) * int(page))
+    row = conn.execute(
+        "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
+        " VALUES ('', '', '', 0, zeroblob(?), 0)",
+        (size,),
+    ).lastrowid
+    conn.execute("DELETE FROM events WHERE id = ?", (row,))
 
 
 _CLAIM: Final = (
