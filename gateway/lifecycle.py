@@ -30,6 +30,7 @@ from aiohttp import web
 
 from gateway.app import RUNTIME, create_app, make_runner
 from gateway.config import Config
+from gateway.store.base import GatewayStore
 
 log = logging.getLogger("signalgate")
 
@@ -72,10 +73,12 @@ async def serve(
     delivery: bool = True,
     on_ready: Callable[[str], None] = lambda url: None,
     stop: asyncio.Event | None = None,
+    store: GatewayStore | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set), then stop gracefully (module docstring).
 
-    Raises StartupError for a start-up problem the operator must fix.
+    `store` replaces the configured one (tests). Raises StartupError for a start-up problem
+    the operator must fix.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -85,19 +88,23 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        await _serve(config, delivery, on_ready, stop)
+        await _serve(config, delivery, on_ready, stop, store)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
 
 
 async def _serve(
-    config: Config, delivery: bool, on_ready: Callable[[str], None], stop: asyncio.Event
+    config: Config,
+    delivery: bool,
+    on_ready: Callable[[str], None],
+    stop: asyncio.Event,
+    store: GatewayStore | None,
 ) -> None:
     server = config.server
     store_path = Path(config.storage.path)
     check_store_path(store_path)
-    app = create_app(config, run_workers=delivery)
+    app = create_app(config, run_workers=delivery, store=store)
     grace = server.shutdown_grace_seconds
     runner = make_runner(app, access_log=None, shutdown_timeout=grace)
     try:

@@ -554,6 +554,8 @@ class FastServer(web.Server):
             waits.append(self._drained)
         if waits:
             await asyncio.wait(waits, timeout=timeout)
+        for task in list(self.tasks):  # past the grace period: like aiohttp's handlers
+            task.cancel()
         for conn in list(self.front):
             conn.close()
         self.front.clear()
