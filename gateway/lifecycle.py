@@ -54,6 +54,8 @@ def check_store_path(path: Path) -> None:
     """Raise StartupError unless the store's directory exists (or can be made) and can be
     written, and the database file, if it exists, can be read and written."""
     where = f"cannot write the store at {path}"
+    if path.parent.exists() and not path.parent.is_dir():
+        raise StartupError(f"{where}: {os.strerror(errno.ENOTDIR).lower()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
