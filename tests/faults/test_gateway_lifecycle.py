@@ -22,8 +22,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import API_KEY, auth
-from test_gateway_crash import CLIENTS, Gateway, Load, free_port, wait_exit, write_config
+from conftest import assert_no_planted, auth
+from test_gateway_crash import (
+    CLIENTS,
+    Gateway,
+    Load,
+    free_port,
+    purchase,
+    wait_exit,
+    write_config,
+)
 
 GRACE = 5.0
 LEASE = 120.0
@@ -60,6 +68,7 @@ def run_once(config: Path, timeout: float = 30.0) -> subprocess.CompletedProcess
 
 
 def assert_one_line(done: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert_no_planted([done.stdout, done.stderr], "the gateway process")
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [expected], done.stderr
@@ -96,7 +105,7 @@ async def test_sigterm_under_load_loses_no_acknowledged_event(
             assert not load.other_status, f"answers other than 202: {dict(load.other_status)}"
             log = gateway.log.read_text(errors="replace")
             assert "Traceback" not in log, gateway.log_tail()
-            assert API_KEY not in log
+            assert_no_planted([log], "the gateway process")  # Load posts them in its events
 
             sandbox.faults.reset()
             await gateway.start(session)  # the next run delivers what the first handed back
@@ -182,12 +191,16 @@ async def test_json_log_format_is_one_object_a_line(tmp_path: Path, meta_sandbox
                 await asyncio.sleep(0.05)
             async with session.post(f"{url}/v1/events", data=b"not json", headers=auth()) as resp:
                 assert resp.status == 400
+            planted = {"events": [purchase("json-log", 7)]}  # carries the planted e-mail, phone
+            async with session.post(f"{url}/v1/events", json=planted, headers=auth()) as resp:
+                assert resp.status == 202
         proc.send_signal(signal.SIGTERM)
         assert await wait_exit(proc, GRACE + 10) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    assert_no_planted([errors.read_text()], "the gateway process")
     lines = errors.read_text().splitlines()
     assert lines, "no log line at all"
     docs = [json.loads(line) for line in lines]  # every line is one JSON object
