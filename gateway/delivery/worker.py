@@ -20,6 +20,7 @@ import httpx
 
 from gateway.core.event import Event
 from gateway.core.record import decode
+from gateway.delivery import redact
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -65,7 +66,9 @@ class WorkerSettings:
 def make_client(
     timeout: float, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """Return the HTTP client of one route: no redirects followed, bounded timeouts."""
+    """Return the HTTP client of one route: no redirects followed, bounded timeouts; its
+    request log lines carry no query string (tokens; gateway/delivery/redact.py)."""
+    redact.install()
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),

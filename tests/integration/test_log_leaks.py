@@ -12,7 +12,9 @@ import sqlite3
 import time
 from typing import Any
 
+import pytest
 from conftest import (
+    ACCESS_TOKEN,
     ADMIN_TOKEN,
     API_KEY,
     LEAK_CHECK,
@@ -51,7 +53,7 @@ def doc(*events: dict[str, Any]) -> bytes:
 
 
 async def test_planted_values_cross_every_path_and_reach_no_log_record(
-    make_config: Any, gateway: Any, meta_sandbox: Any
+    make_config: Any, gateway: Any, meta_sandbox: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     before = {name: set(kinds) for name, kinds in LEAK_CHECK.catcher.violations.items()}
     seen = LEAK_CHECK.catcher.seen
@@ -128,3 +130,6 @@ async def test_planted_values_cross_every_path_and_reach_no_log_record(
     assert LEAK_CHECK.catcher.seen > seen, "the leak check captured no record at all"
     after = {name: set(kinds) for name, kinds in LEAK_CHECK.catcher.violations.items()}
     assert after == before, f"new leaks: {LEAK_CHECK.catcher.report()}"
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert requests, "no httpx request line was logged"
+    assert not [line for line in requests if ACCESS_TOKEN in line or "?" in line]
