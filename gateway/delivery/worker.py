@@ -177,6 +177,10 @@ class Worker:
 
     async def run_once(self) -> int:
         """Lease one batch and give every row a fate; return rows handled (0 = idle/waiting)."""
+        if self.held:
+            # A round failed after its lease (e.g. the store could not write a mark): those
+            # rows come back now instead of when their lease expires.
+            await self.release()
         now = self.clock()
         if now < self.resume_at:
             return 0
@@ -255,9 +259,12 @@ class Worker:
         return self.destination.classify(events, response, self.clock())
 
     async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
+        await self._record(outcome, rows)
+        self.held.difference_update(r.id for r in rows)  # only once the fate is stored
+
+    async def _record(self, outcome: Outcome, rows: list[Delivery]) -> None:
         now = self.clock()
         ids = [r.id for r in rows]
-        self.held.difference_update(ids)
         match outcome:
             case Delivered():
                 await self.store.mark_done(ids, now)

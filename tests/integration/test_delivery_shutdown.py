@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import auth, runtime_of
 
+from gateway.store.availability import StoreUnavailableError
 from gateway.store.sqlite import SqliteStore
 
 NOW = int(time.time())
@@ -129,3 +131,31 @@ async def test_rows_leased_but_not_sent_when_stop_comes_are_handed_back(
     assert {attempts for _, attempts, _ in rows.values()} == {0}
     await client.close()
     assert await leased_again_at_once(tmp_path / "outbox.db") == 3
+
+
+async def test_rows_of_a_round_that_failed_to_record_come_back_without_waiting_for_the_lease(
+    gateway: Any, make_config: Any, tmp_path: Path
+) -> None:
+    platform = Platform(delay=0.0)
+    client = await start(gateway, make_config, platform, run_workers=False)
+    worker = runtime_of(client).workers[ROUTE]
+    store = runtime_of(client).store
+    assert isinstance(store, SqliteStore)
+    writer = store._writer._conn
+    assert writer is not None
+
+    async def read_only_after_send(request: httpx.Request) -> httpx.Response:
+        writer.execute("PRAGMA query_only = ON")  # the mark after this send fails
+        return await Platform(delay=0.0)(request)
+
+    worker.client = httpx.AsyncClient(transport=httpx.MockTransport(read_only_after_send))
+    with pytest.raises(StoreUnavailableError):
+        await worker.run_once()
+    assert len(worker.held) == 3
+    assert {state for state, _, _ in states(tmp_path / "outbox.db").values()} == {"leased"}
+    writer.execute("PRAGMA query_only = OFF")
+    worker.client = httpx.AsyncClient(transport=httpx.MockTransport(Platform(delay=0.0)))
+    assert await worker.run_once() == 3  # handed back, leased again and delivered at once
+    assert worker.held == set()
+    assert {state for state, _, _ in states(tmp_path / "outbox.db").values()} == {"done"}
+    await client.close()

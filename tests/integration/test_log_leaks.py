@@ -109,6 +109,13 @@ async def test_planted_values_cross_every_path_and_reach_no_log_record(
         resp = await client.post("/e", data=json.dumps(hit), headers=browser)
         assert resp.status < 500
 
+    deadline = time.monotonic() + 20
+    wanted = {"leak-lane", "leak-aiohttp"}
+    while not wanted <= {e["event_id"] for e in sandbox.recorder.accepted}:
+        assert time.monotonic() < deadline, "planted events were not delivered"
+        await asyncio.sleep(0.05)
+    # Last, once delivered: while the writer is read-only a worker's marks fail as well, and
+    # its rows would wait for their lease to expire.
     store = runtime_of(client).store
     assert isinstance(store, SqliteStore)
     writer = store._writer._conn
@@ -120,11 +127,6 @@ async def test_planted_values_cross_every_path_and_reach_no_log_record(
     assert refused.status == 503
     writer.execute("PRAGMA query_only = OFF")
 
-    deadline = time.monotonic() + 20
-    wanted = {"leak-lane", "leak-aiohttp"}
-    while not wanted <= {e["event_id"] for e in sandbox.recorder.accepted}:
-        assert time.monotonic() < deadline, "planted events were not delivered"
-        await asyncio.sleep(0.05)
     await client.close()
 
     assert LEAK_CHECK.catcher.seen > seen, "the leak check captured no record at all"
