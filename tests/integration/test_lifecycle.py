@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import auth
+from conftest import API_KEY, auth
 
 from gateway.config import Config
 from gateway.lifecycle import serve
@@ -143,3 +143,36 @@ async def test_stop_gives_up_on_a_request_stuck_past_the_grace_period(
         with pytest.raises(aiohttp.ClientError):  # never a 202: nothing was committed
             await asyncio.wait_for(stuck, 10)
     assert stored_ids(tmp_path / "stuck.db") == set()
+
+
+async def test_a_request_half_received_at_stop_is_answered_then_closed(
+    make_config: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = make_config(server={"host": "127.0.0.1", "port": port, "shutdown_grace_seconds": 5})
+    stop = asyncio.Event()
+    server = await start(config, None, stop)
+    body = events("half", 2)
+    head = (
+        f"POST /v1/events HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer {API_KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head + body[:10])
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    stop.set()
+    assert await asyncio.wait_for(idle_reader.read(), 5) == b""  # an idle connection is closed
+    await asyncio.sleep(0.3)
+    assert not server.done()  # waiting for the rest of the request
+    writer.write(body[10:])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # answered, then closed by the server
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 202 Accepted", answer
+    assert b"\r\nConnection: close\r\n" in rest
+    await asyncio.wait_for(server, 10)
+    writer.close()
+    idle_writer.close()
+    assert stored_ids(tmp_path / "outbox.db") == {"half-0", "half-1"}
