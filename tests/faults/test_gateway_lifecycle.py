@@ -194,7 +194,7 @@ async def test_json_log_format_is_one_object_a_line(tmp_path: Path, meta_sandbox
             planted = {"events": [purchase("json-log", 7)]}  # carries the planted e-mail, phone
             async with session.post(f"{url}/v1/events", json=planted, headers=auth()) as resp:
                 assert resp.status == 202
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops as gracefully as SIGTERM
         assert await wait_exit(proc, GRACE + 10) == 0
     finally:
         if proc.poll() is None:

@@ -88,15 +88,24 @@ def unhandled(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.exc_info or r.getMessage() == "Unhandled error."]
 
 
+async def on_writer(client: Any, sql: str) -> list[Any]:
+    """Run `sql` on the store's write connection, on whichever thread owns it."""
+    store = runtime_of(client).store
+    assert isinstance(store, SqliteStore)
+    rows: list[Any] = await store._write(lambda conn: conn.execute(sql).fetchall())
+    return rows
+
+
+@pytest.mark.parametrize("writer", ["loop", "thread"])
 async def test_full_store_answers_503_with_retry_after_then_recovers(
-    gateway: Any, make_config: Any, caplog: pytest.LogCaptureFixture
+    gateway: Any, make_config: Any, caplog: pytest.LogCaptureFixture, tmp_path: Path, writer: str
 ) -> None:
     caplog.set_level(logging.INFO)
-    client = await gateway(make_config(), run_workers=False)
+    store = SqliteStore(tmp_path / f"{writer}.db", writer=writer)
+    client = await gateway(make_config(), run_workers=False, store=store)
     assert (await post(client, batch("warm"))).status == 202
-    conn = writer_connection(client)
-    (pages,) = conn.execute("PRAGMA page_count").fetchone()
-    conn.execute(f"PRAGMA max_page_count = {pages}")
+    ((pages,),) = await on_writer(client, "PRAGMA page_count")
+    await on_writer(client, f"PRAGMA max_page_count = {pages}")
 
     first = await post_until_refused(client, "fill")
     assert_unavailable(first, await first.json(), "disk full")
@@ -109,8 +118,8 @@ async def test_full_store_answers_503_with_retry_after_then_recovers(
     assert store_lines(caplog) == ["store unavailable: disk full"]  # one line, not one a request
     assert unhandled(caplog) == []
 
-    conn.execute("PRAGMA max_page_count = 1073741823")  # space is back; nothing restarts
-    ready = await client.get("/readyz")
+    await on_writer(client, "PRAGMA max_page_count = 1073741823")  # space is back
+    ready = await client.get("/readyz")  # nothing restarts
     assert ready.status == 200, await ready.json()
     for gzipped in (False, True):
         resp = await post(client, batch(f"after-{gzipped}"), gzipped=gzipped)
