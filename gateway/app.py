@@ -38,6 +38,7 @@ from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
+from gateway.web.refused_log import install as install_refused_log
 from gateway.web.static import LOADER_FILE, Asset, loader_asset
 
 log = logging.getLogger("signalgate")
@@ -137,6 +138,7 @@ def create_app(
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane.py)."""
+    install_refused_log()  # requests aiohttp's parser refuses: one line, no raw bytes
     return FastRunner(app, **kwargs)
 
 

@@ -48,6 +48,20 @@ def planted_event(event_id: str, **user: Any) -> dict[str, Any]:
     }
 
 
+RAW_REFUSED = (
+    f"POST /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {API_KEY}\x01\r\n"
+    "Content-Length: 2\r\n\r\n{}",
+    f"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Bad header: {PLANTED_EMAIL}\r\n"
+    "Content-Length: 2\r\n\r\n{}",
+    f"GET /{PLANTED_EMAIL}\x7f HTTP/1.1\r\nHost: x\r\n\r\n",
+    f"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: {ADMIN_TOKEN}"
+    "\r\n\r\n{}",
+    f"GET /v1/debug/recent?phone={PLANTED_PHONE.replace(' ', '%20')} HTTP/1.1\r\nHost: x\r\n"
+    f"Cookie: a={PLANTED_PHONE}\x00\r\n\r\n",
+)
+"""Requests aiohttp's parser refuses; its error text quotes the offending raw line."""
+
+
 def doc(*events: dict[str, Any]) -> bytes:
     return json.dumps({"events": list(events)}).encode()
 
@@ -108,6 +122,17 @@ async def test_planted_values_cross_every_path_and_reach_no_log_record(
     ):
         resp = await client.post("/e", data=json.dumps(hit), headers=browser)
         assert resp.status < 500
+
+    for raw in RAW_REFUSED:  # refused by the HTTP parser, which quotes the offending line
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(raw.encode("latin-1"))
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        assert answer.split(b" ", 2)[1] == b"400", answer[:80]
+        writer.close()
+    refusals = [r for r in caplog.records if r.getMessage().startswith("HTTP request refused")]
+    assert len(refusals) == len(RAW_REFUSED)
+    assert {(r.levelname, r.exc_info) for r in refusals} == {("WARNING", None)}
 
     deadline = time.monotonic() + 20
     wanted = {"leak-lane", "leak-aiohttp"}
