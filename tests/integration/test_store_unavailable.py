@@ -14,7 +14,6 @@ import gzip
 import json
 import logging
 import os
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from binaries import require_binary
 from conftest import auth, runtime_of
 
 from gateway.store.availability import RETRY_AFTER_SECONDS
@@ -168,8 +168,9 @@ async def test_read_only_store_answers_503_then_recovers(
 def tiny_tmpfs(where: Path, size: str) -> Iterator[Path]:
     """Mount a tmpfs of `size` at `where` (root only); skip when this machine refuses it."""
     where.mkdir()
-    mount = shutil.which("mount")
-    if os.geteuid() != 0 or mount is None:
+    mount = require_binary("mount")
+    umount = require_binary("umount", "mount")
+    if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (the max_page_count tests cover disk full)")
     done = subprocess.run(
         [mount, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
@@ -181,7 +182,7 @@ def tiny_tmpfs(where: Path, size: str) -> Iterator[Path]:
     try:
         yield where
     finally:
-        subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+        subprocess.run([umount, "-l", str(where)], capture_output=True, check=False)
 
 
 async def test_a_really_full_file_system_answers_503_then_recovers(
