@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -60,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_errors(exc)
             return 1
         level = os.environ.get("SIGNALGATE_LOG_LEVEL", config.server.log_level)
-        setup_logging(level, config.server.log_format)
+        if level.upper() not in logging.getLevelNamesMapping():
+            print(f"signalgate: SIGNALGATE_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
+            return 1
+        setup_logging(level.upper(), config.server.log_format)
         try:
             _serve(_run(config, delivery=not args.no_delivery))
         except StartupError as exc:

@@ -209,3 +209,26 @@ async def test_json_log_format_is_one_object_a_line(tmp_path: Path, meta_sandbox
         assert doc["time"].endswith("Z")
     assert any(d["message"].startswith("stopping") for d in docs), docs
     assert any(d.get("status") == "stopped" for d in docs), docs
+
+
+def test_store_that_is_not_a_database_is_one_line(tmp_path: Path) -> None:
+    config = lifecycle_config(tmp_path, free_port(), "http://127.0.0.1:9")
+    store = tmp_path / "data" / "outbox.db"
+    store.parent.mkdir()
+    store.write_bytes(b"this is not an SQLite file, but it is long enough to have a header" * 20)
+    done = run_once(config)
+    assert_one_line(done, f"signalgate: cannot open the store at {store}: file is not a database")
+
+
+def test_unknown_log_level_variable_is_one_line(tmp_path: Path) -> None:
+    config = lifecycle_config(tmp_path, free_port(), "http://127.0.0.1:9")
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**clean_env(), "SIGNALGATE_LOG_LEVEL": "chatty"},
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert_one_line(done, "signalgate: SIGNALGATE_LOG_LEVEL: unknown level 'chatty'")
