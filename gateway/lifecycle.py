@@ -123,7 +123,8 @@ async def _serve(
         raise StartupError(
             f"cannot listen on {server.host}:{server.port}: {reason_of(exc)}"
         ) from exc
-    on_ready(f"http://{server.host}:{server.port}")
+    ports = [a[1] for a in runner.addresses if isinstance(a, tuple)]
+    on_ready(f"http://{server.host}:{ports[0] if ports else server.port}")  # port 0: the real one
     try:
         await stop.wait()
         log.info("stopping: finishing in-flight work", extra={"status": "stopping"})

@@ -176,3 +176,21 @@ async def test_a_request_half_received_at_stop_is_answered_then_closed(
     writer.close()
     idle_writer.close()
     assert stored_ids(tmp_path / "outbox.db") == {"half-0", "half-1"}
+
+
+async def test_port_zero_reports_the_bound_port(make_config: Any) -> None:
+    config = make_config(server={"host": "127.0.0.1", "port": 0, "shutdown_grace_seconds": 1})
+    stop = asyncio.Event()
+    urls: list[str] = []
+    server = asyncio.create_task(serve(config, delivery=False, on_ready=urls.append, stop=stop))
+    deadline = time.monotonic() + 10
+    while not urls:
+        assert time.monotonic() < deadline
+        assert not server.done()
+        await asyncio.sleep(0.01)
+    (url,) = urls
+    assert not url.endswith(":0")
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as resp:
+        assert resp.status == 200
+    stop.set()
+    await asyncio.wait_for(server, 10)
