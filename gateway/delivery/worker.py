@@ -149,11 +149,6 @@ class Worker:
         """Ask `run` to end after the batch in flight; rows not yet sent are handed back."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        """Whether `stop` was called."""
-        return self._stop.is_set()
-
     async def release(self) -> int:
         """Hand back every row this worker leased and did not finish (shutdown): they are due
         again at once for any worker, without an attempt counted. Return how many."""
