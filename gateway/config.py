@@ -68,7 +68,9 @@ class ServerConfig:
         choices=("keyvalue", "json"),
     )
     log_level: str = _f(
-        "INFO", "Lowest level logged.", choices=("DEBUG", "INFO", "WARNING", "ERROR")
+        "INFO",
+        "Lowest level logged (the SIGNALGATE_LOG_LEVEL variable overrides it).",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     )
 
 
