@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
 from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.shutdown import stop_workers
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import GatewayStore
@@ -42,6 +43,7 @@ from gateway.web.openapi import OpenApi
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
+from gateway.web.refused_log import install as install_refused_log
 from gateway.web.static import Asset, loader_asset, shim_asset
 
 log = logging.getLogger("signalgate")
@@ -59,6 +61,14 @@ class Runtime:
     pipeline: Pipeline
     workers: dict[str, Worker] = field(default_factory=dict)
     collect: Collect | None = None
+    stop_by: float | None = None
+    """Loop time by which a graceful stop must be done (gateway/lifecycle.py), once begun."""
+
+    def begin_stop(self, deadline: float) -> None:
+        """Start a graceful stop: workers stop leasing now and finish by `deadline`."""
+        self.stop_by = deadline
+        for worker in self.workers.values():
+            worker.stop()
 
     def route_health(self) -> Mapping[str, Mapping[str, object]]:
         """Return each route's health."""
@@ -162,6 +172,7 @@ def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane.py)."""
+    install_refused_log()  # requests aiohttp's parser refuses: one line, no raw bytes
     return FastRunner(app, **kwargs)
 
 
@@ -316,11 +327,16 @@ def _workers_ctx(
             ]
             tasks.append(asyncio.create_task(_compact_loop(runtime, clock), name="compactor"))
         yield
-        for task in tasks:
+        compactor, delivering = tasks[-1:], tasks[:-1]
+        for task in compactor:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*compactor)
+        loop = asyncio.get_running_loop()
+        deadline = runtime.stop_by
+        grace = runtime.config.server.shutdown_grace_seconds
+        left = grace if deadline is None else deadline - loop.time()
+        await stop_workers(runtime.workers.values(), delivering, left)
         for client in clients:
             await client.aclose()
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import secrets
 import shlex
@@ -23,15 +24,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__, healthcheck
-from gateway.app import create_app, make_runner
+from gateway.app import create_app
 from gateway.config import Config, ConfigError, load, parse
 from gateway.config_warnings import warnings as config_warnings
 from gateway.devcerts import DevCertError, write_dev_certs
+from gateway.lifecycle import StartupError, serve
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
 from gateway.web.static import AssetMissing
-from gateway.web.tls import TlsError, TlsServing
 
 GC_YOUNG_THRESHOLD = 200_000
 """Young-generation GC threshold of the server process (see `_run`)."""
@@ -75,14 +76,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _healthcheck(args.config, args.url, args.timeout)
     if args.command == "certs":
         return _dev_certs(args.hosts, Path(args.dir))
-    setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     if args.command == "run":
         try:
             config = load(args.config)
         except ConfigError as exc:
             _print_errors(exc)
             return 1
-        return _serve(_run(config, delivery=not args.no_delivery))
+        level = os.environ.get("SIGNALGATE_LOG_LEVEL", config.server.log_level)
+        if level.upper() not in logging.getLevelNamesMapping():
+            print(f"signalgate: SIGNALGATE_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
+            return 1
+        setup_logging(level.upper(), config.server.log_format)
+        try:
+            return _serve(_run(config, delivery=not args.no_delivery))
+        except StartupError as exc:
+            print(f"signalgate: {exc}", file=sys.stderr)
+            return 1
+    setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     return _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
 
 
@@ -124,7 +134,7 @@ def _healthcheck(config_path: str, url: str | None, timeout: float) -> int:
 
 
 def _print_errors(exc: ConfigError) -> None:
-    if [key for key, _ in exc.errors] == ["(file)"]:
+    if len(exc.errors) == 1 and exc.errors[0][0] == "(file)":  # missing, unreadable, not TOML
         print(f"signalgate: {exc.errors[0][1]}", file=sys.stderr)
         return
     print(f"config has {len(exc.errors)} error(s):", file=sys.stderr)
@@ -149,42 +159,20 @@ def _serve(coro: Any) -> int:
     return 0
 
 
-async def _run(config: Config, *, delivery: bool = True) -> int:
-    app = create_app(config, run_workers=delivery)
-    runner = make_runner(app, access_log=None)
-    await runner.setup()
-    # The TLS files are read once start-up hooks ran (one may write a placeholder pair).
-    try:
-        tls = TlsServing.open(config.tls) if config.tls.enabled else None
-    except TlsError as exc:
-        print(f"signalgate: {exc}", file=sys.stderr)
-        await runner.cleanup()
-        return 1
-    # Long-lived start-up objects leave the GC's view, and young-generation collections run
-    # less often. A young collection starts once the count of live container objects has grown
-    # by the threshold, and then walks every one of them; under load that growth is mostly the
-    # in-flight requests' parsed events, which are alive (nothing to collect) and freed by
-    # reference counting moments later. At 50,000, 64 connections posting 100-event batches
-    # set off ~5 collections a second, 6.5% of the CPU; at 200,000 none, while cycles (rare
-    # here) are still collected once that much garbage has piled up.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
-    host, port = config.server.host, config.server.port
-    if tls is None:
-        await web.TCPSite(runner, host, port).start()
-    else:
-        await tls.start(runner, host, port)
-    scheme = "https" if tls is not None else "http"
-    print(f"signalgate listening on {scheme}://{host}:{port}", flush=True)
-    if tls is not None and config.tls.http_port:
-        print(f"  http://{host}:{config.tls.http_port} redirects to https", flush=True)
-    try:
-        await asyncio.Event().wait()
-        return 0  # pragma: no cover - the wait ends by cancellation (Ctrl-C, SIGTERM)
-    finally:
-        if tls is not None:
-            await tls.stop()
-        await runner.cleanup()
+async def _run(config: Config, *, delivery: bool = True) -> None:
+    def ready(url: str) -> None:
+        # Long-lived start-up objects leave the GC's view, and young-generation collections
+        # run less often. A young collection starts once the count of live container objects
+        # has grown by the threshold, and then walks every one of them; under load that growth
+        # is mostly the in-flight requests' parsed events, which are alive (nothing to collect)
+        # and freed by reference counting moments later. At 50,000, 64 connections posting
+        # 100-event batches set off ~5 collections a second, 6.5% of the CPU; at 200,000 none,
+        # while cycles (rare here) are still collected once that much garbage has piled up.
+        gc.freeze()
+        gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
+        print(f"signalgate listening on {url}", flush=True)
+
+    await serve(config, delivery=delivery, on_ready=ready)  # until SIGTERM / SIGINT
 
 
 DEMO_SHOP_HOST = "www.shop.localhost"

@@ -57,6 +57,22 @@ class ServerConfig:
     cookie_secret: Secret | None = _f(
         None, "HMAC key signing visitor cookies; default: generated next to the database."
     )
+    shutdown_grace_seconds: float = _f(
+        10.0,
+        "On SIGTERM/SIGINT: how long in-flight requests and deliveries may take to finish.",
+        min=0.0,
+        max=3600.0,
+    )
+    log_format: str = _f(
+        "keyvalue",
+        "Log lines: keyvalue (text) or json (one object a line).",
+        choices=("keyvalue", "json"),
+    )
+    log_level: str = _f(
+        "INFO",
+        "Lowest level logged (the SIGNALGATE_LOG_LEVEL variable overrides it).",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import logleak
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import BaseRunner, TestClient, TestServer
+from logleak import LeakCheck
 
 from gateway.app import RUNTIME, Runtime, create_app, make_runner
 from gateway.config import Config, parse
@@ -19,8 +21,32 @@ from gateway.sandbox.meta import MetaSandbox
 
 API_KEY = "sg_test_key_0123456789abcdef"
 ADMIN_TOKEN = "admin-token-0123456789"
+PLANTED_EMAIL = "Jane@Example.com"
+"""Raw PII the suite posts through the real HTTP paths (test_log_leaks, test_fastlane_api)."""
+PLANTED_PHONE = "+1 650 555 1212"
+PLANTED = {
+    "api key": API_KEY,
+    "admin token": ADMIN_TOKEN,
+    "e-mail": PLANTED_EMAIL,
+    "phone": PLANTED_PHONE,
+}
+"""Values no log line of the whole suite may carry (tests/logleak.py)."""
 PIXEL_ID = "1234567890"
 ACCESS_TOKEN = "meta-test-token"
+
+
+# --- suite-wide log-leak check (tests/logleak.py) ---
+LEAK_CHECK = LeakCheck(PLANTED)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Capture every logger for the whole session; fail the run if a planted value leaks."""
+    config.pluginmanager.register(LEAK_CHECK, "signalgate-log-leaks")
+
+
+def assert_no_planted(texts: Iterable[str], where: str) -> None:
+    """Fail if a planted value occurs in a subprocess' captured log."""
+    logleak.assert_no_planted(texts, where, PLANTED)
 
 
 class FakeClock:

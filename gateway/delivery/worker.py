@@ -10,6 +10,7 @@ pauses the route (no hammering) and `health()` says so; Retry-After pauses it fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import httpx
 
 from gateway.core.event import Event
 from gateway.core.record import decode
+from gateway.delivery import redact
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -29,6 +31,7 @@ from gateway.destinations.base import (
     Permanent,
     Retry,
 )
+from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import DeadReason, Delivery, Store
 
 log = logging.getLogger("signalgate.delivery")
@@ -63,7 +66,9 @@ class WorkerSettings:
 def make_client(
     timeout: float, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """Return the HTTP client of one route: no redirects followed, bounded timeouts."""
+    """Return the HTTP client of one route: no redirects followed, bounded timeouts; its
+    request log lines carry no query string (tokens; gateway/delivery/redact.py)."""
+    redact.install()
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
@@ -96,6 +101,9 @@ class Worker:
         self.stats = RouteStats()
         self.resume_at = 0.0
         self.paused_reason: str | None = None
+        self.held: set[int] = set()
+        """Ids leased by this worker and not yet given a fate (handed back by `release`)."""
+        self._stop = asyncio.Event()
 
     def health(self) -> dict[str, object]:
         """Return the route's state for /readyz and the admin page."""
@@ -118,20 +126,39 @@ class Worker:
         return self.paused_reason is not None and self.clock() < self.resume_at
 
     async def run(self) -> None:
-        """Deliver forever (until cancelled), sleeping when idle or paused."""
-        while True:
+        """Deliver until `stop` (or cancelled), sleeping when idle or paused."""
+        while not self._stop.is_set():
             try:
                 handled = await self.run_once()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailableError:
+                handled = 0  # the store logged it once; try again at the next poll
             except Exception:
                 log.exception("Delivery round failed; retrying.", extra={"route": self.route})
                 handled = 0
             wait = max(0.0, self.resume_at - self.clock())
             if handled == 0 or wait > 0:
-                await asyncio.sleep(
+                delay = (
                     max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
                 )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+
+    def stop(self) -> None:
+        """Ask `run` to end after the batch in flight; rows not yet sent are handed back."""
+        self._stop.set()
+
+    async def release(self) -> int:
+        """Hand back every row this worker leased and did not finish (shutdown): they are due
+        again at once for any worker, without an attempt counted. Return how many."""
+        ids = sorted(self.held)
+        if not ids:
+            return 0
+        now = self.clock()
+        await self.store.mark_retry(ids, now, "handed back at shutdown", now, count_attempt=False)
+        self.held.difference_update(ids)
+        return len(ids)
 
     async def drain(self, max_rounds: int = 100) -> int:
         """Run rounds until nothing is due (or the route waits); return rows handled."""
@@ -145,6 +172,10 @@ class Worker:
 
     async def run_once(self) -> int:
         """Lease one batch and give every row a fate; return rows handled (0 = idle/waiting)."""
+        if self.held:
+            # A round failed after its lease (e.g. the store could not write a mark): those
+            # rows come back now instead of when their lease expires.
+            await self.release()
         now = self.clock()
         if now < self.resume_at:
             return 0
@@ -153,6 +184,7 @@ class Worker:
         )
         if not rows:
             return 0
+        self.held.update(r.id for r in rows)
         ready: dict[str, list[tuple[Delivery, Event]]] = {}
         for row in rows:
             event = self._decode(row)
@@ -168,7 +200,11 @@ class Worker:
                 continue
             ready.setdefault(self.destination.batch_key(event), []).append((row, event))
         for group in ready.values():
+            if self._stop.is_set():
+                break  # shutting down: what is not sent yet is handed back (`release`)
             await self._send(group)
+        if self._stop.is_set():
+            await self.release()
         return len(rows)
 
     def _decode(self, row: Delivery) -> Event | None:
@@ -181,13 +217,11 @@ class Worker:
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
         if self.clock() < self.resume_at:
             # An earlier request in this round paused the route: hand the rows back untouched.
+            ids = [r.id for r, _ in group]
             await self.store.mark_retry(
-                [r.id for r, _ in group],
-                self.resume_at,
-                "route paused",
-                self.clock(),
-                count_attempt=False,
+                ids, self.resume_at, "route paused", self.clock(), count_attempt=False
             )
+            self.held.difference_update(ids)
             return
         events = [e for _, e in group]
         verdict = await self._request(events)
@@ -220,6 +254,10 @@ class Worker:
         return self.destination.classify(events, response, self.clock())
 
     async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
+        await self._record(outcome, rows)
+        self.held.difference_update(r.id for r in rows)  # only once the fate is stored
+
+    async def _record(self, outcome: Outcome, rows: list[Delivery]) -> None:
         now = self.clock()
         ids = [r.id for r in rows]
         match outcome:
@@ -256,6 +294,7 @@ class Worker:
 
     async def _dead(self, rows: Sequence[Delivery], reason: DeadReason, detail: str) -> None:
         await self.store.mark_dead([r.id for r in rows], reason, detail, self.clock())
+        self.held.difference_update(r.id for r in rows)
         self.stats.dead += len(rows)
         self.stats.dead_reasons[reason.value] = self.stats.dead_reasons.get(reason.value, 0) + len(
             rows

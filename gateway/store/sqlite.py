@@ -84,6 +84,7 @@ from typing import Any, Final, TypeVar
 from gateway.core.merge import source_pair
 from gateway.core.profile import ProfileUpdate, VisitorProfile
 from gateway.core.record import channel_of, merge_records
+from gateway.store.availability import Availability
 from gateway.store.base import (
     AppendResult,
     DeadReason,
@@ -648,6 +649,8 @@ class SqliteStore:
             )
         self._open = False
         self._profile_sites: set[str] | None = None
+        self.availability = Availability()
+        """Whether writes succeed; storage failures become StoreUnavailableError (503)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -697,8 +700,17 @@ class SqliteStore:
                 continue
 
     async def ping(self) -> None:
-        """Raise unless a small write transaction commits right now."""
-        await self._write(partial(_ping_tx, now=time.time()))
+        """Raise unless a small write transaction commits right now.
+
+        While the store is unavailable (a write failed for want of space or permission), the
+        ping also makes the file grow by a few pages and frees them again, so /readyz can
+        tell when space has returned even when no request is writing.
+        """
+        if self.availability.reason is None:
+            await self._write(partial(_ping_tx, now=time.time()))
+            return
+        await self._write(partial(_probe_tx, now=time.time()))
+        self.availability.succeeded()
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -719,7 +731,14 @@ class SqliteStore:
         )
         job.events, job.now = batch, now
         self._writer.submit(job)
-        return await future
+        try:
+            results = await future
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return results
 
     async def lease(
         self, route: str, limit: int, now: float, lease_seconds: float
@@ -877,7 +896,14 @@ class SqliteStore:
         )
         job.now, job.touch = now, _Touch(site, visitor_id, update, events_for)
         self._writer.submit(job)
-        return await future
+        try:
+            outcome = await future
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return outcome
 
     async def find_profiles(
         self, site: str, queries: Sequence[ProfileQuery]
@@ -908,7 +934,13 @@ class SqliteStore:
     # -- machinery ---------------------------------------------------------------------------
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._submit(self._writer, fn)
+        """Run a write job. Only appends (and the growing ping) declare the store recovered:
+        a lease or a mark can succeed on a full disk, since it needs no new page."""
+        try:
+            return await self._submit(self._writer, fn)
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)  # raises StoreUnavailableError if it is the disk's
+            raise
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._submit(self._reader, fn)
@@ -1126,6 +1158,26 @@ def _ping_tx(conn: sqlite3.Connection, *, now: float) -> None:
         " ON CONFLICT(id) DO UPDATE SET at = excluded.at",
         (now,),
     )
+
+
+PROBE_MAX_BYTES: Final = 8 << 20
+"""Largest blob the recovery probe writes (`_probe_tx`)."""
+
+
+def _probe_tx(conn: sqlite3.Connection, *, now: float) -> None:
+    """`_ping_tx`, and grow the file past its free pages by two pages, then free them: fails
+    with SQLITE_FULL / a disk I/O error while the store cannot grow (the pages stay free for
+    the next appends once it can)."""
+    _ping_tx(conn, now=now)
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    (page,) = conn.execute("PRAGMA page_size").fetchone()
+    size = min(PROBE_MAX_BYTES, (int(free) + 2) * int(page))
+    row = conn.execute(
+        "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
+        " VALUES ('', '', '', 0, zeroblob(?), 0)",
+        (size,),
+    ).lastrowid
+    conn.execute("DELETE FROM events WHERE id = ?", (row,))
 
 
 _CLAIM: Final = (

@@ -15,6 +15,7 @@ from gateway.core.consent import Tier, by_stated_tier
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.wire import decode_document, is_clean
+from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
 from gateway.web.baseline import Baseline
 from gateway.web.fastlane import Answer, LaneRequest, Reply
@@ -298,6 +299,8 @@ class Health:
         problems: list[str] = []
         try:
             await self.ping()
+        except StoreUnavailableError as exc:
+            problems.append(str(exc))
         except Exception as exc:
             problems.append(f"store not writable: {type(exc).__name__}")
         routes = self.routes()

@@ -42,6 +42,8 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
+from gateway.store.availability import RETRY_AFTER_SECONDS, StoreUnavailableError
+
 log = logging.getLogger("signalgate.web")
 
 MAX_HEAD: Final = 8190
@@ -49,6 +51,8 @@ MAX_HEAD: Final = 8190
 KEEPALIVE_SECONDS: Final = 75.0
 """Idle connections (and unfinished heads) are closed after this long (aiohttp's default)."""
 _SWEEP_SECONDS: Final = 5.0
+_DRAIN_POLL: Final = 0.02
+"""While stopping, how often connections that are still receiving a request are looked at."""
 _LINE_RE: Final = re.compile(rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n")
 _BLOCK_RE: Final = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
 """A request head the lane takes: request line and header lines (obs-fold and controls refused)."""
@@ -218,6 +222,20 @@ def error_500() -> Answer:
     )
 
 
+def failure_answer(error: BaseException, target: str) -> Answer:
+    """Return the answer of an answerer's exception: 503 when the store cannot write (the
+    store logged that once), else the logged JSON 500 (the errors middleware's answers)."""
+    if isinstance(error, StoreUnavailableError):
+        body = json.dumps({"error": "store_unavailable", "message": str(error)}).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8"
+            f"\r\nRetry-After: {RETRY_AFTER_SECONDS}\r\n"
+        )
+        return head.encode("ascii"), body
+    log.error("Unhandled error.", exc_info=error, extra={"path": target.partition("?")[0]})
+    return error_500()
+
+
 class FrontProtocol(asyncio.Protocol):
     """One client connection: fast answers in order until the first request aiohttp must take."""
 
@@ -284,6 +302,12 @@ class FrontProtocol(asyncio.Protocol):
         """Whether an answer is in flight."""
         return self._busy
 
+    @property
+    def receiving(self) -> bool:
+        """Whether part of a request has arrived and the rest is awaited (a stopping server
+        lets it finish within the grace period)."""
+        return bool(self._buf) and not self._closed and not self._close_after
+
     def close(self) -> None:
         """Close the connection (shutdown, idle sweep)."""
         if self._transport is not None and not self._closed:
@@ -324,16 +348,15 @@ class FrontProtocol(asyncio.Protocol):
                         pending = answerer(lane_request)
                         if pending is not None:
                             break
-                except Exception:
-                    log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
-                    answer = error_500()
+                except Exception as exc:
+                    answer = failure_answer(exc, target)
             if answer is None and pending is None:
                 self._hand_over()
                 return
             self._buf = buf[start + length :]
             lane.fast += 1
-            if headers.get("connection", "").lower() == "close":
-                self._close_after = True
+            if self._server.closing or headers.get("connection", "").lower() == "close":
+                self._close_after = True  # (a stopping server answers, then closes)
             extra = _request_id_line(headers.get("x-request-id"))
             if answer is not None:
                 self._write(answer, extra)
@@ -361,9 +384,8 @@ class FrontProtocol(asyncio.Protocol):
     async def _finish(self, pending: Awaitable[Answer], extra: bytes, target: str) -> None:
         try:
             answer = await pending
-        except Exception:
-            log.exception("Unhandled error.", extra={"path": target.partition("?")[0]})
-            answer = error_500()
+        except Exception as exc:
+            answer = failure_answer(exc, target)
         self._complete(answer, extra)
 
     def _done(self, extra: bytes, target: str, pending: asyncio.Future[Answer]) -> None:
@@ -372,11 +394,7 @@ class FrontProtocol(asyncio.Protocol):
         if pending.cancelled():
             return  # shutdown: like a cancelled task, nothing is written
         error = pending.exception()
-        if error is None:
-            answer = pending.result()
-        else:
-            log.error("Unhandled error.", exc_info=error, extra={"path": target.partition("?")[0]})
-            answer = error_500()
+        answer = pending.result() if error is None else failure_answer(error, target)
         self._complete(answer, extra)
 
     def _settled(self, later: Later) -> None:
@@ -385,9 +403,7 @@ class FrontProtocol(asyncio.Protocol):
         self._server.later_settled()
         error = later._error
         if error is not None:
-            path = later._target.partition("?")[0]
-            log.error("Unhandled error.", exc_info=error, extra={"path": path})
-            self._complete(error_500(), later._extra)
+            self._complete(failure_answer(error, later._target), later._extra)
         elif later._answer is not None:
             self._complete(later._answer, later._extra)
         # else cancelled (shutdown): like a cancelled task, nothing is written
@@ -513,6 +529,8 @@ class FastServer(web.Server):
         self.later = 0
         """`Later` answers in flight."""
         self._drained: asyncio.Future[None] | None = None
+        self.closing = False
+        """Set by `pre_shutdown`: answers close their connections."""
         self._sweeper: asyncio.TimerHandle | None = loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     def __call__(self) -> Any:
@@ -538,23 +556,35 @@ class FastServer(web.Server):
             drained.set_result(None)
 
     def pre_shutdown(self) -> None:
-        """Close idle fast-lane connections too (aiohttp closes its own)."""
+        """Close idle fast-lane connections too (aiohttp closes its own); from now on each
+        answer closes its connection."""
         super().pre_shutdown()
+        self.closing = True
         for conn in list(self.front):
-            if not conn.busy:
+            if not conn.busy and not conn.receiving:
                 conn.close()
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - aiohttp API
-        """Let answers in flight finish (bounded), then close every connection."""
+        """Let answers in flight and requests half received finish (bounded), then close
+        every connection."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        waits: list[asyncio.Future[Any]] = list(self.tasks)
-        if self.later:
-            self._drained = self.loop.create_future()
-            waits.append(self._drained)
-        if waits:
-            await asyncio.wait(waits, timeout=timeout)
+        deadline = self.loop.time() + (timeout if timeout is not None else KEEPALIVE_SECONDS)
+        while (left := deadline - self.loop.time()) > 0:
+            waits: list[asyncio.Future[Any]] = list(self.tasks)
+            if self.later:
+                self._drained = self.loop.create_future()
+                waits.append(self._drained)
+            receiving = any(conn.receiving for conn in self.front)
+            if not waits and not receiving:
+                break
+            if waits:  # a request still arriving is looked at again every _DRAIN_POLL
+                await asyncio.wait(waits, timeout=min(left, _DRAIN_POLL) if receiving else left)
+            else:
+                await asyncio.sleep(min(left, _DRAIN_POLL))
+        for task in list(self.tasks):  # past the grace period: like aiohttp's handlers
+            task.cancel()
         for conn in list(self.front):
             conn.close()
         self.front.clear()

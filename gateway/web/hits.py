@@ -98,6 +98,7 @@ from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_t
 from gateway.core.hitwire import MetaHit, check_url, meta_hit
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import VisitorProfile, enrich
+from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
 from gateway.web.collect import (
     CONSENT_COOKIE,
@@ -802,6 +803,8 @@ class HitProxy:
 
     def _mirror_failed(self, vendor: str, exc: BaseException) -> None:
         self.stats.mirror_errors += 1
+        if isinstance(exc, StoreUnavailableError):
+            return  # the store logged its state change once; not a line per hit
         log.warning(
             "Mirroring a pixel hit failed; the hit was still forwarded.",
             extra={"vendor": vendor, "reason": type(exc).__name__},

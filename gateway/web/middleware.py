@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.core.jsoncodec import loads
+from gateway.store.availability import RETRY_AFTER_SECONDS, StoreUnavailableError
 
 log = logging.getLogger("signalgate.web")
 
@@ -46,7 +47,8 @@ _STATUS_CODES = {
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every HTTP error into a JSON body and every unexpected exception into a bare 500."""
+    """Turn every HTTP error into a JSON body, a store that cannot write into a 503 with
+    Retry-After, and every unexpected exception into a bare 500."""
     try:
         return await handler(request)
     except web.HTTPException as exc:
@@ -55,6 +57,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         code = _STATUS_CODES.get(exc.status, "error")
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "retry-after"}}
         return error_response(exc.status, code, exc.reason, headers=headers)
+    except StoreUnavailableError as exc:  # logged once by the store when its state changed
+        retry = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+        return error_response(503, "store_unavailable", str(exc), headers=retry)
     except Exception:
         log.exception("Unhandled error.", extra={"path": request.path})
         return error_response(500, "internal", "internal error")

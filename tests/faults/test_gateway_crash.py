@@ -27,7 +27,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import ACCESS_TOKEN, ADMIN_TOKEN, API_KEY, PIXEL_ID, auth
+from conftest import (
+    ACCESS_TOKEN,
+    ADMIN_TOKEN,
+    API_KEY,
+    PIXEL_ID,
+    PLANTED_EMAIL,
+    PLANTED_PHONE,
+    assert_no_planted,
+    auth,
+)
 
 KILL_POINTS = (200, 1500, 3000)
 """Cumulative acknowledged events after which the gateway is SIGKILLed."""
@@ -89,8 +98,9 @@ def purchase(event_id: str, i: int) -> dict[str, Any]:
         "event": "Purchase",
         "event_id": event_id,
         "url": f"https://shop.example/thanks/{event_id}",
-        "user": {
-            "email": f"customer.{event_id}@example.com",
+        "user": {  # raw PII the gateway must never log (checked on its stderr at the end)
+            "email": PLANTED_EMAIL if i % 7 == 0 else f"customer.{event_id}@example.com",
+            "phone": PLANTED_PHONE,
             "ip": "203.0.113.7",
             "user_agent": "Mozilla/5.0 (crash test)",
         },
@@ -321,6 +331,7 @@ async def test_acknowledged_events_survive_kill9_of_gateway(
                 await asyncio.sleep(0.1)
             drained = time.monotonic()
 
+            assert_no_planted([gateway.log.read_text(errors="replace")], "the gateway processes")
             counts = Counter(e["event_id"] for e in sandbox.recorder.accepted)
             duplicated = {event_id: n for event_id, n in counts.items() if n > 1}
             unacknowledged = set(counts) - acked

@@ -168,6 +168,12 @@ def test_demo_prints_a_curl_that_delivers_a_purchase_to_the_sandbox(tmp_path: Pa
         assert (data_dir / "signalgate.db").exists()
     finally:
         stop(proc)
+    # The banner (stdout) shows the key and token on purpose; the log (stderr) never does,
+    # nor the raw e-mail and phone of the posted Purchase.
+    logged = log.read_text(errors="replace").lower()
+    api_key = one_liner.split("Bearer ", 1)[1].split("'", 1)[0]
+    for secret in (api_key, admin, "jane.doe@example.com", "555-1212", "6505551212"):
+        assert secret.lower() not in logged
 
 
 def test_version_and_check_config_of_the_minimal_example(tmp_path: Path) -> None:

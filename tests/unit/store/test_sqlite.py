@@ -19,6 +19,7 @@ from contract import LEASE, T0, ProfileContract, StoreContract, StoreFactory, ev
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.core.profile import ProfileUpdate, VisitorProfile  # noqa: E402
+from gateway.store.availability import StoreUnavailableError  # noqa: E402
 from gateway.store.base import (  # noqa: E402
     AppendResult,
     DeliveryState,
@@ -695,9 +696,10 @@ class TestTheLoopWriterNeverWaitsForALock:
         try:
             with (
                 self.write_lock(db_path),
-                pytest.raises(sqlite3.OperationalError, match="locked"),
+                pytest.raises(StoreUnavailableError, match="locked") as failed,
             ):
                 await asyncio.wait_for(store.append([ev("a")], T0), timeout=5)
+            assert isinstance(failed.value.__cause__, sqlite3.OperationalError)  # SQLite's own
             (result,) = await store.append([ev("a")], T0)  # the lock is free again
             assert result.created == 1
         finally:

@@ -32,7 +32,7 @@ REQUEST = b"GET /hit HTTP/1.1\r\nHost: x\r\n\r\n"
 def connection(answer: Any) -> tuple[FrontProtocol, Transport, Any]:
     lane = types.SimpleNamespace(cached_script=None, answerers=(answer,), body_limit=1000, fast=0)
     server = types.SimpleNamespace(
-        lane=lane, loop=asyncio.new_event_loop(), front=set(), tasks=set(), later=0
+        lane=lane, loop=asyncio.new_event_loop(), front=set(), tasks=set(), later=0, closing=False
     )
     settled: list[int] = []
 
