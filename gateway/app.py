@@ -29,6 +29,7 @@ from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
+from gateway.web.deadlines import Deadlines, deadlines_of
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
@@ -122,7 +123,7 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
-    _fast_lane(app, api, config.server.max_body_bytes)
+    _fast_lane(app, api, config.server.max_body_bytes, deadlines_of(config.server))
     return app
 
 
@@ -131,7 +132,9 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     return FastRunner(app, **kwargs)
 
 
-def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> None:
+def _fast_lane(
+    app: web.Application, api: EventsApi, api_body_limit: int, deadlines: Deadlines
+) -> None:
     """Answer the hot routes straight from the socket (web/fastlane.py): fresh cached scripts,
     pixel hits and POST /v1/events; everything else is aiohttp's."""
     proxy = app.get(PROXY)
@@ -146,6 +149,7 @@ def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> Non
         proxy.cached_answer if proxy is not None else None,
         answerers,
         max(MAX_HIT_BODY, api_body_limit, COLLECT_MAX_BODY),
+        deadlines,
     )
 
 

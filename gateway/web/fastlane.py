@@ -17,8 +17,12 @@ any other path) goes to aiohttp, which keeps its own limits, errors and middlewa
 
 What the middlewares do is done here too: a sane `X-Request-Id` is echoed, and an unexpected
 exception is logged and answered with the same bare JSON 500. Answers carry `Date`, aiohttp's
-`Server` value and `Content-Length`; `Connection: close` is honoured. An idle keep-alive
-connection (or an unfinished head) is closed after `KEEPALIVE_SECONDS`, like aiohttp's default.
+`Server` value and `Content-Length`; a `close` token in `Connection` is honoured. Deadlines
+(gateway/web/deadlines.py): a slow head or a stalled body is answered 408 and closed (one log
+line with the reason), an idle keep-alive connection is closed after the keep-alive timeout
+(aiohttp's is set to the same). Write back-pressure: while the transport's buffer is over its
+high-water mark (`pause_writing`), the lane stops reading and answering until it drains, so a
+client that pipelines requests and never reads its answers cannot make the gateway buffer them.
 Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds.
 """
 
@@ -40,13 +44,14 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
+from gateway.web.deadlines import REFUSED, Deadlines, Wait, expired
+
 log = logging.getLogger("signalgate.web")
 
 MAX_HEAD: Final = 8190
 """Largest request head (request line + headers) the lane parses; a bigger one goes to aiohttp."""
-KEEPALIVE_SECONDS: Final = 75.0
-"""Idle connections (and unfinished heads) are closed after this long (aiohttp's default)."""
-_SWEEP_SECONDS: Final = 5.0
+MAX_HEADERS: Final = 128
+"""Most header lines the lane takes (aiohttp's `max_headers`); more go to aiohttp."""
 _LINE_RE: Final = re.compile(rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n")
 _BLOCK_RE: Final = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
 """A request head the lane takes: request line and header lines (obs-fold and controls refused)."""
@@ -166,10 +171,12 @@ class Lane:
         cached_script: Callable[[str, str, str | None, str | None], Answer | None] | None,
         answerers: Sequence[HitAnswerer],
         body_limit: int,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.cached_script = cached_script
         self.answerers = tuple(answerers)
         self.body_limit = body_limit
+        self.deadlines = deadlines or Deadlines()
         self.fast = 0
         """Requests answered by the lane."""
         self.handed_over = 0
@@ -221,11 +228,14 @@ class FrontProtocol(asyncio.Protocol):
         "_busy",
         "_close_after",
         "_closed",
+        "_head_start",
         "_last",
         "_paused",
         "_peer",
         "_server",
         "_transport",
+        "_waiting_body",
+        "_write_paused",
     )
 
     def __init__(self, server: FastServer) -> None:
@@ -238,6 +248,10 @@ class FrontProtocol(asyncio.Protocol):
         self._closed = False
         self._peer: str | None = None
         self._last = 0.0
+        self._head_start = 0.0
+        """When the first byte of the unfinished head came."""
+        self._waiting_body = False
+        self._write_paused = False
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -253,22 +267,68 @@ class FrontProtocol(asyncio.Protocol):
         self._server.front.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        now = self._server.loop.time()
+        if not self._buf:
+            self._head_start = now
         self._buf += data
-        self._last = self._server.loop.time()
-        if not self._busy:
+        self._last = now
+        if not self._busy and not self._write_paused:
             self._process()
-        elif len(self._buf) > 4 * MAX_HEAD and not self._paused and self._transport is not None:
-            self._paused = True  # a pipelining client waits while a hit is in flight
-            self._transport.pause_reading()
+        else:
+            self._reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True  # the client does not read: stop reading and answering
+        self._reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last = self._server.loop.time()
+        self._reading()
+        if self._buf and not self._busy and not self._closed:
+            self._process()
+
+    def _reading(self) -> None:
+        """Pause reading while writing is paused or a pipelining client waits on an answer in
+        flight with a full buffer; resume otherwise."""
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        hold = self._write_paused or (self._busy and len(self._buf) > 4 * MAX_HEAD)
+        if hold != self._paused:
+            self._paused = hold
+            if hold:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def eof_received(self) -> bool:
         return False  # closes the transport; an in-flight answer is dropped with it
 
     # --- requests ---------------------------------------------------------------------------
 
-    def idle_for(self, now: float) -> float:
-        """Return seconds since the last activity, 0 while an answer is in flight."""
-        return 0.0 if self._busy else now - self._last
+    def wait(self) -> Wait:
+        """What the connection waits for (its deadline's kind)."""
+        if self._busy:
+            return Wait.ANSWER
+        if self._write_paused:
+            return Wait.CLIENT
+        if not self._buf:
+            return Wait.IDLE
+        return Wait.BODY if self._waiting_body else Wait.HEAD
+
+    def sweep(self, now: float) -> None:
+        """Close the connection if it is past a deadline (408 for an unfinished request)."""
+        expiry = expired(
+            self._server.lane.deadlines, self.wait(), now, self._head_start, self._last
+        )
+        if expiry is None:
+            return
+        if expiry in REFUSED:
+            log.info("Request refused.", extra={"status": 408, "reason": expiry.value})
+            self._close_after = True
+            self._write(_timeout_408(), b"")
+        self.close()
 
     @property
     def busy(self) -> bool:
@@ -282,12 +342,13 @@ class FrontProtocol(asyncio.Protocol):
 
     def _process(self) -> None:
         lane = self._server.lane
-        while self._buf and not self._closed and not self._close_after:
+        while self._buf and not self._closed and not self._close_after and not self._write_paused:
             buf = self._buf
+            self._waiting_body = False
             end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._hand_over()
+                if len(buf) > MAX_HEAD or buf.count(b"\n") != buf.count(b"\r\n"):
+                    self._hand_over()  # too long, or bare-LF lines: aiohttp decides
                 return
             request = self._parse(buf, end + 2)
             if request is None:
@@ -296,6 +357,7 @@ class FrontProtocol(asyncio.Protocol):
             method, target, headers, length = request
             start = end + 4
             if len(buf) - start < length:
+                self._waiting_body = True
                 return  # the body is still coming (length is bounded by the lane's limit)
             answer: Answer | None = None
             pending: Awaitable[Answer] | Later | None = None
@@ -322,8 +384,10 @@ class FrontProtocol(asyncio.Protocol):
                 self._hand_over()
                 return
             self._buf = buf[start + length :]
+            self._head_start = self._server.loop.time()
             lane.fast += 1
-            if headers.get("connection", "").lower() == "close":
+            connection = headers.get("connection")
+            if connection is not None and _closes(connection):
                 self._close_after = True
             extra = _request_id_line(headers.get("x-request-id"))
             if answer is not None:
@@ -387,10 +451,8 @@ class FrontProtocol(asyncio.Protocol):
         self._busy = False
         self._last = self._server.loop.time()
         self._write(answer, extra)
-        if self._paused and self._transport is not None and not self._closed:
-            self._paused = False
-            self._transport.resume_reading()
-        if self._buf and not self._closed:
+        self._reading()
+        if self._buf and not self._closed and not self._write_paused:
             self._process()
 
     def _write(self, answer: Answer, extra: bytes) -> None:
@@ -442,6 +504,8 @@ class FrontProtocol(asyncio.Protocol):
         handler = self._server.aiohttp_handler()
         transport.set_protocol(handler)
         handler.connection_made(transport)
+        if self._write_paused:  # the transport tells aiohttp when the buffer drains
+            handler.pause_writing()
         if self._paused:
             self._paused = False
             transport.resume_reading()
@@ -453,7 +517,7 @@ class FrontProtocol(asyncio.Protocol):
 def _read_block(block: bytes) -> dict[str, str] | None:
     """The header fields of a head's header lines (names lower-cased), or None when the lane
     does not take them (malformed, a repeated or refused field)."""
-    if _BLOCK_RE.fullmatch(block) is None:
+    if _BLOCK_RE.fullmatch(block) is None or block.count(b"\n") > MAX_HEADERS:
         return None
     headers: dict[str, str] = {}
     for line in block.decode("latin-1").split("\r\n")[:-1]:
@@ -470,6 +534,24 @@ _BLOCKS: dict[bytes, dict[str, str] | None] = {}
 _UNSEEN: Final[Any] = object()
 _MEMO_BLOCKS: Final = 256
 _MEMO_BLOCK_MAX: Final = 2048
+
+
+def _closes(connection: str) -> bool:
+    """Whether a Connection value holds the `close` token (`keep-alive, close` does)."""
+    value = connection.lower()
+    return value == "close" or (
+        "close" in value and any(token.strip() == "close" for token in value.split(","))
+    )
+
+
+_ERROR_408: Final = json.dumps({"error": "request_timeout", "message": "request timeout"}).encode()
+
+
+def _timeout_408() -> Answer:
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n",
+        _ERROR_408,
+    )
 
 
 def _request_id_line(given: str | None) -> bytes:
@@ -489,6 +571,7 @@ class FastServer(web.Server):
 
     def __init__(self, base: web.Server, lane: Lane, loop: asyncio.AbstractEventLoop) -> None:
         kwargs: dict[str, Any] = dict(getattr(base, "_kwargs", {}))
+        kwargs.setdefault("keepalive_timeout", lane.deadlines.keepalive)
         super().__init__(
             base.request_handler,
             request_factory=base.request_factory,
@@ -504,7 +587,9 @@ class FastServer(web.Server):
         self.later = 0
         """`Later` answers in flight."""
         self._drained: asyncio.Future[None] | None = None
-        self._sweeper: asyncio.TimerHandle | None = loop.call_later(_SWEEP_SECONDS, self._sweep)
+        self._sweeper: asyncio.TimerHandle | None = loop.call_later(
+            lane.deadlines.sweep_every, self._sweep
+        )
 
     def __call__(self) -> Any:
         """Return the protocol of a new connection (the fast lane's)."""
@@ -517,9 +602,8 @@ class FastServer(web.Server):
     def _sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.front):
-            if conn.idle_for(now) > KEEPALIVE_SECONDS:
-                conn.close()
-        self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._sweep)
+            conn.sweep(now)
+        self._sweeper = self.loop.call_later(self.lane.deadlines.sweep_every, self._sweep)
 
     def later_settled(self) -> None:
         """Count a `Later` answer delivered (wakes a shutdown waiting for the last one)."""
