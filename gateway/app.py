@@ -29,7 +29,7 @@ from gateway.web.admin import Admin
 from gateway.web.api import EventsApi, Health
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
-from gateway.web.deadlines import Deadlines, deadlines_of
+from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
@@ -123,7 +123,8 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
-    _fast_lane(app, api, config.server.max_body_bytes, deadlines_of(config.server))
+    app[DEADLINES] = deadlines_of(config.server)
+    _fast_lane(app, api, config.server.max_body_bytes, app[DEADLINES])
     return app
 
 

@@ -1,6 +1,7 @@
 """Deadlines of the fast lane's connections: slow heads, stalled bodies, idle keep-alives.
 
-Pure: the lane's sweep passes each connection's state and the loop's clock. A head must be
+The rules are pure: the lane's sweep passes each connection's state and the loop's clock
+(`DEADLINES` puts them on the app, where aiohttp's side reads them for bodies). A head must be
 complete within `head` seconds of its first byte; a body must not stall (no byte) for `body`
 seconds; an idle keep-alive connection (nothing buffered, no answer in flight), or one whose
 client has not read its answers for that long, is closed after `keepalive` seconds.
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final, Protocol
+
+from aiohttp import web
 
 
 class Wait(Enum):
@@ -94,3 +97,7 @@ def deadlines_of(server: _ServerTimeouts) -> Deadlines:
         body=server.body_timeout_seconds,
         keepalive=server.keepalive_seconds,
     )
+
+
+DEADLINES: Final = web.AppKey("deadlines", Deadlines)
+"""The app's deadlines (aiohttp's side reads bodies with the same stall deadline)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -10,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.core.jsoncodec import loads
+from gateway.web.deadlines import DEADLINES, Expiry
 
 log = logging.getLogger("signalgate.web")
 
@@ -134,9 +136,16 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
         raise BodyError(413, "payload_too_large", f"body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     total = 0
+    deadlines = request.app.get(DEADLINES)
+    stall = deadlines.body if deadlines is not None else None
     try:
         while True:
-            chunk = await request.content.read(65536)
+            try:
+                chunk = await asyncio.wait_for(request.content.read(65536), stall)
+            except TimeoutError:
+                log.info("Request refused.", extra={"status": 408, "reason": Expiry.BODY.value})
+                request.protocol.keep_alive(False)  # answered, then closed
+                raise BodyError(408, "request_timeout", "request body timeout") from None
             if not chunk:
                 break
             total += len(chunk)
