@@ -30,6 +30,7 @@ from gateway.web.api import EventsApi, Health
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
+from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
@@ -91,6 +92,7 @@ def create_app(
     run_workers: bool = True,
 ) -> web.Application:
     """Build the aiohttp application; resources open and close with its lifecycle."""
+    install_edge_log_filter()  # aiohttp's own log records carry no request bytes
     store = store if store is not None else make_store(config)
     rng = rng or random.Random()  # noqa: S311 - jitter, not security
     sites = [Site.from_config(s) for s in config.sites]

@@ -50,6 +50,7 @@ log = logging.getLogger("signalgate.web")
 
 MAX_HEAD: Final = 8190
 """Largest request head (request line + headers) the lane parses; a bigger one goes to aiohttp."""
+_LINGER_SECONDS: Final = 1.0
 MAX_HEADERS: Final = 128
 """Most header lines the lane takes (aiohttp's `max_headers`); more go to aiohttp."""
 _LINE_RE: Final = re.compile(rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n")
@@ -230,6 +231,7 @@ class FrontProtocol(asyncio.Protocol):
         "_closed",
         "_head_start",
         "_last",
+        "_linger_until",
         "_paused",
         "_peer",
         "_server",
@@ -252,6 +254,8 @@ class FrontProtocol(asyncio.Protocol):
         """When the first byte of the unfinished head came."""
         self._waiting_body = False
         self._write_paused = False
+        self._linger_until = 0.0
+        """After a 408: when the connection is closed (what comes until then is dropped)."""
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -267,6 +271,8 @@ class FrontProtocol(asyncio.Protocol):
         self._server.front.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_until:
+            return  # refused (408): dropped until the close
         now = self._server.loop.time()
         if not self._buf:
             self._head_start = now
@@ -294,7 +300,9 @@ class FrontProtocol(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closed:
             return
-        hold = self._write_paused or (self._busy and len(self._buf) > 4 * MAX_HEAD)
+        hold = (self._write_paused and not self._linger_until) or (
+            self._busy and len(self._buf) > 4 * MAX_HEAD
+        )
         if hold != self._paused:
             self._paused = hold
             if hold:
@@ -319,16 +327,30 @@ class FrontProtocol(asyncio.Protocol):
 
     def sweep(self, now: float) -> None:
         """Close the connection if it is past a deadline (408 for an unfinished request)."""
+        if self._linger_until:
+            if now >= self._linger_until:
+                self.close()
+            return
         expiry = expired(
             self._server.lane.deadlines, self.wait(), now, self._head_start, self._last
         )
         if expiry is None:
             return
-        if expiry in REFUSED:
-            log.info("Request refused.", extra={"status": 408, "reason": expiry.value})
-            self._close_after = True
-            self._write(_timeout_408(), b"")
-        self.close()
+        transport = self._transport
+        if expiry not in REFUSED or transport is None or self._closed:
+            self.close()
+            return
+        log.info("Request refused.", extra={"status": 408, "reason": expiry.value})
+        head, body = _timeout_408()
+        transport.write(_frame(head, body, _CLOSE_LINE))
+        # Lingering close: a close with unread bytes would reset the connection and could
+        # destroy the 408 on its way; what still comes is read and dropped for a moment.
+        self._close_after = True
+        self._buf = b""
+        self._linger_until = now + _LINGER_SECONDS
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._reading()
 
     @property
     def busy(self) -> bool:

@@ -133,7 +133,7 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     length = request.content_length
     encoded = request.headers.get("Content-Encoding", "identity").strip().lower()
     if length is not None and length > max_bytes and encoded in ("", "identity"):
-        raise BodyError(413, "payload_too_large", f"body larger than {max_bytes} bytes")
+        raise _refused(413, "payload_too_large", f"body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     total = 0
     deadlines = request.app.get(DEADLINES)
@@ -143,20 +143,25 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
             try:
                 chunk = await asyncio.wait_for(request.content.read(65536), stall)
             except TimeoutError:
-                log.info("Request refused.", extra={"status": 408, "reason": Expiry.BODY.value})
                 request.protocol.keep_alive(False)  # answered, then closed
-                raise BodyError(408, "request_timeout", "request body timeout") from None
+                raise _refused(408, "request_timeout", Expiry.BODY.value) from None
             if not chunk:
                 break
             total += len(chunk)
             if total > max_bytes:
-                raise BodyError(413, "payload_too_large", f"body larger than {max_bytes} bytes")
+                raise _refused(413, "payload_too_large", f"body larger than {max_bytes} bytes")
             chunks.append(chunk)
     except BodyError:
         raise
     except Exception as exc:  # aiohttp raises parser/decoder errors of several classes here
-        raise BodyError(400, "bad_request", "could not read or decode the body") from exc
+        raise _refused(400, "bad_request", "could not read or decode the body") from exc
     return b"".join(chunks)
+
+
+def _refused(status: int, code: str, reason: str) -> BodyError:
+    """The BodyError of a refused body, logged as one line with its reason (nothing else)."""
+    log.info("Request refused.", extra={"status": status, "reason": reason})
+    return BodyError(status, code, reason)
 
 
 async def read_json_body(request: web.Request, max_bytes: int) -> Any:
