@@ -503,6 +503,8 @@ class FrontProtocol(asyncio.Protocol):
                 _BLOCKS[block] = known
         if known is None:
             return None
+        if "host" not in known:
+            return None  # HTTP/1.1 without Host: aiohttp refuses it (400)
         headers = dict(known)  # the handlers' own copy
         method, target, _ = buf[:line_end].decode("latin-1").split(" ")
         raw_length = headers.get("content-length")
