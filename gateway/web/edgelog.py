@@ -16,6 +16,7 @@ access log line holds the request line with its query and the Referer and User-A
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from typing import Final
 
@@ -89,16 +90,14 @@ def _exception(record: logging.LogRecord, exc: BaseException) -> None:
 
 def _access(record: logging.LogRecord) -> None:
     """Keep method, path and status of an access line (aiohttp formats it before logging)."""
-    text = record.getMessage()
-    method = path = "-"
-    start = text.find('"')
-    if start >= 0:
-        parts = text[start + 1 :].split(" ", 2)
-        if len(parts) >= 2 and parts[0].isalpha():
-            method, path = parts[0][:16], _route_of(parts[1])
-    status = text.rpartition('" ')[2].split(" ")[0] if '" ' in text else "-"
+    found = _ACCESS_RE.search(record.getMessage())
+    method, path, status = found.groups() if found else ("-", "-", "-")
     record.msg = "Request done: %s %s %s"
-    record.args = (method, path, status if status.isdigit() else "-")
+    record.args = (method[:16], _route_of(path), status)
+
+
+_ACCESS_RE: Final = re.compile(r'"([A-Za-z]+) (\S+)[^"]*" (\d{3}) ')
+"""The request line and status of aiohttp's default access format."""
 
 
 def _route_of(target: str) -> str:
