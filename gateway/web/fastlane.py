@@ -406,7 +406,7 @@ class FrontProtocol(asyncio.Protocol):
                 self._hand_over()
                 return
             self._buf = buf[start + length :]
-            self._head_start = self._server.loop.time()
+            self._head_start = self._last  # (the next head came with the last bytes read)
             lane.fast += 1
             connection = headers.get("connection")
             if connection is not None and _closes(connection):

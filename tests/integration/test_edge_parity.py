@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -105,13 +106,17 @@ ROUTES = st.sampled_from(
 
 TROUBLES = (
     "no-host", "two-hosts", "empty-host", "http/1.0", "http/1.2", "lower-method", "put",
-    "cl-missing", "cl-twice", "cl-twice-differ", "cl-plus", "cl-space", "cl-hex", "cl-short",
+    "cl-missing", "cl-twice", "cl-twice-differ", "cl-plus", "cl-space", "cl-hex",
     "close", "keep-alive", "keep-alive, close", "Close", "close, keep-alive", "upgrade",
     "keep-alive,close", "closed", "pad-127", "pad-128", "pad-129", "pad-140", "obs-fold",
     "space-colon", "tab-colon", "weird-value", "no-colon", "repeat-id", "lf", "mixed-lf",
     "no-auth", "expect", "chunked", "gzip-body",
 )  # fmt: skip
-"""Deviations from a clean request; each example takes up to two."""
+"""Deviations from a clean request; each example takes up to two. Not among them: a body longer
+than its Content-Length (the rest is a garbage request pipelined behind a valid one). There the
+two differ on purpose: aiohttp's parser refuses the whole read, so the valid request before the
+garbage is never answered (400, close); the lane answers it, then hands the garbage to aiohttp
+(400, close)."""
 
 
 @st.composite
@@ -136,8 +141,7 @@ def heads(draw: st.DrawFn) -> bytes:
         fields.append(("Content-Type", "application/json"))
     size = str(len(body))
     if body and "cl-missing" not in trouble and "chunked" not in trouble:
-        spelled = {"cl-plus": "+" + size, "cl-space": size + " 1", "cl-hex": hex(len(body)),
-                   "cl-short": str(len(body) - 1)}  # fmt: skip
+        spelled = {"cl-plus": "+" + size, "cl-space": size + " 1", "cl-hex": hex(len(body))}
         fields.append(("Content-Length", next((spelled[t] for t in trouble if t in spelled), size)))
         if "cl-twice" in trouble:
             fields.append(("Content-Length", size))
@@ -183,7 +187,8 @@ def heads(draw: st.DrawFn) -> bytes:
 
 
 @settings(
-    max_examples=300,
+    max_examples=int(os.environ.get("PARITY_EXAMPLES", "300")),
+    derandomize=os.environ.get("PARITY_EXAMPLES") is None,  # CI: the same heads every run
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
