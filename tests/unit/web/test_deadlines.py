@@ -33,8 +33,8 @@ def test_expired(
 
 
 def test_sweep_interval_follows_the_shortest_deadline() -> None:
-    assert D.sweep_every == 2.5
-    assert Deadlines(head=0.3, body=1, keepalive=1).sweep_every == 0.075
+    assert D.sweep_every == 5.0
+    assert Deadlines(head=0.3, body=1, keepalive=1).sweep_every == 0.15
     assert Deadlines(head=0.01, body=0.01, keepalive=0.01).sweep_every == 0.05
     assert Deadlines(head=100, body=100, keepalive=100).sweep_every == 5.0
 
