@@ -44,7 +44,7 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
-from gateway.web.deadlines import REFUSED, Deadlines, Wait, expired
+from gateway.web.deadlines import REFUSED, Deadlines, Expiry, Wait, expired
 
 log = logging.getLogger("signalgate.web")
 
@@ -337,6 +337,9 @@ class FrontProtocol(asyncio.Protocol):
         if expiry is None:
             return
         transport = self._transport
+        if expiry is Expiry.STALLED and transport is not None and not self._closed:
+            transport.abort()  # its answers are never read: drop them instead of flushing
+            return
         if expiry not in REFUSED or transport is None or self._closed:
             self.close()
             return

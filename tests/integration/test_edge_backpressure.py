@@ -104,3 +104,30 @@ async def test_pipelining_client_that_never_reads_is_bounded(gw: Any, road: str)
             assert lane.fast - fast == REQUESTS
     finally:
         sock.close()
+
+
+async def test_a_client_that_never_reads_is_dropped_after_the_keepalive_timeout(
+    make_config: Any, gateway: Any, cdn: tuple[FakeCdn, str]
+) -> None:
+    fake, url = cdn
+    fake.faults.update({"oversized": SCRIPT_BYTES, "gzip": False})
+    upstreams = {f"{v}_upstream": url for v in PROXY_VENDORS}
+    site = {"hosts": [HOST], "proxy": {"enabled": True, **upstreams}}
+    config = make_config(site=site, server={"keepalive_seconds": 0.5})
+    client = await gateway(config, run_workers=False)
+    assert (await client.get(SCRIPT, headers={"Host": HOST})).status == 200
+    server = client.server.runner.server
+    sock = stalled_client(client.port)
+    try:
+        await pipeline_without_reading(
+            sock, f"GET {SCRIPT} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+        )
+        await asyncio.sleep(0.2)
+        assert len(server.front) == 1  # stalled: writing paused, reading paused
+        for _ in range(100):  # aborted within about 1.5 keep-alive timeouts
+            await asyncio.sleep(0.1)
+            if not server.front:
+                break
+        assert not server.front
+    finally:
+        sock.close()
