@@ -152,3 +152,18 @@ async def test_idle_keepalive_is_closed_without_an_answer(edge: Edge, road: str)
     assert await asyncio.wait_for(conn.reader.read(), 10) == b""  # closed, nothing written
     took = time.monotonic() - start
     assert KEEPALIVE_S * 0.5 < took < KEEPALIVE_S + 6
+
+
+async def test_after_a_hand_over_a_slow_head_is_cut_at_the_keepalive_timeout(edge: Edge) -> None:
+    """aiohttp has no head deadline of its own: its keep-alive timer (set to
+    server.keepalive_seconds) closes a connection whose next request is not complete."""
+    conn = await edge.connect()
+    answer = await conn.ask(
+        b"POST /v1/events HTTP/1.1\r\nHost: www.shop.test\r\nContent-Length: 2\r\n"
+        b"X-Road: a\r\nX-Road: a\r\n\r\n{}"
+    )
+    assert answer.status == 401
+    start = time.monotonic()
+    await conn.send(b"GET /healthz HTTP/1.1\r\nHost: www.sh")
+    assert await asyncio.wait_for(conn.reader.read(), 10) == b""
+    assert time.monotonic() - start < KEEPALIVE_S + 6
