@@ -9,11 +9,13 @@ with every byte not yet consumed, and the connection stays with aiohttp from the
 already queued are written first, so the order of answers is the order of requests.
 
 Taken only when unambiguous: `GET`/`POST` with an origin-form target, HTTP/1.1, a head of at most
-`MAX_HEAD` bytes whose lines are well-formed tokens and visible characters, no repeated header, no
-`Transfer-Encoding`, `Expect`, `Upgrade` or `Content-Encoding`, a `Content-Length` of digits
-only (none for `GET`), and a body of at most the route's limit. Anything else (HTTP/1.0, `HEAD`,
-chunked or compressed bodies, an oversized head or body, a script that is not a fresh cache hit,
-any other path) goes to aiohttp, which keeps its own limits, errors and middlewares.
+`MAX_HEAD` bytes in CRLF lines of well-formed tokens and visible characters, a `Host`, at most
+`MAX_HEADERS` header lines, no repeated header, no `Transfer-Encoding`, `Expect`, `Upgrade` or
+`Content-Encoding`, a `Content-Length` of digits only (none for `GET`), and a body of at most the
+route's limit. Anything else (HTTP/1.0, `HEAD`, bare-LF lines, chunked or compressed bodies, an
+oversized head or body, a script that is not a fresh cache hit, any other path) goes to aiohttp,
+which keeps its own limits, errors and middlewares; tests/integration/test_edge_parity.py holds
+the two to the same status and connection fate for generated heads.
 
 What the middlewares do is done here too: a sane `X-Request-Id` is echoed, and an unexpected
 exception is logged and answered with the same bare JSON 500. Answers carry `Date`, aiohttp's
@@ -51,6 +53,7 @@ log = logging.getLogger("signalgate.web")
 MAX_HEAD: Final = 8190
 """Largest request head (request line + headers) the lane parses; a bigger one goes to aiohttp."""
 _LINGER_SECONDS: Final = 1.0
+"""After a 408, bytes still coming are read and dropped this long before the close."""
 MAX_HEADERS: Final = 128
 """Most header lines the lane takes (aiohttp's `max_headers`); more go to aiohttp."""
 _LINE_RE: Final = re.compile(rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n")
