@@ -33,6 +33,8 @@ from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
+from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
+from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
@@ -43,7 +45,6 @@ from gateway.web.openapi import OpenApi
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
-from gateway.web.refused_log import install as install_refused_log
 from gateway.web.static import Asset, loader_asset, shim_asset
 
 log = logging.getLogger("signalgate")
@@ -105,6 +106,7 @@ def create_app(
     run_workers: bool = True,
 ) -> web.Application:
     """Build the aiohttp application; resources open and close with its lifecycle."""
+    install_edge_log_filter()  # aiohttp's own log records carry no request bytes
     store = store if store is not None else make_store(config)
     rng = rng or random.Random()  # noqa: S311 - jitter, not security
     sites = [Site.from_config(s) for s in config.sites]
@@ -145,7 +147,8 @@ def create_app(
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
-    _fast_lane(app, api, config.server.max_body_bytes)
+    app[DEADLINES] = deadlines_of(config.server)
+    _fast_lane(app, api, config.server.max_body_bytes, app[DEADLINES])
     _autocert(app, config, clock)
     return app
 
@@ -172,11 +175,12 @@ def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane.py)."""
-    install_refused_log()  # requests aiohttp's parser refuses: one line, no raw bytes
     return FastRunner(app, **kwargs)
 
 
-def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> None:
+def _fast_lane(
+    app: web.Application, api: EventsApi, api_body_limit: int, deadlines: Deadlines
+) -> None:
     """Answer the hot routes straight from the socket (web/fastlane.py): fresh cached scripts,
     pixel hits and POST /v1/events; everything else is aiohttp's."""
     proxy = app.get(PROXY)
@@ -191,6 +195,7 @@ def _fast_lane(app: web.Application, api: EventsApi, api_body_limit: int) -> Non
         proxy.cached_answer if proxy is not None else None,
         answerers,
         max(MAX_HIT_BODY, api_body_limit, COLLECT_MAX_BODY),
+        deadlines,
     )
 
 

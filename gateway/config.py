@@ -53,6 +53,15 @@ class ServerConfig:
     )
     max_body_bytes: int = _f(1_048_576, "Largest request body, after decompression.", min=1024)
     max_events_per_request: int = _f(1000, "Events per POST /v1/events.", min=1, max=10_000)
+    head_timeout_seconds: float = _f(
+        10.0, "A request head must arrive within this long of its first byte (else 408).", min=0.05
+    )
+    body_timeout_seconds: float = _f(
+        30.0, "A request body may stall (no byte) this long at most (else 408).", min=0.05
+    )
+    keepalive_seconds: float = _f(
+        75.0, "Idle keep-alive connections are closed after this long.", min=0.05
+    )
     admin_token: Secret | None = _f(None, "Token for /v1/debug and admin pages (secret).")
     cookie_secret: Secret | None = _f(
         None, "HMAC key signing visitor cookies; default: generated next to the database."

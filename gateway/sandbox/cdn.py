@@ -20,14 +20,15 @@ hit proxy forwards to; each recorded in `hits` with method, query, headers and b
     /p (POST)                       Snap (tr.snapchat.com)          200 text/plain
     /g/collect (GET, POST)          GA4 (www.google-analytics.com)  204
 
-Hits honour the `status`, `latency` and `set_cookie` faults. A body names its path, query and the
-CDN's `version` (bump it to publish a new script). Every answer has a strong ETag and honours
-`If-None-Match` with 304; bodies are gzipped for clients that accept gzip. `counts` holds the
-requests per path (304s and faults included), `not_modified` the 304s, `seen` the last requests.
+Hits honour the `status`, `latency`, `set_cookie` and `hit_gzip` faults. A body names its path,
+query and the CDN's `version` (bump it to publish a new script). Every answer has a strong ETag
+and honours `If-None-Match` with 304; bodies are gzipped for clients that accept gzip. `counts`
+holds the requests per path (304s and faults included), `not_modified` the 304s, `seen` the
+last requests.
 
 Fault knobs (`CdnFaults`, also `POST /_sandbox/faults`): a status to fail with (e.g. 500), a
 latency, a redirect target, a Set-Cookie header, an oversized body, chunked transfer, no gzip, no
-ETag, another Content-Type.
+ETag, another Content-Type, gzip on hit answers regardless of the client.
 """
 
 from __future__ import annotations
@@ -165,6 +166,8 @@ class CdnFaults:
     """Send without Content-Length (chunked transfer)."""
     gzip: bool = True
     """Gzip the body when the client accepts gzip."""
+    hit_gzip: bool = False
+    """Gzip hit answers even for a client that did not accept gzip (a misbehaving upstream)."""
     etags: bool = True
     """Send an ETag and answer If-None-Match with 304."""
     content_type: str = "application/javascript; charset=utf-8"
@@ -334,12 +337,17 @@ class FakeCdn:
             return web.Response(status=faults.status, text="fault\n", headers=headers)
         path = request.path
         if path.startswith("/tr"):
-            return web.Response(body=GIF, content_type="image/gif", headers=headers)
-        if path == "/api/v2/pixel":
-            return web.json_response({"code": 0, "message": "OK"}, headers=headers)
-        if path == "/p":
-            return web.Response(text="ok", headers=headers)
-        return web.Response(status=204, headers=headers)
+            answer = web.Response(body=GIF, content_type="image/gif", headers=headers)
+        elif path == "/api/v2/pixel":
+            answer = web.json_response({"code": 0, "message": "OK"}, headers=headers)
+        elif path == "/p":
+            answer = web.Response(text="ok", headers=headers)
+        else:
+            return web.Response(status=204, headers=headers)
+        if faults.hit_gzip and isinstance(answer.body, bytes):
+            answer.body = gzip.compress(answer.body, mtime=0)
+            answer.headers["Content-Encoding"] = "gzip"
+        return answer
 
     async def _state(self, request: web.Request) -> web.Response:
         state: dict[str, Any] = {

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.core.secret import Secret
 from gateway.store.base import DeliveryInfo, Store
+from gateway.web.bearer import bearer_token
 from gateway.web.middleware import error_response
 
 
@@ -35,9 +36,8 @@ class Admin:
             return error_response(
                 403, "forbidden", "admin surfaces are off: set server.admin_token"
             )
-        header = request.headers.get("Authorization", "")
-        given = header[7:].strip() if header.startswith("Bearer ") else ""
-        if not hmac.compare_digest(given.encode(), self.token.value.encode()):
+        given = bearer_token(request.headers.get("Authorization")) or b""
+        if not hmac.compare_digest(given, self.token.value.encode()):
             return error_response(401, "unauthorized", "admin token required")
         return None
 

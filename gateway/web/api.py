@@ -18,6 +18,7 @@ from gateway.core.wire import decode_document, is_clean
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
 from gateway.web.baseline import Baseline
+from gateway.web.bearer import bearer_token
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
@@ -50,9 +51,9 @@ class KeyRing:
 
     def site_for(self, header: str | None) -> Site | None:
         """Return the site whose key the Authorization header carries, if any."""
-        if not header or not header.startswith("Bearer "):
+        given = bearer_token(header)
+        if given is None:
             return None
-        given = header[7:].strip().encode()
         found: Site | None = None
         for key, site in self._keys:
             if hmac.compare_digest(given, key):

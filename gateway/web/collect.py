@@ -66,6 +66,7 @@ from gateway.web.cookies import (
 )
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, Network, client_ip_of, read_body
+from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Pipeline, Site
 
 log = logging.getLogger("signalgate.collect")
@@ -192,9 +193,8 @@ class Collect:
     def _cors(self, origin: str | None, host: str, site: Site) -> list[tuple[str, str]] | None:
         if origin is None:
             return []
-        # Same origin (the path deployment behind the shop's own nginx) is always allowed.
-        same = origin.split("://", 1)[-1].lower() == host.lower()
-        if origin not in site.config.allowed_origins and not same:
+        # Scheme, host and port; same origin (path deployment) is always allowed.
+        if not origin_allowed(origin, host, site.config.allowed_origins):
             return None
         return [
             ("Access-Control-Allow-Origin", origin),

@@ -9,16 +9,22 @@ with every byte not yet consumed, and the connection stays with aiohttp from the
 already queued are written first, so the order of answers is the order of requests.
 
 Taken only when unambiguous: `GET`/`POST` with an origin-form target, HTTP/1.1, a head of at most
-`MAX_HEAD` bytes whose lines are well-formed tokens and visible characters, no repeated header, no
-`Transfer-Encoding`, `Expect`, `Upgrade` or `Content-Encoding`, a `Content-Length` of digits
-only (none for `GET`), and a body of at most the route's limit. Anything else (HTTP/1.0, `HEAD`,
-chunked or compressed bodies, an oversized head or body, a script that is not a fresh cache hit,
-any other path) goes to aiohttp, which keeps its own limits, errors and middlewares.
+`MAX_HEAD` bytes in CRLF lines of well-formed tokens and visible characters, a `Host`, at most
+`MAX_HEADERS` header lines, no repeated header, no `Transfer-Encoding`, `Expect`, `Upgrade` or
+`Content-Encoding`, a `Content-Length` of digits only (none for `GET`), and a body of at most the
+route's limit. Anything else (HTTP/1.0, `HEAD`, bare-LF lines, chunked or compressed bodies, an
+oversized head or body, a script that is not a fresh cache hit, any other path) goes to aiohttp,
+which keeps its own limits, errors and middlewares; tests/integration/test_edge_parity.py holds
+the two to the same status and connection fate for generated heads.
 
 What the middlewares do is done here too: a sane `X-Request-Id` is echoed, and an unexpected
 exception is logged and answered with the same bare JSON 500. Answers carry `Date`, aiohttp's
-`Server` value and `Content-Length`; `Connection: close` is honoured. An idle keep-alive
-connection (or an unfinished head) is closed after `KEEPALIVE_SECONDS`, like aiohttp's default.
+`Server` value and `Content-Length`; a `close` token in `Connection` is honoured. Deadlines
+(gateway/web/deadlines.py): a slow head or a stalled body is answered 408 and closed (one log
+line with the reason), an idle keep-alive connection is closed after the keep-alive timeout
+(aiohttp's is set to the same). Write back-pressure: while the transport's buffer is over its
+high-water mark (`pause_writing`), the lane stops reading and answering until it drains, so a
+client that pipelines requests and never reads its answers cannot make the gateway buffer them.
 Installed by `FastRunner` (an `AppRunner`), which `gateway.app.make_runner` builds. Over TLS
 (`[tls]`, gateway/web/tls.py) the protocol sits on the TLS transport and reads decrypted bytes;
 a handover gives aiohttp that same transport, and `LaneRequest.secure` tells the handlers.
@@ -43,16 +49,18 @@ from aiohttp.http import SERVER_SOFTWARE
 from multidict import CIMultiDict
 
 from gateway.store.availability import RETRY_AFTER_SECONDS, StoreUnavailableError
+from gateway.web.deadlines import REFUSED, Deadlines, Expiry, Wait, expired
 
 log = logging.getLogger("signalgate.web")
 
 MAX_HEAD: Final = 8190
 """Largest request head (request line + headers) the lane parses; a bigger one goes to aiohttp."""
-KEEPALIVE_SECONDS: Final = 75.0
-"""Idle connections (and unfinished heads) are closed after this long (aiohttp's default)."""
-_SWEEP_SECONDS: Final = 5.0
 _DRAIN_POLL: Final = 0.02
 """While stopping, how often connections that are still receiving a request are looked at."""
+_LINGER_SECONDS: Final = 1.0
+"""After a 408, bytes still coming are read and dropped this long before the close."""
+MAX_HEADERS: Final = 128
+"""Most header lines the lane takes (aiohttp's `max_headers`); more go to aiohttp."""
 _LINE_RE: Final = re.compile(rb"(?:GET|POST) /[\x21-\x7e]* HTTP/1\.1\r\n")
 _BLOCK_RE: Final = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
 """A request head the lane takes: request line and header lines (obs-fold and controls refused)."""
@@ -175,10 +183,12 @@ class Lane:
         cached_script: Callable[[str, str, str | None, str | None], Answer | None] | None,
         answerers: Sequence[HitAnswerer],
         body_limit: int,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.cached_script = cached_script
         self.answerers = tuple(answerers)
         self.body_limit = body_limit
+        self.deadlines = deadlines or Deadlines()
         self.fast = 0
         """Requests answered by the lane."""
         self.handed_over = 0
@@ -244,12 +254,16 @@ class FrontProtocol(asyncio.Protocol):
         "_busy",
         "_close_after",
         "_closed",
+        "_head_start",
         "_last",
+        "_linger_until",
         "_paused",
         "_peer",
         "_secure",
         "_server",
         "_transport",
+        "_waiting_body",
+        "_write_paused",
     )
 
     def __init__(self, server: FastServer) -> None:
@@ -263,6 +277,12 @@ class FrontProtocol(asyncio.Protocol):
         self._peer: str | None = None
         self._secure = False
         self._last = 0.0
+        self._head_start = 0.0
+        """When the first byte of the unfinished head came."""
+        self._waiting_body = False
+        self._write_paused = False
+        self._linger_until = 0.0
+        """After a 408: when the connection is closed (what comes until then is dropped)."""
 
     # --- asyncio.Protocol -------------------------------------------------------------------
 
@@ -280,22 +300,89 @@ class FrontProtocol(asyncio.Protocol):
         self._server.front.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._linger_until:
+            return  # refused (408): dropped until the close
+        now = self._server.loop.time()
+        if not self._buf:
+            self._head_start = now
         self._buf += data
-        self._last = self._server.loop.time()
-        if not self._busy:
+        self._last = now
+        if not self._busy and not self._write_paused:
             self._process()
-        elif len(self._buf) > 4 * MAX_HEAD and not self._paused and self._transport is not None:
-            self._paused = True  # a pipelining client waits while a hit is in flight
-            self._transport.pause_reading()
+        else:
+            self._reading()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True  # the client does not read: stop reading and answering
+        self._reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last = self._server.loop.time()
+        self._reading()
+        if self._buf and not self._busy and not self._closed:
+            self._process()
+
+    def _reading(self) -> None:
+        """Pause reading while writing is paused or a pipelining client waits on an answer in
+        flight with a full buffer; resume otherwise."""
+        transport = self._transport
+        if transport is None or self._closed:
+            return
+        hold = (self._write_paused and not self._linger_until) or (
+            self._busy and len(self._buf) > 4 * MAX_HEAD
+        )
+        if hold != self._paused:
+            self._paused = hold
+            if hold:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
 
     def eof_received(self) -> bool:
         return False  # closes the transport; an in-flight answer is dropped with it
 
     # --- requests ---------------------------------------------------------------------------
 
-    def idle_for(self, now: float) -> float:
-        """Return seconds since the last activity, 0 while an answer is in flight."""
-        return 0.0 if self._busy else now - self._last
+    def wait(self) -> Wait:
+        """What the connection waits for (its deadline's kind)."""
+        if self._busy:
+            return Wait.ANSWER
+        if self._write_paused:
+            return Wait.CLIENT
+        if not self._buf:
+            return Wait.IDLE
+        return Wait.BODY if self._waiting_body else Wait.HEAD
+
+    def sweep(self, now: float) -> None:
+        """Close the connection if it is past a deadline (408 for an unfinished request)."""
+        if self._linger_until:
+            if now >= self._linger_until:
+                self.close()
+            return
+        expiry = expired(
+            self._server.lane.deadlines, self.wait(), now, self._head_start, self._last
+        )
+        if expiry is None:
+            return
+        transport = self._transport
+        if expiry is Expiry.STALLED and transport is not None and not self._closed:
+            transport.abort()  # its answers are never read: drop them instead of flushing
+            return
+        if expiry not in REFUSED or transport is None or self._closed:
+            self.close()
+            return
+        log.info("Request refused.", extra={"status": 408, "reason": expiry.value})
+        head, body = _timeout_408()
+        transport.write(_frame(head, body, _CLOSE_LINE))
+        # Lingering close: a close with unread bytes would reset the connection and could
+        # destroy the 408 on its way; what still comes is read and dropped for a moment.
+        self._close_after = True
+        self._buf = b""
+        self._linger_until = now + _LINGER_SECONDS
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._reading()
 
     @property
     def busy(self) -> bool:
@@ -315,12 +402,13 @@ class FrontProtocol(asyncio.Protocol):
 
     def _process(self) -> None:
         lane = self._server.lane
-        while self._buf and not self._closed and not self._close_after:
+        while self._buf and not self._closed and not self._close_after and not self._write_paused:
             buf = self._buf
+            self._waiting_body = False
             end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
             if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._hand_over()
+                if len(buf) > MAX_HEAD or buf.count(b"\n") != buf.count(b"\r\n"):
+                    self._hand_over()  # too long, or bare-LF lines: aiohttp decides
                 return
             request = self._parse(buf, end + 2)
             if request is None:
@@ -329,6 +417,7 @@ class FrontProtocol(asyncio.Protocol):
             method, target, headers, length = request
             start = end + 4
             if len(buf) - start < length:
+                self._waiting_body = True
                 return  # the body is still coming (length is bounded by the lane's limit)
             answer: Answer | None = None
             pending: Awaitable[Answer] | Later | None = None
@@ -354,8 +443,10 @@ class FrontProtocol(asyncio.Protocol):
                 self._hand_over()
                 return
             self._buf = buf[start + length :]
+            self._head_start = self._last  # (the next head came with the last bytes read)
             lane.fast += 1
-            if self._server.closing or headers.get("connection", "").lower() == "close":
+            connection = headers.get("connection")
+            if self._server.closing or (connection is not None and _closes(connection)):
                 self._close_after = True  # (a stopping server answers, then closes)
             extra = _request_id_line(headers.get("x-request-id"))
             if answer is not None:
@@ -412,10 +503,8 @@ class FrontProtocol(asyncio.Protocol):
         self._busy = False
         self._last = self._server.loop.time()
         self._write(answer, extra)
-        if self._paused and self._transport is not None and not self._closed:
-            self._paused = False
-            self._transport.resume_reading()
-        if self._buf and not self._closed:
+        self._reading()
+        if self._buf and not self._closed and not self._write_paused:
             self._process()
 
     def _write(self, answer: Answer, extra: bytes) -> None:
@@ -444,6 +533,8 @@ class FrontProtocol(asyncio.Protocol):
                 _BLOCKS[block] = known
         if known is None:
             return None
+        if "host" not in known:
+            return None  # HTTP/1.1 without Host: aiohttp refuses it (400)
         headers = dict(known)  # the handlers' own copy
         method, target, _ = buf[:line_end].decode("latin-1").split(" ")
         raw_length = headers.get("content-length")
@@ -467,6 +558,8 @@ class FrontProtocol(asyncio.Protocol):
         handler = self._server.aiohttp_handler()
         transport.set_protocol(handler)
         handler.connection_made(transport)
+        if self._write_paused:  # the transport tells aiohttp when the buffer drains
+            handler.pause_writing()
         if self._paused:
             self._paused = False
             transport.resume_reading()
@@ -478,7 +571,7 @@ class FrontProtocol(asyncio.Protocol):
 def _read_block(block: bytes) -> dict[str, str] | None:
     """The header fields of a head's header lines (names lower-cased), or None when the lane
     does not take them (malformed, a repeated or refused field)."""
-    if _BLOCK_RE.fullmatch(block) is None:
+    if _BLOCK_RE.fullmatch(block) is None or block.count(b"\n") > MAX_HEADERS:
         return None
     headers: dict[str, str] = {}
     for line in block.decode("latin-1").split("\r\n")[:-1]:
@@ -495,6 +588,24 @@ _BLOCKS: dict[bytes, dict[str, str] | None] = {}
 _UNSEEN: Final[Any] = object()
 _MEMO_BLOCKS: Final = 256
 _MEMO_BLOCK_MAX: Final = 2048
+
+
+def _closes(connection: str) -> bool:
+    """Whether a Connection value holds the `close` token (`keep-alive, close` does)."""
+    value = connection.lower()
+    return value == "close" or (
+        "close" in value and any(token.strip() == "close" for token in value.split(","))
+    )
+
+
+_ERROR_408: Final = json.dumps({"error": "request_timeout", "message": "request timeout"}).encode()
+
+
+def _timeout_408() -> Answer:
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json; charset=utf-8\r\n",
+        _ERROR_408,
+    )
 
 
 def _request_id_line(given: str | None) -> bytes:
@@ -514,6 +625,7 @@ class FastServer(web.Server):
 
     def __init__(self, base: web.Server, lane: Lane, loop: asyncio.AbstractEventLoop) -> None:
         kwargs: dict[str, Any] = dict(getattr(base, "_kwargs", {}))
+        kwargs.setdefault("keepalive_timeout", lane.deadlines.keepalive)
         super().__init__(
             base.request_handler,
             request_factory=base.request_factory,
@@ -531,7 +643,9 @@ class FastServer(web.Server):
         self._drained: asyncio.Future[None] | None = None
         self.closing = False
         """Set by `pre_shutdown`: answers close their connections."""
-        self._sweeper: asyncio.TimerHandle | None = loop.call_later(_SWEEP_SECONDS, self._sweep)
+        self._sweeper: asyncio.TimerHandle | None = loop.call_later(
+            lane.deadlines.sweep_every, self._sweep
+        )
 
     def __call__(self) -> Any:
         """Return the protocol of a new connection (the fast lane's)."""
@@ -544,9 +658,8 @@ class FastServer(web.Server):
     def _sweep(self) -> None:
         now = self.loop.time()
         for conn in list(self.front):
-            if conn.idle_for(now) > KEEPALIVE_SECONDS:
-                conn.close()
-        self._sweeper = self.loop.call_later(_SWEEP_SECONDS, self._sweep)
+            conn.sweep(now)
+        self._sweeper = self.loop.call_later(self.lane.deadlines.sweep_every, self._sweep)
 
     def later_settled(self) -> None:
         """Count a `Later` answer delivered (wakes a shutdown waiting for the last one)."""
@@ -570,7 +683,8 @@ class FastServer(web.Server):
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        deadline = self.loop.time() + (timeout if timeout is not None else KEEPALIVE_SECONDS)
+        wait = timeout if timeout is not None else self.lane.deadlines.keepalive
+        deadline = self.loop.time() + wait
         while (left := deadline - self.loop.time()) > 0:
             waits: list[asyncio.Future[Any]] = list(self.tasks)
             if self.later:

@@ -100,6 +100,7 @@ from gateway.core.identity import PiiHasher
 from gateway.core.profile import VisitorProfile, enrich
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
+from gateway.web.codings import CodingError, accepts, decode
 from gateway.web.collect import (
     CONSENT_COOKIE,
     TC_COOKIE,
@@ -116,6 +117,7 @@ from gateway.web.cookies import (
 )
 from gateway.web.fastlane import Answer, LaneRequest, Later
 from gateway.web.middleware import BodyError, client_ip_of, read_body
+from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Site
 from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
 from gateway.web.upstream import Exchange, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
@@ -531,7 +533,7 @@ class HitProxy:
             if isinstance(exchange, Exchange):
                 exchange.cancel()
             raise
-        return self._final(await self._answer_of(exchange, route), site, hit, observed)
+        return self._final(await self._answer_of(exchange, route, hit), site, hit, observed)
 
     def _launch(
         self, route: HitRoute, site: Site, hit: HitRequest
@@ -641,7 +643,9 @@ class HitProxy:
             origin, data, seconds=seconds, limit=MAX_UPSTREAM_BODY, get=method == "GET"
         )
 
-    async def _answer_of(self, exchange: Exchange | UpstreamError, route: HitRoute) -> HitAnswer:
+    async def _answer_of(
+        self, exchange: Exchange | UpstreamError, route: HitRoute, hit: HitRequest
+    ) -> HitAnswer:
         """The browser's answer: the upstream's status, body and types, or 502."""
         if isinstance(exchange, Exchange):
             result = exchange.outcome()  # usually in by now: the answer came during the mirror
@@ -652,7 +656,7 @@ class HitProxy:
                     result = exc
         else:
             result = exchange
-        return self._answer_from(result, route)
+        return self._answer_from(_for_client(result, hit), route)
 
     def _lane_answer(
         self,
@@ -665,6 +669,7 @@ class HitProxy:
         """`_final(_answer_from(…)).encode()`: a forwarded answer's head is built once per
         (status, Content-Type, Content-Encoding) when nothing in it depends on the request
         (CORS, cookie deletions)."""
+        result = _for_client(result, hit)
         deny = observed is not None and observed.deny
         if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers or deny:
             return self._final(self._answer_from(result, route), site, hit, observed).encode()
@@ -1294,14 +1299,32 @@ def _cors(origin: str | None, host: str, site: Site) -> dict[str, str] | None:
     """CORS headers of a hit answer: `Collect._cors`'s rule on the Origin and Host values."""
     if origin is None:
         return {}
-    same = origin.split("://", 1)[-1].lower() == host.lower()
-    if origin not in site.config.allowed_origins and not same:
+    if not origin_allowed(origin, host, site.config.allowed_origins):
         return None
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
         "Vary": "Origin",
     }
+
+
+def _for_client(
+    result: UpstreamAnswer | UpstreamError, hit: HitRequest
+) -> UpstreamAnswer | UpstreamError:
+    """The upstream answer in a content coding the client accepts (gateway/web/codings.py):
+    decoded (bounded) when it did not accept the upstream's, an error (502) when undecodable."""
+    if not isinstance(result, UpstreamAnswer):
+        return result
+    coding = result.header("content-encoding")
+    if not coding or coding.strip().lower() == "identity":
+        return result
+    if accepts(hit.headers.get("accept-encoding"), coding.strip()):
+        return result
+    try:
+        body = decode(result.body, coding, MAX_UPSTREAM_BODY)
+    except CodingError as exc:
+        return UpstreamError(str(exc))
+    return result.without_coding(body)
 
 
 def _region_of(value: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from gateway.core.jsoncodec import loads
 from gateway.store.availability import RETRY_AFTER_SECONDS, StoreUnavailableError
+from gateway.web.deadlines import DEADLINES, Expiry
 
 log = logging.getLogger("signalgate.web")
 
@@ -136,23 +138,35 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
     length = request.content_length
     encoded = request.headers.get("Content-Encoding", "identity").strip().lower()
     if length is not None and length > max_bytes and encoded in ("", "identity"):
-        raise BodyError(413, "payload_too_large", f"body larger than {max_bytes} bytes")
+        raise _refused(413, "payload_too_large", f"body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     total = 0
+    deadlines = request.app.get(DEADLINES)
+    stall = deadlines.body if deadlines is not None else None
     try:
         while True:
-            chunk = await request.content.read(65536)
+            try:
+                chunk = await asyncio.wait_for(request.content.read(65536), stall)
+            except TimeoutError:
+                request.protocol.keep_alive(False)  # answered, then closed
+                raise _refused(408, "request_timeout", Expiry.BODY.value) from None
             if not chunk:
                 break
             total += len(chunk)
             if total > max_bytes:
-                raise BodyError(413, "payload_too_large", f"body larger than {max_bytes} bytes")
+                raise _refused(413, "payload_too_large", f"body larger than {max_bytes} bytes")
             chunks.append(chunk)
     except BodyError:
         raise
     except Exception as exc:  # aiohttp raises parser/decoder errors of several classes here
-        raise BodyError(400, "bad_request", "could not read or decode the body") from exc
+        raise _refused(400, "bad_request", "could not read or decode the body") from exc
     return b"".join(chunks)
+
+
+def _refused(status: int, code: str, reason: str) -> BodyError:
+    """The BodyError of a refused body, logged as one line with its reason (nothing else)."""
+    log.info("Request refused.", extra={"status": status, "reason": reason})
+    return BodyError(status, code, reason)
 
 
 async def read_json_body(request: web.Request, max_bytes: int) -> Any:

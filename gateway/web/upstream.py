@@ -94,6 +94,17 @@ class UpstreamAnswer:
             return self._fields.get(name)
         return self.headers.get(name)
 
+    def without_coding(self, body: bytes) -> UpstreamAnswer:
+        """Return this answer with its decoded `body` and no Content-Encoding header."""
+        lines = self._text.split("\r\n")
+        text = "\r\n".join(
+            line for line in lines if line.partition(":")[0].strip().lower() != "content-encoding"
+        )
+        fields = {k: v for k, v in self._fields.items() if k != "content-encoding"}
+        if "content-length" in fields:
+            fields["content-length"] = str(len(body))
+        return UpstreamAnswer(self.status, text, fields, body)
+
     @property
     def headers(self) -> Mapping[str, str]:
         """Every header (parsed when first asked: most callers need `header` only)."""
