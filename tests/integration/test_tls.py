@@ -206,6 +206,7 @@ async def test_a_replaced_certificate_is_served_without_restart(
         assert (await old_conn.ask(request("GET", "/healthz"))).status == 200
         old_conn.close()
         # A broken pair is logged once; the last good certificate stays.
+        caplog.clear()  # the reload above logged at INFO
         with caplog.at_level(logging.WARNING, logger="signalgate.tls"):
             certs.key.write_text("not a key\n")
             for _ in range(100):
@@ -289,7 +290,7 @@ def test_an_unusable_certificate_stops_start_up_with_one_line(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("gateway.cli.setup_logging", lambda level: None)
+    monkeypatch.setattr("gateway.cli.setup_logging", lambda *args, **kwargs: None)
     missing = tmp_path / "nope.pem"
     config = write_config(tmp_path, {"cert_file": missing, "key_file": certs.key})
     assert main(["run", "--config", str(config)]) == 1
