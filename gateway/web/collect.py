@@ -17,7 +17,8 @@ body it read whole (no Content-Encoding, at most `MAX_BODY` bytes) straight from
 turn the request into plain inputs (`CollectRequest`) and answer with the same `Reply`.
 `secure` (cookies marked `Secure`) is true on a connection the gateway terminates TLS on itself
 (`tls.enabled`: aiohttp's `request.secure`, the lane's `LaneRequest.secure`) or when
-`X-Forwarded-Proto: https` says a proxy in front did.
+`X-Forwarded-Proto: https` says a trusted proxy in front did (`server.trusted_proxies`; from
+any other peer the header is ignored).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ from gateway.web.cookies import (
     verify_visitor_id,
 )
 from gateway.web.fastlane import Answer, LaneRequest, Reply
-from gateway.web.middleware import BodyError, Network, client_ip_of, read_body
+from gateway.web.middleware import BodyError, Network, client_ip_of, proxied_https, read_body
 from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Pipeline, Site
 
@@ -181,6 +182,7 @@ class Collect:
         }
         self._decisions: dict[tuple[str, Signals], Decision] = {}
         self._ips: dict[tuple[str | None, tuple[str, ...]], str | None] = {}
+        self._https: dict[tuple[str | None, str], bool] = {}
 
     def site_for(self, request: web.Request) -> Site | None:
         """Return the site served on the request's Host (the only site, if just one)."""
@@ -302,7 +304,7 @@ class Collect:
         for reason in decision.reasons:
             stats.consent_reasons[reason] = stats.consent_reasons.get(reason, 0) + 1
         domain = cfg.cookie_domain or registrable_domain(hit.host)
-        secure = hit.secure or headers.get("x-forwarded-proto") == "https"
+        secure = hit.secure or self.proxied_https(hit.peer, headers.get("x-forwarded-proto"))
         set_cookies: list[str] = []
         if raw_consent is not None and explicit is not None:
             set_cookies.append(
@@ -521,6 +523,19 @@ class Collect:
         await self.pipeline.store.touch_and_append(
             site_id, plan.visitor_id, plan.update, now, events_for
         )
+
+    def proxied_https(self, peer: str | None, proto: str | None) -> bool:
+        """`middleware.proxied_https` with the trusted proxies, memoised per (peer, value)."""
+        if proto is None:
+            return False
+        key = (peer, proto)
+        found = self._https.get(key)
+        if found is None:
+            found = proxied_https(peer, proto, self.trusted)
+            if len(self._https) >= _MEMO_MAX:
+                self._https.clear()
+            self._https[key] = found
+        return found
 
     def _client_ip(self, peer: str | None, forwarded: tuple[str, ...]) -> str | None:
         """`client_ip_of`, memoised (an address parse per hit costs more than the lookup)."""

@@ -270,7 +270,17 @@ class Observed:
 class HitRequest:
     """One hit request, from aiohttp or from the fast lane (header lookups by lower-case name)."""
 
-    __slots__ = ("body", "forwarded", "headers", "host", "method", "peer", "query", "raw_query")
+    __slots__ = (
+        "body",
+        "forwarded",
+        "headers",
+        "host",
+        "method",
+        "peer",
+        "query",
+        "raw_query",
+        "secure",
+    )
 
     def __init__(
         self,
@@ -282,6 +292,7 @@ class HitRequest:
         peer: str | None,
         forwarded: tuple[str, ...],
         body: bytes,
+        secure: bool = False,
     ) -> None:
         self.method = method
         self.raw_query = raw_query
@@ -293,6 +304,8 @@ class HitRequest:
         self.forwarded = forwarded
         """The X-Forwarded-For header values."""
         self.body = body
+        self.secure = secure
+        """Whether the gateway itself terminated TLS for this request ([tls])."""
 
 
 _REASONS: Final = {s.value: s.phrase for s in HTTPStatus}
@@ -434,6 +447,7 @@ class HitProxy:
             peer=request.remote,
             forwarded=tuple(request.headers.getall("X-Forwarded-For", ())),
             body=body,
+            secure=request.secure,
         )
         answer = await self.answer(route, admitted, hit)
         return answer.response()
@@ -474,6 +488,7 @@ class HitProxy:
             request.peer,
             (forwarded,) if forwarded is not None else (),
             request.body if request.method == "POST" else b"",
+            request.secure,
         )
         # No task per hit: the flight is driven by callbacks (its mirror's commit, then its
         # upstream answer) and resolves `out`, which the lane writes at once (same order as
@@ -547,9 +562,8 @@ class HitProxy:
         except UpstreamError as exc:
             return observed, exc
 
-    @staticmethod
     def _final(
-        answer: HitAnswer, site: Site, hit: HitRequest, observed: Observed | None = None
+        self, answer: HitAnswer, site: Site, hit: HitRequest, observed: Observed | None = None
     ) -> HitAnswer:
         """The answer with its CORS headers (and cookie deletions after an explicit denial)."""
         origin = hit.headers.get("origin")
@@ -560,7 +574,8 @@ class HitProxy:
         if observed is not None and observed.deny:
             cfg = site.config
             domain = cfg.cookie_domain or registrable_domain(hit.host)
-            secure = hit.headers.get("x-forwarded-proto") == "https"
+            proto = hit.headers.get("x-forwarded-proto")
+            secure = hit.secure or self.collect.proxied_https(hit.peer, proto)
             lines = deletions(observed.cookies, cfg.visitor_cookie, domain, secure)
             answer.cookies = (*answer.cookies, *lines)
         return answer

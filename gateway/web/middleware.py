@@ -113,6 +113,22 @@ def client_ip_of(
     return str(current)
 
 
+def proxied_https(peer: str | None, proto: str | None, trusted: Sequence[Network]) -> bool:
+    """Whether a trusted proxy in front (the peer) says the browser used HTTPS.
+
+    `proto` is the X-Forwarded-Proto value (its first entry counts); from any other peer the
+    header is ignored, like X-Forwarded-For.
+    """
+    if not proto or not trusted or not peer:
+        return False
+    if proto.partition(",")[0].strip().lower() != "https":
+        return False
+    try:
+        return _is_trusted(ipaddress.ip_address(peer), trusted)
+    except ValueError:
+        return False
+
+
 def _is_trusted(
     addr: ipaddress.IPv4Address | ipaddress.IPv6Address, nets: Sequence[Network]
 ) -> bool:
