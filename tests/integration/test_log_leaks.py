@@ -102,7 +102,6 @@ async def test_planted_values_cross_every_path_and_reach_no_log_record(
         f"Basic {API_KEY}",
         f"Bearer {API_KEY}x",
         f"Bearer {ADMIN_TOKEN}",
-        f"bearer {API_KEY}",
         API_KEY,
     ):
         resp = await client.post(
