@@ -11,7 +11,6 @@ a file. ECDSA P-256, SHA-256; the leaf names every host as a subjectAltName (DNS
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Sequence
@@ -24,6 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.autocert.files import key_pem, new_private_key, write_atomic
 
 CA_DAYS: Final = 3650
 LEAF_DAYS: Final = 397
@@ -141,20 +142,6 @@ def issue_leaf(
     )
 
 
-def new_key() -> ec.EllipticCurvePrivateKey:
-    """Return a new ECDSA P-256 key."""
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    """Return the key as unencrypted PKCS#8 PEM."""
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 def cert_pem(*certs: x509.Certificate) -> bytes:
     """Return the certificates as concatenated PEM."""
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
@@ -210,22 +197,6 @@ class DevCerts:
         )
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    """Write `path` atomically (a temporary file in the same directory, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), mode)
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _load_ca(
     cert_file: Path, key_file: Path
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -254,14 +225,14 @@ def write_dev_certs(directory: Path, hosts: Sequence[str], now: datetime) -> Dev
         if all(have):
             ca, ca_key = _load_ca(made.ca, made.ca_key)
         else:
-            ca_key = new_key()
+            ca_key = new_private_key()
             ca = issue_ca(ca_key, f"signalgate dev CA ({socket.gethostname()})", now)
-            _write(made.ca_key, key_pem(ca_key), 0o600)
-            _write(made.ca, cert_pem(ca), 0o644)
-        key = new_key()
+            write_atomic(made.ca_key, key_pem(ca_key), 0o600)
+            write_atomic(made.ca, cert_pem(ca), 0o644)
+        key = new_private_key()
         leaf = issue_leaf(ca, ca_key, key, hosts, now)
-        _write(made.key, key_pem(key), 0o600)
-        _write(made.cert, cert_pem(leaf, ca), 0o644)
+        write_atomic(made.key, key_pem(key), 0o600)
+        write_atomic(made.cert, cert_pem(leaf, ca), 0o644)
     except OSError as exc:
         raise DevCertError(f"cannot write to {directory}: {exc.strerror}") from None
     return DevCerts(directory, tuple(hosts), not all(have), leaf.serial_number)

@@ -158,7 +158,9 @@ def test_store_that_is_a_directory_is_one_line(tmp_path: Path) -> None:
 def test_missing_config_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     done = run_once(missing)
-    assert_one_line(done, f"signalgate: cannot read config file {missing}: No such file or directory")
+    assert_one_line(
+        done, f"signalgate: cannot read config file {missing}: No such file or directory"
+    )
 
 
 @pytest.mark.timeout(60)
