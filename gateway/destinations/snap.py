@@ -194,17 +194,19 @@ class Snap:
         name = self.event_name(event)
         if name is None:
             return (
-                f"no Snap event for {event.event!r}: map it in"
+                f"event name {event.event!r} has no Snap event: map it in"
                 " sites[].destinations.snap.custom_events"
             )
         if name not in SNAP_EVENTS:
-            return f"custom_events maps {event.event!r} to {name!r}, which is no Snap v3 event"
+            return (
+                f"event name {event.event!r} is mapped by custom_events to {name!r},"
+                " which is no Snap v3 event"
+            )
         if event.source is Source.WEBSITE and not event.url:
             return "website events need url (event_source_url)"
-        user = self.user_data(event)
-        if not ({"em", "ph"} & set(user)) and not (
-            "client_ip_address" in user and "client_user_agent" in user
-        ):
+        u = event.user
+        hashed = u.hashed.get(self.hash_rules, {})
+        if not (hashed.get("em") or hashed.get("ph") or (u.ip and u.user_agent)):
             return "Snap needs an email, a phone, or both user.ip and user.user_agent"
         if name == "PURCHASE" and (event.data.value is None or not event.data.currency):
             return "PURCHASE needs data.value and data.currency"

@@ -289,3 +289,22 @@ async def test_proxied_snap_hit_reaches_snap_with_its_dedup_id_and_nothing_at_me
     assert event["user_data"]["sc_click_id"] == "snap-click-77"
     assert meta.recorder.accepted == []
     assert meta.recorder.requests == 0, "a Snap hit is not mirrored to Meta"
+
+
+async def test_the_202_warns_about_what_snap_will_refuse(
+    tmp_path: Path, gateway: Any, snap_sandbox: tuple[SnapSandbox, str]
+) -> None:
+    _, base = snap_sandbox
+    client = await gateway(snap_config(tmp_path, base), run_workers=False)
+    lead = {**purchase(1), "event": "Lead"}  # strong identifiers: the shortcut would pass it
+    ip_only = purchase(2, source="physical_store")
+    ip_only["user"] = {"ip": "203.0.113.7"}
+    resp = await client.post(
+        "/v1/events", json={"events": [lead, ip_only, purchase(3)]}, headers=auth()
+    )
+    body = await resp.json()
+    assert resp.status == 202, body
+    warnings = {w["path"]: w["reason"] for w in body["warnings"]}
+    assert set(warnings) == {"events[0].event", "events[1].user"}
+    assert warnings["events[0].event"].startswith("snap would refuse this event (event name 'Lead'")
+    assert "email, a phone" in warnings["events[1].user"]
