@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import re
 import time
 from collections import Counter
@@ -308,3 +309,42 @@ async def test_the_202_warns_about_what_snap_will_refuse(
     assert set(warnings) == {"events[0].event", "events[1].user"}
     assert warnings["events[0].event"].startswith("snap would refuse this event (event name 'Lead'")
     assert "email, a phone" in warnings["events[1].user"]
+
+
+async def test_sccid_and_scid_from_the_visitor_profile_reach_snap_only(
+    tmp_path: Path,
+    gateway: Any,
+    meta_sandbox: tuple[MetaSandbox, str],
+    snap_sandbox: tuple[SnapSandbox, str],
+) -> None:
+    meta, meta_base = meta_sandbox
+    snap, snap_base = snap_sandbox
+    origin = "https://www.shop.test"
+    site = {"hosts": ["track.shop.test"], "allowed_origins": [origin]}
+    client = await gateway(
+        snap_config(tmp_path, snap_base, meta_base=meta_base, site=site), run_workers=False
+    )
+    headers = {"Host": "track.shop.test", "Origin": origin, "Content-Type": "text/plain",
+               "User-Agent": UA, "Cookie": f"_scid={SCID}"}  # fmt: skip
+    visit = {"event": "PageView", "url": "https://www.shop.test/?ScCid=sc-from-ad"}
+    resp = await client.post("/e", data=json.dumps(visit), headers=headers)
+    assert resp.status == 204
+    cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith("_sgv="))
+    vid = cookie.split("=", 1)[1].split(";")[0].rsplit(".", 1)[0]
+    backend = purchase(9)
+    backend["user"] = {"email": "jane@example.com", "visitor_id": vid}
+    resp = await client.post("/v1/events", json={"events": [backend]}, headers=auth())
+    assert resp.status == 202, await resp.text()
+    workers = runtime_of(client).workers
+    await workers[ROUTE].drain()
+    await workers["shop:meta"].drain()
+    by_id = {e["event_id"]: e for e in snap.recorder.accepted}
+    user = by_id["order-9"]["user_data"]
+    assert user["sc_click_id"] == "sc-from-ad"
+    assert user["sc_cookie1"] == SCID
+    assert user["client_user_agent"] == UA, "filled from the profile"
+    meta_events = [e for e in meta.recorder.accepted if e["event_id"] == "order-9"]
+    assert len(meta_events) == 1
+    text = json.dumps(meta_events[0])
+    assert "sc-from-ad" not in text
+    assert SCID not in text
