@@ -11,9 +11,9 @@ shape differs: every hashed key is sent as a list, as in Snap's v3 schema.
 
 Answers: 2xx with ``status`` VALID (or no body) is delivered; 401/403 (token) and 404 (pixel)
 pause the route; 429 (Snap sends no Retry-After: exponential backoff, §3.1), 408 and 5xx retry;
-an INVALID answer naming an event index dead-letters that event (invalid_field) and resends the
-others of its request; an INVALID answer without an index rejects the request as a whole, which
-is bisected until the bad event stands alone.
+an INVALID answer rejects the request as a whole: it is bisected until the bad event stands
+alone, which is dead-lettered as invalid_field when Snap named an event (``"event": <index>``),
+else as platform_rejected.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from gateway.core.secret import Secret
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
-    Outcome,
     Paused,
     Permanent,
     Retry,
@@ -283,17 +282,12 @@ class Snap:
             return BatchVerdict(Retry(message, after))
         if body is None and not 200 <= status < 300:
             return default_verdict(response, now)
+        # The request was refused as a whole. Bisect it until the bad event stands alone: the
+        # halves go out at once, without an attempt counted or a backoff for the good events
+        # (a per-event verdict would delay them once per bad event of the batch).
         index = _int(body.get("event")) if body is not None else None
         if index is not None and 0 <= index < len(events):
-            bad = Permanent(DeadReason.INVALID_FIELD, message)
-            if len(events) == 1:
-                return BatchVerdict(bad)
-            again = Retry(f"resent: Snap refused the request for event {index}", after)
-            per_event: tuple[Outcome, ...] = tuple(
-                bad if i == index else again for i in range(len(events))
-            )
-            return BatchVerdict(bad, per_event=per_event)
-        # No event named: the request as a whole was refused; isolate the cause by bisecting.
+            return BatchVerdict(Permanent(DeadReason.INVALID_FIELD, message), bisect=True)
         return BatchVerdict(Permanent(DeadReason.PLATFORM_REJECTED, message), bisect=True)
 
 

@@ -279,26 +279,26 @@ class TestClassify:
         assert isinstance(v.outcome, Paused)
         assert "snap-tok" not in v.outcome.reason
 
-    def test_one_bad_event_is_dead_and_the_others_resent(self) -> None:
+    def test_an_event_named_as_bad_is_isolated_by_bisecting(self) -> None:
         body = {
             "status": "INVALID",
             "event": 2,
             "errors": {"codes": ["INVALID_FIELD"], "error_msgs": ["data[2].user_data.em: bad"]},
         }
         v = self.verdict(response(400, body), n=4)
-        assert v.per_event is not None
-        assert not v.bisect
-        assert [type(o) for o in v.per_event] == [Retry, Retry, Permanent, Retry]
-        bad = v.per_event[2]
-        assert isinstance(bad, Permanent)
-        assert bad.reason is DeadReason.INVALID_FIELD
-        assert "data[2].user_data.em: bad" in bad.detail
+        assert v.bisect
+        assert v.per_event is None
+        assert isinstance(v.outcome, Permanent)
+        assert v.outcome.reason is DeadReason.INVALID_FIELD
+        assert v.outcome.detail == (
+            "HTTP 400, INVALID, event 2: INVALID_FIELD; data[2].user_data.em: bad"
+        )
 
     def test_single_bad_event_is_permanent(self) -> None:
         body = {"status": "INVALID", "event": 0, "errors": {"codes": ["X"], "error_msgs": []}}
         v = self.verdict(response(400, body))
         assert isinstance(v.outcome, Permanent)
-        assert v.per_event is None
+        assert v.outcome.reason is DeadReason.INVALID_FIELD
 
     def test_request_level_rejection_is_bisected(self) -> None:
         v = self.verdict(response(400, {"status": "INVALID", "reason": "too many events"}), n=3)
