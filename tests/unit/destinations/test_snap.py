@@ -344,3 +344,17 @@ def test_identifiers_are_64_hex_idempotent_and_never_double_hashed(email: str, p
     once = normalize("em", email, "meta")
     assert once is not None
     assert normalize("em", once, "meta") == once
+
+
+def test_config_errors_name_the_snap_key(tmp_path: Any) -> None:
+    from gateway.config import ConfigError, parse
+
+    snap_table = {"pixel_id": "not a pixel", "max_batch": 2001, "custom_events": {"Lead": 1}}
+    doc = {"sites": [{"id": "s", "destinations": {"snap": snap_table}}]}
+    with pytest.raises(ConfigError) as info:
+        parse(doc, {}, tmp_path)
+    text = str(info.value)
+    assert "sites[0].destinations.snap.pixel_id: expected a Snap pixel id (UUID)" in text
+    assert "sites[0].destinations.snap.access_token: required" in text
+    assert "sites[0].destinations.snap.max_batch: expected <= 2000" in text
+    assert "sites[0].destinations.snap.custom_events: expected a table of strings" in text
