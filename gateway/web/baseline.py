@@ -7,7 +7,9 @@ events, so the caller learns it in the 202's `warnings` (with a field path) inst
 may merge the missing fields in before delivery (`delivery.merge_seconds`).
 
 Most events carry a user agent and a strong identifier, which every check passes; those skip
-the destinations' checks (the usual request pays one look at a few fields per event).
+the destinations' checks (the usual request pays one look at a few fields per event) — except
+the destinations in `ALWAYS_CHECKED`, which refuse on more than that (Snap: event names without
+a Snap event, no e-mail/phone and not both IP and user agent) and are always asked.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from gateway.web.pipeline import Site
 
 _STRONG_KEYS: Final = ("em", "ph", "external_id")
 """Hashed identifiers that alone meet any platform's matching baseline."""
+ALWAYS_CHECKED: Final = frozenset({"snap"})
+"""Destinations whose refusals `_surely_fine` does not cover: their check runs on every event."""
 
 
 class Baseline:
@@ -45,8 +49,11 @@ class Baseline:
         if not destinations:
             return []
         out: list[FieldError] = []
+        always = [d for d in destinations if d.name in ALWAYS_CHECKED]
         for event, index in zip(events, indexes, strict=False):
             if _surely_fine(event):
+                if always:
+                    out.extend(_check(event, f"{prefix}[{index}]", always))
                 continue
             out.extend(_check(event, f"{prefix}[{index}]", destinations))
         return out
@@ -57,11 +64,15 @@ class Baseline:
         if not destinations:
             return []
         out: list[FieldError] = []
+        always = [d for d in destinations if d.name in ALWAYS_CHECKED]
         for index, record in enumerate(stored):
+            checked = destinations
             if _stored_surely_fine(record):
-                continue
+                if not always:
+                    continue
+                checked = always
             event = decode(encode_stored(record))
-            out.extend(_check(event, f"{prefix}[{index}]", destinations))
+            out.extend(_check(event, f"{prefix}[{index}]", checked))
         return out
 
 
@@ -74,12 +85,15 @@ def _check(event: Event, path: str, destinations: Sequence[Destination]) -> list
                 f"{destination.name} would refuse this event ({problem}); it is accepted but will"
                 " be dead-lettered as invalid_field unless a browser copy of it supplies that"
             )
-            out.append(FieldError(path + _where(event), reason))
+            out.append(FieldError(path + _where(event, problem), reason))
     return out
 
 
-def _where(event: Event) -> str:
-    """The field a refusal is about: url, user.user_agent, data (value) or user (identifiers)."""
+def _where(event: Event, problem: str) -> str:
+    """The field a refusal is about: event (a problem that starts with "event name"), url,
+    user.user_agent, data (value) or user (identifiers)."""
+    if problem.startswith("event name"):
+        return ".event"
     if event.source is Source.WEBSITE and not event.url:
         return ".url"
     if event.source is Source.WEBSITE and not event.user.user_agent:
