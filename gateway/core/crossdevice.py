@@ -111,7 +111,8 @@ def enrich_across(
 ) -> Event:
     """Return the event filled from its visitor and every visitor linked to its identifiers.
 
-    The event's own values always win. Click ids come from `freshest_clicks` over all the
+    The event's own values always win (a platform whose click the event brings gets no other).
+    Click ids come from `freshest_clicks` over all the
     profiles, measured from the order's time (never later than `now`); `fbc` is the clicking
     visitor's `_fbc` cookie when it holds that fbclid, else built from the fbclid and the time
     it was first seen. Everything else (IP, user agent, `_fbp`, `ttp`, `scid`, hashed
@@ -124,8 +125,12 @@ def enrich_across(
     clicks = freshest_clicks(everyone, min(event.time, now))
     u = event.user
     merged = {n: v for n, (v, _) in base.click_ids.items() if n not in WINDOWED}
-    for click in clicks.values():
-        merged[click.name] = click.value
+    for window in CLICK_WINDOWS:
+        own = any(n in u.click_ids for n in window.names) or (window.platform == "meta" and u.fbc)
+        if own:  # the event brings its own click for this platform: it is the one sent
+            clicks.pop(window.platform, None)
+        elif (click := clicks.get(window.platform)) is not None:
+            merged[click.name] = click.value
     merged.update(u.click_ids)
     fbc = u.fbc
     if fbc is None and (meta := clicks.get("meta")) is not None:
