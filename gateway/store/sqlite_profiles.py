@@ -16,6 +16,7 @@ from typing import Final
 
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.profile import (
+    MAX_LINKED_VISITORS,
     ProfileUpdate,
     VisitorProfile,
     from_json,
@@ -25,9 +26,6 @@ from gateway.core.profile import (
 )
 from gateway.core.record import record_carries
 from gateway.store.base import DeadReason, EraseResult, Identity, ProfileQuery
-
-MAX_LINKED_VISITORS: Final = 20
-"""Visitors kept per lookup key (hashed e-mail, phone, external id): the most recently seen."""
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(

@@ -18,6 +18,7 @@ from conftest import FakeClock, auth, runtime_of
 
 from gateway.app import cookie_key
 from gateway.core.clickids import parse_fbc
+from gateway.store.base import ProfileQuery
 from gateway.web.cookies import sign_visitor_id
 
 ORIGIN = "https://www.shop.test"
@@ -187,3 +188,25 @@ async def test_a_signed_visitor_id_on_the_stored_road_is_verified(
     records = {json.loads(d.record)["id"]: json.loads(d.record) for d in leased}
     assert records["s-1"]["u"]["vid"] == "v-123"
     assert "vid" not in records["s-2"]["u"]
+
+
+async def test_erasing_the_email_removes_both_devices_and_their_links(
+    make_config: Any, gateway: Any
+) -> None:
+    clock = FakeClock(time.time() - 3 * DAY)
+    client = await gateway(make_config(site=SITE), clock=clock, run_workers=False)
+    phone, laptop = await shop_story(client, clock)
+    resp = await client.post("/v1/erase", json={"email": "JANE.DOE@example.com"}, headers=auth())
+    assert resp.status == 200
+    assert (await resp.json())["profiles"] == 2
+    store = runtime_of(client).store
+    found = await store.find_profiles(
+        "shop", [ProfileQuery(phone.visitor_id), ProfileQuery(laptop.visitor_id)]
+    )
+    assert found == [None, None]
+    resp = await client.post("/v1/events", json={"events": [purchase("o-9", None)]}, headers=auth())
+    assert resp.status == 202
+    leased = await store.lease("shop:meta", 100, 9e9, 30)
+    (record,) = [json.loads(d.record) for d in leased if json.loads(d.record)["id"] == "o-9"]
+    assert "fbc" not in record["u"]
+    assert "cid" not in record["u"]
