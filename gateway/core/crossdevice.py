@@ -40,10 +40,10 @@ class ClickWindow:
 CLICK_WINDOWS: Final[tuple[ClickWindow, ...]] = (
     # Meta: default attribution setting "7-day click"; events older than 7 days are refused.
     ClickWindow("meta", ("fbclid",), 7.0),
-    # Google Ads: a conversion action's click-through window is at most 90 days and 30 by
-    # default; outside it the upload fails with EXPIRED_EVENT, so the default is used.
+    # Google Ads: a conversion action's click-through window is at most 90 days and usually
+    # 30 (its default); a click outside the action's window fails with EXPIRED_EVENT.
     ClickWindow("google", ("gclid", "gbraid", "wbraid"), 30.0),
-    # TikTok: 7-day click is the default attribution window for web events.
+    # TikTok: a ttclid is documented valid for 7 days (platforms.md marks it unverified).
     ClickWindow("tiktok", ("ttclid",), 7.0),
     # Snap, Pinterest, LinkedIn, Reddit, Microsoft, X: not documented in platforms.md; the
     # conservative default (28 days, the shortest of the common 28/30-day defaults).
