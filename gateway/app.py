@@ -123,6 +123,7 @@ def create_app(
         clock=clock,
         max_body_bytes=config.server.max_body_bytes,
         max_events=config.server.max_events_per_request,
+        visitor_key=cookie_key(config) if sites else None,
     )
     health = Health(store.ping, runtime.route_health)
     admin = Admin(

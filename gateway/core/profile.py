@@ -19,6 +19,9 @@ Hashed = Mapping[str, Mapping[str, tuple[str, ...]]]
 LOOKUP_KEYS: Final = ("em", "external_id", "ph")
 """Hashed identifiers indexed for cross-device lookup (with the "meta" rule set)."""
 LOOKUP_RULES: Final = "meta"
+MAX_LINKED_VISITORS: Final = 20
+"""Visitors a store keeps per lookup key (for cross-device enrichment): the most recently seen
+with it. A profile's links expire and are erased with the profile."""
 MAX_HASHES: Final = 5
 """Digests kept per identifier key: the newest win."""
 

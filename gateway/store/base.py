@@ -176,6 +176,15 @@ class ProfileQuery:
 
 
 @dataclass(frozen=True, slots=True)
+class Identity:
+    """Everything known about the buyer of one event: the visitor it names (if stored) and every
+    other visitor one of its (or that visitor's) lookup keys was seen with."""
+
+    named: VisitorProfile | None
+    linked: tuple[VisitorProfile, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class EraseResult:
     """What an erasure removed."""
 
@@ -213,6 +222,9 @@ class ProfileStore(Protocol):
         self, site: str, queries: Sequence[ProfileQuery]
     ) -> list[VisitorProfile | None]:
         """Return one profile (or None) per query, in order, in one read."""
+
+    async def find_identities(self, site: str, queries: Sequence[ProfileQuery]) -> list[Identity]:
+        """Return one Identity per query, in order, in one read (cross-device enrichment)."""
 
     async def erase(
         self, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float

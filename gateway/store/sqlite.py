@@ -92,13 +92,16 @@ from gateway.store.base import (
     DeliveryInfo,
     DeliveryState,
     EraseResult,
+    Identity,
     NewEvent,
     ProfileQuery,
 )
 from gateway.store.sqlite_profiles import (
+    LINKS_SCHEMA,
     PROFILE_SCHEMA,
     erase_tx,
     expire_profiles_tx,
+    find_identities_tx,
     find_profiles_tx,
     touch_profile_tx,
 )
@@ -107,7 +110,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -211,6 +214,7 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     2: _MERGE_SCHEMA,
     3: _DEDUP_REF_SCHEMA,
     4: _DEDUP_SWEEP_SCHEMA,
+    5: LINKS_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -914,6 +918,18 @@ class SqliteStore:
         if isinstance(self._writer, _LoopWorker):
             # A few primary-key look-ups: cheaper on the loop's own connection than a round
             # trip to the reader thread (two thread switches on a busy core).
+            try:
+                return self._writer.run_now(read)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+        return await self._read(read)
+
+    async def find_identities(self, site: str, queries: Sequence[ProfileQuery]) -> list[Identity]:
+        if not queries:
+            return []
+        read = partial(find_identities_tx, site=site, queries=tuple(queries))
+        if isinstance(self._writer, _LoopWorker):  # as in find_profiles: indexed reads only
             try:
                 return self._writer.run_now(read)
             except sqlite3.OperationalError as exc:

@@ -1,7 +1,9 @@
 """Visitor-profile transactions of the SQLite store (run on its writer / reader threads).
 
 Tables: ``profiles`` (one row per site and visitor id, the profile as JSON, no raw PII) and
-``profile_keys`` (hashed e-mail / external id / phone → visitor id, for cross-device lookup).
+``profile_links`` (hashed e-mail / external id / phone → every visitor id it was seen with, the
+`MAX_LINKED_VISITORS` most recent ones, for cross-device lookup; schema version 6 replaced the
+one-visitor-per-key ``profile_keys`` of version 2).
 A merge is read-modify-write inside the single writer thread, so two near-simultaneous hits of
 one visitor are applied one after the other and never lose each other's values.
 """
@@ -13,9 +15,17 @@ from collections.abc import Sequence
 from typing import Final
 
 from gateway.core.jsoncodec import dumps, loads
-from gateway.core.profile import ProfileUpdate, VisitorProfile, from_json, merge, to_json
+from gateway.core.profile import (
+    MAX_LINKED_VISITORS,
+    ProfileUpdate,
+    VisitorProfile,
+    from_json,
+    lookup_keys,
+    merge,
+    to_json,
+)
 from gateway.core.record import record_carries
-from gateway.store.base import DeadReason, EraseResult, ProfileQuery
+from gateway.store.base import DeadReason, EraseResult, Identity, ProfileQuery
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -35,6 +45,33 @@ CREATE TABLE IF NOT EXISTS profile_keys(
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS profile_keys_visitor ON profile_keys(site, visitor_id);
 """
+"""Schema version 2 (migration 1): profiles, and one visitor per lookup key."""
+
+LINKS_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS profile_links(
+    site        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    visitor_id  TEXT NOT NULL,
+    seen        REAL NOT NULL,
+    PRIMARY KEY(site, key, visitor_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS profile_links_visitor ON profile_links(site, visitor_id);
+INSERT OR IGNORE INTO profile_links(site, key, visitor_id, seen)
+ SELECT k.site, k.key, k.visitor_id, p.last_seen FROM profile_keys k
+ JOIN profiles p ON p.site = k.site AND p.visitor_id = k.visitor_id;
+INSERT OR IGNORE INTO profile_links(site, key, visitor_id, seen)
+ SELECT p.site, 'em:' || j.value, p.visitor_id, p.last_seen
+ FROM profiles p, json_each(p.doc, '$.h.meta.em') j WHERE j.type = 'text';
+INSERT OR IGNORE INTO profile_links(site, key, visitor_id, seen)
+ SELECT p.site, 'external_id:' || j.value, p.visitor_id, p.last_seen
+ FROM profiles p, json_each(p.doc, '$.h.meta.external_id') j WHERE j.type = 'text';
+INSERT OR IGNORE INTO profile_links(site, key, visitor_id, seen)
+ SELECT p.site, 'ph:' || j.value, p.visitor_id, p.last_seen
+ FROM profiles p, json_each(p.doc, '$.h.meta.ph') j WHERE j.type = 'text';
+DROP TABLE IF EXISTS profile_keys
+"""
+"""Schema version 6: every visitor a lookup key was seen with (``seen`` = when last), filled
+from the old one-visitor index and from the identifiers each stored profile holds."""
 
 
 def _load(conn: sqlite3.Connection, site: str, visitor_id: str) -> VisitorProfile | None:
@@ -61,14 +98,27 @@ def touch_profile_tx(
          dumps(to_json(profile)).decode()),
     )  # fmt: skip
     old_keys = set(old.lookup_keys()) if old is not None else set()
+    given = set(lookup_keys(update.hashed)) if update.hashed else set()
     for key in profile.lookup_keys():
-        if key not in old_keys:
-            conn.execute(
-                "INSERT INTO profile_keys(site, key, visitor_id) VALUES (?, ?, ?)"
-                " ON CONFLICT(site, key) DO UPDATE SET visitor_id = excluded.visitor_id",
-                (site, key, visitor_id),
-            )
+        if key in given or key not in old_keys:
+            link_tx(conn, site=site, key=key, visitor_id=visitor_id, now=now)
     return profile
+
+
+def link_tx(conn: sqlite3.Connection, *, site: str, key: str, visitor_id: str, now: float) -> None:
+    """Record that `key` was seen with the visitor now; keep the newest MAX_LINKED_VISITORS."""
+    inserted = conn.execute(
+        "INSERT INTO profile_links(site, key, visitor_id, seen) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(site, key, visitor_id) DO UPDATE SET seen = max(seen, excluded.seen)",
+        (site, key, visitor_id, now),
+    ).rowcount
+    if inserted:
+        conn.execute(
+            "DELETE FROM profile_links WHERE site = ? AND key = ? AND visitor_id IN ("
+            " SELECT visitor_id FROM profile_links WHERE site = ? AND key = ?"
+            " ORDER BY seen DESC, visitor_id DESC LIMIT -1 OFFSET ?)",
+            (site, key, site, key, MAX_LINKED_VISITORS),
+        )
 
 
 def find_profiles_tx(
@@ -82,13 +132,61 @@ def find_profiles_tx(
             found = _load(conn, site, query.visitor_id)
         for key in query.keys if found is None else ():
             row = conn.execute(
-                "SELECT visitor_id FROM profile_keys WHERE site = ? AND key = ?", (site, key)
+                "SELECT visitor_id FROM profile_links WHERE site = ? AND key = ?"
+                " ORDER BY seen DESC LIMIT 1",
+                (site, key),
             ).fetchone()
             if row is not None:
                 found = _load(conn, site, row[0])
                 if found is not None:
                     break
         out.append(found)
+    return out
+
+
+_IDENTITIES: Final = """
+SELECT 0, p.visitor_id, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profiles p
+ WHERE p.site = :site AND p.visitor_id IN (SELECT value FROM json_each(:vids))
+UNION ALL
+SELECT 1, l.key, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profile_links l
+ JOIN profiles p ON p.site = l.site AND p.visitor_id = l.visitor_id
+ WHERE l.site = :site AND l.key IN (SELECT value FROM json_each(:keys))
+UNION ALL
+SELECT 2, a.visitor_id, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profile_links a
+ CROSS JOIN profile_links b ON b.site = a.site AND b.key = a.key
+ CROSS JOIN profiles p ON p.site = b.site AND p.visitor_id = b.visitor_id
+ WHERE a.site = :site AND a.visitor_id IN (SELECT value FROM json_each(:vids))
+"""
+"""One statement for a whole request batch: the named visitors (0), the visitors linked to the
+events' keys (1) and the visitors sharing a key with a named visitor (2); every branch is an
+index range (profiles' primary key, profile_links' primary key and its visitor index); CROSS
+JOIN pins the join order so the links of the named visitors are walked first."""
+
+
+def find_identities_tx(
+    conn: sqlite3.Connection, *, site: str, queries: Sequence[ProfileQuery]
+) -> list[Identity]:
+    """Resolve each query to its named profile and every profile linked to it, in one read."""
+    vids = sorted({q.visitor_id for q in queries if q.visitor_id is not None})
+    keys = sorted({key for q in queries for key in q.keys})
+    by_vid: dict[str, VisitorProfile] = {}
+    via: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})
+    params = {"site": site, "vids": dumps(vids).decode(), "keys": dumps(keys).decode()}
+    for kind, through, vid, first_seen, last_seen, doc in conn.execute(_IDENTITIES, params):
+        if vid not in by_vid:
+            by_vid[vid] = from_json(site, vid, first_seen, last_seen, loads(doc))
+        if kind:
+            via[kind - 1].setdefault(through, set()).add(vid)
+    via_key, via_vid = via
+    out: list[Identity] = []
+    for query in queries:
+        vid = query.visitor_id
+        linked_ids = set(via_vid.get(vid, ())) if vid is not None else set()
+        for key in query.keys:
+            linked_ids.update(via_key.get(key, ()))
+        linked_ids.discard(vid or "")
+        named = by_vid.get(vid) if vid is not None else None
+        out.append(Identity(named, tuple(by_vid[v] for v in sorted(linked_ids))))
     return out
 
 
@@ -103,11 +201,11 @@ def erase_tx(
     """Delete the profiles and dead-letter the undelivered events that carry them."""
     visitors: set[str] = {visitor_id} if visitor_id else set()
     for key in keys:
-        row = conn.execute(
-            "SELECT visitor_id FROM profile_keys WHERE site = ? AND key = ?", (site, key)
-        ).fetchone()
-        if row is not None:
-            visitors.add(row[0])
+        rows = conn.execute(
+            "SELECT visitor_id FROM profile_links WHERE site = ? AND key = ?", (site, key)
+        ).fetchall()
+        visitors.update(row[0] for row in rows)
+        conn.execute("DELETE FROM profile_links WHERE site = ? AND key = ?", (site, key))
     profiles = 0
     all_keys = set(keys)
     for vid in visitors:
@@ -117,7 +215,7 @@ def erase_tx(
         profiles += conn.execute(
             "DELETE FROM profiles WHERE site = ? AND visitor_id = ?", (site, vid)
         ).rowcount
-        conn.execute("DELETE FROM profile_keys WHERE site = ? AND visitor_id = ?", (site, vid))
+        conn.execute("DELETE FROM profile_links WHERE site = ? AND visitor_id = ?", (site, vid))
     deliveries = 0
     rows = conn.execute(
         "SELECT e.id, e.record FROM events e WHERE e.site = ? AND EXISTS ("
@@ -139,9 +237,9 @@ def erase_tx(
 
 
 def expire_profiles_tx(conn: sqlite3.Connection, *, cutoff: float) -> int:
-    """Delete profiles last seen before the cutoff, with their lookup keys."""
+    """Delete profiles last seen before the cutoff, with their links."""
     conn.execute(
-        "DELETE FROM profile_keys WHERE (site, visitor_id) IN"
+        "DELETE FROM profile_links WHERE (site, visitor_id) IN"
         " (SELECT site, visitor_id FROM profiles WHERE last_seen < ?)",
         (cutoff,),
     )

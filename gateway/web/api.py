@@ -22,6 +22,7 @@ from gateway.web.bearer import bearer_token
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
+from gateway.web.visitorid import resolve_events, resolve_stored
 
 
 @dataclass
@@ -72,8 +73,11 @@ class EventsApi:
         clock: Callable[[], float],
         max_body_bytes: int,
         max_events: int,
+        visitor_key: bytes | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.visitor_key = visitor_key
+        """Key of the signed `_sgv` values a backend may pass as user.visitor_id (visitorid)."""
         self.keys = KeyRing(sites)
         self.baseline = Baseline(sites)
         self.clock = clock
@@ -133,8 +137,9 @@ class EventsApi:
                     site, typed, prefix="events", now=now, clean=clean
                 )
                 if stored is not None:
+                    signed = resolve_stored(stored[0], self.visitor_key, "events")
                     results = await self.pipeline.commit_stored(site, stored[0])
-                    warnings = stored[1] + self.baseline.stored(site, stored[0], "events")
+                    warnings = stored[1] + signed + self.baseline.stored(site, stored[0], "events")
                     return _answer(len(stored[0]), results, [], _dicts(warnings))
             else:
                 fast = self.pipeline.prepare_wire(
@@ -186,6 +191,8 @@ class EventsApi:
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
         refused_at = {index for index, _ in refused}
         indexes = [i for i in range(len(accepted) + len(refused)) if i not in refused_at]
+        accepted, signed = resolve_events(accepted, indexes, self.visitor_key, "events")
+        dropped = dropped + signed
         full, restricted = by_stated_tier(accepted)
         if restricted:  # only the events that will be forwarded whole are checked for Meta
             kept = {id(event) for event in full}

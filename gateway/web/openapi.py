@@ -104,7 +104,11 @@ def _schemas() -> dict[str, JSONSchema]:
             "visitor_id": {
                 "type": "string",
                 "maxLength": 256,
-                "description": "The gateway's visitor id: the event is enriched from its profile.",
+                "description": (
+                    "The gateway's visitor id: the event is enriched from its profile and those"
+                    " linked to it. The `_sgv` cookie value as read (`<id>.<signature>`) is"
+                    " verified; a wrong signature drops it with a warning."
+                ),
             },
             "fbc": {"type": "string", "description": "fb.<index>.<ms>.<fbclid>"},
             "fbp": {"type": "string", "description": "fb.<index>.<ms>.<random>"},

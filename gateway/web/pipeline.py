@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 
 from gateway.config import SiteConfig
 from gateway.core.consent import Tier, forwards
+from gateway.core.crossdevice import enrich_across
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
-from gateway.core.profile import ProfileUpdate, enrich, lookup_keys
+from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import DESTINATIONS
@@ -173,10 +174,13 @@ class Pipeline:
         return await self.store.has_profiles(site.config.id)
 
     async def enrich(self, site: Site, events: Sequence[Event]) -> list[Event]:
-        """Fill events from stored visitor profiles (by visitor id, else hashed e-mail/id).
+        """Fill events from stored visitor profiles, across devices (core.crossdevice).
 
-        An event that names its visitor and brings hashed identifiers also teaches them to the
-        profile, so later events found only by e-mail reach the same click ids.
+        An event is matched to the visitor it names and to every visitor its hashed e-mail,
+        phone or external id (or the named visitor's) was seen with; all of them are read in
+        one look-up per batch. An event that names its visitor and brings hashed identifiers
+        also teaches them to the profile, so later events found only by e-mail reach the same
+        click ids.
         """
         if not await self.store.has_profiles(site.config.id):
             return list(events)
@@ -186,13 +190,13 @@ class Pipeline:
         wanted = [i for i, q in enumerate(queries) if q.visitor_id or q.keys]
         if not wanted:
             return list(events)
-        found = await self.store.find_profiles(site.config.id, [queries[i] for i in wanted])
+        found = await self.store.find_identities(site.config.id, [queries[i] for i in wanted])
         out = list(events)
         now = self.clock()
-        for i, profile in zip(wanted, found, strict=True):
-            out[i] = enrich(events[i], profile)
+        for i, identity in zip(wanted, found, strict=True):
+            out[i] = enrich_across(events[i], identity.named, identity.linked, now)
             vid = events[i].user.visitor_id
-            if profile is not None and vid == profile.visitor_id and events[i].user.hashed:
+            if identity.named is not None and events[i].user.hashed and vid is not None:
                 await self.store.touch_profile(
                     site.config.id, vid, ProfileUpdate(hashed=events[i].user.hashed), now
                 )

@@ -1,6 +1,7 @@
 """Erasure requests: DELETE /v1/visitors/{visitor_id} and POST /v1/erase (site API key).
 
-A visitor's profile is deleted and every undelivered event that carries the visitor id or one
+A visitor's profile is deleted (by identifier: every profile linked to it, with its
+cross-device links) and every undelivered event that carries the visitor id or one
 of the hashed identifiers is dead-lettered as `erased` with its record blanked, so nothing about
 the person is sent afterwards. Identifiers in the request are hashed here exactly as on ingest,
 so the raw values are never stored or logged.

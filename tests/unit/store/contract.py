@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
-from gateway.core.profile import ProfileUpdate, VisitorProfile
+from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate, VisitorProfile
 from gateway.store.base import (
     AppendResult,
     DeadReason,
@@ -33,6 +33,7 @@ from gateway.store.base import (
     DeliveryState,
     EraseResult,
     GatewayStore,
+    Identity,
     NewEvent,
     ProfileQuery,
     Store,
@@ -585,3 +586,96 @@ class ProfileContract:
             "shop", [ProfileQuery(visitor_id="old"), ProfileQuery(visitor_id="new")]
         )
         assert [p.visitor_id if p else None for p in found] == [None, "new"]
+
+    # -- cross-device links (every visitor a lookup key was seen with) -------------------------
+
+    @staticmethod
+    def linked_ids(identity: Identity) -> list[str]:
+        return sorted(p.visitor_id for p in identity.linked)
+
+    async def test_a_key_links_every_visitor_it_was_seen_with(self, store: GatewayStore) -> None:
+        em = {"meta": {"em": (EM,)}}
+        await store.touch_profile("shop", "phone", ProfileUpdate(hashed=em), T0)
+        await store.touch_profile("shop", "laptop", ProfileUpdate(hashed=em), T0 + 10)
+        await store.touch_profile("shop", "tablet", ProfileUpdate(), T0 + 20)
+        await store.touch_profile("other", "elsewhere", ProfileUpdate(hashed=em), T0)
+        by_key, by_named, by_both, unknown = await store.find_identities(
+            "shop",
+            [
+                ProfileQuery(keys=(f"em:{EM}",)),
+                ProfileQuery(visitor_id="laptop"),  # its own keys lead to the phone
+                ProfileQuery(visitor_id="tablet", keys=(f"em:{EM}",)),
+                ProfileQuery(visitor_id="nobody", keys=("em:nope",)),
+            ],
+        )
+        assert by_key.named is None
+        assert self.linked_ids(by_key) == ["laptop", "phone"]
+        assert by_named.named is not None
+        assert by_named.named.visitor_id == "laptop"
+        assert self.linked_ids(by_named) == ["phone"]
+        assert by_both.named is not None
+        assert self.linked_ids(by_both) == ["laptop", "phone"]
+        assert unknown == Identity(None, ())
+        assert await store.find_identities("shop", []) == []
+
+    async def test_a_key_keeps_only_its_most_recent_visitors(self, store: GatewayStore) -> None:
+        em = {"meta": {"em": (EM,)}}
+        extra = 5
+        for i in range(MAX_LINKED_VISITORS + extra):
+            await store.touch_profile("shop", f"v{i:02d}", ProfileUpdate(hashed=em), T0 + i)
+        (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
+        expected = [f"v{i:02d}" for i in range(extra, MAX_LINKED_VISITORS + extra)]
+        assert self.linked_ids(identity) == expected
+        # Seen again with the key, an old visitor is recent again; the oldest link now goes.
+        await store.touch_profile("shop", "v00", ProfileUpdate(hashed=em), T0 + 100)
+        (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
+        assert self.linked_ids(identity) == ["v00", *expected[1:]]
+        # A profile merged without the key (a page view) does not refresh the link's time.
+        await store.touch_profile("shop", f"v{extra + 1:02d}", ProfileUpdate(), T0 + 200)
+        await store.touch_profile("shop", "new", ProfileUpdate(hashed=em), T0 + 300)
+        (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
+        assert f"v{extra + 1:02d}" not in self.linked_ids(identity)
+        assert len(identity.linked) == MAX_LINKED_VISITORS
+
+    async def test_links_expire_with_their_profiles(self, store: GatewayStore) -> None:
+        em = {"meta": {"em": (EM,)}}
+        await store.touch_profile("shop", "old", ProfileUpdate(hashed=em), T0)
+        await store.touch_profile("shop", "new", ProfileUpdate(hashed=em), T0 + 100)
+        assert await store.expire_profiles(T0 + 150, 100) == 1
+        (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
+        assert self.linked_ids(identity) == ["new"]
+        # A visitor whose profile expired and comes back is linked afresh, not resurrected.
+        await store.touch_profile("shop", "old", ProfileUpdate(), T0 + 200)
+        (identity,) = await store.find_identities("shop", [ProfileQuery(visitor_id="new")])
+        assert self.linked_ids(identity) == []
+        assert await store.expire_profiles(T0 + 1000, 100) == 2
+        (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
+        assert identity == Identity(None, ())
+
+    async def test_erasing_a_key_removes_every_visitor_linked_to_it(
+        self, store: GatewayStore
+    ) -> None:
+        em = {"meta": {"em": (EM,)}}
+        both = {"meta": {"em": (EM,), "external_id": (XID,)}}
+        await store.touch_profile("shop", "phone", ProfileUpdate(hashed=em), T0)
+        await store.touch_profile("shop", "laptop", ProfileUpdate(hashed=both), T0 + 1)
+        await store.touch_profile("shop", "stranger", ProfileUpdate(), T0 + 2)
+        result = await store.erase("shop", visitor_id=None, keys=[f"em:{EM}"], now=T0 + 3)
+        assert result.profiles == 2
+        found = await store.find_identities(
+            "shop",
+            [
+                ProfileQuery(keys=(f"em:{EM}",)),
+                ProfileQuery(keys=(f"external_id:{XID}",)),
+                ProfileQuery(visitor_id="stranger"),
+            ],
+        )
+        assert found[0] == Identity(None, ())
+        assert found[1] == Identity(None, ())  # the erased visitor's other keys went too
+        assert found[2].named is not None
+        # Erasing one visitor removes its links; the key still finds the others.
+        await store.touch_profile("shop", "a", ProfileUpdate(hashed=em), T0 + 4)
+        await store.touch_profile("shop", "b", ProfileUpdate(hashed=em), T0 + 5)
+        await store.erase("shop", visitor_id="a", keys=(), now=T0 + 6)
+        (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
+        assert self.linked_ids(identity) == ["b"]
