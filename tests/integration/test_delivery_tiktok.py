@@ -357,3 +357,35 @@ async def test_mirror_to_all_never_gives_meta_tiktoks_phone_digest(
     text = json.dumps(at_meta)
     for foreign in (PHONE_TIKTOK, "E.C.P.click-9", "2F7h37YkS1j57AYSKTI7IHhJPYH"):
         assert foreign not in text
+
+
+async def test_mirror_to_all_never_gives_tiktok_metas_phone_digest(
+    tmp_path: Path,
+    gateway: Any,
+    cdn: tuple[FakeCdn, str],
+    tiktok_sandbox: Any,
+    meta_sandbox_any: Any,
+) -> None:
+    sandbox, base = tiktok_sandbox
+    meta, meta_base = meta_sandbox_any
+    client, clock = await proxied(
+        tmp_path, gateway, cdn, base, meta_base, proxy={"mirror_to_all": True}
+    )
+    phone_meta = sha("16505551212")  # Meta's pixel: digits without '+'
+    query = (
+        "id=1234567890&ev=Purchase&eid=order-77&dl=https%3A%2F%2Fwww.shop.test%2Fthanks"
+        f"&cd[value]=5&cd[currency]=EUR&ud[em]={EMAIL}&ud[ph]={phone_meta}&rqm=GET"
+    )
+    headers = {"Host": HOST, "User-Agent": UA, "X-Forwarded-For": CLIENT}
+    resp = await client.get(f"/p/m/tr/?{query}", headers=headers)
+    assert resp.status == 200
+    clock.advance(10)
+    workers = runtime_of(client).workers
+    await workers["shop:tiktok"].drain()
+    await workers["shop:meta"].drain()
+    [at_meta] = meta.recorder.accepted
+    assert at_meta["user_data"]["ph"] == phone_meta
+    [at_tiktok] = sandbox.recorder.accepted
+    assert at_tiktok["event_id"] == "order-77"
+    assert at_tiktok["user"]["email"] == EMAIL
+    assert "phone" not in at_tiktok["user"], "a digits-only digest is not TikTok's phone digest"
