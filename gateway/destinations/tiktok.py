@@ -247,7 +247,8 @@ class TikTok:
         if code == CODE_RATE_LIMIT or status == 429:
             return BatchVerdict(Retry(message, after if after is not None else RATE_LIMIT_WAIT))
         if code == CODE_NO_PERMISSION or 40101 <= code <= 40199 or status in (401, 403):
-            # No permission, invalid app, token refused: credentials or config are broken.
+            # No permission (40001), invalid app (40101), token incorrect or revoked (40105,
+            # Business API users' reports): credentials or config are broken, nothing to drop.
             return BatchVerdict(Paused(message))
         if 50000 <= code <= 59999 or status >= 500:
             return BatchVerdict(Retry(message, after))
