@@ -81,6 +81,7 @@ from gateway.core.event import (
     _WEBSITE,
     MAX_ID,
     MAX_UA,
+    PII_FIELDS,
     Consent,
     Event,
     User,
@@ -93,10 +94,12 @@ from gateway.core.event import (
     _Unusual,
     derive_event_id,
     with_channel,
+    with_hashed,
 )
 from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
 from gateway.core.hitwire import MetaHit, check_url, meta_hit
 from gateway.core.identity import PiiHasher
+from gateway.core.pixeldigests import given_digests, scope_hit_digests
 from gateway.core.profile import VisitorProfile, enrich
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
@@ -916,9 +919,12 @@ class HitProxy:
         if hit.pii:
             cfg = site.config
             hasher = PiiHasher(site.rulesets, default_country=cfg.default_country)
+            digests = hasher(hit.pii)
+            given = given_digests({name: list(hit.pii.get(key, ())) for name, key in _PII})
+            digests = scope_hit_digests(digests, "meta", given) or digests
             user = _new_user(
                 {},
-                hasher(hit.pii),
+                digests,
                 user.ip,
                 user.user_agent,
                 user.visitor_id,
@@ -1004,6 +1010,8 @@ class HitProxy:
             if event is None:
                 try:
                     event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
+                    if event is not None and doc.doc is not None:
+                        event = _own_digests(event, doc.observed.vendor, doc.doc.get("user"))
                 except Exception as exc:
                     self._mirror_failed(doc.observed.vendor, exc)
                     continue
@@ -1220,6 +1228,18 @@ class _Doc:
 
 
 HITS = web.AppKey("hit_proxy", HitProxy)
+
+_PII: Final = tuple(PII_FIELDS.items())
+
+
+def _own_digests(event: Event, vendor: str, user: object) -> Event:
+    """The event without digests the vendor's pixel made in a form other rule sets do not use
+    (a TikTok '+' phone digest is not Meta's phone digest: core.pixeldigests)."""
+    given = given_digests(user)
+    if not given:
+        return event
+    scoped = scope_hit_digests(event.user.hashed, vendor, given)
+    return event if scoped is None else with_hashed(event, scoped)
 
 
 def parse_hits(observed: Observed) -> list[Hit]:

@@ -26,6 +26,7 @@ ENV = {
     "SHOP_API_KEY": "k" * 24,
     "META_ACCESS_TOKEN": "tok",
     "SNAP_ACCESS_TOKEN": "snap-tok",
+    "TIKTOK_ACCESS_TOKEN": "tok",
     "SIGNALGATE_ADMIN_TOKEN": "adm",
     "SIGNALGATE_COOKIE_SECRET": "cookie-secret-0123456789",
 }
