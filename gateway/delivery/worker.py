@@ -4,7 +4,15 @@ One worker per (site, destination) route. It leases due rows from the outbox, dr
 platform would refuse anyway (too old, invalid), sends the rest in platform-sized batches through
 the route's single `httpx.AsyncClient`, and records one fate per row. A request the platform
 rejected as a whole is bisected so one bad event never sinks its neighbours. A refused credential
-pauses the route (no hammering) and `health()` says so; Retry-After pauses it for that long.
+pauses the route (no hammering) and `health()` says so.
+
+A request that fails as a whole (5xx, timeout, connection error, 429) opens the route's circuit
+breaker (gateway/delivery/breaker.py): the worker then sends only one small probe batch at a
+time, at a growing interval that honours Retry-After, and the rows waiting behind it count no
+attempt. The first request the platform answers closes the breaker, makes every waiting row of
+the route due at once and full batches resume. Per-row backoff (`RetryPolicy`) is only for the
+events a platform refuses one by one. Each route has its own worker task, lease loop and HTTP
+client, so one route's outage or slowness never delays another.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import httpx
 from gateway.core.event import Event
 from gateway.core.record import decode
 from gateway.delivery import redact
+from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -61,6 +70,7 @@ class WorkerSettings:
     poll_interval: float = 0.2
     pause_seconds: float = 300.0
     policy: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
 
 
 def make_client(
@@ -101,6 +111,7 @@ class Worker:
         self.stats = RouteStats()
         self.resume_at = 0.0
         self.paused_reason: str | None = None
+        self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         """Ids leased by this worker and not yet given a fate (handed back by `release`)."""
         self._stop = asyncio.Event()
@@ -118,6 +129,7 @@ class Worker:
             "retried": self.stats.retried,
             "requests": self.stats.requests,
             "last_error": self.stats.last_error,
+            **self.breaker.snapshot(now),
         }
 
     @property
@@ -137,7 +149,8 @@ class Worker:
             except Exception:
                 log.exception("Delivery round failed; retrying.", extra={"route": self.route})
                 handled = 0
-            wait = max(0.0, self.resume_at - self.clock())
+            now = self.clock()
+            wait = max(0.0, self.resume_at - now, self.breaker.wait_seconds(now))
             if handled == 0 or wait > 0:
                 delay = (
                     max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
@@ -179,11 +192,22 @@ class Worker:
         now = self.clock()
         if now < self.resume_at:
             return 0
-        rows = await self.store.lease(
-            self.route, self.destination.max_batch, now, self.settings.lease_seconds
-        )
+        action = self.breaker.decide(now)
+        if action is Action.WAIT:
+            return 0
+        limit = self.destination.max_batch
+        if action is Action.PROBE:
+            limit = min(limit, self.settings.breaker.probe_batch)
+        rows = await self.store.lease(self.route, limit, now, self.settings.lease_seconds)
         if not rows:
             return 0
+        try:
+            return await self._deliver(rows, now)
+        finally:
+            # Nothing was sent, or the answers said nothing about the route: probe again.
+            self.breaker.probe_abandoned()
+
+    async def _deliver(self, rows: list[Delivery], now: float) -> int:
         self.held.update(r.id for r in rows)
         ready: dict[str, list[tuple[Delivery, Event]]] = {}
         for row in rows:
@@ -215,16 +239,21 @@ class Worker:
             return None
 
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
-        if self.clock() < self.resume_at:
-            # An earlier request in this round paused the route: hand the rows back untouched.
+        now = self.clock()
+        if now < self.resume_at or self.breaker.decide(now) is Action.WAIT:
+            # An earlier request in this round paused the route or opened its circuit: hand
+            # the rows back untouched (no attempt), due when the route may send again.
             ids = [r.id for r, _ in group]
-            await self.store.mark_retry(
-                ids, self.resume_at, "route paused", self.clock(), count_attempt=False
-            )
+            at = max(self.resume_at, now + self.breaker.wait_seconds(now))
+            reason = "route paused" if now < self.resume_at else "circuit open"
+            await self.store.mark_retry(ids, at, reason, now, count_attempt=False)
             self.held.difference_update(ids)
             return
+        self.breaker.probe_started()  # no-op while closed
         events = [e for _, e in group]
         verdict = await self._request(events)
+        if await self._route_failed(verdict, group):
+            return
         if verdict.bisect and len(group) > 1:
             self.stats.bisections += 1
             middle = len(group) // 2
@@ -252,6 +281,41 @@ class Worker:
         finally:
             self.stats.latency_sum += self.clock() - started
         return self.destination.classify(events, response, self.clock())
+
+    async def _route_failed(
+        self, verdict: BatchVerdict, group: Sequence[tuple[Delivery, Event]]
+    ) -> bool:
+        """Feed the breaker with a request's fate; return True when the request failed as a
+        whole (its rows are then scheduled for the next probe, not by per-row backoff)."""
+        now = self.clock()
+        outcome = verdict.outcome
+        if verdict.per_event is not None or verdict.bisect:
+            if self.breaker.succeeded(now):  # the platform answered event by event: it is up
+                await self._closed(now)
+            return False
+        if isinstance(outcome, Paused):
+            return False  # credentials: the route's pause handles it
+        if not isinstance(outcome, Retry):
+            if self.breaker.succeeded(now):
+                await self._closed(now)
+            return False
+        was_open = self.breaker.state is BreakerState.OPEN
+        self.breaker.failed(now, outcome.reason, outcome.after)
+        if not was_open:
+            log.warning(
+                "Route circuit opened: platform unavailable; probing.",
+                extra={"route": self.route, "reason": outcome.reason},
+            )
+        ids = [r.id for r, _ in group]
+        self.stats.retried += len(ids)
+        self.stats.last_error = outcome.reason
+        await self.store.mark_retry(ids, self.breaker.next_probe_at, outcome.reason, now)
+        self.held.difference_update(ids)
+        return True
+
+    async def _closed(self, now: float) -> None:
+        released = await self.store.release_waiting(self.route, now)
+        log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
 
     async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
         await self._record(outcome, rows)

@@ -775,6 +775,9 @@ class SqliteStore:
                 )
             )
 
+    async def release_waiting(self, route: str, now: float) -> int:
+        return await self._write(partial(_release_waiting_tx, route=route, now=now))
+
     async def mark_dead(
         self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
     ) -> None:
@@ -1409,6 +1412,16 @@ def _lease_tx(
         )
         for r in rows
     ]
+
+
+def _release_waiting_tx(conn: sqlite3.Connection, *, route: str, now: float) -> int:
+    # One statement, a range of the (route, state, not_before) index.
+    cur = conn.execute(
+        "UPDATE deliveries SET not_before = ?1 WHERE route = ?2 AND state = 'retry'"
+        " AND not_before > ?1",
+        (now, route),
+    )
+    return cur.rowcount
 
 
 def _mark_tx(conn: sqlite3.Connection, *, sql: str, rows: list[tuple[object, ...]]) -> None:
