@@ -124,7 +124,7 @@ class DeliveryConfig:
         5.0, "First wait before probing a route whose platform is down (doubles).", min=0.0
     )
     probe_interval_max_seconds: float = _f(
-        30.0,
+        20.0,
         "Longest wait between probes of a down platform: delivery resumes at most this long"
         " after it is back.",
         min=0.0,

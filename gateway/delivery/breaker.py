@@ -43,7 +43,7 @@ class BreakerPolicy:
     """Probe timing of an open breaker (from `[delivery]`)."""
 
     probe_min: float = 5.0
-    probe_max: float = 30.0
+    probe_max: float = 20.0
     probe_batch: int = 10
 
     def __post_init__(self) -> None:
