@@ -8,6 +8,8 @@ State machine (one ``deliveries`` row per accepted event and route)::
                                  │ └── lease again once lease_until <= now (its worker died)
                                  └──── lease once a retry row's not_before <= now
 
+`release_waiting` makes every retry row of one route due at once (its circuit breaker closed).
+
 Pending is only ever the initial state. Lease takes the due rows of one route oldest first:
 pending rows in id order, retry rows and expired leases in due-time order; of those candidates
 the lowest ids win (every candidate stream is an index range, never a scan of the backlog).
