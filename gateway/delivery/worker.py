@@ -23,6 +23,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import httpx
 
@@ -44,6 +45,12 @@ from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import DeadReason, Delivery, Store
 
 log = logging.getLogger("signalgate.delivery")
+
+
+class _Judged(Enum):
+    FAILED = "failed"
+    CLOSED = "closed"
+
 
 Clock = Callable[[], float]
 
@@ -252,9 +259,13 @@ class Worker:
         self.breaker.probe_started()  # no-op while closed
         events = [e for _, e in group]
         verdict = await self._request(events)
-        if await self._route_failed(verdict, group):
+        judged = self._judge(verdict)
+        if judged is _Judged.FAILED:
+            await self._wait_for_probe(verdict.outcome, group)
             return
         if verdict.bisect and len(group) > 1:
+            if judged is _Judged.CLOSED:
+                await self._closed()
             self.stats.bisections += 1
             middle = len(group) // 2
             await self._send(group[:middle])
@@ -266,6 +277,8 @@ class Worker:
             by_outcome.setdefault(outcome, []).append(row)
         for outcome, rows in by_outcome.items():
             await self._apply(outcome, rows)
+        if judged is _Judged.CLOSED:
+            await self._closed()  # after the probe's own rows have their fate
 
     async def _request(self, events: Sequence[Event]) -> BatchVerdict:
         request = self.destination.build_request(events)
@@ -282,39 +295,45 @@ class Worker:
             self.stats.latency_sum += self.clock() - started
         return self.destination.classify(events, response, self.clock())
 
-    async def _route_failed(
-        self, verdict: BatchVerdict, group: Sequence[tuple[Delivery, Event]]
-    ) -> bool:
-        """Feed the breaker with a request's fate; return True when the request failed as a
-        whole (its rows are then scheduled for the next probe, not by per-row backoff)."""
+    def _judge(self, verdict: BatchVerdict) -> _Judged | None:
+        """Feed the breaker with a request's fate: FAILED when the request failed as a whole,
+        CLOSED when the platform answered and that closed an open circuit."""
         now = self.clock()
         outcome = verdict.outcome
-        if verdict.per_event is not None or verdict.bisect:
-            if self.breaker.succeeded(now):  # the platform answered event by event: it is up
-                await self._closed(now)
-            return False
-        if isinstance(outcome, Paused):
-            return False  # credentials: the route's pause handles it
-        if not isinstance(outcome, Retry):
-            if self.breaker.succeeded(now):
-                await self._closed(now)
-            return False
-        was_open = self.breaker.state is BreakerState.OPEN
-        self.breaker.failed(now, outcome.reason, outcome.after)
-        if not was_open:
-            log.warning(
-                "Route circuit opened: platform unavailable; probing.",
-                extra={"route": self.route, "reason": outcome.reason},
-            )
-        ids = [r.id for r, _ in group]
-        self.stats.retried += len(ids)
-        self.stats.last_error = outcome.reason
-        await self.store.mark_retry(ids, self.breaker.next_probe_at, outcome.reason, now)
-        self.held.difference_update(ids)
-        return True
+        whole = verdict.per_event is None and not verdict.bisect
+        if whole and isinstance(outcome, Paused):
+            return None  # credentials: the route's pause handles it
+        if whole and isinstance(outcome, Retry):
+            if self.breaker.state is BreakerState.CLOSED:
+                log.warning(
+                    "Route circuit opened: platform unavailable; probing.",
+                    extra={"route": self.route, "reason": outcome.reason},
+                )
+            self.breaker.failed(now, outcome.reason, outcome.after)
+            return _Judged.FAILED
+        # The platform answered (as a whole or event by event): it is up.
+        return _Judged.CLOSED if self.breaker.succeeded(now) else None
 
-    async def _closed(self, now: float) -> None:
-        released = await self.store.release_waiting(self.route, now)
+    async def _wait_for_probe(
+        self, outcome: Outcome, group: Sequence[tuple[Delivery, Event]]
+    ) -> None:
+        """Schedule the rows of a request that failed as a whole for the next probe (one
+        attempt each), instead of giving each its own backoff."""
+        now = self.clock()
+        ids = [r.id for r, _ in group]
+        reason = self.breaker.reason or "route unavailable"
+        self.stats.retried += len(ids)
+        self.stats.last_error = reason
+        await self.store.mark_retry(ids, self.breaker.next_probe_at, reason, now)
+        self.held.difference_update(ids)
+
+    async def _closed(self) -> None:
+        try:
+            released = await self.store.release_waiting(self.route, self.clock())
+        except StoreUnavailableError:
+            # The waiting rows are due at the next probe time anyway (at most
+            # probe_interval_max_seconds away): later, not lost.
+            released = 0
         log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
 
     async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
