@@ -261,7 +261,7 @@ class Worker:
         verdict = await self._request(events)
         judged = self._judge(verdict)
         if judged is _Judged.FAILED:
-            await self._wait_for_probe(verdict.outcome, group)
+            await self._wait_for_probe(group)
             return
         if verdict.bisect and len(group) > 1:
             if judged is _Judged.CLOSED:
@@ -314,9 +314,7 @@ class Worker:
         # The platform answered (as a whole or event by event): it is up.
         return _Judged.CLOSED if self.breaker.succeeded(now) else None
 
-    async def _wait_for_probe(
-        self, outcome: Outcome, group: Sequence[tuple[Delivery, Event]]
-    ) -> None:
+    async def _wait_for_probe(self, group: Sequence[tuple[Delivery, Event]]) -> None:
         """Schedule the rows of a request that failed as a whole for the next probe (one
         attempt each), instead of giving each its own backoff."""
         now = self.clock()
@@ -331,8 +329,8 @@ class Worker:
         try:
             released = await self.store.release_waiting(self.route, self.clock())
         except StoreUnavailableError:
-            # The waiting rows are due at the next probe time anyway (at most
-            # probe_interval_max_seconds away): later, not lost.
+            # The waiting rows still become due at the probe time they were given: later, not
+            # lost (the store logged the failure once).
             released = 0
         log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
 
