@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
+from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.shutdown import stop_workers
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
@@ -309,6 +310,11 @@ def _workers_ctx(
             poll_interval=cfg.poll_interval,
             pause_seconds=cfg.pause_seconds,
             policy=RetryPolicy(base=cfg.retry_base_seconds, cap=cfg.retry_cap_seconds),
+            breaker=BreakerPolicy(
+                probe_min=cfg.probe_interval_min_seconds,
+                probe_max=cfg.probe_interval_max_seconds,
+                probe_batch=cfg.probe_batch,
+            ),
         )
         clients: list[httpx.AsyncClient] = []
         for site in runtime.config.sites:

@@ -120,6 +120,16 @@ class DeliveryConfig:
     retry_base_seconds: float = _f(1.0, "First retry backoff (doubles, full jitter).", min=0.0)
     retry_cap_seconds: float = _f(600.0, "Longest backoff between retries.", min=0.0)
     pause_seconds: float = _f(300.0, "Pause of a route whose credentials were refused.", min=0.0)
+    probe_interval_min_seconds: float = _f(
+        5.0, "First wait before probing a route whose platform is down (doubles).", min=0.0
+    )
+    probe_interval_max_seconds: float = _f(
+        20.0,
+        "Longest wait between probes of a down platform: delivery resumes at most this long"
+        " after it is back.",
+        min=0.0,
+    )
+    probe_batch: int = _f(10, "Events in the one probe request sent while a route is down.", min=1)
     keep_done_seconds: float = _f(3600.0, "How long delivered rows stay for /v1/debug.", min=0.0)
     merge_seconds: float = _f(
         3.0,
@@ -568,6 +578,7 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
     _check_sites(sites, loader)
     _check_tls(sections, loader)
     _check_acme(sections["acme"], sites, loader)
+    _check_probe(sections["delivery"], loader)
     if loader.errors:
         raise ConfigError(loader.errors)
     return Config(sites=tuple(sites), **sections)
@@ -584,6 +595,15 @@ def _check_paths(sites: list[SiteConfig], loader: _Loader) -> None:
             other = owner.setdefault(path, key)
             if other != key:
                 loader.err(f"sites[{i}].{key}", f"{path} is already the {other} of a site")
+
+
+def _check_probe(delivery: object, loader: _Loader) -> None:
+    if not isinstance(delivery, DeliveryConfig):
+        return
+    if delivery.probe_interval_max_seconds < delivery.probe_interval_min_seconds:
+        loader.err(
+            "delivery.probe_interval_max_seconds", "must be >= delivery.probe_interval_min_seconds"
+        )
 
 
 def _check_tls(sections: Mapping[str, Any], loader: _Loader) -> None:

@@ -81,6 +81,8 @@ def base_doc(tmp_path: Path, api_base: str = "http://127.0.0.1:9") -> dict[str, 
             "retry_cap_seconds": 0.05,
             "timeout_seconds": 5.0,
             "merge_seconds": 0.0,
+            "probe_interval_min_seconds": 0.05,
+            "probe_interval_max_seconds": 0.5,
         },
         "sites": [
             {

@@ -4,7 +4,15 @@ One worker per (site, destination) route. It leases due rows from the outbox, dr
 platform would refuse anyway (too old, invalid), sends the rest in platform-sized batches through
 the route's single `httpx.AsyncClient`, and records one fate per row. A request the platform
 rejected as a whole is bisected so one bad event never sinks its neighbours. A refused credential
-pauses the route (no hammering) and `health()` says so; Retry-After pauses it for that long.
+pauses the route (no hammering) and `health()` says so.
+
+A request that fails as a whole (5xx, timeout, connection error, 429) opens the route's circuit
+breaker (gateway/delivery/breaker.py): the worker then sends only one small probe batch at a
+time, at a growing interval that honours Retry-After, and the rows waiting behind it count no
+attempt. The first request the platform answers closes the breaker, makes every waiting row of
+the route due at once and full batches resume. Per-row backoff (`RetryPolicy`) is only for the
+events a platform refuses one by one. Each route has its own worker task, lease loop and HTTP
+client, so one route's outage or slowness never delays another.
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 
 import httpx
 
 from gateway.core.event import Event
 from gateway.core.record import decode
 from gateway.delivery import redact
+from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -35,6 +45,12 @@ from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import DeadReason, Delivery, Store
 
 log = logging.getLogger("signalgate.delivery")
+
+
+class _Judged(Enum):
+    FAILED = "failed"
+    CLOSED = "closed"
+
 
 Clock = Callable[[], float]
 
@@ -61,6 +77,7 @@ class WorkerSettings:
     poll_interval: float = 0.2
     pause_seconds: float = 300.0
     policy: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
 
 
 def make_client(
@@ -101,6 +118,7 @@ class Worker:
         self.stats = RouteStats()
         self.resume_at = 0.0
         self.paused_reason: str | None = None
+        self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         """Ids leased by this worker and not yet given a fate (handed back by `release`)."""
         self._stop = asyncio.Event()
@@ -118,6 +136,7 @@ class Worker:
             "retried": self.stats.retried,
             "requests": self.stats.requests,
             "last_error": self.stats.last_error,
+            **self.breaker.snapshot(now),
         }
 
     @property
@@ -137,7 +156,8 @@ class Worker:
             except Exception:
                 log.exception("Delivery round failed; retrying.", extra={"route": self.route})
                 handled = 0
-            wait = max(0.0, self.resume_at - self.clock())
+            now = self.clock()
+            wait = max(0.0, self.resume_at - now, self.breaker.wait_seconds(now))
             if handled == 0 or wait > 0:
                 delay = (
                     max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
@@ -179,11 +199,22 @@ class Worker:
         now = self.clock()
         if now < self.resume_at:
             return 0
-        rows = await self.store.lease(
-            self.route, self.destination.max_batch, now, self.settings.lease_seconds
-        )
+        action = self.breaker.decide(now)
+        if action is Action.WAIT:
+            return 0
+        limit = self.destination.max_batch
+        if action is Action.PROBE:
+            limit = min(limit, self.settings.breaker.probe_batch)
+        rows = await self.store.lease(self.route, limit, now, self.settings.lease_seconds)
         if not rows:
             return 0
+        try:
+            return await self._deliver(rows, now)
+        finally:
+            # Nothing was sent, or the answers said nothing about the route: probe again.
+            self.breaker.probe_abandoned()
+
+    async def _deliver(self, rows: list[Delivery], now: float) -> int:
         self.held.update(r.id for r in rows)
         ready: dict[str, list[tuple[Delivery, Event]]] = {}
         for row in rows:
@@ -215,17 +246,26 @@ class Worker:
             return None
 
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
-        if self.clock() < self.resume_at:
-            # An earlier request in this round paused the route: hand the rows back untouched.
+        now = self.clock()
+        if now < self.resume_at or self.breaker.decide(now) is Action.WAIT:
+            # An earlier request in this round paused the route or opened its circuit: hand
+            # the rows back untouched (no attempt), due when the route may send again.
             ids = [r.id for r, _ in group]
-            await self.store.mark_retry(
-                ids, self.resume_at, "route paused", self.clock(), count_attempt=False
-            )
+            at = max(self.resume_at, now + self.breaker.wait_seconds(now))
+            reason = "route paused" if now < self.resume_at else "circuit open"
+            await self.store.mark_retry(ids, at, reason, now, count_attempt=False)
             self.held.difference_update(ids)
             return
+        self.breaker.probe_started()  # no-op while closed
         events = [e for _, e in group]
         verdict = await self._request(events)
+        judged = self._judge(verdict)
+        if judged is _Judged.FAILED:
+            await self._wait_for_probe(group)
+            return
         if verdict.bisect and len(group) > 1:
+            if judged is _Judged.CLOSED:
+                await self._closed()
             self.stats.bisections += 1
             middle = len(group) // 2
             await self._send(group[:middle])
@@ -237,6 +277,8 @@ class Worker:
             by_outcome.setdefault(outcome, []).append(row)
         for outcome, rows in by_outcome.items():
             await self._apply(outcome, rows)
+        if judged is _Judged.CLOSED:
+            await self._closed()  # after the probe's own rows have their fate
 
     async def _request(self, events: Sequence[Event]) -> BatchVerdict:
         request = self.destination.build_request(events)
@@ -252,6 +294,45 @@ class Worker:
         finally:
             self.stats.latency_sum += self.clock() - started
         return self.destination.classify(events, response, self.clock())
+
+    def _judge(self, verdict: BatchVerdict) -> _Judged | None:
+        """Feed the breaker with a request's fate: FAILED when the request failed as a whole,
+        CLOSED when the platform answered and that closed an open circuit."""
+        now = self.clock()
+        outcome = verdict.outcome
+        whole = verdict.per_event is None and not verdict.bisect
+        if whole and isinstance(outcome, Paused):
+            return None  # credentials: the route's pause handles it
+        if whole and isinstance(outcome, Retry):
+            if self.breaker.state is BreakerState.CLOSED:
+                log.warning(
+                    "Route circuit opened: platform unavailable; probing.",
+                    extra={"route": self.route, "reason": outcome.reason},
+                )
+            self.breaker.failed(now, outcome.reason, outcome.after)
+            return _Judged.FAILED
+        # The platform answered (as a whole or event by event): it is up.
+        return _Judged.CLOSED if self.breaker.succeeded(now) else None
+
+    async def _wait_for_probe(self, group: Sequence[tuple[Delivery, Event]]) -> None:
+        """Schedule the rows of a request that failed as a whole for the next probe (one
+        attempt each), instead of giving each its own backoff."""
+        now = self.clock()
+        ids = [r.id for r, _ in group]
+        reason = self.breaker.reason or "route unavailable"
+        self.stats.retried += len(ids)
+        self.stats.last_error = reason
+        await self.store.mark_retry(ids, self.breaker.next_probe_at, reason, now)
+        self.held.difference_update(ids)
+
+    async def _closed(self) -> None:
+        try:
+            released = await self.store.release_waiting(self.route, self.clock())
+        except StoreUnavailableError:
+            # The waiting rows still become due at the probe time they were given: later, not
+            # lost (the store logged the failure once).
+            released = 0
+        log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
 
     async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
         await self._record(outcome, rows)

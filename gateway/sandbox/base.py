@@ -38,6 +38,8 @@ class Faults:
     retry_after: float = 1.0
     latency: float = 0.0
     token_expired: bool = False
+    down: bool = False
+    """Every request fails with `error_status` (after `latency`): a platform outage."""
     reject_event_ids: set[str] = field(default_factory=set)
 
     def to_json(self) -> dict[str, Any]:
@@ -49,6 +51,7 @@ class Faults:
             "retry_after": self.retry_after,
             "latency": self.latency,
             "token_expired": self.token_expired,
+            "down": self.down,
             "reject_event_ids": sorted(self.reject_event_ids),
         }
 
@@ -93,9 +96,9 @@ def _coerce_knob(name: str, value: object) -> object:
         return _integer(name, value, low=0, high=1_000_000)
     if name in ("retry_after", "latency"):
         return _number(name, value, low=0.0)
-    if name == "token_expired":
+    if name in ("token_expired", "down"):
         if not isinstance(value, bool):
-            raise ValueError("token_expired must be a boolean")
+            raise ValueError(f"{name} must be a boolean")
         return value
     if name == "reject_event_ids":
         if not isinstance(value, list | set | tuple) or not all(isinstance(v, str) for v in value):
@@ -153,6 +156,8 @@ class FaultInjector:
         faults = self.faults
         if faults.latency > 0:
             await asyncio.sleep(faults.latency)
+        if faults.down:
+            return Fault.SERVER_ERROR
         if faults.burst_429 > 0:
             faults.burst_429 -= 1
             return Fault.THROTTLED

@@ -145,6 +145,12 @@ class Store(Protocol):
     ) -> None:
         """Schedule rows again at `at`; `count_attempt=False` for pauses that were no attempt."""
 
+    async def release_waiting(self, route: str, now: float) -> int:
+        """Make every retry row of `route` due at `now` (its circuit closed); return how many.
+
+        Attempts are not touched: the rows waited for the route, not for their own backoff.
+        """
+
     async def mark_dead(
         self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
     ) -> None:

@@ -8,6 +8,8 @@ State machine (one ``deliveries`` row per accepted event and route)::
                                  │ └── lease again once lease_until <= now (its worker died)
                                  └──── lease once a retry row's not_before <= now
 
+`release_waiting` makes every retry row of one route due at once (its circuit breaker closed).
+
 Pending is only ever the initial state. Lease takes the due rows of one route oldest first:
 pending rows in id order, retry rows and expired leases in due-time order; of those candidates
 the lowest ids win (every candidate stream is an index range, never a scan of the backlog).
@@ -779,6 +781,9 @@ class SqliteStore:
                 )
             )
 
+    async def release_waiting(self, route: str, now: float) -> int:
+        return await self._write(partial(_release_waiting_tx, route=route, now=now))
+
     async def mark_dead(
         self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
     ) -> None:
@@ -1425,6 +1430,16 @@ def _lease_tx(
         )
         for r in rows
     ]
+
+
+def _release_waiting_tx(conn: sqlite3.Connection, *, route: str, now: float) -> int:
+    # One statement, a range of the (route, state, not_before) index.
+    cur = conn.execute(
+        "UPDATE deliveries SET not_before = ?1 WHERE route = ?2 AND state = 'retry'"
+        " AND not_before > ?1",
+        (now, route),
+    )
+    return cur.rowcount
 
 
 def _mark_tx(conn: sqlite3.Connection, *, sql: str, rows: list[tuple[object, ...]]) -> None:

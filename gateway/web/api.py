@@ -312,12 +312,17 @@ class Health:
         except Exception as exc:
             problems.append(f"store not writable: {type(exc).__name__}")
         routes = self.routes()
+        degraded: list[str] = []
         for name, state in routes.items():
             if state.get("paused"):
                 problems.append(f"{name} paused: {state.get('paused_reason')}")
+            elif state.get("breaker") == "open":
+                # The platform is down; events are still collected and wait: not unready.
+                degraded.append(f"{name} circuit open: {state.get('breaker_reason')}")
         body = {
             "status": "ok" if not problems else "unavailable",
             "problems": problems,
+            "degraded": degraded,
             "routes": routes,
         }
         return web.json_response(body, status=200 if not problems else 503)

@@ -302,6 +302,7 @@ def _schemas() -> dict[str, JSONSchema]:
             "properties": {
                 "status": {"enum": ["ok", "unavailable"]},
                 "problems": {"type": "array", "items": _STRING},
+                "degraded": {"type": "array", "items": _STRING},
                 "routes": {"type": "object", "additionalProperties": _ref("RouteHealth")},
             },
         },
@@ -318,6 +319,11 @@ def _schemas() -> dict[str, JSONSchema]:
                 "retried": _COUNT,
                 "requests": _COUNT,
                 "last_error": {"type": ["string", "null"]},
+                "breaker": {"enum": ["closed", "open"]},
+                "breaker_reason": {"type": ["string", "null"]},
+                "breaker_failures": _COUNT,
+                "breaker_open_seconds": {"type": "number", "minimum": 0},
+                "next_probe_seconds": {"type": "number", "minimum": 0},
             },
         },
         "Delivery": {

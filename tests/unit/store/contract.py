@@ -181,6 +181,22 @@ class StoreContract:
         assert info[a.id].state is DeliveryState.LEASED
         assert info[a.id].attempts == 2
 
+    async def test_release_waiting_makes_one_routes_retry_rows_due_now(self, store: Store) -> None:
+        await store.append([ev("a", "shop:meta", "shop:ga4"), ev("b"), ev("c")], T0)
+        meta = await store.lease("shop:meta", 10, T0, LEASE)
+        ga4 = await store.lease("shop:ga4", 10, T0, LEASE)
+        a, b, c = meta
+        await store.mark_retry([a.id, b.id], T0 + 500, "http_503", T0 + 1)
+        await store.mark_done([c.id], T0 + 1)
+        await store.mark_retry([g.id for g in ga4], T0 + 500, "http_503", T0 + 1)
+
+        assert await store.release_waiting("shop:meta", T0 + 2) == 2
+        back = await store.lease("shop:meta", 10, T0 + 2, LEASE)
+        assert ids_of(back) == [a.id, b.id]
+        assert [d.attempts for d in back] == [1, 1]  # the wait itself counts no attempt
+        assert await store.lease("shop:ga4", 10, T0 + 2, LEASE) == []  # other routes keep theirs
+        assert await store.release_waiting("shop:meta", T0 + 3) == 0  # leased/done rows stay
+
     async def test_retry_reason_visible(self, store: Store) -> None:
         await store.append([ev("a")], T0)
         (a,) = await store.lease("shop:meta", 10, T0, LEASE)
