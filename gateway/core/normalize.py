@@ -25,11 +25,12 @@ ambiguities listed under `ph`):
 * fn, ln: NFKC + lowercase, drop punctuation, symbols, separators and control characters
   (Unicode P*, S*, Z*, C*); letters of any script, marks and digits stay; needs a letter.
 * ct: NFKC + lowercase, keep letters and combining marks only ("New York" → "newyork").
-* st: US/Canadian names and "US-CA" forms map to the 2-letter code; otherwise like a name
-  (letters, marks, digits) — so 2-letter codes are simply lowercased.
-* zp: NFKC + lowercase, whitespace removed; a US ZIP(+4) (``^\\d{5}(-?\\d{4})?$``) keeps its first
-  5 digits; otherwise the part before the first '-' (as Meta's SDK and param builder do) is kept
-  whole, so UK "M1 1AE" → "m11ae". Must be 2-10 ASCII letters/digits.
+* st: US/Canadian names and "US-CA" forms (any separator) map to the 2-letter code; otherwise
+  like a name (letters, marks, digits) — so 2-letter codes are simply lowercased.
+* zp: NFKC + lowercase, any digit ASCII, separators removed (whitespace, NBSP, ``-._``, any
+  Unicode dash, the minus sign: Meta's "no spaces, no dash"); then a US ZIP(+4) (5 or 9 digits)
+  keeps its first 5 digits, so UK "M1 1AE" → "m11ae", Polish "00-950" → "00950", JP
+  "100-0001" → "1000001". Must be 2-10 ASCII letters/digits.
 * country: ISO 3166-1 alpha-2 (assigned codes only), alpha-3 or an English name/alias (accents
   and punctuation ignored: "Côte d'Ivoire", "U.S.A.", "UK") → lowercase alpha-2.
 * db: YYYYMMDD from YYYYMMDD, YYYY-MM-DD / YYYY/MM/DD / YYYY.MM.DD (an ISO time part is
@@ -58,6 +59,7 @@ __all__ = [
     "RULESETS",
     "Dropped",
     "check",
+    "country_code",
     "hashed",
     "is_sha256",
     "normalize",
@@ -381,6 +383,18 @@ def _country(value: str) -> str | None:
     return _COUNTRY_NAMES.get(_fold_key(value))
 
 
+def country_code(value: str) -> str | None:
+    """Return the lowercase ISO alpha-2 code `value` names (code, alpha-3 or English name).
+
+    None for anything else, a SHA-256 digest included: what a raw `user.country` tells the
+    phone rule about where a national number was written.
+    """
+    text = value.strip()
+    if not text or len(text) > MAX_INPUT or is_sha256(text):
+        return None
+    return _country(text)
+
+
 # ---------------------------------------------------------------------------------------------
 # Generic helpers
 
@@ -492,6 +506,14 @@ _NO_DIGITS: Final = Dropped("not a phone number: no digits")
 
 def _is_separator(c: str) -> bool:
     return c in _SEPARATORS or c.isspace() or unicodedata.category(c) == "Pd"
+
+
+_CODE_SEPARATORS: Final = frozenset("-._\u2212\u30fc")
+
+
+def _is_code_separator(c: str) -> bool:
+    """Separators inside postcodes and "US-CA" codes: whitespace, dashes, minus, '.', '_'."""
+    return c in _CODE_SEPARATORS or c.isspace() or unicodedata.category(c) == "Pd"
 
 
 def _phone_clean(value: str) -> tuple[str, bool] | Dropped:
@@ -654,12 +676,14 @@ _CA_PROVINCES: Final = {
 }
 _STATE_NAMES: Final[Mapping[str, str]] = {**_US_STATES, **_CA_PROVINCES}
 _STATE_CODES: Final = frozenset(_STATE_NAMES.values())
-_ISO_SUBDIVISION_RE: Final = re.compile(r"(?:us|ca)[-_ ]([a-z]{2})")
+_ISO_SUBDIVISION_RE: Final = re.compile(r"(?:us|ca)-+([a-z]{2})")
 
 
 def _state(value: str, default: str | None) -> str | Dropped:
     """US/CA names → 2-letter code; anything else lowercase without punctuation or spaces."""
-    iso = _ISO_SUBDIVISION_RE.fullmatch(value.lower())
+    lowered = unicodedata.normalize("NFKC", value).lower()
+    dashed = "".join("-" if _is_code_separator(c) else c for c in lowered)
+    iso = _ISO_SUBDIVISION_RE.fullmatch(dashed)
     if iso is not None and iso.group(1) in _STATE_CODES:
         return iso.group(1)
     text = _fold(value, _is_word_char)
@@ -672,16 +696,16 @@ def _state(value: str, default: str | None) -> str | Dropped:
 # ---------------------------------------------------------------------------------------------
 # zp
 
-_US_ZIP_RE: Final = re.compile(r"[0-9]{5}(?:-?[0-9]{4})?")
+_US_ZIP_RE: Final = re.compile(r"[0-9]{5}(?:[0-9]{4})?")
 _ZIP_RE: Final = re.compile(r"[a-z0-9]{2,10}")
 
 
 def _zip(value: str, _default: str | None) -> str | Dropped:
-    """Lowercase, no spaces; US ZIP+4 → 5 digits; otherwise the part before '-'."""
-    text = "".join(c for c in unicodedata.normalize("NFKC", value).lower() if not c.isspace())
+    """Lowercase without separators (Meta, TikTok: no spaces, no dashes); US ZIP+4 → 5 digits."""
+    text = _ascii_digits(unicodedata.normalize("NFKC", value).lower())
+    text = "".join(c for c in text if not _is_code_separator(c))
     if _US_ZIP_RE.fullmatch(text):
         return text[:5]
-    text = text.split("-", 1)[0]
     if _ZIP_RE.fullmatch(text) is None:
         return Dropped("not a postal code")
     return text

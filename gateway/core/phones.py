@@ -13,9 +13,9 @@ release; keep the dependency current.
 Reading a number written without an international prefix, with a country:
 
 * it starts with that country's trunk prefix ('0'; '8' in RU, '06' in HU, '1' in NANP
-  countries), or the country has no trunk prefix (IT, SM, VA …), or it is a NANP country or
-  China (whose people write national numbers without one): national reading first, then the
-  whole number as an international one;
+  countries), or the country has no trunk prefix (IT, SM, VA …), or it is one whose people
+  customarily write national numbers without it (NANP countries, China, India, Brazil):
+  national reading first, then the whole number as an international one;
 * otherwise the international reading comes first, so the digits this module returns read back
   as themselves (Meta's form has no '+'). The inherent ambiguity left: in the "national first"
   countries, digits that form a valid national number are read as one ("4792234567" with US is
@@ -24,10 +24,13 @@ Reading a number written without an international prefix, with a country:
 Without a country, digits are read as an international number, except ten digits shaped like a
 US/Canada national number (most often a US number missing its country code): refused.
 
-`e164` has a fast road for the common '+<digits>' input: the parse step of the library (some
-20 µs) is skipped when it could change nothing (no national prefix after the country code), and
-validity is decided with the library's own patterns compiled once per calling code, in the
-library's order (`_CodePlan`); tests/unit/core/test_phones.py holds it to the library's answer.
+Fast roads: the library's parse + is_valid_number cost some 30 µs a number, mostly in per-call
+pattern lookups. For '+<digits>' the parse step is skipped when it could change nothing (no
+national prefix after the country code), and validity is decided with the library's own
+patterns compiled once per calling code, in the library's order (`_CodePlan`). A national
+number on a plain road (no IDD, no own calling code, at most the plain trunk prefix) is read
+the same way, taking only a *valid* answer. Everything else goes to the library;
+tests/unit/core/test_phones.py holds both roads to its answers.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, ValidationResult
 from phonenumbers.phonemetadata import PhoneNumberDesc
 
-__all__ = ["PhoneRefused", "e164", "e164_by_library"]
+__all__ = ["PhoneRefused", "e164", "e164_by_library", "national_by_library"]
 
 _E164_MAX: Final = 15
 _NANP_NATIONAL_RE: Final = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
@@ -123,6 +126,14 @@ def _intl_or_none(digits: str, _country: str) -> str | None:
 
 def _national(digits: str, region: str) -> str | None:
     """E.164 digits of `digits` read as dialled in `region` (trunk, IDD, own code), or None."""
+    fast = _national_fast(digits, region)
+    if fast is not None:
+        return fast
+    return national_by_library(digits, region)
+
+
+def national_by_library(digits: str, region: str) -> str | None:
+    """The library's reading of national `digits` in `region` (no fast road): E.164 or None."""
     try:
         number = phonenumbers.parse(digits, region)
     except NumberParseException:
@@ -191,7 +202,7 @@ def _national_first_regions() -> frozenset[str]:
         for region in regions
         if region != _NON_GEO and _trunk(region) == "\0"
     }
-    return frozenset({*nanp, "CN", *no_trunk})
+    return frozenset({*nanp, "CN", "IN", "BR", *no_trunk})
 
 
 _NATIONAL_FIRST: Final = _national_first_regions()
@@ -318,3 +329,59 @@ def _fast_valid(digits: str) -> bool | None:
     if plan.national_prefix is not None and plan.national_prefix.match(nsn) is not None:
         return None  # parse may strip a trunk prefix here ("+49 030 …"): the library decides
     return plan.valid(nsn)
+
+
+@dataclass(frozen=True, slots=True)
+class _RegionRoad:
+    """What `parse(digits, region)` looks at before the national number: IDD, code, trunk."""
+
+    code: str
+    idd: re.Pattern[str] | None
+    parsing: re.Pattern[str] | None
+    trunk: str | None
+    plan: _CodePlan
+
+
+@functools.lru_cache(maxsize=512)
+def _region_road(region: str) -> _RegionRoad | None:
+    """The fast national road of a region, or None when its parsing rules are not plain."""
+    metadata = PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.country_code is None:
+        return None
+    if metadata.national_prefix_transform_rule:
+        return None  # parse rewrites the number (AR, BR, JP …): the library decides
+    plan = _code_plan(metadata.country_code)
+    if plan is None:
+        return None
+    idd = None if not metadata.international_prefix else re.compile(metadata.international_prefix)
+    npfp = metadata.national_prefix_for_parsing
+    parsing = None if not npfp else re.compile(npfp)
+    trunk = metadata.national_prefix or None
+    return _RegionRoad(str(metadata.country_code), idd, parsing, trunk, plan)
+
+
+def _national_fast(digits: str, region: str) -> str | None:
+    """The E.164 digits of a national number when the library would surely read it so.
+
+    Taken only for a *valid* answer on a plain road: no international (IDD) prefix and not the
+    region's own calling code first (parse would look for a country code), and either no
+    national prefix for parsing at the start, or exactly the plain trunk prefix (which parse
+    strips when what follows is a valid number). Anything else, and every invalid answer, goes
+    to the library.
+    """
+    road = _region_road(region)
+    if road is None:
+        return None
+    if road.idd is not None and road.idd.match(digits) is not None:
+        return None
+    if digits.startswith(road.code):
+        return None
+    nsn = digits
+    if road.parsing is not None and (found := road.parsing.match(digits)) is not None:
+        if road.trunk is None or found.group(0) != road.trunk or any(found.groups()):
+            return None
+        nsn = digits[len(road.trunk) :]
+    if not _NSN_MIN <= len(nsn) <= _NSN_MAX or not road.plan.valid(nsn):
+        return None
+    result = road.code + nsn
+    return result if len(result) <= _E164_MAX else None
