@@ -17,9 +17,10 @@ Reading a number written without an international prefix, with a country:
   customarily write national numbers without it (NANP countries, China, India, Brazil):
   national reading first, then the whole number as an international one;
 * otherwise the international reading comes first, so the digits this module returns read back
-  as themselves (Meta's form has no '+'). The inherent ambiguity left: in the "national first"
-  countries, digits that form a valid national number are read as one ("4792234567" with US is
-  +1 479 223 4567, not +47 92 23 45 67); send such numbers with '+'.
+  as themselves (Meta's form has no '+'). The inherent ambiguity left: where the national
+  reading comes first, digits that form a valid national number are read as one ("4792234567"
+  with US is +1 479 223 4567, not +47 92 23 45 67; "84912345678" with RU, whose trunk prefix is
+  '8', is +7 491 234 5678, not +84 912 345 678); send such numbers with '+'.
 
 Without a country, digits are read as an international number, except ten digits shaped like a
 US/Canada national number (most often a US number missing its country code): refused.
@@ -44,7 +45,7 @@ import phonenumbers
 from phonenumbers import NumberParseException, PhoneMetadata, PhoneNumber, ValidationResult
 from phonenumbers.phonemetadata import PhoneNumberDesc
 
-__all__ = ["PhoneRefused", "e164", "e164_by_library", "national_by_library"]
+__all__ = ["PhoneRefused", "e164", "e164_by_library", "national_by_library", "national_first"]
 
 _E164_MAX: Final = 15
 _NANP_NATIONAL_RE: Final = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
@@ -75,8 +76,8 @@ def e164(digits: str, international: bool, country: str | None) -> str:
             return _international(digits)
         except PhoneRefused:
             raise _NO_CALLING_CODE from None
-    national_first = region in _NATIONAL_FIRST or digits.startswith(_trunk(region))
-    readings = (_national, _intl_or_none) if national_first else (_intl_or_none, _national)
+    first = national_first(digits, region)
+    readings = (_national, _intl_or_none) if first else (_intl_or_none, _national)
     for reading in readings:
         result = reading(digits, region)
         if result is not None:
@@ -194,18 +195,15 @@ def _trunk(region: str) -> str:
     return prefix or "\0"
 
 
-def _national_first_regions() -> frozenset[str]:
-    nanp = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1]
-    no_trunk = {
-        region
-        for regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.values()
-        for region in regions
-        if region != _NON_GEO and _trunk(region) == "\0"
-    }
-    return frozenset({*nanp, "CN", "IN", "BR", *no_trunk})
+_CUSTOMARILY_WITHOUT_TRUNK: Final = frozenset(
+    {*phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1], "CN", "IN", "BR"}
+)
 
 
-_NATIONAL_FIRST: Final = _national_first_regions()
+def national_first(digits: str, region: str) -> bool:
+    """Whether `digits` (no '+') are read as a national number of `region` first."""
+    trunk = _trunk(region)
+    return region in _CUSTOMARILY_WITHOUT_TRUNK or trunk == "\0" or digits.startswith(trunk)
 
 
 # ---------------------------------------------------------------------------------------------

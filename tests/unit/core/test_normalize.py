@@ -19,6 +19,7 @@ from gateway.core.normalize import (
     normalize,
     sha256_hex,
 )
+from gateway.core.phones import national_by_library, national_first
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 PROPERTY = settings(
@@ -678,14 +679,15 @@ FIELD_VALUES = {
 
 
 def reread_is_ambiguous(field: str, platform: str, first: str, default: str | None) -> bool:
-    """The one documented exception to idempotence (see TestPhone and the module docstring)."""
-    return (
-        field == "ph"
-        and platform == "meta"
-        and default in (None, "us")
-        and len(first) == 10
-        and nanp_lookalike(first)
-    )
+    """The one documented exception to idempotence (see TestPhone and gateway/core/phones.py):
+    digits without '+' that are read as a national number first and also form a valid one (or,
+    without a country, ten digits shaped like a US/Canada number)."""
+    if field != "ph" or platform != "meta":
+        return False
+    if default is None:
+        return len(first) == 10 and nanp_lookalike(first)
+    region = default.upper()
+    return national_first(first, region) and national_by_library(first, region) not in (None, first)
 
 
 class TestProperties:

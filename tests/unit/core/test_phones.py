@@ -339,6 +339,7 @@ class TestProperties:
             # The one documented ambiguity: digits without '+' that also form a valid national
             # number of a "national first" country are read as that (see gateway/core/phones.py).
             assert default is not None
+            assert phones.national_first(first.lstrip("+"), default.upper())
             national = phones.national_by_library(first.lstrip("+"), default.upper())
             assert national is not None
             assert again.lstrip("+") == national
