@@ -71,11 +71,11 @@ def e164(digits: str, international: bool, country: str | None) -> str:
     region = _region(country)
     if region is None:
         if len(digits) == 10 and _NANP_NATIONAL_RE.fullmatch(digits) is not None:
-            raise _NO_CALLING_CODE
+            raise PhoneRefused(_NO_CALLING_CODE)
         try:
             return _international(digits)
         except PhoneRefused:
-            raise _NO_CALLING_CODE from None
+            raise PhoneRefused(_NO_CALLING_CODE) from None
     first = national_first(digits, region)
     readings = (_national, _intl_or_none) if first else (_intl_or_none, _national)
     for reading in readings:
@@ -85,7 +85,9 @@ def e164(digits: str, international: bool, country: str | None) -> str:
     raise PhoneRefused(_national_problem(digits, region))
 
 
-_NO_CALLING_CODE: Final = PhoneRefused(
+# A message, not a shared exception instance: a raised instance keeps its traceback, whose
+# frames hold the raw digits.
+_NO_CALLING_CODE: Final = (
     "no country calling code: set a default country or send the number with '+'"
 )
 

@@ -184,6 +184,17 @@ class TestRealWorldSpellings:
         assert value not in result.reason  # no raw number in a reason (they reach logs)
 
 
+    def test_refusals_are_fresh_exceptions(self) -> None:
+        # A shared instance would keep the traceback (and its frames' raw digits) alive.
+        errors = []
+        for digits in ("6505551212", "4155550199"):
+            with pytest.raises(phones.PhoneRefused) as caught:
+                phones.e164(digits, False, None)
+            errors.append(caught.value)
+        assert errors[0] is not errors[1]
+        assert str(errors[0]) == str(errors[1])
+
+
 class TestEventCountry:
     """user.country decides where a national number is read; the site default is the fallback."""
 
