@@ -183,7 +183,6 @@ class TestRealWorldSpellings:
         assert reason in result.reason
         assert value not in result.reason  # no raw number in a reason (they reach logs)
 
-
     def test_refusals_are_fresh_exceptions(self) -> None:
         # A shared instance would keep the traceback (and its frames' raw digits) alive.
         errors = []
