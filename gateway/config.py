@@ -275,7 +275,7 @@ class SiteConfig:
     allowed_origins: tuple[str, ...] = _f((), "Origins allowed to call the collect endpoint.")
     default_country: str | None = _f(
         None,
-        "ISO country for phone numbers without a country code.",
+        "ISO country for phone numbers without a country code, unless the event gives one.",
         pattern=r"[A-Za-z]{2}",
         expected="ISO 3166-1 alpha-2",
     )

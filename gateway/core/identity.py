@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
-from gateway.core.normalize import Dropped, check, sha256_hex
+from gateway.core.normalize import Dropped, check, country_code, sha256_hex
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -27,6 +27,9 @@ class PiiHasher:
     of each (rule set, identifier, value) it has seen, so a value repeated across the batch (a
     phone number, a country) is normalised and hashed once. Raw values live in that memo only
     as long as the hasher, i.e. the request.
+
+    A national phone number is read in the event's own country (its raw ``user.country``) when
+    that names one, else in `default_country` (the site's): see `phone_country`.
     """
 
     __slots__ = ("_memo", "_path", "default_country", "index", "prefix", "rulesets", "warnings")
@@ -45,7 +48,7 @@ class PiiHasher:
         self.prefix = prefix
         self.index: int | None = None
         self.warnings: list[FieldError] = []
-        self._memo: dict[tuple[str, str, str], str | Dropped] = {}
+        self._memo: dict[tuple[str, str, str, str | None], str | Dropped] = {}
 
     @property
     def path(self) -> str:
@@ -61,7 +64,7 @@ class PiiHasher:
 
     def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
         memo = self._memo
-        country = self.default_country
+        country = phone_country(pii, self.default_country)
         hashed: Hashed = {}
         for rules in self.rulesets:
             out: dict[str, tuple[str, ...]] = {}
@@ -69,10 +72,12 @@ class PiiHasher:
                 if len(values) != 1:
                     break  # lists: the general path below, warnings and all
                 value = values[0]
-                result = memo.get((rules, key, value))
+                # Only the phone rule reads the country: other values stay shared across events.
+                memo_key = (rules, key, value, country if key == "ph" else None)
+                result = memo.get(memo_key)
                 if result is None:
                     result = _digest_of(key, value, rules, country)
-                    memo[(rules, key, value)] = result
+                    memo[memo_key] = result
                 if type(result) is not str:
                     break  # a dropped value: the general path reports it
                 out[key] = (result,)
@@ -85,6 +90,20 @@ class PiiHasher:
         hashed, warnings = hash_pii(pii, self.rulesets, country, self.path)
         self.warnings.extend(warnings)
         return hashed
+
+
+def phone_country(pii: Mapping[str, tuple[str, ...]], default: str | None) -> str | None:
+    """The country national phone numbers of `pii` are read in: its own, else `default`.
+
+    Its own is the raw ``country`` value when it names a country (code, alpha-3 or English
+    name); a digest, an unknown name or no value leaves the site's default.
+    """
+    values = pii.get("country")
+    if values is not None and len(values) == 1:
+        own = country_code(values[0])
+        if own is not None:
+            return own
+    return default
 
 
 def _digest_of(key: str, value: str, rules: str, country: str | None) -> str | Dropped:
@@ -107,8 +126,10 @@ def hash_pii(
 
     A value that cannot be normalised is dropped (never sent as garbage) and reported with its
     field path; the event itself is still accepted. A value that already is a SHA-256 digest
-    (or normalises to one) is passed through; repeated digests are kept once, in order.
+    (or normalises to one) is passed through; repeated digests are kept once, in order. Phone
+    numbers are read in the event's own country when it names one (`phone_country`).
     """
+    default_country = phone_country(pii, default_country)
     warnings: dict[tuple[str, str], FieldError] = {}
     hashed: Hashed = {}
     for rules in rulesets:

@@ -13,29 +13,24 @@ ambiguities listed under `ph`):
 * em: trim + lowercase; one '@', non-empty local part, a dotted domain without empty labels, no
   whitespace, control characters or ``<>()[],;:\\"``. No gmail dot stripping for Meta.
 * ph: NFKC, any Unicode digit becomes ASCII, a "tel:" scheme, an extension (``ext``, ``x``,
-  ``#``, ``;``…) and a national "(0)" are removed, separators (spaces, ``-./()``, dashes) are
-  removed; any other letter drops the number (vanity numbers like 1-800-FLOWERS are refused).
-  '+', '00' (and '011' with a US/Canada default) mark an international number. A digits-only
-  string is read, in this order, as: a national number of the default country when it starts
-  with that country's trunk prefix ('0'; '8' for RU/KZ/LT, '80' for BY, '06' for HU; none for
-  IT/SM/VA/CI/GA/CG/BJ, whose numbers keep their 0); a US/Canada 10-digit number with a NANP
-  default; an 11-digit '1[3-9]…' mobile with default CN; otherwise a complete international
-  number if it is plausible (known calling code, national-number length for that code); else a
-  national number of the default country without trunk prefix. Without a default, a plausible
-  complete number is accepted unless it has 10 digits shaped like a US/Canada number (that is
-  most often a US number missing its country code: dropped with "no country calling code").
-  Results are checked for E.164 (8-15 digits) and a per-code national length. Inherent
-  ambiguity: an already-normalised foreign number that also looks like the default country's
-  national form (10 digits with a NANP default or none, '1[3-9]' + 9 digits with CN, '8' + 10
-  digits with RU/KZ/LT) is re-read as national; pass such numbers with '+'.
+  ``#``, ``;``…) and a national "(0)" are removed, separators (whitespace, NBSP, ``-./()_``, any
+  Unicode dash, the minus sign) are removed; any other letter drops the number (vanity numbers
+  like 1-800-FLOWERS are refused). '+' or '00' mark an international number. The digits are
+  then read with Google's libphonenumber numbering plans (gateway/core/phones.py): a trunk
+  prefix after the country code goes ("+49 030 1234567" → 49301234567), a national number is
+  read in the event's country (else the site's default country), and only numbers valid in their
+  country's plan are kept. Ambiguity: in countries whose people write national numbers without
+  a trunk prefix (US/Canada, China, Italy …) digits that form a valid national number are read
+  as one; send foreign numbers with '+'.
 * fn, ln: NFKC + lowercase, drop punctuation, symbols, separators and control characters
   (Unicode P*, S*, Z*, C*); letters of any script, marks and digits stay; needs a letter.
 * ct: NFKC + lowercase, keep letters and combining marks only ("New York" → "newyork").
-* st: US/Canadian names and "US-CA" forms map to the 2-letter code; otherwise like a name
-  (letters, marks, digits) — so 2-letter codes are simply lowercased.
-* zp: NFKC + lowercase, whitespace removed; a US ZIP(+4) (``^\\d{5}(-?\\d{4})?$``) keeps its first
-  5 digits; otherwise the part before the first '-' (as Meta's SDK and param builder do) is kept
-  whole, so UK "M1 1AE" → "m11ae". Must be 2-10 ASCII letters/digits.
+* st: US/Canadian names and "US-CA" forms (any separator) map to the 2-letter code; otherwise
+  like a name (letters, marks, digits) — so 2-letter codes are simply lowercased.
+* zp: NFKC + lowercase, any digit ASCII, separators removed (whitespace, NBSP, ``-._``, any
+  Unicode dash, the minus sign: Meta's "no spaces, no dash"); then a US ZIP(+4) (5 or 9 digits)
+  keeps its first 5 digits, so UK "M1 1AE" → "m11ae", Polish "00-950" → "00950", JP
+  "100-0001" → "1000001". Must be 2-10 ASCII letters/digits.
 * country: ISO 3166-1 alpha-2 (assigned codes only), alpha-3 or an English name/alias (accents
   and punctuation ignored: "Côte d'Ivoire", "U.S.A.", "UK") → lowercase alpha-2.
 * db: YYYYMMDD from YYYYMMDD, YYYY-MM-DD / YYYY/MM/DD / YYYY.MM.DD (an ISO time part is
@@ -57,11 +52,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from gateway.core.phones import PhoneRefused, e164
+
 __all__ = [
     "FIELDS",
     "RULESETS",
     "Dropped",
     "check",
+    "country_code",
     "hashed",
     "is_sha256",
     "normalize",
@@ -96,316 +94,260 @@ class Dropped:
 
 
 # ---------------------------------------------------------------------------------------------
-# Countries: ISO 3166-1 alpha-2, alpha-3, ITU calling code, English name; aliases after ';'.
-# Territories sharing a calling code list the shared code (NANP members are all "1").
+# Countries: ISO 3166-1 alpha-2, alpha-3, English name; aliases after ';'. (Calling codes and
+# numbering plans come from the phonenumbers library: gateway/core/phones.py.)
 
 _COUNTRY_TABLE: Final = """
-AD AND 376 Andorra
-AE ARE 971 United Arab Emirates;UAE;Emirates
-AF AFG 93 Afghanistan
-AG ATG 1 Antigua and Barbuda;Antigua
-AI AIA 1 Anguilla
-AL ALB 355 Albania
-AM ARM 374 Armenia
-AO AGO 244 Angola
-AQ ATA 672 Antarctica
-AR ARG 54 Argentina
-AS ASM 1 American Samoa
-AT AUT 43 Austria
-AU AUS 61 Australia
-AW ABW 297 Aruba
-AX ALA 358 Aland Islands;Aland
-AZ AZE 994 Azerbaijan
-BA BIH 387 Bosnia and Herzegovina;Bosnia
-BB BRB 1 Barbados
-BD BGD 880 Bangladesh
-BE BEL 32 Belgium
-BF BFA 226 Burkina Faso
-BG BGR 359 Bulgaria
-BH BHR 973 Bahrain
-BI BDI 257 Burundi
-BJ BEN 229 Benin
-BL BLM 590 Saint Barthelemy;St Barthelemy;St Barts
-BM BMU 1 Bermuda
-BN BRN 673 Brunei;Brunei Darussalam
-BO BOL 591 Bolivia;Plurinational State of Bolivia
-BQ BES 599 Bonaire, Sint Eustatius and Saba;Caribbean Netherlands;Bonaire
-BR BRA 55 Brazil;Brasil
-BS BHS 1 Bahamas;The Bahamas
-BT BTN 975 Bhutan
-BV BVT 47 Bouvet Island
-BW BWA 267 Botswana
-BY BLR 375 Belarus
-BZ BLZ 501 Belize
-CA CAN 1 Canada
-CC CCK 61 Cocos (Keeling) Islands;Cocos Islands
-CD COD 243 Democratic Republic of the Congo;Congo (Dem. Rep.);DR Congo;Congo-Kinshasa;DRC
-CF CAF 236 Central African Republic
-CG COG 242 Congo;Republic of the Congo;Congo-Brazzaville
-CH CHE 41 Switzerland;Schweiz;Suisse
-CI CIV 225 Cote d'Ivoire;Ivory Coast
-CK COK 682 Cook Islands
-CL CHL 56 Chile
-CM CMR 237 Cameroon
-CN CHN 86 China;People's Republic of China;PRC
-CO COL 57 Colombia
-CR CRI 506 Costa Rica
-CU CUB 53 Cuba
-CV CPV 238 Cabo Verde;Cape Verde
-CW CUW 599 Curacao
-CX CXR 61 Christmas Island
-CY CYP 357 Cyprus
-CZ CZE 420 Czechia;Czech Republic
-DE DEU 49 Germany;Deutschland
-DJ DJI 253 Djibouti
-DK DNK 45 Denmark;Danmark
-DM DMA 1 Dominica
-DO DOM 1 Dominican Republic
-DZ DZA 213 Algeria
-EC ECU 593 Ecuador
-EE EST 372 Estonia
-EG EGY 20 Egypt
-EH ESH 212 Western Sahara
-ER ERI 291 Eritrea
-ES ESP 34 Spain;Espana
-ET ETH 251 Ethiopia
-FI FIN 358 Finland;Suomi
-FJ FJI 679 Fiji
-FK FLK 500 Falkland Islands;Falklands;Falkland Islands (Malvinas)
-FM FSM 691 Micronesia;Federated States of Micronesia
-FO FRO 298 Faroe Islands;Faroes
-FR FRA 33 France
-GA GAB 241 Gabon
-GB GBR 44 United Kingdom;UK;U.K.;Great Britain;Britain;England;Scotland;Wales;Northern Ireland
-GD GRD 1 Grenada
-GE GEO 995 Georgia
-GF GUF 594 French Guiana
-GG GGY 44 Guernsey
-GH GHA 233 Ghana
-GI GIB 350 Gibraltar
-GL GRL 299 Greenland
-GM GMB 220 Gambia;The Gambia
-GN GIN 224 Guinea
-GP GLP 590 Guadeloupe
-GQ GNQ 240 Equatorial Guinea
-GR GRC 30 Greece;Hellas
-GS SGS 500 South Georgia and the South Sandwich Islands;South Georgia
-GT GTM 502 Guatemala
-GU GUM 1 Guam
-GW GNB 245 Guinea-Bissau
-GY GUY 592 Guyana
-HK HKG 852 Hong Kong
-HM HMD 672 Heard Island and McDonald Islands
-HN HND 504 Honduras
-HR HRV 385 Croatia;Hrvatska
-HT HTI 509 Haiti
-HU HUN 36 Hungary
-ID IDN 62 Indonesia
-IE IRL 353 Ireland;Republic of Ireland;Eire
-IL ISR 972 Israel
-IM IMN 44 Isle of Man
-IN IND 91 India
-IO IOT 246 British Indian Ocean Territory
-IQ IRQ 964 Iraq
-IR IRN 98 Iran;Islamic Republic of Iran
-IS ISL 354 Iceland
-IT ITA 39 Italy;Italia
-JE JEY 44 Jersey
-JM JAM 1 Jamaica
-JO JOR 962 Jordan
-JP JPN 81 Japan
-KE KEN 254 Kenya
-KG KGZ 996 Kyrgyzstan
-KH KHM 855 Cambodia
-KI KIR 686 Kiribati
-KM COM 269 Comoros
-KN KNA 1 Saint Kitts and Nevis;St Kitts and Nevis
-KP PRK 850 North Korea;Democratic People's Republic of Korea;DPRK
-KR KOR 82 South Korea;Korea;Republic of Korea;Korea, Republic of
-KW KWT 965 Kuwait
-KY CYM 1 Cayman Islands
-KZ KAZ 7 Kazakhstan
-LA LAO 856 Laos;Lao People's Democratic Republic
-LB LBN 961 Lebanon
-LC LCA 1 Saint Lucia;St Lucia
-LI LIE 423 Liechtenstein
-LK LKA 94 Sri Lanka
-LR LBR 231 Liberia
-LS LSO 266 Lesotho
-LT LTU 370 Lithuania
-LU LUX 352 Luxembourg
-LV LVA 371 Latvia
-LY LBY 218 Libya
-MA MAR 212 Morocco
-MC MCO 377 Monaco
-MD MDA 373 Moldova;Republic of Moldova
-ME MNE 382 Montenegro
-MF MAF 590 Saint Martin;St Martin;Saint Martin (French part)
-MG MDG 261 Madagascar
-MH MHL 692 Marshall Islands
-MK MKD 389 North Macedonia;Macedonia
-ML MLI 223 Mali
-MM MMR 95 Myanmar;Burma
-MN MNG 976 Mongolia
-MO MAC 853 Macao;Macau
-MP MNP 1 Northern Mariana Islands
-MQ MTQ 596 Martinique
-MR MRT 222 Mauritania
-MS MSR 1 Montserrat
-MT MLT 356 Malta
-MU MUS 230 Mauritius
-MV MDV 960 Maldives
-MW MWI 265 Malawi
-MX MEX 52 Mexico
-MY MYS 60 Malaysia
-MZ MOZ 258 Mozambique
-NA NAM 264 Namibia
-NC NCL 687 New Caledonia
-NE NER 227 Niger
-NF NFK 672 Norfolk Island
-NG NGA 234 Nigeria
-NI NIC 505 Nicaragua
-NL NLD 31 Netherlands;The Netherlands;Holland;Nederland
-NO NOR 47 Norway;Norge
-NP NPL 977 Nepal
-NR NRU 674 Nauru
-NU NIU 683 Niue
-NZ NZL 64 New Zealand
-OM OMN 968 Oman
-PA PAN 507 Panama
-PE PER 51 Peru
-PF PYF 689 French Polynesia
-PG PNG 675 Papua New Guinea
-PH PHL 63 Philippines
-PK PAK 92 Pakistan
-PL POL 48 Poland;Polska
-PM SPM 508 Saint Pierre and Miquelon
-PN PCN 64 Pitcairn;Pitcairn Islands
-PR PRI 1 Puerto Rico
-PS PSE 970 Palestine;State of Palestine
-PT PRT 351 Portugal
-PW PLW 680 Palau
-PY PRY 595 Paraguay
-QA QAT 974 Qatar
-RE REU 262 Reunion
-RO ROU 40 Romania
-RS SRB 381 Serbia
-RU RUS 7 Russia;Russian Federation
-RW RWA 250 Rwanda
-SA SAU 966 Saudi Arabia
-SB SLB 677 Solomon Islands
-SC SYC 248 Seychelles
-SD SDN 249 Sudan
-SE SWE 46 Sweden;Sverige
-SG SGP 65 Singapore
-SH SHN 290 Saint Helena;Saint Helena, Ascension and Tristan da Cunha;St Helena
-SI SVN 386 Slovenia
-SJ SJM 47 Svalbard and Jan Mayen
-SK SVK 421 Slovakia
-SL SLE 232 Sierra Leone
-SM SMR 378 San Marino
-SN SEN 221 Senegal
-SO SOM 252 Somalia
-SR SUR 597 Suriname
-SS SSD 211 South Sudan
-ST STP 239 Sao Tome and Principe
-SV SLV 503 El Salvador
-SX SXM 1 Sint Maarten;Sint Maarten (Dutch part)
-SY SYR 963 Syria;Syrian Arab Republic
-SZ SWZ 268 Eswatini;Swaziland
-TC TCA 1 Turks and Caicos Islands
-TD TCD 235 Chad
-TF ATF 262 French Southern Territories
-TG TGO 228 Togo
-TH THA 66 Thailand
-TJ TJK 992 Tajikistan
-TK TKL 690 Tokelau
-TL TLS 670 Timor-Leste;East Timor
-TM TKM 993 Turkmenistan
-TN TUN 216 Tunisia
-TO TON 676 Tonga
-TR TUR 90 Turkey;Turkiye
-TT TTO 1 Trinidad and Tobago;Trinidad
-TV TUV 688 Tuvalu
-TW TWN 886 Taiwan
-TZ TZA 255 Tanzania;United Republic of Tanzania
-UA UKR 380 Ukraine
-UG UGA 256 Uganda
-UM UMI 1 United States Minor Outlying Islands
-US USA 1 United States;United States of America;USA;U.S.A.;US;U.S.;America
-UY URY 598 Uruguay
-UZ UZB 998 Uzbekistan
-VA VAT 39 Vatican City;Holy See;Vatican
-VC VCT 1 Saint Vincent and the Grenadines;St Vincent and the Grenadines;Saint Vincent
-VE VEN 58 Venezuela
-VG VGB 1 British Virgin Islands;Virgin Islands (British)
-VI VIR 1 United States Virgin Islands;US Virgin Islands;Virgin Islands (U.S.)
-VN VNM 84 Vietnam;Viet Nam
-VU VUT 678 Vanuatu
-WF WLF 681 Wallis and Futuna
-WS WSM 685 Samoa
-YE YEM 967 Yemen
-YT MYT 262 Mayotte
-ZA ZAF 27 South Africa
-ZM ZMB 260 Zambia
-ZW ZWE 263 Zimbabwe
+AD AND Andorra
+AE ARE United Arab Emirates;UAE;Emirates
+AF AFG Afghanistan
+AG ATG Antigua and Barbuda;Antigua
+AI AIA Anguilla
+AL ALB Albania
+AM ARM Armenia
+AO AGO Angola
+AQ ATA Antarctica
+AR ARG Argentina
+AS ASM American Samoa
+AT AUT Austria
+AU AUS Australia
+AW ABW Aruba
+AX ALA Aland Islands;Aland
+AZ AZE Azerbaijan
+BA BIH Bosnia and Herzegovina;Bosnia
+BB BRB Barbados
+BD BGD Bangladesh
+BE BEL Belgium
+BF BFA Burkina Faso
+BG BGR Bulgaria
+BH BHR Bahrain
+BI BDI Burundi
+BJ BEN Benin
+BL BLM Saint Barthelemy;St Barthelemy;St Barts
+BM BMU Bermuda
+BN BRN Brunei;Brunei Darussalam
+BO BOL Bolivia;Plurinational State of Bolivia
+BQ BES Bonaire, Sint Eustatius and Saba;Caribbean Netherlands;Bonaire
+BR BRA Brazil;Brasil
+BS BHS Bahamas;The Bahamas
+BT BTN Bhutan
+BV BVT Bouvet Island
+BW BWA Botswana
+BY BLR Belarus
+BZ BLZ Belize
+CA CAN Canada
+CC CCK Cocos (Keeling) Islands;Cocos Islands
+CD COD Democratic Republic of the Congo;Congo (Dem. Rep.);DR Congo;Congo-Kinshasa;DRC
+CF CAF Central African Republic
+CG COG Congo;Republic of the Congo;Congo-Brazzaville
+CH CHE Switzerland;Schweiz;Suisse
+CI CIV Cote d'Ivoire;Ivory Coast
+CK COK Cook Islands
+CL CHL Chile
+CM CMR Cameroon
+CN CHN China;People's Republic of China;PRC
+CO COL Colombia
+CR CRI Costa Rica
+CU CUB Cuba
+CV CPV Cabo Verde;Cape Verde
+CW CUW Curacao
+CX CXR Christmas Island
+CY CYP Cyprus
+CZ CZE Czechia;Czech Republic
+DE DEU Germany;Deutschland
+DJ DJI Djibouti
+DK DNK Denmark;Danmark
+DM DMA Dominica
+DO DOM Dominican Republic
+DZ DZA Algeria
+EC ECU Ecuador
+EE EST Estonia
+EG EGY Egypt
+EH ESH Western Sahara
+ER ERI Eritrea
+ES ESP Spain;Espana
+ET ETH Ethiopia
+FI FIN Finland;Suomi
+FJ FJI Fiji
+FK FLK Falkland Islands;Falklands;Falkland Islands (Malvinas)
+FM FSM Micronesia;Federated States of Micronesia
+FO FRO Faroe Islands;Faroes
+FR FRA France
+GA GAB Gabon
+GB GBR United Kingdom;UK;U.K.;Great Britain;Britain;England;Scotland;Wales;Northern Ireland
+GD GRD Grenada
+GE GEO Georgia
+GF GUF French Guiana
+GG GGY Guernsey
+GH GHA Ghana
+GI GIB Gibraltar
+GL GRL Greenland
+GM GMB Gambia;The Gambia
+GN GIN Guinea
+GP GLP Guadeloupe
+GQ GNQ Equatorial Guinea
+GR GRC Greece;Hellas
+GS SGS South Georgia and the South Sandwich Islands;South Georgia
+GT GTM Guatemala
+GU GUM Guam
+GW GNB Guinea-Bissau
+GY GUY Guyana
+HK HKG Hong Kong
+HM HMD Heard Island and McDonald Islands
+HN HND Honduras
+HR HRV Croatia;Hrvatska
+HT HTI Haiti
+HU HUN Hungary
+ID IDN Indonesia
+IE IRL Ireland;Republic of Ireland;Eire
+IL ISR Israel
+IM IMN Isle of Man
+IN IND India
+IO IOT British Indian Ocean Territory
+IQ IRQ Iraq
+IR IRN Iran;Islamic Republic of Iran
+IS ISL Iceland
+IT ITA Italy;Italia
+JE JEY Jersey
+JM JAM Jamaica
+JO JOR Jordan
+JP JPN Japan
+KE KEN Kenya
+KG KGZ Kyrgyzstan
+KH KHM Cambodia
+KI KIR Kiribati
+KM COM Comoros
+KN KNA Saint Kitts and Nevis;St Kitts and Nevis
+KP PRK North Korea;Democratic People's Republic of Korea;DPRK
+KR KOR South Korea;Korea;Republic of Korea;Korea, Republic of
+KW KWT Kuwait
+KY CYM Cayman Islands
+KZ KAZ Kazakhstan
+LA LAO Laos;Lao People's Democratic Republic
+LB LBN Lebanon
+LC LCA Saint Lucia;St Lucia
+LI LIE Liechtenstein
+LK LKA Sri Lanka
+LR LBR Liberia
+LS LSO Lesotho
+LT LTU Lithuania
+LU LUX Luxembourg
+LV LVA Latvia
+LY LBY Libya
+MA MAR Morocco
+MC MCO Monaco
+MD MDA Moldova;Republic of Moldova
+ME MNE Montenegro
+MF MAF Saint Martin;St Martin;Saint Martin (French part)
+MG MDG Madagascar
+MH MHL Marshall Islands
+MK MKD North Macedonia;Macedonia
+ML MLI Mali
+MM MMR Myanmar;Burma
+MN MNG Mongolia
+MO MAC Macao;Macau
+MP MNP Northern Mariana Islands
+MQ MTQ Martinique
+MR MRT Mauritania
+MS MSR Montserrat
+MT MLT Malta
+MU MUS Mauritius
+MV MDV Maldives
+MW MWI Malawi
+MX MEX Mexico
+MY MYS Malaysia
+MZ MOZ Mozambique
+NA NAM Namibia
+NC NCL New Caledonia
+NE NER Niger
+NF NFK Norfolk Island
+NG NGA Nigeria
+NI NIC Nicaragua
+NL NLD Netherlands;The Netherlands;Holland;Nederland
+NO NOR Norway;Norge
+NP NPL Nepal
+NR NRU Nauru
+NU NIU Niue
+NZ NZL New Zealand
+OM OMN Oman
+PA PAN Panama
+PE PER Peru
+PF PYF French Polynesia
+PG PNG Papua New Guinea
+PH PHL Philippines
+PK PAK Pakistan
+PL POL Poland;Polska
+PM SPM Saint Pierre and Miquelon
+PN PCN Pitcairn;Pitcairn Islands
+PR PRI Puerto Rico
+PS PSE Palestine;State of Palestine
+PT PRT Portugal
+PW PLW Palau
+PY PRY Paraguay
+QA QAT Qatar
+RE REU Reunion
+RO ROU Romania
+RS SRB Serbia
+RU RUS Russia;Russian Federation
+RW RWA Rwanda
+SA SAU Saudi Arabia
+SB SLB Solomon Islands
+SC SYC Seychelles
+SD SDN Sudan
+SE SWE Sweden;Sverige
+SG SGP Singapore
+SH SHN Saint Helena;Saint Helena, Ascension and Tristan da Cunha;St Helena
+SI SVN Slovenia
+SJ SJM Svalbard and Jan Mayen
+SK SVK Slovakia
+SL SLE Sierra Leone
+SM SMR San Marino
+SN SEN Senegal
+SO SOM Somalia
+SR SUR Suriname
+SS SSD South Sudan
+ST STP Sao Tome and Principe
+SV SLV El Salvador
+SX SXM Sint Maarten;Sint Maarten (Dutch part)
+SY SYR Syria;Syrian Arab Republic
+SZ SWZ Eswatini;Swaziland
+TC TCA Turks and Caicos Islands
+TD TCD Chad
+TF ATF French Southern Territories
+TG TGO Togo
+TH THA Thailand
+TJ TJK Tajikistan
+TK TKL Tokelau
+TL TLS Timor-Leste;East Timor
+TM TKM Turkmenistan
+TN TUN Tunisia
+TO TON Tonga
+TR TUR Turkey;Turkiye
+TT TTO Trinidad and Tobago;Trinidad
+TV TUV Tuvalu
+TW TWN Taiwan
+TZ TZA Tanzania;United Republic of Tanzania
+UA UKR Ukraine
+UG UGA Uganda
+UM UMI United States Minor Outlying Islands
+US USA United States;United States of America;USA;U.S.A.;US;U.S.;America
+UY URY Uruguay
+UZ UZB Uzbekistan
+VA VAT Vatican City;Holy See;Vatican
+VC VCT Saint Vincent and the Grenadines;St Vincent and the Grenadines;Saint Vincent
+VE VEN Venezuela
+VG VGB British Virgin Islands;Virgin Islands (British)
+VI VIR United States Virgin Islands;US Virgin Islands;Virgin Islands (U.S.)
+VN VNM Vietnam;Viet Nam
+VU VUT Vanuatu
+WF WLF Wallis and Futuna
+WS WSM Samoa
+YE YEM Yemen
+YT MYT Mayotte
+ZA ZAF South Africa
+ZM ZMB Zambia
+ZW ZWE Zimbabwe
 """
-
-# National significant number length (min, max) per calling code: the digits after the code.
-# Kept a little generous: it separates complete numbers from national ones, it does not validate.
-_NSN_TABLE: Final = """
-1:10 7:10 20:8-10 27:9 30:10 31:9-10 32:8-9 33:9 34:9 36:8-9 39:6-11 40:9 41:9 43:4-13 44:9-10
-45:8 46:7-10 47:5-8 48:9 49:5-13 51:8-9 52:10-11 53:6-8 54:10-11 55:10-11 56:9-11 57:8-10 58:10
-60:8-10 61:9 62:7-12 63:8-10 64:8-10 65:8 66:8-9 81:9-10 82:8-10 84:9-10 86:9-12 90:10 91:10
-92:9-10 93:9 94:9 95:7-10 98:10 211:9 212:9 213:8-9 216:8 218:8-9 220:7 221:9 222:8 223:8
-224:8-9 225:8-10 226:8 227:8 228:8 229:8-10 230:7-8 231:7-9 232:8 233:9 234:8-10 235:8 236:8
-237:8-9 238:7 239:7 240:9 241:7-9 242:9 243:7-9 244:9 245:7-9 246:7 248:7 249:9 250:9 251:9
-252:7-9 253:8 254:9-10 255:9 256:9 257:8 258:8-9 260:9 261:9 262:9 263:9-10 264:7-10 265:7-9
-266:8 267:7-8 268:8 269:7 290:4-5 291:7 297:7 298:6 299:6 350:8 351:9 352:4-11 353:7-9 354:7-9
-355:8-9 356:8 357:8 358:5-12 359:7-9 370:8 371:8 372:7-8 373:8 374:8 375:9-10 376:6-9 377:8-9
-378:6-10 380:9 381:6-12 382:8 385:8-9 386:8 387:8-9 389:8 420:9 421:9 423:7-9 500:5 501:7 502:8
-503:8 504:8 505:8 506:8 507:7-8 508:6 509:8 590:9 591:8 592:7 593:8-9 594:9 595:6-9 596:9
-597:6-7 598:8 599:7-8 670:7-8 672:5-6 673:7 674:7 675:7-8 676:5-7 677:5-7 678:5-7 679:7 680:7
-681:6 682:5 683:4-7 685:5-7 686:5-8 687:6 688:5-6 689:6-8 690:4-7 691:7 692:7 850:8-10 852:8
-853:8 855:8-9 856:8-10 880:8-10 886:8-9 960:7 961:7-8 962:8-9 963:8-9 964:8-10 965:8 966:8-9
-967:7-9 968:8 970:8-9 971:8-9 972:8-9 973:8 974:8 975:7-8 976:8 977:8-10 992:9 993:8 994:9
-995:9 996:9 998:9
-"""
-
-
-def _parse_nsn_lengths() -> dict[str, tuple[int, int]]:
-    lengths: dict[str, tuple[int, int]] = {}
-    for item in _NSN_TABLE.split():
-        code, _, span = item.partition(":")
-        low, _, high = span.partition("-")
-        lengths[code] = (int(low), int(high or low))
-    return lengths
-
-
-_NSN_LENGTHS: Final = _parse_nsn_lengths()
-
-# Calling codes whose national significant numbers may start with 0 (Italy's area codes, San
-# Marino, and the West African plans that moved the 0 into the number).
-_NSN_MAY_START_WITH_ZERO: Final = frozenset({"39", "378", "225", "229", "241", "242"})
-
-# National trunk prefixes that differ from the usual "0"; () = none, the 0 belongs to the number.
-_TRUNK_PREFIXES: Final[Mapping[str, tuple[str, ...]]] = {
-    "it": (),
-    "sm": (),
-    "va": (),
-    "ci": (),
-    "ga": (),
-    "cg": (),
-    "bj": (),
-    "ru": ("8",),
-    "kz": ("8",),
-    "by": ("80",),
-    "lt": ("8", "0"),
-    "hu": ("06",),
-}
-
-_E164_MIN: Final = 8
-_E164_MAX: Final = 15
 
 
 def _fold_key(text: str) -> str:
@@ -414,29 +356,21 @@ def _fold_key(text: str) -> str:
     return "".join(c for c in decomposed if "a" <= c <= "z")
 
 
-def _parse_countries() -> tuple[
-    dict[str, str], dict[str, str], dict[str, str], dict[str, str], frozenset[str]
-]:
+def _parse_countries() -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
     alpha2: dict[str, str] = {}
     alpha3: dict[str, str] = {}
-    calling: dict[str, str] = {}
     names: dict[str, str] = {}
-    nanp: set[str] = set()
     for line in _COUNTRY_TABLE.strip().splitlines():
-        a2, a3, code, rest = line.split(" ", 3)
+        a2, a3, rest = line.split(" ", 2)
         a2, a3 = a2.lower(), a3.lower()
         alpha2[a2] = a2
         alpha3[a3] = a2
-        calling[a2] = code
-        if code == "1":
-            nanp.add(a2)
         for name in rest.split(";"):
             names.setdefault(_fold_key(name), a2)
-    return alpha2, alpha3, calling, names, frozenset(nanp)
+    return alpha2, alpha3, names
 
 
-_ALPHA2, _ALPHA3, _CALLING_CODE, _COUNTRY_NAMES, _NANP = _parse_countries()
-_KNOWN_CALLING_CODES: Final = frozenset(_CALLING_CODE.values())
+_ALPHA2, _ALPHA3, _COUNTRY_NAMES = _parse_countries()
 
 
 def _country(value: str) -> str | None:
@@ -447,6 +381,18 @@ def _country(value: str) -> str | None:
     if len(compact) == 3 and compact in _ALPHA3:
         return _ALPHA3[compact]
     return _COUNTRY_NAMES.get(_fold_key(value))
+
+
+def country_code(value: str) -> str | None:
+    """Return the lowercase ISO alpha-2 code `value` names (code, alpha-3 or English name).
+
+    None for anything else, a SHA-256 digest included: what a raw `user.country` tells the
+    phone rule about where a national number was written.
+    """
+    text = value.strip()
+    if not text or len(text) > MAX_INPUT or is_sha256(text):
+        return None
+    return _country(text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,52 +491,29 @@ def _email_google(value: str, default: str | None) -> str | Dropped:
 
 _TEL_SCHEME_RE: Final = re.compile(r"^\s*tel:", re.IGNORECASE)
 _EXTENSION_RE: Final = re.compile(r"(?:[;#,]|ext|x).*$", re.IGNORECASE)
-_PHONE_SEPARATORS: Final = frozenset(" -./()\u00a0")
-_ASCII_SEPARATORS_RE: Final = re.compile(r"[\s\-./()]+")
-"""The ASCII fast path of the separator filter (whitespace, dashes, dots, slashes, parens)."""
+_SEPARATORS: Final = frozenset("-./()_\u00a0\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc")
+"""Separators inside phone numbers, postcodes and states: ASCII ``-./()_``, NBSP, the Unicode
+dashes U+2010..U+2015, the minus sign U+2212 and the katakana prolonged sound mark (written as
+a dash in Japanese numbers); any whitespace and any other dash (category Pd) too."""
+_ASCII_SEPARATORS_RE: Final = re.compile(r"[\s\-./()_]+")
+"""The ASCII fast path of the separator filter (whitespace, dashes, dots, slashes, parens, _)."""
 _PHONE_SHAPE_RE: Final = re.compile(r"\+?[0-9]+")
 _PLAIN_PHONE_RE: Final = re.compile(r"\+?[0-9 \-./()]+")
 """ASCII digits, an optional leading '+' and the common separators: nothing for NFKC, digit
 mapping, "tel:" or extension removal to change; only the separators go (see `_phone_clean`)."""
-_NANP_NSN_RE: Final = re.compile(r"[2-9][0-9]{2}[2-9][0-9]{6}")
-_CN_MOBILE_RE: Final = re.compile(r"1[3-9][0-9]{9}")
 _NO_DIGITS: Final = Dropped("not a phone number: no digits")
-_NO_CALLING_CODE: Final = Dropped(
-    "no country calling code: set a default country or send the number with '+'"
-)
 
 
-def _calling_code_of(digits: str) -> str | None:
-    """Return the calling code `digits` starts with (codes are prefix-free), if any."""
-    for size in (1, 2, 3):
-        if digits[:size] in _KNOWN_CALLING_CODES:
-            return digits[:size]
-    return None
+def _is_separator(c: str) -> bool:
+    return c in _SEPARATORS or c.isspace() or unicodedata.category(c) == "Pd"
 
 
-def _e164_problem(digits: str) -> str | None:
-    """Return why `digits` is not a plausible complete E.164 number, or None if it is."""
-    if not _E164_MIN <= len(digits) <= _E164_MAX:
-        return f"not a phone number: {len(digits)} digits, E.164 needs 8-15"
-    code = _calling_code_of(digits)
-    if code is None:
-        return "not a phone number: unknown country calling code"
-    national = digits[len(code) :]
-    low, high = _NSN_LENGTHS[code]
-    if not low <= len(national) <= high:
-        return f"not a phone number: wrong length for +{code}"
-    if national.startswith("0") and code not in _NSN_MAY_START_WITH_ZERO:
-        return f"not a phone number: +{code} numbers do not continue with 0"
-    if code == "1" and not _NANP_NSN_RE.fullmatch(national):
-        return "not a phone number: not a valid US/Canada (NANP) number"
-    if code == "7" and national[0] in "0125":
-        return "not a phone number: not a valid +7 number"
-    return None
+_CODE_SEPARATORS: Final = frozenset("-._\u2212\u30fc")
 
 
-def _as_e164(digits: str) -> str | Dropped:
-    problem = _e164_problem(digits)
-    return digits if problem is None else Dropped(problem)
+def _is_code_separator(c: str) -> bool:
+    """Separators inside postcodes and "US-CA" codes: whitespace, dashes, minus, '.', '_'."""
+    return c in _CODE_SEPARATORS or c.isspace() or unicodedata.category(c) == "Pd"
 
 
 def _phone_clean(value: str) -> tuple[str, bool] | Dropped:
@@ -617,11 +540,7 @@ def _phone_clean(value: str) -> tuple[str, bool] | Dropped:
     if text.isascii():
         text = _ASCII_SEPARATORS_RE.sub("", text)
     else:
-        text = "".join(
-            c
-            for c in text
-            if c not in _PHONE_SEPARATORS and not c.isspace() and unicodedata.category(c) != "Pd"
-        )
+        text = "".join(c for c in text if not _is_separator(c))
     return _phone_result(text)
 
 
@@ -642,36 +561,12 @@ def _phone_digits(value: str, default: str | None) -> str | Dropped:
     if isinstance(cleaned, Dropped):
         return cleaned
     digits, plus = cleaned
-    if plus:
-        return _as_e164(digits)
-    if digits.startswith("00"):
-        return _as_e164(digits[2:])
-    if default in _NANP and digits.startswith("011"):
-        return _as_e164(digits[3:])
-    if default is None:
-        if len(digits) == 10 and _NANP_NSN_RE.fullmatch(digits):
-            return _NO_CALLING_CODE
-        if _e164_problem(digits) is None:
-            return digits
-        return _NO_CALLING_CODE
-    code = _CALLING_CODE[default]
-    national_problem: str | None = None
-    for trunk in _TRUNK_PREFIXES.get(default, ("0",)):
-        if digits.startswith(trunk):
-            national = code + digits[len(trunk) :]
-            national_problem = _e164_problem(national)
-            if national_problem is None:
-                return national
-            break
-    if default in _NANP and _NANP_NSN_RE.fullmatch(digits):
-        return "1" + digits
-    if default == "cn" and _CN_MOBILE_RE.fullmatch(digits):
-        return "86" + digits
-    if _e164_problem(digits) is None:
-        return digits
-    if national_problem is not None:
-        return Dropped(national_problem)
-    return _as_e164(code + digits)
+    if not plus and digits.startswith("00"):
+        digits, plus = digits[2:], True
+    try:
+        return e164(digits, plus, default)
+    except PhoneRefused as refused:
+        return Dropped(str(refused))
 
 
 def _phone_plus(value: str, default: str | None) -> str | Dropped:
@@ -781,12 +676,14 @@ _CA_PROVINCES: Final = {
 }
 _STATE_NAMES: Final[Mapping[str, str]] = {**_US_STATES, **_CA_PROVINCES}
 _STATE_CODES: Final = frozenset(_STATE_NAMES.values())
-_ISO_SUBDIVISION_RE: Final = re.compile(r"(?:us|ca)[-_ ]([a-z]{2})")
+_ISO_SUBDIVISION_RE: Final = re.compile(r"(?:us|ca)-+([a-z]{2})")
 
 
 def _state(value: str, default: str | None) -> str | Dropped:
     """US/CA names → 2-letter code; anything else lowercase without punctuation or spaces."""
-    iso = _ISO_SUBDIVISION_RE.fullmatch(value.lower())
+    lowered = unicodedata.normalize("NFKC", value).lower()
+    dashed = "".join("-" if _is_code_separator(c) else c for c in lowered)
+    iso = _ISO_SUBDIVISION_RE.fullmatch(dashed)
     if iso is not None and iso.group(1) in _STATE_CODES:
         return iso.group(1)
     text = _fold(value, _is_word_char)
@@ -799,16 +696,16 @@ def _state(value: str, default: str | None) -> str | Dropped:
 # ---------------------------------------------------------------------------------------------
 # zp
 
-_US_ZIP_RE: Final = re.compile(r"[0-9]{5}(?:-?[0-9]{4})?")
+_US_ZIP_RE: Final = re.compile(r"[0-9]{5}(?:[0-9]{4})?")
 _ZIP_RE: Final = re.compile(r"[a-z0-9]{2,10}")
 
 
 def _zip(value: str, _default: str | None) -> str | Dropped:
-    """Lowercase, no spaces; US ZIP+4 → 5 digits; otherwise the part before '-'."""
-    text = "".join(c for c in unicodedata.normalize("NFKC", value).lower() if not c.isspace())
+    """Lowercase without separators (Meta, TikTok: no spaces, no dashes); US ZIP+4 → 5 digits."""
+    text = _ascii_digits(unicodedata.normalize("NFKC", value).lower())
+    text = "".join(c for c in text if not _is_code_separator(c))
     if _US_ZIP_RE.fullmatch(text):
         return text[:5]
-    text = text.split("-", 1)[0]
     if _ZIP_RE.fullmatch(text) is None:
         return Dropped("not a postal code")
     return text

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.jsoncodec import loads
+from gateway.core.normalize import sha256_hex
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.wire import decode_document, events_from, is_clean, records_from
 
@@ -261,6 +262,52 @@ class TestUnusualDocumentsGoToTheGeneralPath:
             self.undecided({"events": [BASE, with_change(path, value)]})
 
 
+class TestPhoneCountry:
+    """A national phone number is read in the event's own user.country, on both roads."""
+
+    def hashed_phone(self, doc: dict[str, Any]) -> tuple[str, ...] | None:
+        assert agree(doc), "the typed path should decide this document"
+        result = typed(json.dumps(doc).encode())
+        assert result is not None
+        (event,) = result[0]
+        return event.user.hashed["meta"].get("ph")
+
+    def test_event_country_wins_over_the_site_default(self) -> None:
+        for country in ("DE", "de", "Germany", "Deutschland", "DEU"):
+            doc = {"events": [with_change(("user", "phone"), "030 1234567")]}
+            doc["events"][0]["user"]["country"] = country
+            assert self.hashed_phone(doc) == (sha256_hex("49301234567"),), country
+
+    def test_site_default_without_a_usable_event_country(self) -> None:
+        # The site default here is US: (650) 555-1212 is a US number, 030 1234567 is none.
+        for country in (None, "Narnia", "f" * 64):
+            doc = {"events": [with_change(("user", "phone"), "(650) 555-1212")]}
+            if country is not None:
+                doc["events"][0]["user"]["country"] = country
+            assert self.hashed_phone(doc) == (sha256_hex("16505551212"),), country
+        doc = {"events": [with_change(("user", "phone"), "030 1234567")]}
+        assert self.hashed_phone(doc) is None
+        result = typed(json.dumps(doc).encode())
+        assert result is not None
+        assert [w.path for w in result[1]] == ["events[0].user.phone"]
+
+    def test_one_batch_reads_the_same_digits_in_each_events_country(self) -> None:
+        events = []
+        for country in ("FR", "GB", "US"):
+            event = with_change(("user", "phone"), "0612345678")
+            event["user"]["country"] = country
+            events.append(event)
+        doc = {"events": events}
+        assert agree(doc)
+        result = typed(json.dumps(doc).encode())
+        assert result is not None
+        hashed = [e.user.hashed["meta"].get("ph") for e in result[0]]
+        # FR: a mobile; GB: 0612 345678 is no valid UK number; US: no trunk 0 in NANP.
+        assert hashed[0] == (sha256_hex("33612345678"),)
+        assert hashed[1] is None
+        assert hashed[2] is None
+
+
 # -- differential property ------------------------------------------------------------------------
 
 _TEXT = st.text(
@@ -287,9 +334,11 @@ _PATHS: dict[tuple[str, ...], st.SearchStrategy[Any]] = {
     ("referrer",): st.sampled_from(["https://r.example/", "", "r.example"]),
     ("test_code",): st.sampled_from(["T1", "", "t" * 101]),
     ("user", "email"): st.sampled_from(["A@B.co", " a@b.co ", "not-mail", "", "f" * 64]),
-    ("user", "phone"): st.sampled_from(["+44 20 7946 0958", "650-555-1212", "abc", "+1"]),
+    ("user", "phone"): st.sampled_from(
+        ["+44 20 7946 0958", "650-555-1212", "abc", "+1", "030 1234567", "06 12 34 56 78"]
+    ),
     ("user", "first_name"): st.sampled_from(["Zoë", "  ", "J.-P."]),
-    ("user", "country"): st.sampled_from(["US", "Deutschland", "gb"]),
+    ("user", "country"): st.sampled_from(["US", "Deutschland", "gb", "FR", "Narnia", "f" * 64]),
     ("user", "date_of_birth"): st.sampled_from(["1990-02-01", "01/02/1990", "x"]),
     ("user", "gender"): st.sampled_from(["female", "M", "x"]),
     ("user", "ip"): st.sampled_from(["10.0.0.1", " 1.2.3.4 ", "::1", "fe80::1%eth0", "x"]),
