@@ -35,7 +35,7 @@ UA = "Mozilla/5.0 (pinterest test)"
 @pytest.fixture
 async def pinterest_sandbox() -> AsyncIterator[tuple[PinterestSandbox, str]]:
     """Start the Pinterest sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = PinterestSandbox(access_tokens={TOKEN}, ad_accounts={ACCOUNT}, seed=2468)
+    sandbox = PinterestSandbox(access_tokens={TOKEN}, ad_accounts={ACCOUNT}, seed=4321)
     server = TestServer(sandbox.app(), host="127.0.0.1")
     await server.start_server()
     try:
