@@ -266,3 +266,66 @@ async def test_control_routes(client: TestClient[Any, Any], sandbox: MicrosoftSa
 def test_create_app_exposes_the_sandbox() -> None:
     app = create_app(max_batch=7)
     assert app[MICROSOFT_SANDBOX].max_batch == 7
+
+
+async def test_the_sandbox_accepts_what_the_destination_builds(
+    client: TestClient[Any, Any], sandbox: MicrosoftSandbox
+) -> None:
+    """Mapper and emulator were written apart from the same reference: they must agree."""
+    from gateway.core.event import Consent, Content, Data, Event, Source, User
+    from gateway.core.identity import hash_pii
+    from gateway.core.secret import Secret
+    from gateway.destinations.microsoft import Microsoft, MicrosoftSettings
+
+    dest = Microsoft(
+        MicrosoftSettings(tag_id=TAG, access_token=Secret(TOKEN), api_base="http://sandbox")
+    )
+    digests, _ = hash_pii({"em": ("A@B.example",), "ph": ("+1 650 555 1212",)}, ["meta"])
+    rich = User(hashed=digests, ip="203.0.113.7", user_agent="UA", click_ids={"msclkid": MSCLKID})
+    events = [
+        Event("PageView", "p1", NOW, Source.WEBSITE, url="https://s.example/", user=rich),
+        Event(
+            "Purchase",
+            "o1",
+            NOW - 3 * DAY,
+            Source.WEBSITE,
+            url="https://s.example/thanks",
+            referrer="https://www.bing.com/",
+            user=rich,
+            data=Data(
+                value=9.5,
+                currency="usd",
+                order_id="o1",
+                contents=(Content("a", 2, 1.5), Content("b")),
+            ),
+            consent=Consent(ad_storage=False),
+        ),
+        Event(
+            "Search",
+            "s1",
+            NOW,
+            Source.WEBSITE,
+            user=User(ip="2001:db8::7"),
+            data=Data(
+                search_string="shoes",
+                content_category="footwear",
+                custom={"eventLabel": "top", "eventValue": 2.0, "junk": True},
+            ),
+        ),
+        Event(
+            "quiz_done",
+            "q1",
+            NOW,
+            Source.PHYSICAL_STORE,
+            user=User(click_ids={"msclkid": "_uet" + MSCLKID}),
+        ),
+    ]
+    for e in events:
+        assert dest.validate(e) is None
+    request = dest.build_request(events)
+    resp = await client.post(URL, data=request.content, headers=dict(request.headers))
+    answer = await resp.json()
+    assert resp.status == 200, answer
+    assert answer["eventsReceived"] == len(events)
+    assert "error" not in answer
+    assert [e.get("eventId") for e in sandbox.recorder.accepted] == ["p1", "o1", "s1", "q1"]
