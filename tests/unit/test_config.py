@@ -26,6 +26,7 @@ ENV = {
     "SHOP_API_KEY": "k" * 24,
     "META_ACCESS_TOKEN": "tok",
     "PINTEREST_ACCESS_TOKEN": "pin-tok",
+    "MICROSOFT_CAPI_TOKEN": "ms-tok",
     "SNAP_ACCESS_TOKEN": "snap-tok",
     "TIKTOK_ACCESS_TOKEN": "tok",
     "SIGNALGATE_ADMIN_TOKEN": "adm",

@@ -23,6 +23,7 @@ ENV = {
     "SHOP_API_KEY": "k" * 24,
     "META_ACCESS_TOKEN": "meta-token",
     "PINTEREST_ACCESS_TOKEN": "pinterest-token",
+    "MICROSOFT_CAPI_TOKEN": "microsoft-token",
     "SNAP_ACCESS_TOKEN": "snap-token",
     "TIKTOK_ACCESS_TOKEN": "tiktok-token",
     "SIGNALGATE_ADMIN_TOKEN": "admin-token-0123456789",
