@@ -266,7 +266,9 @@ EMAILS = st.builds(
 )
 PHONES = st.builds(
     lambda area, rest, sep: f"+1 {area}{sep}555{sep}{rest:04d}",
-    st.integers(201, 989).filter(lambda a: a % 100 != 11 and a // 10 % 10 != 9),
+    # assigned area codes: phone numbers are checked against libphonenumber's plans, which
+    # refuse unassigned ones (core/phones.py)
+    st.sampled_from([201, 202, 206, 212, 213, 305, 310, 312, 404, 415, 512, 617, 650, 702, 917]),
     st.integers(0, 9999),
     st.sampled_from([" ", "-", ".", ""]),
 )
