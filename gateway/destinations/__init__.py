@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.destinations import meta, snap, tiktok
+from gateway.destinations import linkedin, meta, snap, tiktok
 from gateway.destinations.base import Destination
 
 
@@ -20,6 +20,9 @@ class Registration:
 
 
 DESTINATIONS: Final[dict[str, Registration]] = {
+    "linkedin": Registration(
+        linkedin.LinkedInSettings, linkedin.LinkedIn, linkedin.LinkedIn.hash_rules
+    ),
     "meta": Registration(meta.MetaSettings, meta.Meta, meta.Meta.hash_rules),
     "snap": Registration(snap.SnapSettings, snap.Snap, snap.Snap.hash_rules),
     "tiktok": Registration(tiktok.TikTokSettings, tiktok.TikTok, tiktok.TikTok.hash_rules),

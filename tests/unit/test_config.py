@@ -24,6 +24,7 @@ from gateway.destinations import DESTINATIONS
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "SHOP_API_KEY": "k" * 24,
+    "LINKEDIN_ACCESS_TOKEN": "li-tok",
     "META_ACCESS_TOKEN": "tok",
     "SNAP_ACCESS_TOKEN": "snap-tok",
     "TIKTOK_ACCESS_TOKEN": "tok",
