@@ -259,3 +259,27 @@ async def test_li_fat_id_from_the_visitor_profile_reaches_linkedin_only(
     assert "li-from-ad-42" not in json.dumps(meta_events[0])
     # The landing page's own URL (event_source_url of the PageView) may show it; no id field may.
     assert all("li-from-ad-42" not in json.dumps(e["user_data"]) for e in meta.recorder.accepted)
+
+
+async def test_a_rule_the_account_does_not_own_fails_alone_and_digests_pass_through(
+    tmp_path: Path, gateway: Any, linkedin_sandbox: tuple[LinkedInSandbox, str]
+) -> None:
+    sandbox, base = linkedin_sandbox
+    config = linkedin_config(tmp_path, base, linkedin={"conversion_rules": {"LEAD": "999"}})
+    client = await gateway(config, run_workers=False)
+    digest = hashlib.sha256(b"already@hashed.example").hexdigest()
+    hashed = purchase(2)
+    hashed["user"] = {"email": digest.upper(), "click_ids": {"li_fat_id": "fat-2"}}
+    lead = {**purchase(1), "event": "Lead"}
+    resp = await client.post("/v1/events", json={"events": [lead, hashed]}, headers=auth())
+    assert resp.status == 202
+    worker = runtime_of(client).workers[ROUTE]
+    await worker.drain()
+    assert sandbox.recorder.requests == 1, "one request; the foreign rule failed per element"
+    [event] = sandbox.recorder.accepted
+    assert event["eventId"] == "order-2"
+    assert event["user"]["userIds"][0] == {"idType": "SHA256_EMAIL", "idValue": digest}
+    dead = await runtime_of(client).store.dead_letters(ROUTE, 10)
+    assert [d.event_id for d in dead] == ["order-1"]
+    assert (dead[0].reason or "").startswith("auth")
+    assert "does not belong to the ad account" in (dead[0].reason or "")
