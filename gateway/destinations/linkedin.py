@@ -24,12 +24,14 @@ Consent: LinkedIn has no limited-data-use flag (§10.5: "send only consented eve
 under LDU (US state opt-out, GPC) is not sent unless `send_limited_data_use` says otherwise.
 There is no test mode either: an event carrying a `test_code` is not sent (it would be counted).
 
-Answers (Rest.li): a batch is accepted with 200 and one `{"status": 201}` per element, in order;
-an element with another status failed alone (per-event outcome). 401 (token expired or revoked —
-member tokens last 60 days), 403 (no role on the ad account) and 426 (a sunset `LinkedIn-Version`)
-pause the route; 404 (wrong `api_base`) too. 429 (Retry-After honoured, else a minute), 408 and
-5xx retry. 400/422 (validation: the body names the offending field) reject the whole request:
-bisected until the bad event stands alone, dead-lettered as invalid_field.
+Answers (Rest.li): a batch is accepted with 200 and one `{"status": 201}` per element, in order
+(LinkedIn's response schema); an element with another status failed alone (per-event outcome —
+how LinkedIn words such an element's `error` is not documented, so only its status is relied
+on). 401 (token expired or revoked — member tokens last 60 days), 403 (no role on the ad
+account), 426 (a sunset `LinkedIn-Version`) and 404 (wrong `api_base`) pause the route. 429
+(Retry-After honoured, else a minute), 408 and 5xx retry. 400/422 (validation: the body names
+the offending field) reject the whole request: bisected until the bad event stands alone,
+dead-lettered as invalid_field.
 """
 
 from __future__ import annotations

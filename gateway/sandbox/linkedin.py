@@ -5,7 +5,8 @@ independently checks what the gateway sends: the bearer token, the `LinkedIn-Ver
 and `X-Restli-Protocol-Version: 2.0.0` headers, one event (answered 201) or a batch with
 `X-RestLi-Method: BATCH_CREATE` and `{"elements": [...]}` of at most 5,000 events.
 
-Two kinds of refusal, as LinkedIn's Rest.li answers them:
+Two kinds of refusal (modelled on Rest.li batch answers; LinkedIn does not document which
+problems fail a whole request and which a single element):
 
 * the request's shape (JSON, headers, batch size) or an element's schema (the rule URN, epoch
   *milliseconds*, `user.userIds` present even when empty, 64-hex `SHA256_EMAIL`, a plain
@@ -89,10 +90,6 @@ def _field_error(index: int | None, path: str, problem: str, status: int = 422) 
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class LinkedInSandbox:
