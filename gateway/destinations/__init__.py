@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.destinations import meta, microsoft, pinterest, snap, tiktok
+from gateway.destinations import linkedin, meta, microsoft, pinterest, snap, tiktok
 from gateway.destinations.base import Destination
 
 
@@ -20,6 +20,9 @@ class Registration:
 
 
 DESTINATIONS: Final[dict[str, Registration]] = {
+    "linkedin": Registration(
+        linkedin.LinkedInSettings, linkedin.LinkedIn, linkedin.LinkedIn.hash_rules
+    ),
     "meta": Registration(meta.MetaSettings, meta.Meta, meta.Meta.hash_rules),
     "pinterest": Registration(pinterest.PinterestSettings, pinterest.Pinterest, "meta"),
     "microsoft": Registration(microsoft.MicrosoftSettings, microsoft.Microsoft, "meta"),

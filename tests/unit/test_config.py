@@ -24,6 +24,7 @@ from gateway.destinations import DESTINATIONS
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "SHOP_API_KEY": "k" * 24,
+    "LINKEDIN_ACCESS_TOKEN": "li-tok",
     "META_ACCESS_TOKEN": "tok",
     "PINTEREST_ACCESS_TOKEN": "pin-tok",
     "MICROSOFT_CAPI_TOKEN": "ms-tok",
