@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.destinations import meta, snap, tiktok
+from gateway.destinations import meta, reddit, snap, tiktok
 from gateway.destinations.base import Destination
 
 
@@ -21,6 +21,7 @@ class Registration:
 
 DESTINATIONS: Final[dict[str, Registration]] = {
     "meta": Registration(meta.MetaSettings, meta.Meta, meta.Meta.hash_rules),
+    "reddit": Registration(reddit.RedditSettings, reddit.Reddit, reddit.Reddit.hash_rules),
     "snap": Registration(snap.SnapSettings, snap.Snap, snap.Snap.hash_rules),
     "tiktok": Registration(tiktok.TikTokSettings, tiktok.TikTok, tiktok.TikTok.hash_rules),
 }
