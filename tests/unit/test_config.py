@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "SHOP_API_KEY": "k" * 24,
     "META_ACCESS_TOKEN": "tok",
+    "REDDIT_ACCESS_TOKEN": "reddit-token",
     "SNAP_ACCESS_TOKEN": "snap-tok",
     "TIKTOK_ACCESS_TOKEN": "tok",
     "SIGNALGATE_ADMIN_TOKEN": "adm",

@@ -22,6 +22,7 @@ FULL = ROOT / "examples" / "full.toml"
 ENV = {
     "SHOP_API_KEY": "k" * 24,
     "META_ACCESS_TOKEN": "meta-token",
+    "REDDIT_ACCESS_TOKEN": "reddit-token",
     "SNAP_ACCESS_TOKEN": "snap-token",
     "TIKTOK_ACCESS_TOKEN": "tiktok-token",
     "SIGNALGATE_ADMIN_TOKEN": "admin-token-0123456789",
