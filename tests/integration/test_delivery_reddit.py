@@ -284,3 +284,30 @@ async def test_rdt_cid_from_the_visitor_profile_reaches_reddit_only(
     assert len(meta_events) == 1
     text = json.dumps(meta_events[0])
     assert "rdt-from-ad" not in text
+
+
+async def test_ldu_from_the_consent_decision_reaches_reddit(
+    tmp_path: Path, gateway: Any, reddit_sandbox: tuple[RedditSandbox, str]
+) -> None:
+    sandbox, base = reddit_sandbox
+    origin = "https://www.shop.test"
+    site = {
+        "hosts": ["track.shop.test"],
+        "allowed_origins": [origin],
+        "consent": {"ldu_regions": ["US-CA"], "region_header": "X-Region"},
+    }
+    client = await gateway(reddit_config(tmp_path, base, site=site), run_workers=False)
+    headers = {"Host": "track.shop.test", "Origin": origin, "Content-Type": "text/plain",
+               "User-Agent": UA}  # fmt: skip
+    for region, event_id in (("us-ca", "in-california"), ("US-NY", "in-new-york")):
+        visit = {"event": "PageView", "event_id": event_id, "url": "https://www.shop.test/"}
+        resp = await client.post(
+            "/e", data=json.dumps(visit), headers={**headers, "X-Region": region}
+        )
+        assert resp.status == 204
+    await runtime_of(client).workers[ROUTE].drain()
+    by_id = {conversion_id(e): e for e in sandbox.recorder.accepted}
+    assert by_id["in-california"]["user"]["data_processing_options"] == {"modes": ["LDU"]}
+    assert "data_processing_options" not in by_id["in-new-york"]["user"]
+    assert by_id["in-new-york"]["type"] == {"tracking_type": "PAGE_VISIT"}
+    assert "value" not in by_id["in-new-york"]["metadata"]
