@@ -3,7 +3,11 @@
 Rules follow platforms.md §1.3 (Meta), §10.4 and §11 pitfalls 1, 12-14: stricter than Meta's
 python SDK, in the spirit of Meta's capi-param-builder. A rule set is a table field → function;
 "meta" is complete, "google" and "tiktok" reuse it and swap the email and phone rules only
-(E.164 *with* '+', and gmail/googlemail dot and '+tag' removal for Google).
+(E.164 *with* '+', and gmail/googlemail dot and '+tag' removal for Google). "reddit" takes the
+'+' phone too, its own e-mail rule (every domain: '+tag' cut, then every character of the local
+part that is not an ASCII letter or digit removed — Reddit's "Manual Advanced Matching" guide:
+``Al.ice$+Apple@Example.Com`` → ``alice@example.com``) and an external_id that is only trimmed
+(platforms.md §7).
 
 Choices worth knowing (all idempotent: a result fed back in gives itself, except the phone
 ambiguities listed under `ph`):
@@ -486,6 +490,22 @@ def _email_google(value: str, default: str | None) -> str | Dropped:
     return f"{local}@{domain}"
 
 
+_NOT_ALNUM_RE: Final = re.compile(r"[^a-z0-9]+")
+
+
+def _email_reddit(value: str, default: str | None) -> str | Dropped:
+    """Meta's email rule, then Reddit's: on every domain the local part loses its '+tag' and
+    every character but ASCII letters and digits ("Al.ice$+Apple@Example.Com" → "alice@…")."""
+    text = _email(value, default)
+    if isinstance(text, Dropped):
+        return text
+    local, domain = text.split("@")
+    local = _NOT_ALNUM_RE.sub("", local.split("+", 1)[0])
+    if not local:
+        return _NOT_EMAIL
+    return f"{local}@{domain}"
+
+
 # ---------------------------------------------------------------------------------------------
 # ph
 
@@ -838,6 +858,13 @@ def _external_id(value: str, _default: str | None) -> str | Dropped:
     return text
 
 
+def _external_id_trimmed(value: str, _default: str | None) -> str | Dropped:
+    """Trimmed only (Reddit, platforms.md §7): the id as the shop knows it, case kept."""
+    if len(value) > MAX_EXTERNAL_ID:
+        return Dropped(f"external_id longer than {MAX_EXTERNAL_ID} characters")
+    return value
+
+
 # ---------------------------------------------------------------------------------------------
 # Rule sets
 
@@ -859,6 +886,12 @@ _RULES: Final[Mapping[str, Mapping[str, _Rule]]] = {
     "meta": _META,
     "google": {**_META, "em": _email_google, "ph": _phone_plus},
     "tiktok": {**_META, "ph": _phone_plus},
+    "reddit": {
+        **_META,
+        "em": _email_reddit,
+        "ph": _phone_plus,
+        "external_id": _external_id_trimmed,
+    },
 }
 
 RULESETS: Final[tuple[str, ...]] = tuple(_RULES)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from gateway.destinations import linkedin, meta, microsoft, pinterest, snap, tiktok
+from gateway.destinations import linkedin, meta, microsoft, pinterest, reddit, snap, tiktok
 from gateway.destinations.base import Destination
 
 
@@ -26,6 +26,7 @@ DESTINATIONS: Final[dict[str, Registration]] = {
     "meta": Registration(meta.MetaSettings, meta.Meta, meta.Meta.hash_rules),
     "pinterest": Registration(pinterest.PinterestSettings, pinterest.Pinterest, "meta"),
     "microsoft": Registration(microsoft.MicrosoftSettings, microsoft.Microsoft, "meta"),
+    "reddit": Registration(reddit.RedditSettings, reddit.Reddit, reddit.Reddit.hash_rules),
     "snap": Registration(snap.SnapSettings, snap.Snap, snap.Snap.hash_rules),
     "tiktok": Registration(tiktok.TikTokSettings, tiktok.TikTok, tiktok.TikTok.hash_rules),
 }

@@ -28,6 +28,7 @@ ENV = {
     "META_ACCESS_TOKEN": "tok",
     "PINTEREST_ACCESS_TOKEN": "pin-tok",
     "MICROSOFT_CAPI_TOKEN": "ms-tok",
+    "REDDIT_ACCESS_TOKEN": "reddit-token",
     "SNAP_ACCESS_TOKEN": "snap-tok",
     "TIKTOK_ACCESS_TOKEN": "tok",
     "SIGNALGATE_ADMIN_TOKEN": "adm",

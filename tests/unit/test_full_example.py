@@ -25,6 +25,7 @@ ENV = {
     "META_ACCESS_TOKEN": "meta-token",
     "PINTEREST_ACCESS_TOKEN": "pinterest-token",
     "MICROSOFT_CAPI_TOKEN": "microsoft-token",
+    "REDDIT_ACCESS_TOKEN": "reddit-token",
     "SNAP_ACCESS_TOKEN": "snap-token",
     "TIKTOK_ACCESS_TOKEN": "tiktok-token",
     "SIGNALGATE_ADMIN_TOKEN": "admin-token-0123456789",
