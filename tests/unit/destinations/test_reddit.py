@@ -32,8 +32,11 @@ NOW = 1_735_707_600  # "event_at": 1735707600000
 PIXEL = "a2_abcdef123456"
 EMAIL_IN = "Al.ice$+Apple@Example.Com"
 EMAIL_SHA = "ff8d9819fc0e12bf0d24892e45987e249a28dce836a85cad60e28eaaa8c6d976"
-PHONE_IN = "+1 (555) 444-1234"
-PHONE_SHA = "e5b124c58580eb16bd959b8d0cac12b12c952e2ceae0203d416cff94f10b994a"  # "+15554441234"
+# Reddit's documented example is +1 (555) 444-1234; area code 555 is unassigned, and phone numbers
+# are checked against libphonenumber's plans (core/phones.py), so the same spelling with an
+# assigned area code stands in for it.
+PHONE_IN = "+1 (650) 444-1234"
+PHONE_SHA = "38b7a56d1759d14d1e15c1e4ccca49dbb458555ee150f2374253463045a0ae03"  # "+16504441234"
 EXTERNAL_IN = "customer12345"
 EXTERNAL_SHA = "a4cc2fc5adf58a029291c1514d273989113a1d05e1d753c1d0c3a848af7109cc"
 IP = "192.168.0.1"
@@ -127,7 +130,7 @@ class TestPayload:
         assert normalize("em", "John.Doe+x@GMAIL.com", "reddit") == "johndoe@gmail.com"
         assert normalize("em", "+only@example.com", "reddit") is None
         # Phone as E.164 with '+', external id only trimmed (case kept).
-        assert normalize("ph", PHONE_IN, "reddit") == "+15554441234"
+        assert normalize("ph", PHONE_IN, "reddit") == "+16504441234"
         assert normalize("external_id", "  Cust 42 ", "reddit") == "Cust 42"
         # Meta and TikTok keep the dots of a non-gmail address: the forms differ.
         assert normalize("em", EMAIL_IN, "tiktok") == "al.ice$+apple@example.com"
