@@ -9,7 +9,9 @@ from pathlib import Path
 GATEWAY = Path(__file__).resolve().parents[2] / "gateway"
 FORBIDDEN_IN_CORE = {"aiohttp", "httpx", "sqlite3", "asyncio", "socket", "time", "random", "os",
                      "uuid", "datetime.now", "threading", "subprocess"}  # fmt: skip
-PURE_THIRD_PARTY = {"orjson", "msgspec"}  # in-memory codecs only: no I/O, no clock, no randomness
+PURE_THIRD_PARTY = {"orjson", "msgspec", "phonenumbers"}
+"""In-memory codecs and the phone numbering plans (metadata shipped as Python modules): no I/O,
+no clock, no randomness."""
 
 
 def imports_of(path: Path) -> set[str]:
