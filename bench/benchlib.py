@@ -30,6 +30,30 @@ from typing import Any, Protocol, TypeVar
 ROOT = Path(__file__).resolve().parent.parent
 
 
+NGINX_HEAD = """
+{user}
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/tmp_body;
+  proxy_temp_path {dir}/tmp_proxy;
+  fastcgi_temp_path {dir}/tmp_fastcgi;
+  uwsgi_temp_path {dir}/tmp_uwsgi;
+  scgi_temp_path {dir}/tmp_scgi;
+  keepalive_requests 1000000;
+"""
+
+
+def nginx_conf(http_body: str, **values: object) -> str:
+    """Return a one-worker nginx config whose pid, logs and temp files live in `dir`, with
+    `http_body` (a format template, braces doubled) inside its `http { }` block."""
+    return (NGINX_HEAD + http_body + "}}\n").format(**values)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -60,6 +60,7 @@ from benchlib import (
     free_port,
     load_figures,
     measured,
+    nginx_conf,
     outbox_rows,
     parse_bench_args,
     run_loadgen,
@@ -102,20 +103,6 @@ api_base = "http://127.0.0.1:9"
 """
 
 NGINX_CONF = """
-{user}
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/tmp_body;
-  proxy_temp_path {dir}/tmp_proxy;
-  fastcgi_temp_path {dir}/tmp_fastcgi;
-  uwsgi_temp_path {dir}/tmp_uwsgi;
-  scgi_temp_path {dir}/tmp_scgi;
-  keepalive_requests 1000000;
   keepalive_timeout 75s;
   upstream gateway {{
     server 127.0.0.1:{upstream};
@@ -136,7 +123,6 @@ http {{
       proxy_set_header X-Forwarded-Proto https;
     }}
   }}
-}}
 """
 
 LUA = """
@@ -187,7 +173,9 @@ def start_nginx(
     conf = base / "nginx.conf"
     user = "user root;" if os.geteuid() == 0 else ""
     conf.write_text(
-        NGINX_CONF.format(user=user, dir=base, port=port, upstream=upstream, cert=cert, key=key)
+        nginx_conf(
+            NGINX_CONF, user=user, dir=base, port=port, upstream=upstream, cert=cert, key=key
+        )
     )
     return Server("nginx", [nginx, "-c", str(conf), "-p", str(base)], cpu, port, workdir, source)
 

@@ -69,6 +69,7 @@ from benchlib import (
     children_cpu,
     fmt,
     free_port,
+    nginx_conf,
     pinned,
     snapshot_source,
     wait_quiet,
@@ -234,20 +235,6 @@ def start_cdn(workdir: Path, source: Path, cpu: int | None) -> Server:
 
 
 NGINX_CONF = """
-{user}
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/tmp_body;
-  proxy_temp_path {dir}/tmp_proxy;
-  fastcgi_temp_path {dir}/tmp_fastcgi;
-  uwsgi_temp_path {dir}/tmp_uwsgi;
-  scgi_temp_path {dir}/tmp_scgi;
-  keepalive_requests 1000000;
   sendfile on;
   tcp_nopush on;
   server {{
@@ -261,25 +248,10 @@ http {{
       add_header X-Content-Type-Options nosniff;
     }}
   }}
-}}
 """
 
 
 HITS_NGINX_CONF = """
-{user}
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/tmp_body;
-  proxy_temp_path {dir}/tmp_proxy;
-  fastcgi_temp_path {dir}/tmp_fastcgi;
-  uwsgi_temp_path {dir}/tmp_uwsgi;
-  scgi_temp_path {dir}/tmp_scgi;
-  keepalive_requests 1000000;
   keepalive_timeout 75s;
   server {{
     listen 127.0.0.1:{port};
@@ -294,7 +266,6 @@ http {{
     location = /g/collect {{ return 204; }}
     location / {{ return 404; }}
   }}
-}}
 """
 GIF = (
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00"
@@ -318,7 +289,7 @@ def start_hits_nginx(workdir: Path, cpu: int | None) -> Server:
     port = free_port()
     user = "user root;" if os.geteuid() == 0 else ""
     conf = base / "nginx.conf"
-    conf.write_text(HITS_NGINX_CONF.format(user=user, dir=base, port=port))
+    conf.write_text(nginx_conf(HITS_NGINX_CONF, user=user, dir=base, port=port))
     cmd = [_nginx_binary(), "-c", str(conf), "-p", str(base)]
     return Server("nginx-hits", cmd, cpu, port, workdir, stop_signal=signal.SIGQUIT)
 
@@ -333,7 +304,7 @@ def start_nginx(workdir: Path, plain: bytes, gz: bytes, cpu: int | None) -> Serv
     port = free_port()
     user = "user root;" if os.geteuid() == 0 else ""  # workers read a 0700 temporary directory
     conf = base / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, dir=base, port=port))
+    conf.write_text(nginx_conf(NGINX_CONF, user=user, dir=base, port=port))
     cmd = [nginx, "-c", str(conf), "-p", str(base)]
     return Server("nginx", cmd, cpu, port, workdir, stop_signal=signal.SIGQUIT)
 
