@@ -15,7 +15,6 @@ HTTP `error_status`). `reject_event_ids` makes those events invalid (40002).
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import random
 import re
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, loads_strict, retry_after_header
 
 __all__ = [
     "STANDARD_EVENTS",
@@ -101,10 +100,6 @@ def _bad_field(index: int, path: str, problem: str) -> _Rejected:
     return _Rejected(CODE_INVALID_PARAMS, f"Invalid parameters: data[{index}].{path}: {problem}")
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _is_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -113,8 +108,10 @@ def _is_number(value: object) -> bool:
     )
 
 
-class TikTokSandbox:
+class TikTokSandbox(SandboxBase):
     """An in-process emulator of TikTok's Events API 2.0 with fault injection and a recorder."""
+
+    page_title = "TikTok Events API sandbox"
 
     def __init__(
         self,
@@ -130,59 +127,16 @@ class TikTokSandbox:
         )
         self.clock = clock
         self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(seed=seed)
         self._ids = random.Random(f"tiktok-{seed}")
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[TIKTOK_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post(r"/open_api/{version:v\d+\.\d+}/event/track/", self._handle_track)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("TikTok Events API sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the Events API endpoint
 
@@ -403,7 +357,7 @@ def _check_properties(index: int, properties: object) -> None:
 
 def _try_loads(raw: bytes) -> object:
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return loads_strict(raw)
     except (ValueError, UnicodeDecodeError):
         return None
 
