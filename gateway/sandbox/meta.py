@@ -13,7 +13,6 @@ Errors without a meaningful subcode carry `"error_subcode": null`.
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import random
 import re
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, loads_strict, retry_after_header
 
 __all__ = [
     "ACTION_SOURCES",
@@ -217,16 +216,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _loads(text: str | bytes) -> object:
-    return json.loads(text, parse_constant=_reject_constant)
-
-
-class MetaSandbox:
+class MetaSandbox(SandboxBase):
     """An in-process emulator of Meta's Conversions API with fault injection and a recorder."""
+
+    page_title = "Meta CAPI sandbox"
 
     def __init__(
         self,
@@ -242,9 +235,7 @@ class MetaSandbox:
         )
         self.clock = clock
         self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(seed=seed)
         self._trace_rng = random.Random(f"fbtrace-{seed}")
 
     # ------------------------------------------------------------------ app wiring
@@ -253,51 +244,10 @@ class MetaSandbox:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[META_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post(r"/{version:v\d+\.\d+}/{pixel_id:\d+}/events", self._handle_events)
         app.router.add_post(r"/{version:v\d+\.\d+}/{pixel_id}/events", self._handle_unknown_pixel)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Meta CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = _loads(await request.read())
-        except ValueError:
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoint
 
@@ -415,7 +365,7 @@ class MetaSandbox:
                 raw = await request.read()
                 if raw.strip():
                     try:
-                        body = _loads(raw)
+                        body = loads_strict(raw)
                     except (ValueError, UnicodeDecodeError):
                         raise _invalid("The request body is not valid JSON.") from None
                     if not isinstance(body, dict):
@@ -682,7 +632,7 @@ def _decode_data(data: object) -> object:
     """Decode `data` sent as a JSON string and SDK-style per-event JSON strings."""
     if isinstance(data, str):
         try:
-            data = _loads(data)
+            data = loads_strict(data)
         except ValueError:
             raise _invalid("The parameter data must be a JSON-encoded array.") from None
     if isinstance(data, list):
@@ -690,7 +640,7 @@ def _decode_data(data: object) -> object:
         for index, item in enumerate(data):
             if isinstance(item, str):
                 try:
-                    item = _loads(item)
+                    item = loads_strict(item)
                 except ValueError:
                     raise _invalid(f"Event data[{index}] is not valid JSON.") from None
             decoded.append(item)

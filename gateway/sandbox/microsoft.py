@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import json
 import math
 import re
 import time
@@ -33,7 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, read_json, retry_after_header
 
 __all__ = ["MICROSOFT_SANDBOX", "MicrosoftSandbox", "create_app"]
 
@@ -98,10 +97,6 @@ class _Invalid(Exception):
         self.code = code
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _is_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -110,8 +105,10 @@ def _is_number(value: object) -> bool:
     )
 
 
-class MicrosoftSandbox:
+class MicrosoftSandbox(SandboxBase):
     """An in-process emulator of the UET Conversions API with fault injection and a recorder."""
+
+    page_title = "Microsoft UET CAPI sandbox"
 
     def __init__(
         self,
@@ -130,59 +127,16 @@ class MicrosoftSandbox:
         self.clock = clock
         self.max_batch = max_batch
         self.partial_status = partial_status
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(seed=seed)
         self._traces = itertools.count(1)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[MICROSOFT_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/v1/{tag_id}/events", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Microsoft UET CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoint
 
@@ -421,16 +375,13 @@ def _check_custom_data(custom: object) -> None:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(
+    return await read_json(
+        request,
+        too_large=lambda: _Rejected(
             413, "PayloadTooLarge", f"The request body exceeds {CLIENT_MAX_SIZE} bytes."
-        ) from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _Rejected(400, "InvalidRequest", "The request body is not valid JSON.") from None
+        ),
+        invalid=lambda: _Rejected(400, "InvalidRequest", "The request body is not valid JSON."),
+    )
 
 
 def _event_id(event: object) -> str | None:

@@ -25,7 +25,6 @@ The seven-day age limit is the one integrators state (Pinterest does not publish
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 import time
@@ -35,7 +34,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, read_json, retry_after_header
 
 __all__ = [
     "ACTION_SOURCES",
@@ -137,16 +136,14 @@ def _invalid(message: str) -> _Rejected:
     return _Rejected(400, 4196, message)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class PinterestSandbox:
+class PinterestSandbox(SandboxBase):
     """An in-process emulator of Pinterest's API for Conversions with faults and a recorder."""
+
+    page_title = "Pinterest API for Conversions sandbox"
 
     def __init__(
         self,
@@ -166,58 +163,15 @@ class PinterestSandbox:
         )
         self.clock = clock
         self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(seed=seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[PINTEREST_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Pinterest API for Conversions sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the events endpoint
 
@@ -452,14 +406,13 @@ def _is_decimal(value: object) -> bool:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(413, 4196, f"The request body exceeds {CLIENT_MAX_SIZE} bytes.") from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("The request body is not valid JSON.") from None
+    return await read_json(
+        request,
+        too_large=lambda: _Rejected(
+            413, 4196, f"The request body exceeds {CLIENT_MAX_SIZE} bytes."
+        ),
+        invalid=lambda: _invalid("The request body is not valid JSON."),
+    )
 
 
 def _event_ids(raw: object) -> list[str]:

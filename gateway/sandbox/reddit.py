@@ -29,7 +29,6 @@ a 401, ``reject_event_ids`` refuses a request holding an event with that ``conve
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, read_json, retry_after_header
 
 __all__ = [
     "ACTION_SOURCES",
@@ -100,10 +99,6 @@ class _Rejected(Exception):
         return {"error": {"code": self.status, "message": self.message}}
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _is_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -116,8 +111,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class RedditSandbox:
+class RedditSandbox(SandboxBase):
     """An in-process emulator of Reddit's Conversions API v3 with fault injection and a recorder."""
+
+    page_title = "Reddit CAPI sandbox"
 
     def __init__(
         self,
@@ -138,58 +135,15 @@ class RedditSandbox:
         self.clock = clock
         self.max_batch = max_batch
         self.throttle_default_agents = throttle_default_agents
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(seed=seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[REDDIT_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/api/v3/pixels/{pixel_id}/conversion_events", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Reddit CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoint
 
@@ -458,14 +412,11 @@ def _options_problems(path: str, value: object) -> list[str]:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(413, f"The request body exceeds {CLIENT_MAX_SIZE} bytes.") from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _Rejected(400, "JSON error: the request body is not valid JSON") from None
+    return await read_json(
+        request,
+        too_large=lambda: _Rejected(413, f"The request body exceeds {CLIENT_MAX_SIZE} bytes."),
+        invalid=lambda: _Rejected(400, "JSON error: the request body is not valid JSON"),
+    )
 
 
 def _conversion_ids(raw: object) -> list[str]:

@@ -17,7 +17,6 @@ sends none, §3.1; the ``retry_after`` knob is ignored), ``error_rate``/``error_
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 import time
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page
+from .base import Fault, SandboxBase, read_json
 
 __all__ = ["ACTION_SOURCES", "SNAP_EVENTS", "SNAP_SANDBOX", "SnapSandbox", "create_app"]
 
@@ -117,10 +116,6 @@ def _event_error(index: int, path: str, problem: str, code: str = "INVALID_FIELD
     )
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _is_number(value: object) -> bool:
     return (
         isinstance(value, int | float)
@@ -133,8 +128,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class SnapSandbox:
+class SnapSandbox(SandboxBase):
     """An in-process emulator of Snap's Conversions API v3 with fault injection and a recorder."""
+
+    page_title = "Snap CAPI sandbox"
 
     def __init__(
         self,
@@ -150,59 +147,16 @@ class SnapSandbox:
         )
         self.clock = clock
         self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(seed=seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[SNAP_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/v3/{pixel_id}/events", self._handle_events)
         app.router.add_post("/v3/{pixel_id}/events/validate", self._handle_validate)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Snap CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoints
 
@@ -405,14 +359,11 @@ def _check_custom_data(index: int, custom: object, *, purchase: bool) -> None:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413) from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _request_error("The request body is not valid JSON.") from None
+    return await read_json(
+        request,
+        too_large=lambda: _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413),
+        invalid=lambda: _request_error("The request body is not valid JSON."),
+    )
 
 
 def _event_ids(raw: object) -> list[str]:
