@@ -34,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import string_ids
 
 __all__ = ["ID_TYPES", "LINKEDIN_SANDBOX", "LinkedInSandbox", "create_app"]
 
@@ -219,12 +220,7 @@ class LinkedInSandbox(SandboxBase):
 
 
 def _event_ids(raw: object, batch: bool) -> list[str]:
-    items = raw.get("elements") if batch and isinstance(raw, dict) else [raw]
-    if not isinstance(items, list):
-        return []
-    return [
-        e["eventId"] for e in items if isinstance(e, dict) and isinstance(e.get("eventId"), str)
-    ]
+    return string_ids(raw.get("elements") if batch and isinstance(raw, dict) else [raw], "eventId")
 
 
 def _elements(raw: object, batch: bool) -> list[dict[str, Any]]:

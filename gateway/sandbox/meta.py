@@ -12,8 +12,6 @@ Errors without a meaningful subcode carry `"error_subcode": null`.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import random
 import re
 import string
@@ -21,11 +19,11 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, loads_strict, retry_after_header
+from .values import is_http_url, is_int, is_ip, is_number, string_ids
 
 __all__ = [
     "ACTION_SOURCES",
@@ -202,18 +200,6 @@ def _server_error(status: int) -> MetaError:
         user_msg="A temporary error occurred; retry the request.",
         transient=True,
     )
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class MetaSandbox(SandboxBase):
@@ -437,7 +423,7 @@ class MetaSandbox(SandboxBase):
         if action_source == "website":
             if url is None:
                 raise _bad_field(index, "event_source_url", "required for website events")
-            if not _is_http_url(url):
+            if not is_http_url(url):
                 raise _bad_field(index, "event_source_url", "must be an absolute http(s) URL")
         elif url is not None and not isinstance(url, str):
             raise _bad_field(index, "event_source_url", "must be a string")
@@ -497,7 +483,7 @@ def _check_processing_options(index: int, event: Mapping[str, object]) -> None:
         raise _bad_field(index, "data_processing_options", "must be an array of strings")
     for key in ("data_processing_options_country", "data_processing_options_state"):
         value = event.get(key)
-        if value is not None and not _is_int(value):
+        if value is not None and not is_int(value):
             raise _bad_field(index, key, "must be an integer")
 
 
@@ -522,7 +508,7 @@ def _check_user_data(index: int, user_data: object, *, website: bool) -> None:
                 )
     if "client_ip_address" in present:
         ip = user_data["client_ip_address"]
-        if not isinstance(ip, str) or not _is_ip(ip):
+        if not isinstance(ip, str) or not is_ip(ip):
             raise _bad_field(
                 index, "user_data.client_ip_address", "must be a valid IPv4 or IPv6 address"
             )
@@ -532,7 +518,7 @@ def _check_user_data(index: int, user_data: object, *, website: bool) -> None:
             raise _bad_field(index, "user_data.client_user_agent", "must be a non-empty string")
     for key in sorted(present & (PLAIN_KEYS - {"fbc", "fbp", "client_ip_address"})):
         value = user_data[key]
-        if not (isinstance(value, str) and value) and not _is_int(value):
+        if not (isinstance(value, str) and value) and not is_int(value):
             raise _bad_field(index, f"user_data.{key}", "must be a non-empty string")
 
     if website and "client_user_agent" not in present:
@@ -588,7 +574,7 @@ def _check_custom_data(index: int, custom_data: object, *, purchase: bool) -> No
     value = custom_data.get("value")
     if value is None and purchase:
         raise _bad_field(index, "custom_data.value", "required for Purchase")
-    if value is not None and not _is_number(value):
+    if value is not None and not is_number(value):
         raise _bad_field(index, "custom_data.value", "must be a number")
     currency = custom_data.get("currency")
     if currency is None and purchase:
@@ -600,7 +586,7 @@ def _check_custom_data(index: int, custom_data: object, *, purchase: bool) -> No
     content_ids = custom_data.get("content_ids")
     if content_ids is not None and (
         not isinstance(content_ids, list)
-        or not all((isinstance(c, str) and c) or _is_int(c) for c in content_ids)
+        or not all((isinstance(c, str) and c) or is_int(c) for c in content_ids)
     ):
         raise _bad_field(index, "custom_data.content_ids", "must be an array of ids")
     contents = custom_data.get("contents")
@@ -612,16 +598,16 @@ def _check_custom_data(index: int, custom_data: object, *, purchase: bool) -> No
             if not isinstance(item, dict):
                 raise _bad_field(index, path, "must be an object")
             item_id = item.get("id")
-            if not ((isinstance(item_id, str) and item_id) or _is_int(item_id)):
+            if not ((isinstance(item_id, str) and item_id) or is_int(item_id)):
                 raise _bad_field(index, f"{path}.id", "required")
             quantity = item.get("quantity")
-            if quantity is not None and not _is_int(quantity):
+            if quantity is not None and not is_int(quantity):
                 raise _bad_field(index, f"{path}.quantity", "must be an integer")
             price = item.get("item_price")
-            if price is not None and not _is_number(price):
+            if price is not None and not is_number(price):
                 raise _bad_field(index, f"{path}.item_price", "must be a number")
     num_items = custom_data.get("num_items")
-    if num_items is not None and not _is_int(num_items):
+    if num_items is not None and not is_int(num_items):
         raise _bad_field(index, "custom_data.num_items", "must be an integer")
 
 
@@ -651,16 +637,9 @@ def _decode_data(data: object) -> object:
 def _event_ids(data: object) -> list[str]:
     """Best-effort list of the event_ids in a (possibly invalid) `data` parameter."""
     try:
-        decoded = _decode_data(data)
+        return string_ids(_decode_data(data), "event_id")
     except _Rejected:
         return []
-    if not isinstance(decoded, list):
-        return []
-    return [
-        item["event_id"]
-        for item in decoded
-        if isinstance(item, dict) and isinstance(item.get("event_id"), str)
-    ]
 
 
 def _optional_str(params: Mapping[str, object], key: str) -> str | None:
@@ -675,25 +654,6 @@ def _bearer(header: str) -> str:
     if scheme.lower() in ("bearer", "oauth"):
         return credentials.strip()
     return ""
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(host)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 META_SANDBOX = web.AppKey("meta_sandbox", MetaSandbox)

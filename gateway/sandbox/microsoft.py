@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import is_http_url, is_number, string_ids
 
 __all__ = ["MICROSOFT_SANDBOX", "MicrosoftSandbox", "create_app"]
 
@@ -95,14 +94,6 @@ class _Invalid(Exception):
         self.path = path
         self.problem = problem
         self.code = code
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
 
 
 class MicrosoftSandbox(SandboxBase):
@@ -265,7 +256,7 @@ class MicrosoftSandbox(SandboxBase):
         if kind == "pageLoad" and url is None:
             raise _Invalid("eventSourceUrl", "required for pageLoad events", "Required")
         for key in ("eventSourceUrl", "referrerUrl"):
-            if event.get(key) is not None and not _is_http_url(event.get(key)):
+            if event.get(key) is not None and not is_http_url(event.get(key)):
                 raise _Invalid(key, "must be an absolute http(s) URL")
         consent = event.get("adStorageConsent")
         if consent is not None and consent not in ("G", "D"):
@@ -345,7 +336,7 @@ def _check_custom_data(custom: object) -> None:
         if not isinstance(custom[key], str):
             raise _Invalid(f"customData.{key}", "must be a string")
     for key in sorted(CUSTOM_NUMBERS & set(custom)):
-        if not _is_number(custom[key]):
+        if not is_number(custom[key]):
             raise _Invalid(f"customData.{key}", "must be a number")
     currency = custom.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
@@ -367,7 +358,7 @@ def _check_custom_data(custom: object) -> None:
             raise _Invalid(path, "must be an object with a string id")
         if set(item) - {"id", "name", "price", "quantity"}:
             raise _Invalid(path, "only id, name, price and quantity are allowed")
-        if item.get("price") is not None and not _is_number(item["price"]):
+        if item.get("price") is not None and not is_number(item["price"]):
             raise _Invalid(f"{path}.price", "must be a number")
         quantity = item.get("quantity")
         if quantity is not None and (not isinstance(quantity, int) or isinstance(quantity, bool)):
@@ -391,20 +382,7 @@ def _event_id(event: object) -> str | None:
 
 
 def _event_ids(raw: object) -> list[str]:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [i for e in data if (i := _event_id(e)) is not None]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return string_ids(raw.get("data") if isinstance(raw, dict) else None, "eventId")
 
 
 MICROSOFT_SANDBOX = web.AppKey("microsoft_sandbox", MicrosoftSandbox)

@@ -30,11 +30,11 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import is_http_url, is_int, string_ids
 
 __all__ = [
     "ACTION_SOURCES",
@@ -134,10 +134,6 @@ class _Failed(Exception):
 
 def _invalid(message: str) -> _Rejected:
     return _Rejected(400, 4196, message)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class PinterestSandbox(SandboxBase):
@@ -292,7 +288,7 @@ class PinterestSandbox(SandboxBase):
         if not (isinstance(event_id, str) and event_id.strip()):
             raise _Failed(f"data[{index}].event_id: required, a non-empty string")
         url = event.get("event_source_url")
-        if (url is not None or source == "web") and not _is_http_url(url):
+        if (url is not None or source == "web") and not is_http_url(url):
             raise _Failed(f"data[{index}].event_source_url: an absolute URL for web events")
         if "opt_out" in event and not isinstance(event["opt_out"], bool):
             raise _Failed(f"data[{index}].opt_out: must be a boolean")
@@ -315,7 +311,7 @@ def _fault_error(fault: Fault, error_status: int) -> _Rejected:
 
 def _check_time(index: int, value: object, now: float) -> None:
     path = f"data[{index}].event_time"
-    if not _is_int(value) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or not isinstance(value, int) or value <= 0:
         raise _Failed(f"{path}: required, a positive Unix time in seconds")
     if value >= MS_THRESHOLD:
         raise _Failed(f"{path}: looks like milliseconds; send seconds")
@@ -387,12 +383,12 @@ def _check_custom_data(index: int, custom: object) -> None:
             where = f"{path}.contents[{position}]"
             if not isinstance(item, dict) or set(item) - CONTENT_KEYS:
                 raise _Failed(f"{where}: must be an object with only the documented fields")
-            if item.get("quantity") is not None and not _is_int(item["quantity"]):
+            if item.get("quantity") is not None and not is_int(item["quantity"]):
                 raise _Failed(f"{where}.quantity: must be an integer")
             if item.get("item_price") is not None and not _is_decimal(item["item_price"]):
                 raise _Failed(f"{where}.item_price: must be a decimal number sent as a string")
     num_items = custom.get("num_items")
-    if num_items is not None and not _is_int(num_items):
+    if num_items is not None and not is_int(num_items):
         raise _Failed(f"{path}.num_items: must be an integer")
 
 
@@ -416,22 +412,7 @@ async def _read(request: web.Request) -> object:
 
 
 def _event_ids(raw: object) -> list[str]:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [
-        e["event_id"] for e in data if isinstance(e, dict) and isinstance(e.get("event_id"), str)
-    ]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return string_ids(raw.get("data") if isinstance(raw, dict) else None, "event_id")
 
 
 PINTEREST_SANDBOX = web.AppKey("pinterest_sandbox", PinterestSandbox)

@@ -29,7 +29,6 @@ a 401, ``reject_event_ids`` refuses a request holding an event with that ``conve
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -38,6 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import is_int, is_number
 
 __all__ = [
     "ACTION_SOURCES",
@@ -97,18 +97,6 @@ class _Rejected(Exception):
     @property
     def body(self) -> dict[str, Any]:
         return {"error": {"code": self.status, "message": self.message}}
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class RedditSandbox(SandboxBase):
@@ -284,7 +272,7 @@ def _fault_error(fault: Fault, error_status: int) -> _Rejected:
 
 
 def _time_problems(at: str, value: object, now_ms: float) -> list[str]:
-    if not _is_int(value) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or not isinstance(value, int) or value <= 0:
         return [f"{at}.event_at: required, an integer Unix time in milliseconds"]
     if value < MIN_MS:
         return [f"{at}.event_at: looks like seconds; send milliseconds"]
@@ -329,13 +317,13 @@ def _metadata_problems(at: str, value: object, tracking: str | None) -> list[str
     if conversion_id is not None and not (isinstance(conversion_id, str) and conversion_id):
         problems.append(f"{path}.conversion_id: must be a non-empty string")
     amount = value.get("value")
-    if amount is not None and not _is_number(amount):
+    if amount is not None and not is_number(amount):
         problems.append(f"{path}.value: must be a number")
     currency = value.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
         problems.append(f"{path}.currency: must be an upper-case ISO 4217 code")
     count = value.get("item_count")
-    if count is not None and not (_is_int(count) and isinstance(count, int) and count >= 0):
+    if count is not None and not (is_int(count) and isinstance(count, int) and count >= 0):
         problems.append(f"{path}.item_count: must be a non-negative integer")
     if tracking in NO_VALUE_TYPES:
         for key in ("value", "currency", "item_count"):
@@ -360,9 +348,9 @@ def _product_problems(path: str, item: object) -> list[str]:
     for key in ("name", "category"):
         if item.get(key) is not None and not isinstance(item[key], str):
             problems.append(f"{path}.{key}: must be a string")
-    if item.get("quantity") is not None and not _is_int(item["quantity"]):
+    if item.get("quantity") is not None and not is_int(item["quantity"]):
         problems.append(f"{path}.quantity: must be an integer")
-    if item.get("item_price") is not None and not _is_number(item["item_price"]):
+    if item.get("item_price") is not None and not is_number(item["item_price"]):
         problems.append(f"{path}.item_price: must be a number")
     return problems
 
@@ -388,7 +376,7 @@ def _user_problems(at: str, user: object) -> list[str]:
         elif key == "data_processing_options":
             problems.extend(_options_problems(f"{path}.{key}", value))
         elif key == "screen_dimensions":
-            ok = isinstance(value, dict) and all(_is_int(value.get(k)) for k in ("width", "height"))
+            ok = isinstance(value, dict) and all(is_int(value.get(k)) for k in ("width", "height"))
             if not ok:
                 problems.append(f"{path}.screen_dimensions: expected integer width and height")
         else:

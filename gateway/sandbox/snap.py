@@ -17,16 +17,15 @@ sends none, §3.1; the ``retry_after`` knob is ignored), ``error_rate``/``error_
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json
+from .values import is_http_url, is_int, is_number, string_ids
 
 __all__ = ["ACTION_SOURCES", "SNAP_EVENTS", "SNAP_SANDBOX", "SnapSandbox", "create_app"]
 
@@ -114,18 +113,6 @@ def _event_error(index: int, path: str, problem: str, code: str = "INVALID_FIELD
             "errors": {"codes": [code], "error_msgs": [f"data[{index}].{path}: {problem}"]},
         },
     )
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class SnapSandbox(SandboxBase):
@@ -242,7 +229,7 @@ class SnapSandbox(SandboxBase):
         if event_id is not None and not (isinstance(event_id, str) and event_id):
             raise _event_error(index, "event_id", "must be a non-empty string")
         url = event.get("event_source_url")
-        if source == "WEB" and not _is_http_url(url):
+        if source == "WEB" and not is_http_url(url):
             raise _event_error(index, "event_source_url", "an absolute URL is required for WEB")
         options = event.get("data_processing_options")
         if options is not None and (
@@ -326,7 +313,7 @@ def _check_custom_data(index: int, custom: object, *, purchase: bool) -> None:
     if not isinstance(custom, dict):
         raise _event_error(index, "custom_data", "must be an object")
     value = custom.get("value")
-    if value is not None and not _is_number(value):
+    if value is not None and not is_number(value):
         raise _event_error(index, "custom_data.value", "must be a number")
     currency = custom.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
@@ -344,12 +331,12 @@ def _check_custom_data(index: int, custom: object, *, purchase: bool) -> None:
             path = f"custom_data.contents[{position}]"
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                 raise _event_error(index, path, "must be an object with a string id")
-            if item.get("quantity") is not None and not _is_int(item["quantity"]):
+            if item.get("quantity") is not None and not is_int(item["quantity"]):
                 raise _event_error(index, f"{path}.quantity", "must be an integer")
-            if item.get("item_price") is not None and not _is_number(item["item_price"]):
+            if item.get("item_price") is not None and not is_number(item["item_price"]):
                 raise _event_error(index, f"{path}.item_price", "must be a number")
     num_items = custom.get("num_items")
-    if num_items is not None and not _is_int(num_items):
+    if num_items is not None and not is_int(num_items):
         raise _event_error(index, "custom_data.num_items", "must be an integer")
     fields = custom.get("custom_fields")
     if fields is not None and (
@@ -367,22 +354,7 @@ async def _read(request: web.Request) -> object:
 
 
 def _event_ids(raw: object) -> list[str]:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [
-        e["event_id"] for e in data if isinstance(e, dict) and isinstance(e.get("event_id"), str)
-    ]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return string_ids(raw.get("data") if isinstance(raw, dict) else None, "event_id")
 
 
 SNAP_SANDBOX = web.AppKey("snap_sandbox", SnapSandbox)

@@ -14,18 +14,16 @@ HTTP `error_status`). `reject_event_ids` makes those events invalid (40002).
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import random
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, loads_strict, retry_after_header
+from .values import is_http_url, is_ip, is_number, string_ids
 
 __all__ = [
     "STANDARD_EVENTS",
@@ -98,14 +96,6 @@ class _Rejected(Exception):
 
 def _bad_field(index: int, path: str, problem: str) -> _Rejected:
     return _Rejected(CODE_INVALID_PARAMS, f"Invalid parameters: data[{index}].{path}: {problem}")
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
 
 
 class TikTokSandbox(SandboxBase):
@@ -247,9 +237,9 @@ class TikTokSandbox(SandboxBase):
         if page is not None and not isinstance(page, dict):
             raise _bad_field(index, "page", "must be an object")
         page = page or {}
-        if web and not _is_http_url(page.get("url")):
+        if web and not is_http_url(page.get("url")):
             raise _bad_field(index, "page.url", "web events need an absolute http(s) URL")
-        if page.get("referrer") is not None and not _is_http_url(page.get("referrer")):
+        if page.get("referrer") is not None and not is_http_url(page.get("referrer")):
             raise _bad_field(index, "page.referrer", "must be an absolute http(s) URL")
         _check_properties(index, event.get("properties"))
         ldu = event.get("limited_data_use")
@@ -314,7 +304,7 @@ def _check_user(index: int, user: object) -> None:
         elif key in PLAIN_USER_KEYS:
             if not isinstance(value, str) or not value:
                 raise _bad_field(index, path, "must be a non-empty string")
-            if key == "ip" and not _is_ip(value):
+            if key == "ip" and not is_ip(value):
                 raise _bad_field(index, path, "must be an IPv4 or IPv6 address")
             if key == "ttp" and not _TTP.fullmatch(value):
                 raise _bad_field(index, path, "is not a _ttp cookie value")
@@ -328,7 +318,7 @@ def _check_properties(index: int, properties: object) -> None:
     if not isinstance(properties, dict):
         raise _bad_field(index, "properties", "must be an object")
     value = properties.get("value")
-    if value is not None and not _is_number(value):
+    if value is not None and not is_number(value):
         raise _bad_field(index, "properties.value", "must be a number")
     currency = properties.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
@@ -346,7 +336,7 @@ def _check_properties(index: int, properties: object) -> None:
             where = f"properties.contents[{i}]"
             if not isinstance(item, dict) or not isinstance(item.get("content_id"), str):
                 raise _bad_field(index, where, "needs a content_id string")
-            if item.get("price") is not None and not _is_number(item["price"]):
+            if item.get("price") is not None and not is_number(item["price"]):
                 raise _bad_field(index, f"{where}.price", "must be a number")
             quantity = item.get("quantity")
             if quantity is not None and (
@@ -363,30 +353,7 @@ def _try_loads(raw: bytes) -> object:
 
 
 def _event_ids(doc: object) -> list[str]:
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [
-        e["event_id"] for e in data if isinstance(e, dict) and isinstance(e.get("event_id"), str)
-    ]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    return string_ids(doc.get("data") if isinstance(doc, dict) else None, "event_id")
 
 
 TIKTOK_SANDBOX = web.AppKey("tiktok_sandbox", TikTokSandbox)
