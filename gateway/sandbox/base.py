@@ -14,7 +14,7 @@ import html
 import json
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -256,18 +256,35 @@ async def read_json(
 class SandboxBase:
     """The control surface every platform emulator shares.
 
-    Owns `faults`, `recorder` and the fault injector, and serves `GET /` (viewer page),
-    `GET /_sandbox/events`, `GET`/`POST /_sandbox/faults` and `POST /_sandbox/reset`.
+    Owns `access_tokens`, `clock`, `max_batch`, `faults`, `recorder` and the fault injector,
+    and serves `GET /` (viewer page), `GET /_sandbox/events`, `GET`/`POST /_sandbox/faults` and
+    `POST /_sandbox/reset`.
     A subclass sets `page_title` and adds its platform routes next to `add_control_routes`.
     """
 
     page_title: ClassVar[str] = "Sandbox"
 
-    def __init__(self, *, seed: int = 0) -> None:
-        """Create default fault knobs, an empty recorder and an injector seeded with `seed`."""
+    def __init__(
+        self,
+        *,
+        access_tokens: Collection[str] | None,
+        clock: Callable[[], float],
+        seed: int,
+        max_batch: int,
+    ) -> None:
+        """Keep the accepted tokens (None: any), clock and batch cap; start faults and recorder."""
+        self.access_tokens: frozenset[str] | None = (
+            None if access_tokens is None else frozenset(access_tokens)
+        )
+        self.clock = clock
+        self.max_batch = max_batch
         self.faults = Faults()
         self.recorder = Recorder()
         self._injector = FaultInjector(self.faults, seed)
+
+    def accepts_token(self, token: str) -> bool:
+        """True when `token` is one of `access_tokens` (or any token is accepted)."""
+        return self.access_tokens is None or token in self.access_tokens
 
     def add_control_routes(self, app: web.Application) -> None:
         """Register the five sandbox control routes on `app`."""

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
-from .values import string_ids
+from .values import bearer_token, string_ids
 
 __all__ = ["ID_TYPES", "LINKEDIN_SANDBOX", "LinkedInSandbox", "create_app"]
 
@@ -97,14 +97,9 @@ class LinkedInSandbox(SandboxBase):
         max_batch: int = MAX_BATCH,
     ) -> None:
         """Configure accepted tokens and rule ids (None: any), sunset versions, clock, seed."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.rules: frozenset[str] | None = None if rules is None else frozenset(rules)
         self.sunset_versions = frozenset(sunset_versions)
-        self.clock = clock
-        self.max_batch = max_batch
-        super().__init__(seed=seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
@@ -190,11 +185,10 @@ class LinkedInSandbox(SandboxBase):
         )
 
     def _check_headers(self, request: web.Request) -> None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, "Empty oauth2 access token", "EMPTY_ACCESS_TOKEN", 65602)
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600)
         version = request.headers.get("LinkedIn-Version", "")
         if not _VERSION.fullmatch(version):

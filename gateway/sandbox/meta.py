@@ -216,12 +216,7 @@ class MetaSandbox(SandboxBase):
         max_batch: int = 1000,
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
-        super().__init__(seed=seed)
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self._trace_rng = random.Random(f"fbtrace-{seed}")
 
     # ------------------------------------------------------------------ app wiring
@@ -376,7 +371,7 @@ class MetaSandbox(SandboxBase):
             token = _bearer(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(_TOKEN_MISSING)
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(_TOKEN_INVALID)
 
     def _parse_data(self, params: Mapping[str, object]) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
-from .values import is_http_url, is_number, string_ids
+from .values import bearer_token, is_http_url, is_number, string_ids
 
 __all__ = ["MICROSOFT_SANDBOX", "MicrosoftSandbox", "create_app"]
 
@@ -112,13 +112,8 @@ class MicrosoftSandbox(SandboxBase):
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed, batch cap and
         the HTTP status of an answer that lists bad events beside ingested ones."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.partial_status = partial_status
-        super().__init__(seed=seed)
         self._traces = itertools.count(1)
 
     def app(self) -> web.Application:
@@ -204,11 +199,10 @@ class MicrosoftSandbox(SandboxBase):
         )
 
     def _check_token(self, request: web.Request) -> None:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, "Unauthorized", "Missing bearer token.")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, "Unauthorized", "Invalid or expired token.")
 
     def _parse_envelope(self, raw: object) -> tuple[list[dict[str, Any]], bool]:

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
-from .values import is_http_url, is_int, string_ids
+from .values import bearer_token, is_http_url, is_int, string_ids
 
 __all__ = [
     "ACTION_SOURCES",
@@ -151,15 +151,10 @@ class PinterestSandbox(SandboxBase):
         max_batch: int = MAX_BATCH,
     ) -> None:
         """Set the accepted tokens and ad accounts (None: any), clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.ad_accounts: frozenset[str] | None = (
             None if ad_accounts is None else frozenset(ad_accounts)
         )
-        self.clock = clock
-        self.max_batch = max_batch
-        super().__init__(seed=seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
@@ -241,11 +236,10 @@ class PinterestSandbox(SandboxBase):
         )
 
     def _check_token(self, request: web.Request) -> None:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, 2, "Authentication failed.")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, 2, "Authentication failed.")
 
     def _check_account(self, account: str) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
-from .values import is_int, is_number
+from .values import bearer_token, is_int, is_number
 
 __all__ = [
     "ACTION_SOURCES",
@@ -116,14 +116,9 @@ class RedditSandbox(SandboxBase):
     ) -> None:
         """Configure accepted tokens and pixels (None: any), the clock, PRNG seed, batch cap,
         and whether default client user agents are throttled as Reddit does."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.pixel_ids: frozenset[str] | None = None if pixel_ids is None else frozenset(pixel_ids)
-        self.clock = clock
-        self.max_batch = max_batch
         self.throttle_default_agents = throttle_default_agents
-        super().__init__(seed=seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
@@ -185,11 +180,10 @@ class RedditSandbox(SandboxBase):
         return web.json_response({"data": {"message": message}})
 
     def _check_auth(self, request: web.Request, pixel_id: str) -> None:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, "No bearer token provided")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, "UNAUTHORIZED")
         if self.pixel_ids is not None and pixel_id not in self.pixel_ids:
             raise _Rejected(

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json
-from .values import is_http_url, is_int, is_number, string_ids
+from .values import bearer_token, is_http_url, is_int, is_number, string_ids
 
 __all__ = ["ACTION_SOURCES", "SNAP_EVENTS", "SNAP_SANDBOX", "SnapSandbox", "create_app"]
 
@@ -129,12 +129,7 @@ class SnapSandbox(SandboxBase):
         max_batch: int = 2000,
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
-        super().__init__(seed=seed)
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
@@ -193,11 +188,10 @@ class SnapSandbox(SandboxBase):
     def _check_token(self, request: web.Request) -> None:
         token = request.query.get("access_token", "").strip()
         if not token:
-            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-            token = credentials.strip() if scheme.lower() == "bearer" else ""
+            token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _request_error("Missing access token.", 401)
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _request_error("Invalid access token.", 401)
 
     def _parse_data(self, raw: object) -> list[dict[str, Any]]:

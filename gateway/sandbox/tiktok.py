@@ -112,12 +112,7 @@ class TikTokSandbox(SandboxBase):
         max_batch: int = 1000,
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
-        super().__init__(seed=seed)
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self._ids = random.Random(f"tiktok-{seed}")
 
     def app(self) -> web.Application:
@@ -215,7 +210,7 @@ class TikTokSandbox(SandboxBase):
         token = request.headers.get("Access-Token", "").strip()
         if not token:
             raise _Rejected(CODE_NO_PERMISSION, "No permission: Access-Token header is missing.")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(CODE_NO_PERMISSION, "No permission: the access token is invalid.")
 
     def _check_event(self, index: int, event: object, now: float, *, web: bool) -> None:

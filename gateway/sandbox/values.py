@@ -6,7 +6,13 @@ import ipaddress
 import math
 from urllib.parse import urlsplit
 
-__all__ = ["is_http_url", "is_int", "is_ip", "is_number", "string_ids"]
+__all__ = ["bearer_token", "is_http_url", "is_int", "is_ip", "is_number", "string_ids"]
+
+
+def bearer_token(authorization: str) -> str:
+    """The credentials of a `Bearer` Authorization header value; "" for any other scheme."""
+    scheme, _, credentials = authorization.partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
 def is_number(value: object) -> bool:

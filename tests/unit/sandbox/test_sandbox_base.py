@@ -48,7 +48,8 @@ class _EchoSandbox(SandboxBase):
 
 @pytest.fixture
 async def client(aiohttp_client: Any) -> TestClient[Any, Any]:
-    test_client: TestClient[Any, Any] = await aiohttp_client(_EchoSandbox(seed=3).app())
+    sandbox = _EchoSandbox(access_tokens=None, clock=lambda: 0.0, seed=3, max_batch=10)
+    test_client: TestClient[Any, Any] = await aiohttp_client(sandbox.app())
     return test_client
 
 
@@ -120,6 +121,15 @@ async def test_read_json_raises_the_platform_errors(client: TestClient[Any, Any]
         _sandbox(client).recorder.rejected
         == [{"reason": "too large"}] + [{"reason": "not json"}] * 3
     )
+
+
+def test_accepts_token_checks_the_configured_tokens() -> None:
+    open_sandbox = _EchoSandbox(access_tokens=None, clock=lambda: 0.0, seed=0, max_batch=1)
+    assert open_sandbox.accepts_token("anything")
+    closed = _EchoSandbox(access_tokens=["t1", "t2"], clock=lambda: 0.0, seed=0, max_batch=1)
+    assert closed.access_tokens == frozenset({"t1", "t2"})
+    assert closed.accepts_token("t2")
+    assert not closed.accepts_token("t3")
 
 
 def test_loads_strict_refuses_non_finite_constants() -> None:

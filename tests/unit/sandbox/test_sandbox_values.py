@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.sandbox.values import is_http_url, is_int, is_ip, is_number, string_ids
+from gateway.sandbox.values import bearer_token, is_http_url, is_int, is_ip, is_number, string_ids
 
 
 @pytest.mark.parametrize(
@@ -51,3 +51,11 @@ def test_string_ids_keeps_only_string_values_of_objects() -> None:
     assert string_ids(items, "id") == ["a", "c"]
     assert string_ids({"id": "a"}, "id") == []
     assert string_ids(None, "id") == []
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [("Bearer abc", "abc"), ("bearer  abc ", "abc"), ("Basic abc", ""), ("", ""), ("Bearer", "")],
+)
+def test_bearer_token(header: str, expected: str) -> None:
+    assert bearer_token(header) == expected
