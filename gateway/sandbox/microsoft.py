@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
-from .values import bearer_token, is_http_url, is_number, string_ids
+from .values import bearer_token, is_http_url, is_number, string_ids_under
 
 __all__ = ["MICROSOFT_SANDBOX", "MicrosoftSandbox", "create_app"]
 
@@ -136,7 +136,7 @@ class MicrosoftSandbox(SandboxBase):
         event_ids: list[str] = []
         try:
             raw = await _read(request)
-            event_ids = _event_ids(raw)
+            event_ids = string_ids_under(raw, "data", "eventId")
             if fault is not None:
                 raise _fault_error(fault, self.faults.error_status)
             self._check_token(request)
@@ -373,10 +373,6 @@ def _event_id(event: object) -> str | None:
     if isinstance(event, dict) and isinstance(event.get("eventId"), str):
         return str(event["eventId"])
     return None
-
-
-def _event_ids(raw: object) -> list[str]:
-    return string_ids(raw.get("data") if isinstance(raw, dict) else None, "eventId")
 
 
 MICROSOFT_SANDBOX = web.AppKey("microsoft_sandbox", MicrosoftSandbox)

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json, retry_after_header
-from .values import bearer_token, is_http_url, is_int, string_ids
+from .values import bearer_token, is_http_url, is_int, string_ids_under
 
 __all__ = [
     "ACTION_SOURCES",
@@ -174,7 +174,7 @@ class PinterestSandbox(SandboxBase):
         event_ids: list[str] = []
         try:
             raw = await _read(request)
-            event_ids = _event_ids(raw)
+            event_ids = string_ids_under(raw, "data", "event_id")
             if fault is not None:
                 raise _fault_error(fault, self.faults.error_status)
             self._check_token(request)
@@ -403,10 +403,6 @@ async def _read(request: web.Request) -> object:
         ),
         invalid=lambda: _invalid("The request body is not valid JSON."),
     )
-
-
-def _event_ids(raw: object) -> list[str]:
-    return string_ids(raw.get("data") if isinstance(raw, dict) else None, "event_id")
 
 
 PINTEREST_SANDBOX = web.AppKey("pinterest_sandbox", PinterestSandbox)

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, read_json
-from .values import bearer_token, is_http_url, is_int, is_number, string_ids
+from .values import bearer_token, is_http_url, is_int, is_number, string_ids_under
 
 __all__ = ["ACTION_SOURCES", "SNAP_EVENTS", "SNAP_SANDBOX", "SnapSandbox", "create_app"]
 
@@ -155,7 +155,7 @@ class SnapSandbox(SandboxBase):
         event_ids: list[str] = []
         try:
             raw = await _read(request)
-            event_ids = _event_ids(raw)
+            event_ids = string_ids_under(raw, "data", "event_id")
             if fault is not None:
                 raise _fault_error(fault, self.faults.error_status)
             self._check_token(request)
@@ -345,10 +345,6 @@ async def _read(request: web.Request) -> object:
         too_large=lambda: _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413),
         invalid=lambda: _request_error("The request body is not valid JSON."),
     )
-
-
-def _event_ids(raw: object) -> list[str]:
-    return string_ids(raw.get("data") if isinstance(raw, dict) else None, "event_id")
 
 
 SNAP_SANDBOX = web.AppKey("snap_sandbox", SnapSandbox)

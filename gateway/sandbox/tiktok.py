@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from .base import Fault, SandboxBase, loads_strict, retry_after_header
-from .values import is_http_url, is_ip, is_number, string_ids
+from .values import is_http_url, is_ip, is_number, string_ids_under
 
 __all__ = [
     "STANDARD_EVENTS",
@@ -130,7 +130,7 @@ class TikTokSandbox(SandboxBase):
         raw = await request.read()
         fault = await self._injector.decide()
         doc = _try_loads(raw)
-        event_ids = _event_ids(doc)
+        event_ids = string_ids_under(doc, "data", "event_id")
         if fault is not None:
             return self._answer_fault(fault, event_ids)
         try:
@@ -345,10 +345,6 @@ def _try_loads(raw: bytes) -> object:
         return loads_strict(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _event_ids(doc: object) -> list[str]:
-    return string_ids(doc.get("data") if isinstance(doc, dict) else None, "event_id")
 
 
 TIKTOK_SANDBOX = web.AppKey("tiktok_sandbox", TikTokSandbox)

@@ -6,7 +6,15 @@ import ipaddress
 import math
 from urllib.parse import urlsplit
 
-__all__ = ["bearer_token", "is_http_url", "is_int", "is_ip", "is_number", "string_ids"]
+__all__ = [
+    "bearer_token",
+    "is_http_url",
+    "is_int",
+    "is_ip",
+    "is_number",
+    "string_ids",
+    "string_ids_under",
+]
 
 
 def bearer_token(authorization: str) -> str:
@@ -60,3 +68,8 @@ def string_ids(items: object, key: str) -> list[str]:
     return [
         item[key] for item in items if isinstance(item, dict) and isinstance(item.get(key), str)
     ]
+
+
+def string_ids_under(doc: object, list_key: str, key: str) -> list[str]:
+    """`string_ids` of the list at `doc[list_key]`; [] when `doc` is not an object."""
+    return string_ids(doc.get(list_key) if isinstance(doc, dict) else None, key)

@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from gateway.sandbox.values import bearer_token, is_http_url, is_int, is_ip, is_number, string_ids
+from gateway.sandbox.values import (
+    bearer_token,
+    is_http_url,
+    is_int,
+    is_ip,
+    is_number,
+    string_ids,
+    string_ids_under,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +67,9 @@ def test_string_ids_keeps_only_string_values_of_objects() -> None:
 )
 def test_bearer_token(header: str, expected: str) -> None:
     assert bearer_token(header) == expected
+
+
+def test_string_ids_under_reads_the_named_list_of_an_object() -> None:
+    assert string_ids_under({"data": [{"id": "a"}, {"id": 1}]}, "data", "id") == ["a"]
+    assert string_ids_under({"data": {"id": "a"}}, "data", "id") == []
+    assert string_ids_under([{"id": "a"}], "data", "id") == []
