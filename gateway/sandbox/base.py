@@ -3,7 +3,8 @@
 Nothing here knows about a particular platform. A platform emulator (see `meta.py`) owns a
 `Faults` (knobs a test or the demo may change while the server runs), a `FaultInjector` that turns
 those knobs into a per-request decision *before* anything is recorded, and a `Recorder` that keeps
-what was accepted and what was refused.
+what was accepted and what was refused. `SandboxBase` wires those three together and serves the
+control surface every emulator shares (viewer page, recorded events, fault knobs, reset).
 """
 
 from __future__ import annotations
@@ -13,16 +14,21 @@ import html
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
+
+from aiohttp import web
 
 __all__ = [
     "Fault",
     "FaultInjector",
     "Faults",
     "Recorder",
+    "SandboxBase",
+    "loads_strict",
+    "read_json",
     "render_events_page",
     "retry_after_header",
 ]
@@ -215,3 +221,110 @@ def render_events_page(title: str, recorder: Recorder, *, limit: int = 50) -> st
 
 def _pretty(value: object) -> str:
     return html.escape(json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str))
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def loads_strict(raw: str | bytes) -> object:
+    """Parse JSON like the platforms do: NaN and +/-Infinity are refused (ValueError)."""
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+async def read_json(
+    request: web.Request,
+    *,
+    too_large: Callable[[], Exception],
+    invalid: Callable[[], Exception],
+) -> object:
+    """Read and parse a request body, raising the platform's own error for each failure.
+
+    `too_large()` is raised when the body exceeds the app's `client_max_size`; `invalid()` when
+    it is not strict JSON (see `loads_strict`) or not UTF-8.
+    """
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large() from None
+    try:
+        return loads_strict(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid() from None
+
+
+class SandboxBase:
+    """The control surface every platform emulator shares.
+
+    Owns `access_tokens`, `clock`, `max_batch`, `faults`, `recorder` and the fault injector,
+    and serves `GET /` (viewer page), `GET /_sandbox/events`, `GET`/`POST /_sandbox/faults` and
+    `POST /_sandbox/reset`.
+    A subclass sets `page_title` and adds its platform routes next to `add_control_routes`.
+    """
+
+    page_title: ClassVar[str] = "Sandbox"
+
+    def __init__(
+        self,
+        *,
+        access_tokens: Collection[str] | None,
+        clock: Callable[[], float],
+        seed: int,
+        max_batch: int,
+    ) -> None:
+        """Keep the accepted tokens (None: any), clock and batch cap; start faults and recorder."""
+        self.access_tokens: frozenset[str] | None = (
+            None if access_tokens is None else frozenset(access_tokens)
+        )
+        self.clock = clock
+        self.max_batch = max_batch
+        self.faults = Faults()
+        self.recorder = Recorder()
+        self._injector = FaultInjector(self.faults, seed)
+
+    def accepts_token(self, token: str) -> bool:
+        """True when `token` is one of `access_tokens` (or any token is accepted)."""
+        return self.access_tokens is None or token in self.access_tokens
+
+    def add_control_routes(self, app: web.Application) -> None:
+        """Register the five sandbox control routes on `app`."""
+        app.router.add_get("/", self._handle_index)
+        app.router.add_get("/_sandbox/events", self._handle_recorded)
+        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
+        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
+        app.router.add_post("/_sandbox/reset", self._handle_reset)
+
+    def reset(self) -> None:
+        """Clear the recorder, restore default faults and restart the fault PRNG."""
+        self.recorder.clear()
+        self.faults.reset()
+        self._injector.reseed()
+
+    async def _handle_index(self, request: web.Request) -> web.Response:
+        page = render_events_page(self.page_title, self.recorder)
+        return web.Response(
+            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
+        )
+
+    async def _handle_recorded(self, request: web.Request) -> web.Response:
+        return web.json_response(self.recorder.snapshot())
+
+    async def _handle_get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.faults.to_json())
+
+    async def _handle_set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = loads_strict(await request.read())
+        except ValueError:
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        if not isinstance(changes, dict):
+            return web.json_response({"error": "body must be a JSON object"}, status=400)
+        try:
+            self.faults.update(changes)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.faults.to_json())
+
+    async def _handle_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True, "faults": self.faults.to_json()})

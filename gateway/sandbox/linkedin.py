@@ -26,7 +26,6 @@ and ``down`` a 5xx, ``token_expired`` a 401, ``latency`` a delay.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -34,14 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import (
-    Fault,
-    FaultInjector,
-    Faults,
-    Recorder,
-    render_events_page,
-    retry_after_header,
-)
+from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import bearer_token, string_ids
 
 __all__ = ["ID_TYPES", "LINKEDIN_SANDBOX", "LinkedInSandbox", "create_app"]
 
@@ -88,12 +81,10 @@ def _field_error(index: int | None, path: str, problem: str, status: int = 422) 
     return _Rejected(status, f"{where}: {problem}", "FIELD_VALIDATION_ERROR", 400)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-class LinkedInSandbox:
+class LinkedInSandbox(SandboxBase):
     """An in-process emulator of LinkedIn's Conversions API with fault injection and a recorder."""
+
+    page_title = "LinkedIn Conversions API sandbox"
 
     def __init__(
         self,
@@ -106,65 +97,17 @@ class LinkedInSandbox:
         max_batch: int = MAX_BATCH,
     ) -> None:
         """Configure accepted tokens and rule ids (None: any), sunset versions, clock, seed."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.rules: frozenset[str] | None = None if rules is None else frozenset(rules)
         self.sunset_versions = frozenset(sunset_versions)
-        self.clock = clock
-        self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[LINKEDIN_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/rest/conversionEvents", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("LinkedIn Conversions API sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the API endpoint
 
@@ -242,11 +185,10 @@ class LinkedInSandbox:
         )
 
     def _check_headers(self, request: web.Request) -> None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        token = token.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, "Empty oauth2 access token", "EMPTY_ACCESS_TOKEN", 65602)
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, "Invalid access token", "INVALID_ACCESS_TOKEN", 65600)
         version = request.headers.get("LinkedIn-Version", "")
         if not _VERSION.fullmatch(version):
@@ -272,12 +214,7 @@ class LinkedInSandbox:
 
 
 def _event_ids(raw: object, batch: bool) -> list[str]:
-    items = raw.get("elements") if batch and isinstance(raw, dict) else [raw]
-    if not isinstance(items, list):
-        return []
-    return [
-        e["eventId"] for e in items if isinstance(e, dict) and isinstance(e.get("eventId"), str)
-    ]
+    return string_ids(raw.get("elements") if batch and isinstance(raw, dict) else [raw], "eventId")
 
 
 def _elements(raw: object, batch: bool) -> list[dict[str, Any]]:
@@ -378,14 +315,11 @@ def _check_user(index: int | None, user: object) -> None:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413) from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _request_error("The request body is not valid JSON.") from None
+    return await read_json(
+        request,
+        too_large=lambda: _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413),
+        invalid=lambda: _request_error("The request body is not valid JSON."),
+    )
 
 
 LINKEDIN_SANDBOX = web.AppKey("linkedin_sandbox", LinkedInSandbox)

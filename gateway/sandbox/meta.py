@@ -12,9 +12,6 @@ Errors without a meaningful subcode carry `"error_subcode": null`.
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import math
 import random
 import re
 import string
@@ -22,11 +19,11 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, loads_strict, retry_after_header
+from .values import is_http_url, is_int, is_ip, is_number, string_ids
 
 __all__ = [
     "ACTION_SOURCES",
@@ -205,28 +202,10 @@ def _server_error(status: int) -> MetaError:
     )
 
 
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _loads(text: str | bytes) -> object:
-    return json.loads(text, parse_constant=_reject_constant)
-
-
-class MetaSandbox:
+class MetaSandbox(SandboxBase):
     """An in-process emulator of Meta's Conversions API with fault injection and a recorder."""
+
+    page_title = "Meta CAPI sandbox"
 
     def __init__(
         self,
@@ -237,14 +216,7 @@ class MetaSandbox:
         max_batch: int = 1000,
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self._trace_rng = random.Random(f"fbtrace-{seed}")
 
     # ------------------------------------------------------------------ app wiring
@@ -253,51 +225,10 @@ class MetaSandbox:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[META_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post(r"/{version:v\d+\.\d+}/{pixel_id:\d+}/events", self._handle_events)
         app.router.add_post(r"/{version:v\d+\.\d+}/{pixel_id}/events", self._handle_unknown_pixel)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Meta CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = _loads(await request.read())
-        except ValueError:
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoint
 
@@ -415,7 +346,7 @@ class MetaSandbox:
                 raw = await request.read()
                 if raw.strip():
                     try:
-                        body = _loads(raw)
+                        body = loads_strict(raw)
                     except (ValueError, UnicodeDecodeError):
                         raise _invalid("The request body is not valid JSON.") from None
                     if not isinstance(body, dict):
@@ -440,7 +371,7 @@ class MetaSandbox:
             token = _bearer(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(_TOKEN_MISSING)
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(_TOKEN_INVALID)
 
     def _parse_data(self, params: Mapping[str, object]) -> list[dict[str, Any]]:
@@ -487,7 +418,7 @@ class MetaSandbox:
         if action_source == "website":
             if url is None:
                 raise _bad_field(index, "event_source_url", "required for website events")
-            if not _is_http_url(url):
+            if not is_http_url(url):
                 raise _bad_field(index, "event_source_url", "must be an absolute http(s) URL")
         elif url is not None and not isinstance(url, str):
             raise _bad_field(index, "event_source_url", "must be a string")
@@ -547,7 +478,7 @@ def _check_processing_options(index: int, event: Mapping[str, object]) -> None:
         raise _bad_field(index, "data_processing_options", "must be an array of strings")
     for key in ("data_processing_options_country", "data_processing_options_state"):
         value = event.get(key)
-        if value is not None and not _is_int(value):
+        if value is not None and not is_int(value):
             raise _bad_field(index, key, "must be an integer")
 
 
@@ -572,7 +503,7 @@ def _check_user_data(index: int, user_data: object, *, website: bool) -> None:
                 )
     if "client_ip_address" in present:
         ip = user_data["client_ip_address"]
-        if not isinstance(ip, str) or not _is_ip(ip):
+        if not isinstance(ip, str) or not is_ip(ip):
             raise _bad_field(
                 index, "user_data.client_ip_address", "must be a valid IPv4 or IPv6 address"
             )
@@ -582,7 +513,7 @@ def _check_user_data(index: int, user_data: object, *, website: bool) -> None:
             raise _bad_field(index, "user_data.client_user_agent", "must be a non-empty string")
     for key in sorted(present & (PLAIN_KEYS - {"fbc", "fbp", "client_ip_address"})):
         value = user_data[key]
-        if not (isinstance(value, str) and value) and not _is_int(value):
+        if not (isinstance(value, str) and value) and not is_int(value):
             raise _bad_field(index, f"user_data.{key}", "must be a non-empty string")
 
     if website and "client_user_agent" not in present:
@@ -638,7 +569,7 @@ def _check_custom_data(index: int, custom_data: object, *, purchase: bool) -> No
     value = custom_data.get("value")
     if value is None and purchase:
         raise _bad_field(index, "custom_data.value", "required for Purchase")
-    if value is not None and not _is_number(value):
+    if value is not None and not is_number(value):
         raise _bad_field(index, "custom_data.value", "must be a number")
     currency = custom_data.get("currency")
     if currency is None and purchase:
@@ -650,7 +581,7 @@ def _check_custom_data(index: int, custom_data: object, *, purchase: bool) -> No
     content_ids = custom_data.get("content_ids")
     if content_ids is not None and (
         not isinstance(content_ids, list)
-        or not all((isinstance(c, str) and c) or _is_int(c) for c in content_ids)
+        or not all((isinstance(c, str) and c) or is_int(c) for c in content_ids)
     ):
         raise _bad_field(index, "custom_data.content_ids", "must be an array of ids")
     contents = custom_data.get("contents")
@@ -662,16 +593,16 @@ def _check_custom_data(index: int, custom_data: object, *, purchase: bool) -> No
             if not isinstance(item, dict):
                 raise _bad_field(index, path, "must be an object")
             item_id = item.get("id")
-            if not ((isinstance(item_id, str) and item_id) or _is_int(item_id)):
+            if not ((isinstance(item_id, str) and item_id) or is_int(item_id)):
                 raise _bad_field(index, f"{path}.id", "required")
             quantity = item.get("quantity")
-            if quantity is not None and not _is_int(quantity):
+            if quantity is not None and not is_int(quantity):
                 raise _bad_field(index, f"{path}.quantity", "must be an integer")
             price = item.get("item_price")
-            if price is not None and not _is_number(price):
+            if price is not None and not is_number(price):
                 raise _bad_field(index, f"{path}.item_price", "must be a number")
     num_items = custom_data.get("num_items")
-    if num_items is not None and not _is_int(num_items):
+    if num_items is not None and not is_int(num_items):
         raise _bad_field(index, "custom_data.num_items", "must be an integer")
 
 
@@ -682,7 +613,7 @@ def _decode_data(data: object) -> object:
     """Decode `data` sent as a JSON string and SDK-style per-event JSON strings."""
     if isinstance(data, str):
         try:
-            data = _loads(data)
+            data = loads_strict(data)
         except ValueError:
             raise _invalid("The parameter data must be a JSON-encoded array.") from None
     if isinstance(data, list):
@@ -690,7 +621,7 @@ def _decode_data(data: object) -> object:
         for index, item in enumerate(data):
             if isinstance(item, str):
                 try:
-                    item = _loads(item)
+                    item = loads_strict(item)
                 except ValueError:
                     raise _invalid(f"Event data[{index}] is not valid JSON.") from None
             decoded.append(item)
@@ -701,16 +632,9 @@ def _decode_data(data: object) -> object:
 def _event_ids(data: object) -> list[str]:
     """Best-effort list of the event_ids in a (possibly invalid) `data` parameter."""
     try:
-        decoded = _decode_data(data)
+        return string_ids(_decode_data(data), "event_id")
     except _Rejected:
         return []
-    if not isinstance(decoded, list):
-        return []
-    return [
-        item["event_id"]
-        for item in decoded
-        if isinstance(item, dict) and isinstance(item.get("event_id"), str)
-    ]
 
 
 def _optional_str(params: Mapping[str, object], key: str) -> str | None:
@@ -725,25 +649,6 @@ def _bearer(header: str) -> str:
     if scheme.lower() in ("bearer", "oauth"):
         return credentials.strip()
     return ""
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-        host = parts.hostname
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(host)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 META_SANDBOX = web.AppKey("meta_sandbox", MetaSandbox)

@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-import json
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import bearer_token, is_http_url, is_number, string_ids_under
 
 __all__ = ["MICROSOFT_SANDBOX", "MicrosoftSandbox", "create_app"]
 
@@ -98,20 +96,10 @@ class _Invalid(Exception):
         self.code = code
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-class MicrosoftSandbox:
+class MicrosoftSandbox(SandboxBase):
     """An in-process emulator of the UET Conversions API with fault injection and a recorder."""
+
+    page_title = "Microsoft UET CAPI sandbox"
 
     def __init__(
         self,
@@ -124,65 +112,17 @@ class MicrosoftSandbox:
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed, batch cap and
         the HTTP status of an answer that lists bad events beside ingested ones."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.partial_status = partial_status
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
         self._traces = itertools.count(1)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[MICROSOFT_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/v1/{tag_id}/events", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Microsoft UET CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoint
 
@@ -196,7 +136,7 @@ class MicrosoftSandbox:
         event_ids: list[str] = []
         try:
             raw = await _read(request)
-            event_ids = _event_ids(raw)
+            event_ids = string_ids_under(raw, "data", "eventId")
             if fault is not None:
                 raise _fault_error(fault, self.faults.error_status)
             self._check_token(request)
@@ -259,11 +199,10 @@ class MicrosoftSandbox:
         )
 
     def _check_token(self, request: web.Request) -> None:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, "Unauthorized", "Missing bearer token.")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, "Unauthorized", "Invalid or expired token.")
 
     def _parse_envelope(self, raw: object) -> tuple[list[dict[str, Any]], bool]:
@@ -311,7 +250,7 @@ class MicrosoftSandbox:
         if kind == "pageLoad" and url is None:
             raise _Invalid("eventSourceUrl", "required for pageLoad events", "Required")
         for key in ("eventSourceUrl", "referrerUrl"):
-            if event.get(key) is not None and not _is_http_url(event.get(key)):
+            if event.get(key) is not None and not is_http_url(event.get(key)):
                 raise _Invalid(key, "must be an absolute http(s) URL")
         consent = event.get("adStorageConsent")
         if consent is not None and consent not in ("G", "D"):
@@ -391,7 +330,7 @@ def _check_custom_data(custom: object) -> None:
         if not isinstance(custom[key], str):
             raise _Invalid(f"customData.{key}", "must be a string")
     for key in sorted(CUSTOM_NUMBERS & set(custom)):
-        if not _is_number(custom[key]):
+        if not is_number(custom[key]):
             raise _Invalid(f"customData.{key}", "must be a number")
     currency = custom.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
@@ -413,7 +352,7 @@ def _check_custom_data(custom: object) -> None:
             raise _Invalid(path, "must be an object with a string id")
         if set(item) - {"id", "name", "price", "quantity"}:
             raise _Invalid(path, "only id, name, price and quantity are allowed")
-        if item.get("price") is not None and not _is_number(item["price"]):
+        if item.get("price") is not None and not is_number(item["price"]):
             raise _Invalid(f"{path}.price", "must be a number")
         quantity = item.get("quantity")
         if quantity is not None and (not isinstance(quantity, int) or isinstance(quantity, bool)):
@@ -421,39 +360,19 @@ def _check_custom_data(custom: object) -> None:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(
+    return await read_json(
+        request,
+        too_large=lambda: _Rejected(
             413, "PayloadTooLarge", f"The request body exceeds {CLIENT_MAX_SIZE} bytes."
-        ) from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _Rejected(400, "InvalidRequest", "The request body is not valid JSON.") from None
+        ),
+        invalid=lambda: _Rejected(400, "InvalidRequest", "The request body is not valid JSON."),
+    )
 
 
 def _event_id(event: object) -> str | None:
     if isinstance(event, dict) and isinstance(event.get("eventId"), str):
         return str(event["eventId"])
     return None
-
-
-def _event_ids(raw: object) -> list[str]:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [i for e in data if (i := _event_id(e)) is not None]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 MICROSOFT_SANDBOX = web.AppKey("microsoft_sandbox", MicrosoftSandbox)

@@ -25,17 +25,16 @@ The seven-day age limit is the one integrators state (Pinterest does not publish
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import bearer_token, is_http_url, is_int, string_ids_under
 
 __all__ = [
     "ACTION_SOURCES",
@@ -137,16 +136,10 @@ def _invalid(message: str) -> _Rejected:
     return _Rejected(400, 4196, message)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class PinterestSandbox:
+class PinterestSandbox(SandboxBase):
     """An in-process emulator of Pinterest's API for Conversions with faults and a recorder."""
+
+    page_title = "Pinterest API for Conversions sandbox"
 
     def __init__(
         self,
@@ -158,66 +151,18 @@ class PinterestSandbox:
         max_batch: int = MAX_BATCH,
     ) -> None:
         """Set the accepted tokens and ad accounts (None: any), clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.ad_accounts: frozenset[str] | None = (
             None if ad_accounts is None else frozenset(ad_accounts)
         )
-        self.clock = clock
-        self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[PINTEREST_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/v5/ad_accounts/{ad_account_id}/events", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Pinterest API for Conversions sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the events endpoint
 
@@ -229,7 +174,7 @@ class PinterestSandbox:
         event_ids: list[str] = []
         try:
             raw = await _read(request)
-            event_ids = _event_ids(raw)
+            event_ids = string_ids_under(raw, "data", "event_id")
             if fault is not None:
                 raise _fault_error(fault, self.faults.error_status)
             self._check_token(request)
@@ -291,11 +236,10 @@ class PinterestSandbox:
         )
 
     def _check_token(self, request: web.Request) -> None:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, 2, "Authentication failed.")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, 2, "Authentication failed.")
 
     def _check_account(self, account: str) -> None:
@@ -338,7 +282,7 @@ class PinterestSandbox:
         if not (isinstance(event_id, str) and event_id.strip()):
             raise _Failed(f"data[{index}].event_id: required, a non-empty string")
         url = event.get("event_source_url")
-        if (url is not None or source == "web") and not _is_http_url(url):
+        if (url is not None or source == "web") and not is_http_url(url):
             raise _Failed(f"data[{index}].event_source_url: an absolute URL for web events")
         if "opt_out" in event and not isinstance(event["opt_out"], bool):
             raise _Failed(f"data[{index}].opt_out: must be a boolean")
@@ -361,7 +305,7 @@ def _fault_error(fault: Fault, error_status: int) -> _Rejected:
 
 def _check_time(index: int, value: object, now: float) -> None:
     path = f"data[{index}].event_time"
-    if not _is_int(value) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or not isinstance(value, int) or value <= 0:
         raise _Failed(f"{path}: required, a positive Unix time in seconds")
     if value >= MS_THRESHOLD:
         raise _Failed(f"{path}: looks like milliseconds; send seconds")
@@ -433,12 +377,12 @@ def _check_custom_data(index: int, custom: object) -> None:
             where = f"{path}.contents[{position}]"
             if not isinstance(item, dict) or set(item) - CONTENT_KEYS:
                 raise _Failed(f"{where}: must be an object with only the documented fields")
-            if item.get("quantity") is not None and not _is_int(item["quantity"]):
+            if item.get("quantity") is not None and not is_int(item["quantity"]):
                 raise _Failed(f"{where}.quantity: must be an integer")
             if item.get("item_price") is not None and not _is_decimal(item["item_price"]):
                 raise _Failed(f"{where}.item_price: must be a decimal number sent as a string")
     num_items = custom.get("num_items")
-    if num_items is not None and not _is_int(num_items):
+    if num_items is not None and not is_int(num_items):
         raise _Failed(f"{path}.num_items: must be an integer")
 
 
@@ -452,33 +396,13 @@ def _is_decimal(value: object) -> bool:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(413, 4196, f"The request body exceeds {CLIENT_MAX_SIZE} bytes.") from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("The request body is not valid JSON.") from None
-
-
-def _event_ids(raw: object) -> list[str]:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [
-        e["event_id"] for e in data if isinstance(e, dict) and isinstance(e.get("event_id"), str)
-    ]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return await read_json(
+        request,
+        too_large=lambda: _Rejected(
+            413, 4196, f"The request body exceeds {CLIENT_MAX_SIZE} bytes."
+        ),
+        invalid=lambda: _invalid("The request body is not valid JSON."),
+    )
 
 
 PINTEREST_SANDBOX = web.AppKey("pinterest_sandbox", PinterestSandbox)

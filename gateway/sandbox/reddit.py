@@ -29,8 +29,6 @@ a 401, ``reject_event_ids`` refuses a request holding an event with that ``conve
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -38,7 +36,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, read_json, retry_after_header
+from .values import bearer_token, is_int, is_number
 
 __all__ = [
     "ACTION_SOURCES",
@@ -100,24 +99,10 @@ class _Rejected(Exception):
         return {"error": {"code": self.status, "message": self.message}}
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class RedditSandbox:
+class RedditSandbox(SandboxBase):
     """An in-process emulator of Reddit's Conversions API v3 with fault injection and a recorder."""
+
+    page_title = "Reddit CAPI sandbox"
 
     def __init__(
         self,
@@ -131,65 +116,17 @@ class RedditSandbox:
     ) -> None:
         """Configure accepted tokens and pixels (None: any), the clock, PRNG seed, batch cap,
         and whether default client user agents are throttled as Reddit does."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self.pixel_ids: frozenset[str] | None = None if pixel_ids is None else frozenset(pixel_ids)
-        self.clock = clock
-        self.max_batch = max_batch
         self.throttle_default_agents = throttle_default_agents
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[REDDIT_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/api/v3/pixels/{pixel_id}/conversion_events", self._handle_events)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Reddit CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoint
 
@@ -243,11 +180,10 @@ class RedditSandbox:
         return web.json_response({"data": {"message": message}})
 
     def _check_auth(self, request: web.Request, pixel_id: str) -> None:
-        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else ""
+        token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _Rejected(401, "No bearer token provided")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(401, "UNAUTHORIZED")
         if self.pixel_ids is not None and pixel_id not in self.pixel_ids:
             raise _Rejected(
@@ -330,7 +266,7 @@ def _fault_error(fault: Fault, error_status: int) -> _Rejected:
 
 
 def _time_problems(at: str, value: object, now_ms: float) -> list[str]:
-    if not _is_int(value) or not isinstance(value, int) or value <= 0:
+    if not is_int(value) or not isinstance(value, int) or value <= 0:
         return [f"{at}.event_at: required, an integer Unix time in milliseconds"]
     if value < MIN_MS:
         return [f"{at}.event_at: looks like seconds; send milliseconds"]
@@ -375,13 +311,13 @@ def _metadata_problems(at: str, value: object, tracking: str | None) -> list[str
     if conversion_id is not None and not (isinstance(conversion_id, str) and conversion_id):
         problems.append(f"{path}.conversion_id: must be a non-empty string")
     amount = value.get("value")
-    if amount is not None and not _is_number(amount):
+    if amount is not None and not is_number(amount):
         problems.append(f"{path}.value: must be a number")
     currency = value.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
         problems.append(f"{path}.currency: must be an upper-case ISO 4217 code")
     count = value.get("item_count")
-    if count is not None and not (_is_int(count) and isinstance(count, int) and count >= 0):
+    if count is not None and not (is_int(count) and isinstance(count, int) and count >= 0):
         problems.append(f"{path}.item_count: must be a non-negative integer")
     if tracking in NO_VALUE_TYPES:
         for key in ("value", "currency", "item_count"):
@@ -406,9 +342,9 @@ def _product_problems(path: str, item: object) -> list[str]:
     for key in ("name", "category"):
         if item.get(key) is not None and not isinstance(item[key], str):
             problems.append(f"{path}.{key}: must be a string")
-    if item.get("quantity") is not None and not _is_int(item["quantity"]):
+    if item.get("quantity") is not None and not is_int(item["quantity"]):
         problems.append(f"{path}.quantity: must be an integer")
-    if item.get("item_price") is not None and not _is_number(item["item_price"]):
+    if item.get("item_price") is not None and not is_number(item["item_price"]):
         problems.append(f"{path}.item_price: must be a number")
     return problems
 
@@ -434,7 +370,7 @@ def _user_problems(at: str, user: object) -> list[str]:
         elif key == "data_processing_options":
             problems.extend(_options_problems(f"{path}.{key}", value))
         elif key == "screen_dimensions":
-            ok = isinstance(value, dict) and all(_is_int(value.get(k)) for k in ("width", "height"))
+            ok = isinstance(value, dict) and all(is_int(value.get(k)) for k in ("width", "height"))
             if not ok:
                 problems.append(f"{path}.screen_dimensions: expected integer width and height")
         else:
@@ -458,14 +394,11 @@ def _options_problems(path: str, value: object) -> list[str]:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _Rejected(413, f"The request body exceeds {CLIENT_MAX_SIZE} bytes.") from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _Rejected(400, "JSON error: the request body is not valid JSON") from None
+    return await read_json(
+        request,
+        too_large=lambda: _Rejected(413, f"The request body exceeds {CLIENT_MAX_SIZE} bytes."),
+        invalid=lambda: _Rejected(400, "JSON error: the request body is not valid JSON"),
+    )
 
 
 def _conversion_ids(raw: object) -> list[str]:

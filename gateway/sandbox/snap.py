@@ -17,17 +17,15 @@ sends none, §3.1; the ``retry_after`` knob is ignored), ``error_rate``/``error_
 from __future__ import annotations
 
 import ipaddress
-import json
-import math
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page
+from .base import Fault, SandboxBase, read_json
+from .values import bearer_token, is_http_url, is_int, is_number, string_ids_under
 
 __all__ = ["ACTION_SOURCES", "SNAP_EVENTS", "SNAP_SANDBOX", "SnapSandbox", "create_app"]
 
@@ -117,24 +115,10 @@ def _event_error(index: int, path: str, problem: str, code: str = "INVALID_FIELD
     )
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class SnapSandbox:
+class SnapSandbox(SandboxBase):
     """An in-process emulator of Snap's Conversions API v3 with fault injection and a recorder."""
+
+    page_title = "Snap CAPI sandbox"
 
     def __init__(
         self,
@@ -145,64 +129,16 @@ class SnapSandbox:
         max_batch: int = 2000,
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[SNAP_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post("/v3/{pixel_id}/events", self._handle_events)
         app.router.add_post("/v3/{pixel_id}/events/validate", self._handle_validate)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("Snap CAPI sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            changes = None
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the CAPI endpoints
 
@@ -219,7 +155,7 @@ class SnapSandbox:
         event_ids: list[str] = []
         try:
             raw = await _read(request)
-            event_ids = _event_ids(raw)
+            event_ids = string_ids_under(raw, "data", "event_id")
             if fault is not None:
                 raise _fault_error(fault, self.faults.error_status)
             self._check_token(request)
@@ -252,11 +188,10 @@ class SnapSandbox:
     def _check_token(self, request: web.Request) -> None:
         token = request.query.get("access_token", "").strip()
         if not token:
-            scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-            token = credentials.strip() if scheme.lower() == "bearer" else ""
+            token = bearer_token(request.headers.get("Authorization", ""))
         if not token:
             raise _request_error("Missing access token.", 401)
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _request_error("Invalid access token.", 401)
 
     def _parse_data(self, raw: object) -> list[dict[str, Any]]:
@@ -288,7 +223,7 @@ class SnapSandbox:
         if event_id is not None and not (isinstance(event_id, str) and event_id):
             raise _event_error(index, "event_id", "must be a non-empty string")
         url = event.get("event_source_url")
-        if source == "WEB" and not _is_http_url(url):
+        if source == "WEB" and not is_http_url(url):
             raise _event_error(index, "event_source_url", "an absolute URL is required for WEB")
         options = event.get("data_processing_options")
         if options is not None and (
@@ -372,7 +307,7 @@ def _check_custom_data(index: int, custom: object, *, purchase: bool) -> None:
     if not isinstance(custom, dict):
         raise _event_error(index, "custom_data", "must be an object")
     value = custom.get("value")
-    if value is not None and not _is_number(value):
+    if value is not None and not is_number(value):
         raise _event_error(index, "custom_data.value", "must be a number")
     currency = custom.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
@@ -390,12 +325,12 @@ def _check_custom_data(index: int, custom: object, *, purchase: bool) -> None:
             path = f"custom_data.contents[{position}]"
             if not isinstance(item, dict) or not isinstance(item.get("id"), str):
                 raise _event_error(index, path, "must be an object with a string id")
-            if item.get("quantity") is not None and not _is_int(item["quantity"]):
+            if item.get("quantity") is not None and not is_int(item["quantity"]):
                 raise _event_error(index, f"{path}.quantity", "must be an integer")
-            if item.get("item_price") is not None and not _is_number(item["item_price"]):
+            if item.get("item_price") is not None and not is_number(item["item_price"]):
                 raise _event_error(index, f"{path}.item_price", "must be a number")
     num_items = custom.get("num_items")
-    if num_items is not None and not _is_int(num_items):
+    if num_items is not None and not is_int(num_items):
         raise _event_error(index, "custom_data.num_items", "must be an integer")
     fields = custom.get("custom_fields")
     if fields is not None and (
@@ -405,33 +340,11 @@ def _check_custom_data(index: int, custom: object, *, purchase: bool) -> None:
 
 
 async def _read(request: web.Request) -> object:
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413) from None
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError):
-        raise _request_error("The request body is not valid JSON.") from None
-
-
-def _event_ids(raw: object) -> list[str]:
-    data = raw.get("data") if isinstance(raw, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [
-        e["event_id"] for e in data if isinstance(e, dict) and isinstance(e.get("event_id"), str)
-    ]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    return await read_json(
+        request,
+        too_large=lambda: _request_error(f"The request body exceeds {CLIENT_MAX_SIZE} bytes.", 413),
+        invalid=lambda: _request_error("The request body is not valid JSON."),
+    )
 
 
 SNAP_SANDBOX = web.AppKey("snap_sandbox", SnapSandbox)

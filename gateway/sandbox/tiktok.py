@@ -14,19 +14,16 @@ HTTP `error_status`). `reject_event_ids` makes those events invalid (40002).
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import math
 import random
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .base import Fault, FaultInjector, Faults, Recorder, render_events_page, retry_after_header
+from .base import Fault, SandboxBase, loads_strict, retry_after_header
+from .values import is_http_url, is_ip, is_number, string_ids_under
 
 __all__ = [
     "STANDARD_EVENTS",
@@ -101,20 +98,10 @@ def _bad_field(index: int, path: str, problem: str) -> _Rejected:
     return _Rejected(CODE_INVALID_PARAMS, f"Invalid parameters: data[{index}].{path}: {problem}")
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _is_number(value: object) -> bool:
-    return (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(float(value))
-    )
-
-
-class TikTokSandbox:
+class TikTokSandbox(SandboxBase):
     """An in-process emulator of TikTok's Events API 2.0 with fault injection and a recorder."""
+
+    page_title = "TikTok Events API sandbox"
 
     def __init__(
         self,
@@ -125,64 +112,16 @@ class TikTokSandbox:
         max_batch: int = 1000,
     ) -> None:
         """Configure accepted tokens (None: any non-empty), the clock, PRNG seed and batch cap."""
-        self.access_tokens: frozenset[str] | None = (
-            None if access_tokens is None else frozenset(access_tokens)
-        )
-        self.clock = clock
-        self.max_batch = max_batch
-        self.faults = Faults()
-        self.recorder = Recorder()
-        self._injector = FaultInjector(self.faults, seed)
+        super().__init__(access_tokens=access_tokens, clock=clock, seed=seed, max_batch=max_batch)
         self._ids = random.Random(f"tiktok-{seed}")
 
     def app(self) -> web.Application:
         """Return a fresh aiohttp application serving this sandbox's routes."""
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[TIKTOK_SANDBOX] = self
-        app.router.add_get("/", self._handle_index)
-        app.router.add_get("/_sandbox/events", self._handle_recorded)
-        app.router.add_get("/_sandbox/faults", self._handle_get_faults)
-        app.router.add_post("/_sandbox/faults", self._handle_set_faults)
-        app.router.add_post("/_sandbox/reset", self._handle_reset)
+        self.add_control_routes(app)
         app.router.add_post(r"/open_api/{version:v\d+\.\d+}/event/track/", self._handle_track)
         return app
-
-    def reset(self) -> None:
-        """Clear the recorder, restore default faults and restart the fault PRNG."""
-        self.recorder.clear()
-        self.faults.reset()
-        self._injector.reseed()
-
-    # ------------------------------------------------------------------ sandbox control routes
-
-    async def _handle_index(self, request: web.Request) -> web.Response:
-        page = render_events_page("TikTok Events API sandbox", self.recorder)
-        return web.Response(
-            text=page, content_type="text/html", headers={"Cache-Control": "no-store"}
-        )
-
-    async def _handle_recorded(self, request: web.Request) -> web.Response:
-        return web.json_response(self.recorder.snapshot())
-
-    async def _handle_get_faults(self, request: web.Request) -> web.Response:
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_set_faults(self, request: web.Request) -> web.Response:
-        try:
-            changes = json.loads(await request.read(), parse_constant=_reject_constant)
-        except ValueError:
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        if not isinstance(changes, dict):
-            return web.json_response({"error": "body must be a JSON object"}, status=400)
-        try:
-            self.faults.update(changes)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(self.faults.to_json())
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        self.reset()
-        return web.json_response({"ok": True, "faults": self.faults.to_json()})
 
     # ------------------------------------------------------------------ the Events API endpoint
 
@@ -191,7 +130,7 @@ class TikTokSandbox:
         raw = await request.read()
         fault = await self._injector.decide()
         doc = _try_loads(raw)
-        event_ids = _event_ids(doc)
+        event_ids = string_ids_under(doc, "data", "event_id")
         if fault is not None:
             return self._answer_fault(fault, event_ids)
         try:
@@ -271,7 +210,7 @@ class TikTokSandbox:
         token = request.headers.get("Access-Token", "").strip()
         if not token:
             raise _Rejected(CODE_NO_PERMISSION, "No permission: Access-Token header is missing.")
-        if self.access_tokens is not None and token not in self.access_tokens:
+        if not self.accepts_token(token):
             raise _Rejected(CODE_NO_PERMISSION, "No permission: the access token is invalid.")
 
     def _check_event(self, index: int, event: object, now: float, *, web: bool) -> None:
@@ -293,9 +232,9 @@ class TikTokSandbox:
         if page is not None and not isinstance(page, dict):
             raise _bad_field(index, "page", "must be an object")
         page = page or {}
-        if web and not _is_http_url(page.get("url")):
+        if web and not is_http_url(page.get("url")):
             raise _bad_field(index, "page.url", "web events need an absolute http(s) URL")
-        if page.get("referrer") is not None and not _is_http_url(page.get("referrer")):
+        if page.get("referrer") is not None and not is_http_url(page.get("referrer")):
             raise _bad_field(index, "page.referrer", "must be an absolute http(s) URL")
         _check_properties(index, event.get("properties"))
         ldu = event.get("limited_data_use")
@@ -360,7 +299,7 @@ def _check_user(index: int, user: object) -> None:
         elif key in PLAIN_USER_KEYS:
             if not isinstance(value, str) or not value:
                 raise _bad_field(index, path, "must be a non-empty string")
-            if key == "ip" and not _is_ip(value):
+            if key == "ip" and not is_ip(value):
                 raise _bad_field(index, path, "must be an IPv4 or IPv6 address")
             if key == "ttp" and not _TTP.fullmatch(value):
                 raise _bad_field(index, path, "is not a _ttp cookie value")
@@ -374,7 +313,7 @@ def _check_properties(index: int, properties: object) -> None:
     if not isinstance(properties, dict):
         raise _bad_field(index, "properties", "must be an object")
     value = properties.get("value")
-    if value is not None and not _is_number(value):
+    if value is not None and not is_number(value):
         raise _bad_field(index, "properties.value", "must be a number")
     currency = properties.get("currency")
     if currency is not None and not (isinstance(currency, str) and _CURRENCY.fullmatch(currency)):
@@ -392,7 +331,7 @@ def _check_properties(index: int, properties: object) -> None:
             where = f"properties.contents[{i}]"
             if not isinstance(item, dict) or not isinstance(item.get("content_id"), str):
                 raise _bad_field(index, where, "needs a content_id string")
-            if item.get("price") is not None and not _is_number(item["price"]):
+            if item.get("price") is not None and not is_number(item["price"]):
                 raise _bad_field(index, f"{where}.price", "must be a number")
             quantity = item.get("quantity")
             if quantity is not None and (
@@ -403,36 +342,9 @@ def _check_properties(index: int, properties: object) -> None:
 
 def _try_loads(raw: bytes) -> object:
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
+        return loads_strict(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def _event_ids(doc: object) -> list[str]:
-    data = doc.get("data") if isinstance(doc, dict) else None
-    if not isinstance(data, list):
-        return []
-    return [
-        e["event_id"] for e in data if isinstance(e, dict) and isinstance(e.get("event_id"), str)
-    ]
-
-
-def _is_http_url(value: object) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 TIKTOK_SANDBOX = web.AppKey("tiktok_sandbox", TikTokSandbox)
