@@ -1,0 +1,218 @@
+"""Set-up shared by the platform delivery tests (tests/integration/test_delivery_*.py).
+
+Each platform's test file keeps its own assertions; what they all repeat lives here: serving a
+sandbox on 127.0.0.1, a config with one platform's destination, the test purchase, posting in
+chunks, bounded waits for arrivals and outbox counts, the visitor-profile round trip through
+`/e`, and the "expired token pauses the route without hammering" scenario.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import FakeClock, auth, base_doc, runtime_of
+
+from gateway.config import Config, parse
+from gateway.store.base import DeliveryState
+
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+ORIGIN = "https://www.shop.test"
+TRACK_HOST = "track.shop.test"
+PROFILE_SITE: dict[str, Any] = {"hosts": [TRACK_HOST], "allowed_origins": [ORIGIN]}
+"""Site settings under which the browser endpoint `/e` answers for ORIGIN."""
+
+Client = TestClient[web.Request, web.Application]
+
+
+class Recorder(Protocol):
+    requests: int
+    accepted: list[dict[str, Any]]
+
+
+class Faults(Protocol):
+    token_expired: bool
+
+
+class Sandbox(Protocol):
+    """What the shared scenarios need of a platform sandbox."""
+
+    @property
+    def recorder(self) -> Recorder: ...
+
+    @property
+    def faults(self) -> Faults: ...
+
+
+@asynccontextmanager
+async def serve(app: web.Application) -> AsyncIterator[str]:
+    """Serve a sandbox's app on 127.0.0.1:<ephemeral>; yield its base URL (no trailing '/')."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+def platform_config(
+    tmp_path: Path,
+    platform: str,
+    settings: dict[str, Any],
+    *,
+    meta_base: str | None = None,
+    site: dict[str, Any] | None = None,
+    **sections: dict[str, Any],
+) -> Config:
+    """A config whose site sends to `platform` with `settings` (and to Meta when `meta_base`)."""
+    doc = copy.deepcopy(base_doc(tmp_path, meta_base or "http://127.0.0.1:9"))
+    destinations = doc["sites"][0]["destinations"]
+    if meta_base is None:
+        destinations.clear()
+    destinations[platform] = dict(settings)
+    doc["sites"][0].update(site or {})
+    for name, values in sections.items():
+        doc.setdefault(name, {}).update(values)
+    return parse(doc, {}, tmp_path)
+
+
+def purchase(
+    i: int,
+    *,
+    email: str | None = None,
+    user_agent: str = "Mozilla/5.0 (test)",
+    click_ids: dict[str, str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Purchase number `i`: order id `order-<i>`, value 10+i EUR, e-mail, phone, IP and UA."""
+    user: dict[str, Any] = {
+        "email": email if email is not None else f"Customer.{i}@Example.com",
+        "phone": f"+1 650 555 {i % 10000:04d}",
+        "ip": "203.0.113.7",
+        "user_agent": user_agent,
+    }
+    if click_ids is not None:
+        user["click_ids"] = click_ids
+    return {
+        "event": "Purchase",
+        "url": f"https://shop.example/thanks/{i}",
+        "user": user,
+        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
+        **extra,
+    }
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `predicate` every 50 ms; fail once `timeout` seconds have passed without it."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def post_accepted(client: Client, events: list[dict[str, Any]], chunk: int = 100) -> None:
+    """POST `events` to /v1/events in chunks; each answer must be 202 with nothing rejected."""
+    for start in range(0, len(events), chunk):
+        resp = await client.post(
+            "/v1/events", json={"events": events[start : start + chunk]}, headers=auth()
+        )
+        body = await resp.json()
+        assert resp.status == 202, body
+        assert body["rejected"] == []
+
+
+async def wait_done(client: Client, route: str, expected: int) -> dict[Any, int]:
+    """Wait (at most ~10 s) until `route` has `expected` done rows; assert it; return counts.
+
+    A sandbox records a batch before it answers and the worker marks it done after the answer,
+    so the outbox lags the recorder a little.
+    """
+    store = runtime_of(client).store
+    for _ in range(200):
+        counts = await store.counts()
+        if counts.get((route, DeliveryState.DONE), 0) == expected:
+            break
+        await asyncio.sleep(0.05)
+    assert counts.get((route, DeliveryState.DONE), 0) == expected, counts
+    return counts
+
+
+async def dead_reasons(client: Client, route: str) -> dict[str, str]:
+    """The dead letters of `route` (first ten) as event id -> reason."""
+    dead = await runtime_of(client).store.dead_letters(route, 10)
+    return {d.event_id: d.reason or "" for d in dead}
+
+
+async def drain(client: Client, *routes: str) -> None:
+    """Drain the workers of `routes` once each, in order."""
+    workers = runtime_of(client).workers
+    for route in routes:
+        await workers[route].drain()
+
+
+async def assert_expired_token_pauses(
+    client: Client, sandbox: Sandbox, clock: FakeClock, route: str
+) -> None:
+    """Expired token: one request, the route pauses (readyz 503), then resumes after the pause.
+
+    The gateway must run with `pause_seconds = 60`, no workers, `clock`, and the sandbox must
+    have `faults.token_expired` set.
+    """
+    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
+    worker = runtime_of(client).workers[route]
+    await worker.drain()
+    await worker.drain()
+    assert sandbox.recorder.requests == 1, "a paused route does not retry the dead token"
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert "paused" in (await ready.json())["problems"][0]
+    sandbox.faults.token_expired = False
+    clock.advance(61)
+    await worker.drain()
+    assert len(sandbox.recorder.accepted) == 2
+    assert (await client.get("/readyz")).status == 200
+
+
+def browser_headers(user_agent: str, **extra: str) -> dict[str, str]:
+    """Headers of a browser on ORIGIN posting to the tracking host's `/e`."""
+    return {
+        "Host": TRACK_HOST,
+        "Origin": ORIGIN,
+        "Content-Type": "text/plain",
+        "User-Agent": user_agent,
+        **extra,
+    }
+
+
+async def visit(client: Client, url: str, headers: dict[str, str]) -> str:
+    """Post a PageView of `url` to `/e`; return the visitor id of the `_sgv` cookie it sets."""
+    resp = await client.post(
+        "/e", data=json.dumps({"event": "PageView", "url": url}), headers=headers
+    )
+    assert resp.status == 204
+    cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith("_sgv="))
+    return cookie.split("=", 1)[1].split(";")[0].rsplit(".", 1)[0]
+
+
+async def post_backend_for_visitor(client: Client, event: dict[str, Any], vid: str) -> None:
+    """Post `event` from the backend with only an e-mail and the visitor id (profile fills in)."""
+    event["user"] = {"email": "jane@example.com", "visitor_id": vid}
+    resp = await client.post("/v1/events", json={"events": [event]}, headers=auth())
+    assert resp.status == 202, await resp.text()
+
+
+def only_meta_event(accepted: list[dict[str, Any]], event_id: str) -> str:
+    """The one Meta event with `event_id`, as JSON text (to check what must not be in it)."""
+    events = [e for e in accepted if e["event_id"] == event_id]
+    assert len(events) == 1
+    return json.dumps(events[0])
