@@ -216,3 +216,14 @@ def only_meta_event(accepted: list[dict[str, Any]], event_id: str) -> str:
     events = [e for e in accepted if e["event_id"] == event_id]
     assert len(events) == 1
     return json.dumps(events[0])
+
+
+async def assert_only_dead_letter(
+    client: Client, route: str, event_id: str, reason_prefix: str, *reason_parts: str
+) -> None:
+    """`event_id` is the one dead letter of `route`; its reason starts and contains as given."""
+    dead = await dead_reasons(client, route)
+    assert list(dead) == [event_id], dead
+    assert dead[event_id].startswith(reason_prefix), dead[event_id]
+    for part in reason_parts:
+        assert part in dead[event_id], dead[event_id]
