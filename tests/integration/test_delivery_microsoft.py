@@ -7,10 +7,7 @@ Microsoft only, never Meta.
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,18 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
-from conftest import FakeClock, auth, base_doc, runtime_of
+from conftest import FakeClock, auth, runtime_of
+from platform_harness import (
+    HEX64,
+    assert_expired_token_pauses,
+    assert_only_dead_letter,
+    dead_reasons,
+    drain,
+    only_meta_event,
+    platform_config,
+    post_accepted,
+    serve,
+    wait_done,
+    wait_for,
+)
+from platform_harness import purchase as harness_purchase
 
-from gateway.config import Config, parse
+from gateway.config import Config
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.microsoft import MicrosoftSandbox
-from gateway.store.base import DeliveryState
 
 TAG = "343012345"
 TOKEN = "uet-test-token"
 ROUTE = "shop:microsoft"
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 UA = "Mozilla/5.0 (uet test)"
 MSCLKID = "e85de3e3b8a2139d6e1b858362f6c13a"
 
@@ -38,62 +46,20 @@ MSCLKID = "e85de3e3b8a2139d6e1b858362f6c13a"
 async def ms_sandbox() -> AsyncIterator[tuple[MicrosoftSandbox, str]]:
     """Start the UET CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
     sandbox = MicrosoftSandbox(access_tokens={TOKEN}, seed=2468)
-    server = TestServer(sandbox.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield sandbox, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+    async with serve(sandbox.app()) as base:
+        yield sandbox, base
 
 
 def ms_config(
-    tmp_path: Path,
-    ms_base: str,
-    *,
-    meta_base: str | None = None,
-    microsoft: dict[str, Any] | None = None,
-    site: dict[str, Any] | None = None,
-    **sections: dict[str, Any],
+    tmp_path: Path, ms_base: str, *, microsoft: dict[str, Any] | None = None, **kwargs: Any
 ) -> Config:
     """A config with a Microsoft destination (and Meta's too when `meta_base` is given)."""
-    doc = copy.deepcopy(base_doc(tmp_path, meta_base or "http://127.0.0.1:9"))
-    destinations = doc["sites"][0]["destinations"]
-    if meta_base is None:
-        destinations.clear()
-    destinations["microsoft"] = {
-        "tag_id": TAG,
-        "access_token": TOKEN,
-        "api_base": ms_base,
-        **(microsoft or {}),
-    }
-    doc["sites"][0].update(site or {})
-    for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
-    return parse(doc, {}, tmp_path)
+    settings = {"tag_id": TAG, "access_token": TOKEN, "api_base": ms_base}
+    return platform_config(tmp_path, "microsoft", settings | (microsoft or {}), **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "Purchase",
-        "url": f"https://shop.example/thanks/{i}",
-        "user": {
-            "email": f"Customer.{i}@Example.com",
-            "phone": f"+1 650 555 {i % 10000:04d}",
-            "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (test)",
-            "click_ids": {"msclkid": f"{i:032x}"},
-        },
-        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
-        **extra,
-    }
-
-
-async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    return harness_purchase(i, click_ids={"msclkid": f"{i:032x}"}, **extra)
 
 
 async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
@@ -105,14 +71,7 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
     sandbox.faults.retry_after = 0.2
     sandbox.faults.reject_event_ids = {"order-37"}
     client = await gateway(ms_config(tmp_path, base, microsoft={"max_batch": 25}))
-    events = [purchase(i) for i in range(300)]
-    for start in range(0, 300, 100):
-        resp = await client.post(
-            "/v1/events", json={"events": events[start : start + 100]}, headers=auth()
-        )
-        body = await resp.json()
-        assert resp.status == 202, body
-        assert body["rejected"] == []
+    await post_accepted(client, [purchase(i) for i in range(300)])
 
     await wait_for(lambda: len(sandbox.recorder.accepted) >= 299, timeout=90)
     keys = Counter(e["eventId"] for e in sandbox.recorder.accepted)
@@ -128,17 +87,10 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
     statuses = [r["status"] for r in sandbox.recorder.rejected]
     assert 429 in statuses
     assert any(s >= 500 for s in statuses)
-    store = runtime_of(client).store
-    for _ in range(200):
-        counts = await store.counts()
-        if counts.get((ROUTE, DeliveryState.DONE), 0) == 299:
-            break
-        await asyncio.sleep(0.05)
-    assert counts.get((ROUTE, DeliveryState.DONE), 0) == 299, counts
-    dead = await store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-37"]
-    assert (dead[0].reason or "").startswith("invalid_field")
-    assert "rejected by the sandbox" in (dead[0].reason or "")
+    await wait_done(client, ROUTE, 299)
+    await assert_only_dead_letter(
+        client, ROUTE, "order-37", "invalid_field", "rejected by the sandbox"
+    )
 
 
 @pytest.mark.parametrize("partial_status", [200, 400])
@@ -164,9 +116,7 @@ async def test_bad_event_in_a_batch_of_500_does_not_sink_the_other_499(
     assert max(delivered.values()) == 1
     assert worker.stats.requests == 1, "Microsoft names the bad event: no bisection needed"
     assert worker.stats.retried == 0
-    dead = await runtime_of(client).store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-137"]
-    assert (dead[0].reason or "").startswith("invalid_field")
+    await assert_only_dead_letter(client, ROUTE, "order-137", "invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(
@@ -177,17 +127,7 @@ async def test_expired_token_pauses_the_route_without_hammering(
     clock = FakeClock(time.time())
     config = ms_config(tmp_path, base, delivery={"pause_seconds": 60})
     client = await gateway(config, run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    assert (await client.get("/readyz")).status == 503
-    sandbox.faults.token_expired = False
-    clock.advance(61)
-    await worker.drain()
-    assert len(sandbox.recorder.accepted) == 2
-    assert (await client.get("/readyz")).status == 200
+    await assert_expired_token_pauses(client, sandbox, clock, ROUTE)
 
 
 async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
@@ -207,9 +147,7 @@ async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
     await client.post("/v1/events", json={"events": [purchase(3)]}, headers=auth())
     clock.advance(7 * 86400)
     await worker.drain()
-    dead = {
-        d.event_id: d.reason or "" for d in await runtime_of(client).store.dead_letters(ROUTE, 10)
-    }
+    dead = await dead_reasons(client, ROUTE)
     assert "no test mode" in dead["order-1"]
     assert dead["order-3"].startswith("too_old")
     assert sandbox.recorder.requests == 1
@@ -251,13 +189,10 @@ async def test_msclkid_from_the_visitor_profile_reaches_microsoft_only(
     backend["user"] = {"email": "jane@example.com", "visitor_id": vid}
     resp = await client.post("/v1/events", json={"events": [backend]}, headers=auth())
     assert resp.status == 202, await resp.text()
-    workers = runtime_of(client).workers
-    await workers[ROUTE].drain()
-    await workers["shop:meta"].drain()
+    await drain(client, ROUTE, "shop:meta")
     by_id = {e.get("eventId"): e for e in sandbox.recorder.accepted}
     user = by_id["order-9"]["userData"]
     assert user["msclkid"] == MSCLKID, "sent without the _uet prefix"
     assert user["clientUserAgent"] == UA, "filled from the profile"
-    meta_events = [e for e in meta.recorder.accepted if e["event_id"] == "order-9"]
-    assert len(meta_events) == 1
-    assert MSCLKID not in json.dumps(meta_events[0])
+    text = only_meta_event(meta.recorder.accepted, "order-9")
+    assert MSCLKID not in text
