@@ -7,7 +7,6 @@ Microsoft only, never Meta.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -18,14 +17,18 @@ import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
+    PROFILE_SITE,
     assert_expired_token_pauses,
     assert_only_dead_letter,
+    browser_headers,
     dead_reasons,
     drain,
     only_meta_event,
     platform_config,
     post_accepted,
+    post_backend_for_visitor,
     serve,
+    visit,
     wait_done,
     wait_for,
 )
@@ -170,25 +173,11 @@ async def test_msclkid_from_the_visitor_profile_reaches_microsoft_only(
 ) -> None:
     meta, meta_base = meta_sandbox
     sandbox, ms_base = ms_sandbox
-    origin = "https://www.shop.test"
-    site = {"hosts": ["track.shop.test"], "allowed_origins": [origin]}
-    client = await gateway(
-        ms_config(tmp_path, ms_base, meta_base=meta_base, site=site), run_workers=False
-    )
-    headers = {"Host": "track.shop.test", "Origin": origin, "Content-Type": "text/plain",
-               "User-Agent": UA}  # fmt: skip
-    if cookie:
-        headers["Cookie"] = cookie
-    resp = await client.post(
-        "/e", data=json.dumps({"event": "PageView", "url": landing}), headers=headers
-    )
-    assert resp.status == 204
-    sgv = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith("_sgv="))
-    vid = sgv.split("=", 1)[1].split(";")[0].rsplit(".", 1)[0]
-    backend = purchase(9)
-    backend["user"] = {"email": "jane@example.com", "visitor_id": vid}
-    resp = await client.post("/v1/events", json={"events": [backend]}, headers=auth())
-    assert resp.status == 202, await resp.text()
+    config = ms_config(tmp_path, ms_base, meta_base=meta_base, site=PROFILE_SITE)
+    client = await gateway(config, run_workers=False)
+    headers = browser_headers(UA, Cookie=cookie) if cookie else browser_headers(UA)
+    vid = await visit(client, landing, headers)
+    await post_backend_for_visitor(client, purchase(9), vid)
     await drain(client, ROUTE, "shop:meta")
     by_id = {e.get("eventId"): e for e in sandbox.recorder.accepted}
     user = by_id["order-9"]["userData"]
