@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import FakeClock, auth, base_doc, runtime_of
 
-from gateway.config import Config, parse
+from gateway.config import PROXY_VENDORS, Config, parse
 from gateway.store.base import DeliveryState
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -227,3 +227,10 @@ async def assert_only_dead_letter(
     assert dead[event_id].startswith(reason_prefix), dead[event_id]
     for part in reason_parts:
         assert part in dead[event_id], dead[event_id]
+
+
+def proxy_upstreams(url: str) -> dict[str, str]:
+    """Proxy settings sending every vendor's scripts and pixel hits to the fake CDN at `url`."""
+    upstreams = {f"{vendor}_upstream": url for vendor in PROXY_VENDORS}
+    upstreams |= {f"{v}_hits_upstream": url for v in ("meta", "tiktok", "snap", "google")}
+    return upstreams

@@ -27,6 +27,7 @@ from platform_harness import (
     platform_config,
     post_accepted,
     post_backend_for_visitor,
+    proxy_upstreams,
     serve,
     visit,
     wait_done,
@@ -34,7 +35,7 @@ from platform_harness import (
 )
 from platform_harness import purchase as harness_purchase
 
-from gateway.config import PROXY_VENDORS, Config
+from gateway.config import Config
 from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.snap import SnapSandbox
@@ -183,13 +184,11 @@ async def test_proxied_snap_hit_reaches_snap_with_its_dedup_id_and_nothing_at_me
     fake, url = cdn
     meta, meta_base = meta_sandbox
     snap, snap_base = snap_sandbox
-    upstreams = {f"{v}_upstream": url for v in PROXY_VENDORS}
-    upstreams |= {f"{v}_hits_upstream": url for v in ("meta", "tiktok", "snap", "google")}
     config = snap_config(
         tmp_path,
         snap_base,
         meta_base=meta_base,
-        site={"hosts": [HOST], "proxy": {"enabled": True, **upstreams}},
+        site={"hosts": [HOST], "proxy": {"enabled": True, **proxy_upstreams(url)}},
         server={"trusted_proxies": ["127.0.0.1/32"]},
     )
     clock = FakeClock(time.time() - 120)
