@@ -13,7 +13,8 @@ import copy
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +38,7 @@ Client = TestClient[web.Request, web.Application]
 class Recorder(Protocol):
     requests: int
     accepted: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
 
 
 class Faults(Protocol):
@@ -161,13 +163,16 @@ async def drain(client: Client, *routes: str) -> None:
 
 
 async def assert_expired_token_pauses(
-    client: Client, sandbox: Sandbox, clock: FakeClock, route: str
+    gateway: Callable[..., Awaitable[Client]], sandbox: Sandbox, config: Config, route: str
 ) -> None:
     """Expired token: one request, the route pauses (readyz 503), then resumes after the pause.
 
-    The gateway must run with `pause_seconds = 60`, no workers, `clock`, and the sandbox must
-    have `faults.token_expired` set.
+    `config` must set `delivery.pause_seconds = 60`; the gateway runs without workers on a
+    clock the scenario moves past the pause.
     """
+    sandbox.faults.token_expired = True
+    clock = FakeClock(time.time())
+    client = await gateway(config, run_workers=False, clock=clock)
     await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
     worker = runtime_of(client).workers[route]
     await worker.drain()
@@ -181,6 +186,57 @@ async def assert_expired_token_pauses(
     await worker.drain()
     assert len(sandbox.recorder.accepted) == 2
     assert (await client.get("/readyz")).status == 200
+
+
+async def round_trip_with_faults(
+    client: Client,
+    sandbox: Sandbox,
+    route: str,
+    events: list[dict[str, Any]],
+    event_id: Callable[[dict[str, Any]], str],
+    bad: str,
+) -> list[int]:
+    """Post `events` through a faulty sandbox; all but `bad` arrive exactly once and are done.
+
+    The sandbox must answer some requests with 5xx and 429 (both are asserted) and refuse the
+    event whose order id is `bad`. `event_id` reads the order id from a delivered event. Returns
+    the statuses of the refused requests for the platform's own checks.
+    """
+    await post_accepted(client, events)
+    expected = {e["data"]["order_id"] for e in events} - {bad}
+
+    def all_arrived() -> bool:
+        return len({event_id(e) for e in sandbox.recorder.accepted}) >= len(expected)
+
+    await wait_for(all_arrived, timeout=90)
+    keys = Counter(event_id(e) for e in sandbox.recorder.accepted)
+    assert max(keys.values()) == 1, "an event reached the sandbox twice"
+    assert set(keys) == expected
+    statuses = [int(r["status"]) for r in sandbox.recorder.rejected]
+    assert 429 in statuses
+    assert any(s >= 500 for s in statuses)
+    await wait_done(client, route, len(expected))
+    return statuses
+
+
+async def dead_after_ageing(
+    client: Client, clock: FakeClock, route: str, event: dict[str, Any], days: int
+) -> dict[str, str]:
+    """Post `event`, move `clock` on by `days`, drain `route`; return its dead letters."""
+    await client.post("/v1/events", json={"events": [event]}, headers=auth())
+    clock.advance(days * 86400)
+    await runtime_of(client).workers[route].drain()
+    return await dead_reasons(client, route)
+
+
+async def deliver_one(
+    client: Client, sandbox: Sandbox, route: str, event: dict[str, Any]
+) -> dict[str, Any]:
+    """Post `event`, drain `route`; return the one event the sandbox accepted."""
+    await client.post("/v1/events", json={"events": [event]}, headers=auth())
+    await runtime_of(client).workers[route].drain()
+    [accepted] = sandbox.recorder.accepted
+    return accepted
 
 
 def browser_headers(user_agent: str, **extra: str) -> dict[str, str]:

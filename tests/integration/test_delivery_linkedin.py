@@ -22,7 +22,7 @@ from platform_harness import (
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
-    dead_reasons,
+    dead_after_ageing,
     drain,
     only_meta_event,
     platform_config,
@@ -126,11 +126,8 @@ async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, linkedin_sandbox: tuple[LinkedInSandbox, str]
 ) -> None:
     sandbox, base = linkedin_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = linkedin_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await assert_expired_token_pauses(client, sandbox, clock, ROUTE)
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_rules_unmapped_and_stale_events(
@@ -153,10 +150,7 @@ async def test_rules_unmapped_and_stale_events(
         "order-1": f"urn:lla:llaPartnerConversion:{LEAD_RULE}",
         "order-3": f"urn:lla:llaPartnerConversion:{RULE}",
     }
-    await client.post("/v1/events", json={"events": [purchase(4)]}, headers=auth())
-    clock.advance(90 * 86400)
-    await worker.drain()
-    dead = await dead_reasons(client, ROUTE)
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(4), days=90)
     assert "'SIGN_UP'" in dead["order-2"]
     assert dead["order-4"].startswith("too_old")
     assert sandbox.recorder.requests == 1

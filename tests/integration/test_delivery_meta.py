@@ -12,6 +12,7 @@ from platform_harness import (
     HEX64,
     assert_expired_token_pauses,
     assert_only_dead_letter,
+    dead_after_ageing,
     purchase,
     wait_done,
     wait_for,
@@ -104,12 +105,8 @@ async def test_expired_token_pauses_route_without_hammering(
     make_config: Any, gateway: Any, meta_sandbox: Any
 ) -> None:
     sandbox, base = meta_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
-    client = await gateway(
-        make_config(base, delivery={"pause_seconds": 60}), run_workers=False, clock=clock
-    )
-    await assert_expired_token_pauses(client, sandbox, clock, "shop:meta")
+    config = make_config(base, delivery={"pause_seconds": 60})
+    await assert_expired_token_pauses(gateway, sandbox, config, "shop:meta")
 
 
 async def test_retry_after_is_honoured(make_config: Any, gateway: Any, meta_sandbox: Any) -> None:
@@ -135,12 +132,9 @@ async def test_event_that_ages_out_is_dead_lettered_not_sent(
     sandbox, base = meta_sandbox
     clock = FakeClock(time.time())
     client = await gateway(make_config(base), run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    clock.advance(7 * 86400)
-    await runtime_of(client).workers["shop:meta"].drain()
+    dead = await dead_after_ageing(client, clock, "shop:meta", purchase(1), days=7)
     assert sandbox.recorder.requests == 0
-    dead = await runtime_of(client).store.dead_letters("shop:meta", 10)
-    assert (dead[0].reason or "").startswith("too_old")
+    assert dead["order-1"].startswith("too_old")
 
 
 async def test_duplicate_event_id_is_sent_once(

@@ -21,7 +21,7 @@ from platform_harness import (
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
-    dead_reasons,
+    dead_after_ageing,
     drain,
     only_meta_event,
     platform_config,
@@ -126,11 +126,8 @@ async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, ms_sandbox: tuple[MicrosoftSandbox, str]
 ) -> None:
     sandbox, base = ms_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = ms_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await assert_expired_token_pauses(client, sandbox, clock, ROUTE)
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
@@ -147,10 +144,7 @@ async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
     worker = runtime_of(client).workers[ROUTE]
     await worker.drain()
     assert [e["eventId"] for e in sandbox.recorder.accepted] == ["order-2"]
-    await client.post("/v1/events", json={"events": [purchase(3)]}, headers=auth())
-    clock.advance(7 * 86400)
-    await worker.drain()
-    dead = await dead_reasons(client, ROUTE)
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=7)
     assert "no test mode" in dead["order-1"]
     assert dead["order-3"].startswith("too_old")
     assert sandbox.recorder.requests == 1

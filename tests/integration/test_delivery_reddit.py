@@ -23,7 +23,8 @@ from platform_harness import (
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
-    dead_reasons,
+    dead_after_ageing,
+    deliver_one,
     drain,
     only_meta_event,
     platform_config,
@@ -144,11 +145,8 @@ async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, reddit_sandbox: tuple[RedditSandbox, str]
 ) -> None:
     sandbox, base = reddit_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = reddit_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await assert_expired_token_pauses(client, sandbox, clock, ROUTE)
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_custom_long_and_stale_events(
@@ -171,10 +169,7 @@ async def test_custom_long_and_stale_events(
         "tracking_type": "CUSTOM",
         "custom_event_name": "InitiateCheckout",
     }
-    await client.post("/v1/events", json={"events": [purchase(4)]}, headers=auth())
-    clock.advance(7 * 86400)
-    await worker.drain()
-    dead = await dead_reasons(client, ROUTE)
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(4), days=7)
     assert "1-64 characters" in dead["order-2"]
     assert dead["order-4"].startswith("too_old")
     assert sandbox.recorder.requests == 1
@@ -186,9 +181,7 @@ async def test_test_id_reaches_the_sandbox(
     sandbox, base = reddit_sandbox
     config = reddit_config(tmp_path, base, reddit={"test_id": "t2_testview"})
     client = await gateway(config, run_workers=False)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    await runtime_of(client).workers[ROUTE].drain()
-    [event] = sandbox.recorder.accepted
+    event = await deliver_one(client, sandbox, ROUTE, purchase(1))
     assert event["_test_id"] == "t2_testview"
 
 

@@ -21,7 +21,9 @@ from platform_harness import (
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
+    dead_after_ageing,
     dead_reasons,
+    deliver_one,
     drain,
     only_meta_event,
     platform_config,
@@ -131,11 +133,8 @@ async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, snap_sandbox: tuple[SnapSandbox, str]
 ) -> None:
     sandbox, base = snap_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = snap_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await assert_expired_token_pauses(client, sandbox, clock, ROUTE)
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_unmapped_and_stale_events_are_dead_lettered_before_sending(
@@ -150,10 +149,7 @@ async def test_unmapped_and_stale_events_are_dead_lettered_before_sending(
     worker = runtime_of(client).workers[ROUTE]
     await worker.drain()
     assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-2"]
-    await client.post("/v1/events", json={"events": [purchase(3)]}, headers=auth())
-    clock.advance(37 * 86400)
-    await worker.drain()
-    dead = await dead_reasons(client, ROUTE)
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=37)
     assert "custom_events" in dead["order-1"]
     assert dead["order-3"].startswith("too_old")
     assert sandbox.recorder.requests == 1
@@ -165,9 +161,7 @@ async def test_test_mode_goes_to_the_validate_endpoint(
     sandbox, base = snap_sandbox
     config = snap_config(tmp_path, base, snap={"test_mode": True})
     client = await gateway(config, run_workers=False)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    await runtime_of(client).workers[ROUTE].drain()
-    [event] = sandbox.recorder.accepted
+    event = await deliver_one(client, sandbox, ROUTE, purchase(1))
     assert event["_test"] is True
 
 
