@@ -219,6 +219,32 @@ async def round_trip_with_faults(
     return statuses
 
 
+async def assert_bad_event_isolated(
+    client: Client,
+    sandbox: Sandbox,
+    route: str,
+    events: list[dict[str, Any]],
+    event_id: Callable[[dict[str, Any]], str],
+    bad: str,
+    *reason_parts: str,
+    chunk: int = 500,
+) -> Any:
+    """One drain of `route` delivers every event but `bad` exactly once; `bad` is dead-lettered.
+
+    `events` are posted `chunk` to a request; the dead letter's reason starts `invalid_field`
+    and contains each of `reason_parts`. Returns the worker for the platform's own checks of
+    how many requests that took.
+    """
+    await post_accepted(client, events, chunk)
+    worker = runtime_of(client).workers[route]
+    await worker.drain()
+    delivered = Counter(event_id(e) for e in sandbox.recorder.accepted)
+    assert set(delivered) == {e["data"]["order_id"] for e in events} - {bad}
+    assert max(delivered.values()) == 1, "an event reached the sandbox twice"
+    await assert_only_dead_letter(client, route, bad, "invalid_field", *reason_parts)
+    return worker
+
+
 async def dead_after_ageing(
     client: Client, clock: FakeClock, route: str, event: dict[str, Any], days: int
 ) -> dict[str, str]:

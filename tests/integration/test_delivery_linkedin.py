@@ -19,6 +19,7 @@ import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     PROFILE_SITE,
+    assert_bad_event_isolated,
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
@@ -101,16 +102,12 @@ async def test_a_malformed_event_in_a_batch_of_500_is_isolated_by_bisecting(
     events = [purchase(i) for i in range(500)]
     # A click id that looks hashed: LinkedIn refuses the whole request (422) for it.
     events[137]["user"]["click_ids"]["li_fat_id"] = "a" * 64
-    resp = await client.post("/v1/events", json={"events": events}, headers=auth())
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = {e["eventId"] for e in sandbox.recorder.accepted}
-    assert delivered == {f"order-{i}" for i in range(500)} - {"order-137"}
+    worker = await assert_bad_event_isolated(
+        client, sandbox, ROUTE, events, itemgetter("eventId"), "order-137", "never hashed"
+    )
     assert worker.stats.bisections > 0
     assert worker.stats.retried == 0, "the good events are resent at once, not retried later"
     assert worker.stats.requests <= 2 * 9 + 2
-    await assert_only_dead_letter(client, ROUTE, "order-137", "invalid_field", "never hashed")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from operator import itemgetter
 from typing import Any
 
 from conftest import ACCESS_TOKEN, ADMIN_TOKEN, FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
+    assert_bad_event_isolated,
     assert_expired_token_pauses,
-    assert_only_dead_letter,
     dead_after_ageing,
     purchase,
     wait_done,
@@ -70,18 +71,12 @@ async def test_bad_event_in_batch_of_500_does_not_sink_the_other_499(
     sandbox, base = meta_sandbox
     sandbox.faults.reject_event_ids = {"order-137"}
     client = await gateway(make_config(base, meta={"max_batch": 500}), run_workers=False)
-    resp = await client.post(
-        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
+    events = [purchase(i) for i in range(500)]
+    worker = await assert_bad_event_isolated(
+        client, sandbox, "shop:meta", events, itemgetter("event_id"), "order-137"
     )
-    assert resp.status == 202
-    worker = runtime_of(client).workers["shop:meta"]
-    await worker.drain()
-    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-    assert len(delivered) == 499
-    assert "order-137" not in delivered
     assert worker.stats.bisections > 0
     assert worker.stats.requests <= 2 * 9 + 2  # log2(500) levels, two requests each at most
-    await assert_only_dead_letter(client, "shop:meta", "order-137", "invalid_field")
 
 
 async def test_invalid_event_is_dead_lettered_before_sending(

@@ -8,7 +8,6 @@ Microsoft only, never Meta.
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from operator import itemgetter
 from pathlib import Path
@@ -19,6 +18,7 @@ from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
+    assert_bad_event_isolated,
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
@@ -100,18 +100,11 @@ async def test_bad_event_in_a_batch_of_500_does_not_sink_the_other_499(
     sandbox.faults.reject_event_ids = {"order-137"}
     config = ms_config(tmp_path, base, microsoft={"max_batch": 500})
     client = await gateway(config, run_workers=False)
-    resp = await client.post(
-        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = Counter(e["eventId"] for e in sandbox.recorder.accepted)
-    assert set(delivered) == {f"order-{i}" for i in range(500)} - {"order-137"}
-    assert max(delivered.values()) == 1
+    events = [purchase(i) for i in range(500)]
+    event_id = itemgetter("eventId")
+    worker = await assert_bad_event_isolated(client, sandbox, ROUTE, events, event_id, "order-137")
     assert worker.stats.requests == 1, "Microsoft names the bad event: no bisection needed"
     assert worker.stats.retried == 0
-    await assert_only_dead_letter(client, ROUTE, "order-137", "invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(

@@ -19,6 +19,7 @@ from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
+    assert_bad_event_isolated,
     assert_expired_token_pauses,
     assert_only_dead_letter,
     browser_headers,
@@ -112,21 +113,13 @@ async def test_bad_event_in_a_batch_of_1000_does_not_sink_the_other_999(
     sandbox.faults.reject_event_ids = {"order-637"}
     config = reddit_config(tmp_path, base, reddit={"max_batch": 1000})
     client = await gateway(config, run_workers=False)
-    for start in (0, 500):
-        resp = await client.post(
-            "/v1/events",
-            json={"events": [purchase(i) for i in range(start, start + 500)]},
-            headers=auth(),
-        )
-        assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = {conversion_id(e) for e in sandbox.recorder.accepted}
-    assert delivered == {f"order-{i}" for i in range(1000)} - {"order-637"}
+    events = [purchase(i) for i in range(1000)]
+    worker = await assert_bad_event_isolated(
+        client, sandbox, ROUTE, events, conversion_id, "order-637"
+    )
     assert worker.stats.bisections > 0
     assert worker.stats.retried == 0, "the good events are resent at once, not retried later"
     assert worker.stats.requests <= 2 * 10 + 2  # log2(1000) levels, two requests each at most
-    await assert_only_dead_letter(client, ROUTE, "order-637", "invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(

@@ -18,8 +18,8 @@ from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
+    assert_bad_event_isolated,
     assert_expired_token_pauses,
-    assert_only_dead_letter,
     browser_headers,
     dead_after_ageing,
     dead_reasons,
@@ -103,18 +103,12 @@ async def test_bad_event_in_a_batch_of_500_does_not_sink_the_other_499(
     sandbox.faults.reject_event_ids = {"order-137"}
     config = snap_config(tmp_path, base, snap={"max_batch": 500})
     client = await gateway(config, run_workers=False)
-    resp = await client.post(
-        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-    assert delivered == {f"order-{i}" for i in range(500)} - {"order-137"}
+    events = [purchase(i) for i in range(500)]
+    event_id = itemgetter("event_id")
+    worker = await assert_bad_event_isolated(client, sandbox, ROUTE, events, event_id, "order-137")
     assert worker.stats.bisections > 0
     assert worker.stats.retried == 0, "the good events are resent at once, not retried later"
     assert worker.stats.requests <= 2 * 9 + 2  # log2(500) levels, two requests each at most
-    await assert_only_dead_letter(client, ROUTE, "order-137", "invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(

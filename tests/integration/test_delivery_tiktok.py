@@ -7,6 +7,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
-    assert_only_dead_letter,
+    assert_bad_event_isolated,
     drain,
     platform_config,
     proxy_upstreams,
@@ -122,16 +123,11 @@ async def test_bad_event_in_a_batch_is_bisected_out_and_dead_lettered(
     sandbox.faults.reject_event_ids = {"order-37"}
     client = await gateway(config(tmp_path, base, tiktok={"max_batch": 100}), run_workers=False)
     events = [purchase(i) for i in range(100)]
-    resp = await client.post("/v1/events", json={"events": events}, headers=auth())
-    assert resp.status == 202
-    worker = runtime_of(client).workers["shop:tiktok"]
-    await worker.drain()
-    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-    assert len(delivered) == 99
-    assert "order-37" not in delivered
+    worker = await assert_bad_event_isolated(
+        client, sandbox, "shop:tiktok", events, itemgetter("event_id"), "order-37", "40002"
+    )
     assert worker.stats.bisections > 0
     assert all(r["status"] == 200 and r["code"] == 40002 for r in sandbox.recorder.rejected)
-    await assert_only_dead_letter(client, "shop:tiktok", "order-37", "invalid_field", "40002")
 
 
 async def test_no_permission_under_http_200_pauses_the_route(
