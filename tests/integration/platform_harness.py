@@ -43,6 +43,8 @@ class Recorder(Protocol):
 
 class Faults(Protocol):
     token_expired: bool
+    burst_429: int
+    retry_after: float
 
 
 class Sandbox(Protocol):
@@ -186,6 +188,25 @@ async def assert_expired_token_pauses(
     await worker.drain()
     assert len(sandbox.recorder.accepted) == 2
     assert (await client.get("/readyz")).status == 200
+
+
+async def assert_retry_after_honoured(
+    gateway: Callable[..., Awaitable[Client]], sandbox: Sandbox, config: Config, route: str
+) -> None:
+    """One 429 with Retry-After: 30 s: no resend after 29 s, delivered after 31 s."""
+    sandbox.faults.burst_429 = 1
+    sandbox.faults.retry_after = 30
+    clock = FakeClock(time.time())
+    client = await gateway(config, run_workers=False, clock=clock)
+    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    worker = runtime_of(client).workers[route]
+    await worker.drain()
+    clock.advance(29)
+    await worker.drain()
+    assert sandbox.recorder.requests == 1, "resent before Retry-After ran out"
+    clock.advance(2)
+    await worker.drain()
+    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-1"]
 
 
 async def round_trip_with_faults(

@@ -13,6 +13,7 @@ from platform_harness import (
     HEX64,
     assert_bad_event_isolated,
     assert_expired_token_pauses,
+    assert_retry_after_honoured,
     dead_after_ageing,
     purchase,
     wait_done,
@@ -106,19 +107,7 @@ async def test_expired_token_pauses_route_without_hammering(
 
 async def test_retry_after_is_honoured(make_config: Any, gateway: Any, meta_sandbox: Any) -> None:
     sandbox, base = meta_sandbox
-    sandbox.faults.burst_429 = 1
-    sandbox.faults.retry_after = 30
-    clock = FakeClock(time.time())
-    client = await gateway(make_config(base), run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    worker = runtime_of(client).workers["shop:meta"]
-    await worker.drain()
-    clock.advance(29)
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    clock.advance(2)
-    await worker.drain()
-    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-1"]
+    await assert_retry_after_honoured(gateway, sandbox, make_config(base), "shop:meta")
 
 
 async def test_event_that_ages_out_is_dead_lettered_not_sent(

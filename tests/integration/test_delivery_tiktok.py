@@ -16,6 +16,7 @@ from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
     assert_bad_event_isolated,
+    assert_retry_after_honoured,
     drain,
     platform_config,
     proxy_upstreams,
@@ -176,19 +177,7 @@ async def test_rate_limit_retry_after_is_honoured(
     tmp_path: Path, gateway: Any, tiktok_sandbox: Any
 ) -> None:
     sandbox, base = tiktok_sandbox
-    sandbox.faults.burst_429 = 1
-    sandbox.faults.retry_after = 30
-    clock = FakeClock(time.time())
-    client = await gateway(config(tmp_path, base), run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    worker = runtime_of(client).workers["shop:tiktok"]
-    await worker.drain()
-    clock.advance(29)
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    clock.advance(2)
-    await worker.drain()
-    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-1"]
+    await assert_retry_after_honoured(gateway, sandbox, config(tmp_path, base), "shop:tiktok")
 
 
 async def test_test_event_code_and_ldu_reach_tiktok(
