@@ -17,8 +17,9 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import FakeClock, auth, base_doc, runtime_of
@@ -33,6 +34,13 @@ PROFILE_SITE: dict[str, Any] = {"hosts": [TRACK_HOST], "allowed_origins": [ORIGI
 """Site settings under which the browser endpoint `/e` answers for ORIGIN."""
 
 Client = TestClient[web.Request, web.Application]
+
+
+class Served(Protocol):
+    def app(self) -> web.Application: ...
+
+
+S = TypeVar("S", bound=Served)
 
 
 class Recorder(Protocol):
@@ -68,6 +76,18 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
         await server.close()
 
 
+def sandbox_fixture(name: str, make: Callable[[], S]) -> Any:
+    """A pytest fixture `name` that serves `make()`'s app and yields (sandbox, base URL)."""
+
+    @pytest.fixture(name=name)
+    async def fixture() -> AsyncIterator[tuple[S, str]]:
+        sandbox = make()
+        async with serve(sandbox.app()) as base:
+            yield sandbox, base
+
+    return fixture
+
+
 def platform_config(
     tmp_path: Path,
     platform: str,
@@ -77,12 +97,16 @@ def platform_config(
     site: dict[str, Any] | None = None,
     **sections: dict[str, Any],
 ) -> Config:
-    """A config whose site sends to `platform` with `settings` (and to Meta when `meta_base`)."""
+    """A config whose site sends to `platform` with `settings` (and to Meta when `meta_base`).
+
+    A keyword named like the platform (`snap={"max_batch": 50}`) overrides its settings; other
+    keywords (`delivery=`, `server=`) update those top-level sections.
+    """
     doc = copy.deepcopy(base_doc(tmp_path, meta_base or "http://127.0.0.1:9"))
     destinations = doc["sites"][0]["destinations"]
     if meta_base is None:
         destinations.clear()
-    destinations[platform] = dict(settings)
+    destinations[platform] = settings | sections.pop(platform, {})
     doc["sites"][0].update(site or {})
     for name, values in sections.items():
         doc.setdefault(name, {}).update(values)

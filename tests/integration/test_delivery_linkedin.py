@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     PROFILE_SITE,
@@ -29,7 +27,7 @@ from platform_harness import (
     platform_config,
     post_backend_for_visitor,
     round_trip_with_faults,
-    serve,
+    sandbox_fixture,
     visit,
 )
 from platform_harness import purchase as harness_purchase
@@ -45,21 +43,19 @@ ROUTE = "shop:linkedin"
 UA = "Mozilla/5.0 (linkedin test)"
 
 
-@pytest.fixture
-async def linkedin_sandbox() -> AsyncIterator[tuple[LinkedInSandbox, str]]:
-    """Start the LinkedIn sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
+def make_linkedin_sandbox() -> LinkedInSandbox:
     sandbox = LinkedInSandbox(access_tokens={TOKEN}, rules={RULE, LEAD_RULE}, seed=2718)
     sandbox.faults.retry_after = 0.2
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+    return sandbox
 
 
-def linkedin_config(
-    tmp_path: Path, base: str, *, linkedin: dict[str, Any] | None = None, **kwargs: Any
-) -> Config:
+linkedin_sandbox = sandbox_fixture("linkedin_sandbox", make_linkedin_sandbox)
+
+
+def linkedin_config(tmp_path: Path, base: str, **kwargs: Any) -> Config:
     """A config with a LinkedIn destination (and Meta's too when `meta_base` is given)."""
     settings = {"purchase_rule": RULE, "access_token": TOKEN, "api_base": base}
-    return platform_config(tmp_path, "linkedin", settings | (linkedin or {}), **kwargs)
+    return platform_config(tmp_path, "linkedin", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Microsoft only, never Meta.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from platform_harness import (
     platform_config,
     post_backend_for_visitor,
     round_trip_with_faults,
-    serve,
+    sandbox_fixture,
     visit,
 )
 from platform_harness import purchase as harness_purchase
@@ -44,20 +43,16 @@ UA = "Mozilla/5.0 (uet test)"
 MSCLKID = "e85de3e3b8a2139d6e1b858362f6c13a"
 
 
-@pytest.fixture
-async def ms_sandbox() -> AsyncIterator[tuple[MicrosoftSandbox, str]]:
-    """Start the UET CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = MicrosoftSandbox(access_tokens={TOKEN}, seed=2468)
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+ms_sandbox = sandbox_fixture(
+    "ms_sandbox", lambda: MicrosoftSandbox(access_tokens={TOKEN}, seed=2468)
+)
 
 
-def ms_config(
-    tmp_path: Path, ms_base: str, *, microsoft: dict[str, Any] | None = None, **kwargs: Any
-) -> Config:
+def ms_config(tmp_path: Path, ms_base: str, **kwargs: Any) -> Config:
     """A config with a Microsoft destination (and Meta's too when `meta_base` is given)."""
-    settings = {"tag_id": TAG, "access_token": TOKEN, "api_base": ms_base}
-    return platform_config(tmp_path, "microsoft", settings | (microsoft or {}), **kwargs)
+    return platform_config(
+        tmp_path, "microsoft", {"tag_id": TAG, "access_token": TOKEN, "api_base": ms_base}, **kwargs
+    )
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:

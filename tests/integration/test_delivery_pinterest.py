@@ -7,12 +7,10 @@ the seven-day window, test mode, and the epik click id reaching Pinterest only.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
@@ -28,7 +26,7 @@ from platform_harness import (
     platform_config,
     post_backend_for_visitor,
     round_trip_with_faults,
-    serve,
+    sandbox_fixture,
     visit,
 )
 from platform_harness import purchase as harness_purchase
@@ -43,20 +41,16 @@ ROUTE = "shop:pinterest"
 UA = "Mozilla/5.0 (pinterest test)"
 
 
-@pytest.fixture
-async def pinterest_sandbox() -> AsyncIterator[tuple[PinterestSandbox, str]]:
-    """Start the Pinterest sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = PinterestSandbox(access_tokens={TOKEN}, ad_accounts={ACCOUNT}, seed=4321)
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+pinterest_sandbox = sandbox_fixture(
+    "pinterest_sandbox",
+    lambda: PinterestSandbox(access_tokens={TOKEN}, ad_accounts={ACCOUNT}, seed=4321),
+)
 
 
-def pinterest_config(
-    tmp_path: Path, base: str, *, pinterest: dict[str, Any] | None = None, **kwargs: Any
-) -> Config:
+def pinterest_config(tmp_path: Path, base: str, **kwargs: Any) -> Config:
     """A config with a Pinterest destination (and Meta's too when `meta_base` is given)."""
     settings = {"ad_account_id": ACCOUNT, "access_token": TOKEN, "api_base": base}
-    return platform_config(tmp_path, "pinterest", settings | (pinterest or {}), **kwargs)
+    return platform_config(tmp_path, "pinterest", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
@@ -30,7 +28,7 @@ from platform_harness import (
     platform_config,
     post_backend_for_visitor,
     round_trip_with_faults,
-    serve,
+    sandbox_fixture,
     visit,
 )
 from platform_harness import purchase as harness_purchase
@@ -49,20 +47,15 @@ def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-@pytest.fixture
-async def reddit_sandbox() -> AsyncIterator[tuple[RedditSandbox, str]]:
-    """Start the Reddit CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = RedditSandbox(access_tokens={TOKEN}, pixel_ids={PIXEL}, seed=2468)
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+reddit_sandbox = sandbox_fixture(
+    "reddit_sandbox", lambda: RedditSandbox(access_tokens={TOKEN}, pixel_ids={PIXEL}, seed=2468)
+)
 
 
-def reddit_config(
-    tmp_path: Path, reddit_base: str, *, reddit: dict[str, Any] | None = None, **kwargs: Any
-) -> Config:
+def reddit_config(tmp_path: Path, reddit_base: str, **kwargs: Any) -> Config:
     """A config with a Reddit destination (and Meta's too when `meta_base` is given)."""
     settings = {"pixel_id": PIXEL, "access_token": TOKEN, "api_base": reddit_base}
-    return platform_config(tmp_path, "reddit", settings | (reddit or {}), **kwargs)
+    return platform_config(tmp_path, "reddit", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:

@@ -7,13 +7,11 @@ window, ScCid/_scid reaching Snap only, and a pixel hit deduplicated by its clie
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
@@ -30,7 +28,7 @@ from platform_harness import (
     post_backend_for_visitor,
     proxy_upstreams,
     round_trip_with_faults,
-    serve,
+    sandbox_fixture,
     visit,
 )
 from platform_harness import purchase as harness_purchase
@@ -49,23 +47,14 @@ CLIENT = "203.0.113.9"
 SCID = "8c2e5a0b-3d4f-4a6b-9c8d-1e2f3a4b5c6d"
 
 
-@pytest.fixture
-async def snap_sandbox() -> AsyncIterator[tuple[SnapSandbox, str]]:
-    """Start the Snap CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = SnapSandbox(access_tokens={TOKEN}, seed=4321)
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+snap_sandbox = sandbox_fixture(
+    "snap_sandbox", lambda: SnapSandbox(access_tokens={TOKEN}, seed=4321)
+)
 
 
-def snap_config(
-    tmp_path: Path,
-    snap_base: str,
-    *,
-    snap: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> Config:
+def snap_config(tmp_path: Path, snap_base: str, **kwargs: Any) -> Config:
     """A config with a Snap destination (and Meta's too when `meta_base` is given)."""
-    settings = {"pixel_id": PIXEL, "access_token": TOKEN, "api_base": snap_base, **(snap or {})}
+    settings = {"pixel_id": PIXEL, "access_token": TOKEN, "api_base": snap_base}
     return platform_config(tmp_path, "snap", settings, **kwargs)
 
 

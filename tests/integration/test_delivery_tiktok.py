@@ -6,12 +6,10 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
@@ -20,7 +18,7 @@ from platform_harness import (
     drain,
     platform_config,
     proxy_upstreams,
-    serve,
+    sandbox_fixture,
     wait_done,
     wait_for,
 )
@@ -48,27 +46,17 @@ def purchase(i: int, **extra: Any) -> dict[str, Any]:
     return harness_purchase(i, user_agent=UA, click_ids=click_ids, **extra)
 
 
-@pytest.fixture
-async def tiktok_sandbox() -> AsyncIterator[tuple[TikTokSandbox, str]]:
-    """Start the TikTok sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = TikTokSandbox(access_tokens={TOKEN}, seed=4321)
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+tiktok_sandbox = sandbox_fixture(
+    "tiktok_sandbox", lambda: TikTokSandbox(access_tokens={TOKEN}, seed=4321)
+)
 
 
 def config(
-    tmp_path: Path,
-    tiktok_base: str,
-    meta_base: str = "http://127.0.0.1:9",
-    *,
-    tiktok: dict[str, Any] | None = None,
-    **sections: Any,
+    tmp_path: Path, tiktok_base: str, meta_base: str = "http://127.0.0.1:9", **kwargs: Any
 ) -> Config:
     """A config with a TikTok destination next to Meta's (at `meta_base`)."""
     settings = {"pixel_code": PIXEL, "access_token": TOKEN, "api_base": tiktok_base}
-    return platform_config(
-        tmp_path, "tiktok", settings | (tiktok or {}), meta_base=meta_base, **sections
-    )
+    return platform_config(tmp_path, "tiktok", settings, meta_base=meta_base, **kwargs)
 
 
 async def test_2000_events_with_5xx_and_rate_limits_arrive_exactly_once(
@@ -242,11 +230,7 @@ async def send_tiktok_hit(client: Any) -> None:
     assert resp.status == 200
 
 
-@pytest.fixture
-async def meta_sandbox_any() -> AsyncIterator[tuple[MetaSandbox, str]]:
-    sandbox = MetaSandbox(seed=99)
-    async with serve(sandbox.app()) as base:
-        yield sandbox, base
+meta_sandbox_any = sandbox_fixture("meta_sandbox_any", lambda: MetaSandbox(seed=99))
 
 
 async def test_a_proxied_tiktok_hit_reaches_tiktok_with_its_event_id_and_not_meta(
