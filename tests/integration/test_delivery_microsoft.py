@@ -50,9 +50,8 @@ ms_sandbox = sandbox_fixture(
 
 def ms_config(tmp_path: Path, ms_base: str, **kwargs: Any) -> Config:
     """A config with a Microsoft destination (and Meta's too when `meta_base` is given)."""
-    return platform_config(
-        tmp_path, "microsoft", {"tag_id": TAG, "access_token": TOKEN, "api_base": ms_base}, **kwargs
-    )
+    settings = {"tag_id": TAG, "access_token": TOKEN, "api_base": ms_base}
+    return platform_config(tmp_path, "microsoft", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:
