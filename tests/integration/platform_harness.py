@@ -159,6 +159,13 @@ async def post_accepted(client: Client, events: list[dict[str, Any]], chunk: int
         assert body["rejected"] == []
 
 
+async def post_and_drain(client: Client, route: str, events: list[dict[str, Any]]) -> None:
+    """POST `events` in one request (202 expected), then drain `route` once."""
+    resp = await client.post("/v1/events", json={"events": events}, headers=auth())
+    assert resp.status == 202, await resp.text()
+    await runtime_of(client).workers[route].drain()
+
+
 async def wait_done(client: Client, route: str, expected: int) -> dict[Any, int]:
     """Wait (at most ~10 s) until `route` has `expected` done rows; assert it; return counts.
 

@@ -14,7 +14,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from conftest import FakeClock, auth, runtime_of
+from conftest import FakeClock
 from platform_harness import (
     PROFILE_SITE,
     assert_bad_event_isolated,
@@ -25,6 +25,7 @@ from platform_harness import (
     drain,
     only_meta_event,
     platform_config,
+    post_and_drain,
     post_backend_for_visitor,
     round_trip_with_faults,
     sandbox_fixture,
@@ -123,12 +124,7 @@ async def test_rules_unmapped_and_stale_events(
     client = await gateway(config, run_workers=False, clock=clock)
     lead = {**purchase(1), "event": "Lead"}
     signup = {**purchase(2), "event": "CompleteRegistration"}
-    resp = await client.post(
-        "/v1/events", json={"events": [lead, signup, purchase(3)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [lead, signup, purchase(3)])
     by_id = {e["eventId"]: e["conversion"] for e in sandbox.recorder.accepted}
     assert by_id == {
         "order-1": f"urn:lla:llaPartnerConversion:{LEAD_RULE}",
@@ -174,10 +170,7 @@ async def test_a_rule_the_account_does_not_own_fails_alone_and_digests_pass_thro
     hashed = purchase(2)
     hashed["user"] = {"email": digest.upper(), "click_ids": {"li_fat_id": "fat-2"}}
     lead = {**purchase(1), "event": "Lead"}
-    resp = await client.post("/v1/events", json={"events": [lead, hashed]}, headers=auth())
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [lead, hashed])
     assert sandbox.recorder.requests == 1, "one request; the foreign rule failed per element"
     [event] = sandbox.recorder.accepted
     assert event["eventId"] == "order-2"

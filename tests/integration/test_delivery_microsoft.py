@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, auth, runtime_of
+from conftest import FakeClock
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
@@ -25,6 +25,7 @@ from platform_harness import (
     drain,
     only_meta_event,
     platform_config,
+    post_and_drain,
     post_backend_for_visitor,
     round_trip_with_faults,
     sandbox_fixture,
@@ -116,12 +117,7 @@ async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
     clock = FakeClock(time.time())
     client = await gateway(ms_config(tmp_path, base), run_workers=False, clock=clock)
     test_event = purchase(1, test_code="TEST123")
-    resp = await client.post(
-        "/v1/events", json={"events": [test_event, purchase(2)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [test_event, purchase(2)])
     assert [e["eventId"] for e in sandbox.recorder.accepted] == ["order-2"]
     dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=7)
     assert "no test mode" in dead["order-1"]

@@ -11,7 +11,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from conftest import FakeClock, auth, runtime_of
+from conftest import FakeClock
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
@@ -24,6 +24,7 @@ from platform_harness import (
     drain,
     only_meta_event,
     platform_config,
+    post_and_drain,
     post_backend_for_visitor,
     round_trip_with_faults,
     sandbox_fixture,
@@ -113,12 +114,7 @@ async def test_stale_and_app_events_are_dead_lettered_before_sending(
     client = await gateway(pinterest_config(tmp_path, base), run_workers=False, clock=clock)
     app_event = purchase(1, source="app")
     app_event.pop("url")
-    resp = await client.post(
-        "/v1/events", json={"events": [app_event, purchase(2)]}, headers=auth()
-    )
-    assert resp.status == 202, await resp.text()
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [app_event, purchase(2)])
     assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-2"]
     dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=7)
     assert "app_android" in dead["order-1"]

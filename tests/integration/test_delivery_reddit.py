@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import FakeClock, auth, runtime_of
+from conftest import FakeClock, runtime_of
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
@@ -26,6 +26,7 @@ from platform_harness import (
     drain,
     only_meta_event,
     platform_config,
+    post_and_drain,
     post_backend_for_visitor,
     round_trip_with_faults,
     sandbox_fixture,
@@ -131,12 +132,7 @@ async def test_custom_long_and_stale_events(
     client = await gateway(reddit_config(tmp_path, base), run_workers=False, clock=clock)
     checkout = {**purchase(1), "event": "InitiateCheckout"}
     too_long = {**purchase(2), "event": "N" * 65}
-    resp = await client.post(
-        "/v1/events", json={"events": [checkout, too_long, purchase(3)]}, headers=auth()
-    )
-    assert resp.status == 202, await resp.text()
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [checkout, too_long, purchase(3)])
     by_id = {conversion_id(e): e for e in sandbox.recorder.accepted}
     assert set(by_id) == {"order-1", "order-3"}
     assert by_id["order-1"]["type"] == {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from conftest import FakeClock, auth, runtime_of
+from conftest import FakeClock, auth
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
@@ -25,6 +25,7 @@ from platform_harness import (
     drain,
     only_meta_event,
     platform_config,
+    post_and_drain,
     post_backend_for_visitor,
     proxy_upstreams,
     round_trip_with_faults,
@@ -115,10 +116,7 @@ async def test_unmapped_and_stale_events_are_dead_lettered_before_sending(
     clock = FakeClock(time.time())
     client = await gateway(snap_config(tmp_path, base), run_workers=False, clock=clock)
     lead = {**purchase(1), "event": "Lead"}
-    resp = await client.post("/v1/events", json={"events": [lead, purchase(2)]}, headers=auth())
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [lead, purchase(2)])
     assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-2"]
     dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=37)
     assert "custom_events" in dead["order-1"]
