@@ -8,8 +8,11 @@ may merge the missing fields in before delivery (`delivery.merge_seconds`).
 
 Most events carry a user agent and a strong identifier, which every check passes; those skip
 the destinations' checks (the usual request pays one look at a few fields per event) — except
-the destinations in `ALWAYS_CHECKED`, which refuse on more than that (Snap: event names without
-a Snap event, no e-mail/phone and not both IP and user agent) and are always asked.
+the destinations in `ALWAYS_CHECKED`, which refuse on more than that and are always asked:
+Snap (event names without a Snap event, no e-mail/phone and not both IP and user agent),
+Pinterest (app events, no e-mail and not both IP and user agent), Reddit (custom names over 64
+characters, no identifier it takes), LinkedIn (events without a conversion rule, no e-mail or
+li_fat_id, test events) and Microsoft (test events, no identifier it takes).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from gateway.web.pipeline import Site
 
 _STRONG_KEYS: Final = ("em", "ph", "external_id")
 """Hashed identifiers that alone meet any platform's matching baseline."""
-ALWAYS_CHECKED: Final = frozenset({"snap"})
+ALWAYS_CHECKED: Final = frozenset({"snap", "pinterest", "reddit", "linkedin", "microsoft"})
 """Destinations whose refusals `_surely_fine` does not cover: their check runs on every event."""
 
 

@@ -7,7 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ACCESS_TOKEN, ADMIN_TOKEN, FakeClock, auth, runtime_of
+from conftest import ACCESS_TOKEN, ADMIN_TOKEN, FakeClock, auth, base_doc, runtime_of
+
+from gateway.config import parse
 
 UA = "Mozilla/5.0 (test)"
 JSON = {"Content-Type": "application/json"}
@@ -108,6 +110,23 @@ class TestWebsiteBaselineWarnings:
         weak_at = len(events) - 1
         assert [w["path"] for w in body["warnings"]] == [f"events[{weak_at}].user"]
         assert "baseline" in body["warnings"][0]["reason"]
+
+    async def test_destinations_that_refuse_beyond_the_baseline_are_always_asked(
+        self, gateway: Any, tmp_path: Any
+    ) -> None:
+        """An event every platform's common baseline accepts (e-mail + user agent) is still
+        checked against LinkedIn, which has no conversion rule for `Lead` here."""
+        raw = base_doc(tmp_path)
+        raw["sites"][0]["destinations"]["linkedin"] = {
+            "purchase_rule": "123456",
+            "access_token": "linkedin-test-token",
+        }
+        client = await gateway(parse(raw, {}, tmp_path), run_workers=False)
+        resp = await client.post("/v1/events", data=doc(lead(0)), headers={**JSON, **auth()})
+        assert resp.status == 202
+        (warning,) = (await resp.json())["warnings"]
+        assert warning["path"] == "events[0].event"
+        assert warning["reason"].startswith("linkedin would refuse this event (event name 'Lead'")
 
     async def test_event_that_meets_the_baseline_has_no_warnings(
         self, make_config: Any, gateway: Any
