@@ -1,9 +1,11 @@
-"""Set-up shared by the platform delivery tests (tests/integration/test_delivery_*.py).
+"""Set-up and scenarios shared by the platform delivery tests (tests/integration/test_delivery_*).
 
-Each platform's test file keeps its own assertions; what they all repeat lives here: serving a
-sandbox on 127.0.0.1, a config with one platform's destination, the test purchase, posting in
-chunks, bounded waits for arrivals and outbox counts, the visitor-profile round trip through
-`/e`, and the "expired token pauses the route without hammering" scenario.
+Each platform's test file keeps its test names and its own assertions; what they all repeated
+lives here: a sandbox served on 127.0.0.1 as a fixture, a config with one platform's destination,
+the test purchase, chunked posts, bounded waits for arrivals and outbox counts, dead letters, and
+the shared fault scenarios: the 5xx + 429 + one-bad-event round trip, a bad event isolated in a
+big batch, an expired token pausing the route, Retry-After, and the visitor-profile round trip
+through `/e`. Every helper asserts what it claims, so a test still fails when the code is wrong.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -166,18 +168,21 @@ async def post_and_drain(client: Client, route: str, events: list[dict[str, Any]
     await runtime_of(client).workers[route].drain()
 
 
-async def wait_done(client: Client, route: str, expected: int) -> dict[Any, int]:
+async def wait_done(
+    client: Client, route: str, expected: int
+) -> Mapping[tuple[str, DeliveryState], int]:
     """Wait (at most ~10 s) until `route` has `expected` done rows; assert it; return counts.
 
     A sandbox records a batch before it answers and the worker marks it done after the answer,
     so the outbox lags the recorder a little.
     """
     store = runtime_of(client).store
+    counts = await store.counts()
     for _ in range(200):
-        counts = await store.counts()
         if counts.get((route, DeliveryState.DONE), 0) == expected:
             break
         await asyncio.sleep(0.05)
+        counts = await store.counts()
     assert counts.get((route, DeliveryState.DONE), 0) == expected, counts
     return counts
 
