@@ -3,39 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import Counter
+from operator import itemgetter
 from typing import Any
 
 from conftest import ACCESS_TOKEN, ADMIN_TOKEN, FakeClock, auth, runtime_of
+from platform_harness import (
+    HEX64,
+    assert_bad_event_isolated,
+    assert_expired_token_pauses,
+    assert_retry_after_honoured,
+    dead_after_ageing,
+    purchase,
+    wait_done,
+    wait_for,
+)
 
 from gateway.store.base import DeliveryState
-
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def purchase(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "Purchase",
-        "url": f"https://shop.example/thanks/{i}",
-        "user": {
-            "email": f"Customer.{i}@Example.com",
-            "phone": f"+1 650 555 {i % 10000:04d}",
-            "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (test)",
-        },
-        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
-        **extra,
-    }
-
-
-async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_5000_events_with_5xx_and_429_burst_arrive_exactly_once(
@@ -77,13 +62,7 @@ async def test_5000_events_with_5xx_and_429_burst_arrive_exactly_once(
     assert any(r["status"] == 429 for r in sandbox.recorder.rejected)
     assert sum(1 for r in sandbox.recorder.rejected if r["status"] >= 500) > 0
     # The sandbox records a batch before it answers; the worker marks it done after the answer.
-    store = runtime_of(client).store
-    for _ in range(200):
-        counts = await store.counts()
-        if counts.get(("shop:meta", DeliveryState.DONE), 0) == 5000:
-            break
-        await asyncio.sleep(0.05)
-    assert counts.get(("shop:meta", DeliveryState.DONE), 0) == 5000, counts
+    counts = await wait_done(client, "shop:meta", 5000)
     assert counts.get(("shop:meta", DeliveryState.DEAD), 0) == 0
 
 
@@ -93,21 +72,12 @@ async def test_bad_event_in_batch_of_500_does_not_sink_the_other_499(
     sandbox, base = meta_sandbox
     sandbox.faults.reject_event_ids = {"order-137"}
     client = await gateway(make_config(base, meta={"max_batch": 500}), run_workers=False)
-    resp = await client.post(
-        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
+    events = [purchase(i) for i in range(500)]
+    worker = await assert_bad_event_isolated(
+        client, sandbox, "shop:meta", events, itemgetter("event_id"), "order-137"
     )
-    assert resp.status == 202
-    worker = runtime_of(client).workers["shop:meta"]
-    await worker.drain()
-    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-    assert len(delivered) == 499
-    assert "order-137" not in delivered
     assert worker.stats.bisections > 0
     assert worker.stats.requests <= 2 * 9 + 2  # log2(500) levels, two requests each at most
-    dead = await runtime_of(client).store.dead_letters("shop:meta", 10)
-    assert [d.event_id for d in dead] == ["order-137"]
-    assert dead[0].reason is not None
-    assert dead[0].reason.startswith("invalid_field")
 
 
 async def test_invalid_event_is_dead_lettered_before_sending(
@@ -131,41 +101,13 @@ async def test_expired_token_pauses_route_without_hammering(
     make_config: Any, gateway: Any, meta_sandbox: Any
 ) -> None:
     sandbox, base = meta_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
-    client = await gateway(
-        make_config(base, delivery={"pause_seconds": 60}), run_workers=False, clock=clock
-    )
-    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
-    worker = runtime_of(client).workers["shop:meta"]
-    await worker.drain()
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    ready = await client.get("/readyz")
-    assert ready.status == 503
-    assert "paused" in (await ready.json())["problems"][0]
-    sandbox.faults.token_expired = False
-    clock.advance(61)
-    await worker.drain()
-    assert len(sandbox.recorder.accepted) == 2
-    assert (await client.get("/readyz")).status == 200
+    config = make_config(base, delivery={"pause_seconds": 60})
+    await assert_expired_token_pauses(gateway, sandbox, config, "shop:meta")
 
 
 async def test_retry_after_is_honoured(make_config: Any, gateway: Any, meta_sandbox: Any) -> None:
     sandbox, base = meta_sandbox
-    sandbox.faults.burst_429 = 1
-    sandbox.faults.retry_after = 30
-    clock = FakeClock(time.time())
-    client = await gateway(make_config(base), run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    worker = runtime_of(client).workers["shop:meta"]
-    await worker.drain()
-    clock.advance(29)
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    clock.advance(2)
-    await worker.drain()
-    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-1"]
+    await assert_retry_after_honoured(gateway, sandbox, make_config(base), "shop:meta")
 
 
 async def test_event_that_ages_out_is_dead_lettered_not_sent(
@@ -174,12 +116,9 @@ async def test_event_that_ages_out_is_dead_lettered_not_sent(
     sandbox, base = meta_sandbox
     clock = FakeClock(time.time())
     client = await gateway(make_config(base), run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    clock.advance(7 * 86400)
-    await runtime_of(client).workers["shop:meta"].drain()
+    dead = await dead_after_ageing(client, clock, "shop:meta", purchase(1), days=7)
     assert sandbox.recorder.requests == 0
-    dead = await runtime_of(client).store.dead_letters("shop:meta", 10)
-    assert (dead[0].reason or "").startswith("too_old")
+    assert dead["order-1"].startswith("too_old")
 
 
 async def test_duplicate_event_id_is_sent_once(

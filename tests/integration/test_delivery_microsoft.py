@@ -7,93 +7,56 @@ Microsoft only, never Meta.
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import json
-import re
 import time
-from collections import Counter
-from collections.abc import AsyncIterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
-from conftest import FakeClock, auth, base_doc, runtime_of
+from conftest import FakeClock
+from platform_harness import (
+    HEX64,
+    PROFILE_SITE,
+    assert_bad_event_isolated,
+    assert_expired_token_pauses,
+    assert_only_dead_letter,
+    browser_headers,
+    dead_after_ageing,
+    drain,
+    only_meta_event,
+    platform_config,
+    post_and_drain,
+    post_backend_for_visitor,
+    round_trip_with_faults,
+    sandbox_fixture,
+    visit,
+)
+from platform_harness import purchase as harness_purchase
 
-from gateway.config import Config, parse
+from gateway.config import Config
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.microsoft import MicrosoftSandbox
-from gateway.store.base import DeliveryState
 
 TAG = "343012345"
 TOKEN = "uet-test-token"
 ROUTE = "shop:microsoft"
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 UA = "Mozilla/5.0 (uet test)"
 MSCLKID = "e85de3e3b8a2139d6e1b858362f6c13a"
 
 
-@pytest.fixture
-async def ms_sandbox() -> AsyncIterator[tuple[MicrosoftSandbox, str]]:
-    """Start the UET CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = MicrosoftSandbox(access_tokens={TOKEN}, seed=2468)
-    server = TestServer(sandbox.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield sandbox, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+ms_sandbox = sandbox_fixture(
+    "ms_sandbox", lambda: MicrosoftSandbox(access_tokens={TOKEN}, seed=2468)
+)
 
 
-def ms_config(
-    tmp_path: Path,
-    ms_base: str,
-    *,
-    meta_base: str | None = None,
-    microsoft: dict[str, Any] | None = None,
-    site: dict[str, Any] | None = None,
-    **sections: dict[str, Any],
-) -> Config:
+def ms_config(tmp_path: Path, ms_base: str, **kwargs: Any) -> Config:
     """A config with a Microsoft destination (and Meta's too when `meta_base` is given)."""
-    doc = copy.deepcopy(base_doc(tmp_path, meta_base or "http://127.0.0.1:9"))
-    destinations = doc["sites"][0]["destinations"]
-    if meta_base is None:
-        destinations.clear()
-    destinations["microsoft"] = {
-        "tag_id": TAG,
-        "access_token": TOKEN,
-        "api_base": ms_base,
-        **(microsoft or {}),
-    }
-    doc["sites"][0].update(site or {})
-    for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
-    return parse(doc, {}, tmp_path)
+    settings = {"tag_id": TAG, "access_token": TOKEN, "api_base": ms_base}
+    return platform_config(tmp_path, "microsoft", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "Purchase",
-        "url": f"https://shop.example/thanks/{i}",
-        "user": {
-            "email": f"Customer.{i}@Example.com",
-            "phone": f"+1 650 555 {i % 10000:04d}",
-            "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (test)",
-            "click_ids": {"msclkid": f"{i:032x}"},
-        },
-        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
-        **extra,
-    }
-
-
-async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    return harness_purchase(i, click_ids={"msclkid": f"{i:032x}"}, **extra)
 
 
 async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
@@ -106,18 +69,8 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
     sandbox.faults.reject_event_ids = {"order-37"}
     client = await gateway(ms_config(tmp_path, base, microsoft={"max_batch": 25}))
     events = [purchase(i) for i in range(300)]
-    for start in range(0, 300, 100):
-        resp = await client.post(
-            "/v1/events", json={"events": events[start : start + 100]}, headers=auth()
-        )
-        body = await resp.json()
-        assert resp.status == 202, body
-        assert body["rejected"] == []
-
-    await wait_for(lambda: len(sandbox.recorder.accepted) >= 299, timeout=90)
-    keys = Counter(e["eventId"] for e in sandbox.recorder.accepted)
-    assert max(keys.values()) == 1, "an event reached the sandbox twice"
-    assert set(keys) == {f"order-{i}" for i in range(300)} - {"order-37"}
+    event_id = itemgetter("eventId")
+    await round_trip_with_faults(client, sandbox, ROUTE, events, event_id, "order-37")
     for event in sandbox.recorder.accepted:
         assert event["eventType"] == "custom"
         assert event["eventName"] == "purchase"
@@ -125,20 +78,9 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
         assert HEX64.match(event["userData"]["ph"])
         assert event["userData"]["msclkid"] == f"{int(event['eventId'][6:]):032x}"
         assert event["customData"]["transactionId"] == event["eventId"]
-    statuses = [r["status"] for r in sandbox.recorder.rejected]
-    assert 429 in statuses
-    assert any(s >= 500 for s in statuses)
-    store = runtime_of(client).store
-    for _ in range(200):
-        counts = await store.counts()
-        if counts.get((ROUTE, DeliveryState.DONE), 0) == 299:
-            break
-        await asyncio.sleep(0.05)
-    assert counts.get((ROUTE, DeliveryState.DONE), 0) == 299, counts
-    dead = await store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-37"]
-    assert (dead[0].reason or "").startswith("invalid_field")
-    assert "rejected by the sandbox" in (dead[0].reason or "")
+    await assert_only_dead_letter(
+        client, ROUTE, "order-37", "invalid_field", "rejected by the sandbox"
+    )
 
 
 @pytest.mark.parametrize("partial_status", [200, 400])
@@ -153,41 +95,19 @@ async def test_bad_event_in_a_batch_of_500_does_not_sink_the_other_499(
     sandbox.faults.reject_event_ids = {"order-137"}
     config = ms_config(tmp_path, base, microsoft={"max_batch": 500})
     client = await gateway(config, run_workers=False)
-    resp = await client.post(
-        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = Counter(e["eventId"] for e in sandbox.recorder.accepted)
-    assert set(delivered) == {f"order-{i}" for i in range(500)} - {"order-137"}
-    assert max(delivered.values()) == 1
+    events = [purchase(i) for i in range(500)]
+    event_id = itemgetter("eventId")
+    worker = await assert_bad_event_isolated(client, sandbox, ROUTE, events, event_id, "order-137")
     assert worker.stats.requests == 1, "Microsoft names the bad event: no bisection needed"
     assert worker.stats.retried == 0
-    dead = await runtime_of(client).store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-137"]
-    assert (dead[0].reason or "").startswith("invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, ms_sandbox: tuple[MicrosoftSandbox, str]
 ) -> None:
     sandbox, base = ms_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = ms_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    assert (await client.get("/readyz")).status == 503
-    sandbox.faults.token_expired = False
-    clock.advance(61)
-    await worker.drain()
-    assert len(sandbox.recorder.accepted) == 2
-    assert (await client.get("/readyz")).status == 200
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
@@ -197,19 +117,9 @@ async def test_test_events_and_stale_events_are_dead_lettered_before_sending(
     clock = FakeClock(time.time())
     client = await gateway(ms_config(tmp_path, base), run_workers=False, clock=clock)
     test_event = purchase(1, test_code="TEST123")
-    resp = await client.post(
-        "/v1/events", json={"events": [test_event, purchase(2)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [test_event, purchase(2)])
     assert [e["eventId"] for e in sandbox.recorder.accepted] == ["order-2"]
-    await client.post("/v1/events", json={"events": [purchase(3)]}, headers=auth())
-    clock.advance(7 * 86400)
-    await worker.drain()
-    dead = {
-        d.event_id: d.reason or "" for d in await runtime_of(client).store.dead_letters(ROUTE, 10)
-    }
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=7)
     assert "no test mode" in dead["order-1"]
     assert dead["order-3"].startswith("too_old")
     assert sandbox.recorder.requests == 1
@@ -232,32 +142,15 @@ async def test_msclkid_from_the_visitor_profile_reaches_microsoft_only(
 ) -> None:
     meta, meta_base = meta_sandbox
     sandbox, ms_base = ms_sandbox
-    origin = "https://www.shop.test"
-    site = {"hosts": ["track.shop.test"], "allowed_origins": [origin]}
-    client = await gateway(
-        ms_config(tmp_path, ms_base, meta_base=meta_base, site=site), run_workers=False
-    )
-    headers = {"Host": "track.shop.test", "Origin": origin, "Content-Type": "text/plain",
-               "User-Agent": UA}  # fmt: skip
-    if cookie:
-        headers["Cookie"] = cookie
-    resp = await client.post(
-        "/e", data=json.dumps({"event": "PageView", "url": landing}), headers=headers
-    )
-    assert resp.status == 204
-    sgv = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith("_sgv="))
-    vid = sgv.split("=", 1)[1].split(";")[0].rsplit(".", 1)[0]
-    backend = purchase(9)
-    backend["user"] = {"email": "jane@example.com", "visitor_id": vid}
-    resp = await client.post("/v1/events", json={"events": [backend]}, headers=auth())
-    assert resp.status == 202, await resp.text()
-    workers = runtime_of(client).workers
-    await workers[ROUTE].drain()
-    await workers["shop:meta"].drain()
+    config = ms_config(tmp_path, ms_base, meta_base=meta_base, site=PROFILE_SITE)
+    client = await gateway(config, run_workers=False)
+    headers = browser_headers(UA, Cookie=cookie) if cookie else browser_headers(UA)
+    vid = await visit(client, landing, headers)
+    await post_backend_for_visitor(client, purchase(9), vid)
+    await drain(client, ROUTE, "shop:meta")
     by_id = {e.get("eventId"): e for e in sandbox.recorder.accepted}
     user = by_id["order-9"]["userData"]
     assert user["msclkid"] == MSCLKID, "sent without the _uet prefix"
     assert user["clientUserAgent"] == UA, "filled from the profile"
-    meta_events = [e for e in meta.recorder.accepted if e["event_id"] == "order-9"]
-    assert len(meta_events) == 1
-    assert MSCLKID not in json.dumps(meta_events[0])
+    text = only_meta_event(meta.recorder.accepted, "order-9")
+    assert MSCLKID not in text

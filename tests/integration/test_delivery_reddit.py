@@ -7,30 +7,40 @@ from the visitor profile reaching Reddit only.
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import hashlib
 import json
-import re
 import time
-from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestServer
-from conftest import FakeClock, auth, base_doc, runtime_of
+from conftest import FakeClock, runtime_of
+from platform_harness import (
+    HEX64,
+    PROFILE_SITE,
+    assert_bad_event_isolated,
+    assert_expired_token_pauses,
+    assert_only_dead_letter,
+    browser_headers,
+    dead_after_ageing,
+    deliver_one,
+    drain,
+    only_meta_event,
+    platform_config,
+    post_and_drain,
+    post_backend_for_visitor,
+    round_trip_with_faults,
+    sandbox_fixture,
+    visit,
+)
+from platform_harness import purchase as harness_purchase
 
-from gateway.config import Config, parse
+from gateway.config import Config
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.reddit import RedditSandbox
-from gateway.store.base import DeliveryState
 
 PIXEL = "a2_abcdef123456"
 TOKEN = "reddit-test-token"
 ROUTE = "shop:reddit"
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 UA = "Mozilla/5.0 (reddit test)"
 
 
@@ -38,72 +48,26 @@ def sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-@pytest.fixture
-async def reddit_sandbox() -> AsyncIterator[tuple[RedditSandbox, str]]:
-    """Start the Reddit CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = RedditSandbox(access_tokens={TOKEN}, pixel_ids={PIXEL}, seed=2468)
-    server = TestServer(sandbox.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield sandbox, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+reddit_sandbox = sandbox_fixture(
+    "reddit_sandbox", lambda: RedditSandbox(access_tokens={TOKEN}, pixel_ids={PIXEL}, seed=2468)
+)
 
 
-def reddit_config(
-    tmp_path: Path,
-    reddit_base: str,
-    *,
-    meta_base: str | None = None,
-    reddit: dict[str, Any] | None = None,
-    site: dict[str, Any] | None = None,
-    **sections: dict[str, Any],
-) -> Config:
+def reddit_config(tmp_path: Path, reddit_base: str, **kwargs: Any) -> Config:
     """A config with a Reddit destination (and Meta's too when `meta_base` is given)."""
-    doc = copy.deepcopy(base_doc(tmp_path, meta_base or "http://127.0.0.1:9"))
-    destinations = doc["sites"][0]["destinations"]
-    if meta_base is None:
-        destinations.clear()
-    destinations["reddit"] = {
-        "pixel_id": PIXEL,
-        "access_token": TOKEN,
-        "api_base": reddit_base,
-        **(reddit or {}),
-    }
-    doc["sites"][0].update(site or {})
-    for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
-    return parse(doc, {}, tmp_path)
+    settings = {"pixel_id": PIXEL, "access_token": TOKEN, "api_base": reddit_base}
+    return platform_config(tmp_path, "reddit", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "Purchase",
-        "url": f"https://shop.example/thanks/{i}",
-        "user": {
-            "email": f"Customer.{i}+promo@Example.com",
-            "phone": f"+1 650 555 {i % 10000:04d}",
-            "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (test)",
-            "click_ids": {"rdt_cid": f"rdt-click-{i}"},
-        },
-        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
-        **extra,
-    }
+    email = f"Customer.{i}+promo@Example.com"
+    return harness_purchase(i, email=email, click_ids={"rdt_cid": f"rdt-click-{i}"}, **extra)
 
 
 def conversion_id(event: dict[str, Any]) -> str:
     value = event["metadata"]["conversion_id"]
     assert isinstance(value, str)
     return value
-
-
-async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
@@ -116,21 +80,9 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
     sandbox.faults.reject_event_ids = {"order-37"}
     client = await gateway(reddit_config(tmp_path, base, reddit={"max_batch": 50}))
     events = [purchase(i) for i in range(300)]
-    for start in range(0, 300, 100):
-        resp = await client.post(
-            "/v1/events", json={"events": events[start : start + 100]}, headers=auth()
-        )
-        body = await resp.json()
-        assert resp.status == 202, body
-        assert body["rejected"] == []
-
-    def all_arrived() -> bool:
-        return len({conversion_id(e) for e in sandbox.recorder.accepted}) >= 299
-
-    await wait_for(all_arrived, timeout=90)
-    keys = Counter(conversion_id(e) for e in sandbox.recorder.accepted)
-    assert max(keys.values()) == 1, "an event reached the sandbox twice"
-    assert set(keys) == {f"order-{i}" for i in range(300)} - {"order-37"}
+    statuses = await round_trip_with_faults(
+        client, sandbox, ROUTE, events, conversion_id, "order-37"
+    )
     for event in sandbox.recorder.accepted:
         i = int(conversion_id(event)[6:])
         assert event["type"] == {"tracking_type": "PURCHASE"}
@@ -142,21 +94,10 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
         assert user["phone_number"] == sha(f"+1650555{i % 10000:04d}")
         assert user["ip_address"] == sha("203.0.113.7")
         assert all(HEX64.match(user[k]) for k in ("email", "phone_number", "ip_address"))
-    statuses = [r["status"] for r in sandbox.recorder.rejected]
-    assert 429 in statuses
-    assert any(s >= 500 for s in statuses)
     assert 400 in statuses
-    store = runtime_of(client).store
-    for _ in range(200):
-        counts = await store.counts()
-        if counts.get((ROUTE, DeliveryState.DONE), 0) == 299:
-            break
-        await asyncio.sleep(0.05)
-    assert counts.get((ROUTE, DeliveryState.DONE), 0) == 299, counts
-    dead = await store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-37"]
-    assert (dead[0].reason or "").startswith("invalid_field")
-    assert "invalid conversion events" in (dead[0].reason or "")
+    await assert_only_dead_letter(
+        client, ROUTE, "order-37", "invalid_field", "invalid conversion events"
+    )
 
 
 async def test_bad_event_in_a_batch_of_1000_does_not_sink_the_other_999(
@@ -166,44 +107,21 @@ async def test_bad_event_in_a_batch_of_1000_does_not_sink_the_other_999(
     sandbox.faults.reject_event_ids = {"order-637"}
     config = reddit_config(tmp_path, base, reddit={"max_batch": 1000})
     client = await gateway(config, run_workers=False)
-    for start in (0, 500):
-        resp = await client.post(
-            "/v1/events",
-            json={"events": [purchase(i) for i in range(start, start + 500)]},
-            headers=auth(),
-        )
-        assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = {conversion_id(e) for e in sandbox.recorder.accepted}
-    assert delivered == {f"order-{i}" for i in range(1000)} - {"order-637"}
+    events = [purchase(i) for i in range(1000)]
+    worker = await assert_bad_event_isolated(
+        client, sandbox, ROUTE, events, conversion_id, "order-637"
+    )
     assert worker.stats.bisections > 0
     assert worker.stats.retried == 0, "the good events are resent at once, not retried later"
     assert worker.stats.requests <= 2 * 10 + 2  # log2(1000) levels, two requests each at most
-    dead = await runtime_of(client).store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-637"]
-    assert (dead[0].reason or "").startswith("invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, reddit_sandbox: tuple[RedditSandbox, str]
 ) -> None:
     sandbox, base = reddit_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = reddit_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    assert (await client.get("/readyz")).status == 503
-    sandbox.faults.token_expired = False
-    clock.advance(61)
-    await worker.drain()
-    assert len(sandbox.recorder.accepted) == 2
-    assert (await client.get("/readyz")).status == 200
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_custom_long_and_stale_events(
@@ -214,24 +132,14 @@ async def test_custom_long_and_stale_events(
     client = await gateway(reddit_config(tmp_path, base), run_workers=False, clock=clock)
     checkout = {**purchase(1), "event": "InitiateCheckout"}
     too_long = {**purchase(2), "event": "N" * 65}
-    resp = await client.post(
-        "/v1/events", json={"events": [checkout, too_long, purchase(3)]}, headers=auth()
-    )
-    assert resp.status == 202, await resp.text()
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [checkout, too_long, purchase(3)])
     by_id = {conversion_id(e): e for e in sandbox.recorder.accepted}
     assert set(by_id) == {"order-1", "order-3"}
     assert by_id["order-1"]["type"] == {
         "tracking_type": "CUSTOM",
         "custom_event_name": "InitiateCheckout",
     }
-    await client.post("/v1/events", json={"events": [purchase(4)]}, headers=auth())
-    clock.advance(7 * 86400)
-    await worker.drain()
-    dead = {
-        d.event_id: d.reason or "" for d in await runtime_of(client).store.dead_letters(ROUTE, 10)
-    }
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(4), days=7)
     assert "1-64 characters" in dead["order-2"]
     assert dead["order-4"].startswith("too_old")
     assert sandbox.recorder.requests == 1
@@ -243,9 +151,7 @@ async def test_test_id_reaches_the_sandbox(
     sandbox, base = reddit_sandbox
     config = reddit_config(tmp_path, base, reddit={"test_id": "t2_testview"})
     client = await gateway(config, run_workers=False)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    await runtime_of(client).workers[ROUTE].drain()
-    [event] = sandbox.recorder.accepted
+    event = await deliver_one(client, sandbox, ROUTE, purchase(1))
     assert event["_test_id"] == "t2_testview"
 
 
@@ -257,32 +163,16 @@ async def test_rdt_cid_from_the_visitor_profile_reaches_reddit_only(
 ) -> None:
     meta, meta_base = meta_sandbox
     reddit, reddit_base = reddit_sandbox
-    origin = "https://www.shop.test"
-    site = {"hosts": ["track.shop.test"], "allowed_origins": [origin]}
-    client = await gateway(
-        reddit_config(tmp_path, reddit_base, meta_base=meta_base, site=site), run_workers=False
-    )
-    headers = {"Host": "track.shop.test", "Origin": origin, "Content-Type": "text/plain",
-               "User-Agent": UA}  # fmt: skip
-    visit = {"event": "PageView", "url": "https://www.shop.test/?rdt_cid=rdt-from-ad"}
-    resp = await client.post("/e", data=json.dumps(visit), headers=headers)
-    assert resp.status == 204
-    cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith("_sgv="))
-    vid = cookie.split("=", 1)[1].split(";")[0].rsplit(".", 1)[0]
-    backend = purchase(9)
-    backend["user"] = {"email": "jane@example.com", "visitor_id": vid}
-    resp = await client.post("/v1/events", json={"events": [backend]}, headers=auth())
-    assert resp.status == 202, await resp.text()
-    workers = runtime_of(client).workers
-    await workers[ROUTE].drain()
-    await workers["shop:meta"].drain()
+    config = reddit_config(tmp_path, reddit_base, meta_base=meta_base, site=PROFILE_SITE)
+    client = await gateway(config, run_workers=False)
+    vid = await visit(client, "https://www.shop.test/?rdt_cid=rdt-from-ad", browser_headers(UA))
+    await post_backend_for_visitor(client, purchase(9), vid)
+    await drain(client, ROUTE, "shop:meta")
     by_id = {conversion_id(e): e for e in reddit.recorder.accepted}
     event = by_id["order-9"]
     assert event["click_id"] == "rdt-from-ad"
     assert event["user"]["user_agent"] == UA, "filled from the profile"
-    meta_events = [e for e in meta.recorder.accepted if e["event_id"] == "order-9"]
-    assert len(meta_events) == 1
-    text = json.dumps(meta_events[0])
+    text = only_meta_event(meta.recorder.accepted, "order-9")
     assert "rdt-from-ad" not in text
 
 

@@ -6,97 +6,61 @@ window, ScCid/_scid reaching Snap only, and a pixel hit deduplicated by its clie
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import json
-import re
 import time
-from collections import Counter
-from collections.abc import AsyncIterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import pytest
-from aiohttp.test_utils import TestServer
-from conftest import FakeClock, auth, base_doc, runtime_of
+from conftest import FakeClock, auth
+from platform_harness import (
+    HEX64,
+    PROFILE_SITE,
+    assert_bad_event_isolated,
+    assert_expired_token_pauses,
+    browser_headers,
+    dead_after_ageing,
+    dead_reasons,
+    deliver_one,
+    drain,
+    only_meta_event,
+    platform_config,
+    post_and_drain,
+    post_backend_for_visitor,
+    proxy_upstreams,
+    round_trip_with_faults,
+    sandbox_fixture,
+    visit,
+)
+from platform_harness import purchase as harness_purchase
 
-from gateway.config import PROXY_VENDORS, Config, parse
+from gateway.config import Config
 from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.snap import SnapSandbox
-from gateway.store.base import DeliveryState
 
 PIXEL = "5bf81ee1-15b1-4dc1-b636-d7dae49b950e"
 TOKEN = "snap-test-token"
 ROUTE = "shop:snap"
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 HOST = "www.shop.test"
 UA = "Mozilla/5.0 (snap hit test)"
 CLIENT = "203.0.113.9"
 SCID = "8c2e5a0b-3d4f-4a6b-9c8d-1e2f3a4b5c6d"
 
 
-@pytest.fixture
-async def snap_sandbox() -> AsyncIterator[tuple[SnapSandbox, str]]:
-    """Start the Snap CAPI sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = SnapSandbox(access_tokens={TOKEN}, seed=4321)
-    server = TestServer(sandbox.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield sandbox, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+snap_sandbox = sandbox_fixture(
+    "snap_sandbox", lambda: SnapSandbox(access_tokens={TOKEN}, seed=4321)
+)
 
 
-def snap_config(
-    tmp_path: Path,
-    snap_base: str,
-    *,
-    meta_base: str | None = None,
-    snap: dict[str, Any] | None = None,
-    site: dict[str, Any] | None = None,
-    **sections: dict[str, Any],
-) -> Config:
+def snap_config(tmp_path: Path, snap_base: str, **kwargs: Any) -> Config:
     """A config with a Snap destination (and Meta's too when `meta_base` is given)."""
-    doc = copy.deepcopy(base_doc(tmp_path, meta_base or "http://127.0.0.1:9"))
-    destinations = doc["sites"][0]["destinations"]
-    if meta_base is None:
-        destinations.clear()
-    destinations["snap"] = {
-        "pixel_id": PIXEL,
-        "access_token": TOKEN,
-        "api_base": snap_base,
-        **(snap or {}),
-    }
-    doc["sites"][0].update(site or {})
-    for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
-    return parse(doc, {}, tmp_path)
+    settings = {"pixel_id": PIXEL, "access_token": TOKEN, "api_base": snap_base}
+    return platform_config(tmp_path, "snap", settings, **kwargs)
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "Purchase",
-        "url": f"https://shop.example/thanks/{i}",
-        "user": {
-            "email": f"Customer.{i}@Example.com",
-            "phone": f"+1 650 555 {i % 10000:04d}",
-            "ip": "203.0.113.7",
-            "user_agent": "Mozilla/5.0 (test)",
-            "click_ids": {"sccid": f"sc-click-{i}"},
-        },
-        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
-        **extra,
-    }
-
-
-async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
+    return harness_purchase(i, click_ids={"sccid": f"sc-click-{i}"}, **extra)
 
 
 async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
@@ -108,41 +72,18 @@ async def test_sandbox_round_trip_with_5xx_429_and_one_bad_event(
     sandbox.faults.reject_event_ids = {"order-37"}
     client = await gateway(snap_config(tmp_path, base, snap={"max_batch": 50}))
     events = [purchase(i) for i in range(300)]
-    for start in range(0, 300, 100):
-        resp = await client.post(
-            "/v1/events", json={"events": events[start : start + 100]}, headers=auth()
-        )
-        body = await resp.json()
-        assert resp.status == 202, body
-        assert body["rejected"] == []
-
-    def all_arrived() -> bool:
-        return len({e["event_id"] for e in sandbox.recorder.accepted}) >= 299
-
-    await wait_for(all_arrived, timeout=90)
-    keys = Counter(e["event_id"] for e in sandbox.recorder.accepted)
-    assert max(keys.values()) == 1, "an event reached the sandbox twice"
-    assert set(keys) == {f"order-{i}" for i in range(300)} - {"order-37"}
+    event_id = itemgetter("event_id")
+    statuses = await round_trip_with_faults(client, sandbox, ROUTE, events, event_id, "order-37")
     for event in sandbox.recorder.accepted:
         assert event["event_name"] == "PURCHASE"
         assert event["action_source"] == "WEB"
         assert all(HEX64.match(v) for v in event["user_data"]["em"] + event["user_data"]["ph"])
         assert event["user_data"]["sc_click_id"] == f"sc-click-{event['event_id'][6:]}"
-    statuses = [r["status"] for r in sandbox.recorder.rejected]
-    assert 429 in statuses
-    assert any(s >= 500 for s in statuses)
     assert 400 in statuses
-    store = runtime_of(client).store
-    for _ in range(200):
-        counts = await store.counts()
-        if counts.get((ROUTE, DeliveryState.DONE), 0) == 299:
-            break
-        await asyncio.sleep(0.05)
-    assert counts.get((ROUTE, DeliveryState.DONE), 0) == 299, counts
-    dead = await store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-37"]
-    assert (dead[0].reason or "").startswith("invalid_field")
-    assert "rejected by the sandbox" in (dead[0].reason or "")
+    dead = await dead_reasons(client, ROUTE)
+    assert list(dead) == ["order-37"]
+    assert dead["order-37"].startswith("invalid_field")
+    assert "rejected by the sandbox" in dead["order-37"]
 
 
 async def test_bad_event_in_a_batch_of_500_does_not_sink_the_other_499(
@@ -152,42 +93,20 @@ async def test_bad_event_in_a_batch_of_500_does_not_sink_the_other_499(
     sandbox.faults.reject_event_ids = {"order-137"}
     config = snap_config(tmp_path, base, snap={"max_batch": 500})
     client = await gateway(config, run_workers=False)
-    resp = await client.post(
-        "/v1/events", json={"events": [purchase(i) for i in range(500)]}, headers=auth()
-    )
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-    assert delivered == {f"order-{i}" for i in range(500)} - {"order-137"}
+    events = [purchase(i) for i in range(500)]
+    event_id = itemgetter("event_id")
+    worker = await assert_bad_event_isolated(client, sandbox, ROUTE, events, event_id, "order-137")
     assert worker.stats.bisections > 0
     assert worker.stats.retried == 0, "the good events are resent at once, not retried later"
     assert worker.stats.requests <= 2 * 9 + 2  # log2(500) levels, two requests each at most
-    dead = await runtime_of(client).store.dead_letters(ROUTE, 10)
-    assert [d.event_id for d in dead] == ["order-137"]
-    assert (dead[0].reason or "").startswith("invalid_field")
 
 
 async def test_expired_token_pauses_the_route_without_hammering(
     tmp_path: Path, gateway: Any, snap_sandbox: tuple[SnapSandbox, str]
 ) -> None:
     sandbox, base = snap_sandbox
-    sandbox.faults.token_expired = True
-    clock = FakeClock(time.time())
     config = snap_config(tmp_path, base, delivery={"pause_seconds": 60})
-    client = await gateway(config, run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1), purchase(2)]}, headers=auth())
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    ready = await client.get("/readyz")
-    assert ready.status == 503
-    sandbox.faults.token_expired = False
-    clock.advance(61)
-    await worker.drain()
-    assert len(sandbox.recorder.accepted) == 2
-    assert (await client.get("/readyz")).status == 200
+    await assert_expired_token_pauses(gateway, sandbox, config, ROUTE)
 
 
 async def test_unmapped_and_stale_events_are_dead_lettered_before_sending(
@@ -197,17 +116,9 @@ async def test_unmapped_and_stale_events_are_dead_lettered_before_sending(
     clock = FakeClock(time.time())
     client = await gateway(snap_config(tmp_path, base), run_workers=False, clock=clock)
     lead = {**purchase(1), "event": "Lead"}
-    resp = await client.post("/v1/events", json={"events": [lead, purchase(2)]}, headers=auth())
-    assert resp.status == 202
-    worker = runtime_of(client).workers[ROUTE]
-    await worker.drain()
+    await post_and_drain(client, ROUTE, [lead, purchase(2)])
     assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-2"]
-    await client.post("/v1/events", json={"events": [purchase(3)]}, headers=auth())
-    clock.advance(37 * 86400)
-    await worker.drain()
-    dead = {
-        d.event_id: d.reason or "" for d in await runtime_of(client).store.dead_letters(ROUTE, 10)
-    }
+    dead = await dead_after_ageing(client, clock, ROUTE, purchase(3), days=37)
     assert "custom_events" in dead["order-1"]
     assert dead["order-3"].startswith("too_old")
     assert sandbox.recorder.requests == 1
@@ -219,9 +130,7 @@ async def test_test_mode_goes_to_the_validate_endpoint(
     sandbox, base = snap_sandbox
     config = snap_config(tmp_path, base, snap={"test_mode": True})
     client = await gateway(config, run_workers=False)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    await runtime_of(client).workers[ROUTE].drain()
-    [event] = sandbox.recorder.accepted
+    event = await deliver_one(client, sandbox, ROUTE, purchase(1))
     assert event["_test"] is True
 
 
@@ -238,13 +147,11 @@ async def test_proxied_snap_hit_reaches_snap_with_its_dedup_id_and_nothing_at_me
     fake, url = cdn
     meta, meta_base = meta_sandbox
     snap, snap_base = snap_sandbox
-    upstreams = {f"{v}_upstream": url for v in PROXY_VENDORS}
-    upstreams |= {f"{v}_hits_upstream": url for v in ("meta", "tiktok", "snap", "google")}
     config = snap_config(
         tmp_path,
         snap_base,
         meta_base=meta_base,
-        site={"hosts": [HOST], "proxy": {"enabled": True, **upstreams}},
+        site={"hosts": [HOST], "proxy": {"enabled": True, **proxy_upstreams(url)}},
         server={"trusted_proxies": ["127.0.0.1/32"]},
     )
     clock = FakeClock(time.time() - 120)
@@ -274,9 +181,7 @@ async def test_proxied_snap_hit_reaches_snap_with_its_dedup_id_and_nothing_at_me
     assert resp.status == 200
     assert len(fake.hits) == 1, "the hit itself went upstream"
     clock.advance(10)
-    workers = runtime_of(client).workers
-    await workers[ROUTE].drain()
-    await workers["shop:meta"].drain()
+    await drain(client, ROUTE, "shop:meta")
     [event] = snap.recorder.accepted
     assert event["event_id"] == "snap-dedup-1", "Snap dedups the pixel copy on this id"
     assert event["event_name"] == "PURCHASE"
@@ -317,32 +222,17 @@ async def test_sccid_and_scid_from_the_visitor_profile_reach_snap_only(
 ) -> None:
     meta, meta_base = meta_sandbox
     snap, snap_base = snap_sandbox
-    origin = "https://www.shop.test"
-    site = {"hosts": ["track.shop.test"], "allowed_origins": [origin]}
-    client = await gateway(
-        snap_config(tmp_path, snap_base, meta_base=meta_base, site=site), run_workers=False
-    )
-    headers = {"Host": "track.shop.test", "Origin": origin, "Content-Type": "text/plain",
-               "User-Agent": UA, "Cookie": f"_scid={SCID}"}  # fmt: skip
-    visit = {"event": "PageView", "url": "https://www.shop.test/?ScCid=sc-from-ad"}
-    resp = await client.post("/e", data=json.dumps(visit), headers=headers)
-    assert resp.status == 204
-    cookie = next(c for c in resp.headers.getall("Set-Cookie") if c.startswith("_sgv="))
-    vid = cookie.split("=", 1)[1].split(";")[0].rsplit(".", 1)[0]
-    backend = purchase(9)
-    backend["user"] = {"email": "jane@example.com", "visitor_id": vid}
-    resp = await client.post("/v1/events", json={"events": [backend]}, headers=auth())
-    assert resp.status == 202, await resp.text()
-    workers = runtime_of(client).workers
-    await workers[ROUTE].drain()
-    await workers["shop:meta"].drain()
+    config = snap_config(tmp_path, snap_base, meta_base=meta_base, site=PROFILE_SITE)
+    client = await gateway(config, run_workers=False)
+    headers = browser_headers(UA, Cookie=f"_scid={SCID}")
+    vid = await visit(client, "https://www.shop.test/?ScCid=sc-from-ad", headers)
+    await post_backend_for_visitor(client, purchase(9), vid)
+    await drain(client, ROUTE, "shop:meta")
     by_id = {e["event_id"]: e for e in snap.recorder.accepted}
     user = by_id["order-9"]["user_data"]
     assert user["sc_click_id"] == "sc-from-ad"
     assert user["sc_cookie1"] == SCID
     assert user["client_user_agent"] == UA, "filled from the profile"
-    meta_events = [e for e in meta.recorder.accepted if e["event_id"] == "order-9"]
-    assert len(meta_events) == 1
-    text = json.dumps(meta_events[0])
+    text = only_meta_event(meta.recorder.accepted, "order-9")
     assert "sc-from-ad" not in text
     assert SCID not in text

@@ -2,28 +2,34 @@
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import hashlib
 import json
-import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestServer
-from conftest import FakeClock, auth, base_doc, runtime_of
+from conftest import FakeClock, auth, runtime_of
+from platform_harness import (
+    HEX64,
+    assert_bad_event_isolated,
+    assert_retry_after_honoured,
+    drain,
+    platform_config,
+    proxy_upstreams,
+    sandbox_fixture,
+    wait_done,
+    wait_for,
+)
+from platform_harness import purchase as harness_purchase
 
-from gateway.config import PROXY_VENDORS, Config, parse
+from gateway.config import Config
 from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
 from gateway.store.base import DeliveryState
 
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
 TOKEN = "tiktok-test-token"
 PIXEL = "CABCDEFGHIJ1234567KL"
 HOST = "www.shop.test"
@@ -36,62 +42,21 @@ def sha(text: str) -> str:
 
 
 def purchase(i: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "event": "Purchase",
-        "url": f"https://shop.example/thanks/{i}",
-        "user": {
-            "email": f"Customer.{i}@Example.com",
-            "phone": f"+1 650 555 {i % 10000:04d}",
-            "ip": CLIENT,
-            "user_agent": UA,
-            "click_ids": {"ttclid": f"tt-click-{i}", "fbclid": f"fb-click-{i}"},
-        },
-        "data": {"value": 10 + i, "currency": "EUR", "order_id": f"order-{i}"},
-        **extra,
-    }
+    click_ids = {"ttclid": f"tt-click-{i}", "fbclid": f"fb-click-{i}"}
+    return harness_purchase(i, user_agent=UA, click_ids=click_ids, **extra)
 
 
-async def wait_for(predicate: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
-
-
-@pytest.fixture
-async def tiktok_sandbox() -> AsyncIterator[tuple[TikTokSandbox, str]]:
-    """Start the TikTok sandbox on 127.0.0.1:<ephemeral>; yield it and its base URL."""
-    sandbox = TikTokSandbox(access_tokens={TOKEN}, seed=4321)
-    server = TestServer(sandbox.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield sandbox, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+tiktok_sandbox = sandbox_fixture(
+    "tiktok_sandbox", lambda: TikTokSandbox(access_tokens={TOKEN}, seed=4321)
+)
 
 
 def config(
-    tmp_path: Path,
-    tiktok_base: str,
-    meta_base: str = "http://127.0.0.1:9",
-    *,
-    tiktok: dict[str, Any] | None = None,
-    site: dict[str, Any] | None = None,
-    delivery: dict[str, Any] | None = None,
-    server: dict[str, Any] | None = None,
+    tmp_path: Path, tiktok_base: str, meta_base: str = "http://127.0.0.1:9", **kwargs: Any
 ) -> Config:
-    doc = copy.deepcopy(base_doc(tmp_path, meta_base))
-    doc["delivery"].update(delivery or {})
-    doc["server"].update(server or {})
-    doc["sites"][0].update(site or {})
-    doc["sites"][0]["destinations"]["tiktok"] = {
-        "pixel_code": PIXEL,
-        "access_token": TOKEN,
-        "api_base": tiktok_base,
-        **(tiktok or {}),
-    }
-    return parse(doc, {}, tmp_path)
+    """A config with a TikTok destination next to Meta's (at `meta_base`)."""
+    settings = {"pixel_code": PIXEL, "access_token": TOKEN, "api_base": tiktok_base}
+    return platform_config(tmp_path, "tiktok", settings, meta_base=meta_base, **kwargs)
 
 
 async def test_2000_events_with_5xx_and_rate_limits_arrive_exactly_once(
@@ -136,13 +101,7 @@ async def test_2000_events_with_5xx_and_rate_limits_arrive_exactly_once(
     assert first["properties"] == {"value": 17, "currency": "EUR", "order_id": "order-7"}
     assert any(r["code"] == 40100 for r in sandbox.recorder.rejected)
     assert any(r["status"] >= 500 for r in sandbox.recorder.rejected)
-    store = runtime_of(client).store
-    for _ in range(200):
-        counts = await store.counts()
-        if counts.get(("shop:tiktok", DeliveryState.DONE), 0) == 2000:
-            break
-        await asyncio.sleep(0.05)
-    assert counts.get(("shop:tiktok", DeliveryState.DONE), 0) == 2000, counts
+    counts = await wait_done(client, "shop:tiktok", 2000)
     assert counts.get(("shop:tiktok", DeliveryState.DEAD), 0) == 0
 
 
@@ -153,19 +112,11 @@ async def test_bad_event_in_a_batch_is_bisected_out_and_dead_lettered(
     sandbox.faults.reject_event_ids = {"order-37"}
     client = await gateway(config(tmp_path, base, tiktok={"max_batch": 100}), run_workers=False)
     events = [purchase(i) for i in range(100)]
-    resp = await client.post("/v1/events", json={"events": events}, headers=auth())
-    assert resp.status == 202
-    worker = runtime_of(client).workers["shop:tiktok"]
-    await worker.drain()
-    delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-    assert len(delivered) == 99
-    assert "order-37" not in delivered
+    worker = await assert_bad_event_isolated(
+        client, sandbox, "shop:tiktok", events, itemgetter("event_id"), "order-37", "40002"
+    )
     assert worker.stats.bisections > 0
     assert all(r["status"] == 200 and r["code"] == 40002 for r in sandbox.recorder.rejected)
-    dead = await runtime_of(client).store.dead_letters("shop:tiktok", 10)
-    assert [d.event_id for d in dead] == ["order-37"]
-    assert (dead[0].reason or "").startswith("invalid_field")
-    assert "40002" in (dead[0].reason or "")
 
 
 async def test_no_permission_under_http_200_pauses_the_route(
@@ -214,19 +165,7 @@ async def test_rate_limit_retry_after_is_honoured(
     tmp_path: Path, gateway: Any, tiktok_sandbox: Any
 ) -> None:
     sandbox, base = tiktok_sandbox
-    sandbox.faults.burst_429 = 1
-    sandbox.faults.retry_after = 30
-    clock = FakeClock(time.time())
-    client = await gateway(config(tmp_path, base), run_workers=False, clock=clock)
-    await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
-    worker = runtime_of(client).workers["shop:tiktok"]
-    await worker.drain()
-    clock.advance(29)
-    await worker.drain()
-    assert sandbox.recorder.requests == 1
-    clock.advance(2)
-    await worker.drain()
-    assert [e["event_id"] for e in sandbox.recorder.accepted] == ["order-1"]
+    await assert_retry_after_honoured(gateway, sandbox, config(tmp_path, base), "shop:tiktok")
 
 
 async def test_test_event_code_and_ldu_reach_tiktok(
@@ -257,9 +196,7 @@ async def proxied(
     proxy: dict[str, Any] | None = None,
 ) -> tuple[Any, FakeClock]:
     _, url = cdn
-    upstreams = {f"{v}_upstream": url for v in PROXY_VENDORS}
-    upstreams |= {f"{v}_hits_upstream": url for v in ("meta", "tiktok", "snap", "google")}
-    site = {"hosts": [HOST], "proxy": {"enabled": True, **upstreams, **(proxy or {})}}
+    site = {"hosts": [HOST], "proxy": {"enabled": True, **proxy_upstreams(url), **(proxy or {})}}
     cfg = config(
         tmp_path, tiktok_base, meta_base, site=site, server={"trusted_proxies": ["127.0.0.1/32"]}
     )
@@ -293,15 +230,7 @@ async def send_tiktok_hit(client: Any) -> None:
     assert resp.status == 200
 
 
-@pytest.fixture
-async def meta_sandbox_any() -> AsyncIterator[tuple[MetaSandbox, str]]:
-    sandbox = MetaSandbox(seed=99)
-    server = TestServer(sandbox.app(), host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield sandbox, str(server.make_url("")).rstrip("/")
-    finally:
-        await server.close()
+meta_sandbox_any = sandbox_fixture("meta_sandbox_any", lambda: MetaSandbox(seed=99))
 
 
 async def test_a_proxied_tiktok_hit_reaches_tiktok_with_its_event_id_and_not_meta(
@@ -316,9 +245,7 @@ async def test_a_proxied_tiktok_hit_reaches_tiktok_with_its_event_id_and_not_met
     client, clock = await proxied(tmp_path, gateway, cdn, base, meta_base)
     await send_tiktok_hit(client)
     clock.advance(10)
-    workers = runtime_of(client).workers
-    await workers["shop:tiktok"].drain()
-    await workers["shop:meta"].drain()
+    await drain(client, "shop:tiktok", "shop:meta")
     [event] = sandbox.recorder.accepted
     assert event["event"] == "Purchase"
     assert event["event_id"] == "tt-hit-9", "TikTok dedups pixel and server on event_id"
@@ -345,9 +272,7 @@ async def test_mirror_to_all_never_gives_meta_tiktoks_phone_digest(
     )
     await send_tiktok_hit(client)
     clock.advance(10)
-    workers = runtime_of(client).workers
-    await workers["shop:tiktok"].drain()
-    await workers["shop:meta"].drain()
+    await drain(client, "shop:tiktok", "shop:meta")
     [at_tiktok] = sandbox.recorder.accepted
     assert at_tiktok["user"]["phone"] == PHONE_TIKTOK
     [at_meta] = meta.recorder.accepted
@@ -380,9 +305,7 @@ async def test_mirror_to_all_never_gives_tiktok_metas_phone_digest(
     resp = await client.get(f"/p/m/tr/?{query}", headers=headers)
     assert resp.status == 200
     clock.advance(10)
-    workers = runtime_of(client).workers
-    await workers["shop:tiktok"].drain()
-    await workers["shop:meta"].drain()
+    await drain(client, "shop:tiktok", "shop:meta")
     [at_meta] = meta.recorder.accepted
     assert at_meta["user_data"]["ph"] == phone_meta
     [at_tiktok] = sandbox.recorder.accepted
