@@ -57,14 +57,13 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
+from gateway.destinations.common import json_object, past_window, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 5000
 """LinkedIn accepts up to 5,000 events in one BATCH_CREATE request (§6)."""
 WINDOW: Final = 90 * 86400
 """Events older than 90 days are rejected (§6, §10.3)."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 RATE_LIMIT_WAIT: Final = 60.0
 """Seconds to wait after a 429 without Retry-After (LinkedIn's limits are per minute and day)."""
 RULE_URN_PREFIX: Final = "urn:lla:llaPartnerConversion:"
@@ -98,20 +97,16 @@ ID_CLICK: Final = "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID"
 _RULE_ID = re.compile(r"[0-9]{1,19}")
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class LinkedInSettings:
     """`[sites.destinations.linkedin]`: a LinkedIn ad account's conversion rules and its token."""
 
-    purchase_rule: str = _field(
+    purchase_rule: str = setting(
         "Id of the Conversions API conversion rule (type Purchase) that Purchase events go to.",
         pattern=_RULE_ID.pattern,
         expected="a conversion rule id (digits)",
     )
-    access_token: Secret = _field(
+    access_token: Secret = setting(
         "OAuth 2.0 member access token with scope rw_conversions (lasts 60 days), a secret."
     )
     conversion_rules: Mapping[str, str] = field(
@@ -165,7 +160,7 @@ class LinkedIn:
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside LinkedIn's 90-day window."""
-        return now - event.time > WINDOW - SAFETY
+        return past_window(event.time, now, WINDOW)
 
     def rule_type(self, event: Event) -> str | None:
         """Return the LinkedIn conversion type of the event's canonical name, if it has one."""
@@ -262,7 +257,7 @@ class LinkedIn:
     ) -> BatchVerdict:
         """Map LinkedIn's answer to outcomes (see the module docstring)."""
         status = response.status_code
-        body = _body(response)
+        body = json_object(response)
         after = parse_retry_after(response.headers.get("retry-after"), now)
         message = _message(status, body)
         if 200 <= status < 300:
@@ -335,14 +330,6 @@ def _element_outcome(index: int, element: object) -> Outcome:
     if status in (403, 404):
         return Permanent(DeadReason.AUTH, detail)
     return Permanent(DeadReason.INVALID_FIELD, detail)
-
-
-def _body(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _message(status: int, body: Mapping[str, Any] | None) -> str:

@@ -25,6 +25,7 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
+from gateway.destinations.common import past_window, setting, strict_int
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -33,8 +34,6 @@ WINDOW: Final = 7 * 86400
 """Events older than 7 days fail the whole request (§1.2, pitfall 7)."""
 WINDOW_OFFLINE: Final = 62 * 86400
 """physical_store events may be uploaded within 62 days (§1.2)."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 
 _HASHED_KEYS: Final = (
     "em",
@@ -60,18 +59,14 @@ _BASELINE_SUBSETS: Final = (
 """Graph v13+ rejects user_data made only of a subset of one of these (§1.2)."""
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class MetaSettings:
     """`[sites.destinations.meta]`: one Meta dataset (pixel) and its CAPI token."""
 
-    pixel_id: str = _field(
+    pixel_id: str = setting(
         "Dataset (pixel) id from Events Manager.", pattern=r"\d{5,20}", expected="digits"
     )
-    access_token: Secret = _field("CAPI access token (Events Manager → Settings), a secret.")
+    access_token: Secret = setting("CAPI access token (Events Manager → Settings), a secret.")
     api_base: str = field(
         default="https://graph.facebook.com",
         metadata={"help": "Graph API base URL (point at the sandbox in tests).", "url": True},
@@ -120,7 +115,7 @@ class Meta:
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside Meta's upload window."""
         window = WINDOW_OFFLINE if event.source is Source.PHYSICAL_STORE else WINDOW
-        return now - event.time > window - SAFETY
+        return past_window(event.time, now, window)
 
     def validate(self, event: Event) -> str | None:
         """Return why Meta would refuse the event, or None (§1.2 website rules, baseline)."""
@@ -209,8 +204,8 @@ class Meta:
         error = _error(response)
         if error is None:
             return default_verdict(response, now)
-        code = _int(error.get("code"))
-        subcode = _int(error.get("error_subcode"))
+        code = strict_int(error.get("code"))
+        subcode = strict_int(error.get("error_subcode"))
         message = _message(error, status)
         after = parse_retry_after(response.headers.get("retry-after"), now)
         outcome: Outcome
@@ -278,10 +273,6 @@ def _error(response: httpx.Response) -> dict[str, Any] | None:
         return None
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _message(error: dict[str, Any], status: int) -> str:

@@ -42,14 +42,13 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
+from gateway.destinations.common import past_window, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
 """At most 1,000 events per request (§8, pitfall 30)."""
 WINDOW: Final = 7 * 86400
 """Events older than 7 days are rejected (§8, §10.3)."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 
 PAGE_LOAD: Final = "pageLoad"
 CUSTOM: Final = "custom"
@@ -90,20 +89,16 @@ _MSCLKID: Final = re.compile(r"(?:_uet)?([0-9A-Fa-f]{32})(?:-[01])?")
 tag hit's ``-0``/``-1`` suffix (pitfall 28; the suffix handling is unverified)."""
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class MicrosoftSettings:
     """`[sites.destinations.microsoft]`: one UET tag and its Conversions API token."""
 
-    tag_id: str = _field(
+    tag_id: str = setting(
         "UET tag id (Microsoft Advertising → Tools → UET tag), digits.",
         pattern=r"[1-9][0-9]{3,14}",
         expected="a UET tag id (digits)",
     )
-    access_token: Secret = _field(
+    access_token: Secret = setting(
         "Conversions API token of that UET tag (UET tag settings → Conversions API), a secret."
     )
     api_base: str = field(
@@ -157,7 +152,7 @@ class Microsoft:
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside Microsoft's 7-day window."""
-        return now - event.time > WINDOW - SAFETY
+        return past_window(event.time, now, WINDOW)
 
     def event_type_and_name(self, event: Event) -> tuple[str, str | None]:
         """Return (eventType, eventName): ("pageLoad", None) for page views, else custom."""

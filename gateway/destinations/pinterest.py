@@ -42,6 +42,7 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
+from gateway.destinations.common import json_object, past_window, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -49,8 +50,6 @@ MAX_BATCH: Final = 1000
 WINDOW: Final = 7 * 86400
 """Pinterest's maximum age is not documented by Pinterest itself (§5.1 unverified); integrators
 (Amperity) state seven days. Events later than one hour already count as offline conversions."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 
 PINTEREST_EVENTS: Final = frozenset(
     {
@@ -126,20 +125,16 @@ LDP: Final = "LDP"
 """`custom_data.opt_out_type` for Limited Data Processing (US state privacy laws, §10.5)."""
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class PinterestSettings:
     """`[sites.destinations.pinterest]`: one Pinterest ad account and its conversion token."""
 
-    ad_account_id: str = _field(
+    ad_account_id: str = setting(
         "Pinterest ad account id (digits, from the Ads Manager URL).",
         pattern=r"[0-9]{1,18}",
         expected="an ad account id (1-18 digits)",
     )
-    access_token: Secret = _field(
+    access_token: Secret = setting(
         "Conversion access token (Ads Manager → Conversions → Conversions API), a secret."
     )
     api_base: str = field(
@@ -194,7 +189,7 @@ class Pinterest:
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside the seven-day window."""
-        return now - event.time > WINDOW - SAFETY
+        return past_window(event.time, now, WINDOW)
 
     def event_name(self, event: Event) -> str:
         """Return the Pinterest name of the event (`custom` for names without one)."""
@@ -284,7 +279,7 @@ class Pinterest:
     ) -> BatchVerdict:
         """Map Pinterest's answer to outcomes (see the module docstring)."""
         status = response.status_code
-        body = _body(response)
+        body = json_object(response)
         if 200 <= status < 300:
             per_event = _per_event(status, body, len(events))
             if per_event is None or all(isinstance(o, Delivered) for o in per_event):
@@ -352,14 +347,6 @@ def _custom_data(event: Event) -> dict[str, Any]:
     elif d.contents:
         out["num_items"] = sum(c.quantity or 1 for c in d.contents)
     return out
-
-
-def _body(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _per_event(

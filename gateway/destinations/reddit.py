@@ -47,14 +47,13 @@ from gateway.destinations.base import (
     Retry,
     parse_retry_after,
 )
+from gateway.destinations.common import past_window, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
 """Reddit accepts at most 1,000 events per request (§7)."""
 WINDOW: Final = 7 * 86400
 """Events must reach Reddit within 7 days of happening (§7, §10.3)."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 MAX_CUSTOM_NAME: Final = 64
 """A custom_event_name is at most 64 UTF-8 characters."""
 
@@ -102,20 +101,16 @@ _USER_KEYS: Final = (("em", "email"), ("ph", "phone_number"), ("external_id", "e
 """Our hashed identifier key → Reddit's `user` key (one SHA-256 value each, §7)."""
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class RedditSettings:
     """`[sites.destinations.reddit]`: one Reddit pixel and its conversion access token."""
 
-    pixel_id: str = _field(
+    pixel_id: str = setting(
         "Reddit Pixel id from Events Manager (a2_… or t2_…).",
         pattern=r"[A-Za-z0-9][A-Za-z0-9_]{2,63}",
         expected="a Reddit pixel id (letters, digits and '_', e.g. a2_abc123)",
     )
-    access_token: Secret = _field(
+    access_token: Secret = setting(
         "Conversion access token (Events Manager → your pixel → Conversions API), a secret."
     )
     api_base: str = field(
@@ -175,7 +170,7 @@ class Reddit:
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside Reddit's 7-day window."""
-        return now - event.time > WINDOW - SAFETY
+        return past_window(event.time, now, WINDOW)
 
     def event_type(self, event: Event) -> EventType:
         """Return the Reddit type of the event: mapped, standard, or CUSTOM under its name."""

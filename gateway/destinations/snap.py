@@ -36,14 +36,13 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
+from gateway.destinations.common import json_object, past_window, setting, strict_int
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 2000
 """Snap accepts at most 2,000 events per request (§3.1)."""
 WINDOW: Final = 37 * 86400
 """Events older than 37 days are no longer reportable (§3.1)."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 
 SNAP_EVENTS: Final = frozenset(
     {
@@ -116,20 +115,16 @@ _CUSTOM_KEYS: Final = frozenset(
 """Custom properties that are top-level custom_data fields of Snap; others go to custom_fields."""
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class SnapSettings:
     """`[sites.destinations.snap]`: one Snap pixel and its Conversions API token."""
 
-    pixel_id: str = _field(
+    pixel_id: str = setting(
         "Snap Pixel id from Ads Manager → Events Manager (a UUID).",
         pattern=r"[A-Za-z0-9][A-Za-z0-9-]{7,63}",
         expected="a Snap pixel id (UUID)",
     )
-    access_token: Secret = _field(
+    access_token: Secret = setting(
         "Conversions API token (Ads Manager → Business Details → Conversions API tokens), a secret."
     )
     api_base: str = field(
@@ -177,7 +172,7 @@ class Snap:
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside Snap's 37-day window."""
-        return now - event.time > WINDOW - SAFETY
+        return past_window(event.time, now, WINDOW)
 
     def event_name(self, event: Event) -> str | None:
         """Return the Snap v3 name of the event, or None if it has none."""
@@ -268,7 +263,7 @@ class Snap:
     ) -> BatchVerdict:
         """Map Snap's answer to outcomes (see the module docstring)."""
         status = response.status_code
-        body = _body(response)
+        body = json_object(response)
         invalid = body is not None and str(body.get("status", "")).upper() == "INVALID"
         if 200 <= status < 300 and not invalid:
             return BatchVerdict(Delivered())
@@ -285,7 +280,7 @@ class Snap:
         # The request was refused as a whole. Bisect it until the bad event stands alone: the
         # halves go out at once, without an attempt counted or a backoff for the good events
         # (a per-event verdict would delay them once per bad event of the batch).
-        index = _int(body.get("event")) if body is not None else None
+        index = strict_int(body.get("event")) if body is not None else None
         if index is not None and 0 <= index < len(events):
             return BatchVerdict(Permanent(DeadReason.INVALID_FIELD, message), bisect=True)
         return BatchVerdict(Permanent(DeadReason.PLATFORM_REJECTED, message), bisect=True)
@@ -330,24 +325,12 @@ def _custom_data(event: Event) -> dict[str, Any]:
     return out
 
 
-def _body(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return body if isinstance(body, dict) else None
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _message(status: int, body: Mapping[str, Any] | None) -> str:
     parts = [f"HTTP {status}"]
     if body is not None:
         if body.get("status"):
             parts.append(str(body["status"]))
-        if _int(body.get("event")) is not None:
+        if strict_int(body.get("event")) is not None:
             parts.append(f"event {body['event']}")
     text = ""
     if body is not None:

@@ -30,6 +30,7 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
+from gateway.destinations.common import past_window, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -38,8 +39,6 @@ WINDOW: Final = 7 * 86400
 """Web events: TikTok's limit is undocumented (§2.2); older than 7 days is treated as lost."""
 WINDOW_OFFLINE: Final = 28 * 86400
 """Offline events must have occurred within the previous 28 days (§2.2)."""
-SAFETY: Final = 600
-"""Dead-letter ten minutes before the window closes: a request in flight must not cross it."""
 
 EVENT_NAMES: Final[Mapping[str, str]] = {
     "PageView": "Pageview",
@@ -79,20 +78,16 @@ RATE_LIMIT_WAIT: Final = 60.0
 """Seconds to wait after a rate-limit code when TikTok sends no Retry-After (QPS/QPM limits)."""
 
 
-def _field(help_: str, **meta: Any) -> Any:
-    return field(metadata={"help": help_, **meta})
-
-
 @dataclass(frozen=True, slots=True)
 class TikTokSettings:
     """`[sites.destinations.tiktok]`: one TikTok pixel (event source) and its Events API token."""
 
-    pixel_code: str = _field(
+    pixel_code: str = setting(
         "Pixel code (web) or event set id (offline/CRM): the `event_source_id`.",
         pattern=r"[A-Za-z0-9]{6,40}",
         expected="6-40 letters and digits",
     )
-    access_token: Secret = _field("Events API access token (Events Manager → Settings), a secret.")
+    access_token: Secret = setting("Events API access token (Events Manager → Settings), a secret.")
     api_base: str = field(
         default="https://business-api.tiktok.com",
         metadata={
@@ -153,7 +148,7 @@ class TikTok:
         """Return whether the event is (nearly) outside TikTok's window for its source."""
         offline = self.settings.event_source != "web" or event.source is Source.PHYSICAL_STORE
         window = WINDOW_OFFLINE if offline else WINDOW
-        return now - event.time > window - SAFETY
+        return past_window(event.time, now, window)
 
     def validate(self, event: Event) -> str | None:
         """Return why TikTok would refuse (or could not use) the event, or None."""
