@@ -6,10 +6,13 @@ what is the same everywhere lives here.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import field
 from typing import Any, Final
 
 import httpx
+
+from gateway.core.event import Content
 
 SAFETY: Final = 600
 """Dead-letter ten minutes before a platform's window closes: a request in flight must not cross
@@ -38,3 +41,42 @@ def json_object(response: httpx.Response) -> dict[str, Any] | None:
 def strict_int(value: Any) -> int | None:
     """Return `value` if it is a JSON integer (never a bool), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def put_present(out: dict[str, Any], pairs: Iterable[tuple[str, Any]]) -> None:
+    """Set each `(key, value)` pair in `out`, in order, skipping values that are None."""
+    for key, value in pairs:
+        if value is not None:
+            out[key] = value
+
+
+def content_items(
+    contents: Sequence[Content],
+    *,
+    id_key: str = "id",
+    price_key: str = "item_price",
+    price_first: bool = False,
+    money: Callable[[float], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Return one object per line item: its id, then quantity and price when known.
+
+    The platform names the id and price keys, the order of quantity and price (JSON bytes keep
+    key order) and how a price is written (`money`, e.g. a decimal string).
+    """
+    items: list[dict[str, Any]] = []
+    for c in contents:
+        item: dict[str, Any] = {id_key: c.id}
+        price = None if c.price is None else (money(c.price) if money else c.price)
+        if price_first and price is not None:
+            item[price_key] = price
+        if c.quantity is not None:
+            item["quantity"] = c.quantity
+        if not price_first and price is not None:
+            item[price_key] = price
+        items.append(item)
+    return items
+
+
+def item_count(contents: Sequence[Content]) -> int:
+    """Return the number of units in the line items (a line without a quantity counts once)."""
+    return sum(c.quantity or 1 for c in contents)

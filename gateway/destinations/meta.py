@@ -25,7 +25,7 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import past_window, setting, strict_int
+from gateway.destinations.common import content_items, past_window, put_present, setting, strict_int
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -237,31 +237,24 @@ def _fbc_from_click(fbclid: str | None, event_time: int) -> str | None:
 def _custom_data(event: Event) -> dict[str, Any]:
     d = event.data
     out: dict[str, Any] = dict(d.custom)
-    for key, value in (
-        ("value", d.value),
-        ("currency", d.currency),
-        ("order_id", d.order_id),
-        ("content_type", d.content_type),
-        ("content_name", d.content_name),
-        ("content_category", d.content_category),
-        ("num_items", d.num_items),
-        ("search_string", d.search_string),
-        ("status", d.status),
-        ("predicted_ltv", d.predicted_ltv),
-    ):
-        if value is not None:
-            out[key] = value
+    put_present(
+        out,
+        (
+            ("value", d.value),
+            ("currency", d.currency),
+            ("order_id", d.order_id),
+            ("content_type", d.content_type),
+            ("content_name", d.content_name),
+            ("content_category", d.content_category),
+            ("num_items", d.num_items),
+            ("search_string", d.search_string),
+            ("status", d.status),
+            ("predicted_ltv", d.predicted_ltv),
+        ),
+    )
     if d.contents:
         out["content_ids"] = [c.id for c in d.contents]
-        contents = []
-        for c in d.contents:
-            item: dict[str, Any] = {"id": c.id}
-            if c.quantity is not None:
-                item["quantity"] = c.quantity
-            if c.price is not None:
-                item["item_price"] = c.price
-            contents.append(item)
-        out["contents"] = contents
+        out["contents"] = content_items(d.contents)
         out.setdefault("content_type", "product")
     return out
 

@@ -42,7 +42,7 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import past_window, setting
+from gateway.destinations.common import content_items, past_window, put_present, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -340,24 +340,17 @@ def _custom_data(event: Event) -> dict[str, Any]:
         out["pageType"] = page_type
     elif event.event in PAGE_TYPES:
         out["pageType"] = PAGE_TYPES[event.event]
-    for key, value in (
-        ("value", d.value),
-        ("currency", d.currency.upper() if d.currency else None),
-        ("transactionId", d.order_id),
-        ("searchTerm", d.search_string),
-        ("ecommCategory", d.content_category),
-    ):
-        if value is not None:
-            out[key] = value
+    put_present(
+        out,
+        (
+            ("value", d.value),
+            ("currency", d.currency.upper() if d.currency else None),
+            ("transactionId", d.order_id),
+            ("searchTerm", d.search_string),
+            ("ecommCategory", d.content_category),
+        ),
+    )
     if d.contents:
         out["itemIds"] = [c.id for c in d.contents]
-        items = []
-        for c in d.contents:
-            item: dict[str, Any] = {"id": c.id}
-            if c.price is not None:
-                item["price"] = c.price
-            if c.quantity is not None:
-                item["quantity"] = c.quantity
-            items.append(item)
-        out["items"] = items
+        out["items"] = content_items(d.contents, price_key="price", price_first=True)
     return out

@@ -42,7 +42,14 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import json_object, past_window, setting
+from gateway.destinations.common import (
+    content_items,
+    item_count,
+    json_object,
+    past_window,
+    put_present,
+    setting,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -320,32 +327,25 @@ def _custom_data(event: Event) -> dict[str, Any]:
         out["currency"] = d.currency.upper()
     if d.value is not None:
         out["value"] = _money(d.value)
-    for key, text in (
-        ("content_name", d.content_name),
-        ("content_category", d.content_category),
-        ("order_id", d.order_id),
-        ("search_string", d.search_string),
-    ):
-        if text is not None:
-            out[key] = text
+    put_present(
+        out,
+        (
+            ("content_name", d.content_name),
+            ("content_category", d.content_category),
+            ("order_id", d.order_id),
+            ("search_string", d.search_string),
+        ),
+    )
     brand = d.custom.get("content_brand")
     if isinstance(brand, str) and brand:
         out["content_brand"] = brand
     if d.contents:
         out["content_ids"] = [c.id for c in d.contents]
-        contents = []
-        for c in d.contents:
-            item: dict[str, Any] = {"id": c.id}
-            if c.price is not None:
-                item["item_price"] = _money(c.price)
-            if c.quantity is not None:
-                item["quantity"] = c.quantity
-            contents.append(item)
-        out["contents"] = contents
+        out["contents"] = content_items(d.contents, price_first=True, money=_money)
     if d.num_items is not None:
         out["num_items"] = d.num_items
     elif d.contents:
-        out["num_items"] = sum(c.quantity or 1 for c in d.contents)
+        out["num_items"] = item_count(d.contents)
     return out
 
 

@@ -47,7 +47,7 @@ from gateway.destinations.base import (
     Retry,
     parse_retry_after,
 )
-from gateway.destinations.common import past_window, setting
+from gateway.destinations.common import content_items, item_count, past_window, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -293,18 +293,11 @@ def _metadata(event: Event, tracking_type: str) -> dict[str, Any]:
         if tracking_type not in NO_ITEM_COUNT_TYPES:
             count = d.num_items
             if count is None and d.contents:
-                count = sum(c.quantity or 1 for c in d.contents)
+                count = item_count(d.contents)
             if count is not None:
                 out["item_count"] = count
     if d.contents:
-        products = []
-        for c in d.contents:
-            item: dict[str, Any] = {"id": c.id}
-            if c.quantity is not None:
-                item["quantity"] = c.quantity
-            if c.price is not None:
-                item["item_price"] = c.price
-            products.append(item)
+        products = content_items(d.contents)
         if len(products) == 1:
             if d.content_name:
                 products[0]["name"] = d.content_name

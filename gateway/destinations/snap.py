@@ -36,7 +36,15 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import json_object, past_window, setting, strict_int
+from gateway.destinations.common import (
+    content_items,
+    item_count,
+    json_object,
+    past_window,
+    put_present,
+    setting,
+    strict_int,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 2000
@@ -295,31 +303,24 @@ def _custom_data(event: Event) -> dict[str, Any]:
             out[key] = raw
         else:
             fields[key] = ("true" if raw else "false") if isinstance(raw, bool) else str(raw)
-    for key, value in (
-        ("value", d.value),
-        ("currency", d.currency.upper() if d.currency else None),
-        ("order_id", d.order_id),
-        ("content_type", d.content_type),
-        ("content_category", d.content_category),
-        ("num_items", d.num_items),
-        ("search_string", d.search_string),
-        ("status", d.status),
-    ):
-        if value is not None:
-            out[key] = value
+    put_present(
+        out,
+        (
+            ("value", d.value),
+            ("currency", d.currency.upper() if d.currency else None),
+            ("order_id", d.order_id),
+            ("content_type", d.content_type),
+            ("content_category", d.content_category),
+            ("num_items", d.num_items),
+            ("search_string", d.search_string),
+            ("status", d.status),
+        ),
+    )
     if d.contents:
         out["content_ids"] = [c.id for c in d.contents]
-        contents = []
-        for c in d.contents:
-            item: dict[str, Any] = {"id": c.id}
-            if c.quantity is not None:
-                item["quantity"] = c.quantity
-            if c.price is not None:
-                item["item_price"] = c.price
-            contents.append(item)
-        out["contents"] = contents
+        out["contents"] = content_items(d.contents)
         if d.num_items is None:
-            out["num_items"] = sum(c.quantity or 1 for c in d.contents)
+            out["num_items"] = item_count(d.contents)
     if fields:
         out["custom_fields"] = fields
     return out

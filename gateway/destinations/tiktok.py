@@ -30,7 +30,7 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import past_window, setting
+from gateway.destinations.common import content_items, past_window, put_present, setting
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -293,29 +293,22 @@ def _properties(event: Event) -> dict[str, Any]:
     """Return TikTok's `properties` (§2.2): our data fields under TikTok's names."""
     d = event.data
     out: dict[str, Any] = dict(d.custom)
-    for key, value in (
-        ("value", d.value),
-        ("currency", d.currency),
-        ("order_id", d.order_id),
-        ("content_type", d.content_type),
-        ("content_name", d.content_name),
-        ("content_category", d.content_category),
-        ("num_items", d.num_items),
-        ("query", d.search_string),
-        ("status", d.status),
-        ("predicted_ltv", d.predicted_ltv),
-    ):
-        if value is not None:
-            out[key] = value
+    put_present(
+        out,
+        (
+            ("value", d.value),
+            ("currency", d.currency),
+            ("order_id", d.order_id),
+            ("content_type", d.content_type),
+            ("content_name", d.content_name),
+            ("content_category", d.content_category),
+            ("num_items", d.num_items),
+            ("query", d.search_string),
+            ("status", d.status),
+            ("predicted_ltv", d.predicted_ltv),
+        ),
+    )
     if d.contents:
-        contents = []
-        for c in d.contents:
-            item: dict[str, Any] = {"content_id": c.id}
-            if c.quantity is not None:
-                item["quantity"] = c.quantity
-            if c.price is not None:
-                item["price"] = c.price
-            contents.append(item)
-        out["contents"] = contents
+        out["contents"] = content_items(d.contents, id_key="content_id", price_key="price")
         out.setdefault("content_type", "product")
     return out
