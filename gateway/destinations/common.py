@@ -80,3 +80,33 @@ def content_items(
 def item_count(contents: Sequence[Content]) -> int:
     """Return the number of units in the line items (a line without a quantity counts once)."""
     return sum(c.quantity or 1 for c in contents)
+
+
+def api_base_setting(default: str, api: str) -> Any:
+    """Return the `api_base` field: the platform's base URL, overridable to reach a sandbox."""
+    return field(
+        default=default,
+        metadata={"help": f"{api} base URL (point at the sandbox in tests).", "url": True},
+    )
+
+
+def max_batch_setting(platform: str, limit: int, default: int = 500) -> Any:
+    """Return the `max_batch` field, bounded by the platform's own per-request `limit`."""
+    return field(
+        default=default,
+        metadata={
+            "help": f"Events per request ({platform} allows {limit}).",
+            "min": 1,
+            "max": limit,
+        },
+    )
+
+
+def mapping_setting(help_: str) -> Any:
+    """Return an optional name → name table field (empty by default), e.g. `custom_events`."""
+    return field(default_factory=dict, metadata={"help": help_})
+
+
+def optional_setting(help_: str) -> Any:
+    """Return an optional text field (None by default), e.g. a test event code."""
+    return field(default=None, metadata={"help": help_})

@@ -57,7 +57,13 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import json_object, past_window, setting
+from gateway.destinations.common import (
+    api_base_setting,
+    json_object,
+    max_batch_setting,
+    past_window,
+    setting,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 5000
@@ -116,10 +122,7 @@ class LinkedInSettings:
             ' e.g. {LEAD = "2345678", Quiz = "3456789"}; events without a rule are not sent.'
         },
     )
-    api_base: str = field(
-        default="https://api.linkedin.com",
-        metadata={"help": "LinkedIn API base URL (point at the sandbox in tests).", "url": True},
-    )
+    api_base: str = api_base_setting("https://api.linkedin.com", "LinkedIn API")
     api_version: str = field(
         default="202607",
         metadata={
@@ -128,10 +131,7 @@ class LinkedInSettings:
             "expected": "YYYYMM",
         },
     )
-    max_batch: int = field(
-        default=1000,
-        metadata={"help": "Events per request (LinkedIn allows 5000).", "min": 1, "max": MAX_BATCH},
-    )
+    max_batch: int = max_batch_setting("LinkedIn", MAX_BATCH, default=1000)
     send_limited_data_use: bool = field(
         default=False,
         metadata={"help": "Also send events under Limited Data Use (LinkedIn has no such flag)."},

@@ -25,7 +25,16 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import content_items, past_window, put_present, setting, strict_int
+from gateway.destinations.common import (
+    api_base_setting,
+    content_items,
+    max_batch_setting,
+    optional_setting,
+    past_window,
+    put_present,
+    setting,
+    strict_int,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -67,26 +76,15 @@ class MetaSettings:
         "Dataset (pixel) id from Events Manager.", pattern=r"\d{5,20}", expected="digits"
     )
     access_token: Secret = setting("CAPI access token (Events Manager → Settings), a secret.")
-    api_base: str = field(
-        default="https://graph.facebook.com",
-        metadata={"help": "Graph API base URL (point at the sandbox in tests).", "url": True},
-    )
+    api_base: str = api_base_setting("https://graph.facebook.com", "Graph API")
     api_version: str = field(
         default="v25.0",
         metadata={"help": "Graph API version.", "pattern": r"v\d+\.\d+", "expected": "vNN.N"},
     )
-    test_event_code: str | None = field(
-        default=None,
-        metadata={"help": "Events Manager test code (TEST12345); for testing only."},
+    test_event_code: str | None = optional_setting(
+        "Events Manager test code (TEST12345); for testing only."
     )
-    max_batch: int = field(
-        default=500,
-        metadata={
-            "help": "Events per request (Meta allows 1000).",
-            "min": 1,
-            "max": MAX_BATCH,
-        },
-    )
+    max_batch: int = max_batch_setting("Meta", MAX_BATCH)
     partner_agent: str = field(
         default="signalgate", metadata={"help": "partner_agent sent with each request."}
     )

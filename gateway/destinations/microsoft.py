@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import httpx
@@ -42,7 +42,15 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import content_items, past_window, put_present, setting
+from gateway.destinations.common import (
+    api_base_setting,
+    content_items,
+    mapping_setting,
+    max_batch_setting,
+    past_window,
+    put_present,
+    setting,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -101,24 +109,10 @@ class MicrosoftSettings:
     access_token: Secret = setting(
         "Conversions API token of that UET tag (UET tag settings → Conversions API), a secret."
     )
-    api_base: str = field(
-        default="https://capi.uet.microsoft.com",
-        metadata={
-            "help": "UET Conversions API base URL (point at the sandbox in tests).",
-            "url": True,
-        },
-    )
-    max_batch: int = field(
-        default=500,
-        metadata={
-            "help": "Events per request (Microsoft allows 1000).",
-            "min": 1,
-            "max": MAX_BATCH,
-        },
-    )
-    custom_events: Mapping[str, str] = field(
-        default_factory=dict,
-        metadata={"help": 'Event name → UET eventName, e.g. {StartTrial = "start_trial"}.'},
+    api_base: str = api_base_setting("https://capi.uet.microsoft.com", "UET Conversions API")
+    max_batch: int = max_batch_setting("Microsoft", MAX_BATCH)
+    custom_events: Mapping[str, str] = mapping_setting(
+        'Event name → UET eventName, e.g. {StartTrial = "start_trial"}.'
     )
 
 

@@ -43,9 +43,13 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    api_base_setting,
     content_items,
     item_count,
     json_object,
+    mapping_setting,
+    max_batch_setting,
+    optional_setting,
     past_window,
     put_present,
     setting,
@@ -144,33 +148,17 @@ class PinterestSettings:
     access_token: Secret = setting(
         "Conversion access token (Ads Manager → Conversions → Conversions API), a secret."
     )
-    api_base: str = field(
-        default="https://api.pinterest.com",
-        metadata={"help": "Pinterest API base URL (point at the sandbox in tests).", "url": True},
-    )
+    api_base: str = api_base_setting("https://api.pinterest.com", "Pinterest API")
     test_mode: bool = field(
         default=False,
         metadata={"help": "Send with ?test=true: validated and answered, nothing recorded."},
     )
-    max_batch: int = field(
-        default=500,
-        metadata={
-            "help": "Events per request (Pinterest allows 1000).",
-            "min": 1,
-            "max": MAX_BATCH,
-        },
+    max_batch: int = max_batch_setting("Pinterest", MAX_BATCH)
+    custom_events: Mapping[str, str] = mapping_setting(
+        'Event name → Pinterest event for other names, e.g. {Donate = "checkout"}.'
     )
-    custom_events: Mapping[str, str] = field(
-        default_factory=dict,
-        metadata={
-            "help": 'Event name → Pinterest event for other names, e.g. {Donate = "checkout"}.'
-        },
-    )
-    partner_name: str | None = field(
-        default=None,
-        metadata={
-            "help": 'partner_name on each event ("ss-<partner>"); only if Pinterest gave one.'
-        },
+    partner_name: str | None = optional_setting(
+        'partner_name on each event ("ss-<partner>"); only if Pinterest gave one.'
     )
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import httpx
@@ -47,7 +47,16 @@ from gateway.destinations.base import (
     Retry,
     parse_retry_after,
 )
-from gateway.destinations.common import content_items, item_count, past_window, setting
+from gateway.destinations.common import (
+    api_base_setting,
+    content_items,
+    item_count,
+    mapping_setting,
+    max_batch_setting,
+    optional_setting,
+    past_window,
+    setting,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -113,23 +122,13 @@ class RedditSettings:
     access_token: Secret = setting(
         "Conversion access token (Events Manager → your pixel → Conversions API), a secret."
     )
-    api_base: str = field(
-        default="https://ads-api.reddit.com",
-        metadata={"help": "Reddit Ads API base URL (point at the sandbox in tests).", "url": True},
+    api_base: str = api_base_setting("https://ads-api.reddit.com", "Reddit Ads API")
+    test_id: str | None = optional_setting(
+        "Event Testing id from Events Manager; for testing only."
     )
-    test_id: str | None = field(
-        default=None,
-        metadata={"help": "Event Testing id from Events Manager; for testing only."},
-    )
-    max_batch: int = field(
-        default=500,
-        metadata={"help": "Events per request (Reddit allows 1000).", "min": 1, "max": MAX_BATCH},
-    )
-    custom_events: Mapping[str, str] = field(
-        default_factory=dict,
-        metadata={
-            "help": 'Event name → Reddit type or custom name, e.g. {Subscribe = "PURCHASE"}.'
-        },
+    max_batch: int = max_batch_setting("Reddit", MAX_BATCH)
+    custom_events: Mapping[str, str] = mapping_setting(
+        'Event name → Reddit type or custom name, e.g. {Subscribe = "PURCHASE"}.'
     )
 
 

@@ -37,9 +37,12 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    api_base_setting,
     content_items,
     item_count,
     json_object,
+    mapping_setting,
+    max_batch_setting,
     past_window,
     put_present,
     setting,
@@ -135,25 +138,16 @@ class SnapSettings:
     access_token: Secret = setting(
         "Conversions API token (Ads Manager → Business Details → Conversions API tokens), a secret."
     )
-    api_base: str = field(
-        default="https://tr.snapchat.com",
-        metadata={"help": "Snap CAPI base URL (point at the sandbox in tests).", "url": True},
-    )
+    api_base: str = api_base_setting("https://tr.snapchat.com", "Snap CAPI")
     test_mode: bool = field(
         default=False,
         metadata={
             "help": "Send to /events/validate: checked and shown in Events Manager, not counted."
         },
     )
-    max_batch: int = field(
-        default=500,
-        metadata={"help": "Events per request (Snap allows 2000).", "min": 1, "max": MAX_BATCH},
-    )
-    custom_events: Mapping[str, str] = field(
-        default_factory=dict,
-        metadata={
-            "help": 'Event name → Snap event for names without one, e.g. {Lead = "SIGN_UP"}.'
-        },
+    max_batch: int = max_batch_setting("Snap", MAX_BATCH)
+    custom_events: Mapping[str, str] = mapping_setting(
+        'Event name → Snap event for names without one, e.g. {Lead = "SIGN_UP"}.'
     )
 
 

@@ -30,7 +30,15 @@ from gateway.destinations.base import (
     default_verdict,
     parse_retry_after,
 )
-from gateway.destinations.common import content_items, past_window, put_present, setting
+from gateway.destinations.common import (
+    api_base_setting,
+    content_items,
+    max_batch_setting,
+    optional_setting,
+    past_window,
+    put_present,
+    setting,
+)
 from gateway.store.base import DeadReason
 
 MAX_BATCH: Final = 1000
@@ -88,13 +96,7 @@ class TikTokSettings:
         expected="6-40 letters and digits",
     )
     access_token: Secret = setting("Events API access token (Events Manager → Settings), a secret.")
-    api_base: str = field(
-        default="https://business-api.tiktok.com",
-        metadata={
-            "help": "TikTok Business API base URL (point at the sandbox in tests).",
-            "url": True,
-        },
-    )
+    api_base: str = api_base_setting("https://business-api.tiktok.com", "TikTok Business API")
     api_version: str = field(
         default="v1.3",
         metadata={"help": "Business API version.", "pattern": r"v\d+\.\d+", "expected": "vN.N"},
@@ -107,18 +109,10 @@ class TikTokSettings:
             "expected": "web, offline or crm",
         },
     )
-    test_event_code: str | None = field(
-        default=None,
-        metadata={"help": "Test Events code (TEST12345); for testing only."},
+    test_event_code: str | None = optional_setting(
+        "Test Events code (TEST12345); for testing only."
     )
-    max_batch: int = field(
-        default=500,
-        metadata={
-            "help": "Events per request (TikTok allows 1000).",
-            "min": 1,
-            "max": MAX_BATCH,
-        },
-    )
+    max_batch: int = max_batch_setting("TikTok", MAX_BATCH)
     partner_name: str = field(
         default="signalgate", metadata={"help": "partner_name sent with each request."}
     )
