@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import field
-from typing import Any, Final
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import httpx
 
@@ -110,3 +110,26 @@ def mapping_setting(help_: str) -> Any:
 def optional_setting(help_: str) -> Any:
     """Return an optional text field (None by default), e.g. a test event code."""
     return field(default=None, metadata={"help": help_})
+
+
+class BatchSettings(Protocol):
+    """Settings that carry a configured batch size."""
+
+    @property
+    def max_batch(self) -> int:
+        """Return the most events one request may carry."""
+
+
+S = TypeVar("S", bound=BatchSettings)
+
+
+class Configured(Generic[S]):
+    """A destination built from its settings; its batch size is the configured `max_batch`."""
+
+    def __init__(self, settings: S) -> None:
+        self.settings = settings
+
+    @property
+    def max_batch(self) -> int:
+        """Return the configured batch size."""
+        return self.settings.max_batch

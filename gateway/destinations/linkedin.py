@@ -58,6 +58,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     json_object,
     max_batch_setting,
@@ -138,7 +139,7 @@ class LinkedInSettings:
     )
 
 
-class LinkedIn:
+class LinkedIn(Configured[LinkedInSettings]):
     """LinkedIn Conversions API destination."""
 
     name: ClassVar[str] = "linkedin"
@@ -146,13 +147,8 @@ class LinkedIn:
     identifier_keys: ClassVar[frozenset[str]] = IDENTIFIER_KEYS
 
     def __init__(self, settings: LinkedInSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self.url = f"{settings.api_base.rstrip('/')}/rest/conversionEvents"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return the test code (test events are refused, but never mixed with real ones)."""

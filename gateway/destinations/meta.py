@@ -26,6 +26,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     content_items,
     max_batch_setting,
@@ -90,21 +91,16 @@ class MetaSettings:
     )
 
 
-class Meta:
+class Meta(Configured[MetaSettings]):
     """Meta Conversions API destination."""
 
     name: ClassVar[str] = "meta"
     hash_rules: ClassVar[str] = "meta"
 
     def __init__(self, settings: MetaSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/{settings.api_version}/{settings.pixel_id}/events"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return the test code: it is per request, so events with different codes never mix."""

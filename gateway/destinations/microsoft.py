@@ -43,6 +43,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     content_items,
     mapping_setting,
@@ -124,21 +125,16 @@ def msclkid(value: str | None) -> str | None:
     return match[1] if match else None
 
 
-class Microsoft:
+class Microsoft(Configured[MicrosoftSettings]):
     """Microsoft Advertising UET Conversions API destination."""
 
     name: ClassVar[str] = "microsoft"
     hash_rules: ClassVar[str] = "meta"
 
     def __init__(self, settings: MicrosoftSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/v1/{settings.tag_id}/events"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return "test" for test events (never sent, see `validate`), else ""."""

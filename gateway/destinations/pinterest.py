@@ -43,6 +43,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     content_items,
     item_count,
@@ -162,21 +163,16 @@ class PinterestSettings:
     )
 
 
-class Pinterest:
+class Pinterest(Configured[PinterestSettings]):
     """Pinterest API for Conversions (v5) destination."""
 
     name: ClassVar[str] = "pinterest"
     hash_rules: ClassVar[str] = "meta"
 
     def __init__(self, settings: PinterestSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/v5/ad_accounts/{settings.ad_account_id}/events"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return "test" for test events (`?test=true` is per request), else ""."""

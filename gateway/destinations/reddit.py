@@ -48,6 +48,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     content_items,
     item_count,
@@ -147,21 +148,16 @@ class EventType:
         return out
 
 
-class Reddit:
+class Reddit(Configured[RedditSettings]):
     """Reddit Conversions API v3 destination."""
 
     name: ClassVar[str] = "reddit"
     hash_rules: ClassVar[str] = "reddit"
 
     def __init__(self, settings: RedditSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/api/v3/pixels/{settings.pixel_id}/conversion_events"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return the test id: it is per request, so events with different ids never mix."""

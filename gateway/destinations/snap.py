@@ -37,6 +37,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     content_items,
     item_count,
@@ -151,22 +152,17 @@ class SnapSettings:
     )
 
 
-class Snap:
+class Snap(Configured[SnapSettings]):
     """Snap Conversions API v3 destination."""
 
     name: ClassVar[str] = "snap"
     hash_rules: ClassVar[str] = "meta"
 
     def __init__(self, settings: SnapSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/v3/{settings.pixel_id}/events"
         self.validate_url = f"{self.url}/validate"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return "validate" for test events (their own endpoint), else ""."""

@@ -31,6 +31,7 @@ from gateway.destinations.base import (
     parse_retry_after,
 )
 from gateway.destinations.common import (
+    Configured,
     api_base_setting,
     content_items,
     max_batch_setting,
@@ -118,21 +119,16 @@ class TikTokSettings:
     )
 
 
-class TikTok:
+class TikTok(Configured[TikTokSettings]):
     """TikTok Events API 2.0 destination."""
 
     name: ClassVar[str] = "tiktok"
     hash_rules: ClassVar[str] = "tiktok"
 
     def __init__(self, settings: TikTokSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/open_api/{settings.api_version}/event/track/"
-
-    @property
-    def max_batch(self) -> int:
-        """Return the configured batch size."""
-        return self.settings.max_batch
 
     def batch_key(self, event: Event) -> str:
         """Return the test code: it is per request, so events with different codes never mix."""
