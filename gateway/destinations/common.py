@@ -6,13 +6,14 @@ what is the same everywhere lives here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, Final, Generic, Protocol, TypeVar
 
 import httpx
 
 from gateway.core.event import Content
+from gateway.destinations.base import BatchVerdict, Paused, Retry, parse_retry_after
 
 SAFETY: Final = 600
 """Dead-letter ten minutes before a platform's window closes: a request in flight must not cross
@@ -133,3 +134,27 @@ class Configured(Generic[S]):
     def max_batch(self) -> int:
         """Return the configured batch size."""
         return self.settings.max_batch
+
+
+def status_verdict(
+    response: httpx.Response,
+    now: float,
+    message: str,
+    paused: Mapping[int, str],
+    rate_limit_wait: float | None = None,
+) -> BatchVerdict | None:
+    """Return the verdict an HTTP status alone decides, or None to let the platform's body decide.
+
+    A status in `paused` pauses the route, its hint appended to `message` in parentheses; 408,
+    429 and 5xx retry after the Retry-After header (a 429 without one waits `rate_limit_wait`).
+    """
+    status = response.status_code
+    hint = paused.get(status)
+    if hint is not None:
+        return BatchVerdict(Paused(f"{message} ({hint})"))
+    if status in (408, 429) or status >= 500:
+        after = parse_retry_after(response.headers.get("retry-after"), now)
+        if status == 429 and after is None:
+            after = rate_limit_wait
+        return BatchVerdict(Retry(message, after))
+    return None

@@ -55,7 +55,6 @@ from gateway.destinations.base import (
     Permanent,
     Retry,
     default_verdict,
-    parse_retry_after,
 )
 from gateway.destinations.common import (
     Configured,
@@ -64,6 +63,7 @@ from gateway.destinations.common import (
     max_batch_setting,
     past_window,
     setting,
+    status_verdict,
 )
 from gateway.store.base import DeadReason
 
@@ -102,6 +102,14 @@ ID_EMAIL: Final = "SHA256_EMAIL"
 ID_CLICK: Final = "LINKEDIN_FIRST_PARTY_ADS_TRACKING_UUID"
 
 _RULE_ID = re.compile(r"[0-9]{1,19}")
+
+_PAUSED: Final = {
+    401: "access token expired or revoked: member tokens last 60 days",
+    403: "no permission on the ad account or rule",
+    426: "LinkedIn-Version sunset: raise api_version",
+    404: "endpoint not found: check api_base",
+}
+"""Statuses that pause the route, with the hint each adds to the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,24 +262,12 @@ class LinkedIn(Configured[LinkedInSettings]):
         """Map LinkedIn's answer to outcomes (see the module docstring)."""
         status = response.status_code
         body = json_object(response)
-        after = parse_retry_after(response.headers.get("retry-after"), now)
         message = _message(status, body)
         if 200 <= status < 300:
             return _per_element(events, body)
-        if status == 401:
-            return BatchVerdict(
-                Paused(f"{message} (access token expired or revoked: member tokens last 60 days)")
-            )
-        if status == 403:
-            return BatchVerdict(Paused(f"{message} (no permission on the ad account or rule)"))
-        if status == 426:
-            return BatchVerdict(Paused(f"{message} (LinkedIn-Version sunset: raise api_version)"))
-        if status == 404:
-            return BatchVerdict(Paused(f"{message} (endpoint not found: check api_base)"))
-        if status == 429:
-            return BatchVerdict(Retry(message, after if after is not None else RATE_LIMIT_WAIT))
-        if status == 408 or status >= 500:
-            return BatchVerdict(Retry(message, after))
+        verdict = status_verdict(response, now, message, _PAUSED, RATE_LIMIT_WAIT)
+        if verdict is not None:
+            return verdict
         if status in (400, 422):
             # Validation refused the whole request; isolate the event it is about.
             return BatchVerdict(Permanent(DeadReason.INVALID_FIELD, message), bisect=True)

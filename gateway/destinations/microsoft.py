@@ -36,11 +36,8 @@ from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
     Outcome,
-    Paused,
     Permanent,
-    Retry,
     default_verdict,
-    parse_retry_after,
 )
 from gateway.destinations.common import (
     Configured,
@@ -51,6 +48,7 @@ from gateway.destinations.common import (
     past_window,
     put_present,
     setting,
+    status_verdict,
 )
 from gateway.store.base import DeadReason
 
@@ -96,6 +94,9 @@ when it is one of Microsoft's seven); UET has no free-form fields, other keys ar
 _MSCLKID: Final = re.compile(r"(?:_uet)?([0-9A-Fa-f]{32})(?:-[01])?")
 """A click id as Microsoft writes it: 32 hex, maybe with the cookie's ``_uet`` prefix or the
 tag hit's ``-0``/``-1`` suffix (pitfall 28; the suffix handling is unverified)."""
+
+_PAUSED: Final = {401: "CAPI token refused", 403: "CAPI token refused", 404: "UET tag not found"}
+"""Statuses that pause the route, with the hint each adds to the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,13 +230,9 @@ class Microsoft(Configured[MicrosoftSettings]):
         status = response.status_code
         answer = _answer(response)
         message = answer.describe(status) if answer else f"HTTP {status}"
-        after = parse_retry_after(response.headers.get("retry-after"), now)
-        if status in (401, 403):
-            return BatchVerdict(Paused(f"{message} (CAPI token refused)"))
-        if status == 404:
-            return BatchVerdict(Paused(f"{message} (UET tag not found)"))
-        if status in (408, 429) or status >= 500:
-            return BatchVerdict(Retry(message, after))
+        verdict = status_verdict(response, now, message, _PAUSED)
+        if verdict is not None:
+            return verdict
         ok = 200 <= status < 300
         if answer is None:
             return BatchVerdict(Delivered()) if ok else default_verdict(response, now)

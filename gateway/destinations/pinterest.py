@@ -36,11 +36,8 @@ from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
     Outcome,
-    Paused,
     Permanent,
-    Retry,
     default_verdict,
-    parse_retry_after,
 )
 from gateway.destinations.common import (
     Configured,
@@ -54,6 +51,7 @@ from gateway.destinations.common import (
     past_window,
     put_present,
     setting,
+    status_verdict,
 )
 from gateway.store.base import DeadReason
 
@@ -135,6 +133,13 @@ HASHED_KEYS: Final = (
 
 LDP: Final = "LDP"
 """`custom_data.opt_out_type` for Limited Data Processing (US state privacy laws, §10.5)."""
+
+_PAUSED: Final = {
+    401: "conversion token or ad account access",
+    403: "conversion token or ad account access",
+    404: "ad account not found",
+}
+"""Statuses that pause the route, with the hint each adds to the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,13 +282,9 @@ class Pinterest(Configured[PinterestSettings]):
                 return BatchVerdict(Delivered())
             return BatchVerdict(Delivered(), per_event=per_event)
         message = _message(status, body)
-        after = parse_retry_after(response.headers.get("retry-after"), now)
-        if status in (401, 403):
-            return BatchVerdict(Paused(f"{message} (conversion token or ad account access)"))
-        if status == 404:
-            return BatchVerdict(Paused(f"{message} (ad account not found)"))
-        if status in (408, 429) or status >= 500:
-            return BatchVerdict(Retry(message, after))
+        verdict = status_verdict(response, now, message, _PAUSED)
+        if verdict is not None:
+            return verdict
         if body is None:
             return default_verdict(response, now)
         if status == 422:

@@ -42,10 +42,7 @@ from gateway.core.secret import Secret
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
-    Paused,
     Permanent,
-    Retry,
-    parse_retry_after,
 )
 from gateway.destinations.common import (
     Configured,
@@ -57,6 +54,7 @@ from gateway.destinations.common import (
     optional_setting,
     past_window,
     setting,
+    status_verdict,
 )
 from gateway.store.base import DeadReason
 
@@ -109,6 +107,13 @@ ACTION_SOURCES: Final[Mapping[Source, str]] = {
 
 _USER_KEYS: Final = (("em", "email"), ("ph", "phone_number"), ("external_id", "external_id"))
 """Our hashed identifier key → Reddit's `user` key (one SHA-256 value each, §7)."""
+
+_PAUSED: Final = {
+    401: "conversion access token refused",
+    403: "no permission for this pixel",
+    404: "pixel not found",
+}
+"""Statuses that pause the route, with the hint each adds to the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,15 +261,9 @@ class Reddit(Configured[RedditSettings]):
         message = _message(status, response)
         if 200 <= status < 300:
             return BatchVerdict(Delivered())
-        after = parse_retry_after(response.headers.get("retry-after"), now)
-        if status == 401:
-            return BatchVerdict(Paused(f"{message} (conversion access token refused)"))
-        if status == 403:
-            return BatchVerdict(Paused(f"{message} (no permission for this pixel)"))
-        if status == 404:
-            return BatchVerdict(Paused(f"{message} (pixel not found)"))
-        if status in (408, 429) or status >= 500:
-            return BatchVerdict(Retry(message, after))
+        verdict = status_verdict(response, now, message, _PAUSED)
+        if verdict is not None:
+            return verdict
         # 400 and other refusals: the whole request is refused and Reddit does not say which
         # event is at fault. Bisect until the bad event stands alone; the good halves go out at
         # once, without an attempt counted or a backoff.

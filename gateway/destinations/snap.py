@@ -30,11 +30,8 @@ from gateway.core.secret import Secret
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
-    Paused,
     Permanent,
-    Retry,
     default_verdict,
-    parse_retry_after,
 )
 from gateway.destinations.common import (
     Configured,
@@ -47,6 +44,7 @@ from gateway.destinations.common import (
     past_window,
     put_present,
     setting,
+    status_verdict,
     strict_int,
 )
 from gateway.store.base import DeadReason
@@ -125,6 +123,9 @@ _CUSTOM_KEYS: Final = frozenset(
     {"brands", "delivery_category", "sign_up_method", "content_type", "status"}
 )
 """Custom properties that are top-level custom_data fields of Snap; others go to custom_fields."""
+
+_PAUSED: Final = {401: "access token refused", 403: "access token refused", 404: "pixel not found"}
+"""Statuses that pause the route, with the hint each adds to the reason."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,13 +267,9 @@ class Snap(Configured[SnapSettings]):
         if 200 <= status < 300 and not invalid:
             return BatchVerdict(Delivered())
         message = _message(status, body)
-        after = parse_retry_after(response.headers.get("retry-after"), now)
-        if status in (401, 403):
-            return BatchVerdict(Paused(f"{message} (access token refused)"))
-        if status == 404:
-            return BatchVerdict(Paused(f"{message} (pixel not found)"))
-        if status in (408, 429) or status >= 500:
-            return BatchVerdict(Retry(message, after))
+        verdict = status_verdict(response, now, message, _PAUSED)
+        if verdict is not None:
+            return verdict
         if body is None and not 200 <= status < 300:
             return default_verdict(response, now)
         # The request was refused as a whole. Bisect it until the bad event stands alone: the
