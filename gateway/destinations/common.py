@@ -6,6 +6,7 @@ what is the same everywhere lives here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
 from typing import Any, Final, Generic, Protocol, TypeVar
@@ -158,3 +159,23 @@ def status_verdict(
             after = rate_limit_wait
         return BatchVerdict(Retry(message, after))
     return None
+
+
+def post_json(
+    url: str,
+    doc: Any,
+    auth: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+) -> httpx.Request:
+    """Return a POST of `doc` as compact UTF-8 JSON.
+
+    Headers go out in a fixed order: `auth` first, then content-type, then `extra`.
+    """
+    return httpx.Request(
+        "POST",
+        url,
+        params=params,
+        content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
+        headers={**(auth or {}), "content-type": "application/json", **(extra or {})},
+    )

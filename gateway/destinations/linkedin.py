@@ -36,7 +36,6 @@ dead-lettered as invalid_field.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +61,7 @@ from gateway.destinations.common import (
     json_object,
     max_batch_setting,
     past_window,
+    post_json,
     setting,
     status_verdict,
 )
@@ -243,13 +243,11 @@ class LinkedIn(Configured[LinkedInSettings]):
     def build_request(self, events: Sequence[Event]) -> httpx.Request:
         """Return one BATCH_CREATE POST carrying `{"elements": [...]}` with a bearer token."""
         doc = {"elements": [self.payload(e) for e in events]}
-        return httpx.Request(
-            "POST",
+        return post_json(
             self.url,
-            content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={
-                "authorization": f"Bearer {self.settings.access_token.value}",
-                "content-type": "application/json",
+            doc,
+            auth={"authorization": f"Bearer {self.settings.access_token.value}"},
+            extra={
                 "linkedin-version": self.settings.api_version,
                 "x-restli-protocol-version": "2.0.0",
                 "x-restli-method": "BATCH_CREATE",

@@ -6,7 +6,6 @@ and hashing §1.3, fbc/fbp §1.4, custom_data §1.5, error codes §1.8.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -32,6 +31,7 @@ from gateway.destinations.common import (
     max_batch_setting,
     optional_setting,
     past_window,
+    post_json,
     put_present,
     setting,
     strict_int,
@@ -180,13 +180,7 @@ class Meta(Configured[MetaSettings]):
         code = self.batch_key(events[0]) if events else ""
         if code:
             doc["test_event_code"] = code
-        return httpx.Request(
-            "POST",
-            self.url,
-            params={"access_token": self.settings.access_token.value},
-            content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={"content-type": "application/json"},
-        )
+        return post_json(self.url, doc, params={"access_token": self.settings.access_token.value})
 
     def classify(
         self, events: Sequence[Event], response: httpx.Response, now: float

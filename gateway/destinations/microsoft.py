@@ -22,7 +22,6 @@ Details marked ``isWarning`` were accepted. ``attemptedValue`` is never copied i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from gateway.destinations.common import (
     mapping_setting,
     max_batch_setting,
     past_window,
+    post_json,
     put_present,
     setting,
     status_verdict,
@@ -213,14 +213,8 @@ class Microsoft(Configured[MicrosoftSettings]):
     def build_request(self, events: Sequence[Event]) -> httpx.Request:
         """Return one POST of ``{"data": [...], "continueOnValidationError": true}``."""
         doc = {"data": [self.payload(e) for e in events], "continueOnValidationError": True}
-        return httpx.Request(
-            "POST",
-            self.url,
-            content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={
-                "authorization": f"Bearer {self.settings.access_token.value}",
-                "content-type": "application/json",
-            },
+        return post_json(
+            self.url, doc, auth={"authorization": f"Bearer {self.settings.access_token.value}"}
         )
 
     def classify(

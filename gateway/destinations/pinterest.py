@@ -23,7 +23,6 @@ is bisected until the bad event stands alone.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -49,6 +48,7 @@ from gateway.destinations.common import (
     max_batch_setting,
     optional_setting,
     past_window,
+    post_json,
     put_present,
     setting,
     status_verdict,
@@ -259,15 +259,11 @@ class Pinterest(Configured[PinterestSettings]):
         """Return one POST carrying `{"data": [...]}` with the token as a Bearer header."""
         doc = {"data": [self.payload(e) for e in events]}
         test = bool(events) and self.batch_key(events[0]) == "test"
-        return httpx.Request(
-            "POST",
+        return post_json(
             self.url,
+            doc,
+            auth={"authorization": f"Bearer {self.settings.access_token.value}"},
             params={"test": "true"} if test else None,
-            content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={
-                "authorization": f"Bearer {self.settings.access_token.value}",
-                "content-type": "application/json",
-            },
         )
 
     def classify(

@@ -28,7 +28,6 @@ batch is bisected until the bad event stands alone and is dead-lettered.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
@@ -53,6 +52,7 @@ from gateway.destinations.common import (
     max_batch_setting,
     optional_setting,
     past_window,
+    post_json,
     setting,
     status_verdict,
 )
@@ -241,13 +241,11 @@ class Reddit(Configured[RedditSettings]):
         test_id = self.batch_key(events[0]) if events else ""
         if test_id:
             data["test_id"] = test_id
-        return httpx.Request(
-            "POST",
+        return post_json(
             self.url,
-            content=json.dumps({"data": data}, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={
-                "authorization": f"Bearer {self.settings.access_token.value}",
-                "content-type": "application/json",
+            {"data": data},
+            auth={"authorization": f"Bearer {self.settings.access_token.value}"},
+            extra={
                 # Reddit throttles default client user agents (documented 429).
                 "user-agent": f"signalgate/{__version__} (+reddit-capi)",
             },

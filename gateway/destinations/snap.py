@@ -18,7 +18,6 @@ else as platform_rejected.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -42,6 +41,7 @@ from gateway.destinations.common import (
     mapping_setting,
     max_batch_setting,
     past_window,
+    post_json,
     put_present,
     setting,
     status_verdict,
@@ -249,12 +249,10 @@ class Snap(Configured[SnapSettings]):
         """Return one POST carrying `{"data": [...]}`; the token travels as access_token."""
         doc = {"data": [self.payload(e) for e in events]}
         test = bool(events) and self.batch_key(events[0]) == "validate"
-        return httpx.Request(
-            "POST",
+        return post_json(
             self.validate_url if test else self.url,
+            doc,
             params={"access_token": self.settings.access_token.value},
-            content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={"content-type": "application/json"},
         )
 
     def classify(

@@ -11,7 +11,6 @@ cookie), never another platform's (fbclid, _fbp, …).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
@@ -37,6 +36,7 @@ from gateway.destinations.common import (
     max_batch_setting,
     optional_setting,
     past_window,
+    post_json,
     put_present,
     setting,
 )
@@ -202,15 +202,7 @@ class TikTok(Configured[TikTokSettings]):
         code = self.batch_key(events[0]) if events else ""
         if code:
             doc["test_event_code"] = code
-        return httpx.Request(
-            "POST",
-            self.url,
-            content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
-            headers={
-                "access-token": self.settings.access_token.value,
-                "content-type": "application/json",
-            },
-        )
+        return post_json(self.url, doc, auth={"access-token": self.settings.access_token.value})
 
     def classify(
         self, events: Sequence[Event], response: httpx.Response, now: float
