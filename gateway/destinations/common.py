@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import field
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 import httpx
 
-from gateway.core.event import Content
+from gateway.core.event import Content, User
 from gateway.destinations.base import BatchVerdict, Paused, Retry, parse_retry_after
+
+IdForm = Literal["list", "first", "one_or_list"]
+"""How a platform takes a hashed identifier (see `hashed_ids`)."""
 
 SAFETY: Final = 600
 """Dead-letter ten minutes before a platform's window closes: a request in flight must not cross
@@ -179,3 +182,28 @@ def post_json(
         content=json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
         headers={**(auth or {}), "content-type": "application/json", **(extra or {})},
     )
+
+
+def hashed_ids(
+    user: User, rules: str, keys: Iterable[str | tuple[str, str]], form: IdForm
+) -> dict[str, Any]:
+    """Return the user's digests under one rule set, keyed by the platform's names.
+
+    `keys` holds our identifier keys, or (our key, platform key) pairs; absent or empty ones are
+    left out. `form` is how the platform takes them: every value as a list, only the first, or
+    the first alone when there is one and a list otherwise.
+    """
+    hashed = user.hashed.get(rules, {})
+    out: dict[str, Any] = {}
+    for entry in keys:
+        key, name = (entry, entry) if isinstance(entry, str) else entry
+        values = hashed.get(key)
+        if not values:
+            continue
+        if form == "list":
+            out[name] = list(values)
+        elif form == "first" or len(values) == 1:
+            out[name] = values[0]
+        else:
+            out[name] = list(values)
+    return out

@@ -28,6 +28,7 @@ from gateway.destinations.common import (
     Configured,
     api_base_setting,
     content_items,
+    hashed_ids,
     max_batch_setting,
     optional_setting,
     past_window,
@@ -131,12 +132,7 @@ class Meta(Configured[MetaSettings]):
     def user_data(self, event: Event) -> dict[str, Any]:
         """Return Meta's user_data object: hashed identifiers as given, browser ids plain."""
         u = event.user
-        out: dict[str, Any] = {}
-        hashed = u.hashed.get(self.hash_rules, {})
-        for key in _HASHED_KEYS:
-            values = hashed.get(key)
-            if values:
-                out[key] = values[0] if len(values) == 1 else list(values)
+        out = hashed_ids(u, self.hash_rules, _HASHED_KEYS, "one_or_list")
         if u.ip:
             out["client_ip_address"] = u.ip
         if u.user_agent:

@@ -42,6 +42,7 @@ from gateway.destinations.common import (
     Configured,
     api_base_setting,
     content_items,
+    hashed_ids,
     mapping_setting,
     max_batch_setting,
     past_window,
@@ -171,12 +172,8 @@ class Microsoft(Configured[MicrosoftSettings]):
     def user_data(self, event: Event) -> dict[str, Any]:
         """Return UET ``userData``: em/ph digests, the rest plain (§8, §10.4)."""
         u = event.user
-        out: dict[str, Any] = {}
-        hashed = u.hashed.get(self.hash_rules, {})
-        for key, name in (("em", "em"), ("ph", "ph"), ("external_id", "externalId")):
-            values = hashed.get(key)
-            if values:
-                out[name] = values[0]  # UET takes one value per identifier
+        # UET takes one value per identifier.
+        out = hashed_ids(u, self.hash_rules, ("em", "ph", ("external_id", "externalId")), "first")
         if u.ip:
             out["clientIpAddress"] = u.ip
         if u.user_agent:

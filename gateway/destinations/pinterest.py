@@ -42,6 +42,7 @@ from gateway.destinations.common import (
     Configured,
     api_base_setting,
     content_items,
+    hashed_ids,
     item_count,
     json_object,
     mapping_setting,
@@ -217,12 +218,7 @@ class Pinterest(Configured[PinterestSettings]):
     def user_data(self, event: Event) -> dict[str, Any]:
         """Return Pinterest's user_data: hashed identifiers as lists, click id plain (§5.3)."""
         u = event.user
-        out: dict[str, Any] = {}
-        hashed = u.hashed.get(self.hash_rules, {})
-        for key in HASHED_KEYS:
-            values = hashed.get(key)
-            if values:
-                out[key] = list(values)
+        out = hashed_ids(u, self.hash_rules, HASHED_KEYS, "list")
         if u.ip:
             out["client_ip_address"] = u.ip
         if u.user_agent:

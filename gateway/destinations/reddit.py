@@ -47,6 +47,7 @@ from gateway.destinations.common import (
     Configured,
     api_base_setting,
     content_items,
+    hashed_ids,
     item_count,
     mapping_setting,
     max_batch_setting,
@@ -201,12 +202,7 @@ class Reddit(Configured[RedditSettings]):
     def user(self, event: Event) -> dict[str, Any]:
         """Return Reddit's `user` object: "reddit" digests, the IP hashed, the UA plain."""
         u = event.user
-        out: dict[str, Any] = {}
-        hashed = u.hashed.get(self.hash_rules, {})
-        for key, name in _USER_KEYS:
-            values = hashed.get(key)
-            if values:
-                out[name] = values[0]  # Reddit takes one value per key
+        out = hashed_ids(u, self.hash_rules, _USER_KEYS, "first")  # one value per key
         if u.ip:
             out["ip_address"] = sha256_hex(u.ip)  # parse_event gives the canonical text form
         if u.user_agent:

@@ -36,6 +36,7 @@ from gateway.destinations.common import (
     Configured,
     api_base_setting,
     content_items,
+    hashed_ids,
     item_count,
     json_object,
     mapping_setting,
@@ -208,12 +209,7 @@ class Snap(Configured[SnapSettings]):
     def user_data(self, event: Event) -> dict[str, Any]:
         """Return Snap's user_data: hashed identifiers as lists, browser ids plain (§3.3)."""
         u = event.user
-        out: dict[str, Any] = {}
-        hashed = u.hashed.get(self.hash_rules, {})
-        for key in _HASHED_KEYS:
-            values = hashed.get(key)
-            if values:
-                out[key] = list(values)
+        out = hashed_ids(u, self.hash_rules, _HASHED_KEYS, "list")
         if u.ip:
             out["client_ip_address"] = u.ip
         if u.user_agent:

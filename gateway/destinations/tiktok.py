@@ -33,6 +33,7 @@ from gateway.destinations.common import (
     Configured,
     api_base_setting,
     content_items,
+    hashed_ids,
     max_batch_setting,
     optional_setting,
     past_window,
@@ -153,12 +154,7 @@ class TikTok(Configured[TikTokSettings]):
     def user(self, event: Event) -> dict[str, Any]:
         """Return TikTok's `user` object: "tiktok" digests as given, TikTok's browser ids plain."""
         u = event.user
-        out: dict[str, Any] = {}
-        hashed = u.hashed.get(self.hash_rules, {})
-        for key, name in _USER_KEYS:
-            values = hashed.get(key)
-            if values:
-                out[name] = values[0] if len(values) == 1 else list(values)
+        out = hashed_ids(u, self.hash_rules, _USER_KEYS, "one_or_list")
         for key in ("ttclid", "ttp"):
             value = u.click_ids.get(key)
             if value:
