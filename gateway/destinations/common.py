@@ -13,7 +13,7 @@ from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 import httpx
 
-from gateway.core.event import Content, User
+from gateway.core.event import Content, Event, User
 from gateway.destinations.base import BatchVerdict, Paused, Retry, parse_retry_after
 
 IdForm = Literal["list", "first", "one_or_list"]
@@ -207,3 +207,8 @@ def hashed_ids(
         else:
             out[name] = list(values)
     return out
+
+
+def chosen_test_code(event: Event, configured: str | None) -> str:
+    """Return the event's own test code, else the configured one, else "" (a real event)."""
+    return event.test_code or configured or ""

@@ -27,8 +27,10 @@ from gateway.destinations.base import (
 from gateway.destinations.common import (
     Configured,
     api_base_setting,
+    chosen_test_code,
     content_items,
     hashed_ids,
+    json_object,
     max_batch_setting,
     optional_setting,
     past_window,
@@ -105,7 +107,7 @@ class Meta(Configured[MetaSettings]):
 
     def batch_key(self, event: Event) -> str:
         """Return the test code: it is per request, so events with different codes never mix."""
-        return event.test_code or self.settings.test_event_code or ""
+        return chosen_test_code(event, self.settings.test_event_code)
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside Meta's upload window."""
@@ -244,11 +246,8 @@ def _custom_data(event: Event) -> dict[str, Any]:
 
 
 def _error(response: httpx.Response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    error = body.get("error") if isinstance(body, dict) else None
+    body = json_object(response)
+    error = body.get("error") if body is not None else None
     return error if isinstance(error, dict) else None
 
 

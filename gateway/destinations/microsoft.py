@@ -43,6 +43,7 @@ from gateway.destinations.common import (
     api_base_setting,
     content_items,
     hashed_ids,
+    json_object,
     mapping_setting,
     max_batch_setting,
     past_window,
@@ -269,11 +270,8 @@ class _Answer:
 
 def _answer(response: httpx.Response) -> _Answer | None:
     """Return Microsoft's answer, or None if the body is not a JSON object."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(body, dict):
+    body = json_object(response)
+    if body is None:
         return None
     received = body.get("eventsReceived")
     error = body.get("error")

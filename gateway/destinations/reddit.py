@@ -46,6 +46,7 @@ from gateway.destinations.base import (
 from gateway.destinations.common import (
     Configured,
     api_base_setting,
+    chosen_test_code,
     content_items,
     hashed_ids,
     item_count,
@@ -167,7 +168,7 @@ class Reddit(Configured[RedditSettings]):
 
     def batch_key(self, event: Event) -> str:
         """Return the test id: it is per request, so events with different ids never mix."""
-        return event.test_code or self.settings.test_id or ""
+        return chosen_test_code(event, self.settings.test_id)
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside Reddit's 7-day window."""

@@ -32,8 +32,10 @@ from gateway.destinations.base import (
 from gateway.destinations.common import (
     Configured,
     api_base_setting,
+    chosen_test_code,
     content_items,
     hashed_ids,
+    json_object,
     max_batch_setting,
     optional_setting,
     past_window,
@@ -133,7 +135,7 @@ class TikTok(Configured[TikTokSettings]):
 
     def batch_key(self, event: Event) -> str:
         """Return the test code: it is per request, so events with different codes never mix."""
-        return event.test_code or self.settings.test_event_code or ""
+        return chosen_test_code(event, self.settings.test_event_code)
 
     def too_old(self, event: Event, now: float) -> bool:
         """Return whether the event is (nearly) outside TikTok's window for its source."""
@@ -249,11 +251,8 @@ class _Envelope:
 
 def _envelope(response: httpx.Response) -> _Envelope | None:
     """Return TikTok's `{code, message, request_id}` answer, or None if the body is not one."""
-    try:
-        body = response.json()
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(body, dict):
+    body = json_object(response)
+    if body is None:
         return None
     code = body.get("code")
     if not isinstance(code, int) or isinstance(code, bool):
