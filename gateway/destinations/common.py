@@ -212,3 +212,8 @@ def hashed_ids(
 def chosen_test_code(event: Event, configured: str | None) -> str:
     """Return the event's own test code, else the configured one, else "" (a real event)."""
     return event.test_code or configured or ""
+
+
+def reason_text(parts: Iterable[str], text: str | None, limit: int = 500) -> str:
+    """Return "part, part: text" (no colon without text), cut to `limit` characters."""
+    return (", ".join(parts) + (f": {text}" if text else ""))[:limit]

@@ -62,6 +62,7 @@ from gateway.destinations.common import (
     max_batch_setting,
     past_window,
     post_json,
+    reason_text,
     setting,
     status_verdict,
 )
@@ -333,4 +334,4 @@ def _message(status: int, body: Mapping[str, Any] | None) -> str:
             parts.append(body["code"])
         if isinstance(body.get("message"), str):
             text = body["message"]
-    return (", ".join(parts) + (f": {text}" if text else ""))[:500]
+    return reason_text(parts, text)

@@ -36,6 +36,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    reason_text,
     setting,
     strict_int,
 )
@@ -256,4 +257,4 @@ def _message(error: dict[str, Any], status: int) -> str:
     if error.get("error_subcode") is not None:
         parts.append(f"subcode {error.get('error_subcode')}")
     text = error.get("error_user_msg") or error.get("message") or ""
-    return (", ".join(parts) + (f": {text}" if text else ""))[:500]
+    return reason_text(parts, text)

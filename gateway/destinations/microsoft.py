@@ -49,6 +49,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    reason_text,
     setting,
     status_verdict,
 )
@@ -265,7 +266,7 @@ class _Answer:
             parts.append(self.code)
         if self.trace_id:
             parts.append(f"traceId {self.trace_id}")
-        return (", ".join(parts) + (f": {self.text}" if self.text else ""))[:300]
+        return reason_text(parts, self.text, 300)
 
 
 def _answer(response: httpx.Response) -> _Answer | None:

@@ -51,6 +51,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    reason_text,
     setting,
     status_verdict,
 )
@@ -362,4 +363,4 @@ def _message(status: int, body: Mapping[str, Any] | None) -> str:
         message = body.get("message")
         if isinstance(message, str):
             text = message
-    return (", ".join(parts) + (f": {text}" if text else ""))[:500]
+    return reason_text(parts, text)

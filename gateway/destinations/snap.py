@@ -44,6 +44,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    reason_text,
     setting,
     status_verdict,
     strict_int,
@@ -325,4 +326,4 @@ def _message(status: int, body: Mapping[str, Any] | None) -> str:
             text = "; ".join(bits)
         if not text and body.get("reason"):
             text = str(body["reason"])
-    return (", ".join(parts) + (f": {text}" if text else ""))[:500]
+    return reason_text(parts, text)

@@ -41,6 +41,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    reason_text,
     setting,
 )
 from gateway.store.base import DeadReason
@@ -246,7 +247,7 @@ class _Envelope:
         parts = [f"HTTP {status}", f"code {self.code}"]
         if self.request_id:
             parts.append(f"request_id {self.request_id}")
-        return (", ".join(parts) + (f": {self.message}" if self.message else ""))[:500]
+        return reason_text(parts, self.message)
 
 
 def _envelope(response: httpx.Response) -> _Envelope | None:

@@ -6,16 +6,18 @@ import json
 
 import httpx
 
-from gateway.core.event import Content, User
+from gateway.core.event import Content, Event, Source, User
 from gateway.destinations.base import BatchVerdict, Paused, Retry
 from gateway.destinations.common import (
     SAFETY,
+    chosen_test_code,
     content_items,
     hashed_ids,
     item_count,
     past_window,
     post_json,
     put_present,
+    reason_text,
     status_verdict,
 )
 
@@ -87,3 +89,19 @@ def test_post_json_is_compact_utf8_with_headers_in_order() -> None:
     assert json.loads(request.content) == {"a": "é", "b": [1]}
     names = [k.decode().lower() for k, _ in request.headers.raw]
     assert names.index("authorization") < names.index("content-type") < names.index("x-extra")
+
+
+def test_reason_text_and_chosen_test_code() -> None:
+    assert reason_text(["HTTP 400", "code 3"], "bad") == "HTTP 400, code 3: bad"
+    assert reason_text(["HTTP 400"], "") == "HTTP 400"
+    assert reason_text(["HTTP 400"], None) == "HTTP 400"
+    assert reason_text(["x"], "y" * 1000, limit=10) == "x: yyyyyyy"
+    assert len(reason_text(["x"], "y" * 1000)) == 500
+    user = User()
+    real = Event(event="Lead", event_id="e", time=0, source=Source.WEBSITE, user=user)
+    test = Event(
+        event="Lead", event_id="e", time=0, source=Source.WEBSITE, user=user, test_code="T1"
+    )
+    assert chosen_test_code(real, None) == ""
+    assert chosen_test_code(real, "CONF") == "CONF"
+    assert chosen_test_code(test, "CONF") == "T1"
