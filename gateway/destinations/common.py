@@ -217,3 +217,10 @@ def chosen_test_code(event: Event, configured: str | None) -> str:
 def reason_text(parts: Iterable[str], text: str | None, limit: int = 500) -> str:
     """Return "part, part: text" (no colon without text), cut to `limit` characters."""
     return (", ".join(parts) + (f": {text}" if text else ""))[:limit]
+
+
+def put_truthy(out: dict[str, Any], pairs: Iterable[tuple[str, Any]]) -> None:
+    """Set each `(key, value)` pair in `out`, in order, skipping empty values ("" or None)."""
+    for key, value in pairs:
+        if value:
+            out[key] = value

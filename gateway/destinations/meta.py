@@ -36,6 +36,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    put_truthy,
     reason_text,
     setting,
     strict_int,
@@ -136,10 +137,7 @@ class Meta(Configured[MetaSettings]):
         """Return Meta's user_data object: hashed identifiers as given, browser ids plain."""
         u = event.user
         out = hashed_ids(u, self.hash_rules, _HASHED_KEYS, "one_or_list")
-        if u.ip:
-            out["client_ip_address"] = u.ip
-        if u.user_agent:
-            out["client_user_agent"] = u.user_agent
+        put_truthy(out, (("client_ip_address", u.ip), ("client_user_agent", u.user_agent)))
         fbc = u.fbc or _fbc_from_click(u.click_ids.get("fbclid"), event.time)
         if fbc:
             out["fbc"] = fbc

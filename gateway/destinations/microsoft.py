@@ -49,6 +49,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    put_truthy,
     reason_text,
     setting,
     status_verdict,
@@ -176,10 +177,7 @@ class Microsoft(Configured[MicrosoftSettings]):
         u = event.user
         # UET takes one value per identifier.
         out = hashed_ids(u, self.hash_rules, ("em", "ph", ("external_id", "externalId")), "first")
-        if u.ip:
-            out["clientIpAddress"] = u.ip
-        if u.user_agent:
-            out["clientUserAgent"] = u.user_agent
+        put_truthy(out, (("clientIpAddress", u.ip), ("clientUserAgent", u.user_agent)))
         click = msclkid(u.click_ids.get("msclkid"))
         if click:
             out["msclkid"] = click

@@ -51,6 +51,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    put_truthy,
     reason_text,
     setting,
     status_verdict,
@@ -220,10 +221,7 @@ class Pinterest(Configured[PinterestSettings]):
         """Return Pinterest's user_data: hashed identifiers as lists, click id plain (§5.3)."""
         u = event.user
         out = hashed_ids(u, self.hash_rules, HASHED_KEYS, "list")
-        if u.ip:
-            out["client_ip_address"] = u.ip
-        if u.user_agent:
-            out["client_user_agent"] = u.user_agent
+        put_truthy(out, (("client_ip_address", u.ip), ("client_user_agent", u.user_agent)))
         click = u.click_ids.get("epik")
         if click:
             out["click_id"] = click

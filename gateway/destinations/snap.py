@@ -44,6 +44,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    put_truthy,
     reason_text,
     setting,
     status_verdict,
@@ -211,10 +212,7 @@ class Snap(Configured[SnapSettings]):
         """Return Snap's user_data: hashed identifiers as lists, browser ids plain (§3.3)."""
         u = event.user
         out = hashed_ids(u, self.hash_rules, _HASHED_KEYS, "list")
-        if u.ip:
-            out["client_ip_address"] = u.ip
-        if u.user_agent:
-            out["client_user_agent"] = u.user_agent
+        put_truthy(out, (("client_ip_address", u.ip), ("client_user_agent", u.user_agent)))
         click = u.click_ids.get("sccid")
         if click:
             out["sc_click_id"] = click

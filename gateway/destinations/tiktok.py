@@ -41,6 +41,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    put_truthy,
     reason_text,
     setting,
 )
@@ -162,10 +163,7 @@ class TikTok(Configured[TikTokSettings]):
             value = u.click_ids.get(key)
             if value:
                 out[key] = value
-        if u.ip:
-            out["ip"] = u.ip
-        if u.user_agent:
-            out["user_agent"] = u.user_agent
+        put_truthy(out, (("ip", u.ip), ("user_agent", u.user_agent)))
         return out
 
     def payload(self, event: Event) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from gateway.destinations.common import (
     past_window,
     post_json,
     put_present,
+    put_truthy,
     reason_text,
     status_verdict,
 )
@@ -105,3 +106,9 @@ def test_reason_text_and_chosen_test_code() -> None:
     assert chosen_test_code(real, None) == ""
     assert chosen_test_code(real, "CONF") == "CONF"
     assert chosen_test_code(test, "CONF") == "T1"
+
+
+def test_put_truthy_skips_empty_values() -> None:
+    out: dict[str, object] = {}
+    put_truthy(out, (("ip", ""), ("ua", None), ("x", "1")))
+    assert out == {"x": "1"}
