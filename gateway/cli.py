@@ -9,35 +9,25 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import logging
 import os
-import secrets
-import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from gateway import __version__, healthcheck
-from gateway.app import create_app
-from gateway.config import Config, ConfigError, load, parse
+from gateway.config import Config, ConfigError, load
 from gateway.config_warnings import warnings as config_warnings
+from gateway.demo import run_demo
 from gateway.devcerts import DevCertError, write_dev_certs
 from gateway.lifecycle import StartupError, serve
-from gateway.sandbox.meta import MetaSandbox
-from gateway.sandbox.shop import Shop
 from gateway.telemetry import setup_logging
 from gateway.web.static import AssetMissing
 
 GC_YOUNG_THRESHOLD = 200_000
 """Young-generation GC threshold of the server process (see `_run`)."""
-
-DEMO_PIXEL = "1234567890"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument("--config", required=True, help="the running gateway's TOML config")
     health.add_argument("--url", default=None, help="base URL; default: from [server]")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
-    demo = sub.add_parser("demo", help="run on embedded defaults against a local Meta sandbox")
+    demo = sub.add_parser(
+        "demo", help="run on embedded defaults against a local sandbox of every platform"
+    )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8080)
     demo.add_argument("--sandbox-port", type=int, default=8090)
@@ -93,7 +85,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"signalgate: {exc}", file=sys.stderr)
             return 1
     setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
-    return _serve(_demo(args.host, args.port, args.sandbox_port, args.shop_port, args.data_dir))
+    return _serve(
+        run_demo(
+            args.host,
+            args.port,
+            args.sandbox_port,
+            args.shop_port,
+            args.data_dir,
+            show=lambda text: print(text, flush=True),
+        )
+    )
 
 
 def _dev_certs(hosts: list[str], directory: Path) -> int:
@@ -173,129 +174,6 @@ async def _run(config: Config, *, delivery: bool = True) -> None:
         print(f"signalgate listening on {url}", flush=True)
 
     await serve(config, delivery=delivery, on_ready=ready)  # until SIGTERM / SIGINT
-
-
-DEMO_SHOP_HOST = "www.shop.localhost"
-DEMO_TRACK_HOST = "track.shop.localhost"
-
-
-def demo_config(
-    host: str,
-    port: int,
-    sandbox_url: str,
-    data_dir: Path,
-    api_key: str,
-    admin: str,
-    shop_origin: str = "",
-) -> Config:
-    """Return the embedded demo configuration (*.localhost names resolve to loopback)."""
-    doc: dict[str, Any] = {
-        "server": {"host": host, "port": port, "admin_token": admin},
-        "storage": {"path": str(data_dir / "signalgate.db")},
-        "delivery": {"poll_interval": 0.1, "retry_base_seconds": 0.5, "merge_seconds": 0.3},
-        "sites": [
-            {
-                "id": "demo",
-                "api_keys": [api_key],
-                "default_country": "us",
-                "hosts": [DEMO_TRACK_HOST, "127.0.0.1", "localhost"],
-                "allowed_origins": [shop_origin] if shop_origin else [],
-                "destinations": {
-                    "meta": {
-                        "pixel_id": DEMO_PIXEL,
-                        "access_token": "demo-access-token",
-                        "api_base": sandbox_url,
-                        "test_event_code": "TEST12345",
-                    }
-                },
-            }
-        ],
-    }
-    return parse(doc, {}, data_dir)
-
-
-def demo_curl(gateway: str, sandbox: str, api_key: str) -> str:
-    """Return a shell one-liner that posts a Purchase and then shows what the sandbox got."""
-    body = {
-        "events": [
-            {
-                "event": "Purchase",
-                "url": "https://shop.example/checkout/thank-you",
-                "user": {
-                    "email": "Jane.Doe@Example.com",
-                    "phone": "(650) 555-1212",
-                    "ip": "203.0.113.7",
-                    "user_agent": "Mozilla/5.0 (demo)",
-                },
-                "data": {"value": 49.9, "currency": "EUR", "order_id": "ORDER-1001"},
-            }
-        ]
-    }
-    post = (
-        f"curl -sS -X POST {gateway}/v1/events -H 'Authorization: Bearer {api_key}' "
-        f"-H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
-    )
-    return f"{post} && echo && sleep 1 && curl -sS {sandbox}/_sandbox/events"
-
-
-async def _demo(
-    host: str, port: int, sandbox_port: int, shop_port: int, data_dir: str | None
-) -> None:
-    folder = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="signalgate-demo-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    sandbox = MetaSandbox()
-    sandbox_runner = web.AppRunner(sandbox.app(), access_log=None)
-    await sandbox_runner.setup()
-    sandbox_site = web.TCPSite(sandbox_runner, "127.0.0.1", sandbox_port)
-    await sandbox_site.start()
-    sandbox_url = f"http://127.0.0.1:{_bound_port(sandbox_runner)}"
-    shop = Shop("")
-    shop_runner = web.AppRunner(shop.app(), access_log=None)
-    await shop_runner.setup()
-    await web.TCPSite(shop_runner, host, shop_port).start()
-    shop_url = f"http://{DEMO_SHOP_HOST}:{_bound_port(shop_runner)}"
-    api_key = "sg_demo_" + secrets.token_urlsafe(18)
-    admin = secrets.token_urlsafe(18)
-    config = demo_config(host, port, sandbox_url, folder, api_key, admin, shop_url)
-    runner = web.AppRunner(create_app(config), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    gateway = f"http://{host}:{_bound_port(runner)}"
-    shop.loader_src = f"http://{DEMO_TRACK_HOST}:{_bound_port(runner)}/sg.js"
-    print(
-        "\n".join(
-            [
-                "signalgate demo is running (Ctrl-C to stop)",
-                f"  gateway        {gateway}",
-                f"  Meta sandbox   {sandbox_url}/   (open it to see delivered events)",
-                f"  demo shop      {shop_url}/?fbclid=AbC-123   (click through to a purchase;"
-                " *.localhost resolves to this machine in Chrome and Firefox)",
-                f"  data dir       {folder}",
-                f"  API key        {api_key}",
-                f"  admin token    {admin}",
-                "",
-                "Post a Purchase and see it delivered to the sandbox:",
-                "  " + demo_curl(gateway, sandbox_url, api_key),
-                "",
-                "Delivery state (admin):",
-                f"  curl -sS -H 'Authorization: Bearer {admin}' {gateway}/v1/debug/recent",
-            ]
-        ),
-        flush=True,
-    )
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
-        await shop_runner.cleanup()
-        await sandbox_runner.cleanup()
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise RuntimeError("server has no TCP address")  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from gateway import __version__
+from gateway.demo import DEMO_PLATFORMS
 
 ROOT = Path(__file__).resolve().parents[2]
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -79,6 +80,25 @@ def debug_recent(gateway: str, admin: str) -> Any:
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
+
+
+def platform_sandboxes(lines: list[str]) -> dict[str, str]:
+    """The banner's "Every platform's sandbox" list: platform title → sandbox URL."""
+    start = next(i for i, line in enumerate(lines) if line.startswith("Every platform's sandbox"))
+    listed: dict[str, str] = {}
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        title, url = line.rsplit(None, 1)
+        listed[title.strip()] = url
+    return listed
+
+
+def all_done(recent: Any) -> bool:
+    totals = recent["totals"]
+    return len(totals) == len(DEMO_PLATFORMS) and all(
+        counts == {"done": 1} for counts in totals.values()
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -155,16 +175,26 @@ def test_demo_prints_a_curl_that_delivers_a_purchase_to_the_sandbox(tmp_path: Pa
         assert "Jane" not in json.dumps(event)
         assert got["rejected"] == []
 
-        # The sandbox records the event a moment before the gateway records the delivery done.
+        # The sandbox records the event a moment before the gateway records the delivery done;
+        # every platform's sandbox gets the same Purchase.
+        sandboxes = platform_sandboxes(lines)
+        assert set(sandboxes) == {platform.title for platform in DEMO_PLATFORMS}
+        assert sandboxes["Meta"] == f"http://127.0.0.1:{sandbox_port}/"
+        deadline = time.monotonic() + 20
         recent = debug_recent(gateway, admin)
-        deadline = time.monotonic() + 10
-        while recent["deliveries"][0]["state"] != "done" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while not all_done(recent) and time.monotonic() < deadline:
+            time.sleep(0.1)
             recent = debug_recent(gateway, admin)
-        (delivery,) = recent["deliveries"]
-        assert delivery["event_id"] == "ORDER-1001"
-        assert delivery["state"] == "done", recent
-        assert recent["totals"] == {"demo:meta": {"done": 1}}
+        assert recent["totals"] == {
+            f"demo:{platform.name}": {"done": 1} for platform in DEMO_PLATFORMS
+        }, recent
+        assert {d["event_id"] for d in recent["deliveries"]} == {"ORDER-1001"}
+        for title, url in sandboxes.items():
+            with urllib.request.urlopen(f"{url}_sandbox/events", timeout=10) as resp:
+                seen = json.loads(resp.read())
+            assert len(seen["accepted"]) == 1, (title, seen)
+            assert seen["rejected"] == [], (title, seen)
+            assert "Jane" not in json.dumps(seen), title
         assert (data_dir / "signalgate.db").exists()
     finally:
         stop(proc)
