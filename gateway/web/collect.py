@@ -509,6 +509,9 @@ class Collect:
             stored = _loader_event(event, profile, decision)
             if stored is None:
                 return ()
+            taken = self.pipeline.event_routes(site, stored.event, routes)  # its event lists
+            if not taken:
+                return ()
             return (
                 NewEvent(
                     site=site_id,
@@ -516,7 +519,7 @@ class Collect:
                     event_id=stored.event_id,
                     event_time=float(stored.time),
                     record=encode(stored),
-                    routes=routes,
+                    routes=taken,
                 ),
             )
 
