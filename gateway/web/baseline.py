@@ -90,13 +90,14 @@ def _check(event: Event, path: str, destinations: Sequence[_Routed]) -> list[Fie
     for destination, rules in destinations:
         if not rules.takes(event.event):
             continue
-        problem = destination.validate(renamed(event, rules.event_names))
+        seen = renamed(event, rules.event_names)
+        problem = destination.validate(seen)
         if problem is not None:
             reason = (
                 f"{destination.name} would refuse this event ({problem}); it is accepted but will"
                 " be dead-lettered as invalid_field unless a browser copy of it supplies that"
             )
-            out.append(FieldError(path + _where(event, problem), reason))
+            out.append(FieldError(path + _where(seen, problem), reason))
     return out
 
 
