@@ -269,15 +269,11 @@ class Pipeline:
         ]
         return await self.store.append(batch, self.clock())
 
-    def event_routes(self, site: Site, name: str, routes: tuple[str, ...]) -> tuple[str, ...]:
-        """Return those of `routes` whose event lists take an event called `name`; count the
-        others `routed_away`."""
-        if not site.table.filters:
-            return routes
-        routed = site.table.route(name, routes)
-        for route in routed.away:
-            self.routed_away[route] = self.routed_away.get(route, 0) + 1
-        return routed.kept
+    def count_routed_away(self, routes: Sequence[str], count: int = 1) -> None:
+        """Count `count` events that the event lists of `routes` turned away."""
+        counter = self.routed_away
+        for route in routes:
+            counter[route] = counter.get(route, 0) + count
 
     async def _routed(
         self, site: Site, routes: tuple[str, ...], rows: Sequence[tuple[str, str, float, bytes]]
@@ -295,7 +291,6 @@ class Pipeline:
             if routed.kept:
                 batch.append(NewEvent(site_id, name, event_id, when, record, routed.kept))
         results = await self.store.append(batch, self.clock()) if batch else []
-        counter = self.routed_away
         for route, n in away.items():
-            counter[route] = counter.get(route, 0) + n
+            self.count_routed_away((route,), n)
         return results

@@ -170,9 +170,11 @@ async def test_consent_is_decided_first_then_the_lists(tmp_path: Path, gateway: 
     assert recent["routed_away"] == {}, "an event consent kept back is not also routed away"
 
 
-async def test_loader_events_obey_the_lists(tmp_path: Path, gateway: Any) -> None:
+@pytest.mark.parametrize("writer", ["loop", "thread"])
+async def test_loader_events_obey_the_lists(tmp_path: Path, gateway: Any, writer: str) -> None:
     site = {"hosts": [TRACK_HOST], "allowed_origins": [ORIGIN]}
-    client = await gateway(config(tmp_path, site=site), run_workers=False)
+    cfg = config(tmp_path, site=site, storage={"writer": writer})
+    client = await gateway(cfg, run_workers=False)
     headers = browser_headers(UA)
     await visit(client, "https://www.shop.test/", headers)  # a first visit: profile road
     for name in ("AddToCart", "internal_ping"):
