@@ -215,7 +215,8 @@ class Pipeline:
         return out
 
     async def commit_stored(self, site: Site, stored: Sequence[Stored]) -> list[AppendResult]:
-        """`commit` for events in their stored form (`prepare_stored`), to all the site's routes."""
+        """`commit` for events in their stored form (`prepare_stored`), each to the site's routes
+        that take its name."""
         routes = site.routes
         if not stored or not routes:
             return []
@@ -254,7 +255,8 @@ class Pipeline:
         tier: Tier = Tier.FULL,
     ) -> list[AppendResult]:
         """Durably append the events to the site's routes (or the destinations in `only`) that
-        their consent tier lets them reach (`routes_for`)."""
+        their consent tier lets them reach (`routes_for`) and whose event lists (core.routing)
+        take each event's name; the others count it `routed_away`."""
         routes = self.routes_for(site, tier, len(events), only=only)
         if not events or not routes:
             return []
