@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.core.event import _NAME_RE, Event, Source
 from gateway.core.routing import EVENT_NAME, NO_RULES, RouteRules, RouteTable, check_rules, renamed
 
@@ -146,3 +149,27 @@ class TestRouteTable:
         for i in range(10_000):
             assert table.route(f"custom_{i}", self.ROUTES).away == ("shop:tiktok",)
         assert len(table._memo) <= 4096
+
+
+NAMES = st.sampled_from(["Purchase", "PageView", "Lead", "order_paid", "quiz done"])
+RULES = st.builds(
+    RouteRules,
+    events=st.none() | st.lists(NAMES, min_size=1, unique=True).map(tuple),
+    exclude_events=st.lists(NAMES, unique=True).map(tuple),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rules=st.lists(RULES, min_size=1, max_size=5), names=st.lists(NAMES, max_size=30))
+def test_a_table_partitions_the_routes_as_the_rules_say(
+    rules: list[RouteRules], names: list[str]
+) -> None:
+    routes = tuple(f"shop:d{i}" for i in range(len(rules)))
+    table = RouteTable(dict(zip(routes, rules, strict=True)))
+    for name in names:
+        routed = table.route(name, routes)
+        expected = tuple(r for r, rule in zip(routes, rules, strict=True) if rule.takes(name))
+        assert routed.kept == expected
+        assert set(routed.kept) | set(routed.away) == set(routes)
+        assert not set(routed.kept) & set(routed.away)
+        assert table.route(name, routes) is routed, "memoised"
