@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
+from gateway.core.routing import NO_RULES
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.shutdown import stop_workers
@@ -133,6 +134,7 @@ def create_app(
         runtime.route_health,
         runtime.browser_stats,
         pipeline.consent_denied,
+        pipeline.routed_away,
     )
     app.router.add_post("/v1/events", api.post_events)
     app.router.add_get("/healthz", health.healthz)
@@ -331,6 +333,7 @@ def _workers_ctx(
                     clock=clock,
                     rng=rng,
                     settings=settings,
+                    event_names=site.routing.get(name, NO_RULES).event_names,
                 )
         tasks: list[asyncio.Task[None]] = []
         if run_workers:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from gateway.core.routing import ROUTING_KEYS, RouteRules, check_rules
 from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 
@@ -323,6 +324,11 @@ class SiteConfig:
     destinations: Mapping[str, Any] = field(
         default_factory=dict, metadata={"help": "One table per platform (see below)."}
     )
+    routing: Mapping[str, RouteRules] = field(
+        default_factory=dict,
+        metadata={"derived": True, "help": "Destination → its routing keys (core.routing)."},
+    )
+    """Not a key of its own: the routing keys of each destination table, split off by the loader."""
 
 
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
@@ -502,7 +508,7 @@ class _Loader:
             return None
         before = len(self.errors)
         hints = get_type_hints(cls)
-        known = {f.name: f for f in dataclasses.fields(cls)}
+        known = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
         for key in raw:
             if key not in known:
                 self.err(f"{path}.{key}", "unknown key")
@@ -518,27 +524,38 @@ class _Loader:
                     self.err(sub, "required")
                 continue
             if name == "destinations" and cls is SiteConfig:
-                kwargs[name] = self.destinations(raw[name], sub)
+                kwargs[name], kwargs["routing"] = self.destinations(raw[name], sub)
                 continue
             kwargs[name] = self.value(hints[name], raw[name], sub, fld.metadata)
         if len(self.errors) > before:
             return None
         return cls(**kwargs)
 
-    def destinations(self, raw: Any, path: str) -> dict[str, Any]:
+    def destinations(self, raw: Any, path: str) -> tuple[dict[str, Any], dict[str, RouteRules]]:
+        """Each destination's settings, and its routing keys (`ROUTING_KEYS`, any platform)."""
         if not isinstance(raw, dict):
             self.err(path, "expected a table")
-            return {}
+            return {}, {}
         out: dict[str, Any] = {}
+        routing: dict[str, RouteRules] = {}
         for name, table in raw.items():
             if name not in DESTINATIONS:
                 self.err(f"{path}.{name}", "unknown destination; known: " + ", ".join(DESTINATIONS))
                 continue
             settings_cls = DESTINATIONS[name].settings
-            built = self.build(settings_cls, table, f"{path}.{name}")
+            own = table
+            if isinstance(table, dict) and any(k in table for k in ROUTING_KEYS):
+                own = {k: v for k, v in table.items() if k not in ROUTING_KEYS}
+                keys = {k: table[k] for k in ROUTING_KEYS if k in table}
+                rules = self.build(RouteRules, keys, f"{path}.{name}")
+                if rules is not None:
+                    routing[name] = rules
+                    for key, reason in check_rules(rules):
+                        self.err(f"{path}.{name}.{key}", reason)
+            built = self.build(settings_cls, own, f"{path}.{name}")
             if built is not None:
                 out[name] = built
-        return out
+        return out, routing
 
 
 def _env_overrides(doc: dict[str, Any], environ: Mapping[str, str]) -> None:

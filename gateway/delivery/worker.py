@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -29,6 +29,7 @@ import httpx
 
 from gateway.core.event import Event
 from gateway.core.record import decode
+from gateway.core.routing import renamed
 from gateway.delivery import redact
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.retry import RetryPolicy
@@ -107,8 +108,11 @@ class Worker:
         clock: Clock,
         rng: random.Random,
         settings: WorkerSettings = WorkerSettings(),
+        event_names: Mapping[str, str] | None = None,
     ) -> None:
         self.route = route
+        self.event_names: Mapping[str, str] = event_names or {}
+        """The site's per-destination name overrides (core.routing `renamed`)."""
         self.destination = destination
         self.store = store
         self.client = client
@@ -240,7 +244,7 @@ class Worker:
 
     def _decode(self, row: Delivery) -> Event | None:
         try:
-            return decode(row.record)
+            return renamed(decode(row.record), self.event_names)
         except (ValueError, KeyError, TypeError):
             log.exception("Unreadable outbox record.", extra={"route": self.route, "id": row.id})
             return None

@@ -23,6 +23,7 @@ class Admin:
         routes: Callable[[], Mapping[str, Mapping[str, object]]],
         browser: Callable[[], Mapping[str, object]] = dict,
         consent_denied: Mapping[str, int] | None = None,
+        routed_away: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
         self.token = token
@@ -30,6 +31,8 @@ class Admin:
         self.browser = browser
         self.consent_denied = consent_denied if consent_denied is not None else {}
         """Route → events consent kept from it (the pipeline's live counter)."""
+        self.routed_away = routed_away if routed_away is not None else {}
+        """Route → events its `events` / `exclude_events` turned away (live counter)."""
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if self.token is None:
@@ -63,6 +66,7 @@ class Admin:
                 "totals": totals,
                 "deduplicated": duplicates,
                 "consent_denied": dict(self.consent_denied),
+                "routed_away": dict(self.routed_away),
                 "routes": self.routes(),
                 "browser": self.browser(),
             }

@@ -22,6 +22,7 @@ from typing import Final
 
 from gateway.core.event import VALUE_EVENTS, Event, FieldError, Source
 from gateway.core.record import Stored, decode, encode_stored
+from gateway.core.routing import NO_RULES, RouteRules, renamed
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import Destination
 from gateway.web.pipeline import Site
@@ -31,14 +32,18 @@ _STRONG_KEYS: Final = ("em", "ph", "external_id")
 ALWAYS_CHECKED: Final = frozenset({"snap", "pinterest", "reddit", "linkedin", "microsoft"})
 """Destinations whose refusals `_surely_fine` does not cover: their check runs on every event."""
 
+_Routed = tuple[Destination, RouteRules]
+"""A site's destination with its routing keys (an event it does not take is not checked, and a
+destination with `event_names` is always checked: a rename can make a name need a value)."""
+
 
 class Baseline:
     """Per site, the destinations whose checks accepted events are held to."""
 
     def __init__(self, sites: Sequence[Site]) -> None:
-        self._destinations: dict[str, list[Destination]] = {
+        self._destinations: dict[str, list[_Routed]] = {
             site.config.id: [
-                DESTINATIONS[name].factory(settings)
+                (DESTINATIONS[name].factory(settings), site.config.routing.get(name, NO_RULES))
                 for name, settings in site.config.destinations.items()
             ]
             for site in sites
@@ -52,7 +57,7 @@ class Baseline:
         if not destinations:
             return []
         out: list[FieldError] = []
-        always = [d for d in destinations if d.name in ALWAYS_CHECKED]
+        always = [d for d in destinations if d[0].name in ALWAYS_CHECKED or d[1].event_names]
         for event, index in zip(events, indexes, strict=False):
             if _surely_fine(event):
                 if always:
@@ -67,7 +72,7 @@ class Baseline:
         if not destinations:
             return []
         out: list[FieldError] = []
-        always = [d for d in destinations if d.name in ALWAYS_CHECKED]
+        always = [d for d in destinations if d[0].name in ALWAYS_CHECKED or d[1].event_names]
         for index, record in enumerate(stored):
             checked = destinations
             if _stored_surely_fine(record):
@@ -79,16 +84,20 @@ class Baseline:
         return out
 
 
-def _check(event: Event, path: str, destinations: Sequence[Destination]) -> list[FieldError]:
+def _check(event: Event, path: str, destinations: Sequence[_Routed]) -> list[FieldError]:
+    """Ask the destinations that take the event, under the name each maps it as."""
     out: list[FieldError] = []
-    for destination in destinations:
-        problem = destination.validate(event)
+    for destination, rules in destinations:
+        if not rules.takes(event.event):
+            continue
+        seen = renamed(event, rules.event_names)
+        problem = destination.validate(seen)
         if problem is not None:
             reason = (
                 f"{destination.name} would refuse this event ({problem}); it is accepted but will"
                 " be dead-lettered as invalid_field unless a browser copy of it supplies that"
             )
-            out.append(FieldError(path + _where(event, problem), reason))
+            out.append(FieldError(path + _where(seen, problem), reason))
     return out
 
 

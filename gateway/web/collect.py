@@ -500,14 +500,20 @@ class Collect:
         self, site: Site, plan: _Plan, now: float, event: Event | None, decision: Decision
     ) -> None:
         """Merge the visitor's profile and append its enriched event in one transaction."""
-        routes = site.routes
         site_id = site.config.id
+        # The routes its name takes (the destinations' event lists), split here on the loop:
+        # `events_for` may run on the store's writer thread.
+        routed = site.table.route(event.event, site.routes) if event is not None else None
+        built: list[bool] = []
 
         def events_for(profile: VisitorProfile) -> tuple[NewEvent, ...]:
-            if event is None or not routes:
+            if event is None or routed is None or not site.routes:
                 return ()
             stored = _loader_event(event, profile, decision)
             if stored is None:
+                return ()
+            built.append(True)
+            if not routed.kept:
                 return ()
             return (
                 NewEvent(
@@ -516,13 +522,15 @@ class Collect:
                     event_id=stored.event_id,
                     event_time=float(stored.time),
                     record=encode(stored),
-                    routes=routes,
+                    routes=routed.kept,
                 ),
             )
 
         await self.pipeline.store.touch_and_append(
             site_id, plan.visitor_id, plan.update, now, events_for
         )
+        if built and routed is not None:
+            self.pipeline.count_routed_away(routed.away)
 
     def proxied_https(self, peer: str | None, proto: str | None) -> bool:
         """`middleware.proxied_https` with the trusted proxies, memoised per (peer, value)."""

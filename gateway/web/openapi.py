@@ -353,6 +353,8 @@ def _schemas() -> dict[str, JSONSchema]:
                     "type": "object",
                     "additionalProperties": {"type": "object", "additionalProperties": _COUNT},
                 },
+                "consent_denied": {"type": "object", "additionalProperties": _COUNT},
+                "routed_away": {"type": "object", "additionalProperties": _COUNT},
                 "routes": {"type": "object", "additionalProperties": _ref("RouteHealth")},
                 "browser": {"type": "object"},
             },

@@ -18,6 +18,7 @@ from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
+from gateway.core.routing import NO_RULES, RouteTable
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
@@ -33,6 +34,8 @@ class Site:
     routes: tuple[str, ...]
     rulesets: tuple[str, ...]
     limits: ParseLimits
+    table: RouteTable
+    """Which routes take which event names (the destinations' `events` / `exclude_events`)."""
 
     @classmethod
     def from_config(cls, config: SiteConfig) -> Site:
@@ -45,6 +48,12 @@ class Site:
             rulesets=tuple(rulesets),
             limits=ParseLimits(
                 max_age_seconds=days * 86400, max_age_offline_seconds=max(days, 62.0) * 86400
+            ),
+            table=RouteTable(
+                {
+                    route_name(config.id, name): config.routing.get(name, NO_RULES)
+                    for name in config.destinations
+                }
             ),
         )
 
@@ -78,6 +87,9 @@ class Pipeline:
         self.new_id = new_id
         self.consent_denied: dict[str, int] = {}
         """Route → events consent kept from it (shown by /v1/debug/recent)."""
+        self.routed_away: dict[str, int] = {}
+        """Route → events consent let through but its `events` / `exclude_events` turned away
+        (shown by /v1/debug/recent)."""
 
     def prepare(
         self, site: Site, obj: Any, *, path: str = "", now: float | None = None
@@ -203,11 +215,16 @@ class Pipeline:
         return out
 
     async def commit_stored(self, site: Site, stored: Sequence[Stored]) -> list[AppendResult]:
-        """`commit` for events in their stored form (`prepare_stored`), to all the site's routes."""
+        """`commit` for events in their stored form (`prepare_stored`), each to the site's routes
+        that take its name."""
         routes = site.routes
         if not stored or not routes:
             return []
         site_id = site.config.id
+        if site.table.filters:
+            return await self._routed(
+                site, routes, [(s.e, s.id, float(s.t), encode_stored(s)) for s in stored]
+            )
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
         return await self.store.append(batch, self.clock())
 
@@ -238,13 +255,44 @@ class Pipeline:
         tier: Tier = Tier.FULL,
     ) -> list[AppendResult]:
         """Durably append the events to the site's routes (or the destinations in `only`) that
-        their consent tier lets them reach (`routes_for`)."""
+        their consent tier lets them reach (`routes_for`) and whose event lists (core.routing)
+        take each event's name; the others count it `routed_away`."""
         routes = self.routes_for(site, tier, len(events), only=only)
         if not events or not routes:
             return []
         site_id = site.config.id
+        if site.table.filters:
+            return await self._routed(
+                site, routes, [(e.event, e.event_id, float(e.time), encode(e)) for e in events]
+            )
         # positional: (site, event_name, event_id, event_time, record, routes)
         batch = [
             NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
         return await self.store.append(batch, self.clock())
+
+    def count_routed_away(self, routes: Sequence[str], count: int = 1) -> None:
+        """Count `count` events that the event lists of `routes` turned away."""
+        counter = self.routed_away
+        for route in routes:
+            counter[route] = counter.get(route, 0) + count
+
+    async def _routed(
+        self, site: Site, routes: tuple[str, ...], rows: Sequence[tuple[str, str, float, bytes]]
+    ) -> list[AppendResult]:
+        """Append (name, id, time, record) rows each to the routes that take its name; count
+        `routed_away` once the append succeeded (a caller retrying after a failure counts once).
+        An event no route takes is appended nowhere: accepted, and only counted."""
+        site_id, table = site.config.id, site.table
+        away: dict[str, int] = {}
+        batch: list[NewEvent] = []
+        for name, event_id, when, record in rows:
+            routed = table.route(name, routes)
+            for route in routed.away:
+                away[route] = away.get(route, 0) + 1
+            if routed.kept:
+                batch.append(NewEvent(site_id, name, event_id, when, record, routed.kept))
+        results = await self.store.append(batch, self.clock()) if batch else []
+        for route, n in away.items():
+            self.count_routed_away((route,), n)
+        return results

@@ -14,6 +14,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.config import SECTIONS, Config, SiteConfig
+from gateway.core.routing import RouteRules
 from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 
@@ -57,6 +58,9 @@ def key_paths(cls: type[Any], prefix: str) -> Iterator[str]:
         if cls is SiteConfig and fld.name == "destinations":
             for name, reg in DESTINATIONS.items():
                 yield from key_paths(reg.settings, f"{path}.{name}")
+            yield from key_paths(RouteRules, f"{path}.*")  # any destination's routing keys
+            continue
+        if fld.metadata.get("derived"):
             continue
         sub = _table_type(tp)
         if sub is not None:
@@ -77,7 +81,11 @@ def all_key_paths() -> set[str]:
 def present(doc: Any, path: str) -> bool:
     """Whether `path` (with `[]` for arrays of tables) is set in the parsed document."""
     node: Any = doc
-    for part in path.split("."):
+    parts = path.split(".")
+    for at, part in enumerate(parts):
+        if part == "*":  # some child table holds the rest of the path
+            rest = ".".join(parts[at + 1 :])
+            return isinstance(node, dict) and any(present(child, rest) for child in node.values())
         is_array = part.endswith("[]")
         name = part[:-2] if is_array else part
         if not isinstance(node, dict) or name not in node:
