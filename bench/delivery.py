@@ -305,6 +305,14 @@ class Result:
     sandbox_cpu_pct: list[float]
     other_cpu_pct: float
     fill_events_per_s: float
+    cpu_window_s: float
+    """The CPU columns cover this window: it brackets the delivery (poll to poll)."""
+    cpu_window_complete: bool
+    """False when deliveries had begun before the first poll (the CPU window starts late)."""
+    gateway_us_per_delivery: float
+    """Gateway process CPU per delivery (lease, decode, map, send, classify, mark done)."""
+    sandbox_us_per_delivery: float
+    """Sandbox processes' CPU per delivery (HTTP, JSON, validation, answer)."""
     per_platform: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
 
@@ -428,19 +436,24 @@ def watch(
     opts: Options, gateway: Server, sandboxes: Sequence[SandboxProcess], want: int
 ) -> dict[str, Any]:
     """Poll the sandboxes until `want` events were accepted in all (RuntimeError when nothing
-    moves for `opts.stall` seconds or `opts.timeout` passes); return the CPU figures of the
-    gateway, its core, the sandbox processes and everything else between the first poll that
-    saw a delivery and the last."""
+    moves for `opts.stall` seconds or `opts.timeout` passes); return the CPU figures (see
+    `cpu_figures`) between the last poll that saw no delivery yet and the first that saw all.
+    Each poll reads the CPU counters before asking the sandboxes, the last one after too, so
+    the window brackets the whole delivery."""
     start = time.monotonic()
     seen, moved = 0, start
-    first: tuple[float, Any] | None = None
+    before: tuple[float, Any] | None = None
+    complete = False
     while True:
-        now = time.monotonic()
+        sample = (time.monotonic(), cpu_sample(gateway, sandboxes, opts.server_cpu))
         total = sum(t.accepted for t in tallies(sandboxes).values())
-        if total and first is None:
-            first = (now, cpu_sample(gateway, sandboxes, opts.server_cpu))
+        if total == 0:
+            before, complete = sample, True
+        elif before is None:  # delivering already at the first poll: the window starts late
+            before = sample
         if total >= want:
             break
+        now = time.monotonic()
         if total > seen:
             seen, moved = total, now
         elif now - moved > opts.stall or now - start > opts.timeout:
@@ -448,17 +461,9 @@ def watch(
                 f"delivery stalled at {total} of {want} deliveries; gateway log:\n"
                 f"{gateway.log_tail()}"
             )
-        time.sleep(0.1)
+        time.sleep(0.05)
     end = (time.monotonic(), cpu_sample(gateway, sandboxes, opts.server_cpu))
-    if first is None or end[0] - first[0] < 0.2:
-        nan = math.nan
-        return {
-            "gateway_cpu_pct": nan,
-            "server_core_busy_pct": nan,
-            "sandbox_cpu_pct": [nan] * len(sandboxes),
-            "other_cpu_pct": nan,
-        }
-    return cpu_figures(first, end)
+    return {**cpu_figures(before, end, want), "cpu_window_complete": complete}
 
 
 def cpu_sample(
@@ -472,7 +477,12 @@ def cpu_sample(
     }
 
 
-def cpu_figures(first: tuple[float, Any], end: tuple[float, Any]) -> dict[str, Any]:
+def cpu_figures(
+    first: tuple[float, Any], end: tuple[float, Any], deliveries: int
+) -> dict[str, Any]:
+    """CPU between two `cpu_sample`s: shares of a core over the window for the gateway, its
+    core's busy share, each sandbox process and everyone else's user CPU; and the gateway's and
+    the sandboxes' CPU microseconds per delivery."""
     wall = end[0] - first[0]
     a, b = first[1], end[1]
     gw = b["gateway"][1] - a["gateway"][1]
@@ -483,10 +493,13 @@ def cpu_figures(first: tuple[float, Any], end: tuple[float, Any]) -> dict[str, A
         y[0] - x[0] for x, y in zip(a["sandboxes"], b["sandboxes"], strict=True)
     )
     return {
+        "cpu_window_s": wall,
         "gateway_cpu_pct": 100 * gw / wall,
         "server_core_busy_pct": 100 * (b["core"][0] - a["core"][0]) / total if total else math.nan,
         "sandbox_cpu_pct": [100 * x / wall for x in boxes],
         "other_cpu_pct": 100 * (machine_user - ours) / wall,
+        "gateway_us_per_delivery": 1e6 * gw / deliveries,
+        "sandbox_us_per_delivery": 1e6 * sum(boxes) / deliveries,
     }
 
 
@@ -513,6 +526,7 @@ def table(results: Sequence[Result]) -> str:
     for r in results:
         boxes = "/".join(f"{p:.0f}%" for p in r.sandbox_cpu_pct)
         mark = "  sandbox-bound" if r.sandbox_bound else ""
+        mark += "" if r.cpu_window_complete else "  (CPU window started late)"
         mark += "  !" if r.other_cpu_pct > 20 else ""
         lines.append(
             f"{r.case:<16}{r.events:>8,}{r.deliveries:>12,}{r.seconds:>9.2f}"
@@ -543,7 +557,26 @@ def platform_lines(r: Result) -> list[str]:
             f"({p['events_per_request']:.0f}/request) over {p['seconds']:.2f} s = "
             f"{fmt(rate)}/s"
         )
+    lines.append(
+        f"    gateway CPU {fmt(r.gateway_us_per_delivery, 1)} us/delivery (ceiling on one core "
+        f"{fmt(ceiling(r.gateway_us_per_delivery))}/s); sandbox CPU "
+        f"{fmt(r.sandbox_us_per_delivery, 1)} us/delivery (one sandbox core takes at most "
+        f"{fmt(ceiling(r.sandbox_us_per_delivery))}/s)"
+    )
     return lines
+
+
+def ceiling(us: float) -> float:
+    """Deliveries per second of a core spending `us` microseconds on each (NaN if unknown)."""
+    return 1e6 / us if us > 0 else math.nan
+
+
+def figures(r: Result) -> dict[str, Any]:
+    """A result as JSON, with its derived per-delivery costs."""
+    return {
+        **asdict(r),
+        "sandbox_bound": r.sandbox_bound,
+    }
 
 
 def median(results: Sequence[Result], count: int) -> Result | None:
@@ -702,7 +735,7 @@ def main(argv: Sequence[str]) -> int:
             args.json,
             {
                 "environment": env,
-                "results": [asdict(r) for r in results],
+                "results": [figures(r) for r in results],
                 "verdict": v,
                 "failed": bool(status),
             },
