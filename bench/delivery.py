@@ -185,27 +185,35 @@ def counting(sandbox: Any, tally: Tally) -> Any:
     return middleware
 
 
-async def _serve_sandboxes(ports: dict[str, int], control: int) -> None:
-    """Serve each platform's sandbox on its port and the tallies on `control`."""
+async def _serve_sandboxes(names: Sequence[str], control: int) -> None:
+    """Serve each platform's sandbox on a port of its own (chosen by the kernel: no race with
+    other programs for a port picked in advance), and on `control` the ports (``/ports``) and
+    the tallies (``/stats``)."""
     from aiohttp import web
 
     tallies: dict[str, Tally] = {}
+    ports: dict[str, int] = {}
     runners = []
-    for name, port in ports.items():
+    for name in names:
         sandbox = PLATFORMS[name].build_sandbox(name)
         tallies[name] = Tally()
         app = sandbox.app()
         app.middlewares.append(counting(sandbox, tallies[name]))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
         runners.append(runner)
+        ports[name] = next(a[1] for a in runner.addresses if isinstance(a, tuple))
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response({name: asdict(t) for name, t in tallies.items()})
 
+    async def bound(request: web.Request) -> web.Response:
+        return web.json_response(ports)
+
     control_app = web.Application()
     control_app.router.add_get("/stats", stats)
+    control_app.router.add_get("/ports", bound)
     try:
         await serve_app(control_app, control, "sandboxes")
     finally:
@@ -216,9 +224,9 @@ async def _serve_sandboxes(ports: dict[str, int], control: int) -> None:
 def child_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="delivery.py _sandboxes")
     parser.add_argument("--port", type=int, required=True, help="control port")
-    parser.add_argument("--sandboxes", required=True, help="JSON: name -> port")
+    parser.add_argument("--sandboxes", required=True, help="platform names, comma-separated")
     args = parser.parse_args(argv[1:])
-    run_forever(_serve_sandboxes(json.loads(args.sandboxes), args.port))
+    run_forever(_serve_sandboxes(args.sandboxes.split(","), args.port))
     return 0
 
 
@@ -250,12 +258,12 @@ def start_sandboxes(
     started: list[SandboxProcess] = []
     try:
         for i in range(min(procs, len(names))):
-            ports = {name: free_port() for name in names[i::procs]}
             control = free_port()
             cmd = [sys.executable, str(Path(__file__).resolve()), "_sandboxes"]
-            cmd += ["--port", str(control), "--sandboxes", json.dumps(ports)]
+            cmd += ["--port", str(control), "--sandboxes", ",".join(names[i::procs])]
             server = Server(f"sandboxes{i}", cmd, cpus[i % len(cpus)], control, workdir, source)
-            started.append(SandboxProcess(server, ports))
+            started.append(SandboxProcess(server, {}))
+            started[-1].ports = dict(http_get_json(control, "/ports"))
     except BaseException:
         for proc in started:
             proc.server.stop()
@@ -323,7 +331,7 @@ class Result:
 
 def fill(opts: Options, names: Sequence[str], toml: str, tag: str) -> tuple[Path, float]:
     """Fill a fresh outbox with `opts.events` events through the gateway's ingest (no delivery
-    workers); return (config path, fill events/s)."""
+    workers); return (outbox path, fill events/s). The config sits beside the outbox."""
     server, db = start_gateway_config(toml, opts.workdir, opts.server_cpu, opts.source, key=API_KEY)
     try:
         payloads = bodies(opts.parts, tag, opts.events)
@@ -353,7 +361,7 @@ def run_case(opts: Options, names: Sequence[str], tag: str) -> Result:
         toml = GATEWAY_TOML + destinations_toml(names, urls).replace("{", "{{").replace("}", "}}")
         db, fill_rate = fill(opts, names, toml, f"{tag}-{int(time.time())}")
         wait_quiet(opts.quiet_wait)
-        return deliver(opts, names, label, toml, db, sandboxes, fill_rate)
+        return deliver(opts, names, label, db, sandboxes, fill_rate)
     finally:
         for proc in sandboxes:
             proc.server.stop()
@@ -363,7 +371,6 @@ def deliver(
     opts: Options,
     names: Sequence[str],
     label: str,
-    toml: str,
     db: Path,
     sandboxes: Sequence[SandboxProcess],
     fill_rate: float,
@@ -409,16 +416,11 @@ def deliver(
         outbox=done,
         **window,
     )
-    wrong = {
-        n: (t.accepted, t.rejected)
-        for n, t in final.items()
-        if (t.accepted, t.rejected) != (opts.events, 0)
-    }
+    wrong = [n for n, t in final.items() if (t.accepted, t.rejected) != (opts.events, 0)]
     if wrong:
         raise RuntimeError(
-            f"{label}: not every platform accepted each of the {opts.events} events exactly once "
-            f"(name: (accepted, rejected)): {wrong}; first rejections: "
-            + "; ".join(f"{n}: {t.sample}" for n, t in final.items() if t.sample)
+            f"{label}: not every platform accepted each of the {opts.events} events exactly "
+            f"once: {tally_text({n: final[n] for n in wrong})}"
         )
     if done.get("deliveries_done", 0) != want:
         raise RuntimeError(f"{label}: outbox holds {done}, expected {want} rows done")
@@ -446,7 +448,10 @@ def watch(
     complete = False
     while True:
         sample = (time.monotonic(), cpu_sample(gateway, sandboxes, opts.server_cpu))
-        total = sum(t.accepted for t in tallies(sandboxes).values())
+        seen_now = tallies(sandboxes)
+        total = sum(t.accepted for t in seen_now.values())
+        if any(t.rejected for t in seen_now.values()):
+            raise RuntimeError(f"a sandbox rejected events: {tally_text(seen_now)}")
         if total == 0:
             before, complete = sample, True
         elif before is None:  # delivering already at the first poll: the window starts late
@@ -458,12 +463,21 @@ def watch(
             seen, moved = total, now
         elif now - moved > opts.stall or now - start > opts.timeout:
             raise RuntimeError(
-                f"delivery stalled at {total} of {want} deliveries; gateway log:\n"
-                f"{gateway.log_tail()}"
+                f"delivery stalled at {total} of {want} deliveries ({tally_text(seen_now)}); "
+                f"gateway log:\n{gateway.log_tail()}"
             )
         time.sleep(0.05)
     end = (time.monotonic(), cpu_sample(gateway, sandboxes, opts.server_cpu))
     return {**cpu_figures(before, end, want), "cpu_window_complete": complete}
+
+
+def tally_text(seen: dict[str, Tally]) -> str:
+    """Per platform: accepted/rejected and the first rejection, for error messages."""
+    return "; ".join(
+        f"{name}: {t.accepted} accepted, {t.rejected} rejected"
+        + (f", first rejection {t.sample}" if t.sample else "")
+        for name, t in seen.items()
+    )
 
 
 def cpu_sample(
