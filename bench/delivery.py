@@ -667,7 +667,7 @@ def main(argv: Sequence[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-delivery-"))
     source = ROOT if args.no_snapshot else snapshot_source(workdir)
     sys.path.insert(0, str(source))  # the destination list and sandboxes of the code measured
-    names = usable(registered(), sandbox=True)
+    names = usable(all_names := registered(), sandbox=True)
     if not names:
         print("no usable destination", file=sys.stderr)
         return 2
@@ -697,6 +697,7 @@ def main(argv: Sequence[str]) -> int:
         "cores": os.cpu_count(),
         "events": args.events,
         "destinations": names,
+        "skipped_destinations": [n for n in all_names if n not in names],
         "server_cpu": opts.server_cpu,
         "sandbox_cpus": cpus,
         "sandbox_procs": args.sandbox_procs,
@@ -705,7 +706,12 @@ def main(argv: Sequence[str]) -> int:
         f"signalgate delivery bench: {args.events:,} events to {len(names)} destinations "
         f"({', '.join(names)}) vs {BASELINE} alone; gateway on core {opts.server_cpu}, "
         f"{args.sandbox_procs} sandbox process(es) on core(s) {cpus}, Python {env['python']}, "
-        f"gateway code: HEAD {env['git_head']}, sources {env['gateway_src']}",
+        f"gateway code: HEAD {env['git_head']}, sources {env['gateway_src']}"
+        + (
+            f"; left out: {', '.join(env['skipped_destinations'])}"
+            if env["skipped_destinations"]
+            else ""
+        ),
         flush=True,
     )
     cases = [names] if args.only_all or names == [BASELINE] else [[BASELINE], names]

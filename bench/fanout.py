@@ -177,7 +177,7 @@ def main(argv: Sequence[str]) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-fanout-"))
     source = ROOT if args.no_snapshot else snapshot_source(workdir)
     sys.path.insert(0, str(source))  # the destination list of the code measured
-    names = usable(registered(), sandbox=False)
+    names = usable(all_names := registered(), sandbox=False)
     if BASELINE not in names:
         print(f"the baseline destination {BASELINE!r} is not usable", file=sys.stderr)
         return 2
@@ -193,8 +193,14 @@ def main(argv: Sequence[str]) -> int:
     )
     env = environment(source, settings, loadgen)
     env["destinations"] = names
+    env["skipped_destinations"] = [n for n in all_names if n not in names]
     banner("fan-out", f"{args.batch} events/request", env, settings, "load generator")
-    print(f"  all destinations: {', '.join(names)}", flush=True)
+    skipped = env["skipped_destinations"]
+    print(
+        f"  all destinations: {', '.join(names)}"
+        + (f" (left out: {', '.join(skipped)})" if skipped else ""),
+        flush=True,
+    )
     results: list[ingest.Result] = []
     status = 0
     try:
