@@ -35,6 +35,7 @@ import asyncio
 import json
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -55,16 +56,18 @@ from benchlib import (
     git_head,
     outbox_rows,
     proc_times,
+    profile_row,
     run_forever,
     serve_app,
     snapshot_source,
     source_digest,
     source_warnings,
     start_gateway_config,
+    start_py_spy,
     wait_quiet,
     write_json,
 )
-from ingest import API_KEY, ID_MARK, body_for, event_template
+from ingest import API_KEY, ID_MARK, body_for, event_template, hotspots
 from platforms import PLATFORMS, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_DELIVERIES = 10_000.0
@@ -293,6 +296,8 @@ class Options:
     workdir: Path
     source: Path
     parts: list[str]
+    profile: str | None = None
+    """Path prefix: sample the delivering gateway with py-spy (an extra, unreported run)."""
 
 
 @dataclass
@@ -323,6 +328,7 @@ class Result:
     """Sandbox processes' CPU per delivery (HTTP, JSON, validation, answer)."""
     per_platform: dict[str, dict[str, Any]] = field(default_factory=dict)
     outbox: dict[str, int] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None
 
     @property
     def sandbox_bound(self) -> bool:
@@ -382,10 +388,22 @@ def deliver(
     gateway = Server(
         "gateway-delivering", cmd, opts.server_cpu, port_of(config), opts.workdir, opts.source
     )
+    spy = None
+    raw = Path(f"{opts.profile}.gateway.txt")
     try:
+        if opts.profile:
+            spy = start_py_spy(gateway.proc.pid, 3600, raw, opts.sandbox_cpus[0])
         window = watch(opts, gateway, sandboxes, want)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+            output, _ = spy.communicate(timeout=120)
+            if not raw.exists():
+                raise RuntimeError(f"py-spy wrote nothing: {output[-1000:]}")
         done = wait_done(db, want, opts.stall)
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.kill()
+            spy.wait()
         gateway.stop()
     final = tallies(sandboxes)
     first = min(t.first for t in final.values())
@@ -414,6 +432,7 @@ def deliver(
         fill_events_per_s=fill_rate,
         per_platform=per_platform,
         outbox=done,
+        profile={**hotspots(raw, requests=want), "py_spy_raw": str(raw)} if spy else None,
         **window,
     )
     wrong = [n for n, t in final.items() if (t.accepted, t.rejected) != (opts.events, 0)]
@@ -593,6 +612,21 @@ def figures(r: Result) -> dict[str, Any]:
     }
 
 
+def profile_lines(r: Result) -> list[str]:
+    """The py-spy summary of a `--profile` run, in us of sampled thread time per delivery."""
+    p = r.profile or {}
+    return [
+        f"py-spy of the delivering gateway ({r.case}, {r.deliveries:,} deliveries, extra run): "
+        f"{p['samples']:,} samples = {p['sampled_us_per_request']:.0f} us of Python-visible "
+        f"thread time per delivery; raw samples in {p['py_spy_raw']}",
+        "  by thread:   " + ", ".join(f"{k} {pct}%" for k, pct, _ in p["threads"]),
+        "  by innermost gateway function (stdlib/httpx time charged to its caller), us/delivery:",
+        *[profile_row(item) for item in p["owner"]],
+        "  by leaf function (self time), us/delivery:",
+        *[profile_row(item) for item in p["self"]],
+    ]
+
+
 def median(results: Sequence[Result], count: int) -> Result | None:
     runs = sorted(
         (r for r in results if len(r.destinations) == count), key=lambda r: r.deliveries_per_s
@@ -643,6 +677,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--stall", type=float, default=30.0, help="fail when no delivery lands for S seconds"
     )
     parser.add_argument("--only-all", action="store_true", help="skip the Meta-alone baseline")
+    parser.add_argument(
+        "--profile",
+        metavar="PREFIX",
+        help="after the cases, one more all-destination run with py-spy sampling the gateway "
+        "(raw samples in PREFIX.gateway.txt); prints its hotspots per delivery",
+    )
     add_quiet_arg(parser)
     parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -719,12 +759,17 @@ def main(argv: Sequence[str]) -> int:
         print(f"warning: baseline {BASELINE!r} not usable; no ratio", file=sys.stderr)
         cases = [names]
     results: list[Result] = []
+    profiled: Result | None = None
     status = 0
     try:
         for rnd in range(args.rounds):
             for case in cases:
                 print(f"  round {rnd + 1}: {len(case)} destination(s) ...", flush=True)
                 results.append(run_case(opts, case, f"r{rnd}n{len(case)}"))
+        if args.profile:
+            print(f"  profiling the gateway delivering to {len(names)} destination(s) ...")
+            opts.profile = args.profile
+            profiled = run_case(opts, names, "prof")
     except RuntimeError as exc:
         print(f"\nFAILED: {exc}", file=sys.stderr)
         status = 1
@@ -749,6 +794,9 @@ def main(argv: Sequence[str]) -> int:
             f"{'PASS' if v['pass'] else 'MISS'}"
             + ("  [sandbox-bound: a floor for the gateway]" if v["sandbox_bound"] else "")
         )
+    if profiled is not None:
+        print()
+        print("\n".join(profile_lines(profiled)))
     source_warnings(env)
     if args.json:
         write_json(
@@ -757,6 +805,7 @@ def main(argv: Sequence[str]) -> int:
                 "environment": env,
                 "results": [figures(r) for r in results],
                 "verdict": v,
+                "profile": figures(profiled) if profiled else None,
                 "failed": bool(status),
             },
         )

@@ -205,7 +205,7 @@ def main(argv: Sequence[str]) -> int:
     status = 0
     try:
         for rnd in range(args.rounds):
-            for case in ([BASELINE], names):
+            for case in [[BASELINE], names] if len(names) > 1 else [[BASELINE]]:
                 print(f"  round {rnd + 1}: {len(case)} destination(s) ...", flush=True)
                 tag = f"r{rnd}n{len(case)}"
                 results.append(run_case(settings, source, case, args.batch, tag, args.quiet_wait))
