@@ -1,0 +1,90 @@
+"""The issue #11 benchmarks still work end to end (tiny runs; the figures are not checked):
+bench/delivery.py delivers every event to every registered platform's sandbox exactly once, and
+bench/fanout.py stores one delivery row per event and destination. Both exit 1 when one of
+their own checks fails, so a broken platform entry, sandbox or fan-out fails these tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.destinations import DESTINATIONS
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+from platforms import PLATFORMS  # noqa: E402 - bench/ is not a package
+
+NO_PINNING = ["--server-cpu", "-1", "--client-cpu", "-1", "--quiet-wait", "0"]
+
+
+def run_bench(script: str, *args: str, out: Path) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *NO_PINNING, "--json", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=200,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return dict(json.loads(out.read_text()))
+
+
+def expected_names() -> list[str]:
+    return [n for n in DESTINATIONS if n in PLATFORMS]
+
+
+def test_delivery_bench_delivers_every_event_to_every_sandbox_once(tmp_path: Path) -> None:
+    doc = run_bench("delivery.py", "--events", "250", "--stall", "60", out=tmp_path / "d.json")
+    results = doc["results"]
+    assert isinstance(results, list)
+    names = expected_names()
+    assert [r["destinations"] for r in results] == [["meta"], names]
+    for result in results:
+        assert result["deliveries"] == 250 * len(result["destinations"])
+        assert result["deliveries_per_s"] > 0
+        for name, platform in result["per_platform"].items():
+            assert (platform["accepted"], platform["rejected"]) == (250, 0), name
+        assert result["outbox"]["deliveries_done"] == result["deliveries"]
+    verdict = doc["verdict"]
+    assert isinstance(verdict, dict)
+    assert verdict["destinations"] == len(names)
+    assert verdict["ratio"] > 0
+
+
+def test_fanout_bench_stores_a_row_per_destination(tmp_path: Path) -> None:
+    doc = run_bench(
+        "fanout.py",
+        "--loadgen",
+        "python",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--connections",
+        "4",
+        "--no-snapshot",
+        out=tmp_path / "f.json",
+    )
+    names = expected_names()
+    env = doc["environment"]
+    assert isinstance(env, dict)
+    assert env["destinations"] == names
+    results = doc["results"]
+    assert isinstance(results, list)
+    assert [r["server"] for r in results] == ["1 dest (meta)", f"{len(names)} dest"]
+    for result, count in zip(results, (1, len(names)), strict=True):
+        assert result["ok_202"] > 0
+        assert result["rows"]["deliveries"] >= result["expected_rows"] > 0
+        assert result["rows"]["events"] * count >= result["expected_rows"]
+    verdict = doc["verdict"]
+    assert isinstance(verdict, dict)
+    assert verdict["ratio"] > 0
