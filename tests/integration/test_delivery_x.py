@@ -178,6 +178,23 @@ async def test_rate_limit_retry_after_is_honoured(
     assert [c["conversion_id"] for c in sandbox.recorder.accepted] == ["order-1"]
 
 
+async def test_requests_are_signed_with_the_gateways_clock(
+    tmp_path: Path, gateway: Any, x_sandbox: tuple[XSandbox, str]
+) -> None:
+    """The app hands its clock to the destination: a gateway clock an hour behind the sandbox's
+    signs out-of-bounds timestamps (refused, route paused); once it is right again, delivered."""
+    sandbox, base = x_sandbox
+    clock = FakeClock(time.time() - 3600)
+    config = x_config(tmp_path, base, delivery={"pause_seconds": 60})
+    client = await gateway(config, run_workers=False, clock=clock)
+    await post_and_drain(client, ROUTE, [purchase(1)])
+    assert sandbox.recorder.accepted == []
+    assert "oauth_timestamp" in sandbox.recorder.rejected[0]["message"]
+    clock.now = time.time() + 61  # past the pause, in step with the sandbox
+    await drain(client, ROUTE)
+    assert [c["conversion_id"] for c in sandbox.recorder.accepted] == ["order-1"]
+
+
 @pytest.mark.parametrize("key", ["consumer_secret", "access_token_secret", "access_token"])
 async def test_a_wrong_key_fails_the_signature_and_pauses_without_dead_letters(
     tmp_path: Path, gateway: Any, x_sandbox: tuple[XSandbox, str], key: str
