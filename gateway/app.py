@@ -27,6 +27,7 @@ from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.shutdown import stop_workers
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
 from gateway.destinations import DESTINATIONS
+from gateway.destinations.base import bind_clock
 from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
@@ -321,7 +322,7 @@ def _workers_ctx(
         clients: list[httpx.AsyncClient] = []
         for site in runtime.config.sites:
             for name, dest_settings in site.destinations.items():
-                destination = DESTINATIONS[name].factory(dest_settings)
+                destination = bind_clock(DESTINATIONS[name].factory(dest_settings), clock)
                 client = make_client(cfg.timeout_seconds, transport)
                 clients.append(client)
                 route = route_name(site.id, name)

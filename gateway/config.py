@@ -463,6 +463,10 @@ class _Loader:
             if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
                 self.err(path, "expected a table of strings")
                 return {}
+            if "value_pattern" in meta:
+                for key, item in raw.items():
+                    if not re.fullmatch(meta["value_pattern"], item):
+                        self.err(f"{path}.{key}", f"expected {meta.get('expected', 'a value')}")
             return dict(raw)
         if origin is tuple:
             (inner,) = get_args(tp)[:1]

@@ -24,11 +24,20 @@ ADMIN_TOKEN = "admin-token-0123456789"
 PLANTED_EMAIL = "Jane@Example.com"
 """Raw PII the suite posts through the real HTTP paths (test_log_leaks, test_fastlane_api)."""
 PLANTED_PHONE = "+1 650 555 1212"
+X_CONSUMER_KEY = "x-consumer-key-0123456789"
+X_CONSUMER_SECRET = "x-consumer-secret-0123456789"
+X_ACCESS_TOKEN = "x-access-token-0123456789"
+X_ACCESS_TOKEN_SECRET = "x-token-secret-0123456789"
+"""X's four OAuth 1.0a values, used by tests/integration/test_delivery_x.py: never logged."""
 PLANTED = {
     "api key": API_KEY,
     "admin token": ADMIN_TOKEN,
     "e-mail": PLANTED_EMAIL,
     "phone": PLANTED_PHONE,
+    "x consumer key": X_CONSUMER_KEY,
+    "x consumer secret": X_CONSUMER_SECRET,
+    "x access token": X_ACCESS_TOKEN,
+    "x access token secret": X_ACCESS_TOKEN_SECRET,
 }
 """Values no log line of the whole suite may carry (tests/logleak.py)."""
 PIXEL_ID = "1234567890"

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from gateway.destinations import linkedin, meta, microsoft, pinterest, reddit, snap, tiktok
 from gateway.destinations.base import Destination
+from gateway.destinations.x import destination as x
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,5 +30,6 @@ DESTINATIONS: Final[dict[str, Registration]] = {
     "reddit": Registration(reddit.RedditSettings, reddit.Reddit, reddit.Reddit.hash_rules),
     "snap": Registration(snap.SnapSettings, snap.Snap, snap.Snap.hash_rules),
     "tiktok": Registration(tiktok.TikTokSettings, tiktok.TikTok, tiktok.TikTok.hash_rules),
+    "x": Registration(x.XSettings, x.X, x.X.hash_rules),
 }
 """Destination name → registration."""

@@ -7,9 +7,9 @@ the `httpx.Response`. Only `gateway.delivery.worker` owns a client and sends.
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 import httpx
 
@@ -89,6 +89,22 @@ class Destination(Protocol):
         self, events: Sequence[Event], response: httpx.Response, now: float
     ) -> BatchVerdict:
         """Return the fate of the events from the platform's answer."""
+
+
+@runtime_checkable
+class UsesClock(Protocol):
+    """A destination whose requests carry the time (e.g. a signed OAuth timestamp).
+
+    The app hands it its own clock (`bind_clock`) so that requests use the gateway's time.
+    """
+
+    def with_clock(self, clock: Callable[[], float]) -> Destination:
+        """Return the same destination, reading the time from `clock`."""
+
+
+def bind_clock(destination: Destination, clock: Callable[[], float]) -> Destination:
+    """Return `destination` using `clock` if its requests carry the time, else unchanged."""
+    return destination.with_clock(clock) if isinstance(destination, UsesClock) else destination
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -32,6 +32,10 @@ ENV = {
     "REDDIT_ACCESS_TOKEN": "reddit-token",
     "SNAP_ACCESS_TOKEN": "snap-tok",
     "TIKTOK_ACCESS_TOKEN": "tok",
+    "X_CONSUMER_KEY": "x-ck",
+    "X_CONSUMER_SECRET": "x-cs",
+    "X_ACCESS_TOKEN": "x-at",
+    "X_ACCESS_TOKEN_SECRET": "x-ats",
     "SIGNALGATE_ADMIN_TOKEN": "adm",
     "SIGNALGATE_COOKIE_SECRET": "cookie-secret-0123456789",
 }

@@ -29,6 +29,10 @@ ENV = {
     "REDDIT_ACCESS_TOKEN": "reddit-token",
     "SNAP_ACCESS_TOKEN": "snap-token",
     "TIKTOK_ACCESS_TOKEN": "tiktok-token",
+    "X_CONSUMER_KEY": "x-consumer-key",
+    "X_CONSUMER_SECRET": "x-consumer-secret",
+    "X_ACCESS_TOKEN": "x-access-token",
+    "X_ACCESS_TOKEN_SECRET": "x-access-token-secret",
     "SIGNALGATE_ADMIN_TOKEN": "admin-token-0123456789",
     "SIGNALGATE_COOKIE_SECRET": "cookie-secret-0123456789",
 }
