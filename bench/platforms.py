@@ -65,6 +65,14 @@ class BenchPlatform:
         return getattr(importlib.import_module(f"gateway.sandbox.{module}"), cls)(**kwargs)
 
 
+_X_OAUTH: Mapping[str, str] = {
+    "consumer_key": "bench-x-consumer-key",
+    "consumer_secret": "bench-x-consumer-secret",
+    "access_token": "bench-x-access-token",
+    "access_token_secret": "bench-x-access-token-secret",
+}
+"""X signs with OAuth 1.0a: four values, given alike to the destination and its sandbox."""
+
 PLATFORMS: dict[str, BenchPlatform] = {
     "meta": BenchPlatform("meta:MetaSandbox", {"pixel_id": "1234567890"}),
     "tiktok": BenchPlatform("tiktok:TikTokSandbox", {"pixel_code": "CBENCH000000000000AB"}),
@@ -81,6 +89,13 @@ PLATFORMS: dict[str, BenchPlatform] = {
         "linkedin:LinkedInSandbox", {"purchase_rule": "104012"}, {"rules": ["104012"]}
     ),
     "microsoft": BenchPlatform("microsoft:MicrosoftSandbox", {"tag_id": "343012345"}),
+    "x": BenchPlatform(
+        "x:XSandbox",
+        {"pixel_id": "o8z6j", "purchase_event_id": "o87ne", **_X_OAUTH},
+        {**_X_OAUTH, "event_ids": ["o87ne"], "pixel_ids": ["o8z6j"]},
+        auth_setting=None,
+        sandbox_auth_kwarg=None,
+    ),
 }
 """Destination name -> how the benches set it up (one entry per platform)."""
 

@@ -30,6 +30,7 @@ from gateway.sandbox.reddit import RedditSandbox
 from gateway.sandbox.shop import Shop
 from gateway.sandbox.snap import SnapSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
+from gateway.sandbox.x import XSandbox
 
 DEMO_SHOP_HOST = "www.shop.localhost"
 DEMO_TRACK_HOST = "track.shop.localhost"
@@ -58,6 +59,14 @@ class DemoPlatform:
 def _token(name: str) -> str:
     return f"demo-{name}-token"
 
+
+_X_OAUTH: Mapping[str, str] = {
+    "consumer_key": "demo-x-consumer-key",
+    "consumer_secret": "demo-x-consumer-secret",
+    "access_token": "demo-x-access-token",
+    "access_token_secret": "demo-x-access-token-secret",
+}
+"""X signs requests with OAuth 1.0a: the same four values for the destination and its sandbox."""
 
 DEMO_PLATFORMS: tuple[DemoPlatform, ...] = (
     DemoPlatform(
@@ -126,6 +135,24 @@ DEMO_PLATFORMS: tuple[DemoPlatform, ...] = (
         "Microsoft",
         lambda: MicrosoftSandbox(access_tokens={_token("microsoft")}),
         lambda base: {"tag_id": "343012345", "access_token": _token("microsoft"), "api_base": base},
+    ),
+    DemoPlatform(
+        "x",
+        "X",
+        lambda: XSandbox(
+            consumer_key=_X_OAUTH["consumer_key"],
+            consumer_secret=_X_OAUTH["consumer_secret"],
+            access_token=_X_OAUTH["access_token"],
+            access_token_secret=_X_OAUTH["access_token_secret"],
+            event_ids={"o87ne"},
+            pixel_ids={"o8z6j"},
+        ),
+        lambda base: {
+            "pixel_id": "o8z6j",
+            "purchase_event_id": "o87ne",
+            **_X_OAUTH,
+            "api_base": base,
+        },
     ),
 )
 """The platforms the demo runs, Meta first (its sandbox is the one on `--sandbox-port`)."""

@@ -66,6 +66,9 @@ FALLBACK: Final[Mapping[str, _Cell]] = {
     "reddit": lambda name: f"`CUSTOM` `{name}`",
     "linkedin": lambda name: "— (needs its own rule)",
     "microsoft": lambda name: "`pageLoad` (type)" if name == "PageView" else _same(name),
+    "x": lambda name: (
+        "`purchase_event_id`" if name == "Purchase" else "`event_ids` entry, else not sent"
+    ),
 }
 """What each platform does with a name outside its table (its module's documented rule);
 a platform not listed sends the name unchanged."""
