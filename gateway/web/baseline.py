@@ -12,7 +12,8 @@ the destinations in `ALWAYS_CHECKED`, which refuse on more than that and are alw
 Snap (event names without a Snap event, no e-mail/phone and not both IP and user agent),
 Pinterest (app events, no e-mail and not both IP and user agent), Reddit (custom names over 64
 characters, no identifier it takes), LinkedIn (events without a conversion rule, no e-mail or
-li_fat_id, test events) and Microsoft (test events, no identifier it takes).
+li_fat_id, test events), Microsoft (test events, no identifier it takes) and GA4 (no `_ga`
+client id, names and parameters outside GA4's rules).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gateway.web.pipeline import Site
 
 _STRONG_KEYS: Final = ("em", "ph", "external_id")
 """Hashed identifiers that alone meet any platform's matching baseline."""
-ALWAYS_CHECKED: Final = frozenset({"snap", "pinterest", "reddit", "linkedin", "microsoft"})
+ALWAYS_CHECKED: Final = frozenset({"snap", "pinterest", "reddit", "linkedin", "microsoft", "ga4"})
 """Destinations whose refusals `_surely_fine` does not cover: their check runs on every event."""
 
 
