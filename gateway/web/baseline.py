@@ -18,6 +18,7 @@ client id, names and parameters outside GA4's rules).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -31,6 +32,7 @@ _STRONG_KEYS: Final = ("em", "ph", "external_id")
 """Hashed identifiers that alone meet any platform's matching baseline."""
 ALWAYS_CHECKED: Final = frozenset({"snap", "pinterest", "reddit", "linkedin", "microsoft", "ga4"})
 """Destinations whose refusals `_surely_fine` does not cover: their check runs on every event."""
+_CLICK_ID_PATH_RE: Final = re.compile(r"\.user\.click_ids\.[a-z_]+")
 
 
 class Baseline:
@@ -94,10 +96,14 @@ def _check(event: Event, path: str, destinations: Sequence[Destination]) -> list
 
 
 def _where(event: Event, problem: str) -> str:
-    """The field a refusal is about: event (a problem that starts with "event name"), url,
-    user.user_agent, data (value) or user (identifiers)."""
+    """The field a refusal is about: event (a problem that starts with "event name"), the
+    click id a problem names (`user.click_ids.<key>`), url, user.user_agent, data (value) or user
+    (identifiers)."""
     if problem.startswith("event name"):
         return ".event"
+    named = _CLICK_ID_PATH_RE.search(problem)
+    if named is not None:
+        return named.group(0)
     if event.source is Source.WEBSITE and not event.url:
         return ".url"
     if event.source is Source.WEBSITE and not event.user.user_agent:

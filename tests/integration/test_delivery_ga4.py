@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from conftest import FakeClock, runtime_of
+from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
     PROFILE_SITE,
@@ -113,6 +113,20 @@ async def test_events_with_5xx_and_rate_limits_arrive_once_and_no_client_id_is_d
     for event in sandbox.recorder.accepted:
         assert all(HEX64.match(d) for d in event["_user_data"]["sha256_email_address"])
         assert event["_measurement_id"] == MID
+
+
+async def test_an_event_without_client_id_is_warned_about_at_202(
+    tmp_path: Path, gateway: Any, ga4_sandbox: Any
+) -> None:
+    _, base = ga4_sandbox
+    client = await gateway(config(tmp_path, base), run_workers=False)
+    without = purchase(1)
+    without["user"]["click_ids"] = {"fbclid": "fb-1"}
+    resp = await client.post("/v1/events", json={"events": [purchase(0), without]}, headers=auth())
+    assert resp.status == 202
+    warnings = (await resp.json())["warnings"]
+    assert [w["path"] for w in warnings] == ["events[1].user.click_ids.ga"]
+    assert warnings[0]["reason"].startswith("ga4 would refuse this event (no GA client id")
 
 
 async def test_one_request_carries_one_users_events_in_batches_of_25(

@@ -128,7 +128,7 @@ class GA4(Configured[GA4Settings]):
             return problem
         if mapping.client_id(event) is None:
             return (
-                "no GA client id: a GA4 web stream needs client_id (user.click_ids.ga, the _ga"
+                "no GA client id: a GA4 web stream needs client_id (.user.click_ids.ga, the _ga"
                 " cookie's <random>.<seconds>)"
             )
         return mapping.params_problem(event)
