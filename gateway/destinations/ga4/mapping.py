@@ -148,7 +148,7 @@ def params(event: Event) -> dict[str, Any]:
         out[key] = ("true" if value else "false") if isinstance(value, bool) else value
     standard: tuple[tuple[str, Any], ...] = (
         ("currency", d.currency),
-        ("value", d.value),
+        ("value", d.value if d.currency else None),  # GA4 ignores a value without currency
         ("transaction_id", transaction_id(event)),
         ("search_term", d.search_string),
         ("page_location", _cut(event.url, URL_LIMITS["page_location"])),

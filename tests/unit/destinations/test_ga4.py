@@ -160,6 +160,11 @@ class TestPayload:
         lead = mapping.params(event(event="Lead", data=Data(order_id="L-9")))
         assert lead["transaction_id"] == "L-9"
 
+    def test_a_value_without_currency_is_left_out(self) -> None:
+        params = mapping.params(event(event="AddToCart", data=Data(value=5.0)))
+        assert "value" not in params
+        assert "currency" not in params
+
     def test_search_referrer_and_custom_params(self) -> None:
         data = Data(search_string="red shoes", custom={"brand": "acme", "member": True, "n": 2.0})
         params = mapping.params(event(event="Search", data=data, referrer="https://a.example/"))
