@@ -112,7 +112,6 @@ CLICK_ID_KEYS: Final = frozenset(
         "twclid",
     }
 )
-
 """Known `User.click_ids` keys: click ids and first-party browser ids. `ga` is GA4's client id
 (the `_ga` cookie without its `GA1.<n>.` prefix: `<random>.<seconds>`; a full cookie value is
 accepted and stored without the prefix)."""

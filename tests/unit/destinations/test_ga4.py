@@ -248,6 +248,28 @@ class TestIdentifiersStayWithTheirPlatform:
         assert [e.path for e in bad] == [".user.click_ids.ga"]
 
 
+@pytest.mark.parametrize("value", ["GA1.1.1234567890.1700000000", "GA1.2.5.6", "5.6", "x.y"])
+def test_fast_and_precise_parsers_agree_on_the_ga_client_id(value: str) -> None:
+    from gateway.core.event import ParseLimits, _parse_precise
+
+    raw = {
+        "event": "Lead",
+        "event_id": "e1",
+        "time": NOW,
+        "url": "https://shop.example/",
+        "user": {"click_ids": {"ga": value}},
+    }
+    fast = parse_event(raw, now=NOW, new_id=lambda: "x")
+    precise = _parse_precise(raw, now=NOW, new_id=lambda: "x", path="", limits=ParseLimits())
+    assert fast == precise
+    expected = {"x.y": None, "5.6": "5.6", "GA1.2.5.6": "5.6"}.get(value, CLIENT_ID)
+    if expected is None:
+        assert isinstance(fast, list)
+    else:
+        assert not isinstance(fast, list)
+        assert fast.user.click_ids["ga"] == expected
+
+
 class TestValidate:
     def test_valid_event_passes(self) -> None:
         assert ga4().validate(event()) is None
