@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import FakeClock, auth, runtime_of
 from platform_harness import (
     HEX64,
@@ -288,3 +290,22 @@ async def test_a_proxied_g_collect_hit_is_not_mirrored_to_ga4(
     [dead] = await runtime_of(client).store.dead_letters(ROUTE, 10)
     assert dead.event_id == "T-77"
     assert "channel pixel" in (dead.reason or "")
+
+
+async def test_the_secret_in_the_query_reaches_no_log_line(
+    tmp_path: Path, gateway: Any, ga4_sandbox: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox, base = ga4_sandbox
+    sandbox.faults.burst_429 = 1
+    sandbox.faults.retry_after = 0
+    caplog.set_level(logging.DEBUG)
+    clock = FakeClock(time.time())
+    client = await gateway(config(tmp_path, base), run_workers=False, clock=clock)
+    await post_accepted(client, [purchase(1)])
+    await drain(client, ROUTE)
+    clock.advance(5)
+    await drain(client, ROUTE)
+    assert [transaction(e) for e in sandbox.recorder.accepted] == ["order-1"]
+    assert "/mp/collect" in caplog.text, "the request lines were logged (without their query)"
+    assert SECRET not in caplog.text
+    assert "Buyer.1@GMail.com" not in caplog.text
