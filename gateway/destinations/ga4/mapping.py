@@ -140,11 +140,27 @@ def transaction_id(event: Event) -> str | None:
     return event.event_id if event.event == "Purchase" else None
 
 
+OWN_PARAMS: Final = frozenset(
+    {
+        "currency",
+        "value",
+        "transaction_id",
+        "search_term",
+        "page_location",
+        "page_referrer",
+        "items",
+    }
+)
+"""Parameters the gateway fills from the event's own fields; custom data never sets them."""
+
+
 def params(event: Event) -> dict[str, Any]:
     """Return the event's GA4 `params`: custom data first, then the recommended parameters."""
     d = event.data
     out: dict[str, Any] = {}
     for key, value in d.custom.items():
+        if key in OWN_PARAMS:
+            continue
         out[key] = ("true" if value else "false") if isinstance(value, bool) else value
     standard: tuple[tuple[str, Any], ...] = (
         ("currency", d.currency),

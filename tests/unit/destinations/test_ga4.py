@@ -177,6 +177,18 @@ class TestPayload:
             "page_referrer": "https://a.example/",
         }
 
+    def test_custom_data_never_sets_the_gateways_own_params(self) -> None:
+        custom = {"items": "not a list", "currency": "XXX", "value": 9.0, "brand": "acme"}
+        data = Data(value=1.0, currency="EUR", custom=custom)
+        params = mapping.params(event(event="AddToCart", data=data))
+        assert params == {
+            "brand": "acme",
+            "currency": "EUR",
+            "value": 1.0,
+            "page_location": "https://shop.example/thanks",
+        }
+        assert ga4().validate(event(event="AddToCart", data=data)) is None
+
     def test_long_urls_are_cut_to_the_page_parameter_limits(self) -> None:
         long = "https://shop.example/" + "x" * 2000
         params = mapping.params(event(url=long, referrer=long))
@@ -467,3 +479,48 @@ class TestIdentifierRules:
         assert hashed["meta"]["em"] == (sha("john.doe+x@gmail.com"),)
         other, _ = hash_pii({"em": ("John.Doe+x@example.com",)}, ("google",))
         assert other["google"]["em"] == (sha("john.doe+x@example.com"),)
+
+
+NAMES = st.one_of(
+    st.sampled_from(sorted(mapping.EVENT_NAMES)),
+    st.sampled_from(["session_start", "firebase_x", "ga_x", "sign up", "x" * 41, "Refund"]),
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_ .:-]{0,45}", fullmatch=True),
+)
+CUSTOM = st.dictionaries(
+    st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,45}", fullmatch=True),
+    st.one_of(st.booleans(), st.floats(-1e6, 1e6), st.text(max_size=120)),
+    max_size=30,
+)
+CONTENTS = st.lists(
+    st.builds(
+        Content,
+        st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=110),
+        st.one_of(st.none(), st.integers(0, 100)),
+        st.one_of(st.none(), st.floats(0, 1e5)),
+    ),
+    max_size=3,
+)
+
+
+class TestAgreementWithTheSandbox:
+    """What `validate` lets through, the independent emulator (written from platforms.md §4.1)
+    accepts; and every event `validate` refuses for its name or parameters, it drops."""
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(name=NAMES, custom=CUSTOM, contents=CONTENTS, value=st.none() | st.floats(0, 1e6))
+    def test_validate_and_the_sandbox_agree(
+        self, name: str, custom: dict[str, Any], contents: list[Content], value: float | None
+    ) -> None:
+        from gateway.sandbox.ga4 import _event_messages, _user_data_messages
+
+        currency = "EUR" if name == "Purchase" or value is not None else None
+        data = Data(value=value, currency=currency, custom=custom, contents=tuple(contents))
+        ev = event(event=name, data=data)
+        problem = ga4().validate(ev)
+        doc = body_of(ga4().build_request([ev]))
+        messages = _event_messages(doc, NOW, ())
+        assert _user_data_messages(doc["user_data"]) == []
+        if problem is None:
+            assert messages == {}, messages
+        else:
+            assert 0 in messages, problem
