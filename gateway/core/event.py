@@ -97,6 +97,7 @@ LIST_PII: Final = frozenset({"email", "phone", "external_id"})
 CLICK_ID_KEYS: Final = frozenset(
     {
         "fbclid",
+        "ga",
         "gclid",
         "gbraid",
         "wbraid",
@@ -111,6 +112,9 @@ CLICK_ID_KEYS: Final = frozenset(
         "twclid",
     }
 )
+"""Known `User.click_ids` keys: click ids and first-party browser ids. `ga` is GA4's client id
+(the `_ga` cookie without its `GA1.<n>.` prefix: `<random>.<seconds>`; a full cookie value is
+accepted and stored without the prefix)."""
 
 CONSENT_KEYS: Final = ("ad_storage", "analytics_storage", "ad_user_data", "ad_personalization")
 
@@ -208,6 +212,16 @@ class Event:
         return self.event in STANDARD_EVENTS
 
 
+def ga_client_id(value: str) -> str | None:
+    """Return the GA4 client id (`<random>.<seconds>`) of a client id or `_ga` cookie value.
+
+    `GA1.1.1234567890.1700000000` and `1234567890.1700000000` both give
+    `1234567890.1700000000`; anything else gives None.
+    """
+    match = _GA_COOKIE_RE.fullmatch(value)
+    return None if match is None else match.group(1)
+
+
 def derive_event_id(order_id: str) -> str:
     """Return the event_id used when the caller gave none but an order id.
 
@@ -270,6 +284,8 @@ _COOKIE_SAFE_RE: Final = re.compile(r"^[A-Za-z0-9._\-~]{1,500}$")
 _IDENTIFIER_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DECIMAL_TIME_RE: Final = re.compile(r"\d{1,11}(\.\d+)?")
 _FB_COOKIE_RE: Final = re.compile(r"fb\.\d\.\d{10,16}\.[A-Za-z0-9_\-.]{1,400}")
+_GA_COOKIE_RE: Final = re.compile(r"(?:GA\d\.\d{1,2}\.)?([0-9]{1,20}\.[0-9]{1,20})")
+"""A GA4 client id, or the whole `_ga` cookie value (`GA1.<n>.` + client id)."""
 _CUSTOM_KEY_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _URL_RE: Final = re.compile(r"^https?://[^\s/?#]+", re.IGNORECASE)
 _CONSENT_KEY_SET: Final = frozenset(CONSENT_KEYS)
@@ -458,6 +474,15 @@ def _parse_user(obj: JSON, errs: _Errors) -> User:
                     errs.add(f".user.click_ids{_key(k)}", "unknown click id")
                 elif not isinstance(v, str) or not _COOKIE_SAFE_RE.match(v):
                     errs.add(f".user.click_ids{_key(k)}", "expected 1-500 URL-safe characters")
+                elif k.lower() == "ga":
+                    client_id = ga_client_id(v)
+                    if client_id is None:
+                        errs.add(
+                            f".user.click_ids{_key(k)}",
+                            "expected a GA client id <random>.<seconds> or a _ga cookie value",
+                        )
+                    else:
+                        click_ids["ga"] = client_id
                 else:
                     click_ids[k.lower()] = v
     fbc = _string(obj, "fbc", ".user", errs, max_len=500)
@@ -1009,6 +1034,11 @@ def _click_ids_common(raw: JSON) -> dict[str, str]:
         key = k.lower()
         if key not in CLICK_ID_KEYS or not _COOKIE_SAFE_RE.match(v):
             raise _Unusual
+        if key == "ga":
+            client_id = ga_client_id(v)
+            if client_id is None:
+                raise _Unusual  # the precise path names the field and the reason
+            v = client_id
         click_ids[key] = v
     return click_ids
 

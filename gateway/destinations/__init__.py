@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from gateway.destinations import linkedin, meta, microsoft, pinterest, reddit, snap, tiktok
 from gateway.destinations.base import Destination
+from gateway.destinations.ga4 import destination as ga4
 from gateway.destinations.x import destination as x
 
 
@@ -21,6 +22,7 @@ class Registration:
 
 
 DESTINATIONS: Final[dict[str, Registration]] = {
+    "ga4": Registration(ga4.GA4Settings, ga4.GA4, ga4.GA4.hash_rules),
     "linkedin": Registration(
         linkedin.LinkedInSettings, linkedin.LinkedIn, linkedin.LinkedIn.hash_rules
     ),

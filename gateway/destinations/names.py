@@ -11,6 +11,7 @@ platform's own mapping then applies to the overridden name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 from collections.abc import Callable, Mapping
@@ -81,11 +82,17 @@ MAPPED: Final[Mapping[str, _Cell]] = {
 
 def platform_table(platform: str) -> Mapping[str, str]:
     """Return the platform's own canonical → platform name table (empty if it has none)."""
-    module = importlib.import_module(DESTINATIONS[platform].settings.__module__)
-    for attr in TABLES:
-        found = getattr(module, attr, None)
-        if isinstance(found, Mapping):
-            return found
+    home = DESTINATIONS[platform].settings.__module__
+    package = home.rpartition(".")[0]
+    modules = [importlib.import_module(home)]
+    if package != "gateway.destinations":  # a platform package: its mapping module, if any
+        with contextlib.suppress(ModuleNotFoundError):
+            modules.append(importlib.import_module(f"{package}.mapping"))
+    for module in modules:
+        for attr in TABLES:
+            found = getattr(module, attr, None)
+            if isinstance(found, Mapping):
+                return found
     return {}
 
 

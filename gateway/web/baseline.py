@@ -12,12 +12,14 @@ the destinations in `ALWAYS_CHECKED`, which refuse on more than that and are alw
 Snap (event names without a Snap event, no e-mail/phone and not both IP and user agent),
 Pinterest (app events, no e-mail and not both IP and user agent), Reddit (custom names over 64
 characters, no identifier it takes), LinkedIn (events without a conversion rule, no e-mail or
-li_fat_id, test events), Microsoft (test events, no identifier it takes) and X (events without
-an X event id, test events, no twclid, e-mail or phone).
+li_fat_id, test events), Microsoft (test events, no identifier it takes), X (events without
+an X event id, test events, no twclid, e-mail or phone) and GA4 (no `_ga` client id, names and
+parameters outside GA4's rules).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -30,8 +32,11 @@ from gateway.web.pipeline import Site
 
 _STRONG_KEYS: Final = ("em", "ph", "external_id")
 """Hashed identifiers that alone meet any platform's matching baseline."""
-ALWAYS_CHECKED: Final = frozenset({"snap", "pinterest", "reddit", "linkedin", "microsoft", "x"})
+ALWAYS_CHECKED: Final = frozenset(
+    {"snap", "pinterest", "reddit", "linkedin", "microsoft", "x", "ga4"}
+)
 """Destinations whose refusals `_surely_fine` does not cover: their check runs on every event."""
+_CLICK_ID_PATH_RE: Final = re.compile(r"\.user\.click_ids\.[a-z_]+")
 
 _Routed = tuple[Destination, RouteRules]
 """A site's destination with its routing keys (an event it does not take is not checked, and a
@@ -103,10 +108,14 @@ def _check(event: Event, path: str, destinations: Sequence[_Routed]) -> list[Fie
 
 
 def _where(event: Event, problem: str) -> str:
-    """The field a refusal is about: event (a problem that starts with "event name"), url,
-    user.user_agent, data (value) or user (identifiers)."""
+    """The field a refusal is about: event (a problem that starts with "event name"), the
+    click id a problem names (`user.click_ids.<key>`), url, user.user_agent, data (value) or user
+    (identifiers)."""
     if problem.startswith("event name"):
         return ".event"
+    named = _CLICK_ID_PATH_RE.search(problem)
+    if named is not None:
+        return named.group(0)
     if event.source is Source.WEBSITE and not event.url:
         return ".url"
     if event.source is Source.WEBSITE and not event.user.user_agent:

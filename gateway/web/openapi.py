@@ -114,6 +114,10 @@ def _schemas() -> dict[str, JSONSchema]:
             "fbp": {"type": "string", "description": "fb.<index>.<ms>.<random>"},
             "click_ids": {
                 "type": "object",
+                "description": (
+                    "Click ids and first-party browser ids by key; `ga` is GA4's client id"
+                    " (`<random>.<seconds>`, or the `_ga` cookie value as read)."
+                ),
                 "propertyNames": {"enum": sorted(CLICK_ID_KEYS)},
                 "additionalProperties": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,500}$"},
             },

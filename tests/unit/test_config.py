@@ -25,6 +25,7 @@ from gateway.destinations import DESTINATIONS
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "SHOP_API_KEY": "k" * 24,
+    "GA4_API_SECRET": "ga4-secret",
     "LINKEDIN_ACCESS_TOKEN": "li-tok",
     "META_ACCESS_TOKEN": "tok",
     "PINTEREST_ACCESS_TOKEN": "pin-tok",
@@ -160,7 +161,7 @@ class TestCheckConfigCommand:
 
 def documented_keys() -> set[str]:
     readme = (ROOT / "README.md").read_text()
-    return set(re.findall(r"^\| `([a-z_\[\]]+\.[a-z_\[\]\.*]+)` \|", readme, re.MULTILINE))
+    return set(re.findall(r"^\| `([a-z_\[\]]+\.[a-z0-9_\[\]\.*]+)` \|", readme, re.MULTILINE))
 
 
 def test_readme_table_lists_every_key() -> None:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FULL = ROOT / "examples" / "full.toml"
 ENV = {
     "SHOP_API_KEY": "k" * 24,
+    "GA4_API_SECRET": "ga4-api-secret",
     "LINKEDIN_ACCESS_TOKEN": "linkedin-token",
     "META_ACCESS_TOKEN": "meta-token",
     "PINTEREST_ACCESS_TOKEN": "pinterest-token",

@@ -33,6 +33,8 @@ RAW_PHONE = "+1 (650) 555-1212"
 PHONE_DIGITS = "6505551212"
 HEX64 = re.compile(r"[0-9a-f]{64}")
 TOKEN = "compliance-secret-token"
+GA_CLIENT_ID = "1234567890.1700000000"
+"""GA4's client id (`_ga` cookie): GA4's own browser id, sent to no other platform."""
 
 
 def required_fields(name: str) -> list[dataclasses.Field[Any]]:
@@ -104,7 +106,13 @@ def event(rules: str, i: int = 0, **kw: Any) -> Event:
             ip="203.0.113.7",
             user_agent="Mozilla/5.0",
             fbp="fb.1.1596403881668.1116446470",
-            click_ids={"ttclid": "tt-1", "fbclid": "fb-1", "gclid": "g-1", "sccid": "sc-1"},
+            click_ids={
+                "ttclid": "tt-1",
+                "fbclid": "fb-1",
+                "gclid": "g-1",
+                "sccid": "sc-1",
+                "ga": GA_CLIENT_ID,
+            },
         ),
         "data": Data(
             value=10.0, currency="EUR", order_id=f"order-{i}", contents=(Content("sku", 1, 10.0),)
@@ -191,6 +199,11 @@ class TestPayloads:
         other = "tiktok" if rules != "tiktok" else "meta"
         foreign = hash_pii({"ph": (RAW_PHONE,)}, (other,))[0][other]["ph"][0]
         assert foreign not in dest.build_request([event(other)]).content.decode()
+
+    def test_the_ga_client_id_reaches_ga4_only(self, name: str) -> None:
+        dest = destination(name)
+        text = dest.build_request([event(dest.hash_rules)]).content.decode()
+        assert (GA_CLIENT_ID in text) is (name == "ga4")
 
     def test_windows_and_batch_keys(self, name: str) -> None:
         dest = destination(name)
