@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from gateway.destinations import linkedin, meta, microsoft, pinterest, reddit, snap, tiktok
 from gateway.destinations.base import Destination
+from gateway.destinations.google_ads import destination as google_ads
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,9 @@ class Registration:
 
 
 DESTINATIONS: Final[dict[str, Registration]] = {
+    "google_ads": Registration(
+        google_ads.GoogleAdsSettings, google_ads.GoogleAds, google_ads.GoogleAds.hash_rules
+    ),
     "linkedin": Registration(
         linkedin.LinkedInSettings, linkedin.LinkedIn, linkedin.LinkedIn.hash_rules
     ),

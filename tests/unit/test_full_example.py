@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 FULL = ROOT / "examples" / "full.toml"
 ENV = {
     "SHOP_API_KEY": "k" * 24,
+    "GOOGLE_ADS_DEVELOPER_TOKEN": "google-ads-developer-token",
+    "GOOGLE_ADS_CLIENT_SECRET": "google-ads-client-secret",
+    "GOOGLE_ADS_REFRESH_TOKEN": "google-ads-refresh-token",
     "LINKEDIN_ACCESS_TOKEN": "linkedin-token",
     "META_ACCESS_TOKEN": "meta-token",
     "PINTEREST_ACCESS_TOKEN": "pinterest-token",
