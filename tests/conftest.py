@@ -24,11 +24,17 @@ ADMIN_TOKEN = "admin-token-0123456789"
 PLANTED_EMAIL = "Jane@Example.com"
 """Raw PII the suite posts through the real HTTP paths (test_log_leaks, test_fastlane_api)."""
 PLANTED_PHONE = "+1 650 555 1212"
+GOOGLE_ADS_CLIENT_SECRET = "gads-client-secret-0123456789"
+GOOGLE_ADS_REFRESH_TOKEN = "1//gads-refresh-token-0123456789"
+GOOGLE_ADS_DEVELOPER_TOKEN = "gads-developer-token-0123456789"
 PLANTED = {
     "api key": API_KEY,
     "admin token": ADMIN_TOKEN,
     "e-mail": PLANTED_EMAIL,
     "phone": PLANTED_PHONE,
+    "google ads client secret": GOOGLE_ADS_CLIENT_SECRET,
+    "google ads refresh token": GOOGLE_ADS_REFRESH_TOKEN,
+    "google ads developer token": GOOGLE_ADS_DEVELOPER_TOKEN,
 }
 """Values no log line of the whole suite may carry (tests/logleak.py)."""
 PIXEL_ID = "1234567890"
