@@ -26,8 +26,9 @@ action when `actions` is set); `yyyy-mm-dd hh:mm:ss±hh:mm`; ≤ 5 userIdentifie
 one of hashedEmail / hashedPhoneNumber as 64 lower-case hex; GRANTED/DENIED consent; an ISO 4217
 currency. Accepted conversions are recorded; a repeat of the same click id + action + time is
 CLICK_CONVERSION_ALREADY_EXISTS and of the same orderId + action ORDER_ID_ALREADY_IN_USE
-(nothing recorded twice; repeats are kept in `duplicates`). `validateOnly: true` checks
-everything and records nothing (`validated` counts those conversions).
+(nothing recorded twice; repeats are kept in `duplicates`); two such rows in one request both
+fail (DUPLICATE_CLICK_CONVERSION_IN_REQUEST / DUPLICATE_ORDER_ID) and neither is recorded.
+`validateOnly: true` checks everything and records nothing (`validated` counts those).
 
 Fault knobs (`Faults`, shared with the other sandboxes): `burst_429` → 429 RESOURCE_EXHAUSTED
 with Retry-After; `error_rate` / `down` → `error_status` INTERNAL; `token_expired` expires every
@@ -385,8 +386,11 @@ class GoogleAdsSandbox(SandboxBase):
         errors: list[tuple[int, _RowError]] = []
         results: list[dict[str, Any]] = []
         now = self.clock()
+        doubled = _doubled(body["conversions"])
         for index, conversion in enumerate(body["conversions"]):
             problem = self._check_conversion(customer, conversion)
+            if problem is None:
+                problem = doubled.get(index)
             if problem is None and not validate_only:
                 problem = self._deduplicate(conversion)
             if problem is not None:
@@ -545,6 +549,29 @@ class GoogleAdsSandbox(SandboxBase):
 
     def _request_id(self) -> str:
         return "".join(self._ids.choice("0123456789abcdefABCDEF_-") for _ in range(22))
+
+
+def _doubled(conversions: list[Any]) -> dict[int, _RowError]:
+    """Rows that are the same conversion as another row of the request: none is processed."""
+    orders: dict[tuple[object, object], list[int]] = {}
+    clicks: dict[tuple[object, ...], list[int]] = {}
+    for index, c in enumerate(conversions):
+        action = c.get("conversionAction")
+        if isinstance(c.get("orderId"), str):
+            orders.setdefault((c["orderId"], action), []).append(index)
+        for key in CLICK_IDS:
+            if isinstance(c.get(key), str):
+                clicks.setdefault((c[key], action, c.get("conversionDateTime")), []).append(index)
+    out: dict[int, _RowError] = {}
+    for rows in clicks.values():
+        for index in rows if len(rows) > 1 else ():
+            out[index] = _bad(
+                "DUPLICATE_CLICK_CONVERSION_IN_REQUEST", "The request repeats this conversion."
+            )
+    for rows in orders.values():
+        for index in rows if len(rows) > 1 else ():
+            out[index] = _bad("DUPLICATE_ORDER_ID", "The request repeats this order id.", "orderId")
+    return out
 
 
 def _check_identifiers(identifiers: object) -> _RowError | None:

@@ -231,7 +231,7 @@ async def test_one_bad_row_in_a_batch_dies_alone_without_bisection(
     assert sandbox.recorder.requests == 1, "partial failure: one upload, no bisection"
     assert worker.stats.bisections == 0
     await assert_only_dead_letter(
-        client, ROUTE, "order-37", "platform_rejected", "CLICK_NOT_FOUND", "not from a Google Ads"
+        client, ROUTE, "order-37", "platform_rejected", "CLICK_NOT_FOUND", "no Google Ads click"
     )
 
 
@@ -251,6 +251,23 @@ async def test_too_recent_row_is_retried_later_and_the_rest_not_resent(
     orders = Counter(c["orderId"] for c in sandbox.recorder.accepted)
     assert orders == Counter({"order-1": 1, "order-2": 1, "order-3": 1})
     assert sandbox.duplicates == []
+    counts = await runtime_of(client).store.counts()
+    assert counts.get((ROUTE, DeliveryState.DONE)) == 3
+
+
+async def test_two_events_of_one_order_in_a_batch_count_once(
+    tmp_path: Path, gateway: Any, google_sandbox: Any
+) -> None:
+    sandbox, base = google_sandbox
+    client = await gateway(config(tmp_path, base), run_workers=False)
+    first = purchase(9, event_id="purchase-9-backend")
+    again = purchase(9, event_id="purchase-9-retry")
+    again["user"]["click_ids"] = {"gclid": "Cj0KCQ-other-click_wcB"}
+    await post_accepted(client, [purchase(8), first, again])
+    await drain(client, ROUTE)
+    orders = Counter(c["orderId"] for c in sandbox.recorder.accepted)
+    assert orders == Counter({"order-8": 1, "order-9": 1})
+    assert await dead_reasons(client, ROUTE) == {}
     counts = await runtime_of(client).store.counts()
     assert counts.get((ROUTE, DeliveryState.DONE)) == 3
 

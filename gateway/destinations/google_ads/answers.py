@@ -11,7 +11,7 @@ with `fieldName: "conversions"` carries the row's `index`.
 Per row (an error on conversions[i] decides only event i; rows without an error are delivered):
 
 * delivered (a duplicate of a conversion Google already has): CLICK_CONVERSION_ALREADY_EXISTS,
-  ORDER_ID_ALREADY_IN_USE, DUPLICATE_CLICK_CONVERSION_IN_REQUEST, DUPLICATE_ORDER_ID;
+  ORDER_ID_ALREADY_IN_USE;
 * retried later (the per-row backoff): TOO_RECENT_EVENT (click younger than ~6 h),
   TOO_RECENT_CONVERSION_ACTION (action younger than 6 h), and internal or quota errors;
 * too_old: EXPIRED_EVENT (outside the action's click-through window);
@@ -23,7 +23,9 @@ Per row (an error on conversions[i] decides only event i; rows without an error 
   or policy refusals, an unknown or wrong-type conversion action, and any other upload error.
 
 A row with several errors takes the gravest (dead over retry over duplicate). A partial failure
-whose errors name no row is bisected (rows Google kept come back as ORDER_ID_ALREADY_IN_USE).
+whose errors name no row, or that says two rows of the request are the same conversion
+(DUPLICATE_ORDER_ID, DUPLICATE_CLICK_CONVERSION_IN_REQUEST: neither was processed), is bisected;
+rows Google already kept come back as ORDER_ID_ALREADY_IN_USE, i.e. delivered.
 
 Whole request: 401 with OAUTH_TOKEN_EXPIRED drops the access token and retries at once (see
 `GoogleAds.classify`: a second expiry in a row pauses); any other 401/403
@@ -57,14 +59,12 @@ from gateway.store.base import DeadReason
 RATE_LIMIT_WAIT: Final = 60.0
 """Seconds to wait after a 429 / RESOURCE_EXHAUSTED that names no delay."""
 
-DUPLICATES: Final = frozenset(
-    {
-        "CLICK_CONVERSION_ALREADY_EXISTS",
-        "ORDER_ID_ALREADY_IN_USE",
-        "DUPLICATE_CLICK_CONVERSION_IN_REQUEST",
-        "DUPLICATE_ORDER_ID",
-    }
+DUPLICATES: Final = frozenset({"CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE"})
+"""Google already has this conversion: the row is delivered."""
+IN_REQUEST_DUPLICATES: Final = frozenset(
+    {"DUPLICATE_CLICK_CONVERSION_IN_REQUEST", "DUPLICATE_ORDER_ID"}
 )
+"""Two rows of one request are the same conversion and neither was processed: bisected apart."""
 RETRY_LATER: Final = frozenset({"TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"})
 TOO_OLD: Final = frozenset({"EXPIRED_EVENT"})
 INVALID: Final = frozenset(
@@ -87,8 +87,8 @@ HINTS: Final[Mapping[str, str]] = {
     "UNPARSEABLE_GCLID": "the gclid was changed on its way (store it exactly as received)",
     "CONVERSION_PRECEDES_EVENT": "the conversion time is before the click (clock or time zone)",
     "EXPIRED_EVENT": "the click is outside the action's click-through window",
-    "CLICK_NOT_FOUND": "the click id is not from a Google Ads click of this account",
-    "EVENT_NOT_FOUND": "the click id is not from a Google Ads click of this account",
+    "CLICK_NOT_FOUND": "no Google Ads click matches it, e.g. not from a Google Ads campaign",
+    "EVENT_NOT_FOUND": "no Google Ads click matches it, e.g. not from a Google Ads campaign",
     "INVALID_CUSTOMER_FOR_CLICK": "the click belongs to another Google Ads account",
     "CUSTOMER_NOT_ACCEPTED_CUSTOMER_DATA_TERMS": "accept the customer data terms in Google Ads",
     "CUSTOMER_DATA_POLICY_PROHIBITS_ENHANCED_CONVERSIONS": (
@@ -232,6 +232,11 @@ def _per_row(count: int, failure: Failure, status: int) -> BatchVerdict:
             reason = error.reason(status, failure.request_id)
             return BatchVerdict(Permanent(DeadReason.PLATFORM_REJECTED, reason), bisect=True)
         by_row.setdefault(error.index, []).append(error)
+    doubled = next((e for e in failure.errors if e.name in IN_REQUEST_DUPLICATES), None)
+    if doubled is not None:
+        # Neither copy was processed; apart, one is taken and the other is a known duplicate.
+        reason = doubled.reason(status, failure.request_id)
+        return BatchVerdict(Permanent(DeadReason.PLATFORM_REJECTED, reason), bisect=True)
     if not by_row:
         reason = failure.describe(status)
         return BatchVerdict(Permanent(DeadReason.PLATFORM_REJECTED, reason), bisect=True)

@@ -101,7 +101,7 @@ def test_permanent_row_errors_kill_only_their_row(name: str, reason: DeadReason)
 
 def test_click_not_found_says_why() -> None:
     [_, bad, _] = classify(partial(row_error(1, "CLICK_NOT_FOUND"))).per_event
-    assert "not from a Google Ads click of this account" in bad.detail
+    assert "no Google Ads click matches it" in bad.detail
 
 
 @pytest.mark.parametrize("name", ["TOO_RECENT_EVENT", "TOO_RECENT_CONVERSION_ACTION"])
@@ -115,18 +115,18 @@ def test_too_recent_rows_retry_later(name: str) -> None:
     assert name in retry.reason
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "CLICK_CONVERSION_ALREADY_EXISTS",
-        "ORDER_ID_ALREADY_IN_USE",
-        "DUPLICATE_CLICK_CONVERSION_IN_REQUEST",
-        "DUPLICATE_ORDER_ID",
-    ],
-)
+@pytest.mark.parametrize("name", ["CLICK_CONVERSION_ALREADY_EXISTS", "ORDER_ID_ALREADY_IN_USE"])
 def test_duplicates_count_as_delivered(name: str) -> None:
     verdict = classify(partial(row_error(0, name), row_error(2, name)))
     assert verdict.per_event == (Delivered(), Delivered(), Delivered())
+
+
+@pytest.mark.parametrize("name", ["DUPLICATE_CLICK_CONVERSION_IN_REQUEST", "DUPLICATE_ORDER_ID"])
+def test_two_copies_in_one_request_are_bisected_apart(name: str) -> None:
+    verdict = classify(partial(row_error(0, name), row_error(2, name)))
+    assert verdict.bisect
+    assert verdict.per_event is None
+    assert name in verdict.outcome.detail
 
 
 def test_the_gravest_error_of_a_row_wins() -> None:

@@ -288,6 +288,20 @@ async def test_duplicates_are_refused_and_not_recorded_twice(
     assert len(sandbox.duplicates) == 2
 
 
+async def test_two_copies_in_one_request_both_fail(client: Any, sandbox: GoogleAdsSandbox) -> None:
+    hdrs = await headers(client)
+    doc = upload(conversion("a"), conversion("a", gclid="other"), conversion("b"))
+    _, answer = await post(client, doc, hdrs)
+    assert errors_of(answer) == [(0, "DUPLICATE_ORDER_ID"), (1, "DUPLICATE_ORDER_ID")]
+    doc = upload(conversion("c"), conversion("d", gclid="Cj0KCQiA-c_wcB"))
+    _, answer = await post(client, doc, hdrs)
+    assert errors_of(answer) == [
+        (0, "DUPLICATE_CLICK_CONVERSION_IN_REQUEST"),
+        (1, "DUPLICATE_CLICK_CONVERSION_IN_REQUEST"),
+    ]
+    assert [r["orderId"] for r in sandbox.recorder.accepted] == ["b"]
+
+
 async def test_row_error_knobs(client: Any, sandbox: GoogleAdsSandbox) -> None:
     hdrs = await headers(client)
     sandbox.row_errors = {"a": "CLICK_NOT_FOUND"}
