@@ -326,3 +326,36 @@ async def test_google_click_ids_reach_google_ads_only(
     text = json.dumps(at_meta)
     for google_id in ("Cj0KCQ-click-5_wcB", "GB-braid-5", "WB-braid-5"):
         assert google_id not in text
+
+
+async def test_token_endpoint_outages_are_retried_not_paused(
+    tmp_path: Path, gateway: Any, clocked: tuple[FakeClock, GoogleAdsSandbox, str]
+) -> None:
+    clock, sandbox, base = clocked
+    sandbox.token_errors = 1
+    client = await gateway(config(tmp_path, base), run_workers=False, clock=clock)
+    await post_accepted(client, [purchase(1)])
+    worker = runtime_of(client).workers[ROUTE]
+    await worker.drain()
+    assert sandbox.recorder.requests == 0, "no upload without a token"
+    assert not worker.paused
+    assert "token endpoint: HTTP 503" in (worker.stats.last_error or "")
+    clock.advance(60)
+    await worker.drain()
+    assert [c["orderId"] for c in sandbox.recorder.accepted] == ["order-1"]
+    assert sandbox.token_requests == 2
+
+
+async def test_unreachable_token_endpoint_is_a_transport_retry(
+    tmp_path: Path, gateway: Any, google_sandbox: Any
+) -> None:
+    sandbox, base = google_sandbox
+    cfg = config(tmp_path, base, google_ads={"token_url": "http://127.0.0.1:9/token"})
+    client = await gateway(cfg, run_workers=False)
+    await post_accepted(client, [purchase(1)])
+    worker = runtime_of(client).workers[ROUTE]
+    await worker.drain()
+    assert sandbox.recorder.requests == 0
+    assert not worker.paused
+    assert (worker.stats.last_error or "").startswith("token endpoint: transport error")
+    assert await dead_reasons(client, ROUTE) == {}
