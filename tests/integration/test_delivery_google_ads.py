@@ -22,14 +22,19 @@ from conftest import (
 )
 from platform_harness import (
     HEX64,
+    PROFILE_SITE,
     assert_only_dead_letter,
+    browser_headers,
     dead_reasons,
     drain,
+    only_meta_event,
     platform_config,
     post_accepted,
+    post_backend_for_visitor,
     round_trip_with_faults,
     sandbox_fixture,
     serve,
+    visit,
 )
 from platform_harness import purchase as harness_purchase
 
@@ -359,3 +364,23 @@ async def test_unreachable_token_endpoint_is_a_transport_retry(
     assert not worker.paused
     assert (worker.stats.last_error or "").startswith("token endpoint: transport error")
     assert await dead_reasons(client, ROUTE) == {}
+
+
+async def test_gclid_from_the_landing_page_reaches_google_ads_only(
+    tmp_path: Path, gateway: Any, google_sandbox: Any, meta_sandbox_any: Any
+) -> None:
+    sandbox, base = google_sandbox
+    meta, meta_base = meta_sandbox_any
+    cfg = config(tmp_path, base, meta_base=meta_base, site=PROFILE_SITE)
+    client = await gateway(cfg, run_workers=False)
+    landing = "https://www.shop.test/?gclid=Cj0KCQ-from-ad-42_wcB"
+    vid = await visit(client, landing, browser_headers("Mozilla/5.0 (gads test)"))
+    await post_backend_for_visitor(client, purchase(9), vid)
+    await drain(client, ROUTE, "shop:meta")
+    [conversion] = sandbox.recorder.accepted
+    assert conversion["orderId"] == "order-9"
+    assert conversion["gclid"] == "Cj0KCQ-from-ad-42_wcB"
+    assert "Cj0KCQ-from-ad-42_wcB" not in only_meta_event(meta.recorder.accepted, "order-9")
+    dead = await dead_reasons(client, ROUTE)
+    assert len(dead) == 1, "the PageView has no conversion action"
+    assert "'PageView' has no Google Ads conversion action" in next(iter(dead.values()))
