@@ -3,11 +3,9 @@
 Written from the platform reference (shared platforms.md §4.3, §4.4, §10, pitfalls 20-21), not
 from our own mapper, so it is an independent check of what the gateway sends.
 
-`POST /token` — the OAuth2 refresh-token grant (form body): a known client id and secret and the
-accepted refresh token get `{"access_token", "expires_in", "scope", "token_type": "Bearer"}`;
-a wrong client gets 401 `invalid_client`, a wrong or refused refresh token (`refuse_refresh`
-knob) 400 `invalid_grant`. `token_errors` answers that many token requests with 503 first.
-Tokens live `token_lifetime` seconds on the sandbox clock.
+`POST /token` — the OAuth2 refresh-token grant (`gateway/sandbox/oauth.py`, at `oauth`): the
+configured client and refresh token get an access token living `token_lifetime` seconds on the
+sandbox clock; knobs `oauth.refuse_refresh` (400 invalid_grant) and `oauth.errors` (503s).
 
 `POST /{version}/customers/{id}:uploadClickConversions` — checks, in Google's REST error shape
 (`{"error": {"code", "message", "status", "details": [GoogleAdsFailure]}}`):
@@ -45,11 +43,11 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, loads_strict, retry_after_header
+from .oauth import RefreshTokenEndpoint
 from .values import bearer_token, is_number
 
 __all__ = ["GOOGLE_ADS_SANDBOX", "GoogleAdsSandbox", "create_app"]
@@ -143,25 +141,24 @@ class GoogleAdsSandbox(SandboxBase):
         """Configure the OAuth client, developer token, customers (and manager), the known
         conversion action ids (None: any), the token lifetime, clock, seed and batch cap."""
         super().__init__(access_tokens=None, clock=clock, seed=seed, max_batch=max_batch)
-        self.client_id = client_id
-        self.client_secret = client_secret
-        self.refresh_token = refresh_token
+        self.oauth = RefreshTokenEndpoint(
+            client_id=client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            scope="https://www.googleapis.com/auth/adwords",
+            lifetime=token_lifetime,
+            clock=clock,
+            token_prefix="ya29.",  # noqa: S106 (the look of a Google token, not a secret)
+            seed=seed,
+        )
         self.developer_token = developer_token
         self.customers = frozenset(customers)
         self.login_customer_id = login_customer_id
         self.actions = None if actions is None else frozenset(actions)
-        self.token_lifetime = token_lifetime
-        self.refuse_refresh = False
-        """Knob: the token endpoint refuses the refresh token (400 invalid_grant)."""
-        self.token_errors = 0
-        """Knob: answer this many token requests with 503 before working again."""
         self.row_errors: dict[str, str] = {}
         """Knob: orderId → ConversionUploadError name that row fails with, every time."""
         self.row_errors_once: dict[str, str] = {}
         """Knob: orderId → error name that row fails with once (then it is accepted)."""
-        self.tokens: dict[str, float] = {}
-        """Issued access token → expiry on the sandbox clock."""
-        self.token_requests = 0
         self.duplicates: list[dict[str, Any]] = []
         self.validated = 0
         self._clicks: set[tuple[str, str, str]] = set()
@@ -171,12 +168,9 @@ class GoogleAdsSandbox(SandboxBase):
     def reset(self) -> None:
         """Clear recordings, tokens and knobs (the shared ones and this sandbox's own)."""
         super().reset()
-        self.refuse_refresh = False
-        self.token_errors = 0
+        self.oauth.reset()
         self.row_errors.clear()
         self.row_errors_once.clear()
-        self.tokens.clear()
-        self.token_requests = 0
         self.duplicates.clear()
         self.validated = 0
         self._clicks.clear()
@@ -187,45 +181,9 @@ class GoogleAdsSandbox(SandboxBase):
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         app[GOOGLE_ADS_SANDBOX] = self
         self.add_control_routes(app)
-        app.router.add_post("/token", self._handle_token)
+        app.router.add_post("/token", self.oauth.handle)
         app.router.add_post(r"/{version:v\d+}/customers/{tail}", self._handle_upload)
         return app
-
-    # ------------------------------------------------------------------ OAuth2 token endpoint
-
-    async def _handle_token(self, request: web.Request) -> web.Response:
-        self.token_requests += 1
-        if self.token_errors > 0:
-            self.token_errors -= 1
-            return web.json_response({"error": "internal_failure"}, status=503)
-        if request.content_type != "application/x-www-form-urlencoded":
-            return _oauth_error(400, "invalid_request", "form body expected")
-        try:
-            form = parse_qs((await request.read()).decode(), strict_parsing=False)
-        except UnicodeDecodeError:
-            return _oauth_error(400, "invalid_request", "form body expected")
-        values = {k: v[0] for k, v in form.items() if len(v) == 1}
-        if values.get("grant_type") != "refresh_token":
-            return _oauth_error(400, "unsupported_grant_type", "only refresh_token is emulated")
-        if (
-            values.get("client_id") != self.client_id
-            or values.get("client_secret") != self.client_secret
-        ):
-            return _oauth_error(401, "invalid_client", "The OAuth client was not found.")
-        if self.refuse_refresh or values.get("refresh_token") != self.refresh_token:
-            return _oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
-        token = "ya29." + "".join(
-            self._ids.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(40)
-        )
-        self.tokens[token] = self.clock() + self.token_lifetime
-        return web.json_response(
-            {
-                "access_token": token,
-                "expires_in": int(self.token_lifetime),
-                "scope": "https://www.googleapis.com/auth/adwords",
-                "token_type": "Bearer",
-            }
-        )
 
     # ------------------------------------------------------------------ uploadClickConversions
 
@@ -235,8 +193,7 @@ class GoogleAdsSandbox(SandboxBase):
         raw = await request.read()
         if self.faults.token_expired:
             self.faults.token_expired = False
-            now = self.clock()
-            self.tokens = {t: min(e, now - 1) for t, e in self.tokens.items()}
+            self.oauth.expire_all()
         fault = await self._injector.decide()
         doc = _try_loads(raw)
         order_ids = _order_ids(doc)
@@ -268,9 +225,8 @@ class GoogleAdsSandbox(SandboxBase):
         return self._upload(customer, body, version)
 
     def _check_auth(self, request: web.Request, customer: str) -> None:
-        token = bearer_token(request.headers.get("Authorization", ""))
-        expiry = self.tokens.get(token)
-        if expiry is None:
+        state = self.oauth.check(bearer_token(request.headers.get("Authorization", "")))
+        if state == "unknown":
             raise _Refused(
                 401,
                 "UNAUTHENTICATED",
@@ -278,7 +234,7 @@ class GoogleAdsSandbox(SandboxBase):
                 "OAUTH_TOKEN_INVALID",
                 "Request had invalid authentication credentials.",
             )
-        if self.clock() >= expiry:
+        if state == "expired":
             raise _Refused(
                 401,
                 "UNAUTHENTICATED",
@@ -631,10 +587,6 @@ def _result(conversion: Mapping[str, Any]) -> dict[str, Any]:
     if "orderId" in conversion:
         out["orderId"] = conversion["orderId"]
     return out
-
-
-def _oauth_error(status: int, error: str, description: str) -> web.Response:
-    return web.json_response({"error": error, "error_description": description}, status=status)
 
 
 def _order_ids(doc: object) -> list[str]:

@@ -127,8 +127,8 @@ async def test_round_trip_with_5xx_rate_limits_and_one_bad_row(
     assert first["currencyCode"] == "EUR"
     assert "fb-click-7" not in json.dumps(first)
     await assert_only_dead_letter(client, ROUTE, "order-37", "invalid_field", "UNPARSEABLE_GCLID")
-    assert sandbox.token_requests == 1, "one token serves the whole run"
-    for token in sandbox.tokens:
+    assert sandbox.oauth.requests == 1, "one token serves the whole run"
+    for token in sandbox.oauth.tokens:
         assert token not in caplog.text, "the access token reached a log line"
 
 
@@ -139,11 +139,11 @@ async def test_token_expiry_mid_run_is_refreshed_once(
     client = await gateway(config(tmp_path, base), run_workers=False, clock=clock)
     await post_accepted(client, [purchase(1), purchase(2)])
     await drain(client, ROUTE)
-    assert (sandbox.token_requests, len(sandbox.recorder.accepted)) == (1, 2)
+    assert (sandbox.oauth.requests, len(sandbox.recorder.accepted)) == (1, 2)
     clock.advance(3600)  # the sandbox's tokens live 3599 s
     await post_accepted(client, [purchase(3)])
     await drain(client, ROUTE)
-    assert sandbox.token_requests == 2, "refreshed before the expiry, not after a refusal"
+    assert sandbox.oauth.requests == 2, "refreshed before the expiry, not after a refusal"
     assert [r["status"] for r in sandbox.recorder.rejected] == []
     # Revoked mid-life: Google says OAUTH_TOKEN_EXPIRED; the batch retries with a new token.
     sandbox.faults.token_expired = True
@@ -152,7 +152,7 @@ async def test_token_expiry_mid_run_is_refreshed_once(
     assert [r["error"] for r in sandbox.recorder.rejected] == ["OAUTH_TOKEN_EXPIRED"]
     clock.advance(5)
     await drain(client, ROUTE)
-    assert sandbox.token_requests == 3, "exactly one refresh after the refusal"
+    assert sandbox.oauth.requests == 3, "exactly one refresh after the refusal"
     orders = Counter(c["orderId"] for c in sandbox.recorder.accepted)
     assert orders == Counter({f"order-{i}": 1 for i in range(1, 5)})
     assert not runtime_of(client).workers[ROUTE].paused
@@ -163,14 +163,14 @@ async def test_a_refused_refresh_token_pauses_the_route_until_fixed(
     tmp_path: Path, gateway: Any, clocked: tuple[FakeClock, GoogleAdsSandbox, str]
 ) -> None:
     clock, sandbox, base = clocked
-    sandbox.refuse_refresh = True
+    sandbox.oauth.refuse_refresh = True
     cfg = config(tmp_path, base, delivery={"pause_seconds": 60})
     client = await gateway(cfg, run_workers=False, clock=clock)
     await post_accepted(client, [purchase(1), purchase(2)])
     worker = runtime_of(client).workers[ROUTE]
     await worker.drain()
     await worker.drain()
-    assert sandbox.token_requests == 1, "a paused route does not hammer the token endpoint"
+    assert sandbox.oauth.requests == 1, "a paused route does not hammer the token endpoint"
     assert sandbox.recorder.requests == 0, "no upload without a token"
     ready = await client.get("/readyz")
     assert ready.status == 503
@@ -178,7 +178,7 @@ async def test_a_refused_refresh_token_pauses_the_route_until_fixed(
     assert "invalid_grant" in text
     assert GOOGLE_ADS_REFRESH_TOKEN not in text
     assert await dead_reasons(client, ROUTE) == {}
-    sandbox.refuse_refresh = False
+    sandbox.oauth.refuse_refresh = False
     clock.advance(61)
     await worker.drain()
     assert sorted(c["orderId"] for c in sandbox.recorder.accepted) == ["order-1", "order-2"]
@@ -218,7 +218,7 @@ async def test_resource_exhausted_retry_after_is_honoured(
     clock.advance(2)
     await worker.drain()
     assert [c["orderId"] for c in sandbox.recorder.accepted] == ["order-1"]
-    assert sandbox.token_requests == 1
+    assert sandbox.oauth.requests == 1
 
 
 async def test_one_bad_row_in_a_batch_dies_alone_without_bisection(
@@ -337,7 +337,7 @@ async def test_token_endpoint_outages_are_retried_not_paused(
     tmp_path: Path, gateway: Any, clocked: tuple[FakeClock, GoogleAdsSandbox, str]
 ) -> None:
     clock, sandbox, base = clocked
-    sandbox.token_errors = 1
+    sandbox.oauth.errors = 1
     client = await gateway(config(tmp_path, base), run_workers=False, clock=clock)
     await post_accepted(client, [purchase(1)])
     worker = runtime_of(client).workers[ROUTE]
@@ -348,7 +348,7 @@ async def test_token_endpoint_outages_are_retried_not_paused(
     clock.advance(60)
     await worker.drain()
     assert [c["orderId"] for c in sandbox.recorder.accepted] == ["order-1"]
-    assert sandbox.token_requests == 2
+    assert sandbox.oauth.requests == 2
 
 
 async def test_unreachable_token_endpoint_is_a_transport_retry(

@@ -135,13 +135,13 @@ async def test_token_endpoint_refusals(
 
 
 async def test_refuse_refresh_knob_and_token_errors(client: Any, sandbox: GoogleAdsSandbox) -> None:
-    sandbox.refuse_refresh = True
+    sandbox.oauth.refuse_refresh = True
     assert (await token(client))[0] == 400
-    sandbox.refuse_refresh = False
-    sandbox.token_errors = 1
+    sandbox.oauth.refuse_refresh = False
+    sandbox.oauth.errors = 1
     assert (await token(client))[0] == 503
     assert (await token(client))[0] == 200
-    assert sandbox.token_requests == 3
+    assert sandbox.oauth.requests == 3
 
 
 # --- upload: whole-request checks ---------------------------------------------------------------
@@ -353,12 +353,12 @@ async def test_reset_clears_tokens_knobs_and_records(
 ) -> None:
     hdrs = await headers(client)
     await post(client, upload(conversion()), hdrs)
-    sandbox.refuse_refresh = True
+    sandbox.oauth.refuse_refresh = True
     resp = await client.post("/_sandbox/reset")
     assert resp.status == 200
     assert sandbox.recorder.accepted == []
-    assert sandbox.tokens == {}
-    assert not sandbox.refuse_refresh
+    assert sandbox.oauth.tokens == {}
+    assert not sandbox.oauth.refuse_refresh
     assert (await post(client, upload(conversion()), hdrs))[0] == 401
 
 
