@@ -122,6 +122,8 @@ def test_golden_payload_of_googles_documented_example() -> None:
     }
     assert request.content == json.dumps(expected, separators=(",", ":")).encode()
     assert request.headers["authorization"] == f"Bearer {ACCESS}"
+    assert ACCESS.encode() not in request.content, "the token travels only in the header"
+    assert "access_token" not in str(request.url)
     assert request.headers["developer-token"] == DEV
     assert request.headers["content-type"] == "application/json"
     assert "login-customer-id" not in request.headers
