@@ -29,6 +29,9 @@ X_CONSUMER_SECRET = "x-consumer-secret-0123456789"
 X_ACCESS_TOKEN = "x-access-token-0123456789"
 X_ACCESS_TOKEN_SECRET = "x-token-secret-0123456789"
 """X's four OAuth 1.0a values, used by tests/integration/test_delivery_x.py: never logged."""
+GOOGLE_ADS_CLIENT_SECRET = "gads-client-secret-0123456789"
+GOOGLE_ADS_REFRESH_TOKEN = "1//gads-refresh-token-0123456789"
+GOOGLE_ADS_DEVELOPER_TOKEN = "gads-developer-token-0123456789"
 PLANTED = {
     "api key": API_KEY,
     "admin token": ADMIN_TOKEN,
@@ -38,6 +41,9 @@ PLANTED = {
     "x consumer secret": X_CONSUMER_SECRET,
     "x access token": X_ACCESS_TOKEN,
     "x access token secret": X_ACCESS_TOKEN_SECRET,
+    "google ads client secret": GOOGLE_ADS_CLIENT_SECRET,
+    "google ads refresh token": GOOGLE_ADS_REFRESH_TOKEN,
+    "google ads developer token": GOOGLE_ADS_DEVELOPER_TOKEN,
 }
 """Values no log line of the whole suite may carry (tests/logleak.py)."""
 PIXEL_ID = "1234567890"

@@ -42,6 +42,7 @@ from gateway.destinations.base import (
     Permanent,
     Retry,
 )
+from gateway.destinations.tokens import TokenUser
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import DeadReason, Delivery, Store
 
@@ -285,6 +286,9 @@ class Worker:
             await self._closed()  # after the probe's own rows have their fate
 
     async def _request(self, events: Sequence[Event]) -> BatchVerdict:
+        refused = await self._refresh_token()
+        if refused is not None:
+            return BatchVerdict(refused)
         request = self.destination.build_request(events)
         started = self.clock()
         self.stats.requests += 1
@@ -298,6 +302,26 @@ class Worker:
         finally:
             self.stats.latency_sum += self.clock() - started
         return self.destination.classify(events, response, self.clock())
+
+    async def _refresh_token(self) -> Outcome | None:
+        """Fetch a new access token first when the destination needs one (TokenUser); return
+        the outcome for the whole batch if that failed (the answer is the destination's to read;
+        nothing of it is logged)."""
+        destination = self.destination
+        if not isinstance(destination, TokenUser):
+            return None
+        request = destination.token_request(self.clock())
+        if request is None:
+            return None
+        self.stats.requests += 1
+        try:
+            response = await self.client.send(request)
+            await response.aread()
+        except httpx.TimeoutException:
+            return Retry("token endpoint: timeout")
+        except httpx.TransportError as exc:
+            return Retry(f"token endpoint: transport error: {type(exc).__name__}")
+        return destination.token_answer(response, self.clock())
 
     def _judge(self, verdict: BatchVerdict) -> _Judged | None:
         """Feed the breaker with a request's fate: FAILED when the request failed as a whole,

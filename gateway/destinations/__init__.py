@@ -9,6 +9,7 @@ from typing import Any, Final
 from gateway.destinations import linkedin, meta, microsoft, pinterest, reddit, snap, tiktok
 from gateway.destinations.base import Destination
 from gateway.destinations.ga4 import destination as ga4
+from gateway.destinations.google_ads import destination as google_ads
 from gateway.destinations.x import destination as x
 
 
@@ -23,6 +24,9 @@ class Registration:
 
 DESTINATIONS: Final[dict[str, Registration]] = {
     "ga4": Registration(ga4.GA4Settings, ga4.GA4, ga4.GA4.hash_rules),
+    "google_ads": Registration(
+        google_ads.GoogleAdsSettings, google_ads.GoogleAds, google_ads.GoogleAds.hash_rules
+    ),
     "linkedin": Registration(
         linkedin.LinkedInSettings, linkedin.LinkedIn, linkedin.LinkedIn.hash_rules
     ),

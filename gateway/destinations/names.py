@@ -67,6 +67,9 @@ FALLBACK: Final[Mapping[str, _Cell]] = {
     "reddit": lambda name: f"`CUSTOM` `{name}`",
     "linkedin": lambda name: "— (needs its own rule)",
     "microsoft": lambda name: "`pageLoad` (type)" if name == "PageView" else _same(name),
+    "google_ads": lambda name: (
+        "`purchase_action`" if name == "Purchase" else "`conversion_actions` entry, else not sent"
+    ),
     "x": lambda name: (
         "`purchase_event_id`" if name == "Purchase" else "`event_ids` entry, else not sent"
     ),

@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ENV = {
     "SHOP_API_KEY": "k" * 24,
     "GA4_API_SECRET": "ga4-secret",
+    "GOOGLE_ADS_DEVELOPER_TOKEN": "gads-dev",
+    "GOOGLE_ADS_CLIENT_SECRET": "gads-secret",
+    "GOOGLE_ADS_REFRESH_TOKEN": "gads-refresh",
     "LINKEDIN_ACCESS_TOKEN": "li-tok",
     "META_ACCESS_TOKEN": "tok",
     "PINTEREST_ACCESS_TOKEN": "pin-tok",

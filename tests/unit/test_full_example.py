@@ -23,6 +23,9 @@ FULL = ROOT / "examples" / "full.toml"
 ENV = {
     "SHOP_API_KEY": "k" * 24,
     "GA4_API_SECRET": "ga4-api-secret",
+    "GOOGLE_ADS_DEVELOPER_TOKEN": "google-ads-developer-token",
+    "GOOGLE_ADS_CLIENT_SECRET": "google-ads-client-secret",
+    "GOOGLE_ADS_REFRESH_TOKEN": "google-ads-refresh-token",
     "LINKEDIN_ACCESS_TOKEN": "linkedin-token",
     "META_ACCESS_TOKEN": "meta-token",
     "PINTEREST_ACCESS_TOKEN": "pinterest-token",
