@@ -68,7 +68,7 @@ from benchlib import (
     write_json,
 )
 from ingest import API_KEY, ID_MARK, body_for, event_template, hotspots
-from platforms import PLATFORMS, add_quiet_arg, destinations_toml, registered, usable
+from platforms import CLICK_IDS, PLATFORMS, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_DELIVERIES = 10_000.0
 """Issue #11: deliveries per second from one gateway core to every platform's sandbox."""
@@ -725,7 +725,7 @@ def main(argv: Sequence[str]) -> int:
         timeout=max(600.0, args.events * len(names) / 500),
         workdir=workdir,
         source=source,
-        parts=event_template(int(time.time())).split(ID_MARK),
+        parts=event_template(int(time.time()), CLICK_IDS).split(ID_MARK),
     )
     import platform as host
 

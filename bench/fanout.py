@@ -50,7 +50,7 @@ from benchlib import (
     wait_quiet,
     write_json,
 )
-from platforms import UNREACHABLE, add_quiet_arg, destinations_toml, registered, usable
+from platforms import CLICK_IDS, UNREACHABLE, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_RATIO = 0.50
 """Issue #11: with every destination, at least half the one-destination events/s."""
@@ -188,7 +188,7 @@ def main(argv: Sequence[str]) -> int:
         warmup=args.warmup,
         server_cpu=core_arg(args.server_cpu),
         client_cpu=core_arg(args.client_cpu),
-        template_parts=ingest.event_template(int(time.time())).split(ingest.ID_MARK),
+        template_parts=ingest.event_template(int(time.time()), CLICK_IDS).split(ingest.ID_MARK),
         workdir=workdir,
     )
     env = environment(source, settings, loadgen)

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,9 +102,10 @@ BUSY_OTHER_PCT = 20.0
 # -- event bodies ------------------------------------------------------------------------------
 
 
-def event_template(now: int) -> str:
-    """Return one Purchase event as JSON text, ``@@ID@@`` where the unique id goes."""
-    event = {
+def event_template(now: int, click_ids: Mapping[str, str] | None = None) -> str:
+    """Return one Purchase event as JSON text, ``@@ID@@`` where the unique id goes (with
+    `click_ids` in ``user.click_ids`` when given: the fan-out benches send the GA client id)."""
+    event: dict[str, Any] = {
         "event": "Purchase",
         "event_id": f"evt-{ID_MARK}",
         "time": now,
@@ -130,6 +131,8 @@ def event_template(now: int) -> str:
             ],
         },
     }
+    if click_ids:
+        event["user"]["click_ids"] = dict(click_ids)
     return json.dumps(event, separators=(",", ":"))
 
 

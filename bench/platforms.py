@@ -46,6 +46,8 @@ class BenchPlatform:
     auth_setting: str | None = "access_token"
     sandbox_auth_kwarg: str | None = "access_tokens"
     base_settings: tuple[str, ...] = ("api_base",)
+    base_paths: Mapping[str, str] = field(default_factory=dict)
+    """Settings that are a path on the sandbox (Google Ads' OAuth2 `token_url`)."""
 
     def settings(self, name: str, base: str) -> dict[str, Any]:
         """The `[sites.destinations.<name>]` table sending to `base`."""
@@ -54,6 +56,8 @@ class BenchPlatform:
             out[self.auth_setting] = token(name)
         for key in self.base_settings:
             out[key] = base
+        for key, path in self.base_paths.items():
+            out[key] = base.rstrip("/") + path
         return out
 
     def build_sandbox(self, name: str) -> Any:
@@ -64,6 +68,17 @@ class BenchPlatform:
             kwargs[self.sandbox_auth_kwarg] = [token(name)]
         return getattr(importlib.import_module(f"gateway.sandbox.{module}"), cls)(**kwargs)
 
+
+CLICK_IDS: Mapping[str, str] = {"ga": "1234567890.1700000000"}
+"""Click ids every bench event carries: the GA client id, which GA4 requires of each event."""
+
+_GOOGLE_ADS_SECRETS: Mapping[str, str] = {
+    "client_id": "123456789012-bench.apps.googleusercontent.com",
+    "client_secret": "bench-google-client-secret",
+    "refresh_token": "bench-google-refresh-token",
+    "developer_token": "bench-google-developer-token",
+}
+"""Google Ads' OAuth2 client, refresh token and developer token, alike for both sides."""
 
 _X_OAUTH: Mapping[str, str] = {
     "consumer_key": "bench-x-consumer-key",
@@ -89,6 +104,21 @@ PLATFORMS: dict[str, BenchPlatform] = {
         "linkedin:LinkedInSandbox", {"purchase_rule": "104012"}, {"rules": ["104012"]}
     ),
     "microsoft": BenchPlatform("microsoft:MicrosoftSandbox", {"tag_id": "343012345"}),
+    "ga4": BenchPlatform(
+        "ga4:GA4Sandbox",
+        {"measurement_id": "G-BENCH12345"},
+        {"measurement_ids": ["G-BENCH12345"]},
+        auth_setting="api_secret",
+        sandbox_auth_kwarg="api_secrets",
+    ),
+    "google_ads": BenchPlatform(
+        "google_ads:GoogleAdsSandbox",
+        {"customer_id": "1234567890", "purchase_action": "987654321", **_GOOGLE_ADS_SECRETS},
+        {**_GOOGLE_ADS_SECRETS, "customers": ["1234567890"], "actions": ["987654321"]},
+        auth_setting=None,
+        sandbox_auth_kwarg=None,
+        base_paths={"token_url": "/token"},
+    ),
     "x": BenchPlatform(
         "x:XSandbox",
         {"pixel_id": "o8z6j", "purchase_event_id": "o87ne", **_X_OAUTH},

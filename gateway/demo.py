@@ -22,6 +22,8 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import Config, parse
+from gateway.sandbox.ga4 import GA4Sandbox
+from gateway.sandbox.google_ads import GoogleAdsSandbox
 from gateway.sandbox.linkedin import LinkedInSandbox
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.microsoft import MicrosoftSandbox
@@ -67,6 +69,8 @@ _X_OAUTH: Mapping[str, str] = {
     "access_token_secret": "demo-x-access-token-secret",
 }
 """X signs requests with OAuth 1.0a: the same four values for the destination and its sandbox."""
+
+_GOOGLE_CLIENT = "123456789012-demo.apps.googleusercontent.com"
 
 DEMO_PLATFORMS: tuple[DemoPlatform, ...] = (
     DemoPlatform(
@@ -137,6 +141,38 @@ DEMO_PLATFORMS: tuple[DemoPlatform, ...] = (
         lambda base: {"tag_id": "343012345", "access_token": _token("microsoft"), "api_base": base},
     ),
     DemoPlatform(
+        "ga4",
+        "GA4",
+        lambda: GA4Sandbox(api_secrets={_token("ga4")}, measurement_ids={"G-DEMO12345"}),
+        lambda base: {
+            "measurement_id": "G-DEMO12345",
+            "api_secret": _token("ga4"),
+            "api_base": base,
+        },
+    ),
+    DemoPlatform(
+        "google_ads",
+        "Google Ads",
+        lambda: GoogleAdsSandbox(
+            client_id=_GOOGLE_CLIENT,
+            client_secret=_token("google-client-secret"),
+            refresh_token=_token("google-refresh"),
+            developer_token=_token("google-developer"),
+            customers={"1234567890"},
+            actions={"987654321"},
+        ),
+        lambda base: {
+            "customer_id": "1234567890",
+            "purchase_action": "987654321",
+            "developer_token": _token("google-developer"),
+            "client_id": _GOOGLE_CLIENT,
+            "client_secret": _token("google-client-secret"),
+            "refresh_token": _token("google-refresh"),
+            "token_url": f"{base}/token",
+            "api_base": base,
+        },
+    ),
+    DemoPlatform(
         "x",
         "X",
         lambda: XSandbox(
@@ -200,10 +236,12 @@ DEMO_PURCHASE: dict[str, Any] = {
         "phone": "(650) 555-1212",
         "ip": "203.0.113.7",
         "user_agent": "Mozilla/5.0 (demo)",
+        "click_ids": {"ga": "1234567890.1700000000"},
     },
     "data": {"value": 49.9, "currency": "EUR", "order_id": "ORDER-1001"},
 }
-"""The Purchase the printed curl posts (no click ids: each platform matches on identifiers)."""
+"""The Purchase the printed curl posts: identifiers, and the visitor's GA client id (the `_ga`
+cookie minus `GA1.1.`, which GA4 requires; the backend reads it from the request)."""
 
 
 def demo_curl(gateway: str, sandbox: str, api_key: str) -> str:
