@@ -1,0 +1,16 @@
+"""LinkedIn: the Conversions API destination.
+
+Everything the platform owns lives in this package; `PLATFORM` describes it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.destinations.linkedin.destination import LinkedIn, LinkedInSettings
+from gateway.destinations.platform import Platform, Registration
+
+PLATFORM: Final = Platform(
+    "linkedin",
+    destination=Registration(LinkedInSettings, LinkedIn, LinkedIn.hash_rules),
+)

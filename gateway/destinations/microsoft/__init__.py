@@ -1,0 +1,16 @@
+"""Microsoft Advertising: the UET Conversions API destination.
+
+Everything the platform owns lives in this package; `PLATFORM` describes it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.destinations.microsoft.destination import Microsoft, MicrosoftSettings
+from gateway.destinations.platform import Platform, Registration
+
+PLATFORM: Final = Platform(
+    "microsoft",
+    destination=Registration(MicrosoftSettings, Microsoft, Microsoft.hash_rules),
+)

@@ -1,0 +1,16 @@
+"""Pinterest: the Conversions API destination.
+
+Everything the platform owns lives in this package; `PLATFORM` describes it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.destinations.pinterest.destination import Pinterest, PinterestSettings
+from gateway.destinations.platform import Platform, Registration
+
+PLATFORM: Final = Platform(
+    "pinterest",
+    destination=Registration(PinterestSettings, Pinterest, Pinterest.hash_rules),
+)

@@ -1,0 +1,16 @@
+"""Reddit: the Conversions API destination.
+
+Everything the platform owns lives in this package; `PLATFORM` describes it.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from gateway.destinations.platform import Platform, Registration
+from gateway.destinations.reddit.destination import Reddit, RedditSettings
+
+PLATFORM: Final = Platform(
+    "reddit",
+    destination=Registration(RedditSettings, Reddit, Reddit.hash_rules),
+)
