@@ -8,13 +8,15 @@ that have a server-API destination).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.hits import HitParser
 from gateway.destinations.base import Destination
 
-__all__ = ["Platform", "Registration", "by_name"]
+__all__ = ["HitFormat", "Platform", "Registration", "by_name", "registrations"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +29,28 @@ class Registration:
 
 
 @dataclass(frozen=True, slots=True)
+class HitFormat:
+    """How the platform's browser pixel hits are proxied (gateway.web.hits) and mirrored."""
+
+    vendor: str
+    """Its name in `proxy.vendors` and `proxy.<vendor>_hits_upstream` (GA4's is "google")."""
+    upstream_path: str
+    """The path its hits are forwarded to on the vendor's collection host."""
+    methods: tuple[str, ...]
+    cookies: frozenset[str]
+    """Its first-party cookies, the only ones forwarded with its hits."""
+    parse: HitParser
+    """Its hit parser (``<name>/hits.py``); each event it returns is mirrored."""
+    mirror_to: frozenset[str]
+    """The destinations that may receive a mirror of its hits (unless `mirror_to_all`): those
+    that deduplicate it against the pixel's own copy."""
+    digest_rules: str
+    """The normalisation rule set (core.normalize) its pixel's SHA-256 digests follow."""
+    cookie_pattern: re.Pattern[str] | None = None
+    """More of its cookies, by name pattern (GA4's ``_ga_<container>``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Platform:
     """One ad platform: its destination and the browser-side facts it owns."""
 
@@ -35,6 +59,8 @@ class Platform:
     destination: Registration | None = None
     """Its server-API destination, or None while it has none (its hits or click ids may still
     be handled)."""
+    hits: HitFormat | None = None
+    """Its proxied pixel hits, if the gateway proxies them."""
 
 
 def by_name(*platforms: Platform) -> dict[str, Platform]:

@@ -39,7 +39,8 @@ batch (under load the batch waits a few more turns while hits keep coming, at mo
 `LINGER_TURNS`), parsed together and committed with one `Pipeline.commit` per site and
 destination set (each event alone if that fails); each hit's answer waits for its batch's
 durable commit. A lane hit needs no task: the batch and the upstream answer call it back. The
-hit is parsed by `gateway.core.hits` (any exception is logged at WARNING without the hit's
+hit is parsed by its platform's parser (`HitFormat.parse`, gateway/destinations/<name>/hits.py;
+shared rules in `gateway.core.hits`) (any exception is logged at WARNING without the hit's
 content and counted; the pass-through never depends on it). For each parsed event: `url` from
 the Referer when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own
 consent — GA4 `gcs` — else the `_sgc` cookie, TCF and CMP cookies, region header); with full
@@ -63,7 +64,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -96,11 +97,13 @@ from gateway.core.event import (
     with_channel,
     with_hashed,
 )
-from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
-from gateway.core.hitwire import MetaHit, check_url, meta_hit
+from gateway.core.hits import Hit
 from gateway.core.identity import PiiHasher
 from gateway.core.pixeldigests import given_digests, scope_hit_digests
 from gateway.core.profile import VisitorProfile, enrich
+from gateway.destinations import PLATFORMS
+from gateway.destinations.meta.hitwire import MetaHit, check_url, meta_hit
+from gateway.destinations.platform import HitFormat
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
 from gateway.web.codings import CodingError, accepts, decode
@@ -142,7 +145,6 @@ DRAIN_SECONDS: Final = 10.0
 """At shutdown, mirrors still on their way to the store are waited for this long at most."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
 _COOKIE_VALUE_RE: Final = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
-_GA_COOKIE_RE: Final = re.compile(r"_ga_[A-Za-z0-9]{1,32}")
 _CONTENT_TYPE_RE: Final = re.compile(r"[\x20-\x7e]{1,256}")
 _UA_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _MAX_UA: Final = 1024
@@ -168,6 +170,8 @@ class HitRoute:
     cookies: frozenset[str]
     cookie_pattern: re.Pattern[str] | None = None
     root: bool = False
+    platform: str = ""
+    """The platform (gateway.destinations.PLATFORMS) whose hits these are."""
 
     def keeps(self, name: str) -> bool:
         """Tell whether the cookie `name` is forwarded to this vendor."""
@@ -175,22 +179,45 @@ class HitRoute:
         return name in self.cookies or (pattern is not None and pattern.fullmatch(name) is not None)
 
 
-_META_COOKIES: Final = frozenset({"_fbp", "_fbc"})
-HIT_ROUTES: Final[tuple[HitRoute, ...]] = (
-    HitRoute("meta", "m/tr", "/tr/", ("GET", "POST"), _META_COOKIES),
-    HitRoute("meta", "m/tr/", "/tr/", ("GET", "POST"), _META_COOKIES),
-    HitRoute("tiktok", "t/api/v2/pixel", "/api/v2/pixel", ("POST",), frozenset({"_ttp", "ttclid"})),
-    HitRoute("snap", "s/p", "/p", ("POST",), frozenset({"_scid"})),
-    HitRoute(
-        "google",
-        "/g/collect",
-        "/g/collect",
-        ("GET", "POST"),
-        frozenset({"_ga"}),
-        _GA_COOKIE_RE,
-        root=True,
-    ),
-)
+PUBLIC_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
+    "meta": ("m/tr", "m/tr/"),
+    "tiktok": ("t/api/v2/pixel",),
+    "snap": ("s/p",),
+    "ga4": ("/g/collect",),
+}
+"""Platform → the public paths of its hits: under each site prefix, or at the root when the
+path starts with '/' (gtag.js posts to `/g/collect` of its `server_container_url`)."""
+
+
+def _routes() -> tuple[HitRoute, ...]:
+    routes: list[HitRoute] = []
+    for name, platform in PLATFORMS.items():
+        fmt = platform.hits
+        if fmt is None:
+            continue
+        for path in PUBLIC_PATHS[name]:  # a platform with hits but no path: a KeyError at import
+            root = path.startswith("/")
+            routes.append(
+                HitRoute(
+                    fmt.vendor,
+                    path,
+                    fmt.upstream_path,
+                    fmt.methods,
+                    fmt.cookies,
+                    fmt.cookie_pattern,
+                    root=root,
+                    platform=name,
+                )
+            )
+    return tuple(routes)
+
+
+HIT_ROUTES: Final[tuple[HitRoute, ...]] = _routes()
+"""Every proxied hit route, built from the platforms' `HitFormat`s."""
+HIT_FORMATS: Final[Mapping[str, HitFormat]] = {
+    fmt.vendor: fmt for p in PLATFORMS.values() if (fmt := p.hits) is not None
+}
+"""Config vendor name (`proxy.vendors`) → its platform's hit format."""
 
 
 @dataclass
@@ -360,12 +387,10 @@ _HEADS: dict[tuple[object, ...], bytes] = {}
 
 
 OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
-    "meta": frozenset({"meta"}),
-    "tiktok": frozenset({"tiktok"}),
-    "snap": frozenset({"snap"}),
-    "ga4": frozenset({"ga4", "google_ads"}),
+    name: fmt.mirror_to for name, p in PLATFORMS.items() if (fmt := p.hits) is not None
 }
-"""Hit vendor → the destinations that may receive its mirror (unless `mirror_to_all`)."""
+"""Hit vendor (`Hit.vendor`, the platform) → the destinations that may receive its mirror
+(unless `mirror_to_all`); a platform's `HitFormat.mirror_to`."""
 
 
 class HitProxy:
@@ -921,7 +946,7 @@ class HitProxy:
             hasher = PiiHasher(site.rulesets, default_country=cfg.default_country)
             digests = hasher(hit.pii)
             given = given_digests({name: list(hit.pii.get(key, ())) for name, key in _PII})
-            digests = scope_hit_digests(digests, "meta", given) or digests
+            digests = scope_hit_digests(digests, _DIGEST_RULES["meta"], given) or digests
             user = _new_user(
                 {},
                 digests,
@@ -1011,7 +1036,8 @@ class HitProxy:
                 try:
                     event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
                     if event is not None and doc.doc is not None:
-                        event = _own_digests(event, doc.observed.vendor, doc.doc.get("user"))
+                        rules = HIT_FORMATS[doc.observed.vendor].digest_rules
+                        event = _own_digests(event, rules, doc.doc.get("user"))
                 except Exception as exc:
                     self._mirror_failed(doc.observed.vendor, exc)
                     continue
@@ -1230,34 +1256,27 @@ class _Doc:
 HITS = web.AppKey("hit_proxy", HitProxy)
 
 _PII: Final = tuple(PII_FIELDS.items())
+_DIGEST_RULES: Final[Mapping[str, str]] = {
+    name: fmt.digest_rules for name, p in PLATFORMS.items() if (fmt := p.hits) is not None
+}
+"""Platform → the rule set its pixel's digests follow."""
 
 
-def _own_digests(event: Event, vendor: str, user: object) -> Event:
-    """The event without digests the vendor's pixel made in a form other rule sets do not use
-    (a TikTok '+' phone digest is not Meta's phone digest: core.pixeldigests)."""
+def _own_digests(event: Event, rules: str, user: object) -> Event:
+    """The event without digests the vendor's pixel made (in the form of rule set `rules`) in
+    a form other rule sets do not use (a TikTok '+' phone digest is not Meta's phone digest:
+    core.pixeldigests)."""
     given = given_digests(user)
     if not given:
         return event
-    scoped = scope_hit_digests(event.user.hashed, vendor, given)
+    scoped = scope_hit_digests(event.user.hashed, rules, given)
     return event if scoped is None else with_hashed(event, scoped)
 
 
 def parse_hits(observed: Observed) -> list[Hit]:
-    """Return the events of a hit by its vendor's parser (may raise; the caller guards)."""
-    now = observed.now
-    if observed.vendor == "meta":
-        form: list[tuple[str, str]] = []
-        if observed.body and "json" not in observed.content_type.lower():
-            text = observed.body.decode("utf-8", "replace")
-            form = parse_qsl(text, keep_blank_values=True, max_num_fields=1000)
-        hit = parse_meta_tr(observed.query, form, now=now)
-        return [hit] if hit is not None else []
-    if observed.vendor == "tiktok":
-        return parse_tiktok(observed.body, now=now)
-    if observed.vendor == "snap":
-        snap = parse_snap(observed.query, observed.body, observed.content_type, now=now)
-        return [snap] if snap is not None else []
-    return parse_ga4(observed.query, observed.body, now=now)
+    """Return the events of a hit by its platform's parser (may raise; the caller guards)."""
+    parse = HIT_FORMATS[observed.vendor].parse
+    return parse(observed.query, observed.body, observed.content_type, now=observed.now)
 
 
 def decode_query(raw: str) -> list[tuple[str, str]]:

@@ -6,8 +6,25 @@ Everything the platform owns lives in this package; `PLATFORM` describes it.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
-from gateway.destinations.platform import Platform
+from gateway.destinations.ga4.hits import read_hits
+from gateway.destinations.platform import HitFormat, Platform
 
-PLATFORM: Final = Platform("ga4", destination=None)
+PLATFORM: Final = Platform(
+    "ga4",
+    destination=None,
+    hits=HitFormat(
+        vendor="google",
+        upstream_path="/g/collect",
+        methods=("GET", "POST"),
+        cookies=frozenset({"_ga"}),
+        cookie_pattern=re.compile(r"_ga_[A-Za-z0-9]{1,32}"),
+        parse=read_hits,
+        # Not "ga4": the Measurement Protocol counts both copies (it does not deduplicate a
+        # mirror against the tag's own hit), so a GA4 hit is never mirrored back to GA4.
+        mirror_to=frozenset({"google_ads"}),
+        digest_rules="google",
+    ),
+)

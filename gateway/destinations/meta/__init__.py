@@ -8,9 +8,19 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.destinations.meta.destination import Meta, MetaSettings
-from gateway.destinations.platform import Platform, Registration
+from gateway.destinations.meta.hits import read_hits
+from gateway.destinations.platform import HitFormat, Platform, Registration
 
 PLATFORM: Final = Platform(
     "meta",
     destination=Registration(MetaSettings, Meta, Meta.hash_rules),
+    hits=HitFormat(
+        vendor="meta",
+        upstream_path="/tr/",
+        methods=("GET", "POST"),
+        cookies=frozenset({"_fbp", "_fbc"}),
+        parse=read_hits,
+        mirror_to=frozenset({"meta"}),
+        digest_rules="meta",
+    ),
 )

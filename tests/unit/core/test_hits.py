@@ -13,20 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core import hits
 from gateway.core.event import Event, Source, parse_event
-from gateway.core.hits import (
-    GA4_EVENTS,
-    MAX_BODY,
-    MAX_CLIENT_LAG,
-    MAX_PARAMS,
-    MAX_VALUE,
-    Hit,
-    parse_ga4,
-    parse_meta_tr,
-    parse_snap,
-    parse_tiktok,
-)
+from gateway.core.hits import MAX_BODY, MAX_CLIENT_LAG, MAX_PARAMS, MAX_VALUE, Hit
+from gateway.destinations.ga4 import hits as ga4_hits
+from gateway.destinations.ga4.hits import GA4_EVENTS, parse_ga4
+from gateway.destinations.meta import hits as meta_hits
+from gateway.destinations.meta.hits import parse_meta_tr
+from gateway.destinations.snap import hits as snap_hits
+from gateway.destinations.snap.hits import parse_snap
+from gateway.destinations.tiktok import hits as tiktok_hits
+from gateway.destinations.tiktok.hits import parse_tiktok
 
 NOW = 1_790_000_000.0
 NOW_MS = int(NOW * 1000)
@@ -553,7 +549,7 @@ class TestSnap:
 
     @pytest.mark.parametrize(
         ("snap", "canonical"),
-        [*hits.SNAP_EVENTS.items(), ("SAVE", "SAVE"), ("CUSTOM_EVENT_1", "CUSTOM_EVENT_1")],
+        [*snap_hits.SNAP_EVENTS.items(), ("SAVE", "SAVE"), ("CUSTOM_EVENT_1", "CUSTOM_EVENT_1")],
     )
     def test_event_names(self, snap: str, canonical: str) -> None:
         hit = one(parse_snap([("ev", snap), ("e_pr", "1"), ("e_cur", "EUR")], b"", "", now=NOW))
@@ -762,7 +758,12 @@ def unguarded() -> Iterator[None]:
     def run(parse: Callable[[], _R], default: _R) -> _R:
         return parse()
 
-    with mock.patch.object(hits, "_guard", run):
+    with (
+        mock.patch.object(meta_hits, "guarded", run),
+        mock.patch.object(tiktok_hits, "guarded", run),
+        mock.patch.object(snap_hits, "guarded", run),
+        mock.patch.object(ga4_hits, "guarded", run),
+    ):
         yield
 
 
@@ -866,7 +867,7 @@ TT_BODY = st.one_of(
 ).map(lambda doc: json.dumps(doc).encode())
 SNAP_KEYS = ["pid", "ev", "pl", "rf", "ts", "u_hem", "u_hpn", "e_cur", "e_pr", "e_tid", "e_iids"]
 SNAP_KEYS += ["e_ni", "e_ss", "client_dedup_id"]
-SNAP_NAMES = st.sampled_from([*NAMES, *hits.SNAP_EVENTS, "SAVE"])
+SNAP_NAMES = st.sampled_from([*NAMES, *snap_hits.SNAP_EVENTS, "SAVE"])
 GA4_KEYS = ["en", "tid", "dl", "dr", "cu", "gcs", "cid", "sid", "uid", "ep.event_id"]
 GA4_KEYS += ["ep.transaction_id", "epn.value", "ep.value", "ep.x", "epn.y", "pr1", "pr2", "pr201"]
 ga4_pairs = st.lists(st.tuples(st.sampled_from(GA4_KEYS) | texts, values), max_size=8)
@@ -961,6 +962,9 @@ class TestNeverRaises:
         def boom(*_: object) -> None:
             raise RuntimeError("bug")
 
-        with mock.patch.object(hits, "_meta_tr", boom), mock.patch.object(hits, "_ga4", boom):
+        with (
+            mock.patch.object(meta_hits, "_meta_tr", boom),
+            mock.patch.object(ga4_hits, "_ga4", boom),
+        ):
             assert parse_meta_tr([("ev", "PageView")], now=NOW) is None
             assert parse_ga4([("en", "page_view")], b"", now=NOW) == []
