@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Final
 
+from gateway.core.clickids import ClickIdTable, CookieSpec
+from gateway.core.crossdevice import ClickWindow
 from gateway.destinations.ga4 import PLATFORM as GA4
 from gateway.destinations.google_ads import PLATFORM as GOOGLE_ADS
 from gateway.destinations.linkedin import PLATFORM as LINKEDIN
@@ -21,21 +23,45 @@ from gateway.destinations.snap import PLATFORM as SNAP
 from gateway.destinations.tiktok import PLATFORM as TIKTOK
 from gateway.destinations.x import PLATFORM as X
 
-__all__ = ["DESTINATIONS", "PLATFORMS", "Platform", "Registration"]
+__all__ = [
+    "CLICK_IDS",
+    "CLICK_WINDOWS",
+    "COOKIES",
+    "DESTINATIONS",
+    "PLATFORMS",
+    "VENDOR_COOKIES",
+    "Platform",
+    "Registration",
+]
 
 PLATFORMS: Final[Mapping[str, Platform]] = by_name(
-    LINKEDIN,
     META,
-    PINTEREST,
-    MICROSOFT,
-    REDDIT,
-    SNAP,
-    TIKTOK,
-    GA4,
     GOOGLE_ADS,
+    TIKTOK,
+    SNAP,
+    PINTEREST,
+    LINKEDIN,
+    REDDIT,
+    MICROSOFT,
     X,
+    GA4,
 )
-"""Platform name → platform (this order is the order of the configuration tables)."""
+"""Platform name → platform. The order is the order in which vendor cookies are planned and
+read and click windows applied (Set-Cookie lines, ``click_ids`` keys): add a new platform at
+the end so that what existing visitors get stays byte-equal."""
 
 DESTINATIONS: Final[dict[str, Registration]] = dict(registrations(PLATFORMS.values()))
 """Destination name → registration (the platforms above that have a destination)."""
+
+CLICK_IDS: Final = ClickIdTable(param for p in PLATFORMS.values() for param in p.click_ids)
+"""Every platform's click-id query parameters, for ``core.clickids.capture``."""
+COOKIES: Final[tuple[CookieSpec, ...]] = tuple(c for p in PLATFORMS.values() for c in p.cookies)
+"""Every vendor cookie the gateway manages, in plan order (``core.clickids.plan_cookies``)."""
+VENDOR_COOKIES: Final[Mapping[str, Callable[[str], str | None]]] = {
+    spec.name: spec.validate for spec in COOKIES
+}
+"""Managed vendor cookie name → validator returning the value unchanged, or None if malformed."""
+CLICK_WINDOWS: Final[tuple[ClickWindow, ...]] = tuple(
+    p.click_window for p in PLATFORMS.values() if p.click_window is not None
+)
+"""Every platform's click window, for ``core.crossdevice.enrich_across``."""

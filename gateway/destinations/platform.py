@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.core.clickids import ClickIdParam, CookieSpec
+from gateway.core.crossdevice import ClickWindow
 from gateway.core.hits import HitParser
 from gateway.destinations.base import Destination
 
@@ -61,6 +63,13 @@ class Platform:
     be handled)."""
     hits: HitFormat | None = None
     """Its proxied pixel hits, if the gateway proxies them."""
+    click_ids: tuple[ClickIdParam, ...] = ()
+    """Its click-id query parameters (``<name>/clickids.py``), captured from landing URLs."""
+    cookies: tuple[CookieSpec, ...] = ()
+    """Its first-party cookies the gateway (re)issues server-side, in the order they are planned
+    and read."""
+    click_window: ClickWindow | None = None
+    """How long after a click it attributes a conversion (cross-device enrichment)."""
 
 
 def by_name(*platforms: Platform) -> dict[str, Platform]:

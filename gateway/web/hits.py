@@ -70,12 +70,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.core.clickids import (
-    capture,
-    click_ids_from_cookies,
-    parse_fbc,
-    parse_fbp,
-)
+from gateway.core.clickids import capture, click_ids_from_cookies
 from gateway.core.consent import Decision, Signals, Tier, apply, is_explicit_denial
 from gateway.core.event import (
     _FB_COOKIE_RE,
@@ -101,7 +96,8 @@ from gateway.core.hits import Hit
 from gateway.core.identity import PiiHasher
 from gateway.core.pixeldigests import given_digests, scope_hit_digests
 from gateway.core.profile import VisitorProfile, enrich
-from gateway.destinations import PLATFORMS
+from gateway.destinations import CLICK_IDS, COOKIES, PLATFORMS
+from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
 from gateway.destinations.meta.hitwire import MetaHit, check_url, meta_hit
 from gateway.destinations.platform import HitFormat
 from gateway.store.availability import StoreUnavailableError
@@ -992,7 +988,7 @@ class HitProxy:
             if fbc is None and (value := cookies.get("_fbc")) is not None and parse_fbc(value):
                 fbc = _matching(value, 500, _FB_COOKIE_RE.fullmatch)
             click_ids: Mapping[str, str] = {
-                **click_ids_from_cookies(cookies),
+                **click_ids_from_cookies(cookies, COOKIES),
                 **self._captured(page, hit.referrer),
             }
         else:
@@ -1109,7 +1105,7 @@ class HitProxy:
         url, referrer = doc.get("url"), doc.get("referrer")
         hit_clicks = user.get("click_ids")
         user["click_ids"] = {
-            **(click_ids_from_cookies(cookies) if cookies else {}),
+            **(click_ids_from_cookies(cookies, COOKIES) if cookies else {}),
             **self._captured(url if isinstance(url, str) else None, _str(referrer)),
             **(hit_clicks if isinstance(hit_clicks, dict) else {}),
         }
@@ -1126,7 +1122,7 @@ class HitProxy:
         key = (url, referrer)
         found = self._captures.get(key)
         if found is None:
-            found = capture(url, referrer)
+            found = capture(url, referrer, CLICK_IDS)
             if len(url or "") + len(referrer or "") <= _MEMO_TEXT_MAX:
                 if len(self._captures) >= _MEMO_MAX:
                     self._captures.clear()

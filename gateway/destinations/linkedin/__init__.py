@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.destinations.linkedin import clickids
 from gateway.destinations.linkedin.destination import LinkedIn, LinkedInSettings
 from gateway.destinations.platform import Platform, Registration
 
 PLATFORM: Final = Platform(
     "linkedin",
     destination=Registration(LinkedInSettings, LinkedIn, LinkedIn.hash_rules),
+    click_ids=clickids.CLICK_IDS,
+    click_window=clickids.CLICK_WINDOW,
 )

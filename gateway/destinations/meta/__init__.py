@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.destinations.meta import clickids
 from gateway.destinations.meta.destination import Meta, MetaSettings
 from gateway.destinations.meta.hits import read_hits
 from gateway.destinations.platform import HitFormat, Platform, Registration
@@ -23,4 +24,7 @@ PLATFORM: Final = Platform(
         mirror_to=frozenset({"meta"}),
         digest_rules="meta",
     ),
+    click_ids=clickids.CLICK_IDS,
+    cookies=clickids.COOKIES,
+    click_window=clickids.CLICK_WINDOW,
 )

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from gateway.core.clickids import parse_fbc, parse_fbp
 from gateway.core.event import MAX_ID, PII_FIELDS
 from gateway.core.hits import (
     MAX_BODY,
@@ -34,6 +33,7 @@ from gateway.core.hits import (
     valid_cookie,
     vendor_id,
 )
+from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
 
 __all__ = ["parse_meta_tr", "read_hits"]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final, cast
 
-from gateway.core.clickids import parse_fbc, parse_fbp
 from gateway.core.event import (
     _FB_COOKIE_RE,
     _OTHER,
@@ -52,6 +51,7 @@ from gateway.core.hits import (
     http_url,
     valid_cookie,
 )
+from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
 from gateway.destinations.meta.hits import (
     _BRACKET_RE,
     _META_MODES,

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from gateway.destinations.pinterest import clickids
 from gateway.destinations.pinterest.destination import Pinterest, PinterestSettings
 from gateway.destinations.platform import Platform, Registration
 
 PLATFORM: Final = Platform(
     "pinterest",
     destination=Registration(PinterestSettings, Pinterest, Pinterest.hash_rules),
+    click_ids=clickids.CLICK_IDS,
+    click_window=clickids.CLICK_WINDOW,
 )

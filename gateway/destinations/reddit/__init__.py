@@ -8,9 +8,12 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.destinations.platform import Platform, Registration
+from gateway.destinations.reddit import clickids
 from gateway.destinations.reddit.destination import Reddit, RedditSettings
 
 PLATFORM: Final = Platform(
     "reddit",
     destination=Registration(RedditSettings, Reddit, Reddit.hash_rules),
+    click_ids=clickids.CLICK_IDS,
+    click_window=clickids.CLICK_WINDOW,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.destinations.platform import HitFormat, Platform, Registration
+from gateway.destinations.snap import clickids
 from gateway.destinations.snap.destination import Snap, SnapSettings
 from gateway.destinations.snap.hits import read_hits
 
@@ -23,4 +24,7 @@ PLATFORM: Final = Platform(
         mirror_to=frozenset({"snap"}),
         digest_rules="snap",
     ),
+    click_ids=clickids.CLICK_IDS,
+    cookies=clickids.COOKIES,
+    click_window=clickids.CLICK_WINDOW,
 )

@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any, Final
 
-from gateway.core.clickids import valid_click_id
 from gateway.core.event import LIST_PII, MAX_ID
 from gateway.core.hits import (
     MAX_PARAMS,
@@ -31,6 +30,7 @@ from gateway.core.hits import (
     put,
     vendor_id,
 )
+from gateway.destinations.tiktok.clickids import TTCLID
 
 __all__ = ["TIKTOK_EVENTS", "parse_tiktok", "read_hits"]
 
@@ -129,7 +129,7 @@ def _tiktok_event(obj: dict[str, Any], fallback_pixel: str | None, now: float) -
     ):
         put(user, canonical, digests(ctx_user.get(key), many=canonical in LIST_PII))
     ttclid = ad.get("callback")
-    if isinstance(ttclid, str) and valid_click_id("ttclid", ttclid) is not None:
+    if isinstance(ttclid, str) and TTCLID.valid(ttclid) is not None:
         user["click_ids"] = {"ttclid": ttclid}
     contents = contents_json(props.get("contents"), "content_id", "price") or content_ids(
         props.get("content_ids")

@@ -8,5 +8,11 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.destinations.platform import Platform
+from gateway.destinations.x import clickids
 
-PLATFORM: Final = Platform("x", destination=None)
+PLATFORM: Final = Platform(
+    "x",
+    destination=None,
+    click_ids=clickids.CLICK_IDS,
+    click_window=clickids.CLICK_WINDOW,
+)
