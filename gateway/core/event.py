@@ -109,6 +109,7 @@ CLICK_ID_KEYS: Final = frozenset(
         "epik",
         "rdt_cid",
         "twclid",
+        "ga",
     }
 )
 

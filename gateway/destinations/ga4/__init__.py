@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from gateway.destinations.ga4 import clickids
 from gateway.destinations.ga4.hits import read_hits
 from gateway.destinations.platform import HitFormat, Platform
 
@@ -27,4 +28,5 @@ PLATFORM: Final = Platform(
         mirror_to=frozenset({"google_ads"}),
         digest_rules="google",
     ),
+    cookies=clickids.COOKIES,
 )

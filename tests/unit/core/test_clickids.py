@@ -368,6 +368,7 @@ class TestOtherFormats:
                 "_scid",
                 "_scclid",
                 "_uetmsclkid",
+                "_ga",
             }
         )
         assert all(0 < days <= 400 for days in COOKIE_MAX_AGE_DAYS.values())
@@ -407,18 +408,23 @@ class TestOtherFormats:
 
 
 class TestPlanCookies:
-    def test_new_visitor_without_click_gets_the_three_visitor_ids(self) -> None:
+    def test_new_visitor_without_click_gets_the_four_visitor_ids(self) -> None:
         rand = Bits()
         got = plan(rand=rand)
-        assert set(got) == {"_fbp", "_ttp", "_scid"}
-        assert rand.calls == [31, 160, 128]
+        assert set(got) == {"_fbp", "_ttp", "_scid", "_ga"}
+        assert rand.calls == [31, 160, 128, 32]
         fbp = parse_fbp(got["_fbp"])
         assert fbp is not None
         assert (fbp.subdomain_index, fbp.created_ms) == (1, NOW_MS)
         assert got == plan(rand=Bits())  # deterministic given its inputs
 
     def test_existing_visitor_ids_are_kept_and_nothing_random_is_drawn(self) -> None:
-        existing = {"_fbp": FBP, "_ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH", "_scid": "9LVd1yPd6f1KSk8K"}
+        existing = {
+            "_fbp": FBP,
+            "_ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH",
+            "_scid": "9LVd1yPd6f1KSk8K",
+            "_ga": "GA1.2.1234567890.1700000000",
+        }
         rand = Bits()
         assert plan(existing=existing, rand=rand) == existing
         assert rand.calls == []
@@ -497,11 +503,12 @@ class TestPlanCookies:
             "_fbp",
             "_ttp",
             "_scid",
+            "_ga",
         ]
 
     def test_invalid_click_ids_are_ignored(self) -> None:
         got = plan({"fbclid": "a.b", "gclid": "a b", "msclkid": "123", "sccid": ""})
-        assert set(got) == {"_fbp", "_ttp", "_scid"}
+        assert set(got) == {"_fbp", "_ttp", "_scid", "_ga"}
 
     def test_a_clock_that_cannot_make_a_valid_fbc_raises(self) -> None:
         with pytest.raises(ValueError, match="created_ms"):
