@@ -119,6 +119,9 @@ class CookieKind(Enum):
     """Built from a newly captured click id, else the known value (``ttclid``, ``_scclid``)."""
     VISITOR = "visitor"
     """One per visitor: the known value, else a new one (``create``: ``_fbp``, ``_ttp``)."""
+    READ = "read"
+    """Set by the vendor's own script in a format we do not control: only read (its value
+    fills `reads_as`), never planned, written or deleted (``_epik``, ``_rdt_uuid``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +131,7 @@ class CookieSpec:
     name: str
     kind: CookieKind
     max_age_days: int
-    """The vendor's own lifetime for it (all below the 400-day cap)."""
+    """The vendor's own lifetime for it (all below the 400-day cap); 0 for READ cookies."""
     validate: Callable[[str], str | None]
     """Return the value unchanged if well-formed, else None."""
     click_id: str | None = None
@@ -214,6 +217,9 @@ def click_ids_from_cookies(
     return out
 
 
+_FROM_CLICKS: Final = frozenset({CookieKind.CLICK, CookieKind.CARRIER})
+
+
 def plan_cookies(
     *,
     click_ids: Mapping[str, str],
@@ -245,6 +251,8 @@ def plan_cookies(
       replaces it, otherwise not re-issued (never deleted: it may be a vendor format we do not
       know, which its own script still reads).
 
+    * READ cookies are never planned.
+
     The plan lists the CLICK and CARRIER cookies first, then the VISITOR ones, each in the order
     of `specs`; ``random_bits`` is called only for visitor ids that must be created, in that
     order. Every emitted value passes its spec's validator.
@@ -260,7 +268,7 @@ def plan_cookies(
         ]
 
     for spec in specs:
-        if spec.kind is CookieKind.VISITOR or spec.click_id is None or spec.build is None:
+        if spec.kind not in _FROM_CLICKS or spec.click_id is None or spec.build is None:
             continue
         fresh = table.valid(spec.click_id, click_ids.get(spec.click_id))
         values = known(spec)

@@ -110,6 +110,7 @@ CLICK_ID_KEYS: Final = frozenset(
         "rdt_cid",
         "twclid",
         "ga",
+        "rdt_uuid",
     }
 )
 

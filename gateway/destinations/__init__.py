@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from gateway.core.clickids import ClickIdTable, CookieSpec
+from gateway.core.clickids import ClickIdTable, CookieKind, CookieSpec
 from gateway.core.crossdevice import ClickWindow
 from gateway.destinations.ga4 import PLATFORM as GA4
 from gateway.destinations.google_ads import PLATFORM as GOOGLE_ADS
@@ -29,6 +29,7 @@ __all__ = [
     "COOKIES",
     "DESTINATIONS",
     "PLATFORMS",
+    "READ_COOKIES",
     "VENDOR_COOKIES",
     "Platform",
     "Registration",
@@ -58,9 +59,11 @@ CLICK_IDS: Final = ClickIdTable(param for p in PLATFORMS.values() for param in p
 COOKIES: Final[tuple[CookieSpec, ...]] = tuple(c for p in PLATFORMS.values() for c in p.cookies)
 """Every vendor cookie the gateway manages, in plan order (``core.clickids.plan_cookies``)."""
 VENDOR_COOKIES: Final[Mapping[str, Callable[[str], str | None]]] = {
-    spec.name: spec.validate for spec in COOKIES
+    spec.name: spec.validate for spec in COOKIES if spec.kind is not CookieKind.READ
 }
 """Managed vendor cookie name → validator returning the value unchanged, or None if malformed."""
+READ_COOKIES: Final = frozenset(spec.name for spec in COOKIES if spec.kind is CookieKind.READ)
+"""Vendor cookies only read (into ``click_ids``), never written or deleted by the gateway."""
 CLICK_WINDOWS: Final[tuple[ClickWindow, ...]] = tuple(
     p.click_window for p in PLATFORMS.values() if p.click_window is not None
 )

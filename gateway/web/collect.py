@@ -49,7 +49,7 @@ from gateway.core.event import Consent, Event
 from gateway.core.jsoncodec import loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, enrich
 from gateway.core.record import encode
-from gateway.destinations import CLICK_IDS, COOKIES, VENDOR_COOKIES
+from gateway.destinations import CLICK_IDS, COOKIES, READ_COOKIES, VENDOR_COOKIES
 from gateway.destinations.meta.clickids import format_fbp
 from gateway.store.base import NewEvent, ProfileQuery
 from gateway.web.cookies import (
@@ -163,7 +163,7 @@ class Collect:
         self.policies = {s.config.id: _policy(s) for s in sites}
         self.wanted: dict[str, frozenset[str]] = {
             s.config.id: frozenset(
-                {*VENDOR_COOKIES, s.config.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
+                {*VENDOR_COOKIES, *READ_COOKIES, s.config.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
                 | ({s.config.consent.cmp_cookie} if s.config.consent.cmp_cookie else set())
             )
             for s in sites
@@ -425,7 +425,9 @@ class Collect:
         )
         ip = self._client_ip(hit.peer, hit.forwarded)
         ua = hit.headers.get("user-agent", "")[:1024] or None
-        all_clicks = {**click_ids_from_cookies(plan, COOKIES), **click_ids}
+        # The plan holds every managed cookie's value (a request cookie it lacks is malformed);
+        # the request still holds the read-only ones (_epik, _rdt_uuid).
+        all_clicks = {**click_ids_from_cookies({**cookies, **plan}, COOKIES), **click_ids}
         user: dict[str, Any] = {"visitor_id": vid, "click_ids": all_clicks}
         if ip:
             user["ip"] = ip

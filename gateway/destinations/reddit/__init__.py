@@ -15,5 +15,6 @@ PLATFORM: Final = Platform(
     "reddit",
     destination=Registration(RedditSettings, Reddit, Reddit.hash_rules),
     click_ids=clickids.CLICK_IDS,
+    cookies=clickids.COOKIES,
     click_window=clickids.CLICK_WINDOW,
 )

@@ -31,7 +31,9 @@ from gateway.destinations.tiktok.clickids import format_ttp
 # The machinery (core.clickids) with every platform's parameters and cookies, as the web layer
 # passes them (gateway.destinations builds them from PLATFORMS).
 CLICK_ID_PARAMS = CLICK_IDS.params
-COOKIE_MAX_AGE_DAYS = {spec.name: spec.max_age_days for spec in COOKIES}
+COOKIE_MAX_AGE_DAYS = {
+    spec.name: spec.max_age_days for spec in COOKIES if spec.name in VENDOR_COOKIES
+}
 
 
 def capture(url: str | None, referrer: str | None) -> dict[str, str]:
