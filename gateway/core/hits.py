@@ -47,9 +47,9 @@ Decisions common to every vendor:
   (``email``, ``phone``, …); the gateway's normaliser passes digests through untouched, so they
   are never hashed twice (pitfall 1). Meta's ``ud[…]`` also passes plain values (the gateway
   normalises and hashes them); TikTok and Snap identifiers are accepted only as digests.
-  ``fbp``/``fbc`` must parse as Meta cookies (``clickids.parse_fbp``/``parse_fbc``), ``ttclid`` as
-  a click id. Click ids in the page URL (``fbclid``, ``gclid``…) are captured later by the
-  gateway, not here.
+  ``fbp``/``fbc`` must parse as Meta cookies (``parse_fbp``/``parse_fbc`` of
+  ``destinations/meta/clickids.py``), ``ttclid`` as a click id. Click ids in the page URL
+  (``fbclid``, ``gclid``…) are captured later by the gateway, not here.
 * No ``event_id`` in the hit → the event has none and the pipeline derives it from
   ``data.order_id`` or makes a random one (then the vendor cannot deduplicate on the id; Meta
   still can on event name + ``fbp`` browser-first, §1.7). The hit is still returned and counted.

@@ -96,10 +96,9 @@ from gateway.core.hits import Hit
 from gateway.core.identity import PiiHasher
 from gateway.core.pixeldigests import given_digests, scope_hit_digests
 from gateway.core.profile import VisitorProfile, enrich
-from gateway.destinations import CLICK_IDS, COOKIES, PLATFORMS
+from gateway.destinations import CLICK_IDS, COOKIES
 from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
 from gateway.destinations.meta.hitwire import MetaHit, check_url, meta_hit
-from gateway.destinations.platform import HitFormat
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
 from gateway.web.codings import CodingError, accepts, decode
@@ -118,6 +117,13 @@ from gateway.web.cookies import (
     verify_visitor_id,
 )
 from gateway.web.fastlane import Answer, LaneRequest, Later
+from gateway.web.hitroutes import (
+    DIGEST_RULES,
+    HIT_FORMATS,
+    HIT_ROUTES,
+    OWN_DESTINATIONS,
+    HitRoute,
+)
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Site
@@ -147,73 +153,6 @@ _MAX_UA: Final = 1024
 _MEMO_MAX: Final = 1024
 _MISSING: Final = object()
 _UNSEEN: Final[Any] = object()
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class HitRoute:
-    """One public hit path → one vendor upstream path and the cookies that vendor may see.
-
-    Compared and hashed by identity (the routes are the constants of HIT_ROUTES): a route is
-    part of a memo key on every hit, and hashing its fields cost more than the look-up.
-    """
-
-    vendor: str
-    """Config vendor name (`proxy.vendors`): meta, tiktok, snap, google."""
-    path: str
-    """Path under the site's prefix, or an absolute path when `root`."""
-    upstream: str
-    methods: tuple[str, ...]
-    cookies: frozenset[str]
-    cookie_pattern: re.Pattern[str] | None = None
-    root: bool = False
-    platform: str = ""
-    """The platform (gateway.destinations.PLATFORMS) whose hits these are."""
-
-    def keeps(self, name: str) -> bool:
-        """Tell whether the cookie `name` is forwarded to this vendor."""
-        pattern = self.cookie_pattern
-        return name in self.cookies or (pattern is not None and pattern.fullmatch(name) is not None)
-
-
-PUBLIC_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
-    "meta": ("m/tr", "m/tr/"),
-    "tiktok": ("t/api/v2/pixel",),
-    "snap": ("s/p",),
-    "ga4": ("/g/collect",),
-}
-"""Platform → the public paths of its hits: under each site prefix, or at the root when the
-path starts with '/' (gtag.js posts to `/g/collect` of its `server_container_url`)."""
-
-
-def _routes() -> tuple[HitRoute, ...]:
-    routes: list[HitRoute] = []
-    for name, platform in PLATFORMS.items():
-        fmt = platform.hits
-        if fmt is None:
-            continue
-        for path in PUBLIC_PATHS[name]:  # a platform with hits but no path: a KeyError at import
-            root = path.startswith("/")
-            routes.append(
-                HitRoute(
-                    fmt.vendor,
-                    path,
-                    fmt.upstream_path,
-                    fmt.methods,
-                    fmt.cookies,
-                    fmt.cookie_pattern,
-                    root=root,
-                    platform=name,
-                )
-            )
-    return tuple(routes)
-
-
-HIT_ROUTES: Final[tuple[HitRoute, ...]] = _routes()
-"""Every proxied hit route, built from the platforms' `HitFormat`s."""
-HIT_FORMATS: Final[Mapping[str, HitFormat]] = {
-    fmt.vendor: fmt for p in PLATFORMS.values() if (fmt := p.hits) is not None
-}
-"""Config vendor name (`proxy.vendors`) → its platform's hit format."""
 
 
 @dataclass
@@ -382,13 +321,6 @@ class HitAnswer:
 _HEADS: dict[tuple[object, ...], bytes] = {}
 
 
-OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
-    name: fmt.mirror_to for name, p in PLATFORMS.items() if (fmt := p.hits) is not None
-}
-"""Hit vendor (`Hit.vendor`, the platform) → the destinations that may receive its mirror
-(unless `mirror_to_all`); a platform's `HitFormat.mirror_to`."""
-
-
 class HitProxy:
     """Handlers of the hit routes; owns the upstream connection pool."""
 
@@ -424,7 +356,7 @@ class HitProxy:
         """(status, Content-Type, Content-Encoding) of an upstream answer → the lane's head for
         it and whether the body is passed (`_lane_answer`)."""
         self.fast_hits = True
-        """Take the fast road for the usual Meta hit (core.hitwire); tests compare both roads."""
+        """Take the fast road for the usual Meta hit (meta.hitwire); tests compare both roads."""
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -911,7 +843,7 @@ class HitProxy:
         )
 
     def _fast_doc(self, observed: Observed) -> _Doc | None:
-        """`_docs` + `Pipeline.prepare` of a bodiless Meta hit in one go (core.hitwire), giving
+        """`_docs` + `Pipeline.prepare` of a bodiless Meta hit in one go (meta.hitwire), giving
         the same Event; None when anything is unusual (the general road then decides)."""
         site = observed.site
         hit = meta_hit(observed.query, now=observed.now, limits=site.limits)
@@ -942,7 +874,7 @@ class HitProxy:
             hasher = PiiHasher(site.rulesets, default_country=cfg.default_country)
             digests = hasher(hit.pii)
             given = given_digests({name: list(hit.pii.get(key, ())) for name, key in _PII})
-            digests = scope_hit_digests(digests, _DIGEST_RULES["meta"], given) or digests
+            digests = scope_hit_digests(digests, DIGEST_RULES["meta"], given) or digests
             user = _new_user(
                 {},
                 digests,
@@ -1241,7 +1173,7 @@ class _Doc:
         self.doc = doc
         """The canonical event object, for `Pipeline.prepare` (None: `event` is ready)."""
         self.event = event
-        """The event already built by the fast road (core.hitwire), else None."""
+        """The event already built by the fast road (meta.hitwire), else None."""
         self.decision = decision
         self.vid = vid
         """The verified visitor id from our cookie (its profile enriches the event)."""
@@ -1252,10 +1184,6 @@ class _Doc:
 HITS = web.AppKey("hit_proxy", HitProxy)
 
 _PII: Final = tuple(PII_FIELDS.items())
-_DIGEST_RULES: Final[Mapping[str, str]] = {
-    name: fmt.digest_rules for name, p in PLATFORMS.items() if (fmt := p.hits) is not None
-}
-"""Platform → the rule set its pixel's digests follow."""
 
 
 def _own_digests(event: Event, rules: str, user: object) -> Event:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.config import PROXY_VENDORS
 from gateway.destinations import PLATFORMS
-from gateway.web.hits import HIT_FORMATS, HIT_ROUTES, OWN_DESTINATIONS, PUBLIC_PATHS
+from gateway.web.hitroutes import HIT_FORMATS, HIT_ROUTES, OWN_DESTINATIONS, PUBLIC_PATHS
 
 
 def test_routes_are_the_same_as_the_former_fixed_table() -> None:
