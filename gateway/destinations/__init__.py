@@ -57,7 +57,7 @@ DESTINATIONS: Final[dict[str, Registration]] = dict(registrations(PLATFORMS.valu
 CLICK_IDS: Final = ClickIdTable(param for p in PLATFORMS.values() for param in p.click_ids)
 """Every platform's click-id query parameters, for ``core.clickids.capture``."""
 COOKIES: Final[tuple[CookieSpec, ...]] = tuple(c for p in PLATFORMS.values() for c in p.cookies)
-"""Every vendor cookie the gateway manages, in plan order (``core.clickids.plan_cookies``)."""
+"""Every vendor cookie the gateway manages or reads, in plan order (``core.clickids``)."""
 VENDOR_COOKIES: Final[Mapping[str, Callable[[str], str | None]]] = {
     spec.name: spec.validate for spec in COOKIES if spec.kind is not CookieKind.READ
 }

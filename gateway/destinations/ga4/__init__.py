@@ -1,5 +1,5 @@
-"""Google Analytics 4: the gtag.js /g/collect hits (its Measurement Protocol destination lands
-separately).
+"""Google Analytics 4: the gtag.js ``/g/collect`` hits (``hits.py``) and the ``_ga`` cookie
+(``clickids.py``); its Measurement Protocol destination lands separately.
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

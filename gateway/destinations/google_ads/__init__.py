@@ -1,4 +1,5 @@
-"""Google Ads: its click ids (its destination lands separately).
+"""Google Ads: gclid, gbraid, wbraid and the ``_gcl_aw`` cookie (``clickids.py``); its destination
+lands separately.
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

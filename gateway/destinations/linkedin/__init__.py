@@ -1,4 +1,5 @@
-"""LinkedIn: the Conversions API destination.
+"""LinkedIn: the Conversions API destination (``destination.py``) and the li_fat_id click id
+(``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

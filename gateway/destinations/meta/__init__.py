@@ -1,4 +1,6 @@
-"""Meta (Facebook, Instagram): the Conversions API destination.
+"""Meta (Facebook, Instagram): the Conversions API destination (``destination.py``), ``/tr``
+pixel hits (``hits.py``, fast road ``hitwire.py``), fbclid and the ``_fbc``/``_fbp`` cookies
+(``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

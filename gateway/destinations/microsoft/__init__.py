@@ -1,4 +1,5 @@
-"""Microsoft Advertising: the UET Conversions API destination.
+"""Microsoft Advertising: the UET Conversions API destination (``destination.py``), msclkid and
+the ``_uetmsclkid`` cookie (``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

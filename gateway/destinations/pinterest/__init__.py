@@ -1,4 +1,5 @@
-"""Pinterest: the Conversions API destination.
+"""Pinterest: the Conversions API destination (``destination.py``), the epik click id and the
+``_epik`` cookie, read only (``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

@@ -1,4 +1,5 @@
-"""Reddit: the Conversions API destination.
+"""Reddit: the Conversions API destination (``destination.py``), the rdt_cid click id and the
+``_rdt_uuid`` cookie, read only (``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

@@ -1,4 +1,5 @@
-"""Snapchat: the Conversions API destination.
+"""Snapchat: the Conversions API destination (``destination.py``), pixel hits (``hits.py``),
+ScCid and the ``_scclid``/``_scid`` cookies (``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

@@ -1,4 +1,5 @@
-"""TikTok: the Events API destination.
+"""TikTok: the Events API destination (``destination.py``), pixel JSON hits (``hits.py``),
+ttclid and the ``ttclid``/``_ttp`` cookies (``clickids.py``).
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """

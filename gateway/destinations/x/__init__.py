@@ -1,4 +1,4 @@
-"""X (Twitter): its click id (its destination lands separately).
+"""X (Twitter): the twclid click id (``clickids.py``); its destination lands separately.
 
 Everything the platform owns lives in this package; `PLATFORM` describes it.
 """
