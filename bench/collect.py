@@ -22,8 +22,8 @@ with ``wrk -t1 --latency`` pinned to another (``--client-cpu``, default 1), 64 c
   meanwhile by others do not mix code versions into one run.
 * **bare**: the ``_bare`` mode of this file: aiohttp + uvloop, same ``AppRunner``/``TCPSite``
   setup, ``access_log=None``; ``POST /e`` does ``await request.read()``, ``json.loads``, sets the
-  six cookies the gateway sets on a first hit (``_fbc``, ``_gcl_aw``, ``_fbp``, ``_ttp``,
-  ``_scid``, ``_sgv``: Domain, Path=/, Max-Age, SameSite=Lax, HttpOnly on ``_sgv``) with
+  seven cookies the gateway sets on a first hit (``_fbc``, ``_gcl_aw``, ``_fbp``, ``_ttp``,
+  ``_scid``, ``_ga``, ``_sgv``: Domain, Path=/, Max-Age, SameSite=Lax, HttpOnly on ``_sgv``) with
   ``response.set_cookie`` and the same CORS headers, and answers 204. Values are formatted from
   the body (click ids, visitor id, time) without hashing, randomness or storage.
 
@@ -37,12 +37,12 @@ same script:
 * **first hit**: no Cookie header, so every request is a new visitor: the gateway mints cookies,
   creates a profile and appends the event;
 * **returning**: a fixed Cookie header built from one real first response of the gateway
-  (signed ``_sgv``, ``_fbc``, ``_gcl_aw``, ``_fbp``, ``_ttp``, ``_scid``); the same first-hit body
-  is replayed before the load so the profile exists, then every request merges into it (new
-  click ids each time, so ``_fbc``/``_gcl_aw`` are rewritten).
+  (signed ``_sgv``, ``_fbc``, ``_gcl_aw``, ``_fbp``, ``_ttp``, ``_scid``, ``_ga``); the same
+  first-hit body is replayed before the load so the profile exists, then every request merges
+  into it (new click ids each time, so ``_fbc``/``_gcl_aw`` are rewritten).
 
 Checks (a failed one exits 1 with FAILED): more than 0.1% non-204 answers or socket errors; the
-gateway's first response lacks one of the six cookies, or the bare handler's cookies differ from
+gateway's first response lacks one of the seven cookies, or the bare handler's cookies differ from
 the gateway's in name or attributes; after each gateway case the outbox, opened read-only, holds
 fewer delivery rows than 204 answers (or more than the requests cut off at the end of each load
 run can explain), or fewer profiles than 204 answers (first hit) / none (returning).
@@ -132,7 +132,7 @@ USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
 )
-COOKIES = ("_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_sgv")
+COOKIES = ("_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_ga", "_sgv")
 """The cookies the gateway sets on a first hit with fbclid and gclid in the URL."""
 CLICK_MAX_AGE = 90 * 86400
 ID_MAX_AGE = 400 * 86400
@@ -338,7 +338,7 @@ def result(case: str, server: str, settings: Settings, load: Load) -> Result:
 
 
 def first_response(server: Server, name: str) -> tuple[bytes, list[str]]:
-    """Send one first-hit request; check it is answered 204 with the six cookies."""
+    """Send one first-hit request; check it is answered 204 with the seven cookies."""
     body = first_body(secrets.token_hex(8))
     status, set_cookies = post_once(server.port, body)
     names = [line.split("=", 1)[0] for line in set_cookies]
@@ -620,6 +620,7 @@ async def _serve_bare(port: int) -> None:
             ("_fbp", f"fb.1.{now_ms}.{int(vid[-8:], 16) >> 1}", ID_MAX_AGE),
             ("_ttp", f"{vid[-16:]}{vid[:11]}", ID_MAX_AGE),
             ("_scid", f"{vid[-8:]}-{vid[-12:-8]}-4{vid[-3:]}-8{vid[-7:-4]}-{vid[:12]}", ID_MAX_AGE),
+            ("_ga", f"GA1.1.{int(vid[-8:], 16) >> 2}.{now_ms // 1000}", ID_MAX_AGE),
         )
         for name, value, age in values:
             response.set_cookie(name, value, domain=domain, path="/", max_age=age, samesite="Lax")

@@ -312,7 +312,7 @@ class SiteConfig:
         90.0, "Max-Age of click-id cookies (_fbc, _gcl_aw, ttclid…).", min=1.0, max=400.0
     )
     id_cookie_days: float = _f(
-        400.0, "Max-Age of browser-id cookies (_fbp, _ttp, _scid, ours).", min=1.0, max=400.0
+        400.0, "Max-Age of browser-id cookies (_fbp, _ttp, _scid, _ga, ours).", min=1.0, max=400.0
     )
     profile_ttl_days: float = _f(400.0, "Visitor profiles unseen this long are deleted.", min=1.0)
     consent: ConsentConfig = field(

@@ -240,6 +240,7 @@ TRACKING_COOKIES: Final = (
     "_scid",
     "_scclid",
     "_uetmsclkid",
+    "_ga",
 )
 """Every vendor cookie the gateway sets (click ids and browser ids); with the site's visitor
 cookie, what an explicit denial deletes. `_sgc` (the consent state) is strictly necessary."""

@@ -4,16 +4,17 @@ A hashed e-mail, phone or external id links all the visitors (browsers, devices)
 entered on. An order found through such a link gets, for each platform, the freshest click id
 that any of those visitors brought within the platform's click-through attribution window
 before the order, plus the browser ids (`_fbp`, `_ttp`, IP, user agent, …) of the visitor the
-order names, or else of the most recently seen linked visitor. Pure: the caller passes `now`.
+order names, or else of the most recently seen linked visitor. Pure: the caller passes `now`
+and the platforms' click windows (each platform's ``CLICK_WINDOW``, in
+``gateway/destinations/<name>/clickids.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from gateway.core.clickids import format_fbc, parse_fbc
 from gateway.core.event import Event, User
 from gateway.core.profile import VisitorProfile, union_hashed
 
@@ -35,29 +36,16 @@ class ClickWindow:
     names: tuple[str, ...]
     """`User.click_ids` keys (lower-case) of this platform's click ids; one of them is sent."""
     days: float
+    carried_as_fbc: Callable[[Mapping[str, str], str, float], str | None] | None = None
+    """Set when the platform's click also travels as `User.fbc` (Meta's ``_fbc``): an event
+    with an fbc brings its own click, and an event without one gets
+    ``carried_as_fbc(browser ids of the clicking visitor, click id, first seen)``."""
 
 
-CLICK_WINDOWS: Final[tuple[ClickWindow, ...]] = (
-    # Meta: default attribution setting "7-day click"; events older than 7 days are refused.
-    ClickWindow("meta", ("fbclid",), 7.0),
-    # Google Ads: a conversion action's click-through window is at most 90 days and usually
-    # 30 (its default); a click outside the action's window fails with EXPIRED_EVENT.
-    ClickWindow("google", ("gclid", "gbraid", "wbraid"), 30.0),
-    # TikTok: a ttclid is documented valid for 7 days (platforms.md marks it unverified).
-    ClickWindow("tiktok", ("ttclid",), 7.0),
-    # Snap, Pinterest, LinkedIn, Reddit, Microsoft, X: not documented in platforms.md; the
-    # conservative default (28 days, the shortest of the common 28/30-day defaults).
-    ClickWindow("snap", ("sccid",), DEFAULT_WINDOW_DAYS),
-    ClickWindow("pinterest", ("epik",), DEFAULT_WINDOW_DAYS),
-    ClickWindow("linkedin", ("li_fat_id",), DEFAULT_WINDOW_DAYS),
-    ClickWindow("reddit", ("rdt_cid",), DEFAULT_WINDOW_DAYS),
-    ClickWindow("microsoft", ("msclkid",), DEFAULT_WINDOW_DAYS),
-    ClickWindow("x", ("twclid",), DEFAULT_WINDOW_DAYS),
-)
-"""One row per platform. A click id name listed here is attribution data: it travels only
-within its window. Names not listed (`ttp`, `scid`: browser ids) follow the browser ids."""
-
-WINDOWED: Final = frozenset(name for w in CLICK_WINDOWS for name in w.names)
+def windowed(windows: Sequence[ClickWindow]) -> frozenset[str]:
+    """Return the click-id names of `windows`: attribution data, which travels only within its
+    window. Names not listed (`ttp`, `scid`: browser ids) follow the browser ids."""
+    return frozenset(name for w in windows for name in w.names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +58,16 @@ class Click:
     profile: VisitorProfile
 
 
-def freshest_clicks(profiles: Sequence[VisitorProfile], order_time: float) -> dict[str, Click]:
+def freshest_clicks(
+    profiles: Sequence[VisitorProfile], order_time: float, windows: Sequence[ClickWindow]
+) -> dict[str, Click]:
     """Return platform → the freshest click of any profile inside its window before the order.
 
     A click counts when ``order_time - days <= seen <= order_time + CLOCK_SKEW_SECONDS``.
     Ties go to the first profile given (the one the order names comes first).
     """
     out: dict[str, Click] = {}
-    for window in CLICK_WINDOWS:
+    for window in windows:
         earliest = order_time - window.days * DAY
         latest = order_time + CLOCK_SKEW_SECONDS
         best: Click | None = None
@@ -108,33 +98,37 @@ def enrich_across(
     named: VisitorProfile | None,
     linked: Sequence[VisitorProfile],
     now: float,
+    windows: Sequence[ClickWindow],
 ) -> Event:
     """Return the event filled from its visitor and every visitor linked to its identifiers.
 
     The event's own values always win (a platform whose click the event brings gets no other).
     Click ids come from `freshest_clicks` over all the
-    profiles, measured from the order's time (never later than `now`); `fbc` is the clicking
+    profiles in the platforms' `windows`, measured from the order's time (never later than
+    `now`); `fbc` comes from the window that sets `carried_as_fbc` (Meta's: the clicking
     visitor's `_fbc` cookie when it holds that fbclid, else built from the fbclid and the time
-    it was first seen. Everything else (IP, user agent, `_fbp`, `ttp`, `scid`, hashed
+    it was first seen). Everything else (IP, user agent, `_fbp`, `ttp`, `scid`, hashed
     identifiers) comes from `base_profile`.
     """
     base = base_profile(named, linked)
     if base is None:
         return event
     everyone = [base, *(p for p in linked if p.visitor_id != base.visitor_id)]
-    clicks = freshest_clicks(everyone, min(event.time, now))
+    clicks = freshest_clicks(everyone, min(event.time, now), windows)
     u = event.user
-    merged = {n: v for n, (v, _) in base.click_ids.items() if n not in WINDOWED}
-    for window in CLICK_WINDOWS:
-        own = any(n in u.click_ids for n in window.names) or (window.platform == "meta" and u.fbc)
+    names = windowed(windows)
+    merged = {n: v for n, (v, _) in base.click_ids.items() if n not in names}
+    fbc = u.fbc
+    for window in windows:
+        carried = window.carried_as_fbc
+        own = any(n in u.click_ids for n in window.names) or (carried is not None and u.fbc)
         if own:  # the event brings its own click for this platform: it is the one sent
             clicks.pop(window.platform, None)
         elif (click := clicks.get(window.platform)) is not None:
             merged[click.name] = click.value
+            if carried is not None and fbc is None:
+                fbc = carried(click.profile.browser_ids, click.value, click.seen)
     merged.update(u.click_ids)
-    fbc = u.fbc
-    if fbc is None and (meta := clicks.get("meta")) is not None:
-        fbc = _fbc_of(meta)
     ids = base.browser_ids
     user = User(
         pii=u.pii,
@@ -147,15 +141,3 @@ def enrich_across(
         click_ids=merged,
     )
     return replace(event, user=user)
-
-
-def _fbc_of(click: Click) -> str | None:
-    """Return the clicking visitor's `_fbc` for this fbclid, or one built from the click."""
-    cookie = parse_fbc(click.profile.browser_ids.get("_fbc"))
-    if cookie is not None and cookie.fbclid == click.value:
-        return cookie.value
-    index = cookie.subdomain_index if cookie is not None else 1
-    try:
-        return format_fbc(click.value, int(click.seen * 1000), index)
-    except ValueError:  # not a valid fbclid or time: Meta gets no fbc rather than a bad one
-        return None

@@ -110,6 +110,7 @@ CLICK_ID_KEYS: Final = frozenset(
         "epik",
         "rdt_cid",
         "twclid",
+        "rdt_uuid",
     }
 )
 """Known `User.click_ids` keys: click ids and first-party browser ids. `ga` is GA4's client id

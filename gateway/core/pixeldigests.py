@@ -22,16 +22,7 @@ from typing import Any, Final
 
 from gateway.core.event import PII_FIELDS
 
-__all__ = ["VENDOR_RULES", "given_digests", "scope_hit_digests"]
-
-VENDOR_RULES: Final[Mapping[str, str]] = {
-    "meta": "meta",
-    "tiktok": "tiktok",
-    "snap": "snap",
-    "ga4": "google",
-    "google": "google",
-}
-"""Hit vendor (parser or route name) → the rule set its pixel's digests follow."""
+__all__ = ["given_digests", "scope_hit_digests"]
 
 _FORMS: Final[Mapping[str, Mapping[str, str]]] = {
     "em": {"meta": "trim-lower", "tiktok": "trim-lower", "snap": "trim-lower", "google": "gmail"},
@@ -71,16 +62,17 @@ def _shares_form(key: str, vendor_rules: str, rules: str) -> bool:
 
 
 def scope_hit_digests(
-    hashed: Hashed, vendor: str, given: Mapping[str, frozenset[str]]
+    hashed: Hashed, vendor_rules: str, given: Mapping[str, frozenset[str]]
 ) -> dict[str, dict[str, tuple[str, ...]]] | None:
-    """Return `hashed` without the `given` digests in rule sets whose form differs from the
-    vendor's, or None when nothing had to be removed (the caller keeps its event as it is).
+    """Return `hashed` without the `given` digests in rule sets whose form differs from
+    `vendor_rules`' (the rule set the vendor's pixel follows: its platform's
+    ``HitFormat.digest_rules``), or None when nothing had to be removed (the caller keeps its
+    event as it is).
 
-    An unknown vendor keeps a given digest nowhere but in rule sets listed for it (none).
+    Rule sets not listed for a field share no digest of it with `vendor_rules`.
     """
     if not given:
         return None
-    vendor_rules = VENDOR_RULES.get(vendor, "")
     out: dict[str, dict[str, tuple[str, ...]]] = {}
     changed = False
     for rules, ids in hashed.items():

@@ -1,41 +1,70 @@
-"""Platform destinations: one module each, registered here by name (one line per platform)."""
+"""Platform destinations: one package per platform, registered here by name (one line each).
+
+`PLATFORMS` holds every platform's `Platform` (gateway/destinations/platform.py);
+`DESTINATIONS` the registrations of those that have a server-API destination.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Final
 
-from gateway.destinations import linkedin, meta, microsoft, pinterest, reddit, snap, tiktok
-from gateway.destinations.base import Destination
-from gateway.destinations.ga4 import destination as ga4
-from gateway.destinations.google_ads import destination as google_ads
-from gateway.destinations.x import destination as x
+from gateway.core.clickids import ClickIdTable, CookieKind, CookieSpec
+from gateway.core.crossdevice import ClickWindow
+from gateway.destinations.ga4 import PLATFORM as GA4
+from gateway.destinations.google_ads import PLATFORM as GOOGLE_ADS
+from gateway.destinations.linkedin import PLATFORM as LINKEDIN
+from gateway.destinations.meta import PLATFORM as META
+from gateway.destinations.microsoft import PLATFORM as MICROSOFT
+from gateway.destinations.pinterest import PLATFORM as PINTEREST
+from gateway.destinations.platform import Platform, Registration, by_name, registrations
+from gateway.destinations.reddit import PLATFORM as REDDIT
+from gateway.destinations.snap import PLATFORM as SNAP
+from gateway.destinations.tiktok import PLATFORM as TIKTOK
+from gateway.destinations.x import PLATFORM as X
 
+__all__ = [
+    "CLICK_IDS",
+    "CLICK_WINDOWS",
+    "COOKIES",
+    "DESTINATIONS",
+    "PLATFORMS",
+    "READ_COOKIES",
+    "VENDOR_COOKIES",
+    "Platform",
+    "Registration",
+]
 
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """How config and the app find a destination: its settings class and constructor."""
+PLATFORMS: Final[Mapping[str, Platform]] = by_name(
+    META,
+    GOOGLE_ADS,
+    TIKTOK,
+    SNAP,
+    PINTEREST,
+    LINKEDIN,
+    REDDIT,
+    MICROSOFT,
+    X,
+    GA4,
+)
+"""Platform name → platform. The order is the order in which vendor cookies are planned and
+read and click windows applied (Set-Cookie lines, ``click_ids`` keys): add a new platform at
+the end so that what existing visitors get stays byte-equal."""
 
-    settings: type[Any]
-    factory: Callable[[Any], Destination]
-    hash_rules: str
+DESTINATIONS: Final[dict[str, Registration]] = dict(registrations(PLATFORMS.values()))
+"""Destination name → registration (the platforms above that have a destination)."""
 
-
-DESTINATIONS: Final[dict[str, Registration]] = {
-    "ga4": Registration(ga4.GA4Settings, ga4.GA4, ga4.GA4.hash_rules),
-    "google_ads": Registration(
-        google_ads.GoogleAdsSettings, google_ads.GoogleAds, google_ads.GoogleAds.hash_rules
-    ),
-    "linkedin": Registration(
-        linkedin.LinkedInSettings, linkedin.LinkedIn, linkedin.LinkedIn.hash_rules
-    ),
-    "meta": Registration(meta.MetaSettings, meta.Meta, meta.Meta.hash_rules),
-    "pinterest": Registration(pinterest.PinterestSettings, pinterest.Pinterest, "meta"),
-    "microsoft": Registration(microsoft.MicrosoftSettings, microsoft.Microsoft, "meta"),
-    "reddit": Registration(reddit.RedditSettings, reddit.Reddit, reddit.Reddit.hash_rules),
-    "snap": Registration(snap.SnapSettings, snap.Snap, snap.Snap.hash_rules),
-    "tiktok": Registration(tiktok.TikTokSettings, tiktok.TikTok, tiktok.TikTok.hash_rules),
-    "x": Registration(x.XSettings, x.X, x.X.hash_rules),
+CLICK_IDS: Final = ClickIdTable(param for p in PLATFORMS.values() for param in p.click_ids)
+"""Every platform's click-id query parameters, for ``core.clickids.capture``."""
+COOKIES: Final[tuple[CookieSpec, ...]] = tuple(c for p in PLATFORMS.values() for c in p.cookies)
+"""Every vendor cookie the gateway manages or reads, in plan order (``core.clickids``)."""
+VENDOR_COOKIES: Final[Mapping[str, Callable[[str], str | None]]] = {
+    spec.name: spec.validate for spec in COOKIES if spec.kind is not CookieKind.READ
 }
-"""Destination name → registration."""
+"""Managed vendor cookie name → validator returning the value unchanged, or None if malformed."""
+READ_COOKIES: Final = frozenset(spec.name for spec in COOKIES if spec.kind is CookieKind.READ)
+"""Vendor cookies only read (into ``click_ids``), never written or deleted by the gateway."""
+CLICK_WINDOWS: Final[tuple[ClickWindow, ...]] = tuple(
+    p.click_window for p in PLATFORMS.values() if p.click_window is not None
+)
+"""Every platform's click window, for ``core.crossdevice.enrich_across``."""

@@ -34,13 +34,7 @@ from typing import Any, Final
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.core.clickids import (
-    VENDOR_COOKIES,
-    capture,
-    click_ids_from_cookies,
-    format_fbp,
-    plan_cookies,
-)
+from gateway.core.clickids import CookieKind, capture, click_ids_from_cookies, plan_cookies
 from gateway.core.consent import (
     TRACKING_COOKIES,
     ConsentPolicy,
@@ -55,6 +49,8 @@ from gateway.core.event import Consent, Event
 from gateway.core.jsoncodec import loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, enrich
 from gateway.core.record import encode
+from gateway.destinations import CLICK_IDS, COOKIES, READ_COOKIES, VENDOR_COOKIES
+from gateway.destinations.meta.clickids import format_fbp
 from gateway.store.base import NewEvent, ProfileQuery
 from gateway.web.cookies import (
     delete_cookie_header,
@@ -77,7 +73,7 @@ MAX_BODY: Final = 65_536
 CONSENT_COOKIE: Final = "_sgc"
 """Strictly necessary: remembers the visitor's explicit consent choice (no identifier)."""
 TC_COOKIE: Final = "euconsent-v2"
-CLICK_COOKIES: Final = frozenset({"_fbc", "_gcl_aw", "ttclid", "_scclid", "_uetmsclkid"})
+CLICK_COOKIES: Final = frozenset(c.name for c in COOKIES if c.kind is not CookieKind.VISITOR)
 _VID_RE: Final = re.compile(r"^(\d{13})-([0-9a-f]{16})$")
 _CANDIDATE_SKEW_MS: Final = 86_400_000
 _CONSENT_CODES: Final = {"g": True, "d": False, "u": None}
@@ -167,7 +163,7 @@ class Collect:
         self.policies = {s.config.id: _policy(s) for s in sites}
         self.wanted: dict[str, frozenset[str]] = {
             s.config.id: frozenset(
-                {*VENDOR_COOKIES, s.config.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
+                {*VENDOR_COOKIES, *READ_COOKIES, s.config.visitor_cookie, CONSENT_COOKIE, TC_COOKIE}
                 | ({s.config.consent.cmp_cookie} if s.config.consent.cmp_cookie else set())
             )
             for s in sites
@@ -387,7 +383,7 @@ class Collect:
             # A lost or malformed vendor cookie of a known visitor is restored from the profile.
             (profile,) = await self.pipeline.store.find_profiles(cfg.id, [ProfileQuery(vid)])
             profile_values = profile.browser_ids if profile is not None else {}
-        click_ids = capture(_text(body.get("url")), _text(body.get("referrer")))
+        click_ids = capture(_text(body.get("url")), _text(body.get("referrer")), CLICK_IDS)
         index = subdomain_index(domain)
         bits = self._bits(vid)
         plan = plan_cookies(
@@ -397,6 +393,8 @@ class Collect:
             now_ms=now_ms,
             random_bits=bits,
             subdomain_index=index,
+            specs=COOKIES,
+            table=CLICK_IDS,
         )
         if "_fbp" in plan and plan["_fbp"] not in (cookies.get("_fbp"), profile_values.get("_fbp")):
             # A new _fbp is derived from the visitor id alone, so near-simultaneous first hits
@@ -427,7 +425,9 @@ class Collect:
         )
         ip = self._client_ip(hit.peer, hit.forwarded)
         ua = hit.headers.get("user-agent", "")[:1024] or None
-        all_clicks = {**click_ids_from_cookies(plan), **click_ids}
+        # The plan holds every managed cookie's value (a request cookie it lacks is malformed);
+        # the request still holds the read-only ones (_epik, _rdt_uuid).
+        all_clicks = {**click_ids_from_cookies({**cookies, **plan}, COOKIES), **click_ids}
         user: dict[str, Any] = {"visitor_id": vid, "click_ids": all_clicks}
         if ip:
             user["ip"] = ip

@@ -39,7 +39,8 @@ batch (under load the batch waits a few more turns while hits keep coming, at mo
 `LINGER_TURNS`), parsed together and committed with one `Pipeline.commit` per site and
 destination set (each event alone if that fails); each hit's answer waits for its batch's
 durable commit. A lane hit needs no task: the batch and the upstream answer call it back. The
-hit is parsed by `gateway.core.hits` (any exception is logged at WARNING without the hit's
+hit is parsed by its platform's parser (`HitFormat.parse`, gateway/destinations/<name>/hits.py;
+shared rules in `gateway.core.hits`) (any exception is logged at WARNING without the hit's
 content and counted; the pass-through never depends on it). For each parsed event: `url` from
 the Referer when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own
 consent — GA4 `gcs` — else the `_sgc` cookie, TCF and CMP cookies, region header); with full
@@ -63,18 +64,13 @@ from dataclasses import dataclass, field
 from functools import partial
 from http import HTTPStatus
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.core.clickids import (
-    capture,
-    click_ids_from_cookies,
-    parse_fbc,
-    parse_fbp,
-)
+from gateway.core.clickids import capture, click_ids_from_cookies
 from gateway.core.consent import Decision, Signals, Tier, apply, is_explicit_denial
 from gateway.core.event import (
     _FB_COOKIE_RE,
@@ -96,11 +92,13 @@ from gateway.core.event import (
     with_channel,
     with_hashed,
 )
-from gateway.core.hits import Hit, parse_ga4, parse_meta_tr, parse_snap, parse_tiktok
-from gateway.core.hitwire import MetaHit, check_url, meta_hit
+from gateway.core.hits import Hit
 from gateway.core.identity import PiiHasher
 from gateway.core.pixeldigests import given_digests, scope_hit_digests
 from gateway.core.profile import VisitorProfile, enrich
+from gateway.destinations import CLICK_IDS, COOKIES
+from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
+from gateway.destinations.meta.hitwire import MetaHit, check_url, meta_hit
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
 from gateway.web.codings import CodingError, accepts, decode
@@ -119,6 +117,13 @@ from gateway.web.cookies import (
     verify_visitor_id,
 )
 from gateway.web.fastlane import Answer, LaneRequest, Later
+from gateway.web.hitroutes import (
+    DIGEST_RULES,
+    HIT_FORMATS,
+    HIT_ROUTES,
+    OWN_DESTINATIONS,
+    HitRoute,
+)
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Site
@@ -142,55 +147,12 @@ DRAIN_SECONDS: Final = 10.0
 """At shutdown, mirrors still on their way to the store are waited for this long at most."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
 _COOKIE_VALUE_RE: Final = re.compile(r"[\x21\x23-\x2B\x2D-\x3A\x3C-\x5B\x5D-\x7E]*")
-_GA_COOKIE_RE: Final = re.compile(r"_ga_[A-Za-z0-9]{1,32}")
 _CONTENT_TYPE_RE: Final = re.compile(r"[\x20-\x7e]{1,256}")
 _UA_RE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
 _MAX_UA: Final = 1024
 _MEMO_MAX: Final = 1024
 _MISSING: Final = object()
 _UNSEEN: Final[Any] = object()
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class HitRoute:
-    """One public hit path → one vendor upstream path and the cookies that vendor may see.
-
-    Compared and hashed by identity (the routes are the constants of HIT_ROUTES): a route is
-    part of a memo key on every hit, and hashing its fields cost more than the look-up.
-    """
-
-    vendor: str
-    """Config vendor name (`proxy.vendors`): meta, tiktok, snap, google."""
-    path: str
-    """Path under the site's prefix, or an absolute path when `root`."""
-    upstream: str
-    methods: tuple[str, ...]
-    cookies: frozenset[str]
-    cookie_pattern: re.Pattern[str] | None = None
-    root: bool = False
-
-    def keeps(self, name: str) -> bool:
-        """Tell whether the cookie `name` is forwarded to this vendor."""
-        pattern = self.cookie_pattern
-        return name in self.cookies or (pattern is not None and pattern.fullmatch(name) is not None)
-
-
-_META_COOKIES: Final = frozenset({"_fbp", "_fbc"})
-HIT_ROUTES: Final[tuple[HitRoute, ...]] = (
-    HitRoute("meta", "m/tr", "/tr/", ("GET", "POST"), _META_COOKIES),
-    HitRoute("meta", "m/tr/", "/tr/", ("GET", "POST"), _META_COOKIES),
-    HitRoute("tiktok", "t/api/v2/pixel", "/api/v2/pixel", ("POST",), frozenset({"_ttp", "ttclid"})),
-    HitRoute("snap", "s/p", "/p", ("POST",), frozenset({"_scid"})),
-    HitRoute(
-        "google",
-        "/g/collect",
-        "/g/collect",
-        ("GET", "POST"),
-        frozenset({"_ga"}),
-        _GA_COOKIE_RE,
-        root=True,
-    ),
-)
 
 
 @dataclass
@@ -359,15 +321,6 @@ class HitAnswer:
 _HEADS: dict[tuple[object, ...], bytes] = {}
 
 
-OWN_DESTINATIONS: Final[Mapping[str, frozenset[str]]] = {
-    "meta": frozenset({"meta"}),
-    "tiktok": frozenset({"tiktok"}),
-    "snap": frozenset({"snap"}),
-    "ga4": frozenset({"ga4", "google_ads"}),
-}
-"""Hit vendor → the destinations that may receive its mirror (unless `mirror_to_all`)."""
-
-
 class HitProxy:
     """Handlers of the hit routes; owns the upstream connection pool."""
 
@@ -403,7 +356,7 @@ class HitProxy:
         """(status, Content-Type, Content-Encoding) of an upstream answer → the lane's head for
         it and whether the body is passed (`_lane_answer`)."""
         self.fast_hits = True
-        """Take the fast road for the usual Meta hit (core.hitwire); tests compare both roads."""
+        """Take the fast road for the usual Meta hit (meta.hitwire); tests compare both roads."""
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -890,7 +843,7 @@ class HitProxy:
         )
 
     def _fast_doc(self, observed: Observed) -> _Doc | None:
-        """`_docs` + `Pipeline.prepare` of a bodiless Meta hit in one go (core.hitwire), giving
+        """`_docs` + `Pipeline.prepare` of a bodiless Meta hit in one go (meta.hitwire), giving
         the same Event; None when anything is unusual (the general road then decides)."""
         site = observed.site
         hit = meta_hit(observed.query, now=observed.now, limits=site.limits)
@@ -921,7 +874,7 @@ class HitProxy:
             hasher = PiiHasher(site.rulesets, default_country=cfg.default_country)
             digests = hasher(hit.pii)
             given = given_digests({name: list(hit.pii.get(key, ())) for name, key in _PII})
-            digests = scope_hit_digests(digests, "meta", given) or digests
+            digests = scope_hit_digests(digests, DIGEST_RULES["meta"], given) or digests
             user = _new_user(
                 {},
                 digests,
@@ -967,7 +920,7 @@ class HitProxy:
             if fbc is None and (value := cookies.get("_fbc")) is not None and parse_fbc(value):
                 fbc = _matching(value, 500, _FB_COOKIE_RE.fullmatch)
             click_ids: Mapping[str, str] = {
-                **click_ids_from_cookies(cookies),
+                **click_ids_from_cookies(cookies, COOKIES),
                 **self._captured(page, hit.referrer),
             }
         else:
@@ -1011,7 +964,8 @@ class HitProxy:
                 try:
                     event = pipeline.prepare(site, doc.doc, now=doc.observed.now).event
                     if event is not None and doc.doc is not None:
-                        event = _own_digests(event, doc.observed.vendor, doc.doc.get("user"))
+                        rules = HIT_FORMATS[doc.observed.vendor].digest_rules
+                        event = _own_digests(event, rules, doc.doc.get("user"))
                 except Exception as exc:
                     self._mirror_failed(doc.observed.vendor, exc)
                     continue
@@ -1083,7 +1037,7 @@ class HitProxy:
         url, referrer = doc.get("url"), doc.get("referrer")
         hit_clicks = user.get("click_ids")
         user["click_ids"] = {
-            **(click_ids_from_cookies(cookies) if cookies else {}),
+            **(click_ids_from_cookies(cookies, COOKIES) if cookies else {}),
             **self._captured(url if isinstance(url, str) else None, _str(referrer)),
             **(hit_clicks if isinstance(hit_clicks, dict) else {}),
         }
@@ -1100,7 +1054,7 @@ class HitProxy:
         key = (url, referrer)
         found = self._captures.get(key)
         if found is None:
-            found = capture(url, referrer)
+            found = capture(url, referrer, CLICK_IDS)
             if len(url or "") + len(referrer or "") <= _MEMO_TEXT_MAX:
                 if len(self._captures) >= _MEMO_MAX:
                     self._captures.clear()
@@ -1219,7 +1173,7 @@ class _Doc:
         self.doc = doc
         """The canonical event object, for `Pipeline.prepare` (None: `event` is ready)."""
         self.event = event
-        """The event already built by the fast road (core.hitwire), else None."""
+        """The event already built by the fast road (meta.hitwire), else None."""
         self.decision = decision
         self.vid = vid
         """The verified visitor id from our cookie (its profile enriches the event)."""
@@ -1232,32 +1186,21 @@ HITS = web.AppKey("hit_proxy", HitProxy)
 _PII: Final = tuple(PII_FIELDS.items())
 
 
-def _own_digests(event: Event, vendor: str, user: object) -> Event:
-    """The event without digests the vendor's pixel made in a form other rule sets do not use
-    (a TikTok '+' phone digest is not Meta's phone digest: core.pixeldigests)."""
+def _own_digests(event: Event, rules: str, user: object) -> Event:
+    """The event without digests the vendor's pixel made (in the form of rule set `rules`) in
+    a form other rule sets do not use (a TikTok '+' phone digest is not Meta's phone digest:
+    core.pixeldigests)."""
     given = given_digests(user)
     if not given:
         return event
-    scoped = scope_hit_digests(event.user.hashed, vendor, given)
+    scoped = scope_hit_digests(event.user.hashed, rules, given)
     return event if scoped is None else with_hashed(event, scoped)
 
 
 def parse_hits(observed: Observed) -> list[Hit]:
-    """Return the events of a hit by its vendor's parser (may raise; the caller guards)."""
-    now = observed.now
-    if observed.vendor == "meta":
-        form: list[tuple[str, str]] = []
-        if observed.body and "json" not in observed.content_type.lower():
-            text = observed.body.decode("utf-8", "replace")
-            form = parse_qsl(text, keep_blank_values=True, max_num_fields=1000)
-        hit = parse_meta_tr(observed.query, form, now=now)
-        return [hit] if hit is not None else []
-    if observed.vendor == "tiktok":
-        return parse_tiktok(observed.body, now=now)
-    if observed.vendor == "snap":
-        snap = parse_snap(observed.query, observed.body, observed.content_type, now=now)
-        return [snap] if snap is not None else []
-    return parse_ga4(observed.query, observed.body, now=now)
+    """Return the events of a hit by its platform's parser (may raise; the caller guards)."""
+    parse = HIT_FORMATS[observed.vendor].parse
+    return parse(observed.query, observed.body, observed.content_type, now=observed.now)
 
 
 def decode_query(raw: str) -> list[tuple[str, str]]:

@@ -20,7 +20,7 @@ from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.routing import NO_RULES, RouteTable
 from gateway.core.wire import WireEvent, events_from, records_from
-from gateway.destinations import DESTINATIONS
+from gateway.destinations import CLICK_WINDOWS, DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
 
 T = TypeVar("T")
@@ -206,7 +206,7 @@ class Pipeline:
         out = list(events)
         now = self.clock()
         for i, identity in zip(wanted, found, strict=True):
-            out[i] = enrich_across(events[i], identity.named, identity.linked, now)
+            out[i] = enrich_across(events[i], identity.named, identity.linked, now, CLICK_WINDOWS)
             vid = events[i].user.visitor_id
             if identity.named is not None and events[i].user.hashed and vid is not None:
                 await self.store.touch_profile(

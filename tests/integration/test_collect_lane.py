@@ -101,7 +101,7 @@ async def test_lane_answers_collect_hits_exactly_like_aiohttp(gw: Gateway) -> No
     assert gw.lane.handed_over == handed  # the lane kept every one of them
     assert first_fast is not None
     names = [line.split("=", 1)[0] for line in first_fast.all("set-cookie")]
-    assert names == ["_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_sgv"]
+    assert names == ["_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_ga", "_sgv"]
     assert first_fast.headers["access-control-allow-origin"] == ORIGIN
     # the oversized body: the lane leaves it to aiohttp, which answers 413 on both roads
     big = post(b'{"event":"PageView","x":"' + b"a" * MAX_BODY + b'"}')

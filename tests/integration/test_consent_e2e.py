@@ -29,6 +29,7 @@ TRACKING = {
     "_scid",
     "_scclid",
     "_uetmsclkid",
+    "_ga",
     "_sgv",
 }
 DENIED = {k: "denied" for k in ("ad_storage", "analytics_storage", "ad_user_data")}

@@ -17,7 +17,7 @@ import pytest
 from conftest import FakeClock, auth, runtime_of
 
 from gateway.app import cookie_key
-from gateway.core.clickids import parse_fbc
+from gateway.destinations.meta.clickids import parse_fbc
 from gateway.store.base import ProfileQuery
 from gateway.web.cookies import sign_visitor_id
 

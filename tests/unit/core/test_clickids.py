@@ -4,36 +4,53 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.clickids import (
-    CLICK_ID_PARAMS,
-    COOKIE_MAX_AGE_DAYS,
-    MAX_QUERY_CHARS,
-    VENDOR_COOKIES,
+from gateway.core import clickids
+from gateway.core.clickids import MAX_QUERY_CHARS
+from gateway.core.event import CLICK_ID_KEYS
+from gateway.destinations import CLICK_IDS, COOKIES, VENDOR_COOKIES
+from gateway.destinations.google_ads.clickids import GclAw, format_gcl_aw, parse_gcl_aw
+from gateway.destinations.meta.clickids import (
     Fbc,
     Fbp,
-    GclAw,
-    capture,
-    click_ids_from_cookies,
     format_fbc,
     format_fbp,
-    format_gcl_aw,
-    format_scid,
-    format_ttp,
-    format_uetmsclkid,
     parse_fbc,
     parse_fbp,
-    parse_gcl_aw,
-    parse_uetmsclkid,
-    plan_cookies,
-    valid_click_id,
 )
-from gateway.core.event import CLICK_ID_KEYS
+from gateway.destinations.microsoft.clickids import format_uetmsclkid, parse_uetmsclkid
+from gateway.destinations.snap.clickids import format_scid
+from gateway.destinations.tiktok.clickids import format_ttp
+
+# The machinery (core.clickids) with every platform's parameters and cookies, as the web layer
+# passes them (gateway.destinations builds them from PLATFORMS).
+CLICK_ID_PARAMS = CLICK_IDS.params
+COOKIE_MAX_AGE_DAYS = {
+    spec.name: spec.max_age_days for spec in COOKIES if spec.name in VENDOR_COOKIES
+}
+
+
+def capture(url: str | None, referrer: str | None) -> dict[str, str]:
+    return clickids.capture(url, referrer, CLICK_IDS)
+
+
+def valid_click_id(key: str, value: object) -> str | None:
+    return CLICK_IDS.valid(key, value)
+
+
+def click_ids_from_cookies(cookies: dict[str, str]) -> dict[str, str]:
+    return clickids.click_ids_from_cookies(cookies, COOKIES)
+
+
+def plan_cookies(**kwargs: Any) -> dict[str, str]:
+    return clickids.plan_cookies(**kwargs, specs=COOKIES, table=CLICK_IDS)
+
 
 PROPERTY = settings(
     max_examples=60,
@@ -353,6 +370,7 @@ class TestOtherFormats:
                 "_scid",
                 "_scclid",
                 "_uetmsclkid",
+                "_ga",
             }
         )
         assert all(0 < days <= 400 for days in COOKIE_MAX_AGE_DAYS.values())
@@ -380,22 +398,35 @@ class TestOtherFormats:
             "scid": "fdc727a7-6c0e-4a20-8892-95251925444e",
             "msclkid": MSCLKID,
         }
+        assert list(click_ids_from_cookies(cookies)) == [
+            "gclid",
+            "ttclid",
+            "ttp",
+            "sccid",
+            "scid",
+            "msclkid",
+        ]
         assert click_ids_from_cookies({"_gcl_aw": "junk", "ttclid": "a b"}) == {}
 
 
 class TestPlanCookies:
-    def test_new_visitor_without_click_gets_the_three_visitor_ids(self) -> None:
+    def test_new_visitor_without_click_gets_the_four_visitor_ids(self) -> None:
         rand = Bits()
         got = plan(rand=rand)
-        assert set(got) == {"_fbp", "_ttp", "_scid"}
-        assert rand.calls == [31, 160, 128]
+        assert set(got) == {"_fbp", "_ttp", "_scid", "_ga"}
+        assert rand.calls == [31, 160, 128, 32]
         fbp = parse_fbp(got["_fbp"])
         assert fbp is not None
         assert (fbp.subdomain_index, fbp.created_ms) == (1, NOW_MS)
         assert got == plan(rand=Bits())  # deterministic given its inputs
 
     def test_existing_visitor_ids_are_kept_and_nothing_random_is_drawn(self) -> None:
-        existing = {"_fbp": FBP, "_ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH", "_scid": "9LVd1yPd6f1KSk8K"}
+        existing = {
+            "_fbp": FBP,
+            "_ttp": "2F7h37YkS1j57AYSKTI7IHhJPYH",
+            "_scid": "9LVd1yPd6f1KSk8K",
+            "_ga": "GA1.2.1234567890.1700000000",
+        }
         rand = Bits()
         assert plan(existing=existing, rand=rand) == existing
         assert rand.calls == []
@@ -462,9 +493,24 @@ class TestPlanCookies:
         got = plan(existing={"ttclid": "a b", "_uetmsclkid": "_uetXYZ", "_gcl_aw": "GCL.1"})
         assert not {"ttclid", "_uetmsclkid", "_gcl_aw"} & set(got)
 
+    def test_the_plan_lists_click_cookies_then_visitor_ids_in_a_fixed_order(self) -> None:
+        clicks = {"fbclid": FBCLID, "gclid": GCLID, "ttclid": "t1", "sccid": "s1"}
+        got = plan({**clicks, "msclkid": MSCLKID}, rand=Bits())
+        assert list(got) == [
+            "_fbc",
+            "_gcl_aw",
+            "ttclid",
+            "_scclid",
+            "_uetmsclkid",
+            "_fbp",
+            "_ttp",
+            "_scid",
+            "_ga",
+        ]
+
     def test_invalid_click_ids_are_ignored(self) -> None:
         got = plan({"fbclid": "a.b", "gclid": "a b", "msclkid": "123", "sccid": ""})
-        assert set(got) == {"_fbp", "_ttp", "_scid"}
+        assert set(got) == {"_fbp", "_ttp", "_scid", "_ga"}
 
     def test_a_clock_that_cannot_make_a_valid_fbc_raises(self) -> None:
         with pytest.raises(ValueError, match="created_ms"):

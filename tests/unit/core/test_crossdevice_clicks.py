@@ -17,17 +17,12 @@ from dataclasses import dataclass
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.clickids import parse_fbc
-from gateway.core.crossdevice import (
-    CLICK_WINDOWS,
-    CLOCK_SKEW_SECONDS,
-    DAY,
-    WINDOWED,
-    enrich_across,
-    freshest_clicks,
-)
+from gateway.core import crossdevice
+from gateway.core.crossdevice import CLOCK_SKEW_SECONDS, DAY, windowed
 from gateway.core.event import Event, Source, User
 from gateway.core.profile import ProfileUpdate, VisitorProfile, lookup_keys
+from gateway.destinations import CLICK_WINDOWS
+from gateway.destinations.meta.clickids import parse_fbc
 from gateway.store import sqlite as sqlite_module
 from gateway.store.base import ProfileQuery
 from gateway.store.sqlite_profiles import find_identities_tx, touch_profile_tx
@@ -36,8 +31,25 @@ SITE = "shop"
 EM = "a" * 64
 OTHER_EM = "b" * 64
 T0 = 1_790_000_000.0
+WINDOWED = windowed(CLICK_WINDOWS)
 NAMES = sorted(WINDOWED)
 WINDOW_OF = {name: w for w in CLICK_WINDOWS for name in w.names}
+
+
+def enrich_across(
+    event: Event,
+    named: VisitorProfile | None,
+    linked: list[VisitorProfile],
+    now: float,
+) -> Event:
+    """core.crossdevice with every platform's click window, as the pipeline passes them."""
+    return crossdevice.enrich_across(event, named, linked, now, CLICK_WINDOWS)
+
+
+def freshest_clicks(
+    profiles: list[VisitorProfile], order_time: float
+) -> dict[str, crossdevice.Click]:
+    return crossdevice.freshest_clicks(profiles, order_time, CLICK_WINDOWS)
 
 
 def hashed(digest: str) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -169,7 +181,7 @@ def test_each_platform_has_its_own_window() -> None:
         epik=("E", t - 29 * DAY),  # Pinterest: 28-day default → out
     )
     clicks = freshest_clicks([old], t)
-    assert {p: c.value for p, c in clicks.items()} == {"tiktok": "T", "google": "G"}
+    assert {p: c.value for p, c in clicks.items()} == {"tiktok": "T", "google_ads": "G"}
 
 
 def test_a_click_after_the_order_does_not_count() -> None:

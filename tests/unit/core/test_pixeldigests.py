@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gateway.core.identity import hash_pii
 from gateway.core.pixeldigests import given_digests, scope_hit_digests
+from gateway.destinations import PLATFORMS
 
 
 def sha(text: str) -> str:
@@ -77,10 +78,13 @@ def test_given_digests_reads_lists_and_upper_case() -> None:
 )
 def test_scoping_never_adds_and_keeps_the_vendors_own_set(vendor: str, digest: str) -> None:
     hashed, given = hashed_from_hit(email=digest, phone=digest)
-    scoped = scope_hit_digests(hashed, vendor, given) or hashed
+    fmt = PLATFORMS[vendor].hits
+    assert fmt is not None
+    own = fmt.digest_rules  # the platform's fact: GA4's pixel hashes as Google does
+    assert own == {"ga4": "google"}.get(vendor, vendor)
+    scoped = scope_hit_digests(hashed, own, given) or hashed
     for rules, ids in scoped.items():
         for key, values in ids.items():
             assert set(values) <= set(hashed[rules][key])
-    own = {"ga4": "google"}.get(vendor, vendor)
     if own in scoped:
         assert scoped[own] == hashed[own]

@@ -17,16 +17,16 @@ from gateway.core.identity import hash_pii
 from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import BatchVerdict, Delivered, Paused, Permanent, Retry
-from gateway.destinations.linkedin import (
+from gateway.destinations.linkedin.destination import (
     ID_CLICK,
     ID_EMAIL,
     RULE_TYPES,
     LinkedIn,
     LinkedInSettings,
 )
-from gateway.destinations.meta import Meta, MetaSettings
-from gateway.destinations.snap import Snap, SnapSettings
-from gateway.destinations.tiktok import TikTok, TikTokSettings
+from gateway.destinations.meta.destination import Meta, MetaSettings
+from gateway.destinations.snap.destination import Snap, SnapSettings
+from gateway.destinations.tiktok.destination import TikTok, TikTokSettings
 from gateway.store.base import DeadReason
 
 NOW = 1_705_508_777

@@ -12,7 +12,7 @@ import pytest
 from gateway.core.event import Content, Data, Event, Source, User
 from gateway.core.secret import Secret
 from gateway.destinations.base import Delivered, Paused, Permanent, Retry
-from gateway.destinations.meta import Meta, MetaSettings
+from gateway.destinations.meta.destination import Meta, MetaSettings
 from gateway.store.base import DeadReason
 
 NOW = 1_790_000_000.0

@@ -19,8 +19,8 @@ from gateway.core.normalize import normalize
 from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import BatchVerdict, Delivered, Paused, Permanent, Retry
-from gateway.destinations.meta import Meta, MetaSettings
-from gateway.destinations.pinterest import (
+from gateway.destinations.meta.destination import Meta, MetaSettings
+from gateway.destinations.pinterest.destination import (
     EVENT_NAMES,
     PINTEREST_EVENTS,
     Pinterest,

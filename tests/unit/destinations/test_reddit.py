@@ -18,8 +18,8 @@ from gateway.core.normalize import normalize
 from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import BatchVerdict, Delivered, Paused, Permanent, Retry
-from gateway.destinations.meta import Meta, MetaSettings
-from gateway.destinations.reddit import (
+from gateway.destinations.meta.destination import Meta, MetaSettings
+from gateway.destinations.reddit.destination import (
     EVENT_NAMES,
     TRACKING_TYPES,
     Reddit,

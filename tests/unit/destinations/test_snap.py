@@ -17,8 +17,8 @@ from gateway.core.identity import hash_pii
 from gateway.core.secret import Secret
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import BatchVerdict, Delivered, Paused, Permanent, Retry
-from gateway.destinations.meta import Meta, MetaSettings
-from gateway.destinations.snap import EVENT_NAMES, SNAP_EVENTS, Snap, SnapSettings
+from gateway.destinations.meta.destination import Meta, MetaSettings
+from gateway.destinations.snap.destination import EVENT_NAMES, SNAP_EVENTS, Snap, SnapSettings
 from gateway.store.base import DeadReason
 
 NOW = 1_705_508_777  # the event_time of Snap's own example request (platforms.md §3.2)

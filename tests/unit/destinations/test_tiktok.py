@@ -18,8 +18,8 @@ from gateway.core.event import Content, Data, Event, Source, User
 from gateway.core.identity import hash_pii
 from gateway.core.secret import Secret
 from gateway.destinations.base import Delivered, Paused, Permanent, Retry
-from gateway.destinations.meta import Meta, MetaSettings
-from gateway.destinations.tiktok import EVENT_NAMES, TikTok, TikTokSettings
+from gateway.destinations.meta.destination import Meta, MetaSettings
+from gateway.destinations.tiktok.destination import EVENT_NAMES, TikTok, TikTokSettings
 from gateway.store.base import DeadReason
 
 NOW = 1_790_000_000.0

@@ -275,7 +275,7 @@ async def test_the_sandbox_accepts_what_the_destination_builds(
     from gateway.core.event import Consent, Content, Data, Event, Source, User
     from gateway.core.identity import hash_pii
     from gateway.core.secret import Secret
-    from gateway.destinations.microsoft import Microsoft, MicrosoftSettings
+    from gateway.destinations.microsoft.destination import Microsoft, MicrosoftSettings
 
     dest = Microsoft(
         MicrosoftSettings(tag_id=TAG, access_token=Secret(TOKEN), api_base="http://sandbox")

@@ -1,4 +1,4 @@
-"""The fast road of a Meta hit's mirror (core.hitwire) against the general road.
+"""The fast road of a Meta hit's mirror (destinations.meta.hitwire) against the general road.
 
 General road: `parse_meta_tr` → event object → server fields (`_docs`) → `Pipeline.prepare`.
 Fast road: `HitProxy._fast_doc`, which builds the Event straight from the query. For any hit
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from gateway.app import create_app
 from gateway.core.event import Event, ParseLimits
-from gateway.core.hitwire import meta_hit
 from gateway.core.record import encode
+from gateway.destinations.meta.hitwire import meta_hit
 from gateway.web.cookies import sign_visitor_id
 from gateway.web.hits import HITS, HitProxy, HitStats, Observed, decode_query
 

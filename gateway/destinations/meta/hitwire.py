@@ -1,13 +1,13 @@
 """Meta ``/tr`` hits straight to their parts of an Event: the hit mirror's fast lane (pure).
 
-The general road of a mirrored hit is ``core.hits.parse_meta_tr`` → a canonical event object
-(a dict) → ``core.event.parse_event``, which checks that dict again and builds the Event. Here
-the usual hit (a decoded query, no body) is read once and its fields come out already in the
-Event's types, with the very helpers of both stages in the same order: ``core.hits``' checks
-(`_text`, `_url`, `_epoch`, `_client_time`, `_cookie`, `_meta_data`) give the value the event
-object would hold, then ``core.event``'s fast-path checks (`_text`, `_matching`, `_when_common`,
-`_data_common`) give the value `parse_event` would make of it. So the two roads cannot drift
-apart.
+The general road of a mirrored hit is ``parse_meta_tr`` (``meta/hits.py``) → a canonical
+event object (a dict) → ``core.event.parse_event``, which checks that dict again and builds the
+Event. Here the usual hit (a decoded query, no body) is read once and its fields come out
+already in the Event's types, with the very helpers of both stages in the same order: the hit
+parser's checks (`clean_text`, `http_url`, `epoch_seconds`, `client_time`, `valid_cookie`,
+`_meta_data`) give the value the event object would hold, then ``core.event``'s fast-path
+checks (`_text`, `_matching`, `_when_common`, `_data_common`) give the value `parse_event`
+would make of it. So the two roads cannot drift apart.
 
 Like ``core.wire``, this decides nothing on its own: `meta_hit` returns None as soon as anything
 is unusual (too many or too long parameters, a skipped or unknown kind of hit, a value either
@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final, cast
 
-from gateway.core.clickids import parse_fbc, parse_fbp
 from gateway.core.event import (
     _FB_COOKIE_RE,
     _OTHER,
@@ -42,21 +41,24 @@ from gateway.core.event import (
     _when_common,
 )
 from gateway.core.hits import (
+    MAX_PARAMS,
+    MAX_PII_LEN,
+    MAX_VALUE,
+    NAME_RE,
+    clean_text,
+    client_time,
+    epoch_seconds,
+    http_url,
+    valid_cookie,
+)
+from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
+from gateway.destinations.meta.hits import (
     _BRACKET_RE,
-    _MAX_PII_LEN,
     _META_MODES,
     _META_SKIP_EVENTS,
     _UD_FIELDS,
-    MAX_PARAMS,
-    MAX_VALUE,
-    _client_time,
-    _cookie,
-    _epoch,
     _meta_data,
-    _url,
 )
-from gateway.core.hits import _NAME_RE as _HIT_NAME_RE
-from gateway.core.hits import _text as _hit_text
 
 __all__ = ["MetaHit", "check_url", "meta_hit"]
 
@@ -135,11 +137,11 @@ def check_url(raw: str) -> str:
 
 
 def _page_url(raw: str) -> str | None:
-    """``_matching(_url(raw), MAX_URL, _URL_RE.match)`` (both stages), memoised: pages repeat."""
+    """``_matching(http_url(raw), MAX_URL, _URL_RE.match)`` (both stages), memoised."""
     found = _PAGE_URLS.get(raw, _UNSEEN)
     if found is _UNSEEN:
         try:
-            url = _url(raw)
+            url = http_url(raw)
             found = _matching(url, MAX_URL, _URL_RE.match) if url is not None else None
         except _Unusual:
             found = _REFUSED
@@ -172,7 +174,7 @@ def _meta_hit(query: Sequence[tuple[str, str]], now: float, limits: ParseLimits)
             if "[" in key:
                 brackets = True
     name = params.get("ev")
-    if name is None or not _HIT_NAME_RE.fullmatch(name) or name in _META_SKIP_EVENTS:
+    if name is None or not NAME_RE.fullmatch(name) or name in _META_SKIP_EVENTS:
         return None
     if params.get("es") == "automatic":
         return None
@@ -189,25 +191,25 @@ def _meta_hit(query: Sequence[tuple[str, str]], now: float, limits: ParseLimits)
                     cd[m[2]] = value
                 else:
                     canonical = _UD_FIELDS.get(m[2])
-                    if canonical is not None and (text := _hit_text(value, _MAX_PII_LEN)):
+                    if canonical is not None and (text := clean_text(value, MAX_PII_LEN)):
                         ud[canonical] = text
         if ud:  # parse_event keeps them in PII_FIELDS order
             pii = {key: (ud[name],) for name, key in _PII_ORDER if name in ud}
     fbp = fbc = None
-    if "fbp" in params and (fbp := _cookie(params["fbp"], parse_fbp)) is not None:
+    if "fbp" in params and (fbp := valid_cookie(params["fbp"], parse_fbp)) is not None:
         fbp = _matching(fbp, 200, _FB_COOKIE_RE.fullmatch)
-    if "fbc" in params and (fbc := _cookie(params["fbc"], parse_fbc)) is not None:
+    if "fbc" in params and (fbc := valid_cookie(params["fbc"], parse_fbc)) is not None:
         fbc = _matching(fbc, 500, _FB_COOKIE_RE.fullmatch)
     data = _data_common(_meta_data(cd)) if cd else _new_data()
     if name in VALUE_EVENTS and (data.value is None or data.currency is None):
         return None  # refused by the pipeline: the general road counts it
     eid = params.get("eid")
-    event_id = _text(_hit_text(eid, MAX_ID), MAX_ID) if eid is not None else None
+    event_id = _text(clean_text(eid, MAX_ID), MAX_ID) if eid is not None else None
     dl = params.get("dl")
     url = _page_url(dl) if dl is not None else None
     rl = params.get("rl")
     referrer = _page_url(rl) if rl is not None else None
-    when = _client_time(_epoch(params.get("ts")), now)
+    when = client_time(epoch_seconds(params.get("ts")), now)
     source = _WEBSITE if url else _OTHER
     # (the window is the same for website and other events: a Referer URL changes nothing)
     time = int(_when_common(when, now, source, limits))

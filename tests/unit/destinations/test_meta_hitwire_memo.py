@@ -1,12 +1,12 @@
-"""core.hitwire: a hit's page URLs are decided once per spelling, the same way each time."""
+"""meta.hitwire: a hit's page URLs are decided once per spelling, the same way each time."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.core import hitwire
 from gateway.core.event import _URL_RE, MAX_URL, _matching, _Unusual
-from gateway.core.hits import _url
+from gateway.core.hits import http_url
+from gateway.destinations.meta import hitwire
 
 PAGES = [
     "https://www.shop.test/",
@@ -26,7 +26,7 @@ PAGES = [
 
 def direct(raw: str) -> tuple[str, str | None]:
     try:
-        url = _url(raw)
+        url = http_url(raw)
         return "kept", _matching(url, MAX_URL, _URL_RE.match) if url is not None else None
     except _Unusual:
         return "unusual", None

@@ -208,6 +208,8 @@ class Reddit(Configured[RedditSettings]):
             out["ip_address"] = sha256_hex(u.ip)  # parse_event gives the canonical text form
         if u.user_agent:
             out["user_agent"] = u.user_agent
+        if uuid := u.click_ids.get("rdt_uuid"):
+            out["uuid"] = uuid  # the pixel's _rdt_uuid cookie, plain (§7)
         return out
 
     def payload(self, event: Event) -> dict[str, Any]:
