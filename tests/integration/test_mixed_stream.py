@@ -1,0 +1,321 @@
+"""Issue #11's mixed stream: 2,000 events to one site with every registered destination enabled.
+
+Backend batches, loader `/e` events and proxied hits of every vendor route are posted in rounds
+to one gateway whose site sends to every platform, each at its own sandbox. One platform is down
+for the first half of the stream. Every platform must receive exactly the events its routing
+allows, each once (by its dedup key); the down one catches up after recovery; proxied hits reach
+their own platform only, with the hit's event id; and the healthy platforms' p95 delivery delay
+stays within 2x of a run of the same stream without the outage.
+
+Adding a platform is one `Platform` row in PLATFORMS below: its sandbox, its settings for a
+sandbox base URL, how to read (event name, dedup key) from what its sandbox accepted, its names
+for the stream's canonical events, which hit vendors mirror to it, and (once per-destination
+routing lands) which events are routed to it. Routing is that data: `Platform.routes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ACCESS_TOKEN, PIXEL_ID, runtime_of
+from mixed_stream import (
+    BACKEND,
+    HIT_VENDORS,
+    LOADER,
+    SNAP_PIXEL,
+    TIKTOK_PIXEL,
+    Platform,
+    Sandbox,
+    Stream,
+    arrivals,
+    build_stream,
+    delays,
+    p95,
+    post_round,
+    received_counts,
+    sandboxes,
+    site_config,
+)
+from platform_harness import wait_for
+
+from gateway.destinations import DESTINATIONS
+from gateway.sandbox.cdn import FakeCdn
+from gateway.sandbox.linkedin import LinkedInSandbox
+from gateway.sandbox.meta import MetaSandbox
+from gateway.sandbox.microsoft import MicrosoftSandbox
+from gateway.sandbox.pinterest import PinterestSandbox
+from gateway.sandbox.reddit import RedditSandbox
+from gateway.sandbox.snap import SnapSandbox
+from gateway.sandbox.tiktok import TikTokSandbox
+from gateway.store.base import DeliveryState
+
+
+def token(name: str) -> str:
+    return f"mixed-{name}-token"
+
+
+PINTEREST_ACCOUNT = "549755885175"
+REDDIT_PIXEL = "a2_mixed1234567"
+LINKEDIN_RULES = {"Purchase": "104012", "Lead": "204013", "AddToCart": "304014"}
+MS_TAG = "343012345"
+
+
+def linkedin_urn(rule: str) -> str:
+    return f"urn:lla:llaPartnerConversion:{rule}"
+
+
+PLATFORMS: tuple[Platform, ...] = (
+    Platform(
+        "meta",
+        lambda: MetaSandbox(access_tokens={ACCESS_TOKEN}, seed=11),
+        lambda base: {"pixel_id": PIXEL_ID, "access_token": ACCESS_TOKEN, "api_base": base},
+        lambda e: (e["event_name"], e["event_id"]),
+        {"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
+        hits_from=frozenset({"meta"}),
+    ),
+    Platform(
+        "tiktok",
+        lambda: TikTokSandbox(access_tokens={token("tiktok")}, seed=12),
+        lambda base: {
+            "pixel_code": TIKTOK_PIXEL,
+            "access_token": token("tiktok"),
+            "api_base": base,
+        },
+        lambda e: (e["event"], e["event_id"]),
+        {"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
+        hits_from=frozenset({"tiktok"}),
+    ),
+    Platform(
+        "snap",
+        lambda: SnapSandbox(access_tokens={token("snap")}, seed=13),
+        lambda base: {
+            "pixel_id": SNAP_PIXEL,
+            "access_token": token("snap"),
+            "api_base": base,
+            "custom_events": {"Lead": "SIGN_UP"},
+        },
+        lambda e: (e["event_name"], e["event_id"]),
+        {
+            "Purchase": "PURCHASE",
+            "Lead": "SIGN_UP",
+            "AddToCart": "ADD_CART",
+            "CompleteRegistration": "SIGN_UP",
+        },
+        hits_from=frozenset({"snap"}),
+    ),
+    Platform(
+        "pinterest",
+        lambda: PinterestSandbox(
+            access_tokens={token("pinterest")}, ad_accounts={PINTEREST_ACCOUNT}, seed=14
+        ),
+        lambda base: {
+            "ad_account_id": PINTEREST_ACCOUNT,
+            "access_token": token("pinterest"),
+            "api_base": base,
+        },
+        lambda e: (e["event_name"], e["event_id"]),
+        {"Purchase": "checkout", "Lead": "lead", "AddToCart": "add_to_cart"},
+    ),
+    Platform(
+        "reddit",
+        lambda: RedditSandbox(access_tokens={token("reddit")}, pixel_ids={REDDIT_PIXEL}, seed=15),
+        lambda base: {"pixel_id": REDDIT_PIXEL, "access_token": token("reddit"), "api_base": base},
+        lambda e: (e["type"]["tracking_type"], e["metadata"]["conversion_id"]),
+        {"Purchase": "PURCHASE", "Lead": "LEAD", "AddToCart": "ADD_TO_CART"},
+    ),
+    Platform(
+        "linkedin",
+        lambda: LinkedInSandbox(
+            access_tokens={token("linkedin")}, rules=set(LINKEDIN_RULES.values()), seed=16
+        ),
+        lambda base: {
+            "purchase_rule": LINKEDIN_RULES["Purchase"],
+            "conversion_rules": {k: v for k, v in LINKEDIN_RULES.items() if k != "Purchase"},
+            "access_token": token("linkedin"),
+            "api_base": base,
+        },
+        lambda e: (e["conversion"], e["eventId"]),
+        {name: linkedin_urn(rule) for name, rule in LINKEDIN_RULES.items()},
+    ),
+    Platform(
+        "microsoft",
+        lambda: MicrosoftSandbox(access_tokens={token("microsoft")}, seed=17),
+        lambda base: {"tag_id": MS_TAG, "access_token": token("microsoft"), "api_base": base},
+        lambda e: (e["eventName"], e["eventId"]),
+        {"Purchase": "purchase", "Lead": "generate_lead", "AddToCart": "add_to_cart"},
+    ),
+)
+"""Every registered destination: one row each (see the module docstring)."""
+
+DOWN_WHILE = 0.5
+"""The down platform is down for this fraction of the stream's rounds (the first half)."""
+CATCH_UP_SECONDS = 30.0
+"""After recovery the down platform has everything within this long."""
+WAIT_SECONDS = 60.0
+"""Bound on the wait for every platform to have everything, after the last post."""
+DOWN_LATENCY = 0.3
+"""While down, the platform also answers slowly (an outage that times out ties up its caller)."""
+DELAY_FLOOR = 0.5
+"""p95 delays below this count as this (noise on a busy 2-core machine is not an outage)."""
+
+
+class Run:
+    """What one run of the stream left: per platform the arrivals, post times and outbox."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.posted: dict[str, float] = {}
+        self.received: dict[str, Any] = {}
+        self.p95: dict[str, float] = {}
+        self.recovered_at = 0.0
+        self.last_arrival: dict[str, float] = {}
+        self.requests: dict[str, int] = {}
+
+
+def assert_received_exactly(row: Platform, sandbox: Sandbox, stream: Stream) -> None:
+    """`row`'s sandbox got exactly what its routing allows from `stream`, each pair once."""
+    expected = row.expected(stream.events)
+    counts = received_counts(row, sandbox)
+    twice = sorted(pair for pair, n in counts.items() if n > 1)
+    assert not twice, f"{row.name} received {len(twice)} events more than once: {twice[:5]}"
+    lost = sorted(expected - set(counts))
+    assert not lost, f"{row.name} lost {len(lost)} events: {lost[:5]}"
+    extra = sorted(set(counts) - expected)
+    assert not extra, f"{row.name} received {len(extra)} events not routed to it: {extra[:5]}"
+
+
+async def run_stream(
+    tmp_path: Path, gateway: Any, cdn: tuple[FakeCdn, str], down: str | None
+) -> Run:
+    """Post the whole stream to a fresh gateway and fresh sandboxes; wait until all is delivered."""
+    fake, cdn_url = cdn
+    run = Run(build_stream())
+    expected = {row.name: row.expected(run.stream.events) for row in PLATFORMS}
+    async with sandboxes(PLATFORMS) as boxes:
+        bases = {row.name: (row, boxes[row.name][1]) for row in PLATFORMS}
+        client = await gateway(site_config(tmp_path, bases, cdn_url))
+        fake.hits.clear()  # it keeps the last 1,000: one run's 700 fit
+        if down is not None:
+            boxes[down][0].faults.down = True
+            boxes[down][0].faults.latency = DOWN_LATENCY
+        recover_at = int(len(run.stream.rounds) * DOWN_WHILE)
+        for n, requests in enumerate(run.stream.rounds):
+            if down is not None and n == recover_at:
+                boxes[down][0].faults.down = False
+                boxes[down][0].faults.latency = 0.0
+                run.recovered_at = time.time()
+            await post_round(client, requests, run.posted)
+        hits_sent = sum(1 for s in run.stream.events if s.channel in HIT_VENDORS)
+        assert len(fake.hits) == hits_sent, "every hit is forwarded upstream"
+
+        def all_arrived() -> bool:
+            return all(
+                set(received_counts(row, boxes[row.name][0])) >= expected[row.name]
+                for row in PLATFORMS
+            )
+
+        try:
+            await wait_for(all_arrived, timeout=WAIT_SECONDS)
+        except AssertionError:
+            for row in PLATFORMS:  # name the platform and the events that did not arrive
+                assert_received_exactly(row, boxes[row.name][0], run.stream)
+            raise
+        # Every row done: nothing is left that could still be sent (again).
+        store = runtime_of(client).store
+        for _ in range(200):
+            counts = await store.counts()
+            if all(
+                counts.get((f"shop:{row.name}", DeliveryState.DONE), 0) == len(expected[row.name])
+                for row in PLATFORMS
+            ):
+                break
+            await asyncio.sleep(0.05)
+        for row in PLATFORMS:
+            route = f"shop:{row.name}"
+            by_state = {state: n for (r, state), n in counts.items() if r == route}
+            assert by_state == {DeliveryState.DONE: len(expected[row.name])}, (route, by_state)
+        await client.close()
+        for row in PLATFORMS:
+            sandbox = boxes[row.name][0]
+            assert_received_exactly(row, sandbox, run.stream)
+            run.p95[row.name] = p95(delays(row, sandbox, run.posted))
+            run.last_arrival[row.name] = max(at for _, at in arrivals(row, sandbox))
+            run.requests[row.name] = sandbox.recorder.requests
+            run.received[row.name] = list(sandbox.recorder.accepted)
+    return run
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_the_table_has_one_row_per_registered_destination() -> None:
+    names = [row.name for row in PLATFORMS]
+    assert len(names) == len(set(names))
+    assert set(names) == set(DESTINATIONS), "add the new platform's row to PLATFORMS"
+    stream = build_stream()
+    for row in PLATFORMS:
+        routed = {s.name for s in stream.events if row.routes(s)}
+        assert routed <= row.names.keys(), (row.name, routed - row.names.keys())
+
+
+def test_the_stream_is_2000_mixed_events_with_unique_keys() -> None:
+    stream = build_stream()
+    events = stream.events
+    assert len(events) == 2000
+    assert len({s.key for s in events}) == 2000
+    channels = {s.channel for s in events}
+    assert channels == {BACKEND, LOADER, *HIT_VENDORS}
+    assert {s.name for s in events if s.channel == BACKEND} == {"Purchase", "Lead", "AddToCart"}
+    assert max(len(req.sent) for r in stream.rounds for req in r) <= 100, "bounded chunks"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("down", ["tiktok"])
+async def test_mixed_stream_with_one_platform_down_for_the_first_half(
+    tmp_path: Path, gateway: Any, cdn: tuple[FakeCdn, str], down: str
+) -> None:
+    (tmp_path / "baseline").mkdir()
+    (tmp_path / "outage").mkdir()
+    baseline = await run_stream(tmp_path / "baseline", gateway, cdn, None)
+    outage = await run_stream(tmp_path / "outage", gateway, cdn, down)
+    events = outage.stream.events
+
+    # Proxied hits reach their own platform(s) only, under the hit's event id.
+    for vendor in HIT_VENDORS:
+        keys = {s.key for s in events if s.channel == vendor}
+        owners = {row.name for row in PLATFORMS if vendor in row.hits_from}
+        for row in PLATFORMS:
+            got = {row.received(e)[1] for e in outage.received[row.name]} & keys
+            if row.name in owners:
+                assert got == keys, f"{vendor} hits missing at {row.name}"
+            else:
+                assert not got, f"{len(got)} {vendor} hits leaked to {row.name}"
+
+    # The down platform got nothing while down and everything soon after recovery.
+    arrived = {row_key: at for row_key, at in arrivals_of(outage, down)}
+    before = [s.key for s in events if outage.posted[s.key] < outage.recovered_at]
+    routed_before = [k for k in before if k in arrived]
+    assert routed_before, "the outage held events back"
+    assert min(arrived.values()) >= outage.recovered_at
+    catch_up = max(arrived[k] for k in routed_before) - outage.recovered_at
+    assert catch_up <= CATCH_UP_SECONDS, f"{down} took {catch_up:.1f} s to catch up"
+
+    # The healthy platforms were not held up by the down one.
+    for row in PLATFORMS:
+        if row.name == down:
+            continue
+        base, now = baseline.p95[row.name], outage.p95[row.name]
+        assert max(now, DELAY_FLOOR) <= 2 * max(base, DELAY_FLOOR), (
+            f"{row.name}: p95 delay {now:.2f} s with {down} down vs {base:.2f} s without"
+        )
+
+
+def arrivals_of(run: Run, name: str) -> list[tuple[str, float]]:
+    """(dedup key, arrival time) of every event platform `name` accepted in `run`."""
+    row = next(r for r in PLATFORMS if r.name == name)
+    return [(row.received(e)[1], float(e["_received_at"])) for e in run.received[name]]
