@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,6 @@ from mixed_stream import (
     Platform,
     Sandbox,
     Stream,
-    arrivals,
     build_stream,
     delays,
     p95,
@@ -39,6 +39,7 @@ from mixed_stream import (
     received_counts,
     sandboxes,
     site_config,
+    tokens,
 )
 from platform_harness import wait_for
 
@@ -151,6 +152,8 @@ PLATFORMS: tuple[Platform, ...] = (
 )
 """Every registered destination: one row each (see the module docstring)."""
 
+Boxes = dict[str, tuple[Sandbox, str]]
+
 DOWN_WHILE = 0.5
 """The down platform is down for this fraction of the stream's rounds (the first half)."""
 CATCH_UP_SECONDS = 30.0
@@ -163,17 +166,16 @@ DELAY_FLOOR = 0.5
 """p95 delays below this count as this (noise on a busy 2-core machine is not an outage)."""
 
 
+@dataclass
 class Run:
-    """What one run of the stream left: per platform the arrivals, post times and outbox."""
+    """What one run of the stream left: post times, what each sandbox accepted, p95 delays."""
 
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
-        self.posted: dict[str, float] = {}
-        self.received: dict[str, Any] = {}
-        self.p95: dict[str, float] = {}
-        self.recovered_at = 0.0
-        self.last_arrival: dict[str, float] = {}
-        self.requests: dict[str, int] = {}
+    stream: Stream
+    posted: dict[str, float] = field(default_factory=dict)
+    """Dedup key → wall-clock time its request was sent."""
+    received: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    p95: dict[str, float] = field(default_factory=dict)
+    recovered_at: float = 0.0
 
 
 def assert_received_exactly(row: Platform, sandbox: Sandbox, stream: Stream) -> None:
@@ -188,13 +190,45 @@ def assert_received_exactly(row: Platform, sandbox: Sandbox, stream: Stream) -> 
     assert not extra, f"{row.name} received {len(extra)} events not routed to it: {extra[:5]}"
 
 
+async def wait_all_delivered(client: Any, boxes: Boxes, stream: Stream) -> None:
+    """Wait (bounded) until every sandbox has its events and every outbox row is done."""
+    expected = {row.name: row.expected(stream.events) for row in PLATFORMS}
+
+    def all_arrived() -> bool:
+        return all(
+            set(received_counts(row, boxes[row.name][0])) >= expected[row.name] for row in PLATFORMS
+        )
+
+    try:
+        await wait_for(all_arrived, timeout=WAIT_SECONDS)
+    except AssertionError:
+        for row in PLATFORMS:  # name the platform and the events that did not arrive
+            assert_received_exactly(row, boxes[row.name][0], stream)
+        raise
+    # Every row done: nothing is left that could still be sent (again).
+    want = {f"shop:{row.name}": {DeliveryState.DONE: len(expected[row.name])} for row in PLATFORMS}
+    store = runtime_of(client).store
+    for _ in range(200):
+        counts = await store.counts()
+        by_route: dict[str, dict[DeliveryState, int]] = {}
+        for (route, state), n in counts.items():
+            by_route.setdefault(route, {})[state] = n
+        if by_route == want:
+            break
+        await asyncio.sleep(0.05)
+    assert by_route == want
+
+
 async def run_stream(
     tmp_path: Path, gateway: Any, cdn: tuple[FakeCdn, str], down: str | None
 ) -> Run:
-    """Post the whole stream to a fresh gateway and fresh sandboxes; wait until all is delivered."""
+    """Post the whole stream to a fresh gateway and fresh sandboxes; wait until all is delivered.
+
+    With `down`, that platform's sandbox is down (and slow) for the first DOWN_WHILE of the rounds.
+    """
     fake, cdn_url = cdn
     run = Run(build_stream())
-    expected = {row.name: row.expected(run.stream.events) for row in PLATFORMS}
+    tmp_path.mkdir()
     async with sandboxes(PLATFORMS) as boxes:
         bases = {row.name: (row, boxes[row.name][1]) for row in PLATFORMS}
         client = await gateway(site_config(tmp_path, bases, cdn_url))
@@ -211,40 +245,12 @@ async def run_stream(
             await post_round(client, requests, run.posted)
         hits_sent = sum(1 for s in run.stream.events if s.channel in HIT_VENDORS)
         assert len(fake.hits) == hits_sent, "every hit is forwarded upstream"
-
-        def all_arrived() -> bool:
-            return all(
-                set(received_counts(row, boxes[row.name][0])) >= expected[row.name]
-                for row in PLATFORMS
-            )
-
-        try:
-            await wait_for(all_arrived, timeout=WAIT_SECONDS)
-        except AssertionError:
-            for row in PLATFORMS:  # name the platform and the events that did not arrive
-                assert_received_exactly(row, boxes[row.name][0], run.stream)
-            raise
-        # Every row done: nothing is left that could still be sent (again).
-        store = runtime_of(client).store
-        for _ in range(200):
-            counts = await store.counts()
-            if all(
-                counts.get((f"shop:{row.name}", DeliveryState.DONE), 0) == len(expected[row.name])
-                for row in PLATFORMS
-            ):
-                break
-            await asyncio.sleep(0.05)
-        for row in PLATFORMS:
-            route = f"shop:{row.name}"
-            by_state = {state: n for (r, state), n in counts.items() if r == route}
-            assert by_state == {DeliveryState.DONE: len(expected[row.name])}, (route, by_state)
+        await wait_all_delivered(client, boxes, run.stream)
         await client.close()
         for row in PLATFORMS:
             sandbox = boxes[row.name][0]
             assert_received_exactly(row, sandbox, run.stream)
             run.p95[row.name] = p95(delays(row, sandbox, run.posted))
-            run.last_arrival[row.name] = max(at for _, at in arrivals(row, sandbox))
-            run.requests[row.name] = sandbox.recorder.requests
             run.received[row.name] = list(sandbox.recorder.accepted)
     return run
 
@@ -279,8 +285,6 @@ def test_the_stream_is_2000_mixed_events_with_unique_keys() -> None:
 async def test_mixed_stream_with_one_platform_down_for_the_first_half(
     tmp_path: Path, gateway: Any, cdn: tuple[FakeCdn, str], down: str
 ) -> None:
-    (tmp_path / "baseline").mkdir()
-    (tmp_path / "outage").mkdir()
     baseline = await run_stream(tmp_path / "baseline", gateway, cdn, None)
     outage = await run_stream(tmp_path / "outage", gateway, cdn, down)
     events = outage.stream.events
@@ -295,6 +299,16 @@ async def test_mixed_stream_with_one_platform_down_for_the_first_half(
                 assert got == keys, f"{vendor} hits missing at {row.name}"
             else:
                 assert not got, f"{len(got)} {vendor} hits leaked to {row.name}"
+
+    # What a hit carried (digest, click id, vendor cookie) reaches its own platform, no other.
+    for row in PLATFORMS:
+        seen = tokens(outage.received[row.name])
+        own = {m for s in events if s.channel in row.hits_from for m in s.marks}
+        assert own <= seen, f"{row.name} lacks its own hits' values: {sorted(own - seen)[:3]}"
+        others = set(HIT_VENDORS) - row.hits_from
+        foreign = {m for s in events if s.channel in others for m in s.marks}
+        leaked = sorted(seen & foreign)
+        assert not leaked, f"{len(leaked)} values of others' hits at {row.name}: {leaked[:3]}"
 
     # The down platform got nothing while down and everything soon after recovery.
     arrived = {row_key: at for row_key, at in arrivals_of(outage, down)}
