@@ -111,13 +111,26 @@ class Platform:
     hits_from: frozenset[str] = frozenset()
     """Hit vendors whose proxied hits are mirrored to this platform."""
     events: frozenset[str] | None = None
-    """Canonical names of backend/loader events routed to it (None: every event)."""
+    """Canonical names of the events routed to it (None: every event). When set,
+    the destination is configured with the same list as its `events` include list, so the
+    gateway's routing and the test's expectation come from this one field."""
+
+    def destination(self, base: str) -> dict[str, Any]:
+        """The destination's settings for a sandbox at `base`, with its routing."""
+        settings = self.settings(base)
+        if self.events is not None:
+            settings["events"] = sorted(self.events)
+        return settings
 
     def routes(self, sent: Sent) -> bool:
-        """Return whether routing sends `sent` to this platform."""
-        if sent.channel in (BACKEND, LOADER):
-            return self.events is None or sent.name in self.events
-        return sent.channel in self.hits_from
+        """Return whether routing sends `sent` to this platform.
+
+        The event-name list applies to every channel; a hit goes only to the platforms its vendor
+        mirrors to.
+        """
+        if self.events is not None and sent.name not in self.events:
+            return False
+        return sent.channel in (BACKEND, LOADER) or sent.channel in self.hits_from
 
     def expected(self, stream: Iterable[Sent]) -> set[tuple[str, str]]:
         """The (platform event name, dedup key) pairs it must receive from `stream`, once each."""
@@ -349,7 +362,7 @@ def site_config(tmp_path: Path, bases: Mapping[str, tuple[Platform, str]], cdn_u
     """One site sending to every platform in `bases` (name → (row, sandbox base URL))."""
     doc = copy.deepcopy(base_doc(tmp_path))
     site = doc["sites"][0]
-    site["destinations"] = {name: row.settings(base) for name, (row, base) in bases.items()}
+    site["destinations"] = {name: row.destination(base) for name, (row, base) in bases.items()}
     site["hosts"] = [SHOP_HOST, TRACK_HOST]
     site["allowed_origins"] = [ORIGIN]
     site["proxy"] = {"enabled": True, **proxy_upstreams(cdn_url)}
