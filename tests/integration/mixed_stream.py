@@ -62,6 +62,11 @@ CLICK_IDS: Mapping[str, str] = {
 """Each platform's click id (as `user.click_ids` takes it) for backend event number i."""
 
 
+def click_id_values(keys: Iterable[str], numbers: Iterable[int]) -> set[str]:
+    """The CLICK_IDS values under `keys` of the backend events numbered `numbers`."""
+    return {CLICK_IDS[k].format(i=i) for k in keys for i in numbers}
+
+
 class Recorded(Protocol):
     accepted: list[dict[str, Any]]
     requests: int
@@ -110,6 +115,8 @@ class Platform:
     """Canonical event name → the platform's name for it, as `received` reads it."""
     hits_from: frozenset[str] = frozenset()
     """Hit vendors whose proxied hits are mirrored to this platform."""
+    click_ids: frozenset[str] = frozenset()
+    """Keys of CLICK_IDS that are this platform's own: no other platform may get their values."""
     events: frozenset[str] | None = None
     """Canonical names of the events routed to it (None: every event). When set,
     the destination is configured with the same list as its `events` include list, so the
@@ -420,8 +427,10 @@ _TOKEN = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def tokens(records: Iterable[dict[str, Any]]) -> set[str]:
-    """Every word-like token (ids, digests, click ids, cookie values) anywhere in `records`."""
-    return set(_TOKEN.findall(json.dumps(list(records))))
+    """Every word-like token (ids, digests, click ids, cookie values) anywhere in `records`,
+    and the part after the last dot of each (the click id inside Meta's `fb.1.<ms>.<fbclid>`)."""
+    found = set(_TOKEN.findall(json.dumps(list(records))))
+    return found | {t.rsplit(".", 1)[1] for t in found if "." in t}
 
 
 def p95(values: Sequence[float]) -> float:

@@ -26,6 +26,7 @@ import pytest
 from conftest import ACCESS_TOKEN, PIXEL_ID, runtime_of
 from mixed_stream import (
     BACKEND,
+    CLICK_IDS,
     HIT_VENDORS,
     LOADER,
     SNAP_PIXEL,
@@ -34,6 +35,7 @@ from mixed_stream import (
     Sandbox,
     Stream,
     build_stream,
+    click_id_values,
     delays,
     p95,
     post_round,
@@ -78,6 +80,7 @@ PLATFORMS: tuple[Platform, ...] = (
         lambda e: (e["event_name"], e["event_id"]),
         {"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
         hits_from=frozenset({"meta"}),
+        click_ids=frozenset({"fbclid"}),
     ),
     Platform(
         "tiktok",
@@ -90,6 +93,7 @@ PLATFORMS: tuple[Platform, ...] = (
         lambda e: (e["event"], e["event_id"]),
         {"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
         hits_from=frozenset({"tiktok"}),
+        click_ids=frozenset({"ttclid"}),
     ),
     Platform(
         "snap",
@@ -108,6 +112,7 @@ PLATFORMS: tuple[Platform, ...] = (
             "CompleteRegistration": "SIGN_UP",
         },
         hits_from=frozenset({"snap"}),
+        click_ids=frozenset({"sccid"}),
     ),
     Platform(
         "pinterest",
@@ -121,6 +126,7 @@ PLATFORMS: tuple[Platform, ...] = (
         },
         lambda e: (e["event_name"], e["event_id"]),
         {"Purchase": "checkout", "Lead": "lead", "AddToCart": "add_to_cart"},
+        click_ids=frozenset({"epik"}),
     ),
     Platform(
         "reddit",
@@ -128,6 +134,7 @@ PLATFORMS: tuple[Platform, ...] = (
         lambda base: {"pixel_id": REDDIT_PIXEL, "access_token": token("reddit"), "api_base": base},
         lambda e: (e["type"]["tracking_type"], e["metadata"]["conversion_id"]),
         {"Purchase": "PURCHASE", "Lead": "LEAD", "AddToCart": "ADD_TO_CART"},
+        click_ids=frozenset({"rdt_cid"}),
     ),
     Platform(
         "linkedin",
@@ -142,6 +149,7 @@ PLATFORMS: tuple[Platform, ...] = (
         },
         lambda e: (e["conversion"], e["eventId"]),
         {name: linkedin_urn(rule) for name, rule in LINKEDIN_RULES.items()},
+        click_ids=frozenset({"li_fat_id"}),
     ),
     Platform(
         "microsoft",
@@ -149,6 +157,7 @@ PLATFORMS: tuple[Platform, ...] = (
         lambda base: {"tag_id": MS_TAG, "access_token": token("microsoft"), "api_base": base},
         lambda e: (e["eventName"], e["eventId"]),
         {"Purchase": "purchase", "Lead": "generate_lead", "AddToCart": "add_to_cart"},
+        click_ids=frozenset({"msclkid"}),
     ),
 )
 """Every registered destination: one row each (see the module docstring)."""
@@ -214,10 +223,10 @@ async def wait_all_delivered(client: Any, boxes: Boxes, stream: Stream) -> None:
     # Every row done: nothing is left that could still be sent (again).
     want = {f"shop:{row.name}": {DeliveryState.DONE: len(expected[row.name])} for row in PLATFORMS}
     store = runtime_of(client).store
+    by_route: dict[str, dict[DeliveryState, int]] = {}
     for _ in range(200):
-        counts = await store.counts()
-        by_route: dict[str, dict[DeliveryState, int]] = {}
-        for (route, state), n in counts.items():
+        by_route = {}
+        for (route, state), n in (await store.counts()).items():
             by_route.setdefault(route, {})[state] = n
         if by_route == want:
             break
@@ -270,11 +279,14 @@ def test_the_table_has_one_row_per_registered_destination() -> None:
     names = [row.name for row in PLATFORMS]
     assert len(names) == len(set(names))
     assert set(names) == set(DESTINATIONS), "add the new platform's row to PLATFORMS"
+    owners = [k for row in PLATFORMS for k in row.click_ids]
+    assert len(owners) == len(set(owners)), "a click id belongs to one platform"
     stream = build_stream()
     for row in PLATFORMS:
         routed = {s.name for s in stream.events if row.routes(s)}
         assert routed <= row.names.keys(), (row.name, routed - row.names.keys())
         assert row.hits_from <= set(HIT_VENDORS), (row.name, row.hits_from)
+        assert row.click_ids <= CLICK_IDS.keys(), (row.name, row.click_ids)
         if row.name in COUNTS_BOTH_COPIES:
             assert not row.hits_from, f"{row.name} would count a mirrored hit twice"
 
@@ -320,6 +332,20 @@ async def test_mixed_stream_with_one_platform_down_for_the_first_half(
         foreign = {m for s in events if s.channel in others for m in s.marks}
         leaked = sorted(seen & foreign)
         assert not leaked, f"{len(leaked)} values of others' hits at {row.name}: {leaked[:3]}"
+
+    # Each platform's click id, given with every backend event, reaches that platform, no other.
+    backend = [s for s in events if s.channel == BACKEND]
+    numbers = [int(s.key.removeprefix("be-")) for s in backend]
+    for row in PLATFORMS:
+        seen = tokens(outage.received[row.name])
+        routed = [n for n, s in zip(numbers, backend, strict=True) if row.routes(s)]
+        missing = sorted(click_id_values(row.click_ids, routed) - seen)
+        assert not missing, (
+            f"{len(missing)} of its own click ids missing at {row.name}: {missing[:3]}"
+        )
+        foreign = click_id_values(CLICK_IDS.keys() - row.click_ids, numbers)
+        leaked = sorted(seen & foreign)
+        assert not leaked, f"{len(leaked)} other platforms' click ids at {row.name}: {leaked[:3]}"
 
     # The down platform got nothing while down and everything soon after recovery.
     down_row = next(r for r in PLATFORMS if r.name == down)
