@@ -72,40 +72,46 @@ def linkedin_urn(rule: str) -> str:
     return f"urn:lla:llaPartnerConversion:{rule}"
 
 
+# Rows to come: google_ads takes the GA4 hits (hits_from=frozenset({"ga4"})), ga4 takes none
+# (COUNTS_BOTH_COPIES); x owns twclid, google_ads gclid and gbraid (click_ids).
 PLATFORMS: tuple[Platform, ...] = (
     Platform(
-        "meta",
-        lambda: MetaSandbox(access_tokens={ACCESS_TOKEN}, seed=11),
-        lambda base: {"pixel_id": PIXEL_ID, "access_token": ACCESS_TOKEN, "api_base": base},
-        lambda e: (e["event_name"], e["event_id"]),
-        {"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
+        name="meta",
+        sandbox=lambda: MetaSandbox(access_tokens={ACCESS_TOKEN}, seed=11),
+        settings=lambda base: {
+            "pixel_id": PIXEL_ID,
+            "access_token": ACCESS_TOKEN,
+            "api_base": base,
+        },
+        received=lambda e: (e["event_name"], e["event_id"]),
+        names={"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
         hits_from=frozenset({"meta"}),
         click_ids=frozenset({"fbclid"}),
     ),
     Platform(
-        "tiktok",
-        lambda: TikTokSandbox(access_tokens={token("tiktok")}, seed=12),
-        lambda base: {
+        name="tiktok",
+        sandbox=lambda: TikTokSandbox(access_tokens={token("tiktok")}, seed=12),
+        settings=lambda base: {
             "pixel_code": TIKTOK_PIXEL,
             "access_token": token("tiktok"),
             "api_base": base,
         },
-        lambda e: (e["event"], e["event_id"]),
-        {"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
+        received=lambda e: (e["event"], e["event_id"]),
+        names={"Purchase": "Purchase", "Lead": "Lead", "AddToCart": "AddToCart"},
         hits_from=frozenset({"tiktok"}),
         click_ids=frozenset({"ttclid"}),
     ),
     Platform(
-        "snap",
-        lambda: SnapSandbox(access_tokens={token("snap")}, seed=13),
-        lambda base: {
+        name="snap",
+        sandbox=lambda: SnapSandbox(access_tokens={token("snap")}, seed=13),
+        settings=lambda base: {
             "pixel_id": SNAP_PIXEL,
             "access_token": token("snap"),
             "api_base": base,
-            "custom_events": {"Lead": "SIGN_UP"},
+            "custom_events": {"Lead": "SIGN_UP"},  # Snap has no Lead event
         },
-        lambda e: (e["event_name"], e["event_id"]),
-        {
+        received=lambda e: (e["event_name"], e["event_id"]),
+        names={
             "Purchase": "PURCHASE",
             "Lead": "SIGN_UP",
             "AddToCart": "ADD_CART",
@@ -115,48 +121,58 @@ PLATFORMS: tuple[Platform, ...] = (
         click_ids=frozenset({"sccid"}),
     ),
     Platform(
-        "pinterest",
-        lambda: PinterestSandbox(
+        name="pinterest",
+        sandbox=lambda: PinterestSandbox(
             access_tokens={token("pinterest")}, ad_accounts={PINTEREST_ACCOUNT}, seed=14
         ),
-        lambda base: {
+        settings=lambda base: {
             "ad_account_id": PINTEREST_ACCOUNT,
             "access_token": token("pinterest"),
             "api_base": base,
         },
-        lambda e: (e["event_name"], e["event_id"]),
-        {"Purchase": "checkout", "Lead": "lead", "AddToCart": "add_to_cart"},
+        received=lambda e: (e["event_name"], e["event_id"]),
+        names={"Purchase": "checkout", "Lead": "lead", "AddToCart": "add_to_cart"},
         click_ids=frozenset({"epik"}),
     ),
     Platform(
-        "reddit",
-        lambda: RedditSandbox(access_tokens={token("reddit")}, pixel_ids={REDDIT_PIXEL}, seed=15),
-        lambda base: {"pixel_id": REDDIT_PIXEL, "access_token": token("reddit"), "api_base": base},
-        lambda e: (e["type"]["tracking_type"], e["metadata"]["conversion_id"]),
-        {"Purchase": "PURCHASE", "Lead": "LEAD", "AddToCart": "ADD_TO_CART"},
+        name="reddit",
+        sandbox=lambda: RedditSandbox(
+            access_tokens={token("reddit")}, pixel_ids={REDDIT_PIXEL}, seed=15
+        ),
+        settings=lambda base: {
+            "pixel_id": REDDIT_PIXEL,
+            "access_token": token("reddit"),
+            "api_base": base,
+        },
+        received=lambda e: (e["type"]["tracking_type"], e["metadata"]["conversion_id"]),
+        names={"Purchase": "PURCHASE", "Lead": "LEAD", "AddToCart": "ADD_TO_CART"},
         click_ids=frozenset({"rdt_cid"}),
     ),
     Platform(
-        "linkedin",
-        lambda: LinkedInSandbox(
+        name="linkedin",
+        sandbox=lambda: LinkedInSandbox(
             access_tokens={token("linkedin")}, rules=set(LINKEDIN_RULES.values()), seed=16
         ),
-        lambda base: {
+        settings=lambda base: {
             "purchase_rule": LINKEDIN_RULES["Purchase"],
             "conversion_rules": {k: v for k, v in LINKEDIN_RULES.items() if k != "Purchase"},
             "access_token": token("linkedin"),
             "api_base": base,
         },
-        lambda e: (e["conversion"], e["eventId"]),
-        {name: linkedin_urn(rule) for name, rule in LINKEDIN_RULES.items()},
+        received=lambda e: (e["conversion"], e["eventId"]),
+        names={name: linkedin_urn(rule) for name, rule in LINKEDIN_RULES.items()},
         click_ids=frozenset({"li_fat_id"}),
     ),
     Platform(
-        "microsoft",
-        lambda: MicrosoftSandbox(access_tokens={token("microsoft")}, seed=17),
-        lambda base: {"tag_id": MS_TAG, "access_token": token("microsoft"), "api_base": base},
-        lambda e: (e["eventName"], e["eventId"]),
-        {"Purchase": "purchase", "Lead": "generate_lead", "AddToCart": "add_to_cart"},
+        name="microsoft",
+        sandbox=lambda: MicrosoftSandbox(access_tokens={token("microsoft")}, seed=17),
+        settings=lambda base: {
+            "tag_id": MS_TAG,
+            "access_token": token("microsoft"),
+            "api_base": base,
+        },
+        received=lambda e: (e["eventName"], e["eventId"]),
+        names={"Purchase": "purchase", "Lead": "generate_lead", "AddToCart": "add_to_cart"},
         click_ids=frozenset({"msclkid"}),
     ),
 )
