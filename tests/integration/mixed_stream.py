@@ -322,11 +322,11 @@ def hit_request(vendor: str, i: int) -> Request:
                 "dl": f"{ORIGIN}/g/{i}",
                 "gcs": "G111",
                 "en": own,
-                "ep.transaction_id": key,
-                "ep.event_id": key,
+                "ep.event_id": key,  # the tag's own event id parameter; purchases add theirs
                 "epn.value": str(6 + i % 20),
                 "cu": "EUR",
             }
+            | ({"ep.transaction_id": key} if own == "purchase" else {})
         )
         return Request("GET", f"/g/collect?{query}", _hit_headers(), sent)
     raise AssertionError(f"no hit format for {vendor}")
