@@ -27,8 +27,12 @@ from typing import Final
 
 from gateway.core.event import Event
 
-ROUTING_KEYS: Final = ("events", "exclude_events", "event_names")
+ROUTING_KEYS: Final = ("events", "exclude_events", "event_names", "sources")
 """Keys every destination table accepts on top of the platform's own settings."""
+
+SOURCES: Final[Mapping[str, str]] = {"backend": "api", "loader": "loader", "pixel": "pixel"}
+"""Source name in the config → the event's `channel`: the server API, the browser loader (`/e`),
+a mirrored proxied pixel hit."""
 
 EVENT_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .:\-]{0,99}")
 """The event names `parse_event` accepts (core.event); a listed name must be one."""
@@ -64,15 +68,28 @@ class RouteRules:
             ' its default table), e.g. {order_paid = "Purchase"}.'
         },
     )
+    sources: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "help": 'Where its events may come from: any of "backend" (the server API),'
+            ' "loader" (/e) and "pixel" (mirrored proxied hits); default: the platform\'s own'
+            " (GA4: backend only, since it counts a server copy of a browser event twice),"
+            " else all."
+        },
+    )
 
     @property
     def filters(self) -> bool:
-        """Whether some event name is kept from the destination."""
-        return self.events is not None or bool(self.exclude_events)
+        """Whether some event name or source is kept from the destination."""
+        return self.events is not None or bool(self.exclude_events) or self.sources is not None
 
-    def takes(self, name: str) -> bool:
-        """Return whether an event of this canonical name goes to the destination."""
+    def takes(self, name: str, channel: str | None = None) -> bool:
+        """Return whether an event of this canonical name (from `channel`, when given: the
+        event's `channel`, "api", "loader" or "pixel") goes to the destination."""
         if self.events is not None and name not in self.events:
+            return False
+        sources = self.sources
+        if channel is not None and sources is not None and channel not in _channels(sources):
             return False
         return name not in self.exclude_events
 
@@ -81,8 +98,19 @@ class RouteRules:
         return self.event_names.get(name, name)
 
 
+def _channels(sources: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(SOURCES[s] for s in sources if s in SOURCES)
+
+
 NO_RULES: Final = RouteRules()
 """A destination without routing keys: every event, default names."""
+
+
+def with_default_sources(rules: RouteRules, sources: tuple[str, ...] | None) -> RouteRules:
+    """Return `rules` with the platform's default `sources` when the site set none."""
+    if rules.sources is not None or sources is None:
+        return rules
+    return replace(rules, sources=sources)
 
 
 def renamed(event: Event, names: Mapping[str, str]) -> Event:
@@ -100,6 +128,12 @@ def check_rules(rules: RouteRules) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if rules.events is not None and not rules.events:
         problems.append(("events", "empty: leave the key out to send every event"))
+    if rules.sources is not None:
+        if not rules.sources:
+            problems.append(("sources", "empty: leave the key out for the platform's default"))
+        for i, source in enumerate(rules.sources):
+            if source not in SOURCES:
+                problems.append((f"sources[{i}]", "expected one of " + ", ".join(SOURCES)))
     for key, names in (("events", rules.events or ()), ("exclude_events", rules.exclude_events)):
         seen: set[str] = set()
         for i, name in enumerate(names):
@@ -142,7 +176,7 @@ class RouteTable:
     def __init__(self, rules: Mapping[str, RouteRules]) -> None:
         """`rules`: route → its rules (a route without an entry takes every event)."""
         self._rules = {route: r for route, r in rules.items() if r.filters}
-        self._memo: dict[tuple[str, tuple[str, ...]], Routed] = {}
+        self._memo: dict[tuple[str, str, tuple[str, ...]], Routed] = {}
         self._shared: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     @property
@@ -150,14 +184,15 @@ class RouteTable:
         """Whether some route turns some event name away (else every route takes all)."""
         return bool(self._rules)
 
-    def route(self, name: str, routes: tuple[str, ...]) -> Routed:
-        """Split `routes` (some of the site's) into those that take `name` and the others."""
-        key = (name, routes)
+    def route(self, name: str, routes: tuple[str, ...], channel: str = "api") -> Routed:
+        """Split `routes` (some of the site's) into those that take `name` from `channel` (the
+        event's channel) and the others."""
+        key = (name, channel, routes)
         found = self._memo.get(key)
         if found is not None:
             return found
         rules = self._rules
-        kept = tuple(r for r in routes if r not in rules or rules[r].takes(name))
+        kept = tuple(r for r in routes if r not in rules or rules[r].takes(name, channel))
         if len(kept) == len(routes):
             found = Routed(routes, ())
         else:

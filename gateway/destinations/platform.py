@@ -28,6 +28,10 @@ class Registration:
     settings: type[Any]
     factory: Callable[[Any], Destination]
     hash_rules: str
+    sources: tuple[str, ...] | None = None
+    """The event sources (core.routing.SOURCES) it takes unless a site's `sources` says
+    otherwise; None: all. GA4 takes "backend" only: it counts a server copy of a browser event
+    as a second event."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -503,7 +503,7 @@ class Collect:
         site_id = site.config.id
         # The routes its name takes (the destinations' event lists), split here on the loop:
         # `events_for` may run on the store's writer thread.
-        routed = site.table.route(event.event, site.routes) if event is not None else None
+        routed = site.table.route(event.event, site.routes, "loader") if event is not None else None
         built: list[bool] = []
 
         def events_for(profile: VisitorProfile) -> tuple[NewEvent, ...]:

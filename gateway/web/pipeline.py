@@ -18,7 +18,7 @@ from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
-from gateway.core.routing import NO_RULES, RouteTable
+from gateway.core.routing import NO_RULES, RouteTable, with_default_sources
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import CLICK_WINDOWS, DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
@@ -51,7 +51,9 @@ class Site:
             ),
             table=RouteTable(
                 {
-                    route_name(config.id, name): config.routing.get(name, NO_RULES)
+                    route_name(config.id, name): with_default_sources(
+                        config.routing.get(name, NO_RULES), DESTINATIONS[name].sources
+                    )
                     for name in config.destinations
                 }
             ),
@@ -223,7 +225,7 @@ class Pipeline:
         site_id = site.config.id
         if site.table.filters:
             return await self._routed(
-                site, routes, [(s.e, s.id, float(s.t), encode_stored(s)) for s in stored]
+                site, routes, [(s.e, s.id, float(s.t), encode_stored(s), "api") for s in stored]
             )
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
         return await self.store.append(batch, self.clock())
@@ -263,7 +265,9 @@ class Pipeline:
         site_id = site.config.id
         if site.table.filters:
             return await self._routed(
-                site, routes, [(e.event, e.event_id, float(e.time), encode(e)) for e in events]
+                site,
+                routes,
+                [(e.event, e.event_id, float(e.time), encode(e), e.channel) for e in events],
             )
         # positional: (site, event_name, event_id, event_time, record, routes)
         batch = [
@@ -278,16 +282,20 @@ class Pipeline:
             counter[route] = counter.get(route, 0) + count
 
     async def _routed(
-        self, site: Site, routes: tuple[str, ...], rows: Sequence[tuple[str, str, float, bytes]]
+        self,
+        site: Site,
+        routes: tuple[str, ...],
+        rows: Sequence[tuple[str, str, float, bytes, str]],
     ) -> list[AppendResult]:
-        """Append (name, id, time, record) rows each to the routes that take its name; count
+        """Append (name, id, time, record, channel) rows each to the routes that take its name
+        from its channel; count
         `routed_away` once the append succeeded (a caller retrying after a failure counts once).
         An event no route takes is appended nowhere: accepted, and only counted."""
         site_id, table = site.config.id, site.table
         away: dict[str, int] = {}
         batch: list[NewEvent] = []
-        for name, event_id, when, record in rows:
-            routed = table.route(name, routes)
+        for name, event_id, when, record, channel in rows:
+            routed = table.route(name, routes, channel)
             for route in routed.away:
                 away[route] = away.get(route, 0) + 1
             if routed.kept:

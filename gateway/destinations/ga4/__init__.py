@@ -18,7 +18,9 @@ from gateway.destinations.platform import HitFormat, Platform, Registration
 
 PLATFORM: Final = Platform(
     "ga4",
-    destination=Registration(GA4Settings, GA4, GA4.hash_rules),
+    # Backend events only: the Measurement Protocol does not deduplicate a server copy of a
+    # loader event or pixel hit against the tag's own hit (it counts both).
+    destination=Registration(GA4Settings, GA4, GA4.hash_rules, sources=("backend",)),
     hits=HitFormat(
         vendor="google",
         upstream_path="/g/collect",

@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.event import _NAME_RE, Event, Source
-from gateway.core.routing import EVENT_NAME, NO_RULES, RouteRules, RouteTable, check_rules, renamed
+from gateway.core.routing import (
+    EVENT_NAME,
+    NO_RULES,
+    RouteRules,
+    RouteTable,
+    check_rules,
+    renamed,
+    with_default_sources,
+)
 
 
 def event(name: str) -> Event:
@@ -173,3 +181,40 @@ def test_a_table_partitions_the_routes_as_the_rules_say(
         assert set(routed.kept) | set(routed.away) == set(routes)
         assert not set(routed.kept) & set(routed.away)
         assert table.route(name, routes) is routed, "memoised"
+
+
+class TestSources:
+    def test_sources_keep_the_other_channels_away(self) -> None:
+        rules = RouteRules(sources=("backend",))
+        assert rules.filters
+        assert rules.takes("Purchase", "api")
+        assert not rules.takes("Purchase", "loader")
+        assert not rules.takes("Purchase", "pixel")
+        assert rules.takes("Purchase"), "without a channel only the name lists apply"
+        both = RouteRules(sources=("loader", "pixel"), exclude_events=("Lead",))
+        assert both.takes("Purchase", "pixel")
+        assert both.takes("Purchase", "loader")
+        assert not both.takes("Purchase", "api")
+        assert not both.takes("Lead", "loader"), "the name lists still apply"
+
+    def test_the_table_splits_by_channel_too(self) -> None:
+        table = RouteTable({"s:ga4": RouteRules(sources=("backend",))})
+        routes = ("s:meta", "s:ga4")
+        assert table.route("Purchase", routes, "api").kept == routes
+        loader = table.route("Purchase", routes, "loader")
+        assert (loader.kept, loader.away) == (("s:meta",), ("s:ga4",))
+        assert table.route("Purchase", routes).kept == routes, "the default channel is the API"
+
+    def test_the_platform_default_applies_unless_the_site_sets_sources(self) -> None:
+        assert with_default_sources(NO_RULES, ("backend",)).sources == ("backend",)
+        mine = RouteRules(sources=("loader",))
+        assert with_default_sources(mine, ("backend",)) is mine
+        assert with_default_sources(NO_RULES, None) is NO_RULES
+
+    def test_bad_sources_are_named(self) -> None:
+        assert check_rules(RouteRules(sources=())) == [
+            ("sources", "empty: leave the key out for the platform's default")
+        ]
+        assert check_rules(RouteRules(sources=("backend", "server"))) == [
+            ("sources[1]", "expected one of backend, loader, pixel")
+        ]
