@@ -58,6 +58,7 @@ CLICK_IDS: Mapping[str, str] = {
     "gclid": "Cj0KCQ-mixed-{i}",
     "gbraid": "0AAAAA-mixed-{i}",
     "twclid": "tw-mixed-{i}",
+    "ga": "{i}.1700000000",
 }
 """Each platform's click id (as `user.click_ids` takes it) for backend event number i."""
 
@@ -117,6 +118,8 @@ class Platform:
     """Hit vendors whose proxied hits are mirrored to this platform."""
     click_ids: frozenset[str] = frozenset()
     """Keys of CLICK_IDS that are this platform's own: no other platform may get their values."""
+    from_loader: bool = True
+    """Whether loader `/e` events reach it (GA4's default `sources` is the backend only)."""
     events: frozenset[str] | None = None
     """Canonical names of the events routed to it (None: every event). When set,
     the destination is configured with the same list as its `events` include list, so the
@@ -137,7 +140,9 @@ class Platform:
         """
         if self.events is not None and sent.name not in self.events:
             return False
-        return sent.channel in (BACKEND, LOADER) or sent.channel in self.hits_from
+        if sent.channel == LOADER:
+            return self.from_loader
+        return sent.channel == BACKEND or sent.channel in self.hits_from
 
     def expected(self, stream: Iterable[Sent]) -> set[tuple[str, str]]:
         """The (platform event name, dedup key) pairs it must receive from `stream`, once each."""
@@ -263,7 +268,7 @@ def hit_request(vendor: str, i: int) -> Request:
         "meta": (email, f"fb.1.1700000000000.{1000 + i}"),
         "tiktok": (email, f"E.C.P.hit-{i}", f"ttp-mixed-cookie-{i:08d}"),
         "snap": (email, f"sc-hit-{i}", f"8c2e5a0b-3d4f-4a6b-9c8d-{i:012x}"),
-        "ga4": (f"{1000 + i}.1700000000",),
+        "ga4": (f"Cj0KCQ-ga4hit-{i}",),  # the gclid of its _gcl_aw cookie: Google Ads' own
     }[vendor]
     sent = [Sent(vendor, canonical, key, marks)]
     if vendor == "meta":
@@ -328,7 +333,8 @@ def hit_request(vendor: str, i: int) -> Request:
             }
             | ({"ep.transaction_id": key} if own == "purchase" else {})
         )
-        return Request("GET", f"/g/collect?{query}", _hit_headers(), sent)
+        cookie = f"_ga=GA1.1.{1000 + i}.1700000000; _gcl_aw=GCL.1700000000.Cj0KCQ-ga4hit-{i}"
+        return Request("GET", f"/g/collect?{query}", _hit_headers(cookie=cookie), sent)
     raise AssertionError(f"no hit format for {vendor}")
 
 

@@ -48,6 +48,8 @@ from platform_harness import wait_for
 
 from gateway.destinations import DESTINATIONS
 from gateway.sandbox.cdn import FakeCdn
+from gateway.sandbox.ga4 import GA4Sandbox
+from gateway.sandbox.google_ads import GoogleAdsSandbox
 from gateway.sandbox.linkedin import LinkedInSandbox
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.microsoft import MicrosoftSandbox
@@ -55,6 +57,7 @@ from gateway.sandbox.pinterest import PinterestSandbox
 from gateway.sandbox.reddit import RedditSandbox
 from gateway.sandbox.snap import SnapSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
+from gateway.sandbox.x import XSandbox
 from gateway.store.base import DeliveryState
 
 
@@ -72,8 +75,33 @@ def linkedin_urn(rule: str) -> str:
     return f"urn:lla:llaPartnerConversion:{rule}"
 
 
-# Rows to come: google_ads takes the GA4 hits (hits_from=frozenset({"ga4"})), ga4 takes none
-# (COUNTS_BOTH_COPIES); x owns twclid, google_ads gclid and gbraid (click_ids).
+GOOGLE_CUSTOMER = "1234567890"
+GOOGLE_ACTIONS = {"Purchase": "987654321", "Lead": "987654322"}
+GOOGLE_OAUTH = {
+    "client_id": "123456789012-mixed.apps.googleusercontent.com",
+    "client_secret": "mixed-google-client-secret",
+    "refresh_token": "mixed-google-refresh-token",
+    "developer_token": "mixed-google-developer-token",
+}
+X_PIXEL = "o8z6j"
+X_EVENTS = {"Purchase": "o87ne", "Lead": "o87nf", "AddToCart": "o87ng"}
+X_OAUTH = {
+    "consumer_key": "mixed-x-consumer-key",
+    "consumer_secret": "mixed-x-consumer-secret",
+    "access_token": "mixed-x-access-token",
+    "access_token_secret": "mixed-x-access-token-secret",
+}
+
+
+def google_action(name: str) -> str:
+    return f"customers/{GOOGLE_CUSTOMER}/conversionActions/{GOOGLE_ACTIONS[name]}"
+
+
+def ga4_key(event: dict[str, Any]) -> tuple[str, str]:
+    """GA4 events carry no event id: the backend event's number is the last part of its URL."""
+    return event["name"], "be-" + event["params"]["page_location"].rsplit("/", 1)[1]
+
+
 PLATFORMS: tuple[Platform, ...] = (
     Platform(
         name="meta",
@@ -174,6 +202,61 @@ PLATFORMS: tuple[Platform, ...] = (
         received=lambda e: (e["eventName"], e["eventId"]),
         names={"Purchase": "purchase", "Lead": "generate_lead", "AddToCart": "add_to_cart"},
         click_ids=frozenset({"msclkid"}),
+    ),
+    Platform(
+        name="ga4",
+        sandbox=lambda: GA4Sandbox(
+            api_secrets={token("ga4")}, measurement_ids={"G-MIXED00001"}, seed=18
+        ),
+        settings=lambda base: {
+            "measurement_id": "G-MIXED00001",
+            "api_secret": token("ga4"),
+            "api_base": base,
+        },
+        received=ga4_key,
+        names={"Purchase": "purchase", "Lead": "generate_lead", "AddToCart": "add_to_cart"},
+        click_ids=frozenset({"ga"}),
+        from_loader=False,  # its default sources: GA4 counts a copy of a browser event twice
+    ),
+    Platform(
+        name="google_ads",
+        sandbox=lambda: GoogleAdsSandbox(
+            **GOOGLE_OAUTH,
+            customers={GOOGLE_CUSTOMER},
+            actions=set(GOOGLE_ACTIONS.values()),
+            seed=19,
+        ),
+        settings=lambda base: {
+            "customer_id": GOOGLE_CUSTOMER,
+            "purchase_action": GOOGLE_ACTIONS["Purchase"],
+            "conversion_actions": {"Lead": GOOGLE_ACTIONS["Lead"]},
+            **GOOGLE_OAUTH,
+            "token_url": f"{base}/token",
+            "api_base": base,
+        },
+        received=lambda e: (e["conversionAction"], e["orderId"]),
+        names={name: google_action(name) for name in GOOGLE_ACTIONS},
+        hits_from=frozenset({"ga4"}),
+        # gbraid is Google's too, but a conversion carries one click id and gclid wins: with
+        # both given, gbraid reaches no platform at all (checked as everyone's foreign id).
+        click_ids=frozenset({"gclid"}),
+        events=frozenset(GOOGLE_ACTIONS),  # only the events it has a conversion action for
+    ),
+    Platform(
+        name="x",
+        sandbox=lambda: XSandbox(
+            **X_OAUTH, event_ids=set(X_EVENTS.values()), pixel_ids={X_PIXEL}, seed=20
+        ),
+        settings=lambda base: {
+            "pixel_id": X_PIXEL,
+            "purchase_event_id": X_EVENTS["Purchase"],
+            "event_ids": {k: v for k, v in X_EVENTS.items() if k != "Purchase"},
+            **X_OAUTH,
+            "api_base": base,
+        },
+        received=lambda e: (e["event_id"], e["conversion_id"]),
+        names=X_EVENTS,
+        click_ids=frozenset({"twclid"}),
     ),
 )
 """Every registered destination: one row each (see the module docstring)."""
