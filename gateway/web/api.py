@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import math
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.core.consent import Tier, by_stated_tier
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
+from gateway.core.record import Stored
 from gateway.core.wire import decode_document, is_clean
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
@@ -137,6 +138,7 @@ class EventsApi:
                     site, typed, prefix="events", now=now, clean=clean
                 )
                 if stored is not None:
+                    self.pipeline.tally.accepted_names(site.config.id, "backend", _names(stored[0]))
                     signed = resolve_stored(stored[0], self.visitor_key, "events")
                     results = await self.pipeline.commit_stored(site, stored[0])
                     warnings = stored[1] + signed + self.baseline.stored(site, stored[0], "events")
@@ -173,6 +175,7 @@ class EventsApi:
         wait = bucket.take(count, self.clock())
         if wait <= 0:
             return None
+        self.pipeline.tally.refused(site.config.id, "backend", "rate_limited", count)
         return error_reply(
             429,
             "rate_limited",
@@ -188,6 +191,9 @@ class EventsApi:
         dropped: list[FieldError],
     ) -> Reply:
         """Enrich and durably append the accepted events; return the request's answer."""
+        tally, site_id = self.pipeline.tally, site.config.id
+        tally.accepted_names(site_id, "backend", (e.event for e in accepted))
+        tally.refused(site_id, "backend", "invalid", len(refused))
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
         refused_at = {index for index, _ in refused}
         indexes = [i for i in range(len(accepted) + len(refused)) if i not in refused_at]
@@ -281,6 +287,10 @@ def _answer(
         body["message"] = "no event was accepted"
         return json_reply(422, body)
     return json_reply(202, body)
+
+
+def _names(stored: Sequence[Stored]) -> Iterator[str]:
+    return (s.e for s in stored)
 
 
 def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:

@@ -18,9 +18,11 @@ from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
+from gateway.core.tally import IngestTally
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
+from gateway.web.tallying import count_appends
 
 T = TypeVar("T")
 
@@ -77,6 +79,8 @@ class Pipeline:
         self.clock = clock
         self.new_id = new_id
         self.consent_denied: dict[str, int] = {}
+        self.tally = IngestTally()
+        """Ingest counters by site, source, route and event label (/metrics)."""
         """Route → events consent kept from it (shown by /v1/debug/recent)."""
 
     def prepare(
@@ -209,7 +213,9 @@ class Pipeline:
             return []
         site_id = site.config.id
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
-        return await self.store.append(batch, self.clock())
+        results = await self.store.append(batch, self.clock())
+        count_appends(self.tally, batch, results)
+        return results
 
     def routes_for(
         self, site: Site, tier: Tier, count: int, *, only: frozenset[str] | None = None
@@ -247,4 +253,6 @@ class Pipeline:
         batch = [
             NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
-        return await self.store.append(batch, self.clock())
+        results = await self.store.append(batch, self.clock())
+        count_appends(self.tally, batch, results)
+        return results
