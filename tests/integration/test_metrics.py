@@ -347,3 +347,23 @@ async def test_a_separate_listener_serves_metrics_without_a_token(
     assert samples[key] == 1
     # The main listener still asks for the token.
     assert (await client.get("/metrics")).status == 401
+
+
+async def test_rate_limited_events_are_counted_rejected(make_config: Any, gateway: Any) -> None:
+    config = make_config(server={"max_events_per_request": 10}, site={"rate_limit_per_second": 1.0})
+    client = await gateway(config, clock=FakeClock(), run_workers=False)  # no refill
+    resp = await client.post(
+        "/v1/events", json={"events": [purchase(i) for i in range(10)]}, headers=auth()
+    )
+    assert resp.status == 202
+    resp = await client.post(
+        "/v1/events", json={"events": [purchase(i) for i in range(10, 13)]}, headers=auth()
+    )
+    assert resp.status == 429
+    resp = await client.get("/metrics", headers=auth(ADMIN_TOKEN))
+    samples = parse(await resp.text())
+    rejected = "signalgate_events_rejected_total"
+    assert value(samples, rejected, site="shop", source="backend", reason="rate_limited") == 3
+    assert value(samples, "signalgate_events_received_total", site="shop", source="backend") == 13
+    queued = "signalgate_events_queued_total"
+    assert value(samples, queued, site="shop", destination="meta", event="Purchase") == 10
