@@ -30,7 +30,7 @@ from conftest import (
     base_doc,
     runtime_of,
 )
-from platform_harness import purchase
+from platform_harness import drain, platform_config, proxy_upstreams, purchase, sandbox_fixture
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
@@ -40,6 +40,7 @@ from gateway.core.event import STANDARD_EVENTS
 from gateway.core.tally import IDENTIFIERS, LATENCY_BUCKETS
 from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
+from gateway.sandbox.tiktok import TikTokSandbox
 from gateway.store.base import DeadReason
 
 HOST = "www.shop.test"
@@ -367,3 +368,65 @@ async def test_rate_limited_events_are_counted_rejected(make_config: Any, gatewa
     assert value(samples, "signalgate_events_received_total", site="shop", source="backend") == 13
     queued = "signalgate_events_queued_total"
     assert value(samples, queued, site="shop", destination="meta", event="Purchase") == 10
+
+
+TIKTOK_TOKEN = "tiktok-test-token"
+TIKTOK_PIXEL = "CABCDEFGHIJ1234567KL"
+tiktok_sandbox = sandbox_fixture(
+    "tiktok_sandbox", lambda: TikTokSandbox(access_tokens={TIKTOK_TOKEN}, seed=4321)
+)
+
+
+async def test_per_destination_counts_when_a_pixel_copy_went_to_one_destination_only(
+    tmp_path: Path,
+    gateway: Any,
+    meta_sandbox: Any,
+    tiktok_sandbox: Any,
+    cdn: tuple[FakeCdn, str],
+) -> None:
+    """A Meta pixel hit is mirrored to Meta only; the backend copy of the same order goes to
+    Meta and TikTok: a duplicate on Meta, new on TikTok (a partial duplicate, counted exactly)."""
+    meta, meta_base = meta_sandbox
+    tiktok, tiktok_base = tiktok_sandbox
+    _, url = cdn
+    clock = FakeClock(float(int(time.time()) - 120))
+    config = platform_config(
+        tmp_path,
+        "tiktok",
+        {
+            "pixel_code": "CABCDEFGHIJ1234567KL",
+            "access_token": TIKTOK_TOKEN,
+            "api_base": tiktok_base,
+        },
+        meta_base=meta_base,
+        site={"hosts": [HOST], "proxy": {"enabled": True, **proxy_upstreams(url)}},
+        server={"trusted_proxies": ["127.0.0.1/32"]},
+    )
+    client = await gateway(config, clock=clock, run_workers=False)
+    shop = Shop(client, meta, cdn[0], clock)
+    assert await shop.hit(ev="Purchase", eid="order-50") == 200
+    body = await shop.backend([purchase(50), purchase(51)])
+    assert (body["accepted"], body["deduplicated"]) == (2, 0)  # order-50 still reaches TikTok
+    clock.advance(20)
+    await drain(client, "shop:meta", "shop:tiktok")
+    _, samples = await shop.scrape()
+    queued = "signalgate_events_queued_total"
+    dedup = "signalgate_events_deduplicated_total"
+    delivered = "signalgate_events_delivered_total"
+    meta_route = {"site": "shop", "destination": "meta", "event": "Purchase"}
+    tiktok_route = {"site": "shop", "destination": "tiktok", "event": "Purchase"}
+    assert value(samples, queued, **meta_route) == 2  # the pixel copy of 50, then 51
+    assert value(samples, dedup, **meta_route) == 1  # the backend copy of 50, merged
+    assert value(samples, queued, **tiktok_route) == 2  # 50 and 51 from the backend
+    assert value(samples, dedup, **tiktok_route) == 0
+    assert value(samples, delivered, **meta_route) == 2
+    assert value(samples, delivered, **tiktok_route) == 2
+    assert len(meta.recorder.accepted) == 2
+    assert len(tiktok.recorder.accepted) == 2
+    received = "signalgate_events_received_total"
+    assert value(samples, received, site="shop", source="hit:meta") == 1
+    assert value(samples, received, site="shop", source="backend") == 2
+    for destination in ("meta", "tiktok"):
+        route = {"site": "shop", "destination": destination}
+        assert value(samples, "signalgate_outbox_depth", **route) == 0
+        assert value(samples, "signalgate_delivery_latency_seconds_count", **route) == 2
