@@ -9,11 +9,14 @@ every other name counts as ``custom``; identifier kinds are the gateway's own vo
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from gateway.core.event import CLICK_ID_KEYS, PII_FIELDS, STANDARD_EVENTS, Event
+
+T = TypeVar("T")
 
 CUSTOM: Final = "custom"
 """The label every non-standard event name collapses to."""
@@ -65,6 +68,20 @@ def identifiers_of(event: Event) -> set[str]:
     if user.visitor_id:
         kinds.add("visitor_id")
     return kinds
+
+
+def name_counts(items: Sequence[T], name_of: Callable[[T], str]) -> Mapping[str, int]:
+    """Return event name → how many of `items` carry it (`name_of` reads an item's name).
+
+    Counter's C loop pays off past a few items; below that its set-up costs more than a loop.
+    """
+    if len(items) > 8:
+        return Counter(map(name_of, items))
+    names: dict[str, int] = {}
+    for item in items:
+        name = name_of(item)
+        names[name] = names.get(name, 0) + 1
+    return names
 
 
 def bump(counts: dict[str, int], key: str, n: int = 1) -> None:
@@ -134,12 +151,26 @@ class IngestTally:
     queued: dict[tuple[str, str], int] = field(default_factory=dict)
     deduplicated: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def accepted_names(self, site: str, source: str, names: Iterable[str]) -> None:
-        """Count events of `source` that passed validation, by name."""
+    def accepted(self, site: str, source: str, names: Mapping[str, int]) -> None:
+        """Count events of `source` that passed validation (`names`: name → events)."""
         offered = self.offered
-        for name in names:
+        for name, n in names.items():
             key = (site, source, name if name in STANDARD_EVENTS else CUSTOM)
-            offered[key] = offered.get(key, 0) + 1
+            offered[key] = offered.get(key, 0) + n
+
+    def accepted_one(self, site: str, source: str, name: str) -> None:
+        """Count one event of `source` that passed validation."""
+        key = (site, source, name if name in STANDARD_EVENTS else CUSTOM)
+        self.offered[key] = self.offered.get(key, 0) + 1
+
+    def queued_names(self, routes: Iterable[str], names: Mapping[str, int]) -> None:
+        """Count delivery rows created on each of `routes` for `names` (name → events)."""
+        queued = self.queued
+        for name, n in names.items():
+            label = name if name in STANDARD_EVENTS else CUSTOM
+            for route in routes:
+                key = (route, label)
+                queued[key] = queued.get(key, 0) + n
 
     def refused(self, site: str, source: str, reason: str, n: int = 1) -> None:
         """Count `n` events of `source` refused for `reason` (a closed set, see README)."""
@@ -147,12 +178,11 @@ class IngestTally:
             key = (site, source, reason)
             self.rejected[key] = self.rejected.get(key, 0) + n
 
-    def appended(self, name: str, routes: Iterable[str], duplicates: Iterable[str] = ()) -> None:
+    def appended(self, name: str, routes: Iterable[str], duplicates: Collection[str] = ()) -> None:
         """Count one appended event: a row per route, except the routes it was a duplicate on."""
         label = name if name in STANDARD_EVENTS else CUSTOM
-        skipped = set(duplicates)
         for route in routes:
-            table = self.deduplicated if route in skipped else self.queued
+            table = self.deduplicated if duplicates and route in duplicates else self.queued
             key = (route, label)
             table[key] = table.get(key, 0) + 1
 

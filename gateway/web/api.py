@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway.core.consent import Tier, by_stated_tier
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
-from gateway.core.record import Stored
+from gateway.core.tally import name_counts
 from gateway.core.wire import decode_document, is_clean
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
@@ -23,6 +23,7 @@ from gateway.web.bearer import bearer_token
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
+from gateway.web.tallying import EVENT_NAMES, STORED_NAMES
 from gateway.web.visitorid import resolve_events, resolve_stored
 
 
@@ -138,7 +139,8 @@ class EventsApi:
                     site, typed, prefix="events", now=now, clean=clean
                 )
                 if stored is not None:
-                    self.pipeline.tally.accepted_names(site.config.id, "backend", _names(stored[0]))
+                    names = name_counts(stored[0], STORED_NAMES)
+                    self.pipeline.tally.accepted(site.config.id, "backend", names)
                     signed = resolve_stored(stored[0], self.visitor_key, "events")
                     results = await self.pipeline.commit_stored(site, stored[0])
                     warnings = stored[1] + signed + self.baseline.stored(site, stored[0], "events")
@@ -192,7 +194,7 @@ class EventsApi:
     ) -> Reply:
         """Enrich and durably append the accepted events; return the request's answer."""
         tally, site_id = self.pipeline.tally, site.config.id
-        tally.accepted_names(site_id, "backend", (e.event for e in accepted))
+        tally.accepted(site_id, "backend", name_counts(accepted, EVENT_NAMES))
         tally.refused(site_id, "backend", "invalid", len(refused))
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
         refused_at = {index for index, _ in refused}
@@ -287,10 +289,6 @@ def _answer(
         body["message"] = "no event was accepted"
         return json_reply(422, body)
     return json_reply(202, body)
-
-
-def _names(stored: Sequence[Stored]) -> Iterator[str]:
-    return (s.e for s in stored)
 
 
 def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:

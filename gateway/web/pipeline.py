@@ -214,7 +214,7 @@ class Pipeline:
         site_id = site.config.id
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
         results = await self.store.append(batch, self.clock())
-        count_appends(self.tally, batch, results)
+        count_appends(self.tally, routes, batch, results)
         return results
 
     def routes_for(
@@ -254,5 +254,5 @@ class Pipeline:
             NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
         results = await self.store.append(batch, self.clock())
-        count_appends(self.tally, batch, results)
+        count_appends(self.tally, routes, batch, results)
         return results

@@ -1,41 +1,45 @@
 """Feed the ingest counters (gateway/core/tally.py) from what the store did with a batch.
 
-Kept apart from the pipeline so the request path adds one call; the common batch (every event
-won every route) costs one dict increment per event.
+Kept apart from the pipeline so the request path adds one call; the common batch (one routes
+tuple, every event new on every route) is counted by name in C, then one key per name and route.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter, itemgetter
+from typing import Final
 
-from gateway.core.event import STANDARD_EVENTS, Event
-from gateway.core.tally import CUSTOM, IngestTally
+from gateway.core.event import Event
+from gateway.core.tally import IngestTally, name_counts
 from gateway.store.base import AppendResult, NewEvent
+
+_NAME: Final = itemgetter(1)
+"""NewEvent.event_name (a NamedTuple field, read in C)."""
+EVENT_NAMES: Final = attrgetter("event")
+"""Event.event, for `name_counts(events, EVENT_NAMES)`."""
+STORED_NAMES: Final = attrgetter("e")
+"""Stored.e (the stored form's event name)."""
 
 
 def count_appends(
-    tally: IngestTally, batch: Sequence[NewEvent], results: Sequence[AppendResult]
+    tally: IngestTally,
+    routes: tuple[str, ...],
+    batch: Sequence[NewEvent],
+    results: Sequence[AppendResult],
 ) -> None:
-    """Count the delivery rows `append` created and the routes it skipped as duplicates."""
-    plain: dict[tuple[str, ...], dict[str, int]] = {}
+    """Count the delivery rows `append` created and the routes it skipped as duplicates, for
+    a batch whose events all name `routes` (one pipeline commit)."""
+    if not results:
+        return
+    first = results[0]
+    if first.deduplicated == 0 and results.count(first) == len(results):
+        tally.queued_names(
+            routes, name_counts(batch, _NAME)
+        )  # the usual batch: every event new everywhere
+        return
     for event, result in zip(batch, results, strict=True):
-        name = event.event_name
-        if result.deduplicated == 0:
-            names = plain.get(event.routes)
-            if names is None:
-                names = plain[event.routes] = {}
-            names[name] = names.get(name, 0) + 1
-        elif result.created == 0:
-            tally.appended(name, event.routes, event.routes)
-        else:
-            tally.appended(name, event.routes, result.duplicates)
-    queued = tally.queued
-    for routes, names in plain.items():
-        for name, n in names.items():
-            label = name if name in STANDARD_EVENTS else CUSTOM
-            for route in routes:
-                key = (route, label)
-                queued[key] = queued.get(key, 0) + n
+        count_appended(tally, event.event_name, routes, result)
 
 
 def count_appended(
@@ -51,7 +55,7 @@ def count_offered(tally: IngestTally, site: str, source: str, event: Event | Non
     if event is None:
         tally.refused(site, source, "invalid")
     else:
-        tally.accepted_names(site, source, (event.event,))
+        tally.accepted_one(site, source, event.event)
 
 
 _HIT_SOURCES: dict[str, str] = {}

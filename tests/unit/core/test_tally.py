@@ -14,6 +14,7 @@ from gateway.core.tally import (
     RouteTally,
     event_label,
     identifiers_of,
+    name_counts,
 )
 
 
@@ -65,10 +66,10 @@ def test_route_tally_counts_delivered_retried_dead_and_latency() -> None:
 
 def test_ingest_tally_received_is_accepted_plus_rejected() -> None:
     tally = IngestTally()
-    tally.accepted_names("shop", "backend", ["Purchase", "Purchase", "x"])
+    tally.accepted("shop", "backend", {"Purchase": 2, "x": 1})
     tally.refused("shop", "backend", "invalid", 2)
     tally.refused("shop", "backend", "rate_limited", 0)  # nothing refused: no series
-    tally.accepted_names("shop", "hit:meta", ["Lead"])
+    tally.accepted_one("shop", "hit:meta", "Lead")
     assert tally.offered == {
         ("shop", "backend", "Purchase"): 2,
         ("shop", "backend", CUSTOM): 1,
@@ -76,6 +77,12 @@ def test_ingest_tally_received_is_accepted_plus_rejected() -> None:
     }
     assert tally.rejected == {("shop", "backend", "invalid"): 2}
     assert tally.received() == {("shop", "backend"): 5, ("shop", "hit:meta"): 1}
+
+
+@given(st.lists(st.sampled_from(["Purchase", "Lead", "x", "y"]), max_size=30))
+def test_name_counts_small_and_large(names: list[str]) -> None:
+    counts = name_counts(names, str)
+    assert dict(counts) == {n: names.count(n) for n in set(names)}
 
 
 def test_appended_splits_queued_and_deduplicated_by_route() -> None:

@@ -16,28 +16,41 @@ def new(name: str, routes: tuple[str, ...] = BOTH) -> NewEvent:
 
 def test_count_appends_whole_partial_and_duplicate_results() -> None:
     tally = IngestTally()
-    batch = [new("Purchase"), new("Purchase"), new("Lead"), new("Odd"), new("Lead", ("shop:meta",))]
+    batch = [new("Purchase"), new("Purchase"), new("Lead"), new("Odd")]
     results = [
         AppendResult(2, 0),
         AppendResult(0, 2),
         AppendResult(1, 1, ("shop:meta",)),
         AppendResult(2, 0),
-        AppendResult(1, 0),
     ]
-    count_appends(tally, batch, results)
+    count_appends(tally, BOTH, batch, results)
     assert tally.queued == {
         ("shop:meta", "Purchase"): 1,
         ("shop:tiktok", "Purchase"): 1,
         ("shop:tiktok", "Lead"): 1,
         ("shop:meta", CUSTOM): 1,
         ("shop:tiktok", CUSTOM): 1,
-        ("shop:meta", "Lead"): 1,
     }
     assert tally.deduplicated == {
         ("shop:meta", "Purchase"): 1,
         ("shop:tiktok", "Purchase"): 1,
         ("shop:meta", "Lead"): 1,
     }
+
+
+def test_count_appends_of_a_plain_batch_small_and_large() -> None:
+    for size in (1, 3, 9, 100):
+        tally = IngestTally()
+        batch = [new("Purchase" if i % 3 else "Unusual") for i in range(size)]
+        count_appends(tally, BOTH, batch, [AppendResult(2, 0)] * size)
+        customs = sum(1 for i in range(size) if i % 3 == 0)
+        expected = {("shop:meta", CUSTOM): customs, ("shop:tiktok", CUSTOM): customs}
+        if size - customs:
+            expected |= {(r, "Purchase"): size - customs for r in BOTH}
+        assert tally.queued == expected
+        assert tally.deduplicated == {}
+    count_appends(tally, BOTH, [], [])
+    assert sum(tally.queued.values()) == 2 * 100
 
 
 def test_count_appended_one_event() -> None:
