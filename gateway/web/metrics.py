@@ -16,6 +16,7 @@ a scraper on a private network.
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -42,6 +43,10 @@ PATH: Final = "/metrics"
 PREFIX: Final = "signalgate_"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format every Prometheus version scrapes (our names are all legacy-valid)."""
+
+
+class ListenError(Exception):
+    """The separate metrics listener cannot bind; the message is one line for the operator."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,8 +322,16 @@ class MetricsEndpoint:
             side.router.add_get(PATH, self.open)
             runner = web.AppRunner(side, access_log=None)
             await runner.setup()
+            host, port = self.config.host, self.config.port
             try:
-                await web.TCPSite(runner, self.config.host, self.config.port).start()
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                await runner.cleanup()
+                reason = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__
+                raise ListenError(
+                    f"cannot listen on {host}:{port} (metrics.port): {reason}"
+                ) from exc
+            try:
                 yield
             finally:
                 await runner.cleanup()
