@@ -167,7 +167,7 @@ def metrics_sources(app: web.Application, runtime: Runtime, clock: Clock) -> Met
         ingest=runtime.pipeline.tally,
         consent_denied=runtime.pipeline.consent_denied,
         routes=lambda: {r: RouteView(w.tally, w.health()) for r, w in runtime.workers.items()},
-        backlog=runtime.store.backlog,
+        backlog=lambda routes, limit: runtime.store.backlog(routes, limit),
         clock=clock,
         hits=lambda: hits.stats if (hits := app.get(HITS)) is not None else None,
         scripts=lambda: proxy.stats if (proxy := app.get(PROXY)) is not None else None,

@@ -16,6 +16,7 @@ a scraper on a private network.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from gateway.web.bearer import bearer_token
 from gateway.web.hits import HitStats
 from gateway.web.middleware import error_response
 from gateway.web.proxy import ProxyStats
+
+log = logging.getLogger("signalgate.metrics")
 
 PATH: Final = "/metrics"
 PREFIX: Final = "signalgate_"
@@ -78,6 +81,8 @@ class Snapshot:
     routes: Mapping[str, RouteView]
     backlog: Mapping[str, Backlog]
     now: float
+    readable: bool = True
+    """Whether the store answered the backlog read."""
 
 
 def _split(route: str) -> tuple[str, str]:
@@ -277,15 +282,28 @@ class _Collector:
         yield from ingest_families(sources.ingest, sources.consent_denied)
         yield from delivery_families(snap.routes)
         yield from backlog_families(snap.backlog, snap.now)
+        readable = _gauge("store_readable", "1 when the store answered this scrape's read.", ())
+        readable.add_metric([], 1.0 if snap.readable else 0.0)
+        yield readable
         yield from proxy_families(sources.hits(), sources.scripts())
 
 
 async def render(sources: Sources, backlog_limit: int) -> bytes:
-    """Return the exposition text of every family, as read now."""
+    """Return the exposition text of every family, as read now.
+
+    A store that cannot answer costs the outbox gauges only (`signalgate_store_readable` 0),
+    never the scrape: the in-memory counters matter most when the store is in trouble.
+    """
     routes = sources.routes()
-    backlog = await sources.backlog(sorted(routes), backlog_limit)
+    readable = True
+    try:
+        backlog = await sources.backlog(sorted(routes), backlog_limit)
+    except Exception as exc:
+        log.warning("Outbox backlog unreadable for /metrics.", extra={"reason": type(exc).__name__})
+        backlog, readable = {}, False
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(Snapshot(sources, routes, backlog, sources.clock())))
+    snapshot = Snapshot(sources, routes, backlog, sources.clock(), readable)
+    registry.register(_Collector(snapshot))
     return generate_latest(registry)
 
 

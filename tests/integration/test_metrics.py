@@ -41,6 +41,7 @@ from gateway.core.tally import IDENTIFIERS, LATENCY_BUCKETS
 from gateway.sandbox.cdn import FakeCdn
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
+from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import DeadReason
 
 HOST = "www.shop.test"
@@ -430,3 +431,21 @@ async def test_per_destination_counts_when_a_pixel_copy_went_to_one_destination_
         route = {"site": "shop", "destination": destination}
         assert value(samples, "signalgate_outbox_depth", **route) == 0
         assert value(samples, "signalgate_delivery_latency_seconds_count", **route) == 2
+
+
+async def test_a_store_that_cannot_answer_costs_only_the_outbox_gauges(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await shop.backend([purchase(1)])
+    _, ok = await shop.scrape()
+    assert value(ok, "signalgate_store_readable") == 1
+
+    async def broken(routes: Any, limit: int) -> Any:
+        raise StoreUnavailableError("disk full")
+
+    monkeypatch.setattr(runtime_of(shop.client).store, "backlog", broken)
+    text, samples = await shop.scrape()
+    assert value(samples, "signalgate_store_readable") == 0
+    assert "signalgate_outbox_depth{" not in text
+    queued = "signalgate_events_queued_total"
+    assert value(samples, queued, site="shop", destination="meta", event="Purchase") == 1
