@@ -79,9 +79,9 @@ class Pipeline:
         self.clock = clock
         self.new_id = new_id
         self.consent_denied: dict[str, int] = {}
+        """Route → events consent kept from it (shown by /v1/debug/recent)."""
         self.tally = IngestTally()
         """Ingest counters by site, source, route and event label (/metrics)."""
-        """Route → events consent kept from it (shown by /v1/debug/recent)."""
 
     def prepare(
         self, site: Site, obj: Any, *, path: str = "", now: float | None = None
