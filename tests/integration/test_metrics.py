@@ -109,7 +109,7 @@ class Shop:
         )
         return resp.status
 
-    async def hit(self, **params: str) -> int:
+    async def hit(self, *, gpc: bool = False, **params: str) -> int:
         query = urlencode(
             {
                 "id": "1234567890",
@@ -124,9 +124,10 @@ class Shop:
             safe="[]",
         )
         headers = {"Host": HOST, "User-Agent": UA, "X-Forwarded-For": "203.0.113.9"}
-        extra = {"Sec-GPC": "1"} if params.pop("gpc", None) else {}
+        if gpc:
+            headers["Sec-GPC"] = "1"
         url = URL(f"/p/m/tr/?{query}", encoded=True)
-        resp = await self.client.get(url, headers={**headers, **extra})
+        resp = await self.client.get(url, headers=headers)
         return resp.status
 
     async def drain(self) -> None:
@@ -186,7 +187,7 @@ async def play(shop: Shop) -> None:
     assert await shop.loader({"event": 5}) == 400
     assert await shop.hit(ev="Purchase", eid="order-42") == 200
     assert await shop.hit(ev="Microdata", eid="md-1") == 200  # an automatic event: not mirrored
-    assert await shop.hit(ev="Purchase", eid="order-43", gpc="1") == 200
+    assert await shop.hit(ev="Purchase", eid="order-43", gpc=True) == 200
 
 
 async def test_metrics_after_a_scripted_traffic_mix(shop: Shop) -> None:
