@@ -50,11 +50,13 @@ def event_label(name: str) -> str:
     return name if name in STANDARD_EVENTS else CUSTOM
 
 
-def identifiers_of(event: Event) -> set[str]:
-    """Return the identifier kinds an event carries (only kinds from `IDENTIFIERS`)."""
+def identifiers_of(event: Event, rules: str | None = None) -> set[str]:
+    """Return the identifier kinds an event carries (only kinds from `IDENTIFIERS`); hashed
+    ones from the rule set `rules` only (a destination's own), when given."""
     user = event.user
     kinds: set[str] = set()
-    for keys in user.hashed.values():
+    hashed = user.hashed if rules is None else {rules: user.hashed.get(rules, {})}
+    for keys in hashed.values():
         kinds.update(k for k in keys if k in IDENTIFIERS)
     kinds.update(k for k in user.click_ids if k in IDENTIFIERS)
     if user.ip:
@@ -93,6 +95,8 @@ def bump(counts: dict[str, int], key: str, n: int = 1) -> None:
 class RouteTally:
     """What one route's worker did, by event label (since start)."""
 
+    rules: str | None = None
+    """The destination's hashing rule set: identifier coverage counts its digests only."""
     delivered: dict[str, int] = field(default_factory=dict)
     retried: dict[str, int] = field(default_factory=dict)
     dead: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -108,7 +112,7 @@ class RouteTally:
         label = event_label(event.event)
         bump(self.delivered, label)
         identifiers = self.identifiers
-        for kind in identifiers_of(event):
+        for kind in identifiers_of(event, self.rules):
             key = (label, kind)
             identifiers[key] = identifiers.get(key, 0) + 1
         latency = max(0.0, now - event.time)

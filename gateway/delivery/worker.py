@@ -117,7 +117,7 @@ class Worker:
         self.rng = rng
         self.settings = settings
         self.stats = RouteStats()
-        self.tally = RouteTally()
+        self.tally = RouteTally(destination.hash_rules)
         """Counters by event label for /metrics (gateway/core/tally.py)."""
         self.resume_at = 0.0
         self.paused_reason: str | None = None

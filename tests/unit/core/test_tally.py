@@ -40,6 +40,10 @@ def test_identifier_kinds_come_from_the_closed_set_only() -> None:
     )
     assert identifiers_of(e) == {"em", "ph", "gclid", "ip", "user_agent", "fbp", "visitor_id"}
     assert identifiers_of(e) <= IDENTIFIERS
+    both = event(hashed={"meta": {"em": ("a" * 64,)}, "tiktok": {"ph": ("b" * 64,)}})
+    assert identifiers_of(both) == {"em", "ph"}
+    assert identifiers_of(both, "tiktok") == {"ph"}, "a destination counts its own digests"
+    assert identifiers_of(both, "snap") == set()
     assert identifiers_of(event()) == set()
 
 
