@@ -42,6 +42,9 @@ from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, La
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
+from gateway.web.metrics import RouteView
+from gateway.web.metrics import Sources as MetricsSources
+from gateway.web.metrics import install as install_metrics
 from gateway.web.middleware import errors_middleware, request_id_middleware
 from gateway.web.openapi import PATH as OPENAPI_PATH
 from gateway.web.openapi import OpenApi
@@ -155,7 +158,23 @@ def create_app(
     app[DEADLINES] = deadlines_of(config.server)
     _fast_lane(app, api, config.server.max_body_bytes, app[DEADLINES])
     _autocert(app, config, clock)
+    install_metrics(
+        app, metrics_sources(app, runtime, clock), config.metrics, config.server.admin_token
+    )
     return app
+
+
+def metrics_sources(app: web.Application, runtime: Runtime, clock: Clock) -> MetricsSources:
+    """What /metrics reads (gateway/web/metrics.py): the live counters and the store."""
+    return MetricsSources(
+        ingest=runtime.pipeline.tally,
+        consent_denied=runtime.pipeline.consent_denied,
+        routes=lambda: {r: RouteView(w.tally, w.health()) for r, w in runtime.workers.items()},
+        backlog=lambda routes, limit: runtime.store.backlog(routes, limit),
+        clock=clock,
+        hits=lambda: hits.stats if (hits := app.get(HITS)) is not None else None,
+        scripts=lambda: proxy.stats if (proxy := app.get(PROXY)) is not None else None,
+    )
 
 
 # --- automatic certificates (gateway/autocert/) ---

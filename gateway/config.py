@@ -166,6 +166,24 @@ class TlsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[metrics]`: Prometheus `/metrics` (always on the main listener behind the admin token)."""
+
+    host: str = _f("127.0.0.1", "Address of the separate metrics listener (no token asked).")
+    port: int = _f(
+        0,
+        "Port of a separate /metrics listener for scrapers on a private network; 0 = none.",
+        min=0,
+        max=65535,
+    )
+    backlog_limit: int = _f(
+        100_000,
+        "Outbox rows read per destination and scrape for the depth and oldest-age gauges.",
+        min=1,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentConfig:
     """`[sites.consent]`: which signals decide the consent tier (none | analytics | full)."""
 
@@ -378,6 +396,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     sites: tuple[SiteConfig, ...] = ()
     acme: AcmeConfig = field(default_factory=AcmeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def proxy_networks(self) -> tuple[Network, ...]:
@@ -396,6 +415,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "tls": TlsConfig,
     "acme": AcmeConfig,
+    "metrics": MetricsConfig,
 }
 
 

@@ -8,6 +8,7 @@ still accepted (local trials, tests), so this only names each one by its key pat
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,7 +20,27 @@ LITERAL_SECRET = "plain-text secret in the config file; write env:NAME or file:P
 
 def warnings(config: Config) -> list[tuple[str, str]]:
     """Return (key path, reason) for everything worth fixing in a valid config."""
-    return [(path, LITERAL_SECRET) for path in literal_secrets(config)]
+    found = [(path, LITERAL_SECRET) for path in literal_secrets(config)]
+    if config.metrics.port and not _private(config.metrics.host):
+        found.append(("metrics.host", OPEN_METRICS))
+    return found
+
+
+OPEN_METRICS = (
+    "the metrics listener asks no token; bind it to a loopback or private address"
+    " (or scrape /metrics on the main listener with the admin token)"
+)
+
+
+def _private(host: str) -> bool:
+    """Whether `host` is a loopback or private address (a name is given the benefit)."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a host name: what it resolves to is the operator's knowledge
+    return (address.is_private or address.is_loopback) and not address.is_unspecified
 
 
 def literal_secrets(config: Config) -> list[str]:

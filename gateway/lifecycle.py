@@ -31,6 +31,7 @@ from aiohttp import web
 from gateway.app import RUNTIME, create_app, make_runner
 from gateway.config import Config
 from gateway.store.base import GatewayStore
+from gateway.web.metrics import ListenError
 from gateway.web.tls import TlsError, TlsServing
 
 log = logging.getLogger("signalgate")
@@ -112,6 +113,10 @@ async def _serve(
     runner = make_runner(app, access_log=None, shutdown_timeout=grace)
     try:
         await runner.setup()  # opens the store
+    except ListenError as exc:  # [metrics] port (gateway/web/metrics.py)
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        raise StartupError(str(exc)) from exc
     except (OSError, sqlite3.Error) as exc:
         with contextlib.suppress(Exception):
             await runner.cleanup()

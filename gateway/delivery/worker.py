@@ -30,6 +30,7 @@ import httpx
 from gateway.core.event import Event
 from gateway.core.record import decode
 from gateway.core.routing import renamed
+from gateway.core.tally import RouteTally
 from gateway.delivery import redact
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.retry import RetryPolicy
@@ -121,6 +122,8 @@ class Worker:
         self.rng = rng
         self.settings = settings
         self.stats = RouteStats()
+        self.tally = RouteTally(destination.hash_rules)
+        """Counters by event label for /metrics (gateway/core/tally.py)."""
         self.resume_at = 0.0
         self.paused_reason: str | None = None
         self.breaker = Breaker(settings.breaker)
@@ -278,8 +281,10 @@ class Worker:
             return
         outcomes = verdict.per_event or (verdict.outcome,) * len(group)
         by_outcome: dict[Outcome, list[Delivery]] = {}
-        for (row, _), outcome in zip(group, outcomes, strict=True):
+        for (row, event), outcome in zip(group, outcomes, strict=True):
             by_outcome.setdefault(outcome, []).append(row)
+            if isinstance(outcome, Delivered):
+                self.tally.delivered_event(event, self.clock())
         for outcome, rows in by_outcome.items():
             await self._apply(outcome, rows)
         if judged is _Judged.CLOSED:
@@ -349,6 +354,7 @@ class Worker:
         ids = [r.id for r, _ in group]
         reason = self.breaker.reason or "route unavailable"
         self.stats.retried += len(ids)
+        self.tally.retried_rows(r.event_name for r, _ in group)
         self.stats.last_error = reason
         await self.store.mark_retry(ids, self.breaker.next_probe_at, reason, now)
         self.held.difference_update(ids)
@@ -378,6 +384,7 @@ class Worker:
                     self.paused_reason = None
             case Retry(reason=reason, after=after):
                 self.stats.retried += len(ids)
+                self.tally.retried_rows(r.event_name for r in rows)
                 self.stats.last_error = reason
                 if after is not None:
                     self.resume_at = max(self.resume_at, now + after)
@@ -405,6 +412,7 @@ class Worker:
         await self.store.mark_dead([r.id for r in rows], reason, detail, self.clock())
         self.held.difference_update(r.id for r in rows)
         self.stats.dead += len(rows)
+        self.tally.dead_rows((r.event_name for r in rows), reason.value)
         self.stats.dead_reasons[reason.value] = self.stats.dead_reasons.get(reason.value, 0) + len(
             rows
         )

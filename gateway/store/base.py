@@ -14,7 +14,7 @@ a 2xx therefore means the event survives a `kill -9` the next instant.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
@@ -78,6 +78,17 @@ class AppendResult:
     deduplicated: int
     """Routes skipped because the same (route, event_name, event_id) was appended within the
     dedup window."""
+    duplicates: tuple[str, ...] = field(default=(), compare=False)
+    """Which routes were skipped, when only some were (empty when none or all were)."""
+
+
+class Backlog(NamedTuple):
+    """The rows of one route still waiting (pending, leased or retry)."""
+
+    depth: int
+    """How many (counted up to the limit asked for)."""
+    oldest: float | None
+    """When the oldest of the rows counted was appended (None: nothing waits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +178,10 @@ class Store(Protocol):
 
     async def dead_letters(self, route: str, limit: int) -> list[DeliveryInfo]:
         """Return dead rows of a route, newest first."""
+
+    async def backlog(self, routes: Sequence[str], limit: int) -> Mapping[str, Backlog]:
+        """Return, per route, the rows still waiting: at most `limit` rows are read per route
+        (a scrape's cost stays bounded however deep the outbox is)."""
 
     async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
         """Delete done rows older than `keep_done_seconds` and dedup keys older than

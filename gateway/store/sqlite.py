@@ -89,6 +89,7 @@ from gateway.core.record import channel_of, merge_records
 from gateway.store.availability import Availability
 from gateway.store.base import (
     AppendResult,
+    Backlog,
     DeadReason,
     Delivery,
     DeliveryInfo,
@@ -846,6 +847,11 @@ class SqliteStore:
     async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
         return await self._read(_counts_tx)
 
+    async def backlog(self, routes: Sequence[str], limit: int) -> Mapping[str, Backlog]:
+        if limit <= 0 or not routes:
+            return {}
+        return await self._read(partial(_backlog_tx, routes=tuple(routes), limit=limit))
+
     async def recent(self, limit: int, route: str | None = None) -> list[DeliveryInfo]:
         if limit <= 0:
             return []
@@ -1299,12 +1305,15 @@ def _append_tx(
     ]
     if lost:
         _merge_duplicates(conn, events, lost)
-    return [
-        AppendResult(
-            created=len(claimed.get(i, ())), deduplicated=len(e.routes) - len(claimed.get(i, ()))
-        )
-        for i, e in enumerate(events)
-    ]
+    return [_result(e.routes, claimed.get(i, ())) for i, e in enumerate(events)]
+
+
+def _result(routes: tuple[str, ...], won: Sequence[str]) -> AppendResult:
+    """The result of an event that won the keys of `won` among its `routes`."""
+    if not won or len(won) == len(routes):
+        return AppendResult(created=len(won), deduplicated=len(routes) - len(won))
+    lost = tuple(r for r in routes if r not in won)
+    return AppendResult(created=len(won), deduplicated=len(lost), duplicates=lost)
 
 
 def _owned(
@@ -1517,6 +1526,30 @@ def _counts_tx(conn: sqlite3.Connection) -> dict[tuple[str, DeliveryState], int]
         key = (route, DeliveryState(state))
         counts[key] = counts.get(key, 0) + n
     return {key: n for key, n in counts.items() if n}
+
+
+_BACKLOG: Final = (
+    "SELECT count(*), min(id) FROM (SELECT id FROM deliveries"
+    " WHERE route = ? AND state IN ('pending', 'leased', 'retry') LIMIT ?)"
+)
+"""Waiting rows of a route, read through the (route, state, …) index and capped."""
+
+
+def _backlog_tx(
+    conn: sqlite3.Connection, *, routes: tuple[str, ...], limit: int
+) -> dict[str, Backlog]:
+    out: dict[str, Backlog] = {}
+    for route in routes:
+        depth, first = conn.execute(_BACKLOG, (route, limit)).fetchone()
+        oldest = None
+        if first is not None:
+            (oldest,) = conn.execute(
+                "SELECT e.created_at FROM deliveries d JOIN events e ON e.id = d.event_ref"
+                " WHERE d.id = ?",
+                (first,),
+            ).fetchone()
+        out[route] = Backlog(depth, oldest)
+    return out
 
 
 def _info(row: Sequence[Any]) -> DeliveryInfo:

@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.core.consent import Tier, by_stated_tier
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
+from gateway.core.tally import name_counts
 from gateway.core.wire import decode_document, is_clean
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
@@ -22,6 +23,7 @@ from gateway.web.bearer import bearer_token
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
+from gateway.web.tallying import EVENT_NAMES, STORED_NAMES
 from gateway.web.visitorid import resolve_events, resolve_stored
 
 
@@ -137,6 +139,8 @@ class EventsApi:
                     site, typed, prefix="events", now=now, clean=clean
                 )
                 if stored is not None:
+                    names = name_counts(stored[0], STORED_NAMES)
+                    self.pipeline.tally.accepted(site.config.id, "backend", names)
                     signed = resolve_stored(stored[0], self.visitor_key, "events")
                     results = await self.pipeline.commit_stored(site, stored[0])
                     warnings = stored[1] + signed + self.baseline.stored(site, stored[0], "events")
@@ -173,6 +177,7 @@ class EventsApi:
         wait = bucket.take(count, self.clock())
         if wait <= 0:
             return None
+        self.pipeline.tally.refused(site.config.id, "backend", "rate_limited", count)
         return error_reply(
             429,
             "rate_limited",
@@ -188,6 +193,9 @@ class EventsApi:
         dropped: list[FieldError],
     ) -> Reply:
         """Enrich and durably append the accepted events; return the request's answer."""
+        tally, site_id = self.pipeline.tally, site.config.id
+        tally.accepted(site_id, "backend", name_counts(accepted, EVENT_NAMES))
+        tally.refused(site_id, "backend", "invalid", len(refused))
         rejected = [{"index": index, "errors": _dicts(errors)} for index, errors in refused]
         refused_at = {index for index, _ in refused}
         indexes = [i for i in range(len(accepted) + len(refused)) if i not in refused_at]

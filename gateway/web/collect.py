@@ -65,6 +65,7 @@ from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, Network, client_ip_of, proxied_https, read_body
 from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Pipeline, Site
+from gateway.web.tallying import count_appended, count_offered
 
 log = logging.getLogger("signalgate.collect")
 
@@ -478,6 +479,7 @@ class Collect:
             return 204, b""
         prepared = self.pipeline.prepare(site, doc, now=now)
         event = prepared.event
+        count_offered(self.pipeline.tally, site.config.id, "loader", event)
         if plan is not None:
             # Identifiers the visitor gave earlier (sg('identify') on the checkout page) live in
             # the profile, not in the page: the event is enriched from the merged profile.
@@ -526,11 +528,13 @@ class Collect:
                 ),
             )
 
-        await self.pipeline.store.touch_and_append(
+        _, results = await self.pipeline.store.touch_and_append(
             site_id, plan.visitor_id, plan.update, now, events_for
         )
         if built and routed is not None:
             self.pipeline.count_routed_away(routed.away)
+        if event is not None and results and routed is not None and routed.kept:
+            count_appended(self.pipeline.tally, event.event, routed.kept, results[0])
 
     def proxied_https(self, peer: str | None, proto: str | None) -> bool:
         """`middleware.proxied_https` with the trusted proxies, memoised per (peer, value)."""

@@ -128,6 +128,7 @@ from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Site
 from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
+from gateway.web.tallying import count_offered, hit_source
 from gateway.web.upstream import Exchange, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
 
 log = logging.getLogger("signalgate.hits")
@@ -969,6 +970,7 @@ class HitProxy:
                 except Exception as exc:
                     self._mirror_failed(doc.observed.vendor, exc)
                     continue
+            count_offered(pipeline.tally, site_id, hit_source(doc.observed.vendor), event)
             if event is None:
                 self.stats.invalid += 1
                 continue

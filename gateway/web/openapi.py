@@ -545,6 +545,21 @@ def _paths() -> dict[str, Any]:
                 ),
             }
         },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics (text format 0.0.4; README 'Metrics')",
+                "security": _ADMIN,
+                "responses": {
+                    "200": {
+                        "description": "Every metric family, as read now.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "401": _error("Missing or wrong admin token."),
+                    "403": _error("Admin surfaces are off: server.admin_token is not set."),
+                },
+            }
+        },
         "/v1/visitors/{visitor_id}": {
             "delete": {
                 "operationId": "eraseVisitor",

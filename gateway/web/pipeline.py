@@ -19,9 +19,11 @@ from gateway.core.identity import PiiHasher
 from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.routing import NO_RULES, RouteTable, with_default_sources
+from gateway.core.tally import IngestTally
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import CLICK_WINDOWS, DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
+from gateway.web.tallying import count_appended, count_appends
 
 T = TypeVar("T")
 
@@ -92,6 +94,8 @@ class Pipeline:
         self.routed_away: dict[str, int] = {}
         """Route → events consent let through but its `events` / `exclude_events` turned away
         (shown by /v1/debug/recent)."""
+        self.tally = IngestTally()
+        """Ingest counters by site, source, route and event label (/metrics)."""
 
     def prepare(
         self, site: Site, obj: Any, *, path: str = "", now: float | None = None
@@ -228,7 +232,9 @@ class Pipeline:
                 site, routes, [(s.e, s.id, float(s.t), encode_stored(s), "api") for s in stored]
             )
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
-        return await self.store.append(batch, self.clock())
+        results = await self.store.append(batch, self.clock())
+        count_appends(self.tally, routes, batch, results)
+        return results
 
     def routes_for(
         self, site: Site, tier: Tier, count: int, *, only: frozenset[str] | None = None
@@ -273,7 +279,9 @@ class Pipeline:
         batch = [
             NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
-        return await self.store.append(batch, self.clock())
+        results = await self.store.append(batch, self.clock())
+        count_appends(self.tally, routes, batch, results)
+        return results
 
     def count_routed_away(self, routes: Sequence[str], count: int = 1) -> None:
         """Count `count` events that the event lists of `routes` turned away."""
@@ -288,9 +296,9 @@ class Pipeline:
         rows: Sequence[tuple[str, str, float, bytes, str]],
     ) -> list[AppendResult]:
         """Append (name, id, time, record, channel) rows each to the routes that take its name
-        from its channel; count
-        `routed_away` once the append succeeded (a caller retrying after a failure counts once).
-        An event no route takes is appended nowhere: accepted, and only counted."""
+        from its channel; count `routed_away` once the append succeeded (a caller retrying after
+        a failure counts once). An event no route takes is appended nowhere: accepted, and only
+        counted."""
         site_id, table = site.config.id, site.table
         away: dict[str, int] = {}
         batch: list[NewEvent] = []
@@ -303,4 +311,6 @@ class Pipeline:
         results = await self.store.append(batch, self.clock()) if batch else []
         for route, n in away.items():
             self.count_routed_away((route,), n)
+        for new, result in zip(batch, results, strict=True):  # each event with its own routes
+            count_appended(self.tally, new.event_name, new.routes, result)
         return results

@@ -284,6 +284,45 @@ class StoreContract:
         assert counts[("shop:ga4", DeliveryState.PENDING)] == 1
         assert counts[("shop:tiktok", DeliveryState.PENDING)] == 1
 
+    async def test_a_partial_duplicate_names_the_routes_it_was_skipped_on(
+        self, store: Store
+    ) -> None:
+        await store.append([ev("a", "shop:meta", "shop:ga4")], T0)
+        [partial] = await store.append([ev("a", "shop:ga4", "shop:tiktok", "shop:meta")], T0 + 1)
+        assert (partial.created, partial.deduplicated) == (1, 2)
+        assert sorted(partial.duplicates) == ["shop:ga4", "shop:meta"]
+        [whole] = await store.append([ev("a", "shop:meta")], T0 + 2)
+        assert (whole.created, whole.deduplicated) == (0, 1)  # all or none: no list needed
+
+    # -- backlog (outbox depth for /metrics) -----------------------------------------------------
+
+    async def test_backlog_counts_waiting_rows_and_their_oldest_append(self, store: Store) -> None:
+        await store.append([ev("a"), ev("b", "shop:meta", "shop:ga4")], T0)
+        await store.append([ev("c"), ev("d")], T0 + 10)
+        leased = await store.lease("shop:meta", 2, T0 + 20, LEASE)  # a and b
+        await store.mark_done([leased[0].id], T0 + 21)  # a delivered: not waiting any more
+        backlog = await store.backlog(["shop:meta", "shop:ga4", "shop:none"], 1000)
+        assert backlog["shop:meta"] == (3, T0)  # b (leased), c and d
+        assert backlog["shop:ga4"] == (1, T0)
+        assert backlog["shop:none"] == (0, None)
+        later = await store.lease("shop:meta", 10, T0 + 30, LEASE)
+        assert [d.event_id for d in later] == ["c", "d"]  # b's lease has not expired
+        await store.mark_retry([later[0].id], T0 + 99, "later", T0 + 31)
+        await store.mark_dead([later[1].id], DeadReason.AUTH, "no", T0 + 31)
+        # b (leased) and c (retry) wait; d is dead
+        assert (await store.backlog(["shop:meta"], 1000))["shop:meta"] == (2, T0)
+        leased = await store.lease("shop:meta", 10, T0 + 60, LEASE)  # b again (lease expired)
+        await store.mark_done([d.id for d in leased if d.event_id == "b"], T0 + 61)
+        assert (await store.backlog(["shop:meta"], 1000))["shop:meta"] == (1, T0 + 10)
+        capped = await store.backlog(["shop:meta", "shop:ga4"], 1)
+        assert capped["shop:meta"].depth == 1
+        assert await store.backlog([], 10) == {}
+
+    async def test_backlog_reads_at_most_the_limit(self, store: Store) -> None:
+        await store.append([ev(f"e{i}") for i in range(50)], T0)
+        assert (await store.backlog(["shop:meta"], 20))["shop:meta"].depth == 20
+        assert (await store.backlog(["shop:meta"], 100))["shop:meta"].depth == 50
+
     async def test_dedup_survives_delivery(self, store: Store) -> None:
         await store.append([ev("a")], T0)
         leased = await store.lease("shop:meta", 10, T0, LEASE)
