@@ -213,7 +213,7 @@ def parse_replay(doc: Any) -> tuple[ReplaySelection | None, Errors]:
     elif reason in NOT_REPLAYABLE:
         errors.append({"path": "reason", "reason": f"{reason} dead letters are never replayed"})
     after = doc.get("after", 0)
-    if not (_is_id(after) or after == 0):
+    if not (_is_id(after) or (type(after) is int and after == 0)):
         errors.append({"path": "after", "reason": "expected a non-negative integer (an id)"})
     limit = doc.get("limit", DEFAULT_REPLAY_PAGE)
     if not _is_id(limit) or limit > MAX_REPLAY:
