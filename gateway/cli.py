@@ -23,6 +23,7 @@ from gateway.config_warnings import warnings as config_warnings
 from gateway.demo import run_demo
 from gateway.devcerts import DevCertError, write_dev_certs
 from gateway.lifecycle import StartupError, serve
+from gateway.store.base import NOT_REPLAYABLE, DeadReason
 from gateway.telemetry import setup_logging
 from gateway.web.static import AssetMissing
 
@@ -152,7 +153,12 @@ def _admin_parsers(sub: Any) -> None:
             which = cmd.add_mutually_exclusive_group(required=True)
             which.add_argument("--ids", help="comma-separated dead-letter ids, e.g. 1,2,3")
             which.add_argument("--all", action="store_true", help="every dead letter of the route")
-            cmd.add_argument("--reason", default=None, help="only dead letters of this reason")
+            cmd.add_argument(
+                "--reason",
+                default=None,
+                choices=sorted(r.value for r in DeadReason if r not in NOT_REPLAYABLE),
+                help="only dead letters of this reason",
+            )
 
 
 def _admin_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
