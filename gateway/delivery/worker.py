@@ -171,7 +171,8 @@ class Worker:
                 delay = (
                     max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
                 )
-                self._wake.clear()
+                if not self._stop.is_set():  # a stop asked during the round ends the wait
+                    self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
 

@@ -307,3 +307,55 @@ async def test_resume_lifts_a_credentials_pause_at_once(
         "paused_reason": None,
         "released": 0,
     }
+
+
+async def test_a_paused_worker_stops_at_once_and_a_resume_wakes_it(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    """The pause sleep (pause_seconds 300) ends early for `stop` and for `resume`."""
+    sandbox, base = meta_sandbox
+    sandbox.faults.token_expired = True
+    client = await gateway(
+        make_config(base, delivery={"pause_seconds": 300.0, "poll_interval": 0.01}),
+        run_workers=False,
+    )
+    worker = runtime_of(client).workers[ROUTE]
+    await post(client, [purchase(0)])
+
+    async def paused() -> bool:
+        return worker.paused
+
+    # A stop asked while the request that pauses the route is in flight.
+    sandbox.faults.latency = 0.5
+    task = asyncio.create_task(worker.run())
+    await until(lambda: _true(sandbox.recorder.requests >= 1), 5.0, "the request")
+    await asyncio.sleep(0.1)
+    worker.stop()
+    await asyncio.wait_for(task, 5.0)  # not after the 300 s pause
+    assert worker.paused
+    sandbox.faults.latency = 0.0
+    worker._stop.clear()  # run it again below
+
+    for stop in (True, False):
+        task = asyncio.create_task(worker.run())
+        await until(paused, 10.0, "the route to pause")
+        await asyncio.sleep(0.1)  # the worker is in its pause sleep now
+        if stop:
+            worker.stop()
+            await asyncio.wait_for(task, 5.0)  # not 300 s
+            worker._stop.clear()
+            continue
+        sandbox.faults.token_expired = False
+        worker.resume()
+        await runtime_of(client).store.release_waiting(ROUTE, time.time())
+
+        async def delivered() -> bool:
+            return len(sandbox.recorder.accepted) == 1
+
+        await until(delivered, 5.0, "the resumed worker to deliver")
+        worker.stop()
+        await asyncio.wait_for(task, 5.0)
+
+
+async def _true(value: bool) -> bool:
+    return value
