@@ -31,6 +31,7 @@ from gateway.destinations.base import bind_clock
 from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
+from gateway.web.admin_dead import DeadLetters
 from gateway.web.api import EventsApi, Health
 from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
@@ -145,6 +146,10 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/v1/debug/recent", admin.recent)
     app.router.add_get("/v1/debug/dead", admin.dead)
+    dead = DeadLetters(store, config.server.admin_token, runtime.workers, clock)
+    app.router.add_get("/v1/admin/dead", dead.dead)
+    app.router.add_post("/v1/admin/replay", dead.replay)
+    app.router.add_post("/v1/admin/resume", dead.resume)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)

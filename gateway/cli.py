@@ -1,4 +1,4 @@
-"""Command line: `signalgate run | demo | check-config | healthcheck | certs dev`.
+"""Command line: `signalgate run | demo | check-config | healthcheck | replay | resume | certs dev`.
 
 The only place that prints and exits.
 """
@@ -17,12 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, healthcheck
+from gateway import __version__, admin_client, healthcheck
 from gateway.config import Config, ConfigError, load
 from gateway.config_warnings import warnings as config_warnings
 from gateway.demo import run_demo
 from gateway.devcerts import DevCertError, write_dev_certs
 from gateway.lifecycle import StartupError, serve
+from gateway.store.base import NOT_REPLAYABLE, DeadReason
 from gateway.telemetry import setup_logging
 from gateway.web.static import AssetMissing
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument("--config", required=True, help="the running gateway's TOML config")
     health.add_argument("--url", default=None, help="base URL; default: from [server]")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
+    _admin_parsers(sub)
     demo = sub.add_parser(
         "demo", help="run on embedded defaults against a local sandbox of every platform"
     )
@@ -66,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "healthcheck":
         return _healthcheck(args.config, args.url, args.timeout)
+    if args.command in ("replay", "resume"):
+        return _admin_command(args, parser)
     if args.command == "certs":
         return _dev_certs(args.hosts, Path(args.dir))
     if args.command == "run":
@@ -132,6 +136,82 @@ def _healthcheck(config_path: str, url: str | None, timeout: float) -> int:
         print("signalgate healthcheck: " + "; ".join(problems), file=sys.stderr)
         return 1
     return 0
+
+
+# --- dead letters: replay / resume (gateway/admin_client.py) ---
+def _admin_parsers(sub: Any) -> None:
+    for name, text in (
+        ("replay", "make dead letters of a route pending again (running gateway's admin API)"),
+        ("resume", "lift a paused route's pause now (running gateway's admin API)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--config", required=True, help="the running gateway's TOML config")
+        cmd.add_argument("--route", required=True, help="<site>:<destination>, e.g. shop:meta")
+        cmd.add_argument("--url", default=None, help="base URL; default: from [server]")
+        cmd.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+        if name == "replay":
+            which = cmd.add_mutually_exclusive_group(required=True)
+            which.add_argument("--ids", help="comma-separated dead-letter ids, e.g. 1,2,3")
+            which.add_argument("--all", action="store_true", help="every dead letter of the route")
+            cmd.add_argument(
+                "--reason",
+                default=None,
+                choices=sorted(r.value for r in DeadReason if r not in NOT_REPLAYABLE),
+                help="only dead letters of this reason",
+            )
+
+
+def _admin_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    ids: list[int] | None = None
+    if args.command == "replay" and args.ids is not None:
+        parts = [p.strip() for p in args.ids.split(",") if p.strip()]
+        if not parts or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
+            parser.error("--ids: expected comma-separated positive integers, e.g. 1,2,3")
+        ids = [int(p) for p in parts]
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return 1
+    if config.server.admin_token is None:
+        print("signalgate: server.admin_token is not set: no admin API", file=sys.stderr)
+        return 1
+    client = admin_client.AdminClient(
+        args.url or healthcheck.local_base_url(config),
+        config.server.admin_token.value,
+        args.timeout,
+    )
+    tty = sys.stdout.isatty()  # a terminal: one bar redrawn in place; else a line per page
+
+    def show(step: admin_client.Progress) -> None:
+        line = f"replay {args.route} {admin_client.bar(step.done, step.total)}"
+        print("\r" + line if tty else line, end="" if tty else "\n", flush=True)
+
+    try:
+        if args.command == "resume":
+            answer = admin_client.resume(client, args.route)
+            state = "was paused" if answer.get("was_paused") else "was not paused"
+            print(f"{args.route}: {state}; {answer.get('released', 0)} waiting rows due now")
+            return 0
+        summary = admin_client.replay(client, args.route, ids, args.reason, show)
+    except admin_client.AdminError as exc:
+        if tty:
+            print()
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 1
+    if tty:
+        print()
+    print(f"{args.route}: {summary.replayed} replayed, {summary.skipped} skipped")
+    if summary.paused_reason is not None:
+        print(
+            f"warning: {args.route} is paused ({summary.paused_reason}): the replayed rows wait;"
+            f" run signalgate resume --route {args.route} once it is fixed",
+            file=sys.stderr,
+        )
+    return 0
+
+
+# --- end dead letters ---
 
 
 def _print_errors(exc: ConfigError) -> None:

@@ -33,6 +33,7 @@ from gateway.core.routing import renamed
 from gateway.core.tally import RouteTally
 from gateway.delivery import redact
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
+from gateway.delivery.evidence import evidence_of
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -129,7 +130,11 @@ class Worker:
         self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         """Ids leased by this worker and not yet given a fate (handed back by `release`)."""
+        self.last_status: int | None = None
+        """HTTP status of the latest answer (kept with the dead letters it decides)."""
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+        """Ends the idle / paused sleep early (`stop`, `resume`)."""
 
     def health(self) -> dict[str, object]:
         """Return the route's state for /readyz and the admin page."""
@@ -170,12 +175,27 @@ class Worker:
                 delay = (
                     max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
                 )
+                if not self._stop.is_set():  # a stop asked during the round ends the wait
+                    self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await asyncio.wait_for(self._wake.wait(), delay)
 
     def stop(self) -> None:
         """Ask `run` to end after the batch in flight; rows not yet sent are handed back."""
         self._stop.set()
+        self._wake.set()
+
+    def resume(self) -> str | None:
+        """Lift the route's pause now (an operator fixed the credentials) and wake `run`;
+        return the pause's reason, None if it was not paused. The rows the pause made wait
+        are due again once the caller releases them (`Store.release_waiting`)."""
+        reason = self.paused_reason if self.paused else None
+        if reason is not None:
+            log.info("Route resumed by the operator.", extra={"route": self.route})
+        self.paused_reason = None
+        self.resume_at = 0.0
+        self._wake.set()
+        return reason
 
     async def release(self) -> int:
         """Hand back every row this worker leased and did not finish (shutdown): they are due
@@ -253,6 +273,12 @@ class Worker:
             log.exception("Unreadable outbox record.", extra={"route": self.route, "id": row.id})
             return None
 
+    def _event_of(self, row: Delivery) -> Event | None:
+        """`_decode` without its log line (the row's fate already says it is unreadable)."""
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            return renamed(decode(row.record), self.event_names)
+        return None
+
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
         now = self.clock()
         if now < self.resume_at or self.breaker.decide(now) is Action.WAIT:
@@ -306,6 +332,7 @@ class Worker:
             return BatchVerdict(Retry(f"transport error: {type(exc).__name__}"))
         finally:
             self.stats.latency_sum += self.clock() - started
+        self.last_status = response.status_code
         return self.destination.classify(events, response, self.clock())
 
     async def _refresh_token(self) -> Outcome | None:
@@ -396,7 +423,7 @@ class Worker:
                     extra={"route": self.route, "rows": len(ids), "reason": reason},
                 )
             case Permanent(reason=reason, detail=detail):
-                await self._dead(rows, reason, detail)
+                await self._dead(rows, reason, detail, self.last_status)
             case Paused(reason=reason):
                 self.stats.last_error = reason
                 if self.paused_reason is None:
@@ -408,8 +435,14 @@ class Worker:
                 self.resume_at = now + self.settings.pause_seconds
                 await self.store.mark_retry(ids, self.resume_at, reason, now, count_attempt=False)
 
-    async def _dead(self, rows: Sequence[Delivery], reason: DeadReason, detail: str) -> None:
-        await self.store.mark_dead([r.id for r in rows], reason, detail, self.clock())
+    async def _dead(
+        self, rows: Sequence[Delivery], reason: DeadReason, detail: str, status: int | None = None
+    ) -> None:
+        """Give rows up; `status` is the platform's answer (None: refused before sending)."""
+        evidence = evidence_of(self.destination, rows, self._event_of, status, detail)
+        await self.store.mark_dead(
+            [r.id for r in rows], reason, detail, self.clock(), evidence=evidence
+        )
         self.held.difference_update(r.id for r in rows)
         self.stats.dead += len(rows)
         self.tally.dead_rows((r.event_name for r in rows), reason.value)

@@ -119,6 +119,79 @@ class DeliveryInfo:
     updated_at: float
 
 
+NOT_REPLAYABLE: frozenset[str] = frozenset({DeadReason.CONSENT_DENIED, DeadReason.ERASED})
+"""Dead reasons a replay never revives: the visitor withdrew consent or asked for erasure."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEvidence:
+    """What a dead letter keeps of its fate, stored with it at `mark_dead` time."""
+
+    status: int | None
+    """The platform's HTTP status; None when the gateway's own check refused it unsent."""
+    answer: str
+    """A bounded excerpt of the platform's error for this event (no PII: it only saw hashes)."""
+    payload: bytes | None
+    """The request body the destination builds for this one event (no tokens: those travel in
+    headers or the query string); None if it could not be built."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadQuery:
+    """A page of dead letters: optional filters, then ids above `after`, in id order."""
+
+    route: str | None = None
+    reason: str | None = None
+    """A DeadReason value."""
+    since: float | None = None
+    """Only rows dead at or after this time."""
+    after: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter with what was sent and what the platform answered."""
+
+    info: DeliveryInfo
+    event_time: float
+    evidence: DeadEvidence | None
+    """None for rows given up before the store kept evidence (schema version < 7)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadPage:
+    """A page of `DeadQuery`; `next_after` is the cursor of the next page (None: last page)."""
+
+    letters: tuple[DeadLetter, ...]
+    next_after: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaySelection:
+    """Dead letters of one route to make pending again: these ids, or every one (of `reason`)
+    with an id above `after`, at most `limit` of them."""
+
+    route: str
+    ids: tuple[int, ...] | None = None
+    reason: str | None = None
+    after: int = 0
+    limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What one replay call did."""
+
+    replayed: int
+    skipped: int
+    """Selected ids that are not dead letters of the route, or not replayable (NOT_REPLAYABLE)."""
+    last_id: int | None
+    """The highest id this call looked at: the `after` of the next page (None: none found)."""
+    remaining: int
+    """Replayable dead letters of the selection left above `last_id` (0 for an id list)."""
+
+
 class Store(Protocol):
     """Outbox storage shared by the API (append) and the delivery workers (lease/mark).
 
@@ -163,9 +236,16 @@ class Store(Protocol):
         """
 
     async def mark_dead(
-        self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
+        self,
+        ids: Sequence[int],
+        reason: DeadReason,
+        detail: str,
+        now: float,
+        *,
+        evidence: Mapping[int, DeadEvidence] | None = None,
     ) -> None:
-        """Give rows up with a reason from the closed set and the platform's message."""
+        """Give rows up with a reason from the closed set and the platform's message; keep
+        each row's `evidence` (by id) for the dead-letter listing."""
 
     async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
         """Return row counts by (route, state), compacted done rows included."""
@@ -256,5 +336,16 @@ class ProfileStore(Protocol):
         """Delete profiles not seen for ttl_seconds; return how many."""
 
 
-class GatewayStore(Store, ProfileStore, Protocol):
+class DeadLetterStore(Protocol):
+    """Dead letters for operators: a filtered, paged listing and replay."""
+
+    async def dead_page(self, query: DeadQuery) -> DeadPage:
+        """Return one page of dead letters with their evidence, in id order."""
+
+    async def replay(self, selection: ReplaySelection, now: float) -> ReplayResult:
+        """Make the selected replayable dead letters pending again (attempts 0, due now) and
+        drop their evidence; rows that are not dead (e.g. delivered since) are left alone."""
+
+
+class GatewayStore(Store, ProfileStore, DeadLetterStore, Protocol):
     """Everything the gateway needs from storage (the SQLite store implements it all)."""

@@ -9,6 +9,8 @@ State machine (one ``deliveries`` row per accepted event and route)::
                                  └──── lease once a retry row's not_before <= now
 
 `release_waiting` makes every retry row of one route due at once (its circuit breaker closed).
+`replay` makes chosen dead rows pending again and `mark_dead` keeps each dead row's evidence
+(gateway/store/sqlite_dead.py).
 
 Pending is only ever the initial state. Lease takes the due rows of one route oldest first:
 pending rows in id order, retry rows and expired leases in due-time order; of those candidates
@@ -90,6 +92,9 @@ from gateway.store.availability import Availability
 from gateway.store.base import (
     AppendResult,
     Backlog,
+    DeadEvidence,
+    DeadPage,
+    DeadQuery,
     DeadReason,
     Delivery,
     DeliveryInfo,
@@ -98,7 +103,10 @@ from gateway.store.base import (
     Identity,
     NewEvent,
     ProfileQuery,
+    ReplayResult,
+    ReplaySelection,
 )
+from gateway.store.sqlite_dead import DEAD_SCHEMA, dead_page_tx, mark_dead_tx, replay_tx
 from gateway.store.sqlite_profiles import (
     LINKS_SCHEMA,
     PROFILE_SCHEMA,
@@ -113,7 +121,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -218,6 +226,7 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     3: _DEDUP_REF_SCHEMA,
     4: _DEDUP_SWEEP_SCHEMA,
     5: LINKS_SCHEMA,
+    6: DEAD_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -786,18 +795,27 @@ class SqliteStore:
         return await self._write(partial(_release_waiting_tx, route=route, now=now))
 
     async def mark_dead(
-        self, ids: Sequence[int], reason: DeadReason, detail: str, now: float
+        self,
+        ids: Sequence[int],
+        reason: DeadReason,
+        detail: str,
+        now: float,
+        *,
+        evidence: Mapping[int, DeadEvidence] | None = None,
     ) -> None:
         if ids:
             text = f"{reason.value}: {detail}" if detail else reason.value
             await self._write(
-                partial(
-                    _mark_tx,
-                    sql="UPDATE deliveries SET state = 'dead', not_before = ?, lease_until = NULL,"
-                    " reason = ?, updated_at = ? WHERE id = ? AND state = 'leased'",
-                    rows=[(now, text, now, i) for i in ids],
-                )
+                partial(mark_dead_tx, ids=tuple(ids), text=text, now=now, evidence=evidence or {})
             )
+
+    async def dead_page(self, query: DeadQuery) -> DeadPage:
+        if query.limit <= 0:
+            return DeadPage((), None)
+        return await self._read(partial(dead_page_tx, query=query))
+
+    async def replay(self, selection: ReplaySelection, now: float) -> ReplayResult:
+        return await self._write(partial(replay_tx, selection=selection, now=now))
 
     async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
         """Delete old done rows, events nothing refers to and old dedup keys, in chunks.

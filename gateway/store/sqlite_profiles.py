@@ -26,6 +26,7 @@ from gateway.core.profile import (
 )
 from gateway.core.record import record_carries
 from gateway.store.base import DeadReason, EraseResult, Identity, ProfileQuery
+from gateway.store.sqlite_dead import erase_dead_tx
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -220,17 +221,19 @@ def erase_tx(
     rows = conn.execute(
         "SELECT e.id, e.record FROM events e WHERE e.site = ? AND EXISTS ("
         " SELECT 1 FROM deliveries d WHERE d.event_ref = e.id"
-        " AND d.state IN ('pending', 'leased', 'retry'))",
+        " AND d.state IN ('pending', 'leased', 'retry', 'dead'))",
         (site,),
     ).fetchall()
     owners: list[str | None] = [*visitors] or [None]
     for event_ref, record in rows:
         if not any(record_carries(loads(record), vid, all_keys) for vid in owners):
             continue
+        text = f"{DeadReason.ERASED.value}: erasure request"
+        erase_dead_tx(conn, event_ref=event_ref, text=text, now=now)  # dead ones lose evidence
         deliveries += conn.execute(
             "UPDATE deliveries SET state = 'dead', reason = ?, not_before = ?, updated_at = ?"
             " WHERE event_ref = ? AND state IN ('pending', 'leased', 'retry')",
-            (f"{DeadReason.ERASED.value}: erasure request", now, now, event_ref),
+            (text, now, now, event_ref),
         ).rowcount
         conn.execute("UPDATE events SET record = ? WHERE id = ?", (b"{}", event_ref))
     return EraseResult(profiles=profiles, deliveries=deliveries)

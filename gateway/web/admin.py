@@ -35,14 +35,7 @@ class Admin:
         """Route → events its `events` / `exclude_events` turned away (live counter)."""
 
     def _denied(self, request: web.Request) -> web.Response | None:
-        if self.token is None:
-            return error_response(
-                403, "forbidden", "admin surfaces are off: set server.admin_token"
-            )
-        given = bearer_token(request.headers.get("Authorization")) or b""
-        if not hmac.compare_digest(given, self.token.value.encode()):
-            return error_response(401, "unauthorized", "admin token required")
-        return None
+        return admin_denied(request, self.token)
 
     async def recent(self, request: web.Request) -> web.Response:
         """Return the most recently updated deliveries and per-route state."""
@@ -90,6 +83,17 @@ class Admin:
             return limit
         rows = await self.store.dead_letters(route, limit)
         return web.json_response({"dead": [_info(r) for r in rows]})
+
+
+def admin_denied(request: web.Request, token: Secret | None) -> web.Response | None:
+    """Return the 403 (no admin token configured) or 401 (wrong or missing Bearer token)
+    answer for an admin request, or None when it carries the admin token."""
+    if token is None:
+        return error_response(403, "forbidden", "admin surfaces are off: set server.admin_token")
+    given = bearer_token(request.headers.get("Authorization")) or b""
+    if not hmac.compare_digest(given, token.value.encode()):
+        return error_response(401, "unauthorized", "admin token required")
+    return None
 
 
 def _limit(request: web.Request) -> int | web.Response:

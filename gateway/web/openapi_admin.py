@@ -1,0 +1,250 @@
+"""OpenAPI paths and schemas of the dead-letter admin API (gateway/web/admin_dead.py).
+
+Kept apart from gateway/web/openapi.py, which merges them into the served document.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from gateway.store.base import NOT_REPLAYABLE, DeadReason
+from gateway.web.admin_dead import MAX_PAGE, MAX_REPLAY
+
+_JSON: Final = "application/json"
+_ID_MAX: Final = 2**62 - 1
+_REPLAYABLE: Final = sorted(r.value for r in DeadReason if r not in NOT_REPLAYABLE)
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": "#/components/schemas/" + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {_JSON: {"schema": schema}}}
+
+
+def _answers(ok: dict[str, Any], bad: str, *, body: bool) -> dict[str, Any]:
+    error = _ref("Error")
+    out = {
+        "200": ok,
+        "400": _json(error, bad),
+        "401": _json(error, "Missing or wrong admin token."),
+        "403": _json(error, "Admin surfaces are off: server.admin_token is not set."),
+    }
+    if body:
+        out["404"] = _json(error, "The route is not a configured <site>:<destination>.")
+        out["408"] = _json(error, "The body did not arrive in time.")
+        out["413"] = _json(error, "Body over 64 KiB.")
+    return out
+
+
+_ROUTE: Final = {"type": "string", "minLength": 1, "maxLength": 200}
+_COUNT: Final = {"type": "integer", "minimum": 0}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+
+
+def dead_schemas() -> dict[str, dict[str, Any]]:
+    """The component schemas of the dead-letter API."""
+    return {
+        "DeadLetter": {
+            "type": "object",
+            "required": ["id", "route", "event", "event_id", "reason", "replayable", "sent"],
+            "properties": {
+                "id": {"type": "integer"},
+                "route": {"type": "string"},
+                "event": {"type": "string"},
+                "event_id": {"type": "string"},
+                "event_time": {"type": "number"},
+                "attempts": _COUNT,
+                "reason": {"type": "string", "description": "A dead reason (closed set)."},
+                "detail": {"type": "string"},
+                "dead_at": {"type": "number", "description": "Unix seconds."},
+                "replayable": {
+                    "type": "boolean",
+                    "description": "False for consent_denied and erased: never replayed.",
+                },
+                "sent": {
+                    "type": "boolean",
+                    "description": "False when the gateway's own check refused it unsent.",
+                },
+                "answer": {
+                    "description": "The platform's answer (null: kept before schema v7).",
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["status", "error"],
+                            "properties": {
+                                "status": {"type": ["integer", "null"]},
+                                "error": {"type": "string"},
+                            },
+                        },
+                        {"type": "null"},
+                    ],
+                },
+                "payload": {
+                    "description": "The request body built for this one event, as sent"
+                    " (hashed identifiers; no tokens), or null."
+                },
+            },
+        },
+        "DeadLetterPage": {
+            "type": "object",
+            "required": ["dead", "next_after"],
+            "properties": {
+                "dead": {"type": "array", "items": _ref("DeadLetter")},
+                "next_after": {
+                    "type": ["integer", "null"],
+                    "description": "Pass as after for the next page; null on the last page.",
+                },
+            },
+        },
+        "ReplayRequest": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["route", "ids"],
+                    "properties": {
+                        "route": _ROUTE,
+                        "ids": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_REPLAY,
+                            "items": {"type": "integer", "minimum": 1, "maximum": _ID_MAX},
+                        },
+                        "reason": {"enum": _REPLAYABLE},
+                    },
+                },
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["route", "all"],
+                    "properties": {
+                        "route": _ROUTE,
+                        "all": {"const": True},
+                        "reason": {"enum": _REPLAYABLE},
+                        "after": {"type": "integer", "minimum": 0, "maximum": _ID_MAX},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": MAX_REPLAY},
+                    },
+                },
+            ]
+        },
+        "ReplayResult": {
+            "type": "object",
+            "required": ["route", "replayed", "skipped", "remaining", "last_id", "paused"],
+            "properties": {
+                "route": {"type": "string"},
+                "replayed": _COUNT,
+                "skipped": _COUNT,
+                "remaining": _COUNT,
+                "last_id": {"type": ["integer", "null"]},
+                "paused": {"type": "boolean"},
+                "paused_reason": _NULLABLE_STRING,
+            },
+        },
+        "ResumeRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["route"],
+            "properties": {"route": _ROUTE},
+        },
+        "ResumeResult": {
+            "type": "object",
+            "required": ["route", "was_paused", "released"],
+            "properties": {
+                "route": {"type": "string"},
+                "was_paused": {"type": "boolean"},
+                "paused_reason": _NULLABLE_STRING,
+                "released": _COUNT,
+            },
+        },
+    }
+
+
+def dead_paths() -> dict[str, Any]:
+    """The paths of the dead-letter API (admin token)."""
+    security: list[dict[str, list[str]]] = [{"adminToken": []}]
+    return {
+        "/v1/admin/dead": {
+            "get": {
+                "operationId": "listDeadLetters",
+                "summary": "Dead letters with the payload sent and the platform's answer",
+                "description": "In id order; filters combine. Page on with after=next_after.",
+                "security": security,
+                "parameters": [
+                    _query("route", _ROUTE, "Only this <site>:<destination>."),
+                    _query("reason", {"enum": [r.value for r in DeadReason]}, "Only this reason."),
+                    _query(
+                        "since",
+                        {"anyOf": [{"type": "number", "minimum": 0}, {"format": "date-time"}]},
+                        "Only rows given up at or after this time: Unix seconds or ISO 8601.",
+                    ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                        f"Rows per page, 1-{MAX_PAGE} (default 50).",
+                    ),
+                    _query(
+                        "after",
+                        {"type": "integer", "minimum": 0, "maximum": _ID_MAX},
+                        "Only ids above this one (the previous page's next_after).",
+                    ),
+                ],
+                "responses": _answers(
+                    _json(_ref("DeadLetterPage"), "One page of dead letters."),
+                    "An invalid filter, limit or cursor.",
+                    body=False,
+                ),
+            }
+        },
+        "/v1/admin/replay": {
+            "post": {
+                "operationId": "replayDeadLetters",
+                "summary": "Make dead letters of a route pending again",
+                "description": (
+                    "The route's worker delivers them like new rows (attempts reset, due now)."
+                    " Rows no longer dead (delivered since) are skipped, so a second replay"
+                    " sends nothing; consent_denied and erased rows are never replayed. With"
+                    " all, pass the answer's last_id as after until remaining is 0. A paused"
+                    " route stays paused (paused: true): resume it once fixed."
+                ),
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("ReplayRequest")}},
+                },
+                "responses": _answers(
+                    _json(_ref("ReplayResult"), "What was replayed."),
+                    "Not a replay request.",
+                    body=True,
+                ),
+            }
+        },
+        "/v1/admin/resume": {
+            "post": {
+                "operationId": "resumeRoute",
+                "summary": "Lift a route's credentials pause now",
+                "description": "Rows the pause (or a backoff) held back become due at once.",
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {_JSON: {"schema": _ref("ResumeRequest")}},
+                },
+                "responses": _answers(
+                    _json(_ref("ResumeResult"), "Resumed (or was not paused)."),
+                    "Not a resume request.",
+                    body=True,
+                ),
+            }
+        },
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
