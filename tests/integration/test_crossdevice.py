@@ -27,8 +27,20 @@ SITE = {"hosts": ["track.shop.test"], "allowed_origins": [ORIGIN]}
 DAY = 86400.0
 AD_URL = (
     "https://www.shop.test/?fbclid=ClickOnPhoneA&gclid=GclidA&ttclid=TtclidA"
-    "&msclkid=0123456789abcdef0123456789abcdef"
+    "&msclkid=0123456789abcdef0123456789abcdef&ScCid=SccidA&epik=EpikA&li_fat_id=LiFatA"
+    "&rdt_cid=RdtA&twclid=TwclidA"
 )
+PHONE_CLICKS = {
+    "gclid": "GclidA",
+    "ttclid": "TtclidA",
+    "msclkid": "0123456789abcdef0123456789abcdef",
+    "sccid": "SccidA",
+    "epik": "EpikA",
+    "li_fat_id": "LiFatA",
+    "rdt_cid": "RdtA",
+    "twclid": "TwclidA",
+}
+"""Every platform's click id from the phone's ad landing (Meta's fbclid travels as its _fbc)."""
 
 
 class Device:
@@ -137,9 +149,8 @@ async def test_stored_order_carries_every_platform_click_of_the_phone(
         user = records[event_id]["u"]
         assert user["vid"] == laptop.visitor_id  # the signature checked, the bare id kept
         assert user["fbc"] == phone.cookies["_fbc"]
-        assert user["cid"]["gclid"] == "GclidA"
-        assert user["cid"]["ttclid"] == "TtclidA"
-        assert user["cid"]["msclkid"] == "0123456789abcdef0123456789abcdef"
+        for key, value in PHONE_CLICKS.items():
+            assert user["cid"].get(key) == value, f"the phone's {key} is missing on the laptop"
 
 
 async def test_a_tampered_signed_visitor_id_is_ignored_with_a_warning(
