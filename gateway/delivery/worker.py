@@ -129,6 +129,10 @@ class Worker:
         self.paused_reason: str | None = None
         self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
+        self._done: list[int] = []
+        """Rows delivered in this round, marked done together when the round ends (`_flush`):
+        one store write a round instead of one a request (GA4 sends one user's events a
+        request, so a round of 500 rows was 500 writes)."""
         """Ids leased by this worker and not yet given a fate (handed back by `release`)."""
         self.last_status: int | None = None
         """HTTP status of the latest answer (kept with the dead letters it decides)."""
@@ -258,13 +262,23 @@ class Worker:
                 await self._dead([row], DeadReason.INVALID_FIELD, problem)
                 continue
             ready.setdefault(self.destination.batch_key(event), []).append((row, event))
-        for group in ready.values():
-            if self._stop.is_set():
-                break  # shutting down: what is not sent yet is handed back (`release`)
-            await self._send(group)
+        try:
+            for group in ready.values():
+                if self._stop.is_set():
+                    break  # shutting down: what is not sent yet is handed back (`release`)
+                await self._send(group)
+        finally:
+            await self._flush()  # before any release: a delivered row is never handed back
         if self._stop.is_set():
             await self.release()
         return len(rows)
+
+    async def _flush(self) -> None:
+        """Mark the rows delivered in this round done, in one store write."""
+        ids, self._done = self._done, []
+        if ids:
+            await self.store.mark_done(ids, self.clock())
+            self.held.difference_update(ids)  # only once the fate is stored
 
     def _decode(self, row: Delivery) -> Event | None:
         try:
@@ -397,14 +411,15 @@ class Worker:
 
     async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
         await self._record(outcome, rows)
-        self.held.difference_update(r.id for r in rows)  # only once the fate is stored
+        if not isinstance(outcome, Delivered):  # delivered rows stay held until `_flush`
+            self.held.difference_update(r.id for r in rows)  # only once the fate is stored
 
     async def _record(self, outcome: Outcome, rows: list[Delivery]) -> None:
         now = self.clock()
         ids = [r.id for r in rows]
         match outcome:
             case Delivered():
-                await self.store.mark_done(ids, now)
+                self._done.extend(ids)  # marked done at the end of the round (`_flush`)
                 self.stats.delivered += len(ids)
                 if self.paused_reason is not None:
                     log.info("Route resumed.", extra={"route": self.route})
