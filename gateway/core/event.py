@@ -49,28 +49,28 @@ class Source(StrEnum):
     OTHER = "other"
 
 
-STANDARD_EVENTS: Final = frozenset(
-    {
-        "PageView",
-        "ViewContent",
-        "Search",
-        "AddToCart",
-        "AddToWishlist",
-        "InitiateCheckout",
-        "AddPaymentInfo",
-        "Purchase",
-        "Lead",
-        "CompleteRegistration",
-        "Contact",
-        "CustomizeProduct",
-        "Donate",
-        "FindLocation",
-        "Schedule",
-        "StartTrial",
-        "SubmitApplication",
-        "Subscribe",
-    }
+STANDARD_EVENT_ORDER: Final = (
+    "PageView",
+    "ViewContent",
+    "Search",
+    "AddToCart",
+    "AddToWishlist",
+    "InitiateCheckout",
+    "AddPaymentInfo",
+    "Purchase",
+    "Lead",
+    "CompleteRegistration",
+    "Contact",
+    "CustomizeProduct",
+    "Donate",
+    "FindLocation",
+    "Schedule",
+    "StartTrial",
+    "SubmitApplication",
+    "Subscribe",
 )
+"""Standard event names in funnel order (platforms.md §1.6, §10.1)."""
+STANDARD_EVENTS: Final = frozenset(STANDARD_EVENT_ORDER)
 """Standard event names (platforms.md §1.6, §10.1); anything else is a custom event."""
 
 VALUE_EVENTS: Final = frozenset({"Purchase"})

@@ -17,29 +17,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from gateway.core.event import STANDARD_EVENTS
+from gateway.core.event import STANDARD_EVENT_ORDER, STANDARD_EVENTS
 from gateway.destinations import DESTINATIONS
 
-CANONICAL_ORDER: Final = (
-    "PageView",
-    "ViewContent",
-    "Search",
-    "AddToCart",
-    "AddToWishlist",
-    "InitiateCheckout",
-    "AddPaymentInfo",
-    "Purchase",
-    "Lead",
-    "CompleteRegistration",
-    "Contact",
-    "CustomizeProduct",
-    "Donate",
-    "FindLocation",
-    "Schedule",
-    "StartTrial",
-    "SubmitApplication",
-    "Subscribe",
-)
+CANONICAL_ORDER: Final = STANDARD_EVENT_ORDER
 """Rows of the table: every standard event (core.event STANDARD_EVENTS), funnel order."""
 
 CUSTOM_ROW: Final = "my_event"

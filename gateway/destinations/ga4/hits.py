@@ -31,6 +31,7 @@ from gateway.core.hits import (
     query_pairs,
     vendor_id,
 )
+from gateway.destinations.ga4.mapping import RESERVED_EVENTS
 
 __all__ = ["GA4_EVENTS", "parse_ga4", "read_hits"]
 
@@ -48,32 +49,6 @@ GA4_EVENTS: Final[Mapping[str, str]] = {
 }
 """GA4 event name → canonical name (platforms.md §10.1); other names pass through unchanged."""
 
-_GA4_RESERVED: Final = frozenset(
-    {
-        "ad_activeview",
-        "ad_click",
-        "ad_exposure",
-        "ad_impression",
-        "ad_query",
-        "ad_reward",
-        "adunit_exposure",
-        "app_clear_data",
-        "app_exception",
-        "app_install",
-        "app_remove",
-        "app_store_refund",
-        "app_update",
-        "app_upgrade",
-        "error",
-        "first_open",
-        "first_visit",
-        "in_app_purchase",
-        "os_update",
-        "screen_view",
-        "session_start",
-        "user_engagement",
-    }
-)
 _GA4_RESERVED_PREFIXES: Final = ("dynamic_link_", "firebase_", "notification_")
 
 _GA4_DATA_PARAMS: Final = frozenset(
@@ -142,7 +117,7 @@ def _ga4_event(params: Mapping[str, object], now: float) -> Hit | None:
     en = params.get("en")
     if not isinstance(en, str) or event_name(en) is None:
         return None
-    if en in _GA4_RESERVED or en.startswith(_GA4_RESERVED_PREFIXES):
+    if en in RESERVED_EVENTS or en.startswith(_GA4_RESERVED_PREFIXES):
         return None
     name = GA4_EVENTS.get(en, en)
     ep: dict[str, object] = {}
