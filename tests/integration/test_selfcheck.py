@@ -96,6 +96,8 @@ async def test_cookies_of_a_previous_hit_are_shown_with_the_attributes_collect_i
     assert doc["capped"] is False
     assert rows["_sgv"]["safari_max_age"] == 400 * 86400
     assert doc["page_hosts"] == [SHOP]
+    # Direct connection: the address reached (loopback, so not shown) against the page host's.
+    assert doc["connected"] == {"address": None, "public": False, "shares_half": False}
     assert doc["host_configured"] is True
     assert doc["via_proxy"] is False
 
@@ -198,3 +200,15 @@ async def test_dns_failure_gives_an_unknown_verdict_not_an_error(
     track = next(v for v in doc["verdicts"] if v["host"] == HOST)
     assert track["rule"] == "unknown"
     assert "NXDOMAIN" in track["reason"]
+
+
+def test_readme_states_the_rate_limit_in_force() -> None:
+    from gateway.web import selfcheck
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    every = round(1 / selfcheck.PER_CLIENT_PER_SECOND)
+    text = (
+        f"{int(selfcheck.PER_CLIENT_BURST)} loads per client address, then one every {every} s;"
+        f" {int(selfcheck.TOTAL_BURST)}, then {int(selfcheck.TOTAL_PER_SECOND)} a second in all"
+    )
+    assert text in readme

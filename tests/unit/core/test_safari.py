@@ -168,3 +168,25 @@ def test_safari_lifetime() -> None:
     assert safari_max_age(400 * 86400, False) == 400 * 86400
     assert safari_max_age(3600, True) == 3600
     assert safari_max_age(0, True) == 0
+
+
+LABEL = st.from_regex(r"[a-z][a-z0-9]{0,10}", fullmatch=True)
+
+
+@given(LABEL, LABEL, LABEL, st.sampled_from(["com", "co.uk", "net", "github.io"]))
+def test_cname_is_capped_exactly_when_its_site_differs_from_the_pages(
+    shop: str, vendor: str, label: str, suffix: str
+) -> None:
+    page = Resolution(f"www.{shop}.example", (), ("203.0.113.10",))
+    target = f"{label}.{vendor}.{suffix}"
+    verdict = assess(
+        Resolution(f"t.{shop}.example", (target,), ("203.0.113.11",)), page, registrable_domain
+    )
+    assert verdict.rule in ("cname", "cname-same-site")
+    assert verdict.capped is True  # the vendor's domain is never the shop's .example site
+    inside = assess(
+        Resolution(f"t.{shop}.example", (f"{label}.{shop}.example",), ("198.51.100.1",)),
+        page,
+        registrable_domain,
+    )
+    assert inside.capped is False  # a CNAME into the shop's own site: no cap, whatever the IP
