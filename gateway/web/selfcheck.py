@@ -159,6 +159,10 @@ class SelfCheck:
         self.resolver: Resolver = resolver or CachedResolver(DnsResolver(), clock)
         self.by_host: dict[str, Site] = {h.lower(): s for s in sites for h in s.config.hosts}
         self.fallback = sites[0] if len(sites) == 1 and not sites[0].config.hosts else None
+        self.resolvable = frozenset(
+            {*self.by_host, *(h for s in sites for h in page_hosts(s, "") if h)}
+        )
+        """Names the page may look up: configured hosts and page hosts, never a Host header's."""
         self.per_client = Buckets(PER_CLIENT_BURST, PER_CLIENT_PER_SECOND)
         self.total = Buckets(TOTAL_BURST, TOTAL_PER_SECOND)
         self.served = 0
@@ -272,7 +276,10 @@ class SelfCheck:
         resolved: dict[str, Resolution] = {}
 
         async def one(name: str) -> None:
-            resolved[name] = await self.resolver.resolve(name)
+            if name in self.resolvable or _is_ip(name):
+                resolved[name] = await self.resolver.resolve(name)
+            else:  # a Host header the config does not name (single-site fallback): no query
+                resolved[name] = Resolution(name, error="not a configured host: not looked up")
 
         try:
             async with asyncio.timeout(DNS_BUDGET_SECONDS):
@@ -310,6 +317,14 @@ class SelfCheck:
         page_addresses = [a for p in pages for a in resolved[p].addresses]
         shares = any(_shares_half(address, a) for a in page_addresses) if page_addresses else None
         return {"address": address if public else None, "public": public, "shares_half": shares}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_trusted(peer: str | None, trusted: Sequence[Network]) -> bool:

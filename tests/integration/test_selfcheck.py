@@ -212,3 +212,19 @@ def test_readme_states_the_rate_limit_in_force() -> None:
         f" {int(selfcheck.TOTAL_BURST)}, then {int(selfcheck.TOTAL_PER_SECOND)} a second in all"
     )
     assert text in readme
+
+
+async def test_a_host_header_the_config_does_not_name_is_never_looked_up(
+    gateway: Any, make_config: Any
+) -> None:
+    # One site without hosts answers on any Host (development): the page must not become a
+    # resolver of names a visitor chooses.
+    client = await gateway(make_config(site={"allowed_origins": [ORIGIN]}), run_workers=False)
+    fake = FakeResolver(addresses={SHOP: ["203.0.113.10"]})
+    client.app[SELFCHECK].resolver = fake
+    doc = await report(client, host="probe.attacker.example")
+    assert fake.asked == [SHOP]
+    (verdict,) = doc["verdicts"]
+    assert verdict["host"] == "probe.attacker.example"
+    assert verdict["capped"] is None
+    assert "not a configured host" in verdict["reason"]
