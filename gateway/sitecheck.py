@@ -272,7 +272,8 @@ def render_text(report: SiteReport) -> str:
                 cname = f"{chain}  [{v.cname_site}: {other}]"
             lines.append(f"  CNAME: {cname}")
             lines.append(f"  addresses: {', '.join(host.resolution.addresses) or 'none'}")
-            lines.append(f"  {v.page_host}: {', '.join(host.page_resolution.addresses) or 'none'}")
+            page_addresses = ", ".join(host.page_resolution.addresses) or "none"
+            lines.append(f"  page host {v.page_host}: {page_addresses}")
             for pair in v.pairs:
                 mark = "ok" if pair.ok else "DIFFERS"
                 lines.append(
