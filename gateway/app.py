@@ -52,6 +52,7 @@ from gateway.web.openapi import OpenApi
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
+from gateway.web.selfcheck import install as install_selfcheck
 from gateway.web.static import Asset, loader_asset, shim_asset
 
 log = logging.getLogger("signalgate")
@@ -156,6 +157,7 @@ def create_app(
     app.router.add_get(OPENAPI_PATH, OpenApi().get)
     install_challenges(app)  # ACME HTTP-01 answers (app[CHALLENGES]); also on tls.http_port
     _browser_routes(app, runtime, config, clock)
+    install_selfcheck(app, runtime.sites, config.proxy_networks, clock)  # cookie/Safari check
     _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))

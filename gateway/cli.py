@@ -1,4 +1,5 @@
-"""Command line: `signalgate run | demo | check-config | healthcheck | replay | resume | certs dev`.
+"""Command line: `signalgate run | demo | check-config | check-site | healthcheck | replay | resume
+| certs dev`.
 
 The only place that prints and exits.
 """
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, admin_client, healthcheck
+from gateway import __version__, admin_client, healthcheck, sitecheck
 from gateway.config import Config, ConfigError, load
 from gateway.config_warnings import warnings as config_warnings
 from gateway.demo import run_demo
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument("--url", default=None, help="base URL; default: from [server]")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
     _admin_parsers(sub)
+    _check_site_parser(sub)
     demo = sub.add_parser(
         "demo", help="run on embedded defaults against a local sandbox of every platform"
     )
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args.config)
     if args.command == "healthcheck":
         return _healthcheck(args.config, args.url, args.timeout)
+    if args.command == "check-site":
+        return _check_site(args)
     if args.command in ("replay", "resume"):
         return _admin_command(args, parser)
     if args.command == "certs":
@@ -136,6 +140,40 @@ def _healthcheck(config_path: str, url: str | None, timeout: float) -> int:
         print("signalgate healthcheck: " + "; ".join(problems), file=sys.stderr)
         return 1
     return 0
+
+
+# --- cookie and Safari check (gateway/sitecheck.py) ---
+def _check_site_parser(sub: Any) -> None:
+    cmd = sub.add_parser(
+        "check-site",
+        help="would Safari cap the gateway's cookies? exit 0 no, 1 yes (or unknown), 2 error",
+    )
+    cmd.add_argument(
+        "url", help="the gateway as pages reach it: …/selfcheck, its base URL or its loader URL"
+    )
+    cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    cmd.add_argument(
+        "--page-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="host the shop's pages are served from (repeatable); default: from the gateway",
+    )
+    cmd.add_argument("--timeout", type=float, default=10.0, help="seconds for the fetch")
+
+
+def _check_site(args: argparse.Namespace) -> int:
+    return sitecheck.run(
+        args.url,
+        as_json=args.json,
+        page_hosts=args.page_host,
+        timeout=args.timeout,
+        show=print,
+        warn=lambda line: print(line, file=sys.stderr),
+    )
+
+
+# --- end cookie and Safari check ---
 
 
 # --- dead letters: replay / resume (gateway/admin_client.py) ---

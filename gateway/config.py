@@ -317,6 +317,13 @@ class SiteConfig:
         pattern=f"({_PATH})?",
         expected="a path such as /i.js, or empty",
     )
+    selfcheck_path: str = _f(
+        "/selfcheck",
+        "Path of the visitor's cookie and Safari self-check page (HTML; ?format=json for"
+        " signalgate check-site); empty: not served.",
+        pattern=f"({_PATH})?",
+        expected="a path such as /selfcheck, or empty",
+    )
     cookie_domain: str | None = _f(
         None, "Cookie Domain; default: the registrable domain of the request host (PSL)."
     )
@@ -626,10 +633,10 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
 
 
 def _check_paths(sites: list[SiteConfig], loader: _Loader) -> None:
-    """A path serves one thing: the collect endpoint, the loader or the shim, never two."""
+    """A path serves one thing: the collect endpoint, the loader, the shim or the self-check."""
     owner: dict[str, str] = {}
     for i, site in enumerate(sites):
-        for key in ("collect_path", "loader_path", "shim_path"):
+        for key in ("collect_path", "loader_path", "shim_path", "selfcheck_path"):
             path = getattr(site, key)
             if not path:
                 continue
