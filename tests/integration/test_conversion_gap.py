@@ -29,10 +29,12 @@ from conftest import (
 
 from gateway.cli import main
 from gateway.config import Config, parse
+from gateway.core.audit import Verdict, checks
 
 TIKTOK_TOKEN = "tiktok-gap-token"
 TIKTOK_PIXEL = "CABCDEFGHIJ1234567KL"
 DOWN = "http://127.0.0.1:9"
+HOST = "www.shop.example"
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 DENIED = {"ad_storage": False, "analytics_storage": False, "ad_user_data": False}
 REJECTED = {"order-1", "order-2"}
@@ -95,6 +97,22 @@ async def gap(client: Any, query: str = "site=shop") -> dict[str, Any]:
     assert resp.status == 200, await resp.text()
     doc: dict[str, Any] = await resp.json()
     return doc
+
+
+async def browser_copy(client: Any, order_id: str) -> None:
+    """The loader's copy of an order (same event id), as the shop's page sends it."""
+    doc = {
+        "event": "Purchase",
+        "event_id": order_id,
+        "url": f"https://{HOST}/thanks",
+        "data": {"value": 10, "currency": "EUR"},
+    }
+    resp = await client.post(
+        "/e",
+        data=json.dumps(doc),
+        headers={"Host": HOST, "Origin": f"https://{HOST}", "Content-Type": "text/plain"},
+    )
+    assert resp.status == 204, await resp.text()
 
 
 def missing(doc: dict[str, Any], destination: str) -> dict[str, dict[str, Any]]:
@@ -234,3 +252,34 @@ async def test_signalgate_audit_usage_errors_exit_2(
     with pytest.raises(SystemExit) as exc:
         main(["audit"])
     assert exc.value.code == 2
+
+
+async def test_without_routing_rules_every_order_is_in_the_ledger(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    """No `events` lists: orders take the plain append (typed fast path, and the parsed path
+    for a consent-denied one); a backend retry of the same order is deduplicated, not counted
+    twice."""
+    sandbox, base = meta_sandbox
+    site = {"hosts": [HOST], "allowed_origins": [f"https://{HOST}"]}
+    config = make_config(base, site=site)
+    client = await gateway(config, run_workers=False, clock=FakeClock(time.time()))
+    sandbox.faults.reject_event_ids = {"order-2"}
+    await browser_copy(client, "order-0")  # the pixel's copy first: the backend's is paired
+    first = [order(i) for i in range(3)]
+    for events in (first, [order(3, consent=DENIED)], first[:1]):
+        resp = await client.post("/v1/events", json={"events": events}, headers=auth())
+        assert resp.status == 202, await resp.text()
+    await browser_copy(client, "order-1")  # the backend's first: the browser's pairs it
+    await runtime_of(client).workers["shop:meta"].drain()
+    doc = await gap(client)
+    meta = doc["destinations"]["meta"]
+    assert (doc["orders"], meta["delivered"], meta["gap"]) == (4, 2, 0.5)
+    assert (meta["sent"], meta["paired"]) == (3, 2)
+    dedup = next(c for c in checks(doc) if (c.name, c.scope) == ("dedup", "meta"))
+    assert (dedup.verdict, dedup.figure) == (Verdict.FAIL, 0.6667)  # the pixel missed order-2
+    assert {m["order_id"]: m["reason"] for m in meta["missing_orders"]} == {
+        "order-2": "dead_letter",
+        "order-3": "consent_denied",
+    }
+    assert sorted(e["event_id"] for e in sandbox.recorder.accepted) == ["order-0", "order-1"]
