@@ -283,3 +283,15 @@ async def test_without_routing_rules_every_order_is_in_the_ledger(
         "order-3": "consent_denied",
     }
     assert sorted(e["event_id"] for e in sandbox.recorder.accepted) == ["order-0", "order-1"]
+
+
+async def test_an_empty_order_events_list_keeps_no_ledger(
+    make_config: Any, gateway: Any, meta_sandbox: Any
+) -> None:
+    _, base = meta_sandbox
+    client = await gateway(make_config(base, site={"order_events": []}), run_workers=False)
+    resp = await client.post("/v1/events", json={"events": [order(1)]}, headers=auth())
+    assert resp.status == 202
+    assert await runtime_of(client).store.counts()  # the event itself is stored
+    doc = await gap(client)
+    assert (doc["orders"], doc["destinations"]["meta"]["orders"]) == (0, 0)
