@@ -151,8 +151,15 @@ def entries(
 # -- the report ------------------------------------------------------------------------------
 
 _WAITING: Final = frozenset({"pending", "leased", "retry"})
-_RANK: Final = {"delivered": 0, "queued": 1, "dead_letter": 2, "routed_away": 3}
-"""Which missing reason of an order's events wins (lower first); the rest rank last."""
+_RANK: Final = {
+    "delivered": 0,
+    "queued": 1,
+    "dead_letter": 2,
+    "routed_away": 3,
+    "consent_denied": 4,
+    "unknown": 5,
+}
+"""Which outcome of an order's events stands for the order on a route (lower first)."""
 
 
 @dataclass(frozen=True, slots=True)
