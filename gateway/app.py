@@ -32,6 +32,7 @@ from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.admin_dead import DeadLetters
+from gateway.web.admin_gap import Gap
 from gateway.web.api import EventsApi, Health
 from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
@@ -151,6 +152,8 @@ def create_app(
     app.router.add_get("/v1/admin/dead", dead.dead)
     app.router.add_post("/v1/admin/replay", dead.replay)
     app.router.add_post("/v1/admin/resume", dead.resume)
+    gap = Gap(store, config.server.admin_token, {s.config.id: s.routes for s in sites}, clock)
+    app.router.add_get("/v1/admin/gap", gap.gap)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)

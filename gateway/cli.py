@@ -1,5 +1,5 @@
 """Command line: `signalgate run | demo | check-config | check-site | healthcheck | replay | resume
-| certs dev`.
+| audit | certs dev`.
 
 The only place that prints and exits.
 """
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, admin_client, healthcheck, sitecheck
+from gateway import __version__, admin_client, audit_cli, healthcheck, sitecheck
 from gateway.config import Config, ConfigError, load
 from gateway.config_warnings import warnings as config_warnings
 from gateway.demo import run_demo
@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     health.add_argument("--timeout", type=float, default=3.0, help="seconds per request")
     _admin_parsers(sub)
     _check_site_parser(sub)
+    audit_cli.add_parser(sub)
     demo = sub.add_parser(
         "demo", help="run on embedded defaults against a local sandbox of every platform"
     )
@@ -74,6 +75,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_site(args)
     if args.command in ("replay", "resume"):
         return _admin_command(args, parser)
+    if args.command == "audit":
+        outcome = audit_cli.run(args)
+        if outcome.out:
+            print(outcome.out)
+        if outcome.err:
+            print(f"signalgate: {outcome.err}", file=sys.stderr)
+        return outcome.status
     if args.command == "certs":
         return _dev_certs(args.hosts, Path(args.dir))
     if args.command == "run":

@@ -340,6 +340,10 @@ class SiteConfig:
         400.0, "Max-Age of browser-id cookies (_fbp, _ttp, _scid, _ga, ours).", min=1.0, max=400.0
     )
     profile_ttl_days: float = _f(400.0, "Visitor profiles unseen this long are deleted.", min=1.0)
+    order_events: tuple[str, ...] = _f(
+        ("Purchase",),
+        "Backend event names (with data.order_id) the conversion gap counts as orders.",
+    )
     consent: ConsentConfig = field(
         default_factory=ConsentConfig, metadata={"help": "Consent policy (see [sites.consent])."}
     )

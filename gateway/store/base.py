@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
+from gateway.core.orders import OrderEntry, OrderRow
 from gateway.core.profile import ProfileUpdate, VisitorProfile
 
 
@@ -265,7 +266,9 @@ class Store(Protocol):
 
     async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
         """Delete done rows older than `keep_done_seconds` and dedup keys older than
-        `dedup_seconds` (their counts survive in `counts`); return rows deleted."""
+        `dedup_seconds` (their counts survive in `counts`); return rows deleted. Order ledger
+        rows (`OrderStore`) older than the longer of the two go too (not counted), and a
+        compacted done row's orders keep their delivery time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,7 +333,8 @@ class ProfileStore(Protocol):
     async def erase(
         self, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float
     ) -> EraseResult:
-        """Delete matching profiles and dead-letter (as erased) undelivered rows carrying them."""
+        """Delete matching profiles and dead-letter (as erased) undelivered rows carrying them;
+        the order ledger rows of those events' orders are deleted too."""
 
     async def expire_profiles(self, now: float, ttl_seconds: float) -> int:
         """Delete profiles not seen for ttl_seconds; return how many."""
@@ -347,5 +351,22 @@ class DeadLetterStore(Protocol):
         drop their evidence; rows that are not dead (e.g. delivered since) are left alone."""
 
 
-class GatewayStore(Store, ProfileStore, DeadLetterStore, Protocol):
+class OrderStore(Protocol):
+    """The order ledger behind the conversion gap (gateway/core/orders.py)."""
+
+    async def append_orders(
+        self, events: Sequence[NewEvent], orders: Sequence[OrderEntry], now: float
+    ) -> list[AppendResult]:
+        """`append` the events and write the orders' ledger rows in the same transaction
+        (`events` may be empty: orders consent or routing kept from every route). A sent row
+        points at the event that holds its route's delivery (itself, or the copy it was
+        deduplicated into); rows already written for the same (site, order, event, route)
+        are kept."""
+
+    async def order_rows(self, site: str, since: float, until: float, limit: int) -> list[OrderRow]:
+        """Return the ledger rows of the site's orders timed in [since, until), each with its
+        delivery row's state, oldest first, at most `limit`."""
+
+
+class GatewayStore(Store, ProfileStore, DeadLetterStore, OrderStore, Protocol):
     """Everything the gateway needs from storage (the SQLite store implements it all)."""

@@ -86,6 +86,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from gateway.core.merge import source_pair
+from gateway.core.orders import OrderEntry, OrderRow
 from gateway.core.profile import ProfileUpdate, VisitorProfile
 from gateway.core.record import channel_of, merge_records
 from gateway.store.availability import Availability
@@ -107,6 +108,14 @@ from gateway.store.base import (
     ReplaySelection,
 )
 from gateway.store.sqlite_dead import DEAD_SCHEMA, dead_page_tx, mark_dead_tx, replay_tx
+from gateway.store.sqlite_orders import (
+    ORDERS_SCHEMA,
+    expire_orders_tx,
+    keep_done_orders_tx,
+    mark_paired_tx,
+    order_rows_tx,
+    record_orders_tx,
+)
 from gateway.store.sqlite_profiles import (
     LINKS_SCHEMA,
     PROFILE_SCHEMA,
@@ -121,7 +130,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -227,6 +236,7 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     4: _DEDUP_SWEEP_SCHEMA,
     5: LINKS_SCHEMA,
     6: DEAD_SCHEMA,
+    7: ORDERS_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -283,6 +293,8 @@ class _Job:
     now: float = 0.0
     touch: _Touch | None = None
     """Set on touch-and-append jobs, which join that merged insert after their profile merge."""
+    orders: tuple[OrderEntry, ...] = ()
+    """Order ledger rows an append job writes after its events (`append_orders`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,19 +745,40 @@ class SqliteStore:
     async def append(self, events: Sequence[NewEvent], now: float) -> list[AppendResult]:
         if not events:
             return []
-        batch = tuple(events)
+        return await self._append(tuple(events), (), now)
+
+    async def append_orders(
+        self, events: Sequence[NewEvent], orders: Sequence[OrderEntry], now: float
+    ) -> list[AppendResult]:
+        """`append`, and write the order ledger rows in the same transaction (sqlite_orders);
+        it joins the batch's merged insert like any append."""
+        if not orders:
+            return await self.append(events, now)
+        return await self._append(tuple(events), tuple(orders), now)
+
+    async def _append(
+        self, batch: tuple[NewEvent, ...], orders: tuple[OrderEntry, ...], now: float
+    ) -> list[AppendResult]:
         cutoff = now - self.dedup_seconds
-        self._sweep_debt += len(batch) * len(batch[0].routes)  # the usual batch: one route set
+        if batch:
+            self._sweep_debt += len(batch) * len(batch[0].routes)  # the usual: one route set
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
-        job = _Job(
-            partial(
-                _append_tx, events=batch, now=now, cutoff=cutoff, merge_seconds=self.merge_seconds
-            ),
-            loop,
-            future,
-        )
-        job.events, job.now = batch, now
+        merge = self.merge_seconds
+        fn: Callable[[sqlite3.Connection], list[AppendResult]]
+        if orders:
+            fn = partial(
+                _append_orders_tx,
+                events=batch,
+                orders=orders,
+                now=now,
+                cutoff=cutoff,
+                merge_seconds=merge,
+            )
+        else:
+            fn = partial(_append_tx, events=batch, now=now, cutoff=cutoff, merge_seconds=merge)
+        job = _Job(fn, loop, future)
+        job.events, job.now, job.orders = batch, now, orders
         self._writer.submit(job)
         try:
             results = await future
@@ -755,6 +788,13 @@ class SqliteStore:
         if self.availability.reason is not None:
             self.availability.succeeded()
         return results
+
+    async def order_rows(self, site: str, since: float, until: float, limit: int) -> list[OrderRow]:
+        if limit <= 0 or until <= since:
+            return []
+        return await self._read(
+            partial(order_rows_tx, site=site, since=since, until=until, limit=limit)
+        )
 
     async def lease(
         self, route: str, limit: int, now: float, lease_seconds: float
@@ -829,6 +869,9 @@ class SqliteStore:
         a claim treats a key older than the window as free (`_CLAIM`).
         """
         total = 0
+        ledger_cutoff = now - max(keep_done_seconds, dedup_seconds)
+        while (await self._write(partial(expire_orders_tx, cutoff=ledger_cutoff)))[1]:
+            pass  # the order ledger: as long as the outbox remembers events (not counted)
         while True:
             deleted, more = await self._write(
                 partial(_compact_tx, done_cutoff=now - keep_done_seconds, budget=COMPACT_CHUNK)
@@ -1126,13 +1169,22 @@ class SqliteStore:
                     profiles[i] = profile
                     job.events = tuple(touch.events_for(profile))
             events = tuple(e for job in jobs for e in job.events or ())
-            results = _append_tx(
-                conn,
-                events=events,
-                now=now,
-                cutoff=now - self.dedup_seconds,
-                merge_seconds=self.merge_seconds,
+            orders = tuple(o for job in jobs for o in job.orders)
+            paired: set[tuple[str, str, str]] = set()
+            results = (
+                _append_tx(
+                    conn,
+                    events=events,
+                    now=now,
+                    cutoff=now - self.dedup_seconds,
+                    merge_seconds=self.merge_seconds,
+                    paired=paired,
+                )
+                if events
+                else []
             )
+            if orders:
+                record_orders_tx(conn, orders=orders, now=now, paired=paired)
         except Exception:
             for job in jobs:
                 if job.touch is not None:
@@ -1265,6 +1317,7 @@ def _append_tx(
     now: float,
     cutoff: float,
     merge_seconds: float = 0.0,
+    paired: set[tuple[str, str, str]] | None = None,
 ) -> list[AppendResult]:
     """Insert the events' delivery rows, skipping (route, name, id) keys seen since `cutoff`.
 
@@ -1322,8 +1375,35 @@ def _append_tx(
         if route not in claimed.get(i, ())
     ]
     if lost:
-        _merge_duplicates(conn, events, lost)
+        _merge_duplicates(conn, events, lost, paired)
     return [_result(e.routes, claimed.get(i, ())) for i, e in enumerate(events)]
+
+
+def _append_orders_tx(
+    conn: sqlite3.Connection,
+    *,
+    events: tuple[NewEvent, ...],
+    orders: tuple[OrderEntry, ...],
+    now: float,
+    cutoff: float,
+    merge_seconds: float,
+) -> list[AppendResult]:
+    """`_append_tx`, then the order ledger rows (which find their events' dedup keys)."""
+    paired: set[tuple[str, str, str]] = set()
+    results = (
+        _append_tx(
+            conn,
+            events=events,
+            now=now,
+            cutoff=cutoff,
+            merge_seconds=merge_seconds,
+            paired=paired,
+        )
+        if events
+        else []
+    )
+    record_orders_tx(conn, orders=orders, now=now, paired=paired)
+    return results
 
 
 def _result(routes: tuple[str, ...], won: Sequence[str]) -> AppendResult:
@@ -1358,7 +1438,10 @@ def _won_all(routes: int) -> AppendResult:
 
 
 def _merge_duplicates(
-    conn: sqlite3.Connection, events: tuple[NewEvent, ...], lost: list[tuple[int, str]]
+    conn: sqlite3.Connection,
+    events: tuple[NewEvent, ...],
+    lost: list[tuple[int, str]],
+    paired: set[tuple[str, str, str]] | None = None,
 ) -> None:
     """Fold duplicate copies into their still-undelivered original; count every duplicate.
 
@@ -1383,6 +1466,10 @@ def _merge_duplicates(
         else:
             ref, old, state = row
             pair = source_pair_of(bytes(old), new.record)
+            if pair.startswith("api+") and pair != "api+api":  # a backend and a browser copy
+                mark_paired_tx(conn, event_ref=ref, route=route)  # the backend's came first
+                if paired is not None:  # the browser's came first: the caller's ledger rows
+                    paired.add((route, new.event_name, new.event_id))
             if state == "pending" and ref not in merged and bytes(old) != b"{}":
                 try:
                     record, _ = merge_records(bytes(old), new.record)
@@ -1485,6 +1572,7 @@ def _compact_tx(conn: sqlite3.Connection, *, done_cutoff: float, budget: int) ->
         ).fetchall()
         if not rows:
             continue
+        keep_done_orders_tx(conn, route=route, event_refs=[r[1] for r in rows])
         conn.executemany("DELETE FROM deliveries WHERE id = ?", [(r[0],) for r in rows])
         conn.execute(
             "INSERT INTO compacted_counts(route, state, n) VALUES (?, 'done', ?)"

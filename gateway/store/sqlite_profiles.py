@@ -27,6 +27,7 @@ from gateway.core.profile import (
 from gateway.core.record import record_carries
 from gateway.store.base import DeadReason, EraseResult, Identity, ProfileQuery
 from gateway.store.sqlite_dead import erase_dead_tx
+from gateway.store.sqlite_orders import erase_orders_tx
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -230,6 +231,7 @@ def erase_tx(
             continue
         text = f"{DeadReason.ERASED.value}: erasure request"
         erase_dead_tx(conn, event_ref=event_ref, text=text, now=now)  # dead ones lose evidence
+        erase_orders_tx(conn, event_ref=event_ref)  # its orders leave the conversion gap
         deliveries += conn.execute(
             "UPDATE deliveries SET state = 'dead', reason = ?, not_before = ?, updated_at = ?"
             " WHERE event_ref = ? AND state IN ('pending', 'leased', 'retry')",

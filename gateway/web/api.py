@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.core.consent import Tier, by_stated_tier
+from gateway.core.consent import by_stated_tier
 from gateway.core.event import Event, FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.tally import name_counts
@@ -208,10 +208,8 @@ class EventsApi:
         full = await self.pipeline.enrich(site, full)
         results = await self.pipeline.commit(site, full)
         for tier, events in restricted.items():
-            if tier is Tier.NONE:
-                self.pipeline.routes_for(site, tier, len(events))  # counted consent_denied
-            else:
-                results += await self.pipeline.commit(site, events, tier=tier)
+            # Tier.NONE reaches no route: counted consent_denied, its orders kept in the ledger.
+            results += await self.pipeline.commit(site, events, tier=tier)
         warnings = dropped + self.baseline.events(site, full, indexes, "events")
         return _answer(len(accepted), results, rejected, _dicts(warnings))
 

@@ -248,3 +248,113 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
         "description": description,
         "schema": schema,
     }
+
+
+# -- the conversion gap (gateway/web/admin_gap.py) ---------------------------------------------
+
+_SHARE: Final = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
+_TIME: Final = {"anyOf": [{"type": "number", "minimum": 0}, {"format": "date-time"}]}
+
+
+def gap_schemas() -> dict[str, dict[str, Any]]:
+    """The component schemas of the conversion gap."""
+    return {
+        "MissingOrder": {
+            "type": "object",
+            "required": ["order_id", "event_id", "reason"],
+            "properties": {
+                "order_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "reason": {
+                    "enum": [
+                        "consent_denied",
+                        "routed_away",
+                        "dead_letter",
+                        "queued",
+                        "unknown",
+                    ]
+                },
+                "dead_reason": {"type": "string", "description": "dead_letter: the dead reason."},
+                "detail": {"type": "string"},
+                "state": {"enum": ["pending", "leased", "retry"]},
+                "attempts": _COUNT,
+                "next_try": {"type": "number", "description": "retry: Unix seconds."},
+                "last_error": {"type": "string"},
+            },
+        },
+        "DestinationGap": {
+            "type": "object",
+            "required": ["route", "orders", "delivered", "missing", "gap", "missing_orders"],
+            "properties": {
+                "route": {"type": "string"},
+                "orders": _COUNT,
+                "delivered": _COUNT,
+                "missing": _COUNT,
+                "gap": _SHARE,
+                "sent": _COUNT,
+                "paired": {
+                    **_COUNT,
+                    "description": "Orders deduplicated with a browser copy (loader or pixel).",
+                },
+                "fresh": {**_COUNT, "description": "Delivered within fresh_seconds."},
+                "fresh_share": _SHARE,
+                "missing_orders": {"type": "array", "items": _ref("MissingOrder")},
+            },
+        },
+        "ConversionGap": {
+            "type": "object",
+            "required": ["site", "since", "until", "orders", "coverage", "destinations"],
+            "properties": {
+                "site": {"type": "string"},
+                "since": {"type": "number"},
+                "until": {"type": "number"},
+                "truncated": {"type": "boolean"},
+                "fresh_seconds": {"type": "number"},
+                "orders": _COUNT,
+                "coverage": {
+                    "type": "object",
+                    "description": "Share of orders carrying each field (null: no orders).",
+                    "properties": {
+                        "email": _SHARE,
+                        "value": _SHARE,
+                        "currency": _SHARE,
+                        "event_id": _SHARE,
+                    },
+                },
+                "destinations": {
+                    "type": "object",
+                    "additionalProperties": _ref("DestinationGap"),
+                },
+            },
+        },
+    }
+
+
+def gap_paths() -> dict[str, Any]:
+    """The path of the conversion gap (admin token)."""
+    answers = _answers(
+        _json(_ref("ConversionGap"), "The site's orders per destination, and the missing ones."),
+        "An invalid or unknown parameter, or since not before until.",
+        body=False,
+    )
+    answers["404"] = _json(_ref("Error"), "The site is not configured.")
+    return {
+        "/v1/admin/gap": {
+            "get": {
+                "operationId": "conversionGap",
+                "summary": "Orders the backend reported vs those each platform accepted",
+                "description": (
+                    "Orders are backend events of the site's order_events carrying an order_id."
+                    " Each missing order says why: consent_denied, routed_away, dead_letter"
+                    " (with the dead reason), queued (attempts, next try) or unknown."
+                ),
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    {**_query("site", _ROUTE, "The site id."), "required": True},
+                    _query("since", _TIME, "Orders timed at or after: default until - 7 days."),
+                    _query("until", _TIME, "Orders timed before: default now."),
+                ],
+                "responses": answers,
+            }
+        }
+    }

@@ -16,6 +16,7 @@ from gateway.core.consent import Tier, forwards
 from gateway.core.crossdevice import enrich_across
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
+from gateway.core.orders import OrderEntry, entries
 from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.routing import NO_RULES, RouteTable, with_default_sources
@@ -23,6 +24,7 @@ from gateway.core.tally import IngestTally
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import CLICK_WINDOWS, DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
+from gateway.web.ledger import Facts, batch_entries, event_facts, stored_facts
 from gateway.web.tallying import count_appended, count_appends
 
 T = TypeVar("T")
@@ -38,6 +40,8 @@ class Site:
     limits: ParseLimits
     table: RouteTable
     """Which routes take which event names (the destinations' `events` / `exclude_events`)."""
+    order_events: frozenset[str] = frozenset()
+    """Backend event names the order ledger records (web/ledger.py)."""
 
     @classmethod
     def from_config(cls, config: SiteConfig) -> Site:
@@ -59,6 +63,7 @@ class Site:
                     for name in config.destinations
                 }
             ),
+            order_events=frozenset(config.order_events),
         )
 
 
@@ -227,14 +232,27 @@ class Pipeline:
         if not stored or not routes:
             return []
         site_id = site.config.id
+        facts = stored_facts(site.order_events, stored)
         if site.table.filters:
             return await self._routed(
-                site, routes, [(s.e, s.id, float(s.t), encode_stored(s), "api") for s in stored]
+                site,
+                routes,
+                [(s.e, s.id, float(s.t), encode_stored(s), "api") for s in stored],
+                facts,
             )
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
-        results = await self.store.append(batch, self.clock())
+        results = await self._append(site, batch, facts)
         count_appends(self.tally, routes, batch, results)
         return results
+
+    async def _append(
+        self, site: Site, batch: list[NewEvent], facts: Facts | None
+    ) -> list[AppendResult]:
+        """Append the batch, with the ledger rows of its orders when it holds any."""
+        if facts is None:
+            return await self.store.append(batch, self.clock())
+        orders = batch_entries(site.config.id, site.routes, batch, facts)
+        return await self.store.append_orders(batch, orders, self.clock())
 
     def routes_for(
         self, site: Site, tier: Tier, count: int, *, only: frozenset[str] | None = None
@@ -264,22 +282,33 @@ class Pipeline:
     ) -> list[AppendResult]:
         """Durably append the events to the site's routes (or the destinations in `only`) that
         their consent tier lets them reach (`routes_for`) and whose event lists (core.routing)
-        take each event's name; the others count it `routed_away`."""
+        take each event's name; the others count it `routed_away`. Backend orders (the site's
+        `order_events` with an order id) get their order ledger rows (web/ledger.py: sent,
+        consent_denied or routed_away per route) in the same store transaction, even when no
+        route takes them."""
         routes = self.routes_for(site, tier, len(events), only=only)
-        if not events or not routes:
+        if not events:
             return []
+        facts = event_facts(site.order_events, events) if only is None else None
         site_id = site.config.id
+        if not routes:
+            if facts is not None:  # consent kept the orders from every route: ledger only
+                unrouted = [_unrouted(site_id, e) for e in events]
+                orders = batch_entries(site_id, site.routes, unrouted, facts)
+                await self.store.append_orders((), orders, self.clock())
+            return []
         if site.table.filters:
             return await self._routed(
                 site,
                 routes,
                 [(e.event, e.event_id, float(e.time), encode(e), e.channel) for e in events],
+                facts,
             )
         # positional: (site, event_name, event_id, event_time, record, routes)
         batch = [
             NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
-        results = await self.store.append(batch, self.clock())
+        results = await self._append(site, batch, facts)
         count_appends(self.tally, routes, batch, results)
         return results
 
@@ -294,23 +323,38 @@ class Pipeline:
         site: Site,
         routes: tuple[str, ...],
         rows: Sequence[tuple[str, str, float, bytes, str]],
+        facts: Facts | None = None,
     ) -> list[AppendResult]:
         """Append (name, id, time, record, channel) rows each to the routes that take its name
         from its channel; count `routed_away` once the append succeeded (a caller retrying after
         a failure counts once). An event no route takes is appended nowhere: accepted, and only
-        counted."""
+        counted. `facts` (per row) marks the orders, whose ledger rows go in with the append."""
         site_id, table = site.config.id, site.table
         away: dict[str, int] = {}
         batch: list[NewEvent] = []
-        for name, event_id, when, record, channel in rows:
+        orders: list[OrderEntry] = []
+        for index, (name, event_id, when, record, channel) in enumerate(rows):
             routed = table.route(name, routes, channel)
             for route in routed.away:
                 away[route] = away.get(route, 0) + 1
             if routed.kept:
                 batch.append(NewEvent(site_id, name, event_id, when, record, routed.kept))
-        results = await self.store.append(batch, self.clock()) if batch else []
+            fact = None if facts is None else facts[index]
+            if fact is not None:
+                orders += entries(
+                    site_id, fact, name, event_id, when, site.routes, routed.kept, routed.away
+                )
+        if orders:
+            results = await self.store.append_orders(batch, orders, self.clock())
+        else:
+            results = await self.store.append(batch, self.clock()) if batch else []
         for route, n in away.items():
             self.count_routed_away((route,), n)
         for new, result in zip(batch, results, strict=True):  # each event with its own routes
             count_appended(self.tally, new.event_name, new.routes, result)
         return results
+
+
+def _unrouted(site_id: str, event: Event) -> NewEvent:
+    """An event no route takes, for its ledger rows only (it is never appended)."""
+    return NewEvent(site_id, event.event, event.event_id, float(event.time), b"", ())

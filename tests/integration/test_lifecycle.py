@@ -18,6 +18,7 @@ import pytest
 from conftest import API_KEY, auth
 
 from gateway.config import Config
+from gateway.core.orders import OrderEntry
 from gateway.lifecycle import serve
 from gateway.store.base import NewEvent
 from gateway.store.sqlite import SqliteStore
@@ -63,6 +64,14 @@ class SlowStore(SqliteStore):
         self.entered.set()
         await self.release.wait()
         return await super().append(events, now)
+
+    async def append_orders(
+        self, events: Sequence[NewEvent], orders: Sequence[OrderEntry], now: float
+    ) -> Any:
+        self.waiting += 1  # a Purchase with an order id: its ledger rows go in with it
+        self.entered.set()
+        await self.release.wait()
+        return await super().append_orders(events, orders, now)
 
 
 def stored_ids(path: Path) -> set[str]:

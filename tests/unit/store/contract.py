@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
+from gateway.core.orders import Fate, OrderEntry
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate, VisitorProfile
 from gateway.store.base import (
     AppendResult,
@@ -734,3 +735,166 @@ class ProfileContract:
         await store.erase("shop", visitor_id="a", keys=(), now=T0 + 6)
         (identity,) = await store.find_identities("shop", [ProfileQuery(keys=(f"em:{EM}",))])
         assert self.linked_ids(identity) == ["b"]
+
+
+# -- the order ledger (OrderStore) -------------------------------------------------------------
+
+
+def order(
+    order_id: str,
+    route: str,
+    fate: Fate = Fate.SENT,
+    *,
+    event_id: str | None = None,
+    site: str = "shop",
+    email: bool = True,
+) -> OrderEntry:
+    """A ledger entry of a Purchase whose event id is the order id (unless given)."""
+    return OrderEntry(
+        site, order_id, event_id or order_id, "Purchase", T0 - 5, route, fate, email, True, True
+    )
+
+
+def loader_record(event_id: str) -> bytes:
+    return f'{{"id":"{event_id}","ch":"loader"}}'.encode()
+
+
+class OrderContract:
+    """Contract of the order-ledger half of a backend (`OrderStore`)."""
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[], GatewayStore]:
+        """Return a factory of unopened stores sharing one storage. Subclasses override."""
+        raise NotImplementedError("a backend's test class must provide make_store")
+
+    @pytest.fixture
+    async def store(self, make_store: Callable[[], GatewayStore]) -> AsyncIterator[GatewayStore]:
+        store = make_store()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def test_each_fate_is_read_back_with_its_delivery_state(
+        self, store: GatewayStore
+    ) -> None:
+        routes = ("shop:meta", "shop:tiktok")
+        results = await store.append_orders(
+            [ev("o1", *routes), ev("o2", "shop:meta")],
+            [
+                order("o1", "shop:meta"),
+                order("o1", "shop:tiktok"),
+                order("o2", "shop:meta"),
+                order("o2", "shop:tiktok", Fate.ROUTED_AWAY),
+                order("o3", "shop:meta", Fate.CONSENT_DENIED, email=False),
+                order("o3", "shop:tiktok", Fate.CONSENT_DENIED, email=False),
+            ],
+            T0,
+        )
+        assert results == [AppendResult(2, 0), AppendResult(1, 0)]
+        meta = await store.lease("shop:meta", 10, T0, LEASE)
+        by_id = {d.event_id: d.id for d in meta}
+        await store.mark_done([by_id["o1"]], T0 + 1)
+        await store.mark_dead([by_id["o2"]], DeadReason.INVALID_FIELD, "bad value", T0 + 1)
+        tiktok = await store.lease("shop:tiktok", 10, T0, LEASE)
+        await store.mark_retry(ids_of(tiktok), T0 + 60, "HTTP 503", T0 + 1)
+
+        rows = await store.order_rows("shop", T0 - 10, T0, 100)
+        got = {(r.order_id, r.route): r for r in rows}
+        assert set(got) == {(o, r) for o in ("o1", "o2", "o3") for r in routes}
+        assert got["o1", "shop:meta"].state == "done"
+        assert got["o1", "shop:meta"].updated_at == T0 + 1
+        dead = got["o2", "shop:meta"]
+        assert (dead.state, dead.reason) == ("dead", "invalid_field: bad value")
+        waiting = got["o1", "shop:tiktok"]
+        assert (waiting.state, waiting.attempts, waiting.not_before) == ("retry", 1, T0 + 60)
+        assert waiting.reason == "HTTP 503"
+        assert got["o2", "shop:tiktok"].fate == "routed_away"
+        assert got["o2", "shop:tiktok"].state is None
+        denied = got["o3", "shop:meta"]
+        assert (denied.fate, denied.state, denied.has_email) == ("consent_denied", None, False)
+        assert got["o1", "shop:meta"].has_email
+        assert got["o1", "shop:meta"].has_value
+        assert not any(r.paired for r in rows)
+
+    async def test_period_site_and_limit_bound_the_rows(self, store: GatewayStore) -> None:
+        await store.append_orders((), [order("a", "shop:meta", Fate.CONSENT_DENIED)], T0)
+        await store.append_orders(
+            (), [order("b", "other:meta", Fate.CONSENT_DENIED, site="other")], T0
+        )
+        assert [r.order_id for r in await store.order_rows("shop", T0 - 5, T0, 10)] == ["a"]
+        assert await store.order_rows("shop", T0 - 4, T0, 10) == []  # since is inclusive only
+        assert await store.order_rows("shop", T0 - 10, T0 - 5, 10) == []  # until is exclusive
+        assert await store.order_rows("shop", T0 - 10, T0, 0) == []
+        assert [r.order_id for r in await store.order_rows("other", 0, T0, 10)] == ["b"]
+
+    async def test_a_ledger_with_no_events_appends_nothing(self, store: GatewayStore) -> None:
+        assert await store.append_orders((), [order("x", "shop:meta", Fate.ROUTED_AWAY)], T0) == []
+        assert await store.lease("shop:meta", 10, T0, LEASE) == []
+        # the same row again is kept once
+        await store.append_orders((), [order("x", "shop:meta", Fate.ROUTED_AWAY)], T0)
+        assert len(await store.order_rows("shop", 0, T0, 10)) == 1
+
+    async def test_a_deduplicated_order_follows_the_copy_that_holds_its_delivery(
+        self, store: GatewayStore
+    ) -> None:
+        """The browser's copy came first: the backend's order is deduplicated into it, is
+        paired, and is delivered when that copy is."""
+        browser = NewEvent("shop", "Purchase", "p1", T0 - 5, loader_record("p1"), ("shop:meta",))
+        await store.append([browser], T0)
+        results = await store.append_orders([ev("p1")], [order("p1", "shop:meta")], T0 + 1)
+        assert results == [AppendResult(0, 1)]
+        (row,) = await store.order_rows("shop", 0, T0, 10)
+        assert row.paired
+        assert row.state == "pending"
+        (leased,) = await store.lease("shop:meta", 10, T0 + 2, LEASE)
+        await store.mark_done([leased.id], T0 + 3)
+        (row,) = await store.order_rows("shop", 0, T0, 10)
+        assert row.state == "done"
+
+    async def test_a_browser_copy_arriving_later_pairs_the_order(self, store: GatewayStore) -> None:
+        await store.append_orders([ev("p2")], [order("p2", "shop:meta")], T0)
+        (row,) = await store.order_rows("shop", 0, T0, 10)
+        assert not row.paired
+        browser = NewEvent("shop", "Purchase", "p2", T0 - 5, loader_record("p2"), ("shop:meta",))
+        assert await store.append([browser], T0 + 1) == [AppendResult(0, 1)]
+        (row,) = await store.order_rows("shop", 0, T0, 10)
+        assert row.paired
+
+    async def test_the_ledger_expires_with_the_outbox_memory(self, store: GatewayStore) -> None:
+        await store.append_orders([ev("old")], [order("old", "shop:meta")], T0)
+        await store.append_orders([ev("new")], [order("new", "shop:meta")], T0 + 100)
+        await store.compact(T0 + 150, keep_done_seconds=100, dedup_seconds=10)
+        assert [r.order_id for r in await store.order_rows("shop", 0, T0 + 1, 10)] == ["new"]
+
+    async def test_an_order_stays_delivered_after_its_row_is_compacted(
+        self, store: GatewayStore
+    ) -> None:
+        await store.append_orders([ev("d1"), ev("d2")], [order("d1", "shop:meta")], T0)
+        leased = await store.lease("shop:meta", 10, T0, LEASE)
+        await store.mark_done(ids_of(leased), T0 + 1)
+        assert await store.compact(T0 + 200, keep_done_seconds=100, dedup_seconds=1000) >= 2
+        assert await store.recent(10) == []
+        (row,) = await store.order_rows("shop", 0, T0, 10)
+        assert (row.order_id, row.state, row.updated_at) == ("d1", "done", T0 + 1)
+
+    async def test_erasure_removes_the_orders_of_the_erased_events(
+        self, store: GatewayStore
+    ) -> None:
+        digest = "a" * 64
+        record = (
+            f'{{"id":"e1","u":{{"h":{{"meta":{{"em":["{digest}"]}}}}}},"d":{{"order_id":"e1"}}}}'
+        ).encode()
+        await store.append_orders(
+            [ev("e1", "shop:meta", record=record), ev("e2")],
+            [
+                order("e1", "shop:meta"),
+                order("e1", "shop:tiktok", Fate.CONSENT_DENIED),
+                order("e2", "shop:meta"),
+            ],
+            T0,
+        )
+        erased = await store.erase("shop", visitor_id=None, keys=[f"em:{digest}"], now=T0 + 1)
+        assert erased.deliveries == 1
+        assert [r.order_id for r in await store.order_rows("shop", 0, T0, 10)] == ["e2"]
