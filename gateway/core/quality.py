@@ -123,7 +123,7 @@ _EMAIL: Final = re.compile(r"\S*@\S*")
 _HEX: Final = re.compile(r"\b[0-9a-fA-F]{24,}\b")
 _DIGITS: Final = re.compile(r"\+?\d[\d\s().-]{5,}\d")
 _TOKEN: Final = re.compile(
-    r"(?i)\b(bearer|password|\w*(?:token|secret|key))([\s=:\"']+)[^\s,;\"']+"
+    r"(?i)\b(bearer\s+|(?:password|\w*(?:token|secret|key))[\"']?\s*[=:]\s*[\"']?)[^\s,;\"'&]+"
 )
 _LONG_WORD: Final = re.compile(r"[A-Za-z0-9_\-]{40,}")
 
@@ -133,7 +133,7 @@ def redact_sample(text: str | None) -> str:
     if not text:
         return ""
     out = text.replace("\r", " ").replace("\n", " ")
-    out = _TOKEN.sub(lambda m: f"{m.group(1)}{m.group(2)}[redacted]", out)
+    out = _TOKEN.sub(lambda m: f"{m.group(1)}[redacted]", out)
     out = _EMAIL.sub("[email]", out)
     out = _HEX.sub("[hash]", out)
     out = _LONG_WORD.sub("[token]", out)

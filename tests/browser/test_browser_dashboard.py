@@ -10,7 +10,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,6 +33,12 @@ LAPTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 
 
+def url(run: Run) -> str:
+    """The gateway's base URL as Chromium reaches it (FLAGS map *.shop.test to 127.0.0.1 and
+    resolve nothing else, IP literals included)."""
+    return f"http://admin.shop.test:{run.client.port}"
+
+
 @asynccontextmanager
 async def chromium(viewport: dict[str, int]) -> AsyncIterator[BrowserContext]:
     async with async_playwright() as pw:
@@ -54,12 +59,12 @@ async def new_page(context: BrowserContext, errors: list[str]) -> Page:
 
 
 async def log_in(page: Page, run: Run, path: str = "/admin") -> None:
-    await page.goto(run.url + path)
+    await page.goto(url(run) + path)
     assert "/admin/login" in page.url, "a page without a session goes to the login form"
     await page.fill("#token", ADMIN_TOKEN)
     async with page.expect_navigation():
         await page.click("button[type=submit]")
-    assert page.url == run.url + path
+    assert page.url == url(run) + path
 
 
 async def shoot(page: Page, name: str) -> None:
@@ -83,7 +88,7 @@ async def test_every_dashboard_page_renders_the_scripted_run(tmp_path: Path) -> 
         assert cookie["sameSite"] == "Strict"
         assert cookie["path"] == "/admin"
         for href, name in NAV:
-            response = await page.goto(run.url + href)
+            response = await page.goto(url(run) + href)
             assert response is not None, href
             assert response.status == 200, href
             assert (await page.inner_text("h1")) == name
@@ -91,13 +96,13 @@ async def test_every_dashboard_page_renders_the_scripted_run(tmp_path: Path) -> 
             assert PLANTED_EMAIL not in text
             await shoot(page, "laptop" + href.replace("/", "-"))
         # Figures of the scripted run, as the operator reads them.
-        await page.goto(run.url + "/admin")
+        await page.goto(url(run) + "/admin")
         assert await page.locator(".pill.bad", has_text="paused").count() == 1
         assert await page.locator("svg.chart").count() >= 1
-        await page.goto(run.url + "/admin/dead?route=shop:meta")
+        await page.goto(url(run) + "/admin/dead?route=shop:meta")
         body = await page.inner_text("main")
         assert all(order in body for order in META_REJECTS)
-        await page.goto(run.url + "/admin/signal")
+        await page.goto(url(run) + "/admin/signal")
         assert "/ 10" in await page.inner_text("main")
         assert errors == [], errors
 
@@ -121,7 +126,7 @@ async def test_replay_and_resume_through_the_forms(tmp_path: Path) -> None:
         await run.deliver()
         ids = [e["event_id"] for e in run.meta.recorder.accepted]
         assert all(ids.count(order) == 1 for order in META_REJECTS)
-        await page.goto(run.url + "/admin")
+        await page.goto(url(run) + "/admin")
         async with page.expect_navigation():
             await page.click("text=Resume shop:tiktok")
         assert "shop:tiktok resumed" in await page.inner_text(".flash")
@@ -138,7 +143,7 @@ async def test_pages_fit_a_phone(tmp_path: Path) -> None:
         page = await new_page(context, errors)
         await log_in(page, run)
         for href, _ in NAV:
-            await page.goto(run.url + href)
+            await page.goto(url(run) + href)
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"], (href, width)  # wide tables scroll in their box
             await shoot(page, "phone" + href.replace("/", "-"))
@@ -149,19 +154,23 @@ async def test_pages_refuse_a_browser_without_a_session(tmp_path: Path) -> None:
     async with dashboard_run(tmp_path) as run, chromium(LAPTOP) as context:
         page = await context.new_page()
         for href, _ in NAV:
-            await page.goto(run.url + href)
+            await page.goto(url(run) + href)
             assert "/admin/login" in page.url, href
-        form: Any = {"route": "shop:meta", "all": "1", "csrf": "x"}
-        resp = await context.request.post(run.url + "/admin/dead/replay", form=form)
-        assert resp.status == 401
-        resp = await context.request.post(run.url + "/admin/resume", form={"route": "shop:tiktok"})
-        assert resp.status == 401
+        for action in ("/admin/dead/replay", "/admin/resume", "/admin/logout"):
+            await page.set_content(
+                f'<form method="post" action="{url(run)}{action}">'
+                '<input type="hidden" name="route" value="shop:meta">'
+                '<input type="hidden" name="csrf" value="x"><button>go</button></form>'
+            )
+            async with page.expect_response(lambda r, a=action: r.url.endswith(a)) as answer:
+                await page.click("button")
+            assert (await answer.value).status == 401, action
 
 
 async def test_the_login_form_is_rate_limited(tmp_path: Path) -> None:
     async with dashboard_run(tmp_path) as run, chromium(LAPTOP) as context:
         page = await context.new_page()
-        await page.goto(run.url + "/admin/login")
+        await page.goto(url(run) + "/admin/login")
         statuses = []
         for _ in range(6):
             await page.fill("#token", "wrong-token")

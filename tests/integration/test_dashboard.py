@@ -151,6 +151,9 @@ async def test_actions_need_the_csrf_token_and_the_same_origin(run: Run) -> None
     evil = {**headers, "Origin": "https://evil.example"}
     resp = await run.client.post("/admin/dead/replay", data=form, headers=evil)
     assert resp.status == 403
+    opaque = {**headers, "Origin": "null"}  # a sandboxed frame or a data: page
+    resp = await run.client.post("/admin/dead/replay", data=form, headers=opaque)
+    assert resp.status == 403
     dead = await run.runtime.store.dead_letters("shop:meta", 10)
     assert sorted(d.event_id for d in dead) == sorted(META_REJECTS), "nothing was replayed"
 

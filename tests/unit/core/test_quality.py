@@ -101,6 +101,9 @@ def test_redact_sample_masks_people_and_secrets() -> None:
     assert "[number]" in out
     assert "[hash]" in out
     assert redact_sample("invalid_field: user_agent missing") == "invalid_field: user_agent missing"
+    assert redact_sample("the access token has expired") == "the access token has expired"
+    assert redact_sample("Authorization: Bearer abc.def") == "Authorization: Bearer [redacted]"
+    assert redact_sample('{"api_secret": "s3cr3t"}') == '{"api_secret": "[redacted]"}'
     assert len(redact_sample("x " * 500)) <= 160
     assert redact_sample(None) == ""
 
