@@ -35,6 +35,17 @@ from gateway.app import RUNTIME, Runtime, create_app
 from gateway.config import parse
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
+from gateway.store.base import DeadQuery
+from gateway.web.dashboard.providers import (
+    GapLine,
+    GapReport,
+    MissingOrder,
+    Providers,
+    RecentEvent,
+    SentCopy,
+    SeriesPoint,
+    SeriesQuery,
+)
 
 HOST = "www.shop.test"
 ORIGIN = f"https://{HOST}"
@@ -115,6 +126,70 @@ class Run:
             for _ in range(20):
                 if await worker.drain() == 0:
                     break
+
+    def providers(self) -> Providers:
+        """Stand-ins for the seams built elsewhere (rollups, order ledger, debug ring), computed
+        from this run's sandboxes and store, so the pages behind them render real figures."""
+        return Providers(stats=self._series, gap=self._gap, events=self._events)
+
+    def _accepted(self, destination: str) -> list[dict[str, Any]]:
+        sandbox = self.meta if destination == "meta" else self.tiktok
+        return list(sandbox.recorder.accepted)
+
+    async def _series(self, query: SeriesQuery) -> list[SeriesPoint]:
+        steps = int((query.until - query.since) // query.step)
+        routes = [query.route] if query.route else sorted(self.runtime.workers)
+        delivered = sum(self.runtime.workers[r].stats.delivered for r in routes)
+        dead = sum(self.runtime.workers[r].stats.dead for r in routes)
+        return [
+            SeriesPoint(
+                query.since + i * query.step, delivered * (i % 5) // 4, i % 3, dead * (i % 7 == 0)
+            )
+            for i in range(steps)
+        ]
+
+    async def _gap(self, site: str, since: float, until: float) -> GapReport:
+        orders = [f"order-{i}" for i in range(1, 12)]
+        lines = []
+        for destination in ("meta", "tiktok"):
+            route = f"{site}:{destination}"
+            got = {e.get("event_id") for e in self._accepted(destination)}
+            dead = {
+                d.info.event_id: d.info.reason or ""
+                for d in (await self.runtime.store.dead_page(DeadQuery(route=route))).letters
+            }
+            missing = tuple(
+                MissingOrder(
+                    order,
+                    order,
+                    "consent"
+                    if order == "order-11"
+                    else "dead_letter"
+                    if order in dead
+                    else "queued",
+                    dead.get(order, "").partition(":")[0],
+                )
+                for order in orders
+                if order not in got
+            )
+            lines.append(GapLine(destination, len(orders), len(orders) - len(missing), missing))
+        return GapReport(site, since, until, tuple(lines))
+
+    async def _events(
+        self, site: str | None, destination: str | None, limit: int
+    ) -> list[RecentEvent]:
+        return [
+            RecentEvent(
+                self.clock.now,
+                "shop",
+                str(e.get("event_name")),
+                str(e.get("event_id")),
+                "backend",
+                {"event": e.get("event_name"), "event_id": e.get("event_id")},
+                (SentCopy("meta", 200, e),),
+            )
+            for e in self._accepted("meta")[-limit:][::-1]
+        ]
 
 
 @asynccontextmanager

@@ -20,6 +20,7 @@ from dashboard_run import META_REJECTS, Run, dashboard_run
 from harness import CHROMIUM, FLAGS, chromium_available
 from playwright.async_api import BrowserContext, Page, async_playwright
 
+from gateway.web.dashboard import DASHBOARD
 from gateway.web.dashboard.layout import NAV
 
 if not chromium_available():
@@ -81,6 +82,7 @@ async def test_every_dashboard_page_renders_the_scripted_run(tmp_path: Path) -> 
     async with dashboard_run(tmp_path) as run, chromium(LAPTOP) as context:
         await run.play()
         await run.deliver()
+        run.client.app[DASHBOARD].providers = run.providers()
         page = await new_page(context, errors)
         await log_in(page, run, "/admin/signal")
         cookie = next(c for c in await context.cookies() if c["name"] == "sg_admin")
@@ -104,6 +106,14 @@ async def test_every_dashboard_page_renders_the_scripted_run(tmp_path: Path) -> 
         assert all(order in body for order in META_REJECTS)
         await page.goto(url(run) + "/admin/signal")
         assert "/ 10" in await page.inner_text("main")
+        await page.goto(url(run) + "/admin/gap")
+        gap = await page.inner_text("main")
+        assert all(order in gap for order in (*META_REJECTS, "order-11"))
+        assert "dead_letter" in gap
+        await page.goto(url(run) + "/admin/events")
+        assert "order-1" in await page.inner_text("main")
+        await page.goto(url(run) + "/admin?range=1h")
+        assert await page.locator("polyline").count() == 3
         assert errors == [], errors
 
 

@@ -49,10 +49,15 @@ def bars(title: str, rows: Sequence[tuple[str, float]], *, unit: str = "") -> st
 
 
 def stacked(
-    title: str, parts_of: Sequence[str], rows: Sequence[tuple[str, Sequence[float]]]
+    title: str,
+    parts_of: Sequence[str],
+    rows: Sequence[tuple[str, Sequence[float]]],
+    colours: Sequence[int] = (),
 ) -> str:
     """A horizontal stacked bar per row (its values in the order of `parts_of`), with a legend;
-    every row is scaled to the largest row total."""
+    every row is scaled to the largest row total. `colours`: the palette index of each part
+    (default: in order)."""
+    tone = [colours[k] if k < len(colours) else k for k in range(len(parts_of))]
     if not rows:
         return _empty(title)
     top = max((sum(v) for _, v in rows), default=0.0) or 1.0
@@ -63,7 +68,7 @@ def stacked(
     x = 0.0
     for k, name in enumerate(parts_of):
         out.append(
-            f'<rect x="{_num(x)}" y="4" width="12" height="12" class="c{k % 6}"/>'
+            f'<rect x="{_num(x)}" y="4" width="12" height="12" class="c{tone[k] % 6}"/>'
             f'<text x="{_num(x + 16)}" y="15" class="lbl">{escape(name)}</text>'
         )
         x += 22 + 7.5 * len(name)
@@ -80,7 +85,7 @@ def stacked(
                 tip = escape(f"{label} {parts_of[k]}: {_fmt(value)}")
                 out.append(
                     f'<rect x="{_num(x)}" y="{y + 4}" width="{_num(w)}" height="{ROW - 8}"'
-                    f' class="c{k % 6}"><title>{tip}</title></rect>'
+                    f' class="c{tone[k] % 6}"><title>{tip}</title></rect>'
                 )
             x += w
         out.append(

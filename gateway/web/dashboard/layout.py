@@ -67,6 +67,7 @@ button,input,select{font:inherit;padding:.3rem .6rem;border:1px solid #b9c1d1;bo
 background:#fff}
 button{background:#2f5bd3;color:#fff;border-color:#2f5bd3;cursor:pointer}
 button.secondary{background:#fff;color:#2f5bd3}
+.filters a.on{font-weight:600;text-decoration:none;color:#1d2330}
 .filters{display:flex;flex-wrap:wrap;gap:.5rem;align-items:end;margin-bottom:.8rem}
 .filters label{display:flex;flex-direction:column;font-size:.85rem;color:#5b6478}
 svg.chart{width:100%;height:auto;max-width:760px;background:#fff;border:1px solid #dde2ec;

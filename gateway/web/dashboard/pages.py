@@ -82,6 +82,7 @@ async def overview(view: View) -> tuple[str, str]:
                 f"Deliveries of site {site}",
                 ("delivered", "waiting", "retrying", "dead"),
                 rows,
+                (0, 1, 2, 3),
             )
         )
         parts.append(f'<div class="grid">{"".join(cards)}</div>')
@@ -289,7 +290,9 @@ async def consent(view: View) -> tuple[str, str]:
         )
         chart_rows.append((route, (taken, denied)))
     parts.append("<h2>Per destination (since start)</h2>")
-    parts.append(stacked("Events per destination", ("queued", "consent-dropped"), chart_rows))
+    parts.append(
+        stacked("Events per destination", ("queued", "consent-dropped"), chart_rows, (0, 2))
+    )
     parts.append(
         table(
             ("Destination", "Queued", "Consent-dropped", "Dropped share", "Routed away"),

@@ -80,7 +80,7 @@ def _gap_body(report: GapReport) -> str:
         )
         chart.append((line.destination, (float(line.delivered), float(missing))))
     parts = [
-        stacked("Orders per destination", ("delivered", "missing"), chart),
+        stacked("Orders per destination", ("delivered", "missing"), chart, (0, 3)),
         table(("Destination", "Reported", "Delivered", "Missing", "Gap"), rows, (1, 2, 3, 4)),
     ]
     for line in report.lines:
