@@ -311,3 +311,41 @@ async def test_without_an_admin_token_the_dashboard_is_off(tmp_path: Path) -> No
         assert resp.status == 403
         resp = await r.client.post("/admin/login", data={"token": ""})
         assert resp.status == 403
+
+
+@pytest.mark.parametrize(
+    ("given", "goes_to"),
+    [
+        ("https://evil.example/admin", "/admin"),
+        ("//evil.example/admin", "/admin"),
+        ("/admin/../v1/debug/recent", "/admin"),
+        ("/elsewhere", "/admin"),
+        ("/admin/errors", "/admin/errors"),
+        ("/admin/dead?route=shop:meta", "/admin/dead?route=shop:meta"),
+    ],
+)
+async def test_login_only_returns_to_a_dashboard_page(run: Run, given: str, goes_to: str) -> None:
+    resp = await run.client.post(
+        "/admin/login", data={"token": ADMIN_TOKEN, "next": given}, allow_redirects=False
+    )
+    run.client.session.cookie_jar.clear()
+    assert resp.status == 303
+    assert resp.headers["Location"] == goes_to
+
+
+async def test_dead_letter_filters(run: Run) -> None:
+    await run.play()
+    await run.deliver()
+    headers = await session(run)
+    bad = await get(run, "/admin/dead?reason=bogus&since=yesterday", headers)
+    assert "Invalid filter" in bad
+    assert "reason: expected one of" in bad
+    assert "since: expected Unix seconds" in bad
+    none = await get(run, "/admin/dead?route=shop:meta&reason=too_old", headers)
+    assert "order-3" not in none
+    assert "Nothing yet." in none
+    some = await get(run, "/admin/dead?route=shop:meta&reason=invalid_field", headers)
+    assert "order-3" in some
+    assert "order-7" in some
+    later = await get(run, "/admin/dead?since=2999-01-01T00:00", headers)
+    assert "order-3" not in later
