@@ -59,7 +59,7 @@ async def new_page(context: BrowserContext, errors: list[str]) -> Page:
     return page
 
 
-async def log_in(page: Page, run: Run, path: str = "/admin") -> None:
+async def log_in(page: Page, run: Run, path: str = "/admin/") -> None:
     await page.goto(url(run) + path)
     assert "/admin/login" in page.url, "a page without a session goes to the login form"
     await page.fill("#token", ADMIN_TOKEN)
@@ -90,15 +90,16 @@ async def test_every_dashboard_page_renders_the_scripted_run(tmp_path: Path) -> 
         assert cookie["sameSite"] == "Strict"
         assert cookie["path"] == "/admin"
         for href, name in NAV:
-            response = await page.goto(url(run) + href)
+            response = await page.goto(url(run) + "/admin/" + href)
             assert response is not None, href
             assert response.status == 200, href
             assert (await page.inner_text("h1")) == name
             text = await page.inner_text("main")
             assert PLANTED_EMAIL not in text
-            await shoot(page, "laptop" + href.replace("/", "-"))
+            await shoot(page, "laptop-" + (href.strip("./") or "overview"))
         # Figures of the scripted run, as the operator reads them.
-        await page.goto(url(run) + "/admin")
+        await page.goto(url(run) + "/admin")  # → /admin/
+        assert page.url == url(run) + "/admin/"
         assert await page.locator(".pill.bad", has_text="paused").count() == 1
         assert await page.locator("svg.chart").count() >= 1
         await page.goto(url(run) + "/admin/dead?route=shop:meta")
@@ -112,7 +113,7 @@ async def test_every_dashboard_page_renders_the_scripted_run(tmp_path: Path) -> 
         assert "dead_letter" in gap
         await page.goto(url(run) + "/admin/events")
         assert "order-1" in await page.inner_text("main")
-        await page.goto(url(run) + "/admin?range=1h")
+        await page.goto(url(run) + "/admin/?range=1h")
         assert await page.locator("polyline").count() == 3
         assert errors == [], errors
 
@@ -136,7 +137,7 @@ async def test_replay_and_resume_through_the_forms(tmp_path: Path) -> None:
         await run.deliver()
         ids = [e["event_id"] for e in run.meta.recorder.accepted]
         assert all(ids.count(order) == 1 for order in META_REJECTS)
-        await page.goto(url(run) + "/admin")
+        await page.click("text=Overview")
         async with page.expect_navigation():
             await page.click("text=Resume shop:tiktok")
         assert "shop:tiktok resumed" in await page.inner_text(".flash")
@@ -153,10 +154,10 @@ async def test_pages_fit_a_phone(tmp_path: Path) -> None:
         page = await new_page(context, errors)
         await log_in(page, run)
         for href, _ in NAV:
-            await page.goto(url(run) + href)
+            await page.goto(url(run) + "/admin/" + href)
             width = await page.evaluate("document.documentElement.scrollWidth")
             assert width <= PHONE["width"], (href, width)  # wide tables scroll in their box
-            await shoot(page, "phone" + href.replace("/", "-"))
+            await shoot(page, "phone-" + (href.strip("./") or "overview"))
         assert errors == [], errors
 
 
@@ -164,9 +165,9 @@ async def test_pages_refuse_a_browser_without_a_session(tmp_path: Path) -> None:
     async with dashboard_run(tmp_path) as run, chromium(LAPTOP) as context:
         page = await context.new_page()
         for href, _ in NAV:
-            await page.goto(url(run) + href)
+            await page.goto(url(run) + "/admin/" + href)
             assert "/admin/login" in page.url, href
-        for action in ("/admin/dead/replay", "/admin/resume", "/admin/logout"):
+        for action in ("/admin/replay", "/admin/resume", "/admin/logout"):
             await page.set_content(
                 f'<form method="post" action="{url(run)}{action}">'
                 '<input type="hidden" name="route" value="shop:meta">'

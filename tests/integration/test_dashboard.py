@@ -7,7 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 from conftest import ADMIN_TOKEN, PLANTED_EMAIL, PLANTED_PHONE
@@ -27,7 +27,7 @@ from gateway.web.dashboard.providers import (
     SeriesQuery,
 )
 
-PAGES = [href for href, _ in NAV]
+PAGES = ["/admin/" + href.strip("./") for href, _ in NAV]
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ async def login(run: Run, token: str = ADMIN_TOKEN, **headers: str) -> Any:
     """POST the login form; the session cookie is not kept by the client's jar."""
     resp = await run.client.post(
         "/admin/login",
-        data={"token": token, "next": "/admin/dead"},
+        data={"token": token, "next": "dead"},
         headers=headers,
         allow_redirects=False,
     )
@@ -78,27 +78,30 @@ async def test_pages_refuse_requests_without_a_session(run: Run) -> None:
     for path in PAGES:
         resp = await run.client.get(path, allow_redirects=False)
         assert resp.status == 303, path
-        assert resp.headers["Location"].startswith("/admin/login?next=")
+        assert resp.headers["Location"].startswith("login")
     resp = await run.client.get("/admin/dead?route=shop:meta", allow_redirects=False)
     location = urlsplit(resp.headers["Location"])
-    assert location.path == "/admin/login"
-    assert parse_qs(location.query)["next"] == ["/admin/dead?route=shop:meta"]
-    for path in ("/admin/dead/replay", "/admin/resume", "/admin/logout"):
+    assert location.path == "login"
+    assert parse_qs(location.query)["next"] == ["dead?route=shop:meta"]
+    resp = await run.client.get("/admin", allow_redirects=False)
+    assert resp.status == 301
+    assert resp.headers["Location"] == "admin/"  # relative: a path prefix in front is kept
+    for path in ("/admin/replay", "/admin/resume", "/admin/logout"):
         resp = await run.client.post(path, data={"csrf": "x"}, allow_redirects=False)
         assert resp.status == 401, path
     forged = {"Cookie": f"{COOKIE}=v1.9999999999.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA"}
-    resp = await run.client.get("/admin", headers=forged, allow_redirects=False)
+    resp = await run.client.get("/admin/", headers=forged, allow_redirects=False)
     assert resp.status == 303
 
 
 async def test_login_sets_a_signed_strict_http_only_cookie(run: Run) -> None:
     resp = await login(run)
     assert resp.status == 303
-    assert resp.headers["Location"] == "/admin/dead"
+    assert resp.headers["Location"] == "dead"
     header = resp.headers["Set-Cookie"]
     assert "HttpOnly" in header
     assert "SameSite=Strict" in header
-    assert "Path=/admin" in header
+    assert "Path=" not in header  # the browser scopes it to /admin (or /t/admin behind a prefix)
     assert "Secure" not in header  # plain HTTP
     assert ADMIN_TOKEN not in header
     secure = await login(run, **{"X-Forwarded-Proto": "https"})  # from a trusted proxy
@@ -123,7 +126,7 @@ async def test_login_is_rate_limited_per_client(run: Run) -> None:
 
 async def test_a_session_expires_and_logout_revokes_it(run: Run) -> None:
     headers = await session(run)
-    html = await get(run, "/admin", headers)
+    html = await get(run, "/admin/", headers)
     bad = await run.client.post(
         "/admin/logout", data={"csrf": "wrong"}, headers=headers, allow_redirects=False
     )
@@ -133,10 +136,10 @@ async def test_a_session_expires_and_logout_revokes_it(run: Run) -> None:
     )
     assert out.status == 303
     assert "Max-Age=0" in out.headers["Set-Cookie"]
-    assert (await run.client.get("/admin", headers=headers, allow_redirects=False)).status == 303
+    assert (await run.client.get("/admin/", headers=headers, allow_redirects=False)).status == 303
     later = await session(run)
     run.clock.advance(8 * 3600 + 1)
-    assert (await run.client.get("/admin", headers=later, allow_redirects=False)).status == 303
+    assert (await run.client.get("/admin/", headers=later, allow_redirects=False)).status == 303
 
 
 async def test_actions_need_the_csrf_token_and_the_same_origin(run: Run) -> None:
@@ -145,14 +148,14 @@ async def test_actions_need_the_csrf_token_and_the_same_origin(run: Run) -> None
     headers = await session(run)
     html = await get(run, "/admin/dead?route=shop:meta", headers)
     form = {"csrf": "forged", "route": "shop:meta", "all": "1"}
-    resp = await run.client.post("/admin/dead/replay", data=form, headers=headers)
+    resp = await run.client.post("/admin/replay", data=form, headers=headers)
     assert resp.status == 403
     form["csrf"] = csrf_of(html)
     evil = {**headers, "Origin": "https://evil.example"}
-    resp = await run.client.post("/admin/dead/replay", data=form, headers=evil)
+    resp = await run.client.post("/admin/replay", data=form, headers=evil)
     assert resp.status == 403
     opaque = {**headers, "Origin": "null"}  # a sandboxed frame or a data: page
-    resp = await run.client.post("/admin/dead/replay", data=form, headers=opaque)
+    resp = await run.client.post("/admin/replay", data=form, headers=opaque)
     assert resp.status == 403
     dead = await run.runtime.store.dead_letters("shop:meta", 10)
     assert sorted(d.event_id for d in dead) == sorted(META_REJECTS), "nothing was replayed"
@@ -169,7 +172,13 @@ async def test_every_page_shows_the_scripted_run(run: Run) -> None:
         assert PLANTED_EMAIL.lower() not in html, path
         assert "<script" not in html, path
         assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', ""), path
-    overview = pages["/admin"]
+    for path, html in pages.items():  # behind a path prefix every link stays under it
+        for link in re.findall(r'(?:href|action)="([^"]*)"', html):
+            if link.startswith("data:"):
+                continue
+            target = urljoin("https://www.shop.test/t" + path, link.replace("&amp;", "&"))
+            assert target.startswith("https://www.shop.test/t/admin/"), (path, link)
+    overview = pages["/admin/"]
     meta_card = overview.split("<h3>meta")[1].split("</div></div>")[0]
     assert "<span>Delivered</span><span>13</span>" in meta_card  # 10 + 4 leads - 2 rejected + 1
     assert "<span>Dead letters</span><span><a" in meta_card
@@ -207,7 +216,7 @@ async def test_replay_from_the_dashboard_delivers_once(run: Run) -> None:
     assert len(picks) == 2
     run.meta.faults.reject_event_ids = set()
     resp = await run.client.post(
-        "/admin/dead/replay",
+        "/admin/replay",
         data={"csrf": csrf_of(html), "one": picks[0]},
         headers=headers,
         allow_redirects=False,
@@ -218,7 +227,7 @@ async def test_replay_from_the_dashboard_delivers_once(run: Run) -> None:
     again = await get(run, "/admin/dead?route=shop:meta", headers)
     assert len(re.findall(r'name="pick"', again)) == 1
     resp = await run.client.post(
-        "/admin/dead/replay",
+        "/admin/replay",
         data={"csrf": csrf_of(html), "route": "shop:meta", "all": "1", "reason": ""},
         headers=headers,
         allow_redirects=False,
@@ -231,7 +240,7 @@ async def test_replay_from_the_dashboard_delivers_once(run: Run) -> None:
     counts = await run.runtime.store.counts()
     assert counts.get(("shop:meta", DeliveryState.DEAD), 0) == 0
     resp = await run.client.post(
-        "/admin/dead/replay",
+        "/admin/replay",
         data={"csrf": csrf_of(html), "one": picks[0]},
         headers=headers,
         allow_redirects=False,
@@ -245,7 +254,7 @@ async def test_resume_lifts_the_pause(run: Run) -> None:
     worker = run.runtime.workers["shop:tiktok"]
     assert worker.paused
     headers = await session(run)
-    html = await get(run, "/admin", headers)
+    html = await get(run, "/admin/", headers)
     run.tiktok.faults.token_expired = False
     resp = await run.client.post(
         "/admin/resume",
@@ -254,7 +263,7 @@ async def test_resume_lifts_the_pause(run: Run) -> None:
         allow_redirects=False,
     )
     assert resp.status == 303
-    assert urlsplit(resp.headers["Location"]).path == "/admin"
+    assert urlsplit(resp.headers["Location"]).path == "./"
     assert done_of(resp).startswith("shop:tiktok resumed; ")
     assert not worker.paused
     await run.deliver()
@@ -291,7 +300,7 @@ async def test_the_seams_render_what_their_providers_give(run: Run) -> None:
     stats = FakeStats()
     run.client.app[DASHBOARD].providers = Providers(stats=stats, gap=fake_gap, events=fake_events)
     headers = await session(run)
-    overview = await get(run, "/admin?range=1h&route=shop:meta", headers)
+    overview = await get(run, "/admin/?range=1h&route=shop:meta", headers)
     assert stats.queries[-1].route == "shop:meta"
     assert stats.queries[-1].step == 60.0
     assert "<polyline" in overview
@@ -316,12 +325,14 @@ async def test_without_an_admin_token_the_dashboard_is_off(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("given", "goes_to"),
     [
-        ("https://evil.example/admin", "/admin"),
-        ("//evil.example/admin", "/admin"),
-        ("/admin/../v1/debug/recent", "/admin"),
-        ("/elsewhere", "/admin"),
-        ("/admin/errors", "/admin/errors"),
-        ("/admin/dead?route=shop:meta", "/admin/dead?route=shop:meta"),
+        ("https://evil.example/admin", "./"),
+        ("//evil.example/admin", "./"),
+        ("../v1/debug/recent", "./"),
+        ("/elsewhere", "./"),
+        ("/admin/errors", "./"),
+        ("", "./"),
+        ("errors", "errors"),
+        ("dead?route=shop:meta", "dead?route=shop:meta"),
     ],
 )
 async def test_login_only_returns_to_a_dashboard_page(run: Run, given: str, goes_to: str) -> None:

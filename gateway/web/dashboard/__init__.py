@@ -33,11 +33,12 @@ def install(
     board = Dashboard(live, providers or Providers(), token, cookie_key, trusted)
     app[DASHBOARD] = board
     router = app.router
+    router.add_get("/admin", _to_slash)
     router.add_get("/admin/login", board.login_form)
     router.add_post("/admin/login", board.login)
     router.add_post("/admin/logout", board.logout)
     for path, render in (
-        ("/admin", pages.overview),
+        ("/admin/", pages.overview),
         ("/admin/dead", deadpage.dead_letters),
         ("/admin/signal", pages.signal),
         ("/admin/consent", pages.consent),
@@ -46,6 +47,11 @@ def install(
         ("/admin/events", seams.events),
     ):
         router.add_get(path, board.page(render))
-    router.add_post("/admin/dead/replay", board.action(deadpage.replay))
+    router.add_post("/admin/replay", board.action(deadpage.replay))
     router.add_post("/admin/resume", board.action(deadpage.resume))
     return board
+
+
+async def _to_slash(request: web.Request) -> web.StreamResponse:
+    """/admin → /admin/ (relative, so a path prefix in front is kept)."""
+    raise web.HTTPMovedPermanently("admin/")

@@ -4,8 +4,9 @@
   a random nonce and HMAC-SHA256 over both, truncated to 128 bits (base64url). The MAC key is
   derived from the gateway's cookie key *and* a digest of the admin token, so a new admin token
   ends every session, and the cookie never carries the token or anything derived from it alone.
-* The cookie is ``HttpOnly; SameSite=Strict; Path=/admin`` and ``Secure`` when the request came
-  over HTTPS (directly or through a trusted proxy's ``X-Forwarded-Proto``).
+* The cookie is ``HttpOnly; SameSite=Strict`` and ``Secure`` when the request came over HTTPS
+  (directly or through a trusted proxy's ``X-Forwarded-Proto``). It names no Path: the browser
+  scopes it to the login form's directory, ``/admin`` (or ``/t/admin`` behind a path prefix).
 * Every form that changes state carries the session's CSRF token (an HMAC of the nonce under the
   same key); a POST without the right one is refused with 403.
 * Logging out revokes the nonce until its expiry (kept in memory, bounded).
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 from typing import Final
 
 COOKIE: Final = "sg_admin"
-COOKIE_PATH: Final = "/admin"
 SESSION_SECONDS: Final = 8 * 3600
 """How long a session lasts after login."""
 MAX_FAILURES: Final = 5
@@ -122,9 +122,7 @@ def cookie_header(value: str, *, secure: bool, max_age: int) -> str:
     if not re.fullmatch(r"[A-Za-z0-9._-]*", value):
         raise ValueError("session cookie value is not cookie-safe")
     flags = "; Secure" if secure else ""
-    return (
-        f"{COOKIE}={value}; Path={COOKIE_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}"
-    )
+    return f"{COOKIE}={value}; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}"
 
 
 class LoginLimiter:

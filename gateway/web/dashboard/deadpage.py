@@ -14,7 +14,7 @@ from multidict import MultiDictProxy
 from gateway.core.quality import redact_sample
 from gateway.store.base import NOT_REPLAYABLE, DeadReason, ReplaySelection
 from gateway.web.admin_dead import MAX_REPLAY, letter_json, parse_query
-from gateway.web.dashboard.handlers import View
+from gateway.web.dashboard.handlers import View, safe_next
 from gateway.web.dashboard.layout import hidden_csrf, table, when
 from gateway.web.dashboard.pages import resume_form
 
@@ -46,7 +46,7 @@ async def dead_letters(view: View) -> tuple[str, str]:
     route = view.query.get("route") or None
     reason = view.query.get("reason") or None
     parts.append(
-        '<form method="get" action="/admin/dead" class="filters">'
+        '<form method="get" action="dead" class="filters">'
         f'<label>Destination<select name="route">{_options(routes, route, "all")}</select></label>'
         f'<label>Reason<select name="reason">{_options(list(_REASONS), reason, "any")}'
         "</select></label>"
@@ -64,10 +64,10 @@ async def dead_letters(view: View) -> tuple[str, str]:
             parts.append(
                 f'<p class="bad">{escape(route)} is paused: '
                 f"{escape(redact_sample(str(health.get('paused_reason'))))}</p>"
-                + resume_form(route, view.csrf, "/admin/dead?" + urlencode({"route": route}))
+                + resume_form(route, view.csrf, "dead?" + urlencode({"route": route}))
             )
         parts.append(
-            '<form method="post" action="/admin/dead/replay" class="inline">'
+            '<form method="post" action="replay" class="inline">'
             f'{hidden_csrf(view.csrf)}<input type="hidden" name="route" value="{escape(route)}">'
             f'<input type="hidden" name="reason" value="{escape(reason or "")}">'
             '<input type="hidden" name="all" value="1">'
@@ -113,7 +113,7 @@ async def dead_letters(view: View) -> tuple[str, str]:
             )
         )
     parts.append(
-        f'<form method="post" action="/admin/dead/replay" id="replay">{hidden_csrf(view.csrf)}'
+        f'<form method="post" action="replay" id="replay">{hidden_csrf(view.csrf)}'
         '<button type="submit" name="selected" value="1">Replay selected</button></form>'
     )
     parts.append(
@@ -125,7 +125,7 @@ async def dead_letters(view: View) -> tuple[str, str]:
     )
     if page.next_after is not None:
         nxt = {**params, "after": str(page.next_after)}
-        parts.append(f'<p><a href="/admin/dead?{escape(urlencode(nxt))}">Next page</a></p>')
+        parts.append(f'<p><a href="dead?{escape(urlencode(nxt))}">Next page</a></p>')
     return "Dead letters", "".join(parts)
 
 
@@ -191,9 +191,7 @@ async def resume(view: View, form: MultiDictProxy[str]) -> str:
     """Lift a destination's pause and make the rows it held back due now."""
     route = form.get("route", "")
     worker = view.live.workers.get(route)
-    back = form.get("back", "/admin")
-    if not back.startswith("/admin") or "//" in back:
-        back = "/admin"
+    back = safe_next(form.get("back"))
     if worker is None:
         return _with(back, "unknown destination")
     was = worker.resume()
@@ -204,7 +202,7 @@ async def resume(view: View, form: MultiDictProxy[str]) -> str:
 
 def _back(message: str, route: str | None) -> str:
     query = {"route": route} if route else {}
-    return "/admin/dead?" + urlencode({**query, "done": message})
+    return "dead?" + urlencode({**query, "done": message})
 
 
 def _with(path: str, message: str) -> str:

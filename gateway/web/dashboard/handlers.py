@@ -36,7 +36,7 @@ from gateway.web.middleware import Network, client_ip, error_response, proxied_h
 log = logging.getLogger("signalgate.dashboard")
 
 MAX_FORM: Final = 65_536
-_NEXT: Final = re.compile(r"/admin(/[a-z]+)?")
+_PAGE: Final = re.compile(r"[a-z]{0,20}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class View:
 Render = Callable[[View], Awaitable[tuple[str, str]]]
 """Returns (title, body HTML)."""
 Action = Callable[[View, MultiDictProxy[str]], Awaitable[str]]
-"""Performs a POST; returns where to go next (a /admin URL)."""
+"""Performs a POST; returns where to go next (a page link relative to /admin/)."""
 
 
 class Dashboard:
@@ -108,13 +108,13 @@ class Dashboard:
     def _login_page(
         self,
         message: str = "",
-        next_path: str = "/admin",
+        next_path: str = "./",
         status: int = 200,
         headers: Mapping[str, str] | None = None,
     ) -> web.Response:
         note = f'<p class="bad" role="alert">{escape(message)}</p>' if message else ""
         body = (
-            '<div class="login"><form method="post" action="/admin/login">'
+            '<div class="login"><form method="post" action="login">'
             f"{note}"
             '<label for="token">Admin token</label>'
             '<input id="token" name="token" type="password" autocomplete="current-password"'
@@ -122,7 +122,7 @@ class Dashboard:
             f'<input type="hidden" name="next" value="{escape(next_path)}">'
             '<button type="submit">Log in</button></form></div>'
         )
-        return self.html(page("Log in", "/admin/login", body), status, headers)
+        return self.html(page("Log in", "login", body), status, headers)
 
     # --- login / logout ---
     async def login_form(self, request: web.Request) -> web.StreamResponse:
@@ -131,8 +131,8 @@ class Dashboard:
         if off is not None:
             return off
         if self.session(request) is not None:
-            raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
-        return self._login_page(next_path=_safe_next(request.query.get("next")))
+            raise web.HTTPSeeOther(safe_next(request.query.get("next")))
+        return self._login_page(next_path=safe_next(request.query.get("next")))
 
     async def login(self, request: web.Request) -> web.StreamResponse:
         """POST /admin/login: the admin token in a form; sets the session cookie."""
@@ -153,7 +153,7 @@ class Dashboard:
         if form is None:
             return error_response(413, "payload_too_large", "form too large")
         given = form.get("token", "")
-        next_path = _safe_next(form.get("next"))
+        next_path = safe_next(form.get("next"))
         if not _same(given, self.token.value):
             self.limiter.failed(client)
             log.info("Admin login failed.")
@@ -177,7 +177,7 @@ class Dashboard:
         if form is None or not self.sessions.check_csrf(session, form.get("csrf")):
             return error_response(403, "forbidden", "missing or wrong CSRF token")
         self.sessions.revoke(session)
-        response = _see_other("/admin/login")
+        response = _see_other("login")
         response.headers.add(
             "Set-Cookie", cookie_header("", secure=self._secure(request), max_age=0)
         )
@@ -195,11 +195,13 @@ class Dashboard:
             if session is None:
                 if request.method not in ("GET", "HEAD"):
                     return error_response(401, "unauthorized", "admin session required")
-                target = request.path_qs if _NEXT.fullmatch(request.path) else "/admin"
-                raise web.HTTPSeeOther("/admin/login?next=" + quote(target, safe="/"))
+                target = _here(request) + (
+                    f"?{request.query_string}" if request.query_string else ""
+                )
+                raise web.HTTPSeeOther("login?next=" + quote(target, safe=""))
             view = View(self.live, self.providers, request.query, session.csrf, self.live.clock())
             title, body = await render(view)
-            return self.html(page(title, request.path, body, csrf=session.csrf))
+            return self.html(page(title, _here(request) or "./", body, csrf=session.csrf))
 
         return handler
 
@@ -236,14 +238,18 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-def _safe_next(raw: str | None) -> str:
-    """Where to go after login: a dashboard page (path only, never another site)."""
-    if not raw:
-        return "/admin"
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc or not _NEXT.fullmatch(parts.path):
-        return "/admin"
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+def _here(request: web.Request) -> str:
+    """The page's link relative to /admin/ ("" for the overview)."""
+    return request.path.rpartition("/")[2]
+
+
+def safe_next(raw: str | None) -> str:
+    """Where to go after login or an action: a dashboard page link relative to /admin/ (a page
+    name and a query, never a path or another site)."""
+    page_name, mark, query = (raw or "").partition("?")
+    if not _PAGE.fullmatch(page_name):
+        return "./"
+    return (page_name or "./") + (f"?{query}" if mark and query else "")
 
 
 def _same_origin(request: web.Request) -> bool:

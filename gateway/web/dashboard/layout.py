@@ -9,14 +9,16 @@ from html import escape
 from typing import Final
 
 NAV: Final = (
-    ("/admin", "Overview"),
-    ("/admin/dead", "Dead letters"),
-    ("/admin/signal", "Signal quality"),
-    ("/admin/consent", "Consent"),
-    ("/admin/errors", "Errors"),
-    ("/admin/gap", "Conversion gap"),
-    ("/admin/events", "Recent events"),
+    ("./", "Overview"),
+    ("dead", "Dead letters"),
+    ("signal", "Signal quality"),
+    ("consent", "Consent"),
+    ("errors", "Errors"),
+    ("gap", "Conversion gap"),
+    ("events", "Recent events"),
 )
+"""(link, title) of each page. Links are relative to /admin/ (every page is one level below
+it), so the dashboard also works under a path prefix such as nginx path mode's /t/."""
 
 SECURITY_HEADERS: Final = {
     "Content-Security-Policy": (
@@ -86,14 +88,15 @@ body{font-size:14px}}
 """
 
 
-def page(title: str, path: str, body: str, *, csrf: str | None = None) -> str:
-    """Return a whole dashboard page; `csrf` adds the logout form (signed-in pages)."""
+def page(title: str, here: str, body: str, *, csrf: str | None = None) -> str:
+    """Return a whole dashboard page (`here`: its NAV link); `csrf` adds the logout form
+    (signed-in pages)."""
     links = "".join(
-        f'<a href="{href}"{" class=on" if href == path else ""}>{escape(name)}</a>'
+        f'<a href="{href}"{" class=on" if href == here else ""}>{escape(name)}</a>'
         for href, name in NAV
     )
     logout = (
-        '<form method="post" action="/admin/logout" class="inline">'
+        '<form method="post" action="logout" class="inline">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         '<button class="secondary" type="submit">Log out</button></form>'
         if csrf is not None

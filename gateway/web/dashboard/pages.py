@@ -48,7 +48,7 @@ def _state(health: Mapping[str, object]) -> str:
 def resume_form(route: str, csrf: str, back: str) -> str:
     """The button that lifts a route's credentials pause."""
     return (
-        '<form method="post" action="/admin/resume" class="inline">'
+        '<form method="post" action="resume" class="inline">'
         f'{hidden_csrf(csrf)}<input type="hidden" name="route" value="{escape(route)}">'
         f'<input type="hidden" name="back" value="{escape(back)}">'
         f'<button type="submit">Resume {escape(route)}</button></form>'
@@ -114,9 +114,7 @@ def _route_card(
     extra = ""
     if health.get("paused"):
         reason = redact_sample(str(health.get("paused_reason") or ""))
-        extra = f'<p class="bad">Paused: {escape(reason)}</p>' + resume_form(
-            route, view.csrf, "/admin"
-        )
+        extra = f'<p class="bad">Paused: {escape(reason)}</p>' + resume_form(route, view.csrf, "./")
     elif health.get("breaker") == "open":
         why = redact_sample(str(health.get("breaker_reason") or ""))
         extra = f'<p class="warn">Platform down: {escape(why)}</p>'
@@ -128,7 +126,7 @@ def _route_card(
         f"<span>Delivered</span><span>{num(delivered)}</span>"
         f"<span>Waiting</span><span>{num(waiting)}</span>"
         f"<span>Retrying</span><span>{num(retrying)}</span>"
-        f'<span>Dead letters</span><span><a href="/admin/dead?route={escape(route)}">'
+        f'<span>Dead letters</span><span><a href="dead?route={escape(route)}">'
         f"{num(dead)}</a></span>"
         f"<span>Failed attempts (since start)</span><span>{num(failed)}</span>"
         f"<span>Outbox depth</span><span>{num(depth)}{capped}</span>"
@@ -155,12 +153,12 @@ async def _timeline(view: View, names: Sequence[str]) -> str:
     since = (view.now - span) // step * step
     points = await stats(SeriesQuery(route, since, view.now, step))
     links = " ".join(
-        f'<a href="/admin?range={k}{"&route=" + escape(route) if route else ""}"'
+        f'<a href="./?range={k}{"&route=" + escape(route) if route else ""}"'
         f"{' class=on' if k == key else ''}>{k}</a>"
         for k in RANGES
     )
     route_links = " ".join(
-        f'<a href="/admin?range={key}&route={escape(r)}">{escape(r)}</a>' for r in names
+        f'<a href="./?range={key}&route={escape(r)}">{escape(r)}</a>' for r in names
     )
     fmt = "%H:%M" if span <= 86400 else "%m-%d %H:%M"
     times = [datetime.fromtimestamp(p.start, UTC).strftime(fmt) for p in points]
@@ -175,7 +173,7 @@ async def _timeline(view: View, names: Sequence[str]) -> str:
     )
     return (
         head
-        + f'<p class="filters">Range: {links} · <a href="/admin?range={key}">all</a>'
+        + f'<p class="filters">Range: {links} · <a href="./?range={key}">all</a>'
         + f" {route_links}</p>"
         + chart
     )
@@ -316,7 +314,7 @@ async def errors(view: View) -> tuple[str, str]:
     rows = [
         (
             escape(route),
-            f'<a href="/admin/dead?route={escape(route)}&reason={escape(code)}">{escape(code)}</a>',
+            f'<a href="dead?route={escape(route)}&reason={escape(code)}">{escape(code)}</a>',
             num(n),
             f"<code>{escape(sample)}</code>" if sample else "-",
         )

@@ -52,12 +52,11 @@ async def gap(view: View) -> tuple[str, str]:
         days = 7
     report = await provider(site, view.now - days * 86400, view.now)
     day_links = " ".join(
-        f'<a href="/admin/gap?site={escape(site)}&days={d}"{" class=on" if d == days else ""}>'
-        f"{d} d</a>"
+        f'<a href="gap?site={escape(site)}&days={d}"{" class=on" if d == days else ""}>{d} d</a>'
         for d in GAP_DAYS
     )
     head = (
-        f'<p class="filters">Site: {_site_links("/admin/gap", sites, site, f"&days={days}")}'
+        f'<p class="filters">Site: {_site_links("gap", sites, site, f"&days={days}")}'
         f" · Period: {day_links}</p>"
         f'<p class="muted">{escape(when(report.since))} to {escape(when(report.until))}</p>'
     )
@@ -145,8 +144,8 @@ async def events(view: View) -> tuple[str, str]:
                 sent or '<span class="muted">not sent yet</span>',
             )
         )
-    links = _site_links("/admin/events", sites, site or "")
-    head = f'<p class="filters">Site: <a href="/admin/events">all</a> {links}</p>'
+    links = _site_links("events", sites, site or "")
+    head = f'<p class="filters">Site: <a href="events">all</a> {links}</p>'
     return "Recent events", head + table(
         ("Received", "Site", "Source", "Event", "Event id", "As received", "As sent"), rows
     )

@@ -86,7 +86,7 @@ def test_csrf_tokens_are_per_session() -> None:
 
 def test_cookie_header_flags() -> None:
     plain = cookie_header("v1.1.abc", secure=False, max_age=60)
-    assert plain == "sg_admin=v1.1.abc; Path=/admin; Max-Age=60; HttpOnly; SameSite=Strict"
+    assert plain == "sg_admin=v1.1.abc; Max-Age=60; HttpOnly; SameSite=Strict"
     assert cookie_header("x", secure=True, max_age=0).endswith("; Secure")
     with pytest.raises(ValueError, match="cookie-safe"):
         cookie_header("a;b", secure=False, max_age=1)
