@@ -38,6 +38,8 @@ from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
+from gateway.web.dashboard import Live as DashboardLive
+from gateway.web.dashboard import install as install_dashboard
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
@@ -154,6 +156,13 @@ def create_app(
     app.router.add_post("/v1/admin/resume", dead.resume)
     gap = Gap(store, config.server.admin_token, {s.config.id: s.routes for s in sites}, clock)
     app.router.add_get("/v1/admin/gap", gap.gap)
+    install_dashboard(
+        app,
+        dashboard_live(runtime, clock),
+        config.server.admin_token,
+        cookie_key(config) if config.server.admin_token is not None else b"",
+        config.proxy_networks,
+    )  # the stats, gap and events providers plug in as `providers=` (web/dashboard/providers.py)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
@@ -184,6 +193,21 @@ def metrics_sources(app: web.Application, runtime: Runtime, clock: Clock) -> Met
         clock=clock,
         hits=lambda: hits.stats if (hits := app.get(HITS)) is not None else None,
         scripts=lambda: proxy.stats if (proxy := app.get(PROXY)) is not None else None,
+    )
+
+
+def dashboard_live(runtime: Runtime, clock: Clock) -> DashboardLive:
+    """What the admin dashboard reads now (gateway/web/dashboard/): live counters and the store."""
+    return DashboardLive(
+        store=runtime.store,
+        routes=lambda: {r: RouteView(w.tally, w.health()) for r, w in runtime.workers.items()},
+        workers=runtime.workers,
+        ingest=runtime.pipeline.tally,
+        consent_denied=runtime.pipeline.consent_denied,
+        routed_away=runtime.pipeline.routed_away,
+        clock=clock,
+        browser=lambda: runtime.collect.stats if runtime.collect is not None else None,
+        backlog_limit=runtime.config.metrics.backlog_limit,
     )
 
 
