@@ -39,7 +39,9 @@ from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
 from gateway.web.dashboard import Live as DashboardLive
+from gateway.web.dashboard import Providers
 from gateway.web.dashboard import install as install_dashboard
+from gateway.web.dashboard.adapters import gap_provider
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
@@ -154,7 +156,8 @@ def create_app(
     app.router.add_get("/v1/admin/dead", dead.dead)
     app.router.add_post("/v1/admin/replay", dead.replay)
     app.router.add_post("/v1/admin/resume", dead.resume)
-    gap = Gap(store, config.server.admin_token, {s.config.id: s.routes for s in sites}, clock)
+    site_routes = {s.config.id: s.routes for s in sites}
+    gap = Gap(store, config.server.admin_token, site_routes, clock)
     app.router.add_get("/v1/admin/gap", gap.gap)
     install_dashboard(
         app,
@@ -162,7 +165,8 @@ def create_app(
         config.server.admin_token,
         cookie_key(config) if config.server.admin_token is not None else b"",
         config.proxy_networks,
-    )  # the stats, gap and events providers plug in as `providers=` (web/dashboard/providers.py)
+        Providers(gap=gap_provider(store, site_routes)),
+    )  # the stats and events providers plug in here too (web/dashboard/providers.py)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)

@@ -203,7 +203,6 @@ async def test_every_page_shows_the_scripted_run(run: Run) -> None:
     assert "analytics" in consent  # the GPC PageView's tier
     errors = pages["/admin/errors"]
     assert "invalid_field" in errors or "platform_rejected" in errors
-    assert "does not provide yet" in pages["/admin/gap"]
     assert "does not provide yet" in pages["/admin/events"]
 
 
