@@ -514,6 +514,90 @@ def run_audit(settings: Settings, batch: int, tag: str, on: bool) -> Result:
     return res
 
 
+def audit_costs(workdir: Path, flushes: int = 20) -> dict[str, float]:
+    """CPU per rollup flush and per /metrics render, in this process, with every counter of a
+    busy site moving between flushes (each destination, standard event, source, identifier
+    kind and latency bucket): a bound on what `--audit` costs, independent of machine load."""
+    from gateway.config import AuditConfig
+    from gateway.core.event import STANDARD_EVENTS
+    from gateway.core.rollup import snapshot
+    from gateway.core.tally import IDENTIFIERS, LATENCY_BUCKETS, IngestTally, RouteTally
+    from gateway.destinations import DESTINATIONS
+    from gateway.store.sqlite import SqliteStore
+    from gateway.web.metrics import RouteView, Sources, render
+    from gateway.web.rollups import Flusher
+
+    ingest = IngestTally()
+    routes = {f"shop:{name}": RouteTally() for name in DESTINATIONS}
+    labels = [*sorted(STANDARD_EVENTS), "custom"]
+
+    def bump() -> None:
+        for source in ("backend", "loader", "hit:meta"):
+            ingest.accepted("shop", source, dict.fromkeys(labels, 1))
+            ingest.refused("shop", source, "invalid")
+        ingest.queued_names(tuple(routes), dict.fromkeys(labels, 1))
+        for tally in routes.values():
+            for label in labels:
+                tally.delivered[label] = tally.delivered.get(label, 0) + 1
+                for kind in sorted(IDENTIFIERS)[:12]:
+                    key = (label, kind)
+                    tally.identifiers[key] = tally.identifiers.get(key, 0) + 1
+            for i in range(len(LATENCY_BUCKETS) + 1):
+                tally.latency_buckets[i] += 1
+
+    async def backlog(names: Any, limit: int) -> dict[str, Any]:
+        return {}
+
+    async def main() -> dict[str, float]:
+        store = SqliteStore(workdir / "audit-costs.db")
+        await store.open()
+        try:
+            clock = [1_790_000_000.0]
+            read = lambda: snapshot(ingest, routes, {}, {})  # noqa: E731
+            flusher = Flusher(store, read, lambda: clock[0], AuditConfig())
+            flusher.start()
+            spent = 0.0
+            rows = 0
+            for _ in range(flushes):
+                bump()
+                clock[0] += 60
+                started = time.process_time()
+                rows = await flusher.flush()
+                spent += time.process_time() - started
+            sources = Sources(
+                ingest=ingest,
+                consent_denied={},
+                routes=lambda: {r: RouteView(t, {}) for r, t in routes.items()},
+                backlog=backlog,
+                clock=time.time,
+            )
+            started = time.process_time()
+            for _ in range(flushes):
+                await render(sources, 1000)
+            scrape = (time.process_time() - started) / flushes
+        finally:
+            await store.close()
+        return {
+            "rows_per_flush": rows,
+            "flush_ms": spent / flushes * 1000,
+            "scrape_ms": scrape * 1000,
+        }
+
+    return asyncio.run(main())
+
+
+def audit_cost_lines(costs: dict[str, float]) -> list[str]:
+    flush, scrape = costs["flush_ms"], costs["scrape_ms"]
+    return [
+        f"audit costs (in-process CPU, every counter moving): one flush of"
+        f" {costs['rows_per_flush']:,.0f} rows {flush:.1f} ms (every 60 s by default ="
+        f" {flush / 600:.3f}% of a core; every {AUDIT_FLUSH_SECONDS} s as benched ="
+        f" {flush / (10 * AUDIT_FLUSH_SECONDS):.2f}%), one /metrics render {scrape:.1f} ms (every"
+        f" 15 s = {scrape / 150:.3f}%; every {AUDIT_SCRAPE_SECONDS:g} s as benched ="
+        f" {scrape / (10 * AUDIT_SCRAPE_SECONDS):.2f}%)"
+    ]
+
+
 def audit_verdicts(results: Sequence[Result]) -> dict[str, Any]:
     """Per batch size: the on case's events/s as a share of the off case's (median runs)."""
     out: dict[str, Any] = {}
@@ -1416,6 +1500,7 @@ def main(argv: Sequence[str]) -> int:
     delivering: list[Result] = []
     reports: list[dict[str, Any]] = []
     micro: dict[str, float] | None = None
+    audit_cost: dict[str, float] | None = None
     status = 0
     try:
         for rnd in range(args.rounds):
@@ -1435,6 +1520,9 @@ def main(argv: Sequence[str]) -> int:
                         )
                         tag = f"r{rnd}b{batch}a{int(on)}"
                         results.append(run_audit(settings, batch, tag, on))
+        if args.audit or args.audit_only:
+            print("  in-process cost of one rollup flush and one /metrics render ...", flush=True)
+            audit_cost = audit_costs(workdir)
         if not args.no_breakdown and not args.audit_only:
             print("  in-process micro-benchmarks of the request path ...", flush=True)
             micro = run_micro(settings, min(3.0, args.duration))
@@ -1461,6 +1549,8 @@ def main(argv: Sequence[str]) -> int:
     audit = audit_verdicts(results)
     for line in audit_lines(audit):
         print(line)
+    if audit_cost is not None:
+        print("\n".join(audit_cost_lines(audit_cost)))
     source_warnings(env)
     breakdown = budget(results, micro) if micro else None
     if breakdown:
@@ -1484,6 +1574,7 @@ def main(argv: Sequence[str]) -> int:
                 "delivery_mode": [asdict(r) for r in delivering],
                 "verdicts": v,
                 "audit": audit,
+                "audit_costs": audit_cost,
                 "breakdown": breakdown,
                 "profiles": reports,
                 "failed": bool(status),

@@ -120,3 +120,8 @@ def test_ingest_audit_cases_compare_rollups_on_and_off(tmp_path: Path) -> None:
     audit = doc["audit"]
     assert isinstance(audit, dict)
     assert audit["100"]["ratio"] > 0
+    costs = doc["audit_costs"]
+    assert isinstance(costs, dict)
+    assert costs["rows_per_flush"] > 100  # every counter moved between flushes
+    assert costs["flush_ms"] > 0
+    assert costs["scrape_ms"] > 0
