@@ -25,6 +25,9 @@ log = logging.getLogger("signalgate.rollups")
 
 COMPACT_EVERY: Final = 3600.0
 """Seconds between retention compactions (the first runs at the first flush)."""
+WRITE_CHUNK: Final = 500
+"""Rows per store write: with the loop writer a write holds the event loop, so a big flush
+goes in several short transactions with requests served in between."""
 TICK_SLACK: Final = 0.05
 """Flushes run this long after a multiple of `flush_seconds`, safely past a minute boundary."""
 
@@ -54,24 +57,29 @@ class Flusher:
         self.rollup.last = dict(self.read())
 
     async def flush(self) -> int:
-        """Book the increases since the last flush and write every pending row; return the
-        rows written (0 when the store refused them: they wait for the next flush)."""
+        """Book the increases since the last flush and write every pending row, WRITE_CHUNK
+        rows a transaction; return the rows written (rows the store refused wait for the next
+        flush)."""
         async with self._lock:
             rollup = self.rollup
             rollup.add(self.read(), self.clock())
             rows = rollup.rows()
             if not rows:
                 return 0
-            try:
-                await self.store.write_stats(rows)
-            except Exception as exc:
-                log.warning(
-                    "Stats rollup not written; will try again.",
-                    extra={"reason": type(exc).__name__, "rows": len(rows)},
-                )
-                return 0
-            rollup.written(rows)
-            return len(rows)
+            written = 0
+            for at in range(0, len(rows), WRITE_CHUNK):
+                chunk = rows[at : at + WRITE_CHUNK]
+                try:
+                    await self.store.write_stats(chunk)
+                except Exception as exc:
+                    log.warning(
+                        "Stats rollup not written; will try again.",
+                        extra={"reason": type(exc).__name__, "rows": len(rows) - written},
+                    )
+                    break
+                rollup.written(chunk)
+                written += len(chunk)
+            return written
 
     async def compact(self) -> int:
         """Delete the minutes older than the retention; return the rows deleted."""

@@ -17,6 +17,7 @@ from conftest import ADMIN_TOKEN, API_KEY, FakeClock, auth, base_doc, runtime_of
 from platform_harness import purchase
 from test_metrics import HOST, ORIGIN, Shop, play
 
+import gateway.web.rollups as rollups_module
 from gateway.config import PROXY_VENDORS
 from gateway.config import parse as parse_config
 from gateway.core.rollup import StatRow, minute_of
@@ -306,3 +307,42 @@ async def test_iso_times_and_defaults(make_config: Any, gateway: Any) -> None:
     now = int(clock())
     assert default["to"] >= now > default["from"] >= now - 3600 - 60
     assert (default["site"], default["destination"]) == (None, None)
+
+
+async def test_a_big_flush_goes_in_chunks_and_a_failed_chunk_waits(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows go WRITE_CHUNK at a time; when the store refuses one chunk, the chunks written
+    stay written and the rest goes with the next flush, nothing twice."""
+    monkeypatch.setattr(rollups_module, "WRITE_CHUNK", 3)
+    m0 = minute_of(shop.clock())
+    store = runtime_of(shop.client).store
+    real = store.write_stats
+    sizes: list[int] = []
+    fail_at = [2]
+
+    async def flaky(rows: Any) -> None:
+        sizes.append(len(rows))
+        if len(sizes) == fail_at[0]:
+            raise OSError("disk full")
+        await real(rows)
+
+    monkeypatch.setattr(store, "write_stats", flaky)
+    await play(shop)
+    shop.clock.now = m0 + 60.05
+    written = await flush(shop.client)
+    assert written == 3  # the first chunk; the second failed
+    assert sizes == [3, 3]
+    left = len(client_flusher(shop).rollup.rows())
+    assert left > 3
+    fail_at[0] = 0
+    assert await flush(shop.client) == left  # nothing new booked: the rest, once
+    assert sizes[2:] == [3] * (left // 3) + ([left % 3] if left % 3 else [])
+    body = await stats(shop.client, site="shop", **{"from": m0, "to": m0 + 60})
+    assert pick(body, "received", site="shop", destination=None, detail="backend") == [8]
+    assert pick(body, "queued", site="shop", destination="meta", event="Purchase") == [4]
+    assert client_flusher(shop).rollup.rows() == []
+
+
+def client_flusher(shop: Shop) -> Any:
+    return shop.client.app[ROLLUPS]
