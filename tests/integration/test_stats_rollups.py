@@ -8,6 +8,7 @@ after each minute boundary, as the flusher's own ticks do.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -346,3 +347,29 @@ async def test_a_big_flush_goes_in_chunks_and_a_failed_chunk_waits(
 
 def client_flusher(shop: Shop) -> Any:
     return shop.client.app[ROLLUPS]
+
+
+async def test_the_flusher_writes_on_its_own_ticks(gateway: Any, tmp_path: Path) -> None:
+    """Real clock, `flush_seconds = 1`: rows reach the store without a hand flush, and the
+    first tick runs the retention compaction too."""
+    doc = base_doc(tmp_path)
+    doc["audit"] = {"flush_seconds": 1, "retention_days": 1}
+    client = await gateway(parse_config(doc, {}, tmp_path), run_workers=False)
+    store = runtime_of(client).store
+    now = minute_of(time.time())
+    ancient = now - 3 * 86400
+    await store.write_stats([StatRow(ancient, "shop", "meta", "Purchase", "delivered", "", 1)])
+    resp = await client.post("/v1/events", json={"events": [purchase(1)]}, headers=auth())
+    assert resp.status == 202
+    query = StatsQuery(now - 120, now + 180)
+    deadline = time.monotonic() + 15
+    found: list[StatRow] = []
+    old: list[StatRow] = []
+    while time.monotonic() < deadline:
+        found = [r for r in await store.read_stats(query) if r.metric == "queued"]
+        old = await store.read_stats(StatsQuery(ancient, ancient + 60))
+        if found and not old:
+            break
+        await asyncio.sleep(0.05)
+    assert [(r.destination, r.event, r.value) for r in found] == [("meta", "Purchase", 1)]
+    assert old == []
