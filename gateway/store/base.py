@@ -359,6 +359,8 @@ class StatsQuery:
     step: int = 60
     site: str | None = None
     destination: str | None = None
+    metrics: tuple[str, ...] = ()
+    """Only these metrics (empty: every one)."""
 
 
 class StatsStore(Protocol):

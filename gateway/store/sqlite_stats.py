@@ -65,6 +65,10 @@ def read_stats_tx(conn: sqlite3.Connection, *, query: StatsQuery) -> list[StatRo
     if query.destination is not None:
         where.append("destination IN (:destination, '')")
         params["destination"] = query.destination
+    if query.metrics:
+        names = [f":metric{i}" for i in range(len(query.metrics))]
+        where.append(f"metric IN ({', '.join(names)})")
+        params.update((name[1:], metric) for name, metric in zip(names, query.metrics, strict=True))
     # The WHERE terms are constant text; every value is a bound parameter.
     sql = (
         "SELECT :start + ((minute - :start) / :step) * :step AS slot, site, destination, event,"  # noqa: S608

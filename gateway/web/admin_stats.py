@@ -1,9 +1,10 @@
 """GET /v1/admin/stats: the per-minute rollups as series (admin token; README "Stats history").
 
-``?site=&destination=&from=&to=&step=``: every key's sum per step of the range, as one array
+``?site=&destination=&from=&to=&step=&metric=``: every key's sum per step of the range, as one array
 of values per key aligned with ``times``, plus per route the delivery latency's acceptances and
 estimated p50 / p95 per step. ``from`` / ``to`` are Unix seconds or ISO 8601 (default: the last
 hour), ``step`` seconds (a multiple of 60, default 60); the range is widened to whole steps.
+``metric`` (comma-separated) keeps only those metrics (the latency quantiles need ``latency``).
 Site-wide families (received, accepted, rejected) have ``destination: null`` and come with
 every destination filter.
 """
@@ -17,7 +18,16 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from gateway.core.rollup import MINUTE, LatencySeries, Range, Series, align, latency, series
+from gateway.core.rollup import (
+    METRICS,
+    MINUTE,
+    LatencySeries,
+    Range,
+    Series,
+    align,
+    latency,
+    series,
+)
 from gateway.core.secret import Secret
 from gateway.store.base import StatsQuery, StatsStore
 from gateway.web.admin import admin_denied
@@ -58,6 +68,15 @@ def parse_stats_query(
         )
         if destination not in known:
             errors.append({"path": "destination", "reason": "not a configured destination"})
+    metrics = tuple(m for m in params.get("metric", "").split(",") if m)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or len(metrics) > len(METRICS):
+        errors.append(
+            {
+                "path": "metric",
+                "reason": "expected metric names, comma-separated: " + ", ".join(METRICS),
+            }
+        )
     step = _step(params.get("step", str(MINUTE)))
     if step is None:
         errors.append(
@@ -85,7 +104,7 @@ def parse_stats_query(
                 }
             ]
         )
-    return StatsQuery(span.start, span.end, step, site, destination)
+    return StatsQuery(span.start, span.end, step, site, destination, tuple(dict.fromkeys(metrics)))
 
 
 def _step(raw: str) -> int | None:

@@ -128,6 +128,13 @@ def stats_paths() -> dict[str, Any]:
                     ),
                     _query("to", when, "Range end: Unix seconds or ISO 8601 (default: now)."),
                     _query(
+                        "metric",
+                        {"type": "string", "maxLength": 500},
+                        "Only these metrics, comma-separated (default: all): "
+                        + ", ".join(METRICS)
+                        + ".",
+                    ),
+                    _query(
                         "step",
                         {"type": "integer", "minimum": 60, "maximum": MAX_STEP, "multipleOf": 60},
                         f"Seconds per value (default 60); at most {MAX_POINTS} steps.",

@@ -137,6 +137,11 @@ async def test_rollups_hold_exact_figures_per_minute(shop: Shop) -> None:
         assert wide["times"] == [m0 - 60, m0 + 60]
         assert pick(wide, "queued", **meta, event="Purchase") == [4, 0]
         assert pick(wide, "delivered", **meta, event="Purchase") == [0, 3]
+    # Only some metrics: the rest is left out.
+    some = await stats(shop.client, metric="delivered,latency", **{"from": m0, "to": m0 + 120})
+    assert {s["metric"] for s in some["series"]} == {"delivered", "latency"}
+    assert pick(some, "delivered", **meta, event="Purchase") == [0, 3]
+    assert some["latency"] == body["latency"]
     # Every series is also in the store, the same on any backend.
     rows = await runtime_of(shop.client).store.read_stats(StatsQuery(m0, m0 + 120))
     assert sum(r.value for r in rows if r.metric == "delivered") == 7
@@ -277,6 +282,7 @@ async def test_stats_require_the_admin_token(make_config: Any, gateway: Any) -> 
         ({"site": "blog"}, "site"),
         ({"destination": "tiktok"}, "destination"),
         ({"site": "shop", "destination": "snap"}, "destination"),
+        ({"metric": "delivered,nope"}, "metric"),
         ({"step": "90"}, "step"),
         ({"step": "0"}, "step"),
         ({"step": "abc"}, "step"),

@@ -816,6 +816,8 @@ class StatsContract:
             [stat(M0, "delivered", 1), received, stat(M0, "dead", 1, detail="invalid_field")]
         )
         assert await store.read_stats(StatsQuery(M0, M0 + 60, site="nowhere")) == []
+        picked = await store.read_stats(StatsQuery(M0, M0 + 60, metrics=("dead", "received")))
+        assert sorted(picked) == sorted([stat(M0, "dead", 1, detail="invalid_field"), received])
 
     async def test_compact_deletes_the_minutes_before(self, store: GatewayStore) -> None:
         await store.write_stats(
