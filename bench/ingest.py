@@ -31,11 +31,14 @@ import re
 import secrets
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -97,6 +100,15 @@ TARGET_SINGLE_RATIO = 0.80
 TARGET_BATCH_EVENTS = 20_000.0
 BUSY_OTHER_PCT = 20.0
 """Cases during which other processes used more CPU than this (% of a core) are flagged."""
+QUIET_WAIT = 180.0
+"""Longest wait for an idle machine before each case (`--quiet-wait`)."""
+TARGET_AUDIT_RATIO = 0.95
+"""`--audit`: events/s with rollups and /metrics scrapes on, as a share of them off (#12)."""
+ADMIN_TOKEN = "sg_bench_admin_0123456789abcdef"  # noqa: S105 - a throwaway bench token
+AUDIT_SCRAPE_SECONDS = 1.0
+"""`--audit`: the on case scrapes /metrics this often (Prometheus' default is 15 s or more)."""
+AUDIT_FLUSH_SECONDS = 1
+"""`--audit`: the on case writes its rollups this often (the default is 60 s)."""
 
 
 # -- event bodies ------------------------------------------------------------------------------
@@ -337,6 +349,10 @@ class Result:
     delivered: int | None = None
     delivered_per_s: float | None = None
     backlog_after_s: dict[str, float] | None = None
+    rolled_up: int | None = None
+    """`--audit` on case: events the stored rollups count accepted (at least the 202 ones)."""
+    scrapes: int | None = None
+    """`--audit` on case: /metrics scrapes answered 200 during the measurement."""
 
 
 def measure(
@@ -367,7 +383,7 @@ def result(name: str, batch: int, settings: Settings, load: Load) -> Result:
 
 
 def run_bare(settings: Settings, batch: int, tag: str) -> Result:
-    wait_quiet()
+    wait_quiet(QUIET_WAIT)
     server = start_bare(settings.workdir, settings.server_cpu)
     try:
         _, load = measure(settings, server, "bare", batch, tag)
@@ -387,7 +403,7 @@ def verify_rows(
 
 
 def run_gateway(settings: Settings, batch: int, tag: str) -> Result:
-    wait_quiet()
+    wait_quiet(QUIET_WAIT)
     server, db = start_gateway(
         settings.workdir, settings.server_cpu, api_base="http://127.0.0.1:9", delivery=False
     )
@@ -402,9 +418,218 @@ def run_gateway(settings: Settings, batch: int, tag: str) -> Result:
     return res
 
 
+# -- --audit: metrics and rollups off vs on (issue #12) -------------------------------------
+
+AUDIT_OFF = "audit off"
+AUDIT_ON = "audit on"
+
+
+def audit_toml(on: bool) -> str:
+    """GATEWAY_TOML with an admin token (for /metrics) and `[audit]` rollups off or on (on:
+    written every AUDIT_FLUSH_SECONDS instead of every minute, so short runs pay for them)."""
+    toml = GATEWAY_TOML.replace("[storage]", f'admin_token = "{ADMIN_TOKEN}"\n\n[storage]', 1)
+    audit = f"rollups = true\nflush_seconds = {AUDIT_FLUSH_SECONDS}" if on else "rollups = false"
+    return toml + f"\n[audit]\n{audit}\n"
+
+
+class Scraper:
+    """GET /metrics with the admin token every AUDIT_SCRAPE_SECONDS on a thread, counting the
+    200 answers (a failed scrape counts as a check failure of the case)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.ok = 0
+        self.failed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics scraper", daemon=True)
+
+    def __enter__(self) -> Scraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/metrics",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        )
+        while not self._stop.wait(AUDIT_SCRAPE_SECONDS):
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+                    answer.read()
+                    self.ok += answer.status == 200
+            except OSError:
+                self.failed += 1
+
+
+def rolled_up(db: Path) -> int:
+    """Events the stored rollups count accepted (read-only)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (n,) = conn.execute(
+            "SELECT coalesce(sum(value), 0) FROM stats_minute WHERE metric = 'accepted'"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(n)
+
+
+def run_audit(settings: Settings, batch: int, tag: str, on: bool) -> Result:
+    """The gateway with rollups off, or on with /metrics scraped during the measurement."""
+    name = AUDIT_ON if on else AUDIT_OFF
+    wait_quiet(QUIET_WAIT)
+    server, db = start_gateway_config(
+        audit_toml(on),
+        settings.workdir,
+        settings.server_cpu,
+        SOURCE,
+        key=API_KEY,
+        pixel=PIXEL_ID,
+        api_base="http://127.0.0.1:9",
+    )
+    scraper = Scraper(server.port)
+    try:
+        if on:
+            with scraper:
+                warm, load = measure(settings, server, name, batch, tag)
+        else:
+            warm, load = measure(settings, server, name, batch, tag)
+    finally:
+        server.stop()  # graceful: the last rollup flush runs before the store closes
+    res = result(name, batch, settings, load)
+    res.rows, res.expected_rows = verify_rows(name, db, batch, [warm, load], settings.connections)
+    if on:
+        res.scrapes = scraper.ok
+        res.rolled_up = rolled_up(db)
+        if scraper.failed or not scraper.ok:
+            raise RuntimeError(f"{name}: {scraper.failed} /metrics scrapes failed, {scraper.ok} ok")
+        if res.rolled_up < res.expected_rows:
+            raise RuntimeError(
+                f"{name}: rollups count {res.rolled_up:,} accepted events,"
+                f" {res.expected_rows:,} were answered 202"
+            )
+    return res
+
+
+def audit_costs(workdir: Path, flushes: int = 20) -> dict[str, float]:
+    """CPU per rollup flush and per /metrics render, in this process, with every counter of a
+    busy site moving between flushes (each destination, standard event, source, identifier
+    kind and latency bucket): a bound on what `--audit` costs, independent of machine load."""
+    from gateway.config import AuditConfig
+    from gateway.core.event import STANDARD_EVENTS
+    from gateway.core.rollup import snapshot
+    from gateway.core.tally import IDENTIFIERS, LATENCY_BUCKETS, IngestTally, RouteTally
+    from gateway.destinations import DESTINATIONS
+    from gateway.store.sqlite import SqliteStore
+    from gateway.web.metrics import RouteView, Sources, render
+    from gateway.web.rollups import Flusher
+
+    ingest = IngestTally()
+    routes = {f"shop:{name}": RouteTally() for name in DESTINATIONS}
+    labels = [*sorted(STANDARD_EVENTS), "custom"]
+
+    def bump() -> None:
+        for source in ("backend", "loader", "hit:meta"):
+            ingest.accepted("shop", source, dict.fromkeys(labels, 1))
+            ingest.refused("shop", source, "invalid")
+        ingest.queued_names(tuple(routes), dict.fromkeys(labels, 1))
+        for tally in routes.values():
+            for label in labels:
+                tally.delivered[label] = tally.delivered.get(label, 0) + 1
+                for kind in sorted(IDENTIFIERS)[:12]:
+                    key = (label, kind)
+                    tally.identifiers[key] = tally.identifiers.get(key, 0) + 1
+            for i in range(len(LATENCY_BUCKETS) + 1):
+                tally.latency_buckets[i] += 1
+
+    async def backlog(names: Any, limit: int) -> dict[str, Any]:
+        return {}
+
+    async def main() -> dict[str, float]:
+        store = SqliteStore(workdir / "audit-costs.db")
+        await store.open()
+        try:
+            clock = [1_790_000_000.0]
+            read = lambda: snapshot(ingest, routes, {}, {})  # noqa: E731
+            flusher = Flusher(store, read, lambda: clock[0], AuditConfig())
+            flusher.start()
+            spent = 0.0
+            rows = 0
+            for _ in range(flushes):
+                bump()
+                clock[0] += 60
+                started = time.process_time()
+                rows = await flusher.flush()
+                spent += time.process_time() - started
+            sources = Sources(
+                ingest=ingest,
+                consent_denied={},
+                routes=lambda: {r: RouteView(t, {}) for r, t in routes.items()},
+                backlog=backlog,
+                clock=time.time,
+            )
+            started = time.process_time()
+            for _ in range(flushes):
+                await render(sources, 1000)
+            scrape = (time.process_time() - started) / flushes
+        finally:
+            await store.close()
+        return {
+            "rows_per_flush": rows,
+            "flush_ms": spent / flushes * 1000,
+            "scrape_ms": scrape * 1000,
+        }
+
+    return asyncio.run(main())
+
+
+def audit_cost_lines(costs: dict[str, float]) -> list[str]:
+    flush, scrape = costs["flush_ms"], costs["scrape_ms"]
+    return [
+        f"audit costs (in-process CPU, every counter moving): one flush of"
+        f" {costs['rows_per_flush']:,.0f} rows {flush:.1f} ms (every 60 s by default ="
+        f" {flush / 600:.3f}% of a core; every {AUDIT_FLUSH_SECONDS} s as benched ="
+        f" {flush / (10 * AUDIT_FLUSH_SECONDS):.2f}%), one /metrics render {scrape:.1f} ms (every"
+        f" 15 s = {scrape / 150:.3f}%; every {AUDIT_SCRAPE_SECONDS:g} s as benched ="
+        f" {scrape / (10 * AUDIT_SCRAPE_SECONDS):.2f}%)"
+    ]
+
+
+def audit_verdicts(results: Sequence[Result]) -> dict[str, Any]:
+    """Per batch size: the on case's events/s as a share of the off case's (median runs)."""
+    out: dict[str, Any] = {}
+    for batch in sorted({r.batch for r in results if r.server == AUDIT_ON}):
+        off, on = pick(results, AUDIT_OFF, batch), pick(results, AUDIT_ON, batch)
+        if off and on and off.events_per_s:
+            ratio = on.events_per_s / off.events_per_s
+            out[str(batch)] = {
+                "off_events_per_s": off.events_per_s,
+                "on_events_per_s": on.events_per_s,
+                "ratio": ratio,
+                "target_ratio": TARGET_AUDIT_RATIO,
+                "pass": ratio >= TARGET_AUDIT_RATIO,
+                "scrapes": on.scrapes,
+                "rolled_up": on.rolled_up,
+            }
+    return out
+
+
+def audit_lines(v: dict[str, Any]) -> list[str]:
+    return [
+        f"audit {batch:>3}/req: rollups (every {AUDIT_FLUSH_SECONDS} s) + /metrics (every"
+        f" {AUDIT_SCRAPE_SECONDS:g} s, {a['scrapes']} scrapes) on {fmt(a['on_events_per_s'])}"
+        f" events/s vs off {fmt(a['off_events_per_s'])} = {a['ratio']:.1%}"
+        f" (target >= {a['target_ratio']:.0%})  {'PASS' if a['pass'] else 'MISS'}"
+        for batch, a in v.items()
+    ]
+
+
 def run_gateway_delivering(settings: Settings, batch: int, tag: str) -> Result:
     """Gateway with delivery workers, Meta sandbox in a third process on the client core."""
-    wait_quiet()
+    wait_quiet(QUIET_WAIT)
     sandbox = start_sandbox(settings.workdir, settings.client_cpu)
     try:
         server, db = start_gateway(
@@ -451,7 +676,7 @@ def run_gateway_delivering(settings: Settings, batch: int, tag: str) -> Result:
 
 def run_micro(settings: Settings, seconds: float) -> dict[str, float]:
     """Run `_micro` in a child pinned to the server core; return its costs."""
-    wait_quiet()
+    wait_quiet(QUIET_WAIT)
     config, _db = write_config(settings.workdir, free_port(), "http://127.0.0.1:9")
     cmd = [sys.executable, str(Path(__file__).resolve()), "_micro", "--config", str(config)]
     cmd += ["--parts", json.dumps(settings.template_parts), "--duration", str(seconds)]
@@ -594,7 +819,7 @@ def profile_server(settings: Settings, kind: str, prefix: str, batch: int) -> di
     perf = shutil.which("perf") if settings.server_cpu is not None else None
     raw = Path(f"{prefix}.{kind}.b{batch}.txt")
     perf_data = Path(f"{prefix}.{kind}.b{batch}.perf.data")
-    wait_quiet()
+    wait_quiet(QUIET_WAIT)
     if kind == "gateway":
         server, _db = start_gateway(
             settings.workdir, settings.server_cpu, api_base="http://127.0.0.1:9", delivery=False
@@ -1218,6 +1443,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--profile-batches", default="1", help="batch sizes to profile, comma-separated"
     )
     parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="also run the gateway with rollups off and on (+ /metrics scraped) and report the"
+        " ratio (issue #12, target >= 95%%)",
+    )
+    parser.add_argument(
+        "--audit-only", action="store_true", help="run only the --audit cases (no bare/gateway)"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="longest wait (s) for an idle machine before each case; 0: start at once",
+    )
+    parser.add_argument(
         "--no-breakdown",
         action="store_true",
         help="skip the in-process micro-benchmarks that split the gateway's extra time",
@@ -1239,8 +1479,9 @@ def main(argv: Sequence[str]) -> int:
     server_cpu, client_cpu = core_arg(args.server_cpu), core_arg(args.client_cpu)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-bench-"))
-    global SOURCE
+    global SOURCE, QUIET_WAIT
     SOURCE = ROOT if args.no_snapshot else snapshot_source(workdir)
+    QUIET_WAIT = args.quiet_wait
     parts = event_template(int(time.time())).split(ID_MARK)
     settings = Settings(
         loadgen=loadgen,
@@ -1259,14 +1500,30 @@ def main(argv: Sequence[str]) -> int:
     delivering: list[Result] = []
     reports: list[dict[str, Any]] = []
     micro: dict[str, float] | None = None
+    audit_cost: dict[str, float] | None = None
     status = 0
     try:
         for rnd in range(args.rounds):
             for batch in batches:
-                for name, run in (("bare", run_bare), ("gateway", run_gateway)):
-                    print(f"  round {rnd + 1}: {name}, {batch} event(s)/request ...", flush=True)
-                    results.append(run(settings, batch, f"r{rnd}b{batch}{name[0]}"))
-        if not args.no_breakdown:
+                if not args.audit_only:
+                    for name, run in (("bare", run_bare), ("gateway", run_gateway)):
+                        print(
+                            f"  round {rnd + 1}: {name}, {batch} event(s)/request ...", flush=True
+                        )
+                        results.append(run(settings, batch, f"r{rnd}b{batch}{name[0]}"))
+                if args.audit or args.audit_only:
+                    order = (False, True) if rnd % 2 == 0 else (True, False)  # drift cancels
+                    for on in order:
+                        name = AUDIT_ON if on else AUDIT_OFF
+                        print(
+                            f"  round {rnd + 1}: {name}, {batch} event(s)/request ...", flush=True
+                        )
+                        tag = f"r{rnd}b{batch}a{int(on)}"
+                        results.append(run_audit(settings, batch, tag, on))
+        if args.audit or args.audit_only:
+            print("  in-process cost of one rollup flush and one /metrics render ...", flush=True)
+            audit_cost = audit_costs(workdir)
+        if not args.no_breakdown and not args.audit_only:
             print("  in-process micro-benchmarks of the request path ...", flush=True)
             micro = run_micro(settings, min(3.0, args.duration))
         if args.delivery_mode:
@@ -1289,6 +1546,11 @@ def main(argv: Sequence[str]) -> int:
     v = verdicts(results)
     for line in verdict_lines(v):
         print(line)
+    audit = audit_verdicts(results)
+    for line in audit_lines(audit):
+        print(line)
+    if audit_cost is not None:
+        print("\n".join(audit_cost_lines(audit_cost)))
     source_warnings(env)
     breakdown = budget(results, micro) if micro else None
     if breakdown:
@@ -1311,6 +1573,8 @@ def main(argv: Sequence[str]) -> int:
                 "results": [asdict(r) for r in results],
                 "delivery_mode": [asdict(r) for r in delivering],
                 "verdicts": v,
+                "audit": audit,
+                "audit_costs": audit_cost,
                 "breakdown": breakdown,
                 "profiles": reports,
                 "failed": bool(status),

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
+from gateway.core.rollup import snapshot
 from gateway.core.routing import NO_RULES
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.retry import RetryPolicy
@@ -33,6 +34,8 @@ from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
 from gateway.web.admin_dead import DeadLetters
 from gateway.web.admin_gap import Gap
+from gateway.web.admin_stats import PATH as STATS_PATH
+from gateway.web.admin_stats import StatsApi
 from gateway.web.api import EventsApi, Health
 from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
@@ -57,6 +60,7 @@ from gateway.web.openapi import OpenApi
 from gateway.web.pipeline import Pipeline, Site, route_name
 from gateway.web.privacy import Erasure
 from gateway.web.proxy import PROXY, ScriptProxy
+from gateway.web.rollups import ROLLUPS, Flusher, rollups_ctx
 from gateway.web.selfcheck import install as install_selfcheck
 from gateway.web.static import Asset, loader_asset, shim_asset
 
@@ -167,6 +171,8 @@ def create_app(
         config.proxy_networks,
         Providers(gap=gap_provider(store, site_routes)),
     )  # the stats and events providers plug in here too (web/dashboard/providers.py)
+    stats = StatsApi(store, config.server.admin_token, _site_destinations(config), clock)
+    app.router.add_get(STATS_PATH, stats.get)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
@@ -176,6 +182,7 @@ def create_app(
     install_selfcheck(app, runtime.sites, config.proxy_networks, clock)  # cookie/Safari check
     _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
+    _rollups(app, runtime, clock)  # stops after the workers (books their last counts)
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
     app[DEADLINES] = deadlines_of(config.server)
@@ -213,6 +220,29 @@ def dashboard_live(runtime: Runtime, clock: Clock) -> DashboardLive:
         browser=lambda: runtime.collect.stats if runtime.collect is not None else None,
         backlog_limit=runtime.config.metrics.backlog_limit,
     )
+
+
+# --- stats rollups (gateway/web/rollups.py, GET /v1/admin/stats) ---
+def _rollups(app: web.Application, runtime: Runtime, clock: Clock) -> None:
+    """With `[audit] rollups`: write the counters' per-minute rollups to the store."""
+    if not runtime.config.audit.rollups:
+        return
+    pipeline = runtime.pipeline
+
+    def read() -> Mapping[tuple[str, str, str, str, str], int]:
+        tallies = {route: worker.tally for route, worker in runtime.workers.items()}
+        return snapshot(pipeline.tally, tallies, pipeline.consent_denied, pipeline.routed_away)
+
+    flusher = Flusher(runtime.store, read, clock, runtime.config.audit)
+    app[ROLLUPS] = flusher
+    app.cleanup_ctx.append(rollups_ctx(flusher))
+
+
+def _site_destinations(config: Config) -> dict[str, tuple[str, ...]]:
+    return {site.id: tuple(site.destinations) for site in config.sites}
+
+
+# --- end stats rollups ---
 
 
 # --- automatic certificates (gateway/autocert/) ---

@@ -184,6 +184,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """`[audit]`: per-minute stats rollups kept in the store (`GET /v1/admin/stats`)."""
+
+    rollups: bool = _f(
+        True, "Write the counters' per-minute rollups to the store (the dashboard's history)."
+    )
+    retention_days: float = _f(
+        35.0, "Days of per-minute rollups kept; older minutes are deleted.", min=1.0, max=3660.0
+    )
+    flush_seconds: float = _f(
+        60.0,
+        "How often the counters' increases are written (rows stay per minute); also on stop.",
+        min=1.0,
+        max=60.0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ConsentConfig:
     """`[sites.consent]`: which signals decide the consent tier (none | analytics | full)."""
 
@@ -408,6 +426,7 @@ class Config:
     sites: tuple[SiteConfig, ...] = ()
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def proxy_networks(self) -> tuple[Network, ...]:
@@ -427,6 +446,7 @@ SECTIONS: Mapping[str, type[Any]] = {
     "tls": TlsConfig,
     "acme": AcmeConfig,
     "metrics": MetricsConfig,
+    "audit": AuditConfig,
 }
 
 

@@ -20,6 +20,7 @@ from typing import NamedTuple, Protocol
 
 from gateway.core.orders import OrderEntry, OrderRow
 from gateway.core.profile import ProfileUpdate, VisitorProfile
+from gateway.core.rollup import StatRow
 
 
 class DeliveryState(StrEnum):
@@ -368,5 +369,33 @@ class OrderStore(Protocol):
         delivery row's state, oldest first, at most `limit`."""
 
 
-class GatewayStore(Store, ProfileStore, DeadLetterStore, OrderStore, Protocol):
+@dataclass(frozen=True, slots=True)
+class StatsQuery:
+    """A range of per-minute stats: minutes in [start, end) summed per `step` seconds (a
+    multiple of 60; a row's minute is then its step's start), optionally of one site and one
+    destination (site-wide rows, destination "", always match a destination filter)."""
+
+    start: int
+    end: int
+    step: int = 60
+    site: str | None = None
+    destination: str | None = None
+    metrics: tuple[str, ...] = ()
+    """Only these metrics (empty: every one)."""
+
+
+class StatsStore(Protocol):
+    """Per-minute stats rollups (gateway/core/rollup.py), kept `[audit] retention_days`."""
+
+    async def write_stats(self, rows: Sequence[StatRow]) -> None:
+        """Add each row's value to its (minute, key) counter, creating it if new."""
+
+    async def read_stats(self, query: StatsQuery) -> list[StatRow]:
+        """Return the non-zero sums per step and key of the query's range, by step then key."""
+
+    async def compact_stats(self, before: int) -> int:
+        """Delete the rows of minutes before `before`; return how many."""
+
+
+class GatewayStore(Store, ProfileStore, DeadLetterStore, OrderStore, StatsStore, Protocol):
     """Everything the gateway needs from storage (the SQLite store implements it all)."""

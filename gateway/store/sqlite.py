@@ -89,6 +89,7 @@ from gateway.core.merge import source_pair
 from gateway.core.orders import OrderEntry, OrderRow
 from gateway.core.profile import ProfileUpdate, VisitorProfile
 from gateway.core.record import channel_of, merge_records
+from gateway.core.rollup import StatRow
 from gateway.store.availability import Availability
 from gateway.store.base import (
     AppendResult,
@@ -106,6 +107,7 @@ from gateway.store.base import (
     ProfileQuery,
     ReplayResult,
     ReplaySelection,
+    StatsQuery,
 )
 from gateway.store.sqlite_dead import DEAD_SCHEMA, dead_page_tx, mark_dead_tx, replay_tx
 from gateway.store.sqlite_orders import (
@@ -125,12 +127,18 @@ from gateway.store.sqlite_profiles import (
     find_profiles_tx,
     touch_profile_tx,
 )
+from gateway.store.sqlite_stats import (
+    STATS_SCHEMA,
+    compact_stats_tx,
+    read_stats_tx,
+    write_stats_tx,
+)
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -237,6 +245,7 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     5: LINKS_SCHEMA,
     6: DEAD_SCHEMA,
     7: ORDERS_SCHEMA,
+    8: STATS_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -895,6 +904,25 @@ class SqliteStore:
             if self._sweep_from is None:
                 break  # a whole pass: the next compaction starts from the first key again
         return total
+
+    # -- stats rollups (gateway/store/sqlite_stats.py) ----------------------------------------
+
+    async def write_stats(self, rows: Sequence[StatRow]) -> None:
+        if rows:
+            await self._write(partial(write_stats_tx, rows=tuple(rows)))
+
+    async def read_stats(self, query: StatsQuery) -> list[StatRow]:
+        if query.end <= query.start or query.step <= 0:
+            return []
+        return await self._read(partial(read_stats_tx, query=query))
+
+    async def compact_stats(self, before: int) -> int:
+        total = 0
+        while True:
+            deleted, more = await self._write(partial(compact_stats_tx, before=before))
+            total += deleted
+            if not more:
+                return total
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.core.event import CLICK_ID_KEYS, CONSENT_KEYS, STANDARD_EVENTS, Source
 from gateway.core.jsoncodec import dumps
 from gateway.web.openapi_admin import dead_paths, dead_schemas, gap_paths, gap_schemas
+from gateway.web.openapi_stats import stats_paths, stats_schemas
 
 JSONSchema = dict[str, Any]
 
@@ -619,9 +620,9 @@ def document() -> dict[str, Any]:
             " collect endpoint, health, operator and erasure surfaces.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
-        "paths": {**_paths(), **dead_paths(), **gap_paths()},
+        "paths": {**_paths(), **dead_paths(), **gap_paths(), **stats_paths()},
         "components": {
-            "schemas": {**_schemas(), **dead_schemas(), **gap_schemas()},
+            "schemas": {**_schemas(), **dead_schemas(), **gap_schemas(), **stats_schemas()},
             "securitySchemes": {
                 "apiKey": {
                     "type": "http",

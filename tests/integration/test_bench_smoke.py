@@ -88,3 +88,40 @@ def test_fanout_bench_stores_a_row_per_destination(tmp_path: Path) -> None:
     verdict = doc["verdict"]
     assert isinstance(verdict, dict)
     assert verdict["ratio"] > 0
+
+
+def test_ingest_audit_cases_compare_rollups_on_and_off(tmp_path: Path) -> None:
+    """#12: `ingest.py --audit-only` runs the gateway with rollups off and on (rollups written
+    and /metrics scraped while loaded) and reports the ratio; the on case checks its rollups."""
+    doc = run_bench(
+        "ingest.py",
+        "--audit-only",
+        "--loadgen",
+        "python",
+        "--batches",
+        "100",
+        "--duration",
+        "1.5",
+        "--warmup",
+        "0.5",
+        "--connections",
+        "4",
+        "--no-snapshot",
+        out=tmp_path / "i.json",
+    )
+    results = doc["results"]
+    assert isinstance(results, list)
+    assert sorted(r["server"] for r in results) == ["audit off", "audit on"]
+    for result in results:
+        assert result["rows"]["deliveries"] >= result["expected_rows"] > 0
+    (on,) = [r for r in results if r["server"] == "audit on"]
+    assert on["rolled_up"] >= on["expected_rows"]
+    assert on["scrapes"] >= 1
+    audit = doc["audit"]
+    assert isinstance(audit, dict)
+    assert audit["100"]["ratio"] > 0
+    costs = doc["audit_costs"]
+    assert isinstance(costs, dict)
+    assert costs["rows_per_flush"] > 100  # every counter moved between flushes
+    assert costs["flush_ms"] > 0
+    assert costs["scrape_ms"] > 0

@@ -27,6 +27,7 @@ import pytest
 
 from gateway.core.orders import Fate, OrderEntry
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate, VisitorProfile
+from gateway.core.rollup import StatRow
 from gateway.store.base import (
     AppendResult,
     DeadReason,
@@ -37,6 +38,7 @@ from gateway.store.base import (
     Identity,
     NewEvent,
     ProfileQuery,
+    StatsQuery,
     Store,
 )
 
@@ -898,3 +900,110 @@ class OrderContract:
         erased = await store.erase("shop", visitor_id=None, keys=[f"em:{digest}"], now=T0 + 1)
         assert erased.deliveries == 1
         assert [r.order_id for r in await store.order_rows("shop", 0, T0, 10)] == ["e2"]
+
+
+# -- per-minute stats rollups (StatsStore, issue #12 item 2) ------------------------------------
+
+M0 = 1_700_000_040
+"""A minute start (divisible by 60)."""
+
+
+def stat(minute: int, metric: str, value: int, **key: str) -> StatRow:
+    """A StatRow of site "shop", destination "meta" and event "Purchase" unless `key` says."""
+    return StatRow(
+        minute,
+        key.get("site", "shop"),
+        key.get("destination", "meta"),
+        key.get("event", "Purchase"),
+        metric,
+        key.get("detail", ""),
+        value,
+    )
+
+
+class StatsContract:
+    """Contract of the stats half of a backend (`StatsStore`): subclass, override make_store."""
+
+    @pytest.fixture
+    def make_store(self) -> Callable[[], GatewayStore]:
+        raise NotImplementedError("a backend's test class must provide make_store")
+
+    @pytest.fixture
+    async def store(self, make_store: Callable[[], GatewayStore]) -> AsyncIterator[GatewayStore]:
+        store = make_store()
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def test_rows_read_back_per_minute_and_writes_add_up(self, store: GatewayStore) -> None:
+        await store.write_stats([stat(M0, "delivered", 2), stat(M0 + 60, "delivered", 1)])
+        await store.write_stats([stat(M0, "delivered", 3)])  # a second flush of the same minute
+        await store.write_stats([])
+        rows = await store.read_stats(StatsQuery(M0, M0 + 120))
+        assert rows == [stat(M0, "delivered", 5), stat(M0 + 60, "delivered", 1)]
+
+    async def test_the_range_is_half_open(self, store: GatewayStore) -> None:
+        await store.write_stats([stat(M0 + 60 * i, "queued", i + 1) for i in range(4)])
+        rows = await store.read_stats(StatsQuery(M0 + 60, M0 + 180))
+        assert [(r.minute, r.value) for r in rows] == [(M0 + 60, 2), (M0 + 120, 3)]
+        assert await store.read_stats(StatsQuery(M0 + 60, M0 + 60)) == []
+
+    async def test_steps_sum_minutes_from_the_range_start(self, store: GatewayStore) -> None:
+        await store.write_stats([stat(M0 + 60 * i, "queued", 1 << i) for i in range(5)])
+        rows = await store.read_stats(StatsQuery(M0, M0 + 360, step=120))
+        assert [(r.minute, r.value) for r in rows] == [(M0, 3), (M0 + 120, 12), (M0 + 240, 16)]
+
+    async def test_site_and_destination_filters(self, store: GatewayStore) -> None:
+        received = stat(M0, "received", 7, destination="", event="", detail="backend")
+        await store.write_stats(
+            [
+                stat(M0, "delivered", 1),
+                stat(M0, "delivered", 2, destination="tiktok"),
+                stat(M0, "delivered", 4, site="blog"),
+                received,
+                stat(M0, "dead", 1, detail="invalid_field"),
+            ]
+        )
+        every = await store.read_stats(StatsQuery(M0, M0 + 60))
+        assert len(every) == 5
+        shop = await store.read_stats(StatsQuery(M0, M0 + 60, site="shop"))
+        assert {(r.destination, r.metric, r.value) for r in shop} == {
+            ("meta", "delivered", 1),
+            ("tiktok", "delivered", 2),
+            ("", "received", 7),
+            ("meta", "dead", 1),
+        }
+        meta = await store.read_stats(StatsQuery(M0, M0 + 60, site="shop", destination="meta"))
+        assert sorted(meta) == sorted(
+            [stat(M0, "delivered", 1), received, stat(M0, "dead", 1, detail="invalid_field")]
+        )
+        assert await store.read_stats(StatsQuery(M0, M0 + 60, site="nowhere")) == []
+        picked = await store.read_stats(StatsQuery(M0, M0 + 60, metrics=("dead", "received")))
+        assert sorted(picked) == sorted([stat(M0, "dead", 1, detail="invalid_field"), received])
+
+    async def test_compact_deletes_the_minutes_before(self, store: GatewayStore) -> None:
+        await store.write_stats(
+            [stat(M0 + 60 * i, "queued", 1) for i in range(3)]
+            + [stat(M0, "delivered", 1, destination="tiktok")]
+        )
+        assert await store.compact_stats(M0 + 60) == 2
+        assert await store.compact_stats(M0 + 60) == 0
+        rows = await store.read_stats(StatsQuery(M0 - 600, M0 + 600))
+        assert [(r.minute, r.value) for r in rows] == [(M0 + 60, 1), (M0 + 120, 1)]
+
+    async def test_reopen_keeps_the_stats(self, make_store: Callable[[], GatewayStore]) -> None:
+        first = make_store()
+        await first.open()
+        try:
+            await first.write_stats([stat(M0, "delivered", 3)])
+        finally:
+            await first.close()
+        second = make_store()
+        await second.open()
+        try:
+            await second.write_stats([stat(M0, "delivered", 1)])
+            assert await second.read_stats(StatsQuery(M0, M0 + 60)) == [stat(M0, "delivered", 4)]
+        finally:
+            await second.close()

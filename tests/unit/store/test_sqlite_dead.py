@@ -76,7 +76,7 @@ async def test_a_version_6_file_opens_migrates_and_lists_its_old_dead_letters(
     finally:
         await store.close()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 7
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert {"dead_letters", "deliveries_dead"} <= names
 

@@ -1,0 +1,113 @@
+"""SqliteStore stats rollups: the contract, the version-8 migration, chunked retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+pytest.register_assert_rewrite("contract")
+
+from contract import LEASE, M0, T0, StatsContract, stat  # noqa: E402
+
+import gateway.store.sqlite as sqlite_module  # noqa: E402
+from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
+from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite_stats import COMPACT_MINUTES  # noqa: E402
+
+
+class TestSqliteStats(StatsContract):
+    @pytest.fixture(params=("loop", "thread"))
+    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> object:
+        path = tmp_path / "outbox.db"
+
+        def factory() -> GatewayStore:
+            return SqliteStore(path, writer=request.param)
+
+        return factory
+
+
+def _version_7_file(path: Path) -> None:
+    """A file as a gateway of schema version 7 left it: one pending delivery."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        scripts = (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in range(1, 7)))
+        for script in scripts:
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute(
+            "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
+            " VALUES (1, 'shop', 'Purchase', 'old-1', ?, x'7b7d', ?)",
+            (T0 - 5, T0),
+        )
+        conn.execute(
+            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
+            " VALUES (1, 'shop:meta', 'pending', 0, 0, ?)",
+            (T0,),
+        )
+        conn.execute("PRAGMA user_version = 7")
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert "stats_minute" not in names
+
+
+async def test_a_version_7_file_opens_migrates_and_keeps_stats(tmp_path: Path) -> None:
+    path = tmp_path / "v7.db"
+    _version_7_file(path)
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        (row,) = await store.lease("shop:meta", 10, T0, LEASE)
+        assert row.event_id == "old-1"
+        assert await store.read_stats(StatsQuery(M0, M0 + 60)) == []
+        await store.write_stats([stat(M0, "delivered", 2)])
+        assert await store.read_stats(StatsQuery(M0, M0 + 60)) == [stat(M0, "delivered", 2)]
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"stats_minute", "stats_minute_time"} <= names
+
+
+async def test_retention_deletes_in_chunks_of_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(tmp_path / "outbox.db")
+    await store.open()
+    try:
+        minutes = 3 * COMPACT_MINUTES + 7
+        await store.write_stats([stat(M0 + 60 * i, "queued", 1) for i in range(minutes)])
+        chunks: list[int] = []
+        real = sqlite_module.compact_stats_tx
+
+        def counted(conn: sqlite3.Connection, *, before: int) -> tuple[int, bool]:
+            deleted, more = real(conn, before=before)
+            chunks.append(deleted)
+            return deleted, more
+
+        monkeypatch.setattr(sqlite_module, "compact_stats_tx", counted)
+        keep = 5
+        assert await store.compact_stats(M0 + 60 * (minutes - keep)) == minutes - keep
+        assert chunks == [COMPACT_MINUTES] * 3 + [minutes - keep - 3 * COMPACT_MINUTES]
+        left = await store.read_stats(StatsQuery(M0, M0 + 60 * minutes))
+        assert [r.minute for r in left] == [M0 + 60 * i for i in range(minutes - keep, minutes)]
+    finally:
+        await store.close()
+
+
+def test_a_site_and_range_read_uses_the_primary_key() -> None:
+    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
+        sqlite_module._migrate(conn)
+        plan = " ".join(
+            str(row[3])
+            for row in conn.execute(
+                "EXPLAIN QUERY PLAN SELECT value FROM stats_minute WHERE site = 'shop'"
+                " AND destination IN ('meta', '') AND minute >= 0 AND minute < 600"
+            )
+        )
+        assert "SCAN" not in plan, plan
