@@ -44,7 +44,7 @@ from gateway.web.collect import Collect
 from gateway.web.dashboard import Live as DashboardLive
 from gateway.web.dashboard import Providers
 from gateway.web.dashboard import install as install_dashboard
-from gateway.web.dashboard.adapters import gap_provider
+from gateway.web.dashboard.adapters import gap_provider, stats_provider
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
@@ -169,8 +169,11 @@ def create_app(
         config.server.admin_token,
         cookie_key(config) if config.server.admin_token is not None else b"",
         config.proxy_networks,
-        Providers(gap=gap_provider(store, site_routes)),
-    )  # the stats and events providers plug in here too (web/dashboard/providers.py)
+        Providers(
+            stats=stats_provider(store) if config.audit.rollups else None,
+            gap=gap_provider(store, site_routes),
+        ),
+    )  # the recent-events provider plugs in here too (web/dashboard/providers.py)
     stats = StatsApi(store, config.server.admin_token, _site_destinations(config), clock)
     app.router.add_get(STATS_PATH, stats.get)
     erasure = Erasure(pipeline, sites, clock)

@@ -1,17 +1,29 @@
 """Adapters from the gateway's own data to the dashboard's provider seams (providers.py).
 
 `gap_provider` reads the order ledger (issue #12 item 4, gateway/core/orders.py) the way
-`GET /v1/admin/gap` does and hands the dashboard its `GapReport`.
+`GET /v1/admin/gap` does and hands the dashboard its `GapReport`; `stats_provider` reads the
+per-minute rollups (issue #12 item 2, gateway/core/rollup.py) as delivery counts over time.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.core.orders import gap_report
+from gateway.core.rollup import DEAD, DELIVERED, RETRIED
+from gateway.store.base import StatsQuery, StatsStore
 from gateway.web.admin_gap import MAX_ROWS, OrderRows
-from gateway.web.dashboard.providers import GapLine, GapProvider, GapReport, MissingOrder
+from gateway.web.dashboard.providers import (
+    GapLine,
+    GapProvider,
+    GapReport,
+    MissingOrder,
+    SeriesPoint,
+    SeriesQuery,
+    StatsProvider,
+)
 
 _NAMED: frozenset[str] = frozenset({"order_id", "event_id", "reason"})
 
@@ -42,5 +54,38 @@ def gap_provider(
             for destination, line in report["destinations"].items()
         )
         return GapReport(site, since, until, lines)
+
+    return provide
+
+
+def stats_provider(store: StatsStore) -> StatsProvider:
+    """The dashboard's over-time seam over the rollups: delivered, retried and dead per step of
+    one route (``site:destination``) or of every route."""
+
+    async def provide(query: SeriesQuery) -> list[SeriesPoint]:
+        step = max(60, int(query.step) // 60 * 60)
+        start = int(query.since) // step * step
+        end = math.ceil(query.until / step) * step
+        site = destination = None
+        if query.route is not None:
+            site, _, destination = query.route.partition(":")
+        rows = await store.read_stats(
+            StatsQuery(start, end, step, site, destination, (DELIVERED, RETRIED, DEAD))
+        )
+        sums: dict[int, dict[str, int]] = {}
+        for row in rows:
+            if not row.destination:
+                continue  # site-wide rows come with a destination filter; these are per route
+            counts = sums.setdefault(row.minute, {})
+            counts[row.metric] = counts.get(row.metric, 0) + row.value
+        return [
+            SeriesPoint(
+                float(t),
+                sums.get(t, {}).get(DELIVERED, 0),
+                sums.get(t, {}).get(RETRIED, 0),
+                sums.get(t, {}).get(DEAD, 0),
+            )
+            for t in range(start, end, step)
+        ]
 
     return provide

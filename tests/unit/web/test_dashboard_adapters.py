@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.core.orders import Fate, OrderRow
-from gateway.web.dashboard.adapters import gap_provider
-from gateway.web.dashboard.providers import GapLine, MissingOrder
+from gateway.core.rollup import StatRow
+from gateway.store.base import StatsQuery
+from gateway.web.dashboard.adapters import gap_provider, stats_provider
+from gateway.web.dashboard.providers import GapLine, MissingOrder, SeriesPoint, SeriesQuery
 
 
 def row(
@@ -72,3 +76,44 @@ async def test_the_gap_report_names_each_missing_order_with_its_reason() -> None
     ]
     assert "attempts=2" in tiktok.missing[1].detail
     assert "last_error=HTTP 503" in tiktok.missing[1].detail
+
+
+class Rollups:
+    def __init__(self, rows: list[StatRow]) -> None:
+        self.rows = rows
+        self.queries: list[StatsQuery] = []
+
+    async def write_stats(self, rows: Sequence[StatRow]) -> None:
+        raise AssertionError("the dashboard only reads")
+
+    async def read_stats(self, query: StatsQuery) -> list[StatRow]:
+        self.queries.append(query)
+        return self.rows
+
+    async def compact_stats(self, before: int) -> int:
+        raise AssertionError("the dashboard only reads")
+
+
+async def test_the_series_sums_each_step_of_a_route_and_fills_empty_steps() -> None:
+    rows = [
+        StatRow(1_800_000_000, "shop", "meta", "Purchase", "delivered", "", 7),
+        StatRow(1_800_000_000, "shop", "meta", "Lead", "delivered", "", 2),
+        StatRow(1_800_000_000, "shop", "meta", "Purchase", "dead", "invalid_field", 1),
+        StatRow(1_800_000_120, "shop", "meta", "Purchase", "retried", "", 3),
+        StatRow(1_800_000_120, "shop", "", "Purchase", "accepted", "backend", 50),
+    ]
+    store = Rollups(rows)
+    provide = stats_provider(store)
+    points = await provide(SeriesQuery("shop:meta", 1_800_000_010.0, 1_800_000_170.0, 60.0))
+    (query,) = store.queries
+    assert (query.start, query.end, query.step) == (1_800_000_000, 1_800_000_180, 60)
+    assert (query.site, query.destination) == ("shop", "meta")
+    assert set(query.metrics) == {"delivered", "retried", "dead"}
+    assert points == [
+        SeriesPoint(1_800_000_000.0, delivered=9, retried=0, dead=1),
+        SeriesPoint(1_800_000_060.0),
+        SeriesPoint(1_800_000_120.0, delivered=0, retried=3, dead=0),
+    ]
+    every = await provide(SeriesQuery(None, 1_800_000_000.0, 1_800_000_060.0, 60.0))
+    assert store.queries[-1].site is None
+    assert every == [SeriesPoint(1_800_000_000.0, delivered=9, retried=0, dead=1)]
