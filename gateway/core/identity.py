@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
-from gateway.core.normalize import Dropped, check, country_code, sha256_hex
+from gateway.core.normalize import SAME_RULE, Dropped, check, country_code, sha256_hex
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -32,7 +32,16 @@ class PiiHasher:
     that names one, else in `default_country` (the site's): see `phone_country`.
     """
 
-    __slots__ = ("_memo", "_path", "default_country", "index", "prefix", "rulesets", "warnings")
+    __slots__ = (
+        "_digests",
+        "_memo",
+        "_path",
+        "default_country",
+        "index",
+        "prefix",
+        "rulesets",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -49,6 +58,8 @@ class PiiHasher:
         self.index: int | None = None
         self.warnings: list[FieldError] = []
         self._memo: dict[tuple[str, str, str, str | None], str | Dropped] = {}
+        self._digests: dict[str, str] = {}
+        """Normal form → its SHA-256 hex (as long as the hasher, like `_memo`)."""
 
     @property
     def path(self) -> str:
@@ -63,7 +74,7 @@ class PiiHasher:
         self.index = None
 
     def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
-        memo = self._memo
+        memo, same = self._memo, SAME_RULE
         country = phone_country(pii, self.default_country)
         hashed: Hashed = {}
         for rules in self.rulesets:
@@ -72,11 +83,13 @@ class PiiHasher:
                 if len(values) != 1:
                     break  # lists: the general path below, warnings and all
                 value = values[0]
-                # Only the phone rule reads the country: other values stay shared across events.
-                memo_key = (rules, key, value, country if key == "ph" else None)
+                # Rule sets with the same rule for the key share one result (SAME_RULE); only
+                # the phone rule reads the country: other values stay shared across events.
+                group = same.get((rules, key), rules)
+                memo_key = (group, key, value, country if key == "ph" else None)
                 result = memo.get(memo_key)
                 if result is None:
-                    result = _digest_of(key, value, rules, country)
+                    result = self._digest_of(key, value, group, country)
                     memo[memo_key] = result
                 if type(result) is not str:
                     break  # a dropped value: the general path reports it
@@ -91,6 +104,22 @@ class PiiHasher:
         self.warnings.extend(warnings)
         return hashed
 
+    def _digest_of(self, key: str, value: str, rules: str, country: str | None) -> str | Dropped:
+        """Return the SHA-256 hex of the normalised value (a digest passes through), or why not.
+
+        Each distinct normal form is hashed once per hasher: rule sets whose rules differ but
+        normalise a value alike (an e-mail outside gmail for "meta" and "google") share it."""
+        result = check(key, value, rules, default_country=country)
+        if isinstance(result, Dropped):
+            return result
+        if len(result) == 64 and _DIGEST_RE.fullmatch(result) is not None:
+            return result
+        digests = self._digests
+        digest = digests.get(result)
+        if digest is None:
+            digest = digests[result] = sha256_hex(result)
+        return digest
+
 
 def phone_country(pii: Mapping[str, tuple[str, ...]], default: str | None) -> str | None:
     """The country national phone numbers of `pii` are read in: its own, else `default`.
@@ -104,16 +133,6 @@ def phone_country(pii: Mapping[str, tuple[str, ...]], default: str | None) -> st
         if own is not None:
             return own
     return default
-
-
-def _digest_of(key: str, value: str, rules: str, country: str | None) -> str | Dropped:
-    """Return the SHA-256 hex of the normalised value (a digest passes through), or why not."""
-    result = check(key, value, rules, default_country=country)
-    if isinstance(result, Dropped):
-        return result
-    if len(result) != 64 or _DIGEST_RE.fullmatch(result) is None:
-        return sha256_hex(result)
-    return result
 
 
 def hash_pii(

@@ -61,6 +61,7 @@ from gateway.core.phones import PhoneRefused, e164
 __all__ = [
     "FIELDS",
     "RULESETS",
+    "SAME_RULE",
     "Dropped",
     "check",
     "country_code",
@@ -895,6 +896,15 @@ _RULES: Final[Mapping[str, Mapping[str, _Rule]]] = {
 }
 
 RULESETS: Final[tuple[str, ...]] = tuple(_RULES)
+
+SAME_RULE: Final[Mapping[tuple[str, str], str]] = {
+    (platform, field): next(p for p in RULESETS if _RULES[p][field] is rule)
+    for platform, rules in _RULES.items()
+    for field, rule in rules.items()
+}
+"""(rule set, field) → the first rule set (in `RULESETS` order) with the very same rule for the
+field, so `check` gives both the same result for any value: "tiktok" e-mails are "meta"'s,
+"reddit" phones "google"'s (what a hasher computes once for several rule sets)."""
 
 
 def _rule(field: str, platform: str) -> _Rule:
