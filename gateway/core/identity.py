@@ -36,6 +36,8 @@ class PiiHasher:
         "_digests",
         "_memo",
         "_path",
+        "_plans",
+        "_rules",
         "default_country",
         "index",
         "prefix",
@@ -60,6 +62,9 @@ class PiiHasher:
         self._memo: dict[tuple[str, str, str, str | None], str | Dropped] = {}
         self._digests: dict[str, str] = {}
         """Normal form → its SHA-256 hex (as long as the hasher, like `_memo`)."""
+        self._rules = tuple(dict.fromkeys(rulesets))
+        self._plans: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        """Identifier key → `_plan`."""
 
     @property
     def path(self) -> str:
@@ -74,28 +79,32 @@ class PiiHasher:
         self.index = None
 
     def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
-        memo, same = self._memo, SAME_RULE
+        memo = self._memo
         country = phone_country(pii, self.default_country)
-        hashed: Hashed = {}
-        for rules in self.rulesets:
-            out: dict[str, tuple[str, ...]] = {}
-            for key, values in pii.items():
-                if len(values) != 1:
-                    break  # lists: the general path below, warnings and all
-                value = values[0]
-                # Rule sets with the same rule for the key share one result (SAME_RULE); only
-                # the phone rule reads the country: other values stay shared across events.
-                group = same.get((rules, key), rules)
-                memo_key = (group, key, value, country if key == "ph" else None)
+        hashed: Hashed = {rules: {} for rules in self._rules}
+        outs = list(hashed.values())
+        for key, values in pii.items():
+            if len(values) != 1:
+                break  # lists: the general path below, warnings and all
+            value = values[0]
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = self._plan(key)
+            groups, picks = plan
+            # Only the phone rule reads the country: other values stay shared across events.
+            where = country if key == "ph" else None
+            results: list[tuple[str, ...]] = []
+            for group in groups:
+                memo_key = (group, key, value, where)
                 result = memo.get(memo_key)
                 if result is None:
-                    result = self._digest_of(key, value, group, country)
-                    memo[memo_key] = result
+                    result = memo[memo_key] = self._digest_of(key, value, group, country)
                 if type(result) is not str:
                     break  # a dropped value: the general path reports it
-                out[key] = (result,)
+                results.append((result,))
             else:
-                hashed[rules] = out
+                for out, pick in zip(outs, picks, strict=True):
+                    out[key] = results[pick]
                 continue
             break
         else:
@@ -103,6 +112,18 @@ class PiiHasher:
         hashed, warnings = hash_pii(pii, self.rulesets, country, self.path)
         self.warnings.extend(warnings)
         return hashed
+
+    def _plan(self, key: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The distinct rules (SAME_RULE) the rule sets apply to `key`, and for each rule set
+        the position of its own among them."""
+        groups: list[str] = []
+        picks: list[int] = []
+        for rules in self._rules:
+            group = SAME_RULE.get((rules, key), rules)  # unknown: `check` names the problem
+            if group not in groups:
+                groups.append(group)
+            picks.append(groups.index(group))
+        return tuple(groups), tuple(picks)
 
     def _digest_of(self, key: str, value: str, rules: str, country: str | None) -> str | Dropped:
         """Return the SHA-256 hex of the normalised value (a digest passes through), or why not.
