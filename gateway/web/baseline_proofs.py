@@ -36,9 +36,6 @@ from gateway.destinations.reddit.destination import Reddit
 from gateway.destinations.snap.destination import Snap
 from gateway.destinations.x.destination import X
 
-Proof = Callable[[Stored, str], bool]
-"""(stored record, the event name the destination sees) → its `validate` surely passes."""
-
 _NAMES_MAX: Final = 4096
 """Distinct event names remembered per destination (custom names are unbounded; cleared when
 full)."""
@@ -81,44 +78,55 @@ def probe(name: str) -> Event:
     )
 
 
-class _Names:
-    """Per event name, what `settle` says about it (memoised, bounded)."""
+REFUSED: Final = 0
+"""A name the destination refuses the probe under: its events are never proven."""
+FINE: Final = 1
+"""A name the destination takes the probe under."""
+NEEDS_MORE: Final = 2
+"""A name it takes the probe under that asks more of the event (Snap's PURCHASE: value and
+currency; Microsoft's pageLoad: url)."""
 
-    __slots__ = ("_memo", "_settle")
+Holds = Callable[[Stored, int], bool]
+"""(record, its name's verdict, FINE or NEEDS_MORE) → the destination's `validate` surely
+passes the record's event."""
 
-    def __init__(self, settle: Callable[[str], int]) -> None:
-        self._settle = settle
+
+class Proof:
+    """A destination's proof: a verdict per event name (`settle`, memoised), then `holds`."""
+
+    __slots__ = ("_destination", "_memo", "_more", "holds")
+
+    def __init__(
+        self, destination: Destination, holds: Holds, more: Callable[[Event], bool] | None = None
+    ) -> None:
+        """`more`: whether a probe the destination takes asks more of the event (NEEDS_MORE)."""
+        self._destination = destination
+        self._more = more
         self._memo: dict[str, int] = {}
+        self.holds = holds
 
-    def __call__(self, name: str) -> int:
+    def settle(self, name: str) -> int:
+        """The verdict on event name `name` (as the destination sees it): REFUSED when its
+        `validate` refuses the probe of that name, else FINE or NEEDS_MORE."""
         found = self._memo.get(name)
         if found is None:
             if len(self._memo) >= _NAMES_MAX:
                 self._memo.clear()
-            found = self._memo[name] = self._settle(name)
+            event = probe(name)
+            if self._destination.validate(event) is not None:
+                found = REFUSED
+            elif self._more is not None and self._more(event):
+                found = NEEDS_MORE
+            else:
+                found = FINE
+            self._memo[name] = found
         return found
 
-
-_REFUSED: Final = 0
-"""A name the probe is refused under: never proven."""
-_FINE: Final = 1
-"""A name the probe passes under."""
-_NEEDS_MORE: Final = 2
-"""A name that passes with the probe but asks more of the event (Snap's PURCHASE: value and
-currency; Microsoft's pageLoad: url)."""
-
-
-def _gate(destination: Destination, more: Callable[[Event], bool] | None = None) -> _Names:
-    """The name memo of a destination: whether the probe of a name passes `validate`, and
-    whether `more` (if given) says the name asks more of the event."""
-
-    def settle(name: str) -> int:
-        event = probe(name)
-        if destination.validate(event) is not None:
-            return _REFUSED
-        return _NEEDS_MORE if more is not None and more(event) else _FINE
-
-    return _Names(settle)
+    def proves(self, record: Stored, name: str) -> bool:
+        """Whether the destination's `validate` surely passes the record's event, seen under
+        `name`."""
+        verdict = self.settle(name)
+        return verdict != REFUSED and self.holds(record, verdict)
 
 
 def _ids(record: Stored, rules: str) -> Mapping[str, Any]:
@@ -154,102 +162,92 @@ def proof_for(destination: Destination) -> Proof | None:
 
 
 def _snap(destination: Snap) -> Proof:
-    snap = destination
-    names = _gate(snap, lambda event: snap.event_name(event) == "PURCHASE")
-    rules = snap.hash_rules
+    rules = destination.hash_rules
 
-    def proof(record: Stored, name: str) -> bool:
-        verdict = names(name)
-        if verdict == _REFUSED:
-            return False
+    def holds(record: Stored, verdict: int) -> bool:
         if record.s == _WEBSITE and not record.url:
             return False
         ids, u = _ids(record, rules), record.u
         if not (ids.get("em") or ids.get("ph") or (u.ip and u.ua)):
             return False
-        return verdict == _FINE or (record.d.value is not None and bool(record.d.currency))
+        return verdict == FINE or (record.d.value is not None and bool(record.d.currency))
 
-    return proof
+    return Proof(destination, holds, lambda event: destination.event_name(event) == "PURCHASE")
 
 
 def _pinterest(destination: Pinterest) -> Proof:
-    names, rules = _gate(destination), destination.hash_rules
+    rules = destination.hash_rules
 
-    def proof(record: Stored, name: str) -> bool:
-        if names(name) == _REFUSED or record.s == _APP:
+    def holds(record: Stored, verdict: int) -> bool:
+        if record.s == _APP:
             return False
         if record.s == _WEBSITE and not record.url:
             return False
         u = record.u
         return bool(_ids(record, rules).get("em") or (u.ip and u.ua))
 
-    return proof
+    return Proof(destination, holds)
 
 
 def _reddit(destination: Reddit) -> Proof:
-    names, rules = _gate(destination), destination.hash_rules
+    rules = destination.hash_rules
 
-    def proof(record: Stored, name: str) -> bool:
-        if names(name) == _REFUSED:
-            return False
+    def holds(record: Stored, verdict: int) -> bool:
         if record.u.ip or _click(record, "rdt_cid"):
             return True
         ids = _ids(record, rules)
         return bool(ids.get("em") or ids.get("ph") or ids.get("external_id"))
 
-    return proof
+    return Proof(destination, holds)
 
 
 def _linkedin(destination: LinkedIn) -> Proof:
-    names, rules = _gate(destination), destination.hash_rules
+    rules = destination.hash_rules
     ldu_sent = destination.settings.send_limited_data_use
 
-    def proof(record: Stored, name: str) -> bool:
-        if names(name) == _REFUSED or record.tc or (record.ldu and not ldu_sent):
+    def holds(record: Stored, verdict: int) -> bool:
+        if record.tc or (record.ldu and not ldu_sent):
             return False
         return bool(_ids(record, rules).get("em") or _click(record, "li_fat_id"))
 
-    return proof
+    return Proof(destination, holds)
 
 
 def _microsoft(destination: Microsoft) -> Proof:
-    microsoft = destination
-    names = _gate(microsoft, lambda event: microsoft.event_type_and_name(event)[0] == PAGE_LOAD)
-    rules = microsoft.hash_rules
+    rules = destination.hash_rules
 
-    def proof(record: Stored, name: str) -> bool:
-        verdict = names(name)
-        if verdict == _REFUSED or record.tc:
+    def holds(record: Stored, verdict: int) -> bool:
+        if record.tc:
             return False
-        if verdict == _NEEDS_MORE and not record.url:
+        if verdict == NEEDS_MORE and not record.url:
             return False
         if record.u.ip:
             return True
         ids = _ids(record, rules)
         return bool(ids.get("em") or ids.get("ph") or ids.get("external_id"))
 
-    return proof
+    return Proof(
+        destination, holds, lambda event: destination.event_type_and_name(event)[0] == PAGE_LOAD
+    )
 
 
 def _x(destination: X) -> Proof:
-    names, rules = _gate(destination), destination.hash_rules
+    rules = destination.hash_rules
 
-    def proof(record: Stored, name: str) -> bool:
-        if names(name) == _REFUSED or record.tc:
+    def holds(record: Stored, verdict: int) -> bool:
+        if record.tc:
             return False
         if _click(record, "twclid"):
             return True
         ids = _ids(record, rules)
         return bool(ids.get("em") or ids.get("ph"))
 
-    return proof
+    return Proof(destination, holds)
 
 
 def _ga4(destination: GA4) -> Proof:
-    names = _gate(destination)
-
-    def proof(record: Stored, name: str) -> bool:
-        if names(name) == _REFUSED or record.ch != _PROBE_CHANNEL:
+    def holds(record: Stored, verdict: int) -> bool:
+        if record.ch != _PROBE_CHANNEL:
             return False
         raw = _click(record, "ga")
         if not raw or ga_client_id(raw) is None:
@@ -271,4 +269,4 @@ def _ga4(destination: GA4) -> Proof:
                     return False
         return True
 
-    return proof
+    return Proof(destination, holds)

@@ -192,7 +192,7 @@ def judged(site: Site, batch: list[Event]) -> tuple[int, int]:
             record = stored_of(event)
             seen = renamed(decode(encode_stored(record)), rules.event_names)
             problem = destination.validate(seen)
-            if proof(record, rules.rename(record.e)):
+            if proof.proves(record, rules.rename(record.e)):
                 proven += 1
                 assert problem is None, (name, problem, event)
             elif problem is not None:
