@@ -7,7 +7,14 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
-from gateway.core.normalize import SAME_RULE, Dropped, check, country_code, sha256_hex
+from gateway.core.normalize import (
+    DERIVED,
+    SAME_RULE,
+    Dropped,
+    check,
+    country_code,
+    sha256_hex,
+)
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -35,6 +42,7 @@ class PiiHasher:
     __slots__ = (
         "_digests",
         "_memo",
+        "_normals",
         "_path",
         "_plans",
         "_rules",
@@ -62,6 +70,8 @@ class PiiHasher:
         self._memo: dict[tuple[str, str, str, str | None], str | Dropped] = {}
         self._digests: dict[str, str] = {}
         """Normal form → its SHA-256 hex (as long as the hasher, like `_memo`)."""
+        self._normals: dict[tuple[str, str, str, str | None], str | Dropped] = {}
+        """`_memo`'s keys → the normal form (`_normal`; as long as the hasher)."""
         self._rules = tuple(dict.fromkeys(rulesets))
         self._plans: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
         """Identifier key → `_plan`."""
@@ -130,7 +140,7 @@ class PiiHasher:
 
         Each distinct normal form is hashed once per hasher: rule sets whose rules differ but
         normalise a value alike (an e-mail outside gmail for "meta" and "google") share it."""
-        result = check(key, value, rules, default_country=country)
+        result = self._normal(key, value, rules, country)
         if isinstance(result, Dropped):
             return result
         if len(result) == 64 and _DIGEST_RE.fullmatch(result) is not None:
@@ -140,6 +150,26 @@ class PiiHasher:
         if digest is None:
             digest = digests[result] = sha256_hex(result)
         return digest
+
+    def _normal(self, key: str, value: str, rules: str, country: str | None) -> str | Dropped:
+        """`check`, memoised per hasher; a rule derived from another's (normalize.DERIVED, e.g.
+        Google's e-mail from Meta's) reads the value once for both."""
+        where = country if key == "ph" else None
+        memo_key = (rules, key, value, where)
+        normals = self._normals
+        found = normals.get(memo_key)
+        if found is not None:
+            return found
+        derived = DERIVED.get((rules, key))
+        if derived is None:
+            found = check(key, value, rules, default_country=country)
+        else:
+            base_rules, step = derived
+            found = self._normal(key, value, base_rules, country)
+            if type(found) is str and (len(found) != 64 or _DIGEST_RE.fullmatch(found) is None):
+                found = step(found)
+        normals[memo_key] = found
+        return found
 
 
 def phone_country(pii: Mapping[str, tuple[str, ...]], default: str | None) -> str | None:

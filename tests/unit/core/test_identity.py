@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 
 from gateway.core.event import Event, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher, hash_identifiers, hash_pii
-from gateway.core.normalize import FIELDS, RULESETS, SAME_RULE, check
+from gateway.core.normalize import (
+    DERIVED,
+    FIELDS,
+    RULESETS,
+    SAME_RULE,
+    Dropped,
+    check,
+    is_sha256,
+)
 
 NOW = 1_700_000_000.0
 RULES = ("meta", "google")
@@ -157,3 +165,24 @@ def test_rule_sets_share_what_they_can() -> None:
     assert SAME_RULE[("google", "em")] == "google"
     assert SAME_RULE[("reddit", "external_id")] == "reddit"
     assert all(SAME_RULE[(r, f)] in RULESETS for r in RULESETS for f in FIELDS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(DERIVED)).flatmap(
+        lambda rf: st.tuples(st.just(rf), _VALUES[rf[1]] | st.text(max_size=30))
+    ),
+    st.sampled_from([None, "us", "fr"]),
+)
+def test_a_derived_rule_is_its_base_rule_then_its_step(
+    derived: tuple[tuple[str, str], str], country: str | None
+) -> None:
+    (rules, field), value = derived
+    base_rules, step = DERIVED[(rules, field)]
+    base = check(field, value, base_rules, default_country=country)
+    expected = check(field, value, rules, default_country=country)
+    if isinstance(base, Dropped) or is_sha256(base):
+        assert expected == base
+    else:
+        assert expected == step(base)
+
