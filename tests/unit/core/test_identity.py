@@ -185,4 +185,3 @@ def test_a_derived_rule_is_its_base_rule_then_its_step(
         assert expected == base
     else:
         assert expected == step(base)
-
