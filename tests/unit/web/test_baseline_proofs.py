@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.app import RUNTIME, create_app
 from gateway.config import parse
 from gateway.core.event import Consent, Content, Data, Event, Source, User
 from gateway.core.record import Stored, decode, encode, encode_stored
 from gateway.core.routing import NO_RULES, renamed
 from gateway.destinations import DESTINATIONS
 from gateway.web import baseline as baseline_module
+from gateway.web.api import EventsApi
 from gateway.web.baseline import Baseline
 from gateway.web.baseline_proofs import proof_for
 from gateway.web.pipeline import Site
@@ -40,6 +43,7 @@ PROVEN = ("snap", "pinterest", "reddit", "linkedin", "microsoft", "x", "ga4")
 """The destinations with a proof."""
 
 D1, D2 = "1" * 64, "2" * 64
+API_KEY = "sg_test_key_0123456789abcdef"
 
 # Per destination: settings on top of the bench's, some naming events a destination refuses
 # at send time (a Snap/Pinterest name that is no platform event, a rule id that is not one).
@@ -290,3 +294,71 @@ def test_an_unproven_event_still_gets_its_warning() -> None:
     warnings = Baseline([site]).stored(site, [record], "events")
     assert warnings == Baseline([site], proofs=False).stored(site, [record], "events")
     assert [w.reason.split(" ", 1)[0] for w in warnings] == ["x", "ga4", "linkedin"]
+
+
+# -- through the API ------------------------------------------------------------------------------
+
+
+def _posted(i: int, now: int) -> dict[str, Any]:
+    """Event i of a mixed document: mostly like the bench's, every few one a destination would
+    refuse (test code, no GA client id, an app event, an unmapped custom name, no e-mail or
+    phone, a long order id)."""
+    event: dict[str, Any] = json.loads(
+        ingest.event_template(now, CLICK_IDS).replace(ingest.ID_MARK, f"m{i}")
+    )
+    kind = i % 8
+    if kind == 1:
+        event["test_code"] = "TEST1"
+    elif kind == 2:
+        del event["user"]["click_ids"]
+    elif kind == 3:
+        event["source"] = "app"
+    elif kind == 4:
+        event["event"] = "my_custom"
+    elif kind == 5:
+        del event["user"]["email"], event["user"]["phone"]
+    elif kind == 6:
+        event["data"]["order_id"] = "o" * 101
+    return event
+
+
+async def test_the_api_answers_as_with_the_unproven_road(
+    aiohttp_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = int(time.time())
+    body = json.dumps({"events": [_posted(i, now) for i in range(40)]}).encode()
+    decoded = 0
+    real_decode = baseline_module.decode
+
+    def counting(raw: bytes) -> Event:
+        nonlocal decoded
+        decoded += 1
+        return real_decode(raw)
+
+    monkeypatch.setattr(baseline_module, "decode", counting)
+    answers = []
+    for proofs in (True, False):
+        destinations = {n: PLATFORMS[n].settings(n, UNREACHABLE) for n in PLATFORMS}
+        doc = {
+            "storage": {"path": str(tmp_path / f"{proofs}.sqlite")},
+            "sites": [{"id": "s", "api_keys": [API_KEY], "destinations": destinations}],
+        }
+        app = create_app(parse(doc, {}, tmp_path), run_workers=False)
+        if not proofs:
+            (api,) = {
+                route.handler.__self__
+                for route in app.router.routes()
+                if isinstance(getattr(route.handler, "__self__", None), EventsApi)
+            }
+            api.baseline = Baseline(app[RUNTIME].sites, proofs=False)
+        client = await aiohttp_client(app)
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        resp = await client.post("/v1/events", data=body, headers=headers)
+        answers.append((resp.status, await resp.read()))
+        if proofs:
+            assert decoded == 30  # the 10 plain bench events of 40 are proven, never decoded
+    assert answers[0] == answers[1]
+    status, raw = answers[0]
+    assert status == 202
+    warned = {w["path"].split(".")[0] for w in json.loads(raw)["warnings"]}
+    assert warned == {f"events[{i}]" for i in range(40) if i % 8 not in (0, 7)}
