@@ -7,7 +7,14 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
-from gateway.core.normalize import Dropped, check, country_code, sha256_hex
+from gateway.core.normalize import (
+    DERIVED,
+    SAME_RULE,
+    Dropped,
+    check,
+    country_code,
+    sha256_hex,
+)
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -32,7 +39,19 @@ class PiiHasher:
     that names one, else in `default_country` (the site's): see `phone_country`.
     """
 
-    __slots__ = ("_memo", "_path", "default_country", "index", "prefix", "rulesets", "warnings")
+    __slots__ = (
+        "_digests",
+        "_memo",
+        "_normals",
+        "_path",
+        "_plans",
+        "_rules",
+        "default_country",
+        "index",
+        "prefix",
+        "rulesets",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -49,6 +68,13 @@ class PiiHasher:
         self.index: int | None = None
         self.warnings: list[FieldError] = []
         self._memo: dict[tuple[str, str, str, str | None], str | Dropped] = {}
+        self._digests: dict[str, str] = {}
+        """Normal form → its SHA-256 hex (as long as the hasher, like `_memo`)."""
+        self._normals: dict[tuple[str, str, str, str | None], str | Dropped] = {}
+        """`_memo`'s keys → the normal form (`_normal`; as long as the hasher)."""
+        self._rules = tuple(dict.fromkeys(rulesets))
+        self._plans: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        """Identifier key → `_plan`."""
 
     @property
     def path(self) -> str:
@@ -65,24 +91,30 @@ class PiiHasher:
     def __call__(self, pii: Mapping[str, tuple[str, ...]]) -> Hashed:
         memo = self._memo
         country = phone_country(pii, self.default_country)
-        hashed: Hashed = {}
-        for rules in self.rulesets:
-            out: dict[str, tuple[str, ...]] = {}
-            for key, values in pii.items():
-                if len(values) != 1:
-                    break  # lists: the general path below, warnings and all
-                value = values[0]
-                # Only the phone rule reads the country: other values stay shared across events.
-                memo_key = (rules, key, value, country if key == "ph" else None)
+        hashed: Hashed = {rules: {} for rules in self._rules}
+        outs = list(hashed.values())
+        for key, values in pii.items():
+            if len(values) != 1:
+                break  # lists: the general path below, warnings and all
+            value = values[0]
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = self._plans[key] = self._plan(key)
+            groups, picks = plan
+            # Only the phone rule reads the country: other values stay shared across events.
+            where = country if key == "ph" else None
+            results: list[tuple[str, ...]] = []
+            for group in groups:
+                memo_key = (group, key, value, where)
                 result = memo.get(memo_key)
                 if result is None:
-                    result = _digest_of(key, value, rules, country)
-                    memo[memo_key] = result
+                    result = memo[memo_key] = self._digest_of(key, value, group, country)
                 if type(result) is not str:
                     break  # a dropped value: the general path reports it
-                out[key] = (result,)
+                results.append((result,))
             else:
-                hashed[rules] = out
+                for out, pick in zip(outs, picks, strict=True):
+                    out[key] = results[pick]
                 continue
             break
         else:
@@ -90,6 +122,54 @@ class PiiHasher:
         hashed, warnings = hash_pii(pii, self.rulesets, country, self.path)
         self.warnings.extend(warnings)
         return hashed
+
+    def _plan(self, key: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """The distinct rules (SAME_RULE) the rule sets apply to `key`, and for each rule set
+        the position of its own among them."""
+        groups: list[str] = []
+        picks: list[int] = []
+        for rules in self._rules:
+            group = SAME_RULE.get((rules, key), rules)  # unknown: `check` names the problem
+            if group not in groups:
+                groups.append(group)
+            picks.append(groups.index(group))
+        return tuple(groups), tuple(picks)
+
+    def _digest_of(self, key: str, value: str, rules: str, country: str | None) -> str | Dropped:
+        """Return the SHA-256 hex of the normalised value (a digest passes through), or why not.
+
+        Each distinct normal form is hashed once per hasher: rule sets whose rules differ but
+        normalise a value alike (an e-mail outside gmail for "meta" and "google") share it."""
+        result = self._normal(key, value, rules, country)
+        if isinstance(result, Dropped):
+            return result
+        if len(result) == 64 and _DIGEST_RE.fullmatch(result) is not None:
+            return result
+        digests = self._digests
+        digest = digests.get(result)
+        if digest is None:
+            digest = digests[result] = sha256_hex(result)
+        return digest
+
+    def _normal(self, key: str, value: str, rules: str, country: str | None) -> str | Dropped:
+        """`check`, memoised per hasher; a rule derived from another's (normalize.DERIVED, e.g.
+        Google's e-mail from Meta's) reads the value once for both."""
+        where = country if key == "ph" else None
+        memo_key = (rules, key, value, where)
+        normals = self._normals
+        found = normals.get(memo_key)
+        if found is not None:
+            return found
+        derived = DERIVED.get((rules, key))
+        if derived is None:
+            found = check(key, value, rules, default_country=country)
+        else:
+            base_rules, step = derived
+            found = self._normal(key, value, base_rules, country)
+            if type(found) is str and (len(found) != 64 or _DIGEST_RE.fullmatch(found) is None):
+                found = step(found)
+        normals[memo_key] = found
+        return found
 
 
 def phone_country(pii: Mapping[str, tuple[str, ...]], default: str | None) -> str | None:
@@ -104,16 +184,6 @@ def phone_country(pii: Mapping[str, tuple[str, ...]], default: str | None) -> st
         if own is not None:
             return own
     return default
-
-
-def _digest_of(key: str, value: str, rules: str, country: str | None) -> str | Dropped:
-    """Return the SHA-256 hex of the normalised value (a digest passes through), or why not."""
-    result = check(key, value, rules, default_country=country)
-    if isinstance(result, Dropped):
-        return result
-    if len(result) != 64 or _DIGEST_RE.fullmatch(result) is None:
-        return sha256_hex(result)
-    return result
 
 
 def hash_pii(

@@ -59,8 +59,10 @@ from typing import Final, TypeAlias
 from gateway.core.phones import PhoneRefused, e164
 
 __all__ = [
+    "DERIVED",
     "FIELDS",
     "RULESETS",
+    "SAME_RULE",
     "Dropped",
     "check",
     "country_code",
@@ -480,8 +482,11 @@ _GMAIL_DOMAINS: Final = frozenset({"gmail.com", "googlemail.com"})
 def _email_google(value: str, default: str | None) -> str | Dropped:
     """Meta's email rule plus Google's: gmail/googlemail lose local-part dots and '+tag'."""
     text = _email(value, default)
-    if isinstance(text, Dropped):
-        return text
+    return text if isinstance(text, Dropped) else _gmail(text)
+
+
+def _gmail(text: str) -> str | Dropped:
+    """Google's step on an address Meta's rule kept (see `_email_google`)."""
     local, domain = text.split("@")
     if domain in _GMAIL_DOMAINS:
         local = local.split("+", 1)[0].replace(".", "")
@@ -497,8 +502,11 @@ def _email_reddit(value: str, default: str | None) -> str | Dropped:
     """Meta's email rule, then Reddit's: on every domain the local part loses its '+tag' and
     every character but ASCII letters and digits ("Al.ice$+Apple@Example.Com" → "alice@…")."""
     text = _email(value, default)
-    if isinstance(text, Dropped):
-        return text
+    return text if isinstance(text, Dropped) else _reddit_local(text)
+
+
+def _reddit_local(text: str) -> str | Dropped:
+    """Reddit's step on an address Meta's rule kept (see `_email_reddit`)."""
     local, domain = text.split("@")
     local = _NOT_ALNUM_RE.sub("", local.split("+", 1)[0])
     if not local:
@@ -592,7 +600,11 @@ def _phone_digits(value: str, default: str | None) -> str | Dropped:
 def _phone_plus(value: str, default: str | None) -> str | Dropped:
     """E.164 with a leading '+', e.g. "+16505551212" (Google, TikTok, Reddit)."""
     digits = _phone_digits(value, default)
-    return digits if isinstance(digits, Dropped) else "+" + digits
+    return digits if isinstance(digits, Dropped) else _plus(digits)
+
+
+def _plus(digits: str) -> str:
+    return "+" + digits
 
 
 # ---------------------------------------------------------------------------------------------
@@ -895,6 +907,26 @@ _RULES: Final[Mapping[str, Mapping[str, _Rule]]] = {
 }
 
 RULESETS: Final[tuple[str, ...]] = tuple(_RULES)
+
+SAME_RULE: Final[Mapping[tuple[str, str], str]] = {
+    (platform, field): next(p for p in RULESETS if _RULES[p][field] is rule)
+    for platform, rules in _RULES.items()
+    for field, rule in rules.items()
+}
+"""(rule set, field) → the first rule set (in `RULESETS` order) with the very same rule for the
+field, so `check` gives both the same result for any value: "tiktok" e-mails are "meta"'s,
+"reddit" phones "google"'s (what a hasher computes once for several rule sets)."""
+
+DERIVED: Final[Mapping[tuple[str, str], tuple[str, Callable[[str], str | Dropped]]]] = {
+    ("google", "em"): ("meta", _gmail),
+    ("reddit", "em"): ("meta", _reddit_local),
+    ("google", "ph"): ("meta", _plus),
+}
+"""(rule set, field) → (base rule set, step): the rule is the base rule set's followed by the
+step, so `check` gives the base's Dropped, its passed-through digest (the base rules here never
+make 64 hex digits of anything else) or the step applied to the base's normal form. A hasher
+reads a value once for Meta and derives Google's and Reddit's e-mails and '+' phones from it
+(keys are `SAME_RULE` groups: TikTok's and Reddit's phones are Google's)."""
 
 
 def _rule(field: str, platform: str) -> _Rule:

@@ -15,6 +15,10 @@ characters, no identifier it takes), LinkedIn (events without a conversion rule,
 li_fat_id, test events), Microsoft (test events, no identifier it takes), X (events without
 an X event id, test events, no twclid, e-mail or phone) and GA4 (no `_ga` client id, names and
 parameters outside GA4's rules).
+
+For stored events (`stored`), a destination whose cheap proof (web/baseline_proofs.py) shows
+from the record's few fields that its check passes is not asked, and a record no destination
+needs to be asked about is not decoded: the same warnings, for a fraction of the work.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from gateway.core.record import Stored, decode, encode_stored
 from gateway.core.routing import NO_RULES, RouteRules, renamed
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import Destination
+from gateway.web.baseline_proofs import REFUSED, Holds, Proof, proof_for
 from gateway.web.pipeline import Site
 
 _STRONG_KEYS: Final = ("em", "ph", "external_id")
@@ -41,12 +46,19 @@ _CLICK_ID_PATH_RE: Final = re.compile(r"\.user\.click_ids\.[a-z_]+")
 _Routed = tuple[Destination, RouteRules]
 """A site's destination with its routing keys (an event it does not take is not checked, and a
 destination with `event_names` is always checked: a rename can make a name need a value)."""
+_Plan = list[tuple[_Routed, Holds | None, int]]
+"""The destinations an event name is held to, each with its proof's `holds` (None: always ask
+it) and the proof's verdict on the name."""
+_PLANS_MAX: Final = 4096
+"""Plans remembered per site (custom names are unbounded; cleared when full)."""
 
 
 class Baseline:
     """Per site, the destinations whose checks accepted events are held to."""
 
-    def __init__(self, sites: Sequence[Site]) -> None:
+    def __init__(self, sites: Sequence[Site], *, proofs: bool = True) -> None:
+        """`proofs` False: every stored event a destination is asked about is decoded and
+        checked by it (the road the proofs are tested against)."""
         self._destinations: dict[str, list[_Routed]] = {
             site.config.id: [
                 (DESTINATIONS[name].factory(settings), site.config.routing.get(name, NO_RULES))
@@ -54,6 +66,15 @@ class Baseline:
             ]
             for site in sites
         }
+        self._proven: dict[str, list[tuple[_Routed, Proof | None]]] = {
+            site: [(routed, proof_for(routed[0]) if proofs else None) for routed in routes]
+            for site, routes in self._destinations.items()
+        }
+        """Per site, each destination with its proof (`stored`)."""
+        self._plans: dict[str, dict[tuple[str, bool], _Plan]] = {
+            site: {} for site in self._destinations
+        }
+        """Per site, (event name, surely fine) → `_plan` (memoised, bounded)."""
 
     def events(
         self, site: Site, events: Sequence[Event], indexes: Iterable[int], prefix: str
@@ -74,20 +95,44 @@ class Baseline:
 
     def stored(self, site: Site, stored: Sequence[Stored], prefix: str) -> list[FieldError]:
         """`events` for events in their stored form (all of a request's, in order)."""
-        destinations = self._destinations.get(site.config.id)
-        if not destinations:
+        site_id = site.config.id
+        proven = self._proven.get(site_id)
+        if not proven:
             return []
+        plans = self._plans[site_id]
         out: list[FieldError] = []
-        always = [d for d in destinations if d[0].name in ALWAYS_CHECKED or d[1].event_names]
         for index, record in enumerate(stored):
-            checked = destinations
-            if _stored_surely_fine(record):
-                if not always:
-                    continue
-                checked = always
-            event = decode(encode_stored(record))
-            out.extend(_check(event, f"{prefix}[{index}]", checked))
+            fine = _stored_surely_fine(record)
+            plan = plans.get((record.e, fine))
+            if plan is None:
+                if len(plans) >= _PLANS_MAX:
+                    plans.clear()
+                plan = plans[(record.e, fine)] = _plan(proven, record.e, fine)
+            asked = [
+                routed
+                for routed, holds, verdict in plan
+                if holds is None or not holds(record, verdict)
+            ]
+            if asked:  # not proven fine for every destination: decode it and ask them
+                event = decode(encode_stored(record))
+                out.extend(_check(event, f"{prefix}[{index}]", asked))
         return out
+
+
+def _plan(proven: Sequence[tuple[_Routed, Proof | None]], name: str, fine: bool) -> _Plan:
+    """Which destinations to hold events named `name` to: all that take the name, or if the
+    event is surely fine (`_stored_surely_fine`) only those it does not cover; each with its
+    proof's `holds` and its verdict on the name the destination sees (None: always ask)."""
+    out: _Plan = []
+    for routed, proof in proven:
+        destination, rules = routed
+        if fine and not (destination.name in ALWAYS_CHECKED or rules.event_names):
+            continue
+        if not rules.takes(name):
+            continue
+        verdict = REFUSED if proof is None else proof.settle(rules.rename(name))
+        out.append((routed, None if proof is None or verdict == REFUSED else proof.holds, verdict))
+    return out
 
 
 def _check(event: Event, path: str, destinations: Sequence[_Routed]) -> list[FieldError]:

@@ -350,6 +350,10 @@ class Pipeline:
             results = await self.store.append(batch, self.clock()) if batch else []
         for route, n in away.items():
             self.count_routed_away((route,), n)
+        first = batch[0].routes if batch else ()
+        if all(new.routes is first for new in batch):  # one shared routes tuple (RouteTable)
+            count_appends(self.tally, first, batch, results)
+            return results
         for new, result in zip(batch, results, strict=True):  # each event with its own routes
             count_appended(self.tally, new.event_name, new.routes, result)
         return results

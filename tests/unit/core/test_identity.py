@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.event import Event, ParseLimits, parse_event
-from gateway.core.identity import PiiHasher, hash_identifiers
+from gateway.core.identity import PiiHasher, hash_identifiers, hash_pii
+from gateway.core.normalize import (
+    DERIVED,
+    FIELDS,
+    RULESETS,
+    SAME_RULE,
+    Dropped,
+    check,
+    is_sha256,
+)
 
 NOW = 1_700_000_000.0
 RULES = ("meta", "google")
@@ -78,3 +87,101 @@ def test_a_shared_memoising_hasher_gives_what_a_fresh_one_gives(
         fresh = PiiHasher(RULES, default_country="de", path=f"events[{i}]")
         assert parse(obj, shared, shared.path) == parse(obj, fresh, fresh.path)
         assert shared.warnings[seen:] == fresh.warnings
+
+
+# -- shared rules and digests against the general road (hash_pii) --------------------------------
+
+ALL_RULES = RULESETS  # meta, google, tiktok, reddit: every rule of every key differs somewhere
+_VALUES: dict[str, st.SearchStrategy[str]] = {
+    "em": st.sampled_from(
+        [
+            "Jane.Doe+x@GMail.com",
+            "a.b@example.com",
+            " A.B@Example.COM ",
+            "ab@example.com",
+            "x$y@shop.example",
+            "+tag@example.com",
+            "bad",
+            "f" * 64,
+            "F" * 64,
+        ]
+    ),
+    "ph": st.sampled_from(["+1 (650) 555-1212", "650 555 1212", "0612345678", "12", "e" * 64]),
+    "fn": st.sampled_from(["Zoë", "J.-P.", "!!"]),
+    "ct": st.sampled_from(["New York", "São Paulo"]),
+    "country": st.sampled_from(["FR", "Deutschland", "Narnia"]),
+    "external_id": st.sampled_from([" U-1 ", "u 2", "a" * 300]),
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                k: st.lists(v, min_size=1, max_size=2).map(tuple) for k, v in _VALUES.items()
+            },
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.sampled_from(ALL_RULES), min_size=1, max_size=4, unique=True).map(tuple),
+    st.sampled_from([None, "us", "de"]),
+)
+def test_the_hasher_gives_what_hash_pii_gives(
+    batch: list[dict[str, tuple[str, ...]]], rulesets: tuple[str, ...], country: str | None
+) -> None:
+    """Shared rule results (SAME_RULE) and shared digests change no digest and no warning."""
+    hasher = PiiHasher(rulesets, default_country=country)
+    for i, pii in enumerate(batch):
+        hasher.path = f"events[{i}]"
+        seen = len(hasher.warnings)
+        hashed = hasher(pii)
+        expected, warnings = hash_pii(pii, rulesets, country, f"events[{i}]")
+        assert hashed == expected
+        assert list(hashed) == list(expected)  # the stored record's key order too
+        assert [list(ids) for ids in hashed.values()] == [list(ids) for ids in expected.values()]
+        assert hasher.warnings[seen:] == warnings
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(_VALUES)).flatmap(lambda k: st.tuples(st.just(k), _VALUES[k])),
+    st.sampled_from(RULESETS),
+)
+def test_a_same_rule_gives_the_same_result(field_value: tuple[str, str], rules: str) -> None:
+    field, value = field_value
+    group = SAME_RULE[(rules, field)]
+    for country in (None, "us", "fr"):
+        assert check(field, value, group, default_country=country) == check(
+            field, value, rules, default_country=country
+        )
+
+
+def test_rule_sets_share_what_they_can() -> None:
+    assert SAME_RULE[("tiktok", "em")] == "meta"
+    assert SAME_RULE[("reddit", "ph")] == SAME_RULE[("tiktok", "ph")] == "google"
+    assert SAME_RULE[("google", "em")] == "google"
+    assert SAME_RULE[("reddit", "external_id")] == "reddit"
+    assert all(SAME_RULE[(r, f)] in RULESETS for r in RULESETS for f in FIELDS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(DERIVED)).flatmap(
+        lambda rf: st.tuples(st.just(rf), _VALUES[rf[1]] | st.text(max_size=30))
+    ),
+    st.sampled_from([None, "us", "fr"]),
+)
+def test_a_derived_rule_is_its_base_rule_then_its_step(
+    derived: tuple[tuple[str, str], str], country: str | None
+) -> None:
+    (rules, field), value = derived
+    base_rules, step = DERIVED[(rules, field)]
+    base = check(field, value, base_rules, default_country=country)
+    expected = check(field, value, rules, default_country=country)
+    if isinstance(base, Dropped) or is_sha256(base):
+        assert expected == base
+    else:
+        assert expected == step(base)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from gateway.core.event import Event, Source
 from gateway.core.tally import CUSTOM, IngestTally
 from gateway.store.base import AppendResult, NewEvent
@@ -69,3 +72,41 @@ def test_count_offered_and_hit_sources() -> None:
     assert hit_source("meta") is hit_source("meta")
     assert tally.offered == {("shop", "hit:meta", "Lead"): 1}
     assert tally.rejected == {("shop", "hit:meta", "invalid"): 1}
+
+
+_RESULTS = (
+    AppendResult(2, 0),
+    AppendResult(0, 2),
+    AppendResult(1, 1, ("shop:meta",)),
+    AppendResult(1, 1, ("shop:tiktok",)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Purchase", "Lead", "Odd", "PageView"]),
+            st.sampled_from(_RESULTS) | st.just(_RESULTS[0]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_count_appends_counts_what_count_appended_counts_event_by_event(
+    rows: list[tuple[str, AppendResult]], counted_before: bool
+) -> None:
+    """A batch with one routes tuple may be counted whole (`Pipeline._routed` does): the same
+    counts, in the same key order (/metrics lists them in it)."""
+    batch = [new(name) for name, _ in rows]
+    results = [result for _, result in rows]
+    whole, single = IngestTally(), IngestTally()
+    if counted_before:  # counters that already hold keys keep their order
+        for tally in (whole, single):
+            count_appended(tally, "Lead", BOTH, AppendResult(1, 1, ("shop:tiktok",)))
+    count_appends(whole, BOTH, batch, results)
+    for event, result in zip(batch, results, strict=True):
+        count_appended(single, event.event_name, BOTH, result)
+    assert list(whole.queued.items()) == list(single.queued.items())
+    assert list(whole.deduplicated.items()) == list(single.deduplicated.items())
