@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,6 +35,7 @@ from gateway.core.tally import RouteTally
 from gateway.delivery import redact
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.evidence import evidence_of
+from gateway.delivery.http1 import Http1Transport
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -88,8 +90,12 @@ def make_client(
     timeout: float, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
     """Return the HTTP client of one route: no redirects followed, bounded timeouts; its
-    request log lines carry no query string (tokens; gateway/delivery/redact.py)."""
+    request log lines carry no query string (tokens; gateway/delivery/redact.py). Its transport
+    is `Http1Transport` (gateway/delivery/http1.py) unless one is given or the environment
+    names an HTTP proxy (httpx's own transport honours it)."""
     redact.install()
+    if transport is None and not urllib.request.getproxies():
+        transport = Http1Transport()
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
