@@ -33,6 +33,7 @@ from gateway.core.record import decode
 from gateway.core.routing import renamed
 from gateway.core.tally import RouteTally
 from gateway.delivery import redact
+from gateway.delivery.bounded import each_bounded
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.evidence import evidence_of
 from gateway.delivery.http1 import Http1Transport
@@ -56,6 +57,22 @@ log = logging.getLogger("signalgate.delivery")
 class _Judged(Enum):
     FAILED = "failed"
     CLOSED = "closed"
+
+
+CONCURRENT_REQUESTS = 8
+"""Requests of one round a route keeps in flight when its rows need several (GA4: one user a
+request), while its circuit is closed; one at a time otherwise (see `_send_groups`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What held when a request went out: its answer's status and the breaker / pause counts,
+    so that an answer to a request sent before a concurrent one opened the circuit or paused
+    the route neither closes the circuit nor lifts the pause."""
+
+    status: int | None
+    opens: int
+    pauses: int
 
 
 Clock = Callable[[], float]
@@ -133,6 +150,8 @@ class Worker:
         """Counters by event label for /metrics (gateway/core/tally.py)."""
         self.resume_at = 0.0
         self.paused_reason: str | None = None
+        self.pauses = 0
+        """How often the route was paused (since start)."""
         self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         self._done: list[int] = []
@@ -269,15 +288,29 @@ class Worker:
                 continue
             ready.setdefault(self.destination.batch_key(event), []).append((row, event))
         try:
-            for group in ready.values():
-                if self._stop.is_set():
-                    break  # shutting down: what is not sent yet is handed back (`release`)
-                await self._send(group)
+            await self._send_groups(list(ready.values()))
         finally:
             await self._flush()  # before any release: a delivered row is never handed back
         if self._stop.is_set():
             await self.release()
         return len(rows)
+
+    async def _send_groups(self, groups: list[list[tuple[Delivery, Event]]]) -> None:
+        """Send a round's groups: up to `CONCURRENT_REQUESTS` at once while the circuit is
+        closed and the destination needs no token refresh, else one after another (a probe is
+        one request). Shutting down starts no more: the rest is handed back (`release`)."""
+        stopping = self._stop.is_set
+        if (
+            len(groups) > 1
+            and self.breaker.state is BreakerState.CLOSED
+            and not isinstance(self.destination, TokenUser)
+        ):
+            await each_bounded(groups, self._send, CONCURRENT_REQUESTS, stopping)
+            return
+        for group in groups:
+            if stopping():
+                break
+            await self._send(group)
 
     async def _flush(self) -> None:
         """Mark the rows delivered in this round done, in one store write."""
@@ -312,8 +345,10 @@ class Worker:
             return
         self.breaker.probe_started()  # no-op while closed
         events = [e for _, e in group]
+        opens, pauses = self.breaker.opens, self.pauses
         verdict = await self._request(events)
-        judged = self._judge(verdict)
+        sent = _Sent(self.last_status, opens, pauses)
+        judged = self._judge(verdict, sent)
         if judged is _Judged.FAILED:
             await self._wait_for_probe(group)
             return
@@ -332,7 +367,7 @@ class Worker:
             if isinstance(outcome, Delivered):
                 self.tally.delivered_event(event, self.clock())
         for outcome, rows in by_outcome.items():
-            await self._apply(outcome, rows)
+            await self._apply(outcome, rows, sent)
         if judged is _Judged.CLOSED:
             await self._closed()  # after the probe's own rows have their fate
 
@@ -375,15 +410,20 @@ class Worker:
             return Retry(f"token endpoint: transport error: {type(exc).__name__}")
         return destination.token_answer(response, self.clock())
 
-    def _judge(self, verdict: BatchVerdict) -> _Judged | None:
+    def _judge(self, verdict: BatchVerdict, sent: _Sent) -> _Judged | None:
         """Feed the breaker with a request's fate: FAILED when the request failed as a whole,
-        CLOSED when the platform answered and that closed an open circuit."""
+        CLOSED when the platform answered and that closed an open circuit. A request that was
+        in flight when a concurrent one opened the circuit changes the breaker no further:
+        its rows wait for the probe like the others, and its answer closes nothing."""
         now = self.clock()
         outcome = verdict.outcome
         whole = verdict.per_event is None and not verdict.bisect
         if whole and isinstance(outcome, Paused):
             return None  # credentials: the route's pause handles it
+        stale = sent.opens != self.breaker.opens
         if whole and isinstance(outcome, Retry):
+            if stale:
+                return _Judged.FAILED
             if self.breaker.state is BreakerState.CLOSED:
                 log.warning(
                     "Route circuit opened: platform unavailable; probing.",
@@ -392,6 +432,8 @@ class Worker:
             self.breaker.failed(now, outcome.reason, outcome.after)
             return _Judged.FAILED
         # The platform answered (as a whole or event by event): it is up.
+        if stale:
+            return None
         return _Judged.CLOSED if self.breaker.succeeded(now) else None
 
     async def _wait_for_probe(self, group: Sequence[tuple[Delivery, Event]]) -> None:
@@ -415,19 +457,19 @@ class Worker:
             released = 0
         log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
 
-    async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
-        await self._record(outcome, rows)
+    async def _apply(self, outcome: Outcome, rows: list[Delivery], sent: _Sent) -> None:
+        await self._record(outcome, rows, sent)
         if not isinstance(outcome, Delivered):  # delivered rows stay held until `_flush`
             self.held.difference_update(r.id for r in rows)  # only once the fate is stored
 
-    async def _record(self, outcome: Outcome, rows: list[Delivery]) -> None:
+    async def _record(self, outcome: Outcome, rows: list[Delivery], sent: _Sent) -> None:
         now = self.clock()
         ids = [r.id for r in rows]
         match outcome:
             case Delivered():
                 self._done.extend(ids)  # marked done at the end of the round (`_flush`)
                 self.stats.delivered += len(ids)
-                if self.paused_reason is not None:
+                if self.paused_reason is not None and sent.pauses == self.pauses:
                     log.info("Route resumed.", extra={"route": self.route})
                     self.paused_reason = None
             case Retry(reason=reason, after=after):
@@ -444,7 +486,7 @@ class Worker:
                     extra={"route": self.route, "rows": len(ids), "reason": reason},
                 )
             case Permanent(reason=reason, detail=detail):
-                await self._dead(rows, reason, detail, self.last_status)
+                await self._dead(rows, reason, detail, sent.status)
             case Paused(reason=reason):
                 self.stats.last_error = reason
                 if self.paused_reason is None:
@@ -453,6 +495,7 @@ class Worker:
                         extra={"route": self.route, "reason": reason},
                     )
                 self.paused_reason = reason
+                self.pauses += 1
                 self.resume_at = now + self.settings.pause_seconds
                 await self.store.mark_retry(ids, self.resume_at, reason, now, count_attempt=False)
 
