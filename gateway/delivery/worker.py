@@ -29,12 +29,12 @@ from enum import Enum
 import httpx
 
 from gateway.core.event import Event
-from gateway.core.record import decode
 from gateway.core.routing import renamed
 from gateway.core.tally import RouteTally
 from gateway.delivery import redact
 from gateway.delivery.bounded import each_bounded
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
+from gateway.delivery.decoded import SHARED, DecodeCache
 from gateway.delivery.evidence import evidence_of
 from gateway.delivery.http1 import Http1Transport
 from gateway.delivery.retry import RetryPolicy
@@ -135,11 +135,14 @@ class Worker:
         rng: random.Random,
         settings: WorkerSettings = WorkerSettings(),
         event_names: Mapping[str, str] | None = None,
+        decoded: DecodeCache = SHARED,
     ) -> None:
         self.route = route
         self.event_names: Mapping[str, str] = event_names or {}
         """The site's per-destination name overrides (core.routing `renamed`)."""
         self.destination = destination
+        self.decoded = decoded
+        """Decoded records, shared with the other routes (gateway/delivery/decoded.py)."""
         self.store = store
         self.client = client
         self.clock = clock
@@ -321,7 +324,7 @@ class Worker:
 
     def _decode(self, row: Delivery) -> Event | None:
         try:
-            return renamed(decode(row.record), self.event_names)
+            return renamed(self.decoded.event(row.record), self.event_names)
         except (ValueError, KeyError, TypeError):
             log.exception("Unreadable outbox record.", extra={"route": self.route, "id": row.id})
             return None
@@ -329,7 +332,7 @@ class Worker:
     def _event_of(self, row: Delivery) -> Event | None:
         """`_decode` without its log line (the row's fate already says it is unreadable)."""
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            return renamed(decode(row.record), self.event_names)
+            return renamed(self.decoded.event(row.record), self.event_names)
         return None
 
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
