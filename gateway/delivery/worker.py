@@ -365,10 +365,11 @@ class Worker:
             return
         outcomes = verdict.per_event or (verdict.outcome,) * len(group)
         by_outcome: dict[Outcome, list[Delivery]] = {}
+        accepted_at = self.clock()
         for (row, event), outcome in zip(group, outcomes, strict=True):
             by_outcome.setdefault(outcome, []).append(row)
             if isinstance(outcome, Delivered):
-                self.tally.delivered_event(event, self.clock())
+                self.tally.delivered_event(event, accepted_at)
         for outcome, rows in by_outcome.items():
             await self._apply(outcome, rows, sent)
         if judged is _Judged.CLOSED:
