@@ -142,6 +142,8 @@ class Worker:
         """The site's per-destination name overrides (core.routing `renamed`)."""
         self.destination = destination
         self.decoded = decoded
+        self._checked: Destination | None = None
+        self._tokens: TokenUser | None = None
         """Decoded records, shared with the other routes (gateway/delivery/decoded.py)."""
         self.store = store
         self.client = client
@@ -306,7 +308,7 @@ class Worker:
         if (
             len(groups) > 1
             and self.breaker.state is BreakerState.CLOSED
-            and not isinstance(self.destination, TokenUser)
+            and self._token_user() is None
         ):
             await each_bounded(groups, self._send, CONCURRENT_REQUESTS, stopping)
             return
@@ -398,8 +400,8 @@ class Worker:
         """Fetch a new access token first when the destination needs one (TokenUser); return
         the outcome for the whole batch if that failed (the answer is the destination's to read;
         nothing of it is logged)."""
-        destination = self.destination
-        if not isinstance(destination, TokenUser):
+        destination = self._token_user()
+        if destination is None:
             return None
         request = destination.token_request(self.clock())
         if request is None:
@@ -413,6 +415,15 @@ class Worker:
         except httpx.TransportError as exc:
             return Retry(f"token endpoint: transport error: {type(exc).__name__}")
         return destination.token_answer(response, self.clock())
+
+    def _token_user(self) -> TokenUser | None:
+        """Return the destination if it fetches access tokens (TokenUser), else None; checked
+        once per destination object (a runtime protocol check costs ~30 us a request)."""
+        destination = self.destination
+        if destination is not self._checked:
+            self._checked = destination
+            self._tokens = destination if isinstance(destination, TokenUser) else None
+        return self._tokens
 
     def _judge(self, verdict: BatchVerdict, sent: _Sent) -> _Judged | None:
         """Feed the breaker with a request's fate: FAILED when the request failed as a whole,

@@ -101,6 +101,10 @@ class GA4(Configured[GA4Settings]):
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/mp/collect"
         self.debug_url = f"{base}/debug/mp/collect"
+        query = {"measurement_id": settings.measurement_id, "api_secret": settings.api_secret.value}
+        # Parsed once: httpx parses a URL string and merges its params on every request.
+        self._collect = httpx.URL(self.url, params=query)
+        self._debug_collect = httpx.URL(self.debug_url, params=query)
 
     def is_debug(self, event: Event) -> bool:
         """Return whether the event goes to the validation server."""
@@ -141,11 +145,7 @@ class GA4(Configured[GA4Settings]):
         if debug:
             doc["validation_behavior"] = "ENFORCE_RECOMMENDATIONS"
         doc["events"] = [mapping.event_body(e) for e in events]
-        query = {
-            "measurement_id": self.settings.measurement_id,
-            "api_secret": self.settings.api_secret.value,
-        }
-        return post_json(self.debug_url if debug else self.url, doc, params=query)
+        return post_json(self._debug_collect if debug else self._collect, doc)
 
     def classify(
         self, events: Sequence[Event], response: httpx.Response, now: float
