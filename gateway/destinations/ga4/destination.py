@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import httpx
+import orjson
 
 from gateway.core.event import Event
 from gateway.core.secret import Secret
@@ -113,7 +114,11 @@ class GA4(Configured[GA4Settings]):
     def batch_key(self, event: Event) -> str:
         """Return the endpoint and the request-level fields: one request carries one user."""
         client = mapping.client_id(event) or ""
-        head = json.dumps(mapping.head(event, client), sort_keys=True, separators=(",", ":"))
+        doc = mapping.head(event, client)
+        try:  # a key only (never sent): orjson's bytes need not match the stdlib's
+            head = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate in the user agent
+            head = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return f"{DEBUG if self.is_debug(event) else ''}|{head}"
 
     def too_old(self, event: Event, now: float) -> bool:

@@ -361,6 +361,12 @@ class TestValidate:
         assert not g.too_old(event(), NOW + 71 * 3600)
         assert g.too_old(event(), NOW + 72 * 3600)
 
+    def test_batch_key_takes_a_user_agent_with_a_lone_surrogate(self) -> None:
+        g = ga4()
+        odd = User(user_agent="UA \ud800", click_ids={"ga": CLIENT_ID})
+        assert g.batch_key(event(user=odd)) == g.batch_key(event(user=odd, event_id="x"))
+        assert g.batch_key(event(user=odd)) != g.batch_key(event())
+
     def test_batch_key_groups_one_user_and_one_endpoint(self) -> None:
         g = ga4()
         assert g.batch_key(event()) == g.batch_key(event(event_id="other", data=Data()))
