@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,12 +29,14 @@ from enum import Enum
 import httpx
 
 from gateway.core.event import Event
-from gateway.core.record import decode
 from gateway.core.routing import renamed
 from gateway.core.tally import RouteTally
 from gateway.delivery import redact
+from gateway.delivery.bounded import each_bounded
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
+from gateway.delivery.decoded import SHARED, DecodeCache
 from gateway.delivery.evidence import evidence_of
+from gateway.delivery.http1 import Http1Transport
 from gateway.delivery.retry import RetryPolicy
 from gateway.destinations.base import (
     BatchVerdict,
@@ -54,6 +57,22 @@ log = logging.getLogger("signalgate.delivery")
 class _Judged(Enum):
     FAILED = "failed"
     CLOSED = "closed"
+
+
+CONCURRENT_REQUESTS = 8
+"""Requests of one round a route keeps in flight when its rows need several (GA4: one user a
+request), while its circuit is closed; one at a time otherwise (see `_send_groups`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """What held when a request went out: its answer's status and the breaker / pause counts,
+    so that an answer to a request sent before a concurrent one opened the circuit or paused
+    the route neither closes the circuit nor lifts the pause."""
+
+    status: int | None
+    opens: int
+    pauses: int
 
 
 Clock = Callable[[], float]
@@ -88,8 +107,12 @@ def make_client(
     timeout: float, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
     """Return the HTTP client of one route: no redirects followed, bounded timeouts; its
-    request log lines carry no query string (tokens; gateway/delivery/redact.py)."""
+    request log lines carry no query string (tokens; gateway/delivery/redact.py). Its transport
+    is `Http1Transport` (gateway/delivery/http1.py) unless one is given or the environment
+    names an HTTP proxy (httpx's own transport honours it)."""
     redact.install()
+    if transport is None and not urllib.request.getproxies():
+        transport = Http1Transport()
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(timeout),
@@ -112,11 +135,16 @@ class Worker:
         rng: random.Random,
         settings: WorkerSettings = WorkerSettings(),
         event_names: Mapping[str, str] | None = None,
+        decoded: DecodeCache = SHARED,
     ) -> None:
         self.route = route
         self.event_names: Mapping[str, str] = event_names or {}
         """The site's per-destination name overrides (core.routing `renamed`)."""
         self.destination = destination
+        self.decoded = decoded
+        self._checked: Destination | None = None
+        self._tokens: TokenUser | None = None
+        """Decoded records, shared with the other routes (gateway/delivery/decoded.py)."""
         self.store = store
         self.client = client
         self.clock = clock
@@ -127,6 +155,8 @@ class Worker:
         """Counters by event label for /metrics (gateway/core/tally.py)."""
         self.resume_at = 0.0
         self.paused_reason: str | None = None
+        self.pauses = 0
+        """How often the route was paused (since start)."""
         self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         self._done: list[int] = []
@@ -263,15 +293,29 @@ class Worker:
                 continue
             ready.setdefault(self.destination.batch_key(event), []).append((row, event))
         try:
-            for group in ready.values():
-                if self._stop.is_set():
-                    break  # shutting down: what is not sent yet is handed back (`release`)
-                await self._send(group)
+            await self._send_groups(list(ready.values()))
         finally:
             await self._flush()  # before any release: a delivered row is never handed back
         if self._stop.is_set():
             await self.release()
         return len(rows)
+
+    async def _send_groups(self, groups: list[list[tuple[Delivery, Event]]]) -> None:
+        """Send a round's groups: up to `CONCURRENT_REQUESTS` at once while the circuit is
+        closed and the destination needs no token refresh, else one after another (a probe is
+        one request). Shutting down starts no more: the rest is handed back (`release`)."""
+        stopping = self._stop.is_set
+        if (
+            len(groups) > 1
+            and self.breaker.state is BreakerState.CLOSED
+            and self._token_user() is None
+        ):
+            await each_bounded(groups, self._send, CONCURRENT_REQUESTS, stopping)
+            return
+        for group in groups:
+            if stopping():
+                break
+            await self._send(group)
 
     async def _flush(self) -> None:
         """Mark the rows delivered in this round done, in one store write."""
@@ -282,7 +326,7 @@ class Worker:
 
     def _decode(self, row: Delivery) -> Event | None:
         try:
-            return renamed(decode(row.record), self.event_names)
+            return renamed(self.decoded.event(row.record), self.event_names)
         except (ValueError, KeyError, TypeError):
             log.exception("Unreadable outbox record.", extra={"route": self.route, "id": row.id})
             return None
@@ -290,7 +334,7 @@ class Worker:
     def _event_of(self, row: Delivery) -> Event | None:
         """`_decode` without its log line (the row's fate already says it is unreadable)."""
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            return renamed(decode(row.record), self.event_names)
+            return renamed(self.decoded.event(row.record), self.event_names)
         return None
 
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
@@ -306,8 +350,10 @@ class Worker:
             return
         self.breaker.probe_started()  # no-op while closed
         events = [e for _, e in group]
+        opens, pauses = self.breaker.opens, self.pauses
         verdict = await self._request(events)
-        judged = self._judge(verdict)
+        sent = _Sent(self.last_status, opens, pauses)
+        judged = self._judge(verdict, sent)
         if judged is _Judged.FAILED:
             await self._wait_for_probe(group)
             return
@@ -321,12 +367,13 @@ class Worker:
             return
         outcomes = verdict.per_event or (verdict.outcome,) * len(group)
         by_outcome: dict[Outcome, list[Delivery]] = {}
+        accepted_at = self.clock()
         for (row, event), outcome in zip(group, outcomes, strict=True):
             by_outcome.setdefault(outcome, []).append(row)
             if isinstance(outcome, Delivered):
-                self.tally.delivered_event(event, self.clock())
+                self.tally.delivered_event(event, accepted_at)
         for outcome, rows in by_outcome.items():
-            await self._apply(outcome, rows)
+            await self._apply(outcome, rows, sent)
         if judged is _Judged.CLOSED:
             await self._closed()  # after the probe's own rows have their fate
 
@@ -353,8 +400,8 @@ class Worker:
         """Fetch a new access token first when the destination needs one (TokenUser); return
         the outcome for the whole batch if that failed (the answer is the destination's to read;
         nothing of it is logged)."""
-        destination = self.destination
-        if not isinstance(destination, TokenUser):
+        destination = self._token_user()
+        if destination is None:
             return None
         request = destination.token_request(self.clock())
         if request is None:
@@ -369,15 +416,29 @@ class Worker:
             return Retry(f"token endpoint: transport error: {type(exc).__name__}")
         return destination.token_answer(response, self.clock())
 
-    def _judge(self, verdict: BatchVerdict) -> _Judged | None:
+    def _token_user(self) -> TokenUser | None:
+        """Return the destination if it fetches access tokens (TokenUser), else None; checked
+        once per destination object (a runtime protocol check costs ~30 us a request)."""
+        destination = self.destination
+        if destination is not self._checked:
+            self._checked = destination
+            self._tokens = destination if isinstance(destination, TokenUser) else None
+        return self._tokens
+
+    def _judge(self, verdict: BatchVerdict, sent: _Sent) -> _Judged | None:
         """Feed the breaker with a request's fate: FAILED when the request failed as a whole,
-        CLOSED when the platform answered and that closed an open circuit."""
+        CLOSED when the platform answered and that closed an open circuit. A request that was
+        in flight when a concurrent one opened the circuit changes the breaker no further:
+        its rows wait for the probe like the others, and its answer closes nothing."""
         now = self.clock()
         outcome = verdict.outcome
         whole = verdict.per_event is None and not verdict.bisect
         if whole and isinstance(outcome, Paused):
             return None  # credentials: the route's pause handles it
+        stale = sent.opens != self.breaker.opens
         if whole and isinstance(outcome, Retry):
+            if stale:
+                return _Judged.FAILED
             if self.breaker.state is BreakerState.CLOSED:
                 log.warning(
                     "Route circuit opened: platform unavailable; probing.",
@@ -386,6 +447,8 @@ class Worker:
             self.breaker.failed(now, outcome.reason, outcome.after)
             return _Judged.FAILED
         # The platform answered (as a whole or event by event): it is up.
+        if stale:
+            return None
         return _Judged.CLOSED if self.breaker.succeeded(now) else None
 
     async def _wait_for_probe(self, group: Sequence[tuple[Delivery, Event]]) -> None:
@@ -409,19 +472,19 @@ class Worker:
             released = 0
         log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
 
-    async def _apply(self, outcome: Outcome, rows: list[Delivery]) -> None:
-        await self._record(outcome, rows)
+    async def _apply(self, outcome: Outcome, rows: list[Delivery], sent: _Sent) -> None:
+        await self._record(outcome, rows, sent)
         if not isinstance(outcome, Delivered):  # delivered rows stay held until `_flush`
             self.held.difference_update(r.id for r in rows)  # only once the fate is stored
 
-    async def _record(self, outcome: Outcome, rows: list[Delivery]) -> None:
+    async def _record(self, outcome: Outcome, rows: list[Delivery], sent: _Sent) -> None:
         now = self.clock()
         ids = [r.id for r in rows]
         match outcome:
             case Delivered():
                 self._done.extend(ids)  # marked done at the end of the round (`_flush`)
                 self.stats.delivered += len(ids)
-                if self.paused_reason is not None:
+                if self.paused_reason is not None and sent.pauses == self.pauses:
                     log.info("Route resumed.", extra={"route": self.route})
                     self.paused_reason = None
             case Retry(reason=reason, after=after):
@@ -438,7 +501,7 @@ class Worker:
                     extra={"route": self.route, "rows": len(ids), "reason": reason},
                 )
             case Permanent(reason=reason, detail=detail):
-                await self._dead(rows, reason, detail, self.last_status)
+                await self._dead(rows, reason, detail, sent.status)
             case Paused(reason=reason):
                 self.stats.last_error = reason
                 if self.paused_reason is None:
@@ -447,6 +510,7 @@ class Worker:
                         extra={"route": self.route, "reason": reason},
                     )
                 self.paused_reason = reason
+                self.pauses += 1
                 self.resume_at = now + self.settings.pause_seconds
                 await self.store.mark_retry(ids, self.resume_at, reason, now, count_attempt=False)
 

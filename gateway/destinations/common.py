@@ -165,7 +165,7 @@ def status_verdict(
 
 
 def post_json(
-    url: str,
+    url: str | httpx.URL,
     doc: Any,
     auth: Mapping[str, str] | None = None,
     extra: Mapping[str, str] | None = None,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import httpx
+import orjson
 
 from gateway.core.event import Event
 from gateway.core.secret import Secret
@@ -101,6 +102,10 @@ class GA4(Configured[GA4Settings]):
         base = settings.api_base.rstrip("/")
         self.url = f"{base}/mp/collect"
         self.debug_url = f"{base}/debug/mp/collect"
+        query = {"measurement_id": settings.measurement_id, "api_secret": settings.api_secret.value}
+        # Parsed once: httpx parses a URL string and merges its params on every request.
+        self._collect = httpx.URL(self.url, params=query)
+        self._debug_collect = httpx.URL(self.debug_url, params=query)
 
     def is_debug(self, event: Event) -> bool:
         """Return whether the event goes to the validation server."""
@@ -109,7 +114,11 @@ class GA4(Configured[GA4Settings]):
     def batch_key(self, event: Event) -> str:
         """Return the endpoint and the request-level fields: one request carries one user."""
         client = mapping.client_id(event) or ""
-        head = json.dumps(mapping.head(event, client), sort_keys=True, separators=(",", ":"))
+        doc = mapping.head(event, client)
+        try:  # a key only (never sent): orjson's bytes need not match the stdlib's
+            head = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:  # e.g. a lone surrogate in the user agent
+            head = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return f"{DEBUG if self.is_debug(event) else ''}|{head}"
 
     def too_old(self, event: Event, now: float) -> bool:
@@ -141,11 +150,7 @@ class GA4(Configured[GA4Settings]):
         if debug:
             doc["validation_behavior"] = "ENFORCE_RECOMMENDATIONS"
         doc["events"] = [mapping.event_body(e) for e in events]
-        query = {
-            "measurement_id": self.settings.measurement_id,
-            "api_secret": self.settings.api_secret.value,
-        }
-        return post_json(self.debug_url if debug else self.url, doc, params=query)
+        return post_json(self._debug_collect if debug else self._collect, doc)
 
     def classify(
         self, events: Sequence[Event], response: httpx.Response, now: float

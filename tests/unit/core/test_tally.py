@@ -96,3 +96,45 @@ def test_appended_splits_queued_and_deduplicated_by_route() -> None:
     tally.appended("Newsletter", ("shop:meta",), ("shop:meta",))
     assert tally.queued == {("shop:meta", "Purchase"): 1, ("shop:tiktok", "Purchase"): 2}
     assert tally.deduplicated == {("shop:meta", "Purchase"): 1, ("shop:meta", CUSTOM): 1}
+
+
+def reference_identifiers_of(e: Event, rules: str | None = None) -> set[str]:
+    """identifiers_of as it was before its set operations moved to C (the differential)."""
+    user = e.user
+    kinds: set[str] = set()
+    hashed = user.hashed if rules is None else {rules: user.hashed.get(rules, {})}
+    for keys in hashed.values():
+        kinds.update(k for k in keys if k in IDENTIFIERS)
+    kinds.update(k for k in user.click_ids if k in IDENTIFIERS)
+    for kind, value in (
+        ("ip", user.ip),
+        ("user_agent", user.user_agent),
+        ("fbc", user.fbc),
+        ("fbp", user.fbp),
+        ("visitor_id", user.visitor_id),
+    ):
+        if value:
+            kinds.add(kind)
+    return kinds
+
+
+KEYS = st.sampled_from([*sorted(IDENTIFIERS), "x-unknown", "made_up", ""])
+RULES = st.sampled_from(["meta", "tiktok", "google", "snap"])
+
+
+@given(
+    hashed=st.dictionaries(RULES, st.dictionaries(KEYS, st.just(("a" * 64,)), max_size=5)),
+    click_ids=st.dictionaries(KEYS, st.text(max_size=3), max_size=4),
+    browser=st.fixed_dictionaries(
+        {k: st.sampled_from([None, "", "v"]) for k in ("ip", "user_agent", "fbc", "fbp")}
+    ),
+    rules=st.none() | RULES,
+)
+def test_identifier_kinds_equal_the_reference(
+    hashed: dict[str, dict[str, tuple[str, ...]]],
+    click_ids: dict[str, str],
+    browser: dict[str, str | None],
+    rules: str | None,
+) -> None:
+    e = event(hashed=hashed, click_ids=click_ids, **browser)
+    assert identifiers_of(e, rules) == reference_identifiers_of(e, rules)

@@ -133,6 +133,28 @@ class TestPayload:
         own_code = ga4().build_request([event(test_code="T1")])
         assert urlsplit(str(own_code.url)).path == "/debug/mp/collect"
 
+    @pytest.mark.parametrize("secret", [SECRET, "s e/c+r&t=?#ü"])
+    def test_the_url_parsed_once_equals_one_built_per_request(self, secret: str) -> None:
+        """The collect URLs are parsed once at start; each request must be what building it
+        with `params` every time gave: same URL bytes, headers and body."""
+
+        def dest_with(**kw: Any) -> GA4:
+            return GA4(GA4Settings(measurement_id=MEASUREMENT_ID, api_secret=Secret(secret), **kw))
+
+        for dest, e in [
+            (dest_with(), event()),
+            (dest_with(test_mode=True), event()),
+            (dest_with(), event(test_code="T1")),
+        ]:
+            req = dest.build_request([e])
+            query = {"measurement_id": MEASUREMENT_ID, "api_secret": secret}
+            base = dest.debug_url if dest.is_debug(e) else dest.url
+            json_type = {"content-type": "application/json"}
+            old = httpx.Request("POST", base, params=query, content=req.content, headers=json_type)
+            assert req.url == old.url
+            assert req.url.raw_path == old.url.raw_path
+            assert list(req.headers.raw) == list(old.headers.raw)
+
     def test_event_names_follow_the_recommended_events(self) -> None:
         names = {
             "PageView": "page_view",
@@ -338,6 +360,12 @@ class TestValidate:
         g = ga4()
         assert not g.too_old(event(), NOW + 71 * 3600)
         assert g.too_old(event(), NOW + 72 * 3600)
+
+    def test_batch_key_takes_a_user_agent_with_a_lone_surrogate(self) -> None:
+        g = ga4()
+        odd = User(user_agent="UA \ud800", click_ids={"ga": CLIENT_ID})
+        assert g.batch_key(event(user=odd)) == g.batch_key(event(user=odd, event_id="x"))
+        assert g.batch_key(event(user=odd)) != g.batch_key(event())
 
     def test_batch_key_groups_one_user_and_one_endpoint(self) -> None:
         g = ga4()
