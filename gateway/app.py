@@ -38,6 +38,7 @@ from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
+from gateway.web.debugview import DebugView
 from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
@@ -69,6 +70,8 @@ class Runtime:
     pipeline: Pipeline
     workers: dict[str, Worker] = field(default_factory=dict)
     collect: Collect | None = None
+    debug: DebugView | None = None
+    """The debug view's rings (gateway/web/debugview.py)."""
     stop_by: float | None = None
     """Loop time by which a graceful stop must be done (gateway/lifecycle.py), once begun."""
 
@@ -150,6 +153,11 @@ def create_app(
     app.router.add_get("/v1/admin/dead", dead.dead)
     app.router.add_post("/v1/admin/replay", dead.replay)
     app.router.add_post("/v1/admin/resume", dead.resume)
+    debug = runtime.debug = DebugView(
+        config, clock, lambda r: w.destination if (w := runtime.workers.get(r)) else None
+    )
+    pipeline.debug = debug.log
+    app.router.add_get("/v1/admin/events", debug.events)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
@@ -359,6 +367,7 @@ def _workers_ctx(
                     rng=rng,
                     settings=settings,
                     event_names=site.routing.get(name, NO_RULES).event_names,
+                    sent=runtime.debug.sent_log(route) if runtime.debug else None,
                 )
         tasks: list[asyncio.Task[None]] = []
         if run_workers:

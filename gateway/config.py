@@ -333,6 +333,13 @@ class SiteConfig:
         400.0, "Max-Age of browser-id cookies (_fbp, _ttp, _scid, _ga, ours).", min=1.0, max=400.0
     )
     profile_ttl_days: float = _f(400.0, "Visitor profiles unseen this long are deleted.", min=1.0)
+    debug_events: int = _f(
+        200,
+        "Events the debug view (GET /v1/admin/events) keeps in memory, received and per"
+        " destination sent; 0: none.",
+        min=0,
+        max=10_000,
+    )
     consent: ConsentConfig = field(
         default_factory=ConsentConfig, metadata={"help": "Consent policy (see [sites.consent])."}
     )

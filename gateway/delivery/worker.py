@@ -27,6 +27,7 @@ from enum import Enum
 
 import httpx
 
+from gateway.core.debuglog import SentLog
 from gateway.core.event import Event
 from gateway.core.record import decode
 from gateway.core.routing import renamed
@@ -35,6 +36,7 @@ from gateway.delivery import redact
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.evidence import evidence_of
 from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.sentlog import note_sent
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
@@ -112,8 +114,11 @@ class Worker:
         rng: random.Random,
         settings: WorkerSettings = WorkerSettings(),
         event_names: Mapping[str, str] | None = None,
+        sent: SentLog | None = None,
     ) -> None:
         self.route = route
+        self.sent = sent
+        """The debug view's log of the last events sent (None: the site keeps none)."""
         self.event_names: Mapping[str, str] = event_names or {}
         """The site's per-destination name overrides (core.routing `renamed`)."""
         self.destination = destination
@@ -333,7 +338,10 @@ class Worker:
         finally:
             self.stats.latency_sum += self.clock() - started
         self.last_status = response.status_code
-        return self.destination.classify(events, response, self.clock())
+        verdict = self.destination.classify(events, response, self.clock())
+        if self.sent is not None:  # the debug view (gateway/delivery/sentlog.py)
+            note_sent(self.sent, request, response.status_code, events, verdict, self.clock())
+        return verdict
 
     async def _refresh_token(self) -> Outcome | None:
         """Fetch a new access token first when the destination needs one (TokenUser); return

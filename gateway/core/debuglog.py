@@ -1,0 +1,76 @@
+"""What the debug view remembers of deliveries: the last events sent to one route (no I/O).
+
+One `SentLog` per route (site and destination), bounded by the site's `debug_events`: each entry
+is an event as the worker decoded it for the platform (hashed identifiers only), the request it
+travelled in (when, which endpoint without its query, the platform's HTTP status, how many
+events it carried) and what the answer meant for that event. Only references are kept: the
+events already exist in the worker, so recording a request costs one small tuple per event.
+Nothing survives a restart, nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from gateway.core.event import Event
+
+
+class SentRequest(NamedTuple):
+    """One request a route sent and the platform answered."""
+
+    at: float
+    """When the answer came (the worker's clock)."""
+    endpoint: str
+    """Scheme, host and path: never the query string, where some platforms put secrets."""
+    status: int
+    """The platform's HTTP status."""
+    events: int
+    """How many events the request carried."""
+
+
+class SentEvent(NamedTuple):
+    """One event of a sent request and its fate."""
+
+    request: SentRequest
+    event: Event
+    outcome: str
+    """delivered, retry, dead, paused, or split (rejected as a batch: resent in halves)."""
+    reason: str | None
+    """The platform's reason, bounded and free of PII (as dead letters keep it)."""
+
+
+class SentLog:
+    """The last `capacity` events one route sent, oldest dropped first."""
+
+    __slots__ = ("_ring",)
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("a sent log holds at least one event")
+        self._ring: deque[SentEvent] = deque(maxlen=capacity)
+
+    @property
+    def capacity(self) -> int:
+        """How many events it keeps."""
+        return self._ring.maxlen or 0
+
+    def add(
+        self,
+        request: SentRequest,
+        events: Sequence[Event],
+        fates: Sequence[tuple[str, str | None]],
+    ) -> None:
+        """Remember the events of one answered request with their (outcome, reason)."""
+        self._ring.extend(
+            SentEvent(request, event, outcome, reason)
+            for event, (outcome, reason) in zip(events, fates, strict=True)
+        )
+
+    def newest(self) -> list[SentEvent]:
+        """Every event kept, newest first."""
+        return list(reversed(self._ring))
+
+    def __len__(self) -> int:
+        return len(self._ring)
