@@ -55,7 +55,11 @@ class ReceivedLog:
     def received(self, batch: Sequence[NewEvent], results: Sequence[AppendResult]) -> None:
         """Remember one appended batch (all of one site) and the store's answer for each."""
         ring = self.rings.get(batch[0].site) if batch else None
-        if ring is not None:
+        if ring is None:
+            return
+        if len(batch) == 1:  # the usual API request and every loader event
+            ring.append((batch[0], results[0], self.clock()))
+        else:
             ring.extend(zip(batch, results, repeat(self.clock())))
 
     def newest(self, site: str) -> list[Received]:
