@@ -18,16 +18,17 @@ from gateway.core.event import Event
 
 
 class SentRequest(NamedTuple):
-    """One request a route sent and the platform answered."""
+    """One request a route sent and the platform answered, or (endpoint and status None) the
+    gateway's own refusal to send."""
 
     at: float
-    """When the answer came (the worker's clock)."""
-    endpoint: str
+    """When the answer (or the refusal) came (the worker's clock)."""
+    endpoint: str | None
     """Scheme, host and path: never the query string, where some platforms put secrets."""
-    status: int
+    status: int | None
     """The platform's HTTP status."""
     events: int
-    """How many events the request carried."""
+    """How many events the request carried (0: refused unsent)."""
 
 
 class SentEvent(NamedTuple):
@@ -36,7 +37,8 @@ class SentEvent(NamedTuple):
     request: SentRequest
     event: Event
     outcome: str
-    """delivered, retry, dead, paused, or split (rejected as a batch: resent in halves)."""
+    """delivered, retry, dead, paused, split (rejected as a batch: resent in halves) or refused
+    (given up unsent: too old, invalid, or a test event for a platform without test mode)."""
     reason: str | None
     """The platform's reason, bounded and free of PII (as dead letters keep it)."""
 

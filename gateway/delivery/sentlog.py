@@ -9,13 +9,14 @@ someone looks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
 from gateway.core.debuglog import SentLog, SentRequest
 from gateway.core.event import Event
 from gateway.destinations.base import BatchVerdict, Delivered, Outcome, Paused, Permanent, Retry
+from gateway.store.base import Delivery
 
 
 def endpoint_of(url: httpx.URL) -> str:
@@ -53,3 +54,15 @@ def note_sent(
     else:
         fates = [fate_of(verdict.outcome)] * len(events)
     log.add(SentRequest(now, endpoint_of(request.url), status, len(events)), events, fates)
+
+
+def note_refused(
+    log: SentLog,
+    rows: Sequence[Delivery],
+    decode: Callable[[Delivery], Event | None],
+    reason: str,
+    now: float,
+) -> None:
+    """Remember rows the worker gave up without sending them (no endpoint, no status)."""
+    events = [e for e in map(decode, rows) if e is not None]
+    log.add(SentRequest(now, None, None, 0), events, [("refused", reason)] * len(events))

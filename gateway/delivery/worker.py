@@ -36,7 +36,7 @@ from gateway.delivery import redact
 from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
 from gateway.delivery.evidence import evidence_of
 from gateway.delivery.retry import RetryPolicy
-from gateway.delivery.sentlog import note_sent
+from gateway.delivery.sentlog import note_refused, note_sent
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
@@ -452,6 +452,8 @@ class Worker:
             [r.id for r in rows], reason, detail, self.clock(), evidence=evidence
         )
         self.held.difference_update(r.id for r in rows)
+        if self.sent is not None and status is None:  # refused unsent: the debug view says so
+            note_refused(self.sent, rows, self._event_of, f"{reason.value}: {detail}", self.clock())
         self.stats.dead += len(rows)
         self.tally.dead_rows((r.event_name for r in rows), reason.value)
         self.stats.dead_reasons[reason.value] = self.stats.dead_reasons.get(reason.value, 0) + len(

@@ -156,7 +156,9 @@ class DebugView:
             "outcome": entry.outcome,
             "reason": entry.reason,
             "request_events": request.events,
-            "payload": payload_json(destination, event) if destination is not None else None,
+            "payload": payload_json(destination, event)
+            if destination is not None and request.status is not None
+            else None,
         }
 
     def _query(

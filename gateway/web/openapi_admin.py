@@ -254,9 +254,10 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
 _OUTCOME: Final = {
-    "enum": ["delivered", "retry", "dead", "paused", "split"],
+    "enum": ["delivered", "retry", "dead", "paused", "split", "refused"],
     "description": "What the answer meant for the event (split: the platform refused the"
-    " batch for one of its events, which was resent in halves).",
+    " batch for one of its events, which was resent in halves; refused: the gateway gave it"
+    " up unsent, e.g. a test event for a platform without test mode).",
 }
 
 
@@ -267,7 +268,7 @@ def debug_schemas() -> dict[str, dict[str, Any]]:
         "required": ["sent_at", "status", "outcome"],
         "properties": {
             "sent_at": {"type": "number"},
-            "status": {"type": "integer"},
+            "status": {"type": ["integer", "null"]},
             "outcome": _OUTCOME,
             "reason": _NULLABLE_STRING,
         },
@@ -305,11 +306,17 @@ def debug_schemas() -> dict[str, dict[str, Any]]:
                 "event": {"type": "string", "description": "The name the platform got."},
                 "event_id": {"type": "string"},
                 "test_code": _NULLABLE_STRING,
-                "endpoint": {"type": "string", "description": "The URL without its query."},
-                "status": {"type": "integer", "description": "The platform's HTTP status."},
+                "endpoint": {
+                    "type": ["string", "null"],
+                    "description": "The URL without its query (null: refused unsent).",
+                },
+                "status": {
+                    "type": ["integer", "null"],
+                    "description": "The platform's HTTP status (null: refused unsent).",
+                },
                 "outcome": _OUTCOME,
                 "reason": _NULLABLE_STRING,
-                "request_events": {"type": "integer", "minimum": 1},
+                "request_events": {"type": "integer", "minimum": 0},
                 "payload": {
                     "description": "The body the destination builds for this event alone"
                     " (hashed identifiers; no tokens), or null."

@@ -231,13 +231,23 @@ async def test_debug_flag_reaches_each_test_channel_and_no_secret_shows(
         [received] = shown["received"]
         assert received["record"]["test_code"] == CODE
         assert set(received["routes"]) == {row.name for row in PLATFORMS}
-        assert set(received["answers"]) == TEST_CHANNELS
-        assert {a["outcome"] for a in received["answers"].values()} == {"delivered"}
+        everyone = {row.name for row in PLATFORMS}
+        outcomes = {name: a["outcome"] for name, a in received["answers"].items()}
+        assert outcomes == {n: "delivered" if n in TEST_CHANNELS else "refused" for n in everyone}
         sent = {s["destination"]: s for s in shown["sent"]}
-        assert set(sent) == TEST_CHANNELS
-        for entry in sent.values():
+        assert set(sent) == everyone
+        for name, entry in sent.items():
             assert entry["test_code"] == CODE
-            assert 200 <= entry["status"] < 300
+            if name in TEST_CHANNELS:
+                assert 200 <= entry["status"] < 300
+                assert entry["outcome"] == "delivered"
+            else:  # never sent: the gateway's own refusal, as the dead letter says
+                assert entry["status"] is None
+                assert entry["endpoint"] is None
+                assert entry["payload"] is None
+                assert entry["request_events"] == 0
+                assert entry["reason"].startswith("invalid_field: ")
+                assert "no test mode" in entry["reason"]
         assert sent["ga4"]["endpoint"].endswith("/debug/mp/collect")
         assert sent["snap"]["endpoint"].endswith("/events/validate")
         assert sent["google_ads"]["payload"]["validateOnly"] is True

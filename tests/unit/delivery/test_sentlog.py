@@ -6,9 +6,9 @@ import httpx
 
 from gateway.core.debuglog import SentLog
 from gateway.core.event import Event, Source
-from gateway.delivery.sentlog import endpoint_of, fate_of, note_sent
+from gateway.delivery.sentlog import endpoint_of, fate_of, note_refused, note_sent
 from gateway.destinations.base import BatchVerdict, Delivered, Paused, Permanent, Retry
-from gateway.store.base import DeadReason
+from gateway.store.base import DeadReason, Delivery
 
 
 def event(i: int) -> Event:
@@ -55,3 +55,14 @@ def test_note_sent_per_event_whole_and_split() -> None:
     ]
     assert all(e.request.endpoint == "https://tr.example/v3/p/events" for e in log.newest())
     assert {e.request.events for e in log.newest()} == {1, 2}
+
+
+def test_note_refused_keeps_what_could_be_read() -> None:
+    log = SentLog(10)
+    rows = [Delivery(i, "shop:x", "Purchase", f"e-{i}", 1.0, b"", 0, 1.0) for i in (1, 2)]
+    decoded = {1: event(1)}
+    note_refused(log, rows, lambda r: decoded.get(r.id), "invalid_field: no test mode", 9.0)
+    [kept] = log.newest()
+    assert kept.event.event_id == "e-1"
+    assert kept.request == (9.0, None, None, 0)
+    assert (kept.outcome, kept.reason) == ("refused", "invalid_field: no test mode")
