@@ -11,7 +11,7 @@ Nothing survives a restart, nothing is written anywhere.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NamedTuple
 
 from gateway.core.event import Event
@@ -70,9 +70,31 @@ class SentLog:
             for event, (outcome, reason) in zip(events, fates, strict=True)
         )
 
+    def forget(self, drop: Callable[[Event], bool]) -> int:
+        """Drop the events `drop` picks (an erasure request); return how many."""
+        kept = [e for e in self._ring if not drop(e.event)]
+        dropped = len(self._ring) - len(kept)
+        if dropped:
+            self._ring.clear()
+            self._ring.extend(kept)
+        return dropped
+
     def newest(self) -> list[SentEvent]:
         """Every event kept, newest first."""
         return list(reversed(self._ring))
 
     def __len__(self) -> int:
         return len(self._ring)
+
+
+def event_carries(event: Event, visitor_id: str | None, keys: Collection[str]) -> bool:
+    """Whether `event` belongs to the visitor or carries one of the "<key>:<digest>" keys."""
+    user = event.user
+    if visitor_id is not None and user.visitor_id == visitor_id:
+        return True
+    return bool(keys) and any(
+        f"{key}:{digest}" in keys
+        for ids in user.hashed.values()
+        for key, digests in ids.items()
+        for digest in digests
+    )

@@ -24,8 +24,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.config import Config
-from gateway.core.debuglog import SentEvent, SentLog
-from gateway.core.record import decode
+from gateway.core.debuglog import SentEvent, SentLog, event_carries
+from gateway.core.jsoncodec import loads
+from gateway.core.record import decode, record_carries
 from gateway.destinations.base import Destination
 from gateway.store.base import AppendResult, NewEvent
 from gateway.web.admin import admin_denied
@@ -44,13 +45,31 @@ Errors = list[dict[str, str]]
 class ReceivedLog:
     """Per site, the last events the pipeline appended (sites with a capacity above 0)."""
 
-    __slots__ = ("clock", "rings")
+    __slots__ = ("clock", "rings", "sent")
 
     def __init__(self, capacities: Mapping[str, int], clock: Callable[[], float]) -> None:
         self.rings: dict[str, deque[Received]] = {
             site: deque(maxlen=n) for site, n in capacities.items() if n > 0
         }
         self.clock = clock
+        self.sent: dict[str, SentLog] = {}
+        """Route → the sent log its worker feeds (`DebugView.sent_log`)."""
+
+    def forget(self, site: str, visitor_id: str | None, keys: Sequence[str]) -> int:
+        """Drop the site's kept events of one person, received and sent (an erasure request:
+        its visitor id, or its "<key>:<digest>" lookup keys); return how many."""
+        wanted = frozenset(keys)
+        dropped = 0
+        ring = self.rings.get(site)
+        if ring is not None:
+            kept = [e for e in ring if not record_carries(loads(e[0].record), visitor_id, wanted)]
+            dropped += len(ring) - len(kept)
+            ring.clear()
+            ring.extend(kept)
+        for route, log in self.sent.items():
+            if route.startswith(f"{site}:"):
+                dropped += log.forget(lambda e: event_carries(e, visitor_id, wanted))
+        return dropped
 
     def received(self, batch: Sequence[NewEvent], results: Sequence[AppendResult]) -> None:
         """Remember one appended batch (all of one site) and the store's answer for each."""
@@ -84,7 +103,7 @@ class DebugView:
         """Route → its destination (the worker's), to rebuild a sent event's body."""
         self.log = ReceivedLog(self.capacity, clock) if any(self.capacity.values()) else None
         """What the pipeline feeds (`Pipeline.debug`); None when no site keeps a ring."""
-        self.sent: dict[str, SentLog] = {}
+        self.sent: dict[str, SentLog] = self.log.sent if self.log is not None else {}
         self.secrets = secrets_of(config)
 
     def sent_log(self, route: str) -> SentLog | None:

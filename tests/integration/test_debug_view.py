@@ -351,3 +351,24 @@ async def test_debug_events_zero_keeps_nothing(
     await drain(client, "shop:meta")
     shown = await view(client)
     assert shown == {"site": "shop", "capacity": 0, "received": [], "sent": []}
+
+
+async def test_an_erasure_also_empties_the_rings(
+    make_config: ConfigFactory, gateway: Any, meta_sandbox: tuple[MetaSandbox, str]
+) -> None:
+    _, base = meta_sandbox
+    client = await gateway(make_config(base), run_workers=False)
+    other = {**planted_purchase(9), "user": {**planted_purchase(9)["user"]}}
+    other["user"]["email"] = "someone.else@example.com"
+    other["user"]["phone"] = "+1 415 555 0000"
+    await post(client, [planted_purchase(1), other, planted_purchase(2)])
+    await drain(client, "shop:meta")
+    shown = await view(client)
+    assert len(shown["received"]) == 3
+    assert len(shown["sent"]) == 3
+    resp = await client.post("/v1/erase", json={"email": PLANTED_EMAIL}, headers=auth())
+    assert resp.status == 200, await resp.text()
+    shown = await view(client)
+    assert [e["event_id"] for e in shown["received"]] == ["ev-9"]
+    assert [s["event_id"] for s in shown["sent"]] == ["ev-9"]
+    assert EMAIL_DIGEST not in json.dumps(shown)

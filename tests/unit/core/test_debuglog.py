@@ -37,3 +37,22 @@ def test_events_and_fates_must_pair_up() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least one"):
         SentLog(0)
+
+
+def test_forget_drops_one_persons_events() -> None:
+    from gateway.core.debuglog import event_carries
+    from gateway.core.event import User
+
+    digest = "b" * 64
+    mine = Event("Lead", "mine", 1, Source.WEBSITE, user=User(hashed={"meta": {"em": (digest,)}}))
+    visitor = Event("Lead", "visit", 1, Source.WEBSITE, user=User(visitor_id="v-1"))
+    log = SentLog(5)
+    request = SentRequest(1.0, "https://x.example/", 200, 3)
+    log.add(request, [mine, event(1), visitor], [("delivered", None)] * 3)
+    assert event_carries(mine, None, {f"em:{digest}"})
+    assert not event_carries(mine, None, {"em:" + "c" * 64})
+    assert not event_carries(event(1), None, ())
+    assert log.forget(lambda e: event_carries(e, None, {f"em:{digest}"})) == 1
+    assert log.forget(lambda e: event_carries(e, "v-1", ())) == 1
+    assert [e.event.event_id for e in log.newest()] == ["e-1"]
+    assert log.forget(lambda e: False) == 0
