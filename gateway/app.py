@@ -46,6 +46,7 @@ from gateway.web.dashboard import Providers
 from gateway.web.dashboard import install as install_dashboard
 from gateway.web.dashboard.adapters import gap_provider, stats_provider
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
+from gateway.web.debugview import DebugView
 from gateway.web.edgelog import install as install_edge_log_filter
 from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
@@ -79,6 +80,8 @@ class Runtime:
     pipeline: Pipeline
     workers: dict[str, Worker] = field(default_factory=dict)
     collect: Collect | None = None
+    debug: DebugView | None = None
+    """The debug view's rings (gateway/web/debugview.py)."""
     stop_by: float | None = None
     """Loop time by which a graceful stop must be done (gateway/lifecycle.py), once begun."""
 
@@ -176,6 +179,11 @@ def create_app(
     )  # the recent-events provider plugs in here too (web/dashboard/providers.py)
     stats = StatsApi(store, config.server.admin_token, _site_destinations(config), clock)
     app.router.add_get(STATS_PATH, stats.get)
+    debug = runtime.debug = DebugView(
+        config, clock, lambda r: w.destination if (w := runtime.workers.get(r)) else None
+    )
+    pipeline.debug = debug.log
+    app.router.add_get("/v1/admin/events", debug.events)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
@@ -425,6 +433,7 @@ def _workers_ctx(
                     rng=rng,
                     settings=settings,
                     event_names=site.routing.get(name, NO_RULES).event_names,
+                    sent=runtime.debug.sent_log(route) if runtime.debug else None,
                 )
         tasks: list[asyncio.Task[None]] = []
         if run_workers:

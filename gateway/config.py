@@ -362,6 +362,13 @@ class SiteConfig:
         ("Purchase",),
         "Backend event names (with data.order_id) the conversion gap counts as orders.",
     )
+    debug_events: int = _f(
+        200,
+        "Events the debug view (GET /v1/admin/events) keeps in memory, received and per"
+        " destination sent; 0: none.",
+        min=0,
+        max=10_000,
+    )
     consent: ConsentConfig = field(
         default_factory=ConsentConfig, metadata={"help": "Consent policy (see [sites.consent])."}
     )

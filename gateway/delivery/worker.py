@@ -28,6 +28,7 @@ from enum import Enum
 
 import httpx
 
+from gateway.core.debuglog import SentLog
 from gateway.core.event import Event
 from gateway.core.routing import renamed
 from gateway.core.tally import RouteTally
@@ -38,6 +39,7 @@ from gateway.delivery.decoded import SHARED, DecodeCache
 from gateway.delivery.evidence import evidence_of
 from gateway.delivery.http1 import Http1Transport
 from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.sentlog import note_refused, note_sent
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
@@ -136,8 +138,11 @@ class Worker:
         settings: WorkerSettings = WorkerSettings(),
         event_names: Mapping[str, str] | None = None,
         decoded: DecodeCache = SHARED,
+        sent: SentLog | None = None,
     ) -> None:
         self.route = route
+        self.sent = sent
+        """The debug view's log of the last events sent (None: the site keeps none)."""
         self.event_names: Mapping[str, str] = event_names or {}
         """The site's per-destination name overrides (core.routing `renamed`)."""
         self.destination = destination
@@ -394,7 +399,10 @@ class Worker:
         finally:
             self.stats.latency_sum += self.clock() - started
         self.last_status = response.status_code
-        return self.destination.classify(events, response, self.clock())
+        verdict = self.destination.classify(events, response, self.clock())
+        if self.sent is not None:  # the debug view (gateway/delivery/sentlog.py)
+            note_sent(self.sent, request, response.status_code, events, verdict, self.clock())
+        return verdict
 
     async def _refresh_token(self) -> Outcome | None:
         """Fetch a new access token first when the destination needs one (TokenUser); return
@@ -523,6 +531,8 @@ class Worker:
             [r.id for r in rows], reason, detail, self.clock(), evidence=evidence
         )
         self.held.difference_update(r.id for r in rows)
+        if self.sent is not None and status is None:  # refused unsent: the debug view says so
+            note_refused(self.sent, rows, self._event_of, f"{reason.value}: {detail}", self.clock())
         self.stats.dead += len(rows)
         self.tally.dead_rows((r.event_name for r in rows), reason.value)
         self.stats.dead_reasons[reason.value] = self.stats.dead_reasons.get(reason.value, 0) + len(

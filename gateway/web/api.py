@@ -20,6 +20,7 @@ from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import AppendResult
 from gateway.web.baseline import Baseline
 from gateway.web.bearer import bearer_token
+from gateway.web.debugflag import DEBUG_HEADER, debug_code, mark_items, mark_typed
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Pipeline, Site
@@ -101,11 +102,14 @@ class EventsApi:
         site = self.keys.site_for(request.headers.get("Authorization"))
         if site is None:
             return _UNAUTHORIZED.response()
+        code = debug_code(request.headers.get(DEBUG_HEADER))  # gateway/web/debugflag.py
+        if isinstance(code, FieldError):
+            return _bad_debug(code).response()
         try:
             raw = await read_body(request, self.max_body_bytes)
         except BodyError as exc:
             return error_reply(exc.status, exc.code, exc.reason).response()
-        return (await self.ingest(site, raw)).response()
+        return (await self.ingest(site, raw, test_code=code)).response()
 
     def lane_answer(self, request: LaneRequest) -> Awaitable[Answer] | None:
         """The fast lane's entry (web/fastlane.py): the same answers as `post_events`.
@@ -123,12 +127,20 @@ class EventsApi:
         site = self.keys.site_for(request.headers.get("authorization"))
         if site is None:
             return _UNAUTHORIZED.encode()
-        return (await self.ingest(site, request.body)).encode()
+        code = debug_code(request.headers.get("x-signalgate-debug"))
+        if isinstance(code, FieldError):
+            return _bad_debug(code).encode()
+        return (await self.ingest(site, request.body, test_code=code)).encode()
 
-    async def ingest(self, site: Site, raw: bytes) -> Reply:
-        """Parse, check, hash and durably append a posted events document; return the answer."""
+    async def ingest(self, site: Site, raw: bytes, *, test_code: str | None = None) -> Reply:
+        """Parse, check, hash and durably append a posted events document; return the answer.
+
+        `test_code` (the request's debug header) goes to every event without its own.
+        """
         now = self.clock()
         typed = decode_document(raw)  # the usual document, typed in one pass (core.wire)
+        if test_code and typed is not None:
+            mark_typed(typed, test_code)
         if typed is not None and 0 < len(typed) <= self.max_events:
             limited = self._rate_limited(site, len(typed))
             if limited is not None:
@@ -160,6 +172,8 @@ class EventsApi:
         items, problem = self._events_of(doc)
         if problem is not None:
             return error_reply(400, "bad_request", "not an events document", [problem.as_dict()])
+        if test_code:
+            mark_items(items, test_code)
         if typed is None:  # a typed document was counted above already
             limited = self._rate_limited(site, len(items))
             if limited is not None:
@@ -287,6 +301,10 @@ def _answer(
         body["message"] = "no event was accepted"
         return json_reply(422, body)
     return json_reply(202, body)
+
+
+def _bad_debug(problem: FieldError) -> Reply:
+    return error_reply(400, "bad_request", "invalid debug header", [problem.as_dict()])
 
 
 def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:

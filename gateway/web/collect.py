@@ -507,6 +507,7 @@ class Collect:
         # `events_for` may run on the store's writer thread.
         routed = site.table.route(event.event, site.routes, "loader") if event is not None else None
         built: list[bool] = []
+        appended: list[NewEvent] = []
 
         def events_for(profile: VisitorProfile) -> tuple[NewEvent, ...]:
             if event is None or routed is None or not site.routes:
@@ -517,7 +518,7 @@ class Collect:
             built.append(True)
             if not routed.kept:
                 return ()
-            return (
+            appended[:] = [  # kept for the debug view; a second call replaces it
                 NewEvent(
                     site=site_id,
                     event_name=stored.event,
@@ -525,12 +526,15 @@ class Collect:
                     event_time=float(stored.time),
                     record=encode(stored),
                     routes=routed.kept,
-                ),
-            )
+                )
+            ]
+            return tuple(appended)
 
         _, results = await self.pipeline.store.touch_and_append(
             site_id, plan.visitor_id, plan.update, now, events_for
         )
+        if self.pipeline.debug is not None and appended:  # gateway/web/debugview.py
+            self.pipeline.debug.received(appended, results)
         if built and routed is not None:
             self.pipeline.count_routed_away(routed.away)
         if event is not None and results and routed is not None and routed.kept:

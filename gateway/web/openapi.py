@@ -16,7 +16,14 @@ from aiohttp import web
 from gateway import __version__
 from gateway.core.event import CLICK_ID_KEYS, CONSENT_KEYS, STANDARD_EVENTS, Source
 from gateway.core.jsoncodec import dumps
-from gateway.web.openapi_admin import dead_paths, dead_schemas, gap_paths, gap_schemas
+from gateway.web.openapi_admin import (
+    dead_paths,
+    dead_schemas,
+    debug_paths,
+    debug_schemas,
+    gap_paths,
+    gap_schemas,
+)
 from gateway.web.openapi_stats import stats_paths, stats_schemas
 
 JSONSchema = dict[str, Any]
@@ -385,6 +392,15 @@ _LIMIT: Final = {
 }
 
 
+_DEBUG_HEADER: Final = {
+    "name": "X-Signalgate-Debug",
+    "in": "header",
+    "required": False,
+    "description": "A test code: every event without its own test_code takes it and goes to"
+    " each platform's test channel (README 'Debug'); 1 is enough for platforms that take no"
+    " code; 0, false, off, no or empty: no flag.",
+    "schema": {"type": "string", "maxLength": 100},
+}
 _EVENTS_EXAMPLE: Final = {
     "events": [
         {
@@ -437,6 +453,7 @@ def _paths() -> dict[str, Any]:
                     " decoded bytes."
                 ),
                 "security": _API_KEY,
+                "parameters": [_DEBUG_HEADER],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -446,8 +463,8 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "202": _json(ingest, "At least one event accepted and committed."),
                     "400": _error(
-                        "Not JSON, not an events document, empty, too many events or an"
-                        " undecodable gzip body."
+                        "Not JSON, not an events document, empty, too many events, an"
+                        " undecodable gzip body or an invalid X-Signalgate-Debug header."
                     ),
                     "401": _UNAUTHORIZED,
                     "413": _error("Body (after decompression) over server.max_body_bytes."),
@@ -620,9 +637,15 @@ def document() -> dict[str, Any]:
             " collect endpoint, health, operator and erasure surfaces.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
-        "paths": {**_paths(), **dead_paths(), **gap_paths(), **stats_paths()},
+        "paths": {**_paths(), **dead_paths(), **gap_paths(), **stats_paths(), **debug_paths()},
         "components": {
-            "schemas": {**_schemas(), **dead_schemas(), **gap_schemas(), **stats_schemas()},
+            "schemas": {
+                **_schemas(),
+                **dead_schemas(),
+                **gap_schemas(),
+                **stats_schemas(),
+                **debug_schemas(),
+            },
             "securitySchemes": {
                 "apiKey": {
                     "type": "http",

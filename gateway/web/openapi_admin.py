@@ -358,3 +358,138 @@ def gap_paths() -> dict[str, Any]:
             }
         }
     }
+
+
+# --- the debug view (gateway/web/debugview.py) ---
+
+_NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
+_OUTCOME: Final = {
+    "enum": ["delivered", "retry", "dead", "paused", "split", "refused"],
+    "description": "What the answer meant for the event (split: the platform refused the"
+    " batch for one of its events, which was resent in halves; refused: the gateway gave it"
+    " up unsent, e.g. a test event for a platform without test mode).",
+}
+
+
+def debug_schemas() -> dict[str, dict[str, Any]]:
+    """The component schemas of the debug view."""
+    answer = {
+        "type": "object",
+        "required": ["sent_at", "status", "outcome"],
+        "properties": {
+            "sent_at": {"type": "number"},
+            "status": {"type": ["integer", "null"]},
+            "outcome": _OUTCOME,
+            "reason": _NULLABLE_STRING,
+        },
+    }
+    return {
+        "ReceivedEvent": {
+            "type": "object",
+            "required": ["received_at", "event", "event_id", "routes", "answers", "record"],
+            "properties": {
+                "received_at": {"type": "number", "description": "Unix seconds."},
+                "event": {"type": "string"},
+                "event_id": {"type": "string"},
+                "routes": {
+                    "type": "object",
+                    "description": "Destination → queued, or duplicate (the outbox had it).",
+                    "additionalProperties": {"enum": ["queued", "duplicate"]},
+                },
+                "answers": {
+                    "type": "object",
+                    "description": "Destination → the latest answer to it still remembered.",
+                    "additionalProperties": answer,
+                },
+                "record": {
+                    "type": "object",
+                    "description": "The event as stored: hashed identifiers only.",
+                },
+            },
+        },
+        "SentEvent": {
+            "type": "object",
+            "required": ["destination", "sent_at", "event", "event_id", "endpoint", "status"],
+            "properties": {
+                "destination": {"type": "string"},
+                "sent_at": {"type": "number"},
+                "event": {"type": "string", "description": "The name the platform got."},
+                "event_id": {"type": "string"},
+                "test_code": _NULLABLE_STRING,
+                "endpoint": {
+                    "type": ["string", "null"],
+                    "description": "The URL without its query (null: refused unsent).",
+                },
+                "status": {
+                    "type": ["integer", "null"],
+                    "description": "The platform's HTTP status (null: refused unsent).",
+                },
+                "outcome": _OUTCOME,
+                "reason": _NULLABLE_STRING,
+                "request_events": {"type": "integer", "minimum": 0},
+                "payload": {
+                    "description": "The body the destination builds for this event alone"
+                    " (hashed identifiers; no tokens), or null."
+                },
+            },
+        },
+        "DebugEvents": {
+            "type": "object",
+            "required": ["site", "capacity", "received", "sent"],
+            "properties": {
+                "site": {"type": "string"},
+                "capacity": {
+                    "type": "integer",
+                    "description": "sites[].debug_events: how many events each ring keeps.",
+                },
+                "received": {"type": "array", "items": _ref("ReceivedEvent")},
+                "sent": {"type": "array", "items": _ref("SentEvent")},
+            },
+        },
+    }
+
+
+def debug_paths() -> dict[str, Any]:
+    """The path of the debug view (admin token)."""
+    error = _ref("Error")
+    return {
+        "/v1/admin/events": {
+            "get": {
+                "operationId": "debugEvents",
+                "summary": "The last events received and sent to each platform (in memory)",
+                "description": "Newest first. Received events are shown as stored (hashed"
+                " identifiers only); sent ones with the body built for them, the endpoint"
+                " without its query and the platform's answer. Nothing survives a restart.",
+                "security": [{"adminToken": []}],
+                "parameters": [
+                    _query(
+                        "site",
+                        {"type": "string", "maxLength": 40},
+                        "The site id; optional when one site is configured.",
+                    ),
+                    _query(
+                        "destination",
+                        {"type": "string", "maxLength": 40},
+                        "Only events routed or sent to this destination.",
+                    ),
+                    _query(
+                        "event_id",
+                        {"type": "string", "maxLength": 256},
+                        "Only this event id.",
+                    ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "Events per list, 1-1000 (default 50).",
+                    ),
+                ],
+                "responses": {
+                    "200": _json(_ref("DebugEvents"), "The last events."),
+                    "400": _json(error, "An invalid limit or event_id, or no site named."),
+                    "401": _json(error, "Missing or wrong admin token."),
+                    "403": _json(error, "Admin surfaces are off: server.admin_token is not set."),
+                    "404": _json(error, "No such site, or not a destination of the site."),
+                },
+            }
+        }
+    }

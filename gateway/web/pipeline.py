@@ -24,6 +24,7 @@ from gateway.core.tally import IngestTally
 from gateway.core.wire import WireEvent, events_from, records_from
 from gateway.destinations import CLICK_WINDOWS, DESTINATIONS
 from gateway.store.base import AppendResult, GatewayStore, NewEvent, ProfileQuery
+from gateway.web.debugview import ReceivedLog
 from gateway.web.ledger import Facts, batch_entries, event_facts, stored_facts
 from gateway.web.tallying import count_appended, count_appends
 
@@ -101,6 +102,8 @@ class Pipeline:
         (shown by /v1/debug/recent)."""
         self.tally = IngestTally()
         """Ingest counters by site, source, route and event label (/metrics)."""
+        self.debug: ReceivedLog | None = None
+        """The debug view's rings of the last events received (None: no site keeps any)."""
 
     def prepare(
         self, site: Site, obj: Any, *, path: str = "", now: float | None = None
@@ -242,6 +245,8 @@ class Pipeline:
             )
         batch = [NewEvent(site_id, s.e, s.id, float(s.t), encode_stored(s), routes) for s in stored]
         results = await self._append(site, batch, facts)
+        if self.debug is not None:  # the debug view's ring (gateway/web/debugview.py)
+            self.debug.received(batch, results)
         count_appends(self.tally, routes, batch, results)
         return results
 
@@ -309,6 +314,8 @@ class Pipeline:
             NewEvent(site_id, e.event, e.event_id, float(e.time), encode(e), routes) for e in events
         ]
         results = await self._append(site, batch, facts)
+        if self.debug is not None:  # the debug view's ring (gateway/web/debugview.py)
+            self.debug.received(batch, results)
         count_appends(self.tally, routes, batch, results)
         return results
 
@@ -348,6 +355,8 @@ class Pipeline:
             results = await self.store.append_orders(batch, orders, self.clock())
         else:
             results = await self.store.append(batch, self.clock()) if batch else []
+        if self.debug is not None:  # the debug view's ring (gateway/web/debugview.py)
+            self.debug.received(batch, results)
         for route, n in away.items():
             self.count_routed_away((route,), n)
         first = batch[0].routes if batch else ()

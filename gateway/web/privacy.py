@@ -53,6 +53,8 @@ class Erasure:
         result = await self.pipeline.store.erase(
             site.config.id, visitor_id=visitor_id, keys=(), now=self.clock()
         )
+        if self.pipeline.debug is not None:  # the debug view's rings (web/debugview.py)
+            self.pipeline.debug.forget(site.config.id, visitor_id, ())
         return web.json_response({"profiles": result.profiles, "deliveries": result.deliveries})
 
     async def erase(self, request: web.Request) -> web.Response:
@@ -81,6 +83,8 @@ class Erasure:
         result = await self.pipeline.store.erase(
             site.config.id, visitor_id=None, keys=keys, now=self.clock()
         )
+        if self.pipeline.debug is not None:  # the debug view's rings (web/debugview.py)
+            self.pipeline.debug.forget(site.config.id, None, keys)
         return web.json_response({"profiles": result.profiles, "deliveries": result.deliveries})
 
 

@@ -50,7 +50,7 @@ CHECKS = [
 SCALE = float(os.environ.get("OPENAPI_FUZZ_SCALE", "1"))
 """Raise it by hand for a longer hunt (OPENAPI_FUZZ_SCALE=20); CI runs the default."""
 EXAMPLES = {GenerationMode.POSITIVE: int(25 * SCALE), GenerationMode.NEGATIVE: int(15 * SCALE)}
-"""Examples per operation and mode: 15 operations x 40 ≈ 600 requests, well under a minute."""
+"""Examples per operation and mode: 16 operations x 40 ≈ 640 requests, well under a minute."""
 ADMIN_PATHS = ("/v1/debug/", "/metrics", "/v1/admin/")
 
 
@@ -168,7 +168,7 @@ def test_document_is_served_cacheable_and_unauthenticated(live: LiveGateway) -> 
 def test_every_answer_matches_the_document(live: LiveGateway) -> None:
     served = requests.get(f"{live.base_url}/v1/openapi.json", timeout=10).json()
     operations = _operations(served)
-    assert len(operations) == 15
+    assert len(operations) == 16
     session = requests.Session()
     started = time.monotonic()
     seen: dict[str, set[int]] = {}
@@ -196,6 +196,7 @@ def test_every_answer_matches_the_document(live: LiveGateway) -> None:
     assert 200 in seen["GET /metrics"]
     assert 200 in seen["GET /v1/admin/dead"]
     assert 200 in seen["GET /v1/admin/stats"]
+    assert 200 in seen["GET /v1/admin/events"]
 
 
 def test_a_schema_violation_fails_the_run(live: LiveGateway) -> None:
