@@ -12,7 +12,7 @@ import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from gateway.web.collect import Collect
 from gateway.web.dashboard import Live as DashboardLive
 from gateway.web.dashboard import Providers
 from gateway.web.dashboard import install as install_dashboard
-from gateway.web.dashboard.adapters import gap_provider, stats_provider
+from gateway.web.dashboard.adapters import events_provider, gap_provider, stats_provider
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.debugview import DebugView
 from gateway.web.edgelog import install as install_edge_log_filter
@@ -166,7 +166,7 @@ def create_app(
     site_routes = {s.config.id: s.routes for s in sites}
     gap = Gap(store, config.server.admin_token, site_routes, clock)
     app.router.add_get("/v1/admin/gap", gap.gap)
-    install_dashboard(
+    board = install_dashboard(
         app,
         dashboard_live(runtime, clock),
         config.server.admin_token,
@@ -176,13 +176,14 @@ def create_app(
             stats=stats_provider(store) if config.audit.rollups else None,
             gap=gap_provider(store, site_routes),
         ),
-    )  # the recent-events provider plugs in here too (web/dashboard/providers.py)
+    )  # the recent-events provider is added once the debug view exists (below)
     stats = StatsApi(store, config.server.admin_token, _site_destinations(config), clock)
     app.router.add_get(STATS_PATH, stats.get)
     debug = runtime.debug = DebugView(
         config, clock, lambda r: w.destination if (w := runtime.workers.get(r)) else None
     )
     pipeline.debug = debug.log
+    board.providers = replace(board.providers, events=events_provider(debug))
     app.router.add_get("/v1/admin/events", debug.events)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)

@@ -122,6 +122,12 @@ class DebugView:
         if isinstance(parsed, web.Response):
             return parsed
         site, destination, event_id, limit = parsed
+        return web.json_response(self.document(site, destination, event_id, limit))
+
+    def document(
+        self, site: str, destination: str | None, event_id: str | None, limit: int
+    ) -> dict[str, Any]:
+        """The answer of ``GET /v1/admin/events`` for a configured site (secrets cut out)."""
         wanted = [destination] if destination else list(self.destinations[site])
         sent = self._sent(site, wanted, event_id)
         latest: dict[tuple[str, str], SentEvent] = {}
@@ -143,7 +149,8 @@ class DebugView:
             "received": received,
             "sent": [self._sent_json(site, name, entry) for name, entry in sent[:limit]],
         }
-        return web.json_response(scrub(body, self.secrets))
+        clean: dict[str, Any] = scrub(body, self.secrets)
+        return clean
 
     def _sent(
         self, site: str, destinations: Sequence[str], event_id: str | None

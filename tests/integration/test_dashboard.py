@@ -203,7 +203,9 @@ async def test_every_page_shows_the_scripted_run(run: Run) -> None:
     assert "analytics" in consent  # the GPC PageView's tier
     errors = pages["/admin/errors"]
     assert "invalid_field" in errors or "platform_rejected" in errors
-    assert "does not provide yet" in pages["/admin/events"]
+    events = pages["/admin/events"]  # the debug view's rings, wired by default
+    assert "order-1" in events
+    assert "does not provide yet" not in events
 
 
 async def test_replay_from_the_dashboard_delivers_once(run: Run) -> None:

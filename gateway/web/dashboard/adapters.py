@@ -2,7 +2,8 @@
 
 `gap_provider` reads the order ledger (issue #12 item 4, gateway/core/orders.py) the way
 `GET /v1/admin/gap` does and hands the dashboard its `GapReport`; `stats_provider` reads the
-per-minute rollups (issue #12 item 2, gateway/core/rollup.py) as delivery counts over time.
+per-minute rollups (issue #12 item 2, gateway/core/rollup.py) as delivery counts over time;
+`events_provider` reads the debug view's rings (issue #12 item 7, gateway/web/debugview.py).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from gateway.core.rollup import DEAD, DELIVERED, RETRIED
 from gateway.store.base import StatsQuery, StatsStore
 from gateway.web.admin_gap import MAX_ROWS, OrderRows
 from gateway.web.dashboard.providers import (
+    EventsProvider,
     GapLine,
     GapProvider,
     GapReport,
     MissingOrder,
+    RecentEvent,
+    SentCopy,
     SeriesPoint,
     SeriesQuery,
     StatsProvider,
 )
+from gateway.web.debugview import DebugView
 
 _NAMED: frozenset[str] = frozenset({"order_id", "event_id", "reason"})
 
@@ -87,5 +92,41 @@ def stats_provider(store: StatsStore) -> StatsProvider:
             )
             for t in range(start, end, step)
         ]
+
+    return provide
+
+
+_SOURCES: Mapping[str, str] = {"api": "backend", "loader": "loader", "pixel": "pixel"}
+
+
+def events_provider(view: DebugView) -> EventsProvider:
+    """The dashboard's recent-events seam over the debug view's rings (secrets already cut)."""
+
+    async def provide(site: str | None, destination: str | None, limit: int) -> list[RecentEvent]:
+        out: list[RecentEvent] = []
+        for name in [site] if site else list(view.destinations):
+            if name not in view.destinations:
+                continue
+            doc = view.document(name, destination, None, limit)
+            sent: dict[str, list[SentCopy]] = {}
+            for entry in doc["sent"]:
+                copy = SentCopy(entry["destination"], entry["status"], entry["payload"])
+                sent.setdefault(entry["event_id"], []).append(copy)
+            for got in doc["received"]:
+                record = got.get("record")
+                channel = record.get("ch", "api") if isinstance(record, dict) else "api"
+                out.append(
+                    RecentEvent(
+                        float(got["received_at"]),
+                        name,
+                        got["event"],
+                        got["event_id"],
+                        _SOURCES.get(channel, channel),
+                        record,
+                        tuple(sent.get(got["event_id"], ())),
+                    )
+                )
+        out.sort(key=lambda event: event.received_at, reverse=True)
+        return out[:limit]
 
     return provide
