@@ -48,12 +48,14 @@ __all__ = [
     "CookieKind",
     "CookieSpec",
     "capture",
+    "carried_cookies",
     "check_bits",
     "check_digits",
     "check_index",
     "click_ids_from_cookies",
     "matching",
     "plan_cookies",
+    "tracking_cookies",
     "validating",
 ]
 
@@ -146,6 +148,21 @@ class CookieSpec:
     """The ``User.click_ids`` key a valid cookie fills (``click_ids_from_cookies``), if any."""
     read: Callable[[str], str | None] | None = None
     """With `reads_as`: the value → that click id (None: malformed)."""
+    carried: bool = False
+    """A known visitor normally carries it (every VISITOR cookie, and Meta's ``_fbc``): a hit
+    of a known visitor without it reads the visitor profile to restore the value, instead of
+    issuing a new one (a missing click cookie alone does not: most visitors never had one)."""
+
+
+def tracking_cookies(specs: Iterable[CookieSpec]) -> tuple[str, ...]:
+    """Return the names of the cookies of `specs` the gateway sets (every kind but READ), in
+    the order of `specs`: what an explicit consent denial deletes (``gateway.core.consent``)."""
+    return tuple(spec.name for spec in specs if spec.kind is not CookieKind.READ)
+
+
+def carried_cookies(specs: Iterable[CookieSpec]) -> tuple[str, ...]:
+    """Return the names of the ``carried`` cookies of `specs`, in their order."""
+    return tuple(spec.name for spec in specs if spec.carried and spec.kind is not CookieKind.READ)
 
 
 def matching(pattern: re.Pattern[str]) -> Callable[[str], str | None]:

@@ -45,7 +45,10 @@ present; Meta/Snap destinations then send ``data_processing_options: ["LDU"]``.
 Explicit denial (`is_explicit_denial`): the outcome is NONE because some signal said so (a
 Consent Mode denial, a TCF string without purpose 1 or measurement, a CMP cookie mapped to
 ``none``), not because `policy.default` applied. Only an explicit denial deletes the tracking
-cookies the gateway set earlier (`TRACKING_COOKIES` plus the site's visitor cookie).
+cookies the gateway set earlier: every platform's managed vendor cookies plus the site's visitor
+cookie. Which cookies those are is a fact of the platform registrations, passed in by the edge
+(``gateway.destinations.TRACKING_COOKIES``, built with ``core.clickids.tracking_cookies``), as
+``core.clickids`` gets its click ids; `_sgc` (the consent state) is strictly necessary.
 
 Destinations by tier (`forwards`, browser.md §3.6): FULL reaches every destination, NONE none.
 ANALYTICS reaches only `ANALYTICS_DESTINATIONS`: the ad platforms need what the tier strips

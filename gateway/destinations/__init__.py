@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from gateway.core.clickids import ClickIdTable, CookieKind, CookieSpec
+from gateway.core.clickids import (
+    ClickIdTable,
+    CookieKind,
+    CookieSpec,
+    carried_cookies,
+    tracking_cookies,
+)
 from gateway.core.crossdevice import ClickWindow
 from gateway.destinations.ga4 import PLATFORM as GA4
 from gateway.destinations.google_ads import PLATFORM as GOOGLE_ADS
@@ -24,12 +30,14 @@ from gateway.destinations.tiktok import PLATFORM as TIKTOK
 from gateway.destinations.x import PLATFORM as X
 
 __all__ = [
+    "CARRIED_COOKIES",
     "CLICK_IDS",
     "CLICK_WINDOWS",
     "COOKIES",
     "DESTINATIONS",
     "PLATFORMS",
     "READ_COOKIES",
+    "TRACKING_COOKIES",
     "VENDOR_COOKIES",
     "Platform",
     "Registration",
@@ -64,6 +72,13 @@ VENDOR_COOKIES: Final[Mapping[str, Callable[[str], str | None]]] = {
 """Managed vendor cookie name → validator returning the value unchanged, or None if malformed."""
 READ_COOKIES: Final = frozenset(spec.name for spec in COOKIES if spec.kind is CookieKind.READ)
 """Vendor cookies only read (into ``click_ids``), never written or deleted by the gateway."""
+TRACKING_COOKIES: Final = tracking_cookies(COOKIES)
+"""Every vendor cookie the gateway sets, in plan order: with the site's visitor cookie, what an
+explicit consent denial deletes (``core.consent``; ``_sgc``, the consent state, is strictly
+necessary and stays)."""
+CARRIED_COOKIES: Final = carried_cookies(COOKIES)
+"""Vendor cookies a known visitor normally carries (``CookieSpec.carried``): one missing sends
+the collect hit to the visitor profile to restore it."""
 CLICK_WINDOWS: Final[tuple[ClickWindow, ...]] = tuple(
     p.click_window for p in PLATFORMS.values() if p.click_window is not None
 )

@@ -36,7 +36,6 @@ from multidict import CIMultiDict
 
 from gateway.core.clickids import CookieKind, capture, click_ids_from_cookies, plan_cookies
 from gateway.core.consent import (
-    TRACKING_COOKIES,
     ConsentPolicy,
     Decision,
     Signals,
@@ -49,7 +48,14 @@ from gateway.core.event import Consent, Event
 from gateway.core.jsoncodec import loads
 from gateway.core.profile import ProfileUpdate, VisitorProfile, enrich
 from gateway.core.record import encode
-from gateway.destinations import CLICK_IDS, COOKIES, READ_COOKIES, VENDOR_COOKIES
+from gateway.destinations import (
+    CARRIED_COOKIES,
+    CLICK_IDS,
+    COOKIES,
+    READ_COOKIES,
+    TRACKING_COOKIES,
+    VENDOR_COOKIES,
+)
 from gateway.destinations.meta.clickids import format_fbp
 from gateway.store.base import NewEvent, ProfileQuery
 from gateway.web.cookies import (
@@ -589,15 +595,10 @@ def _json(status: int, headers: list[tuple[str, str]], doc: dict[str, Any]) -> R
     return Reply(status, (*headers, ("Content-Type", _JSON)), json.dumps(doc).encode())
 
 
-_ALWAYS_SET: Final = ("_fbp", "_ttp", "_scid", "_fbc")
-"""Vendor cookies a known visitor normally carries (browser ids, and `_fbc` as before): one
-missing sends the hit to the profile; a missing click cookie alone does not (most never had one)."""
-
-
 def _needs_profile(cookies: Mapping[str, str]) -> bool:
     """Return whether a known visitor's vendor cookies need the profile: one is malformed, or
-    one of `_ALWAYS_SET` is missing."""
-    for name in _ALWAYS_SET:
+    one it normally carries (`CARRIED_COOKIES`, from the platforms' cookie specs) is missing."""
+    for name in CARRIED_COOKIES:
         if name not in cookies:
             return True
     for name, check in VENDOR_COOKIES.items():

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ADMIN_TOKEN, auth, runtime_of
+from conftest import ADMIN_TOKEN, FakeClock, auth, runtime_of
 
 from gateway.store.base import ProfileQuery
 
@@ -247,3 +247,20 @@ async def test_api_denied_event_does_not_teach_the_visitor_profile(
     (profile,) = await runtime_of(client).store.find_profiles("shop", [ProfileQuery(vid)])
     assert profile is not None
     assert not any(profile.hashed.values()), "a denied event teaches the profile nothing"
+
+
+async def test_a_known_visitor_missing_only_its_ga_cookie_gets_the_same_one_back(
+    make_config: Any, gateway: Any
+) -> None:
+    """`_ga` is carried like `_fbp` (GA4's CookieSpec): a known visitor whose other cookies are
+    all there but `_ga` is gone reads the profile and keeps its GA client id, not a new one."""
+    clock = FakeClock(time.time())
+    client = await gateway(make_config(site=site()), run_workers=False, clock=clock)
+    first = set_cookie_lines(await client.post("/e", data=body(), headers=headers()))
+    kept = ("_sgv", "_fbc", "_fbp", "_ttp", "_scid")
+    jar = "; ".join(first[n].split(";", 1)[0] for n in kept)
+    clock.advance(86_400.0)  # a new _ga would carry another creation time
+    again = set_cookie_lines(
+        await client.post("/e", data=body(url=ORIGIN + "/cart"), headers=headers(Cookie=jar))
+    )
+    assert again["_ga"].split(";", 1)[0] == first["_ga"].split(";", 1)[0]

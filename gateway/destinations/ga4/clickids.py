@@ -4,10 +4,11 @@ platforms.md §4.3 and §10.2: ``_ga`` is ``GA1.<domain levels>.<random>.<unix s
 Measurement Protocol's ``client_id`` is ``<random>.<seconds>`` (the cookie minus its ``GA1.<n>.``
 prefix). It is a VISITOR cookie, re-issued server-side the way ``_fbp`` is (browser.md §2.2:
 server-side GTM re-issues ``_ga`` the same way): a known value is kept, else a new one
-``GA1.1.<31 random bits>.<now in seconds>`` is created. A valid cookie fills
-``user.click_ids["ga"]`` with the client id, which only the GA4 destination reads (GA4 hits
-forward the cookie itself to Google). GA's own lifetime is two years: we stay at the 400-day cap.
-GA4 has no click id of its own (Google Ads owns gclid).
+``GA1.1.<31 random bits>.<now in seconds>`` is created; like ``_fbp`` it is ``carried``: a known
+visitor without it gets the profile's value back (the creation time is part of the value). A
+valid cookie fills ``user.click_ids["ga"]`` with the client id, which only the GA4 destination
+reads (GA4 hits forward the cookie itself to Google). GA's own lifetime is two years: we stay
+at the 400-day cap. GA4 has no click id of its own (Google Ads owns gclid).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ COOKIES: Final = (
         400,
         validating(client_id),
         create=_new_ga,
+        carried=True,
         reads_as="ga",
         read=client_id,
     ),

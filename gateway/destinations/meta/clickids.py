@@ -138,7 +138,10 @@ COOKIES: Final = (
         click_id="fbclid",
         build=format_fbc,
         click_of=_fbclid_of,
+        carried=True,
     ),
-    CookieSpec("_fbp", CookieKind.VISITOR, 90, validating(parse_fbp), create=_new_fbp),
+    CookieSpec(
+        "_fbp", CookieKind.VISITOR, 90, validating(parse_fbp), create=_new_fbp, carried=True
+    ),
 )
 CLICK_WINDOW: Final = ClickWindow("meta", ("fbclid",), 7.0, carried_as_fbc=fbc_for_click)

@@ -67,6 +67,7 @@ COOKIES: Final = (
         395,
         _valid_scid,
         create=_new_scid,
+        carried=True,
         reads_as="scid",
         read=_valid_scid,
     ),

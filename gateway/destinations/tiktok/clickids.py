@@ -66,6 +66,7 @@ COOKIES: Final = (
         395,
         _valid_ttp,
         create=_new_ttp,
+        carried=True,
         reads_as="ttp",
         read=_valid_ttp,
     ),

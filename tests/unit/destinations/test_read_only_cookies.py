@@ -7,10 +7,15 @@ import json
 import httpx
 
 from gateway.core.clickids import CookieKind, click_ids_from_cookies, plan_cookies
-from gateway.core.consent import TRACKING_COOKIES
 from gateway.core.event import Event, Source, User
 from gateway.core.secret import Secret
-from gateway.destinations import CLICK_IDS, COOKIES, READ_COOKIES, VENDOR_COOKIES
+from gateway.destinations import (
+    CLICK_IDS,
+    COOKIES,
+    READ_COOKIES,
+    TRACKING_COOKIES,
+    VENDOR_COOKIES,
+)
 from gateway.destinations.reddit.destination import Reddit, RedditSettings
 
 UUID = "1700000000123.8f3c0d6e-1b2a-4c5d-9e8f-0a1b2c3d4e5f"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.core.consent import TRACKING_COOKIES
-from gateway.destinations import VENDOR_COOKIES
+from gateway.destinations import TRACKING_COOKIES, VENDOR_COOKIES
 from gateway.web.collect import deletions
 from gateway.web.hits import HitAnswer
 
