@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import logging
 import os
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
-from gateway.core.rollup import snapshot
+from gateway.core.rollup import pair_counts, snapshot
 from gateway.core.routing import NO_RULES
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.retry import RetryPolicy
@@ -44,7 +43,12 @@ from gateway.web.collect import Collect
 from gateway.web.dashboard import Live as DashboardLive
 from gateway.web.dashboard import Providers
 from gateway.web.dashboard import install as install_dashboard
-from gateway.web.dashboard.adapters import events_provider, gap_provider, stats_provider
+from gateway.web.dashboard.adapters import (
+    events_provider,
+    gap_provider,
+    stats_provider,
+    window_provider,
+)
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.debugview import DebugView
 from gateway.web.edgelog import install as install_edge_log_filter
@@ -97,7 +101,7 @@ class Runtime:
 
     def browser_stats(self) -> Mapping[str, object]:
         """Return the collect endpoint's counters (hits, tiers, consent reasons)."""
-        return dataclasses.asdict(self.collect.stats) if self.collect is not None else {}
+        return self.collect.stats.totals() if self.collect is not None else {}
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -195,6 +199,8 @@ def create_app(
     _script_proxy_routes(app, config, clock)
     app.cleanup_ctx.append(_store_ctx(store))
     _rollups(app, runtime, clock)  # stops after the workers (books their last counts)
+    if (flusher := app.get(ROLLUPS)) is not None:  # the dashboard's figures: stored rollups
+        board.providers = replace(board.providers, window=window_provider(flusher))
     app.cleanup_ctx.append(_workers_ctx(runtime, clock, rng, transport, run_workers))
     _hit_proxy_routes(app, runtime, clock)  # after the store: its mirrors drain before it closes
     app[DEADLINES] = deadlines_of(config.server)
@@ -243,9 +249,20 @@ def _rollups(app: web.Application, runtime: Runtime, clock: Clock) -> None:
 
     def read() -> Mapping[tuple[str, str, str, str, str], int]:
         tallies = {route: worker.tally for route, worker in runtime.workers.items()}
-        return snapshot(pipeline.tally, tallies, pipeline.consent_denied, pipeline.routed_away)
+        hits = runtime.collect.stats if runtime.collect is not None else None
+        return snapshot(
+            pipeline.tally,
+            tallies,
+            pipeline.consent_denied,
+            pipeline.routed_away,
+            tiers=hits.site_tiers if hits is not None else None,
+            reasons=hits.site_reasons if hits is not None else None,
+        )
 
-    flusher = Flusher(runtime.store, read, clock, runtime.config.audit)
+    async def sample() -> Mapping[tuple[str, str, str, str, str], int]:
+        return pair_counts(await runtime.store.dedup_counts())
+
+    flusher = Flusher(runtime.store, read, clock, runtime.config.audit, sample)
     app[ROLLUPS] = flusher
     app.cleanup_ctx.append(rollups_ctx(flusher))
 

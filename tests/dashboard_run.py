@@ -32,7 +32,7 @@ from conftest import (
 )
 
 from gateway.app import RUNTIME, Runtime, create_app
-from gateway.config import parse
+from gateway.config import Config, parse
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
 from gateway.store.base import DeadQuery
@@ -87,6 +87,17 @@ class Run:
     meta: MetaSandbox
     tiktok: TikTokSandbox
     clock: FakeClock
+    config: Config | None = None
+
+    async def restart(self) -> None:
+        """Stop the gateway gracefully (its last rollups are flushed) and start a new one on the
+        same config and store file; the sandboxes keep running."""
+        assert self.config is not None
+        await self.client.close()
+        app = create_app(self.config, clock=self.clock, run_workers=False)
+        self.client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
+        await self.client.start_server()
+        self.runtime = app[RUNTIME]
 
     @property
     def url(self) -> str:
@@ -215,13 +226,15 @@ async def dashboard_run(
         "api_base": tiktok_base,
     }
     clock = FakeClock(float(int(time.time()) - 120))  # the sandboxes check times on real time
-    app = create_app(parse(doc, {}, tmp_path), clock=clock, run_workers=False)
+    config = parse(doc, {}, tmp_path)
+    app = create_app(config, clock=clock, run_workers=False)
     client: Client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
     await client.start_server()
+    run = Run(client, app[RUNTIME], meta, tiktok, clock, config)
     try:
-        yield Run(client, app[RUNTIME], meta, tiktok, clock)
+        yield run
     finally:
-        await client.close()
+        await run.client.close()
         for s in servers:
             await s.close()
 

@@ -26,7 +26,18 @@ dead           yes         label   dead reason
 identifier     yes         label   identifier kind
 latency        yes         ""      bucket upper bound (``LATENCY_BUCKETS`` as text, ``+Inf``)
 latency_ms_sum yes         ""      ""
+consent_tier   ""          ""      tier of a loader hit (``none``, ``analytics``, ``full``)
+consent_reason ""          ""      a reason the tier was decided (``gpc``, ``tcf:purpose1_denied``…)
+dedup_pair     yes         ""      source pair of a duplicate (``api+loader``, ``api+api``…)
 ============== =========== ======= =========================================================
+
+Every `detail` is from a closed set: sources, reasons and kinds are the gateway's own
+vocabulary; consent reasons are core/consent.py's codes (a TCF vendor code names only a vendor
+of the site's ``tcf_vendor_ids``); a source pair joins two channels (``api``, ``loader``,
+``pixel``, ``unknown``). ``consent_tier`` / ``consent_reason`` count loader hits (one hit has
+one tier and one or more reasons). ``dedup_pair`` is sampled from the store's own per-route
+pair counters (`Store.dedup_counts`, which every backend keeps), not from a live counter: the
+flusher books their increase like any other (gateway/web/rollups.py).
 
 `latency` rows count acceptances per bucket (not cumulative), so any range of minutes sums to
 a histogram from which `quantile` estimates p50 / p95.
@@ -35,7 +46,7 @@ a histogram from which `quantile` estimates p50 / p95.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
@@ -56,6 +67,9 @@ DEAD: Final = "dead"
 IDENTIFIER: Final = "identifier"
 LATENCY: Final = "latency"
 LATENCY_MS_SUM: Final = "latency_ms_sum"
+CONSENT_TIER: Final = "consent_tier"
+CONSENT_REASON: Final = "consent_reason"
+DEDUP_PAIR: Final = "dedup_pair"
 
 METRICS: Final = (
     RECEIVED,
@@ -71,6 +85,9 @@ METRICS: Final = (
     IDENTIFIER,
     LATENCY,
     LATENCY_MS_SUM,
+    CONSENT_TIER,
+    CONSENT_REASON,
+    DEDUP_PAIR,
 )
 
 BOUNDS: Final = (*(repr(b) for b in LATENCY_BUCKETS), "+Inf")
@@ -111,8 +128,14 @@ def snapshot(
     routes: Mapping[str, RouteTally],
     consent_denied: Mapping[str, int],
     routed_away: Mapping[str, int],
+    *,
+    tiers: Mapping[tuple[str, str], int] | None = None,
+    reasons: Mapping[tuple[str, str], int] | None = None,
 ) -> dict[Key, int]:
-    """Return every counter's value now, by rollup key (see the module docstring)."""
+    """Return every counter's value now, by rollup key (see the module docstring).
+
+    `tiers` / `reasons`: (site, tier or reason) → loader hits (the collect endpoint's counts).
+    """
     out: dict[Key, int] = {}
 
     def put(key: Key, n: int) -> None:
@@ -144,6 +167,20 @@ def snapshot(
         for bound, n in zip(BOUNDS, tally.latency_buckets, strict=True):
             put((site, destination, "", LATENCY, bound), n)
         put((site, destination, "", LATENCY_MS_SUM, ""), round(tally.latency_sum * 1000))
+    for metric, hits in ((CONSENT_TIER, tiers or {}), (CONSENT_REASON, reasons or {})):
+        for (site, detail), n in hits.items():
+            put((site, "", "", metric, detail), n)
+    return out
+
+
+def pair_counts(pairs: Mapping[tuple[str, str], int]) -> dict[Key, int]:
+    """Return the store's duplicate counters ((route, source pair) → duplicates since the store
+    was created) by rollup key (`DEDUP_PAIR`)."""
+    out: dict[Key, int] = {}
+    for (route, pair), n in pairs.items():
+        if n:
+            key = (*_route(route), "", DEDUP_PAIR, pair)
+            out[key] = out.get(key, 0) + n
     return out
 
 
@@ -162,21 +199,36 @@ class Rollup:
     def add(self, counts: Mapping[Key, int], now: float) -> None:
         """Book the increase of every key since the previous snapshot to the minute the
         interval began in; `counts` becomes the new reference."""
-        minute = minute_of(self.since)
-        last, pending = self.last, self.pending
-        for key, n in counts.items():
-            before = last.get(key, 0)
-            delta = n - before if n >= before else n  # a counter that went down was reset
-            if delta:
-                slot = (minute, key)
-                pending[slot] = pending.get(slot, 0) + delta
+        pending = self.pending
+        for slot, delta in self._deltas(counts):
+            pending[slot] = pending.get(slot, 0) + delta
         self.last = dict(counts)
         self.since = max(self.since, now)
         self._trim()
 
+    def _deltas(self, counts: Mapping[Key, int]) -> Iterator[tuple[tuple[int, Key], int]]:
+        """Yield ((minute, key), increase) of every key that grew since the previous snapshot
+        (a counter that went down was reset: all of it is new)."""
+        minute = minute_of(self.since)
+        last = self.last
+        for key, n in counts.items():
+            before = last.get(key, 0)
+            delta = n - before if n >= before else n
+            if delta:
+                yield (minute, key), delta
+
     def rows(self) -> list[StatRow]:
         """Return the pending rows, oldest minute first."""
         return [StatRow(m, *key, n) for (m, key), n in sorted(self.pending.items())]
+
+    def preview(self, counts: Mapping[Key, int]) -> list[StatRow]:
+        """Return what the store lacks now: the pending rows plus what `add(counts, …)` would
+        book, without booking it (a read of the store plus these is what a flush now would
+        leave in the store)."""
+        out = dict(self.pending)
+        for slot, delta in self._deltas(counts):
+            out[slot] = out.get(slot, 0) + delta
+        return [StatRow(m, *key, n) for (m, key), n in sorted(out.items())]
 
     def written(self, rows: Iterable[StatRow]) -> None:
         """Forget rows the store took (values added meanwhile stay pending)."""

@@ -117,6 +117,21 @@ class CollectStats:
     control: int = 0
     by_tier: dict[str, int] = field(default_factory=dict)
     consent_reasons: dict[str, int] = field(default_factory=dict)
+    site_tiers: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(site, tier) → hits: `by_tier` per site, for the per-minute rollups."""
+    site_reasons: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(site, reason) → hits: `consent_reasons` per site."""
+
+    def totals(self) -> dict[str, object]:
+        """The counters as a JSON-ready dict (`/v1/debug/recent`), without the per-site ones."""
+        return {
+            "hits": self.hits,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "control": self.control,
+            "by_tier": dict(self.by_tier),
+            "consent_reasons": dict(self.consent_reasons),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,10 +317,7 @@ class Collect:
         raw_consent = body.get("consent")
         explicit = _consent_of(raw_consent) or _decode_consent(cookies.get(CONSENT_COOKIE))
         decision = self._decide(site, headers, cookies, explicit)
-        stats = self.stats
-        stats.by_tier[decision.tier.value] = stats.by_tier.get(decision.tier.value, 0) + 1
-        for reason in decision.reasons:
-            stats.consent_reasons[reason] = stats.consent_reasons.get(reason, 0) + 1
+        self._count_consent(cfg.id, decision)
         domain = cfg.cookie_domain or registrable_domain(hit.host)
         secure = hit.secure or self.proxied_https(hit.peer, headers.get("x-forwarded-proto"))
         set_cookies: list[str] = []
@@ -584,6 +596,18 @@ class Collect:
             return value
 
         return bits
+
+    def _count_consent(self, site: str, decision: Decision) -> None:
+        """Count a hit's tier and reasons, in total and per site."""
+        stats = self.stats
+        tier = decision.tier.value
+        stats.by_tier[tier] = stats.by_tier.get(tier, 0) + 1
+        key = (site, tier)
+        stats.site_tiers[key] = stats.site_tiers.get(key, 0) + 1
+        for reason in decision.reasons:
+            stats.consent_reasons[reason] = stats.consent_reasons.get(reason, 0) + 1
+            key = (site, reason)
+            stats.site_reasons[key] = stats.site_reasons.get(key, 0) + 1
 
     def _reject(self, status: int, headers: list[tuple[str, str]], reason: str) -> Reply:
         self.stats.rejected += 1

@@ -3,7 +3,9 @@
 `gap_provider` reads the order ledger (issue #12 item 4, gateway/core/orders.py) the way
 `GET /v1/admin/gap` does and hands the dashboard its `GapReport`; `stats_provider` reads the
 per-minute rollups (issue #12 item 2, gateway/core/rollup.py) as delivery counts over time;
-`events_provider` reads the debug view's rings (issue #12 item 7, gateway/web/debugview.py).
+`events_provider` reads the debug view's rings (issue #12 item 7, gateway/web/debugview.py);
+`window_provider` sums the rollups of a window (stored rows plus the unflushed minute) into the
+figures the signal, consent and errors pages show (gateway/core/figures.py).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gateway.core.figures import Figures
 from gateway.core.orders import gap_report
-from gateway.core.rollup import DEAD, DELIVERED, RETRIED
+from gateway.core.rollup import DEAD, DELIVERED, MINUTE, RETRIED, minute_of
 from gateway.store.base import StatsQuery, StatsStore
 from gateway.web.admin_gap import MAX_ROWS, OrderRows
 from gateway.web.dashboard.providers import (
@@ -27,8 +30,10 @@ from gateway.web.dashboard.providers import (
     SeriesPoint,
     SeriesQuery,
     StatsProvider,
+    WindowProvider,
 )
 from gateway.web.debugview import DebugView
+from gateway.web.rollups import Flusher
 
 _NAMED: frozenset[str] = frozenset({"order_id", "event_id", "reason"})
 
@@ -128,5 +133,17 @@ def events_provider(view: DebugView) -> EventsProvider:
                 )
         out.sort(key=lambda event: event.received_at, reverse=True)
         return out[:limit]
+
+    return provide
+
+
+def window_provider(flusher: Flusher) -> WindowProvider:
+    """The dashboard's window seam over the rollups: every key's sum over the whole minutes
+    covering [since, until], read as one step."""
+
+    async def provide(since: float, until: float) -> Figures:
+        start = minute_of(since)
+        end = max(start, minute_of(until)) + MINUTE  # the minute holding `until` included
+        return Figures.of_rows(await flusher.window(StatsQuery(start, end, end - start)))
 
     return provide

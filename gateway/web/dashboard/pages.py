@@ -1,4 +1,8 @@
-"""The read-only pages: overview, signal quality, consent, errors (from the live sources)."""
+"""The read-only pages: overview, signal quality, consent, errors.
+
+Row counts, outbox depth and route state come from the store and the workers now; every other
+figure (failed attempts, latency, coverage, dedup pairs, consent, dead letters by reason) from
+the stored rollups of the page's range (window.py), so they survive restarts."""
 
 from __future__ import annotations
 
@@ -13,19 +17,28 @@ from gateway.core.quality import (
     coverage,
     match_key_score,
     match_key_terms,
-    quantile,
     redact_sample,
     share,
+)
+from gateway.core.rollup import (
+    CONSENT_DROPPED,
+    CONSENT_REASON,
+    CONSENT_TIER,
+    DEAD,
+    DEDUP_PAIR,
+    DEDUPLICATED,
+    QUEUED,
+    RETRIED,
+    ROUTED_AWAY,
 )
 from gateway.store.base import Backlog, DeliveryState
 from gateway.web.dashboard.charts import bars, lines, stacked
 from gateway.web.dashboard.handlers import View
 from gateway.web.dashboard.layout import hidden_csrf, num, pct, seconds, table, when
 from gateway.web.dashboard.providers import SeriesQuery
+from gateway.web.dashboard.window import RANGES, Window, range_links, window_of
 from gateway.web.metrics import RouteView
 
-RANGES: Final = {"1h": (3600.0, 60.0), "24h": (86400.0, 900.0), "7d": (7 * 86400.0, 7200.0)}
-"""Overview time ranges: span and step, seconds."""
 COVERAGE_EVENTS: Final = ("Purchase", "Lead")
 ERRORS_SCANNED: Final = 500
 """Newest dead letters per route the errors page groups."""
@@ -62,6 +75,8 @@ async def overview(view: View) -> tuple[str, str]:
     names = sorted(routes)
     counts = await live.store.counts()
     backlog = await live.store.backlog(names, live.backlog_limit)
+    window = await window_of(view)
+    failed = window.figures.by_route(RETRIED)
     by_site: dict[str, list[str]] = {}
     for route in names:
         by_site.setdefault(_site_dest(route)[0], []).append(route)
@@ -74,7 +89,9 @@ async def overview(view: View) -> tuple[str, str]:
         rows: list[tuple[str, Sequence[float]]] = []
         cards: list[str] = []
         for route in site_routes:
-            row, card = _route_card(view, route, routes[route], counts, backlog.get(route))
+            row, card = _route_card(
+                view, route, routes[route], counts, backlog.get(route), failed.get(route, 0), window
+            )
             rows.append(row)
             cards.append(card)
         parts.append(
@@ -98,15 +115,17 @@ def _route_card(
     rv: RouteView,
     counts: Mapping[tuple[str, DeliveryState], int],
     found: Backlog | None,
+    failed: int,
+    window: Window,
 ) -> tuple[tuple[str, Sequence[float]], str]:
-    """One destination's chart row (delivered, waiting, retrying, dead) and its card."""
+    """One destination's chart row (delivered, waiting, retrying, dead) and its card; `failed`:
+    its failed attempts over the page's range (`window`)."""
 
     def c(state: DeliveryState) -> int:
         return counts.get((route, state), 0)
 
     delivered, dead, retrying = c(DeliveryState.DONE), c(DeliveryState.DEAD), c(DeliveryState.RETRY)
     waiting = c(DeliveryState.PENDING) + c(DeliveryState.LEASED)
-    failed = sum(rv.tally.retried.values())
     depth = found.depth if found is not None else 0
     oldest = found.oldest if found is not None else None
     age = max(0.0, view.now - oldest) if oldest is not None else None
@@ -128,7 +147,7 @@ def _route_card(
         f"<span>Retrying</span><span>{num(retrying)}</span>"
         f'<span>Dead letters</span><span><a href="dead?route={escape(route)}">'
         f"{num(dead)}</a></span>"
-        f"<span>Failed attempts (since start)</span><span>{num(failed)}</span>"
+        f"<span>Failed attempts ({escape(window.label)})</span><span>{num(failed)}</span>"
         f"<span>Outbox depth</span><span>{num(depth)}{capped}</span>"
         f"<span>Oldest waiting</span><span>{seconds(age)}</span>"
         f"</div>{extra}</div>"
@@ -180,39 +199,33 @@ async def _timeline(view: View, names: Sequence[str]) -> str:
 
 
 async def signal(view: View) -> tuple[str, str]:
-    """Identifier coverage and match-key score, dedup pair rate, delivery latency."""
-    live = view.live
-    routes = live.routes()
-    counts = await live.store.counts()
-    dedup = await live.store.dedup_counts()
-    parts: list[str] = ["<h2>Delivery latency</h2>"]
+    """Delivery latency, identifier coverage and match-key score, dedup pair rate: all from
+    the rollups of the page's range."""
+    window = await window_of(view)
+    fig = window.figures
+    names = sorted(view.live.routes())
+    span = escape(window.label)
+    parts: list[str] = [range_links("signal", window), "<h2>Delivery latency</h2>"]
     latency_rows = []
-    for route, rv in sorted(routes.items()):
-        buckets = rv.tally.cumulative_buckets()
-        total = buckets[-1][1] if buckets else 0
-        latency_rows.append(
-            (
-                escape(route),
-                num(total),
-                seconds(quantile(0.5, buckets)),
-                seconds(quantile(0.95, buckets)),
-            )
-        )
+    for route in names:
+        lat = fig.latency(route)
+        latency_rows.append((escape(route), num(lat.accepted), seconds(lat.p50), seconds(lat.p95)))
     parts.append(
-        table(("Destination", "Delivered (since start)", "p50", "p95"), latency_rows, (1, 2, 3))
+        table(("Destination", f"Delivered ({span})", "p50", "p95"), latency_rows, (1, 2, 3))
     )
     parts.append(
         '<p class="muted">Event time to the platform\'s acceptance, interpolated within the'
-        " /metrics histogram buckets (since start).</p>"
+        f" latency histogram buckets ({span}).</p>"
     )
     parts.append("<h2>Identifier coverage and match-key score</h2>")
     for event in COVERAGE_EVENTS:
         parts.append(f"<h3>{escape(event)}</h3>")
         rows = []
         charts = []
-        for route, rv in sorted(routes.items()):
-            cov = coverage(rv.tally.identifiers, rv.tally.delivered, event)
-            sent = rv.tally.delivered.get(event, 0)
+        for route in names:
+            delivered = fig.delivered(route)
+            cov = coverage(fig.identifiers(route), delivered, event)
+            sent = delivered.get(event, 0)
             if sent == 0:
                 rows.append((escape(route), "0", "-", '<span class="muted">none delivered</span>'))
                 continue
@@ -230,7 +243,11 @@ async def signal(view: View) -> tuple[str, str]:
                 )
             )
         parts.append(
-            table(("Destination", "Delivered", "Match-key score (estimate)", "Terms"), rows, (1, 2))
+            table(
+                ("Destination", f"Delivered ({span})", "Match-key score (estimate)", "Terms"),
+                rows,
+                (1, 2),
+            )
         )
         parts.extend(charts)
     weights = ", ".join(f"{escape(t.name)} {t.weight:g}" for t in MATCH_KEY_WEIGHTS)
@@ -239,55 +256,67 @@ async def signal(view: View) -> tuple[str, str]:
         f" {weights} (README, Admin dashboard).</p>"
     )
     parts.append("<h2>Pixel + server dedup pairs</h2>")
-    rows_of: Counter[str] = Counter()
-    for (route, _st), n in counts.items():
-        rows_of[route] += n
+    queued = fig.by_route(QUEUED)
     dedup_rows = [
-        (escape(route), escape(pair), num(n), pct(share(n, rows_of[route])))
-        for (route, pair), n in sorted(dedup.items())
+        (escape(route), escape(pair), num(n), pct(share(n, queued.get(route, 0))))
+        for route in names
+        for pair, n in sorted(fig.by_detail(DEDUP_PAIR, route).items())
     ]
     parts.append(
         table(("Destination", "Source pair", "Duplicates", "Pair rate"), dedup_rows, (2, 3))
     )
     parts.append(
         '<p class="muted">Pair rate: duplicates of the pair (e.g. api+loader: the server copy of'
-        " an event the browser already sent) per delivery row of the destination.</p>"
+        " an event the browser already sent) per delivery row queued for the destination"
+        f" ({span}).</p>"
     )
     return "Signal quality", "".join(parts)
 
 
 async def consent(view: View) -> tuple[str, str]:
-    """Loader hits by consent tier and reason; events consent kept from each destination."""
-    live = view.live
-    parts: list[str] = []
-    stats = live.browser()
-    if stats is not None:
-        parts.append("<h2>Browser hits by consent tier</h2>")
-        parts.append(bars("Loader hits by tier", sorted(stats.by_tier.items())))
-        parts.append("<h2>Why the tier was lowered</h2>")
-        parts.append(bars("Consent reasons", sorted(stats.consent_reasons.items())))
-    queued: Counter[str] = Counter()
-    for (route, _label), n in live.ingest.queued.items():
-        queued[route] += n
-    for (route, _label), n in live.ingest.deduplicated.items():
-        queued[route] += n
+    """Loader hits by consent tier and reason; events consent kept from each destination: from
+    the rollups of the page's range."""
+    window = await window_of(view)
+    fig = window.figures
+    span = window.label
+    parts: list[str] = [range_links("consent", window)]
+    tiers = fig.by_detail(CONSENT_TIER)
+    parts.append(f"<h2>Browser hits by consent tier ({escape(span)})</h2>")
+    parts.append(bars("Loader hits by tier", sorted(tiers.items())))
+    parts.append("<h2>Why the tier was lowered</h2>")
+    parts.append(bars("Consent reasons", sorted(fig.by_detail(CONSENT_REASON).items())))
+    sites = sorted({site for site, _ in fig.by_site_detail(CONSENT_TIER)})
+    if len(sites) > 1:
+        per_site = fig.by_site_detail(CONSENT_TIER)
+        tier_names = sorted(tiers)
+        parts.append(
+            table(
+                ("Site", *tier_names),
+                [
+                    (escape(site), *(num(per_site.get((site, t), 0)) for t in tier_names))
+                    for site in sites
+                ],
+                tuple(range(1, len(tier_names) + 1)),
+            )
+        )
+    queued, duplicates = fig.by_route(QUEUED), fig.by_route(DEDUPLICATED)
+    denied, away = fig.by_route(CONSENT_DROPPED), fig.by_route(ROUTED_AWAY)
     rows = []
     chart_rows: list[tuple[str, Sequence[float]]] = []
-    for route in sorted(live.routes()):
-        denied = live.consent_denied.get(route, 0)
-        away = live.routed_away.get(route, 0)
-        taken = queued[route]
+    for route in sorted(view.live.routes()):
+        taken = queued.get(route, 0) + duplicates.get(route, 0)
+        dropped = denied.get(route, 0)
         rows.append(
             (
                 escape(route),
                 num(taken),
-                num(denied),
-                pct(share(denied, taken + denied)),
-                num(away),
+                num(dropped),
+                pct(share(dropped, taken + dropped)),
+                num(away.get(route, 0)),
             )
         )
-        chart_rows.append((route, (taken, denied)))
-    parts.append("<h2>Per destination (since start)</h2>")
+        chart_rows.append((route, (taken, dropped)))
+    parts.append(f"<h2>Per destination ({escape(span)})</h2>")
     parts.append(
         stacked("Events per destination", ("queued", "consent-dropped"), chart_rows, (0, 2))
     )
@@ -325,17 +354,16 @@ async def errors(view: View) -> tuple[str, str]:
         table(("Destination", "Reason", "Count", "Sample (redacted)"), rows, (2,)),
         f'<p class="muted">Grouped over the newest {ERRORS_SCANNED} dead letters of each'
         " destination; e-mails, numbers, digests and tokens are masked in samples.</p>",
-        "<h2>Dead-lettered since start, by reason</h2>",
     ]
-    by_reason: Counter[str] = Counter()
-    for rv in routes.values():
-        for (_label, reason), n in rv.tally.dead.items():
-            by_reason[reason] += n
-    parts.append(bars("Dead letters by reason", sorted(by_reason.items())))
+    window = await window_of(view)
+    parts.insert(0, range_links("errors", window))
+    parts.append(f"<h2>Dead-lettered ({escape(window.label)}), by reason</h2>")
+    parts.append(bars("Dead letters by reason", sorted(window.figures.by_detail(DEAD).items())))
+    failed = window.figures.by_route(RETRIED)
     latest = [
         (
             escape(route),
-            num(sum(rv.tally.retried.values())),
+            num(failed.get(route, 0)),
             f"<code>{escape(redact_sample(str(rv.health.get('last_error') or '')))}</code>"
             if rv.health.get("last_error")
             else "-",
@@ -343,6 +371,12 @@ async def errors(view: View) -> tuple[str, str]:
         for route, rv in sorted(routes.items())
     ]
     parts.append("<h2>Latest delivery error per destination</h2>")
-    parts.append(table(("Destination", "Failed attempts", "Latest error (redacted)"), latest, (1,)))
+    parts.append(
+        table(
+            ("Destination", f"Failed attempts ({escape(window.label)})", "Latest error (redacted)"),
+            latest,
+            (1,),
+        )
+    )
     parts.append(f'<p class="muted">As of {escape(when(view.now))}.</p>')
     return "Errors", "".join(parts)

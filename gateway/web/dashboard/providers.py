@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.core.figures import Figures
 from gateway.core.tally import IngestTally
 from gateway.store.base import DeadLetterStore, Store
 from gateway.web.admin_dead import Pausable
@@ -44,6 +45,13 @@ class SeriesPoint:
 StatsProvider = Callable[[SeriesQuery], Awaitable[Sequence[SeriesPoint]]]
 """Delivery counts over time, from the store's rollups (they survive restarts): one point per
 step from `since` (points without traffic may be left out or zero)."""
+
+
+WindowProvider = Callable[[float, float], Awaitable[Figures]]
+"""(since, until) → every rollup key's sum over the minutes of that window: the store's rows
+plus what the next flush will add (gateway/web/rollups.py `Flusher.window`), so the figures
+survive restarts and are current to the last request. Without it (rollups off) the pages read
+the live counters since start."""
 
 
 # --- conversion gap (issue #12 item 4) ---
@@ -116,6 +124,7 @@ class Providers:
     stats: StatsProvider | None = None
     gap: GapProvider | None = None
     events: EventsProvider | None = None
+    window: WindowProvider | None = None
 
 
 # --- live sources (exist today) ---
