@@ -36,6 +36,7 @@ from gateway.config import Config, parse
 from gateway.sandbox.meta import MetaSandbox
 from gateway.sandbox.tiktok import TikTokSandbox
 from gateway.store.base import DeadQuery
+from gateway.web.dashboard import DASHBOARD
 from gateway.web.dashboard.providers import (
     GapLine,
     GapReport,
@@ -140,8 +141,10 @@ class Run:
 
     def providers(self) -> Providers:
         """Stand-ins for the seams built elsewhere (rollups, order ledger, debug ring), computed
-        from this run's sandboxes and store, so the pages behind them render real figures."""
-        return Providers(stats=self._series, gap=self._gap, events=self._events)
+        from this run's sandboxes and store, so the pages behind them render real figures; the
+        window figures stay the app's own (the stored rollups)."""
+        window = self.client.app[DASHBOARD].providers.window
+        return Providers(stats=self._series, gap=self._gap, events=self._events, window=window)
 
     def _accepted(self, destination: str) -> list[dict[str, Any]]:
         sandbox = self.meta if destination == "meta" else self.tiktok

@@ -283,7 +283,7 @@ async def consent(view: View) -> tuple[str, str]:
     tiers = fig.by_detail(CONSENT_TIER)
     parts.append(f"<h2>Browser hits by consent tier ({escape(span)})</h2>")
     parts.append(bars("Loader hits by tier", sorted(tiers.items())))
-    parts.append("<h2>Why the tier was lowered</h2>")
+    parts.append("<h2>What decided the tier</h2>")
     parts.append(bars("Consent reasons", sorted(fig.by_detail(CONSENT_REASON).items())))
     sites = sorted({site for site, _ in fig.by_site_detail(CONSENT_TIER)})
     if len(sites) > 1:
