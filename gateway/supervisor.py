@@ -307,6 +307,8 @@ class Supervisor:
             if slot.reader is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(slot.reader, 5.0)
+            if self.stopping.is_set():  # the stop signal reached the workers first (systemd)
+                return
             lived = time.monotonic() - slot.started
             slot.failures = 0 if lived >= STABLE_SECONDS else slot.failures + 1
             delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** max(0, slot.failures - 1))
@@ -319,6 +321,8 @@ class Supervisor:
                 delay,
             )
             await asyncio.sleep(delay)
+            if self.stopping.is_set():
+                return
             slot.restarts += 1
             try:
                 await self._spawn(slot)
@@ -351,7 +355,8 @@ class Supervisor:
             if slot.reader is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(slot.reader, 5.0)
-        return clean and all(proc.returncode == 0 for proc in procs)
+        # -SIGTERM: a worker still starting (no handler yet) that the signal simply ended.
+        return clean and all(proc.returncode in (0, -signal.SIGTERM) for proc in procs)
 
 
 def _exit_text(code: int | None) -> str:
