@@ -432,3 +432,59 @@ async def test_sigterm_under_load_drains_both_workers_and_loses_nothing(
         finally:
             await load.stop()
             await gateway.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_tls_and_its_redirect_port_are_shared_by_both_workers(tmp_path: Path) -> None:
+    """With [tls]: both workers serve HTTPS on server.port and the redirect on tls.http_port."""
+    import ssl
+    from datetime import UTC, datetime
+
+    from gateway.devcerts import write_dev_certs
+
+    certs = write_dev_certs(tmp_path / "certs", ["127.0.0.1"], datetime.now(UTC))
+    port, http_port = free_port(), free_port()
+    config = workers_config(tmp_path, port, "http://127.0.0.1:9")
+    config.write_text(
+        config.read_text()
+        + f"""
+[tls]
+enabled = true
+cert_file = {q(str(certs.cert))}
+key_file = {q(str(certs.key))}
+http_port = {http_port}
+"""
+    )
+    gateway = Supervised(config, port, tmp_path / "gateway.log")
+    gateway.url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    pids: set[int] = set()
+    redirects: Counter[int] = Counter()
+    async with aiohttp.ClientSession() as session:
+        proc = gateway.spawn()
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while "signalgate listening on https://" not in gateway.text():
+                assert proc.poll() is None, gateway.tail()
+                assert time.monotonic() < deadline, gateway.tail()
+                await asyncio.sleep(0.05)
+            for _ in range(PID_TRIES):
+                connector = aiohttp.TCPConnector(ssl=context, force_close=True)
+                async with (
+                    aiohttp.ClientSession(connector=connector) as one,
+                    one.get(f"{gateway.url}/healthz") as resp,
+                ):
+                    pids.add(int((await resp.json())["pid"]))
+                if len(pids) == 2:
+                    break
+            for _ in range(20):
+                async with session.get(
+                    f"http://127.0.0.1:{http_port}/healthz", allow_redirects=False
+                ) as resp:
+                    redirects[resp.status] += 1
+            assert len(pids) == 2, f"only {pids} answered over TLS:\n{gateway.tail()}"
+            assert redirects == {308: 20}
+            code, _ = await gateway.terminate()
+            assert code == 0, gateway.tail()
+        finally:
+            await gateway.stop()
