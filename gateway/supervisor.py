@@ -222,8 +222,8 @@ class Supervisor:
                 return 1
         try:
             if not await self._start_all():
-                await self._stop_all()
-                return 1
+                clean = await self._stop_all()
+                return 0 if clean and self.stopping.is_set() else 1  # stopped while starting
             self.show(f"{READY_PREFIX}{self.plan.url} ({self.plan.workers} workers)")
             watchers = [
                 asyncio.create_task(self._watch(slot), name=f"watch worker {slot.index}")
@@ -288,7 +288,7 @@ class Supervisor:
             if slot.ready.is_set():
                 continue
             if self.stopping.is_set():
-                log.error("Stopped before every worker was ready.")
+                log.info("Stopped before every worker was ready.")
             elif proc.returncode is not None:
                 log.error(
                     "Worker %d failed to start (%s).", slot.index, _exit_text(proc.returncode)
