@@ -48,7 +48,9 @@ def workers_config(
     merge_seconds: float = 0.0,
     lease_seconds: float = 30.0,
     max_batch: int = 50,
+    extra: str = "",
 ) -> Path:
+    """The config of these tests (`extra`: TOML appended, e.g. another destination)."""
     path = tmp_path / "gateway.toml"
     metrics = f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n' if metrics_port else ""
     path.write_text(
@@ -82,7 +84,7 @@ pixel_id = {q(PIXEL_ID)}
 access_token = {q(ACCESS_TOKEN)}
 api_base = {q(api_base)}
 max_batch = {max_batch}
-"""
+{extra}"""
     )
     return path
 
@@ -150,8 +152,10 @@ class Supervised:
             await asyncio.sleep(0.01)
         pytest.fail(f"only workers {sorted(seen)} answered /healthz:\n{self.tail()}")
 
-    async def outbox(self, session: aiohttp.ClientSession) -> dict[str, int] | None:
-        """The rows per state of route shop:meta (read from the shared store by any worker)."""
+    async def outbox(
+        self, session: aiohttp.ClientSession, route: str = "shop:meta"
+    ) -> dict[str, int] | None:
+        """The rows per state of `route` (read from the shared store by any worker)."""
         try:
             async with session.get(
                 f"{self.url}/v1/debug/recent?limit=1",
@@ -161,7 +165,7 @@ class Supervised:
                 body = await resp.json()
         except (TimeoutError, aiohttp.ClientError, ValueError):
             return None
-        return dict(body.get("totals", {}).get("shop:meta", {}))
+        return dict(body.get("totals", {}).get(route, {}))
 
     async def terminate(self) -> tuple[int | None, float]:
         """SIGTERM the supervisor; return its exit status and the seconds it took."""

@@ -7,7 +7,8 @@ merge window the two copies of an order become one delivery carrying both (the b
 e-mail hash and the browser's click id). Midway, one worker is SIGKILLed; the supervisor starts
 it again. In the end:
 
-* every acknowledged event (202 / 204 seen) reached the Meta sandbox;
+* every acknowledged event (202 / 204 seen) reached both destinations' sandboxes (Meta and
+  TikTok: each route leases its own rows);
 * every order both copies of which were acknowledged arrived merged: once, with both parts;
 * nothing was sent twice except rows the killed worker had leased and was sending at the kill
   (at most one batch per route), which the survivor sends again once their lease expires;
@@ -29,9 +30,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 from conftest import auth
 from test_gateway_crash import free_port
 from test_workers import GRACE, STOP_MARGIN, Supervised, alive, lead, workers_config
+
+from gateway.sandbox.tiktok import TikTokSandbox
 
 ORDERS = 3400
 """Orders posted; each is 3 events (Purchase from the backend and the loader, a Lead)."""
@@ -52,6 +56,9 @@ LOADER_HEADERS = {
     "User-Agent": "Mozilla/5.0 (workers kill test)",
 }
 TIMEOUT = aiohttp.ClientTimeout(total=10)
+POSTED = {f"{kind}-{i}" for kind in ("order", "lead") for i in range(ORDERS)}
+TIKTOK_TOKEN = "tiktok-test-token"
+TIKTOK_PIXEL = "CABCDEFGHIJ1234567KL"
 
 
 def backend_purchase(i: int) -> dict[str, Any]:
@@ -138,6 +145,10 @@ async def test_kill9_of_one_worker_of_two_delivers_every_acknowledged_event_once
     tmp_path: Path, meta_sandbox: Any
 ) -> None:
     sandbox, sandbox_url = meta_sandbox
+    tiktok = TikTokSandbox(access_tokens={TIKTOK_TOKEN}, seed=99)
+    tiktok_server = TestServer(tiktok.app(), host="127.0.0.1")
+    await tiktok_server.start_server()
+    tiktok_url = str(tiktok_server.make_url("")).rstrip("/")
     port = free_port()
     config = workers_config(
         tmp_path,
@@ -146,6 +157,13 @@ async def test_kill9_of_one_worker_of_two_delivers_every_acknowledged_event_once
         merge_seconds=MERGE,
         lease_seconds=LEASE,
         max_batch=MAX_BATCH,
+        extra=f"""
+[sites.destinations.tiktok]
+pixel_code = "{TIKTOK_PIXEL}"
+access_token = "{TIKTOK_TOKEN}"
+api_base = "{tiktok_url}"
+max_batch = {MAX_BATCH}
+""",
     )
     gateway = Supervised(config, port, tmp_path / "gateway.log")
     began = time.monotonic()
@@ -175,28 +193,39 @@ async def test_kill9_of_one_worker_of_two_delivers_every_acknowledged_event_once
 
             assert set(load.statuses) <= {202, 204}, f"answers {dict(load.statuses)}"
             assert load.acked_events >= 0.95 * ORDERS * 3, (load.acked_events, load.unanswered)
+            platforms = {"meta": sandbox, "tiktok": tiktok}
             deadline = time.monotonic() + DRAIN_TIMEOUT
-            while True:
-                outbox = await gateway.outbox(session)
-                delivered = {e["event_id"] for e in sandbox.recorder.accepted}
-                waiting = sum(n for state, n in (outbox or {}).items() if state != "done")
-                if outbox is not None and not waiting and load.acked <= delivered:
-                    break
-                if time.monotonic() > deadline:
-                    missing = load.acked - delivered
-                    pytest.fail(
-                        f"{len(missing)} acknowledged events not delivered in {DRAIN_TIMEOUT}s"
-                        f" (e.g. {sorted(missing)[:5]}); outbox {outbox}\n{gateway.tail()}"
-                    )
-                await asyncio.sleep(0.1)
+            for name, platform in platforms.items():
+                while True:
+                    outbox = await gateway.outbox(session, f"shop:{name}")
+                    delivered = {e["event_id"] for e in platform.recorder.accepted}
+                    waiting = sum(n for state, n in (outbox or {}).items() if state != "done")
+                    if outbox is not None and not waiting and load.acked <= delivered:
+                        break
+                    if time.monotonic() > deadline:
+                        missing = load.acked - delivered
+                        pytest.fail(
+                            f"{name}: {len(missing)} acknowledged events not delivered in"
+                            f" {DRAIN_TIMEOUT}s (e.g. {sorted(missing)[:5]}); outbox {outbox}"
+                            f"\n{gateway.tail()}"
+                        )
+                    await asyncio.sleep(0.1)
             drained = time.monotonic()
 
-            accepted = sandbox.recorder.accepted
-            counts = Counter(e["event_id"] for e in accepted)
-            twice = {event_id: n for event_id, n in counts.items() if n > 1}
-            assert len(twice) <= MAX_BATCH, f"{len(twice)} ids sent twice, e.g. {list(twice)[:5]}"
-            assert max(twice.values(), default=1) <= 2, twice
-            purchases = {e["event_id"]: e for e in accepted if e["event_name"] == "Purchase"}
+            report: list[str] = []
+            for name, platform in platforms.items():
+                accepted = platform.recorder.accepted
+                counts = Counter(e["event_id"] for e in accepted)
+                twice = {event_id: n for event_id, n in counts.items() if n > 1}
+                assert len(twice) <= MAX_BATCH, f"{name}: {len(twice)} ids sent twice"
+                assert max(twice.values(), default=1) <= 2, twice
+                assert set(counts) <= POSTED, f"{name}: ids nobody posted"
+                report.append(
+                    f"{name}: {len(counts)} ids in {len(accepted)} events, {len(twice)} twice"
+                )
+            purchases = {
+                e["event_id"]: e for e in sandbox.recorder.accepted if e["event_name"] == "Purchase"
+            }
             for i in sorted(load.both):
                 event = purchases[f"order-{i}"]
                 user = event["user_data"]
@@ -217,10 +246,10 @@ async def test_kill9_of_one_worker_of_two_delivers_every_acknowledged_event_once
                 f" ({len(load.both)} orders with both copies), {load.unanswered} unanswered,"
                 f" statuses {dict(load.statuses)}; worker {victim} killed at {killed_at},"
                 f" restarted as {sorted(restarted)}; load {loaded - began:.1f}s, drained"
-                f" {drained - loaded:.1f}s later; {len(counts)} ids delivered in"
-                f" {len(accepted)} sandbox events, {len(twice)} sent twice (in flight at the"
-                f" kill); SIGTERM exit {code} in {took:.2f}s"
+                f" {drained - loaded:.1f}s later; {'; '.join(report)} (twice: in flight at"
+                f" the kill); SIGTERM exit {code} in {took:.2f}s"
             )
         finally:
             with contextlib.suppress(Exception):
                 await gateway.stop()
+            await tiktok_server.close()
