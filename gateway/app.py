@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import random
 import secrets
 import time
@@ -28,6 +27,7 @@ from gateway.delivery.shutdown import stop_workers
 from gateway.delivery.worker import Worker, WorkerSettings, make_client
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import bind_clock
+from gateway.secretfile import read_or_create_key
 from gateway.store.base import GatewayStore
 from gateway.store.sqlite import SqliteStore
 from gateway.web.admin import Admin
@@ -394,16 +394,8 @@ def cookie_key(config: Config) -> bytes:
     """
     if config.server.cookie_secret is not None:
         return hashlib.sha256(config.server.cookie_secret.value.encode()).digest()
-    path = Path(config.storage.path).with_suffix(".cookie-key")
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except (OSError, ValueError):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_bytes(32)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(key.hex())
-        return key
+    # Created once, atomically: the workers of `run --workers N` all read the same key.
+    return read_or_create_key(Path(config.storage.path).with_suffix(".cookie-key"))
 
 
 def _store_ctx(store: GatewayStore) -> Callable[[web.Application], AsyncIterator[None]]:

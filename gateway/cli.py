@@ -18,14 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway import __version__, admin_client, audit_cli, healthcheck, sitecheck
+from gateway import __version__, admin_client, audit_cli, healthcheck, sitecheck, supervisor
+from gateway.app import cookie_key
 from gateway.config import Config, ConfigError, load
 from gateway.config_warnings import warnings as config_warnings
 from gateway.demo import run_demo
 from gateway.devcerts import DevCertError, write_dev_certs
-from gateway.lifecycle import StartupError, serve
+from gateway.lifecycle import StartupError, WorkerSlot, check_store_path, serve
 from gateway.store.base import NOT_REPLAYABLE, DeadReason
-from gateway.telemetry import setup_logging
+from gateway.telemetry import setup_logging, tag_worker
 from gateway.web.static import AssetMissing
 
 GC_YOUNG_THRESHOLD = 200_000
@@ -42,6 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--no-delivery", action="store_true", help="accept and store only; run no delivery workers"
     )
+    run.add_argument(
+        "--workers",
+        default="1",
+        metavar="N",
+        help="processes serving the same port(s) and sharing the store: a number, or 'auto'"
+        " for one per usable core (default: 1)",
+    )
+    run.add_argument("--worker-slot", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--metrics-socket", default=None, help=argparse.SUPPRESS)
     check = sub.add_parser("check-config", help="validate a config file; exit 1 on errors")
     check.add_argument("--config", required=True)
     health = sub.add_parser(
@@ -94,9 +104,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         if level.upper() not in logging.getLevelNamesMapping():
             print(f"signalgate: SIGNALGATE_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
             return 1
-        setup_logging(level.upper(), config.server.log_format)
         try:
-            return _serve(_run(config, delivery=not args.no_delivery))
+            workers = supervisor.parse_workers(args.workers)
+        except supervisor.WorkersError as exc:
+            print(f"signalgate: {exc}", file=sys.stderr)
+            return 1
+        setup_logging(level.upper(), config.server.log_format)
+        worker = None
+        if args.worker_slot is not None:  # started by the supervisor (gateway/supervisor.py)
+            worker = WorkerSlot(args.worker_slot, args.metrics_socket)
+            tag_worker(args.worker_slot)
+        try:
+            if worker is None and workers > 1:
+                return _supervise(args.config, config, workers, delivery=not args.no_delivery)
+            return _serve(_run(config, delivery=not args.no_delivery, worker=worker))
         except StartupError as exc:
             print(f"signalgate: {exc}", file=sys.stderr)
             return 1
@@ -286,7 +307,23 @@ def _serve(coro: Any) -> int:
     return 0
 
 
-async def _run(config: Config, *, delivery: bool = True) -> None:
+def _supervise(path: str, config: Config, workers: int, *, delivery: bool) -> int:
+    """`run --workers N` (N > 1): the supervisor of N worker processes."""
+    problems = supervisor.sharing_problems(config)
+    if problems:
+        for problem in problems:
+            print(f"signalgate: --workers {workers}: {problem}", file=sys.stderr)
+        return 1
+    check_store_path(Path(config.storage.path))
+    if config.server.cookie_secret is None and (config.sites or config.server.admin_token):
+        cookie_key(config)  # a generated key: created here once, read by every worker
+    return supervisor.supervise(
+        supervisor.plan_of(config, path, workers, delivery=delivery),
+        show=lambda line: print(line, flush=True),
+    )
+
+
+async def _run(config: Config, *, delivery: bool = True, worker: WorkerSlot | None = None) -> None:
     def ready(url: str) -> None:
         # Long-lived start-up objects leave the GC's view, and young-generation collections
         # run less often. A young collection starts once the count of live container objects
@@ -299,7 +336,7 @@ async def _run(config: Config, *, delivery: bool = True) -> None:
         gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
         print(f"signalgate listening on {url}", flush=True)
 
-    await serve(config, delivery=delivery, on_ready=ready)  # until SIGTERM / SIGINT
+    await serve(config, delivery=delivery, on_ready=ready, worker=worker)  # until SIGTERM / SIGINT
 
 
 if __name__ == "__main__":  # pragma: no cover

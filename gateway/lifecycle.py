@@ -24,6 +24,7 @@ import os
 import signal
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -31,12 +32,23 @@ from aiohttp import web
 from gateway.app import RUNTIME, create_app, make_runner
 from gateway.config import Config
 from gateway.store.base import GatewayStore
-from gateway.web.metrics import ListenError
+from gateway.web.api import WORKER_SLOT
+from gateway.web.metrics import UNIX_SOCKET, ListenError
 from gateway.web.tls import TlsError, TlsServing
 
 log = logging.getLogger("signalgate")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSlot:
+    """This process is worker `slot` of `signalgate run --workers N` (gateway/supervisor.py):
+    its listeners share their ports with the other workers (SO_REUSEPORT)."""
+
+    slot: int
+    metrics_socket: str | None = None
+    """Where to serve the separate /metrics (the supervisor owns `metrics.port`)."""
 
 
 class StartupError(Exception):
@@ -78,11 +90,12 @@ async def serve(
     on_ready: Callable[[str], None] = lambda url: None,
     stop: asyncio.Event | None = None,
     store: GatewayStore | None = None,
+    worker: WorkerSlot | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT (or `stop` is set), then stop gracefully (module docstring).
 
-    `store` replaces the configured one (tests). Raises StartupError for a start-up problem
-    the operator must fix.
+    `store` replaces the configured one (tests); `worker` when run by the supervisor. Raises
+    StartupError for a start-up problem the operator must fix.
     """
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
@@ -92,7 +105,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
-        await _serve(config, delivery, on_ready, stop, store)
+        await _serve(config, delivery, on_ready, stop, store, worker)
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
@@ -104,11 +117,17 @@ async def _serve(
     on_ready: Callable[[str], None],
     stop: asyncio.Event,
     store: GatewayStore | None,
+    worker: WorkerSlot | None,
 ) -> None:
     server = config.server
     store_path = Path(config.storage.path)
     check_store_path(store_path)
     app = create_app(config, run_workers=delivery, store=store)
+    shared = worker is not None  # SO_REUSEPORT: the other workers listen on the same ports
+    if worker is not None:
+        app[WORKER_SLOT] = worker.slot
+        if worker.metrics_socket is not None:
+            app[UNIX_SOCKET] = worker.metrics_socket
     grace = server.shutdown_grace_seconds
     runner = make_runner(app, access_log=None, shutdown_timeout=grace)
     try:
@@ -129,9 +148,9 @@ async def _serve(
         raise StartupError(str(exc)) from exc
     try:
         if tls is None:
-            await web.TCPSite(runner, server.host, server.port).start()
+            await web.TCPSite(runner, server.host, server.port, reuse_port=shared).start()
         else:
-            await tls.start(runner, server.host, server.port)
+            await tls.start(runner, server.host, server.port, reuse_port=shared)
     except OSError as exc:
         if tls is not None:
             await tls.stop()

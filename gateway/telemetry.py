@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Final
 
-SAFE_FIELDS: Final = ("route", "rows", "reason", "path", "id", "status", "site")
+SAFE_FIELDS: Final = ("route", "rows", "reason", "path", "id", "status", "site", "worker")
 """Only these `extra` fields are printed; event bodies and identifiers never are."""
 
 LOG_FORMATS: Final = ("keyvalue", "json")
@@ -63,3 +63,15 @@ def setup_logging(level: str = "INFO", log_format: str = "keyvalue") -> None:
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def tag_worker(slot: int) -> None:
+    """Add `worker=<slot>` to every record of this process (a worker of `run --workers N`)."""
+
+    def tag(record: logging.LogRecord) -> bool:
+        if not hasattr(record, "worker"):
+            record.worker = slot
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)

@@ -160,6 +160,9 @@ BUSY_RETRY_SECONDS: Final = 0.002
 """When the loop writer finds the write lock taken (the checkpointer's RESTART holds it while it
 rewinds the log), the batch waits this long on the loop's timer and tries again."""
 
+PROFILE_SITES_RECHECK: Final = 1.0
+"""Seconds before `has_profiles` reads again a site it found without profiles."""
+
 COMPACT_CHUNK: Final = 1000
 """Rows deleted per compaction transaction, so appends interleave with a long compaction."""
 
@@ -686,6 +689,7 @@ class SqliteStore:
             )
         self._open = False
         self._profile_sites: set[str] | None = None
+        self._profile_sites_at = 0.0
         self.availability = Availability()
         """Whether writes succeed; storage failures become StoreUnavailableError (503)."""
 
@@ -954,12 +958,27 @@ class SqliteStore:
     # -- visitor profiles --------------------------------------------------------------------
 
     async def has_profiles(self, site: str) -> bool:
-        """Return whether the site has any visitor profile (cached; no I/O after the first)."""
+        """Return whether the site has any visitor profile (cached: a yes for good; a no is
+        read again once PROFILE_SITES_RECHECK has passed, since another process sharing the
+        file, `run --workers N`, may have written the site's first profile)."""
         if self._profile_sites is None:
             rows = await self._read(
                 lambda c: c.execute("SELECT DISTINCT site FROM profiles").fetchall()
             )
             self._profile_sites = {row[0] for row in rows}
+            self._profile_sites_at = time.monotonic()
+        elif (
+            site not in self._profile_sites
+            and time.monotonic() - self._profile_sites_at >= PROFILE_SITES_RECHECK
+        ):
+            self._profile_sites_at = time.monotonic()
+            found = await self._read(
+                lambda c: c.execute(
+                    "SELECT 1 FROM profiles WHERE site = ? LIMIT 1", (site,)
+                ).fetchone()
+            )
+            if found is not None:
+                self._profile_sites.add(site)
         return site in self._profile_sites
 
     async def touch_profile(
@@ -1090,12 +1109,14 @@ class SqliteStore:
                 raise sqlite3.OperationalError(f"cannot use WAL mode on {self.path} (got {mode})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
             conn.execute("PRAGMA journal_size_limit = 67108864")
+            # With the busy timeout still on: another process (`run --workers N`) may be
+            # creating or migrating the schema at this very moment.
+            _migrate(conn)
             if self.writer == "loop":
                 conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread's job
                 # Never sleep on a lock on the loop: a busy BEGIN is retried on the loop's
                 # timer (`_LoopWorker`), a busy read goes to the reader thread.
                 conn.execute("PRAGMA busy_timeout = 0")
-            _migrate(conn)
         except BaseException:
             conn.close()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import math
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -311,6 +312,10 @@ def _dicts(errors: Sequence[FieldError]) -> list[dict[str, str]]:
     return [e.as_dict() for e in errors]
 
 
+WORKER_SLOT: Final = web.AppKey("worker_slot", int)
+"""The worker's slot (0..N-1) under `signalgate run --workers N` (gateway/supervisor.py)."""
+
+
 class Health:
     """Liveness and readiness."""
 
@@ -323,8 +328,12 @@ class Health:
         self.routes = routes
 
     async def healthz(self, request: web.Request) -> web.Response:
-        """Return 200 while the process serves requests."""
-        return web.json_response({"status": "ok"})
+        """Return 200 while the process serves requests (and, under `run --workers N`, which
+        worker answered: its slot and pid)."""
+        slot = request.app.get(WORKER_SLOT)
+        if slot is None:
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "ok", "worker": slot, "pid": os.getpid()})
 
     async def readyz(self, request: web.Request) -> web.Response:
         """Return 200 when the store is writable and no destination is paused, else 503."""

@@ -15,6 +15,7 @@ a scraper on a private network.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -46,6 +47,11 @@ PATH: Final = "/metrics"
 PREFIX: Final = "signalgate_"
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format every Prometheus version scrapes (our names are all legacy-valid)."""
+
+
+UNIX_SOCKET: Final = web.AppKey("metrics_unix_socket", str)
+"""Set by a worker of `run --workers N`: serve the separate /metrics on this Unix socket (the
+supervisor merges every worker's answer on `metrics.port`, gateway/web/metrics_merge.py)."""
 
 
 class ListenError(Exception):
@@ -341,8 +347,14 @@ class MetricsEndpoint:
             runner = web.AppRunner(side, access_log=None)
             await runner.setup()
             host, port = self.config.host, self.config.port
+            unix = app.get(UNIX_SOCKET)
             try:
-                await web.TCPSite(runner, host, port).start()
+                if unix is not None:
+                    with contextlib.suppress(FileNotFoundError):  # a killed predecessor's
+                        os.unlink(unix)
+                    await web.UnixSite(runner, unix).start()
+                else:
+                    await web.TCPSite(runner, host, port).start()
             except OSError as exc:
                 await runner.cleanup()
                 reason = os.strerror(exc.errno).lower() if exc.errno else type(exc).__name__

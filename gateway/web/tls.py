@@ -268,9 +268,12 @@ class TlsServing:
         """The live server context."""
         return self.reloader.context
 
-    async def start(self, runner: web.AppRunner, host: str, port: int) -> None:
-        """Serve `runner` (set up) with TLS on host:port, then the redirect port and watcher."""
-        site = web.TCPSite(runner, host, port, ssl_context=self.context)
+    async def start(
+        self, runner: web.AppRunner, host: str, port: int, *, reuse_port: bool = False
+    ) -> None:
+        """Serve `runner` (set up) with TLS on host:port, then the redirect port and watcher
+        (`reuse_port`: other processes listen on the same ports, `run --workers N`)."""
+        site = web.TCPSite(runner, host, port, ssl_context=self.context, reuse_port=reuse_port)
         await site.start()
         self.https_port = port or _bound_port(runner)
         if self.config.http_port:
@@ -278,7 +281,7 @@ class TlsServing:
             redirect = web.AppRunner(redirect_app(self.https_port, challenges), access_log=None)
             await redirect.setup()
             self._redirect = redirect
-            await web.TCPSite(redirect, host, self.config.http_port).start()
+            await web.TCPSite(redirect, host, self.config.http_port, reuse_port=reuse_port).start()
         self._watcher = asyncio.create_task(
             self.reloader.run(self.config.reload_seconds), name="tls certificate watcher"
         )
