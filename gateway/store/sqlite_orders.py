@@ -206,12 +206,15 @@ _ROWS: Final = (
     " LEFT JOIN deliveries d ON d.id = coalesce("
     "(SELECT o.id FROM deliveries o WHERE o.event_ref = l.event_ref AND o.route = r.value),"
     " (SELECT x.id FROM dedup k JOIN deliveries x ON x.event_ref = k.event_ref"
-    " AND x.route = k.route"
-    " WHERE k.route = r.value AND k.event_name = l.event_name AND k.event_id = l.event_id))"
+    " AND x.route = r.value"
+    " WHERE k.event_name = l.event_name AND k.event_id = l.event_id"
+    " AND instr(k.routes, char(31) || r.value || char(31)) > 0"
+    " ORDER BY k.first_seen DESC LIMIT 1))"
     " ORDER BY l.event_time, l.order_id, l.event_id, r.value LIMIT ?4"
 )
 """Each ledger row of the period once per route, with the delivery row of the route: the
-event's own, or else the one of the event its route's dedup key names."""
+event's own, or else the one of the event whose newest dedup row holds the route's key
+(sqlite_dedup.py)."""
 
 
 class _Decoded:
