@@ -1453,8 +1453,8 @@ def _merge_duplicates(
         row = conn.execute(
             "SELECT e.id, e.record, d.state FROM events e"
             " JOIN deliveries d ON d.event_ref = e.id AND d.route = ?"
-            " WHERE e.id = ? AND e.site = ?",
-            (route, owner, new.site),
+            " WHERE e.id = ? AND e.site = ? AND e.event_id = ? AND e.event_name = ?",
+            (route, owner, new.site, new.event_id, new.event_name),
         ).fetchone()
         if row is None:
             pair = source_pair_of(None, new.record)

@@ -204,9 +204,10 @@ _ROWS: Final = (
     " ORDER BY event_time, order_id, event_id LIMIT ?4) l"
     " JOIN json_each(l.routes) r"
     " LEFT JOIN deliveries d ON d.id = coalesce("
-    "(SELECT o.id FROM deliveries o WHERE o.event_ref = l.event_ref AND o.route = r.value),"
+    "(SELECT o.id FROM deliveries o JOIN events oe ON oe.id = o.event_ref"
+    " WHERE o.event_ref = l.event_ref AND o.route = r.value AND oe.event_id = l.event_id),"
     " (SELECT x.id FROM dedup k JOIN deliveries x ON x.event_ref = k.event_ref"
-    " AND x.route = r.value"
+    " AND x.route = r.value JOIN events xe ON xe.id = k.event_ref AND xe.event_id = k.event_id"
     " WHERE k.event_name = l.event_name AND k.event_id = l.event_id"
     " AND instr(k.routes, char(31) || r.value || char(31)) > 0"
     " ORDER BY k.first_seen DESC LIMIT 1))"
@@ -214,7 +215,8 @@ _ROWS: Final = (
 )
 """Each ledger row of the period once per route, with the delivery row of the route: the
 event's own, or else the one of the event whose newest dedup row holds the route's key
-(sqlite_dedup.py)."""
+(sqlite_dedup.py); either event must still be the one with the order event's id (a row id
+freed by compaction may be reused)."""
 
 
 class _Decoded:
