@@ -143,7 +143,7 @@ def entry(
 ) -> OrderEntry:
     """The ledger entry of an order event sent to the routes in `kept`, routed away from those
     in `away` and denied by consent on every other route of the site's `routes`."""
-    if kept is routes or (len(kept) == len(routes) and all(r in kept for r in routes)):
+    if kept is routes or kept == routes or (len(kept) == len(routes) and set(kept) == set(routes)):
         denied: tuple[str, ...] = ()
         turned: tuple[str, ...] = ()
     else:
