@@ -206,8 +206,9 @@ _ROWS: Final = (
     " LEFT JOIN deliveries d ON d.id = coalesce("
     "(SELECT o.id FROM deliveries o JOIN events oe ON oe.id = o.event_ref"
     " WHERE o.event_ref = l.event_ref AND o.route = r.value AND oe.event_id = l.event_id),"
-    " (SELECT x.id FROM dedup k JOIN deliveries x ON x.event_ref = k.event_ref"
-    " AND x.route = r.value JOIN events xe ON xe.id = k.event_ref AND xe.event_id = k.event_id"
+    " (SELECT x.id FROM dedup k CROSS JOIN deliveries x ON x.event_ref = k.event_ref"
+    " AND x.route = r.value CROSS JOIN events xe ON xe.id = k.event_ref"
+    " AND xe.event_id = k.event_id"
     " WHERE k.event_name = l.event_name AND k.event_id = l.event_id"
     " AND instr(k.routes, char(31) || r.value || char(31)) > 0"
     " ORDER BY k.first_seen DESC LIMIT 1))"
@@ -292,10 +293,10 @@ def order_rows_tx(
 
 _DONE_ROWS: Final = (
     "SELECT l.id, l.routes, l.unsent, l.done, d.not_before FROM json_each(?1) j"
-    " JOIN events e ON e.id = j.value"
-    " JOIN order_ledger l ON l.site = e.site AND l.event_id = e.event_id"
+    " CROSS JOIN events e ON e.id = j.value"
+    " CROSS JOIN order_ledger l ON l.site = e.site AND l.event_id = e.event_id"
     " AND l.event_name = e.event_name"
-    " JOIN deliveries d ON d.event_ref = e.id AND d.route = ?2 AND d.state = 'done'"
+    " CROSS JOIN deliveries d ON d.event_ref = e.id AND d.route = ?2 AND d.state = 'done'"
 )
 
 

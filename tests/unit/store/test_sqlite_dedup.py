@@ -23,6 +23,8 @@ from contract import LEASE, T0, ev  # noqa: E402
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.store.base import AppendResult, NewEvent  # noqa: E402
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite_dedup import _FRESH as FRESH  # noqa: E402
+from gateway.store.sqlite_dedup import _FRESH_IN_RANGE as FRESH_IN_RANGE  # noqa: E402
 from gateway.store.sqlite_dedup import SEP, route_set  # noqa: E402
 
 WINDOW = 600.0
@@ -206,3 +208,12 @@ async def test_a_version_10_file_keeps_its_keys_after_migration(tmp_path: Path) 
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "dedup_v10" not in names
+
+
+def test_the_probe_and_the_claim_read_by_key_and_row_id() -> None:
+    with closing(_conn()) as conn:
+        probe = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + FRESH_IN_RANGE, (1, 2, T0))]
+        assert probe[0].startswith("SEARCH e USING INTEGER PRIMARY KEY")
+        assert probe[1] == "SEARCH k USING PRIMARY KEY (event_name=? AND event_id=?)"
+        fresh = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + FRESH, ("a", "b", T0))]
+        assert fresh == ["SEARCH dedup USING PRIMARY KEY (event_name=? AND event_id=?)"]

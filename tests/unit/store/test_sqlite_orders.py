@@ -20,6 +20,7 @@ import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.core.orders import Fate, OrderRow, gap_report  # noqa: E402
 from gateway.store.base import GatewayStore, NewEvent  # noqa: E402
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite_orders import _DONE_ROWS as DONE_ROWS  # noqa: E402
 from gateway.store.sqlite_orders import _ROWS as ROWS  # noqa: E402
 from gateway.store.sqlite_orders import expire_orders_tx, record_orders_tx  # noqa: E402
 
@@ -218,7 +219,15 @@ def test_the_gap_reads_by_site_and_time_and_joins_deliveries_by_event() -> None:
         )
         assert "order_ledger_time" in plan
         assert "deliveries_event" in plan
-        assert "sqlite_autoindex_dedup" in plan or "PRIMARY KEY" in plan
+        assert "SEARCH k USING PRIMARY KEY (event_name=? AND event_id=?)" in plan
+        assert "deliveries_due" not in plan  # never a walk through a route's deliveries
+        done_plan = " ".join(
+            str(row[3])
+            for row in conn.execute("EXPLAIN QUERY PLAN " + DONE_ROWS, ("[1, 2]", "shop:meta"))
+        )
+        assert "order_ledger_key" in done_plan
+        assert "deliveries_event" in done_plan
+        assert "deliveries_due" not in done_plan
         indexes = {
             r[0]
             for r in conn.execute(
