@@ -83,6 +83,8 @@ _CLAIM: Final = (
     "INSERT OR REPLACE INTO dedup(event_name, event_id, event_ref, routes, first_seen)"
     " VALUES (?, ?, ?, ?, ?)"
 )
+"""A claim row; a row of the same (name, id, row id) is replaced (`claim_tx` keeps the keys of
+a fresh one)."""
 
 _FRESH: Final = (
     "SELECT event_ref, routes FROM dedup WHERE event_name = ? AND event_id = ? AND first_seen > ?"
@@ -143,13 +145,17 @@ def claim_tx(
                 continue
             claimed[route, *name_id] = i
             won.setdefault(i, []).append(route)
-    conn.executemany(
-        _CLAIM,
-        [
-            (events[i].event_name, events[i].event_id, first + i, route_set(tuple(rs)), now)
-            for i, rs in won.items()
-        ],
-    )
+    rows = []
+    for i, routes in won.items():
+        e = events[i]
+        held = [
+            r
+            for ref, text in fresh_of[e.event_name, e.event_id]
+            if ref == first + i  # a row id reused after compaction: keep that claim's keys
+            for r in text.strip(SEP).split(SEP)
+        ]
+        rows.append((e.event_name, e.event_id, first + i, route_set((*held, *routes)), now))
+    conn.executemany(_CLAIM, rows)
     return won, lost
 
 

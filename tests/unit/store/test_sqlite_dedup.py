@@ -217,3 +217,18 @@ def test_the_probe_and_the_claim_read_by_key_and_row_id() -> None:
         assert probe[1] == "SEARCH k USING PRIMARY KEY (event_name=? AND event_id=?)"
         fresh = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + FRESH, ("a", "b", T0))]
         assert fresh == ["SEARCH dedup USING PRIMARY KEY (event_name=? AND event_id=?)"]
+
+
+def test_a_row_id_reused_after_compaction_keeps_the_fresh_claim_of_that_id() -> None:
+    """Compaction deleted the newest event rows, so the next event gets a row id a fresh claim
+    still names: the new claim adds its routes to that row instead of dropping its keys."""
+    with closing(_conn()) as conn:
+        conn.execute(
+            "INSERT INTO dedup(event_name, event_id, event_ref, routes, first_seen)"
+            " VALUES ('Purchase', 'r', 1, ?, ?)",
+            (route_set(("s:a",)), T0),
+        )
+        assert _append(conn, (ev("r", "s:b"),), T0 + 1)[:-1] == [(1, 0, ())]
+        (routes,) = conn.execute("SELECT routes FROM dedup WHERE event_id = 'r'").fetchone()
+        assert routes == route_set(("s:a", "s:b"))
+        assert _append(conn, (ev("r", "s:a"),), T0 + 2)[:-1] == [(0, 1, ())]
