@@ -110,8 +110,17 @@ from gateway.store.base import (
     StatsQuery,
 )
 from gateway.store.sqlite_dead import DEAD_SCHEMA, dead_page_tx, mark_dead_tx, replay_tx
+from gateway.store.sqlite_dedup import (
+    DEDUP_GROUP_SCHEMA,
+    Owner,
+    claim_all_tx,
+    claim_tx,
+    sweep_tx,
+)
 from gateway.store.sqlite_orders import (
-    ORDERS_SCHEMA,
+    LEDGER_SCHEMA,
+    LEDGER_V8_SCHEMA,
+    EventKey,
     expire_orders_tx,
     keep_done_orders_tx,
     mark_paired_tx,
@@ -138,7 +147,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 11
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -247,8 +256,10 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     4: _DEDUP_SWEEP_SCHEMA,
     5: LINKS_SCHEMA,
     6: DEAD_SCHEMA,
-    7: ORDERS_SCHEMA,
+    7: LEDGER_V8_SCHEMA,
     8: STATS_SCHEMA,
+    9: LEDGER_SCHEMA,
+    10: DEDUP_GROUP_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -655,7 +666,7 @@ class SqliteStore:
         """New rows wait this long so a duplicate from the other channel can merge in."""
         self.commits = 0
         """Transactions committed by the writer thread (one per group commit)."""
-        self._sweep_from: tuple[str, str, str] | None = None
+        self._sweep_from: tuple[str, str, int] | None = None
         """Where the dedup sweep goes on (None: from the first key)."""
         self._sweep_debt = 0
         """Dedup keys claimed (at most) since the last compaction: the next sweep's budget."""
@@ -774,7 +785,7 @@ class SqliteStore:
     ) -> list[AppendResult]:
         cutoff = now - self.dedup_seconds
         if batch:
-            self._sweep_debt += len(batch) * len(batch[0].routes)  # the usual: one route set
+            self._sweep_debt += len(batch)  # one dedup row per event (sqlite_dedup.py)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[AppendResult]] = loop.create_future()
         merge = self.merge_seconds
@@ -879,7 +890,7 @@ class SqliteStore:
         SWEEP_FACTOR keys per key claimed since the previous one (at least SWEEP_CHUNK), so
         the sweep passes the whole table faster than new keys arrive, and an expired key is
         deleted within about one dedup window of expiring. Until then it only takes space:
-        a claim treats a key older than the window as free (`_CLAIM`).
+        a claim treats a key older than the window as free (sqlite_dedup.py).
         """
         total = 0
         ledger_cutoff = now - max(keep_done_seconds, dedup_seconds)
@@ -897,7 +908,7 @@ class SqliteStore:
         while budget > 0:
             deleted, self._sweep_from = await self._write(
                 partial(
-                    _sweep_tx,
+                    sweep_tx,
                     cutoff=now - dedup_seconds,
                     start=self._sweep_from,
                     limit=min(budget, SWEEP_CHUNK),
@@ -1219,21 +1230,25 @@ class SqliteStore:
                     job.events = tuple(touch.events_for(profile))
             events = tuple(e for job in jobs for e in job.events or ())
             orders = tuple(o for job in jobs for o in job.orders)
-            paired: set[tuple[str, str, str]] = set()
-            results = (
-                _append_tx(
+            if orders:
+                results = _append_orders_tx(
+                    conn,
+                    events=events,
+                    orders=orders,
+                    now=now,
+                    cutoff=now - self.dedup_seconds,
+                    merge_seconds=self.merge_seconds,
+                )
+            elif events:
+                results = _append_tx(
                     conn,
                     events=events,
                     now=now,
                     cutoff=now - self.dedup_seconds,
                     merge_seconds=self.merge_seconds,
-                    paired=paired,
                 )
-                if events
-                else []
-            )
-            if orders:
-                record_orders_tx(conn, orders=orders, now=now, paired=paired)
+            else:
+                results = []
         except Exception:
             for job in jobs:
                 if job.touch is not None:
@@ -1326,28 +1341,6 @@ def _probe_tx(conn: sqlite3.Connection, *, now: float) -> None:
     conn.execute("DELETE FROM events WHERE id = ?", (row,))
 
 
-_CLAIM: Final = (
-    "INSERT INTO dedup(route, event_name, event_id, first_seen, event_ref) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT(route, event_name, event_id) DO UPDATE"
-    " SET first_seen = excluded.first_seen, event_ref = excluded.event_ref"
-    " WHERE dedup.first_seen <= ?"
-)
-"""Claim one dedup key: a new key, or one last seen at or before the cutoff, is (re)claimed for
-the given event; a key seen since is left alone. Run in batch order, the first occurrence of a
-key inside the batch wins (the second meets the first's fresh `first_seen`)."""
-
-_OWNER: Final = "SELECT event_ref FROM dedup WHERE route = ? AND event_name = ? AND event_id = ?"
-
-_CLAIM_NEW: Final = (
-    "INSERT INTO dedup(route, event_name, event_id, first_seen, event_ref)"
-    " SELECT ?1, event_name, event_id, ?2, id FROM events WHERE id BETWEEN ?4 AND ?5 ORDER BY id"
-    " ON CONFLICT(route, event_name, event_id) DO UPDATE"
-    " SET first_seen = excluded.first_seen, event_ref = excluded.event_ref"
-    " WHERE dedup.first_seen <= ?3"
-)
-"""`_CLAIM` for every event row with an id in ?4..?5 (just inserted), in id order: the route's
-keys of a whole batch claimed by one statement, no parameters per key."""
-
 _INSERT_EVENT: Final = (
     "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -1372,12 +1365,12 @@ def _append_tx(
 
     A fixed handful of statements whatever the batch size: event i gets the id ``base + 1 + i``
     up front. When all events share one routes tuple (one site's request, the usual case), the
-    events go in with one executemany and each route's dedup keys are claimed by one
-    set-based upsert over the new rows (no per-key parameters); if the upserts changed one row
-    per key, every key was won and each route's delivery rows go in with one INSERT … SELECT.
-    Otherwise (and for mixed routes, where keys are claimed by one executemany upsert) each key
-    is looked up to see which event owns it now; events that won nothing are not kept (rowid
-    gaps are harmless) and the lost keys are merged or counted as duplicates.
+    events go in with one executemany; if no key of the batch is held (`claim_all_tx`: one
+    probe per event), each event's claim is one dedup row; when every key was won (that way or
+    key by key), each route's delivery rows go in with one INSERT … SELECT. Otherwise (and for
+    mixed routes) `claim_tx` decides key by key; events that won nothing are not kept (rowid
+    gaps are harmless) and the lost keys are merged or counted as duplicates (sqlite_dedup.py
+    explains the dedup rows).
     """
     (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
     due = now + merge_seconds if merge_seconds > 0 else 0.0
@@ -1389,40 +1382,26 @@ def _append_tx(
     last = base + len(events)
     if all(e.routes is first or e.routes == first for e in events):
         conn.executemany(_INSERT_EVENT, rows)
-        before = conn.total_changes
-        for route in first:
-            conn.execute(_CLAIM_NEW, (route, now, cutoff, base + 1, last))
-        if conn.total_changes - before == len(events) * len(first):
+        claimed: dict[int, list[str]] = {}
+        lost: dict[tuple[int, str], Owner] = {}
+        if not claim_all_tx(
+            conn, events=events, routes=first, first=base + 1, now=now, cutoff=cutoff
+        ):
+            claimed, lost = claim_tx(conn, events=events, first=base + 1, now=now, cutoff=cutoff)
+        if not lost:  # every key won: each route's rows in one statement
             for route in first:
                 conn.execute(_DELIVER_NEW, (route, due, now, base + 1, last))
             return [_won_all(len(first))] * len(events)
-        claimed = _owned(conn, events, base)
         unclaimed = [(base + 1 + i,) for i in range(len(events)) if i not in claimed]
         conn.executemany("DELETE FROM events WHERE id = ?", unclaimed)
     else:
-        keys = [
-            (route, e.event_name, e.event_id, now, base + 1 + i, cutoff)
-            for i, e in enumerate(events)
-            for route in e.routes
-        ]
-        before = conn.total_changes
-        conn.executemany(_CLAIM, keys)
-        if conn.total_changes - before == len(keys):  # every key was new (or expired): all won
-            claimed = {i: list(e.routes) for i, e in enumerate(events)}
-        else:
-            claimed = _owned(conn, events, base)
+        claimed, lost = claim_tx(conn, events=events, first=base + 1, now=now, cutoff=cutoff)
         conn.executemany(_INSERT_EVENT, [rows[i] for i in sorted(claimed)])
     conn.executemany(
         "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
         " VALUES (?, ?, 'pending', 0, ?, ?)",
         [(base + 1 + i, route, due, now) for i in sorted(claimed) for route in claimed[i]],
     )
-    lost = [
-        (i, route)
-        for i, e in enumerate(events)
-        for route in e.routes
-        if route not in claimed.get(i, ())
-    ]
     if lost:
         _merge_duplicates(conn, events, lost, paired)
     return [_result(e.routes, claimed.get(i, ())) for i, e in enumerate(events)]
@@ -1437,21 +1416,26 @@ def _append_orders_tx(
     cutoff: float,
     merge_seconds: float,
 ) -> list[AppendResult]:
-    """`_append_tx`, then the order ledger rows (which find their events' dedup keys)."""
+    """`_append_tx`, then the order ledger rows, each with its event's row id when the append
+    stored the event (it won a dedup key)."""
+    if not events:
+        record_orders_tx(conn, orders=orders, now=now)
+        return []
     paired: set[tuple[str, str, str]] = set()
-    results = (
-        _append_tx(
-            conn,
-            events=events,
-            now=now,
-            cutoff=cutoff,
-            merge_seconds=merge_seconds,
-            paired=paired,
-        )
-        if events
-        else []
+    (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+    results = _append_tx(
+        conn,
+        events=events,
+        now=now,
+        cutoff=cutoff,
+        merge_seconds=merge_seconds,
+        paired=paired,
     )
-    record_orders_tx(conn, orders=orders, now=now, paired=paired)
+    refs: dict[EventKey, int] = {}
+    for i, (e, result) in enumerate(zip(events, results, strict=True)):
+        if result.created:  # event i is stored as row base + 1 + i (see `_append_tx`)
+            refs.setdefault((e.site, e.event_name, e.event_id), base + 1 + i)
+    record_orders_tx(conn, orders=orders, now=now, paired=paired, refs=refs)
     return results
 
 
@@ -1463,23 +1447,6 @@ def _result(routes: tuple[str, ...], won: Sequence[str]) -> AppendResult:
     return AppendResult(created=len(won), deduplicated=len(lost), duplicates=lost)
 
 
-def _owned(
-    conn: sqlite3.Connection, events: tuple[NewEvent, ...], base: int
-) -> dict[int, list[str]]:
-    """The routes each event (by index) owns the dedup key of, after the batch's claims.
-
-    A key won by this batch names its event (id ``base + 1 + index``); a lost one names
-    another event, or none.
-    """
-    claimed: dict[int, list[str]] = {}
-    for i, e in enumerate(events):
-        for route in e.routes:
-            (owner,) = conn.execute(_OWNER, (route, e.event_name, e.event_id)).fetchone()
-            if owner == base + 1 + i:
-                claimed.setdefault(i, []).append(route)
-    return claimed
-
-
 @functools.cache
 def _won_all(routes: int) -> AppendResult:
     """The result of an event that won all its `routes` (immutable: one shared instance)."""
@@ -1489,26 +1456,26 @@ def _won_all(routes: int) -> AppendResult:
 def _merge_duplicates(
     conn: sqlite3.Connection,
     events: tuple[NewEvent, ...],
-    lost: list[tuple[int, str]],
+    lost: Mapping[tuple[int, str], Owner],
     paired: set[tuple[str, str, str]] | None = None,
 ) -> None:
     """Fold duplicate copies into their still-undelivered original; count every duplicate.
 
-    `lost` holds the (event index, route) pairs whose dedup key was already claimed. A duplicate
+    `lost` maps the (event index, route) pairs whose dedup key was already claimed to the
+    event holding it (sqlite_dedup.claim_tx), in batch order. A duplicate
     whose original delivery is still pending (inside its merge window, or simply not sent yet)
     is merged into the stored record (core.merge: union of identifiers, backend values win);
     after delivery it is only counted, per route and source pair (e.g. "api+loader"). A key
     claimed before schema version 4 has no event ref: its duplicate is only counted.
     """
     merged: set[int] = set()
-    for i, route in lost:
+    for (i, route), owner in lost.items():
         new = events[i]
         row = conn.execute(
-            "SELECT e.id, e.record, d.state FROM dedup k"
-            " JOIN events e ON e.id = k.event_ref"
-            " JOIN deliveries d ON d.event_ref = e.id AND d.route = k.route"
-            " WHERE k.route = ? AND k.event_name = ? AND k.event_id = ? AND e.site = ?",
-            (route, new.event_name, new.event_id, new.site),
+            "SELECT e.id, e.record, d.state FROM events e"
+            " JOIN deliveries d ON d.event_ref = e.id AND d.route = ?"
+            " WHERE e.id = ? AND e.site = ? AND e.event_id = ? AND e.event_name = ?",
+            (route, owner, new.site, new.event_id, new.event_name),
         ).fetchone()
         if row is None:
             pair = source_pair_of(None, new.record)
@@ -1516,7 +1483,13 @@ def _merge_duplicates(
             ref, old, state = row
             pair = source_pair_of(bytes(old), new.record)
             if pair.startswith("api+") and pair != "api+api":  # a backend and a browser copy
-                mark_paired_tx(conn, event_ref=ref, route=route)  # the backend's came first
+                mark_paired_tx(  # the backend's came first
+                    conn,
+                    site=new.site,
+                    event_name=new.event_name,
+                    event_id=new.event_id,
+                    route=route,
+                )
                 if paired is not None:  # the browser's came first: the caller's ledger rows
                     paired.add((route, new.event_name, new.event_id))
             if state == "pending" and ref not in merged and bytes(old) != b"{}":
@@ -1637,38 +1610,6 @@ def _compact_tx(conn: sqlite3.Connection, *, done_cutoff: float, budget: int) ->
         if deleted >= budget:
             return deleted, True
     return deleted, False
-
-
-def _sweep_tx(
-    conn: sqlite3.Connection, *, cutoff: float, start: tuple[str, str, str] | None, limit: int
-) -> tuple[int, tuple[str, str, str] | None]:
-    """Visit up to `limit` dedup keys after `start` (in key order); delete those seen before
-    `cutoff`. Return the deletions and where to go on (None: the end of the table was reached).
-    """
-    if start is None:
-        rows = conn.execute(
-            "SELECT route, event_name, event_id, first_seen FROM dedup"
-            " ORDER BY route, event_name, event_id LIMIT ?",
-            (limit,),
-        ).fetchall()
-    else:
-        rows = conn.execute(
-            "SELECT route, event_name, event_id, first_seen FROM dedup"
-            " WHERE (route, event_name, event_id) > (?, ?, ?)"
-            " ORDER BY route, event_name, event_id LIMIT ?",
-            (*start, limit),
-        ).fetchall()
-    expired = [(r[0], r[1], r[2], cutoff) for r in rows if r[3] < cutoff]
-    before = conn.total_changes
-    conn.executemany(
-        "DELETE FROM dedup WHERE route = ? AND event_name = ? AND event_id = ? AND first_seen < ?",
-        expired,
-    )
-    deleted = conn.total_changes - before
-    if len(rows) < limit:
-        return deleted, None
-    last = rows[-1]
-    return deleted, (last[0], last[1], last[2])
 
 
 def _counts_tx(conn: sqlite3.Connection) -> dict[tuple[str, DeliveryState], int]:
