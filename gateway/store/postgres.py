@@ -1,0 +1,626 @@
+"""PostgreSQL outbox: the `Store` protocol on a shared PostgreSQL, for many gateway processes.
+
+Any number of gateway processes (workers of one machine, replicas on many) share one database
+and behave as one gateway. The tables (gateway/store/postgres_schema.py) and the state machine
+are those of the SQLite store (gateway/store/sqlite.py); what differs is how concurrency is
+made safe without a single writer:
+
+* *Dedup* (``INSERT … ON CONFLICT`` on the ``dedup`` primary key): of two processes appending
+  the same (route, event_name, event_id), exactly one claims the key; the other waits for the
+  first's commit and then finds it taken, so the event is delivered once per route and its
+  duplicate merged once, whichever process each copy reached.
+* *Leases* (``FOR UPDATE SKIP LOCKED``): a lease locks the rows it takes and skips rows another
+  lease is taking at that moment, so two processes never lease the same row; a lease is a time
+  (``lease_until``), so rows of a process that died come back once it has passed.
+* *Merges* lock the original's delivery row (``FOR UPDATE``) before reading its state, so a
+  duplicate is merged only into a record that no lease has taken yet.
+
+Group commit: every `append` is a job for this process's one writer task, which takes all jobs
+queued at that moment and writes them with ONE set-based statement (the events as arrays,
+``unnest``ed server-side), resolving their futures once it committed. While one batch is on the
+wire the next requests queue, so batches grow with load. A batch of plain appends needs one
+round trip (the statement commits by itself); a batch with a profile merge or order ledger rows
+(`_append_job` with `prepare` / `finish`, used by the profile and order mixins) runs in one
+transaction around them.
+
+Mixins (gateway/store/postgres_{profiles,dead,orders,stats}.py) add the other protocols of
+`GatewayStore` and plug into the outbox through the ``_on_*`` hooks of `PostgresOutbox`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, overload
+
+from gateway.store.availability import Availability, StoreUnavailableError
+from gateway.store.base import (
+    AppendResult,
+    Backlog,
+    DeadEvidence,
+    DeadReason,
+    Delivery,
+    DeliveryInfo,
+    DeliveryState,
+    NewEvent,
+)
+from gateway.store.postgres_append import Claimed, claim, merge_duplicates, result_of
+from gateway.store.postgres_conn import (
+    Conn,
+    PgPool,
+    Record,
+    connection_error,
+    status_count,
+    unavailable_reason,
+)
+from gateway.store.postgres_schema import migrate
+
+__all__ = ["PostgresOutbox", "PostgresStore", "StoreClosedError"]
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 1024
+"""Most append jobs written by one group commit."""
+
+COMPACT_CHUNK: Final = 1000
+"""Done rows deleted per compaction transaction."""
+
+SWEEP_CHUNK: Final = 2000
+"""Dedup keys visited per sweep statement (see `PostgresOutbox.compact`)."""
+
+SWEEP_FACTOR: Final = 2
+"""A compaction visits at least this many dedup keys per key claimed since the last one."""
+
+_LEASE: Final = """
+WITH p AS (
+    SELECT id FROM deliveries WHERE route = $1 AND state = 'pending' AND not_before <= $2
+    ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED
+), r AS (
+    SELECT id FROM deliveries WHERE route = $1 AND state = 'retry' AND not_before <= $2
+    ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED
+), x AS (
+    SELECT id FROM deliveries WHERE route = $1 AND state = 'leased' AND not_before <= $2
+    ORDER BY not_before, id LIMIT $3 FOR UPDATE SKIP LOCKED
+), c AS (
+    SELECT id FROM p UNION ALL SELECT id FROM r UNION ALL SELECT id FROM x ORDER BY id LIMIT $3
+), u AS (
+    UPDATE deliveries d SET state = 'leased', not_before = $4, lease_until = $4, updated_at = $2
+    FROM c WHERE d.id = c.id
+    RETURNING d.id, d.event_ref, d.attempts
+)
+SELECT u.id, e.event_name, e.event_id, e.event_time, e.record, u.attempts, e.created_at
+FROM u JOIN events e ON e.id = u.event_ref ORDER BY u.id
+"""
+"""Lease the due rows of route $1 at $2, at most $3, until $4: the oldest pending rows, retry
+rows and expired leases (each stream an index range, locked and skipped if another lease is
+taking it), of those the lowest ids."""
+
+_MARK_DONE: Final = (
+    "UPDATE deliveries SET state = 'done', not_before = $2, lease_until = NULL, updated_at = $2"
+    " WHERE id = ANY($1::int8[]) AND state = 'leased'"
+)
+_MARK_RETRY: Final = (
+    "UPDATE deliveries SET state = 'retry', not_before = $2, lease_until = NULL, reason = $3,"
+    " attempts = attempts + $4, updated_at = $5 WHERE id = ANY($1::int8[]) AND state = 'leased'"
+)
+_MARK_DEAD: Final = (
+    "UPDATE deliveries SET state = 'dead', not_before = $3, lease_until = NULL, reason = $2,"
+    " updated_at = $3 WHERE id = ANY($1::int8[]) AND state = 'leased'"
+)
+"""Marks change leased rows only: a late worker cannot resurrect a done, dead or waiting row."""
+
+_COUNTS: Final = """
+SELECT route, state, sum(n) FROM (
+    SELECT route, state, count(*) AS n FROM deliveries GROUP BY route, state
+    UNION ALL SELECT route, state, n FROM compacted_counts
+) c GROUP BY route, state
+"""
+
+_INFO: Final = """
+SELECT d.id, d.route, e.event_name, e.event_id, d.state, d.attempts, d.reason, d.updated_at
+FROM deliveries d JOIN events e ON e.id = d.event_ref
+"""
+_RECENT: Final = _INFO + "ORDER BY d.updated_at DESC, d.id DESC LIMIT $1"
+_RECENT_ROUTE: Final = _INFO + "WHERE d.route = $1 ORDER BY d.updated_at DESC, d.id DESC LIMIT $2"
+_DEAD_LETTERS: Final = (
+    _INFO + "WHERE d.route = $1 AND d.state = 'dead' ORDER BY d.not_before DESC, d.id DESC LIMIT $2"
+)
+
+_BACKLOG: Final = """
+SELECT r.route, b.depth,
+    (SELECT e.created_at FROM deliveries d JOIN events e ON e.id = d.event_ref WHERE d.id = b.first)
+FROM unnest($1::text[]) AS r(route)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS depth, min(id) AS first FROM (
+        SELECT id FROM deliveries
+        WHERE route = r.route AND state IN ('pending', 'leased', 'retry') LIMIT $2
+    ) w
+) b
+"""
+"""Per route: the waiting rows (counted up to $2, read through the due index) and when the
+oldest of them was appended."""
+
+_ROUTES: Final = """
+WITH RECURSIVE r(route) AS (
+    SELECT (SELECT min(route) FROM deliveries)
+    UNION ALL
+    SELECT (SELECT min(route) FROM deliveries WHERE route > r.route) FROM r
+    WHERE r.route IS NOT NULL
+)
+SELECT route FROM r WHERE route IS NOT NULL
+"""
+"""Every route with rows, one index probe each (no scan of the outbox)."""
+
+_COMPACT: Final = """
+WITH picked AS (
+    SELECT x.id FROM unnest($1::text[]) AS rt(route)
+    CROSS JOIN LATERAL (
+        SELECT id FROM deliveries
+        WHERE route = rt.route AND state = 'done' AND not_before < $2
+        ORDER BY not_before LIMIT $3
+    ) x
+    LIMIT $3
+), gone AS (
+    DELETE FROM deliveries d USING picked WHERE d.id = picked.id AND d.state = 'done'
+    RETURNING d.id, d.route, d.event_ref, d.not_before
+), counted AS (
+    INSERT INTO compacted_counts(route, state, n)
+    SELECT route, 'done', count(*) FROM gone GROUP BY route ORDER BY route
+    ON CONFLICT (route, state) DO UPDATE SET n = compacted_counts.n + excluded.n
+), freed AS (
+    DELETE FROM events e WHERE e.id IN (SELECT event_ref FROM gone)
+    AND NOT EXISTS (
+        SELECT 1 FROM deliveries o
+        WHERE o.event_ref = e.id AND o.id NOT IN (SELECT id FROM gone)
+    )
+)
+SELECT route, event_ref, not_before FROM gone
+"""
+"""Delete up to $3 done rows older than $2 of the routes $1, count them, free their events
+(those no other row refers to); return the (route, event_ref, done_at) deleted."""
+
+_SWEEP: Final = """
+WITH page AS (
+    SELECT route, event_name, event_id, first_seen FROM dedup
+    WHERE (route, event_name, event_id) > ($1, $2, $3)
+    ORDER BY route, event_name, event_id LIMIT $4
+), gone AS (
+    DELETE FROM dedup d USING page p
+    WHERE d.route = p.route AND d.event_name = p.event_name AND d.event_id = p.event_id
+    AND p.first_seen < $5 AND d.first_seen < $5
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM page), l.route, l.event_name, l.event_id
+FROM (SELECT 1) one LEFT JOIN LATERAL (
+    SELECT route, event_name, event_id FROM page
+    ORDER BY route DESC, event_name DESC, event_id DESC LIMIT 1
+) l ON true
+"""
+"""Visit up to $4 dedup keys after ($1, $2, $3) in key order, delete those seen before $5;
+return (deleted, visited, last key visited)."""
+
+Prepare = Callable[[Conn], Awaitable[Sequence[NewEvent]]]
+"""Runs first in a batch's transaction; returns the events the job appends (after a profile
+merge, say)."""
+Finish = Callable[[Conn, frozenset[tuple[str, str, str]]], Awaitable[None]]
+"""Runs after the batch's append in the same transaction; gets the (route, event_name,
+event_id) keys the append found held by a browser copy (for the order ledger's pairing)."""
+
+
+class StoreClosedError(RuntimeError):
+    """The store is not open (never opened, or closed)."""
+
+
+@dataclass(slots=True)
+class _AppendJob:
+    events: tuple[NewEvent, ...]
+    now: float
+    future: asyncio.Future[list[AppendResult]]
+    prepare: Prepare | None = None
+    finish: Finish | None = None
+    results: list[AppendResult] = field(default_factory=list)
+
+
+class PostgresOutbox:
+    """The `Store` protocol on PostgreSQL (see the module docstring); mixins add the rest."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_min: int = 2,
+        pool_max: int = 10,
+        dedup_seconds: float = 172800.0,
+        merge_seconds: float = 0.0,
+    ) -> None:
+        if pool_min < 1 or pool_max < pool_min:
+            raise ValueError("pool_min must be >= 1 and pool_max >= pool_min")
+        if dedup_seconds < 0 or merge_seconds < 0:
+            raise ValueError("dedup_seconds and merge_seconds must be >= 0")
+        self._pool = PgPool(dsn, min_size=pool_min, max_size=pool_max)
+        self.dedup_seconds = dedup_seconds
+        self.merge_seconds = merge_seconds
+        """New rows wait this long so a duplicate from the other channel can merge in."""
+        self.commits = 0
+        """Append batches written (one statement or transaction each)."""
+        self.availability = Availability()
+        """Whether writes succeed; storage failures become StoreUnavailableError (503)."""
+        self._jobs: list[_AppendJob] = []
+        self._sweep_from: tuple[str, str, str] | None = None
+        """Where the dedup sweep goes on (None: from the first key)."""
+        self._sweep_debt = 0
+        """Dedup keys claimed (at most) since the last compaction: the next sweep's budget."""
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._open = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect the pool, migrate the schema, start the writer task."""
+        if self._open:
+            return
+        await self._pool.open()
+        try:
+            async with self._pool.acquire() as conn:
+                await migrate(conn)
+        except BaseException:
+            await self._pool.close()
+            raise
+        self._wake = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_loop(), name="postgres-store-writer"
+        )
+        self._open = True
+
+    async def close(self) -> None:
+        """Write every append already submitted, stop the writer, close the pool."""
+        self._open = False
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            assert self._wake is not None
+            self._wake.set()
+            await writer
+        await self._pool.close()
+
+    async def ping(self) -> None:
+        """Raise unless a small write commits right now (readiness)."""
+        await self._run(
+            "INSERT INTO heartbeat(id, at) VALUES (1, extract(epoch FROM clock_timestamp()))"
+            " ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+        )
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+
+    @contextlib.asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        """A pooled connection inside one transaction (committed on exit)."""
+        async with self._pool.tx() as conn:
+            yield conn
+
+    # -- hooks for the mixins (no-ops here) --------------------------------------------------
+
+    async def _on_dead(
+        self, conn: Conn, ids: Sequence[int], evidence: Mapping[int, DeadEvidence]
+    ) -> None:
+        """`mark_dead` made the leased ones of `ids` dead (in this transaction): keep the
+        `evidence` of those (by id) for the dead-letter listing."""
+
+    async def _on_paired(self, conn: Conn, pairs: Sequence[tuple[int, str]]) -> None:
+        """A browser copy was deduplicated into these (event_ref, route) backend events."""
+
+    async def _on_compacted(self, conn: Conn, rows: Sequence[tuple[str, int, float]]) -> None:
+        """Compaction deleted these delivered (route, event_ref, done_at) rows."""
+
+    async def _on_compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> None:
+        """`compact` runs: expire what the mixins keep as long as the outbox remembers events."""
+
+    # -- the Store protocol: writes ------------------------------------------------------------
+
+    async def append(self, events: Sequence[NewEvent], now: float) -> list[AppendResult]:
+        if not events:
+            return []
+        return await self._append_job(tuple(events), now)
+
+    async def _append_job(
+        self,
+        events: tuple[NewEvent, ...],
+        now: float,
+        *,
+        prepare: Prepare | None = None,
+        finish: Finish | None = None,
+    ) -> list[AppendResult]:
+        """Queue an append for the writer's next group commit; return once it committed.
+
+        `prepare` (then `events` is ignored: it returns the events) and `finish` run in the
+        batch's transaction, before and after the append (see `Prepare`, `Finish`).
+        """
+        if not self._open or self._wake is None:
+            raise StoreClosedError("the PostgreSQL store is not open")
+        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_AppendJob(events, now, future, prepare, finish))
+        self._wake.set()
+        try:
+            results = await future
+        except Exception as exc:
+            self._failed(exc)
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return results
+
+    async def lease(
+        self, route: str, limit: int, now: float, lease_seconds: float
+    ) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        rows = await self._run(_LEASE, route, now, limit, now + lease_seconds, fetch=True)
+        return [
+            Delivery(
+                id=r[0],
+                route=route,
+                event_name=r[1],
+                event_id=r[2],
+                event_time=r[3],
+                record=bytes(r[4]),
+                attempts=r[5],
+                created_at=r[6],
+            )
+            for r in rows
+        ]
+
+    async def mark_done(self, ids: Sequence[int], now: float) -> None:
+        if ids:
+            await self._run(_MARK_DONE, list(ids), now)
+
+    async def mark_retry(
+        self, ids: Sequence[int], at: float, reason: str, now: float, *, count_attempt: bool = True
+    ) -> None:
+        if ids:
+            await self._run(_MARK_RETRY, list(ids), at, reason, 1 if count_attempt else 0, now)
+
+    async def release_waiting(self, route: str, now: float) -> int:
+        status = await self._run(
+            "UPDATE deliveries SET not_before = $1"
+            " WHERE route = $2 AND state = 'retry' AND not_before > $1",
+            now,
+            route,
+        )
+        return status_count(status)
+
+    async def mark_dead(
+        self,
+        ids: Sequence[int],
+        reason: DeadReason,
+        detail: str,
+        now: float,
+        *,
+        evidence: Mapping[int, DeadEvidence] | None = None,
+    ) -> None:
+        if not ids:
+            return
+        text = f"{reason.value}: {detail}" if detail else reason.value
+        try:
+            async with self._tx() as conn:
+                await conn.execute(_MARK_DEAD, list(ids), text, now)
+                await self._on_dead(conn, tuple(ids), evidence or {})
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+    async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
+        """Delete done rows older than `keep_done_seconds` (in chunks, their counts kept in
+        ``compacted_counts``) with the events nothing refers to any more, then sweep the dedup
+        keys as the SQLite store does (`SqliteStore.compact`): along the primary key from where
+        the last compaction stopped, SWEEP_FACTOR keys per key claimed since (at least
+        SWEEP_CHUNK), deleting those older than `dedup_seconds`. Returns the delivery rows plus
+        dedup keys deleted."""
+        await self._on_compact(now, keep_done_seconds, dedup_seconds)
+        total = 0
+        async with self._pool.acquire() as conn:
+            routes = [r[0] for r in await conn.fetch(_ROUTES)]
+        while routes:
+            async with self._tx() as conn:
+                gone = await conn.fetch(_COMPACT, routes, now - keep_done_seconds, COMPACT_CHUNK)
+                if gone:
+                    await self._on_compacted(conn, [(r[0], r[1], r[2]) for r in gone])
+            total += len(gone)
+            if len(gone) < COMPACT_CHUNK:
+                break
+        budget = max(SWEEP_CHUNK, SWEEP_FACTOR * self._sweep_debt)
+        self._sweep_debt = 0
+        while budget > 0:
+            start = self._sweep_from or ("", "", "")
+            async with self._pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    _SWEEP, *start, min(budget, SWEEP_CHUNK), now - dedup_seconds
+                )
+            assert row is not None
+            total += int(row[0])
+            budget -= SWEEP_CHUNK
+            if int(row[1]) < SWEEP_CHUNK or row[2] is None:
+                self._sweep_from = None  # a whole pass: the next one starts from the first key
+                break
+            self._sweep_from = (row[2], row[3], row[4])
+        return total
+
+    # -- the Store protocol: reads -------------------------------------------------------------
+
+    async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
+        rows = await self._run(_COUNTS, fetch=True)
+        return {(r[0], DeliveryState(r[1])): int(r[2]) for r in rows if r[2]}
+
+    async def dedup_counts(self) -> Mapping[tuple[str, str], int]:
+        rows = await self._run("SELECT route, pair, n FROM dedup_counts", fetch=True)
+        return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def recent(self, limit: int, route: str | None = None) -> list[DeliveryInfo]:
+        if limit <= 0:
+            return []
+        if route is None:
+            rows = await self._run(_RECENT, limit, fetch=True)
+        else:
+            rows = await self._run(_RECENT_ROUTE, route, limit, fetch=True)
+        return [_info(r) for r in rows]
+
+    async def dead_letters(self, route: str, limit: int) -> list[DeliveryInfo]:
+        if limit <= 0:
+            return []
+        return [_info(r) for r in await self._run(_DEAD_LETTERS, route, limit, fetch=True)]
+
+    async def backlog(self, routes: Sequence[str], limit: int) -> Mapping[str, Backlog]:
+        if limit <= 0 or not routes:
+            return {}
+        rows = await self._run(_BACKLOG, list(routes), limit, fetch=True)
+        return {r[0]: Backlog(int(r[1]), r[2]) for r in rows}
+
+    # -- machinery -----------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        """Raise StoreUnavailableError if `exc` means the database cannot write now."""
+        reason = unavailable_reason(exc)
+        if reason is not None:
+            self.availability.failed(StoreUnavailableError(reason))
+
+    @overload
+    async def _run(self, sql: str, *args: object, fetch: Literal[True]) -> list[Record]: ...
+
+    @overload
+    async def _run(self, sql: str, *args: object, fetch: Literal[False] = False) -> str: ...
+
+    async def _run(self, sql: str, *args: object, fetch: bool = False) -> list[Record] | str:
+        """One statement on a pooled connection (it commits by itself)."""
+        try:
+            async with self._pool.acquire() as conn:
+                if fetch:
+                    return await conn.fetch(sql, *args)
+                return await conn.execute(sql, *args)
+        except Exception as exc:
+            self._failed(exc)
+            raise
+
+    async def _write_loop(self) -> None:
+        """The writer task: take every queued append job, write them as one batch, repeat."""
+        assert self._wake is not None
+        wake = self._wake
+        while True:
+            if not self._jobs:
+                if not self._open:
+                    return
+                wake.clear()
+                await wake.wait()
+                continue
+            batch = self._jobs[:MAX_BATCH]
+            del self._jobs[:MAX_BATCH]
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_AppendJob]) -> None:
+        """Write the batch and resolve its futures; never raises.
+
+        If the batch fails before anything of it was committed, each job is written alone, so
+        one bad job fails only its own caller.
+        """
+        try:
+            await self._write(batch)
+        except _PartlyCommittedError as exc:
+            _fail(batch, exc.__cause__ or exc)
+            return
+        except Exception as exc:
+            if len(batch) > 1 and not connection_error(exc):
+                for job in batch:
+                    await self._write_batch([job])
+                return
+            _fail(batch, exc)
+            return
+        except BaseException as exc:  # cancelled (the loop is going away): nobody hangs
+            _fail(batch, StoreClosedError("the PostgreSQL store writer stopped"))
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise
+        self.commits += 1
+        for job in batch:
+            if not job.future.done():  # its caller may have been cancelled meanwhile
+                job.future.set_result(job.results)
+
+    async def _write(self, batch: list[_AppendJob]) -> None:
+        """One group commit: a single statement, or one transaction when a job has hooks or
+        the append found duplicates to merge."""
+        if any(job.prepare is not None or job.finish is not None for job in batch):
+            async with self._tx() as conn:
+                await self._write_in(conn, batch, in_tx=True)
+            return
+        async with self._pool.acquire() as conn:
+            await self._write_in(conn, batch, in_tx=False)
+
+    async def _write_in(self, conn: Conn, batch: list[_AppendJob], *, in_tx: bool) -> None:
+        for job in batch:
+            if job.prepare is not None:
+                job.events = tuple(await job.prepare(conn))
+        events = [e for job in batch for e in job.events]
+        now = max(job.now for job in batch)
+        claimed = Claimed({}, [])
+        if events:
+            due = now + self.merge_seconds if self.merge_seconds > 0 else 0.0
+            self._sweep_debt += sum(len(e.routes) for e in events)
+            claimed = await claim(conn, events, now=now, cutoff=now - self.dedup_seconds, due=due)
+        paired: frozenset[tuple[str, str, str]] = frozenset()
+        if claimed.lost:
+            try:
+                if in_tx:
+                    paired = await self._merge(conn, events, claimed.lost)
+                else:
+                    async with conn.transaction():
+                        paired = await self._merge(conn, events, claimed.lost)
+            except Exception as exc:
+                if in_tx:
+                    raise
+                raise _PartlyCommittedError from exc  # the claims are in: never write them twice
+        for job in batch:
+            if job.finish is not None:
+                await job.finish(conn, paired)
+        start = 0
+        for job in batch:
+            job.results = [
+                result_of(e.routes, claimed.won.get(start + k, ()))
+                for k, e in enumerate(job.events)
+            ]
+            start += len(job.events)
+
+    async def _merge(
+        self, conn: Conn, events: Sequence[NewEvent], lost: Sequence[tuple[int, str]]
+    ) -> frozenset[tuple[str, str, str]]:
+        found = await merge_duplicates(conn, events, lost)
+        if found:
+            await self._on_paired(conn, [(ref, route) for ref, route, *_ in found])
+        return frozenset((route, name, event_id) for _, route, name, event_id, _ in found)
+
+
+class _PartlyCommittedError(Exception):
+    """An append batch failed after its claims committed: its jobs must not be retried."""
+
+
+def _fail(batch: Sequence[_AppendJob], exc: BaseException) -> None:
+    for job in batch:
+        if not job.future.done():
+            job.future.set_exception(exc)
+
+
+def _info(row: Record) -> DeliveryInfo:
+    return DeliveryInfo(
+        id=row[0],
+        route=row[1],
+        event_name=row[2],
+        event_id=row[3],
+        state=DeliveryState(row[4]),
+        attempts=row[5],
+        reason=row[6],
+        updated_at=row[7],
+    )
+
+
+class PostgresStore(PostgresOutbox):
+    """Everything the gateway needs from storage, on PostgreSQL: the outbox (`PostgresOutbox`)
+    and, as mixins listed before it, profiles, dead letters, orders and stats."""
