@@ -8,12 +8,14 @@ index ``(route, id) WHERE state = 'dead'`` holds the dead rows only, so the list
 replay page through them in id order without visiting the delivered backlog.
 
 `mark_dead` (gateway/store/postgres.py) hands each row's evidence to `_on_dead` in its own
-transaction; evidence is kept only for rows that are dead in that transaction, so a late
-worker's mark of a row delivered since keeps nothing. Replay is one statement too: it makes the selected rows
-pending again exactly as an append creates them (attempts 0, due at once) only where they are
-still dead (``state = 'dead'`` is re-checked on the locked row), deletes their evidence, and is
-therefore idempotent: replaying a row twice, or one that was delivered since, sends nothing.
-Rows dead for consent or erasure are never revived (`NOT_REPLAYABLE`).
+transaction, right after its update; evidence is kept only for rows that are dead in that
+transaction, so a late worker's mark of a row delivered since keeps nothing.
+
+Replay is one statement: it makes the selected rows pending again exactly as an append creates
+them (attempts 0, due at once) only where they are still dead (``state = 'dead'`` is re-checked
+on the locked row), deletes their evidence, and is therefore idempotent: replaying a row twice,
+from one replica or two at once, or one that was delivered since, sends nothing. Rows dead for
+consent or erasure are never revived (`NOT_REPLAYABLE`).
 """
 
 from __future__ import annotations
@@ -93,6 +95,10 @@ def _filters(
     return where
 
 
+def _bytes(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 def _letter(r: Record) -> DeadLetter:
     return DeadLetter(
         info=DeliveryInfo(
@@ -108,7 +114,9 @@ def _letter(r: Record) -> DeadLetter:
         event_time=r[8],
         evidence=None
         if r[9] is None
-        else DeadEvidence(status=r[10], answer=r[11], payload=None if r[12] is None else bytes(r[12])),
+        else DeadEvidence(
+            status=r[10], answer=r[11], payload=None if r[12] is None else bytes(r[12])
+        ),
     )
 
 

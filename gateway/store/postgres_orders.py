@@ -36,8 +36,8 @@ from typing import Final
 
 from gateway.core.orders import Fate, OrderEntry, OrderRow
 from gateway.store.base import AppendResult, NewEvent
-from gateway.store.postgres_conn import Conn
-from gateway.store.postgres_tx import PgHost, retrying
+from gateway.store.postgres_conn import Conn, Record
+from gateway.store.postgres_tx import PgHost, again, retrying
 
 ORDERS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS order_ledger(
@@ -220,9 +220,7 @@ async def pair_orders_tx(conn: Conn, *, pairs: Sequence[tuple[int, str]]) -> Non
 async def keep_done_orders_tx(conn: Conn, *, rows: Sequence[tuple[str, int, float]]) -> None:
     """Compaction deletes these delivered (route, event ref, done at) rows; see `_DONE`."""
     if rows:
-        await conn.execute(
-            _DONE, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
-        )
+        await conn.execute(_DONE, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
 async def expire_orders_tx(conn: Conn, *, cutoff: float) -> tuple[int, bool]:
@@ -246,6 +244,26 @@ def _fate(route: str, denied: Sequence[str], away: Sequence[str]) -> Fate:
     return Fate.SENT
 
 
+def _unsent(r: Record, route: str, fate: Fate) -> OrderRow:
+    """A route the event was not sent to: no delivery to read."""
+    return OrderRow(
+        order_id=r[0],
+        event_id=r[1],
+        route=route,
+        fate=fate.value,
+        event_time=r[5],
+        has_email=r[6],
+        has_value=r[7],
+        has_currency=r[8],
+        paired=False,
+        state=None,
+        attempts=0,
+        not_before=0.0,
+        reason=None,
+        updated_at=0.0,
+    )
+
+
 async def order_rows_tx(
     conn: Conn, *, site: str, since: float, until: float, limit: int
 ) -> list[OrderRow]:
@@ -256,12 +274,7 @@ async def order_rows_tx(
         route: str = r[2]
         fate = _fate(route, r[3], r[4])
         if fate is not Fate.SENT:
-            out.append(
-                OrderRow(
-                    r[0], r[1], route, fate.value, r[5], r[6], r[7], r[8], False, None, 0, 0.0,
-                    None, 0.0,
-                )  # fmt: skip
-            )
+            out.append(_unsent(r, route, fate))
             continue
         done_at: float | None = r[10]
         state: str | None = r[11] if r[11] is not None else None if done_at is None else "done"
@@ -302,7 +315,9 @@ class PostgresOrders:
         async def finish(conn: Conn, paired: frozenset[tuple[str, str, str]]) -> None:
             await record_orders_tx(conn, orders=entries, now=now, paired=paired)
 
-        return await self._append_job(tuple(events), now, finish=finish if entries else None)
+        if not entries:
+            return await self._append_job(tuple(events), now)
+        return await again(lambda: self._append_job(tuple(events), now, finish=finish))
 
     async def order_rows(
         self: PgHost, site: str, since: float, until: float, limit: int

@@ -55,7 +55,7 @@ from gateway.store.base import (
 from gateway.store.postgres_conn import Conn, Record
 from gateway.store.postgres_dead import erase_dead_tx
 from gateway.store.postgres_orders import erase_orders_tx
-from gateway.store.postgres_tx import PgHost, retrying
+from gateway.store.postgres_tx import PgHost, again, retrying
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -380,7 +380,7 @@ class PostgresProfiles:
             touched[:] = [profile]  # a batch run again (after a conflict) merges again
             return tuple(events_for(profile))
 
-        results = await self._append_job((), now, prepare=prepare)
+        results = await again(lambda: self._append_job((), now, prepare=prepare))
         return touched[0], results
 
     async def find_profiles(

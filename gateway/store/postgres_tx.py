@@ -15,6 +15,7 @@ inside the transaction.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Final, Protocol, TypeVar
@@ -23,6 +24,8 @@ from gateway.store.base import AppendResult, NewEvent
 from gateway.store.postgres_conn import Conn, PgError, PgPool
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 Prepare = Callable[[Conn], Awaitable[Sequence[NewEvent]]]
 Finish = Callable[[Conn, frozenset[tuple[str, str, str]]], Awaitable[None]]
@@ -58,22 +61,32 @@ def is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, PgError) and getattr(exc, "sqlstate", None) in RETRYABLE
 
 
+async def again(run: Callable[[], Awaitable[T]], *, attempts: int = ATTEMPTS) -> T:
+    """Await `run()`; await it again when PostgreSQL aborted its transaction for a deadlock or
+    a serialization failure (nothing of it was committed), at most `attempts` times in all."""
+    pause = PAUSE
+    for attempt in range(1, attempts + 1):
+        try:
+            return await run()
+        except PgError as exc:
+            if attempt == attempts or not is_retryable(exc):
+                raise
+            log.debug("PostgreSQL aborted a transaction (%s): running it again", exc.sqlstate)
+        await asyncio.sleep(pause)
+        pause *= 2
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
 async def retrying(
     tx: Callable[[], AbstractAsyncContextManager[Conn]],
     fn: Callable[[Conn], Awaitable[T]],
     *,
     attempts: int = ATTEMPTS,
 ) -> T:
-    """Run `fn(conn)` inside `tx()`; run it again (in a new transaction) when PostgreSQL aborted
-    it for a deadlock or a serialization failure, at most `attempts` times in all."""
-    pause = PAUSE
-    for attempt in range(1, attempts + 1):
-        try:
-            async with tx() as conn:
-                return await fn(conn)
-        except PgError as exc:
-            if attempt == attempts or not is_retryable(exc):
-                raise
-        await asyncio.sleep(pause)
-        pause *= 2
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+    """Run `fn(conn)` inside `tx()`, in a new transaction each time `again` runs it again."""
+
+    async def once() -> T:
+        async with tx() as conn:
+            return await fn(conn)
+
+    return await again(once, attempts=attempts)
