@@ -29,8 +29,10 @@ links a key to a new visitor adds one trim. Look-ups are one statement per reque
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from types import MappingProxyType
 from typing import Final, Protocol
 
 from gateway.core.jsoncodec import dumps, loads
@@ -80,6 +82,9 @@ CREATE INDEX IF NOT EXISTS profile_links_visitor ON profile_links(site, visitor_
 
 LINK_LOCKS: Final = 0x5347_4C4B
 """The first key of the advisory locks taken per (site, lookup key): a space of its own."""
+
+NO_PROFILES_SECONDS: Final = 5.0
+"""How long a replica trusts that a site has no profiles before asking again."""
 
 EXPIRE_CHUNK: Final = 1000
 """Profiles deleted per expiry statement."""
@@ -198,6 +203,11 @@ WITH live AS (
 SELECT count(*) FROM live
 """
 """Dead-letter (as erased) the events' undelivered rows and blank their records ("{}")."""
+
+
+def _clock() -> float:
+    """Monotonic seconds (the event loop's clock) for the has_profiles cache."""
+    return asyncio.get_running_loop().time()
 
 
 def _profile(site: str, row: Record) -> VisitorProfile:
@@ -342,28 +352,40 @@ class PostgresProfiles:
     """`ProfileStore` on PostgreSQL: a mixin of `PostgresStore`."""
 
     _profile_sites: frozenset[str] = frozenset()
-    """Sites known to have profiles. A site not known yet is asked again each time: another
-    replica may store its first profile at any moment."""
+    """Sites known to have profiles (a site's profiles, once there, stay while it has
+    visitors)."""
+    _no_profiles_until: Mapping[str, float] = MappingProxyType({})
+    """Sites found without profiles, until when (event-loop time) that answer is trusted:
+    another replica may store a site's first profile at any moment."""
 
     async def has_profiles(self: _ProfileHost, site: str) -> bool:
+        """Whether the site has profiles: cached once true, re-asked NO_PROFILES_SECONDS after
+        a false answer (API-only sites cost one look-up per period, not per request)."""
         if site in self._profile_sites:
             return True
+        now = _clock()
+        if self._no_profiles_until.get(site, 0.0) > now:
+            return False
         async with self._pool.acquire() as conn:
             found = await conn.fetchval("SELECT 1 FROM profiles WHERE site = $1 LIMIT 1", site)
         if found is not None:
             self._profile_sites = self._profile_sites | {site}
-        return found is not None
+            return True
+        self._no_profiles_until = {**self._no_profiles_until, site: now + NO_PROFILES_SECONDS}
+        return False
 
     async def touch_profile(
-        self: PgHost, site: str, visitor_id: str, update: ProfileUpdate, now: float
+        self: _ProfileHost, site: str, visitor_id: str, update: ProfileUpdate, now: float
     ) -> VisitorProfile:
+        if site not in self._profile_sites:
+            self._profile_sites = self._profile_sites | {site}
         return await retrying(
             self._tx,
             partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now),
         )
 
     async def touch_and_append(
-        self: PgHost,
+        self: _ProfileHost,
         site: str,
         visitor_id: str,
         update: ProfileUpdate,
@@ -371,6 +393,8 @@ class PostgresProfiles:
         events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
     ) -> tuple[VisitorProfile, list[AppendResult]]:
         """The merge runs first in the transaction of the append's group commit (`prepare`)."""
+        if site not in self._profile_sites:
+            self._profile_sites = self._profile_sites | {site}
         touched: list[VisitorProfile] = []
 
         async def prepare(conn: Conn) -> Sequence[NewEvent]:
@@ -420,3 +444,4 @@ class PostgresProfiles:
 
 class _ProfileHost(PgHost, Protocol):
     _profile_sites: frozenset[str]
+    _no_profiles_until: Mapping[str, float]

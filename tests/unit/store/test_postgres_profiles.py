@@ -19,6 +19,7 @@ pytest.register_assert_rewrite("contract")
 from contract import EM, LEASE, T0, ProfileContract, ev  # noqa: E402
 
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402
+from gateway.store import postgres_profiles  # noqa: E402
 from gateway.store.base import AppendResult, GatewayStore, ProfileQuery  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402
 from gateway.store.postgres_tx import retrying  # noqa: E402
@@ -186,10 +187,19 @@ async def test_erasure_by_key_on_one_replica_wins_over_merges_on_the_other(two: 
     assert all(key not in p.lookup_keys() for p in survivors)  # merged after: a new profile
 
 
-async def test_has_profiles_sees_a_site_another_replica_just_created(two: Pair) -> None:
+async def test_has_profiles_sees_a_site_another_replica_created_within_seconds(
+    two: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(postgres_profiles, "_clock", lambda: clock[0])
     assert not await two[0].has_profiles("shop")
     await two[1].touch_profile("shop", "v1", ProfileUpdate(), T0)
+    assert await two[1].has_profiles("shop")  # its own merge: known at once
+    assert not await two[0].has_profiles("shop")  # a "no" is trusted for a few seconds
+    clock[0] += postgres_profiles.NO_PROFILES_SECONDS + 0.1
     assert await two[0].has_profiles("shop")
+    await two[1].erase("shop", visitor_id="v1", keys=(), now=T0 + 1)
+    assert await two[0].has_profiles("shop")  # a "yes" stays (profiles come back)
 
 
 class _Deadlock(asyncpg.exceptions.DeadlockDetectedError):
