@@ -17,7 +17,9 @@ other.
 does (`gateway.store.sqlite._merge_duplicates`): a duplicate whose original delivery row is
 still pending is merged into the stored record (core.merge: union of identifiers, backend values
 win), at most once per original and batch; every duplicate is counted per route and source
-pair ("api+loader"). It locks the originals' delivery rows (``FOR UPDATE``, in id order) before
+pair ("api+loader", named from the original's own channel: unlike the SQLite store, where
+the key of a second route then reads the record the first merge gave the backend's channel and
+counts "api+api"). It locks the originals' delivery rows (``FOR UPDATE``, in id order) before
 reading their state, so a lease taking the row at the same moment either came first (the row is
 leased: no merge) or waits (its ``SKIP LOCKED`` passes the row until the merge committed).
 It must run inside a transaction.
@@ -172,7 +174,8 @@ async def merge_duplicates(
             pairs.append((route, source_pair_of(None, new.record)))
             continue
         ref, old, state = found
-        old = records.get(ref, old)
+        # The pair names the channel the original came from, even when an earlier duplicate of
+        # this batch already merged into it (a merged record takes the backend's channel).
         pair = source_pair_of(old, new.record)
         pairs.append((route, pair))
         if pair.startswith("api+") and pair != "api+api":  # a backend and a browser copy

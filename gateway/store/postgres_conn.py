@@ -7,6 +7,7 @@ of the PostgreSQL store imports these, never asyncpg's own names, so mypy --stri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final, Protocol, cast
@@ -71,7 +72,10 @@ def connection_error(exc: BaseException) -> bool:
         | asyncpg.exceptions.ConnectionDoesNotExistError
         | asyncpg.exceptions.PostgresConnectionError
         | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.InterfaceError,
+        | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.InterfaceError
+        # the protocol lost track of a connection the server closed under it
+        | asyncpg.exceptions.InternalClientError,
     )
 
 
@@ -86,6 +90,9 @@ _UNAVAILABLE: Final = {
     "08000": "database unreachable",
     "08003": "database unreachable",
     "08006": "database unreachable",
+    "3D000": "database does not exist",
+    "28000": "authentication failed",
+    "28P01": "authentication failed",
 }
 """SQLSTATEs meaning the database cannot take writes right now (not a refused statement)."""
 
@@ -141,7 +148,14 @@ class PgPool:
         if self._pool is None:
             raise RuntimeError("the PostgreSQL pool is not open")
         async with self._pool.acquire() as conn:
-            yield cast(Conn, conn)
+            try:
+                yield cast(Conn, conn)
+            except BaseException as exc:
+                if connection_error(exc) or isinstance(exc, asyncio.CancelledError):
+                    # Never hand a broken connection (or one left mid-statement) out again:
+                    # the pool opens a fresh one in its place.
+                    conn.terminate()
+                raise
 
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[Conn]:
