@@ -5,12 +5,17 @@ An *order* is a backend event (channel "api", the shop's `POST /v1/events`) that
 Browser copies of an order are not orders: they are what the backend's copy is deduplicated
 against, so counting them too would count one sale twice.
 
-When such an event is accepted, the pipeline writes one ledger row per route of the site (in
-the same store transaction as the append), with the route's fate at that moment:
+When such an event is accepted, the pipeline writes one ledger entry per order event (in the
+same store transaction as the append): every route of the site at that moment, and the fate
+of each route (`OrderEntry.fates`):
 
     sent             appended to the route's outbox (or deduplicated into an earlier copy)
     consent_denied   the consent tier kept the event from this route
     routed_away      the route's events / exclude_events / sources turned it away
+
+An entry names the routes that were not sent (usually none) and implies the others were, so
+the write costs one row whatever the number of destinations. The store reads it back as one
+`OrderRow` per route.
 
 A sent row is joined with its delivery row when the gap is asked for, which tells whether the
 platform accepted it (done), gave it up (dead, with the reason) or still has it waiting
@@ -23,7 +28,7 @@ Pure: no I/O and no clock (the caller passes the rows and the time).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
@@ -48,18 +53,35 @@ class OrderFacts(NamedTuple):
 
 
 class OrderEntry(NamedTuple):
-    """One ledger row to write: an order event's fate on one route."""
+    """One order event to write to the ledger, with its fate on every route of its site: the
+    routes in neither `denied` nor `away` were sent."""
 
     site: str
     order_id: str
     event_id: str
     event_name: str
     event_time: float
-    route: str
-    fate: Fate
+    routes: tuple[str, ...]
+    """Every route of the site when the event was accepted."""
+    denied: tuple[str, ...]
+    """Routes the consent tier kept the event from (Fate.CONSENT_DENIED)."""
+    away: tuple[str, ...]
+    """Routes whose event lists turned the event away (Fate.ROUTED_AWAY)."""
     has_email: bool
     has_value: bool
     has_currency: bool
+
+    def fate(self, route: str) -> Fate:
+        """The event's fate on one of its `routes`."""
+        if route in self.denied:
+            return Fate.CONSENT_DENIED
+        if route in self.away:
+            return Fate.ROUTED_AWAY
+        return Fate.SENT
+
+    def fates(self) -> list[tuple[str, Fate]]:
+        """(route, fate) for every route, in `routes` order."""
+        return [(route, self.fate(route)) for route in self.routes]
 
 
 class OrderRow(NamedTuple):
@@ -109,43 +131,37 @@ def order_facts(
     return OrderFacts(order_id, has_hashed_email(hashed), value is not None, bool(currency))
 
 
-def entries(
+def entry(
     site: str,
     facts: OrderFacts,
     name: str,
     event_id: str,
     event_time: float,
-    routes: Sequence[str],
-    kept: Iterable[str],
-    away: Iterable[str] = (),
-) -> list[OrderEntry]:
-    """One entry per route of the site: sent to `kept`, routed away from `away`, and denied by
-    consent from every other route."""
-    sent, turned = set(kept), set(away)
-    out: list[OrderEntry] = []
-    for route in routes:
-        fate = (
-            Fate.SENT
-            if route in sent
-            else Fate.ROUTED_AWAY
-            if route in turned
-            else Fate.CONSENT_DENIED
-        )
-        out.append(
-            OrderEntry(
-                site,
-                facts.order_id,
-                event_id,
-                name,
-                event_time,
-                route,
-                fate,
-                facts.has_email,
-                facts.has_value,
-                facts.has_currency,
-            )
-        )
-    return out
+    routes: tuple[str, ...],
+    kept: Collection[str],
+    away: Collection[str] = (),
+) -> OrderEntry:
+    """The ledger entry of an order event sent to the routes in `kept`, routed away from those
+    in `away` and denied by consent on every other route of the site's `routes`."""
+    if kept is routes or (len(kept) == len(routes) and all(r in kept for r in routes)):
+        denied: tuple[str, ...] = ()
+        turned: tuple[str, ...] = ()
+    else:
+        turned = tuple(r for r in routes if r not in kept and r in away)
+        denied = tuple(r for r in routes if r not in kept and r not in away)
+    return OrderEntry(
+        site,
+        facts.order_id,
+        event_id,
+        name,
+        event_time,
+        routes,
+        denied,
+        turned,
+        facts.has_email,
+        facts.has_value,
+        facts.has_currency,
+    )
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -358,15 +358,17 @@ class OrderStore(Protocol):
     async def append_orders(
         self, events: Sequence[NewEvent], orders: Sequence[OrderEntry], now: float
     ) -> list[AppendResult]:
-        """`append` the events and write the orders' ledger rows in the same transaction
-        (`events` may be empty: orders consent or routing kept from every route). A sent row
-        points at the event that holds its route's delivery (itself, or the copy it was
-        deduplicated into); rows already written for the same (site, order, event, route)
-        are kept."""
+        """`append` the events and write the orders' ledger entries in the same transaction
+        (`events` may be empty: orders consent or routing kept from every route). An entry is
+        one order event with its fate on every route of its site (`OrderEntry`: the routes not
+        in `denied` / `away` were sent); a backend may store it as one row. A sent route's
+        delivery is the event's own, or the one of the copy its dedup key (route, event name,
+        event id) names; an entry already written for the same (site, order, event) is kept."""
 
     async def order_rows(self, site: str, since: float, until: float, limit: int) -> list[OrderRow]:
-        """Return the ledger rows of the site's orders timed in [since, until), each with its
-        delivery row's state, oldest first, at most `limit`."""
+        """Return one row per order event of the site timed in [since, until) and route of
+        its entry, each with its delivery row's state, at most `limit`, ordered by (event
+        time, order id, event id, route)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,7 +62,11 @@ from gateway.store.postgres_conn import (
     status_count,
     unavailable_reason,
 )
+from gateway.store.postgres_dead import PostgresDeadLetters
+from gateway.store.postgres_orders import PostgresOrders
+from gateway.store.postgres_profiles import PostgresProfiles
 from gateway.store.postgres_schema import migrate
+from gateway.store.postgres_stats import PostgresStats
 
 __all__ = [
     "PostgresOutbox",
@@ -633,7 +637,9 @@ def _info(row: Record) -> DeliveryInfo:
     )
 
 
-class PostgresStore(PostgresOutbox):
+class PostgresStore(
+    PostgresProfiles, PostgresDeadLetters, PostgresOrders, PostgresStats, PostgresOutbox
+):
     """Everything the gateway needs from storage, on PostgreSQL: the outbox (`PostgresOutbox`)
     and, as mixins listed before it, profiles, dead letters, orders and stats."""
 

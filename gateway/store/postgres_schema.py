@@ -30,6 +30,10 @@ from __future__ import annotations
 from typing import Final
 
 from gateway.store.postgres_conn import Conn
+from gateway.store.postgres_dead import DEAD_SCHEMA
+from gateway.store.postgres_orders import ORDERS_SCHEMA
+from gateway.store.postgres_profiles import PROFILE_SCHEMA
+from gateway.store.postgres_stats import STATS_SCHEMA
 
 __all__ = ["LOCK_KEY", "MIGRATIONS", "SchemaTooNewError", "migrate", "schema_version"]
 
@@ -88,7 +92,11 @@ CREATE TABLE IF NOT EXISTS heartbeat(
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     _OUTBOX,
-    # Append new migrations here (never edit one above): profiles, dead letters, orders, stats.
+    # Append new migrations here (never edit one above).
+    PROFILE_SCHEMA,  # 2: visitor profiles and cross-device links (postgres_profiles.py)
+    DEAD_SCHEMA,  # 3: dead-letter evidence, the dead rows' index (postgres_dead.py)
+    STATS_SCHEMA,  # 4: per-minute stats rollups (postgres_stats.py)
+    ORDERS_SCHEMA,  # 5: the lean order ledger, one row per order event (postgres_orders.py)
 )
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 

@@ -111,7 +111,9 @@ from gateway.store.base import (
 )
 from gateway.store.sqlite_dead import DEAD_SCHEMA, dead_page_tx, mark_dead_tx, replay_tx
 from gateway.store.sqlite_orders import (
-    ORDERS_SCHEMA,
+    LEDGER_SCHEMA,
+    LEDGER_V8_SCHEMA,
+    EventKey,
     expire_orders_tx,
     keep_done_orders_tx,
     mark_paired_tx,
@@ -138,7 +140,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -244,8 +246,9 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     4: _DEDUP_SWEEP_SCHEMA,
     5: LINKS_SCHEMA,
     6: DEAD_SCHEMA,
-    7: ORDERS_SCHEMA,
+    7: LEDGER_V8_SCHEMA,
     8: STATS_SCHEMA,
+    9: LEDGER_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -1198,21 +1201,25 @@ class SqliteStore:
                     job.events = tuple(touch.events_for(profile))
             events = tuple(e for job in jobs for e in job.events or ())
             orders = tuple(o for job in jobs for o in job.orders)
-            paired: set[tuple[str, str, str]] = set()
-            results = (
-                _append_tx(
+            if orders:
+                results = _append_orders_tx(
+                    conn,
+                    events=events,
+                    orders=orders,
+                    now=now,
+                    cutoff=now - self.dedup_seconds,
+                    merge_seconds=self.merge_seconds,
+                )
+            elif events:
+                results = _append_tx(
                     conn,
                     events=events,
                     now=now,
                     cutoff=now - self.dedup_seconds,
                     merge_seconds=self.merge_seconds,
-                    paired=paired,
                 )
-                if events
-                else []
-            )
-            if orders:
-                record_orders_tx(conn, orders=orders, now=now, paired=paired)
+            else:
+                results = []
         except Exception:
             for job in jobs:
                 if job.touch is not None:
@@ -1416,21 +1423,26 @@ def _append_orders_tx(
     cutoff: float,
     merge_seconds: float,
 ) -> list[AppendResult]:
-    """`_append_tx`, then the order ledger rows (which find their events' dedup keys)."""
+    """`_append_tx`, then the order ledger rows, each with its event's row id when the append
+    stored the event (it won a dedup key)."""
+    if not events:
+        record_orders_tx(conn, orders=orders, now=now)
+        return []
     paired: set[tuple[str, str, str]] = set()
-    results = (
-        _append_tx(
-            conn,
-            events=events,
-            now=now,
-            cutoff=cutoff,
-            merge_seconds=merge_seconds,
-            paired=paired,
-        )
-        if events
-        else []
+    (base,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+    results = _append_tx(
+        conn,
+        events=events,
+        now=now,
+        cutoff=cutoff,
+        merge_seconds=merge_seconds,
+        paired=paired,
     )
-    record_orders_tx(conn, orders=orders, now=now, paired=paired)
+    refs: dict[EventKey, int] = {}
+    for i, (e, result) in enumerate(zip(events, results, strict=True)):
+        if result.created:  # event i is stored as row base + 1 + i (see `_append_tx`)
+            refs.setdefault((e.site, e.event_name, e.event_id), base + 1 + i)
+    record_orders_tx(conn, orders=orders, now=now, paired=paired, refs=refs)
     return results
 
 
@@ -1495,7 +1507,13 @@ def _merge_duplicates(
             ref, old, state = row
             pair = source_pair_of(bytes(old), new.record)
             if pair.startswith("api+") and pair != "api+api":  # a backend and a browser copy
-                mark_paired_tx(conn, event_ref=ref, route=route)  # the backend's came first
+                mark_paired_tx(  # the backend's came first
+                    conn,
+                    site=new.site,
+                    event_name=new.event_name,
+                    event_id=new.event_id,
+                    route=route,
+                )
                 if paired is not None:  # the browser's came first: the caller's ledger rows
                     paired.add((route, new.event_name, new.event_id))
             if state == "pending" and ref not in merged and bytes(old) != b"{}":

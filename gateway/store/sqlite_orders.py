@@ -1,33 +1,42 @@
-"""The order ledger of the SQLite store (schema version 8): the conversion gap's memory.
+"""The order ledger of the SQLite store (schema version 10): the conversion gap's memory.
 
-Table ``order_ledger`` holds one row per backend order event and route of its site, written in
-the same transaction as the event's append (`record_orders_tx`), with the route's fate on the
-request path (gateway/core/orders.py: sent, consent_denied, routed_away). A sent row points at
-the event row that holds its delivery (``event_ref``: the event itself, or the earlier copy it
-was deduplicated into, found through the dedup key), so `order_rows_tx` reads the delivery's
-state with one indexed join. ``paired`` is set when a browser copy of the same event meets it
-in the dedup table, in either order of arrival (`gateway.store.sqlite._merge_duplicates`
-reports both).
+Table ``order_ledger`` holds ONE row per backend order event (`gateway.core.orders.OrderEntry`),
+written in the same transaction as the event's append (`record_orders_tx`): the site's routes
+at that moment (``routes``, a JSON array), the routes that were not sent with their fate
+(``unsent``, a JSON object, NULL when every route was sent: the usual case), the order id and
+event id, the event's name and time and three flags (hashed e-mail present, value present,
+currency present): no identifier of the buyer. So an order costs one row (a table append and
+two index entries) whatever the number of destinations; version 8 wrote one row per route.
 
-The ledger keeps the order id and event id, the event's name and time and three flags (hashed
-e-mail present, value present, currency present): no identifier of the buyer. When compaction
-deletes a delivered row, its ledger rows keep the delivery time (``done_at``,
-`keep_done_orders_tx`), so the gap outlives the debug window of delivered rows. Ledger rows
-live as long as the outbox remembers an event (the longer of the dedup window and the
-delivered rows' window: `expire_orders_tx`, run by `compact`), and an erasure deletes the rows
-of every order whose event it erased (`erase_orders_tx`).
+`order_rows_tx` expands a row into one `OrderRow` per route. A sent route's delivery is the
+event's own delivery row for that route (``event_ref``: the event's own row, NULL when it was
+deduplicated on every route) or else, when the event was deduplicated into an earlier copy,
+the delivery row of the event its route's dedup key (route, event name, event id) names.
+
+Three rarer writes find a ledger row by its event's key (site, event id, event name), through
+the unique index: ``paired`` (the routes on which a browser copy of the same event met it in
+the dedup table, in either order of arrival: `gateway.store.sqlite._merge_duplicates` reports
+both), ``done`` (when compaction deletes a delivered row, the ledger keeps the delivery time
+per route, `keep_done_orders_tx`, so the gap outlives the debug window of delivered rows) and
+erasure (`erase_orders_tx` deletes the rows of every order whose event it erased). Rows live
+as long as the outbox remembers an event (the longer of the dedup window and the delivered
+rows' window: `expire_orders_tx`, run by `compact`, walks the rows in write order).
+
+`LEDGER_V8_SCHEMA` is the version-8 layout, kept for the migrations; `LEDGER_SCHEMA` (migration
+9) converts its rows, one per order event.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Sequence
-from typing import Final
+from collections.abc import Collection, Mapping, Sequence
+from functools import lru_cache
+from typing import Any, Final
 
-from gateway.core.jsoncodec import dumps
-from gateway.core.orders import OrderEntry, OrderRow
+from gateway.core.jsoncodec import dumps, loads
+from gateway.core.orders import Fate, OrderEntry, OrderRow
 
-ORDERS_SCHEMA: Final = """
+LEDGER_V8_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS order_ledger(
     site         TEXT NOT NULL,
     order_id     TEXT NOT NULL,
@@ -49,19 +58,83 @@ CREATE INDEX IF NOT EXISTS order_ledger_time ON order_ledger(site, event_time);
 CREATE INDEX IF NOT EXISTS order_ledger_ref ON order_ledger(event_ref) WHERE event_ref IS NOT NULL;
 CREATE INDEX IF NOT EXISTS order_ledger_created ON order_ledger(created_at)
 """
-"""Schema version 8 (migration 7): the order ledger."""
+"""Schema version 8 (migration 7): the first order ledger, one row per order event and route."""
+
+LEDGER_SCHEMA: Final = """
+DROP INDEX IF EXISTS order_ledger_time;
+DROP INDEX IF EXISTS order_ledger_ref;
+DROP INDEX IF EXISTS order_ledger_created;
+ALTER TABLE order_ledger RENAME TO order_ledger_v8;
+CREATE TABLE order_ledger(
+    id           INTEGER PRIMARY KEY,
+    site         TEXT NOT NULL,
+    order_id     TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    event_name   TEXT NOT NULL,
+    event_time   REAL NOT NULL,
+    routes       TEXT NOT NULL,
+    unsent       TEXT,
+    paired       TEXT,
+    done         TEXT,
+    event_ref    INTEGER,
+    has_email    INTEGER NOT NULL,
+    has_value    INTEGER NOT NULL,
+    has_currency INTEGER NOT NULL,
+    created_at   REAL NOT NULL
+);
+INSERT INTO order_ledger(site, order_id, event_id, event_name, event_time, routes, unsent,
+    paired, done, event_ref, has_email, has_value, has_currency, created_at)
+SELECT site, order_id, event_id, min(event_name), min(event_time), json_group_array(route),
+    nullif(json_group_object(route, fate) FILTER (WHERE fate != 'sent'), '{}'),
+    nullif(json_group_array(route) FILTER (WHERE paired AND fate = 'sent'), '[]'),
+    nullif(json_group_object(route, done_at) FILTER (WHERE done_at IS NOT NULL), '{}'),
+    min(event_ref), max(has_email), max(has_value), max(has_currency), min(created_at)
+FROM (SELECT * FROM order_ledger_v8 ORDER BY site, order_id, event_id, route)
+GROUP BY site, order_id, event_id
+ORDER BY min(created_at);
+DROP TABLE order_ledger_v8;
+CREATE UNIQUE INDEX order_ledger_key ON order_ledger(site, event_id, order_id);
+CREATE INDEX order_ledger_time ON order_ledger(site, event_time)
+"""
+"""Schema version 10 (migration 9): one ledger row per order event. A version-8 row pointed
+at the event holding its route's delivery (`event_ref`); the converted row keeps one of them,
+and the others are found through the dedup keys like any deduplicated order's."""
 
 EXPIRE_CHUNK: Final = 1000
 """Ledger rows deleted per retention transaction."""
 
 _INSERT: Final = (
-    "INSERT OR IGNORE INTO order_ledger(site, order_id, event_id, route, event_name, event_time,"
-    " fate, event_ref, paired, has_email, has_value, has_currency, created_at)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CASE WHEN ?7 = 'sent' THEN (SELECT event_ref FROM dedup"
-    " WHERE route = ?4 AND event_name = ?5 AND event_id = ?3) END, ?8, ?9, ?10, ?11, ?12)"
+    "INSERT OR IGNORE INTO order_ledger(site, order_id, event_id, event_name, event_time, routes,"
+    " unsent, paired, event_ref, has_email, has_value, has_currency, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-"""A sent row points at the event its route's dedup key names: the event itself, or the earlier
-copy it was deduplicated into (which holds the route's delivery)."""
+"""A second entry of the same order event (site, event id, order id) keeps the first."""
+
+EventKey = tuple[str, str, str]
+"""(site, event name, event id) of an appended event."""
+
+
+@lru_cache(maxsize=64)
+def _routes_text(routes: tuple[str, ...]) -> str:
+    """The JSON array of a site's routes (one shared tuple per site: encoded once)."""
+    return dumps(list(routes)).decode()
+
+
+def _unsent_text(order: OrderEntry) -> str | None:
+    if not order.denied and not order.away:
+        return None
+    return dumps({r: f.value for r, f in order.fates() if f is not Fate.SENT}).decode()
+
+
+def _paired_text(order: OrderEntry, paired: Collection[tuple[str, str, str]]) -> str | None:
+    if not paired:
+        return None
+    routes = [
+        r
+        for r, f in order.fates()
+        if f is Fate.SENT and (r, order.event_name, order.event_id) in paired
+    ]
+    return dumps(routes).decode() if routes else None
 
 
 def record_orders_tx(
@@ -70,9 +143,12 @@ def record_orders_tx(
     orders: Sequence[OrderEntry],
     now: float,
     paired: Collection[tuple[str, str, str]] = (),
+    refs: Mapping[EventKey, int] | None = None,
 ) -> None:
     """Write the ledger rows, after the append in the same transaction. `paired` holds the
-    (route, event name, event id) keys the append found held by a browser copy."""
+    (route, event name, event id) keys the append found held by a browser copy; `refs` the
+    row id of each event the append stored."""
+    refs = refs or {}
     conn.executemany(
         _INSERT,
         [
@@ -80,92 +156,183 @@ def record_orders_tx(
                 o.site,
                 o.order_id,
                 o.event_id,
-                o.route,
                 o.event_name,
                 o.event_time,
-                o.fate.value,
-                int((o.route, o.event_name, o.event_id) in paired),
-                int(o.has_email),
-                int(o.has_value),
-                int(o.has_currency),
+                _routes_text(o.routes),
+                _unsent_text(o),
+                _paired_text(o, paired),
+                refs.get((o.site, o.event_name, o.event_id)),
+                o.has_email,
+                o.has_value,
+                o.has_currency,
                 now,
             )
             for o in orders
+            if o.routes
         ],
     )
 
 
-def mark_paired_tx(conn: sqlite3.Connection, *, event_ref: int, route: str) -> None:
-    """A browser copy was deduplicated into the event `event_ref` on `route`."""
-    conn.execute(
-        "UPDATE order_ledger SET paired = 1 WHERE event_ref = ? AND route = ? AND paired = 0",
-        (event_ref, route),
-    )
+def _sent(routes: str, unsent: str | None, route: str) -> bool:
+    """Whether a row's `route` is one of its routes and was sent."""
+    return route in loads(routes) and (unsent is None or route not in loads(unsent))
+
+
+def mark_paired_tx(
+    conn: sqlite3.Connection, *, site: str, event_name: str, event_id: str, route: str
+) -> None:
+    """A browser copy with this key was deduplicated into a backend copy on `route`: the
+    order event's row is paired there (when `route` was sent)."""
+    rows = conn.execute(
+        "SELECT id, routes, unsent, paired FROM order_ledger"
+        " WHERE site = ? AND event_id = ? AND event_name = ?",
+        (site, event_id, event_name),
+    ).fetchall()
+    for row_id, routes, unsent, paired in rows:
+        have: list[str] = loads(paired) if paired else []
+        if route not in have and _sent(routes, unsent, route):
+            conn.execute(
+                "UPDATE order_ledger SET paired = ? WHERE id = ?",
+                (dumps([*have, route]).decode(), row_id),
+            )
 
 
 _ROWS: Final = (
-    "SELECT l.order_id, l.event_id, l.route, l.fate, l.event_time, l.has_email, l.has_value,"
-    " l.has_currency, l.paired, coalesce(d.state, CASE WHEN l.done_at IS NOT NULL THEN 'done' END),"
-    " d.attempts, d.not_before, d.reason, coalesce(d.updated_at, l.done_at)"
-    " FROM order_ledger l"
-    " LEFT JOIN deliveries d ON d.event_ref = l.event_ref AND d.route = l.route"
-    " WHERE l.site = ? AND l.event_time >= ? AND l.event_time < ?"
-    " ORDER BY l.event_time, l.order_id, l.event_id, l.route LIMIT ?"
+    "SELECT l.order_id, l.event_id, r.value, l.unsent, l.event_time, l.has_email, l.has_value,"
+    " l.has_currency, l.paired, l.done, d.state, d.attempts, d.not_before, d.reason, d.updated_at"
+    " FROM (SELECT * FROM order_ledger WHERE site = ?1 AND event_time >= ?2 AND event_time < ?3"
+    " ORDER BY event_time, order_id, event_id LIMIT ?4) l"
+    " JOIN json_each(l.routes) r"
+    " LEFT JOIN deliveries d ON d.id = coalesce("
+    "(SELECT o.id FROM deliveries o WHERE o.event_ref = l.event_ref AND o.route = r.value),"
+    " (SELECT x.id FROM dedup k JOIN deliveries x ON x.event_ref = k.event_ref"
+    " AND x.route = k.route"
+    " WHERE k.route = r.value AND k.event_name = l.event_name AND k.event_id = l.event_id))"
+    " ORDER BY l.event_time, l.order_id, l.event_id, r.value LIMIT ?4"
 )
+"""Each ledger row of the period once per route, with the delivery row of the route: the
+event's own, or else the one of the event its route's dedup key names."""
+
+
+class _Decoded:
+    """JSON columns decoded once per distinct text (rows of one read share most of them)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, Any] = {}
+
+    def __call__(self, text: str | None) -> Any:
+        if text is None:
+            return None
+        value = self._seen.get(text)
+        if value is None:
+            value = self._seen[text] = loads(text)
+        return value
 
 
 def order_rows_tx(
     conn: sqlite3.Connection, *, site: str, since: float, until: float, limit: int
 ) -> list[OrderRow]:
-    """The ledger rows of a site's order events timed in [since, until), with their delivery
-    rows' state, oldest first, at most `limit`."""
-    return [
-        OrderRow(
-            order_id=r[0],
-            event_id=r[1],
-            route=r[2],
-            fate=r[3],
-            event_time=r[4],
-            has_email=bool(r[5]),
-            has_value=bool(r[6]),
-            has_currency=bool(r[7]),
-            paired=bool(r[8]),
-            state=r[9],
-            attempts=r[10] or 0,
-            not_before=r[11] or 0.0,
-            reason=r[12],
-            updated_at=r[13] or 0.0,
+    """One row per order event of the site timed in [since, until) and route of its site,
+    with its delivery row's state, oldest first, at most `limit`."""
+    decoded = _Decoded()
+    out: list[OrderRow] = []
+    for r in conn.execute(_ROWS, (site, since, until, limit)):
+        route = r[2]
+        unsent = decoded(r[3])
+        fate = unsent.get(route, Fate.SENT.value) if unsent else Fate.SENT.value
+        paired = decoded(r[8])
+        if fate != Fate.SENT.value:
+            out.append(
+                OrderRow(
+                    r[0],
+                    r[1],
+                    route,
+                    fate,
+                    r[4],
+                    bool(r[5]),
+                    bool(r[6]),
+                    bool(r[7]),
+                    False,
+                    None,
+                    0,
+                    0.0,
+                    None,
+                    0.0,
+                )
+            )
+            continue
+        done = decoded(r[9])
+        done_at = done.get(route) if done else None
+        state = r[10] if r[10] is not None else None if done_at is None else "done"
+        out.append(
+            OrderRow(
+                order_id=r[0],
+                event_id=r[1],
+                route=route,
+                fate=fate,
+                event_time=r[4],
+                has_email=bool(r[5]),
+                has_value=bool(r[6]),
+                has_currency=bool(r[7]),
+                paired=bool(paired) and route in paired,
+                state=state,
+                attempts=r[11] or 0,
+                not_before=r[12] or 0.0,
+                reason=r[13],
+                updated_at=r[14] if r[14] is not None else done_at or 0.0,
+            )
         )
-        for r in conn.execute(_ROWS, (site, since, until, limit))
-    ]
+    return out
+
+
+_DONE_ROWS: Final = (
+    "SELECT l.id, l.routes, l.unsent, l.done, d.not_before FROM json_each(?1) j"
+    " JOIN events e ON e.id = j.value"
+    " JOIN order_ledger l ON l.site = e.site AND l.event_id = e.event_id"
+    " AND l.event_name = e.event_name"
+    " JOIN deliveries d ON d.event_ref = e.id AND d.route = ?2 AND d.state = 'done'"
+)
 
 
 def keep_done_orders_tx(conn: sqlite3.Connection, *, route: str, event_refs: Sequence[int]) -> None:
-    """Compaction is about to delete these delivered rows of `route`: their orders keep the
-    time of delivery (`done_at`), so the gap still counts them delivered afterwards."""
-    conn.execute(
-        "UPDATE order_ledger SET done_at = (SELECT d.not_before FROM deliveries d"
-        " WHERE d.event_ref = order_ledger.event_ref AND d.route = order_ledger.route"
-        " AND d.state = 'done')"
-        " WHERE event_ref IN (SELECT value FROM json_each(?1)) AND route = ?2",
-        (dumps(sorted(set(event_refs))).decode(), route),
-    )
+    """Compaction is about to delete the delivered rows of `route` of these events: the order
+    events among them keep the time of delivery (`done`), so the gap still counts them
+    delivered afterwards. An order deduplicated into a browser copy is found by the copy's
+    key, which is its own."""
+    rows = conn.execute(_DONE_ROWS, (dumps(sorted(set(event_refs))).decode(), route)).fetchall()
+    for row_id, routes, unsent, done, at in rows:
+        if _sent(routes, unsent, route):
+            kept: dict[str, float] = loads(done) if done else {}
+            kept[route] = at
+            conn.execute(
+                "UPDATE order_ledger SET done = ? WHERE id = ?", (dumps(kept).decode(), row_id)
+            )
 
 
 def expire_orders_tx(conn: sqlite3.Connection, *, cutoff: float) -> tuple[int, bool]:
-    """Delete up to EXPIRE_CHUNK ledger rows written before `cutoff`; return (deleted, more)."""
+    """Delete up to EXPIRE_CHUNK ledger rows written before `cutoff`, in write order (the
+    oldest rows first: no index on the write time); return (deleted, more)."""
+    last = None
+    for row_id, created_at in conn.execute(
+        "SELECT id, created_at FROM order_ledger ORDER BY id LIMIT ?", (EXPIRE_CHUNK,)
+    ):
+        if created_at >= cutoff:
+            break
+        last = row_id
+    if last is None:
+        return 0, False
     deleted = conn.execute(
-        "DELETE FROM order_ledger WHERE (site, order_id, event_id, route) IN"
-        " (SELECT site, order_id, event_id, route FROM order_ledger WHERE created_at < ? LIMIT ?)",
-        (cutoff, EXPIRE_CHUNK),
+        "DELETE FROM order_ledger WHERE id <= ? AND created_at < ?", (last, cutoff)
     ).rowcount
     return deleted, deleted >= EXPIRE_CHUNK
 
 
 def erase_orders_tx(conn: sqlite3.Connection, *, event_ref: int) -> None:
-    """Erasure: delete every ledger row of the orders whose event `event_ref` holds."""
+    """Erasure: delete every ledger row of the orders whose event (by its key) `event_ref`
+    holds: the order event itself, or one deduplicated into it."""
     conn.execute(
         "DELETE FROM order_ledger WHERE (site, order_id) IN"
-        " (SELECT site, order_id FROM order_ledger WHERE event_ref = ?)",
+        " (SELECT l.site, l.order_id FROM events e JOIN order_ledger l ON l.site = e.site"
+        " AND l.event_id = e.event_id AND l.event_name = e.event_name WHERE e.id = ?)",
         (event_ref,),
     )

@@ -1,12 +1,13 @@
 """The request path's side of the order ledger: which events of a batch are orders, and the
-ledger rows of a batch whose routes are known (gateway/core/orders.py explains the ledger)."""
+ledger entries (one per order event) of a batch whose routes are known
+(gateway/core/orders.py explains the ledger)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from gateway.core.event import Event
-from gateway.core.orders import OrderEntry, OrderFacts, entries, order_facts
+from gateway.core.orders import OrderEntry, OrderFacts, entry, order_facts
 from gateway.core.record import Stored
 from gateway.store.base import NewEvent
 
@@ -50,14 +51,12 @@ def stored_facts(order_events: frozenset[str], stored: Sequence[Stored]) -> Fact
 
 
 def batch_entries(
-    site: str, routes: Sequence[str], batch: Sequence[NewEvent], facts: Facts
+    site: str, routes: tuple[str, ...], batch: Sequence[NewEvent], facts: Facts
 ) -> list[OrderEntry]:
-    """The ledger rows of a batch appended each to its own routes (the others of the site's
-    `routes` were denied by consent)."""
-    out: list[OrderEntry] = []
-    for new, fact in zip(batch, facts, strict=True):
-        if fact is not None:
-            out += entries(
-                site, fact, new.event_name, new.event_id, new.event_time, routes, new.routes
-            )
-    return out
+    """The ledger entries of a batch's orders, each appended to its own routes (the others of
+    the site's `routes` were denied by consent)."""
+    return [
+        entry(site, fact, new.event_name, new.event_id, new.event_time, routes, new.routes)
+        for new, fact in zip(batch, facts, strict=True)
+        if fact is not None
+    ]

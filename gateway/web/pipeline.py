@@ -16,7 +16,7 @@ from gateway.core.consent import Tier, forwards
 from gateway.core.crossdevice import enrich_across
 from gateway.core.event import Event, FieldError, ParseLimits, parse_event
 from gateway.core.identity import PiiHasher
-from gateway.core.orders import OrderEntry, entries
+from gateway.core.orders import OrderEntry, entry
 from gateway.core.profile import ProfileUpdate, lookup_keys
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.routing import NO_RULES, RouteTable, with_default_sources
@@ -288,7 +288,7 @@ class Pipeline:
         """Durably append the events to the site's routes (or the destinations in `only`) that
         their consent tier lets them reach (`routes_for`) and whose event lists (core.routing)
         take each event's name; the others count it `routed_away`. Backend orders (the site's
-        `order_events` with an order id) get their order ledger rows (web/ledger.py: sent,
+        `order_events` with an order id) get their order ledger entry (web/ledger.py: sent,
         consent_denied or routed_away per route) in the same store transaction, even when no
         route takes them."""
         routes = self.routes_for(site, tier, len(events), only=only)
@@ -348,8 +348,10 @@ class Pipeline:
                 batch.append(NewEvent(site_id, name, event_id, when, record, routed.kept))
             fact = None if facts is None else facts[index]
             if fact is not None:
-                orders += entries(
-                    site_id, fact, name, event_id, when, site.routes, routed.kept, routed.away
+                orders.append(
+                    entry(
+                        site_id, fact, name, event_id, when, site.routes, routed.kept, routed.away
+                    )
                 )
         if orders:
             results = await self.store.append_orders(batch, orders, self.clock())

@@ -9,7 +9,7 @@ from gateway.core.orders import (
     Fate,
     OrderFacts,
     OrderRow,
-    entries,
+    entry,
     gap_report,
     order_facts,
 )
@@ -64,17 +64,22 @@ def test_only_backend_events_of_the_order_names_with_an_order_id_are_orders() ->
     assert order_facts("Lead", "api", "o1", hashed, 5.0, "EUR", ORDERS) is None
 
 
-def test_entries_name_every_route_of_the_site() -> None:
+def test_an_entry_names_every_route_of_the_site_and_only_the_unsent_ones() -> None:
     facts = OrderFacts("o1", True, True, False)
-    got = entries(
-        "shop", facts, "Purchase", "e1", T, (*ROUTES, "shop:snap"), ["shop:meta"], ["shop:tiktok"]
-    )
-    assert [(e.route, e.fate) for e in got] == [
+    routes = (*ROUTES, "shop:snap")
+    got = entry("shop", facts, "Purchase", "e1", T, routes, ["shop:meta"], ["shop:tiktok"])
+    assert got.fates() == [
         ("shop:meta", Fate.SENT),
         ("shop:tiktok", Fate.ROUTED_AWAY),
         ("shop:snap", Fate.CONSENT_DENIED),
     ]
-    assert {(e.order_id, e.event_id, e.has_currency) for e in got} == {("o1", "e1", False)}
+    assert (got.denied, got.away) == (("shop:snap",), ("shop:tiktok",))
+    assert (got.order_id, got.event_id, got.has_currency) == ("o1", "e1", False)
+    every = entry("shop", facts, "Purchase", "e1", T, routes, routes)
+    assert (every.denied, every.away, every.routes) == ((), (), routes)
+    assert {f for _, f in every.fates()} == {Fate.SENT}
+    same = entry("shop", facts, "Purchase", "e1", T, routes, list(reversed(routes)))
+    assert (same.denied, same.away) == ((), ())
 
 
 def test_the_report_names_each_missing_order_with_its_reason() -> None:

@@ -1,0 +1,447 @@
+"""Visitor profiles of the PostgreSQL store (`ProfileStore`): merges, cross-device links, erasure.
+
+Tables are the SQLite store's (gateway/store/sqlite_profiles.py): ``profiles`` (one row per
+site and visitor id, the profile as JSON text, no raw PII) and ``profile_links`` (a hashed
+e-mail / external id / phone → every visitor id it was seen with, the `MAX_LINKED_VISITORS`
+most recent ones).
+
+Consistency across replicas
+---------------------------
+Several gateway processes may merge hits of one visitor at the same instant. A merge is
+read-modify-write (`gateway.core.profile.merge` runs in Python), so the read takes the row
+lock: ``INSERT … ON CONFLICT DO UPDATE`` of an empty placeholder either creates the row or
+locks the existing one and RETURNs its latest committed version, in one round trip. A second
+merge of the same visitor waits on that lock and then reads the first one's result, so no
+value is ever lost, whichever replica a hit reaches.
+
+The bound on a key's links is kept the same way: before anything else a merge takes a
+transaction-scoped advisory lock per lookup key it carries (sorted, so two merges never wait
+on each other in a circle), so the links of one key are inserted and trimmed by one
+transaction at a time. Erasure takes the same key locks, then locks the profiles it deletes,
+and only then deletes their links, in a statement that sees every link committed before the
+locks were granted. Whatever deadlock remains possible (e.g. an expiry and a merge trimming
+links of each other's visitors) is resolved by PostgreSQL aborting one transaction, which
+`postgres_retry.retrying` runs again.
+
+Round trips: a merge that links nothing new is BEGIN, lock-and-read, write, COMMIT; one that
+links a key to a new visitor adds one trim. Look-ups are one statement per request batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from types import MappingProxyType
+from typing import Final, Protocol
+
+from gateway.core.jsoncodec import dumps, loads
+from gateway.core.profile import (
+    MAX_LINKED_VISITORS,
+    ProfileUpdate,
+    VisitorProfile,
+    from_json,
+    lookup_keys,
+    merge,
+    to_json,
+)
+from gateway.core.record import record_carries
+from gateway.store.base import (
+    AppendResult,
+    DeadReason,
+    EraseResult,
+    Identity,
+    NewEvent,
+    ProfileQuery,
+)
+from gateway.store.postgres_conn import Conn, Record
+from gateway.store.postgres_dead import erase_dead_tx
+from gateway.store.postgres_orders import erase_orders_tx
+from gateway.store.postgres_tx import PgHost, again, retrying
+
+PROFILE_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS profiles(
+    site        text NOT NULL,
+    visitor_id  text NOT NULL,
+    first_seen  double precision NOT NULL,
+    last_seen   double precision NOT NULL,
+    doc         text NOT NULL,
+    PRIMARY KEY(site, visitor_id)
+);
+CREATE INDEX IF NOT EXISTS profiles_last_seen ON profiles(last_seen);
+CREATE TABLE IF NOT EXISTS profile_links(
+    site        text NOT NULL,
+    key         text NOT NULL,
+    visitor_id  text NOT NULL,
+    seen        double precision NOT NULL,
+    PRIMARY KEY(site, key, visitor_id)
+);
+CREATE INDEX IF NOT EXISTS profile_links_visitor ON profile_links(site, visitor_id)
+"""
+"""Profiles and cross-device links (idempotent: a migration that may run again)."""
+
+LINK_LOCKS: Final = 0x5347_4C4B
+"""The first key of the advisory locks taken per (site, lookup key): a space of its own."""
+
+NO_PROFILES_SECONDS: Final = 5.0
+"""How long a replica trusts that a site has no profiles before asking again."""
+
+EXPIRE_CHUNK: Final = 1000
+"""Profiles deleted per expiry statement."""
+
+_LOCK_KEYS: Final = """
+SELECT count(pg_advisory_xact_lock($1::int, h)) FROM (
+    SELECT DISTINCT hashtext($2 || chr(31) || k) AS h FROM unnest($3::text[]) AS k ORDER BY h
+) AS hashes
+"""
+"""Advisory locks of the site's lookup keys $3, in one order for every transaction."""
+
+_LOCK_AND_READ: Final = """
+INSERT INTO profiles AS p(site, visitor_id, first_seen, last_seen, doc)
+SELECT $1, $2, $3, $3, '' FROM (
+    SELECT count(pg_advisory_xact_lock($5::int, h)) FROM (
+        SELECT DISTINCT hashtext($1 || chr(31) || k) AS h FROM unnest($4::text[]) AS k ORDER BY h
+    ) AS hashes
+) AS locks
+ON CONFLICT (site, visitor_id) DO UPDATE SET last_seen = p.last_seen
+RETURNING p.first_seen, p.last_seen, p.doc
+"""
+"""Lock the keys $4, then create the visitor's row (an empty placeholder, doc '') or lock the
+existing one; return its latest committed version."""
+
+_WRITE: Final = """
+WITH saved AS (
+    UPDATE profiles SET last_seen = $3, doc = $4 WHERE site = $1 AND visitor_id = $2
+), linked AS (
+    INSERT INTO profile_links AS l(site, key, visitor_id, seen)
+    SELECT $1, k, $2, $5 FROM unnest($6::text[]) AS k
+    ON CONFLICT (site, key, visitor_id) DO UPDATE SET seen = greatest(l.seen, excluded.seen)
+    RETURNING l.key, l.xmax = 0 AS created
+)
+SELECT key FROM linked WHERE created
+"""
+"""Store the merged profile and link the keys $6 (seen now); return the keys linked anew."""
+
+_TRIM: Final = """
+DELETE FROM profile_links AS l USING (
+    SELECT key, visitor_id FROM (
+        SELECT key, visitor_id,
+               row_number() OVER (PARTITION BY key ORDER BY seen DESC, visitor_id DESC) AS n
+        FROM profile_links WHERE site = $1 AND key = ANY($2::text[])
+    ) AS ranked WHERE n > $3
+) AS old
+WHERE l.site = $1 AND l.key = old.key AND l.visitor_id = old.visitor_id
+"""
+"""Keep the newest MAX_LINKED_VISITORS links of each key $2."""
+
+_FIND: Final = """
+SELECT 0, p.visitor_id, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profiles AS p
+ WHERE p.site = $1 AND p.visitor_id = ANY($2::text[])
+UNION ALL
+SELECT * FROM (
+    SELECT DISTINCT ON (l.key) 1, l.key, p.visitor_id, p.first_seen, p.last_seen, p.doc
+    FROM profile_links AS l JOIN profiles AS p ON p.site = l.site AND p.visitor_id = l.visitor_id
+    WHERE l.site = $1 AND l.key = ANY($3::text[])
+    ORDER BY l.key, l.seen DESC, l.visitor_id DESC
+) AS newest
+"""
+"""The named visitors (0) and, per lookup key, the visitor most recently seen with it (1)."""
+
+_IDENTITIES: Final = """
+SELECT 0, p.visitor_id, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profiles AS p
+ WHERE p.site = $1 AND p.visitor_id = ANY($2::text[])
+UNION ALL
+SELECT 1, l.key, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profile_links AS l
+ JOIN profiles AS p ON p.site = l.site AND p.visitor_id = l.visitor_id
+ WHERE l.site = $1 AND l.key = ANY($3::text[])
+UNION ALL
+SELECT 2, a.visitor_id, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profile_links AS a
+ JOIN profile_links AS b ON b.site = a.site AND b.key = a.key
+ JOIN profiles AS p ON p.site = b.site AND p.visitor_id = b.visitor_id
+ WHERE a.site = $1 AND a.visitor_id = ANY($2::text[])
+"""
+"""One statement per request batch: the named visitors (0), the visitors linked to the events'
+keys (1) and the visitors sharing a key with a named visitor (2); each branch is an index
+range (the primary keys and the links' visitor index)."""
+
+_EXPIRE: Final = """
+WITH gone AS (
+    DELETE FROM profiles AS p USING (
+        SELECT site, visitor_id FROM profiles WHERE last_seen < $1 LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    ) AS old
+    WHERE p.site = old.site AND p.visitor_id = old.visitor_id
+    RETURNING p.site, p.visitor_id
+), unlinked AS (
+    DELETE FROM profile_links AS l USING gone
+    WHERE l.site = gone.site AND l.visitor_id = gone.visitor_id
+)
+SELECT count(*) FROM gone
+"""
+"""Delete up to $2 profiles last seen before $1 with their links; a profile being merged right
+now is skipped (its merge makes it recent again)."""
+
+_ERASABLE: Final = """
+SELECT e.id, e.record FROM events AS e
+WHERE e.site = $1
+  AND EXISTS (SELECT 1 FROM deliveries AS d
+              WHERE d.event_ref = e.id AND d.state IN ('pending', 'leased', 'retry', 'dead'))
+  AND EXISTS (SELECT 1 FROM unnest($2::bytea[]) AS n WHERE position(n IN e.record) > 0)
+"""
+"""Events of the site still held in the outbox whose record holds one of the needles (the
+visitor ids and digests erased): the candidates `record_carries` then decides on."""
+
+_ERASE_EVENTS: Final = """
+WITH live AS (
+    UPDATE deliveries SET state = 'dead', reason = $2, not_before = $3, lease_until = NULL,
+                          updated_at = $3
+    WHERE event_ref = ANY($1::bigint[]) AND state IN ('pending', 'leased', 'retry')
+    RETURNING 1
+), blank AS (
+    UPDATE events SET record = convert_to('{}', 'UTF8') WHERE id = ANY($1::bigint[])
+)
+SELECT count(*) FROM live
+"""
+"""Dead-letter (as erased) the events' undelivered rows and blank their records ("{}")."""
+
+
+def _clock() -> float:
+    """Monotonic seconds (the event loop's clock) for the has_profiles cache."""
+    return asyncio.get_running_loop().time()
+
+
+def _profile(site: str, row: Record) -> VisitorProfile:
+    """A profile from a (…, visitor_id, first_seen, last_seen, doc) row's last four columns."""
+    n = len(row)
+    return from_json(site, row[n - 4], row[n - 3], row[n - 2], loads(row[n - 1]))
+
+
+async def touch_profile_tx(
+    conn: Conn, *, site: str, visitor_id: str, update: ProfileUpdate, now: float
+) -> VisitorProfile:
+    """Merge one update into the stored profile under its row lock and link its lookup keys."""
+    given = lookup_keys(update.hashed) if update.hashed else []
+    row = await conn.fetchrow(_LOCK_AND_READ, site, visitor_id, now, given, LINK_LOCKS)
+    assert row is not None  # an upsert with RETURNING returns its row
+    old = None if row[2] == "" else from_json(site, visitor_id, row[0], row[1], loads(row[2]))
+    profile = merge(old, site, visitor_id, update, now)
+    old_keys = set(old.lookup_keys()) if old is not None else set()
+    wanted = set(given)
+    link = [k for k in profile.lookup_keys() if k in wanted or k not in old_keys]
+    created = await conn.fetch(
+        _WRITE, site, visitor_id, profile.last_seen, dumps(to_json(profile)).decode(), now, link
+    )
+    if created:
+        await conn.execute(_TRIM, site, [row[0] for row in created], MAX_LINKED_VISITORS)
+    return profile
+
+
+async def find_profiles_tx(
+    conn: Conn, *, site: str, queries: Sequence[ProfileQuery]
+) -> list[VisitorProfile | None]:
+    """Resolve each query: by visitor id first, else by the first lookup key that is known."""
+    vids = sorted({q.visitor_id for q in queries if q.visitor_id is not None})
+    keys = sorted({k for q in queries for k in q.keys})
+    by_vid: dict[str, VisitorProfile] = {}
+    by_key: dict[str, VisitorProfile] = {}
+    for row in await conn.fetch(_FIND, site, vids, keys):
+        (by_key if row[0] else by_vid)[row[1]] = _profile(site, row)
+    out: list[VisitorProfile | None] = []
+    for query in queries:
+        found = by_vid.get(query.visitor_id) if query.visitor_id is not None else None
+        for key in query.keys if found is None else ():
+            found = by_key.get(key)
+            if found is not None:
+                break
+        out.append(found)
+    return out
+
+
+async def find_identities_tx(
+    conn: Conn, *, site: str, queries: Sequence[ProfileQuery]
+) -> list[Identity]:
+    """Resolve each query to its named profile and every profile linked to it, in one read."""
+    vids = sorted({q.visitor_id for q in queries if q.visitor_id is not None})
+    keys = sorted({key for q in queries for key in q.keys})
+    by_vid: dict[str, VisitorProfile] = {}
+    via: tuple[dict[str, set[str]], dict[str, set[str]]] = ({}, {})
+    for row in await conn.fetch(_IDENTITIES, site, vids, keys):
+        kind, through, vid = row[0], row[1], row[2]
+        if vid not in by_vid:
+            by_vid[vid] = _profile(site, row)
+        if kind:
+            via[kind - 1].setdefault(through, set()).add(vid)
+    via_key, via_vid = via
+    out: list[Identity] = []
+    for query in queries:
+        vid = query.visitor_id
+        linked_ids = set(via_vid.get(vid, ())) if vid is not None else set()
+        for key in query.keys:
+            linked_ids.update(via_key.get(key, ()))
+        linked_ids.discard(vid or "")
+        named = by_vid.get(vid) if vid is not None else None
+        out.append(Identity(named, tuple(by_vid[v] for v in sorted(linked_ids))))
+    return out
+
+
+async def erase_tx(
+    conn: Conn,
+    *,
+    site: str,
+    visitor_id: str | None,
+    keys: Sequence[str],
+    now: float,
+) -> EraseResult:
+    """Delete the profiles and dead-letter the undelivered events that carry them."""
+    given = sorted(set(keys))
+    visitors: set[str] = {visitor_id} if visitor_id else set()
+    if given:
+        await conn.fetchval(_LOCK_KEYS, LINK_LOCKS, site, given)
+        rows = await conn.fetch(
+            "DELETE FROM profile_links WHERE site = $1 AND key = ANY($2::text[])"
+            " RETURNING visitor_id",
+            site,
+            given,
+        )
+        visitors.update(row[0] for row in rows)
+    owners = sorted(visitors)
+    all_keys = set(given)
+    profiles = 0
+    if owners:
+        stored = await conn.fetch(
+            "SELECT visitor_id, first_seen, last_seen, doc FROM profiles"
+            " WHERE site = $1 AND visitor_id = ANY($2::text[]) ORDER BY visitor_id FOR UPDATE",
+            site,
+            owners,
+        )
+        for row in stored:
+            all_keys.update(_profile(site, row).lookup_keys())
+        profiles = await conn.fetchval(
+            "WITH gone AS (DELETE FROM profiles WHERE site = $1 AND visitor_id = ANY($2::text[])"
+            " RETURNING 1), unlinked AS (DELETE FROM profile_links"
+            " WHERE site = $1 AND visitor_id = ANY($2::text[])) SELECT count(*) FROM gone",
+            site,
+            owners,
+        )
+    needles = [v.encode() for v in owners] + [k.split(":", 1)[-1].encode() for k in all_keys]
+    if not needles:
+        return EraseResult(profiles=int(profiles), deliveries=0)
+    candidates = await conn.fetch(_ERASABLE, site, needles)
+    who: list[str | None] = [*owners] or [None]
+    refs = [
+        int(row[0])
+        for row in candidates
+        if any(record_carries(loads(bytes(row[1])), vid, all_keys) for vid in who)
+    ]
+    if not refs:
+        return EraseResult(profiles=int(profiles), deliveries=0)
+    text = f"{DeadReason.ERASED.value}: erasure request"
+    await erase_dead_tx(conn, event_refs=refs, text=text, now=now)  # dead ones lose evidence
+    await erase_orders_tx(conn, event_refs=refs)  # their orders leave the conversion gap
+    deliveries = await conn.fetchval(_ERASE_EVENTS, refs, text, now)
+    return EraseResult(profiles=int(profiles), deliveries=int(deliveries))
+
+
+async def expire_profiles_tx(conn: Conn, *, cutoff: float) -> tuple[int, bool]:
+    """Delete up to EXPIRE_CHUNK profiles last seen before `cutoff`; return (deleted, more)."""
+    deleted = int(await conn.fetchval(_EXPIRE, cutoff, EXPIRE_CHUNK))
+    return deleted, deleted >= EXPIRE_CHUNK
+
+
+class PostgresProfiles:
+    """`ProfileStore` on PostgreSQL: a mixin of `PostgresStore`."""
+
+    _profile_sites: frozenset[str] = frozenset()
+    """Sites known to have profiles (a site's profiles, once there, stay while it has
+    visitors)."""
+    _no_profiles_until: Mapping[str, float] = MappingProxyType({})
+    """Sites found without profiles, until when (event-loop time) that answer is trusted:
+    another replica may store a site's first profile at any moment."""
+
+    async def has_profiles(self: _ProfileHost, site: str) -> bool:
+        """Whether the site has profiles: cached once true, re-asked NO_PROFILES_SECONDS after
+        a false answer (API-only sites cost one look-up per period, not per request)."""
+        if site in self._profile_sites:
+            return True
+        now = _clock()
+        if self._no_profiles_until.get(site, 0.0) > now:
+            return False
+        async with self._pool.acquire() as conn:
+            found = await conn.fetchval("SELECT 1 FROM profiles WHERE site = $1 LIMIT 1", site)
+        if found is not None:
+            self._profile_sites = self._profile_sites | {site}
+            return True
+        self._no_profiles_until = {**self._no_profiles_until, site: now + NO_PROFILES_SECONDS}
+        return False
+
+    async def touch_profile(
+        self: _ProfileHost, site: str, visitor_id: str, update: ProfileUpdate, now: float
+    ) -> VisitorProfile:
+        if site not in self._profile_sites:
+            self._profile_sites = self._profile_sites | {site}
+        return await retrying(
+            self._tx,
+            partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now),
+        )
+
+    async def touch_and_append(
+        self: _ProfileHost,
+        site: str,
+        visitor_id: str,
+        update: ProfileUpdate,
+        now: float,
+        events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
+    ) -> tuple[VisitorProfile, list[AppendResult]]:
+        """The merge runs first in the transaction of the append's group commit (`prepare`)."""
+        if site not in self._profile_sites:
+            self._profile_sites = self._profile_sites | {site}
+        touched: list[VisitorProfile] = []
+
+        async def prepare(conn: Conn) -> Sequence[NewEvent]:
+            profile = await touch_profile_tx(
+                conn, site=site, visitor_id=visitor_id, update=update, now=now
+            )
+            touched[:] = [profile]  # a batch run again (after a conflict) merges again
+            return tuple(events_for(profile))
+
+        results = await again(lambda: self._append_job((), now, prepare=prepare))
+        return touched[0], results
+
+    async def find_profiles(
+        self: PgHost, site: str, queries: Sequence[ProfileQuery]
+    ) -> list[VisitorProfile | None]:
+        if not queries:
+            return []
+        async with self._pool.acquire() as conn:
+            return await find_profiles_tx(conn, site=site, queries=tuple(queries))
+
+    async def find_identities(
+        self: PgHost, site: str, queries: Sequence[ProfileQuery]
+    ) -> list[Identity]:
+        if not queries:
+            return []
+        async with self._pool.acquire() as conn:
+            return await find_identities_tx(conn, site=site, queries=tuple(queries))
+
+    async def erase(
+        self: PgHost, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float
+    ) -> EraseResult:
+        return await retrying(
+            self._tx,
+            partial(erase_tx, site=site, visitor_id=visitor_id, keys=tuple(keys), now=now),
+        )
+
+    async def expire_profiles(self: PgHost, now: float, ttl_seconds: float) -> int:
+        total = 0
+        while True:
+            deleted, more = await retrying(
+                self._tx, partial(expire_profiles_tx, cutoff=now - ttl_seconds)
+            )
+            total += deleted
+            if not more:
+                return total
+
+
+class _ProfileHost(PgHost, Protocol):
+    _profile_sites: frozenset[str]
+    _no_profiles_until: Mapping[str, float]
