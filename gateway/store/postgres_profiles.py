@@ -323,7 +323,8 @@ async def erase_tx(
             site,
             owners,
         )
-    needles = [v.encode() for v in owners] + [k.split(":", 1)[-1].encode() for k in all_keys]
+    # As the values appear inside the records' JSON strings (quotes, backslashes escaped).
+    needles = [dumps(text)[1:-1] for text in (*owners, *(k.split(":", 1)[-1] for k in all_keys))]
     if not needles:
         return EraseResult(profiles=int(profiles), deliveries=0)
     candidates = await conn.fetch(_ERASABLE, site, needles)

@@ -18,6 +18,7 @@ pytest.register_assert_rewrite("contract")
 
 from contract import EM, LEASE, T0, ProfileContract, ev  # noqa: E402
 
+from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402
 from gateway.store import postgres_profiles  # noqa: E402
 from gateway.store.base import AppendResult, GatewayStore, ProfileQuery  # noqa: E402
@@ -239,3 +240,15 @@ async def test_a_transaction_aborted_for_a_deadlock_runs_again(pg_dsn: str) -> N
             await retrying(Tx, refused)  # any other refusal is the caller's
     finally:
         await conn.close()
+
+
+async def test_erasure_finds_records_whatever_characters_the_visitor_id_holds(
+    two: Pair,
+) -> None:
+    odd = 'v"1\\ü'
+    record = dumps({"id": "q", "u": {"vid": odd}})
+    await two[0].append([ev("q", record=record), ev("r", record=b'{"u":{"vid":"v1"}}')], T0)
+    result = await two[1].erase("shop", visitor_id=odd, keys=(), now=T0 + 1)
+    assert result.deliveries == 1
+    (left,) = await two[0].lease("shop:meta", 10, T0 + 2, LEASE)
+    assert left.event_id == "r"
