@@ -252,3 +252,39 @@ async def test_erasure_finds_records_whatever_characters_the_visitor_id_holds(
     assert result.deliveries == 1
     (left,) = await two[0].lease("shop:meta", 10, T0 + 2, LEASE)
     assert left.event_id == "r"
+
+
+async def test_group_commits_merging_the_same_visitors_in_opposite_orders_all_land(
+    pg_dsn: str, two: Pair
+) -> None:
+    """Each replica's group commit merges several visitors in one transaction; two replicas
+    taking the same visitors in opposite orders may deadlock, and PostgreSQL then aborts one
+    of them: its hits are written again, and every merge and every append lands once."""
+    visitors = [f"v{i}" for i in range(6)]
+
+    async def hits(store: PostgresStore, order: list[str], tag: str) -> None:
+        await asyncio.gather(
+            *(
+                store.touch_and_append(
+                    "shop",
+                    vid,
+                    ProfileUpdate(browser_ids={tag: "1"}),
+                    T0 + k,
+                    lambda p, vid=vid, tag=tag: [ev(f"{vid}-{tag}")],
+                )
+                for k, vid in enumerate(order)
+            )
+        )
+
+    rounds = 3
+    for r in range(rounds):
+        await asyncio.wait_for(
+            asyncio.gather(hits(two[0], visitors, f"a{r}"), hits(two[1], visitors[::-1], f"b{r}")),
+            timeout=60,
+        )
+    found = await two[0].find_profiles("shop", [ProfileQuery(visitor_id=v) for v in visitors])
+    for profile in found:  # (no lookup keys: their locks would order the two batches)
+        assert profile is not None
+        assert set(profile.browser_ids) == {f"{t}{r}" for t in "ab" for r in range(rounds)}
+    leased = await two[1].lease("shop:meta", 1000, T0 + 100, LEASE)
+    assert len(leased) == len(visitors) * 2 * rounds
