@@ -19,9 +19,13 @@ transaction-scoped advisory lock per lookup key it carries (sorted, so two merge
 on each other in a circle), so the links of one key are inserted and trimmed by one
 transaction at a time. Erasure takes the same key locks, then locks the profiles it deletes,
 and only then deletes their links, in a statement that sees every link committed before the
-locks were granted. Whatever deadlock remains possible (e.g. an expiry and a merge trimming
-links of each other's visitors) is resolved by PostgreSQL aborting one transaction, which
-`postgres_retry.retrying` runs again.
+locks were granted.
+
+Whatever deadlock remains possible is resolved by PostgreSQL aborting one transaction (after
+its ``deadlock_timeout``, 1 s by default), which is then run again (`postgres_tx.again`): an
+expiry and a merge trimming links of each other's visitors, say, or two replicas' group
+commits merging the same visitors (without lookup keys) in opposite orders, since
+`touch_and_append` merges inside the append's group-commit transaction (``prepare``).
 
 Round trips: a merge that links nothing new is BEGIN, lock-and-read, write, COMMIT; one that
 links a key to a new visitor adds one trim. Look-ups are one statement per request batch.
@@ -94,20 +98,17 @@ SELECT count(pg_advisory_xact_lock($1::int, h)) FROM (
     SELECT DISTINCT hashtext($2 || chr(31) || k) AS h FROM unnest($3::text[]) AS k ORDER BY h
 ) AS hashes
 """
-"""Advisory locks of the site's lookup keys $3, in one order for every transaction."""
+"""Lock the site $2's lookup keys $3 (in lock space $1), in one order (by hash) for every
+transaction."""
 
-_LOCK_AND_READ: Final = """
+_LOCK_AND_READ: Final = f"""
 INSERT INTO profiles AS p(site, visitor_id, first_seen, last_seen, doc)
-SELECT $1, $2, $3, $3, '' FROM (
-    SELECT count(pg_advisory_xact_lock($5::int, h)) FROM (
-        SELECT DISTINCT hashtext($1 || chr(31) || k) AS h FROM unnest($4::text[]) AS k ORDER BY h
-    ) AS hashes
-) AS locks
+SELECT $2, $4, $5, $5, '' FROM ({_LOCK_KEYS}) AS locks
 ON CONFLICT (site, visitor_id) DO UPDATE SET last_seen = p.last_seen
 RETURNING p.first_seen, p.last_seen, p.doc
-"""
-"""Lock the keys $4, then create the visitor's row (an empty placeholder, doc '') or lock the
-existing one; return its latest committed version."""
+"""  # noqa: S608 - constant text: every value is a bound argument
+"""Lock the site $2's keys $3 (`_LOCK_KEYS`), then create visitor $4's row (an empty
+placeholder, doc '') or lock the existing one; return its latest committed version."""
 
 _WRITE: Final = """
 WITH saved AS (
@@ -126,7 +127,8 @@ _TRIM: Final = """
 DELETE FROM profile_links AS l USING (
     SELECT key, visitor_id FROM (
         SELECT key, visitor_id,
-               row_number() OVER (PARTITION BY key ORDER BY seen DESC, visitor_id DESC) AS n
+               row_number() OVER (PARTITION BY key ORDER BY seen DESC, visitor_id COLLATE "C" DESC)
+                   AS n
         FROM profile_links WHERE site = $1 AND key = ANY($2::text[])
     ) AS ranked WHERE n > $3
 ) AS old
@@ -142,7 +144,7 @@ SELECT * FROM (
     SELECT DISTINCT ON (l.key) 1, l.key, p.visitor_id, p.first_seen, p.last_seen, p.doc
     FROM profile_links AS l JOIN profiles AS p ON p.site = l.site AND p.visitor_id = l.visitor_id
     WHERE l.site = $1 AND l.key = ANY($3::text[])
-    ORDER BY l.key, l.seen DESC, l.visitor_id DESC
+    ORDER BY l.key, l.seen DESC, l.visitor_id COLLATE "C" DESC
 ) AS newest
 """
 """The named visitors (0) and, per lookup key, the visitor most recently seen with it (1)."""
@@ -221,7 +223,7 @@ async def touch_profile_tx(
 ) -> VisitorProfile:
     """Merge one update into the stored profile under its row lock and link its lookup keys."""
     given = lookup_keys(update.hashed) if update.hashed else []
-    row = await conn.fetchrow(_LOCK_AND_READ, site, visitor_id, now, given, LINK_LOCKS)
+    row = await conn.fetchrow(_LOCK_AND_READ, LINK_LOCKS, site, given, visitor_id, now)
     assert row is not None  # an upsert with RETURNING returns its row
     old = None if row[2] == "" else from_json(site, visitor_id, row[0], row[1], loads(row[2]))
     profile = merge(old, site, visitor_id, update, now)
