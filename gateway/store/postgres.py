@@ -34,18 +34,24 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, overload
+from typing import Final, Literal, TypeGuard, overload
 
 from gateway.store.availability import Availability, StoreUnavailableError
 from gateway.store.base import (
     AppendResult,
     Backlog,
     DeadEvidence,
+    DeadLetterStore,
     DeadReason,
     Delivery,
     DeliveryInfo,
     DeliveryState,
+    GatewayStore,
     NewEvent,
+    OrderStore,
+    ProfileStore,
+    StatsStore,
+    Store,
 )
 from gateway.store.postgres_append import Claimed, claim, merge_duplicates, result_of
 from gateway.store.postgres_conn import (
@@ -62,7 +68,13 @@ from gateway.store.postgres_profiles import PostgresProfiles
 from gateway.store.postgres_schema import migrate
 from gateway.store.postgres_stats import PostgresStats
 
-__all__ = ["PostgresOutbox", "PostgresStore", "StoreClosedError"]
+__all__ = [
+    "PostgresOutbox",
+    "PostgresStore",
+    "StoreClosedError",
+    "gateway_store",
+    "missing_methods",
+]
 
 log = logging.getLogger(__name__)
 
@@ -630,3 +642,40 @@ class PostgresStore(
 ):
     """Everything the gateway needs from storage, on PostgreSQL: the outbox (`PostgresOutbox`)
     and, as mixins listed before it, profiles, dead letters, orders and stats."""
+
+
+_PROTOCOLS: Final = (Store, ProfileStore, DeadLetterStore, OrderStore, StatsStore)
+"""The protocols `GatewayStore` is made of."""
+
+
+def missing_methods() -> list[str]:
+    """The methods of `GatewayStore` that `PostgresStore` lacks (empty once it is complete)."""
+    needed = {
+        name
+        for proto in _PROTOCOLS
+        for name, member in vars(proto).items()
+        if callable(member) and not name.startswith("_")
+    }
+    return sorted(name for name in needed if not callable(getattr(PostgresStore, name, None)))
+
+
+def _complete(store: object) -> TypeGuard[GatewayStore]:
+    return not missing_methods()
+
+
+def gateway_store(
+    dsn: str, *, pool_min: int, pool_max: int, dedup_seconds: float, merge_seconds: float
+) -> GatewayStore:
+    """A `PostgresStore` (not yet opened) as the gateway's store; ValueError if this build's
+    PostgresStore does not implement all of `GatewayStore` yet (config validation says so
+    first: `storage.backend`)."""
+    store = PostgresStore(
+        dsn,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        dedup_seconds=dedup_seconds,
+        merge_seconds=merge_seconds,
+    )
+    if not _complete(store):
+        raise ValueError("the PostgreSQL store lacks " + ", ".join(missing_methods()))
+    return store
