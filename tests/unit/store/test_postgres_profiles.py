@@ -288,3 +288,22 @@ async def test_group_commits_merging_the_same_visitors_in_opposite_orders_all_la
         assert set(profile.browser_ids) == {f"{t}{r}" for t in "ab" for r in range(rounds)}
     leased = await two[1].lease("shop:meta", 1000, T0 + 100, LEASE)
     assert len(leased) == len(visitors) * 2 * rounds
+
+
+async def test_identities_read_through_indexes_only(pg_dsn: str) -> None:
+    store = make(pg_dsn)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN " + postgres_profiles._IDENTITIES, "shop", ["v1"], ["em:x"]
+            )
+        )
+        assert "Seq Scan" not in plan, plan
+        assert "profile_links_visitor" in plan, plan
+    finally:
+        await conn.close()
