@@ -12,8 +12,8 @@ same (site, event id, order id), e.g. by a retried request on another replica, i
 `order_rows` expands a row into one `OrderRow` per route. A sent route's delivery is the
 delivery row of ``event_ref`` for that route, or else the one of the event its route's dedup
 key (route, event name, event id) names. ``event_ref`` is set at write time, in the append's
-transaction, to the newest event the order's dedup keys name: the order event itself when it
-won a key, else the copy it was deduplicated into.
+transaction, to the newest event the dedup keys of its sent routes name: the order event itself
+when it won a key, else the copy it was deduplicated into.
 
 Three rarer writes find a ledger row by its event's key (site, event id, event name), through
 the unique index: ``paired`` (the routes on which a browser copy of the same event met it in the
@@ -76,9 +76,11 @@ INSERT INTO order_ledger(site, order_id, event_id, event_name, event_time, route
 SELECT o.site, o.order_id, o.event_id, o.event_name, o.event_time,
        string_to_array(o.routes, chr(31)), string_to_array(o.denied, chr(31)),
        string_to_array(o.away, chr(31)), string_to_array(o.paired, chr(31)),
-       (SELECT max(k.event_ref) FROM dedup AS k
-        WHERE k.route = ANY(string_to_array(o.routes, chr(31)))
-          AND k.event_name = o.event_name AND k.event_id = o.event_id),
+       (SELECT max(k.event_ref) FROM unnest(string_to_array(o.routes, chr(31))) AS r(route)
+        JOIN dedup AS k
+          ON k.route = r.route AND k.event_name = o.event_name AND k.event_id = o.event_id
+        WHERE r.route <> ALL(string_to_array(o.denied, chr(31)))
+          AND r.route <> ALL(string_to_array(o.away, chr(31)))),
        o.has_email, o.has_value, o.has_currency, $13
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::text[],
             $7::text[], $8::text[], $9::text[], $10::bool[], $11::bool[], $12::bool[])
@@ -88,7 +90,8 @@ ORDER BY o.site, o.event_id, o.order_id
 ON CONFLICT (site, event_id, order_id) DO NOTHING
 """
 """Write a batch of entries (in key order: two replicas never wait on each other in a circle);
-each points at the newest event its dedup keys name (itself, or the copy it joined)."""
+each points at the newest event the dedup keys of its sent routes name (itself, or the copy it
+joined)."""
 
 _PAIR: Final = """
 WITH found AS (

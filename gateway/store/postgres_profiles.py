@@ -5,26 +5,22 @@ site and visitor id, the profile as JSON text, no raw PII) and ``profile_links``
 e-mail / external id / phone → every visitor id it was seen with, the `MAX_LINKED_VISITORS`
 most recent ones).
 
-Consistency across replicas
----------------------------
-Several gateway processes may merge hits of one visitor at the same instant. A merge is
-read-modify-write (`gateway.core.profile.merge` runs in Python), so the read takes the row
-lock: ``INSERT … ON CONFLICT DO UPDATE`` of an empty placeholder either creates the row or
-locks the existing one and RETURNs its latest committed version, in one round trip. A second
-merge of the same visitor waits on that lock and then reads the first one's result, so no
-value is ever lost, whichever replica a hit reaches.
+Merges (gateway/store/postgres_merge.py) lock the lookup keys they link and the visitors'
+rows before reading them, so merges of one visitor on any number of replicas lose nothing and a
+key keeps exactly its newest visitors. `touch_and_append` gathers the hits arriving meanwhile
+into one append job (gateway/store/postgres_touches.py): their profiles are merged set-based in
+the transaction of the outbox's group commit that appends their events.
 
-The bound on a key's links is kept the same way: before anything else a merge takes a
-transaction-scoped advisory lock per lookup key it carries (sorted, so two merges never wait
-on each other in a circle), so the links of one key are inserted and trimmed by one
-transaction at a time. Erasure takes the same key locks, then locks the profiles it deletes,
+Erasure takes the same key locks, then locks the profiles it deletes (by visitor id, in order),
 and only then deletes their links, in a statement that sees every link committed before the
-locks were granted. Whatever deadlock remains possible (e.g. an expiry and a merge trimming
-links of each other's visitors) is resolved by PostgreSQL aborting one transaction, which
-`postgres_retry.retrying` runs again.
+locks were granted; expiry deletes a profile and its links in one statement and skips a
+profile being merged at that moment. So no link outlives its profile.
 
-Round trips: a merge that links nothing new is BEGIN, lock-and-read, write, COMMIT; one that
-links a key to a new visitor adds one trim. Look-ups are one statement per request batch.
+Whatever deadlock remains possible (an expiry and a merge trimming links of each other's
+visitors, say) is resolved by PostgreSQL aborting one transaction after its
+``deadlock_timeout`` (1 s by default), which is then run again (`postgres_tx.again`).
+
+Look-ups (`find_profiles`, `find_identities`) are one statement per request batch.
 """
 
 from __future__ import annotations
@@ -36,15 +32,7 @@ from types import MappingProxyType
 from typing import Final, Protocol
 
 from gateway.core.jsoncodec import dumps, loads
-from gateway.core.profile import (
-    MAX_LINKED_VISITORS,
-    ProfileUpdate,
-    VisitorProfile,
-    from_json,
-    lookup_keys,
-    merge,
-    to_json,
-)
+from gateway.core.profile import ProfileUpdate, VisitorProfile, from_json
 from gateway.core.record import record_carries
 from gateway.store.base import (
     AppendResult,
@@ -56,8 +44,10 @@ from gateway.store.base import (
 )
 from gateway.store.postgres_conn import Conn, Record
 from gateway.store.postgres_dead import erase_dead_tx
+from gateway.store.postgres_merge import LINK_LOCKS, LOCK_KEYS, Touch, touch_profiles_tx
 from gateway.store.postgres_orders import erase_orders_tx
-from gateway.store.postgres_tx import PgHost, again, retrying
+from gateway.store.postgres_touches import TouchBatcher
+from gateway.store.postgres_tx import PgHost, Prepare, retrying
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -80,59 +70,11 @@ CREATE INDEX IF NOT EXISTS profile_links_visitor ON profile_links(site, visitor_
 """
 """Profiles and cross-device links (idempotent: a migration that may run again)."""
 
-LINK_LOCKS: Final = 0x5347_4C4B
-"""The first key of the advisory locks taken per (site, lookup key): a space of its own."""
-
 NO_PROFILES_SECONDS: Final = 5.0
 """How long a replica trusts that a site has no profiles before asking again."""
 
 EXPIRE_CHUNK: Final = 1000
 """Profiles deleted per expiry statement."""
-
-_LOCK_KEYS: Final = """
-SELECT count(pg_advisory_xact_lock($1::int, h)) FROM (
-    SELECT DISTINCT hashtext($2 || chr(31) || k) AS h FROM unnest($3::text[]) AS k ORDER BY h
-) AS hashes
-"""
-"""Advisory locks of the site's lookup keys $3, in one order for every transaction."""
-
-_LOCK_AND_READ: Final = """
-INSERT INTO profiles AS p(site, visitor_id, first_seen, last_seen, doc)
-SELECT $1, $2, $3, $3, '' FROM (
-    SELECT count(pg_advisory_xact_lock($5::int, h)) FROM (
-        SELECT DISTINCT hashtext($1 || chr(31) || k) AS h FROM unnest($4::text[]) AS k ORDER BY h
-    ) AS hashes
-) AS locks
-ON CONFLICT (site, visitor_id) DO UPDATE SET last_seen = p.last_seen
-RETURNING p.first_seen, p.last_seen, p.doc
-"""
-"""Lock the keys $4, then create the visitor's row (an empty placeholder, doc '') or lock the
-existing one; return its latest committed version."""
-
-_WRITE: Final = """
-WITH saved AS (
-    UPDATE profiles SET last_seen = $3, doc = $4 WHERE site = $1 AND visitor_id = $2
-), linked AS (
-    INSERT INTO profile_links AS l(site, key, visitor_id, seen)
-    SELECT $1, k, $2, $5 FROM unnest($6::text[]) AS k
-    ON CONFLICT (site, key, visitor_id) DO UPDATE SET seen = greatest(l.seen, excluded.seen)
-    RETURNING l.key, l.xmax = 0 AS created
-)
-SELECT key FROM linked WHERE created
-"""
-"""Store the merged profile and link the keys $6 (seen now); return the keys linked anew."""
-
-_TRIM: Final = """
-DELETE FROM profile_links AS l USING (
-    SELECT key, visitor_id FROM (
-        SELECT key, visitor_id,
-               row_number() OVER (PARTITION BY key ORDER BY seen DESC, visitor_id DESC) AS n
-        FROM profile_links WHERE site = $1 AND key = ANY($2::text[])
-    ) AS ranked WHERE n > $3
-) AS old
-WHERE l.site = $1 AND l.key = old.key AND l.visitor_id = old.visitor_id
-"""
-"""Keep the newest MAX_LINKED_VISITORS links of each key $2."""
 
 _FIND: Final = """
 SELECT 0, p.visitor_id, p.visitor_id, p.first_seen, p.last_seen, p.doc FROM profiles AS p
@@ -142,7 +84,7 @@ SELECT * FROM (
     SELECT DISTINCT ON (l.key) 1, l.key, p.visitor_id, p.first_seen, p.last_seen, p.doc
     FROM profile_links AS l JOIN profiles AS p ON p.site = l.site AND p.visitor_id = l.visitor_id
     WHERE l.site = $1 AND l.key = ANY($3::text[])
-    ORDER BY l.key, l.seen DESC, l.visitor_id DESC
+    ORDER BY l.key, l.seen DESC, l.visitor_id COLLATE "C" DESC
 ) AS newest
 """
 """The named visitors (0) and, per lookup key, the visitor most recently seen with it (1)."""
@@ -216,26 +158,6 @@ def _profile(site: str, row: Record) -> VisitorProfile:
     return from_json(site, row[n - 4], row[n - 3], row[n - 2], loads(row[n - 1]))
 
 
-async def touch_profile_tx(
-    conn: Conn, *, site: str, visitor_id: str, update: ProfileUpdate, now: float
-) -> VisitorProfile:
-    """Merge one update into the stored profile under its row lock and link its lookup keys."""
-    given = lookup_keys(update.hashed) if update.hashed else []
-    row = await conn.fetchrow(_LOCK_AND_READ, site, visitor_id, now, given, LINK_LOCKS)
-    assert row is not None  # an upsert with RETURNING returns its row
-    old = None if row[2] == "" else from_json(site, visitor_id, row[0], row[1], loads(row[2]))
-    profile = merge(old, site, visitor_id, update, now)
-    old_keys = set(old.lookup_keys()) if old is not None else set()
-    wanted = set(given)
-    link = [k for k in profile.lookup_keys() if k in wanted or k not in old_keys]
-    created = await conn.fetch(
-        _WRITE, site, visitor_id, profile.last_seen, dumps(to_json(profile)).decode(), now, link
-    )
-    if created:
-        await conn.execute(_TRIM, site, [row[0] for row in created], MAX_LINKED_VISITORS)
-    return profile
-
-
 async def find_profiles_tx(
     conn: Conn, *, site: str, queries: Sequence[ProfileQuery]
 ) -> list[VisitorProfile | None]:
@@ -296,7 +218,7 @@ async def erase_tx(
     given = sorted(set(keys))
     visitors: set[str] = {visitor_id} if visitor_id else set()
     if given:
-        await conn.fetchval(_LOCK_KEYS, LINK_LOCKS, site, given)
+        await conn.fetchval(LOCK_KEYS, LINK_LOCKS, [site] * len(given), given)
         rows = await conn.fetch(
             "DELETE FROM profile_links WHERE site = $1 AND key = ANY($2::text[])"
             " RETURNING visitor_id",
@@ -323,7 +245,8 @@ async def erase_tx(
             site,
             owners,
         )
-    needles = [v.encode() for v in owners] + [k.split(":", 1)[-1].encode() for k in all_keys]
+    # As the values appear inside the records' JSON strings (quotes, backslashes escaped).
+    needles = [dumps(text)[1:-1] for text in (*owners, *(k.split(":", 1)[-1] for k in all_keys))]
     if not needles:
         return EraseResult(profiles=int(profiles), deliveries=0)
     candidates = await conn.fetch(_ERASABLE, site, needles)
@@ -354,6 +277,8 @@ class PostgresProfiles:
     _profile_sites: frozenset[str] = frozenset()
     """Sites known to have profiles (a site's profiles, once there, stay while it has
     visitors)."""
+    _touches: TouchBatcher | None = None
+    """Coalesces this process's browser hits (created on the first)."""
     _no_profiles_until: Mapping[str, float] = MappingProxyType({})
     """Sites found without profiles, until when (event-loop time) that answer is trusted:
     another replica may store a site's first profile at any moment."""
@@ -379,10 +304,13 @@ class PostgresProfiles:
     ) -> VisitorProfile:
         if site not in self._profile_sites:
             self._profile_sites = self._profile_sites | {site}
-        return await retrying(
-            self._tx,
-            partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now),
-        )
+        touch = Touch(site, visitor_id, update, now)
+
+        async def one(conn: Conn) -> VisitorProfile:
+            (profile,) = await touch_profiles_tx(conn, [touch])
+            return profile
+
+        return await retrying(self._tx, one)
 
     async def touch_and_append(
         self: _ProfileHost,
@@ -392,20 +320,19 @@ class PostgresProfiles:
         now: float,
         events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
     ) -> tuple[VisitorProfile, list[AppendResult]]:
-        """The merge runs first in the transaction of the append's group commit (`prepare`)."""
+        """Merged with the hits arriving meanwhile (`postgres_touches.TouchBatcher`), inside the
+        transaction of the outbox's group commit that appends their events."""
         if site not in self._profile_sites:
             self._profile_sites = self._profile_sites | {site}
-        touched: list[VisitorProfile] = []
+        touches = self._touches
+        if touches is None:
+            append_job = self._append_job
 
-        async def prepare(conn: Conn) -> Sequence[NewEvent]:
-            profile = await touch_profile_tx(
-                conn, site=site, visitor_id=visitor_id, update=update, now=now
-            )
-            touched[:] = [profile]  # a batch run again (after a conflict) merges again
-            return tuple(events_for(profile))
+            async def submit(prepare: Prepare, at: float) -> list[AppendResult]:
+                return await append_job((), at, prepare=prepare)
 
-        results = await again(lambda: self._append_job((), now, prepare=prepare))
-        return touched[0], results
+            touches = self._touches = TouchBatcher(submit)
+        return await touches.touch_and_append(Touch(site, visitor_id, update, now), events_for)
 
     async def find_profiles(
         self: PgHost, site: str, queries: Sequence[ProfileQuery]
@@ -445,3 +372,4 @@ class PostgresProfiles:
 class _ProfileHost(PgHost, Protocol):
     _profile_sites: frozenset[str]
     _no_profiles_until: Mapping[str, float]
+    _touches: TouchBatcher | None

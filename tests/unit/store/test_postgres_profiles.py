@@ -5,6 +5,7 @@ same visitors at once stay consistent."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ pytest.register_assert_rewrite("contract")
 
 from contract import EM, LEASE, T0, ProfileContract, ev  # noqa: E402
 
+from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402
 from gateway.store import postgres_profiles  # noqa: E402
 from gateway.store.base import AppendResult, GatewayStore, ProfileQuery  # noqa: E402
@@ -239,3 +241,118 @@ async def test_a_transaction_aborted_for_a_deadlock_runs_again(pg_dsn: str) -> N
             await retrying(Tx, refused)  # any other refusal is the caller's
     finally:
         await conn.close()
+
+
+async def test_erasure_finds_records_whatever_characters_the_visitor_id_holds(
+    two: Pair,
+) -> None:
+    odd = 'v"1\\ü'
+    record = dumps({"id": "q", "u": {"vid": odd}})
+    await two[0].append([ev("q", record=record), ev("r", record=b'{"u":{"vid":"v1"}}')], T0)
+    result = await two[1].erase("shop", visitor_id=odd, keys=(), now=T0 + 1)
+    assert result.deliveries == 1
+    (left,) = await two[0].lease("shop:meta", 10, T0 + 2, LEASE)
+    assert left.event_id == "r"
+
+
+async def test_group_commits_merging_the_same_visitors_in_opposite_orders_all_land(
+    two: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each replica merges its hits in groups, several visitors in one transaction; the hits
+    reach the two replicas in opposite orders, yet every group locks its visitors in key
+    order, so none waits in a circle (nothing is run again) and every merge and every append
+    lands once."""
+    caplog.set_level(logging.DEBUG, logger="gateway.store.postgres_tx")
+    visitors = [f"v{i}" for i in range(6)]
+
+    async def hits(store: PostgresStore, order: list[str], tag: str) -> None:
+        await asyncio.gather(
+            *(
+                store.touch_and_append(
+                    "shop",
+                    vid,
+                    ProfileUpdate(browser_ids={tag: "1"}),
+                    T0 + k,
+                    lambda p, vid=vid, tag=tag: [ev(f"{vid}-{tag}")],
+                )
+                for k, vid in enumerate(order)
+            )
+        )
+
+    rounds = 3
+    for r in range(rounds):
+        await asyncio.wait_for(
+            asyncio.gather(hits(two[0], visitors, f"a{r}"), hits(two[1], visitors[::-1], f"b{r}")),
+            timeout=60,
+        )
+    found = await two[0].find_profiles("shop", [ProfileQuery(visitor_id=v) for v in visitors])
+    for profile in found:  # (no lookup keys: their locks would order the two batches)
+        assert profile is not None
+        assert set(profile.browser_ids) == {f"{t}{r}" for t in "ab" for r in range(rounds)}
+    leased = await two[1].lease("shop:meta", 1000, T0 + 100, LEASE)
+    assert len(leased) == len(visitors) * 2 * rounds
+    assert not [r for r in caplog.records if "running it again" in r.getMessage()]
+
+
+async def test_identities_read_through_indexes_only(pg_dsn: str) -> None:
+    store = make(pg_dsn)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in await conn.fetch(
+                "EXPLAIN " + postgres_profiles._IDENTITIES, "shop", ["v1"], ["em:x"]
+            )
+        )
+        assert "Seq Scan" not in plan, plan
+        assert "profile_links_visitor" in plan, plan
+    finally:
+        await conn.close()
+
+
+async def test_hits_arriving_together_are_merged_and_appended_in_one_group(two: Pair) -> None:
+    store = two[0]
+    before = store.commits
+    hits = 50
+    outcomes = await asyncio.gather(
+        *(
+            store.touch_and_append(
+                "shop",
+                f"v{i % 10}",
+                ProfileUpdate(browser_ids={f"n{i}": "1"}, hashed=em(i % 3)),
+                T0 + i,
+                lambda p, i=i: [ev(f"hit-{i}"), ev(f"hit-{i}", "shop:tiktok")],
+            )
+            for i in range(hits)
+        )
+    )
+    assert store.commits - before <= 3  # a handful of group commits, not one per hit
+    for i, (profile, results) in enumerate(outcomes):
+        assert profile.visitor_id == f"v{i % 10}"
+        assert f"n{i}" in profile.browser_ids  # the profile right after its own merge
+        assert results == [AppendResult(1, 0), AppendResult(1, 0)]
+    (last,) = await two[1].find_profiles("shop", [ProfileQuery(visitor_id="v9")])
+    assert last is not None
+    assert set(last.browser_ids) == {f"n{i}" for i in range(9, hits, 10)}
+    assert len(await two[1].lease("shop:tiktok", 100, T0 + 100, LEASE)) == hits
+
+
+async def test_a_hit_the_database_refuses_fails_alone(two: Pair) -> None:
+    store = two[0]
+
+    async def hit(vid: str) -> object:
+        return await store.touch_and_append(
+            "shop", vid, ProfileUpdate(), T0, lambda p, vid=vid: [ev(f"e-{vid}")]
+        )
+
+    outcomes = await asyncio.gather(
+        *(hit(vid) for vid in ("a", "b", "bad\x00id", "c")), return_exceptions=True
+    )
+    assert isinstance(outcomes[2], asyncpg.PostgresError)
+    assert [type(o) for i, o in enumerate(outcomes) if i != 2] == [tuple] * 3
+    found = await two[1].find_profiles("shop", [ProfileQuery(visitor_id=v) for v in "abc"])
+    assert all(p is not None for p in found)
+    assert len(await two[1].lease("shop:meta", 10, T0, LEASE)) == 3

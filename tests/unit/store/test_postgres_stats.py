@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -18,7 +19,7 @@ from contract import M0, StatsContract, stat  # noqa: E402
 from gateway.core.rollup import StatRow  # noqa: E402
 from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402
-from gateway.store.postgres_stats import COMPACT_MINUTES  # noqa: E402
+from gateway.store.postgres_stats import COMPACT_MINUTES, read_stats_sql  # noqa: E402
 
 
 def make(dsn: str) -> PostgresStore:
@@ -94,3 +95,17 @@ async def test_retention_deletes_in_chunks_of_minutes(
     left = await store.read_stats(StatsQuery(M0, M0 + 60 * minutes))
     assert [r.minute for r in left] == [M0 + 60 * i for i in range(minutes - keep, minutes)]
     assert await store.compact_stats(M0 + 60 * minutes) == keep
+
+
+async def test_a_site_and_range_read_uses_the_primary_key(pg_dsn: str) -> None:
+    store = make(pg_dsn)
+    await store.open()
+    await store.close()
+    sql, args = read_stats_sql(StatsQuery(M0, M0 + 600, 60, "shop", "meta", ("queued",)))
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+        assert "stats_minute_pkey" in plan, plan
+    finally:
+        await conn.close()
