@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeGuard, overload
 
+from gateway.core.orders import OrderEntry
 from gateway.store.availability import Availability, StoreUnavailableError
 from gateway.store.base import (
     AppendResult,
@@ -237,6 +238,7 @@ class _AppendJob:
     future: asyncio.Future[list[AppendResult]]
     prepare: Prepare | None = None
     finish: Finish | None = None
+    orders: tuple[OrderEntry, ...] = ()
     results: list[AppendResult] = field(default_factory=list)
 
 
@@ -299,7 +301,13 @@ class PostgresOutbox:
         if writer is not None:
             assert self._wake is not None
             self._wake.set()
-            await writer
+            try:
+                await writer
+            except asyncio.CancelledError:
+                if not writer.cancelled():
+                    raise  # close() itself was cancelled
+            except Exception as exc:  # a bug: its callers already got the error
+                log.error("the PostgreSQL store writer failed: %s", type(exc).__name__)
         await self._pool.close()
 
     async def ping(self) -> None:
@@ -325,6 +333,17 @@ class PostgresOutbox:
         """`mark_dead` made the leased ones of `ids` dead (in this transaction): keep the
         `evidence` of those (by id) for the dead-letter listing."""
 
+    async def _on_orders(
+        self,
+        conn: Conn,
+        orders: Sequence[OrderEntry],
+        now: float,
+        paired: frozenset[tuple[str, str, str]],
+    ) -> None:
+        """Write the order ledger entries of a batch's append jobs (in its transaction);
+        `paired` as for `Finish`. The order ledger mixin implements it."""
+        raise NotImplementedError("the order ledger is not part of this store")
+
     async def _on_paired(self, conn: Conn, pairs: Sequence[tuple[int, str]]) -> None:
         """A browser copy was deduplicated into these (event_ref, route) backend events."""
 
@@ -348,16 +367,19 @@ class PostgresOutbox:
         *,
         prepare: Prepare | None = None,
         finish: Finish | None = None,
+        orders: tuple[OrderEntry, ...] = (),
     ) -> list[AppendResult]:
         """Queue an append for the writer's next group commit; return once it committed.
 
         `prepare` (then `events` is ignored: it returns the events) and `finish` run in the
-        batch's transaction, before and after the append (see `Prepare`, `Finish`).
+        batch's transaction, before and after the append (see `Prepare`, `Finish`). `orders`
+        are order ledger entries: those of every job of the batch are written together, after
+        the append in the same transaction, by ONE `_on_orders` call.
         """
-        if not self._open or self._wake is None:
+        if not self._open or self._wake is None or self._writer is None or self._writer.done():
             raise StoreClosedError("the PostgreSQL store is not open")
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_AppendJob(events, now, future, prepare, finish))
+        self._jobs.append(_AppendJob(events, now, future, prepare, finish, orders))
         self._wake.set()
         try:
             results = await future
@@ -522,16 +544,20 @@ class PostgresOutbox:
         """The writer task: take every queued append job, write them as one batch, repeat."""
         assert self._wake is not None
         wake = self._wake
-        while True:
-            if not self._jobs:
-                if not self._open:
-                    return
-                wake.clear()
-                await wake.wait()
-                continue
-            batch = self._jobs[:MAX_BATCH]
-            del self._jobs[:MAX_BATCH]
-            await self._write_batch(batch)
+        try:
+            while True:
+                if not self._jobs:
+                    if not self._open:
+                        return
+                    wake.clear()
+                    await wake.wait()
+                    continue
+                batch = self._jobs[:MAX_BATCH]
+                del self._jobs[:MAX_BATCH]
+                await self._write_batch(batch)
+        finally:  # cancelled with the loop, or a bug: nobody waits forever
+            jobs, self._jobs = self._jobs, []
+            _fail(jobs, StoreClosedError("the PostgreSQL store writer stopped"))
 
     async def _write_batch(self, batch: list[_AppendJob]) -> None:
         """Write the batch and resolve its futures; never raises.
@@ -551,10 +577,8 @@ class PostgresOutbox:
                 return
             _fail(batch, exc)
             return
-        except BaseException as exc:  # cancelled (the loop is going away): nobody hangs
+        except BaseException:  # cancelled (the loop is going away): nobody hangs
             _fail(batch, StoreClosedError("the PostgreSQL store writer stopped"))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
             raise
         self.commits += 1
         for job in batch:
@@ -564,7 +588,7 @@ class PostgresOutbox:
     async def _write(self, batch: list[_AppendJob]) -> None:
         """One group commit: a single statement, or one transaction when a job has hooks or
         the append found duplicates to merge."""
-        if any(job.prepare is not None or job.finish is not None for job in batch):
+        if any(job.prepare or job.finish or job.orders for job in batch):
             async with self._tx() as conn:
                 await self._write_in(conn, batch, in_tx=True)
             return
@@ -594,6 +618,9 @@ class PostgresOutbox:
                 if in_tx:
                     raise
                 raise _PartlyCommittedError from exc  # the claims are in: never write them twice
+        orders = [o for job in batch for o in job.orders]
+        if orders:
+            await self._on_orders(conn, orders, now, paired)
         for job in batch:
             if job.finish is not None:
                 await job.finish(conn, paired)

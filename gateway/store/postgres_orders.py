@@ -315,12 +315,20 @@ class PostgresOrders:
                 await retrying(self._tx, partial(record_orders_tx, orders=entries, now=now))
             return []
 
-        async def finish(conn: Conn, paired: frozenset[tuple[str, str, str]]) -> None:
-            await record_orders_tx(conn, orders=entries, now=now, paired=paired)
-
         if not entries:
             return await self._append_job(tuple(events), now)
-        return await again(lambda: self._append_job(tuple(events), now, finish=finish))
+        # The writer gathers the entries of every append job of its batch into one
+        # `_on_orders` call: one ledger statement per group commit, not one per request.
+        return await again(lambda: self._append_job(tuple(events), now, orders=entries))
+
+    async def _on_orders(
+        self,
+        conn: Conn,
+        orders: Sequence[OrderEntry],
+        now: float,
+        paired: frozenset[tuple[str, str, str]],
+    ) -> None:
+        await record_orders_tx(conn, orders=orders, now=now, paired=paired)
 
     async def order_rows(
         self: PgHost, site: str, since: float, until: float, limit: int

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Final, Protocol, TypeVar
 
+from gateway.core.orders import OrderEntry
 from gateway.store.base import AppendResult, NewEvent
 from gateway.store.postgres_conn import Conn, PgError, PgPool
 
@@ -53,6 +54,7 @@ class PgHost(Protocol):
         *,
         prepare: Prepare | None = None,
         finish: Finish | None = None,
+        orders: tuple[OrderEntry, ...] = (),
     ) -> list[AppendResult]: ...
 
 

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract")
 
-from contract import LEASE, T0, StoreContract, StoreFactory, ev, ids_of  # noqa: E402
+from contract import LEASE, T0, StoreContract, StoreFactory, ev, ids_of, order  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
@@ -138,6 +138,30 @@ async def test_group_commit_coalesces_concurrent_appends(store: PostgresStore) -
     assert [d.event_id for d in leased] == [f"g{i}" for i in range(calls)]  # in append order
 
 
+async def test_order_ledger_entries_of_a_batch_are_written_by_one_call(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    write = store._on_orders
+
+    async def counted(conn: Any, orders: Any, now: float, paired: Any) -> None:
+        calls.append(len(orders))
+        await write(conn, orders, now, paired)
+
+    monkeypatch.setattr(store, "_on_orders", counted)
+    before = store.commits
+    n = 200
+    results = await asyncio.gather(
+        *(store.append_orders([ev(f"o{i}")], [order(f"o{i}")], T0) for i in range(n))
+    )
+    assert all(r == [AppendResult(1, 0)] for r in results)
+    assert sum(calls) == n
+    assert len(calls) == store.commits - before  # one ledger write per group commit
+    assert len(calls) <= n // 10
+    rows = await store.order_rows("shop", 0, T0, 1000)
+    assert sorted(r.order_id for r in rows) == sorted(f"o{i}" for i in range(n))
+
+
 async def test_sequential_appends_commit_each_time(store: PostgresStore) -> None:
     before = store.commits
     for i in range(5):
@@ -185,6 +209,19 @@ async def test_close_writes_what_was_queued(pg_dsn: str) -> None:
         assert await reopened.counts() == {("shop:meta", DeliveryState.PENDING): 200}
     finally:
         await reopened.close()
+
+
+async def test_a_writer_that_stopped_fails_appends_instead_of_hanging(pg_dsn: str) -> None:
+    store = make(pg_dsn)
+    await store.open()
+    try:
+        assert store._writer is not None
+        store._writer.cancel()  # as if the loop were going away under it
+        await asyncio.sleep(0)
+        with pytest.raises(StoreClosedError):
+            await asyncio.wait_for(store.append([ev("x")], T0), 5)
+    finally:
+        await store.close()
 
 
 async def test_cancelled_append_still_commits(store: PostgresStore) -> None:
