@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import os
+import socket
+import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Final, Protocol, cast
 
@@ -108,6 +111,34 @@ def unavailable_reason(exc: BaseException) -> str | None:
     return None
 
 
+def dsn_location(dsn: str) -> str:
+    """``host:port/database`` of a DSN, for messages: no user name, no password."""
+    try:
+        url = urllib.parse.urlsplit(dsn)
+        host = url.hostname or "localhost"
+        port = url.port or 5432
+    except ValueError:
+        return "(unparsable DSN)"
+    return f"{host}:{port}{url.path or '/'}"
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A short reason an operator can act on, without values from the DSN."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if isinstance(exc, PgError) and isinstance(sqlstate, str):
+        first = str(exc).split("\n", 1)[0]  # the server's message names users and databases
+        return f"{first} (SQLSTATE {sqlstate})"
+    if isinstance(exc, socket.gaierror):
+        return "cannot resolve the host name"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, RuntimeError | ValueError) and str(exc):
+        return str(exc).split("\n", 1)[0]  # e.g. SchemaTooNewError; asyncpg's DSN errors
+    return type(exc).__name__
+
+
 class PgPool:
     """A small pool of asyncpg connections, handed out as `Conn`.
 
@@ -132,12 +163,14 @@ class PgPool:
 
     async def open(self) -> None:
         self._open = True
-        try:
-            for conn in await asyncio.gather(*(self._connect() for _ in range(self.min_size))):
-                self._idle.append(conn)
-        except BaseException:
+        opened = await asyncio.gather(
+            *(self._connect() for _ in range(self.min_size)), return_exceptions=True
+        )
+        self._idle.extend(c for c in opened if not isinstance(c, BaseException))
+        failed = [c for c in opened if isinstance(c, BaseException)]
+        if failed:
             await self.close()
-            raise
+            raise failed[0]
 
     async def _connect(self) -> Any:
         self._size += 1

@@ -6,10 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pgserver import PgServer
 
 from gateway.app import make_store
 from gateway.config import ConfigError, parse
+from gateway.lifecycle import StartupError, serve
 from gateway.store.postgres import PostgresStore, gateway_store, missing_methods
+from gateway.store.postgres_conn import dsn_location
 
 DSN = "postgresql://signalgate:pg-password-0123456789@db.internal:5432/signalgate"
 COOKIE = "cookie-secret-0123456789"
@@ -89,3 +92,33 @@ def test_an_incomplete_postgres_store_is_refused_by_name(monkeypatch: pytest.Mon
     assert reason == "postgres lacks touch_profile in this build; use sqlite"
     with pytest.raises(ValueError, match="lacks touch_profile"):
         gateway_store(DSN, pool_min=1, pool_max=1, dedup_seconds=1, merge_seconds=0)
+
+
+async def test_a_postgres_that_cannot_be_opened_stops_start_up_with_one_clear_line(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    dsn = f"postgresql://postgres:pw-secret-42@{pg_server.host}:{pg_server.port}/missing_db"
+    config = parse(
+        doc(
+            {"backend": "postgres", "dsn": dsn, "path": str(tmp_path / "unused" / "x.db")},
+            cookie_secret=COOKIE,
+            port=0,
+        ),
+        {},
+        Path("."),
+    )
+    with pytest.raises(StartupError) as info:
+        await serve(config, delivery=False)
+    message = str(info.value)
+    assert message == (
+        f"cannot open the store on PostgreSQL {pg_server.host}:{pg_server.port}/missing_db:"
+        ' database "missing_db" does not exist (SQLSTATE 3D000)'
+    )
+    assert "pw-secret" not in message
+    assert not (tmp_path / "unused").exists()  # no SQLite directory made for a postgres store
+
+
+def test_dsn_location_never_shows_credentials() -> None:
+    assert dsn_location(DSN) == "db.internal:5432/signalgate"
+    assert dsn_location("postgresql://u@h/d") == "h:5432/d"
+    assert dsn_location("postgresql://u:p@[::1]:99999999/d") == "(unparsable DSN)"
