@@ -104,12 +104,13 @@ WITH p AS (
 ), c AS (
     SELECT id FROM p UNION ALL SELECT id FROM r UNION ALL SELECT id FROM x ORDER BY id LIMIT $3
 ), u AS (
-    UPDATE deliveries d SET state = 'leased', not_before = $4, lease_until = $4, updated_at = $2
-    FROM c WHERE d.id = c.id
-    RETURNING d.id, d.event_ref, d.attempts
+    UPDATE deliveries SET state = 'leased', not_before = $4, lease_until = $4, updated_at = $2
+    WHERE id = ANY(ARRAY(SELECT id FROM c))
+    RETURNING id, event_ref, attempts
 )
 SELECT u.id, e.event_name, e.event_id, e.event_time, e.record, u.attempts, e.created_at
-FROM u JOIN events e ON e.id = u.event_ref ORDER BY u.id
+FROM u JOIN LATERAL (SELECT * FROM events WHERE events.id = u.event_ref) e ON true
+ORDER BY u.id
 """
 """Lease the due rows of route $1 at $2, at most $3, until $4: the oldest pending rows, retry
 rows and expired leases (each stream an index range, locked and skipped if another lease is
@@ -181,14 +182,14 @@ WITH picked AS (
     ) x
     LIMIT $3
 ), gone AS (
-    DELETE FROM deliveries d USING picked WHERE d.id = picked.id AND d.state = 'done'
+    DELETE FROM deliveries d WHERE d.id = ANY(ARRAY(SELECT id FROM picked)) AND d.state = 'done'
     RETURNING d.id, d.route, d.event_ref, d.not_before
 ), counted AS (
     INSERT INTO compacted_counts(route, state, n)
     SELECT route, 'done', count(*) FROM gone GROUP BY route ORDER BY route
     ON CONFLICT (route, state) DO UPDATE SET n = compacted_counts.n + excluded.n
 ), freed AS (
-    DELETE FROM events e WHERE e.id IN (SELECT event_ref FROM gone)
+    DELETE FROM events e WHERE e.id = ANY(ARRAY(SELECT event_ref FROM gone))
     AND NOT EXISTS (
         SELECT 1 FROM deliveries o
         WHERE o.event_ref = e.id AND o.id NOT IN (SELECT id FROM gone)
@@ -201,13 +202,12 @@ SELECT route, event_ref, not_before FROM gone
 
 _SWEEP: Final = """
 WITH page AS (
-    SELECT route, event_name, event_id, first_seen FROM dedup
+    SELECT ctid AS at, route, event_name, event_id, first_seen FROM dedup
     WHERE (route, event_name, event_id) > ($1, $2, $3)
     ORDER BY route, event_name, event_id LIMIT $4
 ), gone AS (
-    DELETE FROM dedup d USING page p
-    WHERE d.route = p.route AND d.event_name = p.event_name AND d.event_id = p.event_id
-    AND p.first_seen < $5 AND d.first_seen < $5
+    DELETE FROM dedup WHERE ctid = ANY(ARRAY(SELECT at FROM page WHERE first_seen < $5))
+    AND first_seen < $5
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM page), l.route, l.event_name, l.event_id
@@ -217,7 +217,9 @@ FROM (SELECT 1) one LEFT JOIN LATERAL (
 ) l ON true
 """
 """Visit up to $4 dedup keys after ($1, $2, $3) in key order, delete those seen before $5;
-return (deleted, visited, last key visited)."""
+return (deleted, visited, last key visited). The page's keys are deleted by their row address
+(``ctid``): a key claimed again meanwhile is a newer row version, which the delete re-checks
+against the cutoff and keeps."""
 
 Prepare = Callable[[Conn], Awaitable[Sequence[NewEvent]]]
 """Runs first in a batch's transaction; returns the events the job appends (after a profile

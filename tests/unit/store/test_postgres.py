@@ -19,6 +19,7 @@ pytest.register_assert_rewrite("contract")
 from contract import LEASE, T0, StoreContract, StoreFactory, ev, ids_of, order  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402
+import gateway.store.postgres_append as postgres_append  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
 from gateway.store.base import AppendResult, DeliveryState, NewEvent, Store  # noqa: E402
 from gateway.store.postgres import PostgresStore, StoreClosedError  # noqa: E402
@@ -472,3 +473,35 @@ async def test_a_store_reconnects_after_its_sessions_were_killed(
     await store.ping()
     assert store.availability.reason is None
     assert await store.counts() == {("shop:meta", DeliveryState.PENDING): 2}
+
+
+async def test_hot_statements_read_indexes_not_the_whole_outbox(
+    store: PostgresStore, pg_dsn: str
+) -> None:
+    """At depth (20,000 rows on two routes, most of them delivered, a backlog waiting) the
+    lease, the backlog, the dead-letter listing and compaction read index ranges, never a
+    sequential scan of the deliveries."""
+    for b in range(20):
+        await store.append([ev(f"e{b}-{i}", "s:a", "s:b") for i in range(500)], T0)
+    for route in ("s:a", "s:b"):
+        leased = await store.lease(route, 9000, T0, LEASE)
+        await store.mark_done(ids_of(leased), T0 + 1)
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("ANALYZE")
+        plans = {
+            "lease": (postgres_module._LEASE, "s:a", T0, 100, T0 + 30),
+            "backlog": (postgres_module._BACKLOG, ["s:a", "s:b"], 1000),
+            "dead": (postgres_module._DEAD_LETTERS, "s:a", 50),
+            "compact": (postgres_module._COMPACT, ["s:a", "s:b"], T0 + 10, 1000),
+            "sweep": (postgres_module._SWEEP, "s:a", "", "", 2000, T0 + 10),
+            "merge": (postgres_append._ORIGINALS, ["s:a"], ["Purchase"], ["e1-1"], ["shop"]),
+            "records": (postgres_append._SET_RECORDS, [1, 2], [b"{}", b"{}"]),
+        }
+        for name, (sql, *args) in plans.items():
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+            for table in ("deliveries", "events", "dedup"):
+                assert f"Seq Scan on {table}" not in plan, (name, plan)
+            assert "Index" in plan, (name, plan)
+    finally:
+        await conn.close()
