@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from typing import Any
 
 from conftest import FakeClock, auth, runtime_of
+from pgserver import PgServer
 
 from gateway.config import Config
 from gateway.core.secret import Secret
+from gateway.store.availability import RETRY_AFTER_SECONDS
 from gateway.store.postgres import PostgresStore
 
 ORIGIN = "https://www.shop.test"
@@ -93,3 +96,80 @@ async def test_two_gateways_on_one_postgres_deliver_each_order_once_merged(
     await asyncio.gather(*(w.drain() for w in workers))
     assert len([e for e in sandbox.recorder.accepted if e["event_name"] == "Purchase"]) == ORDERS
     assert (await store.dedup_counts())[("shop:meta", "api+loader")] == ORDERS + 10
+
+
+class CuttableProxy:
+    """A TCP relay to PostgreSQL that the test can cut (every connection closed, new ones
+    refused: the database is unreachable) and restore."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in list(self.links):
+            writer.transport.abort()
+        self.links.clear()
+
+    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.links |= {writer, up_writer}
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+
+async def test_an_unreachable_database_answers_503_then_recovers_without_a_restart(
+    make_config: Any, gateway: Any, pg_server: PgServer, pg_dsn: str, caplog: Any
+) -> None:
+    caplog.set_level(logging.INFO)
+    proxy = CuttableProxy(pg_server.host, pg_server.port)
+    await proxy.start()
+    database = pg_dsn.rsplit("/", 1)[1]
+    config = on_postgres(make_config(), f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
+    try:
+        client = await gateway(config, run_workers=False)
+        assert (await client.post("/v1/events", json=backend_copy(1), headers=auth())).status == 202
+        await proxy.cut()
+        for i in range(3):
+            resp = await client.post("/v1/events", json=backend_copy(100 + i), headers=auth())
+            assert resp.status == 503, await resp.text()
+            assert resp.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
+            assert (await resp.json())["message"] == "store unavailable: database unreachable"
+        ready = await client.get("/readyz")
+        assert ready.status == 503
+        assert "store unavailable: database unreachable" in (await ready.json())["problems"]
+        await proxy.start()  # the database is back, on the same address
+        for _ in range(50):  # the readiness probe reconnects by itself
+            ready = await client.get("/readyz")
+            if ready.status == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert ready.status == 200, await ready.json()
+        resp = await client.post("/v1/events", json=backend_copy(2), headers=auth())
+        assert resp.status == 202, await resp.text()
+        lines = [r.getMessage() for r in caplog.records if r.name == "signalgate.store"]
+        assert lines == ["store unavailable: database unreachable", "store recovered"]
+        counts = await runtime_of(client).store.counts()
+        assert sum(counts.values()) == 2  # what was refused was not stored
+    finally:
+        await client.close()  # before its database link goes (the fixture's close is a no-op)
+        await proxy.cut()
