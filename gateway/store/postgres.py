@@ -82,6 +82,10 @@ log = logging.getLogger(__name__)
 MAX_BATCH: Final = 1024
 """Most append jobs written by one group commit."""
 
+MAX_BATCH_EVENTS: Final = 10_000
+"""A group commit takes no further job once it holds this many events (its first job is
+always taken, whatever its size): one statement's arrays stay a few MB."""
+
 COMPACT_CHUNK: Final = 1000
 """Done rows deleted per compaction transaction."""
 
@@ -554,12 +558,22 @@ class PostgresOutbox:
                     wake.clear()
                     await wake.wait()
                     continue
-                batch = self._jobs[:MAX_BATCH]
-                del self._jobs[:MAX_BATCH]
-                await self._write_batch(batch)
+                await self._write_batch(self._next_batch())
         finally:  # cancelled with the loop, or a bug: nobody waits forever
             jobs, self._jobs = self._jobs, []
             _fail(jobs, StoreClosedError("the PostgreSQL store writer stopped"))
+
+    def _next_batch(self) -> list[_AppendJob]:
+        """Take the queued jobs of the next group commit (see MAX_BATCH, MAX_BATCH_EVENTS)."""
+        taken = events = 0
+        for job in self._jobs[:MAX_BATCH]:
+            if taken and events + len(job.events) > MAX_BATCH_EVENTS:
+                break
+            taken += 1
+            events += len(job.events)
+        batch = self._jobs[:taken]
+        del self._jobs[:taken]
+        return batch
 
     async def _write_batch(self, batch: list[_AppendJob]) -> None:
         """Write the batch and resolve its futures; never raises.

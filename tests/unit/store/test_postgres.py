@@ -163,6 +163,20 @@ async def test_order_ledger_entries_of_a_batch_are_written_by_one_call(
     assert sorted(r.order_id for r in rows) == sorted(f"o{i}" for i in range(n))
 
 
+async def test_a_group_commit_holds_a_bounded_number_of_events(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_module, "MAX_BATCH_EVENTS", 25)
+    before = store.commits
+    sizes = [30, 10, 10, 10, 1, 1]  # an oversized job still goes, alone
+    results = await asyncio.gather(
+        *(store.append([ev(f"b{j}-{i}") for i in range(n)], T0) for j, n in enumerate(sizes))
+    )
+    assert [len(r) for r in results] == sizes
+    assert store.commits - before == 3  # [30], [10, 10], [10, 1, 1]
+    assert (await store.counts())[("shop:meta", DeliveryState.PENDING)] == sum(sizes)
+
+
 async def test_sequential_appends_commit_each_time(store: PostgresStore) -> None:
     before = store.commits
     for i in range(5):
