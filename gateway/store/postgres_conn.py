@@ -139,6 +139,14 @@ def describe_failure(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+CONNECT_TIMEOUT: Final = 10.0
+"""Seconds to open a connection (TCP, TLS, authentication) before giving up."""
+
+STATEMENT_TIMEOUT: Final = 30.0
+"""Seconds a statement may take before the client gives up on it (a database that stopped
+answering without closing the connection: the request fails with 503 instead of hanging)."""
+
+
 class PgPool:
     """A small pool of asyncpg connections, handed out as `Conn`.
 
@@ -151,10 +159,20 @@ class PgPool:
     was cancelled half-way) is terminated and replaced on demand.
     """
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        statement_timeout: float = STATEMENT_TIMEOUT,
+    ) -> None:
         self._dsn = dsn  # carries the password: never formatted into a message or log line
         self.min_size = min_size
         self.max_size = max_size
+        self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self._idle: list[Any] = []
         self._waiters: collections.deque[asyncio.Future[Any]] = collections.deque()
         self._size = 0
@@ -175,7 +193,9 @@ class PgPool:
     async def _connect(self) -> Any:
         self._size += 1
         try:
-            return await asyncpg.connect(self._dsn)
+            return await asyncpg.connect(
+                self._dsn, timeout=self.connect_timeout, command_timeout=self.statement_timeout
+            )
         except BaseException:
             self._size -= 1
             raise
@@ -252,7 +272,7 @@ class PgPool:
         try:
             yield cast(Conn, conn)
         except BaseException as exc:
-            if connection_error(exc) or isinstance(exc, asyncio.CancelledError):
+            if connection_error(exc) or isinstance(exc, asyncio.CancelledError | TimeoutError):
                 # Never hand a broken connection (or one left mid-statement) out again.
                 conn.terminate()
             raise

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from conftest import FakeClock, auth, runtime_of
-from pgserver import PgServer
+from pgserver import CuttableProxy, PgServer
 
 from gateway.config import Config
 from gateway.core.secret import Secret
@@ -96,45 +96,6 @@ async def test_two_gateways_on_one_postgres_deliver_each_order_once_merged(
     await asyncio.gather(*(w.drain() for w in workers))
     assert len([e for e in sandbox.recorder.accepted if e["event_name"] == "Purchase"]) == ORDERS
     assert (await store.dedup_counts())[("shop:meta", "api+loader")] == ORDERS + 10
-
-
-class CuttableProxy:
-    """A TCP relay to PostgreSQL that the test can cut (every connection closed, new ones
-    refused: the database is unreachable) and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.server: asyncio.Server | None = None
-        self.port = 0
-        self.links: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-        for writer in list(self.links):
-            writer.transport.abort()
-        self.links.clear()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.links |= {writer, up_writer}
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
 
 
 async def test_an_unreachable_database_answers_503_then_recovers_without_a_restart(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract")
 
 from contract import LEASE, T0, StoreContract, StoreFactory, ev, ids_of, order  # noqa: E402
+from pgserver import CuttableProxy, PgServer  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402
 import gateway.store.postgres_append as postgres_append  # noqa: E402
@@ -519,3 +521,34 @@ async def test_hot_statements_read_indexes_not_the_whole_outbox(
             assert "Index" in plan, (name, plan)
     finally:
         await conn.close()
+
+
+async def test_a_database_that_stops_answering_fails_appends_after_the_statement_timeout(
+    pg_server: PgServer, pg_dsn: str
+) -> None:
+    proxy = CuttableProxy(pg_server.host, pg_server.port)
+    await proxy.start()
+    database = pg_dsn.rsplit("/", 1)[1]
+    store = make(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
+    store._pool.statement_timeout = 0.5
+    await store.open()
+    try:
+        await store.append([ev("before")], T0)
+        proxy.freeze()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="database unreachable"):
+            await asyncio.wait_for(store.append([ev("stuck")], T0), 20)
+        assert time.monotonic() - started < 10  # the timeout, not the test's guard
+        proxy.thaw()
+        for _ in range(50):  # the connection that timed out was dropped; a fresh one works
+            try:
+                await store.append([ev("after")], T0)
+                break
+            except StoreUnavailableError:
+                await asyncio.sleep(0.1)
+        counts = await store.counts()
+        assert counts[("shop:meta", DeliveryState.PENDING)] in (2, 3)  # "stuck" may have landed
+        assert store.availability.reason is None
+    finally:
+        await store.close()
+        await proxy.cut()
