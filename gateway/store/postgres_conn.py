@@ -43,8 +43,14 @@ class Record(Protocol):
 class Conn(Protocol):
     """The asyncpg connection methods the store uses."""
 
-    async def execute(self, query: str, *args: object) -> str:
-        """Run a statement; return its status tag ("UPDATE 3")."""
+    async def execute(
+        self,
+        query: str,
+        *args: object,
+        timeout: float | None = None,  # noqa: ASYNC109 - asyncpg's own per-statement limit
+    ) -> str:
+        """Run a statement; return its status tag ("UPDATE 3"). `timeout` replaces the
+        connection's statement timeout (None: keep it)."""
 
     async def executemany(self, command: str, args: Iterable[Sequence[object]]) -> None: ...
 

@@ -40,6 +40,9 @@ __all__ = ["LOCK_KEY", "MIGRATIONS", "SchemaTooNewError", "migrate", "schema_ver
 LOCK_KEY: Final = 0x5167_6174_6531
 """`pg_advisory_xact_lock` key of the migration ("Sgate1"): any constant, the same everywhere."""
 
+MIGRATION_TIMEOUT: Final = 3600.0
+"""Seconds one migration script may run (the pool's statement timeout is far shorter)."""
+
 _OUTBOX: Final = """
 CREATE SEQUENCE IF NOT EXISTS events_id_seq;
 CREATE TABLE IF NOT EXISTS events(
@@ -120,7 +123,8 @@ async def migrate(conn: Conn, migrations: tuple[str, ...] = MIGRATIONS) -> int:
     once: the advisory lock serialises them, and each finds what the previous one applied.
     """
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY)
+        # waits while another process migrates, however long that takes
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", LOCK_KEY, timeout=MIGRATION_TIMEOUT)
         await conn.execute(_VERSION_TABLE)
         version = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
         if version > len(migrations):
@@ -129,7 +133,8 @@ async def migrate(conn: Conn, migrations: tuple[str, ...] = MIGRATIONS) -> int:
                 f"{len(migrations)}: upgrade the gateway"
             )
         for target in range(version + 1, len(migrations) + 1):
-            await conn.execute(migrations[target - 1])
+            # A migration may rebuild a big table: the statement timeout is not for it.
+            await conn.execute(migrations[target - 1], timeout=MIGRATION_TIMEOUT)
             await conn.execute("INSERT INTO schema_version(version) VALUES ($1)", target)
         return len(migrations)
 
