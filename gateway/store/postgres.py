@@ -18,10 +18,18 @@ made safe without a single writer:
 Group commit: every `append` is a job for this process's one writer task, which takes all jobs
 queued at that moment and writes them with ONE set-based statement (the events as arrays,
 ``unnest``ed server-side), resolving their futures once it committed. While one batch is on the
-wire the next requests queue, so batches grow with load. A batch of plain appends needs one
-round trip (the statement commits by itself); a batch with a profile merge or order ledger rows
-(`_append_job` with `prepare` / `finish`, used by the profile and order mixins) runs in one
-transaction around them.
+wire the next requests queue, so batches grow with load (up to MAX_BATCH jobs or
+MAX_BATCH_EVENTS events). A batch of plain appends needs one round trip (the statement commits
+by itself; duplicates to merge take one more transaction). A batch with profile merges or order
+ledger rows (`_append_job` with `prepare` / `orders`, used by the profile and order mixins) runs
+in one transaction: the prepares, the one append statement, then ONE `_on_orders` call with the
+ledger entries of every job. If a batch fails before anything of it committed, its jobs are
+written one by one, so a bad job (or a deadlock PostgreSQL broke) fails only its own caller.
+
+Failures: a database that cannot be reached, is shutting down, refuses connections or stopped
+answering (statements give up after `postgres_conn.STATEMENT_TIMEOUT`) makes the store
+unavailable (`Availability`: 503 with Retry-After, `/readyz`); a broken connection is dropped
+from the pool and a fresh one opened for the next statement.
 
 Mixins (gateway/store/postgres_{profiles,dead,orders,stats}.py) add the other protocols of
 `GatewayStore` and plug into the outbox through the ``_on_*`` hooks of `PostgresOutbox`.
