@@ -15,16 +15,10 @@ made safe without a single writer:
 * *Merges* lock the original's delivery row (``FOR UPDATE``) before reading its state, so a
   duplicate is merged only into a record that no lease has taken yet.
 
-Group commit: every `append` is a job for this process's one writer task, which takes all jobs
-queued at that moment and writes them with ONE set-based statement (the events as arrays,
-``unnest``ed server-side), resolving their futures once it committed. While one batch is on the
-wire the next requests queue, so batches grow with load (up to MAX_BATCH jobs or
-MAX_BATCH_EVENTS events). A batch of plain appends needs one round trip (the statement commits
-by itself; duplicates to merge take one more transaction). A batch with profile merges or order
-ledger rows (`_append_job` with `prepare` / `orders`, used by the profile and order mixins) runs
-in one transaction: the prepares, the one append statement, then ONE `_on_orders` call with the
-ledger entries of every job. If a batch fails before anything of it committed, its jobs are
-written one by one, so a bad job (or a deadlock PostgreSQL broke) fails only its own caller.
+Group commit (gateway/store/postgres_writer.py, the base class `GroupCommit`): every `append`
+is a job for this process's one writer task, which writes all jobs queued at that moment with
+ONE set-based statement (the events as arrays, ``unnest``ed server-side) and resolves their
+futures once it committed; profile merges and order ledger rows join the batch's transaction.
 
 Failures: a database that cannot be reached, is shutting down, refuses connections or stopped
 answering (statements give up after `postgres_conn.STATEMENT_TIMEOUT`) makes the store
@@ -37,15 +31,10 @@ Mixins (gateway/store/postgres_{profiles,dead,orders,stats}.py) add the other pr
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Final, Literal, TypeGuard, overload
 
-from gateway.core.orders import OrderEntry
-from gateway.store.availability import Availability, StoreUnavailableError
 from gateway.store.base import (
     AppendResult,
     Backlog,
@@ -62,20 +51,18 @@ from gateway.store.base import (
     StatsStore,
     Store,
 )
-from gateway.store.postgres_append import Claimed, claim, merge_duplicates, result_of
 from gateway.store.postgres_conn import (
     Conn,
     PgPool,
     Record,
-    connection_error,
     status_count,
-    unavailable_reason,
 )
 from gateway.store.postgres_dead import PostgresDeadLetters
 from gateway.store.postgres_orders import PostgresOrders
 from gateway.store.postgres_profiles import PostgresProfiles
 from gateway.store.postgres_schema import migrate
 from gateway.store.postgres_stats import PostgresStats
+from gateway.store.postgres_writer import GroupCommit, StoreClosedError
 
 __all__ = [
     "PostgresOutbox",
@@ -84,15 +71,6 @@ __all__ = [
     "gateway_store",
     "missing_methods",
 ]
-
-log = logging.getLogger(__name__)
-
-MAX_BATCH: Final = 1024
-"""Most append jobs written by one group commit."""
-
-MAX_BATCH_EVENTS: Final = 10_000
-"""A group commit takes no further job once it holds this many events (its first job is
-always taken, whatever its size): one statement's arrays stay a few MB."""
 
 COMPACT_CHUNK: Final = 1000
 """Done rows deleted per compaction transaction."""
@@ -233,30 +211,8 @@ return (deleted, visited, last key visited). The page's keys are deleted by thei
 (``ctid``): a key claimed again meanwhile is a newer row version, which the delete re-checks
 against the cutoff and keeps."""
 
-Prepare = Callable[[Conn], Awaitable[Sequence[NewEvent]]]
-"""Runs first in a batch's transaction; returns the events the job appends (after a profile
-merge, say)."""
-Finish = Callable[[Conn, frozenset[tuple[str, str, str]]], Awaitable[None]]
-"""Runs after the batch's append in the same transaction; gets the (route, event_name,
-event_id) keys the append found held by a browser copy (for the order ledger's pairing)."""
 
-
-class StoreClosedError(RuntimeError):
-    """The store is not open (never opened, or closed)."""
-
-
-@dataclass(slots=True)
-class _AppendJob:
-    events: tuple[NewEvent, ...]
-    now: float
-    future: asyncio.Future[list[AppendResult]]
-    prepare: Prepare | None = None
-    finish: Finish | None = None
-    orders: tuple[OrderEntry, ...] = ()
-    results: list[AppendResult] = field(default_factory=list)
-
-
-class PostgresOutbox:
+class PostgresOutbox(GroupCommit):
     """The `Store` protocol on PostgreSQL (see the module docstring); mixins add the rest."""
 
     def __init__(
@@ -272,22 +228,13 @@ class PostgresOutbox:
             raise ValueError("pool_min must be >= 1 and pool_max >= pool_min")
         if dedup_seconds < 0 or merge_seconds < 0:
             raise ValueError("dedup_seconds and merge_seconds must be >= 0")
-        self._pool = PgPool(dsn, min_size=pool_min, max_size=pool_max)
-        self.dedup_seconds = dedup_seconds
-        self.merge_seconds = merge_seconds
-        """New rows wait this long so a duplicate from the other channel can merge in."""
-        self.commits = 0
-        """Append batches written (one statement or transaction each)."""
-        self.availability = Availability()
-        """Whether writes succeed; storage failures become StoreUnavailableError (503)."""
-        self._jobs: list[_AppendJob] = []
+        super().__init__(
+            PgPool(dsn, min_size=pool_min, max_size=pool_max),
+            dedup_seconds=dedup_seconds,
+            merge_seconds=merge_seconds,
+        )
         self._sweep_from: tuple[str, str, str] | None = None
         """Where the dedup sweep goes on (None: from the first key)."""
-        self._sweep_debt = 0
-        """Dedup keys claimed (at most) since the last compaction: the next sweep's budget."""
-        self._wake: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._open = False
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -302,26 +249,11 @@ class PostgresOutbox:
         except BaseException:
             await self._pool.close()
             raise
-        self._wake = asyncio.Event()
-        self._writer = asyncio.get_running_loop().create_task(
-            self._write_loop(), name="postgres-store-writer"
-        )
-        self._open = True
+        self._start_writer()
 
     async def close(self) -> None:
         """Write every append already submitted, stop the writer, close the pool."""
-        self._open = False
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            assert self._wake is not None
-            self._wake.set()
-            try:
-                await writer
-            except asyncio.CancelledError:
-                if not writer.cancelled():
-                    raise  # close() itself was cancelled
-            except Exception as exc:  # a bug: its callers already got the error
-                log.error("the PostgreSQL store writer failed: %s", type(exc).__name__)
+        await self._stop_writer()
         await self._pool.close()
 
     async def ping(self) -> None:
@@ -339,27 +271,13 @@ class PostgresOutbox:
         async with self._pool.tx() as conn:
             yield conn
 
-    # -- hooks for the mixins (no-ops here) --------------------------------------------------
+    # -- hooks for the mixins (no-ops here; `GroupCommit` has the append's) -------------------
 
     async def _on_dead(
         self, conn: Conn, ids: Sequence[int], evidence: Mapping[int, DeadEvidence]
     ) -> None:
         """`mark_dead` made the leased ones of `ids` dead (in this transaction): keep the
         `evidence` of those (by id) for the dead-letter listing."""
-
-    async def _on_orders(
-        self,
-        conn: Conn,
-        orders: Sequence[OrderEntry],
-        now: float,
-        paired: frozenset[tuple[str, str, str]],
-    ) -> None:
-        """Write the order ledger entries of a batch's append jobs (in its transaction);
-        `paired` as for `Finish`. The order ledger mixin implements it."""
-        raise NotImplementedError("the order ledger is not part of this store")
-
-    async def _on_paired(self, conn: Conn, pairs: Sequence[tuple[int, str]]) -> None:
-        """A browser copy was deduplicated into these (event_ref, route) backend events."""
 
     async def _on_compacted(self, conn: Conn, rows: Sequence[tuple[str, int, float]]) -> None:
         """Compaction deleted these delivered (route, event_ref, done_at) rows."""
@@ -373,36 +291,6 @@ class PostgresOutbox:
         if not events:
             return []
         return await self._append_job(tuple(events), now)
-
-    async def _append_job(
-        self,
-        events: tuple[NewEvent, ...],
-        now: float,
-        *,
-        prepare: Prepare | None = None,
-        finish: Finish | None = None,
-        orders: tuple[OrderEntry, ...] = (),
-    ) -> list[AppendResult]:
-        """Queue an append for the writer's next group commit; return once it committed.
-
-        `prepare` (then `events` is ignored: it returns the events) and `finish` run in the
-        batch's transaction, before and after the append (see `Prepare`, `Finish`). `orders`
-        are order ledger entries: those of every job of the batch are written together, after
-        the append in the same transaction, by ONE `_on_orders` call.
-        """
-        if not self._open or self._wake is None or self._writer is None or self._writer.done():
-            raise StoreClosedError("the PostgreSQL store is not open")
-        future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_AppendJob(events, now, future, prepare, finish, orders))
-        self._wake.set()
-        try:
-            results = await future
-        except Exception as exc:
-            self._failed(exc)
-            raise
-        if self.availability.reason is not None:
-            self.availability.succeeded()
-        return results
 
     async def lease(
         self, route: str, limit: int, now: float, lease_seconds: float
@@ -531,12 +419,6 @@ class PostgresOutbox:
 
     # -- machinery -----------------------------------------------------------------------------
 
-    def _failed(self, exc: BaseException) -> None:
-        """Raise StoreUnavailableError if `exc` means the database cannot write now."""
-        reason = unavailable_reason(exc)
-        if reason is not None:
-            self.availability.failed(StoreUnavailableError(reason))
-
     @overload
     async def _run(self, sql: str, *args: object, fetch: Literal[True]) -> list[Record]: ...
 
@@ -553,126 +435,6 @@ class PostgresOutbox:
         except Exception as exc:
             self._failed(exc)
             raise
-
-    async def _write_loop(self) -> None:
-        """The writer task: take every queued append job, write them as one batch, repeat."""
-        assert self._wake is not None
-        wake = self._wake
-        try:
-            while True:
-                if not self._jobs:
-                    if not self._open:
-                        return
-                    wake.clear()
-                    await wake.wait()
-                    continue
-                await self._write_batch(self._next_batch())
-        finally:  # cancelled with the loop, or a bug: nobody waits forever
-            jobs, self._jobs = self._jobs, []
-            _fail(jobs, StoreClosedError("the PostgreSQL store writer stopped"))
-
-    def _next_batch(self) -> list[_AppendJob]:
-        """Take the queued jobs of the next group commit (see MAX_BATCH, MAX_BATCH_EVENTS)."""
-        taken = events = 0
-        for job in self._jobs[:MAX_BATCH]:
-            if taken and events + len(job.events) > MAX_BATCH_EVENTS:
-                break
-            taken += 1
-            events += len(job.events)
-        batch = self._jobs[:taken]
-        del self._jobs[:taken]
-        return batch
-
-    async def _write_batch(self, batch: list[_AppendJob]) -> None:
-        """Write the batch and resolve its futures; never raises.
-
-        If the batch fails before anything of it was committed, each job is written alone, so
-        one bad job fails only its own caller.
-        """
-        try:
-            await self._write(batch)
-        except _PartlyCommittedError as exc:
-            _fail(batch, exc.__cause__ or exc)
-            return
-        except Exception as exc:
-            if len(batch) > 1 and not connection_error(exc):
-                for job in batch:
-                    await self._write_batch([job])
-                return
-            _fail(batch, exc)
-            return
-        except BaseException:  # cancelled (the loop is going away): nobody hangs
-            _fail(batch, StoreClosedError("the PostgreSQL store writer stopped"))
-            raise
-        self.commits += 1
-        for job in batch:
-            if not job.future.done():  # its caller may have been cancelled meanwhile
-                job.future.set_result(job.results)
-
-    async def _write(self, batch: list[_AppendJob]) -> None:
-        """One group commit: a single statement, or one transaction when a job has hooks or
-        the append found duplicates to merge."""
-        if any(job.prepare or job.finish or job.orders for job in batch):
-            async with self._tx() as conn:
-                await self._write_in(conn, batch, in_tx=True)
-            return
-        async with self._pool.acquire() as conn:
-            await self._write_in(conn, batch, in_tx=False)
-
-    async def _write_in(self, conn: Conn, batch: list[_AppendJob], *, in_tx: bool) -> None:
-        for job in batch:
-            if job.prepare is not None:
-                job.events = tuple(await job.prepare(conn))
-        events = [e for job in batch for e in job.events]
-        now = max(job.now for job in batch)
-        claimed = Claimed({}, [])
-        if events:
-            due = now + self.merge_seconds if self.merge_seconds > 0 else 0.0
-            self._sweep_debt += sum(len(e.routes) for e in events)
-            claimed = await claim(conn, events, now=now, cutoff=now - self.dedup_seconds, due=due)
-        paired: frozenset[tuple[str, str, str]] = frozenset()
-        if claimed.lost:
-            try:
-                if in_tx:
-                    paired = await self._merge(conn, events, claimed.lost)
-                else:
-                    async with conn.transaction():
-                        paired = await self._merge(conn, events, claimed.lost)
-            except Exception as exc:
-                if in_tx:
-                    raise
-                raise _PartlyCommittedError from exc  # the claims are in: never write them twice
-        orders = [o for job in batch for o in job.orders]
-        if orders:
-            await self._on_orders(conn, orders, now, paired)
-        for job in batch:
-            if job.finish is not None:
-                await job.finish(conn, paired)
-        start = 0
-        for job in batch:
-            job.results = [
-                result_of(e.routes, claimed.won.get(start + k, ()))
-                for k, e in enumerate(job.events)
-            ]
-            start += len(job.events)
-
-    async def _merge(
-        self, conn: Conn, events: Sequence[NewEvent], lost: Sequence[tuple[int, str]]
-    ) -> frozenset[tuple[str, str, str]]:
-        found = await merge_duplicates(conn, events, lost)
-        if found:
-            await self._on_paired(conn, [(ref, route) for ref, route, *_ in found])
-        return frozenset((route, name, event_id) for _, route, name, event_id, _ in found)
-
-
-class _PartlyCommittedError(Exception):
-    """An append batch failed after its claims committed: its jobs must not be retried."""
-
-
-def _fail(batch: Sequence[_AppendJob], exc: BaseException) -> None:
-    for job in batch:
-        if not job.future.done():
-            job.future.set_exception(exc)
 
 
 def _info(row: Record) -> DeliveryInfo:

@@ -22,6 +22,7 @@ from pgserver import CuttableProxy, PgServer  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402
 import gateway.store.postgres_append as postgres_append  # noqa: E402
+import gateway.store.postgres_writer as postgres_writer  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
 from gateway.store.base import AppendResult, DeliveryState, NewEvent, Store  # noqa: E402
 from gateway.store.postgres import PostgresStore, StoreClosedError  # noqa: E402
@@ -168,7 +169,7 @@ async def test_order_ledger_entries_of_a_batch_are_written_by_one_call(
 async def test_a_group_commit_holds_a_bounded_number_of_events(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgres_module, "MAX_BATCH_EVENTS", 25)
+    monkeypatch.setattr(postgres_writer, "MAX_BATCH_EVENTS", 25)
     before = store.commits
     sizes = [30, 10, 10, 10, 1, 1]  # an oversized job still goes, alone
     results = await asyncio.gather(
