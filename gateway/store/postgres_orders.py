@@ -24,8 +24,9 @@ finds the rows by ``event_ref``. Rows live as long as the outbox remembers an ev
 the dedup window and the delivered rows' window), deleted in chunks in write order by
 `compact` (`_on_compact`).
 
-The store's outbox calls this module through its hooks (gateway/store/postgres.py:
-``_append_job(finish=…)``, ``_on_paired``, ``_on_compacted``, ``_on_compact``).
+The store's outbox calls this module through its hooks (gateway/store/postgres.py and
+postgres_writer.py: ``_append_job(orders=…)`` then ``_on_orders`` once per group commit,
+``_on_paired``, ``_on_compacted``, ``_on_compact``).
 """
 
 from __future__ import annotations
