@@ -93,7 +93,10 @@ class _Cluster:
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="signalgate-pg-"))
+        # As root the server runs as user postgres, which must reach the directory: /tmp,
+        # whatever TMPDIR says (a root-only TMPDIR such as /root/tmp would be out of its reach).
+        base = "/tmp" if os.geteuid() == 0 else None
+        self.root = Path(tempfile.mkdtemp(prefix="signalgate-pg-", dir=base))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
         self.process: subprocess.Popen[bytes] | None = None

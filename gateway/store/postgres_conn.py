@@ -221,10 +221,6 @@ class PgPool:
             except Exception:  # a broken connection: just drop it
                 conn.terminate()
 
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
     async def _take(self) -> Any:
         if not self._open:
             raise RuntimeError("the PostgreSQL pool is not open")

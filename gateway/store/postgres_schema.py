@@ -35,7 +35,7 @@ from gateway.store.postgres_orders import ORDERS_SCHEMA
 from gateway.store.postgres_profiles import PROFILE_SCHEMA
 from gateway.store.postgres_stats import STATS_SCHEMA
 
-__all__ = ["LOCK_KEY", "MIGRATIONS", "SchemaTooNewError", "migrate", "schema_version"]
+__all__ = ["LOCK_KEY", "MIGRATIONS", "MIGRATION_TIMEOUT", "SchemaTooNewError", "migrate"]
 
 LOCK_KEY: Final = 0x5167_6174_6531
 """`pg_advisory_xact_lock` key of the migration ("Sgate1"): any constant, the same everywhere."""
@@ -137,11 +137,3 @@ async def migrate(conn: Conn, migrations: tuple[str, ...] = MIGRATIONS) -> int:
             await conn.execute(migrations[target - 1], timeout=MIGRATION_TIMEOUT)
             await conn.execute("INSERT INTO schema_version(version) VALUES ($1)", target)
         return len(migrations)
-
-
-async def schema_version(conn: Conn) -> int:
-    """The version the database is at (0: never migrated)."""
-    exists = await conn.fetchval("SELECT to_regclass('schema_version') IS NOT NULL")
-    if not exists:
-        return 0
-    return int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
