@@ -109,6 +109,16 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def make_store(config: Config) -> GatewayStore:
     """Return the configured store backend (not yet opened)."""
+    if config.storage.backend == "postgres" and config.storage.dsn is not None:
+        from gateway.store.postgres import gateway_store  # asyncpg: only for this backend
+
+        return gateway_store(
+            config.storage.dsn.value,
+            pool_min=config.storage.pool_min,
+            pool_max=config.storage.pool_max,
+            dedup_seconds=config.delivery.dedup_hours * 3600,
+            merge_seconds=config.delivery.merge_seconds,
+        )
     path = Path(config.storage.path)
     return SqliteStore(
         path,

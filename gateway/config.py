@@ -89,7 +89,12 @@ class ServerConfig:
 class StorageConfig:
     """`[storage]`: where the outbox lives."""
 
-    backend: str = _f("sqlite", "Store backend.", choices=("sqlite",))
+    backend: str = _f(
+        "sqlite",
+        "Store backend: sqlite (one file, one machine) or postgres (a shared PostgreSQL: any"
+        " number of gateway processes and hosts).",
+        choices=("sqlite", "postgres"),
+    )
     path: str = _f("data/signalgate.db", "SQLite database file.")
     synchronous: str = _f(
         "NORMAL",
@@ -108,6 +113,21 @@ class StorageConfig:
         " (random event ids touch pages all over them).",
         min=1,
         max=65536,
+    )
+    dsn: Secret | None = _f(
+        None,
+        "PostgreSQL connection URI for backend postgres, e.g."
+        " postgresql://signalgate:PASSWORD@db:5432/signalgate (secret: env:NAME or file:PATH).",
+    )
+    pool_min: int = _f(
+        2, "PostgreSQL connections each gateway process keeps open.", min=1, max=1000
+    )
+    pool_max: int = _f(
+        10,
+        "Most PostgreSQL connections of one gateway process (the server's max_connections must"
+        " cover every process's pool).",
+        min=1,
+        max=1000,
     )
 
 
@@ -658,6 +678,7 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
     _check_tls(sections, loader)
     _check_acme(sections["acme"], sites, loader)
     _check_probe(sections["delivery"], loader)
+    _check_storage(sections, loader)
     if loader.errors:
         raise ConfigError(loader.errors)
     return Config(sites=tuple(sites), **sections)
@@ -682,6 +703,35 @@ def _check_probe(delivery: object, loader: _Loader) -> None:
     if delivery.probe_interval_max_seconds < delivery.probe_interval_min_seconds:
         loader.err(
             "delivery.probe_interval_max_seconds", "must be >= delivery.probe_interval_min_seconds"
+        )
+
+
+def _check_storage(sections: Mapping[str, Any], loader: _Loader) -> None:
+    storage, server = sections["storage"], sections["server"]
+    if not isinstance(storage, StorageConfig):
+        return
+    if storage.pool_max < storage.pool_min:
+        loader.err("storage.pool_max", "must be >= storage.pool_min")
+    if storage.dsn is not None and not storage.dsn.value.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        loader.err("storage.dsn", "expected a postgresql:// URI")  # never echo the value
+    if storage.backend != "postgres":
+        return
+    if storage.dsn is None:
+        loader.err("storage.dsn", "required when storage.backend is postgres")
+    if isinstance(server, ServerConfig) and server.cookie_secret is None:
+        loader.err(
+            "server.cookie_secret",
+            "required when storage.backend is postgres (every gateway process must sign visitor"
+            " cookies with the same key)",
+        )
+    from gateway.store.postgres import missing_methods  # asyncpg: only for this backend
+
+    if missing := missing_methods():
+        loader.err(
+            "storage.backend",
+            "postgres lacks " + ", ".join(missing) + " in this build; use sqlite",
         )
 
 

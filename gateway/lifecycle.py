@@ -64,6 +64,15 @@ def reason_of(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _postgres_error(config: Config, exc: BaseException) -> StartupError:
+    """The store could not open its PostgreSQL (the DSN's password is never shown)."""
+    from gateway.store.postgres_conn import describe_failure, dsn_location
+
+    assert config.storage.dsn is not None
+    where = dsn_location(config.storage.dsn.value)
+    return StartupError(f"cannot open the store on PostgreSQL {where}: {describe_failure(exc)}")
+
+
 def check_store_path(path: Path) -> None:
     """Raise StartupError unless the store's directory exists (or can be made) and can be
     written, and the database file, if it exists, can be read and written."""
@@ -121,7 +130,9 @@ async def _serve(
 ) -> None:
     server = config.server
     store_path = Path(config.storage.path)
-    check_store_path(store_path)
+    postgres = config.storage.backend == "postgres" and config.storage.dsn is not None
+    if not postgres:
+        check_store_path(store_path)
     app = create_app(config, run_workers=delivery, store=store)
     shared = worker is not None  # SO_REUSEPORT: the other workers listen on the same ports
     if worker is not None:
@@ -139,7 +150,15 @@ async def _serve(
     except (OSError, sqlite3.Error) as exc:
         with contextlib.suppress(Exception):
             await runner.cleanup()
+        if postgres:
+            raise _postgres_error(config, exc) from exc
         raise StartupError(f"cannot open the store at {store_path}: {reason_of(exc)}") from exc
+    except Exception as exc:
+        if not postgres:
+            raise
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+        raise _postgres_error(config, exc) from exc
     # The TLS files are read once start-up hooks ran (ACME's may write a placeholder pair).
     try:
         tls = TlsServing.open(config.tls) if config.tls.enabled else None

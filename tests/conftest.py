@@ -202,3 +202,7 @@ def runtime_of(client: TestClient[web.Request, web.Application]) -> Runtime:
 def auth(key: str = API_KEY) -> dict[str, str]:
     """Return the Authorization header for the test site."""
     return {"Authorization": f"Bearer {key}"}
+
+
+# --- a throwaway PostgreSQL (tests/pgserver.py): one server per session, a database per test ---
+from pgserver import pg_dsn, pg_server  # noqa: E402, F401

@@ -42,6 +42,7 @@ ENV = {
     "X_ACCESS_TOKEN_SECRET": "x-ats",
     "SIGNALGATE_ADMIN_TOKEN": "adm",
     "SIGNALGATE_COOKIE_SECRET": "cookie-secret-0123456789",
+    "SIGNALGATE_PG_DSN": "postgresql://signalgate@db.internal:5432/signalgate",
 }
 
 

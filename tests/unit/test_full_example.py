@@ -39,6 +39,7 @@ ENV = {
     "X_ACCESS_TOKEN_SECRET": "x-access-token-secret",
     "SIGNALGATE_ADMIN_TOKEN": "admin-token-0123456789",
     "SIGNALGATE_COOKIE_SECRET": "cookie-secret-0123456789",
+    "SIGNALGATE_PG_DSN": "postgresql://signalgate@db.internal:5432/signalgate",
 }
 _COMMENTED_KEY = re.compile(r"^#\s*([A-Za-z_][A-Za-z0-9_]*\s*=.*)$", re.MULTILINE)
 
