@@ -19,7 +19,7 @@ from aiohttp import web
 
 from gateway.autocert.service import AUTOCERT, autocert_ctx, make_renewer, tls_files
 from gateway.config import Config
-from gateway.core.rollup import pair_counts, snapshot
+from gateway.core.rollup import snapshot
 from gateway.core.routing import NO_RULES
 from gateway.delivery.breaker import BreakerPolicy
 from gateway.delivery.retry import RetryPolicy
@@ -269,10 +269,7 @@ def _rollups(app: web.Application, runtime: Runtime, clock: Clock) -> None:
             reasons=hits.site_reasons if hits is not None else None,
         )
 
-    async def sample() -> Mapping[tuple[str, str, str, str, str], int]:
-        return pair_counts(await runtime.store.dedup_counts())
-
-    flusher = Flusher(runtime.store, read, clock, runtime.config.audit, sample)
+    flusher = Flusher(runtime.store, read, clock, runtime.config.audit)
     app[ROLLUPS] = flusher
     app.cleanup_ctx.append(rollups_ctx(flusher))
 

@@ -35,9 +35,11 @@ Every `detail` is from a closed set: sources, reasons and kinds are the gateway'
 vocabulary; consent reasons are core/consent.py's codes (a TCF vendor code names only a vendor
 of the site's ``tcf_vendor_ids``); a source pair joins two channels (``api``, ``loader``,
 ``pixel``, ``unknown``). ``consent_tier`` / ``consent_reason`` count loader hits (one hit has
-one tier and one or more reasons). ``dedup_pair`` is sampled from the store's own per-route
-pair counters (`Store.dedup_counts`, which every backend keeps), not from a live counter: the
-flusher books their increase like any other (gateway/web/rollups.py).
+one tier and one or more reasons). ``dedup_pair`` is not a live counter: the store keeps
+per-route pair counters (`Store.dedup_counts`, shared by every process on it) and a copy of
+them as last booked; a booking (`StatsStore.book_pairs`) adds their difference (`pair_rows`)
+as rows and takes the new copy in one transaction, so however many processes flush, each
+duplicate is booked once.
 
 `latency` rows count acceptances per bucket (not cumulative), so any range of minutes sums to
 a histogram from which `quantile` estimates p50 / p95.
@@ -182,6 +184,22 @@ def pair_counts(pairs: Mapping[tuple[str, str], int]) -> dict[Key, int]:
             key = (*_route(route), "", DEDUP_PAIR, pair)
             out[key] = out.get(key, 0) + n
     return out
+
+
+def pair_rows(
+    counts: Mapping[tuple[str, str], int], booked: Mapping[tuple[str, str], int], minute: int
+) -> list[StatRow]:
+    """Return the `DEDUP_PAIR` rows of `minute` booking what the store's pair counters
+    ((route, source pair) → duplicates) gained since the copy `booked` was taken (a counter
+    below its copy was reset: all of it is new), by key."""
+    out: dict[Key, int] = {}
+    for (route, pair), n in counts.items():
+        before = booked.get((route, pair), 0)
+        delta = n - before if n >= before else n
+        if delta > 0:
+            key = (*_route(route), "", DEDUP_PAIR, pair)
+            out[key] = out.get(key, 0) + delta
+    return [StatRow(minute, *key, n) for key, n in sorted(out.items())]
 
 
 @dataclass

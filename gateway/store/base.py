@@ -398,6 +398,19 @@ class StatsStore(Protocol):
     async def compact_stats(self, before: int) -> int:
         """Delete the rows of minutes before `before`; return how many."""
 
+    async def book_pairs(self, minute: int, stale_before: int) -> list[StatRow]:
+        """Book the duplicates counted since the last booking, once whatever the number of
+        processes on the store: in ONE transaction, serialised with every other booking, read
+        the pair counters (`dedup_counts`) and the copy of them the last booking kept, add
+        their increase (`gateway.core.rollup.pair_rows`) to the stats as ``dedup_pair`` rows
+        of `minute`, keep the counters as the new copy and `minute` (or the later minute
+        already kept) as its time; return the rows added. Without a copy, or with one kept
+        before minute `stale_before` (nobody booked for that long, e.g. rollups were off), the
+        counters only become the new copy: nothing is booked."""
+
+    async def unbooked_pairs(self, minute: int, stale_before: int) -> list[StatRow]:
+        """Return the rows `book_pairs(minute, stale_before)` would add now, booking nothing."""
+
 
 class GatewayStore(Store, ProfileStore, DeadLetterStore, OrderStore, StatsStore, Protocol):
     """Everything the gateway needs from storage (the SQLite store implements it all)."""

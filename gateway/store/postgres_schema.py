@@ -33,7 +33,7 @@ from gateway.store.postgres_conn import Conn
 from gateway.store.postgres_dead import DEAD_SCHEMA
 from gateway.store.postgres_orders import ORDERS_SCHEMA
 from gateway.store.postgres_profiles import PROFILE_SCHEMA
-from gateway.store.postgres_stats import STATS_SCHEMA
+from gateway.store.postgres_stats import PAIRS_BOOKED_SCHEMA, STATS_SCHEMA
 
 __all__ = ["LOCK_KEY", "MIGRATIONS", "MIGRATION_TIMEOUT", "SchemaTooNewError", "migrate"]
 
@@ -100,6 +100,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     DEAD_SCHEMA,  # 3: dead-letter evidence, the dead rows' index (postgres_dead.py)
     STATS_SCHEMA,  # 4: per-minute stats rollups (postgres_stats.py)
     ORDERS_SCHEMA,  # 5: the lean order ledger, one row per order event (postgres_orders.py)
+    PAIRS_BOOKED_SCHEMA,  # 6: the dedup_pair booking's copy of the counters (postgres_stats.py)
 )
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 

@@ -137,9 +137,12 @@ from gateway.store.sqlite_profiles import (
     touch_profile_tx,
 )
 from gateway.store.sqlite_stats import (
+    PAIRS_BOOKED_SCHEMA,
     STATS_SCHEMA,
+    book_pairs_tx,
     compact_stats_tx,
     read_stats_tx,
+    unbooked_pairs_tx,
     write_stats_tx,
 )
 
@@ -147,7 +150,7 @@ __all__ = ["SCHEMA_VERSION", "SqliteStore", "StoreClosedError"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 11
+SCHEMA_VERSION: Final = 12
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 SYNCHRONOUS_MODES: Final = frozenset({"NORMAL", "FULL", "EXTRA"})
@@ -260,6 +263,7 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     8: STATS_SCHEMA,
     9: LEDGER_SCHEMA,
     10: DEDUP_GROUP_SCHEMA,
+    11: PAIRS_BOOKED_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 
@@ -938,6 +942,14 @@ class SqliteStore:
             total += deleted
             if not more:
                 return total
+
+    async def book_pairs(self, minute: int, stale_before: int) -> list[StatRow]:
+        return await self._write(partial(book_pairs_tx, minute=minute, stale_before=stale_before))
+
+    async def unbooked_pairs(self, minute: int, stale_before: int) -> list[StatRow]:
+        return await self._read(
+            partial(unbooked_pairs_tx, minute=minute, stale_before=stale_before)
+        )
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -10,6 +10,13 @@ destination over a time range is one index range per destination (and one for th
 rows, destination ""); the index on ``minute`` serves reads of every site and the retention
 compaction, which deletes whole minutes in chunks so a long backlog never holds the writer
 long.
+
+Schema version 12 adds the ``dedup_pair`` booking (`book_pairs_tx`): ``pairs_booked`` is the
+copy of the per-route pair counters (``dedup_counts``, which the append path keeps) as the last
+booking read them, ``pairs_booked_at`` the minute of that booking (no row: none yet). A booking
+runs in the writer's ``BEGIN IMMEDIATE`` transaction, so the processes of `run --workers N` on
+one file take turns: the first to flush after a duplicate books it, the others find the copy
+equal to the counters. The append path does not touch these tables.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
-from gateway.core.rollup import StatRow
+from gateway.core.rollup import StatRow, pair_rows
 from gateway.store.base import StatsQuery
 
 STATS_SCHEMA: Final = """
@@ -35,6 +42,20 @@ CREATE TABLE IF NOT EXISTS stats_minute(
 CREATE INDEX IF NOT EXISTS stats_minute_time ON stats_minute(minute)
 """
 """Schema version 8 (migration 7): the per-minute stats rollups."""
+
+PAIRS_BOOKED_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS pairs_booked(
+    route       TEXT NOT NULL,
+    pair        TEXT NOT NULL,
+    n           INTEGER NOT NULL,
+    PRIMARY KEY(route, pair)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pairs_booked_at(
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    minute      INTEGER NOT NULL
+)
+"""
+"""Schema version 12 (migration 11): the ``dedup_pair`` booking's copy of the pair counters."""
 
 COMPACT_MINUTES: Final = 60
 """Minutes deleted per compaction transaction."""
@@ -90,3 +111,49 @@ def compact_stats_tx(conn: sqlite3.Connection, *, before: int) -> tuple[int, boo
     upto = min(before, oldest + COMPACT_MINUTES * 60)
     deleted = conn.execute("DELETE FROM stats_minute WHERE minute < ?", (upto,)).rowcount
     return deleted, upto < before
+
+
+Pairs = dict[tuple[str, str], int]
+
+
+def _pairs(conn: sqlite3.Connection, table: str) -> Pairs:
+    # `table` is one of two constant names, never input.
+    sql = f"SELECT route, pair, n FROM {table}"  # noqa: S608
+    return {(route, pair): n for route, pair, n in conn.execute(sql)}
+
+
+def _due(conn: sqlite3.Connection, *, minute: int, stale_before: int) -> tuple[Pairs, Pairs, bool]:
+    """The counters, the booked copy, and whether their difference is to be booked (a copy
+    exists and is not stale)."""
+    found = conn.execute("SELECT minute FROM pairs_booked_at WHERE id = 1").fetchone()
+    live = found is not None and found[0] >= stale_before
+    return _pairs(conn, "dedup_counts"), _pairs(conn, "pairs_booked"), live
+
+
+def book_pairs_tx(conn: sqlite3.Connection, *, minute: int, stale_before: int) -> list[StatRow]:
+    """Book the pair counters' increase since the copy as ``dedup_pair`` rows of `minute`
+    and keep the counters as the new copy (`StatsStore.book_pairs`); return the rows."""
+    counts, booked, live = _due(conn, minute=minute, stale_before=stale_before)
+    rows = pair_rows(counts, booked, minute) if live else []
+    write_stats_tx(conn, rows=rows)
+    conn.executemany(
+        "INSERT INTO pairs_booked(route, pair, n) VALUES (?, ?, ?)"
+        " ON CONFLICT(route, pair) DO UPDATE SET n = excluded.n",
+        [(route, pair, n) for (route, pair), n in counts.items() if booked.get((route, pair)) != n],
+    )
+    conn.executemany(
+        "DELETE FROM pairs_booked WHERE route = ? AND pair = ?",
+        [key for key in booked if key not in counts],
+    )
+    conn.execute(
+        "INSERT INTO pairs_booked_at(id, minute) VALUES (1, ?)"
+        " ON CONFLICT(id) DO UPDATE SET minute = max(minute, excluded.minute)",
+        (minute,),
+    )
+    return rows
+
+
+def unbooked_pairs_tx(conn: sqlite3.Connection, *, minute: int, stale_before: int) -> list[StatRow]:
+    """The rows `book_pairs_tx` would add now (a read)."""
+    counts, booked, live = _due(conn, minute=minute, stale_before=stale_before)
+    return pair_rows(counts, booked, minute) if live else []

@@ -6,11 +6,14 @@ Nothing here runs on the request or delivery paths: a flush reads the same plain
 `/metrics` scrape reads. A store that refuses a write costs nothing but a log line: the rows
 stay pending and go with the next flush (up to `MAX_PENDING_MINUTES` minutes of them).
 
-Counters the store itself keeps (`sample`: the per-route dedup pair counts) are read once more
-per flush; their value when the flusher starts is the reference, so what happened before it
-started is not booked again after a restart. A failed sample books nothing for them until the
-next good one. A known limit: several gateway processes sharing one store each book the
-shared counters' increase (README "Stats history").
+The counters the store itself keeps (the per-route dedup pair counts, shared by every process
+on the store) are booked by the store: each flush (and the start) asks it to book their
+increase since the last booking by any process (`StatsStore.book_pairs`, one transaction), so
+with `run --workers N` or several replicas on one database every duplicate is booked once.
+The interval's minute is the flush's, as for the live counters. A failed booking loses
+nothing: the increase stays in the store for the next one. When nobody booked for
+`PAIRS_STALE` seconds (rollups were off, say), the counters become the new reference instead,
+so what happened meanwhile is not piled into one minute.
 
 `window` answers the dashboard (gateway/web/dashboard/): the store's rows of a time range plus
 what a flush now would add, so the pages show the current minute and, after a restart, the same
@@ -22,13 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final
 
 from aiohttp import web
 
 from gateway.config import AuditConfig
-from gateway.core.rollup import Key, Rollup, StatRow, minute_of
+from gateway.core.rollup import MAX_PENDING_MINUTES, MINUTE, Key, Rollup, StatRow, minute_of
 from gateway.store.base import StatsQuery, StatsStore
 
 log = logging.getLogger("signalgate.rollups")
@@ -40,6 +43,9 @@ WRITE_CHUNK: Final = 500
 goes in several short transactions with requests served in between."""
 TICK_SLACK: Final = 0.05
 """Flushes run this long after a multiple of `flush_seconds`, safely past a minute boundary."""
+PAIRS_STALE: Final = MAX_PENDING_MINUTES * MINUTE
+"""Seconds after which the store's last pair booking is too old to book from (as long as
+the flusher keeps rows the store refuses)."""
 
 
 class Flusher:
@@ -51,71 +57,64 @@ class Flusher:
         read: Callable[[], Mapping[Key, int]],
         clock: Callable[[], float],
         config: AuditConfig,
-        sample: Callable[[], Awaitable[Mapping[Key, int]]] | None = None,
     ) -> None:
         self.store = store
         self.read = read
         """Every counter's value now (`gateway.core.rollup.snapshot` of the live tallies)."""
         self.clock = clock
         self.config = config
-        self.sample = sample
-        """Counters the store keeps (`gateway.core.rollup.pair_counts`), read per flush."""
         self.rollup = Rollup(since=clock())
         self._lock = asyncio.Lock()
         self._compacted_at: float | None = None
-        self._sampled: dict[Key, int] | None = None
-        """The last good sample (None: none yet, the next one is the reference)."""
 
     def start(self) -> None:
         """Begin the first interval now (counters before this moment are not booked)."""
         self.rollup = Rollup(since=self.clock())
         self.rollup.last = dict(self.read())
-        self._sampled = None
 
     async def prime(self) -> None:
-        """Take the store-kept counters' reference now (after `start`)."""
+        """Book the store's pair counters now (after `start`): what a process that stopped
+        without its last flush left, or on a store that never booked, the reference."""
         async with self._lock:
-            await self._counts()
+            await self._book_pairs(minute_of(self.clock()))
 
-    async def _counts(self) -> dict[Key, int]:
-        """Every counter now: the live ones and the last good sample of the store's ones. The
-        first good sample becomes the reference (set in `rollup.last`: nothing is booked)."""
-        counts = dict(self.read())
-        if self.sample is None:
-            return counts
+    async def _book_pairs(self, minute: int) -> int:
+        """Have the store book its pair counters' increase to `minute`; return the rows."""
         try:
-            got: dict[Key, int] | None = dict(await self.sample())
+            rows = await self.store.book_pairs(minute, minute - PAIRS_STALE)
         except Exception as exc:
             log.warning(
-                "Store counters not read for the rollups; will try again.",
+                "Dedup pair counters not booked; will try again.",
                 extra={"reason": type(exc).__name__},
             )
-            got = None
-        if got is not None:
-            if self._sampled is None:
-                self.rollup.last.update(got)
-            self._sampled = got
-        counts.update(self._sampled or {})
-        return counts
+            return 0
+        return len(rows)
 
     async def window(self, query: StatsQuery) -> list[StatRow]:
         """Return the store's rows of `query` and what a flush now would add to them (rows of
         `query`'s minutes only; the unflushed ones keep their minute, not the query's step)."""
         async with self._lock:
             rows = await self.store.read_stats(query)
-            extra = self.rollup.preview(await self._counts())
+            extra = self.rollup.preview(self.read())
+            minute = minute_of(self.rollup.since)
+            try:
+                extra += await self.store.unbooked_pairs(minute, minute - PAIRS_STALE)
+            except Exception as exc:
+                log.warning(
+                    "Dedup pair counters not read for the window.",
+                    extra={"reason": type(exc).__name__},
+                )
         return rows + [r for r in extra if _wanted(query, r)]
 
     async def flush(self) -> int:
         """Book the increases since the last flush and write every pending row, WRITE_CHUNK
-        rows a transaction; return the rows written (rows the store refused wait for the next
-        flush)."""
+        rows a transaction, then have the store book its pair counters; return the rows
+        written (rows the store refused wait for the next flush)."""
         async with self._lock:
             rollup = self.rollup
-            rollup.add(await self._counts(), self.clock())
+            minute = minute_of(rollup.since)
+            rollup.add(self.read(), self.clock())
             rows = rollup.rows()
-            if not rows:
-                return 0
             written = 0
             for at in range(0, len(rows), WRITE_CHUNK):
                 chunk = rows[at : at + WRITE_CHUNK]
@@ -129,7 +128,7 @@ class Flusher:
                     break
                 rollup.written(chunk)
                 written += len(chunk)
-            return written
+            return written + await self._book_pairs(minute)
 
     async def compact(self) -> int:
         """Delete the minutes older than the retention; return the rows deleted."""

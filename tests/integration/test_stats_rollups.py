@@ -338,7 +338,7 @@ async def test_a_big_flush_goes_in_chunks_and_a_failed_chunk_waits(
     await play(shop)
     shop.clock.now = m0 + 60.05
     written = await flush(shop.client)
-    assert written == 3  # the first chunk; the second failed
+    assert written == 3 + 1  # the first chunk (the second failed) and the store's pair row
     assert sizes == [3, 3]
     left = len(client_flusher(shop).rollup.rows())
     assert left > 3
@@ -379,3 +379,47 @@ async def test_the_flusher_writes_on_its_own_ticks(gateway: Any, tmp_path: Path)
         await asyncio.sleep(0.05)
     assert [(r.destination, r.event, r.value) for r in found] == [("meta", "Purchase", 1)]
     assert old == []
+
+
+async def test_two_processes_on_one_store_book_each_duplicate_once(
+    gateway: Any, tmp_path: Path
+) -> None:
+    """Two gateways on one SQLite file (as `run --workers 2`): duplicates posted to either are
+    counted once by the store, and the dedup_pair figure both answer is the number of
+    duplicates sent, not twice it, before and after both flush, and after more of them."""
+    config = parse_config(base_doc(tmp_path), {}, tmp_path)
+    clock = start_clock()
+    m0 = minute_of(clock())
+    one = await gateway(config, clock=clock, run_workers=False)
+    two = await gateway(config, clock=clock, run_workers=False)
+    pair = {"site": "shop", "destination": "meta", "detail": "api+api"}
+    window = {"metric": "dedup_pair", "from": m0, "to": m0 + 120}
+
+    async def post(client: Client, *orders: int) -> None:
+        events = [purchase(i) for i in orders]
+        resp = await client.post("/v1/events", json={"events": events}, headers=auth())
+        assert resp.status == 202
+
+    await post(one, 1, 2)
+    await post(two, 1)  # a duplicate at meta, counted by the shared store
+    await post(one, 1, 2)  # two more
+    sent = 3
+    for client in (one, two):  # not flushed yet: the dashboard's window shows the unbooked
+        rows = await client.app[ROLLUPS].window(StatsQuery(m0, m0 + 120))
+        assert sum(r.value for r in rows if r.metric == "dedup_pair") == sent
+    clock.now = m0 + 60.05
+    await asyncio.gather(flush(one), flush(two))  # both flush after the same duplicates
+    await flush(one)
+    for client in (one, two):
+        assert pick(await stats(client, **window), "dedup_pair", **pair) == [sent, 0]
+    await post(two, 2)
+    sent += 1
+    clock.now = m0 + 120.05
+    await flush(two)
+    await flush(one)
+    for client in (one, two):
+        body = await stats(client, **window)
+        assert pick(body, "dedup_pair", **pair) == [sent - 1, 1]
+        assert [s["metric"] for s in body["series"]] == ["dedup_pair"]
+    counts = await runtime_of(one).store.dedup_counts()
+    assert counts == {("shop:meta", "api+api"): sent}

@@ -13,6 +13,7 @@ from gateway.core.rollup import (
     Rollup,
     StatRow,
     pair_counts,
+    pair_rows,
     quantile,
     snapshot,
 )
@@ -40,6 +41,27 @@ def test_the_new_metrics_are_named_and_keyed_per_site() -> None:
     assert pair_counts({("shop:meta", "api+loader"): 2, ("shop:tiktok", "api+api"): 0}) == {
         ("shop", "meta", "", "dedup_pair", "api+loader"): 2
     }
+
+
+def test_pair_rows_book_the_increase_over_the_copy_and_a_reset_in_full() -> None:
+    counts = {
+        ("shop:meta", "api+loader"): 7,  # 5 booked: 2 new
+        ("shop:meta", "api+api"): 1,  # never booked: all new
+        ("shop:tiktok", "api+loader"): 2,  # below its copy of 4: reset, all new
+        ("blog:meta", "api+api"): 3,  # unchanged: no row
+    }
+    booked = {
+        ("shop:meta", "api+loader"): 5,
+        ("shop:tiktok", "api+loader"): 4,
+        ("blog:meta", "api+api"): 3,
+        ("gone:meta", "api+api"): 9,  # a counter no longer there books nothing
+    }
+    assert pair_rows(counts, booked, M0) == [
+        StatRow(M0, "shop", "meta", "", DEDUP_PAIR, "api+api", 1),
+        StatRow(M0, "shop", "meta", "", DEDUP_PAIR, "api+loader", 2),
+        StatRow(M0, "shop", "tiktok", "", DEDUP_PAIR, "api+loader", 2),
+    ]
+    assert pair_rows(counts, counts, M0) == []
 
 
 def test_preview_adds_the_unbooked_increase_to_the_pending_rows_without_booking() -> None:

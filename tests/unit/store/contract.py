@@ -1056,3 +1056,99 @@ class StatsContract:
             assert await second.read_stats(StatsQuery(M0, M0 + 60)) == [stat(M0, "delivered", 4)]
         finally:
             await second.close()
+
+    # -- the dedup_pair booking (book_pairs): once whatever the number of processes -----------
+
+    @staticmethod
+    async def duplicates(store: GatewayStore, name: str, copies: int) -> None:
+        """Append `copies` copies of one event: `copies - 1` "api+api" duplicates at meta."""
+        for i in range(copies):
+            await store.append([ev(name)], T0 + i)
+
+    @staticmethod
+    def pairs(n: int, minute: int = M0) -> StatRow:
+        return stat(minute, "dedup_pair", n, event="", detail="api+api")
+
+    async def test_the_first_booking_takes_the_counters_as_they_are(
+        self, store: GatewayStore
+    ) -> None:
+        await self.duplicates(store, "before", 3)  # 2 duplicates before any booking
+        assert await store.unbooked_pairs(M0, M0 - 3600) == []
+        assert await store.book_pairs(M0, M0 - 3600) == []  # the reference: nothing booked
+        await self.duplicates(store, "after", 4)  # 3 more
+        assert await store.unbooked_pairs(M0 + 60, M0) == [self.pairs(3, M0 + 60)]
+        assert await store.unbooked_pairs(M0 + 60, M0) == [self.pairs(3, M0 + 60)]  # a read
+        assert await store.book_pairs(M0 + 60, M0) == [self.pairs(3, M0 + 60)]
+        assert await store.book_pairs(M0 + 120, M0) == []
+        assert await store.unbooked_pairs(M0 + 120, M0) == []
+        rows = await store.read_stats(StatsQuery(M0 - 600, M0 + 600, metrics=("dedup_pair",)))
+        assert rows == [self.pairs(3, M0 + 60)]
+        assert sorted((await store.dedup_counts()).items()) == [(("shop:meta", "api+api"), 5)]
+
+    async def test_a_stale_copy_is_only_replaced(self, store: GatewayStore) -> None:
+        await store.book_pairs(M0, M0 - 3600)
+        await self.duplicates(store, "a", 2)
+        # the last booking (M0) is before stale_before: nobody booked for too long
+        assert await store.unbooked_pairs(M0 + 7200, M0 + 60) == []
+        assert await store.book_pairs(M0 + 7200, M0 + 60) == []
+        await self.duplicates(store, "b", 2)
+        assert await store.book_pairs(M0 + 7260, M0 + 60) == [self.pairs(1, M0 + 7260)]
+        # a booking of an earlier minute (another process' clock) keeps the later time
+        assert await store.book_pairs(M0 + 7200, M0 + 7230) == []
+        await self.duplicates(store, "c", 2)
+        assert await store.book_pairs(M0 + 7320, M0 + 7260) == [self.pairs(1, M0 + 7320)]
+
+    async def test_two_stores_on_one_storage_book_each_duplicate_once(
+        self, make_store: Callable[[], GatewayStore]
+    ) -> None:
+        """Two processes on the same file / database flush after the same duplicates, at
+        once and in turns: the figure is the number of duplicates, not twice it."""
+        a, b = make_store(), make_store()
+        await a.open()
+        await b.open()
+        try:
+            await asyncio.gather(a.book_pairs(M0, M0 - 3600), b.book_pairs(M0, M0 - 3600))
+            sent = 0
+            for round_ in range(6):
+                minute = M0 + 60 * (round_ + 1)
+                await self.duplicates(a if round_ % 2 else b, f"o{round_}", round_ + 2)
+                sent += round_ + 1
+                booked = await asyncio.wait_for(
+                    asyncio.gather(a.book_pairs(minute, M0), b.book_pairs(minute, M0)), 30
+                )
+                # exactly one of the two found the increase
+                assert sorted(len(rows) for rows in booked) == [0, 1], booked
+                assert sum(r.value for rows in booked for r in rows) == round_ + 1
+            await self.duplicates(a, "late", 2)  # booked by whichever flushes next
+            assert await b.book_pairs(M0 + 600, M0) == [self.pairs(1, M0 + 600)]
+            assert await a.book_pairs(M0 + 600, M0) == []
+            sent += 1
+            rows = await a.read_stats(StatsQuery(M0, M0 + 3600, 3600, metrics=("dedup_pair",)))
+            assert rows == [self.pairs(sent)]
+            assert await b.read_stats(StatsQuery(M0, M0 + 3600, 3600)) == rows
+        finally:
+            await a.close()
+            await b.close()
+
+    async def test_a_restart_books_nothing_twice(
+        self, make_store: Callable[[], GatewayStore]
+    ) -> None:
+        first = make_store()
+        await first.open()
+        try:
+            await first.book_pairs(M0, M0 - 3600)
+            await self.duplicates(first, "a", 3)
+            assert await first.book_pairs(M0 + 60, M0) == [self.pairs(2, M0 + 60)]
+            await self.duplicates(first, "b", 2)  # not booked before the stop
+        finally:
+            await first.close()
+        second = make_store()
+        await second.open()
+        try:
+            # the new process' first booking books what the old one left, and only that
+            assert await second.book_pairs(M0 + 120, M0) == [self.pairs(1, M0 + 120)]
+            assert await second.book_pairs(M0 + 180, M0) == []
+            rows = await second.read_stats(StatsQuery(M0, M0 + 3600, 3600))
+            assert rows == [self.pairs(3)]
+        finally:
+            await second.close()

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract")
 
-from contract import LEASE, M0, T0, StatsContract, stat  # noqa: E402
+from contract import LEASE, M0, T0, StatsContract, ev, stat  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
@@ -111,3 +111,35 @@ def test_a_site_and_range_read_uses_the_primary_key() -> None:
             )
         )
         assert "SCAN" not in plan, plan
+
+
+async def test_a_version_11_file_takes_its_pair_counters_as_the_reference(tmp_path: Path) -> None:
+    """Duplicates counted before the upgrade (and before any booking) are not booked; the
+    first one after it is, once."""
+    path = tmp_path / "v11.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        for at in range(3):
+            await store.append([ev("old")], T0 + at)  # 2 duplicates
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("DROP TABLE pairs_booked")
+        conn.execute("DROP TABLE pairs_booked_at")
+        conn.execute("PRAGMA user_version = 11")
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        assert await store.dedup_counts() == {("shop:meta", "api+api"): 2}
+        assert await store.book_pairs(M0, M0 - 3600) == []
+        await store.append([ev("old")], T0 + 5)
+        booked = await store.book_pairs(M0 + 60, M0)
+        assert booked == [stat(M0 + 60, "dedup_pair", 1, event="", detail="api+api")]
+    finally:
+        await store.close()
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("SELECT route, pair, n FROM pairs_booked").fetchall() == [
+            ("shop:meta", "api+api", 3)
+        ]
