@@ -19,6 +19,7 @@ from contract import M0, StatsContract, stat  # noqa: E402
 from gateway.core.rollup import StatRow  # noqa: E402
 from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402
+from gateway.store.postgres_schema import MIGRATIONS, migrate  # noqa: E402
 from gateway.store.postgres_stats import COMPACT_MINUTES, read_stats_sql  # noqa: E402
 
 
@@ -109,3 +110,39 @@ async def test_a_site_and_range_read_uses_the_primary_key(pg_dsn: str) -> None:
         assert "stats_minute_pkey" in plan, plan
     finally:
         await conn.close()
+
+
+async def test_a_version_5_database_takes_its_pair_counters_as_the_reference(pg_dsn: str) -> None:
+    """Duplicates counted before migration 6 (before any booking) are not booked; later ones
+    are, once; a booking row someone deleted is put back (and the counters are the reference
+    again)."""
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await migrate(conn, MIGRATIONS[:5]) == 5
+        await conn.execute(
+            "INSERT INTO dedup_counts(route, pair, n) VALUES ('shop:meta', 'api+loader', 7)"
+        )
+    finally:
+        await conn.close()
+    store = make(pg_dsn)
+    await store.open()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert await conn.fetchval("SELECT max(version) FROM schema_version") == len(MIGRATIONS)
+        assert await store.book_pairs(M0, M0 - 3600) == []
+        bump = "UPDATE dedup_counts SET n = n + 1"
+        await conn.execute(bump)
+        row = stat(M0 + 60, "dedup_pair", 1, event="", detail="api+loader")
+        assert await store.unbooked_pairs(M0 + 60, M0) == [row]
+        assert await store.book_pairs(M0 + 60, M0) == [row]
+        await conn.execute("DELETE FROM pairs_booked_at")
+        await conn.execute(bump)
+        assert await store.book_pairs(M0 + 120, M0) == []
+        assert await conn.fetchval("SELECT minute FROM pairs_booked_at") == M0 + 120
+        await conn.execute(bump)
+        assert await store.book_pairs(M0 + 180, M0) == [
+            stat(M0 + 180, "dedup_pair", 1, event="", detail="api+loader")
+        ]
+    finally:
+        await conn.close()
+        await store.close()
