@@ -49,9 +49,15 @@ def workers_config(
     lease_seconds: float = 30.0,
     max_batch: int = 50,
     extra: str = "",
+    storage: str | None = None,
+    server_extra: str = "",
 ) -> Path:
-    """The config of these tests (`extra`: TOML appended, e.g. another destination)."""
+    """The config of these tests (`extra`: TOML appended, e.g. another destination;
+    `storage`: the `[storage]` keys instead of the SQLite file under `tmp_path`;
+    `server_extra`: more `[server]` keys)."""
     path = tmp_path / "gateway.toml"
+    if storage is None:
+        storage = f"path = {q(str(tmp_path / 'data' / 'outbox.db'))}"
     metrics = f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n' if metrics_port else ""
     path.write_text(
         f"""
@@ -60,9 +66,9 @@ host = "127.0.0.1"
 port = {port}
 admin_token = {q(ADMIN_TOKEN)}
 shutdown_grace_seconds = {GRACE}
-
+{server_extra}
 [storage]
-path = {q(str(tmp_path / "data" / "outbox.db"))}
+{storage}
 
 [delivery]
 poll_interval = 0.02
@@ -123,7 +129,8 @@ class Supervised:
         return self.proc
 
     async def start(self, session: aiohttp.ClientSession) -> set[int]:
-        """Start the supervisor; return the pids of its workers once both answered."""
+        """Start the supervisor; return the pids of its workers once all answered (one
+        worker: the gateway's pid once it listens)."""
         before = self.text().count("signalgate listening on")
         proc = self.spawn()
         deadline = time.monotonic() + START_TIMEOUT
@@ -133,6 +140,8 @@ class Supervised:
             if time.monotonic() > deadline:
                 pytest.fail(f"not ready after {START_TIMEOUT}s:\n{self.tail()}")
             await asyncio.sleep(0.05)
+        if self.workers == 1:  # no supervisor: the process is the gateway (its pid)
+            return {proc.pid}
         return await self.worker_pids(self.workers)
 
     async def worker_pids(self, count: int, avoid: frozenset[int] = frozenset()) -> set[int]:
