@@ -42,7 +42,15 @@ from orderload import (
 )
 from test_gateway_crash import free_port, wait_exit
 from test_store_kill9 import run_until_killed
-from test_workers import GRACE, STOP_MARGIN, Supervised, q, workers_config
+from test_workers import (
+    COOKIE_SECRET,
+    GRACE,
+    STOP_MARGIN,
+    Supervised,
+    postgres_storage,
+    q,
+    workers_config,
+)
 
 from gateway.sandbox.tiktok import TikTokSandbox
 from gateway.store.base import DeliveryState
@@ -141,7 +149,6 @@ GATEWAY_LEASE = 4.0
 MERGE = 3.0
 LOAD_TIMEOUT = 240.0
 DRAIN_TIMEOUT = 120.0
-COOKIE_SECRET = "cookie-secret-0123456789"
 IN_FLIGHT = 1.0
 """Seconds after the kill by which A's in-flight requests reached the sandboxes (their latency
 is 0.05 s; B sends A's leased rows again only after GATEWAY_LEASE)."""
@@ -153,11 +160,6 @@ def error_lines(log: str) -> list[str]:
     return [
         line for line in log.splitlines() if LOG_LEVEL.match(line) or line.startswith("Traceback")
     ]
-
-
-def postgres_storage(dsn: str) -> str:
-    """The `[storage]` keys of a gateway on the test's PostgreSQL database."""
-    return f'backend = "postgres"\ndsn = {q(dsn)}\npool_min = 2\npool_max = 8\n'
 
 
 @pytest.mark.slow

@@ -39,6 +39,15 @@ def q(value: str) -> str:
     return json.dumps(value)  # a TOML basic string (JSON escaping is a subset of TOML's)
 
 
+COOKIE_SECRET = "cookie-secret-0123456789"
+"""The visitor-cookie key of gateways on PostgreSQL (required there: all sign alike)."""
+
+
+def postgres_storage(dsn: str) -> str:
+    """The `[storage]` keys of a gateway on the test's PostgreSQL database (`pg_dsn`)."""
+    return f'backend = "postgres"\ndsn = {q(dsn)}\npool_min = 2\npool_max = 8\n'
+
+
 def workers_config(
     tmp_path: Path,
     port: int,
@@ -229,9 +238,29 @@ def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_two_workers_share_the_port_deliver_once_and_drain_on_sigterm(
     tmp_path: Path, meta_sandbox: Any
 ) -> None:
+    await share_deliver_drain(tmp_path, meta_sandbox)
+
+
+@pytest.mark.timeout(120)
+async def test_two_workers_on_postgres_share_the_port_deliver_once_and_drain_on_sigterm(
+    tmp_path: Path, meta_sandbox: Any, pg_dsn: str
+) -> None:
+    """The same on PostgreSQL: the two workers lease from the one database."""
+    await share_deliver_drain(
+        tmp_path,
+        meta_sandbox,
+        storage=postgres_storage(pg_dsn),
+        server_extra=f"cookie_secret = {q(COOKIE_SECRET)}\n",
+    )
+
+
+async def share_deliver_drain(tmp_path: Path, meta_sandbox: Any, **store: str) -> None:
+    """`run --workers 2`: both workers answer the one port, 400 events are delivered exactly
+    once, the `[metrics]` port sums both, SIGTERM drains both (`store`: more `workers_config`
+    keys: the storage)."""
     sandbox, sandbox_url = meta_sandbox
     port, metrics_port = free_port(), free_port()
-    config = workers_config(tmp_path, port, sandbox_url, metrics_port=metrics_port)
+    config = workers_config(tmp_path, port, sandbox_url, metrics_port=metrics_port, **store)
     gateway = Supervised(config, port, tmp_path / "gateway.log")
     events = 400
     async with aiohttp.ClientSession() as session:
