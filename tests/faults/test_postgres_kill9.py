@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 from orderload import (
@@ -145,7 +146,7 @@ CLIENTS = 8
 KILL_AT = 5000
 """Acknowledged events after which gateway A is SIGKILLed (it is not restarted)."""
 MAX_BATCH = 50
-GATEWAY_LEASE = 4.0
+GATEWAY_LEASE = 8.0
 MERGE = 3.0
 LOAD_TIMEOUT = 240.0
 DRAIN_TIMEOUT = 120.0
@@ -162,6 +163,32 @@ def error_lines(log: str) -> list[str]:
     ]
 
 
+async def leased_rows(dsn: str, until: float) -> dict[int, tuple[str, str]]:
+    """The rows leased until `until` or earlier, as id → (route, event id): read less than a
+    lease after the kill with `until` = kill + lease, the dead gateway's (and any the survivor
+    leased before the kill and has not marked yet), which only the survivor can finish."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT d.id, d.route, e.event_id FROM deliveries d JOIN events e"
+            " ON e.id = d.event_ref WHERE d.state = 'leased' AND d.lease_until <= $1",
+            until,
+        )
+    finally:
+        await conn.close()
+    return {int(row["id"]): (str(row["route"]), str(row["event_id"])) for row in rows}
+
+
+async def row_states(dsn: str, ids: list[int]) -> dict[int, str]:
+    """The state of each of the delivery rows `ids` still stored."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT id, state FROM deliveries WHERE id = ANY($1::int8[])", ids)
+    finally:
+        await conn.close()
+    return {int(row["id"]): str(row["state"]) for row in rows}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothing(
@@ -172,7 +199,7 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
     orders' loader hits to the other, so every order's two copies merge across processes.
     Midway A is SIGKILLed and stays dead; posts A no longer answers go to B (as a load
     balancer fails over). B alone then delivers everything: the rows A had not leased at once,
-    the rows A had leased once their lease (4 s) expires. Every acknowledged event reaches Meta
+    the rows A had leased once their lease (8 s) expires. Every acknowledged event reaches Meta
     and TikTok, each order merged once with both parts, nothing nobody posted, nothing twice
     but (at most) A's in-flight batch per destination, no error line in B's log."""
     sandbox, sandbox_url = meta_sandbox
@@ -218,11 +245,15 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
                 await asyncio.sleep(0.01)
             killed_at = load.acked_events
             before_kill = dict(load.by_url)
+            killed_wall = time.time()
             os.kill(victim_pid, signal.SIGKILL)
             assert await wait_exit(victim.proc, 30) == -signal.SIGKILL
             killed = time.monotonic()
             await asyncio.sleep(IN_FLIGHT)  # A's last requests land (or not) at the sandboxes
             at_kill = {name: len(p.recorder.accepted) for name, p in platforms.items()}
+            orphans = await leased_rows(pg_dsn, killed_wall + GATEWAY_LEASE)
+            read_after = time.time() - killed_wall
+            assert read_after < GATEWAY_LEASE - 1, f"leases read {read_after:.1f}s after the kill"
             done, _ = await asyncio.wait(clients, timeout=max(1.0, deadline - time.monotonic()))
             assert len(done) == CLIENTS, f"load not done in {LOAD_TIMEOUT}s:\n{survivor.tail()}"
             for task in clients:
@@ -246,9 +277,14 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
             for name, platform in platforms.items():
                 sent_by_then = {e["event_id"] for e in platform.recorder.accepted[: at_kill[name]]}
                 again = Counter(e["event_id"] for e in platform.recorder.accepted[at_kill[name] :])
+                held = {event_id for route, event_id in orphans.values() if route == f"shop:{name}"}
                 for event_id in twice[name]:  # A's send, then B's once A's lease expired
+                    assert event_id in held, f"{name}: {event_id} twice, not leased by A"
                     assert event_id in sent_by_then, f"{name}: {event_id} twice by B"
                     assert again[event_id] == 1, f"{name}: {event_id} twice by B"
+            assert orphans, "A held no lease at the kill: nothing for B to take over"
+            states = await row_states(pg_dsn, list(orphans))
+            assert set(states.values()) <= {"done"}, states  # only B can have marked them
             check_merged(sandbox, load.both)
             assert len(load.both) >= 0.9 * ORDERS, len(load.both)
 
@@ -264,7 +300,7 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
                 f" {dict(load.by_url)}, {load.unanswered} posts unanswered,"
                 f" {load.failovers} failed over, statuses {dict(load.statuses)}; gateway A"
                 f" (pid {victim_pid}) killed at {killed_at} acknowledged, B (pid {survivor_pid})"
-                f" alone after it; load"
+                f" alone after it; {len(orphans)} rows A held leased, done by B; load"
                 f" {loaded - began:.1f}s ({loaded - killed:.1f}s after the kill), drained by B"
                 f" {drained - loaded:.1f}s later; {'; '.join(report)} (twice: A's batch in"
                 f" flight at the kill); B's SIGTERM exit {code} in {took:.2f}s"
