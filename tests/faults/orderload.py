@@ -5,10 +5,10 @@ tests/faults/test_postgres_kill9.py (two `run` processes on two ports, one Postg
 
 Per chunk of orders a client posts a backend batch (each order's Purchase plus as many Lead
 events) and, for the same orders, one loader `/e` event each (the browser's copy: its `fbclid`
-becomes `fbc`), the loader first for every other chunk. With several gateway URLs the two
-copies of a chunk go to different gateways (chunk k: backend to URL k, browser to URL k + 1),
-so their merge happens across processes; a post nobody answered (a killed gateway) is tried
-once more at the next URL, as a load balancer fails over.
+becomes `fbc`), the loader first for every other chunk of each client. With several gateway
+URLs the two copies of a chunk go to different gateways (chunk k: backend to URL k, browser to
+URL k + 1), so their merge happens across processes; a post nobody answered (a killed gateway)
+is tried once more at the next URL, as a load balancer fails over.
 """
 
 from __future__ import annotations
@@ -125,8 +125,9 @@ class Load:
             step = self.clients * self.chunk_size
             for start in range(c * self.chunk_size, self.orders, step):
                 orders = range(start, min(start + self.chunk_size, self.orders))
-                k = start // self.chunk_size
-                await self.chunk(session, orders, k, browser_first=bool(k % 2))
+                k = start // self.chunk_size  # gateways: k % 2 fixed per client (8 clients)
+                browser_first = bool((k // self.clients) % 2)  # every other chunk of a client
+                await self.chunk(session, orders, k, browser_first=browser_first)
 
     async def chunk(
         self, session: aiohttp.ClientSession, orders: range, k: int, *, browser_first: bool

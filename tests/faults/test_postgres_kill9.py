@@ -150,7 +150,7 @@ GATEWAY_LEASE = 8.0
 MERGE = 3.0
 LOAD_TIMEOUT = 240.0
 DRAIN_TIMEOUT = 120.0
-IN_FLIGHT = 1.0
+IN_FLIGHT = 2.0
 """Seconds after the kill by which A's in-flight requests reached the sandboxes (their latency
 is 0.05 s; B sends A's leased rows again only after GATEWAY_LEASE)."""
 LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (ERROR|CRITICAL) ", re.M)
