@@ -146,13 +146,20 @@ CLIENTS = 8
 KILL_AT = 5000
 """Acknowledged events after which gateway A is SIGKILLed (it is not restarted)."""
 MAX_BATCH = 50
-GATEWAY_LEASE = 8.0
+GATEWAY_LEASE = 10.0
 MERGE = 3.0
 LOAD_TIMEOUT = 240.0
 DRAIN_TIMEOUT = 120.0
-IN_FLIGHT = 2.0
-"""Seconds after the kill by which A's in-flight requests reached the sandboxes (their latency
-is 0.05 s; B sends A's leased rows again only after GATEWAY_LEASE)."""
+LATENCY = 0.05
+"""Seconds each sandbox takes per request: requests are in flight while the load runs."""
+SLOW = 1.0
+"""TikTok's latency for half of it before the kill: the batch A leased and sent in that time
+(rows come out of their merge window all the time) is in flight at the kill, so A surely dies
+holding leases. (A request cut before the sandbox read its body is not recorded; Meta's short
+latency lets some of A's last batch land before A could mark it: sent again by B.)"""
+IN_FLIGHT = 3.0
+"""Seconds after the kill by which A's in-flight requests reached the sandboxes (answered
+after SLOW; B sends A's leased rows again only after GATEWAY_LEASE)."""
 LOG_LEVEL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (ERROR|CRITICAL) ", re.M)
 
 
@@ -189,6 +196,21 @@ async def row_states(dsn: str, ids: list[int]) -> dict[int, str]:
     return {int(row["id"]): str(row["state"]) for row in rows}
 
 
+async def rows_and_events(dsn: str) -> dict[str, tuple[int, int]]:
+    """Per route: delivery rows, and distinct (event name, event id) among them. Equal: each
+    copy after the first was merged into the first or counted, whichever process it reached
+    (a post tried again at the survivor after the kill is such a copy)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT d.route, count(*) AS n, count(DISTINCT (e.event_name, e.event_id)) AS k"
+            " FROM deliveries d JOIN events e ON e.id = d.event_ref GROUP BY d.route"
+        )
+    finally:
+        await conn.close()
+    return {str(r["route"]): (int(r["n"]), int(r["k"])) for r in rows}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothing(
@@ -199,7 +221,7 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
     orders' loader hits to the other, so every order's two copies merge across processes.
     Midway A is SIGKILLed and stays dead; posts A no longer answers go to B (as a load
     balancer fails over). B alone then delivers everything: the rows A had not leased at once,
-    the rows A had leased once their lease (8 s) expires. Every acknowledged event reaches Meta
+    the rows A had leased once their lease (10 s) expires. Every acknowledged event reaches Meta
     and TikTok, each order merged once with both parts, nothing nobody posted, nothing twice
     but (at most) A's in-flight batch per destination, no error line in B's log."""
     sandbox, sandbox_url = meta_sandbox
@@ -235,18 +257,23 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
             assert victim.proc is not None
             assert victim.proc.pid == victim_pid
             load = Load([g.url for g in gateways], ORDERS, clients=CLIENTS)
-            sandbox.faults.latency = 0.05  # requests in flight at the kill: rows leased
-            tiktok.faults.latency = 0.05
+            for platform in platforms.values():
+                platform.faults.latency = LATENCY
             clients = [asyncio.create_task(load.client(c)) for c in range(CLIENTS)]
-            deadline = time.monotonic() + LOAD_TIMEOUT
-            while load.acked_events < KILL_AT:
+            loading = time.monotonic()
+            deadline = loading + LOAD_TIMEOUT
+            # Midway, and once rows have come out of their merge window for a while.
+            while load.acked_events < KILL_AT or time.monotonic() < loading + MERGE + 1:
                 if time.monotonic() > deadline or all(t.done() for t in clients):
                     pytest.fail(f"{load.acked_events} acknowledged:\n{victim.tail()}")
                 await asyncio.sleep(0.01)
+            tiktok.faults.latency = SLOW  # A's next TikTok batch is in flight at the kill
+            await asyncio.sleep(SLOW / 2)
             killed_at = load.acked_events
             before_kill = dict(load.by_url)
             killed_wall = time.time()
             os.kill(victim_pid, signal.SIGKILL)
+            tiktok.faults.latency = LATENCY
             assert await wait_exit(victim.proc, 30) == -signal.SIGKILL
             killed = time.monotonic()
             await asyncio.sleep(IN_FLIGHT)  # A's last requests land (or not) at the sandboxes
@@ -285,6 +312,11 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
             assert orphans, "A held no lease at the kill: nothing for B to take over"
             states = await row_states(pg_dsn, list(orphans))
             assert set(states.values()) <= {"done"}, states  # only B can have marked them
+            stored = await rows_and_events(pg_dsn)
+            assert set(stored) == {"shop:meta", "shop:tiktok"}, stored
+            for route, (n_rows, n_events) in stored.items():
+                assert n_rows == n_events, f"{route}: {n_rows} rows for {n_events} events"
+                assert n_events >= len(load.acked), f"{route}: {n_events} events stored"
             check_merged(sandbox, load.both)
             assert len(load.both) >= 0.9 * ORDERS, len(load.both)
 
@@ -300,7 +332,8 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
                 f" {dict(load.by_url)}, {load.unanswered} posts unanswered,"
                 f" {load.failovers} failed over, statuses {dict(load.statuses)}; gateway A"
                 f" (pid {victim_pid}) killed at {killed_at} acknowledged, B (pid {survivor_pid})"
-                f" alone after it; {len(orphans)} rows A held leased, done by B; load"
+                f" alone after it; {len(orphans)} rows A held leased, done by B; one row per event"
+                f" and route ({', '.join(f'{r}: {n}' for r, (n, _) in stored.items())}); load"
                 f" {loaded - began:.1f}s ({loaded - killed:.1f}s after the kill), drained by B"
                 f" {drained - loaded:.1f}s later; {'; '.join(report)} (twice: A's batch in"
                 f" flight at the kill); B's SIGTERM exit {code} in {took:.2f}s"
