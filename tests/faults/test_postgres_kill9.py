@@ -328,8 +328,9 @@ async def test_kill9_of_one_of_two_gateways_on_postgres_loses_and_doubles_nothin
             assert log.count("signalgate stopped in") == 1, survivor.tail()
             print(
                 f"\npostgres kill -9: {load.acked_events} events acknowledged"
-                f" ({len(load.both)} orders with both copies) by gateway"
-                f" {dict(load.by_url)}, {load.unanswered} posts unanswered,"
+                f" ({len(load.both)} orders with both copies), posts acknowledged by A"
+                f" {load.by_url[victim.url]} (before the kill), by B {load.by_url[survivor.url]};"
+                f" {load.unanswered} unanswered,"
                 f" {load.failovers} failed over, statuses {dict(load.statuses)}; gateway A"
                 f" (pid {victim_pid}) killed at {killed_at} acknowledged, B (pid {survivor_pid})"
                 f" alone after it; {len(orphans)} rows A held leased, done by B; one row per event"
