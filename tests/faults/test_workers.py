@@ -39,6 +39,15 @@ def q(value: str) -> str:
     return json.dumps(value)  # a TOML basic string (JSON escaping is a subset of TOML's)
 
 
+COOKIE_SECRET = "cookie-secret-0123456789"
+"""The visitor-cookie key of gateways on PostgreSQL (required there: all sign alike)."""
+
+
+def postgres_storage(dsn: str) -> str:
+    """The `[storage]` keys of a gateway on the test's PostgreSQL database (`pg_dsn`)."""
+    return f'backend = "postgres"\ndsn = {q(dsn)}\npool_min = 2\npool_max = 8\n'
+
+
 def workers_config(
     tmp_path: Path,
     port: int,
@@ -49,9 +58,15 @@ def workers_config(
     lease_seconds: float = 30.0,
     max_batch: int = 50,
     extra: str = "",
+    storage: str | None = None,
+    server_extra: str = "",
 ) -> Path:
-    """The config of these tests (`extra`: TOML appended, e.g. another destination)."""
+    """The config of these tests (`extra`: TOML appended, e.g. another destination;
+    `storage`: the `[storage]` keys instead of the SQLite file under `tmp_path`;
+    `server_extra`: more `[server]` keys)."""
     path = tmp_path / "gateway.toml"
+    if storage is None:
+        storage = f"path = {q(str(tmp_path / 'data' / 'outbox.db'))}"
     metrics = f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n' if metrics_port else ""
     path.write_text(
         f"""
@@ -60,9 +75,9 @@ host = "127.0.0.1"
 port = {port}
 admin_token = {q(ADMIN_TOKEN)}
 shutdown_grace_seconds = {GRACE}
-
+{server_extra}
 [storage]
-path = {q(str(tmp_path / "data" / "outbox.db"))}
+{storage}
 
 [delivery]
 poll_interval = 0.02
@@ -123,7 +138,8 @@ class Supervised:
         return self.proc
 
     async def start(self, session: aiohttp.ClientSession) -> set[int]:
-        """Start the supervisor; return the pids of its workers once both answered."""
+        """Start the supervisor; return the pids of its workers once all answered (one
+        worker: the gateway's pid once it listens)."""
         before = self.text().count("signalgate listening on")
         proc = self.spawn()
         deadline = time.monotonic() + START_TIMEOUT
@@ -133,6 +149,8 @@ class Supervised:
             if time.monotonic() > deadline:
                 pytest.fail(f"not ready after {START_TIMEOUT}s:\n{self.tail()}")
             await asyncio.sleep(0.05)
+        if self.workers == 1:  # no supervisor: the process is the gateway (its pid)
+            return {proc.pid}
         return await self.worker_pids(self.workers)
 
     async def worker_pids(self, count: int, avoid: frozenset[int] = frozenset()) -> set[int]:
@@ -220,9 +238,29 @@ def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 async def test_two_workers_share_the_port_deliver_once_and_drain_on_sigterm(
     tmp_path: Path, meta_sandbox: Any
 ) -> None:
+    await share_deliver_drain(tmp_path, meta_sandbox)
+
+
+@pytest.mark.timeout(120)
+async def test_two_workers_on_postgres_share_the_port_deliver_once_and_drain_on_sigterm(
+    tmp_path: Path, meta_sandbox: Any, pg_dsn: str
+) -> None:
+    """The same on PostgreSQL: the two workers lease from the one database."""
+    await share_deliver_drain(
+        tmp_path,
+        meta_sandbox,
+        storage=postgres_storage(pg_dsn),
+        server_extra=f"cookie_secret = {q(COOKIE_SECRET)}\n",
+    )
+
+
+async def share_deliver_drain(tmp_path: Path, meta_sandbox: Any, **store: str) -> None:
+    """`run --workers 2`: both workers answer the one port, 400 events are delivered exactly
+    once, the `[metrics]` port sums both, SIGTERM drains both (`store`: more `workers_config`
+    keys: the storage)."""
     sandbox, sandbox_url = meta_sandbox
     port, metrics_port = free_port(), free_port()
-    config = workers_config(tmp_path, port, sandbox_url, metrics_port=metrics_port)
+    config = workers_config(tmp_path, port, sandbox_url, metrics_port=metrics_port, **store)
     gateway = Supervised(config, port, tmp_path / "gateway.log")
     events = 400
     async with aiohttp.ClientSession() as session:
