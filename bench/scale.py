@@ -1,0 +1,848 @@
+"""Scale benchmark: CPU seconds per acknowledged event, 1 and 2 workers, SQLite and PostgreSQL.
+
+Run on demand (never in CI): ``.venv/bin/python bench/scale.py [--quick] [--json out.json]``.
+
+Issue #13 measures scaling as cost, not as wall-clock speed-up (the machines have 2 cores): for
+every combination of store (SQLite, PostgreSQL), workers (``signalgate run --workers 1`` and
+``2``) and batch size (1 and 100 events per request) — 8 cases in the same run — a fresh
+``signalgate run --no-delivery`` is driven by the same load generator as ``ingest.py`` (wrk or
+the Python client, on ``--client-cpu``) with the same realistic ``Purchase`` events, and the
+CPU time (user + system, from /proc) of the gateway's whole process tree (the supervisor and
+its workers, pinned together to ``--server-cpu``) over the measurement is divided by the
+events answered 202. PostgreSQL's own processes (the postmaster and every backend, the ones
+that exited included) are counted the same way in a column of their own. The PostgreSQL server
+is a throwaway one the bench starts (tests/pgcluster.py, the tests' harness), on
+``--pg-cpu`` (default: the load generator's core, so the gateway keeps its core to itself),
+with durable commits unless ``--pg-no-fsync``; each PostgreSQL case gets a fresh database.
+
+After each case the store is counted (the SQLite file read-only, the PostgreSQL database over
+a connection): it must hold every event answered 202 and one delivery row each, so a gateway
+that dropped work cannot look cheap. Verdicts, on the median of the rounds:
+
+* 2 workers cost at most 1.15x the CPU per event of 1 worker on the same store;
+* PostgreSQL costs the gateway at most 1.5x its CPU per event on SQLite.
+
+A miss is followed by a py-spy profile (``--subprocesses``: supervisor and workers) of the
+case that costs more, summarised per event, unless ``--no-profile``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ingest
+from benchlib import (
+    ROOT,
+    SPY_RATE,
+    SPY_ROOTS,
+    Load,
+    Server,
+    add_core_args,
+    add_output_args,
+    add_timing_args,
+    banner,
+    check_answers,
+    core_arg,
+    core_times,
+    end_run,
+    environment,
+    fmt,
+    gateway_frame,
+    parse_bench_args,
+    pinned,
+    py_spy,
+    snapshot_source,
+    source_warnings,
+    spy_frame,
+    wait_quiet,
+    write_gateway_config,
+    write_json,
+)
+
+sys.path.insert(0, str(ROOT / "tests"))
+import pgcluster  # tests/ is not a package; the throwaway server is shared with the tests
+
+TARGET_WORKERS_RATIO = 1.15
+"""Issue #13: 2 workers cost at most this many times the CPU per event of 1 (same store)."""
+TARGET_POSTGRES_RATIO = 1.5
+"""Issue #13: the gateway on PostgreSQL costs at most this many times its CPU per event on
+SQLite (same workers and batch)."""
+BUSY_OTHER_PCT = 20.0
+"""Cases during which other processes used more CPU than this (% of a core) are flagged."""
+READY_TIMEOUT = 90.0
+"""Seconds a gateway (all its workers, PostgreSQL migrations included) has to start."""
+STORES = ("sqlite", "postgres")
+COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench key
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+"""The bench's PostgreSQL commits durably (a 202 means on disk), as a production server does;
+``--pg-no-fsync`` keeps the test server's settings (all three off)."""
+
+GATEWAY_TOML = """
+[server]
+host = "127.0.0.1"
+port = {port}
+max_body_bytes = 1048576
+max_events_per_request = 1000
+cookie_secret = "{cookie}"
+
+[storage]
+{storage}
+
+[delivery]
+poll_interval = 0.05
+
+[[sites]]
+id = "shop"
+api_keys = ["{key}"]
+default_country = "us"
+
+[sites.destinations.meta]
+pixel_id = "{pixel}"
+access_token = "bench-access-token"
+api_base = "http://127.0.0.1:9"
+max_batch = 500
+"""
+
+SQLITE_STORAGE = """backend = "sqlite"
+path = "{db}"
+synchronous = "NORMAL"
+"""
+
+POSTGRES_STORAGE = """backend = "postgres"
+dsn = "{dsn}"
+pool_min = 2
+pool_max = 10
+"""
+
+
+# -- CPU of process trees ----------------------------------------------------------------------
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (field 3 on), None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def tree_pids(root: int) -> set[int]:
+    """`root` and every live descendant of it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _stat(int(entry.name))
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def tree_cpu(root: int) -> tuple[float, int]:
+    """(CPU seconds, live processes) of the tree under `root`: user + system time of every live
+    process (all threads) plus that of the children they reaped (a PostgreSQL backend that
+    closed, a worker that was restarted), so no process escapes the count."""
+    total, alive = 0, 0
+    for pid in tree_pids(root):
+        fields = _stat(pid)
+        if fields is None:  # exited meanwhile: its time went to its parent's reaped total
+            continue
+        alive += 1
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return total / TICK, alive
+
+
+def wait_tree_idle(root: int, timeout: float = 60.0, busy: float = 0.05) -> float:
+    """Wait until the tree under `root` uses under `busy` of a core (the requests cut off at
+    the end of a load run are still processed); return the seconds waited."""
+    start = time.monotonic()
+    before = tree_cpu(root)[0]
+    while time.monotonic() - start < timeout:
+        time.sleep(0.25)
+        now = tree_cpu(root)[0]
+        if now - before <= busy * 0.25:
+            break
+        before = now
+    return time.monotonic() - start
+
+
+@dataclass
+class Spent:
+    """CPU seconds used during a measurement by the gateway, PostgreSQL and everything else."""
+
+    gateway: float
+    postgres: float
+    machine: float
+    processes: int
+
+
+def spent_during(gateway: int, postgres: int | None, run: Callable[[], Load]) -> tuple[Load, Spent]:
+    """Run `run` and return its load with the CPU the two trees and the machine used meanwhile."""
+    pg0 = tree_cpu(postgres)[0] if postgres else 0.0
+    gw0, procs0 = tree_cpu(gateway)
+    machine0 = core_times(None)[0]
+    load = run()
+    machine1 = core_times(None)[0]
+    gw1, procs1 = tree_cpu(gateway)
+    pg1 = tree_cpu(postgres)[0] if postgres else 0.0
+    if procs1 != procs0:
+        raise RuntimeError(
+            f"the gateway had {procs0} processes before the measurement and {procs1} after:"
+            " a worker died or restarted during it"
+        )
+    return load, Spent(gw1 - gw0, pg1 - pg0, (machine1 - machine0) / TICK, procs1)
+
+
+# -- stores ------------------------------------------------------------------------------------
+
+
+class Postgres:
+    """The bench's throwaway PostgreSQL: one server for the run, a database per case."""
+
+    def __init__(self, server: pgcluster.PgServer) -> None:
+        self.server = server
+        self.count = 0
+
+    def new_database(self, tag: str) -> tuple[str, str]:
+        self.count += 1
+        name = f"scale_{tag}_{self.count}".lower()
+        return name, asyncio.run(pgcluster.create_database(self.server, name))
+
+    def rows(self, name: str) -> dict[str, int]:
+        """Row counts of a case's database, as `benchlib.outbox_rows` counts SQLite's."""
+
+        async def count() -> dict[str, int]:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.server.dsn(name))
+            try:
+                out = {"events": int(await conn.fetchval("SELECT count(*) FROM events"))}
+                for state, n in await conn.fetch(
+                    "SELECT state, count(*) FROM deliveries GROUP BY state"
+                ):
+                    out[f"deliveries_{state}"] = int(n)
+                out["deliveries"] = int(await conn.fetchval("SELECT count(*) FROM deliveries"))
+                return out
+            finally:
+                await conn.close()
+
+        return asyncio.run(count())
+
+    def drop(self, name: str) -> None:
+        asyncio.run(pgcluster.drop_database(self.server, name))
+
+
+def sqlite_rows(db: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        out = {"events": conn.execute("SELECT count(*) FROM events").fetchone()[0]}
+        for state, n in conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
+            out[f"deliveries_{state}"] = n
+        out["deliveries"] = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
+        return out
+    finally:
+        conn.close()
+
+
+def check_rows(name: str, rows: dict[str, int], accepted: int, slack: int) -> None:
+    """Every event answered 202 is stored with its one delivery row (up to `slack` more: the
+    requests cut off at the end of a load run may still commit after the client stopped)."""
+    if rows["events"] < accepted or not accepted <= rows["deliveries"] <= accepted + slack:
+        raise RuntimeError(
+            f"{name}: the store holds {rows} but {accepted:,} events were answered 202 (allowed"
+            f" surplus {slack:,}): the gateway is not storing what it acknowledges"
+        )
+
+
+# -- cases -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    store: str
+    workers: int
+    batch: int
+
+    @property
+    def label(self) -> str:
+        size = "1 event/req" if self.batch == 1 else f"{self.batch} events/req"
+        return f"{self.store}, {self.workers} worker{'s' if self.workers > 1 else ''}, {size}"
+
+    @property
+    def tag(self) -> str:
+        return f"{self.store[0]}{self.workers}b{self.batch}"
+
+
+@dataclass
+class Result:
+    """One measured run of a case."""
+
+    store: str
+    workers: int
+    batch: int
+    round: int
+    duration_s: float
+    acknowledged_events: int
+    events_per_s: float
+    p50_ms: float
+    p99_ms: float
+    gateway_cpu_s: float
+    gateway_us_per_event: float
+    postgres_cpu_s: float | None
+    postgres_us_per_event: float | None
+    gateway_processes: int
+    client_cpu_pct: float
+    other_cpu_pct: float
+    """CPU of everything but the gateway, PostgreSQL and the load generator (% of a core)."""
+    rows: dict[str, int]
+    expected_rows: int
+
+    @property
+    def case(self) -> Case:
+        return Case(self.store, self.workers, self.batch)
+
+
+class Gateway:
+    """A running `signalgate run --workers N --no-delivery` of a case, with its store."""
+
+    def __init__(self, case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None):
+        self.case = case
+        self.pg = pg
+        self.database = ""
+        port = pgcluster.free_port()
+        if case.store == "postgres":
+            assert pg is not None
+            self.database, dsn = pg.new_database(case.tag)
+            storage = POSTGRES_STORAGE.replace("{dsn}", dsn)
+        else:
+            storage = SQLITE_STORAGE  # its {db} is filled in by write_gateway_config
+        config, self.db = write_gateway_config(
+            GATEWAY_TOML.replace("{storage}", storage),
+            settings.workdir,
+            port,
+            key=ingest.API_KEY,
+            pixel=ingest.PIXEL_ID,
+            cookie=COOKIE_SECRET,
+        )
+        cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config), "--no-delivery"]
+        cmd += ["--workers", str(case.workers)]
+        self.server = Server("gateway", cmd, settings.server_cpu, port, settings.workdir, source)
+        self._wait_all_workers()
+
+    def _wait_all_workers(self) -> None:
+        """The port answers once one worker listens; wait for the ready line (printed by the
+        supervisor once every worker serves)."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if "signalgate listening on" in self.server.log_tail(200):
+                return
+            if self.server.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.server.stop()
+        raise RuntimeError(f"{self.case.label}: not ready:\n{self.server.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        return self.server.proc.pid
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def rows(self) -> dict[str, int]:
+        if self.pg is not None and self.database:
+            return self.pg.rows(self.database)
+        return sqlite_rows(self.db)
+
+    def drop(self) -> None:
+        if self.pg is not None and self.database:
+            self.pg.drop(self.database)
+
+
+def run_case(
+    case: Case,
+    settings: ingest.Settings,
+    source: Path,
+    pg: Postgres | None,
+    rnd: int,
+    quiet_wait: float,
+) -> Result:
+    """Start the case's gateway, warm it up, measure it, stop it, count its store."""
+    wait_quiet(quiet_wait)
+    gateway = Gateway(case, settings, source, pg)
+    try:
+        prefix = f"{settings.nonce}r{rnd}{case.tag}"
+        port = gateway.server.port
+        try:
+            warm = ingest.run_load(settings, port, case.batch, settings.warmup, prefix + "w")
+            check_answers(f"{case.label} warm-up", warm, 202)
+            wait_tree_idle(gateway.pid)
+            load, spent = spent_during(
+                gateway.pid,
+                pg.server.pid if pg is not None and case.store == "postgres" else None,
+                lambda: ingest.run_load(
+                    settings, port, case.batch, settings.duration, prefix + "m"
+                ),
+            )
+            check_answers(case.label, load, 202)
+        finally:
+            gateway.stop()  # graceful: what was accepted is committed before it exits
+        rows = gateway.rows()
+    finally:
+        gateway.drop()
+    accepted = (warm.ok + load.ok) * case.batch
+    check_rows(case.label, rows, accepted, 2 * settings.connections * case.batch)
+    events = load.ok * case.batch
+    d = load.duration_s
+    pg_cpu = spent.postgres if case.store == "postgres" else None
+    other = spent.machine - spent.gateway - spent.postgres - load.client_cpu_s
+    return Result(
+        store=case.store,
+        workers=case.workers,
+        batch=case.batch,
+        round=rnd,
+        duration_s=round(d, 3),
+        acknowledged_events=events,
+        events_per_s=events / d,
+        p50_ms=load.p50_ms,
+        p99_ms=load.p99_ms,
+        gateway_cpu_s=spent.gateway,
+        gateway_us_per_event=1e6 * spent.gateway / events,
+        postgres_cpu_s=pg_cpu,
+        postgres_us_per_event=None if pg_cpu is None else 1e6 * pg_cpu / events,
+        gateway_processes=spent.processes,
+        client_cpu_pct=100 * load.client_cpu_s / d,
+        other_cpu_pct=100 * max(0.0, other) / d,
+        rows=rows,
+        expected_rows=accepted,
+    )
+
+
+# -- verdicts ----------------------------------------------------------------------------------
+
+
+def median_of(results: Sequence[Result], case: Case) -> Result | None:
+    """The run of `case` with the median gateway CPU per event (the lower of an even count)."""
+    runs = sorted(
+        (r for r in results if r.case == case),
+        key=lambda r: r.gateway_us_per_event,
+    )
+    return runs[(len(runs) - 1) // 2] if runs else None
+
+
+def verdicts(results: Sequence[Result], cases: Sequence[Case]) -> list[dict[str, Any]]:
+    """Each target compared on the median runs: [{what, cheap, dear, ratio, target, pass}]."""
+    out: list[dict[str, Any]] = []
+    medians = {c: m for c in cases if (m := median_of(results, c)) is not None}
+
+    def compare(kind: str, base: Case, other: Case, target: float) -> None:
+        if base in medians and other in medians:
+            ratio = medians[other].gateway_us_per_event / medians[base].gateway_us_per_event
+            out.append(
+                {
+                    "kind": kind,
+                    "base": asdict(base),
+                    "other": asdict(other),
+                    "base_us_per_event": medians[base].gateway_us_per_event,
+                    "other_us_per_event": medians[other].gateway_us_per_event,
+                    "ratio": ratio,
+                    "target_ratio": target,
+                    "pass": ratio <= target,
+                }
+            )
+
+    for case in cases:
+        if case.workers > 1:
+            compare("workers", Case(case.store, 1, case.batch), case, TARGET_WORKERS_RATIO)
+    for case in cases:
+        if case.store == "postgres":
+            compare(
+                "postgres", Case("sqlite", case.workers, case.batch), case, TARGET_POSTGRES_RATIO
+            )
+    return out
+
+
+def verdict_line(v: dict[str, Any]) -> str:
+    other = Case(**v["other"])
+    if v["kind"] == "workers":
+        what = f"{other.store}, {other.batch}/req: {other.workers} workers vs 1"
+    else:
+        what = f"{other.workers}w, {other.batch}/req: postgres vs sqlite"
+    return (
+        f"{what:<36} {v['other_us_per_event']:8.1f} vs {v['base_us_per_event']:8.1f} us/event"
+        f" = x{v['ratio']:.2f} (target <= x{v['target_ratio']:.2f})"
+        f"  {'PASS' if v['pass'] else 'MISS'}"
+    )
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def table(results: Sequence[Result]) -> str:
+    head = (
+        f"{'case':<36}{'events/s':>10}{'gw us/ev':>10}{'pg us/ev':>10}{'ev/s/core':>11}"
+        f"{'p50 ms':>8}{'p99 ms':>8}{'procs':>6}{'gen CPU':>8}{'other':>7}  store rows / acked"
+    )
+    lines = [head, "-" * len(head)]
+    for r in results:
+        case = r.case
+        pg = "-" if r.postgres_us_per_event is None else f"{r.postgres_us_per_event:.1f}"
+        flag = "  !" if r.other_cpu_pct > BUSY_OTHER_PCT else ""
+        lines.append(
+            f"{case.label:<36}{fmt(r.events_per_s):>10}{r.gateway_us_per_event:>10.1f}{pg:>10}"
+            f"{fmt(1e6 / r.gateway_us_per_event):>11}{fmt(r.p50_ms, 2):>8}{fmt(r.p99_ms, 2):>8}"
+            f"{r.gateway_processes:>6}{fmt(r.client_cpu_pct):>7}%{fmt(r.other_cpu_pct):>6}%"
+            f"  {r.rows['events']:,} / {r.expected_rows:,}{flag}"
+        )
+    lines.append(
+        "gw us/ev: CPU (user + system) of the gateway's processes per event answered 202;"
+        " pg us/ev: PostgreSQL's processes per event; ev/s/core = 1e6 / gw us/ev"
+    )
+    if any(r.other_cpu_pct > BUSY_OTHER_PCT for r in results):
+        lines.append(
+            f"! other processes used more than {BUSY_OTHER_PCT:g}% of a core during this run: the"
+            " machine was busy (cache and scheduler noise inflate the CPU per event)"
+        )
+    return "\n".join(lines)
+
+
+def capacity(results: Sequence[Result], cases: Sequence[Case]) -> list[dict[str, Any]]:
+    """Per case (median run): events/s per core of the gateway (1 / CPU s per event) and, on
+    PostgreSQL, per core of gateway + database together."""
+    rows = []
+    for case in cases:
+        m = median_of(results, case)
+        if m is None:
+            continue
+        both = m.gateway_us_per_event + (m.postgres_us_per_event or 0.0)
+        rows.append(
+            {
+                **asdict(case),
+                "gateway_us_per_event": m.gateway_us_per_event,
+                "postgres_us_per_event": m.postgres_us_per_event,
+                "events_per_s_per_gateway_core": 1e6 / m.gateway_us_per_event,
+                "events_per_s_per_core_with_postgres": 1e6 / both,
+            }
+        )
+    return rows
+
+
+# -- profile of a miss -------------------------------------------------------------------------
+
+
+def profile_case(
+    case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None, prefix: Path
+) -> dict[str, Any]:
+    """A separate run of `case` under py-spy (every process of the gateway, non-blocking);
+    return its hotspots per event."""
+    seconds = max(3, round(settings.duration))
+    raw = prefix.with_name(f"{prefix.name}.{case.tag}.txt")
+    wait_quiet(60)
+    gateway = Gateway(case, settings, source, pg)
+    try:
+        port = gateway.server.port
+        try:
+            tag = f"{settings.nonce}p{case.tag}"
+            ingest.run_load(settings, port, case.batch, settings.warmup, tag + "w")
+            wait_tree_idle(gateway.pid)
+            cmd = [py_spy(), "record", "--pid", str(gateway.pid), "--duration", str(seconds)]
+            cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads", "--subprocesses"]
+            cmd += ["--format", "raw", "--output", str(raw)]
+            spy = subprocess.Popen(
+                pinned(cmd, settings.client_cpu),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            time.sleep(0.5)
+            load = ingest.run_load(settings, port, case.batch, seconds + 1, tag + "m")
+            output, _ = spy.communicate(timeout=seconds + 60)
+            if spy.returncode != 0 or not raw.exists():
+                raise RuntimeError(f"py-spy failed: {output[-1000:]}")
+        finally:
+            gateway.stop()
+    finally:
+        gateway.drop()
+    events = load.ok * case.batch / load.duration_s * seconds
+    return {
+        "case": asdict(case),
+        "events_sampled": events,
+        "raw": str(raw),
+        **spy_summary(raw, events),
+    }
+
+
+def process_stacks(raw: Path) -> Iterator[tuple[str, list[tuple[str, str]], int]]:
+    """(process and thread, frames outermost first as `spy_frame` pairs, sample count) of every
+    stack in a py-spy raw file recorded with ``--subprocesses``: threads are named with their
+    process id ("pid 4242 MainThread"), so the supervisor and each worker stay apart."""
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        process, thread = "", "?"
+        while frames and frames[0].startswith(("process ", "thread ")):
+            head = frames.pop(0)
+            if head.startswith("process "):
+                process = "pid " + head.removeprefix("process ").split(":", 1)[0]
+            else:
+                thread = head.split(": ", 1)[-1]
+        parsed = [spy_frame(f) for f in frames]
+        if parsed:
+            yield f"{process} {thread}".strip(), parsed, int(count)
+
+
+def spy_summary(raw: Path, events: float, top: int = 12) -> dict[str, Any]:
+    """Samples of a py-spy raw file per process role, thread, innermost gateway function and
+    leaf function, as % of samples and sampled microseconds per event."""
+    per_sample_us = 1e6 / SPY_RATE / max(1.0, events)
+    threads: Counter[str] = Counter()
+    owner: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for thread, frames, count in process_stacks(raw):
+        total += count
+        threads[thread] += count
+        leaf[f"{frames[-1][0]} ({frames[-1][1]})"] += count
+        if frames[0][0] in SPY_ROOTS:
+            mine = [f for f in frames if gateway_frame(f[1])]
+            inner = mine[-1] if mine else frames[-1]
+            owner[f"{inner[0]} ({inner[1]})"] += count
+
+    def rows(c: Counter[str]) -> list[tuple[str, float, float]]:
+        return [
+            (k, round(100 * v / max(1, total), 1), round(v * per_sample_us, 2))
+            for k, v in c.most_common(top)
+        ]
+
+    return {
+        "samples": total,
+        "sampled_us_per_event": round(total * per_sample_us, 2),
+        "threads": rows(threads),
+        "owner": rows(owner),
+        "self": rows(leaf),
+    }
+
+
+def profile_lines(report: dict[str, Any]) -> list[str]:
+    case = Case(**report["case"])
+    lines = [
+        f"py-spy profile of {case.label} ({SPY_RATE} Hz per thread, non-blocking, every process;"
+        f" {report['samples']:,} samples = {report['sampled_us_per_event']:.1f} us of"
+        f" Python-visible thread time per event; raw: {report['raw']})",
+        "  by thread:",
+    ]
+    row = "    {1:5.1f}%  {2:8.2f} us/event  {0}"
+    lines += [row.format(*item) for item in report["threads"]]
+    lines.append("  by innermost gateway function (complete stacks; library time charged to it):")
+    lines += [row.format(*item) for item in report["owner"]]
+    lines.append("  by leaf function (self time):")
+    lines += [row.format(*item) for item in report["self"]]
+    return lines
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/scale.py",
+        description="CPU seconds per acknowledged event: 1 and 2 workers, SQLite and PostgreSQL.",
+    )
+    add_timing_args(parser)
+    parser.add_argument("--batches", default="1,100", help="events per request, comma-separated")
+    parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated")
+    parser.add_argument("--stores", default=",".join(STORES), help="sqlite,postgres or one")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    add_core_args(parser, "core of the load generator")
+    parser.add_argument(
+        "--pg-cpu",
+        type=int,
+        default=None,
+        help="core of PostgreSQL (default: the load generator's; -1: none)",
+    )
+    parser.add_argument(
+        "--pg-no-fsync",
+        action="store_true",
+        help="PostgreSQL without durable commits (fsync, synchronous_commit off)",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="longest wait (s) for an idle machine before each case; 0: start at once",
+    )
+    parser.add_argument(
+        "--no-profile", action="store_true", help="no py-spy profile of the cases that miss"
+    )
+    add_output_args(parser)
+    args = parse_bench_args(parser, argv)
+    try:
+        args.batches = [int(b) for b in args.batches.split(",") if b.strip()]
+        args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        parser.error("--batches and --workers take comma-separated integers")
+    args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if not set(args.stores) <= set(STORES) or not args.stores:
+        parser.error(f"--stores: choose from {', '.join(STORES)}")
+    if min(args.workers, default=0) < 1 or min(args.batches, default=0) < 1:
+        parser.error("--batches and --workers must be positive")
+    return args
+
+
+def all_cases(args: argparse.Namespace) -> list[Case]:
+    return [Case(s, w, b) for s in args.stores for w in args.workers for b in args.batches]
+
+
+@contextmanager
+def postgres_server(args: argparse.Namespace, settings: ingest.Settings) -> Iterator[Postgres]:
+    """The throwaway PostgreSQL, if any case needs one."""
+    bin_dir = pgcluster.find_bin_dir()
+    if bin_dir is None:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    cpu = settings.client_cpu if args.pg_cpu is None else core_arg(args.pg_cpu)
+    with pgcluster.running_server(bin_dir, {} if args.pg_no_fsync else DURABLE, cpu) as server:
+        yield Postgres(server)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    loadgen = args.loadgen
+    if loadgen == "auto":
+        loadgen = "wrk" if shutil.which("wrk") else "python"
+    elif loadgen == "wrk" and not shutil.which("wrk"):
+        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+        return 2
+    workdir = Path(tempfile.mkdtemp(prefix="signalgate-scale-"))
+    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    settings = ingest.Settings(
+        loadgen=loadgen,
+        connections=args.connections,
+        duration=args.duration,
+        warmup=args.warmup,
+        server_cpu=core_arg(args.server_cpu),
+        client_cpu=core_arg(args.client_cpu),
+        template_parts=ingest.event_template(int(time.time())).split(ingest.ID_MARK),
+        workdir=workdir,
+    )
+    cases = all_cases(args)
+    env = environment(source, settings, loadgen)
+    env["cases"] = [asdict(c) for c in cases]
+    results: list[Result] = []
+    reports: list[dict[str, Any]] = []
+    v: list[dict[str, Any]] = []
+    status = 0
+    with ExitStack() as stack:
+        try:
+            pg: Postgres | None = None
+            if "postgres" in args.stores:
+                pg = stack.enter_context(postgres_server(args, settings))
+                env["postgres"] = postgres_environment(pg, args)
+            banner("scale", "CPU per event, --no-delivery", env, settings, "load generator")
+            if pg is not None:
+                print(f"  PostgreSQL: {env['postgres']}", flush=True)
+            for rnd in range(args.rounds):
+                for case in cases:
+                    print(f"  round {rnd + 1}: {case.label} ...", flush=True)
+                    results.append(run_case(case, settings, source, pg, rnd, args.quiet_wait))
+            v = verdicts(results, cases)
+            if not args.no_profile:
+                reports = profile_misses(v, settings, source, pg, workdir, args.keep)
+        except RuntimeError as exc:
+            print(f"\nFAILED: {exc}", file=sys.stderr)
+            status = 1
+    end_run(env, source, args.keep, workdir)
+    print()
+    print(table(results))
+    print()
+    for line in map(verdict_line, v):
+        print(line)
+    for report in reports:
+        print()
+        print("\n".join(profile_lines(report)))
+    source_warnings(env)
+    if args.json:
+        write_json(
+            args.json,
+            {
+                "environment": env,
+                "results": [asdict(r) for r in results],
+                "medians": [asdict(m) for c in cases if (m := median_of(results, c)) is not None],
+                "capacity": capacity(results, cases),
+                "verdicts": v,
+                "profiles": reports,
+                "failed": bool(status),
+            },
+        )
+    return status
+
+
+def profile_misses(
+    v: Sequence[dict[str, Any]],
+    settings: ingest.Settings,
+    source: Path,
+    pg: Postgres | None,
+    workdir: Path,
+    keep: bool,
+) -> list[dict[str, Any]]:
+    """Profile the dearer case of every missed target (each case once)."""
+    misses = list(dict.fromkeys(Case(**x["other"]) for x in v if not x["pass"]))
+    if not misses:
+        return []
+    try:
+        py_spy()
+    except RuntimeError:
+        print("  targets missed; no profile: py-spy is not installed (pip install py-spy)")
+        return []
+    prefix = workdir / "scale-profile"  # kept with --keep
+    reports = []
+    for case in misses:
+        print(f"  profiling {case.label} (missed a target) ...", flush=True)
+        reports.append(profile_case(case, settings, source, pg, prefix))
+    return reports
+
+
+def postgres_environment(pg: Postgres, args: argparse.Namespace) -> dict[str, Any]:
+    async def version() -> str:
+        import asyncpg
+
+        conn = await asyncpg.connect(pg.server.dsn())
+        try:
+            return str(await conn.fetchval("SHOW server_version"))
+        finally:
+            await conn.close()
+
+    cpu = core_arg(args.client_cpu) if args.pg_cpu is None else core_arg(args.pg_cpu)
+    return {
+        "version": asyncio.run(version()),
+        "durable": not args.pg_no_fsync,
+        "cpu": cpu,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
