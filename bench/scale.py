@@ -504,7 +504,7 @@ def verdict_line(v: dict[str, Any]) -> str:
 def table(results: Sequence[Result]) -> str:
     head = (
         f"{'case':<36}{'events/s':>10}{'gw us/ev':>10}{'pg us/ev':>10}{'ev/s/core':>11}"
-        f"{'p50 ms':>8}{'p99 ms':>8}{'procs':>6}{'gen CPU':>8}{'other':>7}  store rows / acked"
+        f"{'p50 ms':>10}{'p99 ms':>10}{'procs':>6}{'gen CPU':>8}{'other':>7}  store rows / acked"
     )
     lines = [head, "-" * len(head)]
     for r in results:
@@ -513,7 +513,7 @@ def table(results: Sequence[Result]) -> str:
         flag = "  !" if r.other_cpu_pct > BUSY_OTHER_PCT else ""
         lines.append(
             f"{case.label:<36}{fmt(r.events_per_s):>10}{r.gateway_us_per_event:>10.1f}{pg:>10}"
-            f"{fmt(1e6 / r.gateway_us_per_event):>11}{fmt(r.p50_ms, 2):>8}{fmt(r.p99_ms, 2):>8}"
+            f"{fmt(1e6 / r.gateway_us_per_event):>11}{fmt(r.p50_ms, 1):>10}{fmt(r.p99_ms, 1):>10}"
             f"{r.gateway_processes:>6}{fmt(r.client_cpu_pct):>7}%{fmt(r.other_cpu_pct):>6}%"
             f"  {r.rows['events']:,} / {r.expected_rows:,}{flag}"
         )
@@ -578,7 +578,11 @@ def profile_case(
                 text=True,
             )
             time.sleep(0.5)
-            load = ingest.run_load(settings, port, case.batch, seconds + 1, tag + "m")
+            load, spent = spent_during(
+                gateway.pid,
+                None,
+                lambda: ingest.run_load(settings, port, case.batch, seconds, tag + "m"),
+            )
             output, _ = spy.communicate(timeout=seconds + 60)
             if spy.returncode != 0 or not raw.exists():
                 raise RuntimeError(f"py-spy failed: {output[-1000:]}")
@@ -586,13 +590,8 @@ def profile_case(
             gateway.stop()
     finally:
         gateway.drop()
-    events = load.ok * case.batch / load.duration_s * seconds
-    return {
-        "case": asdict(case),
-        "events_sampled": events,
-        "raw": str(raw),
-        **spy_summary(raw, events),
-    }
+    us_per_event = 1e6 * spent.gateway / max(1, load.ok * case.batch)
+    return {"case": asdict(case), "raw": str(raw), **spy_summary(raw, us_per_event)}
 
 
 def process_stacks(raw: Path) -> Iterator[tuple[str, list[tuple[str, str]], int]]:
@@ -616,10 +615,11 @@ def process_stacks(raw: Path) -> Iterator[tuple[str, list[tuple[str, str]], int]
             yield f"{process} {thread}".strip(), parsed, int(count)
 
 
-def spy_summary(raw: Path, events: float, top: int = 12) -> dict[str, Any]:
-    """Samples of a py-spy raw file per process role, thread, innermost gateway function and
-    leaf function, as % of samples and sampled microseconds per event."""
-    per_sample_us = 1e6 / SPY_RATE / max(1.0, events)
+def spy_summary(raw: Path, us_per_event: float, top: int = 12) -> dict[str, Any]:
+    """Shares of the samples of a py-spy raw file per process and thread, innermost gateway
+    function and leaf function, and each share of `us_per_event` (the CPU per event measured
+    while sampling: py-spy also counts a thread that waits for a busy core as active, so its
+    own sample count is no measure of CPU)."""
     threads: Counter[str] = Counter()
     owner: Counter[str] = Counter()
     leaf: Counter[str] = Counter()
@@ -635,13 +635,13 @@ def spy_summary(raw: Path, events: float, top: int = 12) -> dict[str, Any]:
 
     def rows(c: Counter[str]) -> list[tuple[str, float, float]]:
         return [
-            (k, round(100 * v / max(1, total), 1), round(v * per_sample_us, 2))
+            (k, round(100 * v / max(1, total), 1), round(us_per_event * v / max(1, total), 2))
             for k, v in c.most_common(top)
         ]
 
     return {
         "samples": total,
-        "sampled_us_per_event": round(total * per_sample_us, 2),
+        "measured_us_per_event": round(us_per_event, 2),
         "threads": rows(threads),
         "owner": rows(owner),
         "self": rows(leaf),
@@ -652,8 +652,8 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
     case = Case(**report["case"])
     lines = [
         f"py-spy profile of {case.label} ({SPY_RATE} Hz per thread, non-blocking, every process;"
-        f" {report['samples']:,} samples = {report['sampled_us_per_event']:.1f} us of"
-        f" Python-visible thread time per event; raw: {report['raw']})",
+        f" {report['samples']:,} samples; {report['measured_us_per_event']:.1f} us of CPU per"
+        f" event measured meanwhile, split by sample share; raw: {report['raw']})",
         "  by thread:",
     ]
     row = "    {1:5.1f}%  {2:8.2f} us/event  {0}"

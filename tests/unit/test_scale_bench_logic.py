@@ -173,15 +173,15 @@ def test_spy_summary_counts_every_process_per_event(tmp_path: Path) -> None:
         'process 10:"python -m gateway run";thread (10): MainThread;'
         "_run_module_as_main (runpy.py:1);wait (/s/gateway/supervisor.py:5) 100\n"
     )
-    summary = scale.spy_summary(raw, events=1000.0)
+    summary = scale.spy_summary(raw, us_per_event=70.0)
     assert summary["samples"] == 700
-    # 700 samples at 250 Hz = 2.8 s of thread time over 1,000 events = 2,800 us/event
-    assert summary["sampled_us_per_event"] == pytest.approx(2800.0)
+    assert summary["measured_us_per_event"] == 70.0
+    # the measured CPU per event, split by each row's share of the samples
     owner = {k: (pct, us) for k, pct, us in summary["owner"]}
     assert owner == {
-        "handle (gateway/web/api.py)": (57.1, 1600.0),  # both workers
-        "append (gateway/store/sqlite.py)": (28.6, 800.0),
-        "wait (gateway/supervisor.py)": (14.3, 400.0),
+        "handle (gateway/web/api.py)": (57.1, 40.0),  # both workers
+        "append (gateway/store/sqlite.py)": (28.6, 20.0),
+        "wait (gateway/supervisor.py)": (14.3, 10.0),
     }
     threads = {k: pct for k, pct, _ in summary["threads"]}
     assert threads == {
@@ -189,6 +189,8 @@ def test_spy_summary_counts_every_process_per_event(tmp_path: Path) -> None:
         "pid 12 MainThread": 14.3,
         "pid 10 MainThread": 14.3,
     }
+    leaf = {k: us for k, _, us in summary["self"]}
+    assert leaf["loads (/usr/lib/json.py)"] == 30.0
     lines = scale.profile_lines(
         {"case": {"store": "sqlite", "workers": 2, "batch": 1}, "raw": str(raw), **summary}
     )
