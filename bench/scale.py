@@ -29,17 +29,13 @@ case that costs more, summarised per event, unless ``--no-profile``.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,8 +44,6 @@ import ingest
 from benchlib import (
     ROOT,
     SPY_RATE,
-    SPY_ROOTS,
-    Load,
     Server,
     add_core_args,
     add_output_args,
@@ -57,24 +51,21 @@ from benchlib import (
     banner,
     check_answers,
     core_arg,
-    core_times,
     end_run,
     environment,
     fmt,
-    gateway_frame,
+    free_port,
     parse_bench_args,
     pinned,
     py_spy,
     snapshot_source,
     source_warnings,
-    spy_frame,
     wait_quiet,
     write_gateway_config,
     write_json,
 )
-
-sys.path.insert(0, str(ROOT / "tests"))
-import pgcluster  # tests/ is not a package; the throwaway server is shared with the tests
+from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
+from proctree import spent_during, spy_summary, wait_tree_idle
 
 TARGET_WORKERS_RATIO = 1.15
 """Issue #13: 2 workers cost at most this many times the CPU per event of 1 (same store)."""
@@ -87,9 +78,6 @@ READY_TIMEOUT = 90.0
 """Seconds a gateway (all its workers, PostgreSQL migrations included) has to start."""
 STORES = ("sqlite", "postgres")
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench key
-DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
-"""The bench's PostgreSQL commits durably (a 202 means on disk), as a production server does;
-``--pg-no-fsync`` keeps the test server's settings (all three off)."""
 
 GATEWAY_TOML = """
 [server]
@@ -127,154 +115,6 @@ dsn = "{dsn}"
 pool_min = 2
 pool_max = 10
 """
-
-
-# -- CPU of process trees ----------------------------------------------------------------------
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (field 3 on), None when gone."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def tree_pids(root: int) -> set[int]:
-    """`root` and every live descendant of it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        fields = _stat(int(entry.name))
-        if fields is not None:
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo += children.get(pid, [])
-    return found
-
-
-def tree_cpu(root: int) -> tuple[float, int]:
-    """(CPU seconds, live processes) of the tree under `root`: user + system time of every live
-    process (all threads) plus that of the children they reaped (a PostgreSQL backend that
-    closed, a worker that was restarted), so no process escapes the count."""
-    total, alive = 0, 0
-    for pid in tree_pids(root):
-        fields = _stat(pid)
-        if fields is None:  # exited meanwhile: its time went to its parent's reaped total
-            continue
-        alive += 1
-        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
-    return total / TICK, alive
-
-
-def wait_tree_idle(root: int, timeout: float = 60.0, busy: float = 0.05) -> float:
-    """Wait until the tree under `root` uses under `busy` of a core (the requests cut off at
-    the end of a load run are still processed); return the seconds waited."""
-    start = time.monotonic()
-    before = tree_cpu(root)[0]
-    while time.monotonic() - start < timeout:
-        time.sleep(0.25)
-        now = tree_cpu(root)[0]
-        if now - before <= busy * 0.25:
-            break
-        before = now
-    return time.monotonic() - start
-
-
-@dataclass
-class Spent:
-    """CPU seconds used during a measurement by the gateway, PostgreSQL and everything else."""
-
-    gateway: float
-    postgres: float
-    machine: float
-    processes: int
-
-
-def spent_during(gateway: int, postgres: int | None, run: Callable[[], Load]) -> tuple[Load, Spent]:
-    """Run `run` and return its load with the CPU the two trees and the machine used meanwhile."""
-    pg0 = tree_cpu(postgres)[0] if postgres else 0.0
-    gw0, procs0 = tree_cpu(gateway)
-    machine0 = core_times(None)[0]
-    load = run()
-    machine1 = core_times(None)[0]
-    gw1, procs1 = tree_cpu(gateway)
-    pg1 = tree_cpu(postgres)[0] if postgres else 0.0
-    if procs1 != procs0:
-        raise RuntimeError(
-            f"the gateway had {procs0} processes before the measurement and {procs1} after:"
-            " a worker died or restarted during it"
-        )
-    return load, Spent(gw1 - gw0, pg1 - pg0, (machine1 - machine0) / TICK, procs1)
-
-
-# -- stores ------------------------------------------------------------------------------------
-
-
-class Postgres:
-    """The bench's throwaway PostgreSQL: one server for the run, a database per case."""
-
-    def __init__(self, server: pgcluster.PgServer) -> None:
-        self.server = server
-        self.count = 0
-
-    def new_database(self, tag: str) -> tuple[str, str]:
-        self.count += 1
-        name = f"scale_{tag}_{self.count}".lower()
-        return name, asyncio.run(pgcluster.create_database(self.server, name))
-
-    def rows(self, name: str) -> dict[str, int]:
-        """Row counts of a case's database, as `benchlib.outbox_rows` counts SQLite's."""
-
-        async def count() -> dict[str, int]:
-            import asyncpg
-
-            conn = await asyncpg.connect(self.server.dsn(name))
-            try:
-                out = {"events": int(await conn.fetchval("SELECT count(*) FROM events"))}
-                for state, n in await conn.fetch(
-                    "SELECT state, count(*) FROM deliveries GROUP BY state"
-                ):
-                    out[f"deliveries_{state}"] = int(n)
-                out["deliveries"] = int(await conn.fetchval("SELECT count(*) FROM deliveries"))
-                return out
-            finally:
-                await conn.close()
-
-        return asyncio.run(count())
-
-    def drop(self, name: str) -> None:
-        asyncio.run(pgcluster.drop_database(self.server, name))
-
-
-def sqlite_rows(db: Path) -> dict[str, int]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        out = {"events": conn.execute("SELECT count(*) FROM events").fetchone()[0]}
-        for state, n in conn.execute("SELECT state, count(*) FROM deliveries GROUP BY state"):
-            out[f"deliveries_{state}"] = n
-        out["deliveries"] = conn.execute("SELECT count(*) FROM deliveries").fetchone()[0]
-        return out
-    finally:
-        conn.close()
-
-
-def check_rows(name: str, rows: dict[str, int], accepted: int, slack: int) -> None:
-    """Every event answered 202 is stored with its one delivery row (up to `slack` more: the
-    requests cut off at the end of a load run may still commit after the client stopped)."""
-    if rows["events"] < accepted or not accepted <= rows["deliveries"] <= accepted + slack:
-        raise RuntimeError(
-            f"{name}: the store holds {rows} but {accepted:,} events were answered 202 (allowed"
-            f" surplus {slack:,}): the gateway is not storing what it acknowledges"
-        )
 
 
 # -- cases -------------------------------------------------------------------------------------
@@ -332,7 +172,7 @@ class Gateway:
         self.case = case
         self.pg = pg
         self.database = ""
-        port = pgcluster.free_port()
+        port = free_port()
         if case.store == "postgres":
             assert pg is not None
             self.database, dsn = pg.new_database(case.tag)
@@ -594,60 +434,6 @@ def profile_case(
     return {"case": asdict(case), "raw": str(raw), **spy_summary(raw, us_per_event)}
 
 
-def process_stacks(raw: Path) -> Iterator[tuple[str, list[tuple[str, str]], int]]:
-    """(process and thread, frames outermost first as `spy_frame` pairs, sample count) of every
-    stack in a py-spy raw file recorded with ``--subprocesses``: threads are named with their
-    process id ("pid 4242 MainThread"), so the supervisor and each worker stay apart."""
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        frames = stack.split(";")
-        process, thread = "", "?"
-        while frames and frames[0].startswith(("process ", "thread ")):
-            head = frames.pop(0)
-            if head.startswith("process "):
-                process = "pid " + head.removeprefix("process ").split(":", 1)[0]
-            else:
-                thread = head.split(": ", 1)[-1]
-        parsed = [spy_frame(f) for f in frames]
-        if parsed:
-            yield f"{process} {thread}".strip(), parsed, int(count)
-
-
-def spy_summary(raw: Path, us_per_event: float, top: int = 12) -> dict[str, Any]:
-    """Shares of the samples of a py-spy raw file per process and thread, innermost gateway
-    function and leaf function, and each share of `us_per_event` (the CPU per event measured
-    while sampling: py-spy also counts a thread that waits for a busy core as active, so its
-    own sample count is no measure of CPU)."""
-    threads: Counter[str] = Counter()
-    owner: Counter[str] = Counter()
-    leaf: Counter[str] = Counter()
-    total = 0
-    for thread, frames, count in process_stacks(raw):
-        total += count
-        threads[thread] += count
-        leaf[f"{frames[-1][0]} ({frames[-1][1]})"] += count
-        if frames[0][0] in SPY_ROOTS:
-            mine = [f for f in frames if gateway_frame(f[1])]
-            inner = mine[-1] if mine else frames[-1]
-            owner[f"{inner[0]} ({inner[1]})"] += count
-
-    def rows(c: Counter[str]) -> list[tuple[str, float, float]]:
-        return [
-            (k, round(100 * v / max(1, total), 1), round(us_per_event * v / max(1, total), 2))
-            for k, v in c.most_common(top)
-        ]
-
-    return {
-        "samples": total,
-        "measured_us_per_event": round(us_per_event, 2),
-        "threads": rows(threads),
-        "owner": rows(owner),
-        "self": rows(leaf),
-    }
-
-
 def profile_lines(report: dict[str, Any]) -> list[str]:
     case = Case(**report["case"])
     lines = [
@@ -718,17 +504,6 @@ def all_cases(args: argparse.Namespace) -> list[Case]:
     return [Case(s, w, b) for s in args.stores for w in args.workers for b in args.batches]
 
 
-@contextmanager
-def postgres_server(args: argparse.Namespace, settings: ingest.Settings) -> Iterator[Postgres]:
-    """The throwaway PostgreSQL, if any case needs one."""
-    bin_dir = pgcluster.find_bin_dir()
-    if bin_dir is None:
-        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
-    cpu = settings.client_cpu if args.pg_cpu is None else core_arg(args.pg_cpu)
-    with pgcluster.running_server(bin_dir, {} if args.pg_no_fsync else DURABLE, cpu) as server:
-        yield Postgres(server)
-
-
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     loadgen = args.loadgen
@@ -760,8 +535,9 @@ def main(argv: Sequence[str]) -> int:
         try:
             pg: Postgres | None = None
             if "postgres" in args.stores:
-                pg = stack.enter_context(postgres_server(args, settings))
-                env["postgres"] = postgres_environment(pg, args)
+                pg_cpu = settings.client_cpu if args.pg_cpu is None else core_arg(args.pg_cpu)
+                pg = stack.enter_context(postgres_server(not args.pg_no_fsync, pg_cpu))
+                env["postgres"] = pg.environment()
             banner("scale", "CPU per event, --no-delivery", env, settings, "load generator")
             if pg is not None:
                 print(f"  PostgreSQL: {env['postgres']}", flush=True)
@@ -824,24 +600,6 @@ def profile_misses(
         print(f"  profiling {case.label} (missed a target) ...", flush=True)
         reports.append(profile_case(case, settings, source, pg, prefix))
     return reports
-
-
-def postgres_environment(pg: Postgres, args: argparse.Namespace) -> dict[str, Any]:
-    async def version() -> str:
-        import asyncpg
-
-        conn = await asyncpg.connect(pg.server.dsn())
-        try:
-            return str(await conn.fetchval("SHOW server_version"))
-        finally:
-            await conn.close()
-
-    cpu = core_arg(args.client_cpu) if args.pg_cpu is None else core_arg(args.pg_cpu)
-    return {
-        "version": asyncio.run(version()),
-        "durable": not args.pg_no_fsync,
-        "cpu": cpu,
-    }
 
 
 if __name__ == "__main__":

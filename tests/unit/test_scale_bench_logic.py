@@ -1,7 +1,7 @@
-"""bench/scale.py's own logic, without a load run: the process-tree CPU count (live children
-and reaped ones), the verdicts on synthetic results (which pass, which miss, which case a miss
-profiles), the capacity rows derived from CPU per event, and the py-spy summary of a raw file
-with several processes."""
+"""bench/scale.py's own logic (with bench/proctree.py and bench/benchstores.py), without a load
+run: the process-tree CPU count (live children and reaped ones), the verdicts on synthetic
+results (which pass, which miss, which case a miss profiles), the capacity rows derived from CPU
+per event, the py-spy summary of a raw file with several processes and the store check."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import scale  # noqa: E402 - bench/ is not a package
+import benchstores  # noqa: E402 - bench/ is not a package
+import proctree  # noqa: E402
+import scale  # noqa: E402
 from scale import Case, Result  # noqa: E402
 
 BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {s}: pass\n"
@@ -65,12 +67,12 @@ def test_tree_cpu_counts_live_and_reaped_children() -> None:
         deadline = time.monotonic() + 20
         seen_child = False
         while time.monotonic() < deadline and not seen_child:
-            seen_child = len(scale.tree_pids(parent.pid)) >= 2
+            seen_child = len(proctree.tree_pids(parent.pid)) >= 2
             time.sleep(0.01)
         assert seen_child, "the grandchild never showed up in the tree"
         assert parent.stdout is not None
         assert parent.stdout.readline().strip() == "reaped"
-        cpu, alive = scale.tree_cpu(parent.pid)
+        cpu, alive = proctree.tree_cpu(parent.pid)
         assert alive == 1  # the burner is gone ...
         assert cpu >= 0.5  # ... but its 0.6 s are in the parent's reaped total
     finally:
@@ -83,10 +85,10 @@ def test_tree_cpu_counts_live_and_reaped_children() -> None:
 def test_tree_pids_of_this_process_holds_its_children() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        pids = scale.tree_pids(os.getpid())
+        pids = proctree.tree_pids(os.getpid())
         assert os.getpid() in pids
         assert child.pid in pids
-        assert scale.tree_pids(child.pid) == {child.pid}
+        assert proctree.tree_pids(child.pid) == {child.pid}
     finally:
         child.kill()
         child.wait()
@@ -173,7 +175,7 @@ def test_spy_summary_counts_every_process_per_event(tmp_path: Path) -> None:
         'process 10:"python -m gateway run";thread (10): MainThread;'
         "_run_module_as_main (runpy.py:1);wait (/s/gateway/supervisor.py:5) 100\n"
     )
-    summary = scale.spy_summary(raw, us_per_event=70.0)
+    summary = proctree.spy_summary(raw, us_per_event=70.0)
     assert summary["samples"] == 700
     assert summary["measured_us_per_event"] == 70.0
     # the measured CPU per event, split by each row's share of the samples
@@ -198,11 +200,13 @@ def test_spy_summary_counts_every_process_per_event(tmp_path: Path) -> None:
 
 
 def test_a_store_missing_acknowledged_events_fails_the_case() -> None:
-    scale.check_rows("case", {"events": 1000, "deliveries": 1000}, 1000, 64)
-    scale.check_rows("case", {"events": 1064, "deliveries": 1064}, 1000, 64)  # cut-off requests
+    benchstores.check_rows("case", {"events": 1000, "deliveries": 1000}, 1000, 64)
+    benchstores.check_rows(
+        "case", {"events": 1064, "deliveries": 1064}, 1000, 64
+    )  # cut-off requests
     with pytest.raises(RuntimeError, match="not storing what it acknowledges"):
-        scale.check_rows("case", {"events": 999, "deliveries": 999}, 1000, 64)
+        benchstores.check_rows("case", {"events": 999, "deliveries": 999}, 1000, 64)
     with pytest.raises(RuntimeError, match="not storing"):  # an event without its delivery row
-        scale.check_rows("case", {"events": 1000, "deliveries": 990}, 1000, 64)
+        benchstores.check_rows("case", {"events": 1000, "deliveries": 990}, 1000, 64)
     with pytest.raises(RuntimeError, match="not storing"):  # more than the cut-off slack
-        scale.check_rows("case", {"events": 1100, "deliveries": 1100}, 1000, 64)
+        benchstores.check_rows("case", {"events": 1100, "deliveries": 1100}, 1000, 64)
