@@ -159,3 +159,22 @@ def spy_summary(raw: Path, us_per_event: float, top: int = 12) -> dict[str, Any]
         "owner": rows(owner),
         "self": rows(leaf),
     }
+
+
+def thread_names(raw: Path) -> dict[int, str]:
+    """``thread id -> "pid P name"`` of every thread in a ``--subprocesses`` py-spy raw file
+    (for matching perf's per-thread rows)."""
+    names: dict[int, str] = {}
+    for line in raw.read_text().splitlines():
+        process = ""
+        for frame in line.split(";"):
+            if frame.startswith("process "):
+                process = "pid " + frame.removeprefix("process ").split(":", 1)[0]
+            elif frame.startswith("thread ("):
+                tid, _, name = frame.removeprefix("thread (").partition("): ")
+                if tid.isdigit():
+                    names[int(tid)] = f"{process} {name}".strip()
+                break
+            else:
+                break
+    return names

@@ -65,7 +65,7 @@ from benchlib import (
     write_json,
 )
 from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
-from proctree import spent_during, spy_summary, wait_tree_idle
+from proctree import spent_during, spy_summary, thread_names, wait_tree_idle
 
 TARGET_WORKERS_RATIO = 1.15
 """Issue #13: 2 workers cost at most this many times the CPU per event of 1 (same store)."""
@@ -396,10 +396,13 @@ def capacity(results: Sequence[Result], cases: Sequence[Case]) -> list[dict[str,
 def profile_case(
     case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None, prefix: Path
 ) -> dict[str, Any]:
-    """A separate run of `case` under py-spy (every process of the gateway, non-blocking);
-    return its hotspots per event."""
+    """A separate run of `case` under py-spy (every process of the gateway, non-blocking) and,
+    when ``perf`` is on PATH and the gateway is pinned, ``perf record`` of its core (native
+    code: the event loop, asyncpg's and SQLite's C parts, the kernel); return the hotspots."""
     seconds = max(3, round(settings.duration))
     raw = prefix.with_name(f"{prefix.name}.{case.tag}.txt")
+    perf = shutil.which("perf") if settings.server_cpu is not None else None
+    perf_data = raw.with_suffix(".perf.data")
     wait_quiet(60)
     gateway = Gateway(case, settings, source, pg)
     try:
@@ -411,27 +414,39 @@ def profile_case(
             cmd = [py_spy(), "record", "--pid", str(gateway.pid), "--duration", str(seconds)]
             cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads", "--subprocesses"]
             cmd += ["--format", "raw", "--output", str(raw)]
-            spy = subprocess.Popen(
-                pinned(cmd, settings.client_cpu),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            tools = [cmd]
+            if perf:
+                core = str(settings.server_cpu)
+                record = [perf, "record", "-q", "-e", "cpu-clock", "-F", "999", "-C", core]
+                tools.append([*record, "-o", str(perf_data), "--", "sleep", str(seconds)])
+            running = [
+                subprocess.Popen(
+                    pinned(tool, settings.client_cpu),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for tool in tools
+            ]
             time.sleep(0.5)
             load, spent = spent_during(
                 gateway.pid,
                 None,
                 lambda: ingest.run_load(settings, port, case.batch, seconds, tag + "m"),
             )
-            output, _ = spy.communicate(timeout=seconds + 60)
-            if spy.returncode != 0 or not raw.exists():
-                raise RuntimeError(f"py-spy failed: {output[-1000:]}")
+            for tool in running:
+                output, _ = tool.communicate(timeout=seconds + 60)
+                if tool.returncode != 0:
+                    raise RuntimeError(f"{tool.args[0]} failed: {output[-1000:]}")
         finally:
             gateway.stop()
     finally:
         gateway.drop()
     us_per_event = 1e6 * spent.gateway / max(1, load.ok * case.batch)
-    return {"case": asdict(case), "raw": str(raw), **spy_summary(raw, us_per_event)}
+    report = {"case": asdict(case), "raw": str(raw), **spy_summary(raw, us_per_event)}
+    if perf:
+        report["perf"] = ingest.perf_summary(perf, perf_data, thread_names(raw))
+    return report
 
 
 def profile_lines(report: dict[str, Any]) -> list[str]:
@@ -448,6 +463,17 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
     lines += [row.format(*item) for item in report["owner"]]
     lines.append("  by leaf function (self time):")
     lines += [row.format(*item) for item in report["self"]]
+    if "perf" in report:
+        perf = report["perf"]
+        own = sum(p for _, p in perf["server_by_thread"])
+        lines.append(
+            f"  perf, the gateway's core (cpu-clock): the gateway had {own:.0f}% of it; by process:"
+        )
+        lines += [f"    {p:5.1f}%  {k}" for k, p in perf["core_by_process"][:6]]
+        lines.append("  perf, gateway threads, by library (native code py-spy cannot see):")
+        lines += [f"    {p:5.1f}%  {k}" for k, p in perf["server_by_library"][:8]]
+        lines.append("  perf, gateway threads, by symbol:")
+        lines += [f"    {p:5.1f}%  {k}" for k, p in perf["server_by_symbol"]]
     return lines
 
 

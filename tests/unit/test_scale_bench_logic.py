@@ -210,3 +210,17 @@ def test_a_store_missing_acknowledged_events_fails_the_case() -> None:
         benchstores.check_rows("case", {"events": 1000, "deliveries": 990}, 1000, 64)
     with pytest.raises(RuntimeError, match="not storing"):  # more than the cut-off slack
         benchstores.check_rows("case", {"events": 1100, "deliveries": 1100}, 1000, 64)
+
+
+def test_thread_names_for_perf_rows(tmp_path: Path) -> None:
+    raw = tmp_path / "spy.txt"
+    raw.write_text(
+        'process 10:"sup";process 11:"w0";thread (11): MainThread;f (a.py:1) 5\n'
+        'process 10:"sup";process 12:"w1";thread (13): sqlite-store-reader;f (a.py:1) 2\n'
+        'process 10:"sup";thread (10): MainThread;f (a.py:1) 1\n'
+    )
+    assert proctree.thread_names(raw) == {
+        11: "pid 11 MainThread",
+        13: "pid 12 sqlite-store-reader",
+        10: "pid 10 MainThread",
+    }
