@@ -467,12 +467,13 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
         perf = report["perf"]
         own = sum(p for _, p in perf["server_by_thread"])
         lines.append(
-            f"  perf, the gateway's core (cpu-clock): the gateway had {own:.0f}% of it; by process:"
+            "  perf (cpu-clock) of the gateway's core, % of its samples: the gateway's threads"
+            f" {own:.0f}%; by command:"
         )
         lines += [f"    {p:5.1f}%  {k}" for k, p in perf["core_by_process"][:6]]
-        lines.append("  perf, gateway threads, by library (native code py-spy cannot see):")
+        lines.append("  perf, the gateway's threads by library (native code py-spy cannot see):")
         lines += [f"    {p:5.1f}%  {k}" for k, p in perf["server_by_library"][:8]]
-        lines.append("  perf, gateway threads, by symbol:")
+        lines.append("  perf, the gateway's threads by symbol:")
         lines += [f"    {p:5.1f}%  {k}" for k, p in perf["server_by_symbol"]]
     return lines
 
