@@ -273,6 +273,48 @@ def mallinfo() -> dict[str, int] | None:
     }
 
 
+def sqlite_memory() -> dict[str, int] | None:
+    """SQLite's own count of the bytes it has allocated (page caches, schemas, statements), now
+    and at its high, for the whole process (None when the library cannot be loaded)."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")
+    except OSError:
+        return None
+    now, high = ctypes.c_int64(), ctypes.c_int64()
+    if lib.sqlite3_status64(0, ctypes.byref(now), ctypes.byref(high), 0) != 0:
+        return None
+    return {"used_bytes": now.value, "high_bytes": high.value}
+
+
+def cyclic_garbage(top: int = 12) -> dict[str, Any]:
+    """Collect every generation, keeping what only the cycle collector could free; return how
+    many objects that was, by type (the most common `top`), with their shallow sizes."""
+    import gc
+    from collections import Counter
+
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        found = gc.collect()
+        kinds: Counter[str] = Counter()
+        sizes: Counter[str] = Counter()
+        for obj in gc.garbage:
+            name = f"{type(obj).__module__}.{type(obj).__qualname__}"
+            kinds[name] += 1
+            sizes[name] += sys.getsizeof(obj)
+        total = sum(sizes.values())
+    finally:
+        gc.garbage.clear()
+        gc.set_debug(0)
+    return {
+        "objects": found,
+        "shallow_mb": round(total / 2**20, 2),
+        "by_type": [
+            {"type": k, "count": n, "shallow_mb": round(sizes[k] / 2**20, 2)}
+            for k, n in kinds.most_common(top)
+        ],
+    }
+
+
 def traced_main(argv: Sequence[str]) -> int:
     """``drain_rss.py _traced OUTDIR -- <gateway args>``: run ``python -m gateway <args>``;
     once the parent creates OUTDIR/go (the server listens: start-up is not traced, which would
@@ -293,15 +335,20 @@ def traced_main(argv: Sequence[str]) -> int:
     def sample_loop() -> None:
         while not (outdir / "go").exists():
             time.sleep(0.05)
-        tracemalloc.start(TRACE_FRAMES)
+        python = os.environ.get("DRAIN_RSS_TRACE") != "native"
+        if python:
+            tracemalloc.start(TRACE_FRAMES)
         begin = time.monotonic()
-        tracemalloc.take_snapshot().dump(str(outdir / "base.snap"))
+        if python:
+            tracemalloc.take_snapshot().dump(str(outdir / "base.snap"))
         (outdir / "ready").touch()
         dumped, last_dump = 0, 0.0
         with (outdir / "samples.jsonl").open("a") as out:
             while True:
                 if (outdir / "dump").exists() and not (outdir / "dumped").exists():
-                    tracemalloc.take_snapshot().dump(str(outdir / "final.snap"))
+                    if python:
+                        tracemalloc.take_snapshot().dump(str(outdir / "final.snap"))
+                    (outdir / "garbage.json").write_text(json.dumps(cyclic_garbage()))
                     (outdir / "dumped").touch()
                 current, peak = tracemalloc.get_traced_memory()
                 now = time.monotonic() - begin
@@ -311,10 +358,11 @@ def traced_main(argv: Sequence[str]) -> int:
                     "traced_peak": peak,
                     "rss_kb": status_kb(os.getpid()).get("VmRSS", 0),
                     "malloc": mallinfo(),
+                    "sqlite": sqlite_memory(),
                 }
                 out.write(json.dumps(row) + "\n")
                 out.flush()
-                if current > dumped + 2 * 2**20 and now - last_dump >= 2.0:
+                if python and current > dumped + 2 * 2**20 and now - last_dump >= 2.0:
                     tracemalloc.take_snapshot().dump(str(outdir / "peak.tmp"))
                     os.replace(outdir / "peak.tmp", outdir / "peak.snap")
                     dumped, last_dump = current, now
@@ -384,6 +432,9 @@ def trace_report(outdir: Path) -> dict[str, Any]:
             "traced_peak_mb": round(top["traced_peak"] / 2**20, 1),
             "malloc_mb": {k: round(v / 2**20, 1) for k, v in (top["malloc"] or {}).items()},
         }
+    garbage = outdir / "garbage.json"
+    if garbage.exists():
+        out["cyclic_garbage_at_end"] = json.loads(garbage.read_text())
     base, peak = outdir / "base.snap", outdir / "peak.snap"
     if not peak.exists():
         peak = outdir / "final.snap"
