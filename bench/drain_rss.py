@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import sys
@@ -255,14 +256,21 @@ class MallInfo2(ctypes.Structure):
     ]
 
 
-def mallinfo() -> dict[str, int] | None:
-    """glibc malloc's counters over all arenas (None off glibc or before 2.33)."""
+@functools.cache
+def _mallinfo2() -> Any:
     try:
-        libc = ctypes.CDLL(None)
-        fn = libc.mallinfo2
+        fn = ctypes.CDLL(None).mallinfo2
     except (OSError, AttributeError):
         return None
     fn.restype = MallInfo2
+    return fn
+
+
+def mallinfo() -> dict[str, int] | None:
+    """glibc malloc's counters over all arenas (None off glibc or before 2.33)."""
+    fn = _mallinfo2()
+    if fn is None:
+        return None
     info = fn()
     return {
         "arena_bytes": info.arena,
@@ -273,12 +281,19 @@ def mallinfo() -> dict[str, int] | None:
     }
 
 
+@functools.cache
+def _sqlite_lib() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libsqlite3.so.0")
+    except OSError:
+        return None
+
+
 def sqlite_memory() -> dict[str, int] | None:
     """SQLite's own count of the bytes it has allocated (page caches, schemas, statements), now
     and at its high, for the whole process (None when the library cannot be loaded)."""
-    try:
-        lib = ctypes.CDLL("libsqlite3.so.0")
-    except OSError:
+    lib = _sqlite_lib()
+    if lib is None:
         return None
     now, high = ctypes.c_int64(), ctypes.c_int64()
     if lib.sqlite3_status64(0, ctypes.byref(now), ctypes.byref(high), 0) != 0:
@@ -503,6 +518,8 @@ class Options:
     source: Path
     parts: list[str]
     trace: bool = False
+    cache_mb: int | None = None
+    """``[storage] cache_mb`` of the gateway (None: its default)."""
 
 
 @dataclass
@@ -656,13 +673,24 @@ def wait_rows_done(db: Path, want: int, patience: float) -> dict[str, int]:
         time.sleep(0.1)
 
 
+def gateway_toml(opts: Options) -> str:
+    """``delivery.py``'s gateway config, with ``--cache-mb`` when given."""
+    if opts.cache_mb is None:
+        return GATEWAY_TOML
+    storage = 'synchronous = "NORMAL"\n'
+    assert storage in GATEWAY_TOML
+    return GATEWAY_TOML.replace(storage, f"{storage}cache_mb = {opts.cache_mb}\n")
+
+
 def run_case(opts: Options, names: Sequence[str], tag: str) -> CaseResult:
     label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
     cpus: list[int | None] = [opts.client_cpu]
     sandboxes = start_sandboxes(names, 1, cpus, opts.workdir, opts.source)
     try:
         urls = {n: f"http://127.0.0.1:{p.ports[n]}" for p in sandboxes for n in p.ports}
-        toml = GATEWAY_TOML + destinations_toml(names, urls).replace("{", "{{").replace("}", "}}")
+        toml = gateway_toml(opts) + destinations_toml(names, urls).replace("{", "{{").replace(
+            "}", "}}"
+        )
         stamp = f"{tag}-{int(time.time())}"
         wait_quiet(opts.quiet_wait)
         queueing, db = queue_phase(opts, names, toml, stamp, None)
@@ -772,6 +800,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--stall", type=float, default=60.0, help="fail when no delivery lands for S seconds"
     )
     parser.add_argument(
+        "--cache-mb",
+        type=int,
+        metavar="MB",
+        help="the gateway's [storage] cache_mb (SQLite page cache per connection; default: the "
+        "gateway's own)",
+    )
+    parser.add_argument(
         "--trace",
         action="store_true",
         help="also run each phase under tracemalloc + mallinfo2 (extra runs) and print what grew",
@@ -814,6 +849,7 @@ def main(argv: Sequence[str]) -> int:
         source=source,
         parts=event_template(int(time.time()), CLICK_IDS).split(ID_MARK),
         trace=args.trace,
+        cache_mb=args.cache_mb,
     )
     import platform as host
 
@@ -828,6 +864,7 @@ def main(argv: Sequence[str]) -> int:
         "server_cpu": opts.server_cpu,
         "client_cpu": opts.client_cpu,
         "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        "cache_mb": args.cache_mb,
         "target_mb": TARGET_MB,
     }
     cases: list[list[str]] = []
