@@ -58,6 +58,7 @@ from benchlib import (
     free_port,
     git_head,
     outbox_rows,
+    proc_times,
     snapshot_source,
     source_digest,
     source_warnings,
@@ -198,6 +199,8 @@ class Phase:
     smaps_at_high_mb: dict[str, float]
     """RSS by mapping class at (about) the sampled peak."""
     smaps_rss_mb: float
+    cpu_s: float = float("nan")
+    """The gateway's CPU seconds (user + system) over the phase, start-up included."""
     series: list[tuple[float, float]] = field(default_factory=list)
     """(seconds since start, RSS MB), thinned to at most `SERIES_POINTS`."""
     trace: dict[str, Any] | None = None
@@ -206,6 +209,10 @@ class Phase:
     @property
     def rate(self) -> float:
         return self.work / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def cpu_us_per_item(self) -> float:
+        return 1e6 * self.cpu_s / self.work if self.work else float("nan")
 
 
 def mb(kb: float) -> float:
@@ -589,6 +596,7 @@ def queue_phase(
         accepted = asyncio.run(post_bodies(server.port, event_bodies(opts.parts, tag, opts.events)))
         seconds = time.monotonic() - spawn
         hwm = status_kb(server.proc.pid).get("VmHWM", 0)
+        cpu = proc_times(server.proc.pid)[1]
         if trace_dir is not None:
             final_snapshot(trace_dir)
     finally:
@@ -601,7 +609,9 @@ def queue_phase(
             f"queueing: {accepted} of {opts.events} events accepted, outbox holds {rows}, "
             f"expected {want} delivery rows"
         )
-    return phase_of("queueing", sampler, hwm, seconds, accepted, idle), db
+    phase = phase_of("queueing", sampler, hwm, seconds, accepted, idle)
+    phase.cpu_s = cpu
+    return phase, db
 
 
 def drain_phase(
@@ -630,6 +640,7 @@ def drain_phase(
         done = wait_rows_done(db, want, opts.stall)
         seconds = time.monotonic() - spawn
         hwm = status_kb(server.proc.pid).get("VmHWM", 0)
+        cpu = proc_times(server.proc.pid)[1]
         if trace_dir is not None:
             final_snapshot(trace_dir)
     finally:
@@ -637,7 +648,9 @@ def drain_phase(
         server.stop()
     if done.get("deliveries_done", 0) != want:
         raise RuntimeError(f"draining: outbox holds {done}, expected {want} rows done")
-    return phase_of("draining", sampler, hwm, seconds, delivered, idle), done
+    phase = phase_of("draining", sampler, hwm, seconds, delivered, idle)
+    phase.cpu_s = cpu
+    return phase, done
 
 
 def wait_delivered(
@@ -714,7 +727,8 @@ def run_case(opts: Options, names: Sequence[str], tag: str) -> CaseResult:
 
 def table(results: Sequence[CaseResult]) -> str:
     head = (
-        f"{'case':<16}{'phase':<10}{'events':>9}{'work/s':>9}{'seconds':>9}{'idle MB':>9}"
+        f"{'case':<16}{'phase':<10}{'events':>9}{'work/s':>9}{'seconds':>9}{'us CPU/item':>12}"
+        f"{'idle MB':>9}"
         f"{'end MB':>8}{'peak MB':>9}{'target':>8}  verdict"
     )
     lines = [head, "-" * len(head)]
@@ -723,6 +737,7 @@ def table(results: Sequence[CaseResult]) -> str:
             ok = "PASS" if p.peak_mb <= r.target_mb else "MISS"
             lines.append(
                 f"{r.case:<16}{p.name:<10}{r.events:>9,}{fmt(p.rate):>9}{p.seconds:>9.1f}"
+                f"{fmt(p.cpu_us_per_item, 1):>12}"
                 f"{p.idle_mb:>9.1f}{p.end_mb:>8.1f}{p.peak_mb:>9.1f}{r.target_mb:>8.0f}  {ok}"
             )
     return "\n".join(lines)
@@ -777,6 +792,7 @@ def figures(r: CaseResult) -> dict[str, Any]:
     doc["pass"] = r.passed
     for key in ("queueing", "draining"):
         doc[key]["rate_per_s"] = getattr(r, key).rate
+        doc[key]["cpu_us_per_item"] = getattr(r, key).cpu_us_per_item
     return doc
 
 
