@@ -453,6 +453,7 @@ def trace_report(outdir: Path) -> dict[str, Any]:
             "traced_mb": round(top["traced"] / 2**20, 1),
             "traced_peak_mb": round(top["traced_peak"] / 2**20, 1),
             "malloc_mb": {k: round(v / 2**20, 1) for k, v in (top["malloc"] or {}).items()},
+            "sqlite_mb": {k: round(v / 2**20, 1) for k, v in (top.get("sqlite") or {}).items()},
         }
     garbage = outdir / "garbage.json"
     if garbage.exists():
@@ -765,7 +766,15 @@ def trace_lines(r: CaseResult) -> list[str]:
                 f"    at the RSS peak ({at['rss_mb']} MB, t={at['t']} s): Python-traced "
                 f"{at['traced_mb']} MB (its own peak {at['traced_peak_mb']} MB); malloc arenas "
                 f"{m.get('arena_bytes', '-')} MB of which free {m.get('free_in_arenas_bytes', '-')}"
-                f" MB, mmapped blocks {m.get('mmapped_bytes', '-')} MB"
+                f" MB, mmapped blocks {m.get('mmapped_bytes', '-')} MB; SQLite's own "
+                f"{at['sqlite_mb'].get('used_bytes', '-')} MB"
+            )
+        garbage = t.get("cyclic_garbage_at_end")
+        if garbage:
+            kinds = ", ".join(f"{g['type']} {g['count']:,}" for g in garbage["by_type"][:6])
+            lines.append(
+                f"    cyclic garbage at the end: {garbage['objects']:,} objects "
+                f"({garbage['shallow_mb']} MB shallow): {kinds}"
             )
         if "growth_by_site" in t:
             lines.append(

@@ -171,6 +171,8 @@ def test_drain_rss_trace_mode_says_what_grew(tmp_path: Path) -> None:
         trace = result[key]["trace"]
         assert trace["samples"] >= 1, key
         assert trace["at_rss_peak"]["rss_mb"] > 0
+        assert trace["at_rss_peak"]["sqlite_mb"]["used_bytes"] > 0  # SQLite's own counter
+        assert trace["cyclic_garbage_at_end"]["objects"] >= 0
         assert trace["growth_by_site"], key
         assert all(":" in g["site"] for g in trace["growth_by_site"])
         assert trace["growth_by_gateway_line"], key
