@@ -108,9 +108,10 @@ class StorageConfig:
         choices=("loop", "thread"),
     )
     cache_mb: int = _f(
-        64,
-        "SQLite page cache per connection, MiB: keeps the dedup and delivery indexes in memory"
-        " (random event ids touch pages all over them).",
+        16,
+        "SQLite page cache per connection, MiB: holds the hot pages of the dedup and delivery"
+        " indexes (random event ids touch pages all over them); a drain streams through the"
+        " outbox and needs little, and each connection's cache counts in the process's RSS.",
         min=1,
         max=65536,
     )

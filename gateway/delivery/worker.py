@@ -40,6 +40,7 @@ from gateway.delivery.evidence import evidence_of
 from gateway.delivery.http1 import Http1Transport
 from gateway.delivery.retry import RetryPolicy
 from gateway.delivery.sentlog import note_refused, note_sent
+from gateway.delivery.unbind import unbind
 from gateway.destinations.base import (
     BatchVerdict,
     Delivered,
@@ -399,7 +400,10 @@ class Worker:
         finally:
             self.stats.latency_sum += self.clock() - started
         self.last_status = response.status_code
-        verdict = self.destination.classify(events, response, self.clock())
+        try:
+            verdict = self.destination.classify(events, response, self.clock())
+        finally:
+            unbind(response)  # freed on return, not by the cycle collector (delivery/unbind.py)
         if self.sent is not None:  # the debug view (gateway/delivery/sentlog.py)
             note_sent(self.sent, request, response.status_code, events, verdict, self.clock())
         return verdict
@@ -422,7 +426,10 @@ class Worker:
             return Retry("token endpoint: timeout")
         except httpx.TransportError as exc:
             return Retry(f"token endpoint: transport error: {type(exc).__name__}")
-        return destination.token_answer(response, self.clock())
+        try:
+            return destination.token_answer(response, self.clock())
+        finally:
+            unbind(response)
 
     def _token_user(self) -> TokenUser | None:
         """Return the destination if it fetches access tokens (TokenUser), else None; checked

@@ -646,7 +646,7 @@ class SqliteStore:
         dedup_seconds: float = 172800.0,
         merge_seconds: float = 0.0,
         writer: str = "loop",
-        cache_mb: int = 64,
+        cache_mb: int = 16,
     ) -> None:
         if writer not in ("loop", "thread"):
             raise ValueError('writer must be "loop" or "thread"')

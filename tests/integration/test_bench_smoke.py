@@ -125,3 +125,54 @@ def test_ingest_audit_cases_compare_rollups_on_and_off(tmp_path: Path) -> None:
     assert costs["rows_per_flush"] > 100  # every counter moved between flushes
     assert costs["flush_ms"] > 0
     assert costs["scrape_ms"] > 0
+
+
+def test_drain_rss_bench_reports_peak_rss_while_queueing_and_draining(tmp_path: Path) -> None:
+    """#13: `drain_rss.py` queues events with delivery off, drains them to the sandboxes and
+    reports the gateway's peak RSS (VmHWM) of each phase with its RSS-by-mapping breakdown; with
+    `--trace` also what tracemalloc saw grow. Figures are not judged here, only reported."""
+    doc = run_bench("drain_rss.py", "--events", "300", "--no-snapshot", out=tmp_path / "m.json")
+    assert doc["failed"] is False
+    results = doc["results"]
+    assert isinstance(results, list)
+    names = expected_names()
+    assert [r["destinations"] for r in results] == [["meta"], names]
+    for result in results:
+        assert result["outbox"]["deliveries_done"] == 300 * len(result["destinations"])
+        queueing, draining = result["queueing"], result["draining"]
+        assert queueing["work"] == 300
+        assert draining["work"] == 300 * len(result["destinations"])
+        for phase in (queueing, draining):
+            assert phase["samples"] >= 1
+            assert phase["peak_mb"] >= phase["sampled_max_mb"] > 0
+            assert phase["smaps_at_high_mb"], phase
+            assert phase["trace"] is None
+    verdict = doc["verdict"]
+    assert isinstance(verdict, dict)
+    assert verdict["target_mb"] == 150.0
+    assert set(verdict["cases"]) == {r["case"] for r in results}
+
+
+def test_drain_rss_trace_mode_says_what_grew(tmp_path: Path) -> None:
+    """#13: `drain_rss.py --trace` reruns each phase under tracemalloc (started once the server
+    listens) with glibc's malloc counters and reports the allocation sites that hold memory."""
+    doc = run_bench(
+        "drain_rss.py",
+        "--events",
+        "500",
+        "--only-meta",
+        "--trace",
+        "--no-snapshot",
+        out=tmp_path / "t.json",
+    )
+    assert doc["failed"] is False
+    (result,) = doc["results"]
+    for key in ("queueing", "draining"):
+        trace = result[key]["trace"]
+        assert trace["samples"] >= 1, key
+        assert trace["at_rss_peak"]["rss_mb"] > 0
+        assert trace["at_rss_peak"]["sqlite_mb"]["used_bytes"] > 0  # SQLite's own counter
+        assert trace["cyclic_garbage_at_end"]["objects"] >= 0
+        assert trace["growth_by_site"], key
+        assert all(":" in g["site"] for g in trace["growth_by_site"])
+        assert trace["growth_by_gateway_line"], key
