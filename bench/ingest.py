@@ -921,7 +921,7 @@ STAGES: tuple[tuple[str, str], ...] = (
     ("store futures resolved on the loop (_apply)", "_apply"),
     ("SQLite writer thread (all of it)", "@sqlite-store-writer"),
     ("  _append_tx (SQL inserts)", "_append_tx"),
-    ("  COMMIT + savepoints (_execute_writes own)", "=SqliteStore._execute_writes"),
+    ("  COMMIT + savepoints (_execute_writes own)", "=SqliteGroupCommit._execute_writes"),
     ("  waking in queue.get (runnable, waiting for the core)", "=_Worker._serve"),
 )
 """(label, rule): a function on the stack; ``!`` main-thread samples without a gateway frame;

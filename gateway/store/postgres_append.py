@@ -14,7 +14,7 @@ the same key in one upsert is an error in PostgreSQL); the later one is a duplic
 other.
 
 `merge_duplicates` handles the (event, route) pairs that lost their key, as the SQLite store
-does (`gateway.store.sqlite._merge_duplicates`): a duplicate whose original delivery row is
+does (`gateway.store.sqlite_append._merge_duplicates`): a duplicate whose original delivery row is
 still pending is merged into the stored record (core.merge: union of identifiers, backend values
 win), at most once per original and batch; every duplicate is counted per route and source
 pair ("api+loader", named from the original's own channel: unlike the SQLite store, where

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, Final
 
 from gateway.core.jsoncodec import dumps
@@ -37,6 +38,7 @@ from gateway.store.base import (
     ReplayResult,
     ReplaySelection,
 )
+from gateway.store.sqlite_host import SqliteHost
 
 DEAD_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS dead_letters(
@@ -205,3 +207,15 @@ def erase_dead_tx(conn: sqlite3.Connection, *, event_ref: int, text: str, now: f
         " (SELECT id FROM deliveries WHERE event_ref = ?)",
         (event_ref,),
     )
+
+
+class SqliteDeadLetters:
+    """`DeadLetterStore` on SQLite: a mixin of `SqliteStore`."""
+
+    async def dead_page(self: SqliteHost, query: DeadQuery) -> DeadPage:
+        if query.limit <= 0:
+            return DeadPage((), None)
+        return await self._read(partial(dead_page_tx, query=query))
+
+    async def replay(self: SqliteHost, selection: ReplaySelection, now: float) -> ReplayResult:
+        return await self._write(partial(replay_tx, selection=selection, now=now))

@@ -15,7 +15,7 @@ the delivery row of the event its route's dedup key (route, event name, event id
 
 Three rarer writes find a ledger row by its event's key (site, event id, event name), through
 the unique index: ``paired`` (the routes on which a browser copy of the same event met it in
-the dedup table, in either order of arrival: `gateway.store.sqlite._merge_duplicates` reports
+the dedup table, in either order of arrival: `gateway.store.sqlite_append._merge_duplicates` reports
 both), ``done`` (when compaction deletes a delivered row, the ledger keeps the delivery time
 per route, `keep_done_orders_tx`, so the gap outlives the debug window of delivered rows) and
 erasure (`erase_orders_tx` deletes the rows of every order whose event it erased). Rows live
@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Final
 
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.orders import Fate, OrderEntry, OrderRow
+from gateway.store.base import AppendResult, NewEvent
+from gateway.store.sqlite_host import SqliteHost
 
 LEDGER_V8_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS order_ledger(
@@ -342,3 +344,26 @@ def erase_orders_tx(conn: sqlite3.Connection, *, event_ref: int) -> None:
         " AND l.event_id = e.event_id AND l.event_name = e.event_name WHERE e.id = ?)",
         (event_ref,),
     )
+
+
+class SqliteOrders:
+    """`OrderStore` on SQLite: a mixin of `SqliteStore` (the ledger rows join the append's
+    transaction, `record_orders_tx`)."""
+
+    async def append_orders(
+        self: SqliteHost, events: Sequence[NewEvent], orders: Sequence[OrderEntry], now: float
+    ) -> list[AppendResult]:
+        """`append`, and write the order ledger rows in the same transaction (sqlite_orders);
+        it joins the batch's merged insert like any append."""
+        if not orders:
+            return await self.append(events, now)
+        return await self._append(tuple(events), tuple(orders), now)
+
+    async def order_rows(
+        self: SqliteHost, site: str, since: float, until: float, limit: int
+    ) -> list[OrderRow]:
+        if limit <= 0 or until <= since:
+            return []
+        return await self._read(
+            partial(order_rows_tx, site=site, since=since, until=until, limit=limit)
+        )

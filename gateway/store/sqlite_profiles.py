@@ -10,9 +10,12 @@ one visitor are applied one after the other and never lose each other's values.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Sequence
-from typing import Final
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Final, Protocol
 
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.profile import (
@@ -25,9 +28,19 @@ from gateway.core.profile import (
     to_json,
 )
 from gateway.core.record import record_carries
-from gateway.store.base import DeadReason, EraseResult, Identity, ProfileQuery
+from gateway.store.base import (
+    AppendResult,
+    DeadReason,
+    EraseResult,
+    Identity,
+    NewEvent,
+    ProfileQuery,
+)
+from gateway.store.sqlite_append import _append_tx
 from gateway.store.sqlite_dead import erase_dead_tx
+from gateway.store.sqlite_host import SqliteHost
 from gateway.store.sqlite_orders import erase_orders_tx
+from gateway.store.sqlite_workers import _is_busy, _Job, _LoopWorker, _Touch
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -249,3 +262,152 @@ def expire_profiles_tx(conn: sqlite3.Connection, *, cutoff: float) -> int:
         (cutoff,),
     )
     return conn.execute("DELETE FROM profiles WHERE last_seen < ?", (cutoff,)).rowcount
+
+
+PROFILE_SITES_RECHECK: Final = 1.0
+"""Seconds before `has_profiles` reads again a site it found without profiles."""
+
+
+def _touch_and_append_tx(
+    conn: sqlite3.Connection,
+    *,
+    site: str,
+    visitor_id: str,
+    update: ProfileUpdate,
+    now: float,
+    events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
+    cutoff: float,
+    merge_seconds: float,
+) -> tuple[VisitorProfile, list[AppendResult]]:
+    profile = touch_profile_tx(conn, site=site, visitor_id=visitor_id, update=update, now=now)
+    events = tuple(events_for(profile))
+    if not events:
+        return profile, []
+    return profile, _append_tx(
+        conn, events=events, now=now, cutoff=cutoff, merge_seconds=merge_seconds
+    )
+
+
+class SqliteProfiles:
+    """`ProfileStore` on SQLite: a mixin of `SqliteStore`."""
+
+    _profile_sites: set[str] | None = None
+    """Sites known to have profiles (None: not read yet; see `has_profiles`)."""
+    _profile_sites_at = 0.0
+    """When `has_profiles` last read the sites (monotonic clock)."""
+
+    async def has_profiles(self: _ProfileHost, site: str) -> bool:
+        """Return whether the site has any visitor profile (cached: a yes for good; a no is
+        read again once PROFILE_SITES_RECHECK has passed, since another process sharing the
+        file, `run --workers N`, may have written the site's first profile)."""
+        if self._profile_sites is None:
+            rows = await self._read(
+                lambda c: c.execute("SELECT DISTINCT site FROM profiles").fetchall()
+            )
+            self._profile_sites = {row[0] for row in rows}
+            self._profile_sites_at = time.monotonic()
+        elif (
+            site not in self._profile_sites
+            and time.monotonic() - self._profile_sites_at >= PROFILE_SITES_RECHECK
+        ):
+            self._profile_sites_at = time.monotonic()
+            found = await self._read(
+                lambda c: c.execute(
+                    "SELECT 1 FROM profiles WHERE site = ? LIMIT 1", (site,)
+                ).fetchone()
+            )
+            if found is not None:
+                self._profile_sites.add(site)
+        return site in self._profile_sites
+
+    async def touch_profile(
+        self: _ProfileHost, site: str, visitor_id: str, update: ProfileUpdate, now: float
+    ) -> VisitorProfile:
+        if self._profile_sites is not None:
+            self._profile_sites.add(site)
+        return await self._write(
+            partial(touch_profile_tx, site=site, visitor_id=visitor_id, update=update, now=now)
+        )
+
+    async def touch_and_append(
+        self: _ProfileHost,
+        site: str,
+        visitor_id: str,
+        update: ProfileUpdate,
+        now: float,
+        events_for: Callable[[VisitorProfile], Sequence[NewEvent]],
+    ) -> tuple[VisitorProfile, list[AppendResult]]:
+        if self._profile_sites is not None:
+            self._profile_sites.add(site)
+        self._sweep_debt += 4  # a hit's event or two, a route or two each
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[VisitorProfile, list[AppendResult]]] = loop.create_future()
+        job = _Job(
+            partial(
+                _touch_and_append_tx,
+                site=site,
+                visitor_id=visitor_id,
+                update=update,
+                now=now,
+                events_for=events_for,
+                cutoff=now - self.dedup_seconds,
+                merge_seconds=self.merge_seconds,
+            ),
+            loop,
+            future,
+        )
+        job.now, job.touch = now, _Touch(site, visitor_id, update, events_for)
+        self._writer.submit(job)
+        try:
+            outcome = await future
+        except (sqlite3.Error, OSError) as exc:
+            self.availability.failed(exc)
+            raise
+        if self.availability.reason is not None:
+            self.availability.succeeded()
+        return outcome
+
+    async def find_profiles(
+        self: _ProfileHost, site: str, queries: Sequence[ProfileQuery]
+    ) -> list[VisitorProfile | None]:
+        if not queries:
+            return []
+        read = partial(find_profiles_tx, site=site, queries=tuple(queries))
+        if isinstance(self._writer, _LoopWorker):
+            # A few primary-key look-ups: cheaper on the loop's own connection than a round
+            # trip to the reader thread (two thread switches on a busy core).
+            try:
+                return self._writer.run_now(read)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+        return await self._read(read)
+
+    async def find_identities(
+        self: _ProfileHost, site: str, queries: Sequence[ProfileQuery]
+    ) -> list[Identity]:
+        if not queries:
+            return []
+        read = partial(find_identities_tx, site=site, queries=tuple(queries))
+        if isinstance(self._writer, _LoopWorker):  # as in find_profiles: indexed reads only
+            try:
+                return self._writer.run_now(read)
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+        return await self._read(read)
+
+    async def erase(
+        self: _ProfileHost, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float
+    ) -> EraseResult:
+        return await self._write(
+            partial(erase_tx, site=site, visitor_id=visitor_id, keys=tuple(keys), now=now)
+        )
+
+    async def expire_profiles(self: _ProfileHost, now: float, ttl_seconds: float) -> int:
+        return await self._write(partial(expire_profiles_tx, cutoff=now - ttl_seconds))
+
+
+class _ProfileHost(SqliteHost, Protocol):
+    _profile_sites: set[str] | None
+    _profile_sites_at: float

@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Final
 
 from gateway.core.rollup import StatRow, pair_rows
 from gateway.store.base import StatsQuery
+from gateway.store.sqlite_host import SqliteHost
 
 STATS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS stats_minute(
@@ -157,3 +159,32 @@ def unbooked_pairs_tx(conn: sqlite3.Connection, *, minute: int, stale_before: in
     """The rows `book_pairs_tx` would add now (a read)."""
     counts, booked, live = _due(conn, minute=minute, stale_before=stale_before)
     return pair_rows(counts, booked, minute) if live else []
+
+
+class SqliteStats:
+    """`StatsStore` on SQLite: a mixin of `SqliteStore`."""
+
+    async def write_stats(self: SqliteHost, rows: Sequence[StatRow]) -> None:
+        if rows:
+            await self._write(partial(write_stats_tx, rows=tuple(rows)))
+
+    async def read_stats(self: SqliteHost, query: StatsQuery) -> list[StatRow]:
+        if query.end <= query.start or query.step <= 0:
+            return []
+        return await self._read(partial(read_stats_tx, query=query))
+
+    async def compact_stats(self: SqliteHost, before: int) -> int:
+        total = 0
+        while True:
+            deleted, more = await self._write(partial(compact_stats_tx, before=before))
+            total += deleted
+            if not more:
+                return total
+
+    async def book_pairs(self: SqliteHost, minute: int, stale_before: int) -> list[StatRow]:
+        return await self._write(partial(book_pairs_tx, minute=minute, stale_before=stale_before))
+
+    async def unbooked_pairs(self: SqliteHost, minute: int, stale_before: int) -> list[StatRow]:
+        return await self._read(
+            partial(unbooked_pairs_tx, minute=minute, stale_before=stale_before)
+        )

@@ -23,7 +23,7 @@ from gateway.core.event import Event, Source, User
 from gateway.core.profile import ProfileUpdate, VisitorProfile, lookup_keys
 from gateway.destinations import CLICK_WINDOWS
 from gateway.destinations.meta.clickids import parse_fbc
-from gateway.store import sqlite as sqlite_module
+from gateway.store import sqlite_schema as sqlite_module
 from gateway.store.base import ProfileQuery
 from gateway.store.sqlite_profiles import find_identities_tx, touch_profile_tx
 

@@ -18,6 +18,10 @@ pytest.register_assert_rewrite("contract")
 from contract import LEASE, T0, ProfileContract, StoreContract, StoreFactory, ev  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
+import gateway.store.sqlite_outbox as sqlite_outbox  # noqa: E402
+import gateway.store.sqlite_profiles as sqlite_profiles  # noqa: E402
+import gateway.store.sqlite_schema as sqlite_schema  # noqa: E402
+import gateway.store.sqlite_writer as sqlite_writer  # noqa: E402
 from gateway.core.profile import ProfileUpdate, VisitorProfile  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
 from gateway.store.base import (  # noqa: E402
@@ -27,7 +31,9 @@ from gateway.store.base import (  # noqa: E402
     ProfileQuery,
     Store,
 )
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, StoreClosedError  # noqa: E402
+from gateway.store.sqlite import SqliteStore  # noqa: E402
+from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
+from gateway.store.sqlite_workers import StoreClosedError, _LoopWorker  # noqa: E402
 
 WRITERS = ("loop", "thread")
 """Both writer modes keep the whole contract: jobs on the event loop's thread, or on their own."""
@@ -92,7 +98,7 @@ async def writer_paused(store: SqliteStore) -> AsyncIterator[None]:
     """
     if store.writer == "loop":
         worker = store._writer
-        assert isinstance(worker, sqlite_module._LoopWorker)
+        assert isinstance(worker, _LoopWorker)
         worker._scheduled = True  # a flush counts as scheduled: submit() schedules none
         try:
             yield
@@ -388,7 +394,7 @@ async def test_compact_works_in_chunks(store: SqliteStore, monkeypatch: pytest.M
 async def test_lease_uses_the_index(store: SqliteStore, db_path: Path) -> None:
     with raw(db_path) as conn:
         plan = conn.execute(
-            "EXPLAIN QUERY PLAN " + sqlite_module._LEASE_CANDIDATES,
+            "EXPLAIN QUERY PLAN " + sqlite_outbox._LEASE_CANDIDATES,
             {"route": "r", "limit": 10, "now": T0},
         ).fetchall()
     details = [row[3] for row in plan]
@@ -401,7 +407,7 @@ async def test_lease_uses_the_index(store: SqliteStore, db_path: Path) -> None:
 async def test_a_version_1_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     """A database written before profiles and merging existed opens, keeps its rows, and works."""
     path = tmp_path / "v1.db"
-    v1 = sqlite_module._BASE_SCHEMA
+    v1 = sqlite_schema._BASE_SCHEMA
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
         for statement in v1.split(";"):
@@ -439,7 +445,7 @@ async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
     path = tmp_path / "v3.db"
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode = WAL")
-        for script in (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in (1, 2))):
+        for script in (sqlite_schema._BASE_SCHEMA, *(sqlite_schema._MIGRATIONS[v] for v in (1, 2))):
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
@@ -565,7 +571,7 @@ async def test_loop_writer_leaves_checkpoints_to_the_checkpointer_thread(
 ) -> None:
     """The loop writer never checkpoints inside a COMMIT (that fsyncs on the event loop); the
     checkpointer thread copies the WAL into the database file on its own schedule."""
-    monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL", 0.02)
+    monkeypatch.setattr(sqlite_writer, "CHECKPOINT_INTERVAL", 0.02)
     store = SqliteStore(db_path, writer="loop")
     await store.open()
     try:
@@ -633,7 +639,7 @@ async def test_touch_and_append_batch_runs_as_one_set_based_insert(
     def alone(*args: object, **kwargs: object) -> None:
         raise AssertionError("a job of the batch ran on its own")
 
-    monkeypatch.setattr(sqlite_module, "_touch_and_append_tx", alone)
+    monkeypatch.setattr(sqlite_profiles, "_touch_and_append_tx", alone)
     async with writer_paused(store):
         tasks = [
             asyncio.create_task(

@@ -15,10 +15,11 @@ pytest.register_assert_rewrite("contract", "dead_contract")
 from contract import LEASE, T0, ev  # noqa: E402
 from dead_contract import DeadLetterContract, DeadStoreFactory  # noqa: E402
 
-import gateway.store.sqlite as sqlite_module  # noqa: E402
+import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402
+from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 
 
 class TestSqliteDeadLetters(DeadLetterContract):

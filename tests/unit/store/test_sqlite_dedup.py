@@ -20,12 +20,14 @@ pytest.register_assert_rewrite("contract")
 
 from contract import LEASE, T0, ev  # noqa: E402
 
-import gateway.store.sqlite as sqlite_module  # noqa: E402
+import gateway.store.sqlite_append as sqlite_append  # noqa: E402
+import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 from gateway.store.base import AppendResult, NewEvent  # noqa: E402
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_dedup import _FRESH as FRESH  # noqa: E402
 from gateway.store.sqlite_dedup import _FRESH_IN_RANGE as FRESH_IN_RANGE  # noqa: E402
 from gateway.store.sqlite_dedup import SEP, route_set  # noqa: E402
+from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 
 WINDOW = 600.0
 ROUTES = ("s:a", "s:b", "s:c")
@@ -40,14 +42,14 @@ def _conn() -> sqlite3.Connection:
 @contextmanager
 def _general_road() -> Iterator[None]:
     """Every batch takes `claim_tx` (key by key), never the one-row-per-event road."""
-    with mock.patch.object(sqlite_module, "claim_all_tx", return_value=False):
+    with mock.patch.object(sqlite_append, "claim_all_tx", return_value=False):
         yield
 
 
 def _append(conn: sqlite3.Connection, events: tuple[NewEvent, ...], now: float) -> list[Any]:
     conn.execute("BEGIN IMMEDIATE")
     paired: set[tuple[str, str, str]] = set()
-    results = sqlite_module._append_tx(
+    results = sqlite_append._append_tx(
         conn, events=events, now=now, cutoff=now - WINDOW, merge_seconds=0.0, paired=paired
     )
     conn.execute("COMMIT")

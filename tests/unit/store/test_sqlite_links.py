@@ -7,11 +7,12 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-import gateway.store.sqlite as sqlite_module
+import gateway.store.sqlite_schema as sqlite_module
 from gateway.core.profile import ProfileUpdate
 from gateway.store.base import ProfileQuery
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore
+from gateway.store.sqlite import SqliteStore
 from gateway.store.sqlite_profiles import _IDENTITIES, find_identities_tx, touch_profile_tx
+from gateway.store.sqlite_schema import SCHEMA_VERSION
 
 T0 = 1_790_000_000.0
 EM = "e" * 64

@@ -16,13 +16,14 @@ pytest.register_assert_rewrite("contract")
 
 from contract import LEASE, T0, OrderContract, ev, order  # noqa: E402
 
-import gateway.store.sqlite as sqlite_module  # noqa: E402
+import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 from gateway.core.orders import Fate, OrderRow, gap_report  # noqa: E402
 from gateway.store.base import GatewayStore, NewEvent  # noqa: E402
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_orders import _DONE_ROWS as DONE_ROWS  # noqa: E402
 from gateway.store.sqlite_orders import _ROWS as ROWS  # noqa: E402
 from gateway.store.sqlite_orders import expire_orders_tx, record_orders_tx  # noqa: E402
+from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 
 
 class TestSqliteOrders(OrderContract):

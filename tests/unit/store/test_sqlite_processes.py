@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from contract import T0, ev
 
-import gateway.store.sqlite as sqlite_module
+import gateway.store.sqlite_profiles as sqlite_profiles
+import gateway.store.sqlite_workers as sqlite_workers
+import gateway.store.sqlite_writer as sqlite_module
 from gateway.store.sqlite import SqliteStore
 
 PROCESSES = 3
@@ -158,7 +160,7 @@ async def test_a_site_without_profiles_is_read_again_after_the_recheck_interval(
         assert not await one.has_profiles("shop")
         await two.touch_profile("shop", "v1", ProfileUpdate(), T0)
         assert not await one.has_profiles("shop")  # cached for PROFILE_SITES_RECHECK
-        monkeypatch.setattr(sqlite_module, "PROFILE_SITES_RECHECK", 0.0)
+        monkeypatch.setattr(sqlite_profiles, "PROFILE_SITES_RECHECK", 0.0)
         assert await one.has_profiles("shop")
         assert not await one.has_profiles("other")
     finally:
@@ -196,7 +198,7 @@ async def test_checkpoints_of_two_stores_never_fail_their_writes(
     import asyncio
 
     monkeypatch.setattr(sqlite_module, "CHECKPOINT_INTERVAL", 0.003)
-    monkeypatch.setattr(sqlite_module, "WAL_RESTART_FRAMES", 8)
+    monkeypatch.setattr(sqlite_workers, "WAL_RESTART_FRAMES", 8)
     outcomes: list[object] = []
     real = sqlite_module._checkpoint
 

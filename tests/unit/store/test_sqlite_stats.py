@@ -14,9 +14,11 @@ pytest.register_assert_rewrite("contract")
 
 from contract import LEASE, M0, T0, StatsContract, ev, stat  # noqa: E402
 
-import gateway.store.sqlite as sqlite_module  # noqa: E402
+import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
+import gateway.store.sqlite_stats as sqlite_stats  # noqa: E402
 from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
-from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
+from gateway.store.sqlite import SqliteStore  # noqa: E402
+from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 from gateway.store.sqlite_stats import COMPACT_MINUTES  # noqa: E402
 
 
@@ -83,14 +85,14 @@ async def test_retention_deletes_in_chunks_of_minutes(
         minutes = 3 * COMPACT_MINUTES + 7
         await store.write_stats([stat(M0 + 60 * i, "queued", 1) for i in range(minutes)])
         chunks: list[int] = []
-        real = sqlite_module.compact_stats_tx
+        real = sqlite_stats.compact_stats_tx
 
         def counted(conn: sqlite3.Connection, *, before: int) -> tuple[int, bool]:
             deleted, more = real(conn, before=before)
             chunks.append(deleted)
             return deleted, more
 
-        monkeypatch.setattr(sqlite_module, "compact_stats_tx", counted)
+        monkeypatch.setattr(sqlite_stats, "compact_stats_tx", counted)
         keep = 5
         assert await store.compact_stats(M0 + 60 * (minutes - keep)) == minutes - keep
         assert chunks == [COMPACT_MINUTES] * 3 + [minutes - keep - 3 * COMPACT_MINUTES]
