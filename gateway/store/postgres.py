@@ -63,6 +63,7 @@ from gateway.store.postgres_profiles import PostgresProfiles
 from gateway.store.postgres_schema import migrate
 from gateway.store.postgres_stats import PostgresStats
 from gateway.store.postgres_writer import GroupCommit, StoreClosedError
+from gateway.store.sql import DEDUP_COUNTS, DELIVERY_INFO, ROUTES
 
 __all__ = [
     "PostgresOutbox",
@@ -127,14 +128,13 @@ SELECT route, state, sum(n) FROM (
 ) c GROUP BY route, state
 """
 
-_INFO: Final = """
-SELECT d.id, d.route, e.event_name, e.event_id, d.state, d.attempts, d.reason, d.updated_at
-FROM deliveries d JOIN events e ON e.id = d.event_ref
-"""
-_RECENT: Final = _INFO + "ORDER BY d.updated_at DESC, d.id DESC LIMIT $1"
-_RECENT_ROUTE: Final = _INFO + "WHERE d.route = $1 ORDER BY d.updated_at DESC, d.id DESC LIMIT $2"
+_RECENT: Final = DELIVERY_INFO + "ORDER BY d.updated_at DESC, d.id DESC LIMIT $1"
+_RECENT_ROUTE: Final = (
+    DELIVERY_INFO + "WHERE d.route = $1 ORDER BY d.updated_at DESC, d.id DESC LIMIT $2"
+)
 _DEAD_LETTERS: Final = (
-    _INFO + "WHERE d.route = $1 AND d.state = 'dead' ORDER BY d.not_before DESC, d.id DESC LIMIT $2"
+    DELIVERY_INFO
+    + "WHERE d.route = $1 AND d.state = 'dead' ORDER BY d.not_before DESC, d.id DESC LIMIT $2"
 )
 
 _BACKLOG: Final = """
@@ -150,17 +150,6 @@ CROSS JOIN LATERAL (
 """
 """Per route: the waiting rows (counted up to $2, read through the due index) and when the
 oldest of them was appended."""
-
-_ROUTES: Final = """
-WITH RECURSIVE r(route) AS (
-    SELECT (SELECT min(route) FROM deliveries)
-    UNION ALL
-    SELECT (SELECT min(route) FROM deliveries WHERE route > r.route) FROM r
-    WHERE r.route IS NOT NULL
-)
-SELECT route FROM r WHERE route IS NOT NULL
-"""
-"""Every route with rows, one index probe each (no scan of the outbox)."""
 
 _COMPACT: Final = """
 WITH picked AS (
@@ -361,7 +350,7 @@ class PostgresOutbox(GroupCommit):
         await self._on_compact(now, keep_done_seconds, dedup_seconds)
         total = 0
         async with self._pool.acquire() as conn:
-            routes = [r[0] for r in await conn.fetch(_ROUTES)]
+            routes = [r[0] for r in await conn.fetch(ROUTES)]
         while routes:
             async with self._tx() as conn:
                 gone = await conn.fetch(_COMPACT, routes, now - keep_done_seconds, COMPACT_CHUNK)
@@ -394,7 +383,7 @@ class PostgresOutbox(GroupCommit):
         return {(r[0], DeliveryState(r[1])): int(r[2]) for r in rows if r[2]}
 
     async def dedup_counts(self) -> Mapping[tuple[str, str], int]:
-        rows = await self._run("SELECT route, pair, n FROM dedup_counts", fetch=True)
+        rows = await self._run(DEDUP_COUNTS, fetch=True)
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
     async def recent(self, limit: int, route: str | None = None) -> list[DeliveryInfo]:

@@ -33,6 +33,7 @@ from gateway.core.rollup import StatRow, pair_rows
 from gateway.store.base import StatsQuery
 from gateway.store.postgres_conn import Conn, status_count
 from gateway.store.postgres_tx import PgHost, retrying
+from gateway.store.sql import BOOKED_MINUTE, DEDUP_COUNTS
 
 STATS_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS stats_minute(
@@ -89,8 +90,7 @@ DELETE FROM pairs_booked b USING unnest($1::text[], $2::text[]) AS g(route, pair
 WHERE b.route = g.route AND b.pair = g.pair
 """
 
-_READ_BOOKING: Final = "SELECT minute FROM pairs_booked_at WHERE id = 1"
-_LOCK_BOOKING: Final = _READ_BOOKING + " FOR UPDATE"
+_LOCK_BOOKING: Final = BOOKED_MINUTE + " FOR UPDATE"
 
 _KEY_ORDER: Final = (
     'slot, site COLLATE "C", destination COLLATE "C", event COLLATE "C", metric COLLATE "C",'
@@ -135,7 +135,7 @@ async def _pairs(conn: Conn, sql: str) -> Pairs:
 async def _due(conn: Conn, *, stale_before: int, lock: bool) -> tuple[Pairs, Pairs, bool]:
     """The counters, the booked copy, and whether their difference is to be booked (a copy
     exists and is not stale). With `lock`, first wait for the booking row's lock."""
-    select = _LOCK_BOOKING if lock else _READ_BOOKING
+    select = _LOCK_BOOKING if lock else BOOKED_MINUTE
     found = await conn.fetchrow(select)
     if found is None and lock:  # the migration's row is gone: put it back
         await conn.execute(
@@ -144,7 +144,7 @@ async def _due(conn: Conn, *, stale_before: int, lock: bool) -> tuple[Pairs, Pai
         found = await conn.fetchrow(select)
     at = None if found is None else found[0]
     live = at is not None and int(at) >= stale_before
-    counts = await _pairs(conn, "SELECT route, pair, n FROM dedup_counts")
+    counts = await _pairs(conn, DEDUP_COUNTS)
     booked = await _pairs(conn, "SELECT route, pair, n FROM pairs_booked")
     return counts, booked, live
 

@@ -72,6 +72,7 @@ from gateway.store.base import (
     DeliveryState,
     NewEvent,
 )
+from gateway.store.sql import DEDUP_COUNTS
 from gateway.store.sqlite_append import _append_orders_tx, _append_tx
 from gateway.store.sqlite_dead import SqliteDeadLetters, mark_dead_tx
 from gateway.store.sqlite_dedup import sweep_tx
@@ -256,11 +257,7 @@ class SqliteOutbox(SqliteGroupCommit):
     # -- reads -------------------------------------------------------------------------------
 
     async def dedup_counts(self) -> Mapping[tuple[str, str], int]:
-        return await self._read(
-            lambda c: {
-                (r, p): n for r, p, n in c.execute("SELECT route, pair, n FROM dedup_counts")
-            }
-        )
+        return await self._read(lambda c: {(r, p): n for r, p, n in c.execute(DEDUP_COUNTS)})
 
     async def counts(self) -> Mapping[tuple[str, DeliveryState], int]:
         return await self._read(_counts_tx)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from gateway.store.base import Backlog, Delivery, DeliveryInfo, DeliveryState
+from gateway.store.sql import DELIVERY_INFO, ROUTES
 from gateway.store.sqlite_orders import keep_done_orders_tx
 
 _LEASE_CANDIDATES: Final = """
@@ -35,24 +36,13 @@ SELECT id FROM (
 ORDER BY id LIMIT :limit
 """
 
-_ROUTES: Final = """
-WITH RECURSIVE r(route) AS (
-    SELECT (SELECT min(route) FROM deliveries)
-    UNION ALL
-    SELECT (SELECT min(route) FROM deliveries WHERE route > r.route) FROM r
-    WHERE r.route IS NOT NULL
+_RECENT: Final = DELIVERY_INFO + "ORDER BY d.updated_at DESC, d.id DESC LIMIT ?"
+_RECENT_ROUTE: Final = (
+    DELIVERY_INFO + "WHERE d.route = ? ORDER BY d.updated_at DESC, d.id DESC LIMIT ?"
 )
-SELECT route FROM r WHERE route IS NOT NULL
-"""
-
-_INFO: Final = """
-SELECT d.id, d.route, e.event_name, e.event_id, d.state, d.attempts, d.reason, d.updated_at
-FROM deliveries d JOIN events e ON e.id = d.event_ref
-"""
-_RECENT: Final = _INFO + "ORDER BY d.updated_at DESC, d.id DESC LIMIT ?"
-_RECENT_ROUTE: Final = _INFO + "WHERE d.route = ? ORDER BY d.updated_at DESC, d.id DESC LIMIT ?"
 _DEAD_LETTERS: Final = (
-    _INFO + "WHERE d.route = ? AND d.state = 'dead' ORDER BY d.not_before DESC, d.id DESC LIMIT ?"
+    DELIVERY_INFO
+    + "WHERE d.route = ? AND d.state = 'dead' ORDER BY d.not_before DESC, d.id DESC LIMIT ?"
 )
 
 
@@ -137,7 +127,7 @@ def _mark_tx(conn: sqlite3.Connection, *, sql: str, rows: list[tuple[object, ...
 def _compact_tx(conn: sqlite3.Connection, *, done_cutoff: float, budget: int) -> tuple[int, bool]:
     """Delete up to `budget` done rows; return (rows deleted, whether more may be left)."""
     deleted = 0
-    routes = [row[0] for row in conn.execute(_ROUTES)]
+    routes = [row[0] for row in conn.execute(ROUTES)]
     for route in routes:
         rows = conn.execute(
             "SELECT id, event_ref FROM deliveries"

@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from gateway.core.rollup import StatRow, pair_rows
 from gateway.store.base import StatsQuery
+from gateway.store.sql import BOOKED_MINUTE
 from gateway.store.sqlite_host import SqliteHost
 
 STATS_SCHEMA: Final = """
@@ -127,7 +128,7 @@ def _pairs(conn: sqlite3.Connection, table: str) -> Pairs:
 def _due(conn: sqlite3.Connection, *, minute: int, stale_before: int) -> tuple[Pairs, Pairs, bool]:
     """The counters, the booked copy, and whether their difference is to be booked (a copy
     exists and is not stale)."""
-    found = conn.execute("SELECT minute FROM pairs_booked_at WHERE id = 1").fetchone()
+    found = conn.execute(BOOKED_MINUTE).fetchone()
     live = found is not None and found[0] >= stale_before
     return _pairs(conn, "dedup_counts"), _pairs(conn, "pairs_booked"), live
 
