@@ -44,7 +44,8 @@ that holds its rows returned, and the HTTP answer awaits `append`.
 *Group commit* (gateway/store/sqlite_writer.py, the base class `SqliteGroupCommit`): every write
 is a job for the one writer, which runs all jobs queued at that moment in one transaction, on
 the event loop's thread (``writer="loop"``, the default) or on a writer thread; reads run on a
-reader thread (gateway/store/sqlite_workers.py runs the jobs).
+reader thread (gateway/store/sqlite_workers.py runs the jobs, gateway/store/sqlite_conn.py
+opens the connections).
 
 Mixins (gateway/store/sqlite_{profiles,dead,orders,stats}.py) add the other protocols of
 `GatewayStore`; the transactions are in gateway/store/sqlite_append.py (the append) and

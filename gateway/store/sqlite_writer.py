@@ -1,4 +1,4 @@
-"""The SQLite store's group commit: its connections, its writer, reader and checkpointer.
+"""The SQLite store's group commit: its writer, reader and checkpointer, and their batches.
 
 *Group commit.* Every write is a job for the one writer, which owns the only write connection.
 The writer takes all jobs queued at that moment (appends of many concurrent requests, leases,
@@ -39,10 +39,9 @@ from typing import Final, TypeVar
 from gateway.core.profile import VisitorProfile
 from gateway.store.availability import Availability
 from gateway.store.sqlite_append import _append_orders_tx, _append_tx
+from gateway.store.sqlite_conn import SqliteConnections
 from gateway.store.sqlite_profiles import touch_profile_tx
-from gateway.store.sqlite_schema import _migrate
 from gateway.store.sqlite_workers import (
-    CHECKPOINT_BUSY_MS,
     _Busy,
     _checkpoint,
     _execute_plain,
@@ -63,10 +62,10 @@ CHECKPOINT_INTERVAL: Final = 0.5
 """Seconds between WAL checkpoints when writes run on the event loop's thread."""
 
 
-class SqliteGroupCommit:
-    """The machinery half of `SqliteStore` (its base class): the connections, the workers that
-    run jobs on them and the group-commit transaction of the writer (see the module docstring).
-    """
+class SqliteGroupCommit(SqliteConnections):
+    """The machinery half of `SqliteStore` (its base class): the workers that run jobs on the
+    connections `SqliteConnections` opens, and the group-commit transaction of the writer (see
+    the module docstring)."""
 
     def __init__(
         self,
@@ -205,55 +204,6 @@ class SqliteGroupCommit:
         future: asyncio.Future[T] = loop.create_future()
         worker.submit(_Job(fn, loop, future))
         return await future
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=True, cached_statements=64
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute(f"PRAGMA cache_size = -{int(self.cache_mb) * 1024}")  # in KiB
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _connect_writer(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connection()
-        try:
-            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            if str(mode).lower() != "wal":
-                raise sqlite3.OperationalError(f"cannot use WAL mode on {self.path} (got {mode})")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-            conn.execute("PRAGMA journal_size_limit = 67108864")
-            # With the busy timeout still on: another process (`run --workers N`) may be
-            # creating or migrating the schema at this very moment.
-            _migrate(conn)
-            if self.writer == "loop":
-                conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer thread's job
-                # Never sleep on a lock on the loop: a busy BEGIN is retried on the loop's
-                # timer (`_LoopWorker`), a busy read goes to the reader thread.
-                conn.execute("PRAGMA busy_timeout = 0")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _connect_checkpointer(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _connect_reader(self) -> sqlite3.Connection:
-        conn = self._connection()
-        conn.execute("PRAGMA query_only = ON")
-        return conn
 
     def _execute_writes(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         """Run the batch as one transaction; commit; resolve.
