@@ -15,9 +15,11 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_orders", "contract_outbox")
 
-from contract import LEASE, T0, StoreContract, StoreFactory, ev, ids_of, order  # noqa: E402
+from contract import LEASE, T0, StoreFactory, ev, ids_of  # noqa: E402
+from contract_orders import order  # noqa: E402
+from contract_outbox import StoreContract  # noqa: E402
 from pgserver import CuttableProxy, PgServer  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402

@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract", "dead_contract")
+pytest.register_assert_rewrite("contract", "contract_dead")
 
 from contract import LEASE, T0, ev  # noqa: E402
-from dead_contract import ROUTE, DeadLetterContract, DeadStoreFactory, dead_rows  # noqa: E402
+from contract_dead import ROUTE, DeadLetterContract, DeadStoreFactory, dead_rows  # noqa: E402
 
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402

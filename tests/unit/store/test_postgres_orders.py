@@ -13,9 +13,10 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_orders")
 
-from contract import LEASE, T0, OrderContract, ev, loader_record, order  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_orders import OrderContract, loader_record, order  # noqa: E402
 
 from gateway.core.orders import Fate  # noqa: E402
 from gateway.store.base import GatewayStore, NewEvent  # noqa: E402

@@ -15,9 +15,10 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_profiles")
 
-from contract import EM, LEASE, T0, ProfileContract, ev  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_profiles import EM, ProfileContract  # noqa: E402
 
 from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402

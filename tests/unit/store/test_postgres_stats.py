@@ -12,9 +12,9 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_stats")
 
-from contract import M0, StatsContract, stat  # noqa: E402
+from contract_stats import M0, StatsContract, stat  # noqa: E402
 
 from gateway.core.rollup import StatRow  # noqa: E402
 from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_outbox", "contract_profiles")
 
-from contract import LEASE, T0, ProfileContract, StoreContract, StoreFactory, ev  # noqa: E402
+from contract import LEASE, T0, StoreFactory, ev  # noqa: E402
+from contract_outbox import StoreContract  # noqa: E402
+from contract_profiles import ProfileContract  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.core.profile import ProfileUpdate, VisitorProfile  # noqa: E402

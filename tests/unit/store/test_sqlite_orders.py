@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_orders")
 
-from contract import LEASE, T0, OrderContract, ev, order  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_orders import OrderContract, order  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.core.orders import Fate, OrderRow, gap_report  # noqa: E402

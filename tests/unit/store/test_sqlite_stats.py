@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_stats")
 
-from contract import LEASE, M0, T0, StatsContract, ev, stat  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_stats import M0, StatsContract, stat  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
