@@ -17,31 +17,23 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract", "contract_orders", "contract_outbox")
 
-from contract import LEASE, T0, StoreFactory, ev, ids_of  # noqa: E402
+from contract import LEASE, T0, ev, ids_of  # noqa: E402
 from contract_orders import order  # noqa: E402
 from contract_outbox import StoreContract  # noqa: E402
 from pgserver import CuttableProxy, PgServer  # noqa: E402
+from store_backends import OnPostgres, make  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402
 import gateway.store.postgres_append as postgres_append  # noqa: E402
 import gateway.store.postgres_writer as postgres_writer  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
-from gateway.store.base import AppendResult, DeliveryState, NewEvent, Store  # noqa: E402
+from gateway.store.base import AppendResult, DeliveryState, NewEvent  # noqa: E402
 from gateway.store.postgres import PostgresStore, StoreClosedError  # noqa: E402
 from gateway.store.postgres_schema import MIGRATIONS, SchemaTooNewError, migrate  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
-
-
-class TestPostgresContract(StoreContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> StoreFactory:
-        def factory() -> Store:
-            return make(pg_dsn)
-
-        return factory
+class TestPostgresContract(OnPostgres, StoreContract):
+    pass
 
 
 async def test_open_migrates_and_ping_writes(pg_dsn: str) -> None:

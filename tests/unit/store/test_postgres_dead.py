@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -15,36 +14,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract", "contract_dead")
 
 from contract import LEASE, T0, ev  # noqa: E402
-from contract_dead import ROUTE, DeadLetterContract, DeadStoreFactory, dead_rows  # noqa: E402
+from contract_dead import ROUTE, DeadLetterContract, dead_rows  # noqa: E402
+from store_backends import OnPostgres, Pair, make  # noqa: E402
 
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
-from gateway.store.postgres import PostgresStore  # noqa: E402
 from gateway.store.postgres_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
+class TestPostgresDeadLetters(OnPostgres, DeadLetterContract):
+    pass
 
 
-class TestPostgresDeadLetters(DeadLetterContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> DeadStoreFactory:
-        return lambda: make(pg_dsn)
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def test_evidence_is_bounded(two: tuple[PostgresStore, PostgresStore]) -> None:
+async def test_evidence_is_bounded(two: Pair) -> None:
     store, _ = two
     await store.append([ev("big")], T0)
     (row,) = await store.lease(ROUTE, 1, T0, LEASE)
@@ -57,9 +38,7 @@ async def test_evidence_is_bounded(two: tuple[PostgresStore, PostgresStore]) -> 
     assert letter.evidence.payload == b"y" * MAX_PAYLOAD
 
 
-async def test_two_replicas_replaying_at_once_revive_each_letter_once(
-    two: tuple[PostgresStore, PostgresStore],
-) -> None:
+async def test_two_replicas_replaying_at_once_revive_each_letter_once(two: Pair) -> None:
     ids = await dead_rows(two[0], [DeadReason.INVALID_FIELD] * 30)
     results = await asyncio.wait_for(
         asyncio.gather(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -17,36 +16,15 @@ pytest.register_assert_rewrite("contract", "contract_orders")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_orders import OrderContract, loader_record, order  # noqa: E402
+from store_backends import OnPostgres, Pair, make  # noqa: E402
 
 from gateway.core.orders import Fate  # noqa: E402
-from gateway.store.base import GatewayStore, NewEvent  # noqa: E402
-from gateway.store.postgres import PostgresStore  # noqa: E402
+from gateway.store.base import NewEvent  # noqa: E402
 from gateway.store.postgres_orders import _ROWS as ROWS  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
-
-
-class TestPostgresOrders(OrderContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> Callable[[], GatewayStore]:
-        return lambda: make(pg_dsn)
-
-
-Pair = tuple[PostgresStore, PostgresStore]
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> AsyncIterator[Pair]:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
+class TestPostgresOrders(OnPostgres, OrderContract):
+    pass
 
 
 async def test_one_order_written_by_two_replicas_at_once_is_kept_once(two: Pair) -> None:

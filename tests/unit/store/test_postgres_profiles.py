@@ -8,7 +8,6 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
@@ -19,38 +18,18 @@ pytest.register_assert_rewrite("contract", "contract_profiles")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_profiles import EM, ProfileContract  # noqa: E402
+from store_backends import OnPostgres, Pair, make  # noqa: E402
 
 from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402
 from gateway.store import postgres_profiles  # noqa: E402
-from gateway.store.base import AppendResult, GatewayStore, ProfileQuery  # noqa: E402
+from gateway.store.base import AppendResult, ProfileQuery  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402
 from gateway.store.postgres_tx import retrying  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
-
-
-class TestPostgresProfiles(ProfileContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> Callable[[], GatewayStore]:
-        return lambda: make(pg_dsn)
-
-
-Pair = tuple[PostgresStore, PostgresStore]
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> AsyncIterator[Pair]:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
+class TestPostgresProfiles(OnPostgres, ProfileContract):
+    pass
 
 
 def em(i: int) -> dict[str, dict[str, tuple[str, ...]]]:

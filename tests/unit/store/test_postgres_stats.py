@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -15,37 +14,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract", "contract_stats")
 
 from contract_stats import M0, StatsContract, stat  # noqa: E402
+from store_backends import OnPostgres, Pair, make  # noqa: E402
 
 from gateway.core.rollup import StatRow  # noqa: E402
-from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
-from gateway.store.postgres import PostgresStore  # noqa: E402
+from gateway.store.base import StatsQuery  # noqa: E402
 from gateway.store.postgres_schema import MIGRATIONS, migrate  # noqa: E402
 from gateway.store.postgres_stats import COMPACT_MINUTES, read_stats_sql  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
+class TestPostgresStats(OnPostgres, StatsContract):
+    pass
 
 
-class TestPostgresStats(StatsContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> Callable[[], GatewayStore]:
-        return lambda: make(pg_dsn)
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> object:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def test_one_flush_may_name_a_key_twice(two: tuple[PostgresStore, PostgresStore]) -> None:
+async def test_one_flush_may_name_a_key_twice(two: Pair) -> None:
     store, _ = two
     await store.write_stats([stat(M0, "queued", 1), stat(M0, "queued", 2), stat(M0, "dead", 4)])
     rows = await store.read_stats(StatsQuery(M0, M0 + 60))
@@ -53,7 +34,7 @@ async def test_one_flush_may_name_a_key_twice(two: tuple[PostgresStore, Postgres
 
 
 async def test_two_replicas_flushing_the_same_minutes_add_up(
-    two: tuple[PostgresStore, PostgresStore],
+    two: Pair,
 ) -> None:
     """Each flush holds the same 40 keys, in opposite orders on the two stores: the upserts
     lock them in key order, so no flush deadlocks or loses an increment."""
@@ -76,7 +57,7 @@ async def test_two_replicas_flushing_the_same_minutes_add_up(
 
 
 async def test_ordering_is_by_bytes_whatever_the_collation(
-    two: tuple[PostgresStore, PostgresStore],
+    two: Pair,
 ) -> None:
     store, _ = two
     names = ["b", "B", "a", "_x", "Z"]
@@ -86,7 +67,7 @@ async def test_ordering_is_by_bytes_whatever_the_collation(
 
 
 async def test_retention_deletes_in_chunks_of_minutes(
-    two: tuple[PostgresStore, PostgresStore],
+    two: Pair,
 ) -> None:
     store, _ = two
     minutes = 2 * COMPACT_MINUTES + 7

@@ -15,9 +15,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract", "contract_outbox", "contract_profiles")
 
-from contract import LEASE, T0, StoreFactory, ev  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
 from contract_outbox import StoreContract  # noqa: E402
 from contract_profiles import ProfileContract  # noqa: E402
+from store_backends import OnSqlite  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.core.profile import ProfileUpdate, VisitorProfile  # noqa: E402
@@ -27,34 +28,16 @@ from gateway.store.base import (  # noqa: E402
     DeliveryState,
     NewEvent,
     ProfileQuery,
-    Store,
 )
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore, StoreClosedError  # noqa: E402
 
-WRITERS = ("loop", "thread")
-"""Both writer modes keep the whole contract: jobs on the event loop's thread, or on their own."""
+
+class TestSqliteContract(OnSqlite, StoreContract):
+    file = "data/outbox.db"  # the directory does not exist yet
 
 
-class TestSqliteContract(StoreContract):
-    @pytest.fixture(params=WRITERS)
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
-        path = tmp_path / "data" / "outbox.db"  # the directory does not exist yet
-
-        def factory() -> Store:
-            return SqliteStore(path, writer=request.param)
-
-        return factory
-
-
-class TestSqliteProfileContract(ProfileContract):
-    @pytest.fixture(params=WRITERS)
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
-        path = tmp_path / "profiles.db"
-
-        def factory() -> SqliteStore:
-            return SqliteStore(path, writer=request.param)
-
-        return factory
+class TestSqliteProfileContract(OnSqlite, ProfileContract):
+    file = "profiles.db"
 
 
 @pytest.fixture
@@ -62,9 +45,9 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.db"
 
 
-@pytest.fixture(params=WRITERS)
-async def store(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(db_path, writer=request.param)
+@pytest.fixture
+async def store(db_path: Path, writer: str) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db_path, writer=writer)
     await store.open()
     try:
         yield store

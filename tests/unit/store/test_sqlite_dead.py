@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract", "contract_dead")
 
 from contract import LEASE, T0, ev  # noqa: E402
-from contract_dead import DeadLetterContract, DeadStoreFactory  # noqa: E402
+from contract_dead import DeadLetterContract  # noqa: E402
+from store_backends import OnSqlite  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
@@ -21,11 +22,8 @@ from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
 from gateway.store.sqlite_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402
 
 
-class TestSqliteDeadLetters(DeadLetterContract):
-    @pytest.fixture(params=("loop", "thread"))
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> DeadStoreFactory:
-        path = tmp_path / "outbox.db"
-        return lambda: SqliteStore(path, writer=request.param)
+class TestSqliteDeadLetters(OnSqlite, DeadLetterContract):
+    pass
 
 
 def _version_6_file(path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -16,23 +15,19 @@ pytest.register_assert_rewrite("contract", "contract_orders")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_orders import OrderContract, order  # noqa: E402
+from store_backends import OnSqlite  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 from gateway.core.orders import Fate, OrderRow, gap_report  # noqa: E402
-from gateway.store.base import GatewayStore, NewEvent  # noqa: E402
+from gateway.store.base import NewEvent  # noqa: E402
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
 from gateway.store.sqlite_orders import _DONE_ROWS as DONE_ROWS  # noqa: E402
 from gateway.store.sqlite_orders import _ROWS as ROWS  # noqa: E402
 from gateway.store.sqlite_orders import expire_orders_tx, record_orders_tx  # noqa: E402
 
 
-class TestSqliteOrders(OrderContract):
-    @pytest.fixture(params=("loop", "thread"))
-    def make_store(
-        self, tmp_path: Path, request: pytest.FixtureRequest
-    ) -> Callable[[], GatewayStore]:
-        path = tmp_path / "outbox.db"
-        return lambda: SqliteStore(path, writer=request.param)
+class TestSqliteOrders(OnSqlite, OrderContract):
+    pass
 
 
 def _version_7_file(path: Path) -> None:

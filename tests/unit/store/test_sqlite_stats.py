@@ -14,22 +14,16 @@ pytest.register_assert_rewrite("contract", "contract_stats")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_stats import M0, StatsContract, stat  # noqa: E402
+from store_backends import OnSqlite  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
-from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
+from gateway.store.base import StatsQuery  # noqa: E402
 from gateway.store.sqlite import SCHEMA_VERSION, SqliteStore  # noqa: E402
 from gateway.store.sqlite_stats import COMPACT_MINUTES  # noqa: E402
 
 
-class TestSqliteStats(StatsContract):
-    @pytest.fixture(params=("loop", "thread"))
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> object:
-        path = tmp_path / "outbox.db"
-
-        def factory() -> GatewayStore:
-            return SqliteStore(path, writer=request.param)
-
-        return factory
+class TestSqliteStats(OnSqlite, StatsContract):
+    pass
 
 
 def _version_7_file(path: Path) -> None:
