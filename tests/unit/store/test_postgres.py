@@ -20,6 +20,7 @@ pytest.register_assert_rewrite("contract", "contract_orders", "contract_outbox")
 from contract import LEASE, T0, ev, ids_of  # noqa: E402
 from contract_orders import order  # noqa: E402
 from contract_outbox import StoreContract  # noqa: E402
+from pg_database import admin_dsn, database_name  # noqa: E402
 from pgserver import CuttableProxy, PgServer  # noqa: E402
 from store_backends import OnPostgres, make  # noqa: E402
 
@@ -446,9 +447,9 @@ async def test_a_store_whose_database_is_gone_reports_unavailable(pg_dsn: str) -
     store = make(pg_dsn)
     await store.open()
     try:
-        conn = await asyncpg.connect(pg_dsn.rsplit("/", 1)[0] + "/postgres")
+        conn = await asyncpg.connect(admin_dsn(pg_dsn))
         try:
-            name = pg_dsn.rsplit("/", 1)[1]
+            name = database_name(pg_dsn)
             await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # kills its sessions
         finally:
             await conn.close()
@@ -465,8 +466,8 @@ async def test_a_store_reconnects_after_its_sessions_were_killed(
     store: PostgresStore, pg_dsn: str
 ) -> None:
     await store.append([ev("before")], T0)
-    name = pg_dsn.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(pg_dsn.rsplit("/", 1)[0] + "/postgres")
+    name = database_name(pg_dsn)
+    conn = await asyncpg.connect(admin_dsn(pg_dsn))
     try:
         killed = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
@@ -523,7 +524,7 @@ async def test_a_database_that_stops_answering_fails_appends_after_the_statement
 ) -> None:
     proxy = CuttableProxy(pg_server.host, pg_server.port)
     await proxy.start()
-    database = pg_dsn.rsplit("/", 1)[1]
+    database = database_name(pg_dsn)
     store = make(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
     store._pool.statement_timeout = 0.5
     await store.open()

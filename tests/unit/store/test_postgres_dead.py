@@ -7,7 +7,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -15,7 +14,8 @@ pytest.register_assert_rewrite("contract", "contract_dead")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_dead import ROUTE, DeadLetterContract, dead_rows  # noqa: E402
-from store_backends import OnPostgres, Pair, make  # noqa: E402
+from pg_database import index_plan  # noqa: E402
+from store_backends import OnPostgres, Pair  # noqa: E402
 
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
 from gateway.store.postgres_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402
@@ -54,20 +54,10 @@ async def test_two_replicas_replaying_at_once_revive_each_letter_once(two: Pair)
 
 
 async def test_the_listing_pages_through_the_dead_rows_index(pg_dsn: str) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(
-            r[0]
-            for r in await conn.fetch(
-                "EXPLAIN SELECT d.id FROM deliveries d WHERE d.state = 'dead'"
-                " AND d.route = 'shop:meta' AND d.id > 5 ORDER BY d.id LIMIT 10"
-            )
-        )
-        assert "deliveries_dead" in plan, plan
-        assert "Sort" not in plan, plan  # the index is in id order per route
-    finally:
-        await conn.close()
+    plan = await index_plan(
+        pg_dsn,
+        "SELECT d.id FROM deliveries d WHERE d.state = 'dead'"
+        " AND d.route = 'shop:meta' AND d.id > 5 ORDER BY d.id LIMIT 10",
+    )
+    assert "deliveries_dead" in plan, plan
+    assert "Sort" not in plan, plan  # the index is in id order per route

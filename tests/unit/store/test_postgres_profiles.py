@@ -18,7 +18,8 @@ pytest.register_assert_rewrite("contract", "contract_profiles")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_profiles import EM, ProfileContract  # noqa: E402
-from store_backends import OnPostgres, Pair, make  # noqa: E402
+from pg_database import index_plan  # noqa: E402
+from store_backends import OnPostgres, Pair  # noqa: E402
 
 from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402
@@ -275,22 +276,9 @@ async def test_group_commits_merging_the_same_visitors_in_opposite_orders_all_la
 
 
 async def test_identities_read_through_indexes_only(pg_dsn: str) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(
-            r[0]
-            for r in await conn.fetch(
-                "EXPLAIN " + postgres_profiles._IDENTITIES, "shop", ["v1"], ["em:x"]
-            )
-        )
-        assert "Seq Scan" not in plan, plan
-        assert "profile_links_visitor" in plan, plan
-    finally:
-        await conn.close()
+    plan = await index_plan(pg_dsn, postgres_profiles._IDENTITIES, "shop", ["v1"], ["em:x"])
+    assert "Seq Scan" not in plan, plan
+    assert "profile_links_visitor" in plan, plan
 
 
 async def test_hits_arriving_together_are_merged_and_appended_in_one_group(two: Pair) -> None:

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract", "contract_stats")
 
 from contract_stats import M0, StatsContract, stat  # noqa: E402
+from pg_database import index_plan  # noqa: E402
 from store_backends import OnPostgres, Pair, make  # noqa: E402
 
 from gateway.core.rollup import StatRow  # noqa: E402
@@ -80,17 +81,9 @@ async def test_retention_deletes_in_chunks_of_minutes(
 
 
 async def test_a_site_and_range_read_uses_the_primary_key(pg_dsn: str) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
     sql, args = read_stats_sql(StatsQuery(M0, M0 + 600, 60, "shop", "meta", ("queued",)))
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
-        assert "stats_minute_pkey" in plan, plan
-    finally:
-        await conn.close()
+    plan = await index_plan(pg_dsn, sql, *args)
+    assert "stats_minute_pkey" in plan, plan
 
 
 async def test_a_version_5_database_takes_its_pair_counters_as_the_reference(pg_dsn: str) -> None:
