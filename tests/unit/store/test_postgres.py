@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract", "contract_orders", "contract_outbox")
+pytest.register_assert_rewrite("contract", "contract_dedup", "contract_orders", "contract_outbox")
 
 from contract import LEASE, T0, ev, ids_of  # noqa: E402
 from contract_orders import order  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract", "contract_outbox", "contract_profiles")
+pytest.register_assert_rewrite("contract", "contract_dedup", "contract_outbox", "contract_profiles")
 
 from contract import LEASE, T0, ev  # noqa: E402
 from contract_outbox import StoreContract  # noqa: E402
