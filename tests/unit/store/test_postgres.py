@@ -15,31 +15,26 @@ import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_dedup", "contract_orders", "contract_outbox")
 
-from contract import LEASE, T0, StoreContract, StoreFactory, ev, ids_of, order  # noqa: E402
+from contract import LEASE, T0, ev, ids_of  # noqa: E402
+from contract_orders import order  # noqa: E402
+from contract_outbox import StoreContract  # noqa: E402
+from pg_database import admin_dsn, database_name  # noqa: E402
 from pgserver import CuttableProxy, PgServer  # noqa: E402
+from store_backends import OnPostgres, make  # noqa: E402
 
 import gateway.store.postgres as postgres_module  # noqa: E402
 import gateway.store.postgres_append as postgres_append  # noqa: E402
 import gateway.store.postgres_writer as postgres_writer  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
-from gateway.store.base import AppendResult, DeliveryState, NewEvent, Store  # noqa: E402
+from gateway.store.base import AppendResult, DeliveryState, NewEvent  # noqa: E402
 from gateway.store.postgres import PostgresStore, StoreClosedError  # noqa: E402
 from gateway.store.postgres_schema import MIGRATIONS, SchemaTooNewError, migrate  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
-
-
-class TestPostgresContract(StoreContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> StoreFactory:
-        def factory() -> Store:
-            return make(pg_dsn)
-
-        return factory
+class TestPostgresContract(OnPostgres, StoreContract):
+    pass
 
 
 async def test_open_migrates_and_ping_writes(pg_dsn: str) -> None:
@@ -452,9 +447,9 @@ async def test_a_store_whose_database_is_gone_reports_unavailable(pg_dsn: str) -
     store = make(pg_dsn)
     await store.open()
     try:
-        conn = await asyncpg.connect(pg_dsn.rsplit("/", 1)[0] + "/postgres")
+        conn = await asyncpg.connect(admin_dsn(pg_dsn))
         try:
-            name = pg_dsn.rsplit("/", 1)[1]
+            name = database_name(pg_dsn)
             await conn.execute(f"DROP DATABASE {name} WITH (FORCE)")  # kills its sessions
         finally:
             await conn.close()
@@ -471,8 +466,8 @@ async def test_a_store_reconnects_after_its_sessions_were_killed(
     store: PostgresStore, pg_dsn: str
 ) -> None:
     await store.append([ev("before")], T0)
-    name = pg_dsn.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(pg_dsn.rsplit("/", 1)[0] + "/postgres")
+    name = database_name(pg_dsn)
+    conn = await asyncpg.connect(admin_dsn(pg_dsn))
     try:
         killed = await conn.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
@@ -529,7 +524,7 @@ async def test_a_database_that_stops_answering_fails_appends_after_the_statement
 ) -> None:
     proxy = CuttableProxy(pg_server.host, pg_server.port)
     await proxy.start()
-    database = pg_dsn.rsplit("/", 1)[1]
+    database = database_name(pg_dsn)
     store = make(f"postgresql://postgres@127.0.0.1:{proxy.port}/{database}")
     store._pool.statement_timeout = 0.5
     await store.open()

@@ -5,46 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract", "dead_contract")
+pytest.register_assert_rewrite("contract", "contract_dead")
 
 from contract import LEASE, T0, ev  # noqa: E402
-from dead_contract import ROUTE, DeadLetterContract, DeadStoreFactory, dead_rows  # noqa: E402
+from contract_dead import ROUTE, DeadLetterContract, dead_rows  # noqa: E402
+from pg_database import index_plan  # noqa: E402
+from store_backends import OnPostgres, Pair  # noqa: E402
 
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
-from gateway.store.postgres import PostgresStore  # noqa: E402
 from gateway.store.postgres_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
+class TestPostgresDeadLetters(OnPostgres, DeadLetterContract):
+    pass
 
 
-class TestPostgresDeadLetters(DeadLetterContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> DeadStoreFactory:
-        return lambda: make(pg_dsn)
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def test_evidence_is_bounded(two: tuple[PostgresStore, PostgresStore]) -> None:
+async def test_evidence_is_bounded(two: Pair) -> None:
     store, _ = two
     await store.append([ev("big")], T0)
     (row,) = await store.lease(ROUTE, 1, T0, LEASE)
@@ -57,9 +38,7 @@ async def test_evidence_is_bounded(two: tuple[PostgresStore, PostgresStore]) -> 
     assert letter.evidence.payload == b"y" * MAX_PAYLOAD
 
 
-async def test_two_replicas_replaying_at_once_revive_each_letter_once(
-    two: tuple[PostgresStore, PostgresStore],
-) -> None:
+async def test_two_replicas_replaying_at_once_revive_each_letter_once(two: Pair) -> None:
     ids = await dead_rows(two[0], [DeadReason.INVALID_FIELD] * 30)
     results = await asyncio.wait_for(
         asyncio.gather(
@@ -75,20 +54,10 @@ async def test_two_replicas_replaying_at_once_revive_each_letter_once(
 
 
 async def test_the_listing_pages_through_the_dead_rows_index(pg_dsn: str) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(
-            r[0]
-            for r in await conn.fetch(
-                "EXPLAIN SELECT d.id FROM deliveries d WHERE d.state = 'dead'"
-                " AND d.route = 'shop:meta' AND d.id > 5 ORDER BY d.id LIMIT 10"
-            )
-        )
-        assert "deliveries_dead" in plan, plan
-        assert "Sort" not in plan, plan  # the index is in id order per route
-    finally:
-        await conn.close()
+    plan = await index_plan(
+        pg_dsn,
+        "SELECT d.id FROM deliveries d WHERE d.state = 'dead'"
+        " AND d.route = 'shop:meta' AND d.id > 5 ORDER BY d.id LIMIT 10",
+    )
+    assert "deliveries_dead" in plan, plan
+    assert "Sort" not in plan, plan  # the index is in id order per route

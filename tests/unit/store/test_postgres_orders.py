@@ -6,46 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_orders")
 
-from contract import LEASE, T0, OrderContract, ev, loader_record, order  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_orders import OrderContract, loader_record, order  # noqa: E402
+from pg_database import index_plan  # noqa: E402
+from store_backends import OnPostgres, Pair  # noqa: E402
 
 from gateway.core.orders import Fate  # noqa: E402
-from gateway.store.base import GatewayStore, NewEvent  # noqa: E402
-from gateway.store.postgres import PostgresStore  # noqa: E402
+from gateway.store.base import NewEvent  # noqa: E402
 from gateway.store.postgres_orders import _ROWS as ROWS  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
-
-
-class TestPostgresOrders(OrderContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> Callable[[], GatewayStore]:
-        return lambda: make(pg_dsn)
-
-
-Pair = tuple[PostgresStore, PostgresStore]
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> AsyncIterator[Pair]:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
+class TestPostgresOrders(OnPostgres, OrderContract):
+    pass
 
 
 async def test_one_order_written_by_two_replicas_at_once_is_kept_once(two: Pair) -> None:
@@ -90,15 +69,7 @@ async def test_backend_and_browser_copies_on_two_replicas_pair_either_way(two: P
 async def test_the_gap_reads_by_site_and_time_and_finds_deliveries_by_index(
     pg_dsn: str,
 ) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + ROWS, "shop", 0.0, 10.0, 10))
-        assert "order_ledger_time" in plan, plan
-        assert "deliveries_event" in plan, plan
-        assert "dedup_pkey" in plan, plan
-    finally:
-        await conn.close()
+    plan = await index_plan(pg_dsn, ROWS, "shop", 0.0, 10.0, 10)
+    assert "order_ledger_time" in plan, plan
+    assert "deliveries_event" in plan, plan
+    assert "dedup_pkey" in plan, plan

@@ -7,13 +7,14 @@ import asyncio
 import asyncpg
 import pytest
 from asyncpg.exceptions import InternalClientError
+from pg_database import admin_dsn, database_name
 
 from gateway.store.postgres_conn import PgPool
 
 
 async def backends(dsn: str) -> int:
-    name = dsn.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(dsn.rsplit("/", 1)[0] + "/postgres")
+    name = database_name(dsn)
+    conn = await asyncpg.connect(admin_dsn(dsn))
     try:
         return int(
             await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = $1", name)

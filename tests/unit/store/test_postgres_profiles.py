@@ -8,48 +8,29 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_profiles")
 
-from contract import EM, LEASE, T0, ProfileContract, ev  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_profiles import EM, ProfileContract  # noqa: E402
+from pg_database import index_plan  # noqa: E402
+from store_backends import OnPostgres, Pair  # noqa: E402
 
 from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402
 from gateway.store import postgres_profiles  # noqa: E402
-from gateway.store.base import AppendResult, GatewayStore, ProfileQuery  # noqa: E402
+from gateway.store.base import AppendResult, ProfileQuery  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402
 from gateway.store.postgres_tx import retrying  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
-
-
-class TestPostgresProfiles(ProfileContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> Callable[[], GatewayStore]:
-        return lambda: make(pg_dsn)
-
-
-Pair = tuple[PostgresStore, PostgresStore]
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> AsyncIterator[Pair]:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
+class TestPostgresProfiles(OnPostgres, ProfileContract):
+    pass
 
 
 def em(i: int) -> dict[str, dict[str, tuple[str, ...]]]:
@@ -295,22 +276,9 @@ async def test_group_commits_merging_the_same_visitors_in_opposite_orders_all_la
 
 
 async def test_identities_read_through_indexes_only(pg_dsn: str) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(
-            r[0]
-            for r in await conn.fetch(
-                "EXPLAIN " + postgres_profiles._IDENTITIES, "shop", ["v1"], ["em:x"]
-            )
-        )
-        assert "Seq Scan" not in plan, plan
-        assert "profile_links_visitor" in plan, plan
-    finally:
-        await conn.close()
+    plan = await index_plan(pg_dsn, postgres_profiles._IDENTITIES, "shop", ["v1"], ["em:x"])
+    assert "Seq Scan" not in plan, plan
+    assert "profile_links_visitor" in plan, plan
 
 
 async def test_hits_arriving_together_are_merged_and_appended_in_one_group(two: Pair) -> None:

@@ -5,47 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_stats")
 
-from contract import M0, StatsContract, stat  # noqa: E402
+from contract_stats import M0, StatsContract, stat  # noqa: E402
+from pg_database import index_plan  # noqa: E402
+from store_backends import OnPostgres, Pair, make  # noqa: E402
 
 from gateway.core.rollup import StatRow  # noqa: E402
-from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
-from gateway.store.postgres import PostgresStore  # noqa: E402
+from gateway.store.base import StatsQuery  # noqa: E402
 from gateway.store.postgres_schema import MIGRATIONS, migrate  # noqa: E402
 from gateway.store.postgres_stats import COMPACT_MINUTES, read_stats_sql  # noqa: E402
 
 
-def make(dsn: str) -> PostgresStore:
-    return PostgresStore(dsn, pool_min=1, pool_max=4)
+class TestPostgresStats(OnPostgres, StatsContract):
+    pass
 
 
-class TestPostgresStats(StatsContract):
-    @pytest.fixture
-    def make_store(self, pg_dsn: str) -> Callable[[], GatewayStore]:
-        return lambda: make(pg_dsn)
-
-
-@pytest.fixture
-async def two(pg_dsn: str) -> object:
-    stores = (make(pg_dsn), make(pg_dsn))
-    for store in stores:
-        await store.open()
-    try:
-        yield stores
-    finally:
-        for store in stores:
-            await store.close()
-
-
-async def test_one_flush_may_name_a_key_twice(two: tuple[PostgresStore, PostgresStore]) -> None:
+async def test_one_flush_may_name_a_key_twice(two: Pair) -> None:
     store, _ = two
     await store.write_stats([stat(M0, "queued", 1), stat(M0, "queued", 2), stat(M0, "dead", 4)])
     rows = await store.read_stats(StatsQuery(M0, M0 + 60))
@@ -53,7 +35,7 @@ async def test_one_flush_may_name_a_key_twice(two: tuple[PostgresStore, Postgres
 
 
 async def test_two_replicas_flushing_the_same_minutes_add_up(
-    two: tuple[PostgresStore, PostgresStore],
+    two: Pair,
 ) -> None:
     """Each flush holds the same 40 keys, in opposite orders on the two stores: the upserts
     lock them in key order, so no flush deadlocks or loses an increment."""
@@ -76,7 +58,7 @@ async def test_two_replicas_flushing_the_same_minutes_add_up(
 
 
 async def test_ordering_is_by_bytes_whatever_the_collation(
-    two: tuple[PostgresStore, PostgresStore],
+    two: Pair,
 ) -> None:
     store, _ = two
     names = ["b", "B", "a", "_x", "Z"]
@@ -86,7 +68,7 @@ async def test_ordering_is_by_bytes_whatever_the_collation(
 
 
 async def test_retention_deletes_in_chunks_of_minutes(
-    two: tuple[PostgresStore, PostgresStore],
+    two: Pair,
 ) -> None:
     store, _ = two
     minutes = 2 * COMPACT_MINUTES + 7
@@ -99,17 +81,9 @@ async def test_retention_deletes_in_chunks_of_minutes(
 
 
 async def test_a_site_and_range_read_uses_the_primary_key(pg_dsn: str) -> None:
-    store = make(pg_dsn)
-    await store.open()
-    await store.close()
     sql, args = read_stats_sql(StatsQuery(M0, M0 + 600, 60, "shop", "meta", ("queued",)))
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        await conn.execute("SET enable_seqscan = off")
-        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
-        assert "stats_minute_pkey" in plan, plan
-    finally:
-        await conn.close()
+    plan = await index_plan(pg_dsn, sql, *args)
+    assert "stats_minute_pkey" in plan, plan
 
 
 async def test_a_version_5_database_takes_its_pair_counters_as_the_reference(pg_dsn: str) -> None:

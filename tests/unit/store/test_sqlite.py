@@ -13,14 +13,17 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_dedup", "contract_outbox", "contract_profiles")
 
-from contract import LEASE, T0, ProfileContract, StoreContract, StoreFactory, ev  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_outbox import StoreContract  # noqa: E402
+from contract_profiles import ProfileContract  # noqa: E402
+from sqlite_files import file_at_version, pending_purchase  # noqa: E402
+from store_backends import OnSqlite  # noqa: E402
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 import gateway.store.sqlite_outbox as sqlite_outbox  # noqa: E402
 import gateway.store.sqlite_profiles as sqlite_profiles  # noqa: E402
-import gateway.store.sqlite_schema as sqlite_schema  # noqa: E402
 import gateway.store.sqlite_writer as sqlite_writer  # noqa: E402
 from gateway.core.profile import ProfileUpdate, VisitorProfile  # noqa: E402
 from gateway.store.availability import StoreUnavailableError  # noqa: E402
@@ -29,36 +32,18 @@ from gateway.store.base import (  # noqa: E402
     DeliveryState,
     NewEvent,
     ProfileQuery,
-    Store,
 )
 from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 from gateway.store.sqlite_workers import StoreClosedError, _LoopWorker  # noqa: E402
 
-WRITERS = ("loop", "thread")
-"""Both writer modes keep the whole contract: jobs on the event loop's thread, or on their own."""
+
+class TestSqliteContract(OnSqlite, StoreContract):
+    file = "data/outbox.db"  # the directory does not exist yet
 
 
-class TestSqliteContract(StoreContract):
-    @pytest.fixture(params=WRITERS)
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
-        path = tmp_path / "data" / "outbox.db"  # the directory does not exist yet
-
-        def factory() -> Store:
-            return SqliteStore(path, writer=request.param)
-
-        return factory
-
-
-class TestSqliteProfileContract(ProfileContract):
-    @pytest.fixture(params=WRITERS)
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> StoreFactory:
-        path = tmp_path / "profiles.db"
-
-        def factory() -> SqliteStore:
-            return SqliteStore(path, writer=request.param)
-
-        return factory
+class TestSqliteProfileContract(OnSqlite, ProfileContract):
+    file = "profiles.db"
 
 
 @pytest.fixture
@@ -66,9 +51,9 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "outbox.db"
 
 
-@pytest.fixture(params=WRITERS)
-async def store(db_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(db_path, writer=request.param)
+@pytest.fixture
+async def store(db_path: Path, writer: str) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(db_path, writer=writer)
     await store.open()
     try:
         yield store
@@ -407,22 +392,8 @@ async def test_lease_uses_the_index(store: SqliteStore, db_path: Path) -> None:
 async def test_a_version_1_file_is_migrated_to_the_current_schema(tmp_path: Path) -> None:
     """A database written before profiles and merging existed opens, keeps its rows, and works."""
     path = tmp_path / "v1.db"
-    v1 = sqlite_schema._BASE_SCHEMA
-    with closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        for statement in v1.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(
-            "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
-            " VALUES ('shop', 'Purchase', 'old', 1, x'7b7d', 1)"
-        )
-        conn.execute(
-            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-            " VALUES (1, 'shop:meta', 'pending', 0, 0, 1)"
-        )
-        conn.execute("PRAGMA user_version = 1")
-        conn.commit()
+    with file_at_version(path, 1) as conn:
+        pending_purchase(conn, "old", 1, 1)
     store = SqliteStore(path)
     await store.open()
     try:
@@ -443,25 +414,12 @@ async def test_a_version_3_file_keeps_deduplicating_its_keys_after_migration(
     """Keys claimed before dedup rows named their event still block repeats (counted, not
     merged); keys claimed after the migration merge into their pending original."""
     path = tmp_path / "v3.db"
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        for script in (sqlite_schema._BASE_SCHEMA, *(sqlite_schema._MIGRATIONS[v] for v in (1, 2))):
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(
-            "INSERT INTO events(site, event_name, event_id, event_time, record, created_at)"
-            " VALUES ('shop', 'Purchase', 'old', 1, x'7b7d', 1)"
-        )
-        conn.execute(
-            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-            " VALUES (1, 'shop:meta', 'pending', 0, 0, 1)"
-        )
+    with file_at_version(path, 3) as conn:
+        pending_purchase(conn, "old", 1, 1)
         conn.execute(
             "INSERT INTO dedup(route, event_name, event_id, first_seen)"
             f" VALUES ('shop:meta', 'Purchase', 'old', {T0})"
         )
-        conn.execute("PRAGMA user_version = 3")
         assert "events_key" in {r[1] for r in conn.execute("PRAGMA index_list(events)")}
     store = SqliteStore(path)
     await store.open()

@@ -10,34 +10,26 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract", "dead_contract")
+pytest.register_assert_rewrite("contract", "contract_dead")
 
 from contract import LEASE, T0, ev  # noqa: E402
-from dead_contract import DeadLetterContract, DeadStoreFactory  # noqa: E402
+from contract_dead import DeadLetterContract  # noqa: E402
+from sqlite_files import file_at_version, migrated_memory, query_plan  # noqa: E402
+from store_backends import OnSqlite  # noqa: E402
 
-import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
 from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402
 from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 
 
-class TestSqliteDeadLetters(DeadLetterContract):
-    @pytest.fixture(params=("loop", "thread"))
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> DeadStoreFactory:
-        path = tmp_path / "outbox.db"
-        return lambda: SqliteStore(path, writer=request.param)
+class TestSqliteDeadLetters(OnSqlite, DeadLetterContract):
+    pass
 
 
 def _version_6_file(path: Path) -> None:
     """A file as a gateway of schema version 6 left it: one row delivered, one dead."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        scripts = (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in range(1, 6)))
-        for script in scripts:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+    with file_at_version(path, 6) as conn:
         for i, (state, reason) in enumerate(
             [("done", None), ("dead", "invalid_field: HTTP 400, code 100: bad currency")], 1
         ):
@@ -51,7 +43,6 @@ def _version_6_file(path: Path) -> None:
                 " updated_at) VALUES (?, 'shop:meta', ?, 1, ?, ?, ?)",
                 (i, state, T0, reason, T0),
             )
-        conn.execute("PRAGMA user_version = 6")
 
 
 async def test_a_version_6_file_opens_migrates_and_lists_its_old_dead_letters(
@@ -100,14 +91,11 @@ async def test_evidence_is_bounded(tmp_path: Path) -> None:
 
 
 def test_the_listing_and_replay_page_through_the_dead_rows_index() -> None:
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
-        sqlite_module._migrate(conn)
-        plan = " ".join(
-            str(row[3])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT d.id FROM deliveries d WHERE d.state = 'dead'"
-                " AND d.route = 'shop:meta' AND d.id > 5 ORDER BY d.id LIMIT 10"
-            )
+    with closing(migrated_memory()) as conn:
+        plan = query_plan(
+            conn,
+            "SELECT d.id FROM deliveries d WHERE d.state = 'dead'"
+            " AND d.route = 'shop:meta' AND d.id > 5 ORDER BY d.id LIMIT 10",
         )
         assert "deliveries_dead" in plan
         assert "TEMP B-TREE" not in plan  # no sort: the index is in id order per route

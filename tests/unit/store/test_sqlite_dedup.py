@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 pytest.register_assert_rewrite("contract")
 
 from contract import LEASE, T0, ev  # noqa: E402
+from sqlite_files import file_at_version, migrated_memory  # noqa: E402
 
 import gateway.store.sqlite_append as sqlite_append  # noqa: E402
-import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 from gateway.store.base import AppendResult, NewEvent  # noqa: E402
 from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_dedup import _FRESH as FRESH  # noqa: E402
@@ -31,12 +31,6 @@ from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 
 WINDOW = 600.0
 ROUTES = ("s:a", "s:b", "s:c")
-
-
-def _conn() -> sqlite3.Connection:
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    sqlite_module._migrate(conn)
-    return conn
 
 
 @contextmanager
@@ -109,7 +103,7 @@ _BATCH = st.tuples(
 def test_the_fast_road_answers_and_stores_as_the_general_road_and_the_per_key_model(
     batches: list[tuple[float, bool, list[tuple[str, str, str, tuple[str, ...]]]]],
 ) -> None:
-    fast, general, model = _conn(), _conn(), _Model()
+    fast, general, model = migrated_memory(), migrated_memory(), _Model()
     now = T0
     with closing(fast), closing(general):
         for step, shared, raw in batches:
@@ -133,7 +127,7 @@ def test_the_fast_road_answers_and_stores_as_the_general_road_and_the_per_key_mo
 
 
 def test_a_fresh_batch_writes_one_dedup_row_per_event() -> None:
-    with closing(_conn()) as conn:
+    with closing(migrated_memory()) as conn:
         events = tuple(ev(f"e{i}", *ROUTES) for i in range(5))
         assert _append(conn, events, T0)[:-1] == [(3, 0, ())] * 5
         rows = conn.execute("SELECT event_id, routes FROM dedup ORDER BY event_id").fetchall()
@@ -149,16 +143,7 @@ def test_a_fresh_batch_writes_one_dedup_row_per_event() -> None:
 def _version_10_file(path: Path) -> None:
     """A file as a gateway of schema version 10 left it: one key per row, event "x" holding
     two routes, and a key claimed before version 4 (no event ref)."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        scripts = (
-            sqlite_module._BASE_SCHEMA,
-            *(sqlite_module._MIGRATIONS[v] for v in range(1, 10)),
-        )
-        for script in scripts:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+    with file_at_version(path, 10) as conn:
         conn.execute(
             "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
             " VALUES (1, 'shop', 'Purchase', 'x', ?, ?, ?)",
@@ -180,7 +165,6 @@ def _version_10_file(path: Path) -> None:
             " VALUES ('shop:meta', 'Purchase', 'old', ?)",
             (T0,),
         )
-        conn.execute("PRAGMA user_version = 10")
 
 
 async def test_a_version_10_file_keeps_its_keys_after_migration(tmp_path: Path) -> None:
@@ -213,7 +197,7 @@ async def test_a_version_10_file_keeps_its_keys_after_migration(tmp_path: Path) 
 
 
 def test_the_probe_and_the_claim_read_by_key_and_row_id() -> None:
-    with closing(_conn()) as conn:
+    with closing(migrated_memory()) as conn:
         probe = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + FRESH_IN_RANGE, (1, 2, T0))]
         assert probe[0].startswith("SEARCH e USING INTEGER PRIMARY KEY")
         assert probe[1] == "SEARCH k USING PRIMARY KEY (event_name=? AND event_id=?)"
@@ -224,7 +208,7 @@ def test_the_probe_and_the_claim_read_by_key_and_row_id() -> None:
 def test_a_row_id_reused_after_compaction_keeps_the_fresh_claim_of_that_id() -> None:
     """Compaction deleted the newest event rows, so the next event gets a row id a fresh claim
     still names: the new claim adds its routes to that row instead of dropping its keys."""
-    with closing(_conn()) as conn:
+    with closing(migrated_memory()) as conn:
         conn.execute(
             "INSERT INTO dedup(event_name, event_id, event_ref, routes, first_seen)"
             " VALUES ('Purchase', 'r', 1, ?, ?)",

@@ -7,7 +7,8 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-import gateway.store.sqlite_schema as sqlite_module
+from sqlite_files import file_at_version, migrated_memory
+
 from gateway.core.profile import ProfileUpdate
 from gateway.store.base import ProfileQuery
 from gateway.store.sqlite import SqliteStore
@@ -28,13 +29,7 @@ async def test_a_version_5_file_links_every_visitor_its_profiles_name(tmp_path: 
     """Version 5 kept one visitor per key (the last); the migration keeps that link and adds one
     for every identifier a stored profile holds, so the earlier devices are found too."""
     path = tmp_path / "v5.db"
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        scripts = (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in range(1, 5)))
-        for script in scripts:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+    with file_at_version(path, 5) as conn:
         rows = [
             ("phone", T0, doc([EM])),
             ("laptop", T0 + 50, doc([EM], (PH,))),
@@ -48,7 +43,6 @@ async def test_a_version_5_file_links_every_visitor_its_profiles_name(tmp_path: 
             )
         conn.execute("INSERT INTO profile_keys VALUES ('shop', ?, 'laptop')", (f"em:{EM}",))
         conn.execute("INSERT INTO profile_keys VALUES ('shop', 'external_id:x', 'phone')")
-        conn.execute("PRAGMA user_version = 5")
     store = SqliteStore(path)
     await store.open()
     try:
@@ -85,8 +79,7 @@ async def test_a_version_5_file_links_every_visitor_its_profiles_name(tmp_path: 
 
 
 def test_one_statement_per_batch_and_only_index_searches() -> None:
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
-        sqlite_module._migrate(conn)
+    with closing(migrated_memory()) as conn:
         for i in range(30):
             hashed = {"meta": {"em": (f"{i % 3:064d}",)}}
             update = ProfileUpdate(click_ids={"gclid": f"G{i}"}, hashed=hashed)

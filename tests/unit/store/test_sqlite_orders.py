@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import sqlite3
 import sys
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_orders")
 
-from contract import LEASE, T0, OrderContract, ev, order  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_orders import OrderContract, order  # noqa: E402
+from sqlite_files import (  # noqa: E402
+    file_at_version,
+    migrated_memory,
+    pending_purchase,
+    query_plan,
+)
+from store_backends import OnSqlite  # noqa: E402
 
-import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 from gateway.core.orders import Fate, OrderRow, gap_report  # noqa: E402
-from gateway.store.base import GatewayStore, NewEvent  # noqa: E402
+from gateway.store.base import NewEvent  # noqa: E402
 from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_orders import _DONE_ROWS as DONE_ROWS  # noqa: E402
 from gateway.store.sqlite_orders import _ROWS as ROWS  # noqa: E402
@@ -26,35 +32,14 @@ from gateway.store.sqlite_orders import expire_orders_tx, record_orders_tx  # no
 from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 
 
-class TestSqliteOrders(OrderContract):
-    @pytest.fixture(params=("loop", "thread"))
-    def make_store(
-        self, tmp_path: Path, request: pytest.FixtureRequest
-    ) -> Callable[[], GatewayStore]:
-        path = tmp_path / "outbox.db"
-        return lambda: SqliteStore(path, writer=request.param)
+class TestSqliteOrders(OnSqlite, OrderContract):
+    pass
 
 
 def _version_7_file(path: Path) -> None:
     """A file as a gateway of schema version 7 left it: one Purchase waiting for Meta."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        scripts = (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in range(1, 7)))
-        for script in scripts:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(
-            "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
-            " VALUES (1, 'shop', 'Purchase', 'old', ?, x'7b7d', ?)",
-            (T0 - 5, T0),
-        )
-        conn.execute(
-            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-            " VALUES (1, 'shop:meta', 'pending', 0, 0, ?)",
-            (T0,),
-        )
-        conn.execute("PRAGMA user_version = 7")
+    with file_at_version(path, 7) as conn:
+        pending_purchase(conn, "old", T0 - 5, T0)
 
 
 async def test_a_version_7_file_opens_migrates_and_keeps_a_ledger(tmp_path: Path) -> None:
@@ -97,13 +82,7 @@ def _version_9_file(path: Path) -> None:
     route: o1 delivered to Meta and waiting to retry for TikTok, o2 dead for Meta and routed
     away from TikTok, o3 denied by consent, p1 deduplicated into a browser copy on Meta
     (paired), o4 delivered to Meta and compacted since (its delivery time kept)."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        scripts = (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in range(1, 9)))
-        for script in scripts:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+    with file_at_version(path, 9) as conn:
         events = [(1, "o1", b"{}"), (2, "o2", b"{}"), (3, "p1", LOADER)]
         for ref, event_id, record in events:
             conn.execute(
@@ -148,7 +127,6 @@ def _version_9_file(path: Path) -> None:
                 " ?7, 1, 0, ?8, ?9)",
                 (order_id, route, T0 - 5, fate, ref, paired, email, done_at, T0),
             )
-        conn.execute("PRAGMA user_version = 9")
 
 
 def _v8_answer(path: Path) -> list[OrderRow]:
@@ -209,23 +187,13 @@ async def test_a_version_9_ledger_is_converted_and_answers_the_same_gap(tmp_path
 
 
 def test_the_gap_reads_by_site_and_time_and_joins_deliveries_by_event() -> None:
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
-        sqlite_module._migrate(conn)
-        plan = " ".join(
-            str(row[3])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN " + ROWS,
-                ("shop", 0, 10, 10),
-            )
-        )
+    with closing(migrated_memory()) as conn:
+        plan = query_plan(conn, ROWS, ("shop", 0, 10, 10))
         assert "order_ledger_time" in plan
         assert "deliveries_event" in plan
         assert "SEARCH k USING PRIMARY KEY (event_name=? AND event_id=?)" in plan
         assert "deliveries_due" not in plan  # never a walk through a route's deliveries
-        done_plan = " ".join(
-            str(row[3])
-            for row in conn.execute("EXPLAIN QUERY PLAN " + DONE_ROWS, ("[1, 2]", "shop:meta"))
-        )
+        done_plan = query_plan(conn, DONE_ROWS, ("[1, 2]", "shop:meta"))
         assert "order_ledger_key" in done_plan
         assert "deliveries_event" in done_plan
         assert "deliveries_due" not in done_plan
@@ -239,8 +207,7 @@ def test_the_gap_reads_by_site_and_time_and_joins_deliveries_by_event() -> None:
 
 
 def test_expiry_walks_the_rows_in_write_order_and_stops_at_the_first_fresh_one() -> None:
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
-        sqlite_module._migrate(conn)
+    with closing(migrated_memory()) as conn:
         entries = [order(f"x{i}", denied=("shop:meta",)) for i in range(5)]
         for i, entry in enumerate(entries):
             record_orders_tx(conn, orders=[entry], now=T0 + i)

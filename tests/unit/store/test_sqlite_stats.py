@@ -10,49 +10,33 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-pytest.register_assert_rewrite("contract")
+pytest.register_assert_rewrite("contract", "contract_stats")
 
-from contract import LEASE, M0, T0, StatsContract, ev, stat  # noqa: E402
+from contract import LEASE, T0, ev  # noqa: E402
+from contract_stats import M0, StatsContract, stat  # noqa: E402
+from sqlite_files import (  # noqa: E402
+    file_at_version,
+    migrated_memory,
+    pending_purchase,
+    query_plan,
+)
+from store_backends import OnSqlite  # noqa: E402
 
-import gateway.store.sqlite_schema as sqlite_module  # noqa: E402
 import gateway.store.sqlite_stats as sqlite_stats  # noqa: E402
-from gateway.store.base import GatewayStore, StatsQuery  # noqa: E402
+from gateway.store.base import StatsQuery  # noqa: E402
 from gateway.store.sqlite import SqliteStore  # noqa: E402
 from gateway.store.sqlite_schema import SCHEMA_VERSION  # noqa: E402
 from gateway.store.sqlite_stats import COMPACT_MINUTES  # noqa: E402
 
 
-class TestSqliteStats(StatsContract):
-    @pytest.fixture(params=("loop", "thread"))
-    def make_store(self, tmp_path: Path, request: pytest.FixtureRequest) -> object:
-        path = tmp_path / "outbox.db"
-
-        def factory() -> GatewayStore:
-            return SqliteStore(path, writer=request.param)
-
-        return factory
+class TestSqliteStats(OnSqlite, StatsContract):
+    pass
 
 
 def _version_7_file(path: Path) -> None:
     """A file as a gateway of schema version 7 left it: one pending delivery."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        scripts = (sqlite_module._BASE_SCHEMA, *(sqlite_module._MIGRATIONS[v] for v in range(1, 7)))
-        for script in scripts:
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        conn.execute(
-            "INSERT INTO events(id, site, event_name, event_id, event_time, record, created_at)"
-            " VALUES (1, 'shop', 'Purchase', 'old-1', ?, x'7b7d', ?)",
-            (T0 - 5, T0),
-        )
-        conn.execute(
-            "INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)"
-            " VALUES (1, 'shop:meta', 'pending', 0, 0, ?)",
-            (T0,),
-        )
-        conn.execute("PRAGMA user_version = 7")
+    with file_at_version(path, 7) as conn:
+        pending_purchase(conn, "old-1", T0 - 5, T0)
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert "stats_minute" not in names
 
@@ -103,14 +87,11 @@ async def test_retention_deletes_in_chunks_of_minutes(
 
 
 def test_a_site_and_range_read_uses_the_primary_key() -> None:
-    with closing(sqlite3.connect(":memory:", isolation_level=None)) as conn:
-        sqlite_module._migrate(conn)
-        plan = " ".join(
-            str(row[3])
-            for row in conn.execute(
-                "EXPLAIN QUERY PLAN SELECT value FROM stats_minute WHERE site = 'shop'"
-                " AND destination IN ('meta', '') AND minute >= 0 AND minute < 600"
-            )
+    with closing(migrated_memory()) as conn:
+        plan = query_plan(
+            conn,
+            "SELECT value FROM stats_minute WHERE site = 'shop'"
+            " AND destination IN ('meta', '') AND minute >= 0 AND minute < 600",
         )
         assert "SCAN" not in plan, plan
 

@@ -1,15 +1,14 @@
 """The dead-letter part of the store contract: evidence, the filtered listing and replay.
 
 Subclass `DeadLetterContract` and override `make_store` (a factory of unopened GatewayStores),
-as for `contract.StoreContract`.
+as for `contract_outbox.StoreContract`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
-import pytest
-from contract import LEASE, T0, ev
+from contract import LEASE, T0, ContractSuite, ev
 
 from gateway.store.base import (
     DeadEvidence,
@@ -44,20 +43,7 @@ async def dead_rows(
     return [row.id for row in leased]
 
 
-class DeadLetterContract:
-    @pytest.fixture
-    def make_store(self) -> DeadStoreFactory:
-        raise NotImplementedError("a backend's test class must provide make_store")
-
-    @pytest.fixture
-    async def store(self, make_store: DeadStoreFactory) -> AsyncIterator[GatewayStore]:
-        store = make_store()
-        await store.open()
-        try:
-            yield store
-        finally:
-            await store.close()
-
+class DeadLetterContract(ContractSuite[GatewayStore]):
     async def test_a_dead_letter_keeps_what_was_sent_and_the_answer(
         self, store: GatewayStore
     ) -> None:
