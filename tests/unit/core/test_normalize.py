@@ -9,16 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.normalize import (
-    FIELDS,
-    RULESETS,
-    Dropped,
-    check,
-    hashed,
-    is_sha256,
-    normalize,
-    sha256_hex,
-)
+from gateway.core.normalize import FIELDS, RULESETS, check, hashed, normalize
+from gateway.core.normalize.digests import is_sha256, sha256_hex
+from gateway.core.normalize.rule import Dropped
 from gateway.core.phones import national_by_library, national_first
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
