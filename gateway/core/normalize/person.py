@@ -10,6 +10,9 @@ from typing import Final
 from gateway.core.normalize.rule import Dropped
 from gateway.core.normalize.text import _ascii_digits, _fold, _fold_key, _has_letter, _is_word_char
 
+# ---------------------------------------------------------------------------------------------
+# fn, ln
+
 
 def _name(value: str, _default: str | None) -> str | Dropped:
     """NFKC + lowercase, punctuation/symbols/spaces removed: "O'Brien" → "obrien"."""
