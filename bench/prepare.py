@@ -92,7 +92,9 @@ def worker(n: int, repeat: int, cpu: int | None) -> dict[str, Any]:
     """Measure every stage; return best µs per event and a digest of what was produced."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {cpu})
-    from gateway.core.event import Event, ParseLimits, parse_event
+    from gateway.core.event import Event
+    from gateway.core.eventparse import parse_event
+    from gateway.core.eventschema import ParseLimits
     from gateway.core.identity import hash_identifiers
     from gateway.core.record import encode
 

@@ -5,7 +5,7 @@ Path of an event
 1. **Endpoint** (`gateway.web.api`): `POST /v1/events` authenticates the shop backend by API
    key, reads the body within size limits and hands each event object to the pipeline. The only
    I/O on the request path is the durable append; nothing waits on a platform.
-2. **Parse** (`gateway.core.event.parse_event`): JSON → `Event`, or field-path errors.
+2. **Parse** (`gateway.core.eventparse.parse_event`): JSON → `Event`, or field-path errors.
 3. **Hash** (`gateway.core.identity`, `gateway.core.normalize`): raw PII is normalised and
    SHA-256-hashed per rule set the site's destinations need; raw values are dropped here, so
    they never reach disk or logs.

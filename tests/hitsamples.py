@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-from gateway.core.event import Event, parse_event
+from gateway.core.event import Event
+from gateway.core.eventparse import parse_event
 from gateway.core.hits import Hit
 
 NOW = 1_790_000_000.0

@@ -16,7 +16,7 @@ protocol), §10.1 (event names) and §11 pitfalls 9 (future client clocks), 19 (
 ``transaction_id``) and 24 (only real ``/tr`` events count).
 
 Shape produced. ``Hit.event`` is a canonical event object, exactly what one item of
-``POST /v1/events`` looks like, ready for ``gateway.core.event.parse_event``::
+``POST /v1/events`` looks like, ready for ``gateway.core.eventparse.parse_event``::
 
     {"event": "Purchase", "event_id": "ord-1", "time": 1700000000,
      "url": "https://shop.example/thanks", "referrer": "https://shop.example/cart",
@@ -79,7 +79,7 @@ from itertools import islice
 from typing import Any, Final, Protocol, TypeVar
 from urllib.parse import unquote_plus
 
-from gateway.core.event import (
+from gateway.core.eventschema import (
     MAX_CONTENTS,
     MAX_CUSTOM_KEYS,
     MAX_ID,

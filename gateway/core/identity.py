@@ -6,15 +6,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from gateway.core.event import PII_FIELDS, Event, FieldError, with_hashed
-from gateway.core.normalize import (
-    DERIVED,
-    SAME_RULE,
-    Dropped,
-    check,
-    country_code,
-    sha256_hex,
-)
+from gateway.core.event import PII_FIELDS, Event
+from gateway.core.eventbuild import with_hashed
+from gateway.core.fielderrors import FieldError
+from gateway.core.normalize import DERIVED, SAME_RULE, check
+from gateway.core.normalize.countries import country_code
+from gateway.core.normalize.digests import sha256_hex
+from gateway.core.normalize.rule import Dropped
 
 _INPUT_NAME = {key: name for name, key in PII_FIELDS.items()}
 _DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")

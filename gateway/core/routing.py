@@ -35,7 +35,7 @@ SOURCES: Final[Mapping[str, str]] = {"backend": "api", "loader": "loader", "pixe
 a mirrored proxied pixel hit."""
 
 EVENT_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .:\-]{0,99}")
-"""The event names `parse_event` accepts (core.event); a listed name must be one."""
+"""The event names `parse_event` accepts (core.eventschema); a listed name must be one."""
 
 _EVENT_NAME_TEXT: Final = "an event name (letters, digits, '_', ' ', '.', ':', '-'; at most 100)"
 _MAX_PLATFORM_NAME: Final = 100

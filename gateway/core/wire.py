@@ -1,13 +1,13 @@
 """Typed decoding of `POST /v1/events` documents: the request path's fast lane for batches.
 
-`gateway.core.event.parse_event` takes a decoded JSON object; for a batch that means building
-a dict per event and line item, then checking each value's type in Python. Here msgspec
+`gateway.core.eventparse.parse_event` takes a decoded JSON object; for a batch that means
+building a dict per event and line item, then checking each value's type in Python. Here msgspec
 decodes the whole ``{"events": [...]}`` body straight into typed structs, checking the JSON
 types and refusing unknown keys in C, and `events_from` turns the structs into Events with the
 few checks types cannot express (patterns, bounds, printable text): the very helpers of
-`event._parse_common`, so the two fast paths cannot drift apart.
+`eventfast._parse_common`, so the two fast paths cannot drift apart.
 
-Like `event._parse_common`, this decides nothing on its own: both functions return None as
+Like `eventfast._parse_common`, this decides nothing on its own: both functions return None as
 soon as anything is unusual (malformed JSON, a type the common path does not take, an unknown
 key, a value that fails a check, explicit consent), and the caller then runs the general path,
 `loads` + `parse_event` per event, which reports every problem with its field path. For the
@@ -23,29 +23,13 @@ from typing import Any, Final, NamedTuple, cast
 
 import msgspec
 
-from gateway.core.event import (
+from gateway.core.event import PII_FIELDS, VALUE_EVENTS, Content, Event, Source, derive_event_id
+from gateway.core.eventbuild import _new_content, _new_data, _new_event, _new_user
+from gateway.core.eventfast import (
     _DATA_CORE_KEYS,
-    _DATA_KEYS,
-    _FB_COOKIE_RE,
-    _IPV4_RE,
-    _NAME_RE,
     _OTHER,
     _SOURCES,
-    _URL_RE,
     _WEBSITE,
-    JSON,
-    MAX_CONTENTS,
-    MAX_ID,
-    MAX_NAME,
-    MAX_TEXT,
-    MAX_UA,
-    MAX_URL,
-    PII_FIELDS,
-    VALUE_EVENTS,
-    Content,
-    Event,
-    ParseLimits,
-    Source,
     _click_ids_common,
     _content_of,
     _count,
@@ -54,14 +38,24 @@ from gateway.core.event import (
     _finite,
     _ip_common,
     _matching,
-    _new_content,
-    _new_data,
-    _new_event,
-    _new_user,
     _text,
     _Unusual,
     _when_common,
-    derive_event_id,
+)
+from gateway.core.eventschema import (
+    _DATA_KEYS,
+    _FB_COOKIE_RE,
+    _IPV4_RE,
+    _NAME_RE,
+    _URL_RE,
+    JSON,
+    MAX_CONTENTS,
+    MAX_ID,
+    MAX_NAME,
+    MAX_TEXT,
+    MAX_UA,
+    MAX_URL,
+    ParseLimits,
 )
 from gateway.core.identity import PiiHasher
 from gateway.core.record import (
@@ -73,7 +67,7 @@ from gateway.core.record import (
 )
 
 # -- the accepted shape --------------------------------------------------------------------------
-# Field names are the JSON keys (gateway.core.event's _EVENT_KEYS, _USER_KEYS, _DATA_KEYS,
+# Field names are the JSON keys (gateway.core.eventschema's _EVENT_KEYS, _USER_KEYS, _DATA_KEYS,
 # _CONTENT_KEYS); a key outside them fails the decode. Every field the common path reads as
 # "absent or null" defaults to None. PII that may come as a list (email, phone, external_id)
 # is typed as one string: a list sends the document to the general path.

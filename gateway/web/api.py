@@ -13,7 +13,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.core.consent import by_stated_tier
-from gateway.core.event import Event, FieldError
+from gateway.core.event import Event
+from gateway.core.fielderrors import FieldError
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.tally import name_counts
 from gateway.core.wire import decode_document, is_clean

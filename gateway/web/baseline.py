@@ -27,7 +27,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from gateway.core.event import VALUE_EVENTS, Event, FieldError, Source
+from gateway.core.event import VALUE_EVENTS, Event, Source
+from gateway.core.fielderrors import FieldError
 from gateway.core.record import Stored, decode, encode_stored
 from gateway.core.routing import NO_RULES, RouteRules, renamed
 from gateway.destinations import DESTINATIONS

@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from gateway.core.event import MAX_NAME, FieldError
+from gateway.core.eventschema import MAX_NAME
+from gateway.core.fielderrors import FieldError
 from gateway.core.wire import WireEvent
 
 DEBUG_HEADER: Final = "X-Signalgate-Debug"

@@ -31,26 +31,17 @@ from typing import Any, Final
 
 from gateway.core.clickids import capture, click_ids_from_cookies
 from gateway.core.consent import Decision, Signals, Tier, apply, is_explicit_denial
-from gateway.core.event import (
-    _FB_COOKIE_RE,
+from gateway.core.event import PII_FIELDS, Consent, Event, User, derive_event_id
+from gateway.core.eventbuild import _new_event, _new_user, with_channel, with_hashed
+from gateway.core.eventfast import (
     _WEBSITE,
-    MAX_ID,
-    MAX_UA,
-    PII_FIELDS,
-    Consent,
-    Event,
-    User,
     _click_ids_common,
     _ip_common,
     _matching,
-    _new_event,
-    _new_user,
     _text,
     _Unusual,
-    derive_event_id,
-    with_channel,
-    with_hashed,
 )
+from gateway.core.eventschema import _FB_COOKIE_RE, MAX_ID, MAX_UA
 from gateway.core.hits import Hit
 from gateway.core.identity import PiiHasher
 from gateway.core.pixeldigests import given_digests, scope_hit_digests

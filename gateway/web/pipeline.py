@@ -14,7 +14,10 @@ from typing import Any, TypeVar
 from gateway.config import SiteConfig
 from gateway.core.consent import Tier, forwards
 from gateway.core.crossdevice import enrich_across
-from gateway.core.event import Event, FieldError, ParseLimits, parse_event
+from gateway.core.event import Event
+from gateway.core.eventparse import parse_event
+from gateway.core.eventschema import ParseLimits
+from gateway.core.fielderrors import FieldError
 from gateway.core.identity import PiiHasher
 from gateway.core.orders import OrderEntry, entry
 from gateway.core.profile import ProfileUpdate, lookup_keys

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Final
 
-from gateway.core.event import Event, FieldError
+from gateway.core.event import Event
+from gateway.core.fielderrors import FieldError
 from gateway.core.record import Stored
 from gateway.web.cookies import verify_visitor_id
 

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from gateway.core.event import Event, parse_event
+from gateway.core.event import Event
+from gateway.core.eventparse import parse_event
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADER = ROOT / "static_js" / "loader.js"

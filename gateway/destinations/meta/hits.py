@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-from gateway.core.event import MAX_ID, PII_FIELDS
+from gateway.core.event import PII_FIELDS
+from gateway.core.eventschema import MAX_ID
 from gateway.core.hits import (
     MAX_BODY,
     MAX_PII_LEN,

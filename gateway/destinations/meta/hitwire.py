@@ -1,11 +1,11 @@
 """Meta ``/tr`` hits straight to their parts of an Event: the hit mirror's fast lane (pure).
 
 The general road of a mirrored hit is ``parse_meta_tr`` (``meta/hits.py``) → a canonical
-event object (a dict) → ``core.event.parse_event``, which checks that dict again and builds the
-Event. Here the usual hit (a decoded query, no body) is read once and its fields come out
+event object (a dict) → ``core.eventparse.parse_event``, which checks that dict again and builds
+the Event. Here the usual hit (a decoded query, no body) is read once and its fields come out
 already in the Event's types, with the very helpers of both stages in the same order: the hit
 parser's checks (`clean_text`, `http_url`, `epoch_seconds`, `client_time`, `valid_cookie`,
-`_meta_data`) give the value the event object would hold, then ``core.event``'s fast-path
+`_meta_data`) give the value the event object would hold, then ``core.eventfast``'s fast-path
 checks (`_text`, `_matching`, `_when_common`, `_data_common`) give the value `parse_event`
 would make of it. So the two roads cannot drift apart.
 
@@ -21,25 +21,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final, cast
 
-from gateway.core.event import (
-    _FB_COOKIE_RE,
+from gateway.core.event import PII_FIELDS, VALUE_EVENTS, Data, Source
+from gateway.core.eventbuild import _new_data
+from gateway.core.eventfast import (
     _OTHER,
-    _URL_RE,
     _WEBSITE,
-    MAX_ID,
-    MAX_URL,
-    PII_FIELDS,
-    VALUE_EVENTS,
-    Data,
-    ParseLimits,
-    Source,
     _data_common,
     _matching,
-    _new_data,
     _text,
     _Unusual,
     _when_common,
 )
+from gateway.core.eventschema import _FB_COOKIE_RE, _URL_RE, MAX_ID, MAX_URL, ParseLimits
 from gateway.core.hits import (
     MAX_PARAMS,
     MAX_PII_LEN,

@@ -36,7 +36,7 @@ import httpx
 
 from gateway import __version__
 from gateway.core.event import Event, Source
-from gateway.core.normalize import sha256_hex
+from gateway.core.normalize.digests import sha256_hex
 from gateway.core.secret import Secret
 from gateway.destinations.base import (
     BatchVerdict,

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any, Final
 
-from gateway.core.event import MAX_ID
+from gateway.core.eventschema import MAX_ID
 from gateway.core.hits import (
     MAX_BODY,
     MAX_PARAMS,

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from typing import Any, Final
 
-from gateway.core.event import LIST_PII, MAX_ID
+from gateway.core.event import LIST_PII
+from gateway.core.eventschema import MAX_ID
 from gateway.core.hits import (
     MAX_PARAMS,
     Hit,

@@ -8,7 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.event import Event, FieldError, ParseLimits, Source, derive_event_id, parse_event
+from gateway.core.event import Event, Source, derive_event_id
+from gateway.core.eventparse import parse_event
+from gateway.core.eventschema import ParseLimits
+from gateway.core.fielderrors import FieldError
 from gateway.core.record import RawPIIError, decode, encode
 
 NOW = 1_790_000_000.0
@@ -177,11 +180,12 @@ class TestFastBuilders:
         import dataclasses
 
         from gateway.core import event as ev_module
+        from gateway.core import eventbuild
 
-        content = ev_module._new_content("sku", 2, 9.5)
-        data = ev_module._new_data(10.0, "EUR", "o1", (content,))
-        user = ev_module._new_user({}, {"meta": {"em": ("d" * 64,)}}, "1.2.3.4", "ua")
-        made = ev_module._new_event(
+        content = eventbuild._new_content("sku", 2, 9.5)
+        data = eventbuild._new_data(10.0, "EUR", "o1", (content,))
+        user = eventbuild._new_user({}, {"meta": {"em": ("d" * 64,)}}, "1.2.3.4", "ua")
+        made = eventbuild._new_event(
             "Purchase", "o1", 1, ev_module.Source.WEBSITE, "https://x.test/", None, user, data
         )
         expected = ev_module.Event(
@@ -209,7 +213,7 @@ class TestFastBuilders:
             with pytest.raises(dataclasses.FrozenInstanceError):
                 obj.__setattr__(dataclasses.fields(cls)[0].name, None)
         assert data.custom == {}
-        assert data.custom is not ev_module._new_data().custom  # a fresh default per instance
+        assert data.custom is not eventbuild._new_data().custom  # a fresh default per instance
         assert dataclasses.replace(made, event_id="o2").event_id == "o2"
 
 
@@ -223,7 +227,7 @@ def test_stored_record_bytes_are_plain_compact_json() -> None:
         new_id=lambda: "x",
     )
     assert isinstance(event, Event)
-    from gateway.core.event import with_hashed
+    from gateway.core.eventbuild import with_hashed
 
     hashed = with_hashed(event, {"meta": {"em": ("a" * 64, "b" * 64)}})
     expected = {

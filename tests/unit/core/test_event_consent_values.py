@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.core.event import Consent, FieldError, parse_event
+from gateway.core.event import Consent
+from gateway.core.eventparse import parse_event
+from gateway.core.fielderrors import FieldError
 
 NOW = 1_790_000_000.0
 

@@ -7,17 +7,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.event import Event, ParseLimits, parse_event
+from gateway.core.event import Event
+from gateway.core.eventparse import parse_event
+from gateway.core.eventschema import ParseLimits
 from gateway.core.identity import PiiHasher, hash_identifiers, hash_pii
-from gateway.core.normalize import (
-    DERIVED,
-    FIELDS,
-    RULESETS,
-    SAME_RULE,
-    Dropped,
-    check,
-    is_sha256,
-)
+from gateway.core.normalize import DERIVED, FIELDS, RULESETS, SAME_RULE, check
+from gateway.core.normalize.digests import is_sha256
+from gateway.core.normalize.rule import Dropped
 
 NOW = 1_700_000_000.0
 RULES = ("meta", "google")

@@ -10,9 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.core import phones
-from gateway.core.event import Event, ParseLimits, parse_event
+from gateway.core.event import Event
+from gateway.core.eventparse import parse_event
+from gateway.core.eventschema import ParseLimits
 from gateway.core.identity import PiiHasher, hash_identifiers, hash_pii, phone_country
-from gateway.core.normalize import RULESETS, Dropped, check, country_code, hashed, sha256_hex
+from gateway.core.normalize import RULESETS, check, hashed
+from gateway.core.normalize.countries import country_code
+from gateway.core.normalize.digests import sha256_hex
+from gateway.core.normalize.rule import Dropped
 
 HEX64 = re.compile(r"[0-9a-f]{64}")
 PROPERTY = settings(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.event import _NAME_RE, Event, Source
+from gateway.core.event import Event, Source
+from gateway.core.eventschema import _NAME_RE
 from gateway.core.routing import (
     EVENT_NAME,
     NO_RULES,

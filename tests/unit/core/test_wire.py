@@ -9,10 +9,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.event import Event, FieldError, ParseLimits, parse_event
+from gateway.core.event import Event
+from gateway.core.eventparse import parse_event
+from gateway.core.eventschema import ParseLimits
+from gateway.core.fielderrors import FieldError
 from gateway.core.identity import PiiHasher
 from gateway.core.jsoncodec import loads
-from gateway.core.normalize import sha256_hex
+from gateway.core.normalize.digests import sha256_hex
 from gateway.core.record import Stored, encode, encode_stored
 from gateway.core.wire import decode_document, events_from, is_clean, records_from
 

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.event import Consent, Content, Data, Event, Source, User, parse_event
+from gateway.core.event import Consent, Content, Data, Event, Source, User
+from gateway.core.eventparse import parse_event
 from gateway.core.identity import hash_pii
 from gateway.core.secret import Secret
 from gateway.destinations.base import Delivered, Paused, Permanent, Retry
@@ -284,7 +285,8 @@ class TestIdentifiersStayWithTheirPlatform:
 
 @pytest.mark.parametrize("value", ["GA1.1.1234567890.1700000000", "GA1.2.5.6", "5.6", "x.y"])
 def test_fast_and_precise_parsers_agree_on_the_ga_client_id(value: str) -> None:
-    from gateway.core.event import ParseLimits, _parse_precise
+    from gateway.core.eventprecise import _parse_precise
+    from gateway.core.eventschema import ParseLimits
 
     raw = {
         "event": "Lead",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.core.clickids import click_ids_from_cookies, plan_cookies
-from gateway.core.event import parse_event
+from gateway.core.eventparse import parse_event
 from gateway.destinations import CLICK_IDS, COOKIES, PLATFORMS, VENDOR_COOKIES
 from gateway.destinations.ga4.clickids import client_id, format_ga
 

@@ -20,7 +20,7 @@ from hitsamples import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.event import parse_event
+from gateway.core.eventparse import parse_event
 from gateway.core.hits import Hit
 from gateway.destinations.ga4 import hits as ga4_hits
 from gateway.destinations.ga4.hits import parse_ga4

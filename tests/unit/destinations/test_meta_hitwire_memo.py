@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.core.event import _URL_RE, MAX_URL, _matching, _Unusual
+from gateway.core.eventfast import _matching, _Unusual
+from gateway.core.eventschema import _URL_RE, MAX_URL
 from gateway.core.hits import http_url
 from gateway.destinations.meta import hitwire
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from gateway.core.event import FieldError
+from gateway.core.fielderrors import FieldError
 from gateway.core.wire import WireEvent
 from gateway.web.debugflag import debug_code, mark_items, mark_typed
 

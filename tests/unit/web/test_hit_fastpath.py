@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import create_app
-from gateway.core.event import Event, ParseLimits
+from gateway.core.event import Event
+from gateway.core.eventschema import ParseLimits
 from gateway.core.record import encode
 from gateway.destinations.meta.hitwire import meta_hit
 from gateway.web.cookies import sign_visitor_id
