@@ -28,8 +28,7 @@ from gateway.web.openapi_admin import (
     gap_paths,
     gap_schemas,
 )
-from gateway.web.openapi_events import event_paths, event_schemas
-from gateway.web.openapi_parts import (
+from gateway.web.openapi_events import (
     API_KEY,
     COUNT,
     JSON,
@@ -37,6 +36,8 @@ from gateway.web.openapi_parts import (
     UNAUTHORIZED,
     JSONSchema,
     error_answer,
+    event_paths,
+    event_schemas,
     json_answer,
     ref,
 )

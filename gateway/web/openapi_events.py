@@ -2,6 +2,10 @@
 Event) and the browser collect endpoint (/e), with the answer bodies they share with every
 other path (Error, FieldError). Kept apart from gateway/web/openapi.py, which merges them into
 the served document (first, in this order).
+
+The parts the document is built from (a `$ref`, a JSON answer, the error answer, the small
+common schemas, the API-key security) are defined here too, beside the Error schema they
+point to; gateway/web/openapi.py builds the operator paths with them.
 """
 
 from __future__ import annotations
@@ -10,17 +14,33 @@ from typing import Any, Final
 
 from gateway.core.event import CLICK_ID_KEYS, CONSENT_KEYS, STANDARD_EVENTS, Source
 from gateway.core.jsoncodec import dumps
-from gateway.web.openapi_parts import (
-    API_KEY,
-    COUNT,
-    JSON,
-    STRING,
-    UNAUTHORIZED,
-    JSONSchema,
-    error_answer,
-    json_answer,
-    ref,
-)
+
+JSONSchema = dict[str, Any]
+
+JSON: Final = "application/json"
+_REF: Final = "#/components/schemas/"
+
+
+def ref(name: str) -> JSONSchema:
+    """A reference to the component schema `name`."""
+    return {"$ref": _REF + name}
+
+
+def json_answer(schema: JSONSchema, description: str, **extra: Any) -> dict[str, Any]:
+    """An answer with a JSON body of `schema`."""
+    return {"description": description, "content": {JSON: {"schema": schema}}, **extra}
+
+
+def error_answer(description: str, **extra: Any) -> dict[str, Any]:
+    """An answer with the Error body."""
+    return json_answer(ref("Error"), description, **extra)
+
+
+STRING: Final[JSONSchema] = {"type": "string"}
+COUNT: Final[JSONSchema] = {"type": "integer", "minimum": 0}
+
+API_KEY: Final[list[dict[str, list[str]]]] = [{"apiKey": []}]
+UNAUTHORIZED: Final = error_answer("Missing or unknown API key.")
 
 _STRINGS: Final[JSONSchema] = {
     "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 10}]
