@@ -303,7 +303,7 @@ def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane.py)."""
+    """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane_server.py)."""
     return FastRunner(app, **kwargs)
 
 
