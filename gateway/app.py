@@ -52,8 +52,9 @@ from gateway.web.dashboard.adapters import (
 from gateway.web.deadlines import DEADLINES, Deadlines, deadlines_of
 from gateway.web.debugview import DebugView
 from gateway.web.edgelog import install as install_edge_log_filter
-from gateway.web.fastlane import LANE, Answer, FastRunner, Lane, LaneRequest, Later
+from gateway.web.fastlane import LANE, Answer, Lane, LaneRequest, Later
 from gateway.web.fastlane import HitAnswerer as LaneAnswerer
+from gateway.web.fastlane_server import FastRunner
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.hits import install as install_hit_proxy
 from gateway.web.metrics import RouteView
@@ -302,7 +303,7 @@ def _autocert(app: web.Application, config: Config, clock: Clock) -> None:
 
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
-    """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane.py)."""
+    """Return the runner serving `app`: aiohttp's, plus the fast lane (web/fastlane_server.py)."""
     return FastRunner(app, **kwargs)
 
 

@@ -69,8 +69,10 @@ from gateway.web.hitvalues import (
 from gateway.web.middleware import BodyError, client_ip_of, read_body
 from gateway.web.origins import origin_allowed
 from gateway.web.pipeline import Site
-from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
-from gateway.web.upstream import Exchange, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
+from gateway.web.proxy import ScriptProxy, _bare_host
+from gateway.web.script_cache import CONNECT_TIMEOUT
+from gateway.web.upstream import UpstreamAnswer, UpstreamError
+from gateway.web.upstream_pool import Exchange, Origin, UpstreamPool
 
 __all__ = [
     "HITS",

@@ -39,7 +39,7 @@ from gateway.store.base import Backlog
 from gateway.web.bearer import bearer_token
 from gateway.web.hits import HitStats
 from gateway.web.middleware import error_response
-from gateway.web.proxy import ProxyStats
+from gateway.web.script_cache import ProxyStats
 
 log = logging.getLogger("signalgate.metrics")
 

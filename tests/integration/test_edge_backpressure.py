@@ -11,7 +11,8 @@ import pytest
 
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn
-from gateway.web.fastlane import LANE, FastServer
+from gateway.web.fastlane import LANE
+from gateway.web.fastlane_server import FastServer
 
 HOST = "www.shop.test"
 SCRIPT = "/p/m/en_US/e.js"

@@ -14,7 +14,7 @@ from rawhttp import Answer, LaneClient
 
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn
-from gateway.web.fastlane import MAX_HEAD, FrontProtocol
+from gateway.web.fastlane_front import MAX_HEAD, FrontProtocol
 from gateway.web.hits import HITS, MAX_HIT_BODY
 from gateway.web.proxy import PROXY
 

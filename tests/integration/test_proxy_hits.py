@@ -22,7 +22,8 @@ import gateway.web.pipeline as pipeline_module
 from gateway.config import PROXY_VENDORS
 from gateway.sandbox.cdn import FakeCdn, SeenHit
 from gateway.sandbox.meta import MetaSandbox
-from gateway.web.fastlane import LANE, FastServer
+from gateway.web.fastlane import LANE
+from gateway.web.fastlane_server import FastServer
 from gateway.web.hits import HITS, HitAnswer, HitProxy, HitRequest, decode_query
 
 HOST = "www.shop.test"

@@ -15,7 +15,9 @@ from conftest import FakeClock
 
 from gateway.config import PROXY_VENDORS, ConfigError, parse
 from gateway.sandbox.cdn import FakeCdn
-from gateway.web.proxy import MAX_BODY_BYTES, PROXY, ROUTES
+from gateway.web.proxy import PROXY
+from gateway.web.script_cache import MAX_BODY_BYTES
+from gateway.web.script_routes import ROUTES
 
 HOST = "www.shop.test"
 META = "/p/m/en_US/e.js"

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.web.fastlane import Answer, FrontProtocol, Later
+from gateway.web.fastlane import Answer, Later
+from gateway.web.fastlane_front import FrontProtocol
 
 
 class Transport:

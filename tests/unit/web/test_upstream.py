@@ -11,7 +11,8 @@ from typing import cast
 
 import pytest
 
-from gateway.web.upstream import MAX_HEAD, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
+from gateway.web.upstream import MAX_HEAD, UpstreamAnswer, UpstreamError
+from gateway.web.upstream_pool import Origin, UpstreamPool
 
 OK_GIF = b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nContent-Length: 3\r\n\r\nGIF"
 
