@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, Final
 
 from gateway.core.clickids import capture, click_ids_from_cookies
-from gateway.core.consent import Decision, Signals, Tier, apply, is_explicit_denial
+from gateway.core.consent import Decision, Tier, apply, is_explicit_denial
 from gateway.core.event import (
     _FB_COOKIE_RE,
     _WEBSITE,
@@ -60,7 +60,8 @@ from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
 from gateway.destinations.meta.hitwire import MetaHit, check_url, meta_hit
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
-from gateway.web.collect import CONSENT_COOKIE, TC_COOKIE, Collect, _consent_of, _decode_consent
+from gateway.web.browserconsent import consent_of
+from gateway.web.collect import Collect
 from gateway.web.cookies import verify_visitor_id
 from gateway.web.hitroutes import DIGEST_RULES, HIT_FORMATS, OWN_DESTINATIONS
 from gateway.web.hitvalues import MEMO_MAX, MEMO_TEXT_MAX, HitStats, Observed
@@ -86,8 +87,6 @@ class HitMirror:
         self.batches: set[asyncio.Future[None]] = set()
         """Mirror batches in progress (shutdown waits for them)."""
         self._last_batch = 0
-        self._no_signals: dict[str, Decision] = {}
-        """Each site's consent decision for a hit without any consent signal."""
         self.fast_hits = True
         """Take the fast road for the usual Meta hit (meta.hitwire); tests compare both roads."""
 
@@ -211,7 +210,7 @@ class HitMirror:
                 doc["url"] = referer
             raw_consent = doc.get("consent")
             decision = self._decision(
-                observed, _consent_of(raw_consent) if raw_consent is not None else None
+                observed, consent_of(raw_consent) if raw_consent is not None else None
             )
             vid: str | None = None
             if decision.tier is Tier.FULL:
@@ -223,26 +222,8 @@ class HitMirror:
 
     def _decision(self, observed: Observed, explicit: Consent | None) -> Decision:
         """The hit's consent decision (`explicit`: the hit's own consent, if any)."""
-        site = observed.site
-        cfg = site.config
-        cookies = observed.cookies
-        if explicit is None and cookies:
-            explicit = _decode_consent(cookies.get(CONSENT_COOKIE))
-        if explicit is None and not cookies and not observed.gpc and observed.region is None:
-            decision = self._no_signals.get(cfg.id)  # the usual hit: nothing to read
-            if decision is None:
-                decision = self._no_signals[cfg.id] = self.collect.decide(site, Signals())
-            return decision
-        cmp_cookie = cfg.consent.cmp_cookie
-        return self.collect.decide(
-            site,
-            Signals(
-                gpc=observed.gpc,
-                consent=explicit,
-                tc_string=cookies.get(TC_COOKIE),
-                cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
-                region=observed.region,
-            ),
+        return self.collect.consent.of_hit(
+            observed.site, observed.cookies, observed.gpc, observed.region, explicit
         )
 
     def _fast_doc(self, observed: Observed) -> _Doc | None:

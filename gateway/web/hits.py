@@ -49,7 +49,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.web.collect import Collect, deletions
+from gateway.web.collect import Collect
+from gateway.web.collectvisitor import deletions
 from gateway.web.cookies import parse_cookie_header, registrable_domain
 from gateway.web.fastlane import Answer, LaneRequest, Later
 from gateway.web.hitmirror import HitMirror
@@ -301,7 +302,7 @@ class HitProxy:
             cfg = site.config
             domain = cfg.cookie_domain or registrable_domain(hit.host)
             proto = hit.headers.get("x-forwarded-proto")
-            secure = hit.secure or self.collect.proxied_https(hit.peer, proto)
+            secure = hit.secure or self.collect.proxies.proxied_https(hit.peer, proto)
             lines = deletions(observed.cookies, cfg.visitor_cookie, domain, secure)
             answer.cookies = (*answer.cookies, *lines)
         return answer
@@ -337,7 +338,7 @@ class HitProxy:
         key = (peer, forwarded)
         ip = self._ips.get(key, _MISSING)
         if ip is _MISSING:
-            ip = client_ip_of(peer, forwarded, self.collect.trusted)
+            ip = client_ip_of(peer, forwarded, self.collect.proxies.trusted)
             if len(self._ips) >= MEMO_MAX:
                 self._ips.clear()
             self._ips[key] = ip
