@@ -369,7 +369,7 @@ async def test_a_mirror_crash_never_breaks_the_pass_through(
         raise RuntimeError("parser bug")
 
     monkeypatch.setattr("gateway.destinations.meta.hits.parse_meta_tr", boom)
-    monkeypatch.setattr("gateway.web.hitmirror.meta_hit", boom)  # the fast road (meta.hitwire)
+    monkeypatch.setattr("gateway.web.hitreader.meta_hit", boom)  # the fast road (meta.hitwire)
     resp = await h.get(f"/p/m/tr/?{meta_query()}")
     assert resp.status == 200
     assert len(h.cdn.hits) == 1
