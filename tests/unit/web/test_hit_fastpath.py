@@ -388,8 +388,9 @@ def test_lane_answers_from_the_head_memo_are_the_slow_road_s(hits: HitProxy) -> 
         for status, fields, body in answers:
             for _ in range(2):  # the second one comes from the memo (when it may)
                 result = UpstreamAnswer(status, "", fields, body)
-                expected = hits._final(hits._answer_from(result, route), site, hit).encode()
+                made = hits.answers
+                expected = made.final(made.answer_from(result, route), site, hit).encode()
                 forwarded = hits.stats.forwarded
-                assert hits._lane_answer(result, route, site, hit) == expected
+                assert made.lane_answer(result, route, site, hit) == expected
                 assert hits.stats.forwarded - forwarded == (0 if status == 302 else 1)
-    assert (302, None, None) not in hits._answer_heads
+    assert (302, None, None) not in hits.answers._answer_heads
