@@ -67,7 +67,7 @@ from gateway.web.hitvalues import (
     Observed,
     decode_query,
 )
-from gateway.web.middleware import BodyError, client_ip_of, read_body
+from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Site
 from gateway.web.proxy import CONNECT_TIMEOUT, ScriptProxy, _bare_host
 from gateway.web.upstream import Exchange, Origin, UpstreamAnswer, UpstreamError, UpstreamPool
@@ -91,7 +91,6 @@ DRAIN_SECONDS: Final = 10.0
 """At shutdown, mirrors still on their way to the store are waited for this long at most."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
 _MAX_UA: Final = 1024
-_MISSING: Final = object()
 _UNSEEN: Final[Any] = object()
 
 
@@ -118,7 +117,6 @@ class HitProxy:
         self.upstream = UpstreamPool(bases, connect_timeout=CONNECT_TIMEOUT)
         """Keep-alive connections to the configured hit upstreams (and to nothing else)."""
         self._targets: dict[tuple[str, str], tuple[Origin, str]] = {}
-        self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
         self._sites: dict[tuple[HitRoute, str, str], Site | None] = {}
         """(route, path, Host header) → the admitted site or None (sites never change)."""
         self._waiting: set[asyncio.Future[None]] = set()
@@ -304,24 +302,13 @@ class HitProxy:
             hit.body,
             headers.get("content-type", ""),
             parse_cookie_header(cookie, self.collect.wanted[cfg.id]) if cookie else {},
-            self._client_ip(hit.peer, hit.forwarded),
+            self.collect.proxies.client_ip(hit.peer, hit.forwarded),
             headers.get("user-agent", "")[:_MAX_UA] or None,
             headers.get("referer"),
             gpc is not None and gpc.strip() == "1",
             _region_of(headers.get(region_header.lower())) if region_header else None,
             self.clock(),
         )
-
-    def _client_ip(self, peer: str | None, forwarded: tuple[str, ...]) -> str | None:
-        """`client_ip_of`, memoised (an address parse costs more than the lookup)."""
-        key = (peer, forwarded)
-        ip = self._ips.get(key, _MISSING)
-        if ip is _MISSING:
-            ip = client_ip_of(peer, forwarded, self.collect.proxies.trusted)
-            if len(self._ips) >= MEMO_MAX:
-                self._ips.clear()
-            self._ips[key] = ip
-        return ip  # type: ignore[return-value]
 
     # --- pass-through -------------------------------------------------------------------------
 
