@@ -6,19 +6,15 @@ always committed before the answer: the mirrors of the hits that arrive in one l
 batch (under load the batch waits a few more turns while hits keep coming, at most
 `LINGER_TURNS`), parsed together and committed with one `Pipeline.commit` per site and
 destination set (each event alone if that fails); each hit's answer waits for its batch's
-durable commit. A lane hit needs no task: the batch and the upstream answer call it back. The
-hit is parsed by its platform's parser (`HitFormat.parse`, gateway/destinations/<name>/hits.py;
-shared rules in `gateway.core.hits`) (any exception is logged at WARNING without the hit's
-content and counted; the pass-through never depends on it). For each parsed event: `url` from
-the Referer when the hit has none; consent decided like `POST /e` (Sec-GPC, the hit's own
-consent — GA4 `gcs` — else the `_sgc` cookie, TCF and CMP cookies, region header); with full
-consent the server fields of `POST /e` are added (ip, user_agent, `fbp`/`fbc` from the cookies
-when the hit lacks them, click ids from cookies and URL, the visitor id from our signed cookie,
-read only, and that visitor's stored profile, read once per batch); then `Pipeline.prepare` →
-channel "pixel" → consent `apply` → `Pipeline.commit` to every destination of the site that the
-event's tier may reach (core.consent `forwards`; the others count it `consent_denied`). The
-event keeps the hit's event id (GA4 purchase: the transaction id), so the vendor deduplicates
-it against the pixel's own copy.
+durable commit. A lane hit needs no task: the batch and the upstream answer call it back. Each
+hit is read into its events' documents by gateway/web/hitreader.py (its platform's parser, the
+consent decision and the server fields of `POST /e`; any exception is logged at WARNING without
+the hit's content and counted; the pass-through never depends on it). For each event: with full
+consent that visitor's stored profile, read once per batch; then `Pipeline.prepare` → channel
+"pixel" → consent `apply` → `Pipeline.commit` to every destination of the site that the event's
+tier may reach (core.consent `forwards`; the others count it `consent_denied`). The event keeps
+the hit's event id (GA4 purchase: the transaction id), so the vendor deduplicates it against the
+pixel's own copy.
 """
 
 from __future__ import annotations
@@ -27,34 +23,19 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import Final
 
-from gateway.core.clickids import capture, click_ids_from_cookies
-from gateway.core.consent import Decision, Signals, Tier, apply, is_explicit_denial
-from gateway.core.event import PII_FIELDS, Consent, Event, User, derive_event_id
-from gateway.core.eventbuild import _new_event, _new_user, with_channel, with_hashed
-from gateway.core.eventfast import (
-    _WEBSITE,
-    _click_ids_common,
-    _ip_common,
-    _matching,
-    _text,
-    _Unusual,
-)
-from gateway.core.eventschema import _FB_COOKIE_RE, MAX_ID, MAX_UA
-from gateway.core.hits import Hit
-from gateway.core.identity import PiiHasher
+from gateway.core.consent import Tier, apply, is_explicit_denial
+from gateway.core.event import Event
+from gateway.core.eventbuild import with_channel, with_hashed
 from gateway.core.pixeldigests import given_digests, scope_hit_digests
 from gateway.core.profile import VisitorProfile, enrich
-from gateway.destinations import CLICK_IDS, COOKIES
-from gateway.destinations.meta.clickids import parse_fbc, parse_fbp
-from gateway.destinations.meta.hitwire import MetaHit, check_url, meta_hit
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import ProfileQuery
-from gateway.web.collect import CONSENT_COOKIE, TC_COOKIE, Collect, _consent_of, _decode_consent
-from gateway.web.cookies import verify_visitor_id
-from gateway.web.hitroutes import DIGEST_RULES, HIT_FORMATS, OWN_DESTINATIONS
-from gateway.web.hitvalues import MEMO_MAX, MEMO_TEXT_MAX, HitStats, Observed
+from gateway.web.collect import Collect
+from gateway.web.hitreader import HitDoc, HitReader
+from gateway.web.hitroutes import HIT_FORMATS
+from gateway.web.hitvalues import HitStats, Observed
 from gateway.web.tallying import count_offered, hit_source
 
 log = logging.getLogger("signalgate.hits")
@@ -70,17 +51,14 @@ class HitMirror:
         self.collect = collect
         self.stats = stats
         """The hit proxy's counters (shared with `HitProxy`)."""
-        self._captures: dict[tuple[str | None, str | None], dict[str, str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn: list[tuple[Observed, Callable[[bool], None]]] = []
         """Mirrors queued in this loop turn (the next turn's batch commits them together)."""
         self.batches: set[asyncio.Future[None]] = set()
         """Mirror batches in progress (shutdown waits for them)."""
         self._last_batch = 0
-        self._no_signals: dict[str, Decision] = {}
-        """Each site's consent decision for a hit without any consent signal."""
-        self.fast_hits = True
-        """Take the fast road for the usual Meta hit (meta.hitwire); tests compare both roads."""
+        self.reader = HitReader(collect)
+        """Reads each hit into its events' documents (gateway/web/hitreader.py)."""
 
     def soon(self, observed: Observed) -> asyncio.Future[None]:
         """Queue the hit's mirror for this loop turn's batch; the future is done once it is
@@ -142,22 +120,22 @@ class HitMirror:
         Each hit is parsed on its own (a failure is that hit's mirror error); the events of all
         hits of one site and destination set are committed with one append.
         """
-        docs: list[_Doc] = []
+        docs: list[HitDoc] = []
         for observed in batch:
             try:
-                found = self._docs(observed)
+                found = self.reader.read(observed)
             except Exception as exc:
                 self._mirror_failed(observed.vendor, exc)
                 continue
             if not found:
                 self.stats.not_events += 1
-                if observed.cookies and is_explicit_denial(self._decision(observed, None)):
+                if observed.cookies and is_explicit_denial(self.reader.decision(observed, None)):
                     observed.deny = True
             docs.extend(found)
         if not docs:
             return
         profiles = await self._profiles(docs)
-        groups: dict[tuple[str, frozenset[str] | None, Tier], list[_Doc]] = {}
+        groups: dict[tuple[str, frozenset[str] | None, Tier], list[HitDoc]] = {}
         for doc in docs:
             key = (doc.observed.site.config.id, doc.own, doc.decision.tier)
             groups.setdefault(key, []).append(doc)
@@ -180,155 +158,7 @@ class HitMirror:
             extra={"vendor": vendor, "reason": type(exc).__name__},
         )
 
-    def _docs(self, observed: Observed) -> list[_Doc]:
-        """The canonical event objects of one hit with its consent decision and server fields."""
-        if observed.vendor == "meta" and not observed.body and self.fast_hits:
-            fast = self._fast_doc(observed)
-            if fast is not None:
-                return [fast]
-        hits = parse_hits(observed)
-        if not hits:
-            return []
-        site = observed.site
-        cfg = site.config
-        # By default a hit is mirrored to its own vendor's server API only: another platform
-        # cannot deduplicate it against a pixel it never saw.
-        own = None if cfg.proxy.mirror_to_all else OWN_DESTINATIONS[hits[0].vendor]
-        referer = observed.referer if _http_url(observed.referer) else None
-        out: list[_Doc] = []
-        for hit in hits:
-            doc = hit.event  # the parser's own fresh object: filled in place
-            if referer is not None and "url" not in doc:
-                doc["url"] = referer
-            raw_consent = doc.get("consent")
-            decision = self._decision(
-                observed, _consent_of(raw_consent) if raw_consent is not None else None
-            )
-            vid: str | None = None
-            if decision.tier is Tier.FULL:
-                doc["user"], vid = self._server_user(observed, doc)
-            elif is_explicit_denial(decision):
-                observed.deny = True
-            out.append(_Doc(observed, doc, decision, vid, own))
-        return out
-
-    def _decision(self, observed: Observed, explicit: Consent | None) -> Decision:
-        """The hit's consent decision (`explicit`: the hit's own consent, if any)."""
-        site = observed.site
-        cfg = site.config
-        cookies = observed.cookies
-        if explicit is None and cookies:
-            explicit = _decode_consent(cookies.get(CONSENT_COOKIE))
-        if explicit is None and not cookies and not observed.gpc and observed.region is None:
-            decision = self._no_signals.get(cfg.id)  # the usual hit: nothing to read
-            if decision is None:
-                decision = self._no_signals[cfg.id] = self.collect.decide(site, Signals())
-            return decision
-        cmp_cookie = cfg.consent.cmp_cookie
-        return self.collect.decide(
-            site,
-            Signals(
-                gpc=observed.gpc,
-                consent=explicit,
-                tc_string=cookies.get(TC_COOKIE),
-                cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
-                region=observed.region,
-            ),
-        )
-
-    def _fast_doc(self, observed: Observed) -> _Doc | None:
-        """`_docs` + `Pipeline.prepare` of a bodiless Meta hit in one go (meta.hitwire), giving
-        the same Event; None when anything is unusual (the general road then decides)."""
-        site = observed.site
-        hit = meta_hit(observed.query, now=observed.now, limits=site.limits)
-        if hit is None:
-            return None
-        try:
-            url, source, page = hit.url, hit.source, hit.url
-            if url is None:
-                referer = observed.referer
-                if referer is not None and _http_url(referer):
-                    url, source, page = check_url(referer), _WEBSITE, referer
-            decision = self._decision(observed, None)
-            vid: str | None = None
-            if decision.tier is Tier.FULL:
-                user, vid = self._fast_user(observed, hit, page)
-            else:
-                if is_explicit_denial(decision):
-                    observed.deny = True
-                fbc, fbp = hit.fbc, hit.fbp
-                user = _new_user({}, {}, None, None, None, fbc, fbp, {})
-            data = hit.data
-            event_id = hit.event_id
-        except _Unusual:
-            return None
-        # Last (nothing below falls back): hashing, then a new id, in the pipeline's order.
-        if hit.pii:
-            cfg = site.config
-            hasher = PiiHasher(site.rulesets, default_country=cfg.default_country)
-            digests = hasher(hit.pii)
-            given = given_digests({name: list(hit.pii.get(key, ())) for name, key in _PII})
-            digests = scope_hit_digests(digests, DIGEST_RULES["meta"], given) or digests
-            user = _new_user(
-                {},
-                digests,
-                user.ip,
-                user.user_agent,
-                user.visitor_id,
-                user.fbc,
-                user.fbp,
-                user.click_ids,
-            )
-        if event_id is None:
-            order_id = data.order_id
-            event_id = derive_event_id(order_id) if order_id else self.collect.pipeline.new_id()
-        # channel and ldu as `_events` sets them (`with_channel`) on the general road
-        event = _new_event(
-            hit.name,
-            event_id,
-            hit.time,
-            source,
-            url,
-            hit.referrer,
-            user,
-            data,
-            None,
-            None,
-            decision.ldu,
-            "pixel",
-        )
-        own = None if site.config.proxy.mirror_to_all else OWN_DESTINATIONS["meta"]
-        return _Doc(observed, None, decision, vid, own, event)
-
-    def _fast_user(
-        self, observed: Observed, hit: MetaHit, page: str | None
-    ) -> tuple[User, str | None]:
-        """`_server_user` for a fast Meta hit, each field checked as `parse_event` checks it."""
-        cookies = observed.cookies
-        ip = _ip_common(observed.ip) if observed.ip else None
-        user_agent = _text(observed.user_agent, MAX_UA) if observed.user_agent else None
-        fbp, fbc = hit.fbp, hit.fbc
-        if cookies:
-            if fbp is None and (value := cookies.get("_fbp")) is not None and parse_fbp(value):
-                fbp = _matching(value, 200, _FB_COOKIE_RE.fullmatch)
-            if fbc is None and (value := cookies.get("_fbc")) is not None and parse_fbc(value):
-                fbc = _matching(value, 500, _FB_COOKIE_RE.fullmatch)
-            click_ids: Mapping[str, str] = {
-                **click_ids_from_cookies(cookies, COOKIES),
-                **self._captured(page, hit.referrer),
-            }
-        else:
-            click_ids = self._captured(page, hit.referrer)
-        clicks = _click_ids_common(click_ids) if click_ids else {}
-        vid: str | None = None
-        signed = cookies.get(observed.site.config.visitor_cookie) if cookies else None
-        if signed:
-            vid = verify_visitor_id(signed, self.collect.key)
-        visitor_id = _text(vid, MAX_ID)
-        user = _new_user({}, {}, ip, user_agent, visitor_id, fbc, fbp, clicks)
-        return user, vid
-
-    async def _profiles(self, docs: Sequence[_Doc]) -> dict[tuple[str, str], VisitorProfile]:
+    async def _profiles(self, docs: Sequence[HitDoc]) -> dict[tuple[str, str], VisitorProfile]:
         """The stored profiles of the batch's known visitors: one read per site."""
         wanted: dict[str, set[str]] = {}
         for doc in docs:
@@ -345,7 +175,7 @@ class HitMirror:
         return found
 
     def _events(
-        self, docs: Sequence[_Doc], profiles: Mapping[tuple[str, str], VisitorProfile]
+        self, docs: Sequence[HitDoc], profiles: Mapping[tuple[str, str], VisitorProfile]
     ) -> list[Event]:
         """Prepare the documents of one site; return the events consent lets through."""
         site = docs[0].observed.site
@@ -413,49 +243,6 @@ class HitMirror:
             return
         self.stats.mirrored += len(events)
 
-    def _server_user(
-        self, observed: Observed, doc: Mapping[str, Any]
-    ) -> tuple[dict[str, Any], str | None]:
-        """Return the hit's user plus the server fields `POST /e` adds, and the visitor id."""
-        raw_user = doc.get("user")
-        user: dict[str, Any] = dict(raw_user) if isinstance(raw_user, dict) else {}
-        cookies = observed.cookies
-        if observed.ip:
-            user["ip"] = observed.ip
-        if observed.user_agent:
-            user["user_agent"] = observed.user_agent
-        if cookies:
-            for key, cookie, parse in (("fbp", "_fbp", parse_fbp), ("fbc", "_fbc", parse_fbc)):
-                value = cookies.get(cookie)
-                if key not in user and value is not None and parse(value) is not None:
-                    user[key] = value
-        url, referrer = doc.get("url"), doc.get("referrer")
-        hit_clicks = user.get("click_ids")
-        user["click_ids"] = {
-            **(click_ids_from_cookies(cookies, COOKIES) if cookies else {}),
-            **self._captured(url if isinstance(url, str) else None, _str(referrer)),
-            **(hit_clicks if isinstance(hit_clicks, dict) else {}),
-        }
-        vid: str | None = None
-        signed = cookies.get(observed.site.config.visitor_cookie) if cookies else None
-        if signed:
-            vid = verify_visitor_id(signed, self.collect.key)
-            if vid is not None:
-                user["visitor_id"] = vid
-        return user, vid
-
-    def _captured(self, url: str | None, referrer: str | None) -> Mapping[str, str]:
-        """`capture`, memoised (pages repeat; the answer is read, never changed)."""
-        key = (url, referrer)
-        found = self._captures.get(key)
-        if found is None:
-            found = capture(url, referrer, CLICK_IDS)
-            if len(url or "") + len(referrer or "") <= MEMO_TEXT_MAX:
-                if len(self._captures) >= MEMO_MAX:
-                    self._captures.clear()
-                self._captures[key] = found
-        return found
-
 
 def _settle(future: asyncio.Future[None], cancelled: bool) -> None:
     if not future.done():
@@ -463,35 +250,6 @@ def _settle(future: asyncio.Future[None], cancelled: bool) -> None:
             future.cancel()
         else:
             future.set_result(None)
-
-
-class _Doc:
-    """One canonical event object of a hit, on its way through the turn's batch."""
-
-    __slots__ = ("decision", "doc", "event", "observed", "own", "vid")
-
-    def __init__(
-        self,
-        observed: Observed,
-        doc: dict[str, Any] | None,
-        decision: Decision,
-        vid: str | None,
-        own: frozenset[str] | None,
-        event: Event | None = None,
-    ) -> None:
-        self.observed = observed
-        self.doc = doc
-        """The canonical event object, for `Pipeline.prepare` (None: `event` is ready)."""
-        self.event = event
-        """The event already built by the fast road (meta.hitwire), else None."""
-        self.decision = decision
-        self.vid = vid
-        """The verified visitor id from our cookie (its profile enriches the event)."""
-        self.own = own
-        """The destinations the event may go to (None: every destination of the site)."""
-
-
-_PII: Final = tuple(PII_FIELDS.items())
 
 
 def _own_digests(event: Event, rules: str, user: object) -> Event:
@@ -503,22 +261,3 @@ def _own_digests(event: Event, rules: str, user: object) -> Event:
         return event
     scoped = scope_hit_digests(event.user.hashed, rules, given)
     return event if scoped is None else with_hashed(event, scoped)
-
-
-def parse_hits(observed: Observed) -> list[Hit]:
-    """Return the events of a hit by its platform's parser (may raise; the caller guards)."""
-    parse = HIT_FORMATS[observed.vendor].parse
-    return parse(observed.query, observed.body, observed.content_type, now=observed.now)
-
-
-def _http_url(value: str | None) -> bool:
-    return (
-        value is not None
-        and len(value) <= 4096
-        and value.lower().startswith(("http://", "https://"))
-        and value.isprintable()
-    )
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None

@@ -35,13 +35,13 @@ whole (no Content-Encoding, at most MAX_HIT_BODY bytes) and leaves every other o
 The mirror (gateway/web/hitmirror.py: each hit's events, committed before its answer) runs
 while the upstream request travels. The request and answer values are in
 gateway/web/hitvalues.py; the upstream request's bytes and the answer passed back in
-gateway/web/hitupstream.py.
+gateway/web/hitupstream.py; the browser's answer (CORS, cookie deletions, the lane's answer
+heads) in gateway/web/hitanswers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
@@ -49,12 +49,13 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.web.collect import Collect, deletions
-from gateway.web.cookies import parse_cookie_header, registrable_domain
+from gateway.web.collect import Collect
+from gateway.web.cookies import parse_cookie_header
 from gateway.web.fastlane import Answer, LaneRequest, Later
+from gateway.web.hitanswers import HitAnswers
 from gateway.web.hitmirror import HitMirror
 from gateway.web.hitroutes import HIT_ROUTES, HitRoute
-from gateway.web.hitupstream import for_client, hits_base, passed_answer, upstream_request
+from gateway.web.hitupstream import hits_base, upstream_request
 from gateway.web.hitvalues import (
     MAX_HIT_BODY,
     MAX_QUERY_BYTES,
@@ -66,8 +67,7 @@ from gateway.web.hitvalues import (
     Observed,
     decode_query,
 )
-from gateway.web.middleware import BodyError, client_ip_of, read_body
-from gateway.web.origins import origin_allowed
+from gateway.web.middleware import BodyError, read_body
 from gateway.web.pipeline import Site
 from gateway.web.proxy import ScriptProxy, _bare_host
 from gateway.web.script_cache import CONNECT_TIMEOUT
@@ -86,8 +86,6 @@ __all__ = [
     "install",
 ]
 
-log = logging.getLogger("signalgate.hits")
-
 Clock = Callable[[], float]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -95,7 +93,6 @@ DRAIN_SECONDS: Final = 10.0
 """At shutdown, mirrors still on their way to the store are waited for this long at most."""
 _QUERY_RE: Final = re.compile(r"[\x21\x24-\x7e]*")
 _MAX_UA: Final = 1024
-_MISSING: Final = object()
 _UNSEEN: Final[Any] = object()
 
 
@@ -109,6 +106,8 @@ class HitProxy:
         self.stats = HitStats()
         self.mirror = HitMirror(collect, self.stats)
         """Turns each admitted hit into events (gateway/web/hitmirror.py)."""
+        self.answers = HitAnswers(collect.proxies, self.stats)
+        """Builds each hit's answer from its upstream's (gateway/web/hitanswers.py)."""
         self._lane_routes: dict[tuple[str, str], tuple[HitRoute, str]] = {}
         sites = {id(s): s for s in (*collect.by_host.values(), collect.fallback) if s is not None}
         bases = {
@@ -120,14 +119,10 @@ class HitProxy:
         self.upstream = UpstreamPool(bases, connect_timeout=CONNECT_TIMEOUT)
         """Keep-alive connections to the configured hit upstreams (and to nothing else)."""
         self._targets: dict[tuple[str, str], tuple[Origin, str]] = {}
-        self._ips: dict[tuple[str | None, tuple[str, ...]], object] = {}
         self._sites: dict[tuple[HitRoute, str, str], Site | None] = {}
         """(route, path, Host header) → the admitted site or None (sites never change)."""
         self._waiting: set[asyncio.Future[None]] = set()
         """Lane hits that still await their upstream answer after their mirror (rare)."""
-        self._answer_heads: dict[tuple[int, str | None, str | None], tuple[bytes, bool]] = {}
-        """(status, Content-Type, Content-Encoding) of an upstream answer → the lane's head for
-        it and whether the body is passed (`_lane_answer`)."""
 
     def register(self, app: web.Application) -> None:
         """Add the hit routes of every enabled prefix (and /g/collect) and the shutdown drain."""
@@ -276,7 +271,8 @@ class HitProxy:
             if isinstance(exchange, Exchange):
                 exchange.cancel()
             raise
-        return self._final(await self._answer_of(exchange, route, hit), site, hit, observed)
+        answer = await self.answers.answer_of(exchange, route, hit)
+        return self.answers.final(answer, site, hit, observed)
 
     def _launch(
         self, route: HitRoute, site: Site, hit: HitRequest
@@ -289,24 +285,6 @@ class HitProxy:
             return observed, self._send(hit, route, site, observed)
         except UpstreamError as exc:
             return observed, exc
-
-    def _final(
-        self, answer: HitAnswer, site: Site, hit: HitRequest, observed: Observed | None = None
-    ) -> HitAnswer:
-        """The answer with its CORS headers (and cookie deletions after an explicit denial)."""
-        origin = hit.headers.get("origin")
-        if origin is not None:
-            cors = _cors(origin, hit.host, site)
-            if cors:
-                answer.headers.update(cors)
-        if observed is not None and observed.deny:
-            cfg = site.config
-            domain = cfg.cookie_domain or registrable_domain(hit.host)
-            proto = hit.headers.get("x-forwarded-proto")
-            secure = hit.secure or self.collect.proxied_https(hit.peer, proto)
-            lines = deletions(observed.cookies, cfg.visitor_cookie, domain, secure)
-            answer.cookies = (*answer.cookies, *lines)
-        return answer
 
     def _reject(self, status: int, code: str, message: str) -> HitAnswer:
         self.stats.rejected += 1
@@ -326,24 +304,13 @@ class HitProxy:
             hit.body,
             headers.get("content-type", ""),
             parse_cookie_header(cookie, self.collect.wanted[cfg.id]) if cookie else {},
-            self._client_ip(hit.peer, hit.forwarded),
+            self.collect.proxies.client_ip(hit.peer, hit.forwarded),
             headers.get("user-agent", "")[:_MAX_UA] or None,
             headers.get("referer"),
             gpc is not None and gpc.strip() == "1",
             _region_of(headers.get(region_header.lower())) if region_header else None,
             self.clock(),
         )
-
-    def _client_ip(self, peer: str | None, forwarded: tuple[str, ...]) -> str | None:
-        """`client_ip_of`, memoised (an address parse costs more than the lookup)."""
-        key = (peer, forwarded)
-        ip = self._ips.get(key, _MISSING)
-        if ip is _MISSING:
-            ip = client_ip_of(peer, forwarded, self.collect.trusted)
-            if len(self._ips) >= MEMO_MAX:
-                self._ips.clear()
-            self._ips[key] = ip
-        return ip  # type: ignore[return-value]
 
     # --- pass-through -------------------------------------------------------------------------
 
@@ -361,67 +328,6 @@ class HitProxy:
         return self.upstream.begin(
             origin, data, seconds=seconds, limit=MAX_UPSTREAM_BODY, get=hit.method == "GET"
         )
-
-    async def _answer_of(
-        self, exchange: Exchange | UpstreamError, route: HitRoute, hit: HitRequest
-    ) -> HitAnswer:
-        """The browser's answer: the upstream's status, body and types, or 502."""
-        if isinstance(exchange, Exchange):
-            result = exchange.outcome()  # usually in by now: the answer came during the mirror
-            if result is None:
-                try:
-                    result = await exchange
-                except UpstreamError as exc:
-                    result = exc
-        else:
-            result = exchange
-        return self._answer_from(for_client(result, hit), route)
-
-    def _lane_answer(
-        self,
-        result: UpstreamAnswer | UpstreamError,
-        route: HitRoute,
-        site: Site,
-        hit: HitRequest,
-        observed: Observed | None = None,
-    ) -> Answer:
-        """`_final(_answer_from(…)).encode()`: a forwarded answer's head is built once per
-        (status, Content-Type, Content-Encoding) when nothing in it depends on the request
-        (CORS, cookie deletions)."""
-        result = for_client(result, hit)
-        deny = observed is not None and observed.deny
-        if not isinstance(result, UpstreamAnswer) or "origin" in hit.headers or deny:
-            return self._final(self._answer_from(result, route), site, hit, observed).encode()
-        key = (result.status, result.header("content-type"), result.header("content-encoding"))
-        found = self._answer_heads.get(key)
-        if found is not None:
-            self.stats.forwarded += 1
-            head, bodied = found
-            return head, result.body if bodied else b""
-        answer = self._answer_from(result, route)
-        encoded = answer.encode()
-        if not 300 <= result.status < 400:  # (a redirect is a bad gateway: logged each time)
-            if len(self._answer_heads) >= MEMO_MAX:
-                self._answer_heads.clear()
-            self._answer_heads[key] = (encoded[0], answer.body is not None)
-        return encoded
-
-    def _answer_from(self, result: UpstreamAnswer | UpstreamError, route: HitRoute) -> HitAnswer:
-        if isinstance(result, UpstreamAnswer):
-            status = result.status
-            if not 300 <= status < 400:
-                return self._forward(result, status)
-            result = UpstreamError(f"status {status}")
-        self.stats.bad_gateway += 1
-        log.warning(
-            "Hit upstream failed; answered 502 (the mirror still runs).",
-            extra={"vendor": route.vendor, "reason": str(result)},
-        )
-        return HitAnswer.error(502, "bad_gateway", "hit upstream unavailable")
-
-    def _forward(self, resp: UpstreamAnswer, status: int) -> HitAnswer:
-        self.stats.forwarded += 1
-        return passed_answer(resp, status)
 
 
 class _Flight:
@@ -502,7 +408,8 @@ class _Flight:
     def _answer(self, result: UpstreamAnswer | UpstreamError) -> None:
         try:
             assert self.observed is not None
-            answer = self.proxy._lane_answer(result, self.route, self.site, self.hit, self.observed)
+            answers = self.proxy.answers
+            answer = answers.lane_answer(result, self.route, self.site, self.hit, self.observed)
         except Exception as exc:
             self.out.fail(exc)
         else:
@@ -512,21 +419,8 @@ class _Flight:
 HITS = web.AppKey("hit_proxy", HitProxy)
 
 
-def _cors(origin: str | None, host: str, site: Site) -> dict[str, str] | None:
-    """CORS headers of a hit answer: `Collect._cors`'s rule on the Origin and Host values."""
-    if origin is None:
-        return {}
-    if not origin_allowed(origin, host, site.config.allowed_origins):
-        return None
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
-        "Vary": "Origin",
-    }
-
-
 def _region_of(value: str | None) -> str | None:
-    """The region header's value when sane (`collect._region`'s rule)."""
+    """The region header's value when sane (`browserconsent._region`'s rule)."""
     value = (value or "").strip().upper()
     return value if 0 < len(value) <= 8 and value.replace("-", "").isalnum() else None
 

@@ -39,7 +39,7 @@ from gateway.core.jsoncodec import dumps
 from gateway.core.safari import CAP_SECONDS, HostVerdict, Resolution, assess, safari_max_age
 from gateway.core.safari import shares_half as _shares_half
 from gateway.destinations import PLATFORMS
-from gateway.web.collect import CONSENT_COOKIE
+from gateway.web.browserconsent import CONSENT_COOKIE
 from gateway.web.cookies import (
     normalize_host,
     parse_cookie_header,

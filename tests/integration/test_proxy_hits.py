@@ -24,6 +24,7 @@ from gateway.sandbox.cdn import FakeCdn, SeenHit
 from gateway.sandbox.meta import MetaSandbox
 from gateway.web.fastlane import LANE
 from gateway.web.fastlane_server import FastServer
+from gateway.web.hitanswers import HitAnswers
 from gateway.web.hits import HITS, HitAnswer, HitProxy, HitRequest, decode_query
 
 HOST = "www.shop.test"
@@ -370,7 +371,7 @@ async def test_a_mirror_crash_never_breaks_the_pass_through(
         raise RuntimeError("parser bug")
 
     monkeypatch.setattr("gateway.destinations.meta.hits.parse_meta_tr", boom)
-    monkeypatch.setattr("gateway.web.hitmirror.meta_hit", boom)  # the fast road (meta.hitwire)
+    monkeypatch.setattr("gateway.web.hitreader.meta_hit", boom)  # the fast road (meta.hitwire)
     resp = await h.get(f"/p/m/tr/?{meta_query()}")
     assert resp.status == 200
     assert len(h.cdn.hits) == 1
@@ -676,16 +677,16 @@ async def test_a_lane_hit_whose_answer_fails_is_a_500_and_the_connection_goes_on
 ) -> None:
     h = await start()
     calls = 0
-    answer_from = HitProxy._answer_from
+    answer_from = HitAnswers.answer_from
 
-    def flaky(self: HitProxy, result: Any, route: Any) -> Any:
+    def flaky(self: HitAnswers, result: Any, route: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls == 1:
             raise RuntimeError("bug")
         return answer_from(self, result, route)
 
-    monkeypatch.setattr(HitProxy, "_answer_from", flaky)
+    monkeypatch.setattr(HitAnswers, "answer_from", flaky)
     first = await h.get(f"/p/m/tr/?{meta_query(eid='bug-1')}")
     assert first.status == 500
     assert await first.json() == {"error": "internal", "message": "internal error"}

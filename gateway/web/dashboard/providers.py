@@ -16,7 +16,7 @@ from gateway.core.figures import Figures
 from gateway.core.tally import IngestTally
 from gateway.store.base import DeadLetterStore, Store
 from gateway.web.admin_dead import Pausable
-from gateway.web.collect import CollectStats
+from gateway.web.collectvalues import CollectStats
 from gateway.web.metrics import RouteView
 
 

@@ -11,7 +11,7 @@ from gateway.destinations import (
     READ_COOKIES,
     TRACKING_COOKIES,
 )
-from gateway.web.collect import deletions
+from gateway.web.collectvisitor import deletions
 
 HAND_KEPT = ("_fbc", "_fbp", "_gcl_aw", "ttclid", "_ttp", "_scid", "_scclid", "_uetmsclkid", "_ga")
 """The list gateway/core/consent.py kept by hand before it was derived."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.destinations import TRACKING_COOKIES, VENDOR_COOKIES
-from gateway.web.collect import deletions
+from gateway.web.collectvisitor import deletions
 from gateway.web.hits import HitAnswer
 
 ALL = {name: "x" for name in (*TRACKING_COOKIES, "_sgv", "_sgc", "euconsent-v2", "other")}

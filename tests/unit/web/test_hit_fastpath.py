@@ -1,7 +1,7 @@
 """The fast road of a Meta hit's mirror (destinations.meta.hitwire) against the general road.
 
-General road: `parse_meta_tr` → event object → server fields (`_docs`) → `Pipeline.prepare`.
-Fast road: `HitMirror._fast_doc` (gateway/web/hitmirror.py), which builds the Event straight
+General road: `parse_meta_tr` → event object → server fields (`read`) → `Pipeline.prepare`.
+Fast road: `HitReader._fast_doc` (gateway/web/hitreader.py), which builds the Event straight
 from the query. For any hit and request, both must give the same Events, consent decisions,
 visitor ids and counters; the fast road may only decline (None), never decide differently.
 """
@@ -84,10 +84,10 @@ def observed(
 def road(proxy: HitProxy, obs: Observed, *, fast: bool) -> tuple[Any, ...]:
     """Everything a batch makes of one hit by one road."""
     mirror = proxy.mirror
-    mirror.fast_hits = fast
+    mirror.reader.fast_hits = fast
     mirror.stats = proxy.stats = HitStats()
     mirror.collect.pipeline.new_id = _ids()
-    docs = mirror._docs(obs)
+    docs = mirror.reader.read(obs)
     events: list[Event] = mirror._events(docs, {}) if docs else []
     stats = proxy.stats
     decided = [d.event is not None for d in docs]
@@ -170,9 +170,9 @@ def test_unusual_hits_leave_the_decision_to_the_general_road(hits: HitProxy) -> 
     for query in declined:
         obs = observed(hits, query)
         agree(hits, obs)
-        hits.mirror.fast_hits = True
+        hits.mirror.reader.fast_hits = True
         if query[0] == ("ev", "Purchase") or query[-1][0] == "eid":
-            assert hits.mirror._fast_doc(obs) is None, query
+            assert hits.mirror.reader._fast_doc(obs) is None, query
     # A body (POSTed hit) always takes the general road.
     obs = observed(hits, base, body=b"ev=Lead")
     assert not agree(hits, obs)
@@ -389,8 +389,9 @@ def test_lane_answers_from_the_head_memo_are_the_slow_road_s(hits: HitProxy) -> 
         for status, fields, body in answers:
             for _ in range(2):  # the second one comes from the memo (when it may)
                 result = UpstreamAnswer(status, "", fields, body)
-                expected = hits._final(hits._answer_from(result, route), site, hit).encode()
+                made = hits.answers
+                expected = made.final(made.answer_from(result, route), site, hit).encode()
                 forwarded = hits.stats.forwarded
-                assert hits._lane_answer(result, route, site, hit) == expected
+                assert made.lane_answer(result, route, site, hit) == expected
                 assert hits.stats.forwarded - forwarded == (0 if status == 302 else 1)
-    assert (302, None, None) not in hits._answer_heads
+    assert (302, None, None) not in hits.answers._answer_heads
