@@ -22,9 +22,11 @@ from gateway.config import Config
 from gateway.core.rollup import snapshot
 from gateway.core.routing import NO_RULES
 from gateway.delivery.breaker import BreakerPolicy
+from gateway.delivery.exchange import make_client
 from gateway.delivery.retry import RetryPolicy
+from gateway.delivery.settings import WorkerSettings
 from gateway.delivery.shutdown import stop_workers
-from gateway.delivery.worker import Worker, WorkerSettings, make_client
+from gateway.delivery.worker import Worker
 from gateway.destinations import DESTINATIONS
 from gateway.destinations.base import bind_clock
 from gateway.secretfile import read_or_create_key

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from gateway.core.safari import CAP_SECONDS, HostVerdict, Resolution, assess, safari_max_age
-from gateway.delivery.worker import make_client
+from gateway.delivery.exchange import make_client
 from gateway.web.cookies import normalize_host, registrable_domain
 from gateway.web.resolver import DnsResolver, Resolver
 

@@ -20,7 +20,7 @@ exceptions; only the wire work is done here, on plain asyncio protocols:
 * HTTPS with httpx's own default SSL context (`httpx.create_ssl_context()`: certifi, or
   SSL_CERT_FILE / SSL_CERT_DIR).
 
-`make_client` (gateway/delivery/worker.py) uses it unless a test injects a transport or the
+`make_client` (gateway/delivery/exchange.py) uses it unless a test injects a transport or the
 environment configures an HTTP proxy (then httpx's default transport, which honours it).
 """
 

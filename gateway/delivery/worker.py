@@ -13,6 +13,12 @@ attempt. The first request the platform answers closes the breaker, makes every 
 the route due at once and full batches resume. Per-row backoff (`RetryPolicy`) is only for the
 events a platform refuses one by one. Each route has its own worker task, lease loop and HTTP
 client, so one route's outage or slowness never delays another.
+
+`Worker` holds the round (lease, drop, group, send, bisect) and the route's lifecycle (run, stop,
+pause, resume, hand back); its mixins hold the other ideas: `Exchange` one request and its
+answer (gateway/delivery/exchange.py), `Judge` what an answer means for the circuit breaker
+(gateway/delivery/judging.py) and `Fates` how each row's fate is stored and counted
+(gateway/delivery/fates.py).
 """
 
 from __future__ import annotations
@@ -21,10 +27,7 @@ import asyncio
 import contextlib
 import logging
 import random
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
 
 import httpx
 
@@ -32,24 +35,15 @@ from gateway.core.debuglog import SentLog
 from gateway.core.event import Event
 from gateway.core.routing import renamed
 from gateway.core.tally import RouteTally
-from gateway.delivery import redact
 from gateway.delivery.bounded import each_bounded
-from gateway.delivery.breaker import Action, Breaker, BreakerPolicy, BreakerState
+from gateway.delivery.breaker import Action, Breaker, BreakerState
 from gateway.delivery.decoded import SHARED, DecodeCache
-from gateway.delivery.evidence import evidence_of
-from gateway.delivery.http1 import Http1Transport
-from gateway.delivery.retry import RetryPolicy
-from gateway.delivery.sentlog import note_refused, note_sent
-from gateway.delivery.unbind import unbind
-from gateway.destinations.base import (
-    BatchVerdict,
-    Delivered,
-    Destination,
-    Outcome,
-    Paused,
-    Permanent,
-    Retry,
-)
+from gateway.delivery.exchange import Exchange
+from gateway.delivery.fates import Fates
+from gateway.delivery.judging import Judge, Judged, Sent
+from gateway.delivery.routestats import RouteStats
+from gateway.delivery.settings import WorkerSettings
+from gateway.destinations.base import Delivered, Destination, Outcome
 from gateway.destinations.tokens import TokenUser
 from gateway.store.availability import StoreUnavailableError
 from gateway.store.base import DeadReason, Delivery, Store
@@ -57,74 +51,15 @@ from gateway.store.base import DeadReason, Delivery, Store
 log = logging.getLogger("signalgate.delivery")
 
 
-class _Judged(Enum):
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
 CONCURRENT_REQUESTS = 8
 """Requests of one round a route keeps in flight when its rows need several (GA4: one user a
 request), while its circuit is closed; one at a time otherwise (see `_send_groups`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Sent:
-    """What held when a request went out: its answer's status and the breaker / pause counts,
-    so that an answer to a request sent before a concurrent one opened the circuit or paused
-    the route neither closes the circuit nor lifts the pause."""
-
-    status: int | None
-    opens: int
-    pauses: int
-
-
 Clock = Callable[[], float]
 
 
-@dataclass
-class RouteStats:
-    """Counters of one route since start (the store holds the durable totals)."""
-
-    delivered: int = 0
-    dead: int = 0
-    retried: int = 0
-    requests: int = 0
-    bisections: int = 0
-    latency_sum: float = 0.0
-    last_error: str | None = None
-    dead_reasons: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """Timing knobs of a worker (from `[delivery]`)."""
-
-    lease_seconds: float = 60.0
-    poll_interval: float = 0.2
-    pause_seconds: float = 300.0
-    policy: RetryPolicy = RetryPolicy()
-    breaker: BreakerPolicy = BreakerPolicy()
-
-
-def make_client(
-    timeout: float, transport: httpx.AsyncBaseTransport | None = None
-) -> httpx.AsyncClient:
-    """Return the HTTP client of one route: no redirects followed, bounded timeouts; its
-    request log lines carry no query string (tokens; gateway/delivery/redact.py). Its transport
-    is `Http1Transport` (gateway/delivery/http1.py) unless one is given or the environment
-    names an HTTP proxy (httpx's own transport honours it)."""
-    redact.install()
-    if transport is None and not urllib.request.getproxies():
-        transport = Http1Transport()
-    return httpx.AsyncClient(
-        transport=transport,
-        timeout=httpx.Timeout(timeout),
-        follow_redirects=False,
-        headers={"user-agent": "signalgate/0.1"},
-    )
-
-
-class Worker:
+class Worker(Exchange, Judge, Fates):
     """Delivers the outbox rows of one route."""
 
     def __init__(
@@ -136,7 +71,7 @@ class Worker:
         *,
         clock: Clock,
         rng: random.Random,
-        settings: WorkerSettings = WorkerSettings(),
+        settings: WorkerSettings = WorkerSettings(),  # noqa: B008 (frozen: one shared default)
         event_names: Mapping[str, str] | None = None,
         decoded: DecodeCache = SHARED,
         sent: SentLog | None = None,
@@ -323,25 +258,12 @@ class Worker:
                 break
             await self._send(group)
 
-    async def _flush(self) -> None:
-        """Mark the rows delivered in this round done, in one store write."""
-        ids, self._done = self._done, []
-        if ids:
-            await self.store.mark_done(ids, self.clock())
-            self.held.difference_update(ids)  # only once the fate is stored
-
     def _decode(self, row: Delivery) -> Event | None:
         try:
             return renamed(self.decoded.event(row.record), self.event_names)
         except (ValueError, KeyError, TypeError):
             log.exception("Unreadable outbox record.", extra={"route": self.route, "id": row.id})
             return None
-
-    def _event_of(self, row: Delivery) -> Event | None:
-        """`_decode` without its log line (the row's fate already says it is unreadable)."""
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            return renamed(self.decoded.event(row.record), self.event_names)
-        return None
 
     async def _send(self, group: Sequence[tuple[Delivery, Event]]) -> None:
         now = self.clock()
@@ -358,13 +280,13 @@ class Worker:
         events = [e for _, e in group]
         opens, pauses = self.breaker.opens, self.pauses
         verdict = await self._request(events)
-        sent = _Sent(self.last_status, opens, pauses)
+        sent = Sent(self.last_status, opens, pauses)
         judged = self._judge(verdict, sent)
-        if judged is _Judged.FAILED:
+        if judged is Judged.FAILED:
             await self._wait_for_probe(group)
             return
         if verdict.bisect and len(group) > 1:
-            if judged is _Judged.CLOSED:
+            if judged is Judged.CLOSED:
                 await self._closed()
             self.stats.bisections += 1
             middle = len(group) // 2
@@ -380,175 +302,5 @@ class Worker:
                 self.tally.delivered_event(event, accepted_at)
         for outcome, rows in by_outcome.items():
             await self._apply(outcome, rows, sent)
-        if judged is _Judged.CLOSED:
+        if judged is Judged.CLOSED:
             await self._closed()  # after the probe's own rows have their fate
-
-    async def _request(self, events: Sequence[Event]) -> BatchVerdict:
-        refused = await self._refresh_token()
-        if refused is not None:
-            return BatchVerdict(refused)
-        request = self.destination.build_request(events)
-        started = self.clock()
-        self.stats.requests += 1
-        try:
-            response = await self.client.send(request)
-            await response.aread()
-        except httpx.TimeoutException:
-            return BatchVerdict(Retry("timeout"))
-        except httpx.TransportError as exc:
-            return BatchVerdict(Retry(f"transport error: {type(exc).__name__}"))
-        finally:
-            self.stats.latency_sum += self.clock() - started
-        self.last_status = response.status_code
-        try:
-            verdict = self.destination.classify(events, response, self.clock())
-        finally:
-            unbind(response)  # freed on return, not by the cycle collector (delivery/unbind.py)
-        if self.sent is not None:  # the debug view (gateway/delivery/sentlog.py)
-            note_sent(self.sent, request, response.status_code, events, verdict, self.clock())
-        return verdict
-
-    async def _refresh_token(self) -> Outcome | None:
-        """Fetch a new access token first when the destination needs one (TokenUser); return
-        the outcome for the whole batch if that failed (the answer is the destination's to read;
-        nothing of it is logged)."""
-        destination = self._token_user()
-        if destination is None:
-            return None
-        request = destination.token_request(self.clock())
-        if request is None:
-            return None
-        self.stats.requests += 1
-        try:
-            response = await self.client.send(request)
-            await response.aread()
-        except httpx.TimeoutException:
-            return Retry("token endpoint: timeout")
-        except httpx.TransportError as exc:
-            return Retry(f"token endpoint: transport error: {type(exc).__name__}")
-        try:
-            return destination.token_answer(response, self.clock())
-        finally:
-            unbind(response)
-
-    def _token_user(self) -> TokenUser | None:
-        """Return the destination if it fetches access tokens (TokenUser), else None; checked
-        once per destination object (a runtime protocol check costs ~30 us a request)."""
-        destination = self.destination
-        if destination is not self._checked:
-            self._checked = destination
-            self._tokens = destination if isinstance(destination, TokenUser) else None
-        return self._tokens
-
-    def _judge(self, verdict: BatchVerdict, sent: _Sent) -> _Judged | None:
-        """Feed the breaker with a request's fate: FAILED when the request failed as a whole,
-        CLOSED when the platform answered and that closed an open circuit. A request that was
-        in flight when a concurrent one opened the circuit changes the breaker no further:
-        its rows wait for the probe like the others, and its answer closes nothing."""
-        now = self.clock()
-        outcome = verdict.outcome
-        whole = verdict.per_event is None and not verdict.bisect
-        if whole and isinstance(outcome, Paused):
-            return None  # credentials: the route's pause handles it
-        stale = sent.opens != self.breaker.opens
-        if whole and isinstance(outcome, Retry):
-            if stale:
-                return _Judged.FAILED
-            if self.breaker.state is BreakerState.CLOSED:
-                log.warning(
-                    "Route circuit opened: platform unavailable; probing.",
-                    extra={"route": self.route, "reason": outcome.reason},
-                )
-            self.breaker.failed(now, outcome.reason, outcome.after)
-            return _Judged.FAILED
-        # The platform answered (as a whole or event by event): it is up.
-        if stale:
-            return None
-        return _Judged.CLOSED if self.breaker.succeeded(now) else None
-
-    async def _wait_for_probe(self, group: Sequence[tuple[Delivery, Event]]) -> None:
-        """Schedule the rows of a request that failed as a whole for the next probe (one
-        attempt each), instead of giving each its own backoff."""
-        now = self.clock()
-        ids = [r.id for r, _ in group]
-        reason = self.breaker.reason or "route unavailable"
-        self.stats.retried += len(ids)
-        self.tally.retried_rows(r.event_name for r, _ in group)
-        self.stats.last_error = reason
-        await self.store.mark_retry(ids, self.breaker.next_probe_at, reason, now)
-        self.held.difference_update(ids)
-
-    async def _closed(self) -> None:
-        try:
-            released = await self.store.release_waiting(self.route, self.clock())
-        except StoreUnavailableError:
-            # The waiting rows still become due at the probe time they were given: later, not
-            # lost (the store logged the failure once).
-            released = 0
-        log.info("Route circuit closed.", extra={"route": self.route, "rows": released})
-
-    async def _apply(self, outcome: Outcome, rows: list[Delivery], sent: _Sent) -> None:
-        await self._record(outcome, rows, sent)
-        if not isinstance(outcome, Delivered):  # delivered rows stay held until `_flush`
-            self.held.difference_update(r.id for r in rows)  # only once the fate is stored
-
-    async def _record(self, outcome: Outcome, rows: list[Delivery], sent: _Sent) -> None:
-        now = self.clock()
-        ids = [r.id for r in rows]
-        match outcome:
-            case Delivered():
-                self._done.extend(ids)  # marked done at the end of the round (`_flush`)
-                self.stats.delivered += len(ids)
-                if self.paused_reason is not None and sent.pauses == self.pauses:
-                    log.info("Route resumed.", extra={"route": self.route})
-                    self.paused_reason = None
-            case Retry(reason=reason, after=after):
-                self.stats.retried += len(ids)
-                self.tally.retried_rows(r.event_name for r in rows)
-                self.stats.last_error = reason
-                if after is not None:
-                    self.resume_at = max(self.resume_at, now + after)
-                for row in rows:
-                    wait = self.settings.policy.delay(row.attempts, self.rng.random(), after)
-                    await self.store.mark_retry([row.id], now + wait, reason, now)
-                log.warning(
-                    "Delivery will be retried.",
-                    extra={"route": self.route, "rows": len(ids), "reason": reason},
-                )
-            case Permanent(reason=reason, detail=detail):
-                await self._dead(rows, reason, detail, sent.status)
-            case Paused(reason=reason):
-                self.stats.last_error = reason
-                if self.paused_reason is None:
-                    log.error(
-                        "Route paused: credentials or configuration refused.",
-                        extra={"route": self.route, "reason": reason},
-                    )
-                self.paused_reason = reason
-                self.pauses += 1
-                self.resume_at = now + self.settings.pause_seconds
-                await self.store.mark_retry(ids, self.resume_at, reason, now, count_attempt=False)
-
-    async def _dead(
-        self, rows: Sequence[Delivery], reason: DeadReason, detail: str, status: int | None = None
-    ) -> None:
-        """Give rows up; `status` is the platform's answer (None: refused before sending)."""
-        evidence = evidence_of(self.destination, rows, self._event_of, status, detail)
-        await self.store.mark_dead(
-            [r.id for r in rows], reason, detail, self.clock(), evidence=evidence
-        )
-        self.held.difference_update(r.id for r in rows)
-        if self.sent is not None and status is None:  # refused unsent: the debug view says so
-            note_refused(self.sent, rows, self._event_of, f"{reason.value}: {detail}", self.clock())
-        self.stats.dead += len(rows)
-        self.tally.dead_rows((r.event_name for r in rows), reason.value)
-        self.stats.dead_reasons[reason.value] = self.stats.dead_reasons.get(reason.value, 0) + len(
-            rows
-        )
-        self.stats.last_error = f"{reason.value}: {detail}"
-        level = logging.ERROR if reason is DeadReason.INTERNAL else logging.WARNING
-        log.log(
-            level,
-            "Delivery dead-lettered.",
-            extra={"route": self.route, "rows": len(rows), "reason": reason.value},
-        )

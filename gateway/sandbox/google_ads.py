@@ -33,6 +33,9 @@ with Retry-After; `error_rate` / `down` → `error_status` INTERNAL; `token_expi
 token issued so far (once: the next refresh works); `reject_event_ids` (orderIds) →
 UNPARSEABLE_GCLID. `row_errors` maps an orderId to any ConversionUploadError name the row then
 fails with (TOO_RECENT_EVENT, CLICK_NOT_FOUND, …); `row_errors_once` does so only once.
+
+The checks themselves are in gateway/sandbox/google_ads_checks.py; this module holds the
+endpoints, the emulated state (accepted and repeated conversions) and Google's error answers.
 """
 
 from __future__ import annotations
@@ -41,84 +44,25 @@ import random
 import re
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from .base import Fault, SandboxBase, loads_strict, retry_after_header
+from .google_ads_checks import CLICK_IDS, GoogleAdsChecks, Refused, RowError, bad, doubled_rows
 from .oauth import RefreshTokenEndpoint
-from .values import bearer_token, is_number
 
 __all__ = ["GOOGLE_ADS_SANDBOX", "GoogleAdsSandbox", "create_app"]
 
 MAX_BATCH = 2000
-MAX_IDENTIFIERS = 5
 CLIENT_MAX_SIZE = 20 * 1024 * 1024
 VERSION = "v26"
 FAILURE_TYPE = "type.googleapis.com/google.ads.googleads.{version}.errors.GoogleAdsFailure"
 
-CONVERSION_KEYS = frozenset(
-    {
-        "gclid",
-        "gbraid",
-        "wbraid",
-        "conversionAction",
-        "conversionDateTime",
-        "conversionValue",
-        "currencyCode",
-        "orderId",
-        "userIdentifiers",
-        "consent",
-        "conversionEnvironment",
-        "customVariables",
-        "cartData",
-        "externalAttributionData",
-        "customerType",
-        "userIpAddress",
-        "sessionAttributesEncoded",
-        "sessionAttributesKeyValuePairs",
-    }
-)
-REQUEST_KEYS = frozenset(
-    {"conversions", "partialFailure", "validateOnly", "debugEnabled", "jobId", "customerId"}
-)
-IDENTIFIER_ONEOF = frozenset({"hashedEmail", "hashedPhoneNumber", "mobileId", "thirdPartyUserId"})
-CLICK_IDS = ("gclid", "gbraid", "wbraid")
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?[+-]\d{2}:\d{2}")
-_CLICK_ID = re.compile(r"[A-Za-z0-9_\-]{1,200}")
-_CURRENCY = re.compile(r"[A-Z]{3}")
-_CUSTOMER = re.compile(r"[0-9]{10}")
 _PATH = re.compile(r"([0-9]+):uploadClickConversions")
 
 
-class _Refused(Exception):
-    """A whole request refused: HTTP status, google.rpc status name, error kind and name."""
-
-    def __init__(self, http: int, status: str, kind: str, name: str, message: str) -> None:
-        super().__init__(message)
-        self.http = http
-        self.status = status
-        self.kind = kind
-        self.name = name
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class _RowError:
-    kind: str
-    name: str
-    message: str
-    field: str | None = None
-
-
-def _bad(name: str, message: str, field: str | None = None) -> _RowError:
-    return _RowError("conversionUploadError", name, message, field)
-
-
-class GoogleAdsSandbox(SandboxBase):
+class GoogleAdsSandbox(GoogleAdsChecks, SandboxBase):
     """An in-process emulator of Google's token endpoint and uploadClickConversions."""
 
     page_title = "Google Ads API sandbox"
@@ -199,7 +143,7 @@ class GoogleAdsSandbox(SandboxBase):
         order_ids = _order_ids(doc)
         try:
             if fault is Fault.THROTTLED:
-                raise _Refused(
+                raise Refused(
                     429,
                     "RESOURCE_EXHAUSTED",
                     "quotaError",
@@ -207,7 +151,7 @@ class GoogleAdsSandbox(SandboxBase):
                     "Too many requests. Retry in the time given by Retry-After.",
                 )
             if fault is Fault.SERVER_ERROR:
-                raise _Refused(
+                raise Refused(
                     self.faults.error_status,
                     "INTERNAL",
                     "internalError",
@@ -216,133 +160,20 @@ class GoogleAdsSandbox(SandboxBase):
                 )
             match = _PATH.fullmatch(request.match_info["tail"])
             if match is None:
-                raise _Refused(404, "NOT_FOUND", "", "", "Method not found.")
+                raise Refused(404, "NOT_FOUND", "", "", "Method not found.")
             customer = match.group(1)
             self._check_auth(request, customer)
             body = self._check_request(doc)
-        except _Refused as refused:
+        except Refused as refused:
             return self._refuse(refused, version, order_ids)
         return self._upload(customer, body, version)
 
-    def _check_auth(self, request: web.Request, customer: str) -> None:
-        state = self.oauth.check(bearer_token(request.headers.get("Authorization", "")))
-        if state == "unknown":
-            raise _Refused(
-                401,
-                "UNAUTHENTICATED",
-                "authenticationError",
-                "OAUTH_TOKEN_INVALID",
-                "Request had invalid authentication credentials.",
-            )
-        if state == "expired":
-            raise _Refused(
-                401,
-                "UNAUTHENTICATED",
-                "authenticationError",
-                "OAUTH_TOKEN_EXPIRED",
-                "The OAuth access token has expired.",
-            )
-        if request.headers.get("developer-token", "") != self.developer_token:
-            raise _Refused(
-                401,
-                "UNAUTHENTICATED",
-                "authenticationError",
-                "DEVELOPER_TOKEN_INVALID",
-                "The developer token is not valid.",
-            )
-        login = request.headers.get("login-customer-id")
-        if login is not None and not _CUSTOMER.fullmatch(login):
-            raise _Refused(
-                400,
-                "INVALID_ARGUMENT",
-                "authorizationError",
-                "INVALID_LOGIN_CUSTOMER_ID_SERVING_CUSTOMER_ID_COMBINATION",
-                "login-customer-id must be 10 digits without dashes.",
-            )
-        if self.login_customer_id is not None and login != self.login_customer_id:
-            raise _Refused(
-                403,
-                "PERMISSION_DENIED",
-                "authorizationError",
-                "USER_PERMISSION_DENIED",
-                "The user has no access to the customer: set login-customer-id to the manager.",
-            )
-        if customer not in self.customers:
-            raise _Refused(
-                403,
-                "PERMISSION_DENIED",
-                "authorizationError",
-                "USER_PERMISSION_DENIED",
-                "The user has no access to this customer.",
-            )
-
-    def _check_request(self, doc: object) -> dict[str, Any]:
-        if not isinstance(doc, dict):
-            raise _Refused(
-                400, "INVALID_ARGUMENT", "requestError", "INVALID_INPUT", "Invalid JSON payload."
-            )
-        unknown = sorted(set(doc) - REQUEST_KEYS)
-        if unknown:
-            raise _Refused(
-                400,
-                "INVALID_ARGUMENT",
-                "requestError",
-                "INVALID_INPUT",
-                f"Invalid JSON payload received. Unknown name {unknown[0]!r}.",
-            )
-        if doc.get("partialFailure") is not True:
-            raise _Refused(
-                400,
-                "INVALID_ARGUMENT",
-                "partialFailureError",
-                "PARTIAL_FAILURE_MODE_REQUIRED",
-                "partial_failure must be true for this request.",
-            )
-        conversions = doc.get("conversions")
-        if not isinstance(conversions, list) or not conversions:
-            raise _Refused(
-                400,
-                "INVALID_ARGUMENT",
-                "requestError",
-                "REQUIRED_FIELD_MISSING",
-                "conversions must be a non-empty list.",
-            )
-        if len(conversions) > self.max_batch:
-            raise _Refused(
-                400,
-                "INVALID_ARGUMENT",
-                "conversionUploadError",
-                "TOO_MANY_CONVERSIONS_IN_REQUEST",
-                f"At most {self.max_batch} conversions per request.",
-            )
-        for i, conversion in enumerate(conversions):
-            if not isinstance(conversion, dict):
-                raise _Refused(
-                    400, "INVALID_ARGUMENT", "requestError", "INVALID_INPUT", f"conversions[{i}]"
-                )
-            extra = sorted(set(conversion) - CONVERSION_KEYS)
-            if extra:
-                raise _Refused(
-                    400,
-                    "INVALID_ARGUMENT",
-                    "requestError",
-                    "INVALID_INPUT",
-                    f"Invalid JSON payload received. Unknown name {extra[0]!r} at"
-                    f" 'conversions[{i}]'.",
-                )
-        validate_only = doc.get("validateOnly", False)
-        if not isinstance(validate_only, bool):
-            raise _Refused(
-                400, "INVALID_ARGUMENT", "requestError", "INVALID_INPUT", "validateOnly: a bool"
-            )
-        return doc
-
     def _upload(self, customer: str, body: dict[str, Any], version: str) -> web.Response:
         validate_only = bool(body.get("validateOnly", False))
-        errors: list[tuple[int, _RowError]] = []
+        errors: list[tuple[int, RowError]] = []
         results: list[dict[str, Any]] = []
         now = self.clock()
-        doubled = _doubled(body["conversions"])
+        doubled = doubled_rows(body["conversions"])
         for index, conversion in enumerate(body["conversions"]):
             problem = self._check_conversion(customer, conversion)
             if problem is None:
@@ -367,85 +198,26 @@ class GoogleAdsSandbox(SandboxBase):
             answer["results"] = results
         return web.json_response(answer)
 
-    def _deduplicate(self, conversion: dict[str, Any]) -> _RowError | None:
+    def _deduplicate(self, conversion: dict[str, Any]) -> RowError | None:
         action = conversion["conversionAction"]
         click = next((conversion[k] for k in CLICK_IDS if k in conversion), None)
         order = conversion.get("orderId")
         if click is not None and (click, action, conversion["conversionDateTime"]) in self._clicks:
             self.duplicates.append(conversion)
-            return _bad(
+            return bad(
                 "CLICK_CONVERSION_ALREADY_EXISTS",
                 "A conversion of this click, action and time was already uploaded.",
             )
         if isinstance(order, str) and (order, action) in self._orders:
             self.duplicates.append(conversion)
-            return _bad("ORDER_ID_ALREADY_IN_USE", "This order id was already used.", "orderId")
+            return bad("ORDER_ID_ALREADY_IN_USE", "This order id was already used.", "orderId")
         if click is not None:
             self._clicks.add((click, action, conversion["conversionDateTime"]))
         if isinstance(order, str):
             self._orders.add((order, action))
         return None
 
-    def _check_conversion(self, customer: str, c: dict[str, Any]) -> _RowError | None:
-        order = c.get("orderId")
-        if order is not None and (not isinstance(order, str) or not order):
-            return _RowError("fieldError", "INVALID_VALUE", "orderId must be a string", "orderId")
-        if isinstance(order, str):
-            forced = self.row_errors_once.pop(order, None) or self.row_errors.get(order)
-            if forced is not None:
-                return _bad(forced, f"Rejected by the sandbox (row_errors): {forced}.")
-            if order in self.faults.reject_event_ids:
-                return _bad("UNPARSEABLE_GCLID", "The click id could not be decoded.", "gclid")
-        clicks = [k for k in CLICK_IDS if k in c]
-        if len(clicks) > 1:
-            if set(clicks) == {"gbraid", "wbraid"}:
-                return _bad("GBRAID_WBRAID_BOTH_SET", "Set only one of gbraid and wbraid.")
-            return _RowError(
-                "fieldError", "VALUE_MUST_BE_UNSET", "Only one click id may be set.", clicks[1]
-            )
-        for key in clicks:
-            value = c[key]
-            if not isinstance(value, str) or not _CLICK_ID.fullmatch(value):
-                return _bad(f"UNPARSEABLE_{key.upper()}", f"The {key} could not be decoded.", key)
-        identifiers = c.get("userIdentifiers")
-        problem = _check_identifiers(identifiers)
-        if problem is not None:
-            return problem
-        if not clicks and not identifiers:
-            return _RowError(
-                "fieldError", "REQUIRED", "A click id or user identifiers are required.", "gclid"
-            )
-        action = c.get("conversionAction")
-        prefix = f"customers/{customer}/conversionActions/"
-        action_id = action[len(prefix) :] if isinstance(action, str) else ""
-        if (
-            not isinstance(action, str)
-            or not action.startswith(prefix)
-            or not action_id.isdigit()
-            or (self.actions is not None and action_id not in self.actions)
-        ):
-            return _bad(
-                "NO_CONVERSION_ACTION_FOUND", "The conversion action was not found.", "action"
-            )
-        when = c.get("conversionDateTime")
-        if not isinstance(when, str) or not _DATE_TIME.fullmatch(when):
-            return _RowError(
-                "dateError",
-                "INVALID_STRING_DATE_TIME_SECONDS_WITH_OFFSET",
-                "conversionDateTime must be 'yyyy-mm-dd hh:mm:ss+|-hh:mm'.",
-                "conversionDateTime",
-            )
-        value = c.get("conversionValue")
-        if value is not None and not is_number(value):
-            return _RowError("fieldError", "INVALID_VALUE", "a number", "conversionValue")
-        currency = c.get("currencyCode")
-        if currency is not None and not (
-            isinstance(currency, str) and _CURRENCY.fullmatch(currency)
-        ):
-            return _RowError("currencyCodeError", "UNSUPPORTED", "ISO 4217 code", "currencyCode")
-        return _check_consent(c.get("consent"), c.get("conversionEnvironment"))
-
-    def _partial_failure(self, errors: list[tuple[int, _RowError]], version: str) -> dict[str, Any]:
+    def _partial_failure(self, errors: list[tuple[int, RowError]], version: str) -> dict[str, Any]:
         items = []
         for index, error in errors:
             path: list[dict[str, Any]] = [{"fieldName": "conversions", "index": index}]
@@ -471,7 +243,7 @@ class GoogleAdsSandbox(SandboxBase):
             ],
         }
 
-    def _refuse(self, refused: _Refused, version: str, order_ids: list[str]) -> web.Response:
+    def _refuse(self, refused: Refused, version: str, order_ids: list[str]) -> web.Response:
         self.recorder.rejected.append(
             {
                 "status": refused.http,
@@ -505,79 +277,6 @@ class GoogleAdsSandbox(SandboxBase):
 
     def _request_id(self) -> str:
         return "".join(self._ids.choice("0123456789abcdefABCDEF_-") for _ in range(22))
-
-
-def _doubled(conversions: list[Any]) -> dict[int, _RowError]:
-    """Rows that are the same conversion as another row of the request: none is processed."""
-    orders: dict[tuple[object, object], list[int]] = {}
-    clicks: dict[tuple[object, ...], list[int]] = {}
-    for index, c in enumerate(conversions):
-        action = c.get("conversionAction")
-        if isinstance(c.get("orderId"), str):
-            orders.setdefault((c["orderId"], action), []).append(index)
-        for key in CLICK_IDS:
-            if isinstance(c.get(key), str):
-                clicks.setdefault((c[key], action, c.get("conversionDateTime")), []).append(index)
-    out: dict[int, _RowError] = {}
-    for rows in clicks.values():
-        for index in rows if len(rows) > 1 else ():
-            out[index] = _bad(
-                "DUPLICATE_CLICK_CONVERSION_IN_REQUEST", "The request repeats this conversion."
-            )
-    for rows in orders.values():
-        for index in rows if len(rows) > 1 else ():
-            out[index] = _bad("DUPLICATE_ORDER_ID", "The request repeats this order id.", "orderId")
-    return out
-
-
-def _check_identifiers(identifiers: object) -> _RowError | None:
-    if identifiers is None:
-        return None
-    if not isinstance(identifiers, list) or len(identifiers) > MAX_IDENTIFIERS:
-        return _bad("INVALID_USER_IDENTIFIER", "At most 5 user identifiers.", "userIdentifiers")
-    for item in identifiers:
-        if not isinstance(item, dict):
-            return _bad("INVALID_USER_IDENTIFIER", "An identifier is an object.", "userIdentifiers")
-        set_ = [k for k in item if k in IDENTIFIER_ONEOF or k == "addressInfo"]
-        if len(set_) != 1:
-            return _bad(
-                "INVALID_USER_IDENTIFIER",
-                "Each user identifier sets exactly one identifier.",
-                "userIdentifiers",
-            )
-        if set_[0] not in ("hashedEmail", "hashedPhoneNumber"):
-            return _bad(
-                "UNSUPPORTED_USER_IDENTIFIER",
-                "Only hashedEmail and hashedPhoneNumber are supported.",
-                "userIdentifiers",
-            )
-        digest = item[set_[0]]
-        if not isinstance(digest, str) or not _SHA256_HEX.fullmatch(digest):
-            return _bad(
-                "INVALID_USER_IDENTIFIER",
-                "Hashed identifiers are SHA-256 as 64 lower-case hex digits.",
-                "userIdentifiers",
-            )
-        source = item.get("userIdentifierSource", "UNSPECIFIED")
-        if source not in ("FIRST_PARTY", "THIRD_PARTY", "UNSPECIFIED"):
-            return _RowError("fieldError", "INVALID_VALUE", "userIdentifierSource", "source")
-        unknown = set(item) - {set_[0], "userIdentifierSource"}
-        if unknown:
-            return _RowError("fieldError", "INVALID_VALUE", "unknown identifier field", "id")
-    return None
-
-
-def _check_consent(consent: object, environment: object) -> _RowError | None:
-    if environment is not None and environment not in ("WEB", "APP", "UNSPECIFIED"):
-        return _RowError("fieldError", "INVALID_VALUE", "conversionEnvironment", "environment")
-    if consent is None:
-        return None
-    if not isinstance(consent, dict) or set(consent) - {"adUserData", "adPersonalization"}:
-        return _RowError("fieldError", "INVALID_VALUE", "consent", "consent")
-    for value in consent.values():
-        if value not in ("GRANTED", "DENIED", "UNSPECIFIED"):
-            return _RowError("fieldError", "INVALID_VALUE", "GRANTED or DENIED", "consent")
-    return None
 
 
 def _result(conversion: Mapping[str, Any]) -> dict[str, Any]:

@@ -22,8 +22,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from gateway.delivery.exchange import make_client
 from gateway.delivery.http1 import Http1Transport
-from gateway.delivery.worker import make_client
 from gateway.devcerts import write_dev_certs
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
