@@ -10,6 +10,7 @@ with the threads of each process kept apart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
@@ -47,6 +48,35 @@ def tree_pids(root: int) -> set[int]:
             found.add(pid)
             todo += children.get(pid, [])
     return found
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of `pid`, oldest (lowest pid) first."""
+    kids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                kids.append(int(entry.name))
+    return sorted(kids)
+
+
+def pin_process(pid: int, core: int) -> None:
+    """Pin every thread of `pid` (the ones it starts later inherit it) to `core`."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task), {core})
+
+
+def spread_workers(supervisor: int, first: int) -> dict[int, int]:
+    """Give each worker of a `signalgate run --workers N` supervisor a core of its own: worker
+    i (by pid) on core (first + i) mod the cores this machine has; the supervisor stays where
+    it was started. Returns {worker pid: core}."""
+    cores = os.cpu_count() or 1
+    placed = {pid: (first + i) % cores for i, pid in enumerate(children_of(supervisor))}
+    for pid, core in placed.items():
+        pin_process(pid, core)
+    return placed
 
 
 def tree_cpu(root: int) -> tuple[float, int]:

@@ -65,7 +65,7 @@ from benchlib import (
     write_json,
 )
 from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
-from proctree import spent_during, spy_summary, thread_names, wait_tree_idle
+from proctree import spent_during, spread_workers, spy_summary, thread_names, wait_tree_idle
 
 TARGET_WORKERS_RATIO = 1.15
 """Issue #13: 2 workers cost at most this many times the CPU per event of 1 (same store)."""
@@ -77,6 +77,10 @@ BUSY_OTHER_PCT = 20.0
 READY_TIMEOUT = 90.0
 """Seconds a gateway (all its workers, PostgreSQL migrations included) has to start."""
 STORES = ("sqlite", "postgres")
+PLACEMENTS = ("spread", "stacked")
+"""Where several workers run: each on a core of its own (``spread``, the default: what a
+machine with a core per worker does) or all on ``--server-cpu`` (``stacked``: two processes
+time-slicing one core, which also charges the cost of the core's caches being shared)."""
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench key
 
 GATEWAY_TOML = """
@@ -168,7 +172,14 @@ class Result:
 class Gateway:
     """A running `signalgate run --workers N --no-delivery` of a case, with its store."""
 
-    def __init__(self, case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None):
+    def __init__(
+        self,
+        case: Case,
+        settings: ingest.Settings,
+        source: Path,
+        pg: Postgres | None,
+        placement: str = "spread",
+    ):
         self.case = case
         self.pg = pg
         self.database = ""
@@ -191,6 +202,8 @@ class Gateway:
         cmd += ["--workers", str(case.workers)]
         self.server = Server("gateway", cmd, settings.server_cpu, port, settings.workdir, source)
         self._wait_all_workers()
+        if placement == "spread" and case.workers > 1 and settings.server_cpu is not None:
+            spread_workers(self.server.proc.pid, settings.server_cpu)
 
     def _wait_all_workers(self) -> None:
         """The port answers once one worker listens; wait for the ready line (printed by the
@@ -229,10 +242,11 @@ def run_case(
     pg: Postgres | None,
     rnd: int,
     quiet_wait: float,
+    placement: str = "spread",
 ) -> Result:
     """Start the case's gateway, warm it up, measure it, stop it, count its store."""
     wait_quiet(quiet_wait)
-    gateway = Gateway(case, settings, source, pg)
+    gateway = Gateway(case, settings, source, pg, placement)
     try:
         prefix = f"{settings.nonce}r{rnd}{case.tag}"
         port = gateway.server.port
@@ -512,6 +526,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-profile", action="store_true", help="no py-spy profile of the cases that miss"
     )
+    parser.add_argument(
+        "--placement",
+        choices=PLACEMENTS,
+        default="spread",
+        help="several workers each on a core of its own from --server-cpu on (spread), or all"
+        " on --server-cpu (stacked)",
+    )
     add_output_args(parser)
     args = parse_bench_args(parser, argv)
     try:
@@ -554,6 +575,7 @@ def main(argv: Sequence[str]) -> int:
     cases = all_cases(args)
     env = environment(source, settings, loadgen)
     env["cases"] = [asdict(c) for c in cases]
+    env["placement"] = args.placement
     results: list[Result] = []
     reports: list[dict[str, Any]] = []
     v: list[dict[str, Any]] = []
@@ -566,12 +588,15 @@ def main(argv: Sequence[str]) -> int:
                 pg = stack.enter_context(postgres_server(not args.pg_no_fsync, pg_cpu))
                 env["postgres"] = pg.environment()
             banner("scale", "CPU per event, --no-delivery", env, settings, "load generator")
+            print(f"  several workers placed: {args.placement}", flush=True)
             if pg is not None:
                 print(f"  PostgreSQL: {env['postgres']}", flush=True)
             for rnd in range(args.rounds):
                 for case in cases:
                     print(f"  round {rnd + 1}: {case.label} ...", flush=True)
-                    results.append(run_case(case, settings, source, pg, rnd, args.quiet_wait))
+                    results.append(
+                        run_case(case, settings, source, pg, rnd, args.quiet_wait, args.placement)
+                    )
             v = verdicts(results, cases)
             if not args.no_profile:
                 reports = profile_misses(v, settings, source, pg, workdir)
