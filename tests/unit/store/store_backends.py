@@ -12,6 +12,9 @@ import pytest
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
+WRITERS = ("loop", "thread")
+"""Both writer modes keep the whole contract: jobs on the event loop's thread, or on their own."""
+
 Pair = tuple[PostgresStore, PostgresStore]
 """Two stores on one database: two gateway processes (replicas) sharing it."""
 
@@ -33,6 +36,12 @@ class OnSqlite:
 
     file = "outbox.db"
     """The stores' file, under the test's tmp_path."""
+
+    @pytest.fixture(params=WRITERS)
+    def writer(self, request: pytest.FixtureRequest) -> str:
+        """Each SQLite writer mode in turn: every test of the suite runs once per mode."""
+        mode: str = request.param
+        return mode
 
     @pytest.fixture
     def make_store(self, tmp_path: Path, writer: str) -> Callable[[], SqliteStore]:

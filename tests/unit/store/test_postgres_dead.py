@@ -16,6 +16,7 @@ from contract import LEASE, T0, ev  # noqa: E402
 from contract_dead import ROUTE, DeadLetterContract, dead_rows  # noqa: E402
 from pg_database import index_plan  # noqa: E402
 from store_backends import OnPostgres, Pair  # noqa: E402
+from store_fixtures import two_stores  # noqa: E402, F401 - a fixture
 
 from gateway.store.base import DeadEvidence, DeadQuery, DeadReason, ReplaySelection  # noqa: E402
 from gateway.store.postgres_dead import MAX_ANSWER, MAX_PAYLOAD  # noqa: E402

@@ -17,6 +17,7 @@ from contract import LEASE, T0, ev  # noqa: E402
 from contract_orders import OrderContract, loader_record, order  # noqa: E402
 from pg_database import index_plan  # noqa: E402
 from store_backends import OnPostgres, Pair  # noqa: E402
+from store_fixtures import two_stores  # noqa: E402, F401 - a fixture
 
 from gateway.core.orders import Fate  # noqa: E402
 from gateway.store.base import NewEvent  # noqa: E402

@@ -20,6 +20,7 @@ from contract import LEASE, T0, ev  # noqa: E402
 from contract_profiles import EM, ProfileContract  # noqa: E402
 from pg_database import index_plan  # noqa: E402
 from store_backends import OnPostgres, Pair  # noqa: E402
+from store_fixtures import two_stores  # noqa: E402, F401 - a fixture
 
 from gateway.core.jsoncodec import dumps  # noqa: E402
 from gateway.core.profile import MAX_LINKED_VISITORS, ProfileUpdate  # noqa: E402

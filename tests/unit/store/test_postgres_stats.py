@@ -16,6 +16,7 @@ pytest.register_assert_rewrite("contract", "contract_stats")
 from contract_stats import M0, StatsContract, stat  # noqa: E402
 from pg_database import index_plan  # noqa: E402
 from store_backends import OnPostgres, Pair, make  # noqa: E402
+from store_fixtures import two_stores  # noqa: E402, F401 - a fixture
 
 from gateway.core.rollup import StatRow  # noqa: E402
 from gateway.store.base import StatsQuery  # noqa: E402

@@ -20,6 +20,7 @@ from contract_outbox import StoreContract  # noqa: E402
 from contract_profiles import ProfileContract  # noqa: E402
 from sqlite_files import file_at_version, pending_purchase  # noqa: E402
 from store_backends import OnSqlite  # noqa: E402
+from store_fixtures import writer_mode  # noqa: E402, F401 - a fixture
 
 import gateway.store.sqlite as sqlite_module  # noqa: E402
 import gateway.store.sqlite_outbox as sqlite_outbox  # noqa: E402
