@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import signal
@@ -22,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -109,8 +108,6 @@ def git_head() -> str:
 MAX_BAD_FRACTION = 0.001
 """More answers with another status (or socket errors) than this fraction of requests fails
 the run."""
-SPY_RATE = 250
-"""py-spy samples per second and thread."""
 QUIET_THRESHOLD = 0.15
 """`wait_quiet` waits until the machine uses less than this many cores."""
 
@@ -659,66 +656,3 @@ def check_outbox(name: str, rows: dict[str, int], expected: int, slack: int, wha
             f"{name}: outbox holds {rows} but {expected} {what} (allowed surplus {slack}): "
             "the gateway is not storing what it accepts"
         )
-
-
-# -- profiling
-
-
-def py_spy() -> str:
-    """The py-spy executable (on PATH or next to this Python), or RuntimeError."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        raise RuntimeError("--profile needs py-spy (.venv/bin/pip install py-spy)")
-    return spy
-
-
-def start_py_spy(pid: int, seconds: int, raw: Path, cpu: int | None) -> subprocess.Popen[str]:
-    """Start sampling `pid` for `seconds` (non-blocking, `SPY_RATE`, all threads) into the raw
-    (collapsed) file `raw`, py-spy pinned to `cpu`."""
-    cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(seconds)]
-    cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads"]
-    cmd += ["--format", "raw", "--output", str(raw)]
-    return subprocess.Popen(
-        pinned(cmd, cpu), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-SPY_ROOTS = ("<module>", "_run_module_as_main", "Thread._bootstrap", "_bootstrap")
-"""Outermost frames of a complete stack (non-blocking sampling tears some)."""
-
-
-def spy_frame(frame: str) -> tuple[str, str]:
-    """``func (/x/src/gateway/web/api.py:12)`` -> ``("func", "gateway/web/api.py")``: the path
-    from the `gateway` package on, wherever the sources ran from."""
-    m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not m:
-        return frame, ""
-    path = m.group(2)
-    at = path.rfind("/gateway/")
-    return m.group(1), path[at + 1 :] if at >= 0 else path
-
-
-def gateway_frame(path: str) -> bool:
-    """Whether a frame's path is gateway code (its entry points left out)."""
-    return path.startswith("gateway/") and path not in ("gateway/cli.py", "gateway/__main__.py")
-
-
-def spy_stacks(path: Path) -> Iterator[tuple[str, list[tuple[str, str]], int]]:
-    """(thread name, frames outermost first as `spy_frame` pairs, sample count) of every
-    stack in a py-spy raw file."""
-    for line in path.read_text().splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack or not count_s.isdigit():
-            continue
-        frames = stack.split(";")
-        thread = "?"
-        while frames and frames[0].startswith(("process ", "thread ")):
-            thread = frames.pop(0).split(": ", 1)[-1]
-        parsed = [spy_frame(f) for f in frames]
-        if parsed:
-            yield thread, parsed, int(count_s)
-
-
-def profile_row(item: Sequence[Any]) -> str:
-    """One hotspot row: (what, % of samples, us per request)."""
-    return f"    {item[1]:5.1f}%  {item[2]:7.1f} us/req  {item[0]}"

@@ -86,8 +86,6 @@ from typing import Any
 
 from benchlib import (
     ROOT,
-    SPY_RATE,
-    SPY_ROOTS,
     BenchSettings,
     Load,
     Server,
@@ -101,28 +99,25 @@ from benchlib import (
     end_run,
     environment,
     fmt,
-    gateway_frame,
     load_figures,
     measured,
     median_run,
     outbox_rows,
     parse_bench_args,
     proc_times,
-    profile_row,
     run_forever,
     run_loadgen,
     serve_app,
     snapshot_source,
     source_warnings,
-    spy_stacks,
     start_child,
     start_gateway_config,
-    start_py_spy,
     wait_idle,
     wait_quiet,
     write_json,
     wrk_script,
 )
+from benchprofile import SPY_RATE, SPY_ROOTS, gateway_frame, profile_row, spy_stacks, start_py_spy
 
 SOURCE = ROOT
 """Directory holding the `gateway` package the servers run (a snapshot, by default)."""

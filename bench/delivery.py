@@ -56,18 +56,17 @@ from benchlib import (
     git_head,
     outbox_rows,
     proc_times,
-    profile_row,
     run_forever,
     serve_app,
     snapshot_source,
     source_digest,
     source_warnings,
     start_gateway_config,
-    start_py_spy,
     wait_quiet,
     write_json,
 )
-from ingest import API_KEY, ID_MARK, body_for, event_template, hotspots
+from benchload import API_KEY, ID_MARK, body_for, event_template
+from benchprofile import hotspots, profile_row, start_py_spy
 from platforms import CLICK_IDS, PLATFORMS, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_DELIVERIES = 10_000.0

@@ -66,6 +66,7 @@ from benchlib import (
     write_gateway_config,
     write_json,
 )
+from benchload import API_KEY, ID_MARK, body_for, event_template
 from delivery import (
     BASELINE,
     BATCH,
@@ -77,7 +78,6 @@ from delivery import (
     tallies,
     tally_text,
 )
-from ingest import API_KEY, ID_MARK, body_for, event_template
 from platforms import CLICK_IDS, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_MB = 150.0

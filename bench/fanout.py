@@ -20,7 +20,6 @@ destination, so a gateway that skipped the fan-out cannot look fast.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ from benchlib import (
     wait_quiet,
     write_json,
 )
+from benchload import API_KEY, ID_MARK, Settings, event_template, resolve_loadgen
+from ingestreport import Result, table
 from platforms import CLICK_IDS, UNREACHABLE, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_RATIO = 0.50
@@ -89,18 +90,18 @@ def config_toml(names: Sequence[str]) -> str:
 
 
 def run_case(
-    settings: ingest.Settings,
+    settings: Settings,
     source: Path,
     names: Sequence[str],
     batch: int,
     tag: str,
     quiet_wait: float,
-) -> ingest.Result:
+) -> Result:
     """One gateway with `names` enabled under `batch`-event load; rows checked afterwards."""
     label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
     wait_quiet(quiet_wait)
     server, db = start_gateway_config(
-        config_toml(names), settings.workdir, settings.server_cpu, source, key=ingest.API_KEY
+        config_toml(names), settings.workdir, settings.server_cpu, source, key=API_KEY
     )
     try:
         warm, load = ingest.measure(settings, server, label, batch, tag)
@@ -116,7 +117,7 @@ def check_rows(
     db: Path,
     batch: int,
     loads: Sequence[Load],
-    settings: ingest.Settings,
+    settings: Settings,
     destinations: int,
 ) -> tuple[dict[str, int], int]:
     """The outbox must hold every accepted event and `destinations` delivery rows for each (up
@@ -136,7 +137,7 @@ def check_rows(
     return rows, expected
 
 
-def verdict(results: Sequence[ingest.Result], all_count: int) -> dict[str, Any] | None:
+def verdict(results: Sequence[Result], all_count: int) -> dict[str, Any] | None:
     one = median_run(r for r in results if r.server.startswith("1 dest"))
     full = median_run(r for r in results if r.server == f"{all_count} dest")
     if one is None or full is None or all_count < 2:
@@ -168,11 +169,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    loadgen = args.loadgen
-    if loadgen == "auto":
-        loadgen = "wrk" if shutil.which("wrk") else "python"
-    elif loadgen == "wrk" and not shutil.which("wrk"):
-        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+    loadgen = resolve_loadgen(args.loadgen)
+    if loadgen is None:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-fanout-"))
     source = ROOT if args.no_snapshot else snapshot_source(workdir)
@@ -181,14 +179,14 @@ def main(argv: Sequence[str]) -> int:
     if BASELINE not in names:
         print(f"the baseline destination {BASELINE!r} is not usable", file=sys.stderr)
         return 2
-    settings = ingest.Settings(
+    settings = Settings(
         loadgen=loadgen,
         connections=args.connections,
         duration=args.duration,
         warmup=args.warmup,
         server_cpu=core_arg(args.server_cpu),
         client_cpu=core_arg(args.client_cpu),
-        template_parts=ingest.event_template(int(time.time()), CLICK_IDS).split(ingest.ID_MARK),
+        template_parts=event_template(int(time.time()), CLICK_IDS).split(ID_MARK),
         workdir=workdir,
     )
     env = environment(source, settings, loadgen)
@@ -201,7 +199,7 @@ def main(argv: Sequence[str]) -> int:
         + (f" (left out: {', '.join(skipped)})" if skipped else ""),
         flush=True,
     )
-    results: list[ingest.Result] = []
+    results: list[Result] = []
     status = 0
     try:
         for rnd in range(args.rounds):
@@ -215,7 +213,7 @@ def main(argv: Sequence[str]) -> int:
     finally:
         end_run(env, source, args.keep, workdir)
     print()
-    print(ingest.table(results))
+    print(table(results))
     print()
     v = verdict(results, len(names))
     if v is not None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +42,6 @@ from typing import Any
 import ingest
 from benchlib import (
     ROOT,
-    SPY_RATE,
     Server,
     add_core_args,
     add_output_args,
@@ -56,14 +54,14 @@ from benchlib import (
     fmt,
     free_port,
     parse_bench_args,
-    pinned,
-    py_spy,
     snapshot_source,
     source_warnings,
     wait_quiet,
     write_gateway_config,
     write_json,
 )
+from benchload import API_KEY, ID_MARK, Settings, event_template, resolve_loadgen, run_load
+from benchprofile import SPY_RATE, perf_record_cmd, perf_summary, py_spy, start_sampler
 from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
 from proctree import spent_during, spy_summary, thread_names, wait_tree_idle
 
@@ -168,7 +166,7 @@ class Result:
 class Gateway:
     """A running `signalgate run --workers N --no-delivery` of a case, with its store."""
 
-    def __init__(self, case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None):
+    def __init__(self, case: Case, settings: Settings, source: Path, pg: Postgres | None):
         self.case = case
         self.pg = pg
         self.database = ""
@@ -183,7 +181,7 @@ class Gateway:
             GATEWAY_TOML.replace("{storage}", storage),
             settings.workdir,
             port,
-            key=ingest.API_KEY,
+            key=API_KEY,
             pixel=ingest.PIXEL_ID,
             cookie=COOKIE_SECRET,
         )
@@ -224,7 +222,7 @@ class Gateway:
 
 def run_case(
     case: Case,
-    settings: ingest.Settings,
+    settings: Settings,
     source: Path,
     pg: Postgres | None,
     rnd: int,
@@ -237,15 +235,13 @@ def run_case(
         prefix = f"{settings.nonce}r{rnd}{case.tag}"
         port = gateway.server.port
         try:
-            warm = ingest.run_load(settings, port, case.batch, settings.warmup, prefix + "w")
+            warm = run_load(settings, port, case.batch, settings.warmup, prefix + "w")
             check_answers(f"{case.label} warm-up", warm, 202)
             wait_tree_idle(gateway.pid)
             load, spent = spent_during(
                 gateway.pid,
                 pg.server.pid if pg is not None and case.store == "postgres" else None,
-                lambda: ingest.run_load(
-                    settings, port, case.batch, settings.duration, prefix + "m"
-                ),
+                lambda: run_load(settings, port, case.batch, settings.duration, prefix + "m"),
             )
             check_answers(case.label, load, 202)
         finally:
@@ -394,7 +390,7 @@ def capacity(results: Sequence[Result], cases: Sequence[Case]) -> list[dict[str,
 
 
 def profile_case(
-    case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None, prefix: Path
+    case: Case, settings: Settings, source: Path, pg: Postgres | None, prefix: Path
 ) -> dict[str, Any]:
     """A separate run of `case` under py-spy (every process of the gateway, non-blocking) and,
     when ``perf`` is on PATH and the gateway is pinned, ``perf record`` of its core (native
@@ -409,30 +405,20 @@ def profile_case(
         port = gateway.server.port
         try:
             tag = f"{settings.nonce}p{case.tag}"
-            ingest.run_load(settings, port, case.batch, settings.warmup, tag + "w")
+            run_load(settings, port, case.batch, settings.warmup, tag + "w")
             wait_tree_idle(gateway.pid)
             cmd = [py_spy(), "record", "--pid", str(gateway.pid), "--duration", str(seconds)]
             cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads", "--subprocesses"]
             cmd += ["--format", "raw", "--output", str(raw)]
             tools = [cmd]
             if perf:
-                core = str(settings.server_cpu)
-                record = [perf, "record", "-q", "-e", "cpu-clock", "-F", "999", "-C", core]
-                tools.append([*record, "-o", str(perf_data), "--", "sleep", str(seconds)])
-            running = [
-                subprocess.Popen(
-                    pinned(tool, settings.client_cpu),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                for tool in tools
-            ]
+                tools.append(perf_record_cmd(perf, settings.server_cpu, perf_data, seconds))
+            running = [start_sampler(tool, settings.client_cpu) for tool in tools]
             time.sleep(0.5)
             load, spent = spent_during(
                 gateway.pid,
                 None,
-                lambda: ingest.run_load(settings, port, case.batch, seconds, tag + "m"),
+                lambda: run_load(settings, port, case.batch, seconds, tag + "m"),
             )
             for tool in running:
                 output, _ = tool.communicate(timeout=seconds + 60)
@@ -445,7 +431,7 @@ def profile_case(
     us_per_event = 1e6 * spent.gateway / max(1, load.ok * case.batch)
     report = {"case": asdict(case), "raw": str(raw), **spy_summary(raw, us_per_event)}
     if perf:
-        report["perf"] = ingest.perf_summary(perf, perf_data, thread_names(raw))
+        report["perf"] = perf_summary(perf, perf_data, thread_names(raw))
     return report
 
 
@@ -533,22 +519,19 @@ def all_cases(args: argparse.Namespace) -> list[Case]:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    loadgen = args.loadgen
-    if loadgen == "auto":
-        loadgen = "wrk" if shutil.which("wrk") else "python"
-    elif loadgen == "wrk" and not shutil.which("wrk"):
-        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+    loadgen = resolve_loadgen(args.loadgen)
+    if loadgen is None:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="signalgate-scale-"))
     source = ROOT if args.no_snapshot else snapshot_source(workdir)
-    settings = ingest.Settings(
+    settings = Settings(
         loadgen=loadgen,
         connections=args.connections,
         duration=args.duration,
         warmup=args.warmup,
         server_cpu=core_arg(args.server_cpu),
         client_cpu=core_arg(args.client_cpu),
-        template_parts=ingest.event_template(int(time.time())).split(ingest.ID_MARK),
+        template_parts=event_template(int(time.time())).split(ID_MARK),
         workdir=workdir,
     )
     cases = all_cases(args)
@@ -606,7 +589,7 @@ def main(argv: Sequence[str]) -> int:
 
 def profile_misses(
     v: Sequence[dict[str, Any]],
-    settings: ingest.Settings,
+    settings: Settings,
     source: Path,
     pg: Postgres | None,
     workdir: Path,
