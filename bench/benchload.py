@@ -13,12 +13,14 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchlib import BenchSettings, Load, run_loadgen, wrk_script
+
+# -- event bodies ------------------------------------------------------------------------------
 
 API_KEY = "sg_bench_key_0123456789abcdef"
 
@@ -60,12 +62,63 @@ def event_template(now: int, click_ids: Mapping[str, str] | None = None) -> str:
     return json.dumps(event, separators=(",", ":"))
 
 
+def template_parts(click_ids: Mapping[str, str] | None = None) -> list[str]:
+    """`event_template` of now, split at the id marks (what `body_for` and the Lua script join)."""
+    return event_template(int(time.time()), click_ids).split(ID_MARK)
+
+
 def body_for(parts: Sequence[str], prefix: str, first: int, batch: int) -> bytes:
     """Return a ``{"events": [...]}`` body of `batch` events numbered from `first`."""
     events = []
     for n in range(first, first + batch):
         events.append(f"{prefix}-{n}".join(parts))
     return ('{"events":[' + ",".join(events) + "]}").encode()
+
+
+# -- a fixed number of events (filling an outbox) ----------------------------------------------
+
+FILL_BATCH = 100
+"""Events per ingest request while filling an outbox."""
+FILL_CONNECTIONS = 8
+
+
+def event_bodies(parts: Sequence[str], prefix: str, events: int) -> Iterator[bytes]:
+    """``{"events": [...]}`` bodies of up to `FILL_BATCH` events (the Purchase above), `events`
+    in all, every one with a unique id and e-mail, made as they are sent (a million events'
+    bodies would weigh on the bench process, not on the gateway, but there is no reason to hold
+    them)."""
+    for first in range(0, events, FILL_BATCH):
+        yield body_for(parts, prefix, first, min(FILL_BATCH, events - first))
+
+
+async def post_bodies(port: int, bodies: Iterable[bytes], what: str, patience: float) -> int:
+    """POST every body to the gateway over `FILL_CONNECTIONS` keep-alive connections (each
+    answer within `patience` s); every answer must be 202 (else RuntimeError, prefixed `what`);
+    return the events accepted."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/v1/events"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    shared = iter(bodies)
+    accepted = 0
+    connector = aiohttp.TCPConnector(limit=FILL_CONNECTIONS)
+    client_timeout = aiohttp.ClientTimeout(total=patience)
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+
+        async def poster() -> None:
+            nonlocal accepted
+            for body in shared:  # one shared iterator: each body is posted once
+                async with session.post(url, data=body, headers=headers) as resp:
+                    text = await resp.text()
+                    if resp.status != 202:
+                        raise RuntimeError(f"{what}: HTTP {resp.status} {text[:300]}")
+                    accepted += int(json.loads(text)["accepted"])
+
+        await asyncio.gather(*(poster() for _ in range(FILL_CONNECTIONS)))
+    return accepted
+
+
+# -- a load run for a given time ---------------------------------------------------------------
 
 
 LUA_SCRIPT = """

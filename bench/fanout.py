@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -30,53 +28,30 @@ from typing import Any
 
 import ingest
 from benchlib import (
-    ROOT,
     Load,
     add_core_args,
     add_output_args,
     add_timing_args,
     banner,
-    core_arg,
     end_run,
     environment,
     fmt,
     median_run,
     outbox_rows,
     parse_bench_args,
-    snapshot_source,
+    run_dirs,
     source_warnings,
-    start_gateway_config,
     wait_quiet,
     write_json,
 )
-from benchload import API_KEY, ID_MARK, Settings, event_template, resolve_loadgen
+from benchload import API_KEY, Settings, resolve_loadgen, template_parts
+from benchservers import INGEST_TOML, start_gateway_config
 from ingestreport import Result, table
 from platforms import CLICK_IDS, UNREACHABLE, add_quiet_arg, destinations_toml, registered, usable
 
 TARGET_RATIO = 0.50
 """Issue #11: with every destination, at least half the one-destination events/s."""
 BASELINE = "meta"
-
-GATEWAY_TOML = """
-[server]
-host = "127.0.0.1"
-port = {port}
-max_body_bytes = 1048576
-max_events_per_request = 1000
-
-[storage]
-backend = "sqlite"
-path = "{db}"
-synchronous = "NORMAL"
-
-[delivery]
-poll_interval = 0.05
-
-[[sites]]
-id = "shop"
-api_keys = ["{key}"]
-default_country = "us"
-"""
 
 
 def braces(text: str) -> str:
@@ -86,7 +61,7 @@ def braces(text: str) -> str:
 
 def config_toml(names: Sequence[str]) -> str:
     """The gateway config template of a case whose site enables `names`."""
-    return GATEWAY_TOML + braces(destinations_toml(names, UNREACHABLE))
+    return INGEST_TOML + braces(destinations_toml(names, UNREACHABLE))
 
 
 def run_case(
@@ -172,22 +147,17 @@ def main(argv: Sequence[str]) -> int:
     loadgen = resolve_loadgen(args.loadgen)
     if loadgen is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-fanout-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, source = run_dirs("signalgate-fanout-", args.no_snapshot)
     sys.path.insert(0, str(source))  # the destination list of the code measured
     names = usable(all_names := registered(), sandbox=False)
     if BASELINE not in names:
         print(f"the baseline destination {BASELINE!r} is not usable", file=sys.stderr)
         return 2
-    settings = Settings(
+    settings = Settings.from_args(
+        args,
+        workdir,
         loadgen=loadgen,
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=core_arg(args.server_cpu),
-        client_cpu=core_arg(args.client_cpu),
-        template_parts=event_template(int(time.time()), CLICK_IDS).split(ID_MARK),
-        workdir=workdir,
+        template_parts=template_parts(CLICK_IDS),
     )
     env = environment(source, settings, loadgen)
     env["destinations"] = names

@@ -20,6 +20,10 @@ against the 202 answers, so a broken gateway cannot look fast.
 Optional extras: ``--delivery-mode`` repeats the gateway cases with delivery workers running
 against the Meta sandbox in a third process (informational), and ``--profile FILE`` samples the
 gateway under the single-event load with py-spy and prints the hotspots.
+
+The cases, servers and child modes are here; the load (event bodies, wrk script, Python client)
+is in benchload.py, the report (table, verdicts, time budget) in ingestreport.py and the
+in-process micro-benchmarks in ingestmicro.py.
 """
 
 from __future__ import annotations
@@ -28,11 +32,9 @@ import argparse
 import asyncio
 import json
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -44,7 +46,6 @@ from typing import Any
 from benchlib import (
     ROOT,
     Load,
-    Server,
     add_core_args,
     add_output_args,
     add_timing_args,
@@ -54,7 +55,6 @@ from benchlib import (
     check_answers,
     check_outbox,
     child_env,
-    core_arg,
     end_run,
     environment,
     free_port,
@@ -63,24 +63,18 @@ from benchlib import (
     outbox_rows,
     parse_bench_args,
     pinned,
-    run_forever,
-    serve_app,
-    snapshot_source,
+    run_dirs,
     source_warnings,
-    start_child,
-    start_gateway_config,
     wait_idle,
     wait_quiet,
-    write_gateway_config,
     write_json,
 )
 from benchload import (
     API_KEY,
-    ID_MARK,
     Settings,
-    event_template,
     resolve_loadgen,
     run_load,
+    template_parts,
 )
 from benchprofile import (
     hotspots,
@@ -89,6 +83,17 @@ from benchprofile import (
     spy_threads,
     start_py_spy,
     start_sampler,
+)
+from benchservers import (
+    INGEST_TOML,
+    META_TOML,
+    Server,
+    http_get_json,
+    run_forever,
+    serve_app,
+    start_child,
+    start_gateway_config,
+    write_gateway_config,
 )
 from ingestmicro import audit_costs, request_path_costs
 from ingestreport import (
@@ -120,32 +125,7 @@ ADMIN_TOKEN = "sg_bench_admin_0123456789abcdef"  # noqa: S105 - a throwaway benc
 # -- processes ---------------------------------------------------------------------------------
 
 
-GATEWAY_TOML = """
-[server]
-host = "127.0.0.1"
-port = {port}
-max_body_bytes = 1048576
-max_events_per_request = 1000
-
-[storage]
-backend = "sqlite"
-path = "{db}"
-synchronous = "NORMAL"
-
-[delivery]
-poll_interval = 0.05
-
-[[sites]]
-id = "shop"
-api_keys = ["{key}"]
-default_country = "us"
-
-[sites.destinations.meta]
-pixel_id = "{pixel}"
-access_token = "bench-access-token"
-api_base = "{api_base}"
-max_batch = 500
-"""
+GATEWAY_TOML = INGEST_TOML + META_TOML
 
 
 def write_config(workdir: Path, port: int, api_base: str) -> tuple[Path, Path]:
@@ -180,12 +160,7 @@ def start_sandbox(workdir: Path, cpu: int | None) -> Server:
 
 def sandbox_count(port: int) -> int:
     """Events the sandbox accepted so far (its own counter, see `_serve_sandbox`)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET /_bench/count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return int(json.loads(data.split(b"\r\n\r\n", 1)[1])["accepted"])
+    return int(http_get_json(port, "/_bench/count", timeout=5)["accepted"])
 
 
 # -- cases -------------------------------------------------------------------------------------
@@ -590,22 +565,15 @@ def main(argv: Sequence[str]) -> int:
     loadgen = resolve_loadgen(args.loadgen)
     if loadgen is None:
         return 2
-    server_cpu, client_cpu = core_arg(args.server_cpu), core_arg(args.client_cpu)
     batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-bench-"))
     global SOURCE, QUIET_WAIT
-    SOURCE = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, SOURCE = run_dirs("signalgate-bench-", args.no_snapshot)
     QUIET_WAIT = args.quiet_wait
-    parts = event_template(int(time.time())).split(ID_MARK)
-    settings = Settings(
+    settings = Settings.from_args(
+        args,
+        workdir,
         loadgen=loadgen,
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=server_cpu,
-        client_cpu=client_cpu,
-        template_parts=parts,
-        workdir=workdir,
+        template_parts=template_parts(),
     )
     env = environment(SOURCE, settings, loadgen)
     env["pinning"] = "taskset" if shutil.which("taskset") else "sched_setaffinity"

@@ -58,7 +58,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,7 +70,7 @@ from benchlib import (
     free_port,
     nginx_conf,
     pinned,
-    snapshot_source,
+    run_dirs,
     wait_quiet,
     wrk_script,
 )
@@ -554,8 +553,7 @@ def main(argv: Sequence[str]) -> int:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is not installed", file=sys.stderr)
             return 1
-    workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, source = run_dirs("bench-proxy-", args.no_snapshot)
     env = environment(args)
     print(
         f"gateway + nginx on core {args.server_cpu}, wrk + upstreams on core "

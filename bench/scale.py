@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -41,8 +40,6 @@ from typing import Any
 
 import ingest
 from benchlib import (
-    ROOT,
-    Server,
     add_core_args,
     add_output_args,
     add_timing_args,
@@ -54,14 +51,28 @@ from benchlib import (
     fmt,
     free_port,
     parse_bench_args,
-    snapshot_source,
+    run_dirs,
     source_warnings,
     wait_quiet,
-    write_gateway_config,
     write_json,
 )
-from benchload import API_KEY, ID_MARK, Settings, event_template, resolve_loadgen, run_load
+from benchload import (
+    API_KEY,
+    Settings,
+    resolve_loadgen,
+    run_load,
+    template_parts,
+)
 from benchprofile import SPY_RATE, perf_record_cmd, perf_summary, py_spy, start_sampler
+from benchservers import (
+    DELIVERY_TOML,
+    META_TOML,
+    SERVER_TOML,
+    SITE_TOML,
+    SQLITE_STORAGE,
+    Server,
+    write_gateway_config,
+)
 from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
 from proctree import spent_during, spy_summary, thread_names, wait_tree_idle
 
@@ -77,36 +88,14 @@ READY_TIMEOUT = 90.0
 STORES = ("sqlite", "postgres")
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench key
 
-GATEWAY_TOML = """
-[server]
-host = "127.0.0.1"
-port = {port}
-max_body_bytes = 1048576
-max_events_per_request = 1000
-cookie_secret = "{cookie}"
-
-[storage]
-{storage}
-
-[delivery]
-poll_interval = 0.05
-
-[[sites]]
-id = "shop"
-api_keys = ["{key}"]
-default_country = "us"
-
-[sites.destinations.meta]
-pixel_id = "{pixel}"
-access_token = "bench-access-token"
-api_base = "http://127.0.0.1:9"
-max_batch = 500
-"""
-
-SQLITE_STORAGE = """backend = "sqlite"
-path = "{db}"
-synchronous = "NORMAL"
-"""
+GATEWAY_TOML = (
+    SERVER_TOML
+    + 'cookie_secret = "{cookie}"\n'
+    + "\n[storage]\n{storage}\n"
+    + DELIVERY_TOML
+    + SITE_TOML
+    + META_TOML
+)
 
 POSTGRES_STORAGE = """backend = "postgres"
 dsn = "{dsn}"
@@ -183,6 +172,7 @@ class Gateway:
             port,
             key=API_KEY,
             pixel=ingest.PIXEL_ID,
+            api_base="http://127.0.0.1:9",
             cookie=COOKIE_SECRET,
         )
         cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config), "--no-delivery"]
@@ -522,17 +512,12 @@ def main(argv: Sequence[str]) -> int:
     loadgen = resolve_loadgen(args.loadgen)
     if loadgen is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-scale-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
-    settings = Settings(
+    workdir, source = run_dirs("signalgate-scale-", args.no_snapshot)
+    settings = Settings.from_args(
+        args,
+        workdir,
         loadgen=loadgen,
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=core_arg(args.server_cpu),
-        client_cpu=core_arg(args.client_cpu),
-        template_parts=event_template(int(time.time())).split(ID_MARK),
-        workdir=workdir,
+        template_parts=template_parts(),
     )
     cases = all_cases(args)
     env = environment(source, settings, loadgen)
