@@ -235,17 +235,21 @@ def code_identity(source: Path) -> dict[str, Any]:
     }
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("?" when unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def environment(source: Path, settings: BenchSettings, loadgen: str) -> dict[str, Any]:
     """Versions, machine and settings of a run (the ``environment`` of the JSON output)."""
     import aiohttp
     import uvloop
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     wrk = ""
     if loadgen == "wrk":
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout

@@ -25,6 +25,9 @@ class Server:
     """A server child process pinned to a core, running the gateway sources in `source`, its
     log file and a graceful stop."""
 
+    stop_signal: int = signal.SIGINT
+    """What `stop` sends first (SIGINT: graceful, the gateway drains its writer queue)."""
+
     def __init__(
         self, name: str, cmd: list[str], cpu: int | None, port: int, workdir: Path, source: Path
     ):
@@ -32,15 +35,19 @@ class Server:
         self.port = port
         self.log_path = workdir / f"{name}-{port}.log"
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            pinned(cmd, cpu),
+        self.proc = self._spawn(pinned(cmd, cpu), cpu, source)
+        self._wait_ready()
+
+    def _spawn(self, cmd: list[str], cpu: int | None, source: Path) -> subprocess.Popen[bytes]:
+        """Start `cmd` (already pinned by taskset, if present) in `source`, its output logged."""
+        return subprocess.Popen(
+            cmd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=child_env(source),
             cwd=source,
             preexec_fn=affinity_hook(cpu),
         )
-        self._wait_ready()
 
     def _wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -60,9 +67,9 @@ class Server:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGINT (graceful: the gateway drains its writer queue), then SIGKILL after 20 s."""
+        """`stop_signal` (graceful), then SIGKILL after 20 s."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -69,13 +69,7 @@ from benchlib import (
     wait_quiet,
     write_json,
 )
-from benchload import (
-    API_KEY,
-    Settings,
-    resolve_loadgen,
-    run_load,
-    template_parts,
-)
+from benchload import API_KEY, Settings, resolve_loadgen, run_load, template_parts
 from benchprofile import (
     hotspots,
     perf_record_cmd,

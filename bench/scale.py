@@ -56,13 +56,7 @@ from benchlib import (
     wait_quiet,
     write_json,
 )
-from benchload import (
-    API_KEY,
-    Settings,
-    resolve_loadgen,
-    run_load,
-    template_parts,
-)
+from benchload import API_KEY, Settings, resolve_loadgen, run_load, template_parts
 from benchprofile import SPY_RATE, perf_record_cmd, perf_summary, py_spy, start_sampler
 from benchservers import (
     DELIVERY_TOML,
