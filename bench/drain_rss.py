@@ -41,10 +41,10 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchlib import (
     add_output_args,
@@ -75,6 +75,7 @@ EVENTS = 100_000
 QUICK_EVENTS = 10_000
 SERIES_POINTS = 200
 """RSS samples kept per phase in the JSON output (evenly thinned)."""
+T = TypeVar("T")
 
 
 # -- the gateway's RSS over a phase ------------------------------------------------------------
@@ -192,25 +193,32 @@ class CaseResult:
         return max(self.queueing.peak_mb, self.draining.peak_mb) <= self.target_mb
 
 
-def queue_phase(
-    opts: Options, names: Sequence[str], toml: str, tag: str, trace_dir: Path | None
-) -> tuple[Phase, Path]:
-    """Start the gateway without delivery, post `opts.events` events; return the phase and
-    the outbox path (its config beside it)."""
-    port = free_port()
-    config, db = write_gateway_config(toml, opts.workdir, port, key=API_KEY)
-    args = ["-m", "gateway", "run", "--config", str(config), "--no-delivery"]
-    cmd = [sys.executable, *args] if trace_dir is None else traced_cmd(trace_dir, args)
+def sampled_phase(
+    name: str,
+    gateway_args: list[str],
+    port: int,
+    opts: Options,
+    trace_dir: Path | None,
+    work: Callable[[Server], tuple[int, T]],
+) -> tuple[Phase, T]:
+    """Start the gateway (``python <gateway_args>``, under tracemalloc into `trace_dir` when
+    given) as ``gateway-<name>`` and sample its RSS from the spawn while `work` runs against it;
+    then read its peak (VmHWM) and CPU before the graceful stop. `work` returns the work done
+    (events or deliveries) and a result of its own, returned with the phase."""
+    cmd = (
+        [sys.executable, *gateway_args]
+        if trace_dir is None
+        else traced_cmd(trace_dir, gateway_args)
+    )
     spawn = time.monotonic()
-    server = start_server("gateway-queueing", cmd, port, opts, trace_dir is not None)
+    server = start_server(f"gateway-{name}", cmd, port, opts, trace_dir is not None)
     sampler = RssSampler(server.proc.pid)
     sampler.start = spawn
     try:
         if trace_dir is not None:
             start_tracing(trace_dir)
         idle = status_kb(server.proc.pid).get("VmRSS", 0)
-        bodies = event_bodies(opts.parts, tag, opts.events)
-        accepted = asyncio.run(post_bodies(server.port, bodies, "queueing", patience=120))
+        done, result = work(server)
         seconds = time.monotonic() - spawn
         hwm = status_kb(server.proc.pid).get("VmHWM", 0)
         cpu = proc_times(server.proc.pid)[1]
@@ -219,6 +227,26 @@ def queue_phase(
     finally:
         sampler.stop()
         server.stop()
+    phase = phase_of(name, sampler, hwm, seconds, done, idle)
+    phase.cpu_s = cpu
+    return phase, result
+
+
+def queue_phase(
+    opts: Options, names: Sequence[str], toml: str, tag: str, trace_dir: Path | None
+) -> tuple[Phase, Path]:
+    """Start the gateway without delivery, post `opts.events` events; return the phase and
+    the outbox path (its config beside it)."""
+    port = free_port()
+    config, db = write_gateway_config(toml, opts.workdir, port, key=API_KEY)
+    args = ["-m", "gateway", "run", "--config", str(config), "--no-delivery"]
+
+    def post(server: Server) -> tuple[int, int]:
+        bodies = event_bodies(opts.parts, tag, opts.events)
+        accepted = asyncio.run(post_bodies(server.port, bodies, "queueing", patience=120))
+        return accepted, accepted
+
+    phase, accepted = sampled_phase("queueing", args, port, opts, trace_dir, post)
     rows = outbox_rows(db, states=True)
     want = opts.events * len(names)
     if accepted != opts.events or rows["events"] != opts.events or rows["deliveries"] != want:
@@ -226,8 +254,6 @@ def queue_phase(
             f"queueing: {accepted} of {opts.events} events accepted, outbox holds {rows}, "
             f"expected {want} delivery rows"
         )
-    phase = phase_of("queueing", sampler, hwm, seconds, accepted, idle)
-    phase.cpu_s = cpu
     return phase, db
 
 
@@ -243,30 +269,15 @@ def drain_phase(
     want = opts.events * len(names)
     config = db.parent / "signalgate.toml"
     args = ["-m", "gateway", "run", "--config", str(config)]
-    cmd = [sys.executable, *args] if trace_dir is None else traced_cmd(trace_dir, args)
     base = sum(t.accepted for t in tallies(sandboxes).values())
-    spawn = time.monotonic()
-    server = start_server("gateway-draining", cmd, port_of(config), opts, trace_dir is not None)
-    sampler = RssSampler(server.proc.pid)
-    sampler.start = spawn
-    try:
-        if trace_dir is not None:
-            start_tracing(trace_dir)
-        idle = status_kb(server.proc.pid).get("VmRSS", 0)
+
+    def drain(server: Server) -> tuple[int, dict[str, int]]:
         delivered = wait_delivered(opts, server, sandboxes, base + want) - base
-        done = wait_rows_done(db, want, opts.stall)
-        seconds = time.monotonic() - spawn
-        hwm = status_kb(server.proc.pid).get("VmHWM", 0)
-        cpu = proc_times(server.proc.pid)[1]
-        if trace_dir is not None:
-            final_snapshot(trace_dir)
-    finally:
-        sampler.stop()
-        server.stop()
+        return delivered, wait_rows_done(db, want, opts.stall)
+
+    phase, done = sampled_phase("draining", args, port_of(config), opts, trace_dir, drain)
     if done.get("deliveries_done", 0) != want:
         raise RuntimeError(f"draining: outbox holds {done}, expected {want} rows done")
-    phase = phase_of("draining", sampler, hwm, seconds, delivered, idle)
-    phase.cpu_s = cpu
     return phase, done
 
 
