@@ -175,6 +175,17 @@ def add_core_args(parser: argparse.ArgumentParser, client_help: str) -> None:
     parser.add_argument("--client-cpu", type=int, default=1, help=client_help)
 
 
+def add_quiet_wait_arg(parser: argparse.ArgumentParser) -> None:
+    """--quiet-wait: the longest `wait_quiet` before each case (ingest.py, scale.py; the
+    delivery benches word it as `platforms.add_quiet_arg`)."""
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="longest wait (s) for an idle machine before each case; 0: start at once",
+    )
+
+
 def core_arg(cpu: int) -> int | None:
     """A ``--server-cpu``/``--client-cpu`` value: None (no pinning) when negative or when the
     machine has fewer than two cores."""

@@ -48,6 +48,7 @@ from benchlib import (
     Load,
     add_core_args,
     add_output_args,
+    add_quiet_wait_arg,
     add_timing_args,
     affinity_hook,
     banner,
@@ -537,12 +538,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--audit-only", action="store_true", help="run only the --audit cases (no bare/gateway)"
     )
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=180.0,
-        help="longest wait (s) for an idle machine before each case; 0: start at once",
-    )
+    add_quiet_wait_arg(parser)
     parser.add_argument(
         "--no-breakdown",
         action="store_true",

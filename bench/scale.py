@@ -42,6 +42,7 @@ import ingest
 from benchlib import (
     add_core_args,
     add_output_args,
+    add_quiet_wait_arg,
     add_timing_args,
     banner,
     check_answers,
@@ -473,12 +474,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="PostgreSQL without durable commits (fsync, synchronous_commit off)",
     )
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=180.0,
-        help="longest wait (s) for an idle machine before each case; 0: start at once",
-    )
+    add_quiet_wait_arg(parser)
     parser.add_argument(
         "--no-profile", action="store_true", help="no py-spy profile of the cases that miss"
     )
