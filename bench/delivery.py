@@ -67,7 +67,14 @@ from benchservers import (
     Server,
     start_gateway_config,
 )
-from platforms import CLICK_IDS, add_quiet_arg, destinations_toml, registered, usable
+from platforms import (
+    CLICK_IDS,
+    add_quiet_arg,
+    case_label,
+    destinations_template,
+    registered,
+    usable,
+)
 from sandboxes import SandboxProcess, sandbox_urls, start_sandboxes, tallies, tally_text
 
 TARGET_DELIVERIES = 10_000.0
@@ -168,13 +175,13 @@ def fill(opts: Options, names: Sequence[str], toml: str, tag: str) -> tuple[Path
 
 def run_case(opts: Options, names: Sequence[str], tag: str) -> Result:
     """Fill, then time the delivery of every row to the sandboxes (see the module doc)."""
-    label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
+    label = case_label(names)
     sandboxes = start_sandboxes(
         names, opts.sandbox_procs, opts.sandbox_cpus, opts.workdir, opts.source
     )
     try:
         urls = sandbox_urls(sandboxes)
-        toml = GATEWAY_TOML + destinations_toml(names, urls).replace("{", "{{").replace("}", "}}")
+        toml = GATEWAY_TOML + destinations_template(names, urls)
         db, fill_rate = fill(opts, names, toml, f"{tag}-{int(time.time())}")
         wait_quiet(opts.quiet_wait)
         return deliver(opts, names, label, db, sandboxes, fill_rate)

@@ -65,7 +65,14 @@ from benchload import API_KEY, event_bodies, post_bodies, template_parts
 from benchservers import Server, write_gateway_config
 from delivery import BASELINE, GATEWAY_TOML, port_of
 from memtrace import final_snapshot, start_tracing, trace_report, traced_main
-from platforms import CLICK_IDS, add_quiet_arg, destinations_toml, registered, usable
+from platforms import (
+    CLICK_IDS,
+    add_quiet_arg,
+    case_label,
+    destinations_template,
+    registered,
+    usable,
+)
 from procmem import RssSampler, mb, status_kb
 from sandboxes import SandboxProcess, sandbox_urls, start_sandboxes, tallies, tally_text
 
@@ -315,14 +322,12 @@ def gateway_toml(opts: Options) -> str:
 
 
 def run_case(opts: Options, names: Sequence[str], tag: str) -> CaseResult:
-    label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
+    label = case_label(names)
     cpus: list[int | None] = [opts.client_cpu]
     sandboxes = start_sandboxes(names, 1, cpus, opts.workdir, opts.source)
     try:
         urls = sandbox_urls(sandboxes)
-        toml = gateway_toml(opts) + destinations_toml(names, urls).replace("{", "{{").replace(
-            "}", "}}"
-        )
+        toml = gateway_toml(opts) + destinations_template(names, urls)
         stamp = f"{tag}-{int(time.time())}"
         wait_quiet(opts.quiet_wait)
         queueing, db = queue_phase(opts, names, toml, stamp, None)

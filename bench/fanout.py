@@ -47,21 +47,24 @@ from benchlib import (
 from benchload import API_KEY, Settings, resolve_loadgen, template_parts
 from benchservers import INGEST_TOML, start_gateway_config
 from ingestreport import Result, table
-from platforms import CLICK_IDS, UNREACHABLE, add_quiet_arg, destinations_toml, registered, usable
+from platforms import (
+    CLICK_IDS,
+    UNREACHABLE,
+    add_quiet_arg,
+    case_label,
+    destinations_template,
+    registered,
+    usable,
+)
 
 TARGET_RATIO = 0.50
 """Issue #11: with every destination, at least half the one-destination events/s."""
 BASELINE = "meta"
 
 
-def braces(text: str) -> str:
-    """`text` with its braces doubled, to survive the config template's ``str.format``."""
-    return text.replace("{", "{{").replace("}", "}}")
-
-
 def config_toml(names: Sequence[str]) -> str:
     """The gateway config template of a case whose site enables `names`."""
-    return INGEST_TOML + braces(destinations_toml(names, UNREACHABLE))
+    return INGEST_TOML + destinations_template(names, UNREACHABLE)
 
 
 def run_case(
@@ -73,7 +76,7 @@ def run_case(
     quiet_wait: float,
 ) -> Result:
     """One gateway with `names` enabled under `batch`-event load; rows checked afterwards."""
-    label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
+    label = case_label(names)
     wait_quiet(quiet_wait)
     server, db = start_gateway_config(
         config_toml(names), settings.workdir, settings.server_cpu, source, key=API_KEY
