@@ -1,31 +1,30 @@
 """Helpers shared by the load benchmarks (ingest.py, collect.py, proxy.py): ports, pinning,
 CPU accounting, source identity and number formatting; for ingest.py and collect.py also
-their common arguments, server processes, wrk Lua plumbing and output parsing, outbox checks
-and py-spy helpers (each bench keeps its own requests, cases, checks and report)."""
+their common arguments, wrk Lua plumbing and output parsing and outbox checks (each bench
+keeps its own requests, cases, checks and report; the server processes and gateway configs are
+in benchservers.py, py-spy and perf in benchprofile.py, the ``POST /v1/events`` load in
+benchload.py)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import platform
-import re
 import resource
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,8 +108,6 @@ def git_head() -> str:
 MAX_BAD_FRACTION = 0.001
 """More answers with another status (or socket errors) than this fraction of requests fails
 the run."""
-SPY_RATE = 250
-"""py-spy samples per second and thread."""
 QUIET_THRESHOLD = 0.15
 """`wait_quiet` waits until the machine uses less than this many cores."""
 
@@ -128,6 +125,20 @@ class BenchSettings:
     server_cpu: int | None
     client_cpu: int | None
     workdir: Path
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, workdir: Path, **extra: Any) -> Self:
+        """The settings `add_timing_args` and `add_core_args` parsed (cores through
+        `core_arg`), with a subclass's `extra` fields."""
+        return cls(
+            connections=args.connections,
+            duration=args.duration,
+            warmup=args.warmup,
+            server_cpu=core_arg(args.server_cpu),
+            client_cpu=core_arg(args.client_cpu),
+            workdir=workdir,
+            **extra,
+        )
 
 
 def add_timing_args(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +175,17 @@ def add_core_args(parser: argparse.ArgumentParser, client_help: str) -> None:
     parser.add_argument("--client-cpu", type=int, default=1, help=client_help)
 
 
+def add_quiet_wait_arg(parser: argparse.ArgumentParser) -> None:
+    """--quiet-wait: the longest `wait_quiet` before each case (ingest.py, scale.py; the
+    delivery benches word it as `platforms.add_quiet_arg`)."""
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=180.0,
+        help="longest wait (s) for an idle machine before each case; 0: start at once",
+    )
+
+
 def core_arg(cpu: int) -> int | None:
     """A ``--server-cpu``/``--client-cpu`` value: None (no pinning) when negative or when the
     machine has fewer than two cores."""
@@ -180,6 +202,14 @@ def snapshot_source(workdir: Path) -> Path:
         ROOT / "gateway", dest / "gateway", ignore=shutil.ignore_patterns("__pycache__")
     )
     return dest
+
+
+def run_dirs(prefix: str, no_snapshot: bool) -> tuple[Path, Path]:
+    """A fresh temporary directory for a run (named from `prefix`) and the directory holding the
+    `gateway` package its servers run: a snapshot copied into it (`snapshot_source`) or, with
+    `no_snapshot`, the work tree."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    return workdir, ROOT if no_snapshot else snapshot_source(workdir)
 
 
 def child_env(source: Path) -> dict[str, str]:
@@ -204,17 +234,33 @@ def source_warnings(env: dict[str, Any]) -> None:
         )
 
 
+def code_identity(source: Path) -> dict[str, Any]:
+    """Which gateway code a run measures, and on what: HEAD, the digest of the sources in
+    `source` and whether they are a snapshot, the Python version and the machine's cores."""
+    return {
+        "git_head": git_head(),
+        "gateway_src": source_digest(source),
+        "gateway_snapshot": source != ROOT,
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("?" when unknown)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
 def environment(source: Path, settings: BenchSettings, loadgen: str) -> dict[str, Any]:
     """Versions, machine and settings of a run (the ``environment`` of the JSON output)."""
     import aiohttp
     import uvloop
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     wrk = ""
     if loadgen == "wrk":
         wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
@@ -358,117 +404,6 @@ def measured(pid: int, cpu: int | None, run: Callable[[], Load]) -> Load:
     ours = (after.server_user - before.server_user) + (after.client_user - before.client_user)
     load.other_cpu_s = machine - ours
     return load
-
-
-# -- server processes
-
-
-class Server:
-    """A server child process pinned to a core, running the gateway sources in `source`, its
-    log file and a graceful stop."""
-
-    def __init__(
-        self, name: str, cmd: list[str], cpu: int | None, port: int, workdir: Path, source: Path
-    ):
-        self.name = name
-        self.port = port
-        self.log_path = workdir / f"{name}-{port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            pinned(cmd, cpu),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=child_env(source),
-            cwd=source,
-            preexec_fn=affinity_hook(cpu),
-        )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not listen on {self.port}:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGINT (graceful: the gateway drains its writer queue), then SIGKILL after 20 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-
-def start_child(script: str, mode: str, workdir: Path, cpu: int | None, source: Path) -> Server:
-    """Start `script` in a child mode (``_bare``, ``_sandbox``) on a free port, named after the
-    mode."""
-    port = free_port()
-    cmd = [sys.executable, str(Path(script).resolve()), mode, "--port", str(port)]
-    return Server(mode.lstrip("_"), cmd, cpu, port, workdir, source)
-
-
-def start_gateway_config(
-    toml: str,
-    workdir: Path,
-    cpu: int | None,
-    source: Path,
-    *,
-    delivery: bool = False,
-    **values: Any,
-) -> tuple[Server, Path]:
-    """Write `toml` (formatted with `values` and the chosen ``port`` and ``db``) into a fresh
-    directory and start ``python -m gateway run`` on it; return (server, outbox path)."""
-    port = free_port()
-    config, db = write_gateway_config(toml, workdir, port, **values)
-    cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config)]
-    if not delivery:
-        cmd.append("--no-delivery")
-    return Server("gateway", cmd, cpu, port, workdir, source), db
-
-
-def write_gateway_config(toml: str, workdir: Path, port: int, **values: Any) -> tuple[Path, Path]:
-    """Write a gateway config with its outbox in a fresh directory; return (config, db)."""
-    case_dir = Path(tempfile.mkdtemp(prefix="gw-", dir=workdir))
-    db = case_dir / "outbox.db"
-    config = case_dir / "signalgate.toml"
-    config.write_text(toml.format(port=port, db=db, **values))
-    return config, db
-
-
-def run_forever(coro: Coroutine[Any, Any, None]) -> None:
-    """Run a child server's coroutine on uvloop until SIGINT."""
-    import uvloop
-
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(coro)
-
-
-async def serve_app(app: Any, port: int, name: str) -> None:
-    """Serve an aiohttp app on 127.0.0.1:port without access log, until cancelled."""
-    from aiohttp import web
-
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"{name} listening on {port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
 
 
 # -- load generation
@@ -661,64 +596,11 @@ def check_outbox(name: str, rows: dict[str, int], expected: int, slack: int, wha
         )
 
 
-# -- profiling
-
-
-def py_spy() -> str:
-    """The py-spy executable (on PATH or next to this Python), or RuntimeError."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    if not Path(spy).exists():
-        raise RuntimeError("--profile needs py-spy (.venv/bin/pip install py-spy)")
-    return spy
-
-
-def start_py_spy(pid: int, seconds: int, raw: Path, cpu: int | None) -> subprocess.Popen[str]:
-    """Start sampling `pid` for `seconds` (non-blocking, `SPY_RATE`, all threads) into the raw
-    (collapsed) file `raw`, py-spy pinned to `cpu`."""
-    cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(seconds)]
-    cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads"]
-    cmd += ["--format", "raw", "--output", str(raw)]
-    return subprocess.Popen(
-        pinned(cmd, cpu), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-SPY_ROOTS = ("<module>", "_run_module_as_main", "Thread._bootstrap", "_bootstrap")
-"""Outermost frames of a complete stack (non-blocking sampling tears some)."""
-
-
-def spy_frame(frame: str) -> tuple[str, str]:
-    """``func (/x/src/gateway/web/api.py:12)`` -> ``("func", "gateway/web/api.py")``: the path
-    from the `gateway` package on, wherever the sources ran from."""
-    m = re.match(r"^(.*) \((.*?)(?::\d+)?\)$", frame)
-    if not m:
-        return frame, ""
-    path = m.group(2)
-    at = path.rfind("/gateway/")
-    return m.group(1), path[at + 1 :] if at >= 0 else path
-
-
-def gateway_frame(path: str) -> bool:
-    """Whether a frame's path is gateway code (its entry points left out)."""
-    return path.startswith("gateway/") and path not in ("gateway/cli.py", "gateway/__main__.py")
-
-
-def spy_stacks(path: Path) -> Iterator[tuple[str, list[tuple[str, str]], int]]:
-    """(thread name, frames outermost first as `spy_frame` pairs, sample count) of every
-    stack in a py-spy raw file."""
-    for line in path.read_text().splitlines():
-        stack, _, count_s = line.rpartition(" ")
-        if not stack or not count_s.isdigit():
-            continue
-        frames = stack.split(";")
-        thread = "?"
-        while frames and frames[0].startswith(("process ", "thread ")):
-            thread = frames.pop(0).split(": ", 1)[-1]
-        parsed = [spy_frame(f) for f in frames]
-        if parsed:
-            yield thread, parsed, int(count_s)
-
-
-def profile_row(item: Sequence[Any]) -> str:
-    """One hotspot row: (what, % of samples, us per request)."""
-    return f"    {item[1]:5.1f}%  {item[2]:7.1f} us/req  {item[0]}"
+def wait_rows_done(db: Path, want: int, patience: float) -> dict[str, int]:
+    """Wait (up to `patience` s) until the outbox marks `want` rows done; return its counts."""
+    deadline = time.monotonic() + patience
+    while True:
+        rows = outbox_rows(db, states=True)
+        if rows.get("deliveries_done", 0) >= want or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)

@@ -64,8 +64,9 @@ wake-ups inflate ``_Worker._serve``).
 
 Exit status: 0 when the measurements are valid (PASS or MISS alike), 1 when a check failed.
 
-The helpers this bench shares with ``bench/ingest.py`` (server processes, CPU accounting, the
-wrk Lua plumbing and its output, outbox counts, py-spy) live in ``bench/benchlib.py``.
+The helpers this bench shares with ``bench/ingest.py`` (CPU accounting, the wrk Lua plumbing
+and its output, outbox counts) live in ``bench/benchlib.py``, the server processes in
+``bench/benchservers.py``, the py-spy helpers in ``bench/benchprofile.py``.
 """
 
 from __future__ import annotations
@@ -76,7 +77,6 @@ import json
 import secrets
 import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -86,43 +86,33 @@ from typing import Any
 
 from benchlib import (
     ROOT,
-    SPY_RATE,
-    SPY_ROOTS,
     BenchSettings,
     Load,
-    Server,
     add_core_args,
     add_output_args,
     add_timing_args,
     banner,
     check_answers,
     check_outbox,
-    core_arg,
     end_run,
     environment,
     fmt,
-    gateway_frame,
     load_figures,
     measured,
     median_run,
     outbox_rows,
     parse_bench_args,
     proc_times,
-    profile_row,
-    run_forever,
+    run_dirs,
     run_loadgen,
-    serve_app,
-    snapshot_source,
     source_warnings,
-    spy_stacks,
-    start_child,
-    start_gateway_config,
-    start_py_spy,
     wait_idle,
     wait_quiet,
     write_json,
     wrk_script,
 )
+from benchprofile import SPY_RATE, SPY_ROOTS, gateway_frame, profile_row, spy_stacks, start_py_spy
+from benchservers import Server, run_forever, serve_app, start_child, start_gateway_config
 
 SOURCE = ROOT
 """Directory holding the `gateway` package the servers run (a snapshot, by default)."""
@@ -680,17 +670,9 @@ def main(argv: Sequence[str]) -> int:
     if not shutil.which("wrk"):
         print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-collect-bench-"))
     global SOURCE
-    SOURCE = ROOT if args.no_snapshot else snapshot_source(workdir)
-    settings = Settings(
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=core_arg(args.server_cpu),
-        client_cpu=core_arg(args.client_cpu),
-        workdir=workdir,
-    )
+    workdir, SOURCE = run_dirs("signalgate-collect-bench-", args.no_snapshot)
+    settings = Settings.from_args(args, workdir)
     env = environment(SOURCE, settings, "wrk")
     banner("collect", "POST /e", env, settings, "wrk")
     results: list[Result] = []

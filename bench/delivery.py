@@ -32,13 +32,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import signal
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,239 +43,59 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    ROOT,
-    Server,
+    add_output_args,
+    code_identity,
     core_arg,
     core_times,
     end_run,
     fmt,
-    free_port,
-    git_head,
     outbox_rows,
     proc_times,
-    profile_row,
-    run_forever,
-    serve_app,
-    snapshot_source,
-    source_digest,
+    run_dirs,
     source_warnings,
-    start_gateway_config,
-    start_py_spy,
     wait_quiet,
+    wait_rows_done,
     write_json,
 )
-from ingest import API_KEY, ID_MARK, body_for, event_template, hotspots
-from platforms import CLICK_IDS, PLATFORMS, add_quiet_arg, destinations_toml, registered, usable
+from benchload import API_KEY, event_bodies, post_bodies, template_parts
+from benchprofile import hotspots, profile_row, start_py_spy
+from benchservers import (
+    DELIVERY_TOML,
+    SERVER_TOML,
+    SITE_TOML,
+    SQLITE_TOML,
+    Server,
+    start_gateway_config,
+)
+from platforms import (
+    CLICK_IDS,
+    add_quiet_arg,
+    case_label,
+    destinations_template,
+    registered,
+    usable,
+)
+from sandboxes import SandboxProcess, sandbox_urls, start_sandboxes, tallies, tally_text
 
 TARGET_DELIVERIES = 10_000.0
 """Issue #11: deliveries per second from one gateway core to every platform's sandbox."""
 BASELINE = "meta"
-BATCH = 100
-"""Events per ingest request while filling the outbox."""
-FILL_CONNECTIONS = 8
 SANDBOX_BUSY_PCT = 90.0
 """A sandbox process above this CPU share limited the rate (reported as sandbox-bound)."""
 
-GATEWAY_TOML = """
-[server]
-host = "127.0.0.1"
-port = {port}
-max_body_bytes = 1048576
-max_events_per_request = 1000
-
-[storage]
-backend = "sqlite"
-path = "{db}"
-synchronous = "NORMAL"
-
-[delivery]
-poll_interval = 0.05
-# rows are due at once: the merge window only delays, and the outbox is filled before the
+GATEWAY_TOML = (
+    SERVER_TOML
+    + SQLITE_TOML
+    + DELIVERY_TOML
+    + """# rows are due at once: the merge window only delays, and the outbox is filled before the
 # workers start anyway
 merge_seconds = 0.0
-
-[[sites]]
-id = "shop"
-api_keys = ["{key}"]
-default_country = "us"
 """
+    + SITE_TOML
+)
 
 
 # -- filling the outbox ------------------------------------------------------------------------
-
-
-def bodies(parts: Sequence[str], prefix: str, events: int) -> list[bytes]:
-    """``{"events": [...]}`` bodies of up to `BATCH` events (``ingest.py``'s Purchase), `events`
-    in all, every one with a unique id and e-mail."""
-    return [
-        body_for(parts, prefix, first, min(BATCH, events - first))
-        for first in range(0, events, BATCH)
-    ]
-
-
-async def post_all(port: int, payloads: Sequence[bytes]) -> int:
-    """POST every body to the gateway over `FILL_CONNECTIONS` keep-alive connections; return
-    the events accepted (every answer must be 202)."""
-    import aiohttp
-
-    url = f"http://127.0.0.1:{port}/v1/events"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    queue = list(reversed(payloads))
-    accepted = 0
-    connector = aiohttp.TCPConnector(limit=FILL_CONNECTIONS)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def poster() -> None:
-            nonlocal accepted
-            while queue:
-                body = queue.pop()
-                async with session.post(url, data=body, headers=headers) as resp:
-                    text = await resp.text()
-                    if resp.status != 202:
-                        raise RuntimeError(f"fill: HTTP {resp.status} {text[:300]}")
-                    accepted += int(json.loads(text)["accepted"])
-
-        await asyncio.gather(*(poster() for _ in range(FILL_CONNECTIONS)))
-    return accepted
-
-
-# -- the sandbox processes ---------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """What one sandbox saw (kept by the counting middleware)."""
-
-    accepted: int = 0
-    rejected: int = 0
-    requests: int = 0
-    first: float = math.nan
-    """time.monotonic() of the first request (system-wide clock, comparable across processes)."""
-    last: float = math.nan
-    """time.monotonic() of the last request that accepted events."""
-    sample: str = ""
-    """The first rejection, shortened (synthetic bench data only)."""
-
-
-def counting(sandbox: Any, tally: Tally) -> Any:
-    """An aiohttp middleware that counts every request and what the sandbox recorded for it,
-    then forgets the recorded events (the bench sends hundreds of thousands)."""
-    from aiohttp import web
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        tally.requests += 1
-        if math.isnan(tally.first):
-            tally.first = time.monotonic()
-        try:
-            return await handler(request)  # type: ignore[no-any-return]
-        finally:
-            recorder = sandbox.recorder
-            if recorder.accepted:
-                tally.accepted += len(recorder.accepted)
-                tally.last = time.monotonic()
-                recorder.accepted.clear()
-            if recorder.rejected:
-                tally.rejected += len(recorder.rejected)
-                if not tally.sample:
-                    tally.sample = json.dumps(recorder.rejected[0], default=str)[:400]
-                recorder.rejected.clear()
-
-    return middleware
-
-
-async def _serve_sandboxes(names: Sequence[str], control: int) -> None:
-    """Serve each platform's sandbox on a port of its own (chosen by the kernel: no race with
-    other programs for a port picked in advance), and on `control` the ports (``/ports``) and
-    the tallies (``/stats``)."""
-    from aiohttp import web
-
-    tallies: dict[str, Tally] = {}
-    ports: dict[str, int] = {}
-    runners = []
-    for name in names:
-        sandbox = PLATFORMS[name].build_sandbox(name)
-        tallies[name] = Tally()
-        app = sandbox.app()
-        app.middlewares.append(counting(sandbox, tallies[name]))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        runners.append(runner)
-        ports[name] = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response({name: asdict(t) for name, t in tallies.items()})
-
-    async def bound(request: web.Request) -> web.Response:
-        return web.json_response(ports)
-
-    control_app = web.Application()
-    control_app.router.add_get("/stats", stats)
-    control_app.router.add_get("/ports", bound)
-    try:
-        await serve_app(control_app, control, "sandboxes")
-    finally:
-        for runner in runners:
-            await runner.cleanup()
-
-
-def child_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="delivery.py _sandboxes")
-    parser.add_argument("--port", type=int, required=True, help="control port")
-    parser.add_argument("--sandboxes", required=True, help="platform names, comma-separated")
-    args = parser.parse_args(argv[1:])
-    run_forever(_serve_sandboxes(args.sandboxes.split(","), args.port))
-    return 0
-
-
-@dataclass
-class SandboxProcess:
-    """One sandbox child: its server (the control port) and the platforms it serves."""
-
-    server: Server
-    ports: dict[str, int]
-
-    def stats(self) -> dict[str, Tally]:
-        doc = http_get_json(self.server.port, "/stats")
-        return {name: Tally(**t) for name, t in doc.items()}
-
-
-def http_get_json(port: int, path: str) -> Any:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return json.loads(data.split(b"\r\n\r\n", 1)[1])
-
-
-def start_sandboxes(
-    names: Sequence[str], procs: int, cpus: Sequence[int | None], workdir: Path, source: Path
-) -> list[SandboxProcess]:
-    """Start `procs` sandbox processes (platforms dealt out in turn, process i on cpus[i])."""
-    started: list[SandboxProcess] = []
-    try:
-        for i in range(min(procs, len(names))):
-            control = free_port()
-            cmd = [sys.executable, str(Path(__file__).resolve()), "_sandboxes"]
-            cmd += ["--port", str(control), "--sandboxes", ",".join(names[i::procs])]
-            server = Server(f"sandboxes{i}", cmd, cpus[i % len(cpus)], control, workdir, source)
-            started.append(SandboxProcess(server, {}))
-            started[-1].ports = dict(http_get_json(control, "/ports"))
-    except BaseException:
-        for proc in started:
-            proc.server.stop()
-        raise
-    return started
-
-
-def tallies(processes: Sequence[SandboxProcess]) -> dict[str, Tally]:
-    out: dict[str, Tally] = {}
-    for proc in processes:
-        out.update(proc.stats())
-    return out
 
 
 # -- one case ----------------------------------------------------------------------------------
@@ -340,9 +157,9 @@ def fill(opts: Options, names: Sequence[str], toml: str, tag: str) -> tuple[Path
     workers); return (outbox path, fill events/s). The config sits beside the outbox."""
     server, db = start_gateway_config(toml, opts.workdir, opts.server_cpu, opts.source, key=API_KEY)
     try:
-        payloads = bodies(opts.parts, tag, opts.events)
+        payloads = list(event_bodies(opts.parts, tag, opts.events))
         t0 = time.monotonic()
-        accepted = asyncio.run(post_all(server.port, payloads))
+        accepted = asyncio.run(post_bodies(server.port, payloads, "fill", patience=60))
         rate = accepted / (time.monotonic() - t0)
     finally:
         server.stop()
@@ -358,13 +175,13 @@ def fill(opts: Options, names: Sequence[str], toml: str, tag: str) -> tuple[Path
 
 def run_case(opts: Options, names: Sequence[str], tag: str) -> Result:
     """Fill, then time the delivery of every row to the sandboxes (see the module doc)."""
-    label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
+    label = case_label(names)
     sandboxes = start_sandboxes(
         names, opts.sandbox_procs, opts.sandbox_cpus, opts.workdir, opts.source
     )
     try:
-        urls = {n: f"http://127.0.0.1:{p.ports[n]}" for p in sandboxes for n in p.ports}
-        toml = GATEWAY_TOML + destinations_toml(names, urls).replace("{", "{{").replace("}", "}}")
+        urls = sandbox_urls(sandboxes)
+        toml = GATEWAY_TOML + destinations_template(names, urls)
         db, fill_rate = fill(opts, names, toml, f"{tag}-{int(time.time())}")
         wait_quiet(opts.quiet_wait)
         return deliver(opts, names, label, db, sandboxes, fill_rate)
@@ -399,7 +216,7 @@ def deliver(
             output, _ = spy.communicate(timeout=120)
             if not raw.exists():
                 raise RuntimeError(f"py-spy wrote nothing: {output[-1000:]}")
-        done = wait_done(db, want, opts.stall)
+        done = wait_rows_done(db, want, opts.stall)
     finally:
         if spy is not None and spy.poll() is None:
             spy.kill()
@@ -490,15 +307,6 @@ def watch(
     return {**cpu_figures(before, end, want), "cpu_window_complete": complete}
 
 
-def tally_text(seen: dict[str, Tally]) -> str:
-    """Per platform: accepted/rejected and the first rejection, for error messages."""
-    return "; ".join(
-        f"{name}: {t.accepted} accepted, {t.rejected} rejected"
-        + (f", first rejection {t.sample}" if t.sample else "")
-        for name, t in seen.items()
-    )
-
-
 def cpu_sample(
     gateway: Server, sandboxes: Sequence[SandboxProcess], cpu: int | None
 ) -> dict[str, Any]:
@@ -534,16 +342,6 @@ def cpu_figures(
         "gateway_us_per_delivery": 1e6 * gw / deliveries,
         "sandbox_us_per_delivery": 1e6 * sum(boxes) / deliveries,
     }
-
-
-def wait_done(db: Path, want: int, patience: float) -> dict[str, int]:
-    """Wait (up to `patience` s) until the outbox marks `want` rows done; return its counts."""
-    deadline = time.monotonic() + patience
-    while True:
-        rows = outbox_rows(db, states=True)
-        if rows.get("deliveries_done", 0) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -684,13 +482,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "(raw samples in PREFIX.gateway.txt); prints its hotspots per delivery",
     )
     add_quiet_arg(parser)
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--no-snapshot",
-        action="store_true",
-        help="run the work tree's gateway package instead of a copy taken at start",
-    )
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.events = min(args.events, 2_000)
@@ -698,14 +490,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str]) -> int:
-    if argv and argv[0] == "_sandboxes":
-        return child_main(argv)
     args = parse_args(argv)
     if args.events < 1 or args.sandbox_procs < 1:
         print("--events and --sandbox-procs must be at least 1", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-delivery-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, source = run_dirs("signalgate-delivery-", args.no_snapshot)
     sys.path.insert(0, str(source))  # the destination list and sandboxes of the code measured
     names = usable(all_names := registered(), sandbox=True)
     if not names:
@@ -725,16 +514,10 @@ def main(argv: Sequence[str]) -> int:
         timeout=max(600.0, args.events * len(names) / 500),
         workdir=workdir,
         source=source,
-        parts=event_template(int(time.time()), CLICK_IDS).split(ID_MARK),
+        parts=template_parts(CLICK_IDS),
     )
-    import platform as host
-
     env = {
-        "git_head": git_head(),
-        "gateway_src": source_digest(source),
-        "gateway_snapshot": source != ROOT,
-        "python": host.python_version(),
-        "cores": os.cpu_count(),
+        **code_identity(source),
         "events": args.events,
         "destinations": names,
         "skipped_destinations": [n for n in all_names if n not in names],

@@ -4,10 +4,10 @@ Run on demand (never in CI): ``.venv/bin/python bench/drain_rss.py [--quick] [--
 
 Each case (Meta alone, then every destination of ``bench/platforms.py``):
 
-1. starts the case's sandboxes in a separate process (``bench/delivery.py``'s, pinned to
+1. starts the case's sandboxes in a separate process (``bench/sandboxes.py``, pinned to
    ``--client-cpu``; they count what they accept and forget it);
 2. **queueing**: ``signalgate run --no-delivery`` on a site with the case's destinations (each
-   pointing at its sandbox), ``--events`` realistic Purchase events (``bench/ingest.py``'s)
+   pointing at its sandbox), ``--events`` realistic Purchase events (``bench/benchload.py``'s)
    posted 100 per request; the outbox must then hold one pending row per event and
    destination;
 3. **draining**: ``signalgate run`` with delivery workers on the same config and outbox, until
@@ -29,152 +29,63 @@ malloc arenas' free bytes (fragmentation). Peak RSS under ``--trace`` is inflate
 itself, which is why those runs are kept out of the verdict.
 
 The target (issue #13): peak RSS <= 150 MB while 100,000 queued events drain.
+
+Reading a process's memory from outside is procmem.py; the ``--trace`` child and its report are
+memtrace.py; the sandbox processes are sandboxes.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ctypes
-import functools
-import json
 import os
 import sys
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from benchlib import (
-    ROOT,
-    Server,
+    add_output_args,
+    code_identity,
     core_arg,
     end_run,
     fmt,
     free_port,
-    git_head,
     outbox_rows,
     proc_times,
-    snapshot_source,
-    source_digest,
+    run_dirs,
     source_warnings,
     wait_quiet,
-    write_gateway_config,
+    wait_rows_done,
     write_json,
 )
-from delivery import (
-    BASELINE,
-    BATCH,
-    FILL_CONNECTIONS,
-    GATEWAY_TOML,
-    SandboxProcess,
-    port_of,
-    start_sandboxes,
-    tallies,
-    tally_text,
+from benchload import API_KEY, event_bodies, post_bodies, template_parts
+from benchservers import Server, write_gateway_config
+from delivery import BASELINE, GATEWAY_TOML, port_of
+from memtrace import final_snapshot, start_tracing, trace_report, traced_main
+from platforms import (
+    CLICK_IDS,
+    add_quiet_arg,
+    case_label,
+    destinations_template,
+    registered,
+    usable,
 )
-from ingest import API_KEY, ID_MARK, body_for, event_template
-from platforms import CLICK_IDS, add_quiet_arg, destinations_toml, registered, usable
+from procmem import RssSampler, mb, status_kb
+from sandboxes import SandboxProcess, sandbox_urls, start_sandboxes, tallies, tally_text
 
 TARGET_MB = 150.0
 """Issue #13: peak RSS while 100,000 queued events drain."""
 EVENTS = 100_000
 QUICK_EVENTS = 10_000
-SAMPLE_SECONDS = 0.1
-SMAPS_EVERY = 1.0
-"""Least seconds between two reads of /proc/<pid>/smaps at a new RSS high."""
 SERIES_POINTS = 200
 """RSS samples kept per phase in the JSON output (evenly thinned)."""
-TRACE_FRAMES = 12
-TRACE_TOP = 15
+T = TypeVar("T")
 
 
-# -- reading a process's memory from outside ---------------------------------------------------
-
-
-def status_kb(pid: int) -> dict[str, int]:
-    """The ``Vm*`` and ``Rss*`` lines of /proc/<pid>/status, kB (empty when the process is gone)."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.startswith(("Vm", "Rss")) and value.strip().endswith("kB"):
-                out[key] = int(value.split()[0])
-    return out
-
-
-def mapping_class(name: str) -> str:
-    """The class of one mapping of /proc/<pid>/smaps (see `smaps_summary`)."""
-    if not name:
-        return "anonymous (thread arenas, pymalloc, large blocks)"
-    if name == "[heap]":
-        return "[heap] (main thread's malloc arena)"
-    if name.startswith("["):
-        return name
-    base = os.path.basename(name)
-    if base.endswith((".db", ".db-wal", ".db-shm")):
-        return f"database file {base}"
-    if ".so" in base or base.startswith("python"):
-        return "libraries and interpreter"
-    return f"file {base}"
-
-
-def smaps_summary(pid: int) -> dict[str, int]:
-    """RSS by mapping class (kB) of a live process, largest first (empty when gone)."""
-    sums: dict[str, int] = {}
-    current = ""
-    try:
-        with open(f"/proc/{pid}/smaps") as handle:
-            for line in handle:
-                head = line.split(None, 1)[0]
-                if not head.endswith(":"):  # a mapping's header: range perms offset dev inode
-                    parts = line.split(None, 5)
-                    current = mapping_class(parts[5].strip() if len(parts) > 5 else "")
-                elif head == "Rss:":
-                    sums[current] = sums.get(current, 0) + int(line.split()[1])
-    except OSError:
-        return {}
-    return dict(sorted(sums.items(), key=lambda kv: -kv[1]))
-
-
-class RssSampler:
-    """Samples a process's VmRSS every `SAMPLE_SECONDS` in a thread; at each new high (at most
-    once per `SMAPS_EVERY`) it keeps a `smaps_summary`."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self.start = time.monotonic()
-        self.samples: list[tuple[float, int]] = []
-        self.high_kb = 0
-        self.smaps_at_high: dict[str, int] = {}
-        self.smaps_rss_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        last_smaps = 0.0
-        while not self._stop.is_set():
-            rss = status_kb(self.pid).get("VmRSS")
-            now = time.monotonic()
-            if rss is not None:
-                self.samples.append((now - self.start, rss))
-                if rss > self.high_kb:
-                    self.high_kb = rss
-                    if now - last_smaps >= SMAPS_EVERY or rss > self.smaps_rss_kb + 4096:
-                        summary = smaps_summary(self.pid)
-                        if summary:
-                            self.smaps_at_high, self.smaps_rss_kb = summary, rss
-                            last_smaps = now
-            self._stop.wait(SAMPLE_SECONDS)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+# -- the gateway's RSS over a phase ------------------------------------------------------------
 
 
 @dataclass
@@ -215,10 +126,6 @@ class Phase:
         return 1e6 * self.cpu_s / self.work if self.work else float("nan")
 
 
-def mb(kb: float) -> float:
-    return round(kb / 1024, 1)
-
-
 def phase_of(
     name: str, sampler: RssSampler, hwm_kb: int, seconds: float, work: int, idle_kb: int
 ) -> Phase:
@@ -240,267 +147,15 @@ def phase_of(
     )
 
 
-# -- the gateway under tracemalloc (--trace) ---------------------------------------------------
-
-
-class MallInfo2(ctypes.Structure):
-    """glibc's ``struct mallinfo2`` (all size_t)."""
-
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-@functools.cache
-def _mallinfo2() -> Any:
-    try:
-        fn = ctypes.CDLL(None).mallinfo2
-    except (OSError, AttributeError):
-        return None
-    fn.restype = MallInfo2
-    return fn
-
-
-def mallinfo() -> dict[str, int] | None:
-    """glibc malloc's counters over all arenas (None off glibc or before 2.33)."""
-    fn = _mallinfo2()
-    if fn is None:
-        return None
-    info = fn()
-    return {
-        "arena_bytes": info.arena,
-        "mmapped_bytes": info.hblkhd,
-        "in_use_bytes": info.uordblks,
-        "free_in_arenas_bytes": info.fordblks,
-        "trimmable_bytes": info.keepcost,
-    }
-
-
-@functools.cache
-def _sqlite_lib() -> ctypes.CDLL | None:
-    try:
-        return ctypes.CDLL("libsqlite3.so.0")
-    except OSError:
-        return None
-
-
-def sqlite_memory() -> dict[str, int] | None:
-    """SQLite's own count of the bytes it has allocated (page caches, schemas, statements), now
-    and at its high, for the whole process (None when the library cannot be loaded)."""
-    lib = _sqlite_lib()
-    if lib is None:
-        return None
-    now, high = ctypes.c_int64(), ctypes.c_int64()
-    if lib.sqlite3_status64(0, ctypes.byref(now), ctypes.byref(high), 0) != 0:
-        return None
-    return {"used_bytes": now.value, "high_bytes": high.value}
-
-
-def cyclic_garbage(top: int = 12) -> dict[str, Any]:
-    """Collect every generation, keeping what only the cycle collector could free; return how
-    many objects that was, by type (the most common `top`), with their shallow sizes."""
-    import gc
-    from collections import Counter
-
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        found = gc.collect()
-        kinds: Counter[str] = Counter()
-        sizes: Counter[str] = Counter()
-        for obj in gc.garbage:
-            name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-            kinds[name] += 1
-            sizes[name] += sys.getsizeof(obj)
-        total = sum(sizes.values())
-    finally:
-        gc.garbage.clear()
-        gc.set_debug(0)
-    return {
-        "objects": found,
-        "shallow_mb": round(total / 2**20, 2),
-        "by_type": [
-            {"type": k, "count": n, "shallow_mb": round(sizes[k] / 2**20, 2)}
-            for k, n in kinds.most_common(top)
-        ],
-    }
-
-
-def traced_main(argv: Sequence[str]) -> int:
-    """``drain_rss.py _traced OUTDIR -- <gateway args>``: run ``python -m gateway <args>``;
-    once the parent creates OUTDIR/go (the server listens: start-up is not traced, which would
-    take minutes), start tracemalloc, dump the (empty) base snapshot to OUTDIR/base.snap and
-    create OUTDIR/ready. From then on append {traced, mallinfo, rss} to OUTDIR/samples.jsonl
-    every 0.25 s and dump a snapshot to OUTDIR/peak.snap whenever the traced total passes its
-    last dump by 2 MB (at most every 2 s): only blocks allocated since the start are traced, so
-    the last dump holds what the work made the process keep. When OUTDIR/dump appears (the
-    parent, before stopping it), dump OUTDIR/final.snap and create OUTDIR/dumped."""
-    import runpy
-    import tracemalloc
-
-    outdir = Path(argv[1])
-    gateway_args = list(argv[argv.index("--") + 1 :])
-    if gateway_args[:2] == ["-m", "gateway"]:
-        gateway_args = gateway_args[2:]
-
-    def sample_loop() -> None:
-        while not (outdir / "go").exists():
-            time.sleep(0.05)
-        python = os.environ.get("DRAIN_RSS_TRACE") != "native"
-        if python:
-            tracemalloc.start(TRACE_FRAMES)
-        begin = time.monotonic()
-        if python:
-            tracemalloc.take_snapshot().dump(str(outdir / "base.snap"))
-        (outdir / "ready").touch()
-        dumped, last_dump = 0, 0.0
-        with (outdir / "samples.jsonl").open("a") as out:
-            while True:
-                if (outdir / "dump").exists() and not (outdir / "dumped").exists():
-                    if python:
-                        tracemalloc.take_snapshot().dump(str(outdir / "final.snap"))
-                    (outdir / "garbage.json").write_text(json.dumps(cyclic_garbage()))
-                    (outdir / "dumped").touch()
-                current, peak = tracemalloc.get_traced_memory()
-                now = time.monotonic() - begin
-                row = {
-                    "t": round(now, 2),
-                    "traced": current,
-                    "traced_peak": peak,
-                    "rss_kb": status_kb(os.getpid()).get("VmRSS", 0),
-                    "malloc": mallinfo(),
-                    "sqlite": sqlite_memory(),
-                }
-                out.write(json.dumps(row) + "\n")
-                out.flush()
-                if python and current > dumped + 2 * 2**20 and now - last_dump >= 2.0:
-                    tracemalloc.take_snapshot().dump(str(outdir / "peak.tmp"))
-                    os.replace(outdir / "peak.tmp", outdir / "peak.snap")
-                    dumped, last_dump = current, now
-                time.sleep(0.25)
-
-    threading.Thread(target=sample_loop, name="trace-sampler", daemon=True).start()
-    sys.argv = ["gateway", *gateway_args]
-    runpy.run_module("gateway", run_name="__main__", alter_sys=True)
-    return 0
-
-
-def final_snapshot(outdir: Path, timeout: float = 120.0) -> None:
-    """Ask a `traced_main` child for OUTDIR/final.snap (before stopping it); wait for it."""
-    (outdir / "dump").touch()
-    deadline = time.monotonic() + timeout
-    while not (outdir / "dumped").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
-def start_tracing(outdir: Path, timeout: float = 60.0) -> None:
-    """Tell a `traced_main` child to start tracemalloc; wait until it has."""
-    (outdir / "go").touch()
-    deadline = time.monotonic() + timeout
-    while not (outdir / "ready").exists():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the traced gateway did not start tracemalloc in {timeout:g} s")
-        time.sleep(0.05)
-
-
-def owner_frame(trace: Any) -> str:
-    """The innermost frame of a traceback in gateway code (else the innermost frame), as
-    ``path:line``, the path from ``gateway/`` (or the library's file name) on."""
-    frames = list(reversed(trace))  # a Traceback runs from the oldest frame to the newest
-    entry = ("/gateway/__main__.py", "/gateway/cli.py")
-    chosen = next(
-        (f for f in frames if "/gateway/" in f.filename and not f.filename.endswith(entry)),
-        frames[0] if frames else None,
-    )
-    if chosen is None:
-        return "?"
-    path = chosen.filename
-    at = path.rfind("/gateway/")
-    short = path[at + 1 :] if at >= 0 else "/".join(path.split("/")[-2:])
-    return f"{short}:{chosen.lineno}"
-
-
-def short_site(frame: Any) -> str:
-    path = frame.filename
-    at = path.rfind("/gateway/")
-    short = path[at + 1 :] if at >= 0 else "/".join(path.split("/")[-2:])
-    return f"{short}:{frame.lineno}"
-
-
-def trace_report(outdir: Path) -> dict[str, Any]:
-    """What grew between the base and the peak snapshots of a traced run, by allocation site
-    and by owning gateway line, plus the samples at the RSS peak."""
-    import tracemalloc
-
-    rows = [json.loads(x) for x in (outdir / "samples.jsonl").read_text().splitlines() if x]
-    out: dict[str, Any] = {"samples": len(rows)}
-    if rows:
-        top = max(rows, key=lambda r: r["rss_kb"])
-        out["at_rss_peak"] = {
-            "t": top["t"],
-            "rss_mb": mb(top["rss_kb"]),
-            "traced_mb": round(top["traced"] / 2**20, 1),
-            "traced_peak_mb": round(top["traced_peak"] / 2**20, 1),
-            "malloc_mb": {k: round(v / 2**20, 1) for k, v in (top["malloc"] or {}).items()},
-            "sqlite_mb": {k: round(v / 2**20, 1) for k, v in (top.get("sqlite") or {}).items()},
-        }
-    garbage = outdir / "garbage.json"
-    if garbage.exists():
-        out["cyclic_garbage_at_end"] = json.loads(garbage.read_text())
-    base, peak = outdir / "base.snap", outdir / "peak.snap"
-    if not peak.exists():
-        peak = outdir / "final.snap"
-    if not (base.exists() and peak.exists()):
-        return out
-    old = tracemalloc.Snapshot.load(str(base))
-    new = tracemalloc.Snapshot.load(str(peak))
-    skip = [tracemalloc.Filter(False, tracemalloc.__file__)]
-    old, new = old.filter_traces(skip), new.filter_traces(skip)
-    growth = new.compare_to(old, "lineno")
-    out["traced_base_mb"] = round(sum(s.size for s in old.statistics("filename")) / 2**20, 1)
-    out["traced_peak_snapshot_mb"] = round(
-        sum(s.size for s in new.statistics("filename")) / 2**20, 1
-    )
-    out["growth_by_site"] = [
-        {
-            "site": short_site(s.traceback[0]),
-            "grew_mb": round(s.size_diff / 2**20, 2),
-            "now_mb": round(s.size / 2**20, 2),
-            "blocks": s.count,
-        }
-        for s in growth[:TRACE_TOP]
-    ]
-    owners: dict[str, list[int]] = {}
-    for s in new.compare_to(old, "traceback"):
-        entry = owners.setdefault(owner_frame(s.traceback), [0, 0])
-        entry[0] += s.size_diff
-        entry[1] += s.size
-    ranked = sorted(owners.items(), key=lambda kv: -kv[1][0])[:TRACE_TOP]
-    out["growth_by_gateway_line"] = [
-        {"owner": k, "grew_mb": round(v[0] / 2**20, 2), "now_mb": round(v[1] / 2**20, 2)}
-        for k, v in ranked
-    ]
-    return out
+# -- one case ----------------------------------------------------------------------------------
 
 
 def traced_cmd(outdir: Path, gateway_args: Sequence[str]) -> list[str]:
+    """The command running the gateway under tracemalloc: this file's ``_traced`` mode
+    (`memtrace.traced_main`), writing into `outdir`."""
     outdir.mkdir(parents=True, exist_ok=True)
     script = str(Path(__file__).resolve())
     return [sys.executable, script, "_traced", str(outdir), "--", *gateway_args]
-
-
-# -- one case ----------------------------------------------------------------------------------
 
 
 class SlowStartServer(Server):
@@ -545,36 +200,43 @@ class CaseResult:
         return max(self.queueing.peak_mb, self.draining.peak_mb) <= self.target_mb
 
 
-def event_bodies(parts: Sequence[str], prefix: str, events: int) -> Iterator[bytes]:
-    """100-event bodies, made as they are sent (a million events' bodies would weigh on the
-    bench process, not on the gateway, but there is no reason to hold them)."""
-    for first in range(0, events, BATCH):
-        yield body_for(parts, prefix, first, min(BATCH, events - first))
-
-
-async def post_bodies(port: int, bodies: Iterator[bytes]) -> int:
-    """POST every body over `FILL_CONNECTIONS` keep-alive connections; every answer must be
-    202; return the events accepted."""
-    import aiohttp
-
-    url = f"http://127.0.0.1:{port}/v1/events"
-    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    accepted = 0
-    connector = aiohttp.TCPConnector(limit=FILL_CONNECTIONS)
-    timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-
-        async def poster() -> None:
-            nonlocal accepted
-            for body in bodies:  # one shared iterator: each body is posted once
-                async with session.post(url, data=body, headers=headers) as resp:
-                    text = await resp.text()
-                    if resp.status != 202:
-                        raise RuntimeError(f"queueing: HTTP {resp.status} {text[:300]}")
-                    accepted += int(json.loads(text)["accepted"])
-
-        await asyncio.gather(*(poster() for _ in range(FILL_CONNECTIONS)))
-    return accepted
+def sampled_phase(
+    name: str,
+    gateway_args: list[str],
+    port: int,
+    opts: Options,
+    trace_dir: Path | None,
+    work: Callable[[Server], tuple[int, T]],
+) -> tuple[Phase, T]:
+    """Start the gateway (``python <gateway_args>``, under tracemalloc into `trace_dir` when
+    given) as ``gateway-<name>`` and sample its RSS from the spawn while `work` runs against it;
+    then read its peak (VmHWM) and CPU before the graceful stop. `work` returns the work done
+    (events or deliveries) and a result of its own, returned with the phase."""
+    cmd = (
+        [sys.executable, *gateway_args]
+        if trace_dir is None
+        else traced_cmd(trace_dir, gateway_args)
+    )
+    spawn = time.monotonic()
+    server = start_server(f"gateway-{name}", cmd, port, opts, trace_dir is not None)
+    sampler = RssSampler(server.proc.pid)
+    sampler.start = spawn
+    try:
+        if trace_dir is not None:
+            start_tracing(trace_dir)
+        idle = status_kb(server.proc.pid).get("VmRSS", 0)
+        done, result = work(server)
+        seconds = time.monotonic() - spawn
+        hwm = status_kb(server.proc.pid).get("VmHWM", 0)
+        cpu = proc_times(server.proc.pid)[1]
+        if trace_dir is not None:
+            final_snapshot(trace_dir)
+    finally:
+        sampler.stop()
+        server.stop()
+    phase = phase_of(name, sampler, hwm, seconds, done, idle)
+    phase.cpu_s = cpu
+    return phase, result
 
 
 def queue_phase(
@@ -585,24 +247,13 @@ def queue_phase(
     port = free_port()
     config, db = write_gateway_config(toml, opts.workdir, port, key=API_KEY)
     args = ["-m", "gateway", "run", "--config", str(config), "--no-delivery"]
-    cmd = [sys.executable, *args] if trace_dir is None else traced_cmd(trace_dir, args)
-    spawn = time.monotonic()
-    server = start_server("gateway-queueing", cmd, port, opts, trace_dir is not None)
-    sampler = RssSampler(server.proc.pid)
-    sampler.start = spawn
-    try:
-        if trace_dir is not None:
-            start_tracing(trace_dir)
-        idle = status_kb(server.proc.pid).get("VmRSS", 0)
-        accepted = asyncio.run(post_bodies(server.port, event_bodies(opts.parts, tag, opts.events)))
-        seconds = time.monotonic() - spawn
-        hwm = status_kb(server.proc.pid).get("VmHWM", 0)
-        cpu = proc_times(server.proc.pid)[1]
-        if trace_dir is not None:
-            final_snapshot(trace_dir)
-    finally:
-        sampler.stop()
-        server.stop()
+
+    def post(server: Server) -> tuple[int, int]:
+        bodies = event_bodies(opts.parts, tag, opts.events)
+        accepted = asyncio.run(post_bodies(server.port, bodies, "queueing", patience=120))
+        return accepted, accepted
+
+    phase, accepted = sampled_phase("queueing", args, port, opts, trace_dir, post)
     rows = outbox_rows(db, states=True)
     want = opts.events * len(names)
     if accepted != opts.events or rows["events"] != opts.events or rows["deliveries"] != want:
@@ -610,8 +261,6 @@ def queue_phase(
             f"queueing: {accepted} of {opts.events} events accepted, outbox holds {rows}, "
             f"expected {want} delivery rows"
         )
-    phase = phase_of("queueing", sampler, hwm, seconds, accepted, idle)
-    phase.cpu_s = cpu
     return phase, db
 
 
@@ -627,30 +276,15 @@ def drain_phase(
     want = opts.events * len(names)
     config = db.parent / "signalgate.toml"
     args = ["-m", "gateway", "run", "--config", str(config)]
-    cmd = [sys.executable, *args] if trace_dir is None else traced_cmd(trace_dir, args)
     base = sum(t.accepted for t in tallies(sandboxes).values())
-    spawn = time.monotonic()
-    server = start_server("gateway-draining", cmd, port_of(config), opts, trace_dir is not None)
-    sampler = RssSampler(server.proc.pid)
-    sampler.start = spawn
-    try:
-        if trace_dir is not None:
-            start_tracing(trace_dir)
-        idle = status_kb(server.proc.pid).get("VmRSS", 0)
+
+    def drain(server: Server) -> tuple[int, dict[str, int]]:
         delivered = wait_delivered(opts, server, sandboxes, base + want) - base
-        done = wait_rows_done(db, want, opts.stall)
-        seconds = time.monotonic() - spawn
-        hwm = status_kb(server.proc.pid).get("VmHWM", 0)
-        cpu = proc_times(server.proc.pid)[1]
-        if trace_dir is not None:
-            final_snapshot(trace_dir)
-    finally:
-        sampler.stop()
-        server.stop()
+        return delivered, wait_rows_done(db, want, opts.stall)
+
+    phase, done = sampled_phase("draining", args, port_of(config), opts, trace_dir, drain)
     if done.get("deliveries_done", 0) != want:
         raise RuntimeError(f"draining: outbox holds {done}, expected {want} rows done")
-    phase = phase_of("draining", sampler, hwm, seconds, delivered, idle)
-    phase.cpu_s = cpu
     return phase, done
 
 
@@ -678,15 +312,6 @@ def wait_delivered(
         time.sleep(0.2)
 
 
-def wait_rows_done(db: Path, want: int, patience: float) -> dict[str, int]:
-    deadline = time.monotonic() + patience
-    while True:
-        rows = outbox_rows(db, states=True)
-        if rows.get("deliveries_done", 0) >= want or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.1)
-
-
 def gateway_toml(opts: Options) -> str:
     """``delivery.py``'s gateway config, with ``--cache-mb`` when given."""
     if opts.cache_mb is None:
@@ -697,14 +322,12 @@ def gateway_toml(opts: Options) -> str:
 
 
 def run_case(opts: Options, names: Sequence[str], tag: str) -> CaseResult:
-    label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
+    label = case_label(names)
     cpus: list[int | None] = [opts.client_cpu]
     sandboxes = start_sandboxes(names, 1, cpus, opts.workdir, opts.source)
     try:
-        urls = {n: f"http://127.0.0.1:{p.ports[n]}" for p in sandboxes for n in p.ports}
-        toml = gateway_toml(opts) + destinations_toml(names, urls).replace("{", "{{").replace(
-            "}", "}}"
-        )
+        urls = sandbox_urls(sandboxes)
+        toml = gateway_toml(opts) + destinations_template(names, urls)
         stamp = f"{tag}-{int(time.time())}"
         wait_quiet(opts.quiet_wait)
         queueing, db = queue_phase(opts, names, toml, stamp, None)
@@ -837,13 +460,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="also run each phase under tracemalloc + mallinfo2 (extra runs) and print what grew",
     )
     add_quiet_arg(parser)
-    parser.add_argument("--json", metavar="PATH", help="write the results as JSON")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--no-snapshot",
-        action="store_true",
-        help="run the work tree's gateway package instead of a copy taken at start",
-    )
+    add_output_args(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.events = min(args.events, QUICK_EVENTS)
@@ -857,8 +474,7 @@ def main(argv: Sequence[str]) -> int:
     if args.events < 1:
         print("--events must be at least 1", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-drain-rss-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, source = run_dirs("signalgate-drain-rss-", args.no_snapshot)
     sys.path.insert(0, str(source))
     names = usable(registered(), sandbox=True)
     if not names:
@@ -872,18 +488,12 @@ def main(argv: Sequence[str]) -> int:
         stall=args.stall,
         workdir=workdir,
         source=source,
-        parts=event_template(int(time.time()), CLICK_IDS).split(ID_MARK),
+        parts=template_parts(CLICK_IDS),
         trace=args.trace,
         cache_mb=args.cache_mb,
     )
-    import platform as host
-
     env = {
-        "git_head": git_head(),
-        "gateway_src": source_digest(source),
-        "gateway_snapshot": source != ROOT,
-        "python": host.python_version(),
-        "cores": os.cpu_count(),
+        **code_identity(source),
         "events": args.events,
         "destinations": names,
         "server_cpu": opts.server_cpu,

@@ -20,10 +20,7 @@ destination, so a gateway that skipped the fan-out cannot look fast.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,76 +28,58 @@ from typing import Any
 
 import ingest
 from benchlib import (
-    ROOT,
     Load,
     add_core_args,
     add_output_args,
     add_timing_args,
     banner,
-    core_arg,
     end_run,
     environment,
     fmt,
     median_run,
     outbox_rows,
     parse_bench_args,
-    snapshot_source,
+    run_dirs,
     source_warnings,
-    start_gateway_config,
     wait_quiet,
     write_json,
 )
-from platforms import CLICK_IDS, UNREACHABLE, add_quiet_arg, destinations_toml, registered, usable
+from benchload import API_KEY, Settings, resolve_loadgen, template_parts
+from benchservers import INGEST_TOML, start_gateway_config
+from ingestreport import Result, table
+from platforms import (
+    CLICK_IDS,
+    UNREACHABLE,
+    add_quiet_arg,
+    case_label,
+    destinations_template,
+    registered,
+    usable,
+)
 
 TARGET_RATIO = 0.50
 """Issue #11: with every destination, at least half the one-destination events/s."""
 BASELINE = "meta"
 
-GATEWAY_TOML = """
-[server]
-host = "127.0.0.1"
-port = {port}
-max_body_bytes = 1048576
-max_events_per_request = 1000
-
-[storage]
-backend = "sqlite"
-path = "{db}"
-synchronous = "NORMAL"
-
-[delivery]
-poll_interval = 0.05
-
-[[sites]]
-id = "shop"
-api_keys = ["{key}"]
-default_country = "us"
-"""
-
-
-def braces(text: str) -> str:
-    """`text` with its braces doubled, to survive the config template's ``str.format``."""
-    return text.replace("{", "{{").replace("}", "}}")
-
 
 def config_toml(names: Sequence[str]) -> str:
     """The gateway config template of a case whose site enables `names`."""
-    return GATEWAY_TOML + braces(destinations_toml(names, UNREACHABLE))
+    return INGEST_TOML + destinations_template(names, UNREACHABLE)
 
 
 def run_case(
-    settings: ingest.Settings,
+    settings: Settings,
     source: Path,
     names: Sequence[str],
     batch: int,
     tag: str,
     quiet_wait: float,
-) -> ingest.Result:
+) -> Result:
     """One gateway with `names` enabled under `batch`-event load; rows checked afterwards."""
-    label = f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")
+    label = case_label(names)
     wait_quiet(quiet_wait)
     server, db = start_gateway_config(
-        config_toml(names), settings.workdir, settings.server_cpu, source, key=ingest.API_KEY
+        config_toml(names), settings.workdir, settings.server_cpu, source, key=API_KEY
     )
     try:
         warm, load = ingest.measure(settings, server, label, batch, tag)
@@ -116,7 +95,7 @@ def check_rows(
     db: Path,
     batch: int,
     loads: Sequence[Load],
-    settings: ingest.Settings,
+    settings: Settings,
     destinations: int,
 ) -> tuple[dict[str, int], int]:
     """The outbox must hold every accepted event and `destinations` delivery rows for each (up
@@ -136,7 +115,7 @@ def check_rows(
     return rows, expected
 
 
-def verdict(results: Sequence[ingest.Result], all_count: int) -> dict[str, Any] | None:
+def verdict(results: Sequence[Result], all_count: int) -> dict[str, Any] | None:
     one = median_run(r for r in results if r.server.startswith("1 dest"))
     full = median_run(r for r in results if r.server == f"{all_count} dest")
     if one is None or full is None or all_count < 2:
@@ -168,28 +147,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    loadgen = args.loadgen
-    if loadgen == "auto":
-        loadgen = "wrk" if shutil.which("wrk") else "python"
-    elif loadgen == "wrk" and not shutil.which("wrk"):
-        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+    loadgen = resolve_loadgen(args.loadgen)
+    if loadgen is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-fanout-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, source = run_dirs("signalgate-fanout-", args.no_snapshot)
     sys.path.insert(0, str(source))  # the destination list of the code measured
     names = usable(all_names := registered(), sandbox=False)
     if BASELINE not in names:
         print(f"the baseline destination {BASELINE!r} is not usable", file=sys.stderr)
         return 2
-    settings = ingest.Settings(
+    settings = Settings.from_args(
+        args,
+        workdir,
         loadgen=loadgen,
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=core_arg(args.server_cpu),
-        client_cpu=core_arg(args.client_cpu),
-        template_parts=ingest.event_template(int(time.time()), CLICK_IDS).split(ingest.ID_MARK),
-        workdir=workdir,
+        template_parts=template_parts(CLICK_IDS),
     )
     env = environment(source, settings, loadgen)
     env["destinations"] = names
@@ -201,7 +172,7 @@ def main(argv: Sequence[str]) -> int:
         + (f" (left out: {', '.join(skipped)})" if skipped else ""),
         flush=True,
     )
-    results: list[ingest.Result] = []
+    results: list[Result] = []
     status = 0
     try:
         for rnd in range(args.rounds):
@@ -215,7 +186,7 @@ def main(argv: Sequence[str]) -> int:
     finally:
         end_run(env, source, args.keep, workdir)
     print()
-    print(ingest.table(results))
+    print(table(results))
     print()
     v = verdict(results, len(names))
     if v is not None:

@@ -43,17 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    ROOT,
     BenchSettings,
     Load,
-    Server,
     add_core_args,
     add_output_args,
     add_timing_args,
     banner,
     check_answers,
     check_outbox,
-    core_arg,
     end_run,
     environment,
     fmt,
@@ -63,15 +60,15 @@ from benchlib import (
     nginx_conf,
     outbox_rows,
     parse_bench_args,
+    run_dirs,
     run_loadgen,
-    snapshot_source,
     source_warnings,
     wait_idle,
     wait_quiet,
-    write_gateway_config,
     write_json,
     wrk_script,
 )
+from benchservers import Server, write_gateway_config
 
 API_KEY = "sg_bench_https_key_0123456789"
 NOISY_OTHER_PCT = 30.0
@@ -283,16 +280,8 @@ def main(argv: Sequence[str]) -> int:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is not installed (apt-get install -y {tool})", file=sys.stderr)
             return 1
-    workdir = Path(tempfile.mkdtemp(prefix="bench-https-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
-    settings = BenchSettings(
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=core_arg(args.server_cpu),
-        client_cpu=core_arg(args.client_cpu),
-        workdir=workdir,
-    )
+    workdir, source = run_dirs("bench-https-", args.no_snapshot)
+    settings = BenchSettings.from_args(args, workdir)
     sys.path.insert(0, str(source))
     from gateway.devcerts import write_dev_certs
 

@@ -16,7 +16,7 @@ import argparse
 import importlib
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,3 +213,14 @@ def destinations_toml(names: Iterable[str], base: Mapping[str, str] | str) -> st
         for key, value in PLATFORMS[name].settings(name, url).items():
             out.append(f"{key} = {toml_value(value)}")
     return "\n".join(out) + "\n"
+
+
+def destinations_template(names: Iterable[str], base: Mapping[str, str] | str) -> str:
+    """`destinations_toml` with its braces doubled, to follow a config template that is filled
+    in with ``str.format``."""
+    return destinations_toml(names, base).replace("{", "{{").replace("}", "}}")
+
+
+def case_label(names: Sequence[str]) -> str:
+    """A case named after its destinations: ``10 dest``, or ``1 dest (meta)``."""
+    return f"{len(names)} dest" + ("" if len(names) > 1 else f" ({names[0]})")

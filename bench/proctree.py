@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchlib import SPY_ROOTS, Load, core_times, gateway_frame, spy_frame
+from benchlib import Load, core_times
+from benchprofile import SPY_ROOTS, gateway_frame, spy_frame
 
 TICK = os.sysconf("SC_CLK_TCK")
 

@@ -55,57 +55,49 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import benchservers
 from benchlib import (
+    MAX_BAD_FRACTION,
     child_env,
     children_cpu,
+    cpu_model,
     fmt,
     free_port,
     nginx_conf,
     pinned,
-    snapshot_source,
+    proc_times,
+    run_dirs,
     wait_quiet,
     wrk_script,
 )
+from benchservers import run_forever, serve_app
 
-ROOT = Path(__file__).resolve().parent.parent
 HOST = "track.shop.test"
 PIXEL_ID = "1234567890"
 HIT_QUERY = "id=1234567890&ev=PageView&eid={eid}&dl=https%3A%2F%2Fwww.shop.test%2F&ts={ts}"
 SCRIPT_PATH = "/p/s/e.js"
-MAX_BAD_FRACTION = 0.001
 MAX_OTHER_PCT = 10.0
 TARGET_ADDED_P50_MS = 1.0
 TARGET_HITS_PER_S = 10_000.0
 TARGET_SCRIPT_RATIO = 0.5
 
 
-# -- processes (small copies of bench/collect.py's helpers) ------------------------------------
-
-
-def proc_cpu(pid: int) -> float:
-    """user + system CPU seconds of a live process (all threads); nan when gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# -- processes ---------------------------------------------------------------------------------
 
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds of a process and its direct children (nginx: master + worker)."""
-    total = proc_cpu(pid)
+    total = proc_times(pid)[1]
     with contextlib.suppress(OSError):
         for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            total += proc_cpu(int(child))
+            total += proc_times(int(child))[1]
     return total
 
 
@@ -120,8 +112,10 @@ def machine_busy() -> float:
     return float("nan")
 
 
-class Server:
-    """A child process pinned to a core, its log file and a graceful stop."""
+class Server(benchservers.Server):
+    """A child process pinned to a core (by taskset only), run in `workdir` with the environment
+    `env` (None: this process's), its log file and a graceful stop by `stop_signal` (nginx:
+    SIGQUIT)."""
 
     def __init__(
         self,
@@ -133,41 +127,14 @@ class Server:
         env: dict[str, str] | None = None,
         stop_signal: int = signal.SIGINT,
     ) -> None:
-        self.name = name
-        self.port = port
         self.stop_signal = stop_signal
-        self.log_path = workdir / f"{name}-{port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            pinned(cmd, cpu), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=workdir
+        self._env = env
+        super().__init__(name, cmd, cpu, port, workdir, workdir)
+
+    def _spawn(self, cmd: list[str], cpu: int | None, source: Path) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self._env, cwd=source
         )
-        deadline = time.monotonic() + 20.0
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited at start:\n{self.log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    tail = self.log_tail()
-                    raise RuntimeError(f"{name} did not listen on {port}:\n{tail}") from None
-                time.sleep(0.05)
-
-    def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 GATEWAY_TOML = """
@@ -427,30 +394,16 @@ def measure(
 
 
 async def _serve_cdn(port: int) -> None:
-    import asyncio
-
-    from aiohttp import web
-
     from gateway.sandbox.cdn import FakeCdn
 
-    runner = web.AppRunner(FakeCdn().app(), access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"fake cdn listening on {port}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    await serve_app(FakeCdn().app(), port, "fake cdn")
 
 
 def cdn_main(argv: Sequence[str]) -> int:
-    import uvloop
-
     parser = argparse.ArgumentParser(prog="proxy.py _cdn")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(_serve_cdn(args.port))
+    run_forever(_serve_cdn(args.port))
     return 0
 
 
@@ -510,12 +463,7 @@ def report(cases: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
 def environment(args: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, check=False).stderr
     return {
         "python": platform.python_version(),
@@ -554,8 +502,7 @@ def main(argv: Sequence[str]) -> int:
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is not installed", file=sys.stderr)
             return 1
-    workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
+    workdir, source = run_dirs("bench-proxy-", args.no_snapshot)
     env = environment(args)
     print(
         f"gateway + nginx on core {args.server_cpu}, wrk + upstreams on core "

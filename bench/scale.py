@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -42,11 +40,9 @@ from typing import Any
 
 import ingest
 from benchlib import (
-    ROOT,
-    SPY_RATE,
-    Server,
     add_core_args,
     add_output_args,
+    add_quiet_wait_arg,
     add_timing_args,
     banner,
     check_answers,
@@ -56,13 +52,21 @@ from benchlib import (
     fmt,
     free_port,
     parse_bench_args,
-    pinned,
-    py_spy,
-    snapshot_source,
+    run_dirs,
     source_warnings,
     wait_quiet,
-    write_gateway_config,
     write_json,
+)
+from benchload import API_KEY, Settings, resolve_loadgen, run_load, template_parts
+from benchprofile import SPY_RATE, perf_record_cmd, perf_summary, py_spy, start_sampler
+from benchservers import (
+    DELIVERY_TOML,
+    META_TOML,
+    SERVER_TOML,
+    SITE_TOML,
+    SQLITE_STORAGE,
+    Server,
+    write_gateway_config,
 )
 from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
 from proctree import spent_during, spread_workers, spy_summary, thread_names, wait_tree_idle
@@ -83,36 +87,14 @@ machine with a core per worker does) or all on ``--server-cpu`` (``stacked``: tw
 time-slicing one core, which also charges the cost of the core's caches being shared)."""
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench key
 
-GATEWAY_TOML = """
-[server]
-host = "127.0.0.1"
-port = {port}
-max_body_bytes = 1048576
-max_events_per_request = 1000
-cookie_secret = "{cookie}"
-
-[storage]
-{storage}
-
-[delivery]
-poll_interval = 0.05
-
-[[sites]]
-id = "shop"
-api_keys = ["{key}"]
-default_country = "us"
-
-[sites.destinations.meta]
-pixel_id = "{pixel}"
-access_token = "bench-access-token"
-api_base = "http://127.0.0.1:9"
-max_batch = 500
-"""
-
-SQLITE_STORAGE = """backend = "sqlite"
-path = "{db}"
-synchronous = "NORMAL"
-"""
+GATEWAY_TOML = (
+    SERVER_TOML
+    + 'cookie_secret = "{cookie}"\n'
+    + "\n[storage]\n{storage}\n"
+    + DELIVERY_TOML
+    + SITE_TOML
+    + META_TOML
+)
 
 POSTGRES_STORAGE = """backend = "postgres"
 dsn = "{dsn}"
@@ -175,7 +157,7 @@ class Gateway:
     def __init__(
         self,
         case: Case,
-        settings: ingest.Settings,
+        settings: Settings,
         source: Path,
         pg: Postgres | None,
         placement: str = "spread",
@@ -194,8 +176,9 @@ class Gateway:
             GATEWAY_TOML.replace("{storage}", storage),
             settings.workdir,
             port,
-            key=ingest.API_KEY,
+            key=API_KEY,
             pixel=ingest.PIXEL_ID,
+            api_base="http://127.0.0.1:9",
             cookie=COOKIE_SECRET,
         )
         cmd = [sys.executable, "-m", "gateway", "run", "--config", str(config), "--no-delivery"]
@@ -237,7 +220,7 @@ class Gateway:
 
 def run_case(
     case: Case,
-    settings: ingest.Settings,
+    settings: Settings,
     source: Path,
     pg: Postgres | None,
     rnd: int,
@@ -251,15 +234,13 @@ def run_case(
         prefix = f"{settings.nonce}r{rnd}{case.tag}"
         port = gateway.server.port
         try:
-            warm = ingest.run_load(settings, port, case.batch, settings.warmup, prefix + "w")
+            warm = run_load(settings, port, case.batch, settings.warmup, prefix + "w")
             check_answers(f"{case.label} warm-up", warm, 202)
             wait_tree_idle(gateway.pid)
             load, spent = spent_during(
                 gateway.pid,
                 pg.server.pid if pg is not None and case.store == "postgres" else None,
-                lambda: ingest.run_load(
-                    settings, port, case.batch, settings.duration, prefix + "m"
-                ),
+                lambda: run_load(settings, port, case.batch, settings.duration, prefix + "m"),
             )
             check_answers(case.label, load, 202)
         finally:
@@ -408,7 +389,7 @@ def capacity(results: Sequence[Result], cases: Sequence[Case]) -> list[dict[str,
 
 
 def profile_case(
-    case: Case, settings: ingest.Settings, source: Path, pg: Postgres | None, prefix: Path
+    case: Case, settings: Settings, source: Path, pg: Postgres | None, prefix: Path
 ) -> dict[str, Any]:
     """A separate run of `case` under py-spy (every process of the gateway, non-blocking) and,
     when ``perf`` is on PATH and the gateway is pinned, ``perf record`` of its core (native
@@ -423,30 +404,20 @@ def profile_case(
         port = gateway.server.port
         try:
             tag = f"{settings.nonce}p{case.tag}"
-            ingest.run_load(settings, port, case.batch, settings.warmup, tag + "w")
+            run_load(settings, port, case.batch, settings.warmup, tag + "w")
             wait_tree_idle(gateway.pid)
             cmd = [py_spy(), "record", "--pid", str(gateway.pid), "--duration", str(seconds)]
             cmd += ["--rate", str(SPY_RATE), "--nonblocking", "--threads", "--subprocesses"]
             cmd += ["--format", "raw", "--output", str(raw)]
             tools = [cmd]
             if perf:
-                core = str(settings.server_cpu)
-                record = [perf, "record", "-q", "-e", "cpu-clock", "-F", "999", "-C", core]
-                tools.append([*record, "-o", str(perf_data), "--", "sleep", str(seconds)])
-            running = [
-                subprocess.Popen(
-                    pinned(tool, settings.client_cpu),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-                for tool in tools
-            ]
+                tools.append(perf_record_cmd(perf, settings.server_cpu, perf_data, seconds))
+            running = [start_sampler(tool, settings.client_cpu) for tool in tools]
             time.sleep(0.5)
             load, spent = spent_during(
                 gateway.pid,
                 None,
-                lambda: ingest.run_load(settings, port, case.batch, seconds, tag + "m"),
+                lambda: run_load(settings, port, case.batch, seconds, tag + "m"),
             )
             for tool in running:
                 output, _ = tool.communicate(timeout=seconds + 60)
@@ -459,7 +430,7 @@ def profile_case(
     us_per_event = 1e6 * spent.gateway / max(1, load.ok * case.batch)
     report = {"case": asdict(case), "raw": str(raw), **spy_summary(raw, us_per_event)}
     if perf:
-        report["perf"] = ingest.perf_summary(perf, perf_data, thread_names(raw))
+        report["perf"] = perf_summary(perf, perf_data, thread_names(raw))
     return report
 
 
@@ -517,12 +488,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="PostgreSQL without durable commits (fsync, synchronous_commit off)",
     )
-    parser.add_argument(
-        "--quiet-wait",
-        type=float,
-        default=180.0,
-        help="longest wait (s) for an idle machine before each case; 0: start at once",
-    )
+    add_quiet_wait_arg(parser)
     parser.add_argument(
         "--no-profile", action="store_true", help="no py-spy profile of the cases that miss"
     )
@@ -554,23 +520,15 @@ def all_cases(args: argparse.Namespace) -> list[Case]:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
-    loadgen = args.loadgen
-    if loadgen == "auto":
-        loadgen = "wrk" if shutil.which("wrk") else "python"
-    elif loadgen == "wrk" and not shutil.which("wrk"):
-        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+    loadgen = resolve_loadgen(args.loadgen)
+    if loadgen is None:
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="signalgate-scale-"))
-    source = ROOT if args.no_snapshot else snapshot_source(workdir)
-    settings = ingest.Settings(
+    workdir, source = run_dirs("signalgate-scale-", args.no_snapshot)
+    settings = Settings.from_args(
+        args,
+        workdir,
         loadgen=loadgen,
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        server_cpu=core_arg(args.server_cpu),
-        client_cpu=core_arg(args.client_cpu),
-        template_parts=ingest.event_template(int(time.time())).split(ingest.ID_MARK),
-        workdir=workdir,
+        template_parts=template_parts(),
     )
     cases = all_cases(args)
     env = environment(source, settings, loadgen)
@@ -631,7 +589,7 @@ def main(argv: Sequence[str]) -> int:
 
 def profile_misses(
     v: Sequence[dict[str, Any]],
-    settings: ingest.Settings,
+    settings: Settings,
     source: Path,
     pg: Postgres | None,
     workdir: Path,

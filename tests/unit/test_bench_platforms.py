@@ -1,4 +1,4 @@
-"""bench/platforms.py and delivery.py's counting middleware: the benches' platform table
+"""bench/platforms.py and sandboxes.py's counting middleware: the benches' platform table
 yields settings the gateway accepts and sandboxes that build, unusable entries are left out with
 a warning, and the sandboxes' tallies count what they accept and reject."""
 
@@ -19,8 +19,8 @@ from gateway.destinations import DESTINATIONS
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import delivery  # noqa: E402 - bench/ is not a package
-import platforms  # noqa: E402
+import platforms  # noqa: E402 - bench/ is not a package
+import sandboxes  # noqa: E402
 from platforms import PLATFORMS, BenchPlatform, destinations_toml, usable  # noqa: E402
 
 EM = "62a14e44f765419d10fea99367361a727c12365e2520f32218d505ed9aa0f62f"
@@ -84,9 +84,9 @@ def purchase(event_id: str) -> Event:
 async def test_counting_middleware_tallies_and_forgets(aiohttp_client: Any) -> None:
     entry = PLATFORMS["meta"]
     sandbox = entry.build_sandbox("meta")
-    tally = delivery.Tally()
+    tally = sandboxes.Tally()
     app = sandbox.app()
-    app.middlewares.append(delivery.counting(sandbox, tally))
+    app.middlewares.append(sandboxes.counting(sandbox, tally))
     client = await aiohttp_client(app)
     config = parse(
         tomllib.loads(

@@ -36,7 +36,7 @@ from gateway.web.pipeline import Site
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 sys.path.insert(0, str(BENCH))
 
-import ingest  # noqa: E402 - bench/ is not a package
+import benchload  # noqa: E402 - bench/ is not a package
 from platforms import CLICK_IDS, PLATFORMS, UNREACHABLE  # noqa: E402
 
 PROVEN = ("snap", "pinterest", "reddit", "linkedin", "microsoft", "x", "ga4")
@@ -241,9 +241,9 @@ def test_warnings_equal_the_general_road(site: Site, batch: list[Event]) -> None
 
 
 def bench_records(count: int) -> list[Stored]:
-    template = ingest.event_template(1_700_000_000, CLICK_IDS)
-    parts = template.split(ingest.ID_MARK)
-    doc = json.loads(ingest.body_for(parts, "t", 0, count))
+    template = benchload.event_template(1_700_000_000, CLICK_IDS)
+    parts = template.split(benchload.ID_MARK)
+    doc = json.loads(benchload.body_for(parts, "t", 0, count))
     out = []
     for i, item in enumerate(doc["events"]):
         user = item["user"]
@@ -304,7 +304,7 @@ def _posted(i: int, now: int) -> dict[str, Any]:
     refuse (test code, no GA client id, an app event, an unmapped custom name, no e-mail or
     phone, a long order id)."""
     event: dict[str, Any] = json.loads(
-        ingest.event_template(now, CLICK_IDS).replace(ingest.ID_MARK, f"m{i}")
+        benchload.event_template(now, CLICK_IDS).replace(benchload.ID_MARK, f"m{i}")
     )
     kind = i % 8
     if kind == 1:

@@ -1,0 +1,317 @@
+"""Load generation for ``POST /v1/events``: the realistic Purchase event bodies, the wrk Lua
+script that posts them with unique ids, and the Python client used when wrk is missing (run as
+a child: ``benchload.py _pyload``). Shared by ingest.py, fanout.py, scale.py, delivery.py and
+drain_rss.py."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchlib import BenchSettings, Load, run_loadgen, wrk_script
+
+# -- event bodies ------------------------------------------------------------------------------
+
+API_KEY = "sg_bench_key_0123456789abcdef"
+
+
+ID_MARK = "@@ID@@"
+
+
+def event_template(now: int, click_ids: Mapping[str, str] | None = None) -> str:
+    """Return one Purchase event as JSON text, ``@@ID@@`` where the unique id goes (with
+    `click_ids` in ``user.click_ids`` when given: the fan-out benches send the GA client id)."""
+    event: dict[str, Any] = {
+        "event": "Purchase",
+        "event_id": f"evt-{ID_MARK}",
+        "time": now,
+        "source": "website",
+        "url": "https://shop.example/checkout/thank-you?order=" + ID_MARK,
+        "user": {
+            "email": f"Customer.{ID_MARK}@Example.com",
+            "phone": "+1 (650) 555-1212",
+            "ip": "203.0.113.7",
+            "user_agent": (
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+                "(KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+            ),
+            "fbp": "fb.1.1596403881668.1116446470",
+        },
+        "data": {
+            "value": 149.85,
+            "currency": "EUR",
+            "order_id": f"ORDER-{ID_MARK}",
+            "contents": [
+                {"id": "SKU-1042", "quantity": 2, "price": 49.95},
+                {"id": "SKU-2210", "quantity": 1, "price": 49.95},
+            ],
+        },
+    }
+    if click_ids:
+        event["user"]["click_ids"] = dict(click_ids)
+    return json.dumps(event, separators=(",", ":"))
+
+
+def template_parts(click_ids: Mapping[str, str] | None = None) -> list[str]:
+    """`event_template` of now, split at the id marks (what `body_for` and the Lua script join)."""
+    return event_template(int(time.time()), click_ids).split(ID_MARK)
+
+
+def body_for(parts: Sequence[str], prefix: str, first: int, batch: int) -> bytes:
+    """Return a ``{"events": [...]}`` body of `batch` events numbered from `first`."""
+    events = []
+    for n in range(first, first + batch):
+        events.append(f"{prefix}-{n}".join(parts))
+    return ('{"events":[' + ",".join(events) + "]}").encode()
+
+
+# -- a fixed number of events (filling an outbox) ----------------------------------------------
+
+FILL_BATCH = 100
+"""Events per ingest request while filling an outbox."""
+FILL_CONNECTIONS = 8
+
+
+def event_bodies(parts: Sequence[str], prefix: str, events: int) -> Iterator[bytes]:
+    """``{"events": [...]}`` bodies of up to `FILL_BATCH` events (the Purchase above), `events`
+    in all, every one with a unique id and e-mail, made as they are sent (a million events'
+    bodies would weigh on the bench process, not on the gateway, but there is no reason to hold
+    them)."""
+    for first in range(0, events, FILL_BATCH):
+        yield body_for(parts, prefix, first, min(FILL_BATCH, events - first))
+
+
+async def post_bodies(port: int, bodies: Iterable[bytes], what: str, patience: float) -> int:
+    """POST every body to the gateway over `FILL_CONNECTIONS` keep-alive connections (each
+    answer within `patience` s); every answer must be 202 (else RuntimeError, prefixed `what`);
+    return the events accepted."""
+    import aiohttp
+
+    url = f"http://127.0.0.1:{port}/v1/events"
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    shared = iter(bodies)
+    accepted = 0
+    connector = aiohttp.TCPConnector(limit=FILL_CONNECTIONS)
+    client_timeout = aiohttp.ClientTimeout(total=patience)
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout) as session:
+
+        async def poster() -> None:
+            nonlocal accepted
+            for body in shared:  # one shared iterator: each body is posted once
+                async with session.post(url, data=body, headers=headers) as resp:
+                    text = await resp.text()
+                    if resp.status != 202:
+                        raise RuntimeError(f"{what}: HTTP {resp.status} {text[:300]}")
+                    accepted += int(json.loads(text)["accepted"])
+
+        await asyncio.gather(*(poster() for _ in range(FILL_CONNECTIONS)))
+    return accepted
+
+
+# -- a load run for a given time ---------------------------------------------------------------
+
+
+LUA_SCRIPT = """
+-- generated by bench/ingest.py: POST %(batch)d unique events per request
+local parts = { %(parts)s }
+local nparts = #parts
+local batch = %(batch)d
+local headers = {
+  ["Authorization"] = "Bearer %(key)s",
+  ["Content-Type"] = "application/json",
+}
+
+function start(args)
+  prefix = args[1] .. "t" .. tostring(tid)
+end
+
+function request()
+  local buf = { '{"events":[' }
+  local n = 1
+  for i = 1, batch do
+    counter = counter + 1
+    local id = prefix .. "-" .. counter
+    if i > 1 then n = n + 1; buf[n] = "," end
+    for j = 1, nparts - 1 do
+      n = n + 1; buf[n] = parts[j]
+      n = n + 1; buf[n] = id
+    end
+    n = n + 1; buf[n] = parts[nparts]
+  end
+  n = n + 1; buf[n] = "]}"
+  return wrk.format("POST", "/v1/events", headers, table.concat(buf))
+end
+"""
+
+
+def lua_script(parts: Sequence[str], batch: int) -> str:
+    """Return the wrk script posting `batch` events per request, built from `parts`."""
+    for part in parts:
+        if "]==]" in part:  # pragma: no cover - the template is ours
+            raise ValueError("template part cannot be a Lua long string")
+    quoted = ", ".join(f"[==[{p}]==]" for p in parts)
+    return wrk_script(LUA_SCRIPT % {"parts": quoted, "batch": batch, "key": API_KEY}, 202)
+
+
+@dataclass
+class Settings(BenchSettings):
+    loadgen: str
+    template_parts: list[str]
+    nonce: str = field(default_factory=lambda: secrets.token_hex(3))
+
+
+def resolve_loadgen(choice: str) -> str | None:
+    """The ``--loadgen`` to use: ``auto`` is wrk when on PATH, else the Python client; None
+    (said on stderr) when wrk was asked for and is missing."""
+    if choice == "auto":
+        return "wrk" if shutil.which("wrk") else "python"
+    if choice == "wrk" and not shutil.which("wrk"):
+        print("wrk is not on PATH (apt-get install wrk)", file=sys.stderr)
+        return None
+    return choice
+
+
+def run_load(settings: Settings, port: int, batch: int, seconds: float, prefix: str) -> Load:
+    """Drive http://127.0.0.1:port/v1/events for `seconds`; return the load figures."""
+    url = f"http://127.0.0.1:{port}/v1/events"
+    if settings.loadgen == "wrk":
+        script = settings.workdir / f"post-{batch}.lua"
+        if not script.exists():
+            script.write_text(lua_script(settings.template_parts, batch))
+        cmd = [
+            "wrk",
+            "-t1",
+            f"-c{settings.connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            prefix,
+        ]
+    else:
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_pyload",
+            "--url",
+            url,
+            "--batch",
+            str(batch),
+            "--connections",
+            str(settings.connections),
+            "--duration",
+            str(seconds),
+            "--prefix",
+            prefix,
+            "--parts",
+            json.dumps(settings.template_parts),
+        ]
+    return run_loadgen(cmd, settings.client_cpu, seconds, "load generator")
+
+
+async def _pyload(
+    url: str, batch: int, connections: int, duration: float, prefix: str, parts: list[str]
+) -> dict[str, Any]:
+    """The fallback load generator: `connections` keep-alive clients posting in a loop."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    ok = bad = errors = 0
+    sample = ""
+    counter = 0
+    loop = asyncio.get_running_loop()
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        cpu0 = time.process_time()
+        start = loop.time()
+        deadline = start + duration
+
+        async def client() -> None:
+            nonlocal ok, bad, errors, sample, counter
+            while loop.time() < deadline:
+                body = body_for(parts, prefix, counter + 1, batch)
+                counter += batch
+                t0 = time.perf_counter()
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        text = await resp.read()
+                        status = resp.status
+                except (TimeoutError, aiohttp.ClientError):
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+                if status == 202:
+                    ok += 1
+                else:
+                    bad += 1
+                    sample = sample or f"{status} {text[:160]!r}"
+
+        await asyncio.gather(*(client() for _ in range(connections)))
+        elapsed = loop.time() - start
+        cpu = time.process_time() - cpu0
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        if not latencies:
+            return 0.0
+        return 1000 * latencies[min(len(latencies) - 1, int(q / 100 * len(latencies)))]
+
+    return {
+        "requests": len(latencies),
+        "duration_s": elapsed,
+        "ok": ok,
+        "bad": bad,
+        "socket_errors": errors,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": 1000 * latencies[-1] if latencies else 0.0,
+        "mean_ms": 1000 * statistics.fmean(latencies) if latencies else 0.0,
+        "sample": sample,
+        "client_cpu_s": cpu,
+    }
+
+
+def main(argv: Sequence[str]) -> int:
+    """``benchload.py _pyload --url ...``: run the Python client, print its BENCH_JSON line."""
+    parser = argparse.ArgumentParser(prog="benchload.py " + argv[0])
+    parser.add_argument("--url", default="")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--prefix", default="x")
+    parser.add_argument("--parts", default="[]")
+    args = parser.parse_args(argv[1:])
+    import uvloop
+
+    out = uvloop.run(
+        _pyload(
+            args.url,
+            args.batch,
+            args.connections,
+            args.duration,
+            args.prefix,
+            json.loads(args.parts),
+        )
+    )
+    print("BENCH_JSON " + json.dumps(out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
