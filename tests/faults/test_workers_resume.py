@@ -49,31 +49,29 @@ async def post(url: str, events: list[dict[str, Any]]) -> int:
         return resp.status
 
 
-@pytest.mark.timeout(120)
-async def test_one_resume_reaches_both_workers(tmp_path: Path, meta_sandbox: Any) -> None:
-    await one_resume_reaches_both(tmp_path, meta_sandbox)
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_keys(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The `workers_config` keys of each store: the SQLite file, then PostgreSQL (where the
+    two workers share the database as replicas do)."""
+    if request.param == "sqlite":
+        return {}
+    dsn: str = request.getfixturevalue("pg_dsn")
+    return {
+        "storage": postgres_storage(dsn),
+        "server_extra": f"cookie_secret = {q(COOKIE_SECRET)}\n",
+    }
 
 
 @pytest.mark.timeout(120)
-async def test_one_resume_reaches_both_workers_on_postgres(
-    tmp_path: Path, meta_sandbox: Any, pg_dsn: str
+async def test_one_resume_reaches_both_workers(
+    tmp_path: Path, meta_sandbox: Any, store_keys: dict[str, str]
 ) -> None:
-    """The same on PostgreSQL: the two workers share the database as replicas do."""
-    await one_resume_reaches_both(
-        tmp_path,
-        meta_sandbox,
-        storage=postgres_storage(pg_dsn),
-        server_extra=f"cookie_secret = {q(COOKIE_SECRET)}\n",
-    )
-
-
-async def one_resume_reaches_both(tmp_path: Path, meta_sandbox: Any, **store: str) -> None:
     """Both workers pause, one resume is sent, both lift their pause and everything is
-    delivered (`store`: more `workers_config` keys: the storage)."""
+    delivered."""
     sandbox, sandbox_url = meta_sandbox
     sandbox.faults.token_expired = True
     port = free_port()
-    config = workers_config(tmp_path, port, sandbox_url, **store)
+    config = workers_config(tmp_path, port, sandbox_url, **store_keys)
     text = config.read_text()
     assert "[delivery]\n" in text
     config.write_text(
