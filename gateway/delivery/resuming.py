@@ -38,6 +38,8 @@ class Resuming:
     """When the route's latest refusal paused it (a resume recorded before then is stale)."""
     _resume_checked: float
     """When the store was last asked whether the route was resumed elsewhere."""
+    _resume_check_failed: bool
+    """The last check failed (logged once until one succeeds)."""
     _wake: asyncio.Event
 
     def resume(self) -> str | None:
@@ -72,7 +74,17 @@ class Resuming:
         if now - self._resume_checked < self.settings.resume_check:
             return False
         self._resume_checked = now
-        found = await self.store.resumed_since([self.route], self.paused_at)
+        try:
+            found = await self.store.resumed_since([self.route], self.paused_at)
+        except Exception as exc:  # the store's trouble: the pause holds, the next check retries
+            if not self._resume_check_failed:
+                log.warning(
+                    "Could not read resumes from the store; the route stays paused meanwhile.",
+                    extra={"route": self.route, "error": type(exc).__name__},
+                )
+            self._resume_check_failed = True
+            return False
+        self._resume_check_failed = False
         if self.route not in found:
             return False
         self.resume()

@@ -102,6 +102,7 @@ class Worker(Exchange, Judge, Fates, Resuming):
         """How often the route was paused (since start)."""
         self.paused_at = 0.0
         self._resume_checked = 0.0
+        self._resume_check_failed = False
         self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         self._done: list[int] = []

@@ -1,7 +1,8 @@
 """A paused worker lifts its pause when another process recorded a resume in the shared store
 (gateway/delivery/resuming.py): within `WorkerSettings.resume_check`, logged and released as a
 local resume; a resume recorded before the pause began lifts nothing; a worker that is not
-paused never reads the record; a store that cannot record a resume makes it a 503."""
+paused never reads the record; a check the store fails keeps the pause, is logged once and
+tried again; a store that cannot record a resume makes it a 503."""
 
 from __future__ import annotations
 
@@ -134,3 +135,45 @@ async def test_a_resume_the_store_cannot_record_is_a_503_and_resumes_nothing(
     assert body["error"] == "store_unavailable"
     assert "nothing was resumed" in body["message"]
     assert worker.paused
+
+
+async def test_a_failed_check_keeps_the_pause_logs_once_and_is_tried_again(
+    make_config: Any,
+    gateway: Any,
+    meta_sandbox: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sandbox, base = meta_sandbox
+    sandbox.faults.token_expired = True
+    client = await gateway(make_config(base, delivery=LONG_PAUSE))
+    runtime = runtime_of(client)
+    worker, store = runtime.workers[ROUTE], runtime.store
+    read = store.resumed_since
+    failures: list[float] = []
+
+    async def flaky(routes: Sequence[str], since: float) -> Mapping[str, float]:
+        if len(failures) < 2:
+            failures.append(since)
+            raise sqlite3.OperationalError("disk I/O error")
+        return await read(routes, since)
+
+    monkeypatch.setattr(store, "resumed_since", flaky)
+    caplog.set_level(logging.INFO, logger="signalgate.delivery")
+    await post(client, [purchase(0)])
+
+    async def paused() -> bool:
+        return worker.paused
+
+    await until(paused, 20.0, "the route to pause")
+    sandbox.faults.token_expired = False
+    await store.lift_pause(ROUTE, time.time())
+
+    async def delivered() -> bool:
+        return len(sandbox.recorder.accepted) == 1
+
+    await until(delivered, 3 * CHECK + 10.0, "delivery once a check succeeds")
+    assert len(failures) == 2
+    warned = [r for r in caplog.records if r.getMessage().startswith("Could not read resumes")]
+    assert len(warned) == 1
+    assert not [r for r in caplog.records if r.exc_info]  # no "Delivery round failed."
