@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
@@ -39,25 +40,41 @@ def count_checks(store: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return calls
 
 
-async def test_a_resume_recorded_by_another_process_lifts_the_pause(
-    make_config: Any,
-    gateway: Any,
-    meta_sandbox: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@dataclass
+class Refused:
+    """A gateway whose platform refuses the token (`refused`)."""
+
+    sandbox: Any
+    client: Any
+    worker: Any
+    store: Any
+
+
+@pytest.fixture
+async def refused(gateway: Any, make_config: Any, meta_sandbox: Any) -> Refused:
     sandbox, base = meta_sandbox
     sandbox.faults.token_expired = True
     client = await gateway(make_config(base, delivery=LONG_PAUSE))
     runtime = runtime_of(client)
-    worker, store = runtime.workers[ROUTE], runtime.store
-    checks = count_checks(store, monkeypatch)
-    await post(client, [purchase(i) for i in range(5)])
+    return Refused(sandbox, client, runtime.workers[ROUTE], runtime.store)
+
+
+async def pause_with(refused: Refused, events: int) -> None:
+    """Post `events` purchases and wait for the refusal to pause the route."""
+    await post(refused.client, [purchase(i) for i in range(events)])
 
     async def paused() -> bool:
-        return worker.paused
+        return bool(refused.worker.paused)
 
     await until(paused, 20.0, "the route to pause")
+
+
+async def test_a_resume_recorded_by_another_process_lifts_the_pause(
+    refused: Refused, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    sandbox, client, worker, store = refused.sandbox, refused.client, refused.worker, refused.store
+    checks = count_checks(store, monkeypatch)
+    await pause_with(refused, 5)
     sandbox.faults.token_expired = False
 
     # A resume recorded before this pause began (an older one) lifts nothing.
@@ -110,24 +127,15 @@ async def test_a_worker_that_is_not_paused_reads_no_resumes(
 
 
 async def test_a_resume_the_store_cannot_record_is_a_503_and_resumes_nothing(
-    make_config: Any, gateway: Any, meta_sandbox: Any, monkeypatch: pytest.MonkeyPatch
+    refused: Refused, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sandbox, base = meta_sandbox
-    sandbox.faults.token_expired = True
-    client = await gateway(make_config(base, delivery=LONG_PAUSE))
-    runtime = runtime_of(client)
-    worker = runtime.workers[ROUTE]
-    await post(client, [purchase(0)])
-
-    async def paused() -> bool:
-        return worker.paused
-
-    await until(paused, 20.0, "the route to pause")
+    client, worker = refused.client, refused.worker
+    await pause_with(refused, 1)
 
     async def broken(route: str, now: float) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(runtime.store, "lift_pause", broken)
+    monkeypatch.setattr(refused.store, "lift_pause", broken)
     resp = await client.post("/v1/admin/resume", json={"route": ROUTE}, headers=ADMIN)
     assert resp.status == 503
     assert resp.headers["Retry-After"]
@@ -138,17 +146,9 @@ async def test_a_resume_the_store_cannot_record_is_a_503_and_resumes_nothing(
 
 
 async def test_a_failed_check_keeps_the_pause_logs_once_and_is_tried_again(
-    make_config: Any,
-    gateway: Any,
-    meta_sandbox: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    refused: Refused, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sandbox, base = meta_sandbox
-    sandbox.faults.token_expired = True
-    client = await gateway(make_config(base, delivery=LONG_PAUSE))
-    runtime = runtime_of(client)
-    worker, store = runtime.workers[ROUTE], runtime.store
+    sandbox, store = refused.sandbox, refused.store
     read = store.resumed_since
     failures: list[float] = []
 
@@ -160,12 +160,7 @@ async def test_a_failed_check_keeps_the_pause_logs_once_and_is_tried_again(
 
     monkeypatch.setattr(store, "resumed_since", flaky)
     caplog.set_level(logging.INFO, logger="signalgate.delivery")
-    await post(client, [purchase(0)])
-
-    async def paused() -> bool:
-        return worker.paused
-
-    await until(paused, 20.0, "the route to pause")
+    await pause_with(refused, 1)
     sandbox.faults.token_expired = False
     await store.lift_pause(ROUTE, time.time())
 
