@@ -48,6 +48,7 @@ class Fates:
     _done: list[int]
     resume_at: float
     paused_reason: str | None
+    paused_at: float
     pauses: int
 
     async def _flush(self) -> None:
@@ -113,6 +114,7 @@ class Fates:
                         extra={"route": self.route, "reason": reason},
                     )
                 self.paused_reason = reason
+                self.paused_at = now
                 self.pauses += 1
                 self.resume_at = now + self.settings.pause_seconds
                 await self.store.mark_retry(ids, self.resume_at, reason, now, count_attempt=False)

@@ -15,5 +15,8 @@ class WorkerSettings:
     lease_seconds: float = 60.0
     poll_interval: float = 0.2
     pause_seconds: float = 300.0
+    resume_check: float = 2.0
+    """Seconds between a paused route's checks for a resume recorded by another process
+    (gateway/delivery/resuming.py): a resume reaches every worker within about this long."""
     policy: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()

@@ -15,10 +15,11 @@ events a platform refuses one by one. Each route has its own worker task, lease 
 client, so one route's outage or slowness never delays another.
 
 `Worker` holds the round (lease, drop, group, send, bisect) and the route's lifecycle (run, stop,
-pause, resume, hand back); its mixins hold the other ideas: `Exchange` one request and its
-answer (gateway/delivery/exchange.py), `Judge` what an answer means for the circuit breaker
-(gateway/delivery/judging.py) and `Fates` how each row's fate is stored and counted
-(gateway/delivery/fates.py).
+pause, hand back); its mixins hold the other ideas: `Exchange` one request and its answer
+(gateway/delivery/exchange.py), `Judge` what an answer means for the circuit breaker
+(gateway/delivery/judging.py), `Fates` how each row's fate is stored and counted
+(gateway/delivery/fates.py) and `Resuming` how a pause is lifted, here or by a resume another
+process recorded in the store (gateway/delivery/resuming.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from gateway.delivery.decoded import SHARED, DecodeCache
 from gateway.delivery.exchange import Exchange
 from gateway.delivery.fates import Fates
 from gateway.delivery.judging import Judge, Judged, Sent
+from gateway.delivery.resuming import Resuming
 from gateway.delivery.routestats import RouteStats
 from gateway.delivery.settings import WorkerSettings
 from gateway.destinations.base import Delivered, Destination, Outcome
@@ -59,7 +61,7 @@ request), while its circuit is closed; one at a time otherwise (see `_send_group
 Clock = Callable[[], float]
 
 
-class Worker(Exchange, Judge, Fates):
+class Worker(Exchange, Judge, Fates, Resuming):
     """Delivers the outbox rows of one route."""
 
     def __init__(
@@ -98,6 +100,9 @@ class Worker(Exchange, Judge, Fates):
         self.paused_reason: str | None = None
         self.pauses = 0
         """How often the route was paused (since start)."""
+        self.paused_at = 0.0
+        self._resume_checked = 0.0
+        self._resume_check_failed = False
         self.breaker = Breaker(settings.breaker)
         self.held: set[int] = set()
         self._done: list[int] = []
@@ -150,6 +155,7 @@ class Worker(Exchange, Judge, Fates):
                 delay = (
                     max(wait, self.settings.poll_interval) if wait else self.settings.poll_interval
                 )
+                delay = self._pause_sleep(now, delay)  # a paused route checks the store
                 if not self._stop.is_set():  # a stop asked during the round ends the wait
                     self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -159,18 +165,6 @@ class Worker(Exchange, Judge, Fates):
         """Ask `run` to end after the batch in flight; rows not yet sent are handed back."""
         self._stop.set()
         self._wake.set()
-
-    def resume(self) -> str | None:
-        """Lift the route's pause now (an operator fixed the credentials) and wake `run`;
-        return the pause's reason, None if it was not paused. The rows the pause made wait
-        are due again once the caller releases them (`Store.release_waiting`)."""
-        reason = self.paused_reason if self.paused else None
-        if reason is not None:
-            log.info("Route resumed by the operator.", extra={"route": self.route})
-        self.paused_reason = None
-        self.resume_at = 0.0
-        self._wake.set()
-        return reason
 
     async def release(self) -> int:
         """Hand back every row this worker leased and did not finish (shutdown): they are due
@@ -200,7 +194,7 @@ class Worker(Exchange, Judge, Fates):
             # rows come back now instead of when their lease expires.
             await self.release()
         now = self.clock()
-        if now < self.resume_at:
+        if now < self.resume_at and not await self._resumed_elsewhere(now):
             return 0
         action = self.breaker.decide(now)
         if action is Action.WAIT:

@@ -265,6 +265,14 @@ class Store(Protocol):
         """Return, per route, the rows still waiting: at most `limit` rows are read per route
         (a scrape's cost stays bounded however deep the outbox is)."""
 
+    async def lift_pause(self, route: str, now: float) -> None:
+        """Record that an operator resumed `route` at `now` (one record per route: the latest
+        time wins), for every process sharing the store (`resumed_since`)."""
+
+    async def resumed_since(self, routes: Sequence[str], since: float) -> Mapping[str, float]:
+        """Return the routes of `routes` whose latest recorded resume (`lift_pause`) is after
+        `since`, each with that time; routes never resumed, or not since then, are absent."""
+
     async def compact(self, now: float, keep_done_seconds: float, dedup_seconds: float) -> int:
         """Delete done rows older than `keep_done_seconds` and dedup keys older than
         `dedup_seconds` (their counts survive in `counts`); return rows deleted. Order ledger

@@ -25,7 +25,7 @@ answering (statements give up after `postgres_conn.STATEMENT_TIMEOUT`) makes the
 unavailable (`Availability`: 503 with Retry-After, `/readyz`); a broken connection is dropped
 from the pool and a fresh one opened for the next statement.
 
-Mixins (gateway/store/postgres_{profiles,dead,orders,stats}.py) add the other protocols of
+Mixins (gateway/store/postgres_{profiles,dead,orders,stats,pauses}.py) add the other protocols of
 `GatewayStore` and plug into the outbox through the ``_on_*`` hooks of `PostgresOutbox`.
 """
 
@@ -59,6 +59,7 @@ from gateway.store.postgres_conn import (
 )
 from gateway.store.postgres_dead import PostgresDeadLetters
 from gateway.store.postgres_orders import PostgresOrders
+from gateway.store.postgres_pauses import PostgresPauses
 from gateway.store.postgres_profiles import PostgresProfiles
 from gateway.store.postgres_schema import migrate
 from gateway.store.postgres_stats import PostgresStats
@@ -440,10 +441,15 @@ def _info(row: Record) -> DeliveryInfo:
 
 
 class PostgresStore(
-    PostgresProfiles, PostgresDeadLetters, PostgresOrders, PostgresStats, PostgresOutbox
+    PostgresProfiles,
+    PostgresDeadLetters,
+    PostgresOrders,
+    PostgresStats,
+    PostgresPauses,
+    PostgresOutbox,
 ):
     """Everything the gateway needs from storage, on PostgreSQL: the outbox (`PostgresOutbox`)
-    and, as mixins listed before it, profiles, dead letters, orders and stats."""
+    and, as mixins listed before it, profiles, dead letters, orders, stats and shared resumes."""
 
 
 _PROTOCOLS: Final = (Store, ProfileStore, DeadLetterStore, OrderStore, StatsStore)

@@ -32,6 +32,7 @@ from typing import Final
 from gateway.store.postgres_conn import Conn
 from gateway.store.postgres_dead import DEAD_SCHEMA
 from gateway.store.postgres_orders import ORDERS_SCHEMA
+from gateway.store.postgres_pauses import PAUSES_SCHEMA
 from gateway.store.postgres_profiles import PROFILE_SCHEMA
 from gateway.store.postgres_stats import PAIRS_BOOKED_SCHEMA, STATS_SCHEMA
 
@@ -101,6 +102,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     STATS_SCHEMA,  # 4: per-minute stats rollups (postgres_stats.py)
     ORDERS_SCHEMA,  # 5: the lean order ledger, one row per order event (postgres_orders.py)
     PAIRS_BOOKED_SCHEMA,  # 6: the dedup_pair booking's copy of the counters (postgres_stats.py)
+    PAUSES_SCHEMA,  # 7: the last operator resume of each route (postgres_pauses.py)
 )
 """``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 

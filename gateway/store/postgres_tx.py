@@ -1,6 +1,6 @@
 """What the PostgreSQL store's mixins share: the host they plug into, and conflict retries.
 
-The mixins (gateway/store/postgres_{profiles,dead,orders,stats}.py) are base classes of
+The mixins (gateway/store/postgres_{profiles,dead,orders,stats,pauses}.py) are base classes of
 `gateway.store.postgres.PostgresStore`; their methods are typed against `PgHost`, the part of
 the store they use (its pool, its transactions, its group-committed append).
 

@@ -47,7 +47,7 @@ the event loop's thread (``writer="loop"``, the default) or on a writer thread; 
 reader thread (gateway/store/sqlite_workers.py runs the jobs, gateway/store/sqlite_conn.py
 opens the connections).
 
-Mixins (gateway/store/sqlite_{profiles,dead,orders,stats}.py) add the other protocols of
+Mixins (gateway/store/sqlite_{profiles,dead,orders,stats,pauses}.py) add the other protocols of
 `GatewayStore`; the transactions are in gateway/store/sqlite_append.py (the append) and
 gateway/store/sqlite_outbox.py (everything else of the outbox), the schema in
 gateway/store/sqlite_schema.py.
@@ -90,6 +90,7 @@ from gateway.store.sqlite_outbox import (
     _recent_tx,
     _release_waiting_tx,
 )
+from gateway.store.sqlite_pauses import SqlitePauses
 from gateway.store.sqlite_profiles import SqliteProfiles
 from gateway.store.sqlite_stats import SqliteStats
 from gateway.store.sqlite_workers import _Job
@@ -279,6 +280,9 @@ class SqliteOutbox(SqliteGroupCommit):
         return await self._read(partial(_dead_letters_tx, route=route, limit=limit))
 
 
-class SqliteStore(SqliteProfiles, SqliteDeadLetters, SqliteOrders, SqliteStats, SqliteOutbox):
+class SqliteStore(
+    SqliteProfiles, SqliteDeadLetters, SqliteOrders, SqliteStats, SqlitePauses, SqliteOutbox
+):
     """Everything the gateway needs from storage, on one SQLite file: the outbox
-    (`SqliteOutbox`) and, as mixins listed before it, profiles, dead letters, orders and stats."""
+    (`SqliteOutbox`) and, as mixins listed before it, profiles, dead letters, orders, stats and
+    shared resumes."""

@@ -1,6 +1,6 @@
 """What the SQLite store's mixins plug into: `SqliteHost`, the part of the store they use.
 
-The mixins (gateway/store/sqlite_{profiles,dead,orders,stats}.py) are base classes of
+The mixins (gateway/store/sqlite_{profiles,dead,orders,stats,pauses}.py) are base classes of
 `gateway.store.sqlite.SqliteStore`, as the PostgreSQL store's are of `PostgresStore`; their
 methods are typed against `SqliteHost`: its writer and reader (gateway/store/sqlite_writer.py),
 its append (gateway/store/sqlite.py) and the settings an append reads.

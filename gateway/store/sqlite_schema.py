@@ -4,7 +4,7 @@ A file's version is ``PRAGMA user_version``. A new file gets `_BASE_SCHEMA` (ver
 then every step of `_MIGRATIONS` in order, an older file the steps it lacks, all in one
 ``BEGIN IMMEDIATE`` transaction (another process opening the same file waits for it); a file
 newer than `SCHEMA_VERSION` is refused. The tables of each idea are defined next to its
-transactions (gateway/store/sqlite_{profiles,dedup,dead,orders,stats}.py).
+transactions (gateway/store/sqlite_{profiles,dedup,dead,orders,stats,pauses}.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Final
 from gateway.store.sqlite_dead import DEAD_SCHEMA
 from gateway.store.sqlite_dedup import DEDUP_GROUP_SCHEMA
 from gateway.store.sqlite_orders import LEDGER_SCHEMA, LEDGER_V8_SCHEMA
+from gateway.store.sqlite_pauses import PAUSES_SCHEMA
 from gateway.store.sqlite_profiles import LINKS_SCHEMA, PROFILE_SCHEMA
 from gateway.store.sqlite_stats import PAIRS_BOOKED_SCHEMA, STATS_SCHEMA
 
-SCHEMA_VERSION: Final = 12
+SCHEMA_VERSION: Final = 13
 """Stored in ``PRAGMA user_version``; a newer file is refused, an older one migrated."""
 
 _BASE_SCHEMA: Final = """
@@ -102,6 +103,7 @@ _MIGRATIONS: Final[Mapping[int, str]] = {
     9: LEDGER_SCHEMA,
     10: DEDUP_GROUP_SCHEMA,
     11: PAIRS_BOOKED_SCHEMA,
+    12: PAUSES_SCHEMA,
 }
 """``{from_version: script}`` upgrading a file from ``from_version`` to ``from_version + 1``."""
 

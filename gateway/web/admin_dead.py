@@ -10,20 +10,26 @@
   pause means credentials were refused; sending again would only be refused again): the rows
   wait, and the answer says ``paused`` with the reason so the operator resumes deliberately.
 * ``POST /v1/admin/resume``: ``{"route"}`` lifts a credentials pause now and makes every row
-  the pause held back due at once.
+  the pause held back due at once. The resume is recorded in the store first (`resume_route`):
+  the route's workers in the other processes sharing it (`run --workers N`, replicas) lift
+  their pause within seconds (gateway/delivery/resuming.py). A store that cannot record it
+  answers 503 and nothing is resumed.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from aiohttp import web
 
 from gateway.core.secret import Secret
+from gateway.store.availability import RETRY_AFTER_SECONDS
 from gateway.store.base import (
     NOT_REPLAYABLE,
     DeadLetter,
@@ -44,6 +50,8 @@ DEFAULT_REPLAY_PAGE: Final = 500
 MAX_BODY: Final = 65_536
 _REASONS: Final = tuple(r.value for r in DeadReason)
 
+log = logging.getLogger("signalgate.admin")
+
 Errors = list[dict[str, str]]
 
 
@@ -61,6 +69,39 @@ class Pausable(Protocol):
 
 class DeadStore(Store, DeadLetterStore, Protocol):
     """The store operations the dead-letter surfaces use."""
+
+
+class ResumeNotRecordedError(Exception):
+    """The store could not record a resume: nothing was resumed (`resume_route`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resumed:
+    """What `resume_route` did: the pause's reason (None: it was not paused here) and the rows
+    it made due."""
+
+    reason: str | None
+    released: int
+
+
+async def resume_route(store: Store, worker: Pausable, route: str, now: float) -> Resumed:
+    """Resume `route` everywhere: record the resume in the store (`Store.lift_pause`: the
+    route's workers in every other process sharing it lift their pause from it), then lift this
+    process's worker's pause and make the rows held back due now.
+
+    Raises ResumeNotRecordedError, with nothing resumed, when the store cannot record it: a
+    resume that only reached this process would say it worked while other workers stay paused.
+    """
+    try:
+        await store.lift_pause(route, now)
+    except Exception as exc:
+        log.warning(
+            "Resume not recorded: the store failed.",
+            extra={"route": route, "error": type(exc).__name__},
+        )
+        raise ResumeNotRecordedError(route) from exc
+    reason = worker.resume()
+    return Resumed(reason, await store.release_waiting(route, now))
 
 
 class DeadLetters:
@@ -135,14 +176,22 @@ class DeadLetters:
         worker = self.workers.get(route)
         if worker is None:
             return _unknown_route()
-        reason = worker.resume()
-        released = await self.store.release_waiting(route, self.clock())
+        try:
+            done = await resume_route(self.store, worker, route, self.clock())
+        except ResumeNotRecordedError:
+            return error_response(
+                503,
+                "store_unavailable",
+                "the store could not record the resume: nothing was resumed, try again",
+                [{"path": "route", "reason": "resume not recorded for the other workers"}],
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         return web.json_response(
             {
                 "route": route,
-                "was_paused": reason is not None,
-                "paused_reason": reason,
-                "released": released,
+                "was_paused": done.reason is not None,
+                "paused_reason": done.reason,
+                "released": done.released,
             }
         )
 

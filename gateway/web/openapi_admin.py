@@ -224,17 +224,24 @@ def dead_paths() -> dict[str, Any]:
             "post": {
                 "operationId": "resumeRoute",
                 "summary": "Lift a route's credentials pause now",
-                "description": "Rows the pause (or a backoff) held back become due at once.",
+                "description": (
+                    "Rows the pause (or a backoff) held back become due at once. The resume is"
+                    " recorded in the store: the route's workers in every other process sharing"
+                    " it lift their pause within about 2 seconds."
+                ),
                 "security": security,
                 "requestBody": {
                     "required": True,
                     "content": {_JSON: {"schema": _ref("ResumeRequest")}},
                 },
-                "responses": _answers(
-                    _json(_ref("ResumeResult"), "Resumed (or was not paused)."),
-                    "Not a resume request.",
-                    body=True,
-                ),
+                "responses": {
+                    **_answers(
+                        _json(_ref("ResumeResult"), "Resumed (or was not paused)."),
+                        "Not a resume request.",
+                        body=True,
+                    ),
+                    "503": _json(_ref("Error"), "The store could not record it: nothing resumed."),
+                },
             }
         },
     }

@@ -13,7 +13,13 @@ from multidict import MultiDictProxy
 
 from gateway.core.quality import redact_sample
 from gateway.store.base import NOT_REPLAYABLE, DeadReason, ReplaySelection
-from gateway.web.admin_dead import MAX_REPLAY, letter_json, parse_query
+from gateway.web.admin_dead import (
+    MAX_REPLAY,
+    ResumeNotRecordedError,
+    letter_json,
+    parse_query,
+    resume_route,
+)
 from gateway.web.dashboard.handlers import View, safe_next
 from gateway.web.dashboard.layout import hidden_csrf, table, when
 from gateway.web.dashboard.pages import resume_form
@@ -194,10 +200,12 @@ async def resume(view: View, form: MultiDictProxy[str]) -> str:
     back = safe_next(form.get("back"))
     if worker is None:
         return _with(back, "unknown destination")
-    was = worker.resume()
-    released = await view.live.store.release_waiting(route, view.now)
-    said = "resumed" if was is not None else "was not paused"
-    return _with(back, f"{route} {said}; {released} waiting rows released")
+    try:
+        done = await resume_route(view.live.store, worker, route, view.now)
+    except ResumeNotRecordedError:
+        return _with(back, f"{route} not resumed: the store could not record it; try again")
+    said = "resumed" if done.reason is not None else "was not paused"
+    return _with(back, f"{route} {said}; {done.released} waiting rows released")
 
 
 def _back(message: str, route: str | None) -> str:

@@ -3,8 +3,9 @@
 The suites: `contract_outbox.StoreContract` (the outbox, with its dedup part
 `contract_dedup.DedupContract`), `contract_profiles.ProfileContract` (visitor profiles),
 `contract_orders.OrderContract` (the order ledger), `contract_stats.StatsContract` (stats
-rollups) and `contract_dead.DeadLetterContract` (dead letters). A backend's test module
-subclasses each and provides `make_store` (store_backends.py: `OnSqlite`, `OnPostgres`).
+rollups), `contract_dead.DeadLetterContract` (dead letters) and `contract_pauses.PauseContract`
+(operator resumes shared by every process). A backend's test module subclasses each and provides
+`make_store` (store_backends.py: `OnSqlite`, `OnPostgres`).
 
 `make_store` is a fixture returning a factory of *unopened* stores that all share the same
 underlying storage (so `reopen` tests can close one store and open a fresh one on the same data).

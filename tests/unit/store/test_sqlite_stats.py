@@ -122,7 +122,7 @@ async def test_a_version_11_file_takes_its_pair_counters_as_the_reference(tmp_pa
     finally:
         await store.close()
     with closing(sqlite3.connect(path)) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 12
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION >= 12
         assert conn.execute("SELECT route, pair, n FROM pairs_booked").fetchall() == [
             ("shop:meta", "api+api", 3)
         ]
