@@ -14,7 +14,7 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,12 +69,11 @@ def pin_process(pid: int, core: int) -> None:
             os.sched_setaffinity(int(task), {core})
 
 
-def spread_workers(supervisor: int, first: int) -> dict[int, int]:
-    """Give each worker of a `signalgate run --workers N` supervisor a core of its own: worker
-    i (by pid) on core (first + i) mod the cores this machine has; the supervisor stays where
-    it was started. Returns {worker pid: core}."""
-    cores = os.cpu_count() or 1
-    placed = {pid: (first + i) % cores for i, pid in enumerate(children_of(supervisor))}
+def place_workers(supervisor: int, cores: Sequence[int]) -> dict[int, int]:
+    """Pin the workers of a `signalgate run --workers N` supervisor: worker i (by pid) to
+    ``cores[i % len(cores)]``; the supervisor stays where it was started. Returns {worker pid:
+    core}."""
+    placed = {pid: cores[i % len(cores)] for i, pid in enumerate(children_of(supervisor))}
     for pid, core in placed.items():
         pin_process(pid, core)
     return placed

@@ -29,6 +29,7 @@ case that costs more, summarised per event, unless ``--no-profile``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -69,7 +70,7 @@ from benchservers import (
     write_gateway_config,
 )
 from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
-from proctree import spent_during, spread_workers, spy_summary, thread_names, wait_tree_idle
+from proctree import place_workers, spent_during, spy_summary, thread_names, wait_tree_idle
 
 TARGET_WORKERS_RATIO = 1.15
 """Issue #13: 2 workers cost at most this many times the CPU per event of 1 (same store)."""
@@ -81,10 +82,15 @@ BUSY_OTHER_PCT = 20.0
 READY_TIMEOUT = 90.0
 """Seconds a gateway (all its workers, PostgreSQL migrations included) has to start."""
 STORES = ("sqlite", "postgres")
-PLACEMENTS = ("spread", "stacked")
-"""Where several workers run: each on a core of its own (``spread``, the default: what a
-machine with a core per worker does) or all on ``--server-cpu`` (``stacked``: two processes
-time-slicing one core, which also charges the cost of the core's caches being shared)."""
+PLACEMENTS = ("auto", "spread", "stacked")
+"""Where several workers run (`worker_cores`): ``spread`` gives each a core of its own from
+``--server-cpu`` on (the load generator, light, shares one), ``stacked`` puts them all on
+``--server-cpu``, and ``auto`` (the default) spreads them over every core but the database
+server's: on SQLite (no server) that is ``spread``; on PostgreSQL pinned to the other of two
+cores it is ``stacked``. On a 2-core machine some placement must share a core, and a worker
+time-slicing a core with another busy process pays for it in switches and cold caches, which
+is not the contention the workers target is about; ``auto`` keeps the database server apart,
+as it is on its own machine in production."""
 COOKIE_SECRET = "bench-cookie-secret-0123456789abcdef"  # noqa: S105 - a throwaway bench key
 
 GATEWAY_TOML = (
@@ -151,6 +157,27 @@ class Result:
         return Case(self.store, self.workers, self.batch)
 
 
+def worker_cores(
+    placement: str, server_cpu: int | None, cpus: int, db_core: int | None
+) -> tuple[int, ...]:
+    """The cores the workers of a case are spread over, from `server_cpu` on (see
+    PLACEMENTS); () leaves them where the supervisor is (``stacked``, or nothing pinned)."""
+    if server_cpu is None or placement == "stacked":
+        return ()
+    order = [(server_cpu + i) % cpus for i in range(cpus)]
+    if placement == "auto" and db_core is not None:
+        order = [c for c in order if c != db_core] or [server_cpu]
+    return tuple(order) if len(order) > 1 else ()
+
+
+def case_cores(
+    case: Case, placement: str, server_cpu: int | None, db_core: int | None
+) -> tuple[int, ...]:
+    """`worker_cores` of `case` on this machine (`db_core`: PostgreSQL's core, if pinned)."""
+    db = db_core if case.store == "postgres" else None
+    return worker_cores(placement, server_cpu, os.cpu_count() or 1, db)
+
+
 class Gateway:
     """A running `signalgate run --workers N --no-delivery` of a case, with its store."""
 
@@ -160,7 +187,7 @@ class Gateway:
         settings: Settings,
         source: Path,
         pg: Postgres | None,
-        placement: str = "spread",
+        cores: Sequence[int] = (),
     ):
         self.case = case
         self.pg = pg
@@ -185,8 +212,8 @@ class Gateway:
         cmd += ["--workers", str(case.workers)]
         self.server = Server("gateway", cmd, settings.server_cpu, port, settings.workdir, source)
         self._wait_all_workers()
-        if placement == "spread" and case.workers > 1 and settings.server_cpu is not None:
-            spread_workers(self.server.proc.pid, settings.server_cpu)
+        if case.workers > 1 and len(cores) > 1:
+            place_workers(self.server.proc.pid, cores)
 
     def _wait_all_workers(self) -> None:
         """The port answers once one worker listens; wait for the ready line (printed by the
@@ -225,11 +252,13 @@ def run_case(
     pg: Postgres | None,
     rnd: int,
     quiet_wait: float,
-    placement: str = "spread",
+    placement: str = "auto",
+    db_core: int | None = None,
 ) -> Result:
     """Start the case's gateway, warm it up, measure it, stop it, count its store."""
     wait_quiet(quiet_wait)
-    gateway = Gateway(case, settings, source, pg, placement)
+    cores = case_cores(case, placement, settings.server_cpu, db_core)
+    gateway = Gateway(case, settings, source, pg, cores)
     try:
         prefix = f"{settings.nonce}r{rnd}{case.tag}"
         port = gateway.server.port
@@ -389,7 +418,12 @@ def capacity(results: Sequence[Result], cases: Sequence[Case]) -> list[dict[str,
 
 
 def profile_case(
-    case: Case, settings: Settings, source: Path, pg: Postgres | None, prefix: Path
+    case: Case,
+    settings: Settings,
+    source: Path,
+    pg: Postgres | None,
+    prefix: Path,
+    cores: Sequence[int] = (),
 ) -> dict[str, Any]:
     """A separate run of `case` under py-spy (every process of the gateway, non-blocking) and,
     when ``perf`` is on PATH and the gateway is pinned, ``perf record`` of its core (native
@@ -399,7 +433,7 @@ def profile_case(
     perf = shutil.which("perf") if settings.server_cpu is not None else None
     perf_data = raw.with_suffix(".perf.data")
     wait_quiet(60)
-    gateway = Gateway(case, settings, source, pg)
+    gateway = Gateway(case, settings, source, pg, cores)
     try:
         port = gateway.server.port
         try:
@@ -495,9 +529,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--placement",
         choices=PLACEMENTS,
-        default="spread",
-        help="several workers each on a core of its own from --server-cpu on (spread), or all"
-        " on --server-cpu (stacked)",
+        default="auto",
+        help="several workers each on a core of its own from --server-cpu on (spread), all on"
+        " --server-cpu (stacked), or spread over every core but the database server's (auto)",
     )
     add_output_args(parser)
     args = parse_bench_args(parser, argv)
@@ -541,6 +575,7 @@ def main(argv: Sequence[str]) -> int:
     with ExitStack() as stack:
         try:
             pg: Postgres | None = None
+            pg_cpu: int | None = None
             if "postgres" in args.stores:
                 pg_cpu = settings.client_cpu if args.pg_cpu is None else core_arg(args.pg_cpu)
                 pg = stack.enter_context(postgres_server(not args.pg_no_fsync, pg_cpu))
@@ -553,11 +588,20 @@ def main(argv: Sequence[str]) -> int:
                 for case in cases:
                     print(f"  round {rnd + 1}: {case.label} ...", flush=True)
                     results.append(
-                        run_case(case, settings, source, pg, rnd, args.quiet_wait, args.placement)
+                        run_case(
+                            case,
+                            settings,
+                            source,
+                            pg,
+                            rnd,
+                            args.quiet_wait,
+                            args.placement,
+                            pg_cpu,
+                        )
                     )
             v = verdicts(results, cases)
             if not args.no_profile:
-                reports = profile_misses(v, settings, source, pg, workdir)
+                reports = profile_misses(v, settings, source, pg, workdir, args.placement, pg_cpu)
         except RuntimeError as exc:
             print(f"\nFAILED: {exc}", file=sys.stderr)
             status = 1
@@ -593,8 +637,11 @@ def profile_misses(
     source: Path,
     pg: Postgres | None,
     workdir: Path,
+    placement: str = "auto",
+    db_core: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Profile the dearer case of every missed target (each case once)."""
+    """Profile the dearer case of every missed target (each case once), its workers placed as
+    in the measurement."""
     misses = list(dict.fromkeys(Case(**x["other"]) for x in v if not x["pass"]))
     if not misses:
         return []
@@ -608,7 +655,8 @@ def profile_misses(
     for case in misses:
         print(f"  profiling {case.label} (missed a target) ...", flush=True)
         try:
-            reports.append(profile_case(case, settings, source, pg, prefix))
+            cores = case_cores(case, placement, settings.server_cpu, db_core)
+            reports.append(profile_case(case, settings, source, pg, prefix, cores))
         except RuntimeError as exc:  # the measurements stand; only the explanation is missing
             print(f"  profile of {case.label} failed: {exc}", file=sys.stderr)
     return reports

@@ -224,3 +224,17 @@ def test_thread_names_for_perf_rows(tmp_path: Path) -> None:
         13: "pid 12 sqlite-store-reader",
         10: "pid 10 MainThread",
     }
+
+
+def test_auto_placement_keeps_workers_off_the_database_servers_core() -> None:
+    """`auto`: SQLite's workers get a core each (the load generator, light, shares one);
+    PostgreSQL's stay off the core its server is pinned to, so on two cores they share the
+    other; `spread` ignores the server, `stacked` and an unpinned gateway pin nothing."""
+    assert scale.worker_cores("auto", 0, 2, None) == (0, 1)
+    assert scale.worker_cores("auto", 0, 2, 1) == ()
+    assert scale.worker_cores("auto", 0, 4, 1) == (0, 2, 3)
+    assert scale.worker_cores("auto", 1, 4, None) == (1, 2, 3, 0)
+    assert scale.worker_cores("spread", 0, 2, 1) == (0, 1)
+    assert scale.worker_cores("stacked", 0, 4, None) == ()
+    assert scale.worker_cores("auto", None, 4, None) == ()
+    assert scale.worker_cores("spread", 0, 1, None) == ()
