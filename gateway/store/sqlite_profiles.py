@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from gateway.core.jsoncodec import dumps, loads
 from gateway.core.profile import (
@@ -41,6 +41,8 @@ from gateway.store.sqlite_dead import erase_dead_tx
 from gateway.store.sqlite_host import SqliteHost
 from gateway.store.sqlite_orders import erase_orders_tx
 from gateway.store.sqlite_workers import _is_busy, _Job, _LoopWorker, _Touch
+
+T = TypeVar("T")
 
 PROFILE_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS profiles(
@@ -372,30 +374,18 @@ class SqliteProfiles:
     ) -> list[VisitorProfile | None]:
         if not queries:
             return []
-        read = partial(find_profiles_tx, site=site, queries=tuple(queries))
-        if isinstance(self._writer, _LoopWorker):
-            # A few primary-key look-ups: cheaper on the loop's own connection than a round
-            # trip to the reader thread (two thread switches on a busy core).
-            try:
-                return self._writer.run_now(read)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-        return await self._read(read)
+        return await _indexed_read(
+            self, partial(find_profiles_tx, site=site, queries=tuple(queries))
+        )
 
     async def find_identities(
         self: _ProfileHost, site: str, queries: Sequence[ProfileQuery]
     ) -> list[Identity]:
         if not queries:
             return []
-        read = partial(find_identities_tx, site=site, queries=tuple(queries))
-        if isinstance(self._writer, _LoopWorker):  # as in find_profiles: indexed reads only
-            try:
-                return self._writer.run_now(read)
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-        return await self._read(read)
+        return await _indexed_read(
+            self, partial(find_identities_tx, site=site, queries=tuple(queries))
+        )
 
     async def erase(
         self: _ProfileHost, site: str, *, visitor_id: str | None, keys: Sequence[str], now: float
@@ -411,3 +401,17 @@ class SqliteProfiles:
 class _ProfileHost(SqliteHost, Protocol):
     _profile_sites: set[str] | None
     _profile_sites_at: float
+
+
+async def _indexed_read(host: SqliteHost, read: Callable[[sqlite3.Connection], T]) -> T:
+    """Run a few indexed look-ups: on the loop's own connection when the writer runs on the
+    loop (cheaper than a round trip to the reader thread: two thread switches on a busy core),
+    else, or while the write lock is taken, on the reader thread."""
+    writer = host._writer
+    if isinstance(writer, _LoopWorker):
+        try:
+            return writer.run_now(read)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+    return await host._read(read)
