@@ -55,7 +55,7 @@ class ConsentDecider:
             consent=explicit,
             tc_string=cookies.get(TC_COOKIE),
             cmp_cookie_value=cookies.get(cmp_cookie) if cmp_cookie else None,
-            region=_region(headers.get(region_header)) if region_header else None,
+            region=region_of(headers.get(region_header)) if region_header else None,
         )
         return self.decide(site, signals)
 
@@ -118,7 +118,7 @@ def _policy(site: Site) -> ConsentPolicy:
     )
 
 
-def _region(raw: str | None) -> str | None:
+def region_of(raw: str | None) -> str | None:
     """Return the region a trusted upstream (CDN, nginx GeoIP) put in the configured header."""
     if raw is None:
         return None

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.web.browserconsent import region_of
 from gateway.web.collect import Collect
 from gateway.web.cookies import parse_cookie_header
 from gateway.web.fastlane import Answer, LaneRequest, Later
@@ -308,7 +309,7 @@ class HitProxy:
             headers.get("user-agent", "")[:_MAX_UA] or None,
             headers.get("referer"),
             gpc is not None and gpc.strip() == "1",
-            _region_of(headers.get(region_header.lower())) if region_header else None,
+            region_of(headers.get(region_header.lower())) if region_header else None,
             self.clock(),
         )
 
@@ -417,12 +418,6 @@ class _Flight:
 
 
 HITS = web.AppKey("hit_proxy", HitProxy)
-
-
-def _region_of(value: str | None) -> str | None:
-    """The region header's value when sane (`browserconsent._region`'s rule)."""
-    value = (value or "").strip().upper()
-    return value if 0 < len(value) <= 8 and value.replace("-", "").isalnum() else None
 
 
 def install(
