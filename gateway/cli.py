@@ -24,7 +24,7 @@ from gateway.config import Config, ConfigError, load
 from gateway.config_warnings import warnings as config_warnings
 from gateway.demo import run_demo
 from gateway.devcerts import DevCertError, write_dev_certs
-from gateway.lifecycle import StartupError, WorkerSlot, check_store_path, serve
+from gateway.lifecycle import StartupError, WorkerSlot, prepare_sqlite_store, serve
 from gateway.store.base import NOT_REPLAYABLE, DeadReason
 from gateway.telemetry import setup_logging, tag_worker
 from gateway.web.static import AssetMissing
@@ -314,7 +314,8 @@ def _supervise(path: str, config: Config, workers: int, *, delivery: bool) -> in
         for problem in problems:
             print(f"signalgate: --workers {workers}: {problem}", file=sys.stderr)
         return 1
-    check_store_path(Path(config.storage.path))
+    if config.storage.backend != "postgres":
+        prepare_sqlite_store(config)  # once, before N workers race to create the new file
     if config.server.cookie_secret is None and (config.sites or config.server.admin_token):
         cookie_key(config)  # a generated key: created here once, read by every worker
     return supervisor.supervise(

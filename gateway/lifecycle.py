@@ -29,9 +29,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.app import RUNTIME, create_app, make_runner
+from gateway.app import RUNTIME, create_app, make_runner, make_store
 from gateway.config import Config
 from gateway.store.base import GatewayStore
+from gateway.store.sqlite import SqliteStore
 from gateway.web.api import WORKER_SLOT
 from gateway.web.metrics import UNIX_SOCKET, ListenError
 from gateway.web.tls import TlsError, TlsServing
@@ -90,6 +91,19 @@ def check_store_path(path: Path) -> None:
     if path.exists() and (path.is_dir() or not os.access(path, os.R_OK | os.W_OK)):
         code = errno.EISDIR if path.is_dir() else errno.EACCES
         raise StartupError(f"{where}: {os.strerror(code).lower()}")
+
+
+def prepare_sqlite_store(config: Config) -> None:
+    """Check the SQLite store's path, then create or migrate its file and switch it to WAL;
+    raise StartupError with the reason if that fails."""
+    path = Path(config.storage.path)
+    check_store_path(path)
+    store = make_store(config)
+    assert isinstance(store, SqliteStore)
+    try:
+        store.prepare()
+    except sqlite3.Error as exc:
+        raise StartupError(f"cannot open the store at {path}: {reason_of(exc)}") from exc
 
 
 async def serve(

@@ -10,10 +10,25 @@ loop's timer, gateway/store/sqlite_workers.py). The reader's is read-only.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
+from typing import Final
 
 from gateway.store.sqlite_schema import _migrate
 from gateway.store.sqlite_workers import CHECKPOINT_BUSY_MS
+
+OPEN_RETRY_SECONDS: Final = 10.0
+"""How long the writer keeps retrying an open that found the file locked. Processes that
+create the same new file together (`run --workers N`, several stores in tests) can get
+"database is locked" at once, without the busy handler: switching a new file to WAL and its
+first lock escalation are not always retried by SQLite itself."""
+
+OPEN_RETRY_PAUSE: Final = 0.02
+"""The first pause between two tries of a locked open; it doubles up to 0.25 s."""
+
+
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class SqliteConnections:
@@ -39,7 +54,26 @@ class SqliteConnections:
         return conn
 
     def _connect_writer(self) -> sqlite3.Connection:
+        """Open the writer's connection, retrying for up to OPEN_RETRY_SECONDS while another
+        process holds the new file's lock."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + OPEN_RETRY_SECONDS
+        pause = OPEN_RETRY_PAUSE
+        while True:
+            try:
+                return self._try_connect_writer()
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    def prepare(self) -> None:
+        """Create (or migrate) the file's schema and switch it to WAL, then close: what the
+        supervisor does once before starting workers that would otherwise race to do it."""
+        self._connect_writer().close()
+
+    def _try_connect_writer(self) -> sqlite3.Connection:
         conn = self._connection()
         try:
             (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()

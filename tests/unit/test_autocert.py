@@ -393,7 +393,7 @@ class TestDaemonThread:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 10.0  # not the 30 s the thread still waits
         (worker,) = [t for t in threading.enumerate() if t.name == "acme order"]
         assert worker.daemon
         release.set()
