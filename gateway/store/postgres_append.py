@@ -37,7 +37,7 @@ from gateway.core.record import channel_of, merge_records
 from gateway.store.base import AppendResult, NewEvent
 from gateway.store.postgres_conn import Conn
 
-__all__ = ["Claimed", "claim", "merge_duplicates", "result_of"]
+__all__ = ["CLAIM_PARAMETERS", "Claimed", "Rider", "claim", "merge_duplicates", "result_of"]
 
 _CLAIM: Final = """
 WITH ev AS MATERIALIZED (
@@ -67,12 +67,29 @@ new_events AS (
 new_deliveries AS (
     INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)
     SELECT id, route, 'pending', 0, $10, $8 FROM won ORDER BY i, route
-)
-SELECT i, route FROM won
-"""
+)"""
 """$1..$5: the events' columns; $6, $7: the keys to claim (route, 1-based event index), in key
 order; $8 now; $9 the dedup cutoff; $10 the new rows' not_before (0, or the end of the merge
-window)."""
+window). A `Rider` may add CTEs of its own after these, with parameters from $11 on: they
+read ``ev`` (the events with their new ids) and ``won`` (event index, id and route of each
+key won)."""
+
+_CLAIM_ANSWER: Final = """
+SELECT i, route FROM won
+"""
+
+CLAIM_PARAMETERS: Final = 10
+"""Parameters of the claim itself: a `Rider`'s are numbered from CLAIM_PARAMETERS + 1."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rider:
+    """More writes that go with a claim in its one statement (so in its transaction): CTEs
+    (``, name AS (…)``, parameters from $11 on) and their arguments."""
+
+    ctes: str
+    args: tuple[object, ...]
+
 
 _ORIGINALS: Final = """
 SELECT l.o, e.id, e.record, d.state
@@ -108,9 +125,16 @@ class Claimed:
 
 
 async def claim(
-    conn: Conn, events: Sequence[NewEvent], *, now: float, cutoff: float, due: float
+    conn: Conn,
+    events: Sequence[NewEvent],
+    *,
+    now: float,
+    cutoff: float,
+    due: float,
+    rider: Rider | None = None,
 ) -> Claimed:
-    """Store the events that win a dedup key and their delivery rows (one statement)."""
+    """Store the events that win a dedup key and their delivery rows, and do the `rider`'s
+    writes, in one statement."""
     seen: set[tuple[str, str, str]] = set()
     keys: list[tuple[str, str, str, int]] = []
     for i, e in enumerate(events):
@@ -121,7 +145,7 @@ async def claim(
                 keys.append((*key, i + 1))
     keys.sort()
     rows = await conn.fetch(
-        _CLAIM,
+        _CLAIM + (rider.ctes if rider is not None else "") + _CLAIM_ANSWER,
         [e.site for e in events],
         [e.event_name for e in events],
         [e.event_id for e in events],
@@ -132,6 +156,7 @@ async def claim(
         now,
         cutoff,
         due,
+        *(rider.args if rider is not None else ()),
     )
     won: dict[int, list[str]] = {}
     for row in rows:
