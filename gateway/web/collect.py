@@ -55,7 +55,7 @@ from gateway.web.cookies import parse_cookie_header, registrable_domain, set_coo
 from gateway.web.fastlane import Answer, LaneRequest, Reply
 from gateway.web.forwarded import TrustedProxies
 from gateway.web.middleware import BodyError, Network, read_body
-from gateway.web.origins import origin_allowed
+from gateway.web.origins import cors_headers
 from gateway.web.pipeline import Pipeline, Site
 
 log = logging.getLogger("signalgate.collect")
@@ -116,16 +116,7 @@ class Collect:
         return self.by_host.get(host.lower().rstrip("."), self.fallback)
 
     def _cors(self, origin: str | None, host: str, site: Site) -> list[tuple[str, str]] | None:
-        if origin is None:
-            return []
-        # Scheme, host and port; same origin (path deployment) is always allowed.
-        if not origin_allowed(origin, host, site.config.allowed_origins):
-            return None
-        return [
-            ("Access-Control-Allow-Origin", origin),
-            ("Access-Control-Allow-Credentials", "true"),
-            ("Vary", "Origin"),
-        ]
+        return cors_headers(origin, host, site.config.allowed_origins)
 
     async def preflight(self, request: web.Request) -> web.Response:
         """Answer a CORS preflight for allowed origins only."""

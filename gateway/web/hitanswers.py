@@ -17,7 +17,7 @@ from gateway.web.forwarded import TrustedProxies
 from gateway.web.hitroutes import HitRoute
 from gateway.web.hitupstream import for_client, passed_answer
 from gateway.web.hitvalues import MEMO_MAX, HitAnswer, HitRequest, HitStats, Observed
-from gateway.web.origins import origin_allowed
+from gateway.web.origins import cors_headers
 from gateway.web.pipeline import Site
 from gateway.web.upstream import UpstreamAnswer, UpstreamError
 from gateway.web.upstream_pool import Exchange
@@ -103,9 +103,9 @@ class HitAnswers:
         """The answer with its CORS headers (and cookie deletions after an explicit denial)."""
         origin = hit.headers.get("origin")
         if origin is not None:
-            cors = _cors(origin, hit.host, site)
+            cors = cors_headers(origin, hit.host, site.config.allowed_origins)
             if cors:
-                answer.headers.update(cors)
+                answer.headers.update(dict(cors))
         if observed is not None and observed.deny:
             cfg = site.config
             domain = cfg.cookie_domain or registrable_domain(hit.host)
@@ -114,16 +114,3 @@ class HitAnswers:
             lines = deletions(observed.cookies, cfg.visitor_cookie, domain, secure)
             answer.cookies = (*answer.cookies, *lines)
         return answer
-
-
-def _cors(origin: str | None, host: str, site: Site) -> dict[str, str] | None:
-    """CORS headers of a hit answer: `Collect._cors`'s rule on the Origin and Host values."""
-    if origin is None:
-        return {}
-    if not origin_allowed(origin, host, site.config.allowed_origins):
-        return None
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
-        "Vary": "Origin",
-    }

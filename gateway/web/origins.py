@@ -93,3 +93,19 @@ def origin_allowed(origin: str, host: str, allowed: tuple[str, ...]) -> bool:
             _DECIDED.clear()
         _DECIDED[key] = found
     return found
+
+
+def cors_headers(
+    origin: str | None, host: str, allowed: tuple[str, ...]
+) -> list[tuple[str, str]] | None:
+    """The CORS headers of an answer to a request with this Origin (none without one), or None
+    when the origin is not allowed. Same origin (a path deployment) is always allowed."""
+    if origin is None:
+        return []
+    if not origin_allowed(origin, host, allowed):
+        return None
+    return [
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+    ]
