@@ -6,15 +6,14 @@ resolved at load time. Environment variables `SIGNALGATE__<SECTION>__<KEY>` over
 of the top-level tables (e.g. `SIGNALGATE__SERVER__PORT=9000`).
 
 This module declares the sections (their keys, defaults and `help`, from which the README's
-configuration table is made) and the rules that span keys; reading a table into a section,
-value by value, is gateway/config_loader.py.
+configuration table is made) and `parse`/`load`; reading a table into a section, value by
+value, is gateway/config_loader.py, and the rules that span keys gateway/config_rules.py.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config_loader import Loader
+from gateway.config_rules import (
+    HOSTNAME,
+    acme_default_hosts,
+    check_acme,
+    check_probe,
+    check_sites,
+    check_storage,
+    check_tls,
+)
 from gateway.core.routing import RouteRules
 from gateway.core.secret import Secret
 
@@ -408,7 +416,6 @@ class SiteConfig:
 
 
 LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
-_HOSTNAME = r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,7 +436,7 @@ class AcmeConfig:
         (),
         "Names on the certificate; default: every site's hosts except IP addresses and"
         " localhost names.",
-        pattern=_HOSTNAME,
+        pattern=HOSTNAME,
         expected="a DNS name such as track.shop.example",
     )
     renew_days: float = _f(
@@ -479,21 +486,6 @@ SECTIONS: Mapping[str, type[Any]] = {
 }
 
 
-def acme_default_hosts(sites: tuple[SiteConfig, ...] | list[SiteConfig]) -> tuple[str, ...]:
-    """Return the site hosts a public ACME CA can validate (no IPs, no *localhost), in order."""
-    out: dict[str, None] = {}
-    for site in sites:
-        for host in site.hosts:
-            name = host.lower().rstrip(".")
-            if re.fullmatch(_HOSTNAME, name) and not _is_local(name):
-                out[name] = None
-    return tuple(out)
-
-
-def _is_local(name: str) -> bool:
-    return name == "localhost" or name.endswith(".localhost")
-
-
 def _env_overrides(doc: dict[str, Any], environ: Mapping[str, str]) -> None:
     for key, value in environ.items():
         if not key.startswith("SIGNALGATE__"):
@@ -528,117 +520,14 @@ def parse(doc: dict[str, Any], environ: Mapping[str, str], base_dir: Path) -> Co
         site = loader.build(SiteConfig, raw_site, f"sites[{i}]")
         if site is not None:
             sites.append(site)
-    _check_sites(sites, loader)
-    _check_tls(sections, loader)
-    _check_acme(sections["acme"], sites, loader)
-    _check_probe(sections["delivery"], loader)
-    _check_storage(sections, loader)
+    check_sites(sites, loader)
+    check_tls(sections["tls"], sections["server"], loader)
+    check_acme(sections["acme"], sites, loader)
+    check_probe(sections["delivery"], loader)
+    check_storage(sections["storage"], sections["server"], loader)
     if loader.errors:
         raise ConfigError(loader.errors)
     return Config(sites=tuple(sites), **sections)
-
-
-def _check_paths(sites: list[SiteConfig], loader: Loader) -> None:
-    """A path serves one thing: the collect endpoint, the loader, the shim or the self-check."""
-    owner: dict[str, str] = {}
-    for i, site in enumerate(sites):
-        for key in ("collect_path", "loader_path", "shim_path", "selfcheck_path"):
-            path = getattr(site, key)
-            if not path:
-                continue
-            other = owner.setdefault(path, key)
-            if other != key:
-                loader.err(f"sites[{i}].{key}", f"{path} is already the {other} of a site")
-
-
-def _check_probe(delivery: object, loader: Loader) -> None:
-    if not isinstance(delivery, DeliveryConfig):
-        return
-    if delivery.probe_interval_max_seconds < delivery.probe_interval_min_seconds:
-        loader.err(
-            "delivery.probe_interval_max_seconds", "must be >= delivery.probe_interval_min_seconds"
-        )
-
-
-def _check_storage(sections: Mapping[str, Any], loader: Loader) -> None:
-    storage, server = sections["storage"], sections["server"]
-    if not isinstance(storage, StorageConfig):
-        return
-    if storage.pool_max < storage.pool_min:
-        loader.err("storage.pool_max", "must be >= storage.pool_min")
-    if storage.dsn is not None and not storage.dsn.value.startswith(
-        ("postgresql://", "postgres://")
-    ):
-        loader.err("storage.dsn", "expected a postgresql:// URI")  # never echo the value
-    if storage.backend != "postgres":
-        return
-    if storage.dsn is None:
-        loader.err("storage.dsn", "required when storage.backend is postgres")
-    if isinstance(server, ServerConfig) and server.cookie_secret is None:
-        loader.err(
-            "server.cookie_secret",
-            "required when storage.backend is postgres (every gateway process must sign visitor"
-            " cookies with the same key)",
-        )
-    from gateway.store.postgres import missing_methods  # asyncpg: only for this backend
-
-    if missing := missing_methods():
-        loader.err(
-            "storage.backend",
-            "postgres lacks " + ", ".join(missing) + " in this build; use sqlite",
-        )
-
-
-def _check_tls(sections: Mapping[str, Any], loader: Loader) -> None:
-    tls, server = sections["tls"], sections["server"]
-    if not isinstance(tls, TlsConfig) or not tls.enabled:
-        return
-    for key in ("cert_file", "key_file"):
-        if not getattr(tls, key).strip():
-            loader.err(f"tls.{key}", "required when tls.enabled is true")
-    if tls.http_port and isinstance(server, ServerConfig) and tls.http_port == server.port:
-        loader.err("tls.http_port", "must differ from server.port (which serves https)")
-
-
-def _check_sites(sites: list[SiteConfig], loader: Loader) -> None:
-    _check_paths(sites, loader)
-    seen_ids: set[str] = set()
-    seen_keys: set[str] = set()
-    for i, site in enumerate(sites):
-        if not site.id:
-            loader.err(f"sites[{i}].id", "required")
-        if site.id in seen_ids:
-            loader.err(f"sites[{i}].id", f"duplicate site id {site.id!r}")
-        seen_ids.add(site.id)
-        for value, tier in site.consent.cmp_mapping.items():
-            where = f"sites[{i}].consent.cmp_mapping.{value}"
-            if tier not in ("none", "analytics", "full"):
-                loader.err(where, "expected none, analytics or full")
-            if not value.strip():
-                loader.err(where, "expected a non-empty cookie value or re:<regex>")
-            elif value.startswith("re:"):
-                try:
-                    re.compile(value[3:])
-                except re.error as exc:
-                    loader.err(where, f"invalid regular expression: {exc}")
-        for j, region in enumerate(site.consent.ldu_regions):
-            if not re.fullmatch(r"[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?", region):
-                loader.err(f"sites[{i}].consent.ldu_regions[{j}]", "expected US or US-CA style")
-        for j, key in enumerate(site.api_keys):
-            if len(key.value) < 16:
-                loader.err(f"sites[{i}].api_keys[{j}]", "expected at least 16 characters")
-            if key.value in seen_keys:
-                loader.err(f"sites[{i}].api_keys[{j}]", "the same key is used twice")
-            seen_keys.add(key.value)
-
-
-def _check_acme(acme: AcmeConfig, sites: list[SiteConfig], loader: Loader) -> None:
-    if not acme.enabled:
-        return
-    if not acme.hosts and not acme_default_hosts(sites):
-        loader.err("acme.hosts", "no host to certify: set acme.hosts or a public sites[].hosts")
-    if acme.ca_bundle is not None and not Path(acme.ca_bundle).is_file():
-        loader.err("acme.ca_bundle", f"file not found: {acme.ca_bundle}")
 
 
 def load(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
