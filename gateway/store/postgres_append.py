@@ -37,7 +37,15 @@ from gateway.core.record import channel_of, merge_records
 from gateway.store.base import AppendResult, NewEvent
 from gateway.store.postgres_conn import Conn
 
-__all__ = ["CLAIM_PARAMETERS", "Claimed", "Rider", "claim", "merge_duplicates", "result_of"]
+__all__ = [
+    "CLAIM_PARAMETERS",
+    "Claimed",
+    "Rider",
+    "claim",
+    "claim_statement",
+    "merge_duplicates",
+    "result_of",
+]
 
 _CLAIM: Final = """
 WITH ev AS MATERIALIZED (
@@ -124,17 +132,10 @@ class Claimed:
     lost: list[tuple[int, str]]
 
 
-async def claim(
-    conn: Conn,
-    events: Sequence[NewEvent],
-    *,
-    now: float,
-    cutoff: float,
-    due: float,
-    rider: Rider | None = None,
-) -> Claimed:
-    """Store the events that win a dedup key and their delivery rows, and do the `rider`'s
-    writes, in one statement."""
+def claim_statement(
+    events: Sequence[NewEvent], *, now: float, cutoff: float, due: float, rider: Rider | None
+) -> tuple[str, tuple[object, ...]]:
+    """The claim statement of `events` (with the `rider`'s CTEs) and its arguments."""
     seen: set[tuple[str, str, str]] = set()
     keys: list[tuple[str, str, str, int]] = []
     for i, e in enumerate(events):
@@ -144,8 +145,8 @@ async def claim(
                 seen.add(key)
                 keys.append((*key, i + 1))
     keys.sort()
-    rows = await conn.fetch(
-        _CLAIM + (rider.ctes if rider is not None else "") + _CLAIM_ANSWER,
+    sql = _CLAIM + (rider.ctes if rider is not None else "") + _CLAIM_ANSWER
+    return sql, (
         [e.site for e in events],
         [e.event_name for e in events],
         [e.event_id for e in events],
@@ -158,6 +159,21 @@ async def claim(
         due,
         *(rider.args if rider is not None else ()),
     )
+
+
+async def claim(
+    conn: Conn,
+    events: Sequence[NewEvent],
+    *,
+    now: float,
+    cutoff: float,
+    due: float,
+    rider: Rider | None = None,
+) -> Claimed:
+    """Store the events that win a dedup key and their delivery rows, and do the `rider`'s
+    writes, in one statement."""
+    sql, args = claim_statement(events, now=now, cutoff=cutoff, due=due, rider=rider)
+    rows = await conn.fetch(sql, *args)
     won: dict[int, list[str]] = {}
     for row in rows:
         won.setdefault(int(row[0]) - 1, []).append(row[1])

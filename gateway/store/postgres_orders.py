@@ -96,31 +96,41 @@ each points at the newest event the dedup keys of its sent routes name (itself, 
 joined)."""
 
 _RIDER: Final = """,
+ord AS MATERIALIZED (
+    SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
+                         $16::text[], $17::text[], $18::text[], $19::text[], $20::bool[],
+                         $21::bool[], $22::bool[])
+        WITH ORDINALITY AS o(site, order_id, event_id, event_name, event_time, routes, denied,
+                             away, paired, has_email, has_value, has_currency, n)
+),
+sent AS (
+    SELECT ord.n, ord.event_name, ord.event_id, r.route
+    FROM ord CROSS JOIN LATERAL unnest(string_to_array(ord.routes, chr(31))) AS r(route)
+    WHERE r.route <> ALL(string_to_array(ord.denied, chr(31)))
+      AND r.route <> ALL(string_to_array(ord.away, chr(31)))
+),
+own AS (
+    SELECT ev.event_name, ev.event_id, won.route, won.id FROM won JOIN ev ON ev.id = won.id
+),
+refs AS (
+    SELECT s.n, max(greatest(own.id, k.event_ref)) AS ref
+    FROM sent AS s
+    LEFT JOIN own
+      ON own.route = s.route AND own.event_name = s.event_name AND own.event_id = s.event_id
+    LEFT JOIN dedup AS k
+      ON k.route = s.route AND k.event_name = s.event_name AND k.event_id = s.event_id
+    GROUP BY s.n
+),
 ledger AS (
     INSERT INTO order_ledger(site, order_id, event_id, event_name, event_time, routes, denied,
                              away, paired, event_ref, has_email, has_value, has_currency,
                              created_at)
-    SELECT o.site, o.order_id, o.event_id, o.event_name, o.event_time,
-           string_to_array(o.routes, chr(31)), string_to_array(o.denied, chr(31)),
-           string_to_array(o.away, chr(31)), string_to_array(o.paired, chr(31)),
-           (SELECT max(x.ref) FROM unnest(string_to_array(o.routes, chr(31))) AS r(route)
-            CROSS JOIN LATERAL (
-                SELECT won.id FROM won JOIN ev ON ev.id = won.id
-                WHERE won.route = r.route AND ev.event_name = o.event_name
-                  AND ev.event_id = o.event_id
-                UNION ALL
-                SELECT k.event_ref FROM dedup AS k
-                WHERE k.route = r.route AND k.event_name = o.event_name
-                  AND k.event_id = o.event_id
-            ) AS x(ref)
-            WHERE r.route <> ALL(string_to_array(o.denied, chr(31)))
-              AND r.route <> ALL(string_to_array(o.away, chr(31)))),
-           o.has_email, o.has_value, o.has_currency, $23
-    FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::float8[], $16::text[],
-                $17::text[], $18::text[], $19::text[], $20::bool[], $21::bool[], $22::bool[])
-         AS o(site, order_id, event_id, event_name, event_time, routes, denied, away, paired,
-              has_email, has_value, has_currency)
-    ORDER BY o.site, o.event_id, o.order_id
+    SELECT ord.site, ord.order_id, ord.event_id, ord.event_name, ord.event_time,
+           string_to_array(ord.routes, chr(31)), string_to_array(ord.denied, chr(31)),
+           string_to_array(ord.away, chr(31)), string_to_array(ord.paired, chr(31)),
+           refs.ref, ord.has_email, ord.has_value, ord.has_currency, $23
+    FROM ord LEFT JOIN refs ON refs.n = ord.n
+    ORDER BY ord.site, ord.event_id, ord.order_id
     ON CONFLICT (site, event_id, order_id) DO NOTHING
 )"""
 """`_INSERT` as a CTE of the append's claim statement (gateway/store/postgres_append.py
@@ -128,7 +138,9 @@ ledger AS (
 the dedup rows the claim writes are not visible to it: ``event_ref`` takes the keys the claim
 won from ``won``, and the keys it lost from the dedup rows as they were when the statement
 began. A key another process claimed while this statement ran is not among those; a batch
-that lost a key goes on with a merge, which sets ``event_ref`` again (`_REFS`)."""
+that lost a key goes on with a merge, which sets ``event_ref`` again (`_REFS`). Every step is
+a join, no correlated subquery: one scanning the batch's CTEs once per order costs a batch of
+n orders n^2 (a 1,000-order group commit took PostgreSQL 600 us per event)."""
 
 _REFS: Final = """
 UPDATE order_ledger AS l

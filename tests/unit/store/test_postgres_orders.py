@@ -26,7 +26,7 @@ from store_fixtures import two_stores  # noqa: E402, F401 - a fixture
 from gateway.core.orders import Fate  # noqa: E402
 from gateway.store.base import NewEvent  # noqa: E402
 from gateway.store.postgres import PostgresStore  # noqa: E402
-from gateway.store.postgres_append import CLAIM_PARAMETERS  # noqa: E402
+from gateway.store.postgres_append import CLAIM_PARAMETERS, claim_statement  # noqa: E402
 from gateway.store.postgres_orders import _ROWS as ROWS  # noqa: E402
 from gateway.store.postgres_orders import ledger_rider  # noqa: E402
 
@@ -210,3 +210,15 @@ def test_the_ledger_rider_numbers_its_parameters_after_the_claims() -> None:
     numbers = sorted({int(n) for n in re.findall(r"\$(\d+)", rider.ctes)})
     assert numbers == list(range(CLAIM_PARAMETERS + 1, CLAIM_PARAMETERS + 1 + len(rider.args)))
     assert ledger_rider([order("z", ())], T0) is None  # no route: no ledger row
+
+
+async def test_the_ledger_rider_runs_no_subquery_per_order(pg_dsn: str) -> None:
+    """The claim with its ledger rider is joins only: a correlated subquery over the batch's
+    CTEs would scan them once per order (n^2 for a group commit of n orders)."""
+    events = [ev(f"q{i}", "shop:meta", "shop:tiktok") for i in range(3)]
+    rider = ledger_rider([order(f"q{i}", ("shop:meta", "shop:tiktok")) for i in range(3)], T0)
+    assert rider is not None
+    sql, args = claim_statement(events, now=T0, cutoff=T0 - 1, due=0.0, rider=rider)
+    plan = await index_plan(pg_dsn, sql, *args)
+    assert "SubPlan" not in plan, plan
+    assert "dedup_pkey" in plan, plan  # the lost keys' holders: by the primary key
