@@ -212,13 +212,30 @@ def test_the_ledger_rider_numbers_its_parameters_after_the_claims() -> None:
     assert ledger_rider([order("z", ())], T0) is None  # no route: no ledger row
 
 
-async def test_the_ledger_rider_runs_no_subquery_per_order(pg_dsn: str) -> None:
-    """The claim with its ledger rider is joins only: a correlated subquery over the batch's
-    CTEs would scan them once per order (n^2 for a group commit of n orders)."""
-    events = [ev(f"q{i}", "shop:meta", "shop:tiktok") for i in range(3)]
-    rider = ledger_rider([order(f"q{i}", ("shop:meta", "shop:tiktok")) for i in range(3)], T0)
-    assert rider is not None
-    sql, args = claim_statement(events, now=T0, cutoff=T0 - 1, due=0.0, rider=rider)
-    plan = await index_plan(pg_dsn, sql, *args)
-    assert "SubPlan" not in plan, plan
-    assert "dedup_pkey" in plan, plan  # the lost keys' holders: by the primary key
+async def test_the_ledger_rider_reads_no_table_or_batch_whole(pg_dsn: str) -> None:
+    """The claim with its ledger rider, planned for a 200-order batch on a dedup table of
+    20,000 keys, reads the holders of the keys by the dedup primary key (a hash join of the
+    table would scan it whole for every batch) and no subquery scans the batch's rows (n^2)."""
+    store = make(pg_dsn)
+    await store.open()
+    await store.close()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            """INSERT INTO dedup(route, event_name, event_id, first_seen, event_ref)
+               SELECT 'shop:meta', 'Purchase', 'k' || g, 0, g FROM generate_series(1, 20000) g"""
+        )
+        await conn.execute("ANALYZE dedup")
+        routes = ("shop:meta", "shop:tiktok")
+        n = 200
+        rider = ledger_rider([order(f"q{i}", routes) for i in range(n)], T0)
+        assert rider is not None
+        events = [ev(f"q{i}", *routes) for i in range(n)]
+        sql, args = claim_statement(events, now=T0, cutoff=T0 - 1, due=0.0, rider=rider)
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+    finally:
+        await conn.close()
+    assert "Seq Scan on dedup" not in plan, plan
+    assert "dedup_pkey on dedup" in plan, plan
+    subplans = plan.split("SubPlan")[1:]
+    assert all("CTE Scan" not in part.split("->  ", 2)[1] for part in subplans), plan
