@@ -188,6 +188,7 @@ def spy_summary(raw: Path, us_per_event: float, top: int = 12) -> dict[str, Any]
         "threads": rows(threads),
         "owner": rows(owner),
         "self": rows(leaf),
+        "owner_us": {k: us_per_event * v / max(1, total) for k, v in owner.items()},
     }
 
 

@@ -485,6 +485,15 @@ def profile_lines(report: dict[str, Any]) -> list[str]:
     lines += [row.format(*item) for item in report["owner"]]
     lines.append("  by leaf function (self time):")
     lines += [row.format(*item) for item in report["self"]]
+    if "difference" in report:
+        base = Case(**report["difference"]["base"])
+        lines.append(
+            f"  more per event than {base.label}, by innermost gateway function"
+            " (cheaper, dearer, difference; us/event):"
+        )
+        lines += [
+            f"    {c:8.2f} {d:8.2f} {x:+8.2f}  {k}" for k, c, d, x in report["difference"]["rows"]
+        ]
     if "perf" in report:
         perf = report["perf"]
         own = sum(p for _, p in perf["server_by_thread"])
@@ -648,9 +657,11 @@ def profile_misses(
     placement: str = "auto",
     db_core: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Profile the dearer case of every missed target (each case once), its workers placed as
-    in the measurement."""
-    misses = list(dict.fromkeys(Case(**x["other"]) for x in v if not x["pass"]))
+    """Profile both cases of every missed target (each case once), their workers placed as
+    in the measurement; the dearer case's report gets `difference` rows against the cheaper
+    one's (`profile_difference`)."""
+    missed = [(Case(**x["base"]), Case(**x["other"])) for x in v if not x["pass"]]
+    misses = list(dict.fromkeys(c for pair in missed for c in pair))
     if not misses:
         return []
     try:
@@ -667,7 +678,27 @@ def profile_misses(
             reports.append(profile_case(case, settings, source, pg, prefix, cores))
         except RuntimeError as exc:  # the measurements stand; only the explanation is missing
             print(f"  profile of {case.label} failed: {exc}", file=sys.stderr)
+    by_case = {Case(**r["case"]): r for r in reports}
+    for base, other in missed:
+        if base in by_case and other in by_case:
+            by_case[other]["difference"] = profile_difference(by_case[base], by_case[other])
     return reports
+
+
+def profile_difference(
+    base: dict[str, Any], other: dict[str, Any], top: int = 15
+) -> dict[str, Any]:
+    """What the dearer case spends more per event than the cheaper one, by innermost gateway
+    function: [(function, cheaper us/event, dearer us/event, difference)], largest first."""
+    cheap, dear = base["owner_us"], other["owner_us"]
+    rows = [
+        (k, round(cheap.get(k, 0.0), 2), round(dear.get(k, 0.0), 2)) for k in set(cheap) | set(dear)
+    ]
+    rows.sort(key=lambda r: r[2] - r[1], reverse=True)
+    return {
+        "base": base["case"],
+        "rows": [(k, c, d, round(d - c, 2)) for k, c, d in rows[:top]],
+    }
 
 
 if __name__ == "__main__":

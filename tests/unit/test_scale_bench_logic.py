@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -238,3 +239,27 @@ def test_auto_placement_keeps_workers_off_the_database_servers_core() -> None:
     assert scale.worker_cores("stacked", 0, 4, None) == ()
     assert scale.worker_cores("auto", None, 4, None) == ()
     assert scale.worker_cores("spread", 0, 1, None) == ()
+
+
+def test_a_missed_target_is_explained_by_what_the_dearer_case_spends_more() -> None:
+    cheap = scale.Case("postgres", 1, 1)
+    dear = scale.Case("postgres", 2, 1)
+    base = {"case": asdict(cheap), "owner_us": {"a": 10.0, "b": 5.0, "c": 1.0}}
+    other = {"case": asdict(dear), "owner_us": {"a": 10.5, "b": 9.0, "d": 2.0}}
+    diff = scale.profile_difference(base, other, top=3)
+    assert diff["base"] == asdict(cheap)
+    assert diff["rows"] == [("b", 5.0, 9.0, 4.0), ("d", 0.0, 2.0, 2.0), ("a", 10.0, 10.5, 0.5)]
+    lines = scale.profile_lines(
+        {
+            **other,
+            "samples": 10,
+            "measured_us_per_event": 21.5,
+            "raw": "r",
+            "threads": [],
+            "owner": [],
+            "self": [],
+            "difference": diff,
+        }
+    )
+    assert any("more per event than postgres, 1 worker" in line for line in lines), lines
+    assert lines[-3].split() == ["5.00", "9.00", "+4.00", "b"]
