@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from benchlib import ROOT
 
@@ -20,6 +22,44 @@ import pgcluster  # tests/ is not a package; the throwaway server is shared with
 DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
 """The bench's PostgreSQL commits durably (a 202 means on disk), as a production server does;
 ``--pg-no-fsync`` keeps the test server's settings (all three off)."""
+
+
+LOCK_SAMPLE_HZ: Final = 20
+
+_LOCK_SAMPLE: Final = """
+SELECT count(*) FILTER (WHERE wait_event_type = 'Lock'),
+       count(*) FILTER (WHERE wait_event_type = 'LWLock'),
+       count(*) FILTER (WHERE state = 'active')
+FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()
+"""
+
+
+@dataclass
+class LockWaits:
+    """What `Postgres.lock_waits` saw: sums over its samples."""
+
+    samples: int = 0
+    lock: int = 0
+    """Backends waiting on a heavyweight lock (rows, transactions, tuples), summed."""
+    lwlock: int = 0
+    """Backends waiting on a lightweight lock (buffers, WAL insertion), summed."""
+    active: int = 0
+
+    def add(self, lock: int, lwlock: int, active: int) -> None:
+        self.samples += 1
+        self.lock += lock
+        self.lwlock += lwlock
+        self.active += active
+
+    def mean(self) -> dict[str, float]:
+        """Backends per sample, on average: waiting on a lock, on an LWLock, active."""
+        n = max(1, self.samples)
+        return {
+            "samples": self.samples,
+            "lock": self.lock / n,
+            "lwlock": self.lwlock / n,
+            "active": self.active / n,
+        }
 
 
 class Postgres:
@@ -58,6 +98,35 @@ class Postgres:
 
     def drop(self, name: str) -> None:
         asyncio.run(pgcluster.drop_database(self.server, name))
+
+    @contextmanager
+    def lock_waits(self, name: str) -> Iterator[LockWaits]:
+        """Sample the case's database `LOCK_SAMPLE_HZ` times a second while the block runs
+        (a thread of its own): how many of its backends wait on a lock (heavyweight: a row,
+        a transaction, a tuple; or an LWLock), and how many are active. The figures are in the
+        yielded `LockWaits` once the block has ended."""
+        found = LockWaits()
+        stop = threading.Event()
+
+        async def sample() -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.server.dsn(name))
+            try:
+                while not stop.is_set():
+                    row = await conn.fetchrow(_LOCK_SAMPLE, name)
+                    found.add(int(row[0]), int(row[1]), int(row[2]))
+                    await asyncio.sleep(1 / LOCK_SAMPLE_HZ)
+            finally:
+                await conn.close()
+
+        thread = threading.Thread(target=lambda: asyncio.run(sample()), daemon=True)
+        thread.start()
+        try:
+            yield found
+        finally:
+            stop.set()
+            thread.join(10)
 
     def environment(self) -> dict[str, Any]:
         """The server's version, durability and core, for the run's environment."""

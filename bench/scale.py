@@ -69,7 +69,7 @@ from benchservers import (
     Server,
     write_gateway_config,
 )
-from benchstores import Postgres, check_rows, postgres_server, sqlite_rows
+from benchstores import LOCK_SAMPLE_HZ, Postgres, check_rows, postgres_server, sqlite_rows
 from proctree import place_workers, spent_during, spy_summary, thread_names, wait_tree_idle
 
 TARGET_WORKERS_RATIO = 1.15
@@ -154,6 +154,9 @@ class Result:
     """CPU of everything but the gateway, PostgreSQL and the load generator (% of a core)."""
     rows: dict[str, int]
     expected_rows: int
+    postgres_waits: dict[str, float] | None = None
+    """On PostgreSQL: backends of the case's database per sample, on average, waiting on a
+    lock, on an LWLock, and active (benchstores.LockWaits), while measured."""
 
     @property
     def case(self) -> Case:
@@ -269,11 +272,15 @@ def run_case(
             warm = run_load(settings, port, case.batch, settings.warmup, prefix + "w")
             check_answers(f"{case.label} warm-up", warm, 202)
             wait_tree_idle(gateway.pid)
-            load, spent = spent_during(
-                gateway.pid,
-                pg.server.pid if pg is not None and case.store == "postgres" else None,
-                lambda: run_load(settings, port, case.batch, settings.duration, prefix + "m"),
-            )
+            with ExitStack() as stack:
+                waits = None
+                if pg is not None and gateway.database:
+                    waits = stack.enter_context(pg.lock_waits(gateway.database))
+                load, spent = spent_during(
+                    gateway.pid,
+                    pg.server.pid if pg is not None and case.store == "postgres" else None,
+                    lambda: run_load(settings, port, case.batch, settings.duration, prefix + "m"),
+                )
             check_answers(case.label, load, 202)
         finally:
             gateway.stop()  # graceful: what was accepted is committed before it exits
@@ -305,6 +312,7 @@ def run_case(
         other_cpu_pct=100 * max(0.0, other) / d,
         rows=rows,
         expected_rows=accepted,
+        postgres_waits=None if waits is None else waits.mean(),
     )
 
 
@@ -388,6 +396,18 @@ def table(results: Sequence[Result]) -> str:
         "gw us/ev: CPU (user + system) of the gateway's processes per event answered 202;"
         " pg us/ev: PostgreSQL's processes per event; ev/s/core = 1e6 / gw us/ev"
     )
+    waited = [r for r in results if r.postgres_waits is not None]
+    if waited:
+        lines.append(
+            f"PostgreSQL backends of the case, on average over {LOCK_SAMPLE_HZ} samples a second:"
+            " waiting on a lock (rows, transactions) / on an LWLock (buffers, WAL) / active"
+        )
+        for r in waited:
+            w = r.postgres_waits or {}
+            lines.append(
+                f"  {r.case.label:<34} {w['lock']:6.2f} / {w['lwlock']:6.2f} / {w['active']:6.2f}"
+                f"  ({int(w['samples'])} samples)"
+            )
     if any(r.other_cpu_pct > BUSY_OTHER_PCT for r in results):
         lines.append(
             f"! other processes used more than {BUSY_OTHER_PCT:g}% of a core during this run: the"
@@ -544,6 +564,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--no-profile", action="store_true", help="no py-spy profile of the cases that miss"
     )
     parser.add_argument(
+        "--profile-always",
+        action="store_true",
+        help="profile the cases of every target as if it had missed (what a second worker costs)",
+    )
+    parser.add_argument(
         "--placement",
         choices=PLACEMENTS,
         default="auto",
@@ -618,7 +643,10 @@ def main(argv: Sequence[str]) -> int:
                     )
             v = verdicts(results, cases)
             if not args.no_profile:
-                reports = profile_misses(v, settings, source, pg, workdir, args.placement, pg_cpu)
+                asked = [{**x, "pass": False} for x in v] if args.profile_always else v
+                reports = profile_misses(
+                    asked, settings, source, pg, workdir, args.placement, pg_cpu
+                )
         except RuntimeError as exc:
             print(f"\nFAILED: {exc}", file=sys.stderr)
             status = 1

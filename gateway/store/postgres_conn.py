@@ -153,6 +153,14 @@ STATEMENT_TIMEOUT: Final = 30.0
 answering without closing the connection: the request fails with 503 instead of hanging)."""
 
 
+SESSION_SETTINGS: Final = {"jit": "off"}
+"""Set on every connection of the store. JIT compilation pays for itself on long analytical
+queries only; the store runs short statements whose estimated cost still passes the JIT
+thresholds once a group commit holds a few thousand rows (the planner multiplies the row
+estimates of the claim's joined CTEs): PostgreSQL then spent ~1 s compiling a 5,000-event
+append that runs in ~100 ms (bench/scale.py, 100-event requests)."""
+
+
 class PgPool:
     """A small pool of asyncpg connections, handed out as `Conn`.
 
@@ -200,7 +208,10 @@ class PgPool:
         self._size += 1
         try:
             return await asyncpg.connect(
-                self._dsn, timeout=self.connect_timeout, command_timeout=self.statement_timeout
+                self._dsn,
+                timeout=self.connect_timeout,
+                command_timeout=self.statement_timeout,
+                server_settings=SESSION_SETTINGS,
             )
         except BaseException:
             self._size -= 1

@@ -548,3 +548,10 @@ async def test_a_database_that_stops_answering_fails_appends_after_the_statement
     finally:
         await store.close()
         await proxy.cut()
+
+
+async def test_the_stores_connections_never_jit_compile(store: PostgresStore) -> None:
+    """A group commit of thousands of rows passes the JIT cost thresholds; compiling its plan
+    took PostgreSQL ~10x the statement's own run time (postgres_conn.SESSION_SETTINGS)."""
+    async with store._pool.acquire() as conn:
+        assert await conn.fetchval("SHOW jit") == "off"
