@@ -37,15 +37,7 @@ from gateway.core.record import channel_of, merge_records
 from gateway.store.base import AppendResult, NewEvent
 from gateway.store.postgres_conn import Conn
 
-__all__ = [
-    "CLAIM_PARAMETERS",
-    "Claimed",
-    "Rider",
-    "claim",
-    "claim_statement",
-    "merge_duplicates",
-    "result_of",
-]
+__all__ = ["Claimed", "claim", "merge_duplicates", "result_of"]
 
 _CLAIM: Final = """
 WITH ev AS MATERIALIZED (
@@ -75,29 +67,12 @@ new_events AS (
 new_deliveries AS (
     INSERT INTO deliveries(event_ref, route, state, attempts, not_before, updated_at)
     SELECT id, route, 'pending', 0, $10, $8 FROM won ORDER BY i, route
-)"""
-"""$1..$5: the events' columns; $6, $7: the keys to claim (route, 1-based event index), in key
-order; $8 now; $9 the dedup cutoff; $10 the new rows' not_before (0, or the end of the merge
-window). A `Rider` may add CTEs of its own after these, with parameters from $11 on: they
-read ``ev`` (the events with their new ids) and ``won`` (event index, id and route of each
-key won)."""
-
-_CLAIM_ANSWER: Final = """
+)
 SELECT i, route FROM won
 """
-
-CLAIM_PARAMETERS: Final = 10
-"""Parameters of the claim itself: a `Rider`'s are numbered from CLAIM_PARAMETERS + 1."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rider:
-    """More writes that go with a claim in its one statement (so in its transaction): CTEs
-    (``, name AS (…)``, parameters from $11 on) and their arguments."""
-
-    ctes: str
-    args: tuple[object, ...]
-
+"""$1..$5: the events' columns; $6, $7: the keys to claim (route, 1-based event index), in key
+order; $8 now; $9 the dedup cutoff; $10 the new rows' not_before (0, or the end of the merge
+window)."""
 
 _ORIGINALS: Final = """
 SELECT l.o, e.id, e.record, d.state
@@ -132,10 +107,10 @@ class Claimed:
     lost: list[tuple[int, str]]
 
 
-def claim_statement(
-    events: Sequence[NewEvent], *, now: float, cutoff: float, due: float, rider: Rider | None
-) -> tuple[str, tuple[object, ...]]:
-    """The claim statement of `events` (with the `rider`'s CTEs) and its arguments."""
+async def claim(
+    conn: Conn, events: Sequence[NewEvent], *, now: float, cutoff: float, due: float
+) -> Claimed:
+    """Store the events that win a dedup key and their delivery rows (one statement)."""
     seen: set[tuple[str, str, str]] = set()
     keys: list[tuple[str, str, str, int]] = []
     for i, e in enumerate(events):
@@ -145,8 +120,8 @@ def claim_statement(
                 seen.add(key)
                 keys.append((*key, i + 1))
     keys.sort()
-    sql = _CLAIM + (rider.ctes if rider is not None else "") + _CLAIM_ANSWER
-    return sql, (
+    rows = await conn.fetch(
+        _CLAIM,
         [e.site for e in events],
         [e.event_name for e in events],
         [e.event_id for e in events],
@@ -157,23 +132,7 @@ def claim_statement(
         now,
         cutoff,
         due,
-        *(rider.args if rider is not None else ()),
     )
-
-
-async def claim(
-    conn: Conn,
-    events: Sequence[NewEvent],
-    *,
-    now: float,
-    cutoff: float,
-    due: float,
-    rider: Rider | None = None,
-) -> Claimed:
-    """Store the events that win a dedup key and their delivery rows, and do the `rider`'s
-    writes, in one statement."""
-    sql, args = claim_statement(events, now=now, cutoff=cutoff, due=due, rider=rider)
-    rows = await conn.fetch(sql, *args)
     won: dict[int, list[str]] = {}
     for row in rows:
         won.setdefault(int(row[0]) - 1, []).append(row[1])

@@ -37,7 +37,6 @@ from typing import Final
 
 from gateway.core.orders import Fate, OrderEntry, OrderRow
 from gateway.store.base import AppendResult, NewEvent
-from gateway.store.postgres_append import Rider
 from gateway.store.postgres_conn import Conn, Record
 from gateway.store.postgres_tx import PgHost, again, retrying
 
@@ -94,70 +93,6 @@ ON CONFLICT (site, event_id, order_id) DO NOTHING
 """Write a batch of entries (in key order: two replicas never wait on each other in a circle);
 each points at the newest event the dedup keys of its sent routes name (itself, or the copy it
 joined)."""
-
-_RIDER: Final = """,
-ord AS MATERIALIZED (
-    SELECT * FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::float8[],
-                         $16::text[], $17::text[], $18::text[], $19::text[], $20::bool[],
-                         $21::bool[], $22::bool[])
-        WITH ORDINALITY AS o(site, order_id, event_id, event_name, event_time, routes, denied,
-                             away, paired, has_email, has_value, has_currency, n)
-),
-sent AS (
-    SELECT ord.n, ord.event_name, ord.event_id, r.route
-    FROM ord CROSS JOIN LATERAL unnest(string_to_array(ord.routes, chr(31))) AS r(route)
-    WHERE r.route <> ALL(string_to_array(ord.denied, chr(31)))
-      AND r.route <> ALL(string_to_array(ord.away, chr(31)))
-),
-own AS (
-    SELECT ev.event_name, ev.event_id, won.route, won.id FROM won JOIN ev ON ev.id = won.id
-),
-refs AS (
-    SELECT s.n, max(greatest(own.id, (
-        SELECT k.event_ref FROM dedup AS k
-        WHERE k.route = s.route AND k.event_name = s.event_name AND k.event_id = s.event_id
-    ))) AS ref
-    FROM sent AS s
-    LEFT JOIN own
-      ON own.route = s.route AND own.event_name = s.event_name AND own.event_id = s.event_id
-    GROUP BY s.n
-),
-ledger AS (
-    INSERT INTO order_ledger(site, order_id, event_id, event_name, event_time, routes, denied,
-                             away, paired, event_ref, has_email, has_value, has_currency,
-                             created_at)
-    SELECT ord.site, ord.order_id, ord.event_id, ord.event_name, ord.event_time,
-           string_to_array(ord.routes, chr(31)), string_to_array(ord.denied, chr(31)),
-           string_to_array(ord.away, chr(31)), string_to_array(ord.paired, chr(31)),
-           refs.ref, ord.has_email, ord.has_value, ord.has_currency, $23
-    FROM ord LEFT JOIN refs ON refs.n = ord.n
-    ORDER BY ord.site, ord.event_id, ord.order_id
-    ON CONFLICT (site, event_id, order_id) DO NOTHING
-)"""
-"""`_INSERT` as a CTE of the append's claim statement (gateway/store/postgres_append.py
-`Rider`): the same rows, in the claim's one statement. Its snapshot is the statement's, so
-the dedup rows the claim writes are not visible to it: ``event_ref`` takes the keys the claim
-won from ``won``, and the keys it lost from the dedup rows as they were when the statement
-began. A key another process claimed while this statement ran is not among those; a batch
-that lost a key goes on with a merge, which sets ``event_ref`` again (`_REFS`). Every step is
-a join of the batch's own rows or a look-up of the dedup primary key: a subquery scanning the
-batch's CTEs once per order costs a group commit of n orders n^2 (1,000 orders: PostgreSQL
-spent 600 us per event), and a join to the dedup table let the planner hash it whole, a
-sequential scan per batch (300 us per event at 50,000 rows): the holder of each key is a
-scalar subquery on its primary key instead."""
-
-_REFS: Final = """
-UPDATE order_ledger AS l
-SET event_ref = (
-    SELECT max(k.event_ref) FROM unnest(l.routes) AS r(route)
-    JOIN dedup AS k
-      ON k.route = r.route AND k.event_name = l.event_name AND k.event_id = l.event_id
-    WHERE r.route <> ALL(l.denied) AND r.route <> ALL(l.away))
-FROM unnest($1::text[], $2::text[], $3::text[]) AS u(site, event_id, order_id)
-WHERE l.site = u.site AND l.event_id = u.event_id AND l.order_id = u.order_id
-"""
-"""Set the ``event_ref`` of these (site $1, event id $2, order id $3) rows as `_INSERT` would
-now: after a merge, whose claim's statement could not see the keys other processes held."""
 
 _PAIR: Final = """
 WITH found AS (
@@ -249,29 +184,10 @@ async def record_orders_tx(
     """Write the entries, after their events' append in the same transaction. `paired` holds
     the (route, event name, event id) keys the append found held by a browser copy."""
     kept = [o for o in orders if o.routes]
-    if kept:
-        await conn.execute(_INSERT, *_insert_args(kept, now, paired))
-
-
-def ledger_rider(orders: Sequence[OrderEntry], now: float) -> Rider | None:
-    """The entries' ledger rows as a `Rider` of their events' claim (None: nothing to write).
-    Their ``paired`` starts empty: the batch's merge, if any, sets it (`pair_orders_tx`)."""
-    kept = [o for o in orders if o.routes]
-    return Rider(_RIDER, _insert_args(kept, now, frozenset())) if kept else None
-
-
-async def refresh_refs_tx(conn: Conn, *, orders: Sequence[OrderEntry]) -> None:
-    """Set the entries' ``event_ref`` again after their batch's merge (see `_RIDER`)."""
-    kept = sorted({(o.site, o.event_id, o.order_id) for o in orders if o.routes})
-    if kept:
-        await conn.execute(_REFS, [k[0] for k in kept], [k[1] for k in kept], [k[2] for k in kept])
-
-
-def _insert_args(
-    kept: Sequence[OrderEntry], now: float, paired: Collection[tuple[str, str, str]]
-) -> tuple[object, ...]:
-    """The arguments of `_INSERT` (and of `_RIDER`, from its $11 on)."""
-    return (
+    if not kept:
+        return
+    await conn.execute(
+        _INSERT,
         [o.site for o in kept],
         [o.order_id for o in kept],
         [o.event_id for o in kept],
@@ -414,12 +330,6 @@ class PostgresOrders:
         paired: frozenset[tuple[str, str, str]],
     ) -> None:
         await record_orders_tx(conn, orders=orders, now=now, paired=paired)
-
-    def _orders_rider(self, orders: Sequence[OrderEntry], now: float) -> Rider | None:
-        return ledger_rider(orders, now)
-
-    async def _on_merged_orders(self, conn: Conn, orders: Sequence[OrderEntry]) -> None:
-        await refresh_refs_tx(conn, orders=orders)
 
     async def order_rows(
         self: PgHost, site: str, since: float, until: float, limit: int

@@ -7,17 +7,13 @@ MAX_BATCH_EVENTS events) and writes them with ONE set-based claim statement
 means committed. While one batch is on the wire the next requests queue, so batches grow with
 load by themselves.
 
-A batch of appends needs one round trip: the statement commits by itself, with the order
-ledger rows of its jobs' `orders` riding the claim as more CTEs of the same statement
-(`_orders_rider`, gateway/store/postgres_orders.py), so an order's event and its ledger row
-commit together. Duplicates to merge take one more transaction (run again after a deadlock),
-which also pairs the ledger rows and refreshes their ``event_ref`` (`_on_paired`,
-`_on_merged_orders`). A batch with jobs that have a `prepare` (profile merges) or a `finish`
-runs in one transaction: the prepares, the claim, the merges, then ONE `_on_orders` call with
-the ledger entries of every job, then the finishes. If a batch fails before anything of it
-committed, its jobs are written one by one, so a bad job (or a deadlock PostgreSQL broke)
-fails only its own caller; a failure after a batch's claim committed fails the batch without a
-retry (its events are in; a client's retry is deduplicated).
+A batch of plain appends needs one round trip: the statement commits by itself (duplicates to
+merge take one more transaction). A batch with jobs that have a `prepare` (profile merges), a
+`finish` or `orders` runs in one transaction: the prepares, the claim, the merges, then ONE
+`_on_orders` call with the ledger entries of every job, then the finishes. If a batch fails
+before anything of it committed, its jobs are written one by one, so a bad job (or a deadlock
+PostgreSQL broke) fails only its own caller; a failure after a plain batch's claim committed
+fails the batch without a retry (its events are in; a client's retry is deduplicated).
 """
 
 from __future__ import annotations
@@ -26,15 +22,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Final
 
 from gateway.core.orders import OrderEntry
 from gateway.store.availability import Availability, StoreUnavailableError
 from gateway.store.base import AppendResult, NewEvent
-from gateway.store.postgres_append import Claimed, Rider, claim, merge_duplicates, result_of
+from gateway.store.postgres_append import Claimed, claim, merge_duplicates, result_of
 from gateway.store.postgres_conn import Conn, PgPool, connection_error, unavailable_reason
-from gateway.store.postgres_tx import again
 
 __all__ = ["MAX_BATCH", "MAX_BATCH_EVENTS", "Finish", "GroupCommit", "Prepare", "StoreClosedError"]
 
@@ -154,15 +148,6 @@ class GroupCommit:
         `paired` as for `Finish`. The order ledger mixin implements it."""
         raise NotImplementedError("the order ledger is not part of this store")
 
-    def _orders_rider(self, orders: Sequence[OrderEntry], now: float) -> Rider | None:
-        """The ledger writes of a batch's entries as a `Rider` of its claim (no `paired`: the
-        merge sets it through `_on_paired`). The order ledger mixin implements it."""
-        raise NotImplementedError("the order ledger is not part of this store")
-
-    async def _on_merged_orders(self, conn: Conn, orders: Sequence[OrderEntry]) -> None:
-        """A batch whose entries rode its claim merged duplicates: refresh what the claim's
-        statement could not see (in the merge's transaction)."""
-
     async def _on_paired(self, conn: Conn, pairs: Sequence[tuple[int, str]]) -> None:
         """A browser copy was deduplicated into these (event_ref, route) backend events."""
 
@@ -228,65 +213,51 @@ class GroupCommit:
                 job.future.set_result(job.results)
 
     async def _write(self, batch: list[_AppendJob]) -> None:
-        """One group commit: a single statement (its order ledger rows riding the claim),
-        then a transaction of merges if it lost keys; one transaction for the whole batch when
-        a job has hooks."""
-        if any(job.prepare or job.finish for job in batch):
+        """One group commit: a single statement, or one transaction when a job has hooks or
+        the append found duplicates to merge."""
+        if any(job.prepare or job.finish or job.orders for job in batch):
             async with self._pool.tx() as conn:
-                await self._write_in_tx(conn, batch)
+                await self._write_in(conn, batch, in_tx=True)
             return
-        events = [e for job in batch for e in job.events]
-        orders = [o for job in batch for o in job.orders]
-        now = max(job.now for job in batch)
         async with self._pool.acquire() as conn:
-            rider = self._orders_rider(orders, now) if orders else None
-            claimed = await self._claim(conn, events, now, rider)
-            if claimed.lost:
-                try:  # a deadlock aborted nothing of the claim: run the merge again
-                    await again(partial(self._merge_tx, conn, events, claimed.lost, orders))
-                except Exception as exc:
-                    raise _PartlyCommittedError from exc  # the claims are in: never twice
-        _set_results(batch, claimed)
+            await self._write_in(conn, batch, in_tx=False)
 
-    async def _merge_tx(
-        self,
-        conn: Conn,
-        events: Sequence[NewEvent],
-        lost: Sequence[tuple[int, str]],
-        orders: Sequence[OrderEntry],
-    ) -> None:
-        async with conn.transaction():
-            await self._merge(conn, events, lost)
-            if orders:
-                await self._on_merged_orders(conn, orders)
-
-    async def _write_in_tx(self, conn: Conn, batch: list[_AppendJob]) -> None:
+    async def _write_in(self, conn: Conn, batch: list[_AppendJob], *, in_tx: bool) -> None:
         for job in batch:
             if job.prepare is not None:
                 job.events = tuple(await job.prepare(conn))
         events = [e for job in batch for e in job.events]
         now = max(job.now for job in batch)
-        claimed = await self._claim(conn, events, now, None)
+        claimed = Claimed({}, [])
+        if events:
+            due = now + self.merge_seconds if self.merge_seconds > 0 else 0.0
+            self._sweep_debt += sum(len(e.routes) for e in events)
+            claimed = await claim(conn, events, now=now, cutoff=now - self.dedup_seconds, due=due)
         paired: frozenset[tuple[str, str, str]] = frozenset()
         if claimed.lost:
-            paired = await self._merge(conn, events, claimed.lost)
+            try:
+                if in_tx:
+                    paired = await self._merge(conn, events, claimed.lost)
+                else:
+                    async with conn.transaction():
+                        paired = await self._merge(conn, events, claimed.lost)
+            except Exception as exc:
+                if in_tx:
+                    raise
+                raise _PartlyCommittedError from exc  # the claims are in: never write them twice
         orders = [o for job in batch for o in job.orders]
         if orders:
             await self._on_orders(conn, orders, now, paired)
         for job in batch:
             if job.finish is not None:
                 await job.finish(conn, paired)
-        _set_results(batch, claimed)
-
-    async def _claim(
-        self, conn: Conn, events: Sequence[NewEvent], now: float, rider: Rider | None
-    ) -> Claimed:
-        if not events:
-            return Claimed({}, [])
-        due = now + self.merge_seconds if self.merge_seconds > 0 else 0.0
-        self._sweep_debt += sum(len(e.routes) for e in events)
-        cutoff = now - self.dedup_seconds
-        return await claim(conn, events, now=now, cutoff=cutoff, due=due, rider=rider)
+        start = 0
+        for job in batch:
+            job.results = [
+                result_of(e.routes, claimed.won.get(start + k, ()))
+                for k, e in enumerate(job.events)
+            ]
+            start += len(job.events)
 
     async def _merge(
         self, conn: Conn, events: Sequence[NewEvent], lost: Sequence[tuple[int, str]]
@@ -299,15 +270,6 @@ class GroupCommit:
 
 class _PartlyCommittedError(Exception):
     """An append batch failed after its claims committed: its jobs must not be retried."""
-
-
-def _set_results(batch: Sequence[_AppendJob], claimed: Claimed) -> None:
-    start = 0
-    for job in batch:
-        job.results = [
-            result_of(e.routes, claimed.won.get(start + k, ())) for k, e in enumerate(job.events)
-        ]
-        start += len(job.events)
 
 
 def _fail(batch: Sequence[_AppendJob], exc: BaseException) -> None:

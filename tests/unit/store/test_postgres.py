@@ -141,13 +141,13 @@ async def test_order_ledger_entries_of_a_batch_are_written_by_one_call(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    rider = store._orders_rider
+    write = store._on_orders
 
-    def counted(orders: Any, now: float) -> Any:
+    async def counted(conn: Any, orders: Any, now: float, paired: Any) -> None:
         calls.append(len(orders))
-        return rider(orders, now)  # the ledger rows ride the batch's claim statement
+        await write(conn, orders, now, paired)
 
-    monkeypatch.setattr(store, "_orders_rider", counted)
+    monkeypatch.setattr(store, "_on_orders", counted)
     before = store.commits
     n = 200
     results = await asyncio.gather(
