@@ -78,7 +78,6 @@ import secrets
 import shutil
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,10 +95,8 @@ from benchlib import (
     check_outbox,
     end_run,
     environment,
-    fmt,
     load_figures,
     measured,
-    median_run,
     outbox_rows,
     parse_bench_args,
     proc_times,
@@ -111,8 +108,10 @@ from benchlib import (
     write_json,
     wrk_script,
 )
-from benchprofile import SPY_RATE, SPY_ROOTS, gateway_frame, profile_row, spy_stacks, start_py_spy
+from benchprofile import start_py_spy
 from benchservers import Server, run_forever, serve_app, start_child, start_gateway_config
+from collectprofile import hotspots, profile_lines
+from collectreport import CASES, Result, table, verdict_lines, verdicts
 
 SOURCE = ROOT
 """Directory holding the `gateway` package the servers run (a snapshot, by default)."""
@@ -126,10 +125,8 @@ COOKIES = ("_fbc", "_gcl_aw", "_fbp", "_ttp", "_scid", "_ga", "_sgv")
 """The cookies the gateway sets on a first hit with fbclid and gclid in the URL."""
 CLICK_MAX_AGE = 90 * 86400
 ID_MAX_AGE = 400 * 86400
-TARGET_RATIO = 0.75
 MAX_OTHER_PCT = 10.0
 """Above this share of a core used by other processes during a case, its figures are suspect."""
-CASES = ("first hit", "returning")
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -292,31 +289,6 @@ def measure(settings: Settings, server: Server, name: str, case: str) -> tuple[L
     return warm, load
 
 
-@dataclass
-class Result:
-    """One (case, server) measurement."""
-
-    case: str
-    server: str
-    connections: int
-    duration_s: float
-    requests_per_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    ok_204: int
-    non_204: int
-    socket_errors: int
-    server_cpu_pct: float
-    server_cpu_us_per_request: float
-    server_core_busy_pct: float
-    client_cpu_pct: float
-    other_cpu_pct: float
-    rows: dict[str, int] | None = None
-    expected_rows: int | None = None
-
-
 def result(case: str, server: str, settings: Settings, load: Load) -> Result:
     return Result(
         case=case,
@@ -447,137 +419,7 @@ def profile_server(settings: Settings, kind: str, prefix: str) -> dict[str, Any]
     return report
 
 
-def hotspots(path: Path, cost_us: float, top: int = 20) -> dict[str, Any]:
-    """Summarise a py-spy raw file as % of samples and microseconds per request, i.e. that
-    share of `cost_us` (the server's measured CPU time per request).
-
-    Non-blocking sampling tears many stacks: their outer frames are lost, the inner ones are
-    right. So every sample is charged to its innermost gateway function ("owner": stdlib and
-    aiohttp time goes to the gateway code that called it) and module; a sample without any
-    gateway frame is "outside the gateway" when its stack is complete (aiohttp, uvloop: the
-    part bare has too) and "torn" otherwise (aiohttp, or stdlib called by the gateway).
-    """
-    threads: Counter[str] = Counter()
-    leaf: Counter[str] = Counter()
-    owner: Counter[str] = Counter()
-    module: Counter[str] = Counter()
-    total = complete = 0
-    for thread, parsed, count in spy_stacks(path):
-        whole = parsed[0][0] in SPY_ROOTS
-        total += count
-        complete += count if whole else 0
-        threads[thread] += count
-        leaf[f"{parsed[-1][0]} ({parsed[-1][1]})"] += count
-        mine = [f for f in parsed if gateway_frame(f[1])]
-        if mine:
-            owner[f"{mine[-1][0]} ({mine[-1][1]})"] += count
-            module[f"{thread}: {mine[-1][1]}"] += count
-        else:
-            where = "outside the gateway: aiohttp, uvloop" if whole else "torn, no gateway frame"
-            owner[f"({thread}, {where})"] += count
-            module[f"{thread}: ({where})"] += count
-    per_sample_us = cost_us / max(1, total)
-
-    def rows(c: Counter[str], n: int | None = top) -> list[tuple[str, float, float]]:
-        return [
-            (k, round(100 * v / max(1, total), 1), round(v * per_sample_us, 1))
-            for k, v in c.most_common(n)
-        ]
-
-    return {
-        "samples": total,
-        "complete_stacks": complete,
-        "threads": rows(threads),
-        "modules": rows(module, None),
-        "owner": rows(owner),
-        "self": rows(leaf),
-    }
-
-
-def profile_lines(report: dict[str, Any]) -> list[str]:
-    lines = [
-        f"py-spy ({SPY_RATE} Hz, non-blocking, idle excluded): {report['server']} under "
-        f"first-hit load, {fmt(report['requests_per_s_while_sampled'])} req/s while sampled, "
-        f"{report['samples']:,} samples ({report['complete_stacks']:,} with complete stacks); "
-        f"server CPU {report['cpu_us_per_request']:.0f} us/request, split by sample share:",
-        "  by thread: "
-        + ", ".join(f"{k} {p}% ({us:.0f} us/req)" for k, p, us in report["threads"]),
-    ]
-    if report["server"] == "gateway":
-        lines.append("  by thread and innermost gateway module:")
-        lines += [profile_row(item) for item in report["modules"] if item[1] >= 0.5]
-        lines.append("  by innermost gateway function (stdlib/aiohttp time charged to its caller):")
-        lines += [profile_row(item) for item in report["owner"]]
-    lines.append("  by leaf function (self time):")
-    lines += [profile_row(item) for item in report["self"]]
-    return lines
-
-
 # -- report ------------------------------------------------------------------------------------
-
-
-def table(results: Sequence[Result]) -> str:
-    head = (
-        f"{'case':<11}{'server':<9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'204s':>10}"
-        f"{'non-204':>9}{'srv CPU':>9}{'us/req':>8}{'core':>6}{'gen CPU':>9}{'other':>7}"
-        "  outbox deliveries / 204s, profiles"
-    )
-    lines = [head, "-" * len(head)]
-    for r in results:
-        rows = ""
-        if r.rows is not None:
-            rows = f"{r.rows['deliveries']:,} / {r.expected_rows:,}, {r.rows['profiles']:,}"
-        lines.append(
-            f"{r.case:<11}{r.server:<9}{fmt(r.requests_per_s):>9}{fmt(r.p50_ms, 2):>9}"
-            f"{fmt(r.p99_ms, 2):>9}{r.ok_204:>10,}{r.non_204 + r.socket_errors:>9,}"
-            f"{fmt(r.server_cpu_pct):>8}%{fmt(r.server_cpu_us_per_request):>8}"
-            f"{fmt(r.server_core_busy_pct):>5}%"
-            f"{fmt(r.client_cpu_pct):>8}%{fmt(r.other_cpu_pct):>6}%  {rows}"
-        )
-    return "\n".join(lines)
-
-
-def pick(results: Sequence[Result], case: str, server: str) -> Result | None:
-    """The median run (by requests/s) of one case and server."""
-    return median_run(r for r in results if r.case == case and r.server == server)
-
-
-def verdicts(results: Sequence[Result]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for case in CASES:
-        bare, gw = pick(results, case, "bare"), pick(results, case, "gateway")
-        if bare and gw:
-            ratio = gw.requests_per_s / bare.requests_per_s
-            out[case] = {
-                "gateway_requests_per_s": gw.requests_per_s,
-                "bare_requests_per_s": bare.requests_per_s,
-                "ratio": ratio,
-                "target_ratio": TARGET_RATIO,
-                "pass": ratio >= TARGET_RATIO,
-                "p50_ratio": gw.p50_ms / bare.p50_ms if bare.p50_ms else float("nan"),
-                "p99_ratio": gw.p99_ms / bare.p99_ms if bare.p99_ms else float("nan"),
-                "bare_cpu_us_per_request": bare.server_cpu_us_per_request,
-                "gateway_cpu_us_per_request": gw.server_cpu_us_per_request,
-                "cpu_ratio": bare.server_cpu_us_per_request / gw.server_cpu_us_per_request,
-            }
-    return out
-
-
-def verdict_lines(v: dict[str, Any]) -> list[str]:
-    lines = []
-    for case, s in v.items():
-        lines.append(
-            f"{case:<10}: gateway {fmt(s['gateway_requests_per_s'])} req/s vs bare "
-            f"{fmt(s['bare_requests_per_s'])} req/s = {s['ratio']:.0%} of bare "
-            f"(target >= {s['target_ratio']:.0%})  {'PASS' if s['pass'] else 'MISS'}"
-            f"   [latency gateway/bare p50 x{s['p50_ratio']:.2f}, p99 x{s['p99_ratio']:.2f}]"
-        )
-        lines.append(
-            f"{'':<10}  server CPU per request: gateway {s['gateway_cpu_us_per_request']:.0f} us, "
-            f"bare {s['bare_cpu_us_per_request']:.0f} us = {s['cpu_ratio']:.0%} by CPU cost "
-            "(less sensitive to other load on the machine)"
-        )
-    return lines
 
 
 # -- bare server (child mode) ------------------------------------------------------------------
