@@ -32,12 +32,9 @@ import argparse
 import asyncio
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -90,12 +87,11 @@ from benchservers import (
     start_gateway_config,
     write_gateway_config,
 )
+from ingestaudit import Scraper, audit_toml, rolled_up
 from ingestmicro import audit_costs, request_path_costs
 from ingestreport import (
-    AUDIT_FLUSH_SECONDS,
     AUDIT_OFF,
     AUDIT_ON,
-    AUDIT_SCRAPE_SECONDS,
     Result,
     audit_cost_lines,
     audit_lines,
@@ -114,7 +110,6 @@ it taken at start (the default), so edits made while the benchmark runs do not l
 PIXEL_ID = "1234567890"
 QUIET_WAIT = 180.0
 """Longest wait for an idle machine before each case (`--quiet-wait`)."""
-ADMIN_TOKEN = "sg_bench_admin_0123456789abcdef"  # noqa: S105 - a throwaway bench token
 
 
 # -- processes ---------------------------------------------------------------------------------
@@ -227,65 +222,12 @@ def run_gateway(settings: Settings, batch: int, tag: str) -> Result:
 # -- --audit: metrics and rollups off vs on (issue #12) -------------------------------------
 
 
-def audit_toml(on: bool) -> str:
-    """GATEWAY_TOML with an admin token (for /metrics) and `[audit]` rollups off or on (on:
-    written every AUDIT_FLUSH_SECONDS instead of every minute, so short runs pay for them)."""
-    toml = GATEWAY_TOML.replace("[storage]", f'admin_token = "{ADMIN_TOKEN}"\n\n[storage]', 1)
-    audit = f"rollups = true\nflush_seconds = {AUDIT_FLUSH_SECONDS}" if on else "rollups = false"
-    return toml + f"\n[audit]\n{audit}\n"
-
-
-class Scraper:
-    """GET /metrics with the admin token every AUDIT_SCRAPE_SECONDS on a thread, counting the
-    200 answers (a failed scrape counts as a check failure of the case)."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.ok = 0
-        self.failed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="metrics scraper", daemon=True)
-
-    def __enter__(self) -> Scraper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/metrics",
-            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        )
-        while not self._stop.wait(AUDIT_SCRAPE_SECONDS):
-            try:
-                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-                    answer.read()
-                    self.ok += answer.status == 200
-            except OSError:
-                self.failed += 1
-
-
-def rolled_up(db: Path) -> int:
-    """Events the stored rollups count accepted (read-only)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        (n,) = conn.execute(
-            "SELECT coalesce(sum(value), 0) FROM stats_minute WHERE metric = 'accepted'"
-        ).fetchone()
-    finally:
-        conn.close()
-    return int(n)
-
-
 def run_audit(settings: Settings, batch: int, tag: str, on: bool) -> Result:
     """The gateway with rollups off, or on with /metrics scraped during the measurement."""
     name = AUDIT_ON if on else AUDIT_OFF
     wait_quiet(QUIET_WAIT)
     server, db = start_gateway_config(
-        audit_toml(on),
+        audit_toml(GATEWAY_TOML, on),
         settings.workdir,
         settings.server_cpu,
         SOURCE,
