@@ -93,6 +93,25 @@ def tree_cpu(root: int) -> tuple[float, int]:
     return total / TICK, alive
 
 
+def tree_switches(root: int) -> tuple[int, int]:
+    """Context switches so far of every thread of the live processes of the tree under `root`:
+    (voluntary: it blocked, e.g. an event loop waiting in epoll; involuntary: the scheduler took
+    its core away while it could have run)."""
+    voluntary = involuntary = 0
+    for pid in tree_pids(root):
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:  # the thread or process ended meanwhile
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    voluntary += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    involuntary += int(line.split()[1])
+    return voluntary, involuntary
+
+
 def wait_tree_idle(root: int, timeout: float = 60.0, busy: float = 0.05) -> float:
     """Wait until the tree under `root` uses under `busy` of a core (the requests cut off at
     the end of a load run are still processed); return the seconds waited."""
@@ -115,15 +134,19 @@ class Spent:
     postgres: float
     machine: float
     processes: int
+    switches: tuple[int, int] = (0, 0)
+    """The gateway's context switches meanwhile (voluntary, involuntary): `tree_switches`."""
 
 
 def spent_during(gateway: int, postgres: int | None, run: Callable[[], Load]) -> tuple[Load, Spent]:
     """Run `run` and return its load with the CPU the two trees and the machine used meanwhile."""
     pg0 = tree_cpu(postgres)[0] if postgres else 0.0
     gw0, procs0 = tree_cpu(gateway)
+    switches0 = tree_switches(gateway)
     machine0 = core_times(None)[0]
     load = run()
     machine1 = core_times(None)[0]
+    switches1 = tree_switches(gateway)
     gw1, procs1 = tree_cpu(gateway)
     pg1 = tree_cpu(postgres)[0] if postgres else 0.0
     if procs1 != procs0:
@@ -131,7 +154,8 @@ def spent_during(gateway: int, postgres: int | None, run: Callable[[], Load]) ->
             f"the gateway had {procs0} processes before the measurement and {procs1} after:"
             " a worker died or restarted during it"
         )
-    return load, Spent(gw1 - gw0, pg1 - pg0, (machine1 - machine0) / TICK, procs1)
+    switches = (switches1[0] - switches0[0], switches1[1] - switches0[1])
+    return load, Spent(gw1 - gw0, pg1 - pg0, (machine1 - machine0) / TICK, procs1, switches)
 
 
 # -- py-spy ----------------------------------------------------------------------------------

@@ -154,6 +154,8 @@ class Result:
     """CPU of everything but the gateway, PostgreSQL and the load generator (% of a core)."""
     rows: dict[str, int]
     expected_rows: int
+    switches_per_1000: tuple[float, float] = (0.0, 0.0)
+    """The gateway's context switches per 1,000 events (voluntary, involuntary)."""
     postgres_waits: dict[str, float] | None = None
     """On PostgreSQL: backends of the case's database per sample, on average, waiting on a
     lock, on an LWLock, and active (benchstores.LockWaits), while measured."""
@@ -312,6 +314,10 @@ def run_case(
         other_cpu_pct=100 * max(0.0, other) / d,
         rows=rows,
         expected_rows=accepted,
+        switches_per_1000=(
+            1000 * spent.switches[0] / max(1, events),
+            1000 * spent.switches[1] / max(1, events),
+        ),
         postgres_waits=None if waits is None else waits.mean(),
     )
 
@@ -396,6 +402,13 @@ def table(results: Sequence[Result]) -> str:
         "gw us/ev: CPU (user + system) of the gateway's processes per event answered 202;"
         " pg us/ev: PostgreSQL's processes per event; ev/s/core = 1e6 / gw us/ev"
     )
+    lines.append(
+        "the gateway's context switches per 1,000 events, voluntary (blocked: the loop waited"
+        " for work) / involuntary (the scheduler gave its core to another process):"
+    )
+    for r in results:
+        v, i = r.switches_per_1000
+        lines.append(f"  {r.case.label:<34} {v:8.1f} / {i:8.1f}")
     waited = [r for r in results if r.postgres_waits is not None]
     if waited:
         lines.append(

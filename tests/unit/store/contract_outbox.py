@@ -17,7 +17,7 @@ import random
 from collections import Counter
 
 import pytest
-from contract import LEASE, T0, StoreFactory, ev, ids_of
+from contract import LEASE, T0, ContractSuite, StoreFactory, ev, ids_of
 from contract_dedup import DedupContract
 
 from gateway.store.base import (
@@ -31,8 +31,91 @@ from gateway.store.base import (
 ALL_STATES = tuple(DeliveryState)
 
 
-class StoreContract(DedupContract):
-    """Base class of the contract tests; a backend's test module subclasses it."""
+class OutboxReadContract(ContractSuite[Store]):
+    """What the outbox tells about its rows: recent deliveries, the backlog, the counts, and
+    compaction (which keeps the counts)."""
+
+    async def test_recent_newest_first_and_route_filter(self, store: Store) -> None:
+        await store.append([ev("a"), ev("b", "shop:ga4"), ev("c")], T0)
+        meta = await store.lease("shop:meta", 10, T0 + 1, LEASE)
+        await store.mark_done([meta[1].id], T0 + 5)
+        recent = await store.recent(10)
+        assert recent[0].event_id == "c"
+        assert recent[0].state is DeliveryState.DONE
+        assert recent[0].updated_at == T0 + 5
+        assert {r.event_id for r in recent} == {"a", "b", "c"}
+        assert [r.updated_at for r in recent] == sorted(
+            (r.updated_at for r in recent), reverse=True
+        )
+        assert len(await store.recent(2)) == 2
+        assert [r.event_id for r in await store.recent(10, route="shop:ga4")] == ["b"]
+
+    # -- backlog (outbox depth for /metrics) -----------------------------------------------------
+
+    async def test_backlog_counts_waiting_rows_and_their_oldest_append(self, store: Store) -> None:
+        await store.append([ev("a"), ev("b", "shop:meta", "shop:ga4")], T0)
+        await store.append([ev("c"), ev("d")], T0 + 10)
+        leased = await store.lease("shop:meta", 2, T0 + 20, LEASE)  # a and b
+        await store.mark_done([leased[0].id], T0 + 21)  # a delivered: not waiting any more
+        backlog = await store.backlog(["shop:meta", "shop:ga4", "shop:none"], 1000)
+        assert backlog["shop:meta"] == (3, T0)  # b (leased), c and d
+        assert backlog["shop:ga4"] == (1, T0)
+        assert backlog["shop:none"] == (0, None)
+        later = await store.lease("shop:meta", 10, T0 + 30, LEASE)
+        assert [d.event_id for d in later] == ["c", "d"]  # b's lease has not expired
+        await store.mark_retry([later[0].id], T0 + 99, "later", T0 + 31)
+        await store.mark_dead([later[1].id], DeadReason.AUTH, "no", T0 + 31)
+        # b (leased) and c (retry) wait; d is dead
+        assert (await store.backlog(["shop:meta"], 1000))["shop:meta"] == (2, T0)
+        leased = await store.lease("shop:meta", 10, T0 + 60, LEASE)  # b again (lease expired)
+        await store.mark_done([d.id for d in leased if d.event_id == "b"], T0 + 61)
+        assert (await store.backlog(["shop:meta"], 1000))["shop:meta"] == (1, T0 + 10)
+        capped = await store.backlog(["shop:meta", "shop:ga4"], 1)
+        assert capped["shop:meta"].depth == 1
+        assert await store.backlog([], 10) == {}
+
+    async def test_backlog_reads_at_most_the_limit(self, store: Store) -> None:
+        await store.append([ev(f"e{i}") for i in range(50)], T0)
+        assert (await store.backlog(["shop:meta"], 20))["shop:meta"].depth == 20
+        assert (await store.backlog(["shop:meta"], 100))["shop:meta"].depth == 50
+
+    # -- compaction ----------------------------------------------------------------------------
+
+    async def test_compact_removes_old_done_rows_but_counts_keep_them(self, store: Store) -> None:
+        await store.append([ev(f"e{i}") for i in range(6)], T0)
+        rows = await store.lease("shop:meta", 10, T0, LEASE)
+        await store.mark_done(ids_of(rows[:2]), T0 + 10)
+        await store.mark_done(ids_of(rows[2:3]), T0 + 500)
+        await store.mark_dead(ids_of(rows[3:4]), DeadReason.AUTH, "x", T0 + 10)
+        await store.mark_retry(ids_of(rows[4:5]), T0 + 10_000, "later", T0 + 10)
+        await store.mark_done(ids_of(rows[5:]), T0 + 900)
+        before = await store.counts()
+
+        deleted = await store.compact(T0 + 1000, keep_done_seconds=600, dedup_seconds=1e9)
+        assert deleted == 2
+        assert await store.counts() == before
+        assert await store.compact(T0 + 1000, keep_done_seconds=600, dedup_seconds=1e9) == 0
+        assert await store.compact(T0 + 2000, keep_done_seconds=600, dedup_seconds=1e9) == 2
+        assert await store.counts() == before
+        assert before[("shop:meta", DeliveryState.DONE)] == 4
+
+        visible = {r.event_id for r in await store.recent(100)}
+        assert visible == {"e3", "e4"}
+        assert [d.reason for d in await store.dead_letters("shop:meta", 10)] == ["auth: x"]
+        # rows in other states are untouched and still work
+        (retry,) = await store.lease("shop:meta", 10, T0 + 10_000, LEASE)
+        assert retry.event_id == "e4"
+        assert retry.record == b'{"id":"e4"}'
+        await store.mark_done([retry.id], T0 + 10_001)
+        counts = await store.counts()
+        assert counts[("shop:meta", DeliveryState.DONE)] == 5
+        assert ("shop:meta", DeliveryState.RETRY) not in counts
+
+
+class StoreContract(DedupContract, OutboxReadContract):
+    """Base class of the contract tests; a backend's test module subclasses it: a row's life
+    (append, lease, marks), the counts under random operations, concurrency and reopening,
+    plus the dedup and read contracts."""
 
     # -- append & lease ------------------------------------------------------------------------
 
@@ -196,82 +279,6 @@ class StoreContract(DedupContract):
         await store.append([ev("d")], T0 + 3)
         await store.mark_done([c.id + 1000], T0 + 3)
         assert [x.event_id for x in await store.lease("shop:meta", 10, T0 + 3, LEASE)] == ["d"]
-
-    async def test_recent_newest_first_and_route_filter(self, store: Store) -> None:
-        await store.append([ev("a"), ev("b", "shop:ga4"), ev("c")], T0)
-        meta = await store.lease("shop:meta", 10, T0 + 1, LEASE)
-        await store.mark_done([meta[1].id], T0 + 5)
-        recent = await store.recent(10)
-        assert recent[0].event_id == "c"
-        assert recent[0].state is DeliveryState.DONE
-        assert recent[0].updated_at == T0 + 5
-        assert {r.event_id for r in recent} == {"a", "b", "c"}
-        assert [r.updated_at for r in recent] == sorted(
-            (r.updated_at for r in recent), reverse=True
-        )
-        assert len(await store.recent(2)) == 2
-        assert [r.event_id for r in await store.recent(10, route="shop:ga4")] == ["b"]
-
-    # -- backlog (outbox depth for /metrics) -----------------------------------------------------
-
-    async def test_backlog_counts_waiting_rows_and_their_oldest_append(self, store: Store) -> None:
-        await store.append([ev("a"), ev("b", "shop:meta", "shop:ga4")], T0)
-        await store.append([ev("c"), ev("d")], T0 + 10)
-        leased = await store.lease("shop:meta", 2, T0 + 20, LEASE)  # a and b
-        await store.mark_done([leased[0].id], T0 + 21)  # a delivered: not waiting any more
-        backlog = await store.backlog(["shop:meta", "shop:ga4", "shop:none"], 1000)
-        assert backlog["shop:meta"] == (3, T0)  # b (leased), c and d
-        assert backlog["shop:ga4"] == (1, T0)
-        assert backlog["shop:none"] == (0, None)
-        later = await store.lease("shop:meta", 10, T0 + 30, LEASE)
-        assert [d.event_id for d in later] == ["c", "d"]  # b's lease has not expired
-        await store.mark_retry([later[0].id], T0 + 99, "later", T0 + 31)
-        await store.mark_dead([later[1].id], DeadReason.AUTH, "no", T0 + 31)
-        # b (leased) and c (retry) wait; d is dead
-        assert (await store.backlog(["shop:meta"], 1000))["shop:meta"] == (2, T0)
-        leased = await store.lease("shop:meta", 10, T0 + 60, LEASE)  # b again (lease expired)
-        await store.mark_done([d.id for d in leased if d.event_id == "b"], T0 + 61)
-        assert (await store.backlog(["shop:meta"], 1000))["shop:meta"] == (1, T0 + 10)
-        capped = await store.backlog(["shop:meta", "shop:ga4"], 1)
-        assert capped["shop:meta"].depth == 1
-        assert await store.backlog([], 10) == {}
-
-    async def test_backlog_reads_at_most_the_limit(self, store: Store) -> None:
-        await store.append([ev(f"e{i}") for i in range(50)], T0)
-        assert (await store.backlog(["shop:meta"], 20))["shop:meta"].depth == 20
-        assert (await store.backlog(["shop:meta"], 100))["shop:meta"].depth == 50
-
-    # -- compaction ----------------------------------------------------------------------------
-
-    async def test_compact_removes_old_done_rows_but_counts_keep_them(self, store: Store) -> None:
-        await store.append([ev(f"e{i}") for i in range(6)], T0)
-        rows = await store.lease("shop:meta", 10, T0, LEASE)
-        await store.mark_done(ids_of(rows[:2]), T0 + 10)
-        await store.mark_done(ids_of(rows[2:3]), T0 + 500)
-        await store.mark_dead(ids_of(rows[3:4]), DeadReason.AUTH, "x", T0 + 10)
-        await store.mark_retry(ids_of(rows[4:5]), T0 + 10_000, "later", T0 + 10)
-        await store.mark_done(ids_of(rows[5:]), T0 + 900)
-        before = await store.counts()
-
-        deleted = await store.compact(T0 + 1000, keep_done_seconds=600, dedup_seconds=1e9)
-        assert deleted == 2
-        assert await store.counts() == before
-        assert await store.compact(T0 + 1000, keep_done_seconds=600, dedup_seconds=1e9) == 0
-        assert await store.compact(T0 + 2000, keep_done_seconds=600, dedup_seconds=1e9) == 2
-        assert await store.counts() == before
-        assert before[("shop:meta", DeliveryState.DONE)] == 4
-
-        visible = {r.event_id for r in await store.recent(100)}
-        assert visible == {"e3", "e4"}
-        assert [d.reason for d in await store.dead_letters("shop:meta", 10)] == ["auth: x"]
-        # rows in other states are untouched and still work
-        (retry,) = await store.lease("shop:meta", 10, T0 + 10_000, LEASE)
-        assert retry.event_id == "e4"
-        assert retry.record == b'{"id":"e4"}'
-        await store.mark_done([retry.id], T0 + 10_001)
-        counts = await store.counts()
-        assert counts[("shop:meta", DeliveryState.DONE)] == 5
-        assert ("shop:meta", DeliveryState.RETRY) not in counts
 
     # -- invariants under random operations ----------------------------------------------------
 
