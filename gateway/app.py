@@ -42,8 +42,8 @@ from gateway.web.challenge import CHALLENGES
 from gateway.web.challenge import install as install_challenges
 from gateway.web.collect import MAX_BODY as COLLECT_MAX_BODY
 from gateway.web.collect import Collect
+from gateway.web.dashboard import Dashboard, Providers
 from gateway.web.dashboard import Live as DashboardLive
-from gateway.web.dashboard import Providers
 from gateway.web.dashboard import install as install_dashboard
 from gateway.web.dashboard.adapters import (
     events_provider,
@@ -162,46 +162,8 @@ def create_app(
         max_events=config.server.max_events_per_request,
         visitor_key=cookie_key(config) if sites else None,
     )
-    health = Health(store.ping, runtime.route_health)
-    admin = Admin(
-        store,
-        config.server.admin_token,
-        runtime.route_health,
-        runtime.browser_stats,
-        pipeline.consent_denied,
-        pipeline.routed_away,
-    )
     app.router.add_post("/v1/events", api.post_events)
-    app.router.add_get("/healthz", health.healthz)
-    app.router.add_get("/readyz", health.readyz)
-    app.router.add_get("/v1/debug/recent", admin.recent)
-    app.router.add_get("/v1/debug/dead", admin.dead)
-    dead = DeadLetters(store, config.server.admin_token, runtime.workers, clock)
-    app.router.add_get("/v1/admin/dead", dead.dead)
-    app.router.add_post("/v1/admin/replay", dead.replay)
-    app.router.add_post("/v1/admin/resume", dead.resume)
-    site_routes = {s.config.id: s.routes for s in sites}
-    gap = Gap(store, config.server.admin_token, site_routes, clock)
-    app.router.add_get("/v1/admin/gap", gap.gap)
-    board = install_dashboard(
-        app,
-        dashboard_live(runtime, clock),
-        config.server.admin_token,
-        cookie_key(config) if config.server.admin_token is not None else b"",
-        config.proxy_networks,
-        Providers(
-            stats=stats_provider(store) if config.audit.rollups else None,
-            gap=gap_provider(store, site_routes),
-        ),
-    )  # the recent-events provider is added once the debug view exists (below)
-    stats = StatsApi(store, config.server.admin_token, _site_destinations(config), clock)
-    app.router.add_get(STATS_PATH, stats.get)
-    debug = runtime.debug = DebugView(
-        config, clock, lambda r: w.destination if (w := runtime.workers.get(r)) else None
-    )
-    pipeline.debug = debug.log
-    board.providers = replace(board.providers, events=events_provider(debug))
-    app.router.add_get("/v1/admin/events", debug.events)
+    board = _admin_routes(app, runtime, clock)
     erasure = Erasure(pipeline, sites, clock)
     app.router.add_delete("/v1/visitors/{visitor_id}", erasure.delete_visitor)
     app.router.add_post("/v1/erase", erasure.erase)
@@ -223,6 +185,53 @@ def create_app(
         app, metrics_sources(app, runtime, clock), config.metrics, config.server.admin_token
     )
     return app
+
+
+def _admin_routes(app: web.Application, runtime: Runtime, clock: Clock) -> Dashboard:
+    """Health checks, the admin API (recent and dead events, replay and resume, the conversion
+    gap, stats, the debug view) and the dashboard, whose providers read them."""
+    config, store, pipeline = runtime.config, runtime.store, runtime.pipeline
+    token = config.server.admin_token
+    health = Health(store.ping, runtime.route_health)
+    admin = Admin(
+        store,
+        token,
+        runtime.route_health,
+        runtime.browser_stats,
+        pipeline.consent_denied,
+        pipeline.routed_away,
+    )
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/v1/debug/recent", admin.recent)
+    app.router.add_get("/v1/debug/dead", admin.dead)
+    dead = DeadLetters(store, token, runtime.workers, clock)
+    app.router.add_get("/v1/admin/dead", dead.dead)
+    app.router.add_post("/v1/admin/replay", dead.replay)
+    app.router.add_post("/v1/admin/resume", dead.resume)
+    site_routes = {s.config.id: s.routes for s in runtime.sites}
+    gap = Gap(store, token, site_routes, clock)
+    app.router.add_get("/v1/admin/gap", gap.gap)
+    board = install_dashboard(
+        app,
+        dashboard_live(runtime, clock),
+        token,
+        cookie_key(config) if token is not None else b"",
+        config.proxy_networks,
+        Providers(
+            stats=stats_provider(store) if config.audit.rollups else None,
+            gap=gap_provider(store, site_routes),
+        ),
+    )  # the recent-events provider is added once the debug view exists (below)
+    stats = StatsApi(store, token, _site_destinations(config), clock)
+    app.router.add_get(STATS_PATH, stats.get)
+    debug = runtime.debug = DebugView(
+        config, clock, lambda r: w.destination if (w := runtime.workers.get(r)) else None
+    )
+    pipeline.debug = debug.log
+    board.providers = replace(board.providers, events=events_provider(debug))
+    app.router.add_get("/v1/admin/events", debug.events)
+    return board
 
 
 def metrics_sources(app: web.Application, runtime: Runtime, clock: Clock) -> MetricsSources:

@@ -35,6 +35,28 @@ GC_YOUNG_THRESHOLD = 200_000
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return _check(args.config)
+    if args.command == "healthcheck":
+        return _healthcheck(args.config, args.url, args.timeout)
+    if args.command == "check-site":
+        return _check_site(args)
+    if args.command in ("replay", "resume"):
+        return _admin_command(args, parser)
+    if args.command == "audit":
+        return _audit(args)
+    if args.command == "certs":
+        return _dev_certs(args.hosts, Path(args.dir))
+    if args.command == "run":
+        return _run_command(args)
+    return _demo(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line: one subcommand each (the admin, check-site and audit ones are built
+    by their own modules' parsers)."""
     parser = argparse.ArgumentParser(prog="signalgate", description="First-party tracking gateway.")
     parser.add_argument("--version", action="version", version=f"signalgate {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,51 +98,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev = certs_sub.add_parser("dev", help="a local CA and a certificate for HOST… (testing only)")
     dev.add_argument("hosts", nargs="+", metavar="HOST", help="DNS names or IP addresses")
     dev.add_argument("--dir", default="certs", help="output directory (default: certs/)")
-    args = parser.parse_args(argv)
-    if args.command == "check-config":
-        return _check(args.config)
-    if args.command == "healthcheck":
-        return _healthcheck(args.config, args.url, args.timeout)
-    if args.command == "check-site":
-        return _check_site(args)
-    if args.command in ("replay", "resume"):
-        return _admin_command(args, parser)
-    if args.command == "audit":
-        outcome = audit_cli.run(args)
-        if outcome.out:
-            print(outcome.out)
-        if outcome.err:
-            print(f"signalgate: {outcome.err}", file=sys.stderr)
-        return outcome.status
-    if args.command == "certs":
-        return _dev_certs(args.hosts, Path(args.dir))
-    if args.command == "run":
-        try:
-            config = load(args.config)
-        except ConfigError as exc:
-            _print_errors(exc)
-            return 1
-        level = os.environ.get("SIGNALGATE_LOG_LEVEL", config.server.log_level)
-        if level.upper() not in logging.getLevelNamesMapping():
-            print(f"signalgate: SIGNALGATE_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
-            return 1
-        try:
-            workers = supervisor.parse_workers(args.workers)
-        except supervisor.WorkersError as exc:
-            print(f"signalgate: {exc}", file=sys.stderr)
-            return 1
-        setup_logging(level.upper(), config.server.log_format)
-        worker = None
-        if args.worker_slot is not None:  # started by the supervisor (gateway/supervisor.py)
-            worker = WorkerSlot(args.worker_slot, args.metrics_socket)
-            tag_worker(args.worker_slot)
-        try:
-            if worker is None and workers > 1:
-                return _supervise(args.config, config, workers, delivery=not args.no_delivery)
-            return _serve(_run(config, delivery=not args.no_delivery, worker=worker))
-        except StartupError as exc:
-            print(f"signalgate: {exc}", file=sys.stderr)
-            return 1
+    return parser
+
+
+def _audit(args: argparse.Namespace) -> int:
+    outcome = audit_cli.run(args)
+    if outcome.out:
+        print(outcome.out)
+    if outcome.err:
+        print(f"signalgate: {outcome.err}", file=sys.stderr)
+    return outcome.status
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """`signalgate run`: one process, a supervisor of N workers, or a worker it started."""
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        _print_errors(exc)
+        return 1
+    level = os.environ.get("SIGNALGATE_LOG_LEVEL", config.server.log_level)
+    if level.upper() not in logging.getLevelNamesMapping():
+        print(f"signalgate: SIGNALGATE_LOG_LEVEL: unknown level {level!r}", file=sys.stderr)
+        return 1
+    try:
+        workers = supervisor.parse_workers(args.workers)
+    except supervisor.WorkersError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 1
+    setup_logging(level.upper(), config.server.log_format)
+    worker = None
+    if args.worker_slot is not None:  # started by the supervisor (gateway/supervisor.py)
+        worker = WorkerSlot(args.worker_slot, args.metrics_socket)
+        tag_worker(args.worker_slot)
+    try:
+        if worker is None and workers > 1:
+            return _supervise(args.config, config, workers, delivery=not args.no_delivery)
+        return _serve(_run(config, delivery=not args.no_delivery, worker=worker))
+    except StartupError as exc:
+        print(f"signalgate: {exc}", file=sys.stderr)
+        return 1
+
+
+def _demo(args: argparse.Namespace) -> int:
     setup_logging(os.environ.get("SIGNALGATE_LOG_LEVEL", "INFO"))
     return _serve(
         run_demo(
